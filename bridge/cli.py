@@ -1,0 +1,157 @@
+"""The ``scorebridge`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from bridge import __version__
+from bridge.errors import ScoreBridgeError
+
+__all__ = ["main"]
+
+log = logging.getLogger("scorebridge")
+
+
+def _add_osc_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--osc-host", default="127.0.0.1", help="the bridge's OSC host")
+    parser.add_argument("--osc-port", type=int, default=9000, help="the bridge's OSC port")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scorebridge", description="Real-time bridge between a DAW "
+                                     "and generative music engines.")
+    parser.add_argument("--version", action="version", version=f"scorebridge {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the bridge")
+    serve.add_argument("--config", type=Path, help="TOML config file (flags override it)")
+    serve.add_argument("--backend", help="auto (default), alsa, jack, coremidi or winmm")
+    serve.add_argument("--client", help="client name prefix of the virtual ports (default scorebridge)")
+    serve.add_argument("--connect-in", action="append", default=[], metavar="PATTERN",
+                       help="also read from existing ports whose name matches (regex); repeatable")
+    serve.add_argument("--connect-out", action="append", default=[], metavar="PATTERN",
+                       help="also send to existing ports whose name matches (regex); repeatable")
+    serve.add_argument("--clock", choices=("follow", "internal", "external"), help="clock source")
+    serve.add_argument("--tempo", type=float, help="internal tempo in BPM (default 120)")
+    serve.add_argument("--clock-out", action="store_true", help="send MIDI clock from the internal clock")
+    serve.add_argument("--slot", action="append", default=[], metavar="NAME=ENGINE[@IN>OUT]",
+                       help="engine slots instead of the config's, e.g. rule=rule@all>2; repeatable")
+    serve.add_argument("--osc-host", help="OSC bind address (default 127.0.0.1)")
+    serve.add_argument("--osc-port", type=int, help="OSC port (default 9000; 0 = any free port)")
+    serve.add_argument("--osc-allow-remote", action="store_true", help="allow a non-loopback OSC bind")
+    serve.add_argument("--osc-allow", default="", help="comma-separated client addresses allowed remotely")
+    serve.add_argument("--duration", type=float, help="stop after this many seconds (tests, demos)")
+
+    panic = sub.add_parser("panic", help="release every note of a running bridge")
+    _add_osc_target(panic)
+    panic.add_argument("--midi", metavar="PATTERN", help="instead, send All Notes Off directly to "
+                       "MIDI outputs matching PATTERN (when no bridge answers)")
+    panic.add_argument("--backend", default="auto")
+
+    status = sub.add_parser("status", help="print a running bridge's status as JSON")
+    _add_osc_target(status)
+
+    doctor = sub.add_parser("doctor", help="check MIDI backends, JACK, the OSC port and models")
+    _add_osc_target(doctor)
+
+    sub.add_parser("engines", help="list engines and their parameters")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.command is None:
+        build_parser().print_help()
+        return 2
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "panic":
+            from bridge.remote import panic
+            return panic(args)
+        if args.command == "status":
+            from bridge.remote import status
+            return status(args)
+        if args.command == "doctor":
+            from bridge.doctor import doctor
+            return doctor(args)
+        if args.command == "engines":
+            return _engines()
+    except ScoreBridgeError as exc:
+        print(f"scorebridge {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from bridge.config import load_config, parse_slot_flag
+    from bridge.session import Session
+
+    config = load_config(args.config)
+    for name in ("backend", "client", "tempo", "osc_host", "osc_port"):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(config, "tempo_bpm" if name == "tempo" else name, value)
+    if args.clock:
+        config.clock_mode = args.clock
+    config.clock_out = config.clock_out or args.clock_out
+    config.connect_in += args.connect_in
+    config.connect_out += args.connect_out
+    config.osc_allow_remote = config.osc_allow_remote or args.osc_allow_remote
+    config.osc_allow += [a for a in args.osc_allow.split(",") if a]
+    if args.slot:
+        config.slots = [parse_slot_flag(s) for s in args.slot]
+    # Short GIL slices so a busy engine thread cannot hold up the router or scheduler for the
+    # default 5 ms; this is the serving process's own setting, not a library side effect.
+    sys.setswitchinterval(0.0005)
+    session = Session(config)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    session.start()
+    try:
+        status = session.status()
+        slots = ", ".join(f"{n} ({s['engine']})" for n, s in status["engines"].items())
+        print(f"scorebridge {__version__} online: MIDI in {status['ports']['in']!r}, out "
+              f"{', '.join(repr(p) for p in status['ports']['out'])} via {status['backend']}"
+              f"{' (private JACK server, dummy driver)' if status['private_jack'] else ''}; "
+              f"OSC {config.osc_host}:{session.osc.port}; engines: {slots}", flush=True)
+        stop.wait(args.duration)
+    finally:
+        session.stop()
+        print("scorebridge stopped: every note released", flush=True)
+    return 0
+
+
+def _engines() -> int:
+    from engines import available_engines, engine_class
+
+    for name in sorted(available_engines()):
+        cls = engine_class(name)
+        print(f"{name}: {cls.description}")
+        for param in cls.params:
+            print(f"  {param.name} ({param.kind}, {param.describe_range()}, default {param.default!r})"
+                  f"{': ' + param.doc if param.doc else ''}")
+    return 0
+
+
+def print_json(data: object) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Bridge configuration: a TOML file, overridden by command-line flags.
+
+Channels are written 1..16 in files and flags (as musicians count them) and held 0..15 inside.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridge.errors import ConfigError
+from bridge.host import SlotConfig
+
+__all__ = ["BridgeConfig", "load_config", "DEFAULT_SLOTS"]
+
+DEFAULT_SLOTS = (SlotConfig(name="rule", engine="rule", in_channels=None, out_channel=1),)
+
+
+@dataclass
+class BridgeConfig:
+    backend: str = "auto"
+    client: str = "scorebridge"
+    connect_in: list[str] = field(default_factory=list)
+    connect_out: list[str] = field(default_factory=list)
+    clock_mode: str = "follow"
+    tempo_bpm: float = 120.0
+    clock_out: bool = False
+    osc_host: str = "127.0.0.1"
+    osc_port: int = 9000
+    osc_allow_remote: bool = False
+    osc_allow: list[str] = field(default_factory=list)
+    slots: list[SlotConfig] = field(default_factory=lambda: list(DEFAULT_SLOTS))
+
+
+def _channels(value: Any, where: str) -> frozenset[int] | None:
+    if value in (None, "all"):
+        return None
+    items = [value] if isinstance(value, int) else value
+    if not isinstance(items, list) or not all(isinstance(c, int) and 1 <= c <= 16 for c in items):
+        raise ConfigError(f"{where}: channels must be 1..16, a list of them, or \"all\" (got {value!r})")
+    return frozenset(c - 1 for c in items)
+
+
+def _channel(value: Any, where: str) -> int:
+    if not isinstance(value, int) or not 1 <= value <= 16:
+        raise ConfigError(f"{where}: out_channel must be 1..16 (got {value!r})")
+    return value - 1
+
+
+def parse_slot(table: dict[str, Any], where: str) -> SlotConfig:
+    unknown = set(table) - {"name", "engine", "in_channels", "out_channel", "out_port", "params"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {sorted(unknown)}; valid: name, engine, "
+                          "in_channels, out_channel, out_port, params")
+    if "engine" not in table:
+        raise ConfigError(f"{where}: every [[slots]] entry needs engine = \"rule\" (or another engine)")
+    engine = str(table["engine"])
+    params = table.get("params", {})
+    if not isinstance(params, dict):
+        raise ConfigError(f"{where}: params must be a table")
+    return SlotConfig(
+        name=str(table.get("name", engine)),
+        engine=engine,
+        in_channels=_channels(table.get("in_channels", "all"), where),
+        out_channel=_channel(table.get("out_channel", 2), where),
+        out_port=table.get("out_port") or None,
+        params=params,
+    )
+
+
+def parse_slot_flag(text: str) -> SlotConfig:
+    """``--slot NAME=ENGINE[:IN>OUT]``, e.g. ``harm=rule:1>2`` or ``mon=thru:all>3``."""
+    name, sep, rest = text.partition("=")
+    if not sep or not name:
+        raise ConfigError(f"--slot {text!r}: write NAME=ENGINE or NAME=ENGINE@IN>OUT, e.g. rule=rule@1>2")
+    engine, _, routing = rest.partition("@")
+    slot = {"name": name, "engine": engine}
+    if routing:
+        ins, arrow, out = routing.partition(">")
+        if not arrow:
+            raise ConfigError(f"--slot {text!r}: routing must be IN>OUT, e.g. 1>2 or all>2")
+        try:
+            slot["in_channels"] = "all" if ins == "all" else [int(c) for c in ins.split(",")]
+            slot["out_channel"] = int(out)
+        except ValueError:
+            raise ConfigError(f"--slot {text!r}: channels must be numbers 1..16 or all") from None
+    return parse_slot(slot, f"--slot {text}")
+
+
+def load_config(path: Path | None) -> BridgeConfig:
+    config = BridgeConfig()
+    if path is None:
+        return config
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    midi = data.get("midi", {})
+    clock = data.get("clock", {})
+    osc = data.get("osc", {})
+    config.backend = str(midi.get("backend", config.backend))
+    config.client = str(midi.get("client", config.client))
+    config.connect_in = list(midi.get("connect_in", []))
+    config.connect_out = list(midi.get("connect_out", []))
+    config.clock_mode = str(clock.get("mode", config.clock_mode))
+    config.tempo_bpm = float(clock.get("tempo_bpm", config.tempo_bpm))
+    config.clock_out = bool(clock.get("clock_out", False))
+    config.osc_host = str(osc.get("host", config.osc_host))
+    config.osc_port = int(osc.get("port", config.osc_port))
+    config.osc_allow_remote = bool(osc.get("allow_remote", False))
+    config.osc_allow = [str(a) for a in osc.get("allow", [])]
+    if "slots" in data:
+        config.slots = [parse_slot(t, f"{path} [[slots]] #{i + 1}") for i, t in enumerate(data["slots"])]
+    unknown = set(data) - {"midi", "clock", "osc", "slots"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown sections {sorted(unknown)}; valid: midi, clock, osc, slots")
+    return config

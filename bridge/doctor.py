@@ -1,0 +1,84 @@
+"""``scorebridge doctor``: what works on this machine, and what to do about what does not."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+
+from bridge.errors import ScoreBridgeError
+from bridge.jack import jack_running
+from bridge.osc import PREFIX
+from bridge.ports import BACKENDS
+
+__all__ = ["doctor"]
+
+
+def _check(ok: bool, label: str, detail: str, problems: list[str], required: bool = True) -> None:
+    mark = "ok  " if ok else ("FAIL" if required else "note")
+    print(f"[{mark}] {label}: {detail}")
+    if not ok and required:
+        problems.append(label)
+
+
+def doctor(args: argparse.Namespace) -> int:
+    problems: list[str] = []
+    usable = []
+    for name, backend in BACKENDS.items():
+        ok, why = backend.available()
+        if ok:
+            usable.append(name)
+        _check(ok, f"MIDI backend {name}", "usable" if ok else why, problems, required=False)
+    jackd = shutil.which("jackd")
+    running = jack_running()
+    _check(bool(jackd) or bool(usable), "jackd", jackd or "not installed (apt-get install jackd2)",
+           problems, required=not usable)
+    _check(True, "JACK server", "running" if running else "not running (serve starts a private one)",
+           problems, required=False)
+    if not usable and not jackd:
+        problems.append("no MIDI backend")
+        print("       no MIDI backend works and jackd is missing: install jackd2 or load snd-seq")
+    _check_osc(args.osc_host, args.osc_port, problems)
+    _check_models(problems)
+    if problems:
+        print(f"doctor: {len(problems)} problem(s): {', '.join(problems)}")
+        return 1
+    print("doctor: everything needed to serve works")
+    return 0
+
+
+def _check_osc(host: str, port: int, problems: list[str]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            from bridge.remote import request
+
+            try:
+                reply = request(host, port, f"{PREFIX}/status", f"{PREFIX}/status", timeout_s=1.0)
+                state = json.loads(reply[0]).get("state")
+                _check(True, "OSC port", f"{host}:{port} is used by a running bridge ({state})", problems)
+            except ScoreBridgeError:
+                _check(False, "OSC port", f"{host}:{port} is taken by another program ({exc.strerror}); "
+                       "use --osc-port", problems)
+            return
+    _check(True, "OSC port", f"{host}:{port} is free", problems)
+
+
+def _check_models(problems: list[str]) -> None:
+    from onnx_models import model_cards
+
+    cards = model_cards()
+    if not cards:
+        _check(True, "models", "no exported models shipped yet (the rule engine needs none)", problems,
+               required=False)
+        return
+    from onnx_models import verify_card
+
+    for card_path in cards:
+        try:
+            verify_card(card_path)
+            _check(True, f"model {card_path.stem}", "loads, hash matches", problems)
+        except ScoreBridgeError as exc:
+            _check(False, f"model {card_path.stem}", str(exc), problems)

@@ -1,0 +1,295 @@
+"""The engine host: one worker thread per engine slot, routing, parameters, swaps and
+error isolation.
+
+A slot is a named place in the bridge (``rule``, ``harmony``...) that holds one engine, an
+input channel filter and an output port/channel. Input events reach a slot through its inbox;
+the slot's worker runs the engine and hands outputs to the note tracker (now) or the
+scheduler (later). A slow engine only delays its own slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import mido
+
+from bridge.clock import Transport
+from bridge.errors import EngineError
+from bridge.events import EngineInput, Note, NoteOff, NoteOn, Send, TransportChange
+from bridge.output import NoteTracker, Scheduler
+from bridge.ports.base import OutputPort
+from engines import Engine, EngineContext, engine_class
+
+__all__ = ["Slot", "EngineHost", "SlotConfig"]
+
+log = logging.getLogger(__name__)
+
+ParamListener = Callable[[str, str, Any], None]
+
+
+@dataclass
+class SlotConfig:
+    name: str
+    engine: str
+    in_channels: frozenset[int] | None = None  # 0-based; None = all
+    out_channel: int = 1  # 0-based
+    out_port: str | None = None  # None = the main output
+    params: dict[str, Any] | None = None
+
+
+class _Swap:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+
+class _SetParam:
+    def __init__(self, name: str, value: Any) -> None:
+        self.name, self.value = name, value
+
+
+_STOP = object()
+
+
+class Slot:
+    """One engine, its inbox and its worker thread."""
+
+    def __init__(self, config: SlotConfig, engine: Engine, port: OutputPort, host: EngineHost) -> None:
+        self.name = config.name
+        self.config = config
+        self.engine = engine
+        self.port = port
+        self.host = host
+        self.inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.enabled = True
+        self.error: str | None = None
+        self.epoch = 0  # bumped by stop/swap/panic: outputs computed before are dropped
+        self.held: dict[int, int] = {}  # the player's notes held on this slot's input
+        self.processed = 0
+        self.outputs = 0
+        self.dropped_stale = 0
+        self.max_process_s = 0.0
+        self.values: dict[str, Any] = engine.values()
+        self._thread = threading.Thread(target=self._run, name=f"engine-{self.name}", daemon=True)
+
+    def accepts(self, channel: int) -> bool:
+        return self.config.in_channels is None or channel in self.config.in_channels
+
+    def start(self) -> None:
+        self._prepare(self.engine)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.inbox.put(_STOP)
+            self._thread.join(timeout=2)
+
+    def _prepare(self, engine: Engine) -> None:
+        engine.prepare(EngineContext(self.name, self.config.out_channel, self.host.transport.tempo_bpm))
+
+    def _run(self) -> None:
+        while True:
+            item = self.inbox.get()
+            if item is _STOP:
+                return
+            if isinstance(item, _Swap):
+                self._swap(item.engine)
+                continue
+            if isinstance(item, _SetParam):
+                self._set_param(item.name, item.value)
+                continue
+            if not self.enabled:
+                continue
+            self._process(item)  # type: ignore[arg-type]
+
+    def _process(self, event: EngineInput) -> None:
+        if isinstance(event, NoteOn):
+            self.held[event.pitch] = event.velocity
+        elif isinstance(event, NoteOff):
+            self.held.pop(event.pitch, None)
+        epoch = self.epoch
+        started = time.perf_counter()
+        try:
+            outputs = self.engine.process(event)
+        except Exception as exc:  # noqa: BLE001 - the isolation boundary: any engine bug
+            self._fail(exc)
+            return
+        self.processed += 1
+        self.max_process_s = max(self.max_process_s, time.perf_counter() - started)
+        if epoch != self.epoch:
+            self.dropped_stale += len(outputs)
+            return
+        for output in outputs:
+            self._dispatch(output)
+
+    def _dispatch(self, output: Note | Send) -> None:
+        channel = self.config.out_channel
+        tracker, scheduler, transport = self.host.tracker, self.host.scheduler, self.host.transport
+        self.outputs += 1
+        if isinstance(output, Send):
+            message = output.message.copy(channel=channel) if hasattr(output.message, "channel") else output.message
+            if output.at_beats is None:
+                tracker.emit(self.port, message, self.name)
+            else:
+                scheduler.at(transport.time_at(output.at_beats),
+                             lambda m=message: tracker.emit(self.port, m, self.name), self.name)
+            return
+        ch = channel if output.channel is None else output.channel
+        on = mido.Message("note_on", channel=ch, note=output.pitch, velocity=output.velocity)
+        off = mido.Message("note_off", channel=ch, note=output.pitch)
+        start_s = time.perf_counter() if output.at_beats is None else transport.time_at(output.at_beats)
+        end_s = start_s + output.duration_beats * transport.seconds_per_beat()
+        if output.at_beats is None:
+            tracker.emit(self.port, on, self.name)
+        else:
+            scheduler.at(start_s, lambda: tracker.emit(self.port, on, self.name), self.name)
+        scheduler.at(end_s, lambda: tracker.emit(self.port, off, self.name), self.name)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.enabled = False
+        self.error = f"{type(exc).__name__}: {exc}"
+        self.host.engine_errors += 1
+        log.error("engine %r in slot %r raised and was disabled: %s", self.engine.name, self.name,
+                  self.error, exc_info=exc)
+        self.silence()
+
+    def silence(self) -> int:
+        """Cancel this slot's pending output and release every note it sounds."""
+        self.epoch += 1
+        self.host.scheduler.cancel_owner(self.name)
+        return self.host.tracker.release(owner=self.name)
+
+    def _swap(self, engine: Engine) -> None:
+        self.silence()
+        old = self.engine
+        old.reset()
+        self._prepare(engine)
+        self.engine = engine
+        self.values = engine.values()
+        self.enabled, self.error = True, None
+        log.info("slot %r: engine %r replaced by %r", self.name, old.name, engine.name)
+        # The player may be holding notes: the new engine hears them as if just played.
+        now = time.perf_counter()
+        beats = self.host.transport.beats_at(now)
+        playing = self.host.transport.playing
+        for pitch, velocity in list(self.held.items()):
+            self._process(NoteOn(pitch, velocity, 0, now, beats, playing))
+        self.host.notify_param(self.name, "engine", engine.name)
+
+    def _set_param(self, name: str, value: Any) -> None:
+        try:
+            self.engine.set_param(name, value)
+        except Exception as exc:  # noqa: BLE001 - an engine's on_param_change hook is engine code
+            self._fail(exc)
+
+
+class EngineHost:
+    """Owns the slots, fans input out to them and applies control from any source."""
+
+    def __init__(self, transport: Transport, tracker: NoteTracker, scheduler: Scheduler) -> None:
+        self.transport = transport
+        self.tracker = tracker
+        self.scheduler = scheduler
+        self.slots: dict[str, Slot] = {}
+        self.engine_errors = 0
+        self._listeners: list[ParamListener] = []
+
+    def add_slot(self, config: SlotConfig, port: OutputPort) -> Slot:
+        if config.name in self.slots:
+            raise EngineError(f"two engine slots are called {config.name!r}")
+        engine = engine_class(config.engine)()
+        for name, value in (config.params or {}).items():
+            engine.set_param(name, value)
+        slot = Slot(config, engine, port, self)
+        self.slots[config.name] = slot
+        return slot
+
+    def start(self) -> None:
+        for slot in self.slots.values():
+            slot.start()
+
+    def stop(self) -> None:
+        for slot in self.slots.values():
+            slot.silence()
+            slot.stop()
+
+    def dispatch(self, event: EngineInput, channel: int | None = None) -> None:
+        """Fan one event out to the slots that listen on ``channel`` (None = all slots)."""
+        if isinstance(event, TransportChange) and not event.playing:
+            # Released here, on the router thread, so a busy engine cannot delay it.
+            for slot in self.slots.values():
+                slot.silence()
+        for slot in self.slots.values():
+            if channel is None or slot.accepts(channel):
+                slot.inbox.put(event)
+
+    def slot(self, name: str) -> Slot:
+        if name not in self.slots:
+            raise EngineError(f"no engine slot {name!r}; slots: {', '.join(self.slots) or 'none'}")
+        return self.slots[name]
+
+    def set_param(self, slot_name: str, name: str, value: Any) -> Any:
+        """Validate now (raises ParameterError), apply on the slot's worker, echo to listeners."""
+        slot = self.slot(slot_name)
+        coerced = type(slot.engine).declaration(name).coerce(value)
+        slot.values[name] = coerced
+        slot.inbox.put(_SetParam(name, coerced))
+        self.notify_param(slot_name, name, coerced)
+        return coerced
+
+    def swap(self, slot_name: str, engine_name: str) -> None:
+        slot = self.slot(slot_name)
+        engine = engine_class(engine_name)()
+        slot.inbox.put(_Swap(engine))
+
+    def set_enabled(self, slot_name: str, enabled: bool) -> None:
+        """Re-enable a slot (e.g. after its engine raised) or mute it, releasing its notes."""
+        slot = self.slot(slot_name)
+        if not enabled:
+            slot.enabled = False
+            slot.silence()
+        else:
+            slot.enabled, slot.error = True, None
+        self.notify_param(slot_name, "enabled", int(enabled))
+
+    def panic(self) -> int:
+        """Cancel all pending output and release every tracked note."""
+        for slot in self.slots.values():
+            slot.epoch += 1
+            self.scheduler.cancel_owner(slot.name)
+        return self.tracker.release()
+
+    def add_listener(self, listener: ParamListener) -> None:
+        self._listeners.append(listener)
+
+    def notify_param(self, slot_name: str, name: str, value: Any) -> None:
+        for listener in self._listeners:
+            listener(slot_name, name, value)
+
+    def current_values(self) -> Iterable[tuple[str, str, Any]]:
+        for slot in self.slots.values():
+            yield slot.name, "engine", slot.engine.name
+            yield slot.name, "enabled", int(slot.enabled)
+            for name, value in slot.values.items():
+                yield slot.name, name, value
+
+    def status(self) -> dict[str, Any]:
+        return {
+            name: {
+                "engine": slot.engine.name,
+                "enabled": slot.enabled,
+                "error": slot.error,
+                "processed": slot.processed,
+                "outputs": slot.outputs,
+                "dropped_stale": slot.dropped_stale,
+                "max_process_ms": round(slot.max_process_s * 1000, 3),
+                "sounding": len(self.tracker.sounding(name)),
+                "queued": slot.inbox.qsize(),
+            }
+            for name, slot in self.slots.items()
+        }

@@ -1,0 +1,172 @@
+"""The output side: note tracking for note safety, and the scheduler for timed output.
+
+Every note-on the bridge sends is recorded with its port, channel and owner (the engine slot);
+releasing a slot, a port or everything sends note-offs for exactly those notes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import mido
+
+from bridge.errors import PortError
+from bridge.ports.base import OutputPort
+
+__all__ = ["NoteTracker", "Scheduler", "all_notes_off"]
+
+log = logging.getLogger(__name__)
+
+
+def all_notes_off() -> list[mido.Message]:
+    """All Notes Off (CC 123) and sustain pedal up (CC 64) on all 16 channels."""
+    messages = []
+    for channel in range(16):
+        messages.append(mido.Message("control_change", channel=channel, control=64, value=0))
+        messages.append(mido.Message("control_change", channel=channel, control=123, value=0))
+    return messages
+
+
+class NoteTracker:
+    """Sends messages to ports and remembers which notes are sounding and who owns them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._sounding: dict[tuple[OutputPort, int, int], str] = {}
+        self.sent = 0
+        self.send_errors = 0
+        self.retriggers = 0
+
+    def emit(self, port: OutputPort, message: mido.Message, owner: str) -> None:
+        """Send ``message`` on ``port`` for ``owner``, keeping the sounding-note table exact."""
+        with self._lock:
+            if message.type == "note_on" and message.velocity > 0:
+                key = (port, message.channel, message.note)
+                if key in self._sounding:
+                    # The same note twice would need two note-offs on most synths: retrigger.
+                    self._send(port, mido.Message("note_off", channel=message.channel, note=message.note))
+                    self.retriggers += 1
+                self._sounding[key] = owner
+            elif message.type in ("note_off", "note_on"):
+                self._sounding.pop((port, message.channel, message.note), None)
+            self._send(port, message)
+
+    def _send(self, port: OutputPort, message: mido.Message) -> None:
+        try:
+            port.send(message)
+            self.sent += 1
+        except (PortError, OSError, RuntimeError) as exc:
+            self.send_errors += 1
+            log.warning("could not send on %s: %s", port.name, exc)
+
+    def release(self, owner: str | None = None, port: OutputPort | None = None) -> int:
+        """Note-offs for the notes of ``owner`` (and/or on ``port``); None matches all.
+        Returns how many notes were released."""
+        with self._lock:
+            keys = [k for k, who in self._sounding.items()
+                    if (owner is None or who == owner) and (port is None or k[0] is port)]
+            for key in keys:
+                del self._sounding[key]
+                out_port, channel, note = key
+                if not out_port.closed:
+                    self._send(out_port, mido.Message("note_off", channel=channel, note=note))
+            return len(keys)
+
+    def forget_port(self, port: OutputPort) -> int:
+        """The port is gone: its notes cannot be released there any more; drop them."""
+        with self._lock:
+            keys = [k for k in self._sounding if k[0] is port]
+            for key in keys:
+                del self._sounding[key]
+            return len(keys)
+
+    def sounding(self, owner: str | None = None) -> list[tuple[str, int, int]]:
+        with self._lock:
+            return [(p.name, c, n) for (p, c, n), who in self._sounding.items() if owner in (None, who)]
+
+
+@dataclass(order=True)
+class _Job:
+    due_s: float
+    seq: int
+    action: Callable[[], None] = field(compare=False)
+    owner: str | None = field(compare=False, default=None)
+    cancelled: bool = field(compare=False, default=False)
+
+
+class Scheduler:
+    """One thread that runs actions at their due time on the bridge clock (perf_counter).
+
+    Nothing else in the bridge waits for time: engines, the router and the OSC server hand
+    timed work to this thread. Lateness is measured for every job."""
+
+    def __init__(self) -> None:
+        self._heap: list[_Job] = []
+        self._cond = threading.Condition()
+        self._seq = itertools.count()
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self.ran = 0
+        self.max_late_s = 0.0
+        self.errors = 0
+
+    def start(self) -> None:
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._running = False
+            self._heap.clear()
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+
+    def at(self, due_s: float, action: Callable[[], None], owner: str | None = None) -> _Job:
+        job = _Job(due_s, next(self._seq), action, owner)
+        with self._cond:
+            heapq.heappush(self._heap, job)
+            if self._heap[0] is job:
+                self._cond.notify()
+        return job
+
+    def cancel_owner(self, owner: str) -> int:
+        """Cancel every pending job of ``owner``; returns how many."""
+        with self._cond:
+            count = 0
+            for job in self._heap:
+                if job.owner == owner and not job.cancelled:
+                    job.cancelled = True
+                    count += 1
+            return count
+
+    def pending(self, owner: str | None = None) -> int:
+        with self._cond:
+            return sum(1 for j in self._heap if not j.cancelled and owner in (None, j.owner))
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._running and (not self._heap or self._heap[0].due_s > time.perf_counter()):
+                    timeout = self._heap[0].due_s - time.perf_counter() if self._heap else None
+                    self._cond.wait(timeout)
+                if not self._running:
+                    return
+                job = heapq.heappop(self._heap)
+            if job.cancelled:
+                continue
+            late = time.perf_counter() - job.due_s
+            self.max_late_s = max(self.max_late_s, late)
+            try:
+                job.action()
+                self.ran += 1
+            except (PortError, OSError, ValueError, RuntimeError) as exc:
+                self.errors += 1
+                log.error("scheduled action failed: %s", exc)

@@ -1,0 +1,86 @@
+"""The port interface. Public methods check and lock; backends implement only ``_send``,
+``_close`` and the delivery of raw input bytes (mido's ports.py template)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+import mido
+
+from bridge.errors import PortError
+
+__all__ = ["InputHandler", "InputPort", "OutputPort"]
+
+# handler(raw_bytes, arrival_time_s); called on the backend's thread, must only enqueue.
+InputHandler = Callable[[list[int], float], None]
+
+
+class OutputPort(ABC):
+    """A MIDI output. ``send`` is safe to call from any thread."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.closed = False
+        self.sent = 0
+        self.errors = 0
+        self._lock = threading.Lock()
+
+    def send(self, message: mido.Message) -> None:
+        if not isinstance(message, mido.Message):
+            raise TypeError(f"send() takes a mido.Message, not {type(message).__name__}")
+        data = message.bytes()
+        with self._lock:
+            if self.closed:
+                raise PortError(f"port {self.name!r} is closed")
+            self._send(data)
+            self.sent += 1
+
+    def close(self) -> None:
+        with self._lock:
+            if not self.closed:
+                self.closed = True
+                self._close()
+
+    @abstractmethod
+    def _send(self, data: list[int]) -> None:
+        """Write one complete message's bytes."""
+
+    @abstractmethod
+    def _close(self) -> None:
+        """Release the backend's resources."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}{' closed' if self.closed else ''}>"
+
+
+class InputPort(ABC):
+    """A MIDI input. The backend calls ``_deliver`` with each raw message."""
+
+    def __init__(self, name: str, handler: InputHandler) -> None:
+        self.name = name
+        self.closed = False
+        self.received = 0
+        self._handler = handler
+        self._lock = threading.Lock()
+
+    def _deliver(self, data: list[int]) -> None:
+        # Timestamp first, then hand over: this runs on the backend's (possibly real-time) thread.
+        arrival_s = time.perf_counter()
+        self.received += 1
+        self._handler(data, arrival_s)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self.closed:
+                self.closed = True
+                self._close()
+
+    @abstractmethod
+    def _close(self) -> None:
+        """Release the backend's resources."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}{' closed' if self.closed else ''}>"

@@ -1,0 +1,143 @@
+"""python-rtmidi ports: ALSA sequencer, JACK, CoreMIDI and WinMM behind one interface."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import rtmidi
+
+from bridge.errors import BackendError, PortError
+from bridge.jack import jack_running
+from bridge.ports.base import InputHandler, InputPort, OutputPort
+
+__all__ = ["RtMidiBackend", "RtMidiInput", "RtMidiOutput"]
+
+
+class RtMidiOutput(OutputPort):
+    def __init__(self, name: str, midi_out: Any) -> None:
+        super().__init__(name)
+        self._out = midi_out
+
+    def _send(self, data: list[int]) -> None:
+        self._out.send_message(data)
+
+    def _close(self) -> None:
+        self._out.close_port()
+        self._out.delete()
+
+
+class RtMidiInput(InputPort):
+    def __init__(self, name: str, midi_in: Any, handler: InputHandler) -> None:
+        super().__init__(name, handler)
+        self._in = midi_in
+        # SysEx and clock are needed (clock) or must be counted (SysEx floods); active sensing
+        # carries nothing the bridge uses.
+        midi_in.ignore_types(sysex=False, timing=False, active_sense=True)
+        midi_in.set_callback(self._callback)
+
+    def _callback(self, event: tuple[list[int], float], _data: object = None) -> None:
+        self._deliver(event[0])
+
+    def _close(self) -> None:
+        self._in.cancel_callback()
+        self._in.close_port()
+        self._in.delete()
+
+
+class RtMidiBackend:
+    """One rtmidi API. ``available()`` probes it without side effects on success."""
+
+    def __init__(self, name: str, api: int, virtual_ports: bool = True) -> None:
+        self.name = name
+        self.api = api
+        self.virtual_ports = virtual_ports
+
+    def available(self) -> tuple[bool, str]:
+        if self.api not in rtmidi.get_compiled_api():
+            return False, f"python-rtmidi was built without {self.name} support"
+        if self.name == "alsa" and not os.path.exists("/dev/snd/seq"):
+            return False, "no ALSA sequencer (/dev/snd/seq missing; load snd-seq or use JACK)"
+        if self.name == "jack" and not jack_running():
+            # Asked first with jack_lsp so libjack's connection errors don't reach the terminal.
+            return False, "no JACK server is running"
+        if self.name == "coremidi" and sys.platform != "darwin":
+            return False, "CoreMIDI exists only on macOS"
+        if self.name == "winmm" and sys.platform != "win32":
+            return False, "WinMM exists only on Windows"
+        try:
+            probe = rtmidi.MidiOut(self.api, "scorebridge-probe")
+        except rtmidi.SystemError as exc:
+            return False, f"{self.name}: {str(exc).splitlines()[0]}"
+        probe.delete()
+        return True, "ok"
+
+    def _midi(self, kind: str, client: str) -> Any:
+        cls = rtmidi.MidiIn if kind == "in" else rtmidi.MidiOut
+        try:
+            return cls(self.api, client)
+        except rtmidi.SystemError as exc:
+            raise BackendError(f"{self.name} backend failed: {str(exc).splitlines()[0]}") from exc
+
+    def _require_virtual(self) -> None:
+        if not self.virtual_ports:
+            raise PortError(
+                f"{self.name} has no virtual ports: create a loopback port (e.g. loopMIDI on "
+                "Windows) and connect to it with --connect-in/--connect-out"
+            )
+
+    def open_virtual_input(self, client: str, port: str, handler: InputHandler) -> RtMidiInput:
+        self._require_virtual()
+        midi_in = self._midi("in", client)
+        midi_in.open_virtual_port(port)
+        return RtMidiInput(f"{client}:{port}", midi_in, handler)
+
+    def open_virtual_output(self, client: str, port: str) -> RtMidiOutput:
+        self._require_virtual()
+        midi_out = self._midi("out", client)
+        midi_out.open_virtual_port(port)
+        return RtMidiOutput(f"{client}:{port}", midi_out)
+
+    def list_inputs(self) -> list[str]:
+        """Names of ports this backend can read from (other programs' outputs)."""
+        probe = self._midi("in", "scorebridge-list")
+        try:
+            return list(probe.get_ports())
+        finally:
+            probe.delete()
+
+    def list_outputs(self) -> list[str]:
+        probe = self._midi("out", "scorebridge-list")
+        try:
+            return list(probe.get_ports())
+        finally:
+            probe.delete()
+
+    def connect_input(self, client: str, target: str, handler: InputHandler) -> RtMidiInput:
+        midi_in = self._midi("in", client)
+        index = _index_of(midi_in.get_ports(), target)
+        midi_in.open_port(index, "in")
+        return RtMidiInput(target, midi_in, handler)
+
+    def connect_output(self, client: str, target: str) -> RtMidiOutput:
+        midi_out = self._midi("out", client)
+        index = _index_of(midi_out.get_ports(), target)
+        midi_out.open_port(index, "out")
+        return RtMidiOutput(target, midi_out)
+
+
+def _index_of(ports: list[str], target: str) -> int:
+    try:
+        return ports.index(target)
+    except ValueError:
+        raise PortError(f"port {target!r} not found; present: {ports or 'none'}") from None
+
+
+def default_platform_backends() -> list[RtMidiBackend]:
+    """Backends in the order ``auto`` tries them on this platform."""
+    if sys.platform == "darwin":
+        return [RtMidiBackend("coremidi", rtmidi.API_MACOSX_CORE), RtMidiBackend("jack", rtmidi.API_UNIX_JACK)]
+    if sys.platform == "win32":
+        return [RtMidiBackend("winmm", rtmidi.API_WINDOWS_MM, virtual_ports=False)]
+    return [RtMidiBackend("alsa", rtmidi.API_LINUX_ALSA), RtMidiBackend("jack", rtmidi.API_UNIX_JACK)]

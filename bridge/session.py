@@ -1,0 +1,237 @@
+"""The bridge session: brings every part up in order, keeps it healthy, and takes it down
+with every sounding note released.
+
+States: OFFLINE -> BOOTING -> ONLINE -> STOPPING -> OFFLINE (supriya's server lifecycle).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import re
+import threading
+import time
+from typing import Any
+
+import mido
+
+from bridge import __version__
+from bridge.clock import Transport
+from bridge.config import BridgeConfig
+from bridge.errors import PortError, ScoreBridgeError
+from bridge.events import TICKS_PER_BEAT
+from bridge.host import EngineHost
+from bridge.jack import PrivateJackServer
+from bridge.osc import PREFIX, OscServer
+from bridge.output import NoteTracker, Scheduler, all_notes_off
+from bridge.ports import InputPort, OutputPort, RtMidiBackend, select_backend
+from bridge.router import InputRouter
+from bridge.session_osc import install_osc_routes
+
+__all__ = ["Session", "SessionState"]
+
+log = logging.getLogger(__name__)
+
+
+class SessionState(enum.Enum):
+    OFFLINE = "offline"
+    BOOTING = "booting"
+    ONLINE = "online"
+    STOPPING = "stopping"
+
+
+class Session:
+    def __init__(self, config: BridgeConfig) -> None:
+        self.config = config
+        self.state = SessionState.OFFLINE
+        self.backend: RtMidiBackend | None = None
+        self.private_jack: PrivateJackServer | None = None
+        self.transport = Transport(config.tempo_bpm, config.clock_mode)
+        self.tracker = NoteTracker()
+        self.scheduler = Scheduler()
+        self.host = EngineHost(self.transport, self.tracker, self.scheduler)
+        self.router = InputRouter(self.host, self.transport)
+        self.osc = OscServer(config.osc_host, config.osc_port, config.osc_allow_remote,
+                             tuple(config.osc_allow))
+        self.main_in: InputPort | None = None
+        self.main_out: OutputPort | None = None
+        self.slot_ports: dict[str, OutputPort] = {}
+        self.connected_in: dict[str, InputPort] = {}
+        self.connected_out: dict[str, OutputPort] = {}
+        self.port_events: list[str] = []
+        self.started_s = 0.0
+        self._watch_stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        if self.state is not SessionState.OFFLINE:
+            raise ScoreBridgeError(f"session is {self.state.value}, not offline")
+        self.state = SessionState.BOOTING
+        try:
+            self._boot()
+        except BaseException:
+            self.stop()
+            raise
+        self.state = SessionState.ONLINE
+        self.started_s = time.perf_counter()
+
+    def _boot(self) -> None:
+        self.backend, self.private_jack = select_backend(self.config.backend)
+        client = self.config.client
+        self.main_out = self.backend.open_virtual_output(f"{client}-out", "out")
+        for slot_config in self.config.slots:
+            port = self.main_out
+            if slot_config.out_port:
+                port = self.backend.open_virtual_output(f"{client}-{slot_config.out_port}", "out")
+                self.slot_ports[slot_config.out_port] = port
+            self.host.add_slot(slot_config, port)
+        self.router.start()
+        self.scheduler.start()
+        self.host.start()
+        self.host.add_listener(self._param_feedback)
+        self.router.on_transport(self._transport_feedback)
+        self.main_in = self.backend.open_virtual_input(client, "in", self.router.handler_for(f"{client}:in"))
+        install_osc_routes(self)
+        self.osc.start()
+        self._schedule_internal_tick(time.perf_counter() + 0.01)
+        self._scan_connections()
+        self._watcher = threading.Thread(target=self._watch, name="port-watch", daemon=True)
+        self._watcher.start()
+
+    def stop(self) -> None:
+        if self.state in (SessionState.OFFLINE, SessionState.STOPPING):
+            return
+        self.state = SessionState.STOPPING
+        self._watch_stop.set()
+        released = self.host.panic()
+        if released:
+            log.info("released %d sounding notes", released)
+        self.osc.stop()
+        self.router.stop()
+        self.host.stop()
+        self.scheduler.stop()
+        for port in [self.main_in, *self.connected_in.values()]:
+            if port is not None:
+                port.close()
+        for port in [self.main_out, *self.slot_ports.values(), *self.connected_out.values()]:
+            if port is not None:
+                port.close()
+        if self.private_jack is not None:
+            self.private_jack.stop()
+        self.state = SessionState.OFFLINE
+
+    # -- internal clock --------------------------------------------------------------
+    def _schedule_internal_tick(self, due_s: float) -> None:
+        self.scheduler.at(due_s, lambda: self._internal_tick(due_s))
+
+    def _internal_tick(self, due_s: float) -> None:
+        if self.state is SessionState.STOPPING:
+            return
+        events = self.transport.internal_tick(due_s)
+        self.router.publish_transport(events)
+        if self.config.clock_out and self.transport.source == "internal" and self.main_out is not None:
+            self.main_out.send(mido.Message("clock"))
+        interval_s = 60.0 / (self.transport.internal_tempo_bpm * TICKS_PER_BEAT)
+        self._schedule_internal_tick(due_s + interval_s)
+
+    # -- connections to existing ports ---------------------------------------------------
+    def _own(self, name: str) -> bool:
+        return name.startswith(self.config.client) or "scorebridge-list" in name or "scorebridge-probe" in name
+
+    def _scan_connections(self) -> None:
+        """Connect to ports matching the configured patterns; notice ports that went away."""
+        if self.backend is None or not (self.config.connect_in or self.config.connect_out):
+            return
+        with self._lock:
+            self._scan(self.backend.list_inputs(), self.config.connect_in, self.connected_in, True)
+            self._scan(self.backend.list_outputs(), self.config.connect_out, self.connected_out, False)
+
+    def _scan(self, present: list[str], patterns: list[str], connected: dict[str, Any], is_input: bool) -> None:
+        backend = self.backend
+        if backend is None:
+            return
+        for name in list(connected):
+            if name not in present:
+                port = connected.pop(name)
+                if not is_input:
+                    lost = self.tracker.forget_port(port)
+                    log.warning("output %s disappeared (%d notes were sounding there)", name, lost)
+                port.close()
+                self.port_events.append(f"lost {name}")
+        for name in present:
+            if name in connected or self._own(name):
+                continue
+            if not any(re.search(p, name, re.IGNORECASE) for p in patterns):
+                continue
+            client = f"{self.config.client}-link{len(self.port_events)}"
+            try:
+                if is_input:
+                    connected[name] = backend.connect_input(client, name, self.router.handler_for(name))
+                else:
+                    connected[name] = backend.connect_output(client, name)
+            except (PortError, ScoreBridgeError) as exc:
+                log.warning("could not connect to %s: %s", name, exc)
+                continue
+            self.port_events.append(f"connected {name}")
+            log.info("connected %s %s", "from" if is_input else "to", name)
+
+    def _watch(self) -> None:
+        while not self._watch_stop.wait(0.5):
+            try:
+                self._scan_connections()
+            except ScoreBridgeError as exc:
+                log.warning("port scan failed: %s", exc)
+
+    def outputs(self) -> list[OutputPort]:
+        ports = [self.main_out, *self.slot_ports.values(), *self.connected_out.values()]
+        return [p for p in ports if p is not None and not p.closed]
+
+    # -- control -----------------------------------------------------------------------
+    def panic(self) -> int:
+        """Release tracked notes, then All Notes Off and sustain off on every channel and port."""
+        released = self.host.panic()
+        for port in self.outputs():
+            for message in all_notes_off():
+                self.tracker.emit(port, message, "panic")
+        return released
+
+    def _param_feedback(self, slot: str, name: str, value: Any) -> None:
+        self.osc.feedback(f"{PREFIX}/{slot}/{name}", value)
+
+    def _transport_feedback(self, events: list[Any]) -> None:
+        self.osc.feedback(f"{PREFIX}/transport/playing", int(self.transport.playing))
+        self.osc.feedback(f"{PREFIX}/transport/tempo", float(round(self.transport.tempo_bpm, 2)))
+
+    def status(self) -> dict[str, Any]:
+        now = time.perf_counter()
+        return {
+            "version": __version__,
+            "state": self.state.value,
+            "uptime_s": round(now - self.started_s, 1) if self.started_s else 0.0,
+            "backend": self.backend.name if self.backend else None,
+            "private_jack": self.private_jack is not None,
+            "ports": {
+                "in": self.main_in.name if self.main_in else None,
+                "out": [p.name for p in self.outputs()],
+                "connected_in": sorted(self.connected_in),
+                "connected_out": sorted(self.connected_out),
+                "events": self.port_events[-20:],
+            },
+            "transport": {
+                "source": self.transport.source,
+                "playing": self.transport.playing,
+                "tempo_bpm": round(self.transport.tempo_bpm, 2),
+                "beats": round(self.transport.beats_at(now), 3),
+            },
+            "midi_in": dict(self.router.counters),
+            "midi_in_per_port": {k: dict(v) for k, v in self.router.per_port.items()},
+            "engines": self.host.status(),
+            "engine_errors": self.host.engine_errors,
+            "notes_sounding": len(self.tracker.sounding()),
+            "midi_out": {"sent": self.tracker.sent, "send_errors": self.tracker.send_errors,
+                         "retriggers": self.tracker.retriggers},
+            "scheduler": {"ran": self.scheduler.ran, "pending": self.scheduler.pending(),
+                          "max_late_ms": round(self.scheduler.max_late_s * 1000, 3)},
+        }

@@ -1,0 +1,58 @@
+"""Engines and their registry.
+
+Built-in engines are listed here; third-party engines register under the entry-point group
+``scorebridge.engines`` (``name = "package.module:EngineClass"``), and a config file may also
+name a class directly as ``"package.module:EngineClass"``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from importlib.metadata import entry_points
+
+from bridge.errors import EngineError
+from engines.base import Engine, EngineContext, Param
+
+__all__ = ["Engine", "EngineContext", "Param", "available_engines", "engine_class", "ENTRY_POINT_GROUP"]
+
+ENTRY_POINT_GROUP = "scorebridge.engines"
+_BUILTIN = {
+    "rule": "engines.rule:RuleHarmonizer",
+    "thru": "engines.thru:Thru",
+}
+log = logging.getLogger(__name__)
+
+
+def _load(spec: str) -> type[Engine]:
+    module_name, _, attr = spec.partition(":")
+    if not attr:
+        raise EngineError(f"engine reference {spec!r} must look like 'package.module:Class'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise EngineError(f"cannot import engine module {module_name!r}: {exc}") from exc
+    cls = getattr(module, attr, None)
+    if not (isinstance(cls, type) and issubclass(cls, Engine)):
+        raise EngineError(f"{spec!r} is not an Engine subclass")
+    return cls
+
+
+def available_engines() -> dict[str, str]:
+    """Engine name -> 'module:Class' for built-ins and installed entry points."""
+    found = dict(_BUILTIN)
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _BUILTIN:
+            continue
+        found[ep.name] = ep.value
+    return found
+
+
+def engine_class(name: str) -> type[Engine]:
+    """Resolve an engine by registered name or by 'package.module:Class'."""
+    if ":" in name:
+        return _load(name)
+    registry = available_engines()
+    if name not in registry:
+        raise EngineError(f"unknown engine {name!r}; available: {', '.join(sorted(registry))}")
+    return _load(registry[name])

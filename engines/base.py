@@ -1,0 +1,165 @@
+"""The one contract every engine implements, owned by the host.
+
+An engine declares typed parameters and implements ``process``; the host owns threads,
+timing, routing, parameter validation and note safety. Engines never parse CC numbers or OSC:
+maps and the OSC server convert to the declarations below.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from bridge.errors import ParameterError
+from bridge.events import EngineInput, EngineOutput
+
+__all__ = ["Param", "EngineContext", "Engine"]
+
+_KINDS = ("float", "int", "bool", "choice")
+
+
+@dataclass(frozen=True)
+class Param:
+    """A typed engine parameter: name, kind, default, range or choices, and unit."""
+
+    name: str
+    kind: str
+    default: Any
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    unit: str = ""
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise ValueError(f"Param {self.name!r}: kind must be one of {_KINDS}, not {self.kind!r}")
+        if self.kind == "choice" and not self.choices:
+            raise ValueError(f"Param {self.name!r}: a choice parameter needs choices")
+        self.coerce(self.default)
+
+    def coerce(self, value: Any) -> Any:
+        """Convert ``value`` (from OSC, a map or a config file) to this parameter's type,
+        or raise ParameterError naming the parameter and what it accepts."""
+        if self.kind == "choice":
+            text = str(value)
+            if text not in self.choices:
+                raise ParameterError(
+                    f"{self.name}: {value!r} is not one of {', '.join(self.choices)}"
+                )
+            return text
+        if self.kind == "bool":
+            if isinstance(value, str):
+                lowered = value.strip().lower()
+                if lowered in ("1", "true", "on", "yes"):
+                    return True
+                if lowered in ("0", "false", "off", "no"):
+                    return False
+                raise ParameterError(f"{self.name}: {value!r} is not a boolean (use 0/1, true/false)")
+            if isinstance(value, (bool, int, float)):
+                return bool(value)
+            raise ParameterError(f"{self.name}: {value!r} is not a boolean")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ParameterError(f"{self.name}: {value!r} is not a number") from None
+        if math.isnan(number):
+            raise ParameterError(f"{self.name}: NaN is not a valid value")
+        low = -math.inf if self.minimum is None else self.minimum
+        high = math.inf if self.maximum is None else self.maximum
+        if not low <= number <= high:
+            raise ParameterError(f"{self.name}: {value!r} is outside {self.describe_range()}")
+        if self.kind == "int":
+            if number != int(number):
+                raise ParameterError(f"{self.name}: {value!r} is not an integer")
+            return int(number)
+        return number
+
+    def describe_range(self) -> str:
+        """A human-readable statement of what this parameter accepts."""
+        if self.kind == "choice":
+            return "one of " + ", ".join(self.choices)
+        if self.kind == "bool":
+            return "0 or 1"
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{self.minimum}..{self.maximum}{unit}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "default": self.default,
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+            "choices": list(self.choices),
+            "unit": self.unit,
+            "doc": self.doc,
+        }
+
+
+@dataclass
+class EngineContext:
+    """What the host tells an engine in ``prepare``: where its output goes and the tempo."""
+
+    slot: str
+    out_channel: int
+    tempo_bpm: float
+
+
+class Engine(ABC):
+    """Base class of all engines.
+
+    Subclasses set ``name``, ``params`` and ``latency_beats`` (look-ahead the engine needs;
+    0 = it answers at once) and implement ``process``. ``process`` is called on the engine's
+    own worker thread, one input at a time, and returns what to play; it may take as long as it
+    needs without delaying the input, the clock or other engines. Parameter values are read with
+    ``self.param(name)``; the host validates every change against ``params`` first.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    params: ClassVar[tuple[Param, ...]] = ()
+    latency_beats: ClassVar[float] = 0.0
+
+    def __init__(self) -> None:
+        self._values: dict[str, Any] = {p.name: p.default for p in self.params}
+        self.context: EngineContext | None = None
+
+    @classmethod
+    def declaration(cls, name: str) -> Param:
+        for param in cls.params:
+            if param.name == name:
+                return param
+        valid = ", ".join(p.name for p in cls.params) or "(none)"
+        raise ParameterError(f"engine {cls.name!r} has no parameter {name!r}; valid: {valid}")
+
+    def param(self, name: str) -> Any:
+        return self._values[name]
+
+    def values(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def set_param(self, name: str, value: Any) -> Any:
+        """Validate and store a parameter; returns the coerced value. Called by the host."""
+        coerced = self.declaration(name).coerce(value)
+        self._values[name] = coerced
+        self.on_param_change(name, coerced)
+        return coerced
+
+    def on_param_change(self, name: str, value: Any) -> None:
+        """Hook for engines that derive state from a parameter."""
+
+    def prepare(self, context: EngineContext) -> None:
+        """Called once before the first ``process`` and again after a tempo or routing change."""
+        self.context = context
+
+    @abstractmethod
+    def process(self, event: EngineInput) -> Sequence[EngineOutput]:
+        """Turn one input event into zero or more outputs."""
+
+    def reset(self) -> None:
+        """Forget musical state (transport stop, locate, engine swap). The host has already
+        released every note this engine was sounding."""

@@ -1,0 +1,254 @@
+"""Harmonizer dataset: music21 corpus -> key-normalized raw cache -> fixed-length windows.
+
+`python -m engines.harmonizer.dataset build` parses the sources (music21 needed), writes
+`raw_q16.npz` under the cache dir and the committed split lists. Loading windows needs numpy only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .grid import GridConfig, build_sequence, downsample_q16, time_signature_vector
+from .vocab import PAD
+
+__all__ = [
+    "STYLES",
+    "DEFAULT_CACHE",
+    "SPLITS_DIR",
+    "Windows",
+    "corpus_sources",
+    "split_of",
+    "build_cache",
+    "load_raw",
+    "make_windows",
+    "load_split_ids",
+]
+
+STYLES: tuple[str, ...] = ("chorale", "classical", "renaissance")
+DEFAULT_CACHE = Path("/work/runs/harmonizer/cache")
+SPLITS_DIR = Path(__file__).resolve().parent / "splits"
+SPLIT_SEED = "scorebridge-harmonizer-v1"
+PALESTRINA_EVERY = 8  # every 8th of the 1,318 Palestrina files keeps parsing time in minutes
+RAW_FILE = "raw_q16.npz"
+
+
+def corpus_sources() -> list[tuple[str, int]]:
+    """(corpus-relative path, style id) of every score to try, in a fixed order."""
+    from music21 import corpus  # offline only
+
+    def relative(path) -> str:
+        return str(path).split("/corpus/", 1)[-1]
+
+    scores = (".mxl", ".xml", ".musicxml", ".krn")
+    sources: list[tuple[str, int]] = []
+    for path in sorted(corpus.getComposer("bach"), key=str):
+        if str(path).endswith(scores):
+            sources.append((relative(path), STYLES.index("chorale")))
+    for composer in ("haydn", "mozart", "beethoven"):
+        for path in sorted(corpus.getComposer(composer), key=str):
+            if str(path).endswith(scores):
+                sources.append((relative(path), STYLES.index("classical")))
+    for path in sorted(corpus.getComposer("monteverdi"), key=str):
+        if str(path).endswith(scores):
+            sources.append((relative(path), STYLES.index("renaissance")))
+    palestrina = [p for p in sorted(corpus.getComposer("palestrina"), key=str) if str(p).endswith(scores)]
+    for path in palestrina[::PALESTRINA_EVERY]:
+        sources.append((relative(path), STYLES.index("renaissance")))
+    return sources
+
+
+def _group_of(piece_id: str) -> str:
+    """Movements of one work share a group, so a work never straddles two splits."""
+    parent, _, name = piece_id.rpartition("/")
+    return parent if name.startswith("movement") else piece_id.rsplit(".", 1)[0]
+
+
+def split_of(piece_id: str, seed: str = SPLIT_SEED) -> str:
+    """Seeded, stable 80/10/10 assignment of a piece (by its work group)."""
+    digest = hashlib.sha256(f"{seed}:{_group_of(piece_id)}".encode()).digest()
+    bucket = int.from_bytes(digest[:4], "big") % 100
+    return "train" if bucket < 80 else ("val" if bucket < 90 else "test")
+
+
+def build_cache(cache_dir: Path = DEFAULT_CACHE, limit: int | None = None) -> Path:
+    """Parse every source, save the concatenated Q16 arrays and write the split lists."""
+    from music21 import corpus  # offline only
+
+    from .extract import PieceSkipped, extract_piece
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    sources = corpus_sources()[:limit]
+    pieces, skipped = [], []
+    started = time.time()
+    for index, (piece_id, style) in enumerate(sources):
+        try:
+            pieces.append(extract_piece(corpus.parse(piece_id), piece_id, style))
+        except PieceSkipped as error:
+            skipped.append(str(error))
+        except (ValueError, KeyError, IndexError, AttributeError, TypeError) as error:
+            skipped.append(f"{piece_id}: parse failed: {type(error).__name__}: {error}")
+        if (index + 1) % 25 == 0 or index + 1 == len(sources):
+            print(f"[{index + 1}/{len(sources)}] kept {len(pieces)} skipped {len(skipped)} "
+                  f"{time.time() - started:.0f}s", flush=True)
+    lengths = np.array([len(p.chord) for p in pieces], dtype=np.int64)
+    arrays = {
+        "piece_id": np.array([p.piece_id for p in pieces]),
+        "style": np.array([p.style for p in pieces], dtype=np.int64),
+        "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        "time_signature": np.array([p.time_signature for p in pieces], dtype=np.int64),
+        "shift": np.array([p.shift for p in pieces], dtype=np.int64),
+        "mode": np.array([p.mode for p in pieces]),
+        "split": np.array([split_of(p.piece_id) for p in pieces]),
+    }
+    for field in ("melody_pitch", "melody_onset", "texture", "bass", "chord", "bar_start", "va"):
+        arrays[field] = np.concatenate([getattr(p, field) for p in pieces])
+    out = cache_dir / RAW_FILE
+    np.savez_compressed(out, **arrays)
+    (cache_dir / "skipped.txt").write_text("\n".join(skipped) + "\n")
+    SPLITS_DIR.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "val", "test"):
+        ids = [p for p, s in zip(arrays["piece_id"], arrays["split"]) if s == split]
+        (SPLITS_DIR / f"{split}.txt").write_text("\n".join(ids) + "\n")
+    print(f"wrote {out}: {len(pieces)} pieces, {int(lengths.sum())} sixteenths, "
+          f"{len(skipped)} skipped (see {cache_dir / 'skipped.txt'})", flush=True)
+    return out
+
+
+def load_raw(cache_dir: Path = DEFAULT_CACHE) -> dict[str, np.ndarray]:
+    """Load the raw cache; raises FileNotFoundError naming the build command."""
+    path = Path(cache_dir) / RAW_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} missing; run `python -m engines.harmonizer.dataset build`")
+    with np.load(path) as data:
+        return {key: data[key] for key in data.files}
+
+
+def load_split_ids(split: str) -> list[str]:
+    """Piece ids of a committed split list."""
+    path = SPLITS_DIR / f"{split}.txt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} missing; build the dataset first")
+    return [line for line in path.read_text().splitlines() if line]
+
+
+@dataclass
+class Windows:
+    """Fixed-length training windows of one split (W windows of L positions)."""
+
+    melody: np.ndarray  # uint8 [W, L, R]
+    harmony: np.ndarray  # int64 [W, L]
+    va: np.ndarray  # float32 [W, L, 2]
+    style: np.ndarray  # int64 [W]
+    condition: np.ndarray  # float32 [W, 16]
+    melody_pitch: np.ndarray  # int16 [W, L], -1 = rest / bar / pad
+    melody_onset: np.ndarray  # uint8 [W, L]
+    piece: np.ndarray  # int64 [W], index into piece_ids
+    piece_ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.harmony)
+
+
+def _window_starts(total: int, length: int, stride: int, bar_positions: np.ndarray) -> list[int]:
+    starts, start = [], 0
+    while True:
+        starts.append(start)
+        if start + length >= total:
+            return starts
+        target = start + stride
+        later = bar_positions[(bar_positions >= target) & (bar_positions < start + length)]
+        start = int(later[0]) if len(later) else target
+
+
+def make_windows(raw: dict[str, np.ndarray], config: GridConfig, split: str, stride: int | None = None) -> Windows:
+    """Cut every piece of `split` into windows of config.length; training strides by L/2."""
+    if stride is None:
+        stride = config.length // 2 if split == "train" else config.length
+    length = config.length
+    rows: dict[str, list[np.ndarray]] = {k: [] for k in ("melody", "harmony", "va", "pitch", "onset")}
+    styles, conditions, pieces, piece_ids = [], [], [], []
+    for index in np.flatnonzero(raw["split"] == split):
+        lo, hi = raw["offsets"][index], raw["offsets"][index + 1]
+        fields = {k: raw[k][lo:hi] for k in ("melody_pitch", "melody_onset", "texture", "bass", "bar_start", "va")}
+        if config.grid == "q4":
+            q4 = downsample_q16(**fields)
+            sequence = build_sequence(config, q4["melody_pitches"], q4["melody_onset"], q4["chord"],
+                                      q4["bar_start"], q4["va"])
+        else:
+            sequence = build_sequence(config, fields["melody_pitch"], fields["melody_onset"],
+                                      raw["chord"][lo:hi], fields["bar_start"], fields["va"])
+        total = len(sequence.harmony)
+        bar_positions = np.flatnonzero(sequence.step < 0)
+        piece_ids.append(str(raw["piece_id"][index]))
+        condition = time_signature_vector(*raw["time_signature"][index])
+        for start in _window_starts(total, length, stride, bar_positions):
+            end = min(total, start + length)
+            if end - start < 8:
+                continue
+            used = end - start
+            melody = np.zeros((length, config.roll_dim), dtype=np.uint8)
+            melody[:used] = sequence.melody_roll[start:end]
+            harmony = np.full(length, PAD, dtype=np.int64)
+            harmony[:used] = sequence.harmony[start:end]
+            va = np.zeros((length, 2), dtype=np.float32)
+            va[:used] = sequence.va[start:end]
+            pitch = np.full(length, -1, dtype=np.int16)
+            pitch[:used] = sequence.melody_pitch[start:end]
+            onset = np.zeros(length, dtype=np.uint8)
+            onset[:used] = sequence.melody_onset[start:end]
+            for key, value in zip(("melody", "harmony", "va", "pitch", "onset"), (melody, harmony, va, pitch, onset)):
+                rows[key].append(value)
+            styles.append(int(raw["style"][index]))
+            conditions.append(condition)
+            pieces.append(len(piece_ids) - 1)
+    if not styles:
+        raise ValueError(f"split {split!r} has no windows for {config.name}")
+    return Windows(
+        melody=np.stack(rows["melody"]), harmony=np.stack(rows["harmony"]), va=np.stack(rows["va"]),
+        style=np.array(styles, dtype=np.int64), condition=np.stack(conditions).astype(np.float32),
+        melody_pitch=np.stack(rows["pitch"]), melody_onset=np.stack(rows["onset"]),
+        piece=np.array(pieces, dtype=np.int64), piece_ids=piece_ids,
+    )
+
+
+def summary(raw: dict[str, np.ndarray], config: GridConfig) -> dict:
+    """Pieces, grid steps and windows per split (and per style) for the model card and docs."""
+    out: dict = {"config": config.to_dict(), "splits": {}}
+    steps_per_sixteenth = 0.25 if config.grid == "q4" else 1.0
+    for split in ("train", "val", "test"):
+        mask = raw["split"] == split
+        lengths = np.diff(raw["offsets"])[mask]
+        windows = make_windows(raw, config, split) if mask.any() else []
+        styles = {STYLES[s]: int((raw["style"][mask] == s).sum()) for s in range(len(STYLES))}
+        out["splits"][split] = {
+            "pieces": int(mask.sum()), "pieces_per_style": styles,
+            "grid_steps": int(np.ceil(lengths * steps_per_sixteenth).sum()), "windows": len(windows),
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("command", choices=["build", "summary"])
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--limit", type=int, default=None, help="parse only the first N sources")
+    args = parser.parse_args(argv)
+    if args.command == "build":
+        build_cache(args.cache, args.limit)
+    raw = load_raw(args.cache)
+    for config in (GridConfig("q4", True, "pc", 80), GridConfig("q4", False, "pc", 64),
+                   GridConfig("q16", True, "pc_fr", 320)):
+        print(json.dumps(summary(raw, config)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

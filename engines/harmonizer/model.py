@@ -1,0 +1,125 @@
+"""Single-encoder masked harmonizer (torch; training and export only).
+
+Sequence = [condition] + L melody positions + L harmony positions. Melody i and harmony i
+share sinusoidal position i; a segment embedding tells the halves apart. The per-step
+valence/arousal (affective adapter) is projected and added to the harmony embeddings; the
+style embedding (global anchor) is added to every position. Logits come from the harmony half.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .grid import TIME_SIGNATURE_DIM
+from .vocab import VOCAB_SIZE
+
+__all__ = ["ModelConfig", "Harmonizer", "sinusoidal_positions"]
+
+
+@dataclass
+class ModelConfig:
+    """Architecture hyper-parameters (stored in checkpoints and the model card)."""
+
+    roll_dim: int = 13
+    length: int = 80
+    d_model: int = 256
+    heads: int = 4
+    layers: int = 4
+    feedforward: int = 1024
+    dropout: float = 0.1
+    vocab_size: int = VOCAB_SIZE
+    num_styles: int = 3
+    condition_dim: int = TIME_SIGNATURE_DIM
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
+    """[length, d_model] fixed sinusoidal table."""
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    frequencies = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    table = torch.zeros(length, d_model)
+    table[:, 0::2] = torch.sin(position * frequencies)
+    table[:, 1::2] = torch.cos(position * frequencies)
+    return table
+
+
+class _Block(nn.Module):
+    """Pre-LN self-attention block written out so the ONNX graph stays plain ops."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.heads = config.heads
+        self.norm_attention = nn.LayerNorm(config.d_model)
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.out = nn.Linear(config.d_model, config.d_model)
+        self.norm_ff = nn.LayerNorm(config.d_model)
+        self.ff = nn.Sequential(
+            nn.Linear(config.d_model, config.feedforward), nn.GELU(),
+            nn.Dropout(config.dropout), nn.Linear(config.feedforward, config.d_model),
+        )
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        batch, length, width = hidden.shape
+        head_dim = width // self.heads
+        q, k, v = self.qkv(self.norm_attention(hidden)).chunk(3, dim=-1)
+
+        def split(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(batch, length, self.heads, head_dim).transpose(1, 2)
+
+        scores = split(q) @ split(k).transpose(-1, -2) / math.sqrt(head_dim)
+        attended = (scores.softmax(-1) @ split(v)).transpose(1, 2).reshape(batch, length, width)
+        hidden = hidden + self.dropout(self.out(attended))
+        return hidden + self.dropout(self.ff(self.norm_ff(hidden)))
+
+
+class Harmonizer(nn.Module):
+    """Masked chord model: predicts a distribution over the 403 tokens at every harmony step."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.d_model % config.heads:
+            raise ValueError(f"d_model {config.d_model} not divisible by heads {config.heads}")
+        self.config = config
+        d = config.d_model
+        self.melody_in = nn.Linear(config.roll_dim, d)
+        self.harmony_in = nn.Embedding(config.vocab_size, d)
+        self.condition_in = nn.Linear(config.condition_dim, d)
+        self.affect_in = nn.Linear(2, d)
+        self.style_in = nn.Embedding(config.num_styles, d)
+        self.segment = nn.Embedding(3, d)  # condition, melody, harmony
+        self.register_buffer("positions", sinusoidal_positions(config.length, d), persistent=False)
+        self.blocks = nn.ModuleList(_Block(config) for _ in range(config.layers))
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, config.vocab_size)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self,
+        melody: torch.Tensor,  # float [B, L, R]
+        harmony: torch.Tensor,  # int64 [B, L]
+        va: torch.Tensor,  # float [B, L, 2]
+        style: torch.Tensor,  # int64 [B]
+        condition: torch.Tensor,  # float [B, 16]
+    ) -> torch.Tensor:
+        length = harmony.shape[1]
+        positions = self.positions[:length][None]
+        melody_h = self.melody_in(melody) + positions + self.segment.weight[1]
+        harmony_h = self.harmony_in(harmony) + self.affect_in(va) + positions + self.segment.weight[2]
+        condition_h = (self.condition_in(condition) + self.segment.weight[0])[:, None, :]
+        hidden = torch.cat([condition_h, melody_h, harmony_h], dim=1) + self.style_in(style)[:, None, :]
+        hidden = self.dropout(hidden)
+        for block in self.blocks:
+            hidden = block(hidden)
+        return self.head(self.norm(hidden[:, 1 + length:]))
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

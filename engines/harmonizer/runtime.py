@@ -1,0 +1,113 @@
+"""Load the exported harmonizer with ONNX Runtime (numpy + onnxruntime only).
+
+The model card is checked first: the ONNX file's sha256 must match, inputs must match the
+card. One intra-op thread so a live host keeps its other cores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from .grid import TIME_SIGNATURE_DIM, GridConfig
+from .vocab import VOCAB_SIZE
+
+__all__ = ["ModelLoadError", "HarmonizerModel"]
+
+
+class ModelLoadError(RuntimeError):
+    """The ONNX file or its card is missing, corrupt or inconsistent."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class HarmonizerModel:
+    """An ORT session plus its card; `logits` runs one window."""
+
+    session: ort.InferenceSession
+    card: dict
+    grid: GridConfig
+    path: Path
+
+    @classmethod
+    def load(cls, onnx_path: str | Path, card_path: str | Path | None = None, threads: int = 1) -> "HarmonizerModel":
+        """Load and verify; raises ModelLoadError naming the file and the fix."""
+        onnx_path = Path(onnx_path)
+        card_path = Path(card_path) if card_path else onnx_path.with_suffix(".card.json")
+        if not onnx_path.exists():
+            raise ModelLoadError(f"{onnx_path} not found; export it with `python -m engines.harmonizer.export`")
+        if not card_path.exists():
+            raise ModelLoadError(f"{card_path} not found; every model needs its card (re-export)")
+        try:
+            card = json.loads(card_path.read_text())
+        except json.JSONDecodeError as error:
+            raise ModelLoadError(f"{card_path}: invalid JSON at line {error.lineno}: {error.msg}") from error
+        for key in ("sha256", "grid", "inputs", "tokenizer"):
+            if key not in card:
+                raise ModelLoadError(f"{card_path}: missing key {key!r}; re-export the model")
+        actual = _sha256(onnx_path)
+        if actual != card["sha256"]:
+            raise ModelLoadError(f"{onnx_path}: sha256 {actual[:12]}... does not match card {card['sha256'][:12]}...; "
+                                 "the file changed after export, re-export it")
+        if card["tokenizer"].get("vocab_size") != VOCAB_SIZE:
+            raise ModelLoadError(f"{card_path}: vocab_size {card['tokenizer'].get('vocab_size')} != {VOCAB_SIZE}")
+        grid_fields = {k: card["grid"][k] for k in ("grid", "bars", "roll", "length")}
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+        names = [node.name for node in session.get_inputs()]
+        expected = [entry["name"] for entry in card["inputs"]]
+        if names != expected:
+            raise ModelLoadError(f"{onnx_path}: graph inputs {names} differ from card {expected}")
+        return cls(session=session, card=card, grid=GridConfig(**grid_fields), path=onnx_path)
+
+    @property
+    def length(self) -> int:
+        return self.grid.length
+
+    @property
+    def styles(self) -> list[str]:
+        return list(self.card.get("styles", []))
+
+    def logits_batch(self, melody: np.ndarray, harmony: np.ndarray, va: np.ndarray, style: np.ndarray,
+                     condition: np.ndarray) -> np.ndarray:
+        """Batched call: shapes [B, L, R], [B, L], [B, L, 2], [B], [B, 16] -> [B, L, V]."""
+        batch = harmony.shape[0]
+        expected = {
+            "melody": (batch, self.length, self.grid.roll_dim), "harmony": (batch, self.length),
+            "va": (batch, self.length, 2), "style": (batch,), "condition": (batch, TIME_SIGNATURE_DIM),
+        }
+        feed = {
+            "melody": np.asarray(melody, dtype=np.float32), "harmony": np.asarray(harmony, dtype=np.int64),
+            "va": np.asarray(va, dtype=np.float32), "style": np.asarray(style, dtype=np.int64),
+            "condition": np.asarray(condition, dtype=np.float32),
+        }
+        for name, shape in expected.items():
+            if feed[name].shape != shape:
+                raise ValueError(f"input {name!r} has shape {feed[name].shape}, expected {shape}")
+        if feed["harmony"].min() < 0 or feed["harmony"].max() >= VOCAB_SIZE:
+            raise ValueError(f"harmony tokens must lie in [0, {VOCAB_SIZE})")
+        if feed["style"].min() < 0 or feed["style"].max() >= max(1, len(self.styles)):
+            raise ValueError(f"style id must lie in [0, {len(self.styles)}) ({self.styles})")
+        (logits,) = self.session.run(["logits"], feed)
+        return logits
+
+    def logits(self, melody: np.ndarray, harmony: np.ndarray, va: np.ndarray, style: int,
+               condition: np.ndarray) -> np.ndarray:
+        """One window: [L, R], [L], [L, 2], style id, [16] -> [L, V] logits."""
+        return self.logits_batch(np.asarray(melody)[None], np.asarray(harmony)[None], np.asarray(va)[None],
+                                 np.array([style]), np.asarray(condition)[None])[0]

@@ -1,0 +1,212 @@
+"""Train the harmonizer with one curriculum (torch, CPU, one thread by default).
+
+    python -m engines.harmonizer.train --curriculum ff --steps 12000 --out /work/runs/harmonizer/ff
+
+Re-running the same command resumes from OUT/last.pt. Logs JSON lines to OUT/log.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .curriculum import CURRICULA, apply_to_batch, curriculum_mask
+from .dataset import DEFAULT_CACHE, Windows, load_raw, make_windows
+from .grid import GridConfig
+from .model import Harmonizer, ModelConfig, parameter_count
+from .vocab import MASK, PAD
+
+__all__ = ["evaluate", "load_checkpoint", "main"]
+
+
+def _batch_tensors(windows: Windows, index: np.ndarray, harmony_inputs: np.ndarray) -> tuple[torch.Tensor, ...]:
+    return (
+        torch.from_numpy(windows.melody[index].astype(np.float32)),
+        torch.from_numpy(harmony_inputs.astype(np.int64)),
+        torch.from_numpy(windows.va[index]),
+        torch.from_numpy(windows.style[index]),
+        torch.from_numpy(windows.condition[index]),
+    )
+
+
+@torch.no_grad()
+def evaluate(model: Harmonizer, windows: Windows, batch_size: int = 64, seed: int = 0) -> dict[str, float]:
+    """Validation losses under fixed protocols shared by all curricula.
+
+    full: every chord masked (one-shot prediction); half: a seeded random half revealed.
+    Accuracy is over non-pad targets of the full protocol.
+    """
+    model.eval()
+    rng = np.random.default_rng(seed)
+    totals = {"full": 0.0, "half": 0.0}
+    counts = {"full": 0, "half": 0}
+    correct, chord_targets = 0, 0
+    length = windows.harmony.shape[1]
+    for start in range(0, len(windows), batch_size):
+        index = np.arange(start, min(len(windows), start + batch_size))
+        harmony = windows.harmony[index]
+        for protocol in ("full", "half"):
+            visible = np.zeros(length, dtype=bool)
+            if protocol == "half":
+                visible[rng.permutation(length)[: length // 2]] = True
+            inputs, loss_mask = apply_to_batch(harmony, visible, ~visible)
+            logits = model(*_batch_tensors(windows, index, inputs))
+            targets = torch.from_numpy(harmony)
+            mask = torch.from_numpy(loss_mask)
+            losses = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+            totals[protocol] += float(losses[mask].sum())
+            counts[protocol] += int(mask.sum())
+            if protocol == "full":
+                chord_mask = mask & (targets != PAD)
+                correct += int((logits.argmax(-1)[chord_mask] == targets[chord_mask]).sum())
+                chord_targets += int(chord_mask.sum())
+    model.train()
+    return {
+        "val_loss_full": totals["full"] / max(1, counts["full"]),
+        "val_loss_half": totals["half"] / max(1, counts["half"]),
+        "val_acc_full": correct / max(1, chord_targets),
+    }
+
+
+def _learning_rate(step: int, total_steps: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
+
+def load_checkpoint(path: Path) -> tuple[Harmonizer, dict]:
+    """Rebuild a model from a checkpoint; returns (model in eval mode, checkpoint dict)."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    model = Harmonizer(ModelConfig(**checkpoint["model_config"]))
+    model.load_state_dict(checkpoint["model"])
+    return model.eval(), checkpoint
+
+
+def _save(path: Path, payload: dict) -> None:
+    temporary = path.with_suffix(".tmp")
+    torch.save(payload, temporary)
+    temporary.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--curriculum", choices=CURRICULA, required=True)
+    parser.add_argument("--steps", type=int, required=True, help="total optimizer steps S (curriculum horizon)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--grid", default="q4", choices=["q4", "q16"])
+    parser.add_argument("--no-bars", action="store_true", help="time-signature token instead of intertwined bars")
+    parser.add_argument("--roll", default="pc", choices=["pc", "pc_fr"])
+    parser.add_argument("--length", type=int, default=80)
+    parser.add_argument("--d-model", type=int, default=192)
+    parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--feedforward", type=int, default=768)
+    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--checkpoint-minutes", type=float, default=4.0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    grid = GridConfig(args.grid, not args.no_bars, args.roll, args.length)
+    raw = load_raw(args.cache)
+    train_windows, val_windows = make_windows(raw, grid, "train"), make_windows(raw, grid, "val")
+    model_config = ModelConfig(
+        roll_dim=grid.roll_dim, length=grid.length, d_model=args.d_model, heads=args.heads,
+        layers=args.layers, feedforward=args.feedforward, dropout=args.dropout,
+    )
+    torch.manual_seed(args.seed)
+    model = Harmonizer(model_config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    rng = np.random.default_rng(args.seed)
+    step, best = 0, float("inf")
+    last_path, log_path = args.out / "last.pt", args.out / "log.jsonl"
+    if last_path.exists():
+        checkpoint = torch.load(last_path, map_location="cpu", weights_only=False)
+        if checkpoint["curriculum"] != args.curriculum or checkpoint["total_steps"] != args.steps:
+            raise ValueError(f"{last_path} was trained with {checkpoint['curriculum']}/{checkpoint['total_steps']} "
+                             f"steps; use another --out or the same --curriculum/--steps")
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        step, best = checkpoint["step"], checkpoint["best_val"]
+        rng.bit_generator.state = checkpoint["rng"]
+        torch.set_rng_state(checkpoint["torch_rng"])
+        print(f"resumed {last_path} at step {step}", flush=True)
+
+    def payload() -> dict:
+        return {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+            "total_steps": args.steps, "curriculum": args.curriculum, "best_val": best,
+            "model_config": model_config.to_dict(), "grid": grid.to_dict(), "args": {k: str(v) for k, v in vars(args).items()},
+            "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+            "data": {"train_windows": len(train_windows), "val_windows": len(val_windows)},
+        }
+
+    log = log_path.open("a")
+    log.write(json.dumps({"event": "start", "step": step, "parameters": parameter_count(model),
+                          "train_windows": len(train_windows), "val_windows": len(val_windows),
+                          "config": payload()["args"], "time": time.time()}) + "\n")
+    log.flush()
+    model.train()
+    last_save, window_loss, window_count, started = time.time(), 0.0, 0, time.time()
+    while step < args.steps:
+        index = rng.integers(0, len(train_windows), size=args.batch)
+        visible, target = curriculum_mask(args.curriculum, step, args.steps, grid.length, rng)
+        harmony = train_windows.harmony[index]
+        inputs, loss_mask = apply_to_batch(harmony, visible, target)
+        for group in optimizer.param_groups:
+            group["lr"] = _learning_rate(step, args.steps, args.lr, args.warmup)
+        logits = model(*_batch_tensors(train_windows, index, inputs))
+        mask = torch.from_numpy(loss_mask)
+        if mask.any():
+            losses = F.cross_entropy(logits.transpose(1, 2), torch.from_numpy(harmony), reduction="none")
+            loss = losses[mask].mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            window_loss += float(loss)
+            window_count += 1
+        step += 1
+        if step % 100 == 0:
+            log.write(json.dumps({"event": "train", "step": step, "loss": window_loss / max(1, window_count),
+                                  "lr": optimizer.param_groups[0]["lr"], "visible": int(visible.sum()),
+                                  "elapsed_s": round(time.time() - started, 1)}) + "\n")
+            log.flush()
+            window_loss, window_count = 0.0, 0
+        if step % args.eval_every == 0 or step == args.steps:
+            metrics = evaluate(model, val_windows)
+            if metrics["val_loss_full"] < best:
+                best = metrics["val_loss_full"]
+                _save(args.out / "best.pt", payload())
+            log.write(json.dumps({"event": "val", "step": step, **metrics, "best_val_loss_full": best}) + "\n")
+            log.flush()
+            print(f"step {step}/{args.steps} {metrics}", flush=True)
+        if time.time() - last_save > 60 * args.checkpoint_minutes or step == args.steps:
+            _save(last_path, payload())
+            last_save = time.time()
+    log.write(json.dumps({"event": "done", "step": step, "best_val_loss_full": best, "time": time.time()}) + "\n")
+    log.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

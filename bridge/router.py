@@ -86,6 +86,10 @@ class InputRouter:
             return
         if status == 0xF0:
             self._drop(port_name, "sysex")
+            # Some backends deliver a SysEx glued to what followed it in the same cycle:
+            # route whatever comes after the End-of-Exclusive byte on its own.
+            if 0xF7 in data and data.index(0xF7) < len(data) - 1:
+                self.route(port_name, data[data.index(0xF7) + 1:], arrival_s)
             return
         if status >= 0xF0:
             if status in _TRANSPORT_STATUS:

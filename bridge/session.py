@@ -225,6 +225,8 @@ class Session:
                 "tempo_bpm": round(self.transport.tempo_bpm, 2),
                 "beats": round(self.transport.beats_at(now), 3),
             },
+            "osc": dict(self.osc.counters),
+            "osc_subscribers": len(self.osc.subscribers),
             "midi_in": dict(self.router.counters),
             "midi_in_per_port": {k: dict(v) for k, v in self.router.per_port.items()},
             "engines": self.host.status(),

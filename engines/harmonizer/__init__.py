@@ -6,7 +6,7 @@ only. Training and export (model, train, export, curriculum CLI) need torch; dat
 needs music21. Nothing heavy is imported here.
 """
 
-from .decode import STRATEGIES, DecodeResult, decode
+from .decode import STRATEGIES, DecodeResult, fill_masks
 from .grid import GridConfig, time_signature_vector
 from .runtime import HarmonizerModel, ModelLoadError
 from .vocab import VOCAB_SIZE, nearest_token, token_id, token_name, token_pitch_classes
@@ -14,7 +14,7 @@ from .vocab import VOCAB_SIZE, nearest_token, token_id, token_name, token_pitch_
 __all__ = [
     "STRATEGIES",
     "DecodeResult",
-    "decode",
+    "fill_masks",
     "GridConfig",
     "time_signature_vector",
     "HarmonizerModel",

@@ -22,7 +22,7 @@ __all__ = [
     "allowed_tokens",
     "nucleus_sample",
     "entropies",
-    "decode",
+    "fill_masks",
 ]
 
 LogitsFn = Callable[[np.ndarray], np.ndarray]
@@ -110,7 +110,7 @@ def _midpoint_positions(masked: np.ndarray, length: int, filled_spacing: int) ->
     return [int(p) for p in masked], 0
 
 
-def decode(
+def fill_masks(
     logits_fn: LogitsFn,
     harmony: np.ndarray,
     last_melody_position: int,

@@ -109,10 +109,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-bars", action="store_true", help="time-signature token instead of intertwined bars")
     parser.add_argument("--roll", default="pc", choices=["pc", "pc_fr"])
     parser.add_argument("--length", type=int, default=80)
-    parser.add_argument("--d-model", type=int, default=192)
+    parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--layers", type=int, default=3)
     parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--feedforward", type=int, default=768)
+    parser.add_argument("--feedforward", type=int, default=512)
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=3e-4)
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
-            window_loss += float(loss)
+            window_loss += loss.item()
             window_count += 1
         step += 1
         if step % 100 == 0:

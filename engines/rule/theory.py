@@ -65,7 +65,7 @@ class KeyFinder:
     """Krumhansl-Schmuckler key finding on a decaying, duration-free pitch-class histogram,
     with hysteresis so one chromatic note does not flip the key."""
 
-    def __init__(self, decay: float = 0.97, switch_margin: float = 0.08, min_notes: int = 4) -> None:
+    def __init__(self, decay: float = 0.985, switch_margin: float = 0.15, min_notes: int = 4) -> None:
         self.decay = decay
         self.switch_margin = switch_margin
         self.min_notes = min_notes
@@ -88,14 +88,27 @@ class KeyFinder:
         return self.key
 
     def scores(self) -> dict[Key, float]:
-        result: dict[Key, float] = {}
-        if not self.histogram.any():
-            return {Key(t, m): 0.0 for t in range(12) for m in (False, True)}
-        for tonic in range(12):
-            for minor, profile in ((False, _MAJOR_PROFILE), (True, _MINOR_PROFILE)):
-                rolled = np.roll(profile, tonic)
-                result[Key(tonic, minor)] = float(np.corrcoef(self.histogram, rolled)[0, 1])
-        return result
+        """Pearson correlation of the histogram with each of the 24 rotated key profiles."""
+        centred = self.histogram - self.histogram.mean()
+        norm = float(np.linalg.norm(centred))
+        if norm == 0.0:
+            return dict.fromkeys(_KEYS, 0.0)
+        correlations = _PROFILE_MATRIX @ (centred / norm)
+        return dict(zip(_KEYS, correlations.tolist()))
+
+
+def _profile_matrix() -> tuple[list[Key], np.ndarray]:
+    keys, rows = [], []
+    for tonic in range(12):
+        for minor, profile in ((False, _MAJOR_PROFILE), (True, _MINOR_PROFILE)):
+            rolled = np.roll(profile, tonic)
+            centred = rolled - rolled.mean()
+            keys.append(Key(tonic, minor))
+            rows.append(centred / np.linalg.norm(centred))
+    return keys, np.array(rows)
+
+
+_KEYS, _PROFILE_MATRIX = _profile_matrix()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,26 @@
+"""Test helpers that start real servers: a private JACK server with the dummy driver."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_jack(name: str) -> subprocess.Popen[bytes]:
+    if shutil.which("jackd") is None:
+        raise RuntimeError("jackd is not installed: run the README's test command, which installs jackd2")
+    proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "64"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(os.environ, JACK_DEFAULT_SERVER=name)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if subprocess.run(["jack_lsp"], env=env, capture_output=True).returncode == 0:
+            return proc
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("jackd -d dummy did not start")

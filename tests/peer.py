@@ -1,0 +1,99 @@
+"""A second, independent MIDI client on the test JACK server: it plays the DAW's part."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import rtmidi
+
+from tests.jackutil import ROOT
+
+
+class Peer:
+    """Sends to the bridge's input and records everything from the bridge's main output."""
+
+    def __init__(self, name: str, bridge_client: str, out_port: str | None = None) -> None:
+        self.out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, f"{name}-send")
+        self.out.open_port(self.out.get_ports().index(f"{bridge_client}:in"), "out")
+        self.inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, f"{name}-recv")
+        self.inp.ignore_types(sysex=False, timing=False, active_sense=True)
+        target = out_port or f"{bridge_client}-out:out"
+        self.inp.open_port(self.inp.get_ports().index(target), "in")
+        self.received: list[tuple[float, list[int]]] = []
+        self._lock = threading.Lock()
+        self.inp.set_callback(self._on_message)
+
+    def _on_message(self, event: tuple[list[int], float], _data: object = None) -> None:
+        with self._lock:
+            self.received.append((time.perf_counter(), event[0]))
+
+    def send(self, data: list[int]) -> float:
+        sent = time.perf_counter()
+        self.out.send_message(data)
+        return sent
+
+    def messages(self) -> list[list[int]]:
+        with self._lock:
+            return [m for _, m in self.received]
+
+    def notes(self) -> list[tuple[float, list[int]]]:
+        with self._lock:
+            return [(t, m) for t, m in self.received if 0x80 <= m[0] < 0xA0]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.01)
+        return predicate()
+
+    def sounding(self) -> set[tuple[int, int]]:
+        """(channel, note) pairs the bridge has started and not yet stopped."""
+        on: dict[tuple[int, int], int] = {}
+        for _, m in self.notes():
+            key = (m[0] & 0x0F, m[1])
+            if m[0] & 0xF0 == 0x90 and m[2] > 0:
+                on[key] = on.get(key, 0) + 1
+            else:
+                on.pop(key, None)
+        return set(on)
+
+    def close(self) -> None:
+        for port in (self.out, self.inp):
+            port.close_port()
+            port.delete()
+
+
+class Bridge:
+    """``python -m bridge serve`` as a subprocess on the test JACK server."""
+
+    def __init__(self, client: str, *args: str) -> None:
+        self.client = client
+        cmd = [sys.executable, "-m", "bridge", "serve", "--backend", "jack", "--client", client,
+               "--osc-port", "0", *args]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True)
+        self.online_line = self._wait_online()
+        self.osc_port = int(re.search(r"OSC [\d.]+:(\d+)", self.online_line).group(1))
+
+    def _wait_online(self, timeout_s: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if "online" in line:
+                return line
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bridge exited at start: {self.proc.stderr.read()[-2000:]}")
+        raise RuntimeError("bridge did not come online")
+
+    def stop(self, sig: int = 15) -> tuple[int, str, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        out, err = self.proc.communicate(timeout=15)
+        return self.proc.returncode, out, err

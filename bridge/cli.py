@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--clock", choices=("follow", "internal", "external"), help="clock source")
     serve.add_argument("--tempo", type=float, help="internal tempo in BPM (default 120)")
     serve.add_argument("--clock-out", action="store_true", help="send MIDI clock from the internal clock")
-    serve.add_argument("--slot", action="append", default=[], metavar="NAME=ENGINE[@IN>OUT]",
-                       help="engine slots instead of the config's, e.g. rule=rule@all>2; repeatable")
+    serve.add_argument("--slot", action="append", default=[], metavar="NAME=ENGINE[@IN/OUT]",
+                       help="engine slots instead of the config's, e.g. rule=rule@all/2; repeatable")
     serve.add_argument("--osc-host", help="OSC bind address (default 127.0.0.1)")
     serve.add_argument("--osc-port", type=int, help="OSC port (default 9000; 0 = any free port)")
     serve.add_argument("--osc-allow-remote", action="store_true", help="allow a non-loopback OSC bind")

@@ -99,7 +99,7 @@ class Transport:
         self.estimator = TempoEstimator()
         self._lock = threading.Lock()
         self.playing = mode != "external"
-        self.ticks = 0
+        self.ticks = -1 if self.playing else 0  # the first tick is song position 0
         self.anchor_time_s = 0.0
         self.last_external_s = -1e9
         self.source = "internal"

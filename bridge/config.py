@@ -71,16 +71,17 @@ def parse_slot(table: dict[str, Any], where: str) -> SlotConfig:
 
 
 def parse_slot_flag(text: str) -> SlotConfig:
-    """``--slot NAME=ENGINE[:IN>OUT]``, e.g. ``harm=rule:1>2`` or ``mon=thru:all>3``."""
+    """``--slot NAME=ENGINE[@IN/OUT]``, e.g. ``harm=rule@1/2``, ``mon=thru@all/3``,
+    ``two=rule@1,2/4`` (``/`` rather than ``>`` so shells leave it alone)."""
     name, sep, rest = text.partition("=")
     if not sep or not name:
-        raise ConfigError(f"--slot {text!r}: write NAME=ENGINE or NAME=ENGINE@IN>OUT, e.g. rule=rule@1>2")
+        raise ConfigError(f"--slot {text!r}: write NAME=ENGINE or NAME=ENGINE@IN/OUT, e.g. rule=rule@1/2")
     engine, _, routing = rest.partition("@")
     slot = {"name": name, "engine": engine}
     if routing:
-        ins, arrow, out = routing.partition(">")
-        if not arrow:
-            raise ConfigError(f"--slot {text!r}: routing must be IN>OUT, e.g. 1>2 or all>2")
+        ins, slash, out = routing.partition("/")
+        if not slash:
+            raise ConfigError(f"--slot {text!r}: routing must be IN/OUT, e.g. 1/2 or all/2")
         try:
             slot["in_channels"] = "all" if ins == "all" else [int(c) for c in ins.split(",")]
             slot["out_channel"] = int(out)

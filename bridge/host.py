@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,8 @@ class Slot:
         self.outputs = 0
         self.dropped_stale = 0
         self.max_process_s = 0.0
+        # Input callback -> output sent, for every note that produced immediate output.
+        self.latencies_s: deque[float] = deque(maxlen=200_000)
         self.values: dict[str, Any] = engine.values()
         self._thread = threading.Thread(target=self._run, name=f"engine-{self.name}", daemon=True)
 
@@ -126,6 +129,8 @@ class Slot:
             return
         for output in outputs:
             self._dispatch(output)
+        if outputs and isinstance(event, (NoteOn, NoteOff)) and outputs[0].at_beats is None:
+            self.latencies_s.append(time.perf_counter() - event.time_s)
 
     def _dispatch(self, output: Note | Send) -> None:
         channel = self.config.out_channel
@@ -186,6 +191,16 @@ class Slot:
             self.engine.set_param(name, value)
         except Exception as exc:  # noqa: BLE001 - an engine's on_param_change hook is engine code
             self._fail(exc)
+
+
+def _percentiles(values_s: deque[float]) -> dict[str, float]:
+    """p50/p99/max in milliseconds of input-to-output latency (empty when none yet)."""
+    if not values_s:
+        return {}
+    ordered = sorted(values_s)
+    pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000  # noqa: E731
+    return {"count": len(ordered), "p50": round(pick(0.5), 4), "p99": round(pick(0.99), 4),
+            "max": round(ordered[-1] * 1000, 4)}
 
 
 class EngineHost:
@@ -288,6 +303,7 @@ class EngineHost:
                 "outputs": slot.outputs,
                 "dropped_stale": slot.dropped_stale,
                 "max_process_ms": round(slot.max_process_s * 1000, 3),
+                "latency_ms": _percentiles(slot.latencies_s),
                 "sounding": len(self.tracker.sounding(name)),
                 "queued": slot.inbox.qsize(),
             }

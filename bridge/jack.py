@@ -31,7 +31,7 @@ def jack_running(server_name: str | None = None, timeout_s: float = 2.0) -> bool
 
 
 class PrivateJackServer:
-    """``jackd --no-realtime -d dummy`` owned by this process, stopped when the bridge stops."""
+    """``jackd -R -d dummy`` owned by this process, stopped when the bridge stops."""
 
     def __init__(self, sample_rate: int = 48000, period_frames: int = 64,
                  server_name: str | None = None) -> None:
@@ -44,7 +44,7 @@ class PrivateJackServer:
         jackd = shutil.which("jackd")
         if jackd is None:
             raise BackendError("jackd not found: install jackd2 (apt-get install jackd2)")
-        cmd = [jackd, "--no-realtime"]
+        cmd = [jackd, "-R"]  # real-time when permitted; jackd carries on without it otherwise
         if self.server_name:
             cmd += ["-n", self.server_name]
         cmd += ["-d", "dummy", "-r", str(self.sample_rate), "-p", str(self.period_frames)]

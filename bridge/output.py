@@ -38,23 +38,32 @@ class NoteTracker:
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
-        self._sounding: dict[tuple[OutputPort, int, int], str] = {}
+        # (port, channel, note) -> [owner, how many note-ons are stacked on it]
+        self._sounding: dict[tuple[OutputPort, int, int], list] = {}
         self.sent = 0
         self.send_errors = 0
-        self.retriggers = 0
+        self.stacked = 0
 
     def emit(self, port: OutputPort, message: mido.Message, owner: str) -> None:
         """Send ``message`` on ``port`` for ``owner``, keeping the sounding-note table exact."""
         with self._lock:
             if message.type == "note_on" and message.velocity > 0:
                 key = (port, message.channel, message.note)
-                if key in self._sounding:
-                    # The same note twice would need two note-offs on most synths: retrigger.
-                    self._send(port, mido.Message("note_off", channel=message.channel, note=message.note))
-                    self.retriggers += 1
-                self._sounding[key] = owner
+                entry = self._sounding.get(key)
+                if entry is None:
+                    self._sounding[key] = [owner, 1]
+                else:
+                    # Passed on as sent; released later with as many note-offs as note-ons.
+                    entry[0] = owner
+                    entry[1] += 1
+                    self.stacked += 1
             elif message.type in ("note_off", "note_on"):
-                self._sounding.pop((port, message.channel, message.note), None)
+                key = (port, message.channel, message.note)
+                entry = self._sounding.get(key)
+                if entry is not None:
+                    entry[1] -= 1
+                    if entry[1] <= 0:
+                        del self._sounding[key]
             self._send(port, message)
 
     def _send(self, port: OutputPort, message: mido.Message) -> None:
@@ -69,13 +78,14 @@ class NoteTracker:
         """Note-offs for the notes of ``owner`` (and/or on ``port``); None matches all.
         Returns how many notes were released."""
         with self._lock:
-            keys = [k for k, who in self._sounding.items()
+            keys = [k for k, (who, _) in self._sounding.items()
                     if (owner is None or who == owner) and (port is None or k[0] is port)]
             for key in keys:
-                del self._sounding[key]
+                _, stacked = self._sounding.pop(key)
                 out_port, channel, note = key
                 if not out_port.closed:
-                    self._send(out_port, mido.Message("note_off", channel=channel, note=note))
+                    for _ in range(stacked):
+                        self._send(out_port, mido.Message("note_off", channel=channel, note=note))
             return len(keys)
 
     def forget_port(self, port: OutputPort) -> int:
@@ -88,7 +98,7 @@ class NoteTracker:
 
     def sounding(self, owner: str | None = None) -> list[tuple[str, int, int]]:
         with self._lock:
-            return [(p.name, c, n) for (p, c, n), who in self._sounding.items() if owner in (None, who)]
+            return [(p.name, c, n) for (p, c, n), (who, _) in self._sounding.items() if owner in (None, who)]
 
 
 @dataclass(order=True)

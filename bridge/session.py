@@ -233,7 +233,7 @@ class Session:
             "engine_errors": self.host.engine_errors,
             "notes_sounding": len(self.tracker.sounding()),
             "midi_out": {"sent": self.tracker.sent, "send_errors": self.tracker.send_errors,
-                         "retriggers": self.tracker.retriggers},
+                         "stacked_note_ons": self.tracker.stacked},
             "scheduler": {"ran": self.scheduler.ran, "pending": self.scheduler.pending(),
                           "max_late_ms": round(self.scheduler.max_late_s * 1000, 3)},
         }

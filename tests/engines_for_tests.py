@@ -31,14 +31,19 @@ class Exploding(Engine):
 
 
 class Slow(Engine):
-    """Takes ``delay_ms`` per note, mostly busy in Python (holding the GIL), then echoes it."""
+    """Takes ``delay_ms`` per note, then echoes it: busy in Python (holding the GIL, the worst
+    case) or waiting with the GIL released (like an ONNX Runtime call)."""
 
     name = "slow"
-    params = (Param("delay_ms", "float", 300.0, 0.0, 5000.0, unit="ms"),)
+    params = (Param("delay_ms", "float", 300.0, 0.0, 5000.0, unit="ms"),
+              Param("busy", "bool", True))
 
     def process(self, event: EngineInput) -> Sequence[EngineOutput]:
         if not isinstance(event, NoteOn):
             return ()
+        if not self.param("busy"):
+            time.sleep(self.param("delay_ms") / 1000)
+            return (Send(mido.Message("note_on", note=event.pitch, velocity=event.velocity)),)
         deadline = time.perf_counter() + self.param("delay_ms") / 1000
         while time.perf_counter() < deadline:
             sum(range(200))

@@ -11,10 +11,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_jack(name: str) -> subprocess.Popen[bytes]:
+def start_jack(name: str, period_frames: int = 64) -> subprocess.Popen[bytes]:
     if shutil.which("jackd") is None:
         raise RuntimeError("jackd is not installed: run the README's test command, which installs jackd2")
-    proc = subprocess.Popen(["jackd", "-n", name, "--no-realtime", "-d", "dummy", "-r", "48000", "-p", "64"],
+    proc = subprocess.Popen(["jackd", "-n", name, "-R", "-d", "dummy", "-r", "48000", "-p", str(period_frames)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     env = dict(os.environ, JACK_DEFAULT_SERVER=name)
     deadline = time.monotonic() + 15

@@ -139,7 +139,7 @@ def test_malformed_midi_is_counted_and_dropped(start_bridge, peer_for):
 
 
 def test_engine_that_raises_is_disabled_and_others_keep_serving(start_bridge, peer_for):
-    bridge = start_bridge("--slot", "rule=rule@all>2", "--slot", "bad=tests.engines_for_tests:Exploding@all>3")
+    bridge = start_bridge("--slot", "rule=rule@all/2", "--slot", "bad=tests.engines_for_tests:Exploding@all/3")
     peer = peer_for(bridge)
     peer.send([0x90, 72, 100])
     assert peer.wait_for(lambda: any(m[0] == 0x92 for m in peer.messages()), 2.0)
@@ -158,7 +158,7 @@ def test_engine_that_raises_is_disabled_and_others_keep_serving(start_bridge, pe
 
 
 def test_slow_engine_does_not_delay_the_rule_engine(start_bridge, peer_for):
-    bridge = start_bridge("--slot", "rule=rule@all>2", "--slot", "slow=tests.engines_for_tests:Slow@all>4")
+    bridge = start_bridge("--slot", "rule=rule@all/2", "--slot", "slow=tests.engines_for_tests:Slow@all/4")
     peer = peer_for(bridge)
     delays = []
     for pitch in (72, 71, 72, 71):  # C, G, C, G: a chord change on every note, one per beat

@@ -14,7 +14,7 @@ def test_ff_schedule() -> None:
     assert counts[0] == 0
     assert counts[-1] == LENGTH - 1
     assert all(a <= b for a, b in zip(counts, counts[1:]))
-    assert counts[499] == int(LENGTH * 0.5 ** 5)  # pv = ((s + 1) / S) ** 5
+    assert counts[499] == int(LENGTH * 0.5**5)  # pv = ((s + 1) / S) ** 5
     visible, target = curriculum.ff_mask(999, 1000, LENGTH, np.random.default_rng(0))
     assert visible.sum() == LENGTH - 1 and (target == ~visible).all()
 
@@ -63,11 +63,15 @@ def test_q16_to_q4_and_intertwined_bars() -> None:
     texture[5, 2] = 1  # a passing D for one sixteenth does not change the beat's chord
     bar_start = np.zeros(steps, np.uint8)
     bar_start[0] = 1
-    q4 = grid.downsample_q16(melody, onset, texture, np.zeros(steps, np.int8), bar_start, np.zeros((steps, 2), np.float32))
+    q4 = grid.downsample_q16(
+        melody, onset, texture, np.zeros(steps, np.int8), bar_start, np.zeros((steps, 2), np.float32)
+    )
     assert q4["chord"].tolist() == [token_id("C:maj")] * 4
     assert q4["melody_pitch"].tolist() == [60, 64, -1, 67]
     config = grid.GridConfig("q4", True, "pc_fr", 8)
-    sequence = grid.build_sequence(config, q4["melody_pitches"], q4["melody_onset"], q4["chord"], q4["bar_start"], q4["va"])
+    sequence = grid.build_sequence(
+        config, q4["melody_pitches"], q4["melody_onset"], q4["chord"], q4["bar_start"], q4["va"]
+    )
     assert sequence.harmony.tolist() == [BAR] + [token_id("C:maj")] * 4
     assert sequence.melody_roll.shape == (5, 12 + 88 + 1)
     assert sequence.melody_roll[0, -1] == 1 and sequence.melody_roll[1:, -1].sum() == 0

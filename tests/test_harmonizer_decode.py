@@ -39,8 +39,14 @@ def masked_row(bar_every: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("strategy", d.STRATEGIES)
 def test_every_strategy_fills_all_masks_and_keeps_bars(strategy: str) -> None:
     fake = FakeModel()
-    result = d.fill_masks(fake, masked_row(bar_every=4), last_melody_position=LENGTH - 1, strategy=strategy,
-                      rng=np.random.default_rng(0), calls=4)
+    result = d.fill_masks(
+        fake,
+        masked_row(bar_every=4),
+        last_melody_position=LENGTH - 1,
+        strategy=strategy,
+        rng=np.random.default_rng(0),
+        calls=4,
+    )
     assert not (result.harmony == MASK).any()
     assert (result.harmony[::4] == BAR).all()
     assert result.calls == fake.calls == len(result.committed)
@@ -72,8 +78,13 @@ def test_position_orders() -> None:
 
 
 def test_pad_and_no_chord_forbidden_before_last_melody_note() -> None:
-    result = d.fill_masks(FakeModel(token=PAD), masked_row(), last_melody_position=9, strategy="random",
-                      rng=np.random.default_rng(1))
+    result = d.fill_masks(
+        FakeModel(token=PAD),
+        masked_row(),
+        last_melody_position=9,
+        strategy="random",
+        rng=np.random.default_rng(1),
+    )
     assert not np.isin(result.harmony[:10], [PAD, NC]).any()
     assert (result.harmony[10:] == PAD).all()
 

@@ -76,9 +76,13 @@ def test_chords_and_melody_from_grid_skip_bars() -> None:
     c, g = token_id("C:maj"), token_id("G:maj")
     chords = m.chords_from_tokens([BAR, c, c, g, BAR, g, c, PAD], step_beats=1.0)
     assert [(x.onset_beats, x.duration_beats, x.pitch_classes) for x in chords] == [
-        (0.0, 2.0, C_MAJOR), (2.0, 2.0, G_MAJOR), (4.0, 1.0, C_MAJOR)]
-    notes = m.melody_from_grid([-1, 60, 60, 60, -1, 62], [0, 1, 0, 1, 0, 1], 0.5,
-                               is_bar=[True, False, False, False, False, False])
+        (0.0, 2.0, C_MAJOR),
+        (2.0, 2.0, G_MAJOR),
+        (4.0, 1.0, C_MAJOR),
+    ]
+    notes = m.melody_from_grid(
+        [-1, 60, 60, 60, -1, 62], [0, 1, 0, 1, 0, 1], 0.5, is_bar=[True, False, False, False, False, False]
+    )
     assert notes == [m.Note(0.0, 1.0, 60), m.Note(1.0, 0.5, 60), m.Note(2.0, 0.5, 62)]
 
 
@@ -86,7 +90,19 @@ def test_all_metrics_and_mae() -> None:
     melody = [m.Note(0, 1, 60), m.Note(1, 1, 62), m.Note(2, 2, 64)]
     truth = m.all_metrics(melody, [chord(0, 4, C_MAJOR)], [0])
     other = m.all_metrics(melody, [chord(0, 2, C_MAJOR), chord(2, 2, G_MAJOR)], [0])
-    assert set(truth) == {"CHE", "CC", "CTD", "CTnCTR", "PCS", "MCTD", "HRHE", "HRC", "HRHE_bar", "HRC_bar", "CBS"}
+    assert set(truth) == {
+        "CHE",
+        "CC",
+        "CTD",
+        "CTnCTR",
+        "PCS",
+        "MCTD",
+        "HRHE",
+        "HRC",
+        "HRHE_bar",
+        "HRC_bar",
+        "CBS",
+    }
     errors = m.mean_absolute_errors([other], [truth])
     assert errors["CC"] == 1.0
     assert errors["CHE"] == pytest.approx(math.log(2))

@@ -40,7 +40,9 @@ def test_nearest_mapping_ties_and_empty_set() -> None:
     assert vocab.token_name(vocab.nearest_token([0, 4], bass=0)) == "C:maj"
     assert vocab.token_name(vocab.nearest_token([0, 4], bass=9)) == "A:min"
     assert vocab.token_name(vocab.nearest_token([0, 4, 7, 11, 2], bass=0)) == "C:maj9"
-    assert vocab.token_name(vocab.nearest_token([7, 11, 2, 5, 8], bass=7)) == "G:b9"  # duplicate of 7(b9): earlier wins
+    assert (
+        vocab.token_name(vocab.nearest_token([7, 11, 2, 5, 8], bass=7)) == "G:b9"
+    )  # duplicate of 7(b9): earlier wins
     # pitch classes are taken mod 12
     assert vocab.nearest_token([12, 16, 19]) == vocab.token_id("C:maj")
 
@@ -52,3 +54,10 @@ def test_bad_inputs_raise() -> None:
         vocab.token_id("H:maj")
     with pytest.raises(ValueError):
         vocab.nearest_tokens(np.zeros((2, 11)))
+
+
+def test_transpose_tokens() -> None:
+    tokens = np.array([vocab.BAR, vocab.token_id("C:maj"), vocab.token_id("A#:min7"), vocab.NC])
+    moved = vocab.transpose_tokens(tokens, 2)
+    assert [vocab.token_name(t) for t in moved] == ["<bar>", "D:maj", "C:min7", "<nc>"]
+    assert (vocab.transpose_tokens(moved, -14) == tokens).all()

@@ -9,7 +9,7 @@ import rtmidi
 from bridge.errors import BackendError
 from bridge.jack import PrivateJackServer
 from bridge.ports.base import InputHandler, InputPort, OutputPort
-from bridge.ports.rtmidi_backend import RtMidiBackend
+from bridge.ports.rtmidi_backend import JACK_POLL_INTERVAL_S, RtMidiBackend
 
 __all__ = [
     "InputHandler",
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 BACKENDS: dict[str, RtMidiBackend] = {
     "alsa": RtMidiBackend("alsa", rtmidi.API_LINUX_ALSA),
-    "jack": RtMidiBackend("jack", rtmidi.API_UNIX_JACK),
+    "jack": RtMidiBackend("jack", rtmidi.API_UNIX_JACK, poll_interval_s=JACK_POLL_INTERVAL_S),
     "coremidi": RtMidiBackend("coremidi", rtmidi.API_MACOSX_CORE),
     "winmm": RtMidiBackend("winmm", rtmidi.API_WINDOWS_MM, virtual_ports=False),
 }

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+import time
 from typing import Any
 
 import rtmidi
@@ -12,7 +14,10 @@ from bridge.errors import BackendError, PortError
 from bridge.jack import jack_running
 from bridge.ports.base import InputHandler, InputPort, OutputPort
 
-__all__ = ["RtMidiBackend", "RtMidiInput", "RtMidiOutput"]
+__all__ = ["RtMidiBackend", "RtMidiInput", "RtMidiOutput", "JACK_POLL_INTERVAL_S"]
+
+# How often the JACK input thread looks for queued messages (adds 0.1 ms on average).
+JACK_POLL_INTERVAL_S = 0.0002
 
 
 class RtMidiOutput(OutputPort):
@@ -29,19 +34,48 @@ class RtMidiOutput(OutputPort):
 
 
 class RtMidiInput(InputPort):
-    def __init__(self, name: str, midi_in: Any, handler: InputHandler) -> None:
+    """An rtmidi input delivered by callback, or by a polling thread (``poll_interval_s``).
+
+    JACK runs rtmidi's input callback inside its real-time process cycle, where a Python
+    callback must wait for the GIL; a late cycle corrupts the MIDI stream (events dropped or
+    delivered twice under load). On JACK the bridge therefore lets rtmidi queue messages
+    lock-free and reads them from its own thread, which never blocks JACK."""
+
+    def __init__(self, name: str, midi_in: Any, handler: InputHandler, poll_interval_s: float | None = None) -> None:
         super().__init__(name, handler)
         self._in = midi_in
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.poll_interval_s = poll_interval_s
         # SysEx and clock are needed (clock) or must be counted (SysEx floods); active sensing
         # carries nothing the bridge uses.
         midi_in.ignore_types(sysex=False, timing=False, active_sense=True)
-        midi_in.set_callback(self._callback)
+        if poll_interval_s is None:
+            midi_in.set_callback(self._callback)
+        else:
+            self._thread = threading.Thread(target=self._poll, name=f"midi-in {name}", daemon=True)
+            self._thread.start()
 
     def _callback(self, event: tuple[list[int], float], _data: object = None) -> None:
         self._deliver(event[0])
 
+    def _poll(self) -> None:
+        get, interval, stop = self._in.get_message, self.poll_interval_s, self._stop
+        while not stop.is_set():
+            event = get()
+            if event is None:
+                time.sleep(interval)
+                continue
+            while event is not None:
+                self._deliver(event[0])
+                event = get()
+
     def _close(self) -> None:
-        self._in.cancel_callback()
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout=1)
+        else:
+            self._in.cancel_callback()
         self._in.close_port()
         self._in.delete()
 
@@ -49,10 +83,12 @@ class RtMidiInput(InputPort):
 class RtMidiBackend:
     """One rtmidi API. ``available()`` probes it without side effects on success."""
 
-    def __init__(self, name: str, api: int, virtual_ports: bool = True) -> None:
+    def __init__(self, name: str, api: int, virtual_ports: bool = True,
+                 poll_interval_s: float | None = None) -> None:
         self.name = name
         self.api = api
         self.virtual_ports = virtual_ports
+        self.poll_interval_s = poll_interval_s
 
     def available(self) -> tuple[bool, str]:
         if self.api not in rtmidi.get_compiled_api():
@@ -74,9 +110,10 @@ class RtMidiBackend:
         return True, "ok"
 
     def _midi(self, kind: str, client: str) -> Any:
-        cls = rtmidi.MidiIn if kind == "in" else rtmidi.MidiOut
         try:
-            return cls(self.api, client)
+            if kind == "in":
+                return rtmidi.MidiIn(self.api, client, queue_size_limit=8192)
+            return rtmidi.MidiOut(self.api, client)
         except rtmidi.SystemError as exc:
             raise BackendError(f"{self.name} backend failed: {str(exc).splitlines()[0]}") from exc
 
@@ -91,7 +128,7 @@ class RtMidiBackend:
         self._require_virtual()
         midi_in = self._midi("in", client)
         midi_in.open_virtual_port(port)
-        return RtMidiInput(f"{client}:{port}", midi_in, handler)
+        return RtMidiInput(f"{client}:{port}", midi_in, handler, self.poll_interval_s)
 
     def open_virtual_output(self, client: str, port: str) -> RtMidiOutput:
         self._require_virtual()
@@ -118,7 +155,7 @@ class RtMidiBackend:
         midi_in = self._midi("in", client)
         index = _index_of(midi_in.get_ports(), target)
         midi_in.open_port(index, "in")
-        return RtMidiInput(target, midi_in, handler)
+        return RtMidiInput(target, midi_in, handler, self.poll_interval_s)
 
     def connect_output(self, client: str, target: str) -> RtMidiOutput:
         midi_out = self._midi("out", client)
@@ -132,12 +169,3 @@ def _index_of(ports: list[str], target: str) -> int:
         return ports.index(target)
     except ValueError:
         raise PortError(f"port {target!r} not found; present: {ports or 'none'}") from None
-
-
-def default_platform_backends() -> list[RtMidiBackend]:
-    """Backends in the order ``auto`` tries them on this platform."""
-    if sys.platform == "darwin":
-        return [RtMidiBackend("coremidi", rtmidi.API_MACOSX_CORE), RtMidiBackend("jack", rtmidi.API_UNIX_JACK)]
-    if sys.platform == "win32":
-        return [RtMidiBackend("winmm", rtmidi.API_WINDOWS_MM, virtual_ports=False)]
-    return [RtMidiBackend("alsa", rtmidi.API_LINUX_ALSA), RtMidiBackend("jack", rtmidi.API_UNIX_JACK)]

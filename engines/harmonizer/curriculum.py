@@ -11,7 +11,15 @@ import numpy as np
 
 from .vocab import BAR, MASK
 
-__all__ = ["CURRICULA", "ff_visible_count", "ff_mask", "random10_mask", "midpoint_mask", "curriculum_mask", "apply_to_batch"]
+__all__ = [
+    "CURRICULA",
+    "ff_visible_count",
+    "ff_mask",
+    "random10_mask",
+    "midpoint_mask",
+    "curriculum_mask",
+    "apply_to_batch",
+]
 
 CURRICULA = ("ff", "random10", "midpoint")
 MIDPOINT_STAGES = 9  # target spacing 2^(8 - stage), stage 0..8
@@ -25,7 +33,9 @@ def ff_visible_count(step: int, total_steps: int, length: int) -> int:
     return min(int(length * visible_fraction), length - 1)
 
 
-def ff_mask(step: int, total_steps: int, length: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def ff_mask(
+    step: int, total_steps: int, length: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Full-to-full: a random permutation reveals num_visible positions; all the others are targets."""
     order = rng.permutation(length)
     visible = np.zeros(length, dtype=bool)
@@ -33,7 +43,9 @@ def ff_mask(step: int, total_steps: int, length: int, rng: np.random.Generator) 
     return visible, ~visible
 
 
-def random10_mask(step: int, total_steps: int, length: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def random10_mask(
+    step: int, total_steps: int, length: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Stage k of 10 (equal step budgets): k/10 of the positions revealed, the next tenth are targets."""
     stage = min(9, int(10 * step / total_steps))
     order = rng.permutation(length)
@@ -46,7 +58,9 @@ def random10_mask(step: int, total_steps: int, length: int, rng: np.random.Gener
     return visible, target
 
 
-def midpoint_mask(step: int, total_steps: int, length: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+def midpoint_mask(
+    step: int, total_steps: int, length: int, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Midpoint doubling: at stage k of 9, targets lie at spacing 2^(8-k), inputs at twice that."""
     stage = min(MIDPOINT_STAGES - 1, int(MIDPOINT_STAGES * step / total_steps))
     spacing = 2 ** (MIDPOINT_STAGES - 1 - stage)
@@ -56,7 +70,9 @@ def midpoint_mask(step: int, total_steps: int, length: int, rng: np.random.Gener
     return visible, target
 
 
-def curriculum_mask(name: str, step: int, total_steps: int, length: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def curriculum_mask(
+    name: str, step: int, total_steps: int, length: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Dispatch by curriculum name; error lists the valid names."""
     if name == "ff":
         return ff_mask(step, total_steps, length, rng)
@@ -67,7 +83,9 @@ def curriculum_mask(name: str, step: int, total_steps: int, length: int, rng: np
     raise ValueError(f"unknown curriculum {name!r}; valid: {', '.join(CURRICULA)}")
 
 
-def apply_to_batch(harmony: np.ndarray, visible: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def apply_to_batch(
+    harmony: np.ndarray, visible: np.ndarray, target: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """[B, L] tokens -> (inputs with `<mask>` where hidden, bool loss mask). `<bar>` always visible."""
     is_bar = harmony == BAR
     shown = visible[None, :] | is_bar

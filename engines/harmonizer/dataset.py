@@ -96,8 +96,11 @@ def build_cache(cache_dir: Path = DEFAULT_CACHE, limit: int | None = None) -> Pa
         except (ValueError, KeyError, IndexError, AttributeError, TypeError) as error:
             skipped.append(f"{piece_id}: parse failed: {type(error).__name__}: {error}")
         if (index + 1) % 25 == 0 or index + 1 == len(sources):
-            print(f"[{index + 1}/{len(sources)}] kept {len(pieces)} skipped {len(skipped)} "
-                  f"{time.time() - started:.0f}s", flush=True)
+            print(
+                f"[{index + 1}/{len(sources)}] kept {len(pieces)} skipped {len(skipped)} "
+                f"{time.time() - started:.0f}s",
+                flush=True,
+            )
     lengths = np.array([len(p.chord) for p in pieces], dtype=np.int64)
     arrays = {
         "piece_id": np.array([p.piece_id for p in pieces]),
@@ -117,8 +120,11 @@ def build_cache(cache_dir: Path = DEFAULT_CACHE, limit: int | None = None) -> Pa
     for split in ("train", "val", "test"):
         ids = [p for p, s in zip(arrays["piece_id"], arrays["split"]) if s == split]
         (SPLITS_DIR / f"{split}.txt").write_text("\n".join(ids) + "\n")
-    print(f"wrote {out}: {len(pieces)} pieces, {int(lengths.sum())} sixteenths, "
-          f"{len(skipped)} skipped (see {cache_dir / 'skipped.txt'})", flush=True)
+    print(
+        f"wrote {out}: {len(pieces)} pieces, {int(lengths.sum())} sixteenths, "
+        f"{len(skipped)} skipped (see {cache_dir / 'skipped.txt'})",
+        flush=True,
+    )
     return out
 
 
@@ -168,7 +174,9 @@ def _window_starts(total: int, length: int, stride: int, bar_positions: np.ndarr
         start = int(later[0]) if len(later) else target
 
 
-def make_windows(raw: dict[str, np.ndarray], config: GridConfig, split: str, stride: int | None = None) -> Windows:
+def make_windows(
+    raw: dict[str, np.ndarray], config: GridConfig, split: str, stride: int | None = None
+) -> Windows:
     """Cut every piece of `split` into windows of config.length; training strides by L/2."""
     if stride is None:
         stride = config.length // 2 if split == "train" else config.length
@@ -177,14 +185,23 @@ def make_windows(raw: dict[str, np.ndarray], config: GridConfig, split: str, str
     styles, conditions, pieces, piece_ids = [], [], [], []
     for index in np.flatnonzero(raw["split"] == split):
         lo, hi = raw["offsets"][index], raw["offsets"][index + 1]
-        fields = {k: raw[k][lo:hi] for k in ("melody_pitch", "melody_onset", "texture", "bass", "bar_start", "va")}
+        fields = {
+            k: raw[k][lo:hi] for k in ("melody_pitch", "melody_onset", "texture", "bass", "bar_start", "va")
+        }
         if config.grid == "q4":
             q4 = downsample_q16(**fields)
-            sequence = build_sequence(config, q4["melody_pitches"], q4["melody_onset"], q4["chord"],
-                                      q4["bar_start"], q4["va"])
+            sequence = build_sequence(
+                config, q4["melody_pitches"], q4["melody_onset"], q4["chord"], q4["bar_start"], q4["va"]
+            )
         else:
-            sequence = build_sequence(config, fields["melody_pitch"], fields["melody_onset"],
-                                      raw["chord"][lo:hi], fields["bar_start"], fields["va"])
+            sequence = build_sequence(
+                config,
+                fields["melody_pitch"],
+                fields["melody_onset"],
+                raw["chord"][lo:hi],
+                fields["bar_start"],
+                fields["va"],
+            )
         total = len(sequence.harmony)
         bar_positions = np.flatnonzero(sequence.step < 0)
         piece_ids.append(str(raw["piece_id"][index]))
@@ -204,7 +221,9 @@ def make_windows(raw: dict[str, np.ndarray], config: GridConfig, split: str, str
             pitch[:used] = sequence.melody_pitch[start:end]
             onset = np.zeros(length, dtype=np.uint8)
             onset[:used] = sequence.melody_onset[start:end]
-            for key, value in zip(("melody", "harmony", "va", "pitch", "onset"), (melody, harmony, va, pitch, onset)):
+            for key, value in zip(
+                ("melody", "harmony", "va", "pitch", "onset"), (melody, harmony, va, pitch, onset)
+            ):
                 rows[key].append(value)
             styles.append(int(raw["style"][index]))
             conditions.append(condition)
@@ -212,10 +231,15 @@ def make_windows(raw: dict[str, np.ndarray], config: GridConfig, split: str, str
     if not styles:
         raise ValueError(f"split {split!r} has no windows for {config.name}")
     return Windows(
-        melody=np.stack(rows["melody"]), harmony=np.stack(rows["harmony"]), va=np.stack(rows["va"]),
-        style=np.array(styles, dtype=np.int64), condition=np.stack(conditions).astype(np.float32),
-        melody_pitch=np.stack(rows["pitch"]), melody_onset=np.stack(rows["onset"]),
-        piece=np.array(pieces, dtype=np.int64), piece_ids=piece_ids,
+        melody=np.stack(rows["melody"]),
+        harmony=np.stack(rows["harmony"]),
+        va=np.stack(rows["va"]),
+        style=np.array(styles, dtype=np.int64),
+        condition=np.stack(conditions).astype(np.float32),
+        melody_pitch=np.stack(rows["pitch"]),
+        melody_onset=np.stack(rows["onset"]),
+        piece=np.array(pieces, dtype=np.int64),
+        piece_ids=piece_ids,
     )
 
 
@@ -229,8 +253,10 @@ def summary(raw: dict[str, np.ndarray], config: GridConfig) -> dict:
         windows = make_windows(raw, config, split) if mask.any() else []
         styles = {STYLES[s]: int((raw["style"][mask] == s).sum()) for s in range(len(STYLES))}
         out["splits"][split] = {
-            "pieces": int(mask.sum()), "pieces_per_style": styles,
-            "grid_steps": int(np.ceil(lengths * steps_per_sixteenth).sum()), "windows": len(windows),
+            "pieces": int(mask.sum()),
+            "pieces_per_style": styles,
+            "grid_steps": int(np.ceil(lengths * steps_per_sixteenth).sum()),
+            "windows": len(windows),
         }
     return out
 
@@ -244,8 +270,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "build":
         build_cache(args.cache, args.limit)
     raw = load_raw(args.cache)
-    for config in (GridConfig("q4", True, "pc", 80), GridConfig("q4", False, "pc", 64),
-                   GridConfig("q16", True, "pc_fr", 320)):
+    for config in (
+        GridConfig("q4", True, "pc", 80),
+        GridConfig("q4", False, "pc", 64),
+        GridConfig("q16", True, "pc_fr", 320),
+    ):
         print(json.dumps(summary(raw, config)), flush=True)
     return 0
 

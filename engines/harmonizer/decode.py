@@ -7,8 +7,8 @@ Strategies differ in how many and which positions each call commits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -60,8 +60,13 @@ def entropies(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     return -(probs * np.where(allowed, log_probs, 0.0)).sum(-1)
 
 
-def nucleus_sample(logits: np.ndarray, allowed: np.ndarray, rng: np.random.Generator,
-                   temperature: float = 0.2, top_p: float = 0.9) -> int:
+def nucleus_sample(
+    logits: np.ndarray,
+    allowed: np.ndarray,
+    rng: np.random.Generator,
+    temperature: float = 0.2,
+    top_p: float = 0.9,
+) -> int:
     """Sample one token from a [V] logit row with temperature and nucleus (top-p) filtering."""
     if not allowed.any():
         raise ValueError("no allowed token at this position")

@@ -59,7 +59,11 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
     raw = load_raw(cache)
     val = make_windows(raw, grid, "val")
     out_dir.mkdir(parents=True, exist_ok=True)
-    onnx_path, card_path, parity_path = out_dir / f"{name}.onnx", out_dir / f"{name}.card.json", out_dir / f"{name}.parity.npz"
+    onnx_path, card_path, parity_path = (
+        out_dir / f"{name}.onnx",
+        out_dir / f"{name}.card.json",
+        out_dir / f"{name}.parity.npz",
+    )
 
     # parity example: first validation window with a seeded half of the chords revealed
     rng = np.random.default_rng(0)
@@ -67,16 +71,23 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
     visible[rng.permutation(grid.length)[: grid.length // 2]] = True
     harmony_inputs, _ = apply_to_batch(val.harmony[:1], visible, ~visible)
     feed = {
-        "melody": val.melody[:1].astype(np.float32), "harmony": harmony_inputs.astype(np.int64),
-        "va": val.va[:1].astype(np.float32), "style": val.style[:1].astype(np.int64),
+        "melody": val.melody[:1].astype(np.float32),
+        "harmony": harmony_inputs.astype(np.int64),
+        "va": val.va[:1].astype(np.float32),
+        "style": val.style[:1].astype(np.int64),
         "condition": val.condition[:1].astype(np.float32),
     }
     example = tuple(torch.from_numpy(feed[key]) for key in INPUT_NAMES)
     with torch.no_grad():
         expected = model(*example).numpy()
         torch.onnx.export(
-            model, example, str(onnx_path), input_names=list(INPUT_NAMES), output_names=["logits"],
-            opset_version=OPSET, dynamo=False,
+            model,
+            example,
+            str(onnx_path),
+            input_names=list(INPUT_NAMES),
+            output_names=["logits"],
+            opset_version=OPSET,
+            dynamo=False,
             dynamic_axes={key: {0: "batch"} for key in (*INPUT_NAMES, "logits")},
         )
     onnx.checker.check_model(onnx.load(str(onnx_path)))
@@ -96,37 +107,64 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
     card = {
         "name": name,
         "task": "melody harmonization (masked chord prediction per grid step)",
-        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "onnx_file": onnx_path.name,
         "sha256": sha256_of(onnx_path),
         "opset": OPSET,
         "grid": grid.to_dict() | {"name": grid.name, "key_normalization": "C major / A minor"},
         "tokenizer": {
-            "vocab_size": VOCAB_SIZE, "specials": list(SPECIALS),
+            "vocab_size": VOCAB_SIZE,
+            "specials": list(SPECIALS),
             "chord_token_formula": "7 + root * 33 + quality_index",
             "tokens": [token_name(t) for t in range(VOCAB_SIZE)],
         },
         "styles": list(STYLES),
         "inputs": [
-            {"name": "melody", "dtype": "float32", "shape": ["batch", length, roll_dim],
-             "meaning": "binary roll: 12 pitch classes" + (", 88 keys" if grid.roll == "pc_fr" else "") + (", bar flag" if grid.bars else "")},
-            {"name": "harmony", "dtype": "int64", "shape": ["batch", length], "meaning": "chord tokens, <mask> where unknown"},
-            {"name": "va", "dtype": "float32", "shape": ["batch", length, 2], "meaning": "valence, arousal per step in [-1, 1]"},
+            {
+                "name": "melody",
+                "dtype": "float32",
+                "shape": ["batch", length, roll_dim],
+                "meaning": "binary roll: 12 pitch classes"
+                + (", 88 keys" if grid.roll == "pc_fr" else "")
+                + (", bar flag" if grid.bars else ""),
+            },
+            {
+                "name": "harmony",
+                "dtype": "int64",
+                "shape": ["batch", length],
+                "meaning": "chord tokens, <mask> where unknown",
+            },
+            {
+                "name": "va",
+                "dtype": "float32",
+                "shape": ["batch", length, 2],
+                "meaning": "valence, arousal per step in [-1, 1]",
+            },
             {"name": "style", "dtype": "int64", "shape": ["batch"], "meaning": f"style id: {list(STYLES)}"},
-            {"name": "condition", "dtype": "float32", "shape": ["batch", 16], "meaning": "time signature: numerator one-hot 1..14, den-4 flag, den-8 flag"},
+            {
+                "name": "condition",
+                "dtype": "float32",
+                "shape": ["batch", 16],
+                "meaning": "time signature: numerator one-hot 1..14, den-4 flag, den-8 flag",
+            },
         ],
         "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", length, VOCAB_SIZE]}],
         "model": checkpoint["model_config"] | {"parameters": parameter_count(model)},
         "training": {
-            "curriculum": checkpoint["curriculum"], "step": checkpoint["step"],
-            "total_steps": checkpoint["total_steps"], "finished": checkpoint["step"] >= checkpoint["total_steps"],
-            "checkpoint": str(checkpoint_path), "args": checkpoint["args"],
+            "curriculum": checkpoint["curriculum"],
+            "step": checkpoint["step"],
+            "total_steps": checkpoint["total_steps"],
+            "finished": checkpoint["step"] >= checkpoint["total_steps"],
+            "checkpoint": str(checkpoint_path),
+            "args": checkpoint["args"],
         },
         "data": summary(raw, grid),
         "validation": {"logged": val_record, "at_export": fresh_val},
         "parity": {
-            "file": parity_path.name, "sha256": sha256_of(parity_path),
-            "max_abs_difference_ort_vs_torch": max_difference, "atol": PARITY_ATOL,
+            "file": parity_path.name,
+            "sha256": sha256_of(parity_path),
+            "max_abs_difference_ort_vs_torch": max_difference,
+            "atol": PARITY_ATOL,
         },
         "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__, "onnx": onnx.__version__},
     }
@@ -135,16 +173,23 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
     from .runtime import HarmonizerModel
 
     runtime_model = HarmonizerModel.load(onnx_path)
-    reloaded = runtime_model.logits(feed["melody"][0], feed["harmony"][0], feed["va"][0], int(feed["style"][0]), feed["condition"][0])
+    reloaded = runtime_model.logits(
+        feed["melody"][0], feed["harmony"][0], feed["va"][0], int(feed["style"][0]), feed["condition"][0]
+    )
     if not np.allclose(reloaded, expected[0], atol=PARITY_ATOL, rtol=1e-4):
         raise RuntimeError(f"{onnx_path}: runtime reload differs from torch")
-    print(f"exported {onnx_path} (step {checkpoint['step']}/{checkpoint['total_steps']}, "
-          f"max |ORT - torch| = {max_difference:.2e}, val {fresh_val})", flush=True)
+    print(
+        f"exported {onnx_path} (step {checkpoint['step']}/{checkpoint['total_steps']}, "
+        f"max |ORT - torch| = {max_difference:.2e}, val {fresh_val})",
+        flush=True,
+    )
     return card
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--name", default="harmonizer", help="file stem under --out-dir")
     parser.add_argument("--out-dir", type=Path, default=Path("onnx_models"))

@@ -20,8 +20,19 @@ STEPS_PER_QUARTER_Q16 = 4
 MAX_STEPS = 16_000  # longer movements are cut (about 4,000 quarter notes)
 
 DYNAMIC_LEVELS = {
-    "ppp": -1.0, "pp": -0.8, "p": -0.5, "mp": -0.2, "mf": 0.2, "f": 0.5, "ff": 0.8, "fff": 1.0,
-    "sf": 0.6, "sfz": 0.6, "fz": 0.6, "fp": 0.3, "rfz": 0.5,
+    "ppp": -1.0,
+    "pp": -0.8,
+    "p": -0.5,
+    "mp": -0.2,
+    "mf": 0.2,
+    "f": 0.5,
+    "ff": 0.8,
+    "fff": 1.0,
+    "sf": 0.6,
+    "sfz": 0.6,
+    "fz": 0.6,
+    "fp": 0.3,
+    "rfz": 0.5,
 }
 
 
@@ -73,7 +84,7 @@ def _dynamics_curve(part, steps: int) -> np.ndarray:
             marks.append((_to_steps(float(dynamic.offset), STEPS_PER_QUARTER_Q16), level))
     for index, (start, level) in enumerate(sorted(marks)):
         end = sorted(marks)[index + 1][0] if index + 1 < len(marks) else steps
-        curve[max(0, start):max(0, end)] = level
+        curve[max(0, start) : max(0, end)] = level
     return curve
 
 
@@ -135,7 +146,16 @@ def extract_piece(score, piece_id: str, style: int) -> RawPiece:
     dynamics = _dynamics_curve(reference_part, steps)
     va = valence_arousal(melody_pitch, melody_onset, texture, dynamics, STEPS_PER_QUARTER_Q16)
     return RawPiece(
-        piece_id=piece_id, style=style, melody_pitch=melody_pitch, melody_onset=melody_onset,
-        texture=texture, bass=bass, chord=chord, bar_start=bar_start, va=va,
-        time_signature=time_signature, shift=shift, mode=mode,
+        piece_id=piece_id,
+        style=style,
+        melody_pitch=melody_pitch,
+        melody_onset=melody_onset,
+        texture=texture,
+        bass=bass,
+        chord=chord,
+        bar_start=bar_start,
+        va=va,
+        time_signature=time_signature,
+        shift=shift,
+        mode=mode,
     )

@@ -149,9 +149,14 @@ def build_sequence(
     roll = melody_roll(pitches, config.roll)
     steps = len(top)
     if not config.bars:
-        return Sequence(roll, top.astype(np.int16), np.asarray(melody_onset, np.uint8),
-                        np.asarray(chord, np.int64), np.asarray(va, np.float32),
-                        np.arange(steps, dtype=np.int32))
+        return Sequence(
+            roll,
+            top.astype(np.int16),
+            np.asarray(melody_onset, np.uint8),
+            np.asarray(chord, np.int64),
+            np.asarray(va, np.float32),
+            np.arange(steps, dtype=np.int32),
+        )
     bar_positions = np.flatnonzero(bar_start)
     total = steps + len(bar_positions)
     is_bar = np.zeros(total, dtype=bool)

@@ -9,18 +9,29 @@ one chord" rule is implicit: one chord per run of equal tokens.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 
 from .vocab import BAR, is_chord_token, token_pitch_classes
 
 __all__ = [
-    "Note", "Chord", "tonal_centroid", "chords_from_tokens", "melody_from_grid",
-    "chord_histogram_entropy", "chord_coverage", "chord_tonal_distance", "ctnctr",
-    "pitch_consonance_score", "melody_chord_tonal_distance", "harmonic_rhythm",
-    "chord_beat_strength", "all_metrics", "mean_absolute_errors",
+    "Note",
+    "Chord",
+    "tonal_centroid",
+    "chords_from_tokens",
+    "melody_from_grid",
+    "chord_histogram_entropy",
+    "chord_coverage",
+    "chord_tonal_distance",
+    "ctnctr",
+    "pitch_consonance_score",
+    "melody_chord_tonal_distance",
+    "harmonic_rhythm",
+    "chord_beat_strength",
+    "all_metrics",
+    "mean_absolute_errors",
 ]
 
 CONSONANT_INTERVALS = frozenset({0, 3, 4, 7, 8, 9})
@@ -72,8 +83,9 @@ def chords_from_tokens(tokens: Sequence[int], step_beats: float) -> list[Chord]:
     return chords
 
 
-def melody_from_grid(pitch: Sequence[int], onset: Sequence[int], step_beats: float,
-                     is_bar: Sequence[bool] | None = None) -> list[Note]:
+def melody_from_grid(
+    pitch: Sequence[int], onset: Sequence[int], step_beats: float, is_bar: Sequence[bool] | None = None
+) -> list[Note]:
     """Per-step top pitch (-1 rest) and onset flags -> notes; bar positions are skipped."""
     notes: list[Note] = []
     beat, current, start = 0.0, -1, 0.0
@@ -138,7 +150,7 @@ def ctnctr(melody: Sequence[Note], chords: Sequence[Chord]) -> float:
             chord_tones += 1
             continue
         non_chord += 1
-        following = next((n for n in melody[index + 1:] if n.pitch != note.pitch), None)
+        following = next((n for n in melody[index + 1 :] if n.pitch != note.pitch), None)
         if following is not None and abs(following.pitch - note.pitch) <= 2:
             next_chord = _chord_at(chords, following.onset_beats)
             if next_chord is not None and following.pitch % 12 in next_chord.pitch_classes:
@@ -155,7 +167,9 @@ def _interval_score(interval: int) -> float:
     return 0.0 if interval == 5 else -1.0
 
 
-def pitch_consonance_score(melody: Sequence[Note], chords: Sequence[Chord], window_beats: float = 0.25) -> float:
+def pitch_consonance_score(
+    melody: Sequence[Note], chords: Sequence[Chord], window_beats: float = 0.25
+) -> float:
     """PCS: per 16th window, the melody note against every chord tone placed at/below it."""
     scores = []
     for note in melody:
@@ -188,8 +202,10 @@ def harmonic_rhythm(chords: Sequence[Chord], bar_onsets_beats: Sequence[float]) 
     intervals = [round(b - a, 4) for a, b in zip(onsets, onsets[1:])]
     positions = [round(_position_in_bar(o, bar_onsets_beats), 4) for o in onsets]
     return {
-        "HRHE": _entropy(Counter(intervals).values()), "HRC": float(len(set(intervals))),
-        "HRHE_bar": _entropy(Counter(positions).values()), "HRC_bar": float(len(set(positions))),
+        "HRHE": _entropy(Counter(intervals).values()),
+        "HRC": float(len(set(intervals))),
+        "HRHE_bar": _entropy(Counter(positions).values()),
+        "HRC_bar": float(len(set(positions))),
     }
 
 
@@ -218,23 +234,34 @@ def chord_beat_strength(chords: Sequence[Chord], bar_onsets_beats: Sequence[floa
     return float(np.mean(strengths))
 
 
-def all_metrics(melody: Sequence[Note], chords: Sequence[Chord], bar_onsets_beats: Sequence[float]) -> dict[str, float]:
+def all_metrics(
+    melody: Sequence[Note], chords: Sequence[Chord], bar_onsets_beats: Sequence[float]
+) -> dict[str, float]:
     """Every metric for one piece."""
     return {
-        "CHE": chord_histogram_entropy(chords), "CC": float(chord_coverage(chords)),
-        "CTD": chord_tonal_distance(chords), "CTnCTR": ctnctr(melody, chords),
-        "PCS": pitch_consonance_score(melody, chords), "MCTD": melody_chord_tonal_distance(melody, chords),
-        **harmonic_rhythm(chords, bar_onsets_beats), "CBS": chord_beat_strength(chords, bar_onsets_beats),
+        "CHE": chord_histogram_entropy(chords),
+        "CC": float(chord_coverage(chords)),
+        "CTD": chord_tonal_distance(chords),
+        "CTnCTR": ctnctr(melody, chords),
+        "PCS": pitch_consonance_score(melody, chords),
+        "MCTD": melody_chord_tonal_distance(melody, chords),
+        **harmonic_rhythm(chords, bar_onsets_beats),
+        "CBS": chord_beat_strength(chords, bar_onsets_beats),
     }
 
 
-def mean_absolute_errors(generated: Sequence[dict[str, float]], truth: Sequence[dict[str, float]]) -> dict[str, float]:
+def mean_absolute_errors(
+    generated: Sequence[dict[str, float]], truth: Sequence[dict[str, float]]
+) -> dict[str, float]:
     """Per metric, mean over pieces of |generated - ground truth| (pieces with nan skipped)."""
     if len(generated) != len(truth):
         raise ValueError(f"{len(generated)} generated vs {len(truth)} ground-truth pieces")
     out = {}
     for key in truth[0] if truth else []:
-        diffs = [abs(g[key] - t[key]) for g, t in zip(generated, truth) if np.isfinite(g[key]) and np.isfinite(t[key])]
+        diffs = [
+            abs(g[key] - t[key])
+            for g, t in zip(generated, truth)
+            if np.isfinite(g[key]) and np.isfinite(t[key])
+        ]
         out[key] = float(np.mean(diffs)) if diffs else float("nan")
     return out
-

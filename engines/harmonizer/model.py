@@ -60,8 +60,10 @@ class _Block(nn.Module):
         self.out = nn.Linear(config.d_model, config.d_model)
         self.norm_ff = nn.LayerNorm(config.d_model)
         self.ff = nn.Sequential(
-            nn.Linear(config.d_model, config.feedforward), nn.GELU(),
-            nn.Dropout(config.dropout), nn.Linear(config.feedforward, config.d_model),
+            nn.Linear(config.d_model, config.feedforward),
+            nn.GELU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.feedforward, config.d_model),
         )
         self.dropout = nn.Dropout(config.dropout)
 
@@ -117,7 +119,7 @@ class Harmonizer(nn.Module):
         hidden = self.dropout(hidden)
         for block in self.blocks:
             hidden = block(hidden)
-        return self.head(self.norm(hidden[:, 1 + length:]))
+        return self.head(self.norm(hidden[:, 1 + length :]))
 
 
 def parameter_count(model: nn.Module) -> int:

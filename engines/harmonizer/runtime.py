@@ -42,12 +42,16 @@ class HarmonizerModel:
     path: Path
 
     @classmethod
-    def load(cls, onnx_path: str | Path, card_path: str | Path | None = None, threads: int = 1) -> "HarmonizerModel":
+    def load(
+        cls, onnx_path: str | Path, card_path: str | Path | None = None, threads: int = 1
+    ) -> HarmonizerModel:
         """Load and verify; raises ModelLoadError naming the file and the fix."""
         onnx_path = Path(onnx_path)
         card_path = Path(card_path) if card_path else onnx_path.with_suffix(".card.json")
         if not onnx_path.exists():
-            raise ModelLoadError(f"{onnx_path} not found; export it with `python -m engines.harmonizer.export`")
+            raise ModelLoadError(
+                f"{onnx_path} not found; export it with `python -m engines.harmonizer.export`"
+            )
         if not card_path.exists():
             raise ModelLoadError(f"{card_path} not found; every model needs its card (re-export)")
         try:
@@ -59,10 +63,14 @@ class HarmonizerModel:
                 raise ModelLoadError(f"{card_path}: missing key {key!r}; re-export the model")
         actual = _sha256(onnx_path)
         if actual != card["sha256"]:
-            raise ModelLoadError(f"{onnx_path}: sha256 {actual[:12]}... does not match card {card['sha256'][:12]}...; "
-                                 "the file changed after export, re-export it")
+            raise ModelLoadError(
+                f"{onnx_path}: sha256 {actual[:12]}... does not match card {card['sha256'][:12]}...; "
+                "the file changed after export, re-export it"
+            )
         if card["tokenizer"].get("vocab_size") != VOCAB_SIZE:
-            raise ModelLoadError(f"{card_path}: vocab_size {card['tokenizer'].get('vocab_size')} != {VOCAB_SIZE}")
+            raise ModelLoadError(
+                f"{card_path}: vocab_size {card['tokenizer'].get('vocab_size')} != {VOCAB_SIZE}"
+            )
         grid_fields = {k: card["grid"][k] for k in ("grid", "bars", "roll", "length")}
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -83,17 +91,28 @@ class HarmonizerModel:
     def styles(self) -> list[str]:
         return list(self.card.get("styles", []))
 
-    def logits_batch(self, melody: np.ndarray, harmony: np.ndarray, va: np.ndarray, style: np.ndarray,
-                     condition: np.ndarray) -> np.ndarray:
+    def logits_batch(
+        self,
+        melody: np.ndarray,
+        harmony: np.ndarray,
+        va: np.ndarray,
+        style: np.ndarray,
+        condition: np.ndarray,
+    ) -> np.ndarray:
         """Batched call: shapes [B, L, R], [B, L], [B, L, 2], [B], [B, 16] -> [B, L, V]."""
         batch = harmony.shape[0]
         expected = {
-            "melody": (batch, self.length, self.grid.roll_dim), "harmony": (batch, self.length),
-            "va": (batch, self.length, 2), "style": (batch,), "condition": (batch, TIME_SIGNATURE_DIM),
+            "melody": (batch, self.length, self.grid.roll_dim),
+            "harmony": (batch, self.length),
+            "va": (batch, self.length, 2),
+            "style": (batch,),
+            "condition": (batch, TIME_SIGNATURE_DIM),
         }
         feed = {
-            "melody": np.asarray(melody, dtype=np.float32), "harmony": np.asarray(harmony, dtype=np.int64),
-            "va": np.asarray(va, dtype=np.float32), "style": np.asarray(style, dtype=np.int64),
+            "melody": np.asarray(melody, dtype=np.float32),
+            "harmony": np.asarray(harmony, dtype=np.int64),
+            "va": np.asarray(va, dtype=np.float32),
+            "style": np.asarray(style, dtype=np.int64),
             "condition": np.asarray(condition, dtype=np.float32),
         }
         for name, shape in expected.items():
@@ -106,8 +125,14 @@ class HarmonizerModel:
         (logits,) = self.session.run(["logits"], feed)
         return logits
 
-    def logits(self, melody: np.ndarray, harmony: np.ndarray, va: np.ndarray, style: int,
-               condition: np.ndarray) -> np.ndarray:
+    def logits(
+        self, melody: np.ndarray, harmony: np.ndarray, va: np.ndarray, style: int, condition: np.ndarray
+    ) -> np.ndarray:
         """One window: [L, R], [L], [L, 2], style id, [16] -> [L, V] logits."""
-        return self.logits_batch(np.asarray(melody)[None], np.asarray(harmony)[None], np.asarray(va)[None],
-                                 np.array([style]), np.asarray(condition)[None])[0]
+        return self.logits_batch(
+            np.asarray(melody)[None],
+            np.asarray(harmony)[None],
+            np.asarray(va)[None],
+            np.array([style]),
+            np.asarray(condition)[None],
+        )[0]

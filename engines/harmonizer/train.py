@@ -22,12 +22,14 @@ from .curriculum import CURRICULA, apply_to_batch, curriculum_mask
 from .dataset import DEFAULT_CACHE, Windows, load_raw, make_windows
 from .grid import GridConfig
 from .model import Harmonizer, ModelConfig, parameter_count
-from .vocab import MASK, PAD
+from .vocab import PAD
 
 __all__ = ["evaluate", "load_checkpoint", "main"]
 
 
-def _batch_tensors(windows: Windows, index: np.ndarray, harmony_inputs: np.ndarray) -> tuple[torch.Tensor, ...]:
+def _batch_tensors(
+    windows: Windows, index: np.ndarray, harmony_inputs: np.ndarray
+) -> tuple[torch.Tensor, ...]:
     return (
         torch.from_numpy(windows.melody[index].astype(np.float32)),
         torch.from_numpy(harmony_inputs.astype(np.int64)),
@@ -100,13 +102,19 @@ def _save(path: Path, payload: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--curriculum", choices=CURRICULA, required=True)
-    parser.add_argument("--steps", type=int, required=True, help="total optimizer steps S (curriculum horizon)")
+    parser.add_argument(
+        "--steps", type=int, required=True, help="total optimizer steps S (curriculum horizon)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--grid", default="q4", choices=["q4", "q16"])
-    parser.add_argument("--no-bars", action="store_true", help="time-signature token instead of intertwined bars")
+    parser.add_argument(
+        "--no-bars", action="store_true", help="time-signature token instead of intertwined bars"
+    )
     parser.add_argument("--roll", default="pc", choices=["pc", "pc_fr"])
     parser.add_argument("--length", type=int, default=80)
     parser.add_argument("--d-model", type=int, default=128)
@@ -130,8 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     raw = load_raw(args.cache)
     train_windows, val_windows = make_windows(raw, grid, "train"), make_windows(raw, grid, "val")
     model_config = ModelConfig(
-        roll_dim=grid.roll_dim, length=grid.length, d_model=args.d_model, heads=args.heads,
-        layers=args.layers, feedforward=args.feedforward, dropout=args.dropout,
+        roll_dim=grid.roll_dim,
+        length=grid.length,
+        d_model=args.d_model,
+        heads=args.heads,
+        layers=args.layers,
+        feedforward=args.feedforward,
+        dropout=args.dropout,
     )
     torch.manual_seed(args.seed)
     model = Harmonizer(model_config)
@@ -142,8 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     if last_path.exists():
         checkpoint = torch.load(last_path, map_location="cpu", weights_only=False)
         if checkpoint["curriculum"] != args.curriculum or checkpoint["total_steps"] != args.steps:
-            raise ValueError(f"{last_path} was trained with {checkpoint['curriculum']}/{checkpoint['total_steps']} "
-                             f"steps; use another --out or the same --curriculum/--steps")
+            raise ValueError(
+                f"{last_path} was trained with {checkpoint['curriculum']}/{checkpoint['total_steps']} "
+                f"steps; use another --out or the same --curriculum/--steps"
+            )
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         step, best = checkpoint["step"], checkpoint["best_val"]
@@ -153,17 +168,35 @@ def main(argv: list[str] | None = None) -> int:
 
     def payload() -> dict:
         return {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-            "total_steps": args.steps, "curriculum": args.curriculum, "best_val": best,
-            "model_config": model_config.to_dict(), "grid": grid.to_dict(), "args": {k: str(v) for k, v in vars(args).items()},
-            "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "total_steps": args.steps,
+            "curriculum": args.curriculum,
+            "best_val": best,
+            "model_config": model_config.to_dict(),
+            "grid": grid.to_dict(),
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "rng": rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
             "data": {"train_windows": len(train_windows), "val_windows": len(val_windows)},
         }
 
     log = log_path.open("a")
-    log.write(json.dumps({"event": "start", "step": step, "parameters": parameter_count(model),
-                          "train_windows": len(train_windows), "val_windows": len(val_windows),
-                          "config": payload()["args"], "time": time.time()}) + "\n")
+    log.write(
+        json.dumps(
+            {
+                "event": "start",
+                "step": step,
+                "parameters": parameter_count(model),
+                "train_windows": len(train_windows),
+                "val_windows": len(val_windows),
+                "config": payload()["args"],
+                "time": time.time(),
+            }
+        )
+        + "\n"
+    )
     log.flush()
     model.train()
     last_save, window_loss, window_count, started = time.time(), 0.0, 0, time.time()
@@ -187,9 +220,19 @@ def main(argv: list[str] | None = None) -> int:
             window_count += 1
         step += 1
         if step % 100 == 0:
-            log.write(json.dumps({"event": "train", "step": step, "loss": window_loss / max(1, window_count),
-                                  "lr": optimizer.param_groups[0]["lr"], "visible": int(visible.sum()),
-                                  "elapsed_s": round(time.time() - started, 1)}) + "\n")
+            log.write(
+                json.dumps(
+                    {
+                        "event": "train",
+                        "step": step,
+                        "loss": window_loss / max(1, window_count),
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "visible": int(visible.sum()),
+                        "elapsed_s": round(time.time() - started, 1),
+                    }
+                )
+                + "\n"
+            )
             log.flush()
             window_loss, window_count = 0.0, 0
         if step % args.eval_every == 0 or step == args.steps:
@@ -197,13 +240,17 @@ def main(argv: list[str] | None = None) -> int:
             if metrics["val_loss_full"] < best:
                 best = metrics["val_loss_full"]
                 _save(args.out / "best.pt", payload())
-            log.write(json.dumps({"event": "val", "step": step, **metrics, "best_val_loss_full": best}) + "\n")
+            log.write(
+                json.dumps({"event": "val", "step": step, **metrics, "best_val_loss_full": best}) + "\n"
+            )
             log.flush()
             print(f"step {step}/{args.steps} {metrics}", flush=True)
         if time.time() - last_save > 60 * args.checkpoint_minutes or step == args.steps:
             _save(last_path, payload())
             last_save = time.time()
-    log.write(json.dumps({"event": "done", "step": step, "best_val_loss_full": best, "time": time.time()}) + "\n")
+    log.write(
+        json.dumps({"event": "done", "step": step, "best_val_loss_full": best, "time": time.time()}) + "\n"
+    )
     log.close()
     return 0
 

@@ -7,7 +7,7 @@ mapped to the nearest token by pitch-class bitmap (Hamming distance).
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -32,6 +32,7 @@ __all__ = [
     "nearest_token",
     "nearest_tokens",
     "pcs_to_bitmap",
+    "transpose_tokens",
 ]
 
 SPECIALS: tuple[str, ...] = ("<unk>", "<pad>", "<s>", "</s>", "<nc>", "<mask>", "<bar>")
@@ -188,3 +189,12 @@ def nearest_token(pitch_classes: Iterable[int], bass: int | None = None) -> int:
     bitmap = pcs_to_bitmap(pitch_classes)[None, :]
     bass_pc = np.array([-1 if bass is None else int(bass) % 12])
     return int(nearest_tokens(bitmap, bass_pc)[0])
+
+
+def transpose_tokens(tokens: np.ndarray, semitones: int) -> np.ndarray:
+    """Move every chord token's root by `semitones`; specials are unchanged."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    chord = (tokens >= NUM_SPECIALS) & (tokens < VOCAB_SIZE)
+    root, quality = np.divmod(tokens - NUM_SPECIALS, NUM_QUALITIES)
+    moved = NUM_SPECIALS + ((root + semitones) % 12) * NUM_QUALITIES + quality
+    return np.where(chord, moved, tokens)

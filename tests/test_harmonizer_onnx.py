@@ -1,0 +1,130 @@
+"""Exported harmonizer models: card conformance, ORT parity with the stored torch output, decoding.
+
+Every `onnx_models/harmonizer*.onnx` is checked with a real ONNX Runtime session. Skipped when
+no model has been exported yet.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engines.harmonizer.decode import fill_masks
+from engines.harmonizer.harmonize import bar_starts_for, harmonize
+from engines.harmonizer.runtime import HarmonizerModel, ModelLoadError
+from engines.harmonizer.vocab import BAR, MASK, NC, PAD, VOCAB_SIZE, transpose_tokens
+
+MODEL_DIR = Path(__file__).resolve().parent.parent / "onnx_models"
+MODELS = sorted(MODEL_DIR.glob("harmonizer*.onnx"))
+needs_model = pytest.mark.skipif(not MODELS, reason="no exported harmonizer in onnx_models/")
+REQUIRED_CARD_KEYS = {
+    "sha256",
+    "grid",
+    "tokenizer",
+    "styles",
+    "inputs",
+    "outputs",
+    "model",
+    "training",
+    "data",
+    "validation",
+    "parity",
+}
+
+
+def _parity(path: Path) -> dict[str, np.ndarray]:
+    card = json.loads(path.with_suffix(".card.json").read_text())
+    with np.load(path.parent / card["parity"]["file"]) as data:
+        return {key: data[key] for key in data.files}
+
+
+@needs_model
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: p.name)
+def test_card_conformance(path: Path) -> None:
+    model = HarmonizerModel.load(path)
+    assert REQUIRED_CARD_KEYS <= set(model.card)
+    assert model.card["tokenizer"]["vocab_size"] == VOCAB_SIZE
+    assert len(model.card["tokenizer"]["tokens"]) == VOCAB_SIZE
+    assert [i["name"] for i in model.card["inputs"]] == ["melody", "harmony", "va", "style", "condition"]
+    assert model.card["training"]["step"] > 0
+    assert set(model.card["data"]["splits"]) == {"train", "val", "test"}
+
+
+@needs_model
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: p.name)
+def test_ort_matches_stored_torch_output(path: Path) -> None:
+    model = HarmonizerModel.load(path)
+    example = _parity(path)
+    logits = model.logits_batch(
+        example["melody"], example["harmony"], example["va"], example["style"], example["condition"]
+    )
+    np.testing.assert_allclose(logits, example["expected_logits"], atol=1e-4, rtol=1e-4)
+
+
+@needs_model
+@pytest.mark.parametrize("strategy", ["certain", "entropic", "midpoint"])
+def test_decoding_with_the_real_model(strategy: str) -> None:
+    model = HarmonizerModel.load(MODELS[0])
+    example = _parity(MODELS[0])
+    melody, va, condition = example["melody"][0], example["va"][0], example["condition"][0]
+    style = int(example["style"][0])
+    given = example["harmony"][0]
+    start = np.where(given == BAR, BAR, MASK)
+    last_melody = int(np.flatnonzero(melody[:, :12].sum(1) > 0).max())
+    result = fill_masks(
+        lambda h: model.logits(melody, h, va, style, condition),
+        start,
+        last_melody,
+        strategy,
+        np.random.default_rng(0),
+        calls=8,
+    )
+    assert not (result.harmony == MASK).any()
+    assert (result.harmony[given == BAR] == BAR).all()
+    assert not np.isin(result.harmony[: last_melody + 1], [PAD, NC]).any()
+    if strategy == "entropic":
+        assert result.calls <= 8
+
+
+@needs_model
+def test_tampered_model_and_bad_inputs_are_rejected(tmp_path: Path) -> None:
+    source = MODELS[0]
+    copy = tmp_path / source.name
+    shutil.copy(source, copy)
+    shutil.copy(source.with_suffix(".card.json"), copy.with_suffix(".card.json"))
+    HarmonizerModel.load(copy)
+    with copy.open("ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(ModelLoadError, match="sha256"):
+        HarmonizerModel.load(copy)
+    with pytest.raises(ModelLoadError, match="not found"):
+        HarmonizerModel.load(tmp_path / "missing.onnx")
+    model = HarmonizerModel.load(source)
+    example = _parity(source)
+    with pytest.raises(ValueError, match="shape"):
+        model.logits(
+            example["melody"][0][:-1], example["harmony"][0], example["va"][0], 0, example["condition"][0]
+        )
+    with pytest.raises(ValueError, match="style"):
+        model.logits(
+            example["melody"][0], example["harmony"][0], example["va"][0], 99, example["condition"][0]
+        )
+
+
+@needs_model
+def test_harmonize_a_long_melody_and_transposition_equivariance() -> None:
+    model = HarmonizerModel.load(MODELS[0])
+    if model.grid.roll != "pc":
+        pytest.skip("equivariance holds exactly only for pitch-class rolls")
+    tune = np.array([71, 71, 72, 74, 74, 72, 71, 69, 67, 67, 69, 71, 71, 69, 69, -1] * 8)
+    bars = bar_starts_for(len(tune), 4)
+    first = harmonize(model, tune, bars, (4, 4), rng=np.random.default_rng(3))
+    moved = harmonize(model, np.where(tune >= 0, tune + 2, -1), bars, (4, 4), rng=np.random.default_rng(3))
+    assert len(first.chords) == len(tune)
+    assert not np.isin(first.chords, [MASK, BAR, PAD]).any()
+    assert (first.tonic, first.mode) == (7, "major")
+    np.testing.assert_array_equal(moved.chords, transpose_tokens(first.chords, 2))
+    with pytest.raises(ValueError, match="style"):
+        harmonize(model, tune, bars, style="bebop")

@@ -21,7 +21,7 @@ from bridge.config import BridgeConfig
 from bridge.errors import PortError, ScoreBridgeError
 from bridge.events import TICKS_PER_BEAT
 from bridge.host import EngineHost
-from bridge.jack import PrivateJackServer
+from bridge.jack import PrivateJackServer, jack_running
 from bridge.osc import PREFIX, OscServer
 from bridge.output import NoteTracker, Scheduler, all_notes_off
 from bridge.ports import InputPort, OutputPort, RtMidiBackend, select_backend
@@ -79,20 +79,15 @@ class Session:
 
     def _boot(self) -> None:
         self.backend, self.private_jack = select_backend(self.config.backend)
-        client = self.config.client
-        self.main_out = self.backend.open_virtual_output(f"{client}-out", "out")
+        self._open_own_ports()
         for slot_config in self.config.slots:
-            port = self.main_out
-            if slot_config.out_port:
-                port = self.backend.open_virtual_output(f"{client}-{slot_config.out_port}", "out")
-                self.slot_ports[slot_config.out_port] = port
-            self.host.add_slot(slot_config, port)
+            self.host.add_slot(slot_config, self._slot_port(slot_config.out_port))
         self.router.start()
         self.scheduler.start()
         self.host.start()
         self.host.add_listener(self._param_feedback)
         self.router.on_transport(self._transport_feedback)
-        self.main_in = self.backend.open_virtual_input(client, "in", self.router.handler_for(f"{client}:in"))
+        self._open_input()
         install_osc_routes(self)
         self.osc.start()
         self._schedule_internal_tick(time.perf_counter() + 0.01)
@@ -122,6 +117,71 @@ class Session:
             self.private_jack.stop()
         self.state = SessionState.OFFLINE
 
+    def _open_own_ports(self) -> None:
+        """The virtual output ports: the main one and one per slot that asks for its own."""
+        backend, client = self.backend, self.config.client
+        if backend is None:
+            return
+        self.main_out = backend.open_virtual_output(f"{client}-out", "out")
+        for slot_config in self.config.slots:
+            if slot_config.out_port and slot_config.out_port not in self.slot_ports:
+                port = backend.open_virtual_output(f"{client}-{slot_config.out_port}", "out")
+                self.slot_ports[slot_config.out_port] = port
+
+    def _slot_port(self, out_port: str | None) -> OutputPort:
+        port = self.slot_ports.get(out_port) if out_port else self.main_out
+        if port is None:
+            raise PortError(f"output port {out_port or 'main'} is not open")
+        return port
+
+    def _open_input(self) -> None:
+        if self.backend is not None:
+            client = self.config.client
+            self.main_in = self.backend.open_virtual_input(client, "in", self.router.handler_for(f"{client}:in"))
+
+    def _jack_lost(self) -> None:
+        """The JACK server went away: forget what sounded there, close our ports."""
+        log.error("the JACK server went away: every port is closed until it returns")
+        self.port_events.append("lost JACK server")
+        for port in [*self.outputs()]:
+            self.tracker.forget_port(port)
+        self.host.panic()
+        for port in [self.main_in, *self.connected_in.values(), *self.outputs()]:
+            if port is not None:
+                port.close()
+        self.connected_in.clear()
+        self.connected_out.clear()
+        self.slot_ports.clear()
+        self.main_in = self.main_out = None
+
+    def _jack_back(self) -> None:
+        self._open_own_ports()
+        for slot in self.host.slots.values():
+            slot.port = self._slot_port(slot.config.out_port)
+        self._open_input()
+        self.port_events.append("reopened ports on the JACK server")
+        log.warning("the JACK server is back: ports reopened")
+
+    def _check_jack(self) -> None:
+        """On JACK, notice the server going away and coming back (restarting a private one)."""
+        if self.backend is None or self.backend.name != "jack":
+            return
+        up = jack_running(timeout_s=1.0)
+        if not up and self.main_out is not None:
+            self._jack_lost()
+        if not up and self.private_jack is not None:
+            try:
+                self.private_jack.start()
+            except ScoreBridgeError as exc:
+                log.error("could not restart the private JACK server: %s", exc)
+                return
+            up = True
+        if up and self.main_out is None:
+            try:
+                self._jack_back()
+            except ScoreBridgeError as exc:
+                log.warning("JACK is back but the ports could not be reopened yet: %s", exc)
+
     # -- internal clock --------------------------------------------------------------
     def _schedule_internal_tick(self, due_s: float) -> None:
         self.scheduler.at(due_s, lambda: self._internal_tick(due_s))
@@ -131,8 +191,9 @@ class Session:
             return
         events = self.transport.internal_tick(due_s)
         self.router.publish_transport(events)
-        if self.config.clock_out and self.transport.source == "internal" and self.main_out is not None:
-            self.main_out.send(mido.Message("clock"))
+        out = self.main_out
+        if self.config.clock_out and self.transport.source == "internal" and out is not None and not out.closed:
+            self.tracker.emit(out, mido.Message("clock"), "clock")
         interval_s = 60.0 / (self.transport.internal_tempo_bpm * TICKS_PER_BEAT)
         self._schedule_internal_tick(due_s + interval_s)
 
@@ -180,7 +241,9 @@ class Session:
     def _watch(self) -> None:
         while not self._watch_stop.wait(0.5):
             try:
-                self._scan_connections()
+                self._check_jack()
+                if self.main_out is not None:
+                    self._scan_connections()
             except ScoreBridgeError as exc:
                 log.warning("port scan failed: %s", exc)
 

@@ -73,12 +73,12 @@ class Peer:
 class Bridge:
     """``python -m bridge serve`` as a subprocess on the test JACK server."""
 
-    def __init__(self, client: str, *args: str) -> None:
+    def __init__(self, client: str, *args: str, env: dict[str, str] | None = None) -> None:
         self.client = client
         cmd = [sys.executable, "-m", "bridge", "serve", "--backend", "jack", "--client", client,
                "--osc-port", "0", *args]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+                                     text=True, env=env)
         self.online_line = self._wait_online()
         self.osc_port = int(re.search(r"OSC [\d.]+:(\d+)", self.online_line).group(1))
 

@@ -170,7 +170,8 @@ def main() -> None:
     args = parser.parse_args()
     name = f"sbbench{os.getpid()}"
     os.environ["JACK_DEFAULT_SERVER"] = name
-    jack = start_jack(name, period_frames=args.period)
+    jack_log = tempfile.mktemp(suffix=".jackd.log")
+    jack = start_jack(name, period_frames=args.period, log_path=jack_log)
     results = {"machine": machine(),
                "jack": {"driver": "dummy", "rate": 48000, "period_frames": args.period,
                         "cycle_ms": round(args.period / 48, 3)},
@@ -183,6 +184,7 @@ def main() -> None:
                 results["isolation"] = phase_isolation(args.isolation_notes)
             elif phase == "flood":
                 results["flood"] = phase_flood(args.flood_seconds, args.flood_rate)
+            results[phase]["jackd_xruns_so_far"] = Path(jack_log).read_text().lower().count("xrun")
             print(phase, json.dumps(results[phase]), flush=True)
     finally:
         jack.terminate()

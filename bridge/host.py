@@ -137,12 +137,14 @@ class Slot:
         tracker, scheduler, transport = self.host.tracker, self.host.scheduler, self.host.transport
         self.outputs += 1
         if isinstance(output, Send):
-            message = output.message.copy(channel=channel) if hasattr(output.message, "channel") else output.message
+            data = output.message.bytes()
+            if data[0] < 0xF0:  # channel messages go out on the slot's channel
+                data[0] = (data[0] & 0xF0) | channel
             if output.at_beats is None:
-                tracker.emit(self.port, message, self.name)
+                tracker.emit_bytes(self.port, data, self.name)
             else:
                 scheduler.at(transport.time_at(output.at_beats),
-                             lambda m=message: tracker.emit(self.port, m, self.name), self.name)
+                             lambda: tracker.emit_bytes(self.port, data, self.name), self.name)
             return
         ch = channel if output.channel is None else output.channel
         on = mido.Message("note_on", channel=ch, note=output.pitch, velocity=output.velocity)

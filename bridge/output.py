@@ -46,9 +46,14 @@ class NoteTracker:
 
     def emit(self, port: OutputPort, message: mido.Message, owner: str) -> None:
         """Send ``message`` on ``port`` for ``owner``, keeping the sounding-note table exact."""
+        self.emit_bytes(port, message.bytes(), owner)
+
+    def emit_bytes(self, port: OutputPort, data: list[int], owner: str) -> None:
+        """``emit`` for the bytes of a validated message (the engines' hot path)."""
+        kind = data[0] & 0xF0
         with self._lock:
-            if message.type == "note_on" and message.velocity > 0:
-                key = (port, message.channel, message.note)
+            if kind == 0x90 and data[2] > 0:
+                key = (port, data[0] & 0x0F, data[1])
                 entry = self._sounding.get(key)
                 if entry is None:
                     self._sounding[key] = [owner, 1]
@@ -57,18 +62,18 @@ class NoteTracker:
                     entry[0] = owner
                     entry[1] += 1
                     self.stacked += 1
-            elif message.type in ("note_off", "note_on"):
-                key = (port, message.channel, message.note)
+            elif kind in (0x80, 0x90) and data[0] < 0xF0:
+                key = (port, data[0] & 0x0F, data[1])
                 entry = self._sounding.get(key)
                 if entry is not None:
                     entry[1] -= 1
                     if entry[1] <= 0:
                         del self._sounding[key]
-            self._send(port, message)
+            self._send(port, data)
 
-    def _send(self, port: OutputPort, message: mido.Message) -> None:
+    def _send(self, port: OutputPort, data: list[int]) -> None:
         try:
-            port.send(message)
+            port.send_bytes(data)
             self.sent += 1
         except (PortError, OSError, RuntimeError) as exc:
             self.send_errors += 1
@@ -85,7 +90,7 @@ class NoteTracker:
                 out_port, channel, note = key
                 if not out_port.closed:
                     for _ in range(stacked):
-                        self._send(out_port, mido.Message("note_off", channel=channel, note=note))
+                        self._send(out_port, [0x80 | channel, note, 0])
             return len(keys)
 
     def forget_port(self, port: OutputPort) -> int:

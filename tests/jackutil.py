@@ -11,11 +11,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_jack(name: str, period_frames: int = 64) -> subprocess.Popen[bytes]:
+def start_jack(name: str, period_frames: int = 64, log_path: str | None = None) -> subprocess.Popen[bytes]:
     if shutil.which("jackd") is None:
         raise RuntimeError("jackd is not installed: run the README's test command, which installs jackd2")
     proc = subprocess.Popen(["jackd", "-n", name, "-R", "-d", "dummy", "-r", "48000", "-p", str(period_frames)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL,
+                            stderr=open(log_path, "w") if log_path else subprocess.DEVNULL)
     env = dict(os.environ, JACK_DEFAULT_SERVER=name)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:

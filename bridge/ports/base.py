@@ -31,7 +31,11 @@ class OutputPort(ABC):
     def send(self, message: mido.Message) -> None:
         if not isinstance(message, mido.Message):
             raise TypeError(f"send() takes a mido.Message, not {type(message).__name__}")
-        data = message.bytes()
+        self.send_bytes(message.bytes())
+
+    def send_bytes(self, data: list[int]) -> None:
+        """Send the bytes of one complete, already validated message (``mido.Message.bytes()``
+        or the bridge's own note-offs): the hot path skips building message objects."""
         with self._lock:
             if self.closed:
                 raise PortError(f"port {self.name!r} is closed")

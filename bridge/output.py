@@ -93,13 +93,19 @@ class NoteTracker:
                         self._send(out_port, [0x80 | channel, note, 0])
             return len(keys)
 
-    def forget_port(self, port: OutputPort) -> int:
-        """The port is gone: its notes cannot be released there any more; drop them."""
+    def sounding_on(self, port: OutputPort) -> list[tuple[int, int]]:
+        """(channel, note) of every note sounding on ``port``."""
+        with self._lock:
+            return [(c, n) for (p, c, n) in self._sounding if p is port]
+
+    def forget_port(self, port: OutputPort) -> list[tuple[int, int]]:
+        """The port is gone: its notes cannot be released there now. Returns their
+        (channel, note) pairs so they can be released if the port comes back."""
         with self._lock:
             keys = [k for k in self._sounding if k[0] is port]
             for key in keys:
                 del self._sounding[key]
-            return len(keys)
+            return [(channel, note) for _, channel, note in keys]
 
     def sounding(self, owner: str | None = None) -> list[tuple[str, int, int]]:
         with self._lock:

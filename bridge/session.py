@@ -19,12 +19,13 @@ from bridge import __version__
 from bridge.clock import Transport
 from bridge.config import BridgeConfig
 from bridge.errors import PortError, ScoreBridgeError
-from bridge.events import TICKS_PER_BEAT
+from bridge.events import TICKS_PER_BEAT, NoteOff
 from bridge.host import EngineHost
 from bridge.jack import PrivateJackServer, jack_running
 from bridge.osc import PREFIX, OscServer
 from bridge.output import NoteTracker, Scheduler, all_notes_off
 from bridge.ports import InputPort, OutputPort, RtMidiBackend, select_backend
+from bridge.ports.base import FanOutPort
 from bridge.router import InputRouter
 from bridge.session_osc import install_osc_routes
 
@@ -54,11 +55,12 @@ class Session:
         self.osc = OscServer(config.osc_host, config.osc_port, config.osc_allow_remote,
                              tuple(config.osc_allow))
         self.main_in: InputPort | None = None
-        self.main_out: OutputPort | None = None
+        self.main_out: FanOutPort | None = None
         self.slot_ports: dict[str, OutputPort] = {}
         self.connected_in: dict[str, InputPort] = {}
         self.connected_out: dict[str, OutputPort] = {}
         self.port_events: list[str] = []
+        self._orphaned: dict[str, list[tuple[int, int]]] = {}
         self.started_s = 0.0
         self._watch_stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -110,7 +112,7 @@ class Session:
         for port in [self.main_in, *self.connected_in.values()]:
             if port is not None:
                 port.close()
-        for port in [self.main_out, *self.slot_ports.values(), *self.connected_out.values()]:
+        for port in [self.main_out, *self.slot_ports.values()]:
             if port is not None:
                 port.close()
         if self.private_jack is not None:
@@ -122,7 +124,7 @@ class Session:
         backend, client = self.backend, self.config.client
         if backend is None:
             return
-        self.main_out = backend.open_virtual_output(f"{client}-out", "out")
+        self.main_out = FanOutPort(backend.open_virtual_output(f"{client}-out", "out"))
         for slot_config in self.config.slots:
             if slot_config.out_port and slot_config.out_port not in self.slot_ports:
                 port = backend.open_virtual_output(f"{client}-{slot_config.out_port}", "out")
@@ -143,12 +145,13 @@ class Session:
         """The JACK server went away: forget what sounded there, close our ports."""
         log.error("the JACK server went away: every port is closed until it returns")
         self.port_events.append("lost JACK server")
-        for port in [*self.outputs()]:
+        for port in self.outputs():
             self.tracker.forget_port(port)
+        self._release_player_notes()
         self.host.panic()
         for port in [self.main_in, *self.connected_in.values(), *self.outputs()]:
             if port is not None:
-                port.close()
+                port.close()  # the main output closes its connected ports with it
         self.connected_in.clear()
         self.connected_out.clear()
         self.slot_ports.clear()
@@ -216,9 +219,14 @@ class Session:
         for name in list(connected):
             if name not in present:
                 port = connected.pop(name)
-                if not is_input:
-                    lost = self.tracker.forget_port(port)
-                    log.warning("output %s disappeared (%d notes were sounding there)", name, lost)
+                if is_input:
+                    # The player's source is gone and can never send its note-offs.
+                    self._release_player_notes()
+                elif self.main_out is not None:
+                    self.main_out.extra.pop(name, None)
+                    self._orphaned[name] = self.tracker.sounding_on(self.main_out)
+                    log.warning("output %s disappeared with %d notes sounding; they are released "
+                                "if it returns", name, len(self._orphaned[name]))
                 port.close()
                 self.port_events.append(f"lost {name}")
         for name in present:
@@ -236,6 +244,11 @@ class Session:
                 log.warning("could not connect to %s: %s", name, exc)
                 continue
             self.port_events.append(f"connected {name}")
+            if not is_input:
+                for channel, note in self._orphaned.pop(name, []):
+                    connected[name].send_bytes([0x80 | channel, note, 0])
+                if self.main_out is not None:
+                    self.main_out.extra[name] = connected[name]
             log.info("connected %s %s", "from" if is_input else "to", name)
 
     def _watch(self) -> None:
@@ -247,8 +260,17 @@ class Session:
             except ScoreBridgeError as exc:
                 log.warning("port scan failed: %s", exc)
 
+    def _release_player_notes(self) -> None:
+        """Every key the player holds is let go (an input went away): engines hear note-offs."""
+        now = time.perf_counter()
+        beats = self.transport.beats_at(now)
+        for slot in self.host.slots.values():
+            for pitch in slot.held.copy():
+                slot.inbox.put(NoteOff(pitch, 0, now, beats, self.transport.playing))
+
     def outputs(self) -> list[OutputPort]:
-        ports = [self.main_out, *self.slot_ports.values(), *self.connected_out.values()]
+        """The logical outputs (the main one carries the connected ports with it)."""
+        ports = [self.main_out, *self.slot_ports.values()]
         return [p for p in ports if p is not None and not p.closed]
 
     # -- control -----------------------------------------------------------------------

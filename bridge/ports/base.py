@@ -12,7 +12,7 @@ import mido
 
 from bridge.errors import PortError
 
-__all__ = ["InputHandler", "InputPort", "OutputPort"]
+__all__ = ["InputHandler", "InputPort", "OutputPort", "FanOutPort"]
 
 # handler(raw_bytes, arrival_time_s); called on the backend's thread, must only enqueue.
 InputHandler = Callable[[list[int], float], None]
@@ -88,3 +88,27 @@ class InputPort(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}{' closed' if self.closed else ''}>"
+
+
+class FanOutPort(OutputPort):
+    """One logical output: the bridge's own virtual port plus the existing ports it was asked
+    to connect to (``--connect-out``). A failing extra port is counted, not fatal."""
+
+    def __init__(self, primary: OutputPort) -> None:
+        super().__init__(primary.name)
+        self.primary = primary
+        self.extra: dict[str, OutputPort] = {}
+
+    def _send(self, data: list[int]) -> None:
+        self.primary.send_bytes(data)
+        for port in list(self.extra.values()):
+            try:
+                port.send_bytes(data)
+            except (PortError, OSError, RuntimeError):
+                self.errors += 1
+
+    def _close(self) -> None:
+        self.primary.close()
+        for port in self.extra.values():
+            port.close()
+        self.extra.clear()

@@ -57,13 +57,29 @@ def _check_osc(host: str, port: int, problems: list[str]) -> None:
 
             try:
                 reply = request(host, port, f"{PREFIX}/status", f"{PREFIX}/status", timeout_s=1.0)
-                state = json.loads(reply[0]).get("state")
-                _check(True, "OSC port", f"{host}:{port} is used by a running bridge ({state})", problems)
+                running = json.loads(reply[0])
+                _check(True, "OSC port", f"{host}:{port} is used by a running bridge ({running.get('state')})",
+                       problems)
+                _report_bridge(running, problems)
             except ScoreBridgeError:
                 _check(False, "OSC port", f"{host}:{port} is taken by another program ({exc.strerror}); "
                        "use --osc-port", problems)
             return
     _check(True, "OSC port", f"{host}:{port} is free", problems)
+
+
+def _report_bridge(status: dict, problems: list[str]) -> None:
+    """Counters of the running bridge: dropped input, failed engines, send errors."""
+    midi_in = status.get("midi_in", {})
+    dropped = {k: v for k, v in midi_in.items() if k not in ("accepted", "transport", "ignored")}
+    print(f"       MIDI in: {midi_in.get('accepted', 0)} accepted; dropped {dropped or 'nothing'}")
+    print(f"       OSC: {status.get('osc', {})}")
+    for slot, info in status.get("engines", {}).items():
+        ok = info.get("enabled", False)
+        _check(ok, f"engine slot {slot}", f"{info.get('engine')} " + ("running" if ok else f"disabled: {info.get('error')}"),
+               problems)
+    errors = status.get("midi_out", {}).get("send_errors", 0)
+    _check(errors == 0, "MIDI out", f"{errors} send errors", problems)
 
 
 def _check_models(problems: list[str]) -> None:

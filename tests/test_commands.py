@@ -89,3 +89,13 @@ def test_ports_are_reopened_when_the_jack_server_comes_back(jack_server):
         bridge.stop()
         jack.terminate()
         jack.wait(timeout=10)
+
+
+@pytest.mark.jack
+def test_doctor_shows_a_running_bridges_counters(start_bridge):
+    bridge = start_bridge()
+    out = subprocess.run([sys.executable, "-m", "bridge", "doctor", "--osc-port", str(bridge.osc_port)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert "used by a running bridge (online)" in out.stdout
+    assert "[ok  ] engine slot rule: rule running" in out.stdout
+    assert "MIDI in: 0 accepted" in out.stdout

@@ -142,7 +142,7 @@ def _engines() -> int:
 
     for name in sorted(available_engines()):
         cls = engine_class(name)
-        print(f"{name}: {cls.description}")
+        print(f"{name}: {cls.description} (look-ahead {cls.latency_beats} beats)")
         for param in cls.params:
             print(f"  {param.name} ({param.kind}, {param.describe_range()}, default {param.default!r})"
                   f"{': ' + param.doc if param.doc else ''}")

@@ -299,6 +299,7 @@ class EngineHost:
         return {
             name: {
                 "engine": slot.engine.name,
+                "latency_beats": slot.engine.latency_beats,
                 "enabled": slot.enabled,
                 "error": slot.error,
                 "processed": slot.processed,

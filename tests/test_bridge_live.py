@@ -317,3 +317,28 @@ def test_losing_the_players_input_releases_the_harmony(start_bridge, peer_for):
     keyboard.delete()
     time.sleep(0.5)
     assert peer.wait_for(lambda: not peer.sounding(), 3.0), peer.sounding()
+
+
+def test_internal_clock_output_runs_at_the_set_tempo(start_bridge, peer_for):
+    bridge = start_bridge("--tempo", "150", "--clock-out")
+    peer = peer_for(bridge)
+    time.sleep(2.0)
+    ticks = [t for t, m in peer.received if m == [CLOCK]]
+    assert len(ticks) > 100
+    seconds_per_tick = (ticks[-1] - ticks[0]) / (len(ticks) - 1)
+    assert 60.0 / (seconds_per_tick * 24) == pytest.approx(150.0, rel=0.02)
+
+
+def test_osc_transport_stop_releases_and_tempo_changes(start_bridge, peer_for):
+    bridge = start_bridge()
+    peer = peer_for(bridge)
+    peer.send([0x90, 72, 100])
+    assert peer.wait_for(lambda: len(peer.sounding()) >= 3, 2.0)
+    send = lambda *a: subprocess.run(["oscsend", "localhost", str(bridge.osc_port), *a], check=True)
+    send("/scorebridge/transport/stop")
+    assert peer.wait_for(lambda: not peer.sounding(), 2.0)
+    send("/scorebridge/transport/tempo", "f", "96.5")
+    send("/scorebridge/transport/start")
+    time.sleep(0.2)
+    st = status(bridge)
+    assert st["transport"]["playing"] is True and st["transport"]["tempo_bpm"] == 96.5

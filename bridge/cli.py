@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_osc_target(doctor)
 
     sub.add_parser("engines", help="list engines and their parameters")
+
+    models = sub.add_parser("models", help="list the shipped models or verify them")
+    models.add_argument("action", choices=("list", "verify"))
+    models.add_argument("name", nargs="?", help="one model (default: all)")
     return parser
 
 
@@ -86,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
             return doctor(args)
         if args.command == "engines":
             return _engines()
+        if args.command == "models":
+            from bridge.models_cli import models_command
+            return models_command(args)
     except ScoreBridgeError as exc:
         print(f"scorebridge {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -102,13 +102,14 @@ class Session:
             return
         self.state = SessionState.STOPPING
         self._watch_stop.set()
-        released = self.host.panic()
+        self.router.stop()  # no new input
+        released = self.host.panic()  # pending output cancelled, every sounding note released
+        self.host.stop()  # workers finish; anything they computed before the panic is dropped
+        released += self.tracker.release()
         if released:
             log.info("released %d sounding notes", released)
-        self.osc.stop()
-        self.router.stop()
-        self.host.stop()
         self.scheduler.stop()
+        self.osc.stop()
         for port in [self.main_in, *self.connected_in.values()]:
             if port is not None:
                 port.close()

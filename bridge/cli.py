@@ -63,6 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("engines", help="list engines and their parameters")
 
+    from bridge.snc_cli import add_snc_parser
+
+    add_snc_parser(sub)
+
     models = sub.add_parser("models", help="list the shipped models or verify them")
     models.add_argument("action", choices=("list", "verify"))
     models.add_argument("name", nargs="?", help="one model (default: all)")
@@ -90,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
             return doctor(args)
         if args.command == "engines":
             return _engines()
+        if args.command == "snc":
+            from bridge.snc_cli import snc_command
+            return snc_command(args)
         if args.command == "models":
             from bridge.models_cli import models_command
             return models_command(args)

@@ -1,0 +1,159 @@
+"""Decoder-only two-hand continuation transformer (torch; training and export only).
+
+Pre-LN blocks with rotary position embeddings (RoPE) and an explicit key/value cache.
+Token embedding is either ``smart`` (paper section 2: a note token's vector is
+pitch[pitch] + hand[hand] + kind[on/off]; every other token has its own row) or ``plain``
+(one row per token). The per-token valence/arousal (affective adapter, Linear(2 -> d)) and the
+style anchor (one embedding per style, added at every position) are added to the embedding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .tokens import NOTE_BASE, NUM_NOTE_TOKENS, NUM_PITCHES, VOCAB_SIZE
+
+__all__ = ["EMBEDDINGS", "ModelConfig", "SmartEmbedding", "ContinuationModel", "parameter_counts"]
+
+EMBEDDINGS = ("smart", "plain")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture hyper-parameters (stored in checkpoints and the model card)."""
+
+    embedding: str = "smart"
+    d_model: int = 192
+    heads: int = 4
+    layers: int = 4
+    feedforward: int = 768
+    dropout: float = 0.1
+    vocab_size: int = VOCAB_SIZE
+    num_styles: int = 4
+    rope_base: float = 10000.0
+
+    def __post_init__(self) -> None:
+        if self.embedding not in EMBEDDINGS:
+            raise ValueError(f"embedding must be one of {EMBEDDINGS}, not {self.embedding!r}")
+        if self.d_model % (2 * self.heads):
+            raise ValueError(f"d_model {self.d_model} must be a multiple of 2 * heads ({2 * self.heads})")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class SmartEmbedding(nn.Module):
+    """Factorized note embedding; the full [vocab, d] table is composed on each call."""
+
+    def __init__(self, d_model: int, vocab_size: int = VOCAB_SIZE) -> None:
+        super().__init__()
+        self.other = nn.Embedding(vocab_size - NUM_NOTE_TOKENS, d_model)
+        self.pitch = nn.Embedding(NUM_PITCHES, d_model)
+        self.hand = nn.Embedding(2, d_model)
+        self.kind = nn.Embedding(2, d_model)
+        note = torch.arange(NUM_NOTE_TOKENS)
+        self.register_buffer("note_pitch", note % NUM_PITCHES, persistent=False)
+        self.register_buffer("note_hand", note // (2 * NUM_PITCHES), persistent=False)
+        self.register_buffer("note_kind", (note // NUM_PITCHES) % 2, persistent=False)
+
+    def table(self) -> torch.Tensor:
+        notes = self.pitch(self.note_pitch) + self.hand(self.note_hand) + self.kind(self.note_kind)
+        other = self.other.weight
+        return torch.cat([other[:NOTE_BASE], notes, other[NOTE_BASE:]], dim=0)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return F.embedding(tokens, self.table())
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+
+
+class Block(nn.Module):
+    """Pre-LN causal self-attention + GELU feed-forward, with a key/value cache."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.heads = config.heads
+        self.norm1 = nn.LayerNorm(config.d_model)
+        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
+        self.proj = nn.Linear(config.d_model, config.d_model)
+        self.norm2 = nn.LayerNorm(config.d_model)
+        self.ff = nn.Sequential(nn.Linear(config.d_model, config.feedforward), nn.GELU(),
+                                nn.Linear(config.feedforward, config.d_model))
+        self.dropout = nn.Dropout(config.dropout)
+        self.attention_dropout = config.dropout
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
+                past: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, length, width = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)
+            v = torch.cat([past[1], v], dim=2)
+        attended = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, dropout_p=self.attention_dropout if self.training else 0.0)
+        x = x + self.dropout(self.proj(attended.transpose(1, 2).reshape(batch, length, width)))
+        x = x + self.dropout(self.ff(self.norm2(x)))
+        return x, torch.stack([k, v])
+
+
+class ContinuationModel(nn.Module):
+    """tokens [B, T], va [B, T, 2], style [B], positions [T] (+ cache) -> logits [B, T, V]."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.embed = SmartEmbedding(d, config.vocab_size) if config.embedding == "smart" else nn.Embedding(config.vocab_size, d)
+        self.va = nn.Linear(2, d)
+        self.style = nn.Embedding(config.num_styles, d)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, config.vocab_size)
+        self.dropout = nn.Dropout(config.dropout)
+        half = d // config.heads // 2
+        self.register_buffer("inv_freq", config.rope_base ** (-torch.arange(half, dtype=torch.float32) / half),
+                             persistent=False)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+    def forward(self, tokens: torch.Tensor, va: torch.Tensor, style: torch.Tensor, positions: torch.Tensor,
+                past: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """past/present: [layers, 2, B, heads, P, head_dim]; positions: absolute positions of tokens."""
+        x = self.embed(tokens) + self.va(va) + self.style(style)[:, None, :]
+        x = self.dropout(x)
+        angles = positions.to(torch.float32)[:, None] * self.inv_freq[None, :]
+        cos, sin = torch.cos(angles), torch.sin(angles)
+        past_length = 0 if past is None else past.shape[4]
+        key_positions = torch.cumsum(torch.ones_like(positions[:1]).expand(past_length + tokens.shape[1]), 0) - 1
+        mask = key_positions[None, :] <= positions[:, None]
+        presents = []
+        for index, block in enumerate(self.blocks):
+            x, present = block(x, cos, sin, mask, None if past is None else past[index])
+            presents.append(present)
+        return self.head(self.norm(x)), torch.stack(presents)
+
+
+def parameter_counts(model: ContinuationModel) -> dict[str, int]:
+    """Total parameters, input-embedding parameters and note-embedding parameters."""
+    embed = model.embed
+    if isinstance(embed, SmartEmbedding):
+        note = sum(p.numel() for p in (embed.pitch.weight, embed.hand.weight, embed.kind.weight))
+    else:
+        note = NUM_NOTE_TOKENS * embed.weight.shape[1]
+    return {"total": sum(p.numel() for p in model.parameters()),
+            "embedding": sum(p.numel() for p in embed.parameters()),
+            "note_embedding": note}

@@ -1,0 +1,199 @@
+"""Train the continuation model (torch, CPU, one thread by default).
+
+    python -m engines.continuation.train --embedding smart --steps 900 --out /work/runs/continuation/smart
+
+Re-running the same command resumes from OUT/last.pt. Logs JSON lines to OUT/log.jsonl; the
+best validation checkpoint is OUT/best.pt. The batch sequence depends only on --seed, so
+smart and plain runs with the same seed see the same data in the same order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .corpus import DEFAULT_CACHE, Corpus, load_corpus
+from .model import EMBEDDINGS, ContinuationModel, ModelConfig, parameter_counts
+from .tokens import HIGH_PITCH, LOW_PITCH, NOTE_BASE, NUM_PITCHES, PAD, VELOCITY_BASE
+
+__all__ = ["transpose", "sample_batch", "validation_windows", "evaluate", "load_checkpoint", "main"]
+
+
+def transpose(tokens: np.ndarray, semitones: int) -> np.ndarray | None:
+    """Tokens with every note moved by ``semitones``, or None if a note leaves the piano."""
+    notes = (tokens >= NOTE_BASE) & (tokens < VELOCITY_BASE)
+    if not notes.any() or semitones == 0:
+        return tokens
+    pitch = (tokens[notes] - NOTE_BASE) % NUM_PITCHES + LOW_PITCH + semitones
+    if pitch.min() < LOW_PITCH or pitch.max() > HIGH_PITCH:
+        return None
+    moved = tokens.copy()
+    moved[notes] += semitones
+    return moved
+
+
+def sample_batch(data: Corpus, pieces: np.ndarray, rng: np.random.Generator, batch: int, length: int,
+                 max_transpose: int = 6) -> tuple[np.ndarray, ...]:
+    """Random windows of length+1 tokens (pieces drawn by length), randomly transposed."""
+    lengths = (data.offsets[pieces + 1] - data.offsets[pieces]).astype(np.float64)
+    chosen = rng.choice(pieces, size=batch, p=lengths / lengths.sum())
+    tokens = np.full((batch, length + 1), PAD, dtype=np.int64)
+    va = np.zeros((batch, length + 1, 2), dtype=np.float32)
+    for row, piece in enumerate(chosen):
+        start, end = int(data.offsets[piece]), int(data.offsets[piece + 1])
+        begin = start + int(rng.integers(0, max(1, end - start - length)))
+        window = data.tokens[begin:begin + length + 1]
+        shift = int(rng.integers(-max_transpose, max_transpose + 1))
+        moved = transpose(window, shift)
+        tokens[row, :len(window)] = window if moved is None else moved
+        va[row, :len(window)] = data.va[begin:begin + length + 1]
+    return tokens, va, data.styles[chosen].astype(np.int64)
+
+
+def validation_windows(data: Corpus, split: str, length: int) -> tuple[np.ndarray, ...]:
+    """Consecutive non-overlapping windows (stride ``length``) over every piece of a split."""
+    rows, vas, styles = [], [], []
+    for piece in data.piece_indices(split):
+        start, end = int(data.offsets[piece]), int(data.offsets[piece + 1])
+        for begin in range(start, end - 1, length):
+            window = np.full(length + 1, PAD, dtype=np.int64)
+            va = np.zeros((length + 1, 2), dtype=np.float32)
+            piece_tokens = data.tokens[begin:min(end, begin + length + 1)]
+            window[:len(piece_tokens)] = piece_tokens
+            va[:len(piece_tokens)] = data.va[begin:begin + len(piece_tokens)]
+            rows.append(window), vas.append(va), styles.append(int(data.styles[piece]))
+    if not rows:
+        raise ValueError(f"split {split!r} has no pieces")
+    return np.stack(rows), np.stack(vas), np.array(styles, dtype=np.int64)
+
+
+def _loss(model: ContinuationModel, tokens: torch.Tensor, va: torch.Tensor, style: torch.Tensor,
+          reduction: str = "mean") -> torch.Tensor:
+    length = tokens.shape[1] - 1
+    logits, _ = model(tokens[:, :-1], va[:, :-1], style, torch.arange(length))
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1),
+                           ignore_index=PAD, reduction=reduction)
+
+
+@torch.no_grad()
+def evaluate(model: ContinuationModel, windows: tuple[np.ndarray, ...], batch_size: int = 16) -> float:
+    """Mean next-token cross-entropy (nats) over all non-pad targets."""
+    model.eval()
+    tokens, va, style = windows
+    total, count = 0.0, 0
+    for start in range(0, len(tokens), batch_size):
+        part = slice(start, start + batch_size)
+        batch = torch.from_numpy(tokens[part])
+        total += float(_loss(model, batch, torch.from_numpy(va[part]), torch.from_numpy(style[part]), "sum"))
+        count += int((batch[:, 1:] != PAD).sum())
+    model.train()
+    return total / max(1, count)
+
+
+def load_checkpoint(path: Path) -> tuple[ContinuationModel, dict]:
+    """Model (eval mode) and the checkpoint dict."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model = ContinuationModel(ModelConfig(**state["config"]))
+    model.load_state_dict(state["model"])
+    return model.eval(), state
+
+
+def _learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engines.continuation.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--embedding", choices=EMBEDDINGS, default="smart")
+    parser.add_argument("--steps", type=int, default=900)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--length", type=int, default=256, help="tokens per training window")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--warmup", type=int, default=60)
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--d-model", type=int, default=192)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    data = load_corpus(args.cache)
+    train_pieces = data.piece_indices("train")
+    val = validation_windows(data, "val", args.length)
+    config = ModelConfig(embedding=args.embedding, d_model=args.d_model, layers=args.layers,
+                         feedforward=4 * args.d_model)
+    model = ContinuationModel(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
+    rng = np.random.default_rng(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    step, best = 0, math.inf
+    last = args.out / "last.pt"
+    if last.exists():
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        if state["config"] != config.to_dict():
+            raise ValueError(f"{last} was trained with {state['config']}, not {config.to_dict()}; use another --out")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        step, best = state["step"], state["best_val"]
+        print(f"resumed from {last} at step {step}", flush=True)
+    log = (args.out / "log.jsonl").open("a")
+    counts = parameter_counts(model)
+    log.write(json.dumps({"event": "start", "step": step, "args": {k: str(v) for k, v in vars(args).items()},
+                          "parameters": counts, "val_windows": len(val[0])}) + "\n")
+    log.flush()
+    started, recent = time.monotonic(), []
+    model.train()
+    while step < args.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = _learning_rate(step, args.steps, args.lr, args.warmup)
+        tokens, va, style = (torch.from_numpy(a) for a in sample_batch(data, train_pieces, rng, args.batch, args.length))
+        loss = _loss(model, tokens, va, style)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        recent.append(float(loss))
+        if step % 10 == 0:
+            log.write(json.dumps({"step": step, "train_loss": round(float(np.mean(recent)), 4),
+                                  "lr": optimizer.param_groups[0]["lr"],
+                                  "elapsed_s": round(time.monotonic() - started, 1)}) + "\n")
+            log.flush()
+            recent = []
+        if step % args.eval_every == 0 or step == args.steps:
+            val_loss = evaluate(model, val)
+            state = {"config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step,
+                     "best_val": min(best, val_loss), "val_loss": val_loss, "parameters": counts}
+            if val_loss < best:
+                best = val_loss
+                torch.save(state, args.out / "best.pt")
+            torch.save(state, args.out / "last.tmp")
+            (args.out / "last.tmp").replace(last)
+            log.write(json.dumps({"step": step, "val_loss": round(val_loss, 4), "best_val": round(best, 4),
+                                  "elapsed_s": round(time.monotonic() - started, 1)}) + "\n")
+            log.flush()
+            print(f"step {step} val {val_loss:.4f} best {best:.4f}", flush=True)
+    log.write(json.dumps({"event": "done", "step": step, "best_val": round(best, 4)}) + "\n")
+    log.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

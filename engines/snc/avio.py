@@ -1,0 +1,123 @@
+"""PyAV plumbing for SNC: encode one track to a temporary Matroska file, decode a track in
+fixed-size blocks, and merge tracks into one container without re-encoding."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from bridge.errors import CodecError
+from engines.snc.pcm import Rechunker
+
+__all__ = ["TrackWriter", "decode_blocks", "merge_tracks", "LAYOUTS"]
+
+LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+
+class TrackWriter:
+    """Encodes (frames, channels) blocks into one audio track of a new Matroska file.
+
+    ``codec`` is ``flac`` (integer blocks, stored as 24-bit so sums and residuals fit) or
+    ``opus`` (float blocks; ``bitrate_bps``)."""
+
+    def __init__(self, path: Path, codec: str, sample_rate: int, channels: int, bitrate_bps: int | None = None) -> None:
+        self.container = av.open(str(path), "w", format="matroska")
+        self.codec = codec
+        self.channels = channels
+        self.sample_rate = sample_rate
+        if codec == "flac":
+            self.stream = self.container.add_stream("flac", rate=sample_rate, layout=LAYOUTS[channels])
+            self.stream.codec_context.format = "s32"
+            self.stream.codec_context.options = {"compression_level": "8"}
+        elif codec == "opus":
+            if channels > 2:
+                raise CodecError(f"lossy SNC modes take mono or stereo tracks, not {channels} channels "
+                                 "(use --mode lossless for multichannel)")
+            self.stream = self.container.add_stream("libopus", rate=sample_rate, layout=LAYOUTS[channels])
+            self.stream.bit_rate = int(bitrate_bps or 96000)
+            self.stream.codec_context.options = {"application": "audio", "vbr": "on"}
+        else:
+            raise CodecError(f"unknown track codec {codec!r}")
+        self.pts = 0
+
+    def write(self, block: np.ndarray) -> None:
+        if self.codec == "flac":
+            # 24-bit values left-aligned in s32, packed (1, frames * channels).
+            data = (np.asarray(block, dtype=np.int64) << 8).astype(np.int32).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(data, format="s32", layout=LAYOUTS[self.channels])
+        else:
+            data = np.ascontiguousarray(np.asarray(block, dtype=np.float32).T)
+            frame = av.AudioFrame.from_ndarray(data, format="fltp", layout=LAYOUTS[self.channels])
+        frame.sample_rate = self.sample_rate
+        frame.pts = self.pts
+        frame.time_base = Fraction(1, self.sample_rate)
+        self.pts += block.shape[0]
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self.stream.encode(None):
+            self.container.mux(packet)
+        self.container.close()
+
+
+def _frame_array(frame: av.AudioFrame, channels: int) -> np.ndarray:
+    data = frame.to_ndarray()
+    if frame.format.is_planar:
+        return data.T
+    return data.reshape(-1, channels)
+
+
+def decode_blocks(path: Path, stream_index: int, block_frames: int, total_frames: int,
+                  integer: bool) -> Iterator[np.ndarray]:
+    """Decode one track of ``path`` as (block_frames, channels) blocks, ``total_frames`` in all
+    (the last block padded). FLAC tracks come back as int64 in their stored scale."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[stream_index]
+        channels = stream.codec_context.channels
+        chunker = Rechunker(channels, np.int64 if integer else np.float64)
+        done = 0
+        for frame in container.decode(stream):
+            data = _frame_array(frame, channels)
+            chunker.push((data.astype(np.int64) >> 8) if integer else data.astype(np.float64))
+            while done < total_frames and (block := chunker.pop(min(block_frames, total_frames - done))) is not None:
+                done += block.shape[0]
+                yield block
+        while done < total_frames:
+            block = chunker.pop(min(block_frames, total_frames - done), pad=True)
+            done += block.shape[0]
+            yield block
+
+
+def merge_tracks(sources: list[tuple[Path, str]], out_path: Path, tags: dict[str, str]) -> None:
+    """Copy the single audio track of each source file, in time order, into one Matroska file
+    with track titles and container tags. No re-encoding."""
+    inputs = [av.open(str(path)) for path, _ in sources]
+    try:
+        with av.open(str(out_path), "w", format="matroska") as out:
+            for key, value in tags.items():
+                out.metadata[key] = value
+            streams = []
+            for container, (_, title) in zip(inputs, sources):
+                stream = out.add_stream_from_template(container.streams.audio[0])
+                stream.metadata["title"] = title
+                streams.append(stream)
+
+            def packets(index: int) -> Iterator[tuple[float, int, av.Packet]]:
+                source = inputs[index].streams.audio[0]
+                for packet in inputs[index].demux(source):
+                    if packet.dts is None:
+                        continue
+                    yield float(packet.dts * source.time_base), index, packet
+
+            for _, index, packet in heapq.merge(*(packets(i) for i in range(len(inputs))), key=lambda x: (x[0], x[1])):
+                packet.stream = streams[index]
+                out.mux(packet)
+    finally:
+        for container in inputs:
+            container.close()

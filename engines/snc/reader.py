@@ -1,0 +1,168 @@
+"""The SNC reader: validates a file before trusting it, then decodes every track in step,
+block by block (bounded memory whatever the length), from the start or from any time."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+
+from bridge.errors import CodecError
+from engines.snc.avio import _frame_array
+from engines.snc.encode import predict
+from engines.snc.manifest import LIMITS, Manifest
+from engines.snc.pcm import INT_SCALE, Rechunker
+
+__all__ = ["SncReader"]
+
+_EXPECTED_CODEC = {"flac": "flac", "opus": "opus"}
+# Opus needs 80 ms of pre-roll after a seek to decode exactly.
+_PREROLL_S = 0.1
+
+
+class SncReader:
+    """Open with ``SncReader(path)``; ``manifest`` describes it; ``blocks()`` yields
+    ``{"master": ..., "<stem>": ...}`` arrays of shape (frames, channels), float in -1..1
+    (``integer=True`` in lossless mode gives the exact integer PCM)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CodecError(f"{self.path}: no such file")
+        if self.path.stat().st_size < 64:
+            raise CodecError(f"{self.path}: {self.path.stat().st_size} bytes is too short to be an SNC file")
+        try:
+            container = av.open(str(self.path))
+        except (av.error.InvalidDataError, av.error.FFmpegError, UnicodeDecodeError) as exc:
+            raise CodecError(f"{self.path}: not a readable SNC/Matroska file ({exc})") from None
+        try:
+            text = container.metadata.get("SNC_MANIFEST") or container.metadata.get("snc_manifest")
+            if text is None:
+                raise CodecError(f"{self.path}: a Matroska file without an SNC manifest (not an SNC file)")
+            self.manifest = Manifest.from_json(text, f"{self.path} manifest")
+            streams = container.streams.audio
+            if len(streams) != len(self.manifest.stems) + 1:
+                raise CodecError(f"{self.path}: {len(streams)} audio tracks but the manifest lists "
+                                 f"{len(self.manifest.stems)} stems + residual")
+            expected = ["residual", *(s.name for s in self.manifest.stems)]
+            codecs = [self.manifest.residual.get("codec"), *(s.codec for s in self.manifest.stems)]
+            for index, (stream, title, codec) in enumerate(zip(streams, expected, codecs)):
+                if stream.metadata.get("title") != title:
+                    raise CodecError(f"{self.path}: track {index} is titled {stream.metadata.get('title')!r}, "
+                                     f"the manifest says {title!r}")
+                if stream.codec_context.name != _EXPECTED_CODEC.get(codec):
+                    raise CodecError(f"{self.path}: track {index} ({title}) is {stream.codec_context.name}, "
+                                     f"the manifest says {codec}")
+                if stream.codec_context.channels != self.manifest.channels or stream.rate != self.manifest.sample_rate:
+                    raise CodecError(f"{self.path}: track {index} ({title}) is {stream.codec_context.channels} ch "
+                                     f"at {stream.rate} Hz, the manifest says {self.manifest.channels} ch at "
+                                     f"{self.manifest.sample_rate} Hz")
+        finally:
+            container.close()
+        self.names = ["residual", *(s.name for s in self.manifest.stems)]
+        self.integer = self.manifest.mode == "lossless"
+        self.scale = INT_SCALE.get(self.manifest.sample_format, 1.0) if self.integer else 1.0
+        self.gain = np.asarray(self.manifest.mastering.get("gain_per_channel", [1.0] * self.manifest.channels))
+        if self.gain.shape != (self.manifest.channels,):
+            raise CodecError(f"{self.path}: mastering gains do not match {self.manifest.channels} channels")
+
+    def blocks(self, block_frames: int = 48000, start_s: float = 0.0, duration_s: float | None = None,
+               integer: bool = False) -> Iterator[dict[str, np.ndarray]]:
+        """Decode from ``start_s`` for ``duration_s`` (None = to the end), in step."""
+        if block_frames <= 0 or block_frames > 10 * self.manifest.sample_rate:
+            raise CodecError(f"block of {block_frames} frames is outside 1..{10 * self.manifest.sample_rate}")
+        rate, channels = self.manifest.sample_rate, self.manifest.channels
+        start = int(round(max(0.0, start_s) * rate))
+        if start >= self.manifest.frames:
+            raise CodecError(f"start {start_s} s is past the end ({self.manifest.duration_s:.3f} s)")
+        end = self.manifest.frames if duration_s is None else min(self.manifest.frames, start + int(round(duration_s * rate)))
+        want_integer = integer and self.integer
+        dtype = np.int64 if self.integer else np.float64
+        with av.open(str(self.path)) as container:
+            streams = list(container.streams.audio)
+            chunkers = [Rechunker(channels, dtype) for _ in streams]
+            positions = [None] * len(streams)
+            if start > 0:
+                container.seek(int(max(0.0, start / rate - _PREROLL_S) * av.time_base), any_frame=False)
+            done = start
+            decoders = {s.index: s for s in streams}
+            for packet in container.demux(*streams):
+                stream = decoders[packet.stream.index]
+                slot = streams.index(stream)
+                try:
+                    frames = stream.decode(packet)
+                except av.error.FFmpegError as exc:
+                    raise CodecError(f"{self.path}: track {slot} ({self.names[slot]}) is corrupt near "
+                                     f"{float(packet.pts or 0) * float(stream.time_base):.3f} s: {exc}") from None
+                for frame in frames:
+                    data = _frame_array(frame, channels)
+                    data = (data.astype(np.int64) >> 8) if self.integer else data.astype(np.float64)
+                    first = int(round(float(frame.pts * frame.time_base) * rate)) if frame.pts is not None else positions[slot]
+                    if first is None:
+                        first = 0
+                    positions[slot] = first + data.shape[0]
+                    if first < done:  # pre-roll before the requested start
+                        data = data[min(done - first, data.shape[0]):]
+                    chunkers[slot].push(data)
+                while done < end and all(c.size >= min(block_frames, end - done) for c in chunkers):
+                    n = min(block_frames, end - done)
+                    yield self._mix([c.pop(n) for c in chunkers], want_integer)
+                    done += n
+                if done >= end:
+                    return
+            while done < end:
+                n = min(block_frames, end - done)
+                yield self._mix([c.pop(n, pad=True) for c in chunkers], want_integer)
+                done += n
+
+    def _mix(self, parts: list[np.ndarray], integer: bool) -> dict[str, np.ndarray]:
+        residual, stems = parts[0], parts[1:]
+        master = predict(stems, self.gain, self.integer) + residual
+        out = {"master": master, **{name: part for name, part in zip(self.names[1:], stems)}}
+        if not integer:
+            out = {k: (v / self.scale if self.integer else v).astype(np.float32) for k, v in out.items()}
+        return out
+
+    def decode_to_dir(self, out_dir: Path) -> list[Path]:
+        """DIR/master.wav and DIR/<stem>.wav, each written to a temporary name and renamed."""
+        import soundfile as sf
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        subtype = {"s16": "PCM_16", "s24": "PCM_24"}.get(self.manifest.sample_format, "FLOAT")
+        names = ["master", *self.names[1:]]
+        temps = {n: out_dir / f".{n}.wav.partial" for n in names}
+        handles = {n: sf.SoundFile(str(p), "w", self.manifest.sample_rate, self.manifest.channels, subtype, format="WAV")
+                   for n, p in temps.items()}
+        try:
+            for block in self.blocks(integer=self.integer):
+                for name, data in block.items():
+                    if self.integer:
+                        shift = 16 if self.manifest.sample_format == "s16" else 8
+                        handles[name].write((np.clip(data, -(2 ** 31 >> shift), (2 ** 31 >> shift) - 1) << shift).astype(np.int32))
+                    else:
+                        handles[name].write(data)
+        except BaseException:
+            for name, handle in handles.items():
+                handle.close()
+                temps[name].unlink(missing_ok=True)
+            raise
+        final = []
+        for name, handle in handles.items():
+            handle.close()
+            target = out_dir / f"{name}.wav"
+            os.replace(temps[name], target)
+            final.append(target)
+        return final
+
+    def info(self) -> dict:
+        m = self.manifest
+        return {"file": str(self.path), "bytes": self.path.stat().st_size, "version": m.version, "mode": m.mode,
+                "sample_rate": m.sample_rate, "channels": m.channels, "duration_s": round(m.duration_s, 3),
+                "stems": [{"name": s.name, "role": s.role, "codec": s.codec, "bitrate_bps": s.bitrate_bps,
+                           "loudness_lufs": s.loudness_lufs} for s in m.stems],
+                "residual": m.residual, "mastering": m.mastering, "loudness_lufs": m.loudness_lufs,
+                "contexts": sorted(m.contexts), "limits": {k: v for k, v in LIMITS.items()}}

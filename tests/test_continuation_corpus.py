@@ -1,0 +1,59 @@
+"""Continuation corpus: NMI(pitch, hand), seeded splits, affect labels (no music21 needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engines.continuation import tokens as tk
+from engines.continuation.affect import token_steps, valence_arousal
+from engines.continuation.corpus import SPLITS_DIR, pitch_hand_nmi, split_of
+from engines.continuation.tokens import LEFT, RIGHT, NoteEvent
+
+
+def _ons(pairs: list[tuple[int, int]]) -> np.ndarray:
+    ons = [tk.note_token(hand, tk.NOTE_ON, pitch) for pitch, hand in pairs]
+    offs = [tk.note_token(hand, tk.NOTE_OFF, 21) for _, hand in pairs]  # NOTE_OFFs must not count
+    return np.array(ons + offs + [tk.BAR, tk.SHIFT_BASE])
+
+
+def test_nmi_matches_closed_forms() -> None:
+    separated = _ons([(p, RIGHT) for p in range(60, 72)] + [(p, LEFT) for p in range(36, 48)])
+    # hand follows from pitch: I = H(hand) = ln 2, H(pitch) = ln 24
+    assert abs(pitch_hand_nmi(separated) - 2 * np.log(2) / (np.log(2) + np.log(24))) < 1e-9
+    assert abs(pitch_hand_nmi(_ons([(60, RIGHT), (40, LEFT)])) - 1.0) < 1e-9
+    independent = _ons([(p, h) for p in range(40, 80) for h in (RIGHT, LEFT)])
+    assert abs(pitch_hand_nmi(independent)) < 1e-9
+    partial = _ons([(60, RIGHT), (60, LEFT), (62, RIGHT), (40, LEFT)])
+    assert 0.0 < pitch_hand_nmi(partial) < 1.0
+
+
+def test_split_is_seeded_stable_and_keeps_movements_together() -> None:
+    assert split_of("bach/bwv66.6.mxl") == split_of("bach/bwv66.6.mxl")
+    movements = {split_of(f"haydn/opus74no1/movement{i}.mxl") for i in range(1, 5)}
+    assert len(movements) == 1
+    splits = [split_of(f"bach/piece{i}.mxl") for i in range(2000)]
+    assert 0.75 < splits.count("train") / 2000 < 0.85
+
+
+def test_committed_split_lists_are_disjoint_and_match_the_hash() -> None:
+    lists = {s: (SPLITS_DIR / f"{s}.txt").read_text().split() for s in ("train", "val", "test")}
+    assert all(lists.values())
+    for split, ids in lists.items():
+        assert all(split_of(piece) == split for piece in ids)
+    assert not set(lists["train"]) & (set(lists["val"]) | set(lists["test"]))
+
+
+def test_affect_labels_follow_mode_and_density() -> None:
+    major = [NoteEvent(i * 12, RIGHT, p, 12, 64) for i, p in enumerate([60, 64, 67, 72] * 4)]
+    minor = [NoteEvent(i * 12, RIGHT, p, 12, 64) for i, p in enumerate([57, 60, 64, 69] * 4)]
+    busy = [NoteEvent(i * 3, RIGHT, p, 3, 100) for i, p in enumerate([60, 64, 67, 72] * 16)]
+    va_major, va_minor, va_busy = (valence_arousal(n, 16 * 12) for n in (major, minor, busy))
+    assert va_major.shape == (16, 2) and va_major.dtype == np.float32
+    assert va_major[:, 0].mean() > 0 > va_minor[:, 0].mean()
+    assert va_busy[:, 1].mean() > va_major[:, 1].mean()
+    assert np.all(np.abs(va_busy) <= 1.0)
+
+
+def test_token_steps_follow_time_shifts() -> None:
+    tokens = [tk.SOS, tk.SHIFT_BASE + 11, tk.BAR, tk.SHIFT_BASE, tk.SHIFT_BASE + 2, tk.EOS]
+    assert list(token_steps(tokens)) == [0, 0, 12, 12, 13, 16]

@@ -151,13 +151,15 @@ def encode(master_path: Path, stem_paths: dict[str, Path], out_path: Path, mode:
             energy += float(np.sum((residual / scale) ** 2))
             writer.write(residual)
         writer.close()
+        residual_gains = None if lossless else _residual_gains(master, stem_files, residual_path, gain, frames, channels)
         residual_rms_db = 10 * np.log10(max(energy / max(frames * channels, 1), 1e-20))
         manifest = Manifest(
             mode=mode, sample_rate=rate, channels=channels, frames=frames,
             sample_format=master.sample_format if lossless else "float",
             stems=infos,
             residual={"codec": "flac" if lossless else "opus", "bitrate_bps": residual_bitrate,
-                      "rms_dbfs": round(float(residual_rms_db), 2)},
+                      "rms_dbfs": round(float(residual_rms_db), 2), "gain_block_frames": BLOCK_FRAMES,
+                      "gains": residual_gains},
             mastering={"model": "gain", "gain_per_channel": [float(g) for g in gain]},
             contexts=_default_contexts(infos),
             master_sha256_pcm=measured["digests"][0],
@@ -174,6 +176,23 @@ def encode(master_path: Path, stem_paths: dict[str, Path], out_path: Path, mode:
             os.fsync(handle.fileno())
         os.replace(partial, out_path)
     return manifest
+
+
+def _residual_gains(master: InputTrack, stem_files: list[Path], residual_path: Path, gain: np.ndarray,
+                    frames: int, channels: int) -> list[list[float]]:
+    """Per block and channel, the gain in 0..1 that makes the DECODED residual remove the most
+    error. A low-bitrate lossy residual of noise-like error can add more (uncorrelated) energy
+    than it removes; its gain then goes to 0 for that block."""
+    decoded = [decode_blocks(p, 0, BLOCK_FRAMES, frames, False) for p in stem_files]
+    residuals = decode_blocks(residual_path, 0, BLOCK_FRAMES, frames, False)
+    gains = []
+    for master_block, coded, *stem_blocks in zip(master.blocks(BLOCK_FRAMES, channels, frames, False), residuals,
+                                                  *decoded):
+        target = master_block - predict(stem_blocks, gain, False)
+        power = np.sum(coded * coded, axis=0)
+        best = np.where(power > 0, np.sum(target * coded, axis=0) / np.maximum(power, 1e-30), 0.0)
+        gains.append([round(float(g), 3) for g in np.clip(best, 0.0, 1.0)])
+    return gains
 
 
 def predict(stem_blocks: list[np.ndarray], gain: np.ndarray, integer: bool) -> np.ndarray:

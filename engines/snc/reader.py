@@ -3,6 +3,7 @@ block by block (bounded memory whatever the length), from the start or from any 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +37,7 @@ class SncReader:
             raise CodecError(f"{self.path}: {self.path.stat().st_size} bytes is too short to be an SNC file")
         try:
             container = av.open(str(self.path))
-        except (av.error.InvalidDataError, av.error.FFmpegError, UnicodeDecodeError) as exc:
+        except (av.error.FFmpegError, UnicodeDecodeError, OSError, ValueError) as exc:
             raise CodecError(f"{self.path}: not a readable SNC/Matroska file ({exc})") from None
         try:
             text = container.metadata.get("SNC_MANIFEST") or container.metadata.get("snc_manifest")
@@ -68,10 +69,31 @@ class SncReader:
         self.gain = np.asarray(self.manifest.mastering.get("gain_per_channel", [1.0] * self.manifest.channels))
         if self.gain.shape != (self.manifest.channels,):
             raise CodecError(f"{self.path}: mastering gains do not match {self.manifest.channels} channels")
+        self.residual_gains: np.ndarray | None = None
+        self.gain_block_frames = int(self.manifest.residual.get("gain_block_frames") or 48000)
+        table = self.manifest.residual.get("gains")
+        if table is not None:
+            try:
+                self.residual_gains = np.asarray(table, dtype=np.float64).reshape(-1, self.manifest.channels)
+            except ValueError:
+                raise CodecError(f"{self.path}: residual gain table does not match {self.manifest.channels} "
+                                 "channels") from None
+            needed = -(-self.manifest.frames // max(self.gain_block_frames, 1))
+            if self.residual_gains.shape[0] != needed or self.gain_block_frames <= 0:
+                raise CodecError(f"{self.path}: residual gain table has {self.residual_gains.shape[0]} blocks, "
+                                 f"{needed} expected")
 
     def blocks(self, block_frames: int = 48000, start_s: float = 0.0, duration_s: float | None = None,
-               integer: bool = False) -> Iterator[dict[str, np.ndarray]]:
-        """Decode from ``start_s`` for ``duration_s`` (None = to the end), in step."""
+               integer: bool = False, with_residual: bool = True) -> Iterator[dict[str, np.ndarray]]:
+        """Decode from ``start_s`` for ``duration_s`` (None = to the end), in step.
+        ``with_residual=False`` gives the mastering model of the stems alone as "master"."""
+        try:
+            yield from self._blocks(block_frames, start_s, duration_s, integer, with_residual)
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise CodecError(f"{self.path}: cannot decode: {exc}") from None
+
+    def _blocks(self, block_frames: int, start_s: float, duration_s: float | None, integer: bool,
+                with_residual: bool) -> Iterator[dict[str, np.ndarray]]:
         if block_frames <= 0 or block_frames > 10 * self.manifest.sample_rate:
             raise CodecError(f"block of {block_frames} frames is outside 1..{10 * self.manifest.sample_rate}")
         rate, channels = self.manifest.sample_rate, self.manifest.channels
@@ -109,18 +131,30 @@ class SncReader:
                     chunkers[slot].push(data)
                 while done < end and all(c.size >= min(block_frames, end - done) for c in chunkers):
                     n = min(block_frames, end - done)
-                    yield self._mix([c.pop(n) for c in chunkers], want_integer)
+                    yield self._mix([c.pop(n) for c in chunkers], want_integer, with_residual, done)
                     done += n
                 if done >= end:
                     return
             while done < end:
                 n = min(block_frames, end - done)
-                yield self._mix([c.pop(n, pad=True) for c in chunkers], want_integer)
+                yield self._mix([c.pop(n, pad=True) for c in chunkers], want_integer, with_residual, done)
                 done += n
 
-    def _mix(self, parts: list[np.ndarray], integer: bool) -> dict[str, np.ndarray]:
+    def _residual_gain(self, first_frame: int, frames: int) -> np.ndarray | None:
+        """Per-sample residual gains for frames [first_frame, first_frame + frames)."""
+        table = self.residual_gains
+        if table is None:
+            return None
+        index = (np.arange(first_frame, first_frame + frames) // self.gain_block_frames).clip(0, len(table) - 1)
+        return table[index]
+
+    def _mix(self, parts: list[np.ndarray], integer: bool, with_residual: bool = True,
+             first_frame: int = 0) -> dict[str, np.ndarray]:
         residual, stems = parts[0], parts[1:]
-        master = predict(stems, self.gain, self.integer) + residual
+        master = predict(stems, self.gain, self.integer)
+        if with_residual:
+            gains = self._residual_gain(first_frame, residual.shape[0])
+            master = master + (residual if gains is None else residual * gains)
         out = {"master": master, **{name: part for name, part in zip(self.names[1:], stems)}}
         if not integer:
             out = {k: (v / self.scale if self.integer else v).astype(np.float32) for k, v in out.items()}
@@ -137,10 +171,12 @@ class SncReader:
         temps = {n: out_dir / f".{n}.wav.partial" for n in names}
         handles = {n: sf.SoundFile(str(p), "w", self.manifest.sample_rate, self.manifest.channels, subtype, format="WAV")
                    for n, p in temps.items()}
+        digests = {n: hashlib.sha256() for n in names}
         try:
             for block in self.blocks(integer=self.integer):
                 for name, data in block.items():
                     if self.integer:
+                        digests[name].update(np.ascontiguousarray(data, dtype=np.int32).tobytes())
                         shift = 16 if self.manifest.sample_format == "s16" else 8
                         handles[name].write((np.clip(data, -(2 ** 31 >> shift), (2 ** 31 >> shift) - 1) << shift).astype(np.int32))
                     else:
@@ -150,6 +186,16 @@ class SncReader:
                 handle.close()
                 temps[name].unlink(missing_ok=True)
             raise
+        if self.integer:
+            expected = {"master": self.manifest.master_sha256_pcm,
+                        **{s.name: s.sha256_pcm for s in self.manifest.stems}}
+            bad = [n for n in names if expected.get(n) and digests[n].hexdigest() != expected[n]]
+            if bad:
+                for name, handle in handles.items():
+                    handle.close()
+                    temps[name].unlink(missing_ok=True)
+                raise CodecError(f"{self.path}: lossless tracks {bad} decode to PCM that does not match the "
+                                 "hashes stored at encoding: the file is corrupt")
         final = []
         for name, handle in handles.items():
             handle.close()

@@ -1,0 +1,96 @@
+"""Constrained sampling: the constraints hold for any logits (pure logic; a fake model here,
+the real ONNX model in test_continuation_onnx.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engines.continuation import tokens as tk
+from engines.continuation.sample import SamplingConfig, generate, sample_token, scale_pitch_classes
+
+
+class RandomLogitsModel:
+    """Stands in for runtime.ContinuationModel: seeded random logits favouring notes and shifts."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.bias = np.zeros(tk.VOCAB_SIZE)
+        self.bias[tk.NOTE_BASE:tk.VELOCITY_BASE] = 2.0
+        self.bias[tk.BAR] = -1.0
+
+    def empty_cache(self) -> np.ndarray:
+        return np.zeros((1, 2, 1, 1, 0, 4), dtype=np.float32)
+
+    def run(self, tokens, va, style, past):  # noqa: ANN001, ANN201 - mirrors the runtime signature
+        length = len(np.asarray(tokens).reshape(-1))
+        logits = self.rng.normal(0, 2, (length, tk.VOCAB_SIZE)) + self.bias
+        return logits.astype(np.float32), np.concatenate([past, np.zeros((1, 2, 1, 1, length, 4), np.float32)], axis=4)
+
+
+def _check(tokens: list[int], config: SamplingConfig) -> tuple[list[tk.NoteEvent], int]:
+    held: dict[tuple[int, int], int] = {}
+    now, peak = 0, {tk.RIGHT: 0, tk.LEFT: 0}
+    for token in tokens:
+        assert token not in (tk.PAD, tk.SOS, tk.EOS, tk.UNK)
+        if tk.is_shift(token):
+            now += tk.shift_steps(token)
+        elif tk.is_note(token):
+            hand, kind, pitch = tk.parse_note_token(token)
+            if kind == tk.NOTE_ON:
+                assert (hand, pitch) not in held
+                held[(hand, pitch)] = now
+                peak[hand] = max(peak[hand], sum(1 for h, _ in held if h == hand))
+            else:
+                assert (hand, pitch) in held
+                assert now - held.pop((hand, pitch)) <= config.max_note_steps
+    assert not held, "every NOTE_ON must be closed"
+    assert max(peak.values()) <= config.max_polyphony
+    notes, _, repaired = tk.decode(tokens)
+    assert repaired == 0
+    return notes, sum(1 for t in tokens if t == tk.BAR)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_generation_respects_every_constraint(seed: int) -> None:
+    config = SamplingConfig(temperature=1.2, top_k=40, top_p=0.95, seed=seed,
+                            pitch_classes=scale_pitch_classes(2, "major"), right_range=(60, 84),
+                            left_range=(36, 59), max_polyphony=3, max_note_steps=24)
+    prompt = [tk.SOS, tk.note_token(tk.RIGHT, tk.NOTE_ON, 62), tk.SHIFT_BASE + 5]
+    result = generate(RandomLogitsModel(seed), prompt, bars=2, config=config, max_tokens=400)
+    notes, bars = _check(prompt[1:] + result.tokens, config)
+    assert bars <= 2 and result.bars == bars
+    generated = [n for n in notes if n.onset_steps > 0]
+    assert generated, "the fake model favours notes; some must come out"
+    for note in generated:
+        assert note.pitch % 12 in config.pitch_classes
+        low, high = config.right_range if note.hand == tk.RIGHT else config.left_range
+        assert low <= note.pitch <= high
+
+
+def test_same_seed_same_output_and_different_seed_differs() -> None:
+    config = SamplingConfig(seed=5)
+    first = generate(RandomLogitsModel(0), [tk.SOS], bars=1, config=config, max_tokens=200).tokens
+    again = generate(RandomLogitsModel(0), [tk.SOS], bars=1, config=config, max_tokens=200).tokens
+    other = generate(RandomLogitsModel(0), [tk.SOS], bars=1, config=SamplingConfig(seed=6), max_tokens=200).tokens
+    assert first == again and first != other
+
+
+def test_top_k_top_p_and_mask() -> None:
+    rng = np.random.default_rng(0)
+    logits = np.array([5.0, 4.0, 0.0, -1.0, 10.0])
+    allowed = np.array([True, True, True, True, False])
+    picks = {sample_token(logits, allowed, SamplingConfig(top_k=2), rng) for _ in range(200)}
+    assert picks == {0, 1}
+    assert {sample_token(logits, allowed, SamplingConfig(top_p=0.5), rng) for _ in range(50)} == {0}
+    with pytest.raises(ValueError, match="no token"):
+        sample_token(logits, np.zeros(5, dtype=bool), SamplingConfig(), rng)
+
+
+def test_bad_settings_raise() -> None:
+    with pytest.raises(ValueError):
+        SamplingConfig(temperature=0)
+    with pytest.raises(ValueError):
+        SamplingConfig(right_range=(10, 60))
+    with pytest.raises(ValueError):
+        scale_pitch_classes(0, "dorianish")

@@ -1,0 +1,195 @@
+"""SNC round trips (lossless bit-exact, lossy in step), input handling, and bad files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bridge.errors import CodecError
+from engines.snc import SncReader, encode
+from engines.snc.avio import merge_tracks
+from tests.jackutil import ROOT
+
+RATE = 48000
+
+
+def write_song(folder: Path, seconds: float = 3.0, subtype: str = "PCM_16") -> dict[str, Path]:
+    """A small song: a melody stem, a noisy percussion stem, a mono bass, a master mixed
+    through a soft clipper (so the residual is not zero)."""
+    n = int(seconds * RATE)
+    t = np.arange(n) / RATE
+    rng = np.random.default_rng(7)
+    melody = 0.25 * np.sin(2 * np.pi * 440 * t) * (1 + 0.3 * np.sin(2 * np.pi * 3 * t))
+    drums = 0.15 * rng.standard_normal(n) * (np.sin(2 * np.pi * 4 * t) > 0.6)
+    bass = 0.3 * np.sin(2 * np.pi * 55 * t)
+    stems = {"vocals": np.stack([melody, 0.7 * melody], 1), "drums": np.stack([drums, drums], 1),
+             "bass": bass[:, None]}
+    master = np.tanh(1.2 * (stems["vocals"] + stems["drums"] + stems["bass"])) * 0.7
+    paths = {}
+    for name, data in {**stems, "master": master}.items():
+        paths[name] = folder / f"{name}.wav"
+        sf.write(paths[name], data, RATE, subtype=subtype)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def song(tmp_path_factory) -> dict[str, Path]:
+    return write_song(tmp_path_factory.mktemp("song"))
+
+
+@pytest.fixture(scope="module")
+def lossless_file(song, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("snc") / "song.snc"
+    encode(song["master"], {k: v for k, v in song.items() if k != "master"}, out, "lossless")
+    return out
+
+
+def test_lossless_round_trip_is_bit_exact_for_master_and_every_stem(song, lossless_file, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "bridge", "snc", "decode", str(lossless_file), "-o", str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    for name in ("master", "vocals", "drums"):
+        original, _ = sf.read(song[name], dtype="int16")
+        decoded, _ = sf.read(tmp_path / f"{name}.wav", dtype="int16")
+        assert np.array_equal(original, decoded), name
+    bass, _ = sf.read(tmp_path / "bass.wav", dtype="int16")
+    mono, _ = sf.read(song["bass"], dtype="int16")
+    assert np.array_equal(bass[:, 0], mono) and np.array_equal(bass[:, 1], mono)  # mono spread to both
+
+
+@pytest.mark.parametrize("mode", ["transparent", "compact"])
+def test_lossy_modes_reconstruct_the_master_better_with_the_residual(song, tmp_path, mode):
+    out = tmp_path / "song.snc"
+    manifest = encode(song["master"], {k: v for k, v in song.items() if k != "master"}, out, mode)
+    reader = SncReader(out)
+    full = np.concatenate([b["master"] for b in reader.blocks()])
+    model_only = np.concatenate([b["master"] for b in reader.blocks(with_residual=False)])
+    original, _ = sf.read(song["master"])
+    assert full.shape == original.shape
+    error_with = np.mean((full - original) ** 2)
+    error_without = np.mean((model_only - original) ** 2)
+    assert error_with < error_without
+    assert manifest.stems[0].bitrate_bps > manifest.residual["bitrate_bps"]
+    assert out.stat().st_size < sum(p.stat().st_size for p in song.values()) / 4
+
+
+def test_seek_gives_the_same_samples_as_decoding_from_the_start(lossless_file):
+    reader = SncReader(lossless_file)
+    whole = np.concatenate([b["master"] for b in reader.blocks(integer=True)])
+    start = int(1.37 * RATE)
+    part = np.concatenate([b["master"] for b in reader.blocks(start_s=1.37, duration_s=0.5, integer=True)])
+    assert np.array_equal(part, whole[start:start + part.shape[0]]) and part.shape[0] == RATE // 2
+
+
+def test_ffprobe_lists_the_tracks(lossless_file):
+    if shutil.which("ffprobe") is None:
+        pytest.fail("ffprobe missing: the README's test command installs ffmpeg")
+    out = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "stream=codec_name:stream_tags=title",
+                          "-of", "json", str(lossless_file)], capture_output=True, text=True, check=True)
+    streams = json.loads(out.stdout)["streams"]
+    assert [s["tags"]["title"] for s in streams] == ["residual", "vocals", "drums", "bass"]
+    assert {s["codec_name"] for s in streams} == {"flac"}
+
+
+def test_inputs_users_get_wrong_are_refused_clearly(song, tmp_path):
+    long_stem = tmp_path / "long.wav"
+    sf.write(long_stem, np.zeros((5 * RATE, 2)), RATE, subtype="PCM_16")
+    with pytest.raises(CodecError, match="'long' is longer than the master"):
+        encode(song["master"], {"long": long_stem}, tmp_path / "x.snc", "lossless")
+    other_rate = tmp_path / "rate.wav"
+    sf.write(other_rate, np.zeros((RATE, 2)), 44100, subtype="PCM_16")
+    with pytest.raises(CodecError, match="44100 Hz but the master is 48000 Hz"):
+        encode(song["master"], {"r": other_rate}, tmp_path / "x.snc", "transparent")
+    floats = tmp_path / "float.wav"
+    sf.write(floats, np.zeros((5 * RATE, 2)), RATE, subtype="FLOAT")
+    with pytest.raises(CodecError, match="lossless mode needs 16- or 24-bit"):
+        encode(floats, {"v": song["vocals"]}, tmp_path / "x.snc", "lossless")
+    assert not (tmp_path / "x.snc").exists()
+    out = subprocess.run([sys.executable, "-m", "bridge", "snc", "encode", "--master", str(song["master"]),
+                          "--stem", "novalue", "-o", str(tmp_path / "y.snc")], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 1 and "NAME=FILE" in out.stderr
+
+
+def test_shorter_stems_are_padded_with_silence(song, tmp_path):
+    short = tmp_path / "short.wav"
+    sf.write(short, 0.1 * np.ones((RATE, 2)), RATE, subtype="PCM_16")
+    out = tmp_path / "s.snc"
+    encode(song["master"], {"vocals": song["vocals"], "short": short}, out, "lossless")
+    blocks = list(SncReader(out).blocks(integer=True))
+    short_decoded = np.concatenate([b["short"] for b in blocks])
+    assert short_decoded.shape[0] == sf.info(song["master"]).frames
+    assert not short_decoded[RATE:].any() and short_decoded[:RATE].all()
+
+
+def _rewrite_manifest(source: Path, out: Path, change) -> None:
+    """Copy a file's tracks into a new one with an edited manifest."""
+    import av
+
+    reader = SncReader(source)
+    data = json.loads(reader.manifest.to_json())
+    change(data)
+    with av.open(str(source)) as container:
+        tracks = []
+        for index, stream in enumerate(container.streams.audio):
+            single = out.parent / f"track{index}.mka"
+            subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(source), "-map", f"0:a:{index}", "-c", "copy",
+                            str(single)], check=True)
+            tracks.append((single, stream.metadata["title"]))
+    merge_tracks(tracks, out, {"SNC_MANIFEST": json.dumps(data)})
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d.update(version=99), "version 99 is not supported"),
+    (lambda d: d.update(frames=10 ** 12), "outside the limit"),
+    (lambda d: d.update(channels=64), "64 channels is outside"),
+    (lambda d: d["stems"].pop(), "audio tracks but the manifest lists"),
+    (lambda d: d["stems"][0].update(name="../../etc"), "stem name"),
+])
+def test_files_with_bad_manifests_are_refused(lossless_file, tmp_path, change, message):
+    bad = tmp_path / "bad.snc"
+    _rewrite_manifest(lossless_file, bad, change)
+    with pytest.raises(CodecError, match=message):
+        SncReader(bad)
+
+
+def test_truncated_corrupt_and_foreign_files_fail_with_a_clear_error_and_no_output(song, lossless_file, tmp_path):
+    data = lossless_file.read_bytes()
+    cases = {"truncated.snc": data[: len(data) // 2], "tiny.snc": data[:40], "wav.snc": song["master"].read_bytes()}
+    corrupt = bytearray(data)
+    for offset in range(len(data) // 3, len(data) // 3 + 4000, 97):
+        corrupt[offset] ^= 0x5A
+    cases["corrupt.snc"] = bytes(corrupt)
+    for name, content in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        out_dir = tmp_path / f"out-{name}"
+        done = subprocess.run([sys.executable, "-m", "bridge", "snc", "decode", str(path), "-o", str(out_dir)],
+                              cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 1, (name, done.stdout, done.stderr)
+        assert "error:" in done.stderr and name in done.stderr
+        assert not list(out_dir.glob("*.wav")) if out_dir.exists() else True
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), min_size=1, max_size=8))
+def test_mutated_files_raise_codec_error_or_decode(lossless_file, tmp_path, mutations):
+    data = bytearray(lossless_file.read_bytes())
+    for where, value in mutations:
+        data[int(where * (len(data) - 1))] = value
+    path = tmp_path / "mutated.snc"
+    path.write_bytes(bytes(data))
+    try:
+        reader = SncReader(path)
+        for block in reader.blocks():
+            assert set(block) >= {"master"}
+    except CodecError:
+        pass

@@ -156,4 +156,6 @@ def generate(model: ContinuationModel, prompt: Sequence[int], bars: int, config:
         logits, cache = model.run(np.array([token]), va_row, style, cache)
         next_logits = logits[-1]
     closing = [note_token(hand, NOTE_OFF, pitch) for hand, pitch in sorted(state.held)]
-    return Generation(output + closing, len(closing), state.bars)
+    if any(onset == state.now_steps for onset in state.held.values()):
+        closing.insert(0, SHIFT_BASE)  # one step, so a note started last is not zero-length
+    return Generation(output + closing, len(state.held), state.bars)

@@ -89,17 +89,19 @@ class Block(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.attention_dropout = config.dropout
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
                 past: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        batch, length, width = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        # no sizes read from shapes, so a traced ONNX graph stays valid for any length and cache
+        q, k, v = self.qkv(self.norm1(x)).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
         if past is not None:
             k = torch.cat([past[0], k], dim=2)
             v = torch.cat([past[1], v], dim=2)
+        key_positions = torch.cumsum(torch.ones_like(k[0, 0, :, 0], dtype=torch.long), 0) - 1
+        mask = key_positions[None, :] <= positions[:, None]
         attended = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.attention_dropout if self.training else 0.0)
-        x = x + self.dropout(self.proj(attended.transpose(1, 2).reshape(batch, length, width)))
+        x = x + self.dropout(self.proj(attended.transpose(1, 2).flatten(2)))
         x = x + self.dropout(self.ff(self.norm2(x)))
         return x, torch.stack([k, v])
 
@@ -137,12 +139,9 @@ class ContinuationModel(nn.Module):
         x = self.dropout(x)
         angles = positions.to(torch.float32)[:, None] * self.inv_freq[None, :]
         cos, sin = torch.cos(angles), torch.sin(angles)
-        past_length = 0 if past is None else past.shape[4]
-        key_positions = torch.cumsum(torch.ones_like(positions[:1]).expand(past_length + tokens.shape[1]), 0) - 1
-        mask = key_positions[None, :] <= positions[:, None]
         presents = []
         for index, block in enumerate(self.blocks):
-            x, present = block(x, cos, sin, mask, None if past is None else past[index])
+            x, present = block(x, cos, sin, positions, None if past is None else past[index])
             presents.append(present)
         return self.head(self.norm(x)), torch.stack(presents)
 

@@ -155,7 +155,7 @@ def generate(model: ContinuationModel, prompt: Sequence[int], bars: int, config:
         state.advance(token)
         logits, cache = model.run(np.array([token]), va_row, style, cache)
         next_logits = logits[-1]
-    closing = [note_token(hand, NOTE_OFF, pitch) for hand, pitch in sorted(state.held)]
-    if any(onset == state.now_steps for onset in state.held.values()):
-        closing.insert(0, SHIFT_BASE)  # one step, so a note started last is not zero-length
+    older = [note_token(h, NOTE_OFF, p) for (h, p), onset in sorted(state.held.items()) if onset < state.now_steps]
+    newest = [note_token(h, NOTE_OFF, p) for (h, p), onset in sorted(state.held.items()) if onset == state.now_steps]
+    closing = older + ([SHIFT_BASE] + newest if newest else [])  # one step: no zero-length note
     return Generation(output + closing, len(state.held), state.bars)

@@ -20,17 +20,26 @@ class Peer:
     def __init__(self, name: str, bridge_client: str, out_port: str | None = None) -> None:
         self.out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, f"{name}-send")
         self.out.open_port(self.out.get_ports().index(f"{bridge_client}:in"), "out")
-        self.inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, f"{name}-recv")
+        self.inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, f"{name}-recv", queue_size_limit=8192)
         self.inp.ignore_types(sysex=False, timing=False, active_sense=True)
         target = out_port or f"{bridge_client}-out:out"
         self.inp.open_port(self.inp.get_ports().index(target), "in")
         self.received: list[tuple[float, list[int]]] = []
         self._lock = threading.Lock()
-        self.inp.set_callback(self._on_message)
+        # Polled, like the bridge's own JACK input: a Python callback would run inside JACK's
+        # real-time cycle and, waiting for this process's GIL, make JACK drop events under load.
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll, daemon=True)
+        self._poller.start()
 
-    def _on_message(self, event: tuple[list[int], float], _data: object = None) -> None:
-        with self._lock:
-            self.received.append((time.perf_counter(), event[0]))
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            event = self.inp.get_message()
+            if event is None:
+                time.sleep(0.0002)
+                continue
+            with self._lock:
+                self.received.append((time.perf_counter(), event[0]))
 
     def send(self, data: list[int]) -> float:
         sent = time.perf_counter()
@@ -65,6 +74,8 @@ class Peer:
         return set(on)
 
     def close(self) -> None:
+        self._stop.set()
+        self._poller.join(timeout=1)
         for port in (self.out, self.inp):
             port.close_port()
             port.delete()

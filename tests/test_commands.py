@@ -81,7 +81,7 @@ def test_ports_are_reopened_when_the_jack_server_comes_back(jack_server):
         try:
             peer = Peer("losspeer", "sbloss")
             peer.send([0x90, 72, 100])
-            assert peer.wait_for(lambda: len(peer.sounding()) >= 3, 3.0)
+            assert peer.wait_for(lambda: len(peer.sounding()) >= 3, 8.0)
             peer.close()
         finally:
             os.environ["JACK_DEFAULT_SERVER"] = jack_server

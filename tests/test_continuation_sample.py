@@ -94,3 +94,13 @@ def test_bad_settings_raise() -> None:
         SamplingConfig(right_range=(10, 60))
     with pytest.raises(ValueError):
         scale_pitch_classes(0, "dorianish")
+
+
+def test_runtime_modules_import_neither_torch_nor_music21() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, engines.continuation, engines.continuation.sample, engines.continuation.runtime;"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'music21'}))")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.strip() == "[]"

@@ -6,7 +6,7 @@ compressor, make-up gain, limiter) so the mastering residual is not zero.
     .venv/bin/python benchmarks/snc/corpus.py [--out benchmarks/snc/data]
 
 Each track folder holds master.wav, one WAV per part and track.json (piece, tempo, parts,
-programs, duration). Tracks shorter than 60 s are repeated to at least 62 s.
+programs, duration). Tracks shorter than 60 s are repeated to at least 62 s; longer ones are cut at 180 s.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 RATE = 48000
 MIN_SECONDS = 62.0
+MAX_SECONDS = 180.0  # long movements are cut here so the benchmark stays practical
 
 # (name, music21 corpus path, tempo in BPM, GM programs per part, parts to keep or None)
 TRACKS = [
@@ -101,14 +102,15 @@ def build_track(name: str, work: str, tempo: float, programs: list[int], keep, o
     seconds_per_beat = 60.0 / tempo
     score_s = float(score.highestTime) * seconds_per_beat
     repeats = max(1, int(np.ceil(MIN_SECONDS / max(score_s, 1e-6))))
-    length_s = repeats * score_s + 1.5
+    length_s = min(repeats * score_s, MAX_SECONDS) + 1.5
     folder = out_dir / name
     folder.mkdir(parents=True, exist_ok=True)
     stems = {}
     with tempfile.TemporaryDirectory() as tmp:
         for index, part in enumerate(parts):
             base = part_notes(part, seconds_per_beat)
-            notes = [(s + r * score_s, e + r * score_s, p, v) for r in range(repeats) for s, e, p, v in base]
+            notes = [(s + r * score_s, e + r * score_s, p, v) for r in range(repeats) for s, e, p, v in base
+                     if s + r * score_s < length_s - 1.5]
             label = f"{index + 1}-{(part.partName or 'part').strip().lower().replace(' ', '-')}"[:40]
             stems[label] = render_part(notes, programs[index % len(programs)], length_s, Path(tmp), label)
     mix = np.sum(list(stems.values()), axis=0)

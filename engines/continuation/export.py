@@ -96,7 +96,7 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
     example = feeds[0] | {"past": np.zeros_like(feeds[0]["past"][:, :, :, :, :0]).repeat(3, axis=4) + 0.1}
     with torch.no_grad():
         torch.onnx.export(
-            _Exported(model), tuple(torch.from_numpy(example[k]) for k in INPUT_NAMES), str(onnx_path),
+            _Exported(model).eval(), tuple(torch.from_numpy(example[k]) for k in INPUT_NAMES), str(onnx_path),
             input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES), opset_version=OPSET, dynamo=False,
             dynamic_axes={"tokens": {0: "batch", 1: "length"}, "va": {0: "batch", 1: "length"}, "style": {0: "batch"},
                           "positions": {0: "length"}, "past": {2: "batch", 4: "past_length"},

@@ -99,8 +99,11 @@ class Block(nn.Module):
             v = torch.cat([past[1], v], dim=2)
         key_positions = torch.cumsum(torch.ones_like(k[0, 0, :, 0], dtype=torch.long), 0) - 1
         mask = key_positions[None, :] <= positions[:, None]
-        attended = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.attention_dropout if self.training else 0.0)
+        if self.training:
+            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.attention_dropout)
+        else:  # spelled out for inference and export: a plain MatMul/Softmax ONNX graph
+            scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
+            attended = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1) @ v
         x = x + self.dropout(self.proj(attended.transpose(1, 2).flatten(2)))
         x = x + self.dropout(self.ff(self.norm2(x)))
         return x, torch.stack([k, v])

@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         step += 1
-        recent.append(float(loss))
+        recent.append(loss.item())
         if step % 10 == 0:
             log.write(json.dumps({"step": step, "train_loss": round(float(np.mean(recent)), 4),
                                   "lr": optimizer.param_groups[0]["lr"],

@@ -1,0 +1,77 @@
+"""The exported continuation model: card, sha256, KV-cache parity and constrained generation
+through a real ONNX Runtime session (numpy + onnxruntime only)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bridge.errors import ModelLoadError
+from engines.continuation import tokens as tk
+from engines.continuation.runtime import DEFAULT_MODEL, ContinuationModel
+from engines.continuation.sample import SamplingConfig, generate, scale_pitch_classes
+
+pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="export the model first")
+
+
+@pytest.fixture(scope="module")
+def model() -> ContinuationModel:
+    return ContinuationModel.load(DEFAULT_MODEL)
+
+
+def test_card_describes_the_file(model: ContinuationModel) -> None:
+    card = model.card
+    for key in ("model_file", "sha256", "data", "splits", "metrics", "inputs", "outputs", "model"):
+        assert key in card
+    assert card["model_file"] == DEFAULT_MODEL.name
+    assert [i["name"] for i in card["inputs"]] == ["tokens", "va", "style", "positions", "past"]
+    assert card["tokenizer"]["vocab_size"] == tk.VOCAB_SIZE
+    assert card["tokenizer"]["tokens"][tk.BAR] == "BAR"
+
+
+def test_cached_decoding_reproduces_the_export(model: ContinuationModel) -> None:
+    parity = DEFAULT_MODEL.with_name(model.card["parity"]["file"])
+    assert model.parity_check(parity) <= model.card["parity"]["atol"]
+
+
+def test_cache_equals_full_pass(model: ContinuationModel) -> None:
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(tk.NOTE_BASE, tk.VOCAB_SIZE, 20)
+    va = rng.uniform(-1, 1, (20, 2)).astype(np.float32)
+    full, cache = model.run(tokens, va, 1, model.empty_cache())
+    assert cache.shape[4] == 20
+    part, cache = model.run(tokens[:15], va[:15], 1, model.empty_cache())
+    rows = [part]
+    for i in range(15, 20):
+        step, cache = model.run(tokens[i:i + 1], va[i:i + 1], 1, cache)
+        rows.append(step)
+    assert np.allclose(np.concatenate(rows), full, atol=1e-4)
+
+
+def test_generation_closes_every_note(model: ContinuationModel) -> None:
+    config = SamplingConfig(temperature=1.0, top_p=0.95, seed=3, pitch_classes=scale_pitch_classes(0, "major"),
+                            max_polyphony=4, max_note_steps=48)
+    prompt = [tk.SOS, tk.BAR, tk.VELOCITY_BASE + 18, tk.note_token(tk.RIGHT, tk.NOTE_ON, 72),
+              tk.note_token(tk.LEFT, tk.NOTE_ON, 48), tk.SHIFT_BASE + 11,
+              tk.note_token(tk.RIGHT, tk.NOTE_OFF, 72), tk.note_token(tk.LEFT, tk.NOTE_OFF, 48)]
+    result = generate(model, prompt, bars=1, config=config, max_tokens=300)
+    notes, _, repaired = tk.decode(result.tokens)
+    assert repaired == 0 and result.tokens
+    assert all(n.pitch % 12 in config.pitch_classes and n.duration_steps <= 48 for n in notes)
+
+
+def test_a_changed_file_is_refused(tmp_path: Path) -> None:
+    copy = tmp_path / DEFAULT_MODEL.name
+    shutil.copy(DEFAULT_MODEL, copy)
+    card = json.loads(DEFAULT_MODEL.with_name("continuation.card.json").read_text())
+    card["sha256"] = "0" * 64
+    (tmp_path / "continuation.card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelLoadError, match="sha256"):
+        ContinuationModel.load(copy)
+    (tmp_path / "continuation.card.json").unlink()
+    with pytest.raises(ModelLoadError, match="card"):
+        ContinuationModel.load(copy)

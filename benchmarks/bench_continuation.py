@@ -42,7 +42,9 @@ def ort_uncached(model: ContinuationModel, prompt: np.ndarray, count: int) -> fl
     sequence = list(prompt)
     started = time.perf_counter()
     for _ in range(count):
-        logits, _ = model.run(np.array(sequence), np.zeros((len(sequence), 2), np.float32), 0, model.empty_cache())
+        logits, _ = model.run(
+            np.array(sequence), np.zeros((len(sequence), 2), np.float32), 0, model.empty_cache()
+        )
         sequence.append(int(np.argmax(logits[-1])))
     return count / (time.perf_counter() - started)
 
@@ -56,7 +58,9 @@ def torch_cached(checkpoint: Path, prompt: np.ndarray, count: int) -> float:
     net, _ = load_checkpoint(checkpoint)
     with torch.no_grad():
         tokens = torch.from_numpy(prompt)[None]
-        logits, cache = net(tokens, torch.zeros(1, len(prompt), 2), torch.tensor([0]), torch.arange(len(prompt)))
+        logits, cache = net(
+            tokens, torch.zeros(1, len(prompt), 2), torch.tensor([0]), torch.arange(len(prompt))
+        )
         started = time.perf_counter()
         for step in range(count):
             token = logits[0, -1].argmax().view(1, 1)
@@ -66,7 +70,9 @@ def torch_cached(checkpoint: Path, prompt: np.ndarray, count: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", type=Path, default=Path("onnx_models/continuation.onnx"))
     parser.add_argument("--checkpoint", type=Path, default=None, help="torch checkpoint for the torch column")
     parser.add_argument("--tokens", type=int, default=512)
@@ -75,24 +81,43 @@ def main() -> None:
     args = parser.parse_args()
     model = ContinuationModel.load(args.model)
     prompt = _prompt(128)
-    result: dict = {"machine": platform.node(), "model": str(args.model), "prompt_tokens": len(prompt),
-                    "tokens_per_s": {"ort_kv_cache": ort_cached(model, prompt, args.tokens),
-                                     "ort_no_cache": ort_uncached(model, prompt, args.uncached_tokens)}}
+    result: dict = {
+        "machine": platform.node(),
+        "model": str(args.model),
+        "prompt_tokens": len(prompt),
+        "tokens_per_s": {
+            "ort_kv_cache": ort_cached(model, prompt, args.tokens),
+            "ort_no_cache": ort_uncached(model, prompt, args.uncached_tokens),
+        },
+    }
     if args.checkpoint:
         result["tokens_per_s"]["torch_kv_cache"] = torch_cached(args.checkpoint, prompt, args.tokens)
     rates = result["tokens_per_s"]
     result["speedup_cache_vs_no_cache"] = rates["ort_kv_cache"] / rates["ort_no_cache"]
     seconds, lengths = [], []
-    start_prompt = [tk.SOS, tk.BAR, tk.VELOCITY_BASE + 18, tk.note_token(tk.RIGHT, tk.NOTE_ON, 72),
-                    tk.note_token(tk.LEFT, tk.NOTE_ON, 48), tk.SHIFT_BASE + 47,
-                    tk.note_token(tk.RIGHT, tk.NOTE_OFF, 72), tk.note_token(tk.LEFT, tk.NOTE_OFF, 48)]
+    start_prompt = [
+        tk.SOS,
+        tk.BAR,
+        tk.VELOCITY_BASE + 18,
+        tk.note_token(tk.RIGHT, tk.NOTE_ON, 72),
+        tk.note_token(tk.LEFT, tk.NOTE_ON, 48),
+        tk.SHIFT_BASE + 47,
+        tk.note_token(tk.RIGHT, tk.NOTE_OFF, 72),
+        tk.note_token(tk.LEFT, tk.NOTE_OFF, 48),
+    ]
     for seed in range(args.generations):
         started = time.perf_counter()
-        generation = generate(model, start_prompt, bars=8, config=SamplingConfig(seed=seed, top_p=0.95), max_tokens=1500)
+        generation = generate(
+            model, start_prompt, bars=8, config=SamplingConfig(seed=seed, top_p=0.95), max_tokens=1500
+        )
         seconds.append(time.perf_counter() - started)
         lengths.append(len(generation.tokens))
-    result["eight_bars"] = {"median_s": float(np.median(seconds)), "max_s": float(max(seconds)),
-                            "median_tokens": float(np.median(lengths)), "runs": len(seconds)}
+    result["eight_bars"] = {
+        "median_s": float(np.median(seconds)),
+        "max_s": float(max(seconds)),
+        "median_tokens": float(np.median(lengths)),
+        "runs": len(seconds),
+    }
     print(json.dumps(result, indent=1))
 
 

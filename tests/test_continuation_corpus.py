@@ -57,3 +57,26 @@ def test_affect_labels_follow_mode_and_density() -> None:
 def test_token_steps_follow_time_shifts() -> None:
     tokens = [tk.SOS, tk.SHIFT_BASE + 11, tk.BAR, tk.SHIFT_BASE, tk.SHIFT_BASE + 2, tk.EOS]
     assert list(token_steps(tokens)) == [0, 0, 12, 12, 13, 16]
+
+
+def test_noise_probe_regions() -> None:
+    from engines.continuation.noise_probe import regions
+
+    curve = np.zeros(60)
+    curve[20:30] = 3.0  # the injected span (10 tokens): high loss
+    curve[30:33] = 1.0  # a slow return after it
+    result = regions(curve, start=20, length=10, tolerance=0.1)
+    assert result["baseline"] == 0.0 and result["peak_end"] == 33
+    assert abs(result["peak"] - 33.0 / 13) < 1e-9
+    assert result["assimilation"] == 0.0  # 33..34 = the end of the span + 4
+    assert result["recovery"] == 0.0
+    never = regions(np.r_[np.zeros(10), np.ones(20)], start=10, length=5, tolerance=0.1)
+    assert never["peak_end"] == 30 and np.isnan(never["recovery"])
+
+
+def test_key_profiles_match_the_harmonizer() -> None:
+    from engines.continuation import affect
+    from engines.harmonizer.affect import MAJOR_PROFILE, MINOR_PROFILE
+
+    assert np.array_equal(affect.MAJOR_PROFILE, MAJOR_PROFILE)
+    assert np.array_equal(affect.MINOR_PROFILE, MINOR_PROFILE)

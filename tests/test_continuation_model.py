@@ -7,14 +7,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from engines.continuation import tokens as tk  # noqa: E402
-from engines.continuation.model import ContinuationModel, ModelConfig, parameter_counts  # noqa: E402
-from engines.continuation.train import transpose  # noqa: E402
+from engines.continuation import tokens as tk
+from engines.continuation.model import ContinuationModel, ModelConfig, parameter_counts
+from engines.continuation.train import transpose
 
 
 def _model(embedding: str) -> ContinuationModel:
     torch.manual_seed(0)
-    return ContinuationModel(ModelConfig(embedding=embedding, d_model=32, heads=2, layers=2, feedforward=64)).eval()
+    return ContinuationModel(
+        ModelConfig(embedding=embedding, d_model=32, heads=2, layers=2, feedforward=64)
+    ).eval()
 
 
 def test_smart_note_rows_are_pitch_plus_hand_plus_kind() -> None:
@@ -47,7 +49,9 @@ def test_incremental_decoding_matches_full_pass(embedding: str) -> None:
         logits, cache = model(tokens[:, :9], va[:, :9], style, torch.arange(9))
         steps = [logits]
         for i in range(9, length):
-            logits, cache = model(tokens[:, i:i + 1], va[:, i:i + 1], style, torch.arange(i, i + 1), cache)
+            logits, cache = model(
+                tokens[:, i : i + 1], va[:, i : i + 1], style, torch.arange(i, i + 1), cache
+            )
             steps.append(logits)
     assert cache.shape == (2, 2, 2, 2, length, 16)
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
@@ -66,8 +70,15 @@ def test_future_tokens_do_not_change_past_logits() -> None:
 
 
 def test_transpose_moves_notes_and_refuses_to_leave_the_keyboard() -> None:
-    tokens = np.array([tk.SOS, tk.VELOCITY_BASE, tk.note_token(tk.RIGHT, tk.NOTE_ON, 100),
-                       tk.SHIFT_BASE, tk.note_token(tk.RIGHT, tk.NOTE_OFF, 100)])
+    tokens = np.array(
+        [
+            tk.SOS,
+            tk.VELOCITY_BASE,
+            tk.note_token(tk.RIGHT, tk.NOTE_ON, 100),
+            tk.SHIFT_BASE,
+            tk.note_token(tk.RIGHT, tk.NOTE_OFF, 100),
+        ]
+    )
     moved = transpose(tokens, 5)
     assert tk.parse_note_token(int(moved[2])) == (tk.RIGHT, tk.NOTE_ON, 105)
     assert list(moved[[0, 1, 3]]) == list(tokens[[0, 1, 3]])

@@ -47,17 +47,30 @@ def test_cache_equals_full_pass(model: ContinuationModel) -> None:
     part, cache = model.run(tokens[:15], va[:15], 1, model.empty_cache())
     rows = [part]
     for i in range(15, 20):
-        step, cache = model.run(tokens[i:i + 1], va[i:i + 1], 1, cache)
+        step, cache = model.run(tokens[i : i + 1], va[i : i + 1], 1, cache)
         rows.append(step)
     assert np.allclose(np.concatenate(rows), full, atol=1e-4)
 
 
 def test_generation_closes_every_note(model: ContinuationModel) -> None:
-    config = SamplingConfig(temperature=1.0, top_p=0.95, seed=3, pitch_classes=scale_pitch_classes(0, "major"),
-                            max_polyphony=4, max_note_steps=48)
-    prompt = [tk.SOS, tk.BAR, tk.VELOCITY_BASE + 18, tk.note_token(tk.RIGHT, tk.NOTE_ON, 72),
-              tk.note_token(tk.LEFT, tk.NOTE_ON, 48), tk.SHIFT_BASE + 11,
-              tk.note_token(tk.RIGHT, tk.NOTE_OFF, 72), tk.note_token(tk.LEFT, tk.NOTE_OFF, 48)]
+    config = SamplingConfig(
+        temperature=1.0,
+        top_p=0.95,
+        seed=3,
+        pitch_classes=scale_pitch_classes(0, "major"),
+        max_polyphony=4,
+        max_note_steps=48,
+    )
+    prompt = [
+        tk.SOS,
+        tk.BAR,
+        tk.VELOCITY_BASE + 18,
+        tk.note_token(tk.RIGHT, tk.NOTE_ON, 72),
+        tk.note_token(tk.LEFT, tk.NOTE_ON, 48),
+        tk.SHIFT_BASE + 11,
+        tk.note_token(tk.RIGHT, tk.NOTE_OFF, 72),
+        tk.note_token(tk.LEFT, tk.NOTE_OFF, 48),
+    ]
     result = generate(model, prompt, bars=1, config=config, max_tokens=300)
     notes, _, repaired = tk.decode(result.tokens)
     assert repaired == 0 and result.tokens

@@ -3,6 +3,8 @@ the real ONNX model in test_continuation_onnx.py)."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -16,16 +18,18 @@ class RandomLogitsModel:
     def __init__(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
         self.bias = np.zeros(tk.VOCAB_SIZE)
-        self.bias[tk.NOTE_BASE:tk.VELOCITY_BASE] = 2.0
+        self.bias[tk.NOTE_BASE : tk.VELOCITY_BASE] = 2.0
         self.bias[tk.BAR] = -1.0
 
     def empty_cache(self) -> np.ndarray:
         return np.zeros((1, 2, 1, 1, 0, 4), dtype=np.float32)
 
-    def run(self, tokens, va, style, past):  # noqa: ANN001, ANN201 - mirrors the runtime signature
+    def run(self, tokens, va, style, past):
         length = len(np.asarray(tokens).reshape(-1))
         logits = self.rng.normal(0, 2, (length, tk.VOCAB_SIZE)) + self.bias
-        return logits.astype(np.float32), np.concatenate([past, np.zeros((1, 2, 1, 1, length, 4), np.float32)], axis=4)
+        return logits.astype(np.float32), np.concatenate(
+            [past, np.zeros((1, 2, 1, 1, length, 4), np.float32)], axis=4
+        )
 
 
 def _check(tokens: list[int], config: SamplingConfig) -> tuple[list[tk.NoteEvent], int]:
@@ -48,18 +52,29 @@ def _check(tokens: list[int], config: SamplingConfig) -> tuple[list[tk.NoteEvent
     assert max(peak.values()) <= config.max_polyphony
     notes, _, repaired = tk.decode(tokens)
     assert repaired == 0
+    velocity_then = [b for a, b in itertools.pairwise(tokens) if tk.is_velocity(a)]
+    assert all(tk.is_note(t) and tk.parse_note_token(t)[1] == tk.NOTE_ON for t in velocity_then)
     return notes, sum(1 for t in tokens if t == tk.BAR)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_generation_respects_every_constraint(seed: int) -> None:
-    config = SamplingConfig(temperature=1.2, top_k=40, top_p=0.95, seed=seed,
-                            pitch_classes=scale_pitch_classes(2, "major"), right_range=(60, 84),
-                            left_range=(36, 59), max_polyphony=3, max_note_steps=24)
+    config = SamplingConfig(
+        temperature=1.2,
+        top_k=40,
+        top_p=0.95,
+        seed=seed,
+        pitch_classes=scale_pitch_classes(2, "major"),
+        right_range=(60, 84),
+        left_range=(36, 59),
+        max_polyphony=3,
+        max_note_steps=24,
+    )
     prompt = [tk.SOS, tk.note_token(tk.RIGHT, tk.NOTE_ON, 62), tk.SHIFT_BASE + 5]
     result = generate(RandomLogitsModel(seed), prompt, bars=2, config=config, max_tokens=400)
     notes, bars = _check(prompt[1:] + result.tokens, config)
-    assert bars <= 2 and result.bars == bars
+    assert bars == result.bars == 2
+    assert tk.decode(prompt[1:] + result.tokens)[1] == [48, 96]  # bar lines on the 4/4 grid, nowhere else
     generated = [n for n in notes if n.onset_steps > 0]
     assert generated, "the fake model favours notes; some must come out"
     for note in generated:
@@ -72,7 +87,9 @@ def test_same_seed_same_output_and_different_seed_differs() -> None:
     config = SamplingConfig(seed=5)
     first = generate(RandomLogitsModel(0), [tk.SOS], bars=1, config=config, max_tokens=200).tokens
     again = generate(RandomLogitsModel(0), [tk.SOS], bars=1, config=config, max_tokens=200).tokens
-    other = generate(RandomLogitsModel(0), [tk.SOS], bars=1, config=SamplingConfig(seed=6), max_tokens=200).tokens
+    other = generate(
+        RandomLogitsModel(0), [tk.SOS], bars=1, config=SamplingConfig(seed=6), max_tokens=200
+    ).tokens
     assert first == again and first != other
 
 
@@ -100,7 +117,37 @@ def test_runtime_modules_import_neither_torch_nor_music21() -> None:
     import subprocess
     import sys
 
-    code = ("import sys, engines.continuation, engines.continuation.sample, engines.continuation.runtime;"
-            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'music21'}))")
+    code = (
+        "import sys, engines.continuation, engines.continuation.sample, engines.continuation.runtime;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'music21'}))"
+    )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"
+
+
+def test_midi_round_trip_keeps_hands_and_grid_times(tmp_path) -> None:
+    from engines.continuation.offline import read_midi, write_midi
+
+    notes = tk.canonicalize(
+        [
+            tk.NoteEvent(0, tk.RIGHT, 72, 12, 80),
+            tk.NoteEvent(0, tk.LEFT, 72, 24, 40),
+            tk.NoteEvent(18, tk.LEFT, 40, 4, 100),
+            tk.NoteEvent(50, tk.RIGHT, 55, 30, 64),
+        ]
+    )[0]
+    path = tmp_path / "two_hands.mid"
+    write_midi(notes, path, bar_steps=36, tempo=600000)
+    read, bar_steps, tempo = read_midi(path)
+    assert read == notes and bar_steps == 36 and tempo == 600000
+
+
+def test_offline_continuation_starts_at_the_next_bar_line() -> None:
+    from engines.continuation.offline import continue_notes
+
+    notes = [tk.NoteEvent(0, tk.RIGHT, 72, 12, 80), tk.NoteEvent(60, tk.LEFT, 48, 10, 80)]
+    generated = continue_notes(
+        RandomLogitsModel(1), notes, bar_steps=48, bars=2, config=SamplingConfig(seed=1)
+    )
+    assert generated and min(n.onset_steps for n in generated) >= 96
+    assert max(n.end_steps for n in generated) <= 96 + 2 * 48 + 1

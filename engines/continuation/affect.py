@@ -19,15 +19,20 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from engines.harmonizer.affect import MAJOR_PROFILE, MINOR_PROFILE
-
 from .tokens import STEPS_PER_QUARTER, NoteEvent, is_shift, shift_steps
 
-__all__ = ["mode_score", "valence_arousal", "token_steps", "token_va"]
+__all__ = ["MAJOR_PROFILE", "MINOR_PROFILE", "mode_score", "token_steps", "token_va", "valence_arousal"]
+
+# Krumhansl-Kessler key profiles (the same values as engines.harmonizer.affect; kept here so this
+# engine does not import the harmonizer package and its ONNX Runtime session code).
+MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 
 def _profiles() -> np.ndarray:
-    stacked = np.array([np.roll(MAJOR_PROFILE, t) for t in range(12)] + [np.roll(MINOR_PROFILE, t) for t in range(12)])
+    stacked = np.array(
+        [np.roll(MAJOR_PROFILE, t) for t in range(12)] + [np.roll(MINOR_PROFILE, t) for t in range(12)]
+    )
     centered = stacked - stacked.mean(1, keepdims=True)
     return centered / np.linalg.norm(centered, axis=1, keepdims=True)
 
@@ -49,7 +54,9 @@ def _smooth(values: np.ndarray, width: int) -> np.ndarray:
     if width <= 1 or len(values) == 0:
         return values
     kernel = np.ones(width) / width
-    padded = np.pad(values, [(width // 2, width - 1 - width // 2)] + [(0, 0)] * (values.ndim - 1), mode="edge")
+    padded = np.pad(
+        values, [(width // 2, width - 1 - width // 2)] + [(0, 0)] * (values.ndim - 1), mode="edge"
+    )
     if values.ndim == 1:
         return np.convolve(padded, kernel, mode="valid")
     return np.stack([np.convolve(padded[:, i], kernel, mode="valid") for i in range(values.shape[1])], axis=1)
@@ -70,7 +77,7 @@ def valence_arousal(notes: Sequence[NoteEvent], total_steps: int, window_quarter
         velocity_sum[frame] += note.velocity
         pitch_sum[frame] += note.pitch
         last = min(frames - 1, (note.end_steps - 1) // STEPS_PER_QUARTER)
-        histogram[frame:last + 1, note.pitch % 12] += 1.0
+        histogram[frame : last + 1, note.pitch % 12] += 1.0
     onsets_s, velocity_s, pitch_s = (_smooth(a, window_quarters) for a in (onsets, velocity_sum, pitch_sum))
     has = onsets_s > 1e-9
     density = np.tanh((onsets_s - 2.0) / 2.0)

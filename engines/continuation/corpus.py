@@ -26,11 +26,34 @@ from pathlib import Path
 import numpy as np
 
 from .affect import token_va, valence_arousal
-from .tokens import (HIGH_PITCH, LEFT, LOW_PITCH, NOTE_BASE, NOTE_ON, NUM_PITCHES, RIGHT, STEPS_PER_QUARTER,
-                     NoteEvent, canonicalize, encode)
+from .tokens import (
+    HIGH_PITCH,
+    LEFT,
+    LOW_PITCH,
+    NOTE_BASE,
+    NOTE_ON,
+    NUM_PITCHES,
+    RIGHT,
+    STEPS_PER_QUARTER,
+    NoteEvent,
+    canonicalize,
+    encode,
+)
 
-__all__ = ["STYLES", "DEFAULT_CACHE", "SPLITS_DIR", "Corpus", "corpus_sources", "split_of", "extract",
-           "build_cache", "load_corpus", "load_split_ids", "pitch_hand_nmi", "summary"]
+__all__ = [
+    "DEFAULT_CACHE",
+    "SPLITS_DIR",
+    "STYLES",
+    "Corpus",
+    "build_cache",
+    "corpus_sources",
+    "extract",
+    "load_corpus",
+    "load_split_ids",
+    "pitch_hand_nmi",
+    "split_of",
+    "summary",
+]
 
 STYLES: tuple[str, ...] = ("piano", "chorale", "quartet", "part")
 DEFAULT_CACHE = Path("/work/runs/continuation/cache")
@@ -39,8 +62,22 @@ SPLIT_SEED = "scorebridge-continuation-v1"
 CACHE_FILE = "corpus_v1.npz"
 DEFAULT_VELOCITY = 72
 _PART_MUSIC = ("bach", "beethoven", "haydn", "mozart", "monteverdi")
-_KEYBOARD_AND_MIXED = ("beach", "chopin", "cpebach", "handel", "joplin", "johnson_j_r", "liliuokalani",
-                       "schoenberg", "schubert", "schumann_clara", "schumann_robert", "weber", "corelli", "webern")
+_KEYBOARD_AND_MIXED = (
+    "beach",
+    "chopin",
+    "cpebach",
+    "handel",
+    "joplin",
+    "johnson_j_r",
+    "liliuokalani",
+    "schoenberg",
+    "schubert",
+    "schumann_clara",
+    "schumann_robert",
+    "weber",
+    "corelli",
+    "webern",
+)
 _SCORE_SUFFIXES = (".mxl", ".xml", ".musicxml", ".krn")
 
 
@@ -82,7 +119,9 @@ def _group_of(piece_id: str) -> str:
 
 def split_of(piece_id: str, seed: str = SPLIT_SEED) -> str:
     """Seeded, stable 80/10/10 assignment of a piece (by its work group)."""
-    bucket = int.from_bytes(hashlib.sha256(f"{seed}:{_group_of(piece_id)}".encode()).digest()[:4], "big") % 100
+    bucket = (
+        int.from_bytes(hashlib.sha256(f"{seed}:{_group_of(piece_id)}".encode()).digest()[:4], "big") % 100
+    )
     return "train" if bucket < 80 else ("val" if bucket < 90 else "test")
 
 
@@ -98,8 +137,15 @@ def _hands(score, piece_id: str) -> tuple[list, list, str]:
     if len(parts) < 2:
         raise ValueError(f"{piece_id}: {len(parts)} part(s); two hands need at least two")
     upper = math.ceil(len(parts) / 2)
-    style = "chorale" if piece_id.startswith("bach/") else (
-        "quartet" if piece_id.split("/")[0] in ("beethoven", "haydn", "mozart") and len(parts) == 4 else "part")
+    style = (
+        "chorale"
+        if piece_id.startswith("bach/")
+        else (
+            "quartet"
+            if piece_id.split("/")[0] in ("beethoven", "haydn", "mozart") and len(parts) == 4
+            else "part"
+        )
+    )
     return parts[:upper], parts[upper:], style
 
 
@@ -114,14 +160,18 @@ def extract(piece_id: str) -> tuple[list[NoteEvent], list[int], str, dict[str, i
     for hand, parts in ((RIGHT, right), (LEFT, left)):
         for part in parts:
             flat = part.flatten()
-            marks = sorted((float(d.offset), d.volumeScalar) for d in flat.getElementsByClass(dynamics.Dynamic))
+            marks = sorted(
+                (float(d.offset), d.volumeScalar) for d in flat.getElementsByClass(dynamics.Dynamic)
+            )
             notes.extend(_part_notes(flat, hand, marks, counters))
     measures = score.parts[0].getElementsByClass(stream.Measure)
     bars = sorted({round(float(m.offset) * STEPS_PER_QUARTER) for m in measures})
     return notes, bars, style, counters
 
 
-def _part_notes(flat, hand: int, marks: list[tuple[float, float]], counters: dict[str, int]) -> list[NoteEvent]:
+def _part_notes(
+    flat, hand: int, marks: list[tuple[float, float]], counters: dict[str, int]
+) -> list[NoteEvent]:
     """Notes of one flattened part with tied notes merged (music21's stripTies is ~7 s a part)."""
     spans: list[list] = []  # [start, end, pitch, velocity]
     open_ties: dict[int, list] = {}
@@ -181,25 +231,38 @@ def build_cache(cache_dir: Path = DEFAULT_CACHE, limit: int | None = None) -> Pa
         totals["shortened"] += stats.shortened
         totals["duplicates"] += stats.duplicates
         end = max(n.end_steps for n in canonical)
-        tokens = np.array(encode(canonical, [b for b in bars if b <= end], add_sos=True, add_eos=True), dtype=np.int16)
+        tokens = np.array(
+            encode(canonical, [b for b in bars if b <= end], add_sos=True, add_eos=True), dtype=np.int16
+        )
         all_tokens.append(tokens)
         all_va.append(token_va(tokens, valence_arousal(canonical, end)).astype(np.float16))
         offsets.append(offsets[-1] + len(tokens))
         ids.append(piece_id)
         styles.append(STYLES.index(style))
         if number % 25 == 0 or number == len(sources):
-            print(f"[{number}/{len(sources)}] {time.monotonic() - started:.0f}s {piece_id} ({style}, {len(tokens)} tokens)",
-                  flush=True)
+            print(
+                f"[{number}/{len(sources)}] {time.monotonic() - started:.0f}s "
+                f"{piece_id} ({style}, {len(tokens)} tokens)",
+                flush=True,
+            )
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / CACHE_FILE
-    np.savez_compressed(path, tokens=np.concatenate(all_tokens), va=np.concatenate(all_va),
-                        offsets=np.array(offsets, dtype=np.int64), piece_ids=np.array(ids),
-                        styles=np.array(styles, dtype=np.int64))
+    np.savez_compressed(
+        path,
+        tokens=np.concatenate(all_tokens),
+        va=np.concatenate(all_va),
+        offsets=np.array(offsets, dtype=np.int64),
+        piece_ids=np.array(ids),
+        styles=np.array(styles, dtype=np.int64),
+    )
     SPLITS_DIR.mkdir(exist_ok=True)
     for split in ("train", "val", "test"):
         (SPLITS_DIR / f"{split}.txt").write_text("".join(f"{p}\n" for p in ids if split_of(p) == split))
-    (cache_dir / "build.json").write_text(json.dumps({"dropped": totals, "skipped": skipped,
-                                                       "seconds": round(time.monotonic() - started, 1)}, indent=1))
+    (cache_dir / "build.json").write_text(
+        json.dumps(
+            {"dropped": totals, "skipped": skipped, "seconds": round(time.monotonic() - started, 1)}, indent=1
+        )
+    )
     print(json.dumps({"dropped": totals, "skipped": len(skipped)}), flush=True)
     return path
 
@@ -221,9 +284,17 @@ def load_corpus(cache_dir: Path = DEFAULT_CACHE) -> Corpus:
     ids = [str(p) for p in data["piece_ids"]]
     unknown = [p for p in ids if p not in membership]
     if unknown:
-        raise ValueError(f"{len(unknown)} cached pieces are in no split list (first: {unknown[0]}); rebuild the cache")
-    return Corpus(data["tokens"].astype(np.int64), data["va"].astype(np.float32), data["offsets"], ids,
-                  data["styles"], [membership[p] for p in ids])
+        raise ValueError(
+            f"{len(unknown)} cached pieces are in no split list (first: {unknown[0]}); rebuild the cache"
+        )
+    return Corpus(
+        data["tokens"].astype(np.int64),
+        data["va"].astype(np.float32),
+        data["offsets"],
+        ids,
+        data["styles"],
+        [membership[p] for p in ids],
+    )
 
 
 def pitch_hand_nmi(tokens: np.ndarray) -> float:
@@ -254,13 +325,18 @@ def summary(data: Corpus) -> dict:
     for split in ("train", "val", "test"):
         index = data.piece_indices(split)
         lengths = data.offsets[index + 1] - data.offsets[index]
-        result[split] = {"pieces": int(len(index)), "tokens": int(lengths.sum()),
-                         "styles": {STYLES[s]: int((data.styles[index] == s).sum()) for s in range(len(STYLES))}}
+        result[split] = {
+            "pieces": len(index),
+            "tokens": int(lengths.sum()),
+            "styles": {STYLES[s]: int((data.styles[index] == s).sum()) for s in range(len(STYLES))},
+        }
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engines.continuation.corpus", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m engines.continuation.corpus", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("command", choices=("build", "stats"))
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--limit", type=int, default=None, help="parse only the first N sources")

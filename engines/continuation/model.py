@@ -17,7 +17,7 @@ from torch import nn
 
 from .tokens import NOTE_BASE, NUM_NOTE_TOKENS, NUM_PITCHES, VOCAB_SIZE
 
-__all__ = ["EMBEDDINGS", "ModelConfig", "SmartEmbedding", "ContinuationModel", "parameter_counts"]
+__all__ = ["EMBEDDINGS", "ContinuationModel", "ModelConfig", "SmartEmbedding", "parameter_counts"]
 
 EMBEDDINGS = ("smart", "plain")
 
@@ -84,13 +84,22 @@ class Block(nn.Module):
         self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
         self.proj = nn.Linear(config.d_model, config.d_model)
         self.norm2 = nn.LayerNorm(config.d_model)
-        self.ff = nn.Sequential(nn.Linear(config.d_model, config.feedforward), nn.GELU(),
-                                nn.Linear(config.feedforward, config.d_model))
+        self.ff = nn.Sequential(
+            nn.Linear(config.d_model, config.feedforward),
+            nn.GELU(),
+            nn.Linear(config.feedforward, config.d_model),
+        )
         self.dropout = nn.Dropout(config.dropout)
         self.attention_dropout = config.dropout
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor,
-                past: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        positions: torch.Tensor,
+        past: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         # no sizes read from shapes, so a traced ONNX graph stays valid for any length and cache
         q, k, v = self.qkv(self.norm1(x)).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
@@ -100,7 +109,9 @@ class Block(nn.Module):
         key_positions = torch.cumsum(torch.ones_like(k[0, 0, :, 0], dtype=torch.long), 0) - 1
         mask = key_positions[None, :] <= positions[:, None]
         if self.training:
-            attended = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.attention_dropout)
+            attended = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.attention_dropout
+            )
         else:  # spelled out for inference and export: a plain MatMul/Softmax ONNX graph
             scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
             attended = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1) @ v
@@ -116,7 +127,11 @@ class ContinuationModel(nn.Module):
         super().__init__()
         self.config = config
         d = config.d_model
-        self.embed = SmartEmbedding(d, config.vocab_size) if config.embedding == "smart" else nn.Embedding(config.vocab_size, d)
+        self.embed = (
+            SmartEmbedding(d, config.vocab_size)
+            if config.embedding == "smart"
+            else nn.Embedding(config.vocab_size, d)
+        )
         self.va = nn.Linear(2, d)
         self.style = nn.Embedding(config.num_styles, d)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
@@ -124,8 +139,11 @@ class ContinuationModel(nn.Module):
         self.head = nn.Linear(d, config.vocab_size)
         self.dropout = nn.Dropout(config.dropout)
         half = d // config.heads // 2
-        self.register_buffer("inv_freq", config.rope_base ** (-torch.arange(half, dtype=torch.float32) / half),
-                             persistent=False)
+        self.register_buffer(
+            "inv_freq",
+            config.rope_base ** (-torch.arange(half, dtype=torch.float32) / half),
+            persistent=False,
+        )
         self.apply(self._init)
 
     @staticmethod
@@ -135,8 +153,14 @@ class ContinuationModel(nn.Module):
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
 
-    def forward(self, tokens: torch.Tensor, va: torch.Tensor, style: torch.Tensor, positions: torch.Tensor,
-                past: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        va: torch.Tensor,
+        style: torch.Tensor,
+        positions: torch.Tensor,
+        past: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """past/present: [layers, 2, B, heads, P, head_dim]; positions: absolute positions of tokens."""
         x = self.embed(tokens) + self.va(va) + self.style(style)[:, None, :]
         x = self.dropout(x)
@@ -156,6 +180,8 @@ def parameter_counts(model: ContinuationModel) -> dict[str, int]:
         note = sum(p.numel() for p in (embed.pitch.weight, embed.hand.weight, embed.kind.weight))
     else:
         note = NUM_NOTE_TOKENS * embed.weight.shape[1]
-    return {"total": sum(p.numel() for p in model.parameters()),
-            "embedding": sum(p.numel() for p in embed.parameters()),
-            "note_embedding": note}
+    return {
+        "total": sum(p.numel() for p in model.parameters()),
+        "embedding": sum(p.numel() for p in embed.parameters()),
+        "note_embedding": note,
+    }

@@ -25,12 +25,40 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
-    "PAD", "SOS", "EOS", "UNK", "BAR", "RIGHT", "LEFT", "NOTE_ON", "NOTE_OFF",
-    "LOW_PITCH", "HIGH_PITCH", "NUM_PITCHES", "NOTE_BASE", "NUM_NOTE_TOKENS",
-    "VELOCITY_BASE", "NUM_VELOCITIES", "SHIFT_BASE", "MAX_SHIFT_STEPS", "STEPS_PER_QUARTER",
-    "VOCAB_SIZE", "NoteEvent", "CanonicalStats", "note_token", "parse_note_token",
-    "velocity_bin", "velocity_of_bin", "is_note", "is_velocity", "is_shift", "shift_steps",
-    "token_name", "canonicalize", "encode", "decode",
+    "BAR",
+    "EOS",
+    "HIGH_PITCH",
+    "LEFT",
+    "LOW_PITCH",
+    "MAX_SHIFT_STEPS",
+    "NOTE_BASE",
+    "NOTE_OFF",
+    "NOTE_ON",
+    "NUM_NOTE_TOKENS",
+    "NUM_PITCHES",
+    "NUM_VELOCITIES",
+    "PAD",
+    "RIGHT",
+    "SHIFT_BASE",
+    "SOS",
+    "STEPS_PER_QUARTER",
+    "UNK",
+    "VELOCITY_BASE",
+    "VOCAB_SIZE",
+    "CanonicalStats",
+    "NoteEvent",
+    "canonicalize",
+    "decode",
+    "encode",
+    "is_note",
+    "is_shift",
+    "is_velocity",
+    "note_token",
+    "parse_note_token",
+    "shift_steps",
+    "token_name",
+    "velocity_bin",
+    "velocity_of_bin",
 ]
 
 PAD, SOS, EOS, UNK, BAR = 0, 1, 2, 3, 4
@@ -164,13 +192,20 @@ def canonicalize(notes: Iterable[NoteEvent]) -> tuple[list[NoteEvent], Canonical
                 continue
             if kept and kept[-1].end_steps > note.onset_steps:
                 last = kept[-1]
-                kept[-1] = NoteEvent(last.onset_steps, last.hand, last.pitch,
-                                     note.onset_steps - last.onset_steps, last.velocity)
+                kept[-1] = NoteEvent(
+                    last.onset_steps,
+                    last.hand,
+                    last.pitch,
+                    note.onset_steps - last.onset_steps,
+                    last.velocity,
+                )
                 stats.shortened += 1
             kept.append(note)
         result.extend(kept)
-    result = [NoteEvent(n.onset_steps, n.hand, n.pitch, n.duration_steps,
-                        velocity_of_bin(velocity_bin(n.velocity))) for n in result]
+    result = [
+        NoteEvent(n.onset_steps, n.hand, n.pitch, n.duration_steps, velocity_of_bin(velocity_bin(n.velocity)))
+        for n in result
+    ]
     return sorted(result), stats
 
 
@@ -183,8 +218,13 @@ def _shifts(gap: int) -> list[int]:
     return tokens
 
 
-def encode(notes: Sequence[NoteEvent], bar_starts_steps: Sequence[int] = (), *,
-           add_sos: bool = False, add_eos: bool = False) -> list[int]:
+def encode(
+    notes: Sequence[NoteEvent],
+    bar_starts_steps: Sequence[int] = (),
+    *,
+    add_sos: bool = False,
+    add_eos: bool = False,
+) -> list[int]:
     """Tokens of canonical notes (see ``canonicalize``); raises ValueError on other input.
 
     At each time step: BAR (if a bar starts), NOTE_OFFs, then VELOCITY/NOTE_ONs; within a
@@ -213,7 +253,9 @@ def encode(notes: Sequence[NoteEvent], bar_starts_steps: Sequence[int] = (), *,
                 tokens.append(note_token(note.hand, NOTE_OFF, note.pitch))
                 continue
             if key in sounding:
-                raise ValueError(f"note {note} overlaps a held note of the same hand and pitch; canonicalize first")
+                raise ValueError(
+                    f"note {note} overlaps a held note of the same hand and pitch; canonicalize first"
+                )
             if velocity_of_bin(velocity_bin(note.velocity)) != note.velocity:
                 raise ValueError(f"velocity {note.velocity} of {note} is not a bin value; canonicalize first")
             bin_index = velocity_bin(note.velocity)

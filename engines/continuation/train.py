@@ -24,7 +24,7 @@ from .corpus import DEFAULT_CACHE, Corpus, load_corpus
 from .model import EMBEDDINGS, ContinuationModel, ModelConfig, parameter_counts
 from .tokens import HIGH_PITCH, LOW_PITCH, NOTE_BASE, NUM_PITCHES, PAD, VELOCITY_BASE
 
-__all__ = ["transpose", "sample_batch", "validation_windows", "evaluate", "load_checkpoint", "main"]
+__all__ = ["evaluate", "load_checkpoint", "main", "sample_batch", "transpose", "validation_windows"]
 
 
 def transpose(tokens: np.ndarray, semitones: int) -> np.ndarray | None:
@@ -40,8 +40,14 @@ def transpose(tokens: np.ndarray, semitones: int) -> np.ndarray | None:
     return moved
 
 
-def sample_batch(data: Corpus, pieces: np.ndarray, rng: np.random.Generator, batch: int, length: int,
-                 max_transpose: int = 6) -> tuple[np.ndarray, ...]:
+def sample_batch(
+    data: Corpus,
+    pieces: np.ndarray,
+    rng: np.random.Generator,
+    batch: int,
+    length: int,
+    max_transpose: int = 6,
+) -> tuple[np.ndarray, ...]:
     """Random windows of length+1 tokens (pieces drawn by length), randomly transposed."""
     lengths = (data.offsets[pieces + 1] - data.offsets[pieces]).astype(np.float64)
     chosen = rng.choice(pieces, size=batch, p=lengths / lengths.sum())
@@ -50,11 +56,11 @@ def sample_batch(data: Corpus, pieces: np.ndarray, rng: np.random.Generator, bat
     for row, piece in enumerate(chosen):
         start, end = int(data.offsets[piece]), int(data.offsets[piece + 1])
         begin = start + int(rng.integers(0, max(1, end - start - length)))
-        window = data.tokens[begin:begin + length + 1]
+        window = data.tokens[begin : begin + length + 1]
         shift = int(rng.integers(-max_transpose, max_transpose + 1))
         moved = transpose(window, shift)
-        tokens[row, :len(window)] = window if moved is None else moved
-        va[row, :len(window)] = data.va[begin:begin + length + 1]
+        tokens[row, : len(window)] = window if moved is None else moved
+        va[row, : len(window)] = data.va[begin : begin + length + 1]
     return tokens, va, data.styles[chosen].astype(np.int64)
 
 
@@ -66,21 +72,27 @@ def validation_windows(data: Corpus, split: str, length: int) -> tuple[np.ndarra
         for begin in range(start, end - 1, length):
             window = np.full(length + 1, PAD, dtype=np.int64)
             va = np.zeros((length + 1, 2), dtype=np.float32)
-            piece_tokens = data.tokens[begin:min(end, begin + length + 1)]
-            window[:len(piece_tokens)] = piece_tokens
-            va[:len(piece_tokens)] = data.va[begin:begin + len(piece_tokens)]
+            piece_tokens = data.tokens[begin : min(end, begin + length + 1)]
+            window[: len(piece_tokens)] = piece_tokens
+            va[: len(piece_tokens)] = data.va[begin : begin + len(piece_tokens)]
             rows.append(window), vas.append(va), styles.append(int(data.styles[piece]))
     if not rows:
         raise ValueError(f"split {split!r} has no pieces")
     return np.stack(rows), np.stack(vas), np.array(styles, dtype=np.int64)
 
 
-def _loss(model: ContinuationModel, tokens: torch.Tensor, va: torch.Tensor, style: torch.Tensor,
-          reduction: str = "mean") -> torch.Tensor:
+def _loss(
+    model: ContinuationModel,
+    tokens: torch.Tensor,
+    va: torch.Tensor,
+    style: torch.Tensor,
+    reduction: str = "mean",
+) -> torch.Tensor:
     length = tokens.shape[1] - 1
     logits, _ = model(tokens[:, :-1], va[:, :-1], style, torch.arange(length))
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1),
-                           ignore_index=PAD, reduction=reduction)
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), ignore_index=PAD, reduction=reduction
+    )
 
 
 @torch.no_grad()
@@ -114,7 +126,9 @@ def _learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engines.continuation.train", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m engines.continuation.train", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--embedding", choices=EMBEDDINGS, default="smart")
     parser.add_argument("--steps", type=int, default=900)
     parser.add_argument("--batch", type=int, default=16)
@@ -134,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     data = load_corpus(args.cache)
     train_pieces = data.piece_indices("train")
     val = validation_windows(data, "val", args.length)
-    config = ModelConfig(embedding=args.embedding, d_model=args.d_model, layers=args.layers,
-                         feedforward=4 * args.d_model)
+    config = ModelConfig(
+        embedding=args.embedding, d_model=args.d_model, layers=args.layers, feedforward=4 * args.d_model
+    )
     model = ContinuationModel(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     rng = np.random.default_rng(args.seed)
@@ -145,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     if last.exists():
         state = torch.load(last, map_location="cpu", weights_only=False)
         if state["config"] != config.to_dict():
-            raise ValueError(f"{last} was trained with {state['config']}, not {config.to_dict()}; use another --out")
+            raise ValueError(
+                f"{last} was trained with {state['config']}, not {config.to_dict()}; use another --out"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]
@@ -154,15 +171,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"resumed from {last} at step {step}", flush=True)
     log = (args.out / "log.jsonl").open("a")
     counts = parameter_counts(model)
-    log.write(json.dumps({"event": "start", "step": step, "args": {k: str(v) for k, v in vars(args).items()},
-                          "parameters": counts, "val_windows": len(val[0])}) + "\n")
+    log.write(
+        json.dumps(
+            {
+                "event": "start",
+                "step": step,
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "parameters": counts,
+                "val_windows": len(val[0]),
+            }
+        )
+        + "\n"
+    )
     log.flush()
     started, recent = time.monotonic(), []
     model.train()
     while step < args.steps:
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, args.steps, args.lr, args.warmup)
-        tokens, va, style = (torch.from_numpy(a) for a in sample_batch(data, train_pieces, rng, args.batch, args.length))
+        tokens, va, style = (
+            torch.from_numpy(a) for a in sample_batch(data, train_pieces, rng, args.batch, args.length)
+        )
         loss = _loss(model, tokens, va, style)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -171,23 +200,48 @@ def main(argv: list[str] | None = None) -> int:
         step += 1
         recent.append(loss.item())
         if step % 10 == 0:
-            log.write(json.dumps({"step": step, "train_loss": round(float(np.mean(recent)), 4),
-                                  "lr": optimizer.param_groups[0]["lr"],
-                                  "elapsed_s": round(time.monotonic() - started, 1)}) + "\n")
+            log.write(
+                json.dumps(
+                    {
+                        "step": step,
+                        "train_loss": round(float(np.mean(recent)), 4),
+                        "lr": optimizer.param_groups[0]["lr"],
+                        "elapsed_s": round(time.monotonic() - started, 1),
+                    }
+                )
+                + "\n"
+            )
             log.flush()
             recent = []
         if step % args.eval_every == 0 or step == args.steps:
             val_loss = evaluate(model, val)
-            state = {"config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step,
-                     "best_val": min(best, val_loss), "val_loss": val_loss, "parameters": counts}
+            state = {
+                "config": config.to_dict(),
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rng": rng.bit_generator.state,
+                "torch_rng": torch.get_rng_state(),
+                "step": step,
+                "best_val": min(best, val_loss),
+                "val_loss": val_loss,
+                "parameters": counts,
+            }
             if val_loss < best:
                 best = val_loss
                 torch.save(state, args.out / "best.pt")
             torch.save(state, args.out / "last.tmp")
             (args.out / "last.tmp").replace(last)
-            log.write(json.dumps({"step": step, "val_loss": round(val_loss, 4), "best_val": round(best, 4),
-                                  "elapsed_s": round(time.monotonic() - started, 1)}) + "\n")
+            log.write(
+                json.dumps(
+                    {
+                        "step": step,
+                        "val_loss": round(val_loss, 4),
+                        "best_val": round(best, 4),
+                        "elapsed_s": round(time.monotonic() - started, 1),
+                    }
+                )
+                + "\n"
+            )
             log.flush()
             print(f"step {step} val {val_loss:.4f} best {best:.4f}", flush=True)
     log.write(json.dumps({"event": "done", "step": step, "best_val": round(best, 4)}) + "\n")

@@ -1,0 +1,180 @@
+"""Offline continuation of a MIDI file (mido + numpy + onnxruntime; never torch).
+
+    python -m engines.continuation.offline IN.mid -o OUT.mid --bars 8 [--temperature 1.0]
+        [--top-p 0.95] [--seed 0] [--style piano] [--va 0.3,0.5] [--context-bars 4]
+
+Hands in IN.mid: a track whose name contains "right" or "left" is that hand; notes of other
+tracks are split at middle C (below 60 -> left). The meter is the file's first time signature
+(4/4 if none). The prompt is the last ``context-bars`` bars, padded to a bar line; OUT.mid holds
+the input followed by the continuation in tracks named ``right`` and ``left``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
+
+import mido
+
+from bridge.errors import CodecError
+
+from .runtime import DEFAULT_MODEL, ContinuationModel
+from .sample import SamplingConfig, generate
+from .tokens import LEFT, RIGHT, SOS, STEPS_PER_QUARTER, NoteEvent, canonicalize, decode, encode
+
+__all__ = ["continue_notes", "main", "read_midi", "write_midi"]
+
+OUTPUT_TICKS_PER_BEAT = 480
+
+
+def read_midi(path: str | Path) -> tuple[list[NoteEvent], int, int]:
+    """(notes on the grid, bar length in steps, tempo in microseconds per quarter)."""
+    try:
+        midi = mido.MidiFile(str(path))
+    except (OSError, ValueError, EOFError) as error:
+        raise CodecError(f"{path}: not a readable MIDI file ({error})") from error
+    per_beat = midi.ticks_per_beat
+    bar_steps, tempo, notes = 4 * STEPS_PER_QUARTER, 500000, []
+    meter_seen = tempo_seen = False
+    for track in midi.tracks:
+        name = (track.name or "").lower()
+        fixed_hand = RIGHT if "right" in name else (LEFT if "left" in name else None)
+        now, open_notes = 0, {}
+        for message in track:
+            now += message.time
+            if message.type == "time_signature" and not meter_seen:
+                bar_steps, meter_seen = message.numerator * 4 * STEPS_PER_QUARTER // message.denominator, True
+            elif message.type == "set_tempo" and not tempo_seen:
+                tempo, tempo_seen = message.tempo, True
+            elif message.type == "note_on" and message.velocity > 0:
+                open_notes.setdefault((message.channel, message.note), []).append((now, message.velocity))
+            elif message.type in ("note_on", "note_off") and open_notes.get((message.channel, message.note)):
+                start, velocity = open_notes[(message.channel, message.note)].pop(0)
+                if not 21 <= message.note <= 108:
+                    continue
+                onset = round(start * STEPS_PER_QUARTER / per_beat)
+                duration = max(1, round(now * STEPS_PER_QUARTER / per_beat) - onset)
+                hand = fixed_hand if fixed_hand is not None else (LEFT if message.note < 60 else RIGHT)
+                notes.append(NoteEvent(onset, hand, message.note, duration, velocity))
+    return canonicalize(notes)[0], bar_steps, tempo
+
+
+def write_midi(notes: Sequence[NoteEvent], path: str | Path, bar_steps: int, tempo: int) -> None:
+    """Type-1 file: a conductor track, then tracks ``right`` and ``left``."""
+    midi = mido.MidiFile(type=1, ticks_per_beat=OUTPUT_TICKS_PER_BEAT)
+    numerator = (
+        bar_steps // STEPS_PER_QUARTER
+        if bar_steps % STEPS_PER_QUARTER == 0
+        else bar_steps * 2 // STEPS_PER_QUARTER
+    )
+    denominator = 4 if bar_steps % STEPS_PER_QUARTER == 0 else 8
+    midi.tracks.append(
+        mido.MidiTrack(
+            [
+                mido.MetaMessage("set_tempo", tempo=tempo),
+                mido.MetaMessage("time_signature", numerator=numerator, denominator=denominator),
+            ]
+        )
+    )
+    ticks_per_step = OUTPUT_TICKS_PER_BEAT // STEPS_PER_QUARTER
+    for hand, name in ((RIGHT, "right"), (LEFT, "left")):
+        events = []
+        for note in notes:
+            if note.hand == hand:
+                events.append((note.end_steps * ticks_per_step, 0, note.pitch, 0))
+                events.append((note.onset_steps * ticks_per_step, 1, note.pitch, note.velocity))
+        track, now = mido.MidiTrack([mido.MetaMessage("track_name", name=name)]), 0
+        for tick, is_on, pitch, velocity in sorted(events):
+            kind = "note_on" if is_on else "note_off"
+            track.append(mido.Message(kind, note=pitch, velocity=velocity, time=tick - now))
+            now = tick
+        midi.tracks.append(track)
+    midi.save(str(path))
+
+
+def continue_notes(
+    model: ContinuationModel,
+    notes: Sequence[NoteEvent],
+    bar_steps: int,
+    bars: int,
+    config: SamplingConfig,
+    context_bars: int = 4,
+    style: int = 0,
+    va: tuple[float, float] = (0.0, 0.0),
+) -> list[NoteEvent]:
+    """The generated notes, in the input's time, starting at the bar line after its last note."""
+    end = max((n.end_steps for n in notes), default=0)
+    prompt_end = -(-end // bar_steps) * bar_steps if end else bar_steps
+    prompt_start = max(0, prompt_end - context_bars * bar_steps)
+    context = [
+        NoteEvent(
+            n.onset_steps - prompt_start,
+            n.hand,
+            n.pitch,
+            min(n.end_steps, prompt_end) - n.onset_steps,
+            n.velocity,
+        )
+        for n in notes
+        if prompt_start <= n.onset_steps < prompt_end
+    ]
+    bar_lines = list(range(0, prompt_end - prompt_start, bar_steps))
+    prompt = [SOS] + encode(canonicalize(context)[0], bar_lines)
+    reached = max([n.end_steps for n in context] + bar_lines)
+    tail = prompt_end - prompt_start - reached
+    prompt += (
+        encode([], [tail])[:-1] if tail > 0 else []
+    )  # shifts up to the bar line; generate() writes its BAR
+    generation = generate(model, prompt, bars, replace(config, bar_steps=bar_steps), style, va)
+    generated = decode(generation.tokens)[0]
+    return [
+        NoteEvent(n.onset_steps + prompt_end, n.hand, n.pitch, n.duration_steps, n.velocity)
+        for n in generated
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("input", type=Path)
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    parser.add_argument("--bars", type=int, default=4)
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-p", type=float, default=0.95)
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--style", default="piano")
+    parser.add_argument("--va", default="0,0", help="valence,arousal in [-1, 1]")
+    parser.add_argument("--context-bars", type=int, default=4)
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    args = parser.parse_args(argv)
+    model = ContinuationModel.load(args.model)
+    styles = model.card.get("styles", [])
+    if args.style not in styles:
+        parser.error(f"--style {args.style!r} is not one of {', '.join(styles)}")
+    try:
+        valence, arousal = (float(v) for v in args.va.split(","))
+    except ValueError:
+        parser.error(f"--va {args.va!r} must be two numbers: valence,arousal")
+    notes, bar_steps, tempo = read_midi(args.input)
+    config = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    generated = continue_notes(
+        model,
+        notes,
+        bar_steps,
+        args.bars,
+        config,
+        args.context_bars,
+        styles.index(args.style),
+        (valence, arousal),
+    )
+    write_midi(list(notes) + generated, args.output, bar_steps, tempo)
+    print(f"{args.output}: {len(notes)} input notes + {len(generated)} generated over {args.bars} bars")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,13 +7,14 @@ the logits and the grown cache, so generation costs one short pass per token.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
+from onnx_models import sha256_of
 
 from bridge.errors import ModelLoadError
 
@@ -24,13 +25,6 @@ __all__ = ["DEFAULT_MODEL", "INPUT_NAMES", "ContinuationModel"]
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "onnx_models" / "continuation.onnx"
 INPUT_NAMES = ("tokens", "va", "style", "positions", "past")
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -66,7 +60,7 @@ class ContinuationModel:
             raise ModelLoadError(f"{card_path}: missing keys {missing}; re-export the model")
         if card["model_file"] != onnx_path.name:
             raise ModelLoadError(f"{card_path} describes {card['model_file']!r}, not {onnx_path.name!r}")
-        if _sha256(onnx_path) != card["sha256"]:
+        if sha256_of(onnx_path) != card["sha256"]:
             raise ModelLoadError(
                 f"{onnx_path}: sha256 differs from {card_path}; the file changed after export"
             )

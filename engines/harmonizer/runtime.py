@@ -6,7 +6,6 @@ card. One intra-op thread so a live host keeps its other cores.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,22 +13,16 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from bridge.errors import ModelLoadError
+from onnx_models import sha256_of
+
 from .grid import TIME_SIGNATURE_DIM, GridConfig
 from .vocab import VOCAB_SIZE
 
 __all__ = ["ModelLoadError", "HarmonizerModel"]
 
 
-class ModelLoadError(RuntimeError):
-    """The ONNX file or its card is missing, corrupt or inconsistent."""
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -61,7 +54,7 @@ class HarmonizerModel:
         for key in ("sha256", "grid", "inputs", "tokenizer"):
             if key not in card:
                 raise ModelLoadError(f"{card_path}: missing key {key!r}; re-export the model")
-        actual = _sha256(onnx_path)
+        actual = sha256_of(onnx_path)
         if actual != card["sha256"]:
             raise ModelLoadError(
                 f"{onnx_path}: sha256 {actual[:12]}... does not match card {card['sha256'][:12]}...; "

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -20,6 +19,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+
+from onnx_models import sha256_of
 
 from .corpus import DEFAULT_CACHE, STYLES, load_corpus, summary
 from .model import ContinuationModel, parameter_counts
@@ -43,10 +44,6 @@ class _Exported(torch.nn.Module):
 
     def forward(self, tokens, va, style, positions, past):
         return self.model(tokens, va, style, positions, past)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _feeds(
@@ -197,7 +194,7 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
         "task": "two-hand piano continuation (next-token prediction, Smart Embedding)",
         "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "model_file": onnx_path.name,
-        "sha256": _sha256(onnx_path),
+        "sha256": sha256_of(onnx_path),
         "opset": OPSET,
         "tokenizer": {
             "vocab_size": VOCAB_SIZE,
@@ -244,7 +241,7 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
         "metrics": {"val_loss_logged": checkpoint["val_loss"], "val_loss_at_export": evaluate(model, val)},
         "parity": {
             "file": parity_path.name,
-            "sha256": _sha256(parity_path),
+            "sha256": sha256_of(parity_path),
             "atol": PARITY_ATOL,
             "max_abs_difference_ort_vs_torch": max_difference,
         },

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -18,6 +17,8 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from onnx_models import sha256_of
+
 from .curriculum import apply_to_batch
 from .dataset import DEFAULT_CACHE, STYLES, load_raw, make_windows, summary
 from .grid import GridConfig
@@ -25,20 +26,11 @@ from .model import parameter_count
 from .train import evaluate, load_checkpoint
 from .vocab import SPECIALS, VOCAB_SIZE, token_name
 
-__all__ = ["export_checkpoint", "sha256_of", "main"]
+__all__ = ["export_checkpoint", "main"]
 
 INPUT_NAMES = ("melody", "harmony", "va", "style", "condition")
 OPSET = 17
 PARITY_ATOL = 1e-4
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _last_val(log_path: Path, step: int) -> dict:

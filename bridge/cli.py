@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import signal
@@ -16,6 +17,12 @@ from bridge.errors import ScoreBridgeError
 __all__ = ["main"]
 
 log = logging.getLogger("scorebridge")
+
+# Offline commands and evaluations live in their own modules. Each exposes
+# ``add_parser(subparsers)``, which adds its parser and sets ``run=<function(args) -> int>``
+# as a default; importing one must stay light (no torch, no model loading).
+_OFFLINE_COMMANDS: tuple[str, ...] = ()
+_EVALUATIONS: tuple[str, ...] = ()
 
 
 def _add_osc_target(parser: argparse.ArgumentParser) -> None:
@@ -66,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     from bridge.snc_cli import add_snc_parser
 
     add_snc_parser(sub)
+    for module in _OFFLINE_COMMANDS:
+        importlib.import_module(module).add_parser(sub)
+    evaluate = sub.add_parser("eval", help="evaluate the models (harmony metrics, noise-injection probe)")
+    evaluations = evaluate.add_subparsers(dest="evaluation", metavar="EVALUATION", required=True)
+    for module in _EVALUATIONS:
+        importlib.import_module(module).add_parser(evaluations)
 
     models = sub.add_parser("models", help="list the shipped models or verify them")
     models.add_argument("action", choices=("list", "verify"))
@@ -100,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "models":
             from bridge.models_cli import models_command
             return models_command(args)
+        if hasattr(args, "run"):
+            return args.run(args)
     except ScoreBridgeError as exc:
         print(f"scorebridge {args.command}: error: {exc}", file=sys.stderr)
         return 1

@@ -1,0 +1,221 @@
+"""Chord voicing and accompaniment styles for the learned harmonizer (pure Python + numpy).
+
+``voice_chord`` turns a chord (root + pitch-class set) into MIDI notes: upper voices within a
+range, always strictly below the melody note sounding, the most important chord tones first,
+and the least total movement from the previous voicing; plus an optional bass note (the root).
+``render`` turns a voiced chord held over a span of beats into note events in one of four
+styles: block (struck on every beat), pad (held for the whole span), arpeggio, comping.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = ["STYLES", "VoicingConfig", "Voicing", "NoteEvent", "voice_chord", "render", "tone_weights"]
+
+STYLES = ("block", "pad", "arpeggio", "comping")
+
+# How much a chord loses when a tone (by interval above the root) is left out of the upper
+# voices: the third (or the suspended tone) and the seventh define the chord, the fifth least.
+_INTERVAL_WEIGHT = {0: 3.0, 1: 4.0, 2: 4.0, 3: 6.0, 4: 6.0, 5: 5.0, 6: 4.5, 7: 1.0, 8: 4.5, 9: 5.0,
+                    10: 5.0, 11: 5.0}
+_MISSING_COST = 4.0  # movement semitones one weight unit of a missing tone is worth
+
+
+@dataclass(frozen=True)
+class VoicingConfig:
+    """Upper voices count and range, the widest spread allowed, and the bass range."""
+
+    voices: int = 4
+    low: int = 48
+    high: int = 79
+    max_span: int = 16
+    bass: bool = True
+    bass_low: int = 36
+    bass_high: int = 50
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.voices <= 6:
+            raise ValueError(f"voices must be 1..6, got {self.voices}")
+        if not 0 <= self.low < self.high <= 127:
+            raise ValueError(f"need 0 <= low < high <= 127, got low {self.low}, high {self.high}")
+        if not 0 <= self.bass_low <= self.bass_high <= 127:
+            raise ValueError(f"need 0 <= bass_low <= bass_high <= 127, got {self.bass_low}, {self.bass_high}")
+
+
+@dataclass(frozen=True)
+class Voicing:
+    """Upper voices (ascending MIDI pitches) and the bass note (None without one)."""
+
+    upper: tuple[int, ...]
+    bass: int | None = None
+
+    @property
+    def pitches(self) -> tuple[int, ...]:
+        return ((self.bass,) if self.bass is not None else ()) + self.upper
+
+
+@dataclass(frozen=True)
+class NoteEvent:
+    """One note to play: MIDI pitch, start and length in beats, velocity."""
+
+    pitch: int
+    start_beats: float
+    duration_beats: float
+    velocity: int
+
+
+def tone_weights(root: int, pitch_classes: Iterable[int], bass: bool) -> dict[int, float]:
+    """Weight of each chord pitch class in the upper voices (the root matters less over a bass)."""
+    weights = {}
+    for pc in set(int(p) % 12 for p in pitch_classes):
+        interval = (pc - root) % 12
+        weight = _INTERVAL_WEIGHT[interval]
+        if interval == 0 and bass:
+            weight = 1.5
+        weights[pc] = weight
+    return weights
+
+
+def _movement(combo: tuple[int, ...], previous: tuple[int, ...]) -> float:
+    """Semitones moved: voice by voice when the counts match, else each note to its nearest."""
+    if len(combo) == len(previous):
+        return float(sum(abs(a - b) for a, b in zip(combo, previous)))
+    return float(sum(min(abs(a - b) for b in previous) for a in combo))
+
+
+def _upper_voices(
+    root: int,
+    pitch_classes: tuple[int, ...],
+    ceiling: int,
+    previous: tuple[int, ...],
+    config: VoicingConfig,
+) -> tuple[int, ...]:
+    low = config.low
+    if ceiling - low < 12:  # a low melody: move the voices down under it
+        low = max(0, ceiling - 15)
+    candidates = [p for p in range(low, ceiling + 1) if p % 12 in pitch_classes]
+    if not candidates:
+        return ()
+    voices = min(config.voices, len(candidates))
+    weights = tone_weights(root, pitch_classes, config.bass)
+    best: tuple[int, ...] = ()
+    best_cost = float("inf")
+    for combo in itertools.combinations(candidates, voices):
+        span = combo[-1] - combo[0]
+        if span > config.max_span and voices > 1:
+            continue
+        present = {p % 12 for p in combo}
+        missing = sum(w for pc, w in weights.items() if pc not in present)
+        doubled = voices - len(present)
+        if previous:
+            motion = _movement(combo, previous)
+        else:  # no previous chord: close position, as high as the ceiling allows
+            motion = 0.5 * (ceiling - combo[-1]) + 0.1 * span
+        cost = motion + _MISSING_COST * missing + 1.0 * doubled
+        if cost < best_cost:
+            best, best_cost = combo, cost
+    return best or tuple(candidates[-voices:])
+
+
+def _bass_note(root: int, below: int | None, previous: int | None, config: VoicingConfig) -> int | None:
+    options = [p for p in range(config.bass_low, config.bass_high + 1) if p % 12 == root % 12]
+    if below is not None:
+        options = [p for p in options if p < below]
+        if not options:  # the upper voices reach into the bass range: go an octave down
+            options = [p for p in range(max(0, config.bass_low - 12), below) if p % 12 == root % 12]
+    if not options:
+        return None
+    if previous is None:
+        return options[0]
+    return min(options, key=lambda p: (abs(p - previous), p))
+
+
+def voice_chord(
+    root: int,
+    pitch_classes: Iterable[int],
+    melody_pitch: int | None,
+    previous: Voicing | None = None,
+    config: VoicingConfig = VoicingConfig(),
+) -> Voicing:
+    """Voice a chord under ``melody_pitch`` (None: no melody sounding, the range top applies).
+
+    Every note is strictly below the melody note. An empty pitch-class set gives an empty
+    voicing (no chord)."""
+    pcs = tuple(sorted(set(int(p) % 12 for p in pitch_classes)))
+    if not pcs:
+        return Voicing(())
+    root %= 12
+    ceiling = config.high if melody_pitch is None else min(config.high, int(melody_pitch) - 1)
+    if ceiling < 0:
+        return Voicing(())
+    before = tuple(sorted(previous.upper)) if previous else ()
+    upper = _upper_voices(root, pcs, ceiling, before, config)
+    bass = None
+    if config.bass:
+        lowest = min(upper) if upper else ceiling + 1
+        bass = _bass_note(root, lowest, previous.bass if previous else None, config)
+    return Voicing(tuple(sorted(upper)), bass)
+
+
+def _strike(voicing: Voicing, start: float, length: float, velocity: int) -> list[NoteEvent]:
+    return [NoteEvent(p, start, length, velocity) for p in voicing.pitches]
+
+
+def render(
+    voicing: Voicing,
+    style: str,
+    start_beats: float,
+    duration_beats: float,
+    velocity: int = 72,
+    beats_per_bar: int = 4,
+    arpeggio_rate: int = 2,
+) -> list[NoteEvent]:
+    """Note events for ``voicing`` held from ``start_beats`` for ``duration_beats``.
+
+    block: the chord on every beat of the span; pad: the chord held through the span;
+    arpeggio: upper voices one at a time, ``arpeggio_rate`` notes per beat, up and around,
+    the bass held; comping: a short chord on the beat and another on its second half in
+    every other beat (a Charleston-like figure), the bass on each chord start.
+    Times are song positions in beats; events never pass the span's end."""
+    if style not in STYLES:
+        raise ValueError(f"unknown voicing style {style!r}; valid: {', '.join(STYLES)}")
+    if duration_beats <= 0 or not voicing.pitches:
+        return []
+    end = start_beats + duration_beats
+    events: list[NoteEvent] = []
+    if style == "pad":
+        return _strike(voicing, start_beats, duration_beats, velocity)
+    beat = start_beats
+    if style == "block":
+        while beat < end - 1e-9:
+            length = min(1.0, end - beat)
+            events += _strike(voicing, beat, length * 0.95, velocity)
+            beat += length
+        return events
+    if style == "arpeggio":
+        if voicing.bass is not None:
+            events.append(NoteEvent(voicing.bass, start_beats, duration_beats, velocity))
+        upper = voicing.upper or (voicing.bass,)
+        order = list(upper) + list(reversed(upper[1:-1]))  # up and back down
+        step = 1.0 / arpeggio_rate
+        index = 0
+        while beat < end - 1e-9:
+            length = min(step, end - beat)
+            events.append(NoteEvent(order[index % len(order)], beat, length * 0.95, velocity))
+            beat += length
+            index += 1
+        return events
+    # comping: hits on the beat (short) and on the "and" of every second beat of the bar
+    while beat < end - 1e-9:
+        length = min(1.0, end - beat)
+        if voicing.bass is not None:
+            events.append(NoteEvent(voicing.bass, beat, length * 0.95, velocity))
+        upper = Voicing(voicing.upper)
+        events += _strike(upper, beat, min(0.4, length) * 0.95, velocity)
+        if round(beat) % beats_per_bar % 2 == 1 and length > 0.5:
+            events += _strike(upper, beat + 0.5, 0.4, max(1, velocity - 12))
+        beat += length
+    return events

@@ -1,0 +1,11 @@
+"""Video-driven valence-arousal: analyse a video into a VA curve, read curves made elsewhere,
+and sample them for scores, models and live playback (docs/va.md).
+
+Only the curve helper is imported here (numpy); decoding (PyAV), sensors (ONNX Runtime),
+plotting (matplotlib) and score automation (mido) load when their modules are imported.
+"""
+
+from .curve import COLUMNS, VACurve, beats_to_seconds, read_curve, write_curve
+from .errors import CurveError, VideoError
+
+__all__ = ["COLUMNS", "CurveError", "VACurve", "VideoError", "beats_to_seconds", "read_curve", "write_curve"]

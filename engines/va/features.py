@@ -1,0 +1,111 @@
+"""Per-frame visual features for the built-in sensor, computed one frame at a time (numpy only).
+
+For each analysed frame (RGB scaled to [0, 1]; luminance Y = 0.299 R + 0.587 G + 0.114 B):
+
+- ``brightness``: mean Y.
+- ``saturation``: sum(max - min) / sum(max) over pixels, i.e. HSV saturation weighted by value,
+  so dark noisy pixels do not read as colourful.
+- ``warmth``: mean(R - B) / max(mean(max - min), 0.1), in [-1, 1]: the red-versus-blue direction
+  of the chroma, shrunk towards 0 for nearly grey frames.
+- ``motion``: mean |Y - Y_prev| on a 2x2-pooled luminance image, per 0.1 s (the difference is
+  divided by the time since the previous analysed frame over 0.1 s, clamped to [0.02 s, 1 s]).
+- ``cut``: a shot change between the previous frame and this one: the L1 distance of 64-bin
+  RGB histograms (halved, in [0, 1]) above 0.35 AND the mean change of 4x4 block luminances above
+  0.04, at least ``min_shot_s`` after the previous cut. Motion is not measured across a cut
+  (it is carried over from the previous frame), since the change there is the cut, not movement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["FeatureTrack", "FrameFeatures"]
+
+HISTOGRAM_THRESHOLD = 0.35
+BLOCK_THRESHOLD = 0.04
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+@dataclass
+class FeatureTrack:
+    """The features of every analysed frame so far (a few floats per frame)."""
+
+    time_s: list[float] = field(default_factory=list)
+    brightness: list[float] = field(default_factory=list)
+    saturation: list[float] = field(default_factory=list)
+    warmth: list[float] = field(default_factory=list)
+    motion: list[float] = field(default_factory=list)
+    cut_score: list[float] = field(default_factory=list)
+    cuts_s: list[float] = field(default_factory=list)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Each per-frame feature as a float64 array."""
+        names = ("time_s", "brightness", "saturation", "warmth", "motion", "cut_score")
+        return {name: np.asarray(getattr(self, name), dtype=np.float64) for name in names}
+
+
+def _pool(image: np.ndarray, factor: int) -> np.ndarray:
+    height = image.shape[0] // factor * factor
+    width = image.shape[1] // factor * factor
+    trimmed = image[:height, :width]
+    return trimmed.reshape(height // factor, factor, width // factor, factor).mean(axis=(1, 3))
+
+
+def _blocks(luma: np.ndarray, count: int = 4) -> np.ndarray:
+    rows = np.array_split(luma, count, axis=0)
+    return np.array([[part.mean() for part in np.array_split(row, count, axis=1)] for row in rows])
+
+
+class FrameFeatures:
+    """Turns successive frames into features; keeps only the previous frame's summaries."""
+
+    def __init__(self, min_shot_s: float = 0.3) -> None:
+        self.min_shot_s = min_shot_s
+        self.track = FeatureTrack()
+        self._previous_luma: np.ndarray | None = None
+        self._previous_histogram: np.ndarray | None = None
+        self._previous_blocks: np.ndarray | None = None
+        self._previous_time = 0.0
+        self._last_cut = -np.inf
+
+    def add(self, time_s: float, rgb: np.ndarray) -> bool:
+        """Add one RGB uint8 frame; returns True when it starts a new shot."""
+        image = rgb.astype(np.float32) * (1.0 / 255.0)
+        highest = image.max(axis=2)
+        chroma = highest - image.min(axis=2)
+        luma = image @ _LUMA
+        mean_chroma = float(chroma.mean())
+        warmth = float((image[:, :, 0] - image[:, :, 2]).mean()) / max(mean_chroma, 0.1)
+        quantized = np.minimum((rgb >> 6).astype(np.int32), 3)
+        codes = quantized[:, :, 0] * 16 + quantized[:, :, 1] * 4 + quantized[:, :, 2]
+        histogram = np.bincount(codes.ravel(), minlength=64) / codes.size
+        pooled = _pool(luma, 2) if min(luma.shape) >= 4 else luma
+        blocks = _blocks(luma)
+
+        cut = False
+        score = 0.0
+        motion = 0.0
+        if self._previous_luma is not None:
+            score = 0.5 * float(np.abs(histogram - self._previous_histogram).sum())
+            block_change = float(np.abs(blocks - self._previous_blocks).mean())
+            cut = (score > HISTOGRAM_THRESHOLD and block_change > BLOCK_THRESHOLD
+                   and time_s - self._last_cut >= self.min_shot_s)
+            interval = min(1.0, max(0.02, time_s - self._previous_time))
+            if cut:
+                motion = self.track.motion[-1]
+                self._last_cut = time_s
+                self.track.cuts_s.append(time_s)
+            else:
+                motion = float(np.abs(pooled - self._previous_luma).mean()) * (0.1 / interval)
+        track = self.track
+        track.time_s.append(time_s)
+        track.brightness.append(float(luma.mean()))
+        track.saturation.append(float(chroma.sum() / max(float(highest.sum()), 1e-6)))
+        track.warmth.append(float(np.clip(warmth, -1.0, 1.0)))
+        track.motion.append(motion)
+        track.cut_score.append(score)
+        self._previous_luma, self._previous_histogram, self._previous_blocks = pooled, histogram, blocks
+        self._previous_time = time_s
+        return cut

@@ -20,6 +20,11 @@ import torch
 from engines.harmonizer.model import Harmonizer, ModelConfig, parameter_count
 
 SIZES = ((256, 4, 1024), (192, 3, 768), (128, 4, 512), (128, 3, 512), (96, 2, 384))
+
+
+def parse_sizes(text: str) -> tuple[tuple[int, int, int], ...]:
+    """'96x2x384,128x2x512' -> ((96, 2, 384), (128, 2, 512))."""
+    return tuple(tuple(int(v) for v in item.split("x")) for item in text.split(","))  # type: ignore[misc]
 NAMES = ("melody", "harmony", "va", "style", "condition")
 
 
@@ -44,6 +49,7 @@ def main() -> None:
     )
     parser.add_argument("--length", type=int, default=80)
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--sizes", type=parse_sizes, default=SIZES, help="e.g. 96x2x384,128x2x512")
     args = parser.parse_args()
     torch.set_num_threads(1)
     length = args.length
@@ -57,8 +63,11 @@ def main() -> None:
     feed = {name: tensor.numpy() for name, tensor in zip(NAMES, inputs)}
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     with tempfile.TemporaryDirectory() as folder:
-        for d_model, layers, feedforward in SIZES:
+        for d_model, layers, feedforward in args.sizes:
             model = Harmonizer(
                 ModelConfig(length=length, d_model=d_model, layers=layers, feedforward=feedforward)
             ).eval()

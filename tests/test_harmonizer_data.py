@@ -82,6 +82,39 @@ def test_q16_to_q4_and_intertwined_bars() -> None:
         grid.GridConfig("q8")
 
 
+def _beat(*notes: tuple[int, int, int, int]) -> np.ndarray:
+    """Voice counts [4, 12] of one beat from (pitch class, first 16th, last 16th + 1, voices)."""
+    voices = np.zeros((4, 12), np.uint8)
+    for pc, start, end, count in notes:
+        voices[start:end, pc] += count
+    return voices
+
+
+def test_beat_chord_reading() -> None:
+    c_major = [(0, 0, 4, 2), (4, 0, 4, 1), (7, 0, 4, 1)]
+    # an off-beat passing eighth (D) in one voice is not a chord tone
+    passing = _beat(*c_major, (2, 2, 4, 1))
+    # an on-beat eighth in two voices is a chord tone: C E G + Bb -> C7
+    doubled = _beat(*c_major, (10, 0, 2, 2))
+    # a beat thinned to C and G keeps the chord before it (subset, fewer than three)
+    thinned = _beat((0, 0, 4, 1), (7, 0, 4, 1))
+    # a new bass outside the chord: A minor
+    a_minor = _beat((9, 0, 4, 1), (0, 0, 4, 1), (4, 0, 4, 1))
+    voices4 = np.stack([passing, doubled, _beat(*c_major), thinned, a_minor])
+    bass4 = np.array([0, 0, 0, 0, 9])
+    tokens = grid.read_beat_chords(voices4, bass4)
+    assert tokens[0] == token_id("C:maj")
+    assert tokens[1] == token_id("C:7")
+    weak = grid.read_beat_chords(_beat(*c_major, (10, 2, 4, 1))[None], np.array([0]))
+    assert weak[0] == token_id("C:maj")
+    # C E G over the same bass after C7, then C G: subsets, the C7 harmony continues
+    assert tokens[2] == token_id("C:7") and tokens[3] == token_id("C:7")
+    assert tokens[4] == token_id("A:min")
+    # the same thinned beat without a preceding chord is read on its own
+    alone = grid.read_beat_chords(thinned[None], np.array([0]))
+    assert alone[0] == token_id("C:5")
+
+
 def test_key_normalization() -> None:
     assert affect.detect_key(np.roll(affect.MAJOR_PROFILE, 7))[:2] == (7, "major")
     assert affect.normalizing_shift(7, "major") == 5  # G major -> C major

@@ -90,7 +90,10 @@ def build_cache(cache_dir: Path = DEFAULT_CACHE, limit: int | None = None) -> Pa
     started = time.time()
     for index, (piece_id, style) in enumerate(sources):
         try:
-            pieces.append(extract_piece(corpus.parse(piece_id), piece_id, style))
+            # forceSource: music21's pickle cache is shared with other jobs parsing the corpus
+            # at the same time, and a half-written pickle breaks a build
+            score = corpus.parse(piece_id, forceSource=True)
+            pieces.append(extract_piece(score, piece_id, style))
         except PieceSkipped as error:
             skipped.append(str(error))
         except (ValueError, KeyError, IndexError, AttributeError, TypeError) as error:
@@ -111,7 +114,8 @@ def build_cache(cache_dir: Path = DEFAULT_CACHE, limit: int | None = None) -> Pa
         "mode": np.array([p.mode for p in pieces]),
         "split": np.array([split_of(p.piece_id) for p in pieces]),
     }
-    for field in ("melody_pitch", "melody_onset", "texture", "bass", "chord", "bar_start", "va"):
+    fields = ("melody_pitch", "melody_onset", "texture", "voices", "struck", "bass", "chord", "bar_start", "va")
+    for field in fields:
         arrays[field] = np.concatenate([getattr(p, field) for p in pieces])
     out = cache_dir / RAW_FILE
     np.savez_compressed(out, **arrays)
@@ -185,15 +189,15 @@ def make_windows(
     styles, conditions, pieces, piece_ids = [], [], [], []
     for index in np.flatnonzero(raw["split"] == split):
         lo, hi = raw["offsets"][index], raw["offsets"][index + 1]
-        fields = {
-            k: raw[k][lo:hi] for k in ("melody_pitch", "melody_onset", "texture", "bass", "bar_start", "va")
-        }
+        names = ("melody_pitch", "melody_onset", "texture", "bass", "bar_start", "va", "voices")
+        fields = {k: raw[k][lo:hi] for k in names if k in raw}
         if config.grid == "q4":
             q4 = downsample_q16(**fields)
             sequence = build_sequence(
                 config, q4["melody_pitches"], q4["melody_onset"], q4["chord"], q4["bar_start"], q4["va"]
             )
         else:
+            fields.pop("voices", None)
             sequence = build_sequence(
                 config,
                 fields["melody_pitch"],

@@ -49,6 +49,8 @@ class RawPiece:
     melody_pitch: np.ndarray  # int16 [N], MIDI pitch of the top voice, -1 = rest
     melody_onset: np.ndarray  # uint8 [N], 1 where a melody note starts
     texture: np.ndarray  # uint8 [N, 12], pitch classes sounding in the full texture
+    voices: np.ndarray  # uint8 [N, 12], how many notes sound each pitch class (doublings)
+    struck: np.ndarray  # uint8 [N, 12], 1 where a note of that pitch class starts
     bass: np.ndarray  # int8 [N], lowest sounding pitch class, -1 = none
     chord: np.ndarray  # int16 [N], nearest chord token of the texture
     bar_start: np.ndarray  # uint8 [N], 1 at each measure start
@@ -112,6 +114,7 @@ def extract_piece(score, piece_id: str, style: int) -> RawPiece:
         melody_pitch[start:end] = np.maximum(melody_pitch[start:end], midi)
         melody_onset[start] = 1
     texture_counts = np.zeros((steps, 12), dtype=np.int32)
+    struck_counts = np.zeros((steps, 12), dtype=np.uint8)
     lowest = np.full(steps, 999, dtype=np.int32)
     histogram = np.zeros(12)
     for events in part_events:
@@ -120,6 +123,7 @@ def extract_piece(score, piece_id: str, style: int) -> RawPiece:
             if start >= steps:
                 continue
             texture_counts[start:end, midi % 12] += 1
+            struck_counts[start, midi % 12] = 1
             lowest[start:end] = np.minimum(lowest[start:end], midi)
             histogram[midi % 12] += offset - onset
     if (melody_pitch >= 0).sum() < 8:
@@ -129,6 +133,8 @@ def extract_piece(score, piece_id: str, style: int) -> RawPiece:
     shift = normalizing_shift(tonic, mode)
     melody_pitch = np.where(melody_pitch >= 0, melody_pitch + shift, -1).astype(np.int16)
     texture = np.roll((texture_counts > 0).astype(np.uint8), shift, axis=1)
+    voices = np.roll(np.minimum(texture_counts, 255).astype(np.uint8), shift, axis=1)
+    struck = np.roll(struck_counts, shift, axis=1)
     bass = np.where(lowest < 999, (lowest + shift) % 12, -1).astype(np.int8)
     chord = nearest_tokens(texture, bass).astype(np.int16)
 
@@ -151,6 +157,8 @@ def extract_piece(score, piece_id: str, style: int) -> RawPiece:
         melody_pitch=melody_pitch,
         melody_onset=melody_onset,
         texture=texture,
+        voices=voices,
+        struck=struck,
         bass=bass,
         chord=chord,
         bar_start=bar_start,

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .vocab import BAR, PAD, nearest_tokens
+from .vocab import BAR, PAD, is_chord_token, nearest_tokens, token_pitch_classes
 
 __all__ = [
     "GridConfig",
@@ -19,11 +19,15 @@ __all__ = [
     "TIME_SIGNATURE_DIM",
     "time_signature_vector",
     "downsample_q16",
+    "read_beat_chords",
+    "METRIC_WEIGHTS",
     "build_sequence",
     "melody_roll",
 ]
 
 TIME_SIGNATURE_DIM = 16
+METRIC_WEIGHTS = np.array([2.0, 1.0, 1.5, 1.0])  # the four 16ths of a beat: onset, e, and, a
+CHORD_TONE_SHARE = 0.5  # of one voice sounding through the whole beat
 LOWEST_KEY = 21  # A0, first of 88 keys
 
 
@@ -86,6 +90,43 @@ def time_signature_vector(numerator: int, denominator: int) -> np.ndarray:
     return vector
 
 
+def read_beat_chords(voices4: np.ndarray, bass4: np.ndarray) -> np.ndarray:
+    """Per-beat chord tokens from voice counts [B, 4, 12] (16ths of each beat) and onset bass [B].
+
+    A pitch class is a chord tone when its metric- and doubling-weighted duration in the beat,
+    sum over 16ths of voices x METRIC_WEIGHTS, reaches CHORD_TONE_SHARE of one voice sounding
+    the whole beat: a passing or neighbour eighth in one voice off the beat (2.5 of 5.5) drops
+    out, a doubled or on-beat eighth stays. The bass at the beat onset is always a chord tone.
+    When fewer than three pitch classes pass (fast figuration), the onset sonority and pitch
+    classes sounding in at least three 16ths are added.
+    The set maps to its nearest token (bass-aware). A beat whose set is a subset of the previous
+    beat's chord and has fewer than three pitch classes or the same bass keeps that chord (an
+    incomplete or thinned-out sonority continues the harmony instead of becoming a new chord).
+    """
+    voices4 = np.asarray(voices4, dtype=np.float64)
+    bass4 = np.asarray(bass4, dtype=np.int64)
+    weight = (voices4 * METRIC_WEIGHTS[None, :, None]).sum(1)
+    keep = weight >= CHORD_TONE_SHARE * METRIC_WEIGHTS.sum()
+    rows = np.flatnonzero(bass4 >= 0)
+    keep[rows, bass4[rows]] = True
+    # fast figuration (every voice moving in 16ths): fewer than three chord tones survive, so
+    # the sonority at the beat onset and anything sounding through most of the beat join them
+    thin = keep.sum(1) < 3
+    sounding = voices4 > 0
+    keep[thin] |= sounding[thin, 0] | (sounding[thin].sum(1) >= 3)
+    tokens = nearest_tokens(keep.astype(np.int8), bass4)
+    for beat in range(1, len(tokens)):
+        previous = int(tokens[beat - 1])
+        if not (is_chord_token(previous) and keep[beat].any()):
+            continue
+        chord_pcs = np.zeros(12, dtype=bool)
+        chord_pcs[list(token_pitch_classes(previous))] = True
+        subset = not (keep[beat] & ~chord_pcs).any()
+        if subset and (keep[beat].sum() < 3 or bass4[beat] == bass4[beat - 1]):
+            tokens[beat] = previous
+    return tokens
+
+
 def downsample_q16(
     melody_pitch: np.ndarray,
     melody_onset: np.ndarray,
@@ -93,9 +134,12 @@ def downsample_q16(
     bass: np.ndarray,
     bar_start: np.ndarray,
     va: np.ndarray,
+    voices: np.ndarray | None = None,
+    struck: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Q16 arrays -> Q4 arrays. A beat's chord is the texture at its onset plus pitch classes
-    sounding for at least 3 of its 4 sixteenths; its melody is every pitch sounding in it."""
+    """Q16 arrays -> Q4 arrays. A beat's chord comes from `read_beat_chords` over the voice
+    counts (the binary texture when `voices` is absent); its melody is every pitch in it.
+    `struck` (note starts) is accepted for cache compatibility and not used by the reading."""
     steps = len(melody_pitch)
     beats = -(-steps // 4)
     pad = beats * 4 - steps
@@ -105,14 +149,14 @@ def downsample_q16(
         return np.pad(array, widths, constant_values=value)
 
     pitch4 = padded(melody_pitch, -1).reshape(beats, 4)
-    texture4 = padded(texture, 0).reshape(beats, 4, 12)
-    chord_pcs = (texture4[:, 0] > 0) | ((texture4 > 0).sum(1) >= 3)
+    counts = texture if voices is None else voices
+    voices4 = padded(counts, 0).reshape(beats, 4, 12)
     bass4 = padded(bass, -1).reshape(beats, 4)[:, 0]
     return {
         "melody_pitches": pitch4,  # [B, 4] every sounding pitch in the beat
         "melody_pitch": pitch4.max(1).astype(np.int16),
         "melody_onset": padded(melody_onset, 0).reshape(beats, 4).max(1).astype(np.uint8),
-        "chord": nearest_tokens(chord_pcs.astype(np.int8), bass4).astype(np.int64),
+        "chord": read_beat_chords(voices4, bass4).astype(np.int64),
         "bar_start": padded(bar_start, 0).reshape(beats, 4).max(1).astype(np.uint8),
         "va": padded(va, 0).reshape(beats, 4, 2).mean(1).astype(np.float32),
     }

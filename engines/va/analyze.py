@@ -18,7 +18,7 @@ import numpy as np
 
 from .affect import builtin_curves, smoothed_sensor_curves
 from .curve import VACurve
-from .decode import AudioEnergy, VideoInfo, decode_samples, probe
+from .decode import AudioEnergy, DecodeStats, VideoInfo, decode_samples, probe
 from .errors import VideoError
 from .features import FrameFeatures
 from .sensor_onnx import OnnxSensor
@@ -77,7 +77,8 @@ def analyze_video(path: str | os.PathLike[str], rate_hz: float = 10.0, smooth_s:
             pending_times.clear()
 
     size = sensor.size if sensor is not None else None
-    for frame in decode_samples(source, rate_hz, width=width, audio=audio, size=size):
+    stats = DecodeStats()
+    for frame in decode_samples(source, rate_hz, width=width, audio=audio, size=size, stats=stats):
         features.add(frame.time_s, frame.rgb)
         if sensor is not None:
             pending_frames.append(frame.rgb)
@@ -91,6 +92,8 @@ def analyze_video(path: str | os.PathLike[str], rate_hz: float = 10.0, smooth_s:
         raise VideoError(f"{source}: too short to analyse ({len(track.time_s)} frame(s) at {rate_hz:g} Hz); "
                          "it needs at least two analysed frames")
     notes = []
+    if stats.damaged:
+        notes.append(f"{stats.damaged} damaged video packet(s) of {stats.packets} skipped")
     if sensor is None:
         dbfs = audio.dbfs() if audio is not None and audio.sums else None
         if info.has_audio and dbfs is None:

@@ -246,9 +246,15 @@ def read_curve(path: str | os.PathLike[str], columns: Sequence[str] = COLUMNS,
     return VACurve(np.array(times), np.array(valence), np.array(arousal))
 
 
-def write_curve(curve: VACurve, path: str | os.PathLike[str]) -> None:
-    """Write ``time_s,valence,arousal`` CSV atomically (4 decimals)."""
-    with atomic_output(path) as temporary, temporary.open("w", newline="", encoding="utf-8") as handle:
+def write_curve(curve: VACurve, path: str | os.PathLike[str], extra: dict[str, object] | None = None) -> None:
+    """Write the curve atomically: JSON lists when ``path`` ends in .json (plus ``extra`` keys,
+    e.g. cuts), otherwise ``time_s,valence,arousal`` CSV; 4 decimals."""
+    target = Path(path)
+    columns = [np.round(values, 4).tolist() for values in (curve.time_s, curve.valence, curve.arousal)]
+    with atomic_output(target) as temporary, temporary.open("w", newline="", encoding="utf-8") as handle:
+        if target.suffix.lower() == ".json":
+            json.dump({**(extra or {}), **dict(zip(COLUMNS, columns, strict=True))}, handle)
+            return
         writer = csv.writer(handle, lineterminator="\n")
         writer.writerow(COLUMNS)
         for t, v, a in zip(curve.time_s, curve.valence, curve.arousal, strict=True):

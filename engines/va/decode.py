@@ -11,7 +11,6 @@ per ``1/rate_hz`` bin. Nothing but the current frame is held, so memory stays bo
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from collections.abc import Iterator
@@ -22,9 +21,7 @@ import numpy as np
 
 from .errors import VideoError
 
-__all__ = ["AudioEnergy", "Frame", "VideoInfo", "decode_samples", "probe"]
-
-log = logging.getLogger(__name__)
+__all__ = ["AudioEnergy", "DecodeStats", "Frame", "VideoInfo", "decode_samples", "probe"]
 
 
 @dataclass(frozen=True)
@@ -127,23 +124,50 @@ def _analysis_size(info: VideoInfo, width: int) -> tuple[int, int]:
     return width, height
 
 
+@dataclass
+class DecodeStats:
+    """Counters of one decoding pass."""
+
+    packets: int = 0
+    damaged: int = 0
+    decoded: int = 0
+    last_time_s: float = 0.0
+
+
+MAX_DAMAGED_SHARE = 0.05
+
+
+def _decode_packet(packet, stats: DecodeStats) -> list:
+    """Frames of one packet; a packet the decoder rejects is counted and skipped."""
+    import av
+
+    stats.packets += 1
+    try:
+        return packet.decode()
+    except av.InvalidDataError:
+        stats.damaged += 1
+        return []
+
+
 def decode_samples(path: str | os.PathLike[str], rate_hz: float, width: int = 160,
-                   audio: AudioEnergy | None = None, size: tuple[int, int] | None = None) -> Iterator[Frame]:
+                   audio: AudioEnergy | None = None, size: tuple[int, int] | None = None,
+                   stats: DecodeStats | None = None) -> Iterator[Frame]:
     """Yield about ``rate_hz`` frames per second, downscaled to ``width`` pixels wide.
 
     ``size`` (width, height) instead stretches frames to exactly that size (learned sensors).
     Frames are yielded at their own presentation times (at most one per ``1/rate_hz`` slot),
     so videos slower than ``rate_hz`` or with variable frame rate give fewer, honest samples.
-    Audio energy goes into ``audio`` when given and the file has sound.
+    Audio energy goes into ``audio`` when given and the file has sound. A few damaged packets
+    are skipped (counted in ``stats``); more than 5 % of them, a file that stops before 90 % of
+    its declared duration, or no decodable frame at all raise VideoError.
     """
     import av
 
     if not (math.isfinite(rate_hz) and 0 < rate_hz <= 1000):
         raise VideoError(f"analysis rate must be in (0, 1000] samples per second, got {rate_hz}")
     source = Path(path)
+    stats = stats if stats is not None else DecodeStats()
     container = _open(source)
-    decoded = 0
-    last_time = 0.0
     try:
         info = _info(source, container)
         stream = container.streams.video[0]
@@ -155,18 +179,17 @@ def decode_samples(path: str | os.PathLike[str], rate_hz: float, width: int = 16
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         sound = container.streams.audio[0] if (audio is not None and container.streams.audio) else None
         resampler = av.AudioResampler(format="flt", layout="mono") if sound is not None else None
-        streams = [stream] + ([sound] if sound is not None else [])
         next_slot = 0
-        for packet in container.demux(*streams):
+        for packet in container.demux(*([stream] + ([sound] if sound is not None else []))):
             if packet.stream is sound:
-                for frame in packet.decode():
+                for frame in _decode_packet(packet, DecodeStats()):
                     for mono in resampler.resample(frame):
                         audio.add(float(mono.time or 0.0) - start, mono.to_ndarray()[0], mono.sample_rate)
                 continue
-            for frame in packet.decode():
-                decoded += 1
-                time_s = (float(frame.time) - start) if frame.time is not None else decoded / max(info.fps, 1)
-                last_time = max(last_time, time_s)
+            for frame in _decode_packet(packet, stats):
+                stats.decoded += 1
+                time_s = (float(frame.time) - start) if frame.time is not None else stats.decoded / max(info.fps, 1)
+                stats.last_time_s = max(stats.last_time_s, time_s)
                 slot = int(math.floor(time_s * rate_hz + 1e-6))
                 if slot < next_slot:
                     continue
@@ -175,11 +198,13 @@ def decode_samples(path: str | os.PathLike[str], rate_hz: float, width: int = 16
                                      interpolation="AREA").to_ndarray()
                 yield Frame(time_s, rgb)
     except av.FFmpegError as exc:
-        raise VideoError(f"{source}: decoding failed after {last_time:.2f} s ({exc})") from None
+        raise VideoError(f"{source}: decoding failed after {stats.last_time_s:.2f} s ({exc})") from None
     finally:
         container.close()
-    if decoded == 0:
+    if stats.decoded == 0:
         raise VideoError(f"{source}: no video frame could be decoded")
-    if info.duration_s and last_time < 0.9 * info.duration_s - 1.0:
-        log.warning("%s: decoding stopped at %.1f s of %.1f s (truncated file?)", source, last_time,
-                    info.duration_s)
+    if stats.damaged > max(2, MAX_DAMAGED_SHARE * stats.packets):
+        raise VideoError(f"{source}: {stats.damaged} of {stats.packets} video packets are damaged")
+    if info.duration_s and stats.last_time_s < 0.9 * info.duration_s - 0.5:
+        raise VideoError(f"{source}: decoding stopped at {stats.last_time_s:.1f} s of the declared "
+                         f"{info.duration_s:.1f} s (truncated or corrupt file)")

@@ -19,6 +19,7 @@ __all__ = ["Engine", "EngineContext", "Param", "available_engines", "engine_clas
 ENTRY_POINT_GROUP = "scorebridge.engines"
 _BUILTIN = {
     "rule": "engines.rule:RuleHarmonizer",
+    "harmonizer": "engines.harmonizer.engine:LearnedHarmonizer",
     "thru": "engines.thru:Thru",
 }
 log = logging.getLogger(__name__)

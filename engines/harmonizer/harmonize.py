@@ -13,12 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from .affect import detect_key, normalizing_shift
-from .decode import fill_masks
+from .decode import allowed_tokens, fill_masks, nucleus_sample
 from .grid import build_sequence, time_signature_vector
 from .runtime import HarmonizerModel
-from .vocab import MASK, NC, PAD, transpose_tokens
+from .vocab import MASK, NC, NUM_QUALITIES, NUM_SPECIALS, PAD, ROOT_NAMES, is_chord_token, transpose_tokens
 
-__all__ = ["Harmonization", "harmonize", "bar_starts_for"]
+__all__ = ["Harmonization", "harmonize", "bar_starts_for", "melody_grid", "next_chords", "parse_key",
+           "chord_root"]
 
 
 @dataclass
@@ -32,10 +33,43 @@ class Harmonization:
 
 
 def _melody_key(melody_pitch: np.ndarray) -> tuple[int, str]:
+    """Krumhansl-Schmuckler key of the melody (each grid step of a sounding note counts once)."""
     sounding = melody_pitch[melody_pitch >= 0]
     histogram = np.bincount(sounding % 12, minlength=12).astype(np.float64)
     tonic, mode, _ = detect_key(histogram)
     return tonic, mode
+
+
+def parse_key(text: str) -> tuple[int, str] | None:
+    """'auto' -> None (detect); 'C', 'F#', 'Bb' -> major; 'Am', 'C#m' -> minor."""
+    text = text.strip()
+    if text == "auto":
+        return None
+    minor = text.endswith("m")
+    name = text[:-1] if minor else text
+    flats = {"Db": "C#", "Eb": "D#", "Gb": "F#", "Ab": "G#", "Bb": "A#"}
+    name = flats.get(name, name)
+    if name not in ROOT_NAMES:
+        raise ValueError(f"bad key {text!r}; write e.g. C, F#, Bb, Am, C#m or auto")
+    return ROOT_NAMES.index(name), "minor" if minor else "major"
+
+
+def chord_root(token: int) -> int | None:
+    """Root pitch class of a chord token (None for specials such as `<nc>`)."""
+    if not is_chord_token(token):
+        return None
+    return (int(token) - NUM_SPECIALS) // NUM_QUALITIES
+
+
+def _window_start(step_of: np.ndarray, length: int) -> int:
+    """First position of the last window: at most `length` positions, starting on a bar."""
+    total = len(step_of)
+    start = max(0, total - length)
+    if start > 0:
+        bars = np.flatnonzero(step_of[start:] < 0)
+        if len(bars) and start + bars[0] < total - 1:
+            start += int(bars[0])
+    return start
 
 
 def harmonize(
@@ -48,12 +82,18 @@ def harmonize(
     strategy: str = "entropic",
     calls: int = 10,
     rng: np.random.Generator | None = None,
+    key: tuple[int, str] | None = None,
+    temperature: float = 0.2,
+    top_p: float = 0.9,
 ) -> Harmonization:
-    """Chords for `melody_pitch` [steps] on the model's grid; `va` [steps, 2] defaults to zeros."""
+    """Chords for `melody_pitch` [steps] (or [steps, K]: every pitch in the step, -1 padded) on
+    the model's grid; `va` [steps, 2] defaults to zeros.
+
+    `key` (tonic pitch class, 'major' | 'minor') is detected from the melody when None."""
     melody_pitch = np.asarray(melody_pitch, dtype=np.int64)
     bar_start = np.asarray(bar_start, dtype=np.uint8)
     steps = len(melody_pitch)
-    if steps == 0 or bar_start.shape != (steps,):
+    if melody_pitch.ndim not in (1, 2) or steps == 0 or bar_start.shape != (steps,):
         raise ValueError(f"melody has {steps} steps, bar_start shape {bar_start.shape}; need equal, non-zero")
     if style not in model.styles:
         raise ValueError(f"unknown style {style!r}; this model knows {model.styles}")
@@ -61,10 +101,13 @@ def harmonize(
     if va.shape != (steps, 2):
         raise ValueError(f"va must have shape ({steps}, 2), got {va.shape}")
     rng = rng if rng is not None else np.random.default_rng()
-    tonic, mode = _melody_key(melody_pitch)
+    if not (melody_pitch >= 0).any():
+        raise ValueError("the melody has no note")
+    tonic, mode = key if key is not None else _melody_key(melody_pitch)
     shift = normalizing_shift(tonic, mode)
     shifted = np.where(melody_pitch >= 0, melody_pitch + shift, -1)
-    onset = np.r_[1, (shifted[1:] != shifted[:-1]).astype(np.uint8)]
+    top = shifted if shifted.ndim == 1 else shifted.max(1)
+    onset = np.r_[1, (top[1:] != top[:-1]).astype(np.uint8)]
     placeholder = np.full(steps, MASK, dtype=np.int64)
     sequence = build_sequence(model.grid, shifted, onset, placeholder, bar_start, va)
     harmony = sequence.harmony.copy()  # MASK everywhere but BAR positions
@@ -86,7 +129,7 @@ def harmonize(
         def logits_fn(tokens: np.ndarray, m=melody, v=window_va) -> np.ndarray:
             return model.logits(m, tokens, v, style_id, condition)
 
-        result = fill_masks(logits_fn, window, last_melody, strategy, rng, calls=calls)
+        result = fill_masks(logits_fn, window, last_melody, strategy, rng, temperature, top_p, calls)
         harmony[start:end] = result.harmony[: end - start]
         total_calls += result.calls
         if end == len(harmony):
@@ -103,3 +146,65 @@ def bar_starts_for(steps: int, steps_per_bar: int, pickup_steps: int = 0) -> np.
     flags[pickup_steps % steps_per_bar :: steps_per_bar] = 1
     flags[0] = 1
     return flags
+
+
+def melody_grid(
+    notes: list[tuple[int, float, float]], steps_per_quarter: int, steps: int
+) -> np.ndarray:
+    """Notes (pitch, start_beats, end_beats) -> [steps, K] every pitch sounding in each grid
+    step (-1 padded, K = the 16ths in a step), as the training data reads a melody."""
+    per_step = 4 // steps_per_quarter
+    sixteenths = np.full((steps * per_step, 1), -1, dtype=np.int64)
+    for pitch, start, end in notes:
+        first = int(np.floor(start * 4 + 1e-6))
+        last = max(first + 1, int(np.ceil(end * 4 - 1e-6)))
+        first, last = max(0, first), min(len(sixteenths), last)
+        if first < last:
+            sixteenths[first:last, 0] = np.maximum(sixteenths[first:last, 0], pitch)
+    return sixteenths.reshape(steps, per_step)
+
+
+def next_chords(
+    model: HarmonizerModel,
+    melody_pitch: np.ndarray,
+    bar_start: np.ndarray,
+    chords: np.ndarray,
+    key: tuple[int, str],
+    va: np.ndarray,
+    style: str,
+    time_signature: tuple[int, int],
+    rng: np.random.Generator,
+    temperature: float = 0.2,
+    top_p: float = 0.9,
+) -> np.ndarray:
+    """Live decision, one model call: fill the `<mask>` steps of `chords` [steps] (the last
+    ones; earlier steps hold the chords already played, in the melody's key) from the melody
+    played so far. Nothing after the last step is known: the window ends there, as a
+    training window ends mid-piece. Returns the tokens of the masked steps (melody's key)."""
+    melody_pitch = np.asarray(melody_pitch, dtype=np.int64)
+    chords = np.asarray(chords, dtype=np.int64)
+    steps = len(melody_pitch)
+    if steps == 0 or chords.shape != (steps,) or np.asarray(bar_start).shape != (steps,):
+        raise ValueError("melody, chords and bar_start need the same non-zero number of steps")
+    shift = normalizing_shift(*key)
+    shifted = np.where(melody_pitch >= 0, melody_pitch + shift, -1)
+    top = shifted if shifted.ndim == 1 else shifted.max(1)
+    onset = np.r_[1, (top[1:] != top[:-1]).astype(np.uint8)]
+    sequence = build_sequence(model.grid, shifted, onset, transpose_tokens(chords, shift),
+                              np.asarray(bar_start, np.uint8), np.asarray(va, np.float32))
+    length = model.length
+    start = _window_start(sequence.step, length)
+    used = len(sequence.step) - start
+    harmony = np.full(length, PAD, dtype=np.int64)
+    harmony[:used] = sequence.harmony[start:]
+    melody = np.zeros((length, model.grid.roll_dim), np.float32)
+    melody[:used] = sequence.melody_roll[start:]
+    window_va = np.zeros((length, 2), np.float32)
+    window_va[:used] = sequence.va[start:]
+    logits = model.logits(melody, harmony, window_va, model.styles.index(style),
+                          time_signature_vector(*time_signature))
+    masked = np.flatnonzero(harmony == MASK)
+    allowed = allowed_tokens(length, int(masked.max()) if len(masked) else -1)
+    tokens = np.array([nucleus_sample(logits[p], allowed[p], rng, temperature, top_p) for p in masked],
+                      dtype=np.int64)
+    return transpose_tokens(tokens, -shift)

@@ -22,9 +22,6 @@ from .vocab import VOCAB_SIZE
 __all__ = ["ModelLoadError", "HarmonizerModel"]
 
 
-
-
-
 @dataclass
 class HarmonizerModel:
     """An ORT session plus its card; `logits` runs one window."""
@@ -75,6 +72,17 @@ class HarmonizerModel:
         if names != expected:
             raise ModelLoadError(f"{onnx_path}: graph inputs {names} differ from card {expected}")
         return cls(session=session, card=card, grid=GridConfig(**grid_fields), path=onnx_path)
+
+    @classmethod
+    def named(cls, name: str, threads: int = 1) -> HarmonizerModel:
+        """Load a shipped model by card name (`onnx_models/NAME.card.json` names its ONNX file)."""
+        from onnx_models import model_path, models_dir, read_card
+
+        card_path = models_dir() / f"{name}.card.json"
+        if not card_path.exists():
+            known = sorted(p.name.removesuffix(".card.json") for p in models_dir().glob("harmonizer*.card.json"))
+            raise ModelLoadError(f"no model card {card_path.name} in {models_dir()}; shipped: {', '.join(known)}")
+        return cls.load(model_path(card_path, read_card(card_path)), card_path, threads)
 
     @property
     def length(self) -> int:

@@ -1,0 +1,279 @@
+"""A melody as notes in beats, harmonized whole: chords per grid step, chord spans, voiced
+accompaniment events and a two-track MIDI file (numpy, onnxruntime and mido only).
+
+Shared by the engine's clip mode (a captured loop) and ``scorebridge harmonize`` (a file).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mido
+import numpy as np
+
+from .harmonize import bar_starts_for, chord_root, harmonize, melody_grid
+from .runtime import HarmonizerModel
+from .vocab import token_name, token_pitch_classes
+from .voicing import NoteEvent, Voicing, VoicingConfig, render, voice_chord
+
+__all__ = ["ClipOptions", "ChordSpan", "HarmonizedClip", "harmonize_notes", "chord_spans", "accompaniment",
+           "write_midi", "ClipLooper", "CARRY_MIN_BEATS"]
+
+CARRY_MIN_BEATS = 0.125
+
+
+@dataclass(frozen=True)
+class ClipOptions:
+    """Decoding and rendering choices for a whole melody."""
+
+    style: str = "chorale"
+    strategy: str = "entropic"
+    calls: int = 10
+    temperature: float = 0.2
+    key: tuple[int, str] | None = None
+    voicing_style: str = "pad"
+    voicing: VoicingConfig = field(default_factory=VoicingConfig)
+    velocity: int = 72
+    arpeggio_rate: int = 2
+
+
+@dataclass(frozen=True)
+class ChordSpan:
+    """One chord held from ``start_beats`` for ``duration_beats``."""
+
+    token: int
+    start_beats: float
+    duration_beats: float
+
+    @property
+    def name(self) -> str:
+        return token_name(self.token)
+
+
+@dataclass
+class HarmonizedClip:
+    """The melody, its chord spans and the voiced accompaniment (song positions in beats)."""
+
+    melody: list[NoteEvent]
+    spans: list[ChordSpan]
+    events: list[NoteEvent]
+    length_beats: float
+    tonic: int
+    mode: str
+    calls: int
+
+
+def chord_spans(tokens: np.ndarray, steps_per_quarter: int) -> list[ChordSpan]:
+    """Runs of equal chord tokens -> spans in beats (`<nc>` and other specials make gaps)."""
+    spans: list[ChordSpan] = []
+    step_beats = 1.0 / steps_per_quarter
+    run_start = 0
+    for index in range(1, len(tokens) + 1):
+        if index == len(tokens) or tokens[index] != tokens[run_start]:
+            token = int(tokens[run_start])
+            if chord_root(token) is not None:
+                spans.append(ChordSpan(token, run_start * step_beats, (index - run_start) * step_beats))
+            run_start = index
+    return spans
+
+
+def _melody_floor(melody: list[NoteEvent], start: float, end: float) -> int | None:
+    """The lowest melody pitch sounding at any moment of [start, end) (None if none sounds)."""
+    pitches = [n.pitch for n in melody if n.start_beats < end - 1e-9 and n.start_beats + n.duration_beats > start + 1e-9]
+    return min(pitches) if pitches else None
+
+
+def accompaniment(
+    melody: list[NoteEvent],
+    spans: list[ChordSpan],
+    options: ClipOptions,
+    beats_per_bar: int = 4,
+) -> list[NoteEvent]:
+    """Voice every span under the melody (least movement from the previous chord) and render it."""
+    events: list[NoteEvent] = []
+    previous: Voicing | None = None
+    for span in spans:
+        root = chord_root(span.token)
+        ceiling = _melody_floor(melody, span.start_beats, span.start_beats + span.duration_beats)
+        voicing = voice_chord(root, token_pitch_classes(span.token), ceiling, previous, options.voicing)
+        if voicing.pitches:
+            events += render(voicing, options.voicing_style, span.start_beats, span.duration_beats,
+                             options.velocity, beats_per_bar, options.arpeggio_rate)
+            previous = voicing
+    return events
+
+
+def harmonize_notes(
+    model: HarmonizerModel,
+    melody: list[NoteEvent],
+    length_beats: float,
+    beats_per_bar: int,
+    options: ClipOptions,
+    va: np.ndarray | None = None,
+    rng: np.random.Generator | None = None,
+) -> HarmonizedClip:
+    """Harmonize a melody (song positions from 0 = a bar start) over ``length_beats``.
+
+    ``va`` is [steps, 2] on the model's grid (None: neutral). Raises ValueError for a melody
+    with no note."""
+    if not melody:
+        raise ValueError("the melody is empty: no note to harmonize")
+    spq = model.grid.steps_per_quarter
+    steps = max(1, int(np.ceil(length_beats * spq - 1e-9)))
+    grid = melody_grid([(n.pitch, n.start_beats, n.start_beats + n.duration_beats) for n in melody], spq, steps)
+    bars = bar_starts_for(steps, beats_per_bar * spq)
+    result = harmonize(model, grid, bars, (beats_per_bar, 4), va, options.style, options.strategy,
+                       options.calls, rng, options.key, options.temperature)
+    spans = chord_spans(result.chords, spq)
+    events = accompaniment(melody, spans, options, beats_per_bar)
+    return HarmonizedClip(list(melody), spans, events, steps / spq, result.tonic, result.mode, result.calls)
+
+
+def _track(name: str, items: list[tuple[float, int, mido.Message | mido.MetaMessage]], ticks: int) -> mido.MidiTrack:
+    """A track from (beats, order, message) items; order puts note-offs before note-ons."""
+    track = mido.MidiTrack([mido.MetaMessage("track_name", name=name, time=0)])
+    now = 0
+    for beats, _, message in sorted(items, key=lambda item: (item[0], item[1])):
+        tick = int(round(beats * ticks))
+        track.append(message.copy(time=max(0, tick - now)))
+        now = max(now, tick)
+    track.append(mido.MetaMessage("end_of_track", time=0))
+    return track
+
+
+def _note_items(notes: list[NoteEvent], channel: int) -> list[tuple[float, int, mido.Message]]:
+    items: list[tuple[float, int, mido.Message]] = []
+    for note in notes:
+        items.append((note.start_beats, 2, mido.Message("note_on", channel=channel, note=note.pitch,
+                                                         velocity=note.velocity)))
+        items.append((note.start_beats + note.duration_beats, 1,
+                      mido.Message("note_off", channel=channel, note=note.pitch, velocity=0)))
+    return items
+
+
+def write_midi(
+    path: Path,
+    melody: list[NoteEvent],
+    chords: list[NoteEvent],
+    spans: list[ChordSpan],
+    tempo_bpm: float = 120.0,
+    time_signature: tuple[int, int] = (4, 4),
+    ticks_per_beat: int = 480,
+    melody_meta: list[tuple[float, mido.MetaMessage]] | None = None,
+) -> Path:
+    """Write a type-1 MIDI file atomically: track `melody` (channel 1, tempo and meter) and
+    track `chords` (channel 2, a marker with each chord's name)."""
+    path = Path(path)
+    meta = melody_meta if melody_meta is not None else [
+        (0.0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo_bpm))),
+        (0.0, mido.MetaMessage("time_signature", numerator=time_signature[0], denominator=time_signature[1])),
+    ]
+    melody_items = [(beats, 0, message) for beats, message in meta] + _note_items(melody, 0)
+    chord_items: list[tuple[float, int, mido.Message | mido.MetaMessage]] = [
+        (span.start_beats, 0, mido.MetaMessage("marker", text=span.name)) for span in spans
+    ]
+    chord_items += _note_items(chords, 1)
+    midi = mido.MidiFile(type=1, ticks_per_beat=ticks_per_beat)
+    midi.tracks.append(_track("melody", melody_items, ticks_per_beat))
+    midi.tracks.append(_track("chords", chord_items, ticks_per_beat))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            midi.save(file=stream)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+class ClipLooper:
+    """Captures a loop of melody (song positions in beats) and plays its harmonization back,
+    pass after pass, at song positions ``origin + n * length + offset``."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.capture_origin: float | None = None
+        self.capture_length: float | None = None
+        self.notes: list[NoteEvent] = []
+        self.held: dict[int, tuple[float, int]] = {}
+        self.clip: HarmonizedClip | None = None
+        self.play_origin = 0.0
+        self.scheduled_until = 0.0
+
+    def start_capture(self, origin_beats: float, length_beats: float | None) -> None:
+        """Capture from ``origin_beats`` for ``length_beats`` (None: until transport stop)."""
+        self.capture_origin, self.capture_length = origin_beats, length_beats
+        self.notes = []
+
+    @property
+    def capture_end(self) -> float | None:
+        if self.capture_origin is None or self.capture_length is None:
+            return None
+        return self.capture_origin + self.capture_length
+
+    def note_on(self, pitch: int, velocity: int, beats: float) -> None:
+        self.held[pitch] = (beats, velocity)
+
+    def note_off(self, pitch: int, beats: float) -> None:
+        started = self.held.pop(pitch, None)
+        if started is not None:
+            self._keep(pitch, started[0], beats, started[1])
+
+    def _keep(self, pitch: int, start: float, end: float, velocity: int) -> None:
+        if self.capture_origin is None:
+            return
+        clamped = max(start, self.capture_origin)
+        # a note held over the loop start and released just after it belongs to the last pass
+        if end - clamped > (CARRY_MIN_BEATS if start < self.capture_origin else 1e-6):
+            start = clamped
+            self.notes.append(NoteEvent(pitch, start - self.capture_origin, end - start, max(1, velocity)))
+
+    def melody_until(self, end_beats: float) -> list[NoteEvent]:
+        """The captured melody (relative to the origin), held notes cut at ``end_beats``."""
+        held = []
+        if self.capture_origin is not None:
+            for pitch, (start, velocity) in self.held.items():
+                carried = start < self.capture_origin
+                start = max(start, self.capture_origin)
+                if end_beats - start > (CARRY_MIN_BEATS if carried else 1e-6):
+                    held.append(NoteEvent(pitch, start - self.capture_origin, end_beats - start, max(1, velocity)))
+        limit = end_beats - (self.capture_origin or 0.0)
+        kept = [n for n in self.notes if n.start_beats < limit - 1e-6]
+        kept = [NoteEvent(n.pitch, n.start_beats, min(n.duration_beats, limit - n.start_beats), n.velocity)
+                for n in kept]
+        return sorted(kept + held, key=lambda n: (n.start_beats, n.pitch))
+
+    def play(self, clip: HarmonizedClip, origin_beats: float) -> None:
+        """Play ``clip`` looped from ``origin_beats`` on; what was scheduled stays scheduled."""
+        self.clip, self.play_origin = clip, origin_beats
+        self.scheduled_until = max(self.scheduled_until, origin_beats)
+
+    def due(self, until_beats: float) -> list[NoteEvent]:
+        """Accompaniment events (absolute song positions) in [scheduled_until, until_beats)."""
+        clip, start = self.clip, self.scheduled_until
+        if clip is None or until_beats <= start or clip.length_beats <= 0:
+            return []
+        length = clip.length_beats
+        out: list[NoteEvent] = []
+        first_pass = int(np.floor((start - self.play_origin) / length))
+        for index in range(first_pass, int(np.floor((until_beats - self.play_origin) / length)) + 1):
+            base = self.play_origin + index * length
+            for event in clip.events:
+                at = base + event.start_beats
+                if start - 1e-9 <= at < until_beats - 1e-9:
+                    out.append(NoteEvent(event.pitch, at, event.duration_beats, event.velocity))
+        self.scheduled_until = until_beats
+        return out
+
+    def onsets_since(self, beats: float) -> list[float]:
+        """Song positions of the captured onsets at or after ``beats`` (held notes included)."""
+        origin = self.capture_origin or 0.0
+        starts = [origin + n.start_beats for n in self.notes] + [start for start, _ in self.held.values()]
+        return [start for start in starts if start >= beats]

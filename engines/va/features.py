@@ -9,14 +9,17 @@ For each analysed frame (RGB scaled to [0, 1]; luminance Y = 0.299 R + 0.587 G +
   of the chroma, shrunk towards 0 for nearly grey frames.
 - ``motion``: mean |Y - Y_prev| on a 2x2-pooled luminance image, per 0.1 s (the difference is
   divided by the time since the previous analysed frame over 0.1 s, clamped to [0.02 s, 1 s]).
-- ``cut``: a shot change between the previous frame and this one: the L1 distance of 64-bin
-  RGB histograms (halved, in [0, 1]) above 0.35 AND the mean change of 4x4 block luminances above
-  0.04, at least ``min_shot_s`` after the previous cut. Motion is not measured across a cut
+- ``cut``: a shot change between the previous frame and this one, at least ``min_shot_s`` after
+  the previous cut. With ``h`` the L1 distance of 64-bin RGB histograms (halved, in [0, 1]) and
+  ``b`` the mean change of 4x4 block luminances: ``h > 0.35 and b > 0.04`` (a clear cut), or a
+  spike over the shot's recent frames (medians of up to 10): ``h > max(0.12, 4 median(h))
+  and b > max(0.02, 2 median(b))`` (a cut between shots of similar palette). Motion is not measured across a cut
   (it is carried over from the previous frame), since the change there is the cut, not movement.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +28,9 @@ __all__ = ["FeatureTrack", "FrameFeatures"]
 
 HISTOGRAM_THRESHOLD = 0.35
 BLOCK_THRESHOLD = 0.04
+SPIKE_HISTOGRAM = (0.12, 4.0)
+SPIKE_BLOCK = (0.02, 2.0)
+RECENT = 10
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -69,6 +75,20 @@ class FrameFeatures:
         self._previous_blocks: np.ndarray | None = None
         self._previous_time = 0.0
         self._last_cut = -np.inf
+        self._recent_histogram: deque[float] = deque(maxlen=RECENT)
+        self._recent_block: deque[float] = deque(maxlen=RECENT)
+
+    def _is_cut(self, time_s: float, histogram_change: float, block_change: float) -> bool:
+        if time_s - self._last_cut < self.min_shot_s:
+            return False
+        if histogram_change > HISTOGRAM_THRESHOLD and block_change > BLOCK_THRESHOLD:
+            return True
+        if len(self._recent_histogram) < 3:
+            return False
+        floor_h, factor_h = SPIKE_HISTOGRAM
+        floor_b, factor_b = SPIKE_BLOCK
+        return (histogram_change > max(floor_h, factor_h * float(np.median(self._recent_histogram)))
+                and block_change > max(floor_b, factor_b * float(np.median(self._recent_block))))
 
     def add(self, time_s: float, rgb: np.ndarray) -> bool:
         """Add one RGB uint8 frame; returns True when it starts a new shot."""
@@ -90,14 +110,17 @@ class FrameFeatures:
         if self._previous_luma is not None:
             score = 0.5 * float(np.abs(histogram - self._previous_histogram).sum())
             block_change = float(np.abs(blocks - self._previous_blocks).mean())
-            cut = (score > HISTOGRAM_THRESHOLD and block_change > BLOCK_THRESHOLD
-                   and time_s - self._last_cut >= self.min_shot_s)
+            cut = self._is_cut(time_s, score, block_change)
             interval = min(1.0, max(0.02, time_s - self._previous_time))
             if cut:
                 motion = self.track.motion[-1]
                 self._last_cut = time_s
                 self.track.cuts_s.append(time_s)
+                self._recent_histogram.clear()
+                self._recent_block.clear()
             else:
+                self._recent_histogram.append(score)
+                self._recent_block.append(block_change)
                 motion = float(np.abs(pooled - self._previous_luma).mean()) * (0.1 / interval)
         track = self.track
         track.time_s.append(time_s)

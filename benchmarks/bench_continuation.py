@@ -1,55 +1,74 @@
-"""Generation speed of the exported continuation model (ORT, batch 1, one thread).
+"""Generation speed of the exported continuation model (ORT, batch 1, one thread), side by side.
 
-python benchmarks/bench_continuation.py --model onnx_models/continuation.onnx --tokens 512
+    python -m benchmarks.bench_continuation [--model onnx_models/continuation.onnx]
+        [--checkpoint smart/best.pt] [--sizes 192x4,160x4,128x4] [--out benchmarks/results/x.json]
 
-Three ways to produce the same number of tokens after a 128-token prompt, side by side:
-ORT with the key/value cache (the shipped path), ORT without cache (the whole sequence again
-for every token) and torch with the cache (only if torch and the checkpoint are given).
-Also: wall time of constrained 8-bar generations (`sample.generate`). Prints JSON.
+One run measures, after the same 4-bar prompt:
+- ORT with the key/value cache: ``runtime.Decoder.step`` (ring buffer, IO binding), greedy;
+- ORT without cache: the whole sequence (up to the 256-token context) again for every token;
+- torch with its concatenating cache (the training model's forward), if --checkpoint is given;
+- the cost of one constrained sampling step (mask + top-p sampling, numpy);
+- wall time of complete constrained 8-bar generations (``sample.generate``, top-p 0.95),
+  prompt pass included, over several seeds;
+- with --sizes (needs torch): the cached step time of untrained graphs of other sizes, exported
+  the same way, to choose a size for the target (>= 1,000 tokens/s, 8 bars <= 200 ms).
+Prints JSON and writes it to --out.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import platform
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from engines.continuation import tokens as tk
+from engines.continuation.offline import prompt_tokens
 from engines.continuation.runtime import ContinuationModel
-from engines.continuation.sample import SamplingConfig, generate
+from engines.continuation.sample import SamplingConfig, _Masker, _State, generate, sample_token
 
 
-def _prompt(length: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return rng.integers(tk.NOTE_BASE, tk.VOCAB_SIZE, length)
+def bench_prompt() -> list[int]:
+    """Four bars of 4/4: right-hand eighth-note arpeggios over left-hand half-note roots."""
+    notes = []
+    for bar, (root, third, fifth) in enumerate(((60, 64, 67), (57, 60, 64), (53, 57, 60), (55, 59, 62))):
+        start = bar * 48
+        for index, pitch in enumerate((root, third, fifth, root + 12) * 2):
+            notes.append(tk.NoteEvent(start + 6 * index, tk.RIGHT, pitch + 12, 6, 72))
+        notes += [
+            tk.NoteEvent(start, tk.LEFT, root - 12, 24, 64),
+            tk.NoteEvent(start + 24, tk.LEFT, fifth - 24, 24, 64),
+        ]
+    return prompt_tokens(tk.canonicalize(notes)[0], 48, 4)[0]
 
 
-def ort_cached(model: ContinuationModel, prompt: np.ndarray, count: int) -> float:
-    zeros = np.zeros((1, 2), np.float32)
-    logits, cache = model.run(prompt, np.zeros((len(prompt), 2), np.float32), 0, model.empty_cache())
+def ort_cached(model: ContinuationModel, prompt: list[int], count: int) -> float:
+    decoder = model.decoder(0)
+    logits = decoder.prefill(np.array(prompt), np.zeros((len(prompt), 2), np.float32))
     started = time.perf_counter()
     for _ in range(count):
-        token = int(np.argmax(logits[-1]))
-        logits, cache = model.run(np.array([token]), zeros, 0, cache)
+        logits = decoder.step(int(np.argmax(logits)))
     return count / (time.perf_counter() - started)
 
 
-def ort_uncached(model: ContinuationModel, prompt: np.ndarray, count: int) -> float:
+def ort_uncached(model: ContinuationModel, prompt: list[int], count: int, context: int = 256) -> float:
     sequence = list(prompt)
     started = time.perf_counter()
     for _ in range(count):
-        logits, _ = model.run(
-            np.array(sequence), np.zeros((len(sequence), 2), np.float32), 0, model.empty_cache()
-        )
+        window = np.array(sequence[-context:])
+        logits = model.logits(window, np.zeros((len(window), 2), np.float32), 0)
         sequence.append(int(np.argmax(logits[-1])))
     return count / (time.perf_counter() - started)
 
 
-def torch_cached(checkpoint: Path, prompt: np.ndarray, count: int) -> float:
+def torch_cached(checkpoint: Path, prompt: list[int], count: int) -> float:
     import torch
 
     from engines.continuation.train import load_checkpoint
@@ -57,7 +76,7 @@ def torch_cached(checkpoint: Path, prompt: np.ndarray, count: int) -> float:
     torch.set_num_threads(1)
     net, _ = load_checkpoint(checkpoint)
     with torch.no_grad():
-        tokens = torch.from_numpy(prompt)[None]
+        tokens = torch.tensor(prompt)[None]
         logits, cache = net(
             tokens, torch.zeros(1, len(prompt), 2), torch.tensor([0]), torch.arange(len(prompt))
         )
@@ -69,6 +88,90 @@ def torch_cached(checkpoint: Path, prompt: np.ndarray, count: int) -> float:
     return count / (time.perf_counter() - started)
 
 
+def sampling_step_us(prompt: list[int], repeats: int = 2000) -> dict[str, float]:
+    config = SamplingConfig(top_p=0.95, seed=0)
+    masker, state, rng = _Masker(config), _State(), np.random.default_rng(0)
+    for token in prompt + [
+        tk.BAR,
+        tk.VELOCITY_BASE + 17,
+        tk.note_token(tk.RIGHT, tk.NOTE_ON, 76),
+        tk.SHIFT_BASE + 2,
+    ]:
+        state.advance(token)  # mid-bar with a held note: the full mask is computed
+    logits = rng.normal(0, 2, tk.VOCAB_SIZE).astype(np.float32)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        allowed = masker(state)
+    mask = (time.perf_counter() - started) / repeats
+    started = time.perf_counter()
+    for _ in range(repeats):
+        sample_token(logits, allowed, config, rng)
+    return {"mask_us": mask * 1e6, "sample_us": (time.perf_counter() - started) / repeats * 1e6}
+
+
+def eight_bars(model: ContinuationModel, prompt: list[int], runs: int) -> dict[str, float]:
+    seconds, lengths = [], []
+    for seed in range(runs):
+        started = time.perf_counter()
+        generation = generate(
+            model, prompt, bars=8, config=SamplingConfig(seed=seed, top_p=0.95), max_tokens=1500
+        )
+        seconds.append(time.perf_counter() - started)
+        lengths.append(len(generation.tokens))
+    return {
+        "median_s": float(np.median(seconds)),
+        "max_s": float(max(seconds)),
+        "median_tokens": float(np.median(lengths)),
+        "tokens_per_s_all_in": float(sum(lengths) / sum(seconds)),
+        "runs": runs,
+    }
+
+
+def size_sweep(sizes: str, prompt: list[int], count: int, rounds_: int) -> dict[str, dict]:
+    """Cached step speed of untrained models of other sizes (same graph, same runtime)."""
+    import torch
+
+    from engines.continuation.export import export_checkpoint
+    from engines.continuation.model import ContinuationModel as TorchModel
+    from engines.continuation.model import ModelConfig
+
+    results = {}
+    models = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for size in sizes.split(","):
+            d_model, layers = (int(v) for v in size.split("x"))
+            config = ModelConfig(d_model=d_model, layers=layers, feedforward=4 * d_model)
+            torch.manual_seed(0)
+            net = TorchModel(config)
+            checkpoint = Path(folder) / f"{size}.pt"
+            torch.save(
+                {"config": config.to_dict(), "model": net.state_dict(), "step": 0, "val_loss": 0.0},
+                checkpoint,
+            )
+            export_checkpoint(checkpoint, f"size{size}", Path(folder))
+            models[size] = ContinuationModel.load(Path(folder) / f"size{size}.onnx")
+            results[size] = {"parameters": sum(p.numel() for p in net.parameters())}
+        per_round = {size: [] for size in models}
+        for _ in range(rounds_):  # interleaved, so a burst of load hits every size alike
+            for size, model in models.items():
+                per_round[size].append(ort_cached(model, prompt, count))
+        for size, rates in per_round.items():
+            results[size] |= {
+                "ort_kv_cache_tokens_per_s_median": float(np.median(rates)),
+                "ort_kv_cache_tokens_per_s_best": float(max(rates)),
+                "step_ms_median": 1000 / float(np.median(rates)),
+            }
+    return results
+
+
+def machine_load() -> dict:
+    top = subprocess.run(
+        ["ps", "-eo", "pcpu,ni,args", "--sort=-pcpu"], check=False, capture_output=True, text=True
+    ).stdout
+    busy = [line.strip()[:120] for line in top.splitlines()[1:6] if float(line.split()[0]) >= 20]
+    return {"loadavg": os.getloadavg(), "busy_processes": busy}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -77,48 +180,45 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=None, help="torch checkpoint for the torch column")
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--uncached-tokens", type=int, default=128)
-    parser.add_argument("--generations", type=int, default=5)
+    parser.add_argument("--generations", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per path (median, best)")
+    parser.add_argument("--sizes", default="", help="e.g. 192x4,160x4,128x4 (needs torch)")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     model = ContinuationModel.load(args.model)
-    prompt = _prompt(128)
+    prompt = bench_prompt()
     result: dict = {
-        "machine": platform.node(),
+        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} ({os.cpu_count()} cores, {platform.processor() or platform.machine()})",
         "model": str(args.model),
+        "model_size": {k: model.card["model"][k] for k in ("embedding", "d_model", "layers", "heads")},
         "prompt_tokens": len(prompt),
-        "tokens_per_s": {
-            "ort_kv_cache": ort_cached(model, prompt, args.tokens),
-            "ort_no_cache": ort_uncached(model, prompt, args.uncached_tokens),
-        },
+        "load_before": machine_load(),
     }
-    if args.checkpoint:
-        result["tokens_per_s"]["torch_kv_cache"] = torch_cached(args.checkpoint, prompt, args.tokens)
-    rates = result["tokens_per_s"]
-    result["speedup_cache_vs_no_cache"] = rates["ort_kv_cache"] / rates["ort_no_cache"]
-    seconds, lengths = [], []
-    start_prompt = [
-        tk.SOS,
-        tk.BAR,
-        tk.VELOCITY_BASE + 18,
-        tk.note_token(tk.RIGHT, tk.NOTE_ON, 72),
-        tk.note_token(tk.LEFT, tk.NOTE_ON, 48),
-        tk.SHIFT_BASE + 47,
-        tk.note_token(tk.RIGHT, tk.NOTE_OFF, 72),
-        tk.note_token(tk.LEFT, tk.NOTE_OFF, 48),
-    ]
-    for seed in range(args.generations):
-        started = time.perf_counter()
-        generation = generate(
-            model, start_prompt, bars=8, config=SamplingConfig(seed=seed, top_p=0.95), max_tokens=1500
-        )
-        seconds.append(time.perf_counter() - started)
-        lengths.append(len(generation.tokens))
-    result["eight_bars"] = {
-        "median_s": float(np.median(seconds)),
-        "max_s": float(max(seconds)),
-        "median_tokens": float(np.median(lengths)),
-        "runs": len(seconds),
-    }
-    print(json.dumps(result, indent=1))
+    ort_cached(model, prompt, 64)  # warm-up
+    measured = {"ort_kv_cache": [], "ort_no_cache": [], "torch_kv_cache": []}
+    for _ in range(args.rounds):  # interleaved rounds: the three paths see the same load
+        measured["ort_kv_cache"].append(ort_cached(model, prompt, args.tokens))
+        measured["ort_no_cache"].append(ort_uncached(model, prompt, args.uncached_tokens))
+        if args.checkpoint:
+            measured["torch_kv_cache"].append(torch_cached(args.checkpoint, prompt, args.tokens))
+    rates = {k: {"median": float(np.median(v)), "best": float(max(v))} for k, v in measured.items() if v}
+    result["tokens_per_s"] = rates | {"rounds": args.rounds, "cached_tokens": args.tokens}
+    result["ratio_cache_vs_no_cache"] = rates["ort_kv_cache"]["median"] / rates["ort_no_cache"]["median"]
+    if "torch_kv_cache" in rates:
+        result["ratio_ort_vs_torch"] = rates["ort_kv_cache"]["median"] / rates["torch_kv_cache"]["median"]
+    result["sampling_step"] = sampling_step_us(prompt)
+    result["eight_bars"] = eight_bars(model, prompt, args.generations)
+    if args.sizes:
+        result["sizes"] = size_sweep(args.sizes, prompt, args.tokens, args.rounds)
+    result["load_after"] = machine_load()
+    text = json.dumps(result, indent=1)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        temporary = args.out.with_suffix(".tmp")
+        temporary.write_text(text + "\n")
+        temporary.replace(args.out)
 
 
 if __name__ == "__main__":

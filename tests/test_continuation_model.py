@@ -83,3 +83,29 @@ def test_transpose_moves_notes_and_refuses_to_leave_the_keyboard() -> None:
     assert tk.parse_note_token(int(moved[2])) == (tk.RIGHT, tk.NOTE_ON, 105)
     assert list(moved[[0, 1, 3]]) == list(tokens[[0, 1, 3]])
     assert transpose(tokens, 9) is None
+
+
+def test_incremental_forward_with_a_ring_cache_equals_the_full_pass() -> None:
+    """The exported graph (fixed-size cache in, new keys/values out) computes the training forward."""
+    model = _model("smart")
+    generator = torch.Generator().manual_seed(3)
+    tokens = torch.randint(tk.NOTE_BASE, tk.VOCAB_SIZE, (1, 12), generator=generator)
+    va = torch.rand(1, 12, 2, generator=generator)
+    style = torch.tensor([1])
+    with torch.no_grad():
+        full, _ = model(tokens, va, style, torch.arange(12))
+        slots, head_dim = 16, 32 // 2
+        cache = [torch.zeros(1, 2, slots, head_dim) for _ in range(4)]
+        bias = torch.full((slots,), -1e9)
+        rows = []
+        for begin, end in ((0, 7),) + tuple((i, i + 1) for i in range(7, 12)):
+            positions = torch.arange(begin, end)
+            logits, new = model.incremental(tokens[:, begin:end], va[:, begin:end], style, positions, bias, *cache)
+            assert new.shape == (2, 2, 1, 2, end - begin, head_dim)
+            for column, position in enumerate(positions.tolist()):
+                for layer in range(2):
+                    cache[2 * layer][0, :, position] = new[layer, 0, 0, :, column]
+                    cache[2 * layer + 1][0, :, position] = new[layer, 1, 0, :, column]
+                bias[position] = 0.0
+            rows.append(logits)
+    assert torch.allclose(torch.cat(rows, dim=1), full, atol=1e-5)

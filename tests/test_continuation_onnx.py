@@ -12,7 +12,7 @@ import pytest
 
 from bridge.errors import ModelLoadError
 from engines.continuation import tokens as tk
-from engines.continuation.runtime import DEFAULT_MODEL, ContinuationModel
+from engines.continuation.runtime import DEFAULT_MODEL, ContinuationModel, input_names
 from engines.continuation.sample import SamplingConfig, generate, scale_pitch_classes
 
 pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="export the model first")
@@ -28,7 +28,7 @@ def test_card_describes_the_file(model: ContinuationModel) -> None:
     for key in ("model_file", "sha256", "data", "splits", "metrics", "inputs", "outputs", "model"):
         assert key in card
     assert card["model_file"] == DEFAULT_MODEL.name
-    assert [i["name"] for i in card["inputs"]] == ["tokens", "va", "style", "positions", "past"]
+    assert tuple(i["name"] for i in card["inputs"]) == input_names(card["model"]["layers"])
     assert card["tokenizer"]["vocab_size"] == tk.VOCAB_SIZE
     assert card["tokenizer"]["tokens"][tk.BAR] == "BAR"
 
@@ -42,14 +42,32 @@ def test_cache_equals_full_pass(model: ContinuationModel) -> None:
     rng = np.random.default_rng(0)
     tokens = rng.integers(tk.NOTE_BASE, tk.VOCAB_SIZE, 20)
     va = rng.uniform(-1, 1, (20, 2)).astype(np.float32)
-    full, cache = model.run(tokens, va, 1, model.empty_cache())
-    assert cache.shape[4] == 20
-    part, cache = model.run(tokens[:15], va[:15], 1, model.empty_cache())
-    rows = [part]
-    for i in range(15, 20):
-        step, cache = model.run(tokens[i : i + 1], va[i : i + 1], 1, cache)
-        rows.append(step)
+    full = model.logits(tokens, va, 1)
+    assert full.shape == (20, tk.VOCAB_SIZE)
+    decoder = model.decoder(1)
+    rows = [decoder.prefill(tokens[:15], va[:15], keep_all=True)]
+    rows += [decoder.step(int(tokens[i]), va[i])[None].copy() for i in range(15, 20)]
     assert np.allclose(np.concatenate(rows), full, atol=1e-4)
+    assert decoder.position == 20 and int((decoder.bias == 0).sum()) == 20
+
+
+def test_sliding_cache_forgets_what_left_the_window(model: ContinuationModel) -> None:
+    """With 4 slots, a token sees 4 earlier ones per layer: two sequences that differ only in
+    their first token agree exactly once it is more than layers x 4 tokens back, and not before."""
+    rng = np.random.default_rng(1)
+    tokens = rng.integers(tk.NOTE_BASE, tk.VOCAB_SIZE, 40)
+    other = tokens.copy()
+    other[0] = tk.SHIFT_BASE if tokens[0] != tk.SHIFT_BASE else tk.BAR
+    decoders = [model.decoder(0, slots=4), model.decoder(0, slots=4)]
+    for decoder, sequence in zip(decoders, (tokens, other)):
+        decoder.prefill(sequence[:1], np.zeros((1, 2), np.float32))
+    horizon = model.layers * 4
+    for i in range(1, 40):
+        first, second = (d.step(int(tokens[i])).copy() for d in decoders)
+        if i == 1:
+            assert not np.allclose(first, second, atol=1e-4)
+        if i > horizon:
+            assert np.array_equal(first, second), i
 
 
 def test_generation_closes_every_note(model: ContinuationModel) -> None:

@@ -21,15 +21,18 @@ class RandomLogitsModel:
         self.bias[tk.NOTE_BASE : tk.VELOCITY_BASE] = 2.0
         self.bias[tk.BAR] = -1.0
 
-    def empty_cache(self) -> np.ndarray:
-        return np.zeros((1, 2, 1, 1, 0, 4), dtype=np.float32)
+    def decoder(self, style: int = 0) -> RandomLogitsModel:
+        self.slots = 255
+        return self
 
-    def run(self, tokens, va, style, past):
-        length = len(np.asarray(tokens).reshape(-1))
-        logits = self.rng.normal(0, 2, (length, tk.VOCAB_SIZE)) + self.bias
-        return logits.astype(np.float32), np.concatenate(
-            [past, np.zeros((1, 2, 1, 1, length, 4), np.float32)], axis=4
-        )
+    def _logits(self) -> np.ndarray:
+        return (self.rng.normal(0, 2, tk.VOCAB_SIZE) + self.bias).astype(np.float32)
+
+    def prefill(self, tokens, va) -> np.ndarray:
+        return self._logits()
+
+    def step(self, token, va) -> np.ndarray:
+        return self._logits()
 
 
 def _check(tokens: list[int], config: SamplingConfig) -> tuple[list[tk.NoteEvent], int]:

@@ -3,8 +3,10 @@
     python -m engines.continuation.export --checkpoint /work/runs/continuation/smart/best.pt
 
 Writes onnx_models/continuation.onnx, continuation.card.json and continuation.parity.npz:
-export, check the graph, compare ONNX Runtime with torch on a prompt pass and on cached
-single-token steps, write the card, reload through ``runtime.ContinuationModel`` and compare again.
+export the incremental graph (fixed-size key/value cache in, new keys/values out), check that
+it computes what the training forward computes, compare ONNX Runtime (``runtime.Decoder``) with
+torch on a prompt pass plus single-token steps, with and without the ring buffer wrapping, and
+write the card and the parity example.
 """
 
 from __future__ import annotations
@@ -24,108 +26,74 @@ from onnx_models import sha256_of
 
 from .corpus import DEFAULT_CACHE, STYLES, load_corpus, summary
 from .model import ContinuationModel, parameter_counts
+from .runtime import DEFAULT_SLOTS, EMPTY_SLOT, input_names
+from .runtime import ContinuationModel as RuntimeModel
 from .tokens import MAX_SHIFT_STEPS, NUM_VELOCITIES, STEPS_PER_QUARTER, VOCAB_SIZE, token_name
 from .train import evaluate, load_checkpoint, validation_windows
 
-__all__ = ["INPUT_NAMES", "OUTPUT_NAMES", "export_checkpoint", "main"]
+__all__ = ["OUTPUT_NAMES", "export_checkpoint", "main"]
 
-INPUT_NAMES = ("tokens", "va", "style", "positions", "past")
-OUTPUT_NAMES = ("logits", "present")
+OUTPUT_NAMES = ("logits", "new_kv")
 OPSET = 17
 PARITY_ATOL = 1e-4
+EXPORT_SLOTS = 8  # cache size of the traced example; the graph accepts any number of slots
 
 
 class _Exported(torch.nn.Module):
-    """The model with the cache as a required input (an empty one for the prompt pass)."""
+    """The model's incremental (fixed-size cache) forward as the graph."""
 
     def __init__(self, model: ContinuationModel) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, tokens, va, style, positions, past):
-        return self.model(tokens, va, style, positions, past)
+    def forward(self, tokens, va, style, positions, past_bias, *past):
+        return self.model.incremental(tokens, va, style, positions, past_bias, *past)
 
 
-def _feeds(
-    model: ContinuationModel, prompt: np.ndarray, va: np.ndarray, style: int, steps: int
-) -> list[dict]:
-    """A prompt pass on an empty cache, then ``steps`` single-token passes (teacher-forced)."""
+def _incremental_torch(
+    model: ContinuationModel, prompt: np.ndarray, va: np.ndarray, style: int, split: int, slots: int
+) -> tuple[np.ndarray, dict]:
+    """Torch reference of what the runtime does: a prompt pass of ``split`` tokens into a ring of
+    ``slots`` slots, then one token at a time. Returns the logits of every token and the feed
+    (inputs + expected outputs) of the last step, for the parity file."""
     config = model.config
     head_dim = config.d_model // config.heads
-    past = np.zeros((config.layers, 2, 1, config.heads, 0, head_dim), dtype=np.float32)
-    split = len(prompt) - steps
-    feeds = [
-        {
-            "tokens": prompt[None, :split],
-            "va": va[None, :split],
-            "style": np.array([style]),
-            "positions": np.arange(split),
-            "past": past,
-        }
-    ]
+    cache = [torch.zeros(1, config.heads, slots, head_dim) for _ in range(2 * config.layers)]
+    bias = torch.full((slots,), EMPTY_SLOT)
+    style_t = torch.tensor([style])
+    outputs, feed = [], {}
+    chunks = [(0, split)] + [(i, i + 1) for i in range(split, len(prompt))]
+    with torch.no_grad():
+        for begin, end in chunks:
+            tokens = torch.from_numpy(prompt[None, begin:end])
+            va_t = torch.from_numpy(va[None, begin:end])
+            positions = torch.arange(begin, end)
+            feed = {
+                "tokens": tokens.numpy(),
+                "va": va_t.numpy(),
+                "style": style_t.numpy(),
+                "positions": positions.numpy(),
+                "past_bias": bias.numpy().copy(),
+            } | {name: c.numpy().copy() for name, c in zip(input_names(config.layers)[5:], cache)}
+            logits, new_kv = model.incremental(tokens, va_t, style_t, positions, bias, *cache)
+            feed |= {"expected_logits": logits.numpy(), "expected_new_kv": new_kv.numpy()}
+            outputs.append(logits[0].numpy())
+            for column, position in enumerate(positions.tolist()[-slots:]):
+                column += max(0, len(positions) - slots)
+                slot = position % slots
+                for layer in range(config.layers):
+                    cache[2 * layer][0, :, slot] = new_kv[layer, 0, 0, :, column]
+                    cache[2 * layer + 1][0, :, slot] = new_kv[layer, 1, 0, :, column]
+                bias[slot] = 0.0
+    return np.concatenate(outputs), feed
+
+
+def _decoder_logits(runtime_model, prompt: np.ndarray, va: np.ndarray, style: int, split: int, slots: int):
+    decoder = runtime_model.decoder(style, slots)
+    outputs = [decoder.prefill(prompt[:split], va[:split], keep_all=True)]
     for index in range(split, len(prompt)):
-        feeds.append(
-            {
-                "tokens": prompt[None, index : index + 1],
-                "va": va[None, index : index + 1],
-                "style": np.array([style]),
-                "positions": np.arange(index, index + 1),
-                "past": None,
-            }
-        )
-    return feeds
-
-
-def _run_torch(model: ContinuationModel, feeds: list[dict]) -> list[np.ndarray]:
-    outputs, past = [], None
-    with torch.no_grad():
-        for feed in feeds:
-            tensors = {k: torch.from_numpy(v) for k, v in feed.items() if k != "past"}
-            past_tensor = torch.from_numpy(feed["past"]) if feed["past"] is not None else past
-            logits, past = model(
-                tensors["tokens"], tensors["va"], tensors["style"], tensors["positions"], past_tensor
-            )
-            outputs.append(logits.numpy())
-    return outputs
-
-
-def _run_ort(session: ort.InferenceSession, feeds: list[dict]) -> list[np.ndarray]:
-    outputs, past = [], None
-    for feed in feeds:
-        feed = dict(feed, past=feed["past"] if feed["past"] is not None else past)
-        logits, past = session.run(list(OUTPUT_NAMES), feed)
-        outputs.append(logits)
-    return outputs
-
-
-def _write_parity(model: ContinuationModel, feeds: list[dict], path: Path) -> None:
-    """One cached call (8 new tokens on the prompt's cache) in the shared card format: an array
-    per graph input and ``expected_<output>`` per output (``onnx_models.check_parity``)."""
-    prompt = feeds[0]
-    tokens = np.concatenate([f["tokens"] for f in feeds[1:]], axis=1)
-    va = np.concatenate([f["va"] for f in feeds[1:]], axis=1)
-    positions = np.concatenate([f["positions"] for f in feeds[1:]])
-    with torch.no_grad():
-        _, past = model(
-            *(torch.from_numpy(prompt[k]) for k in INPUT_NAMES[:4]), torch.from_numpy(prompt["past"])
-        )
-        logits, present = model(
-            torch.from_numpy(tokens),
-            torch.from_numpy(va),
-            torch.from_numpy(prompt["style"]),
-            torch.from_numpy(positions),
-            past,
-        )
-    np.savez_compressed(
-        path,
-        tokens=tokens,
-        va=va,
-        style=prompt["style"],
-        positions=positions,
-        past=past.numpy(),
-        expected_logits=logits.numpy(),
-        expected_present=present.numpy(),
-    )
+        outputs.append(decoder.step(int(prompt[index]), va[index])[None].copy())
+    return np.concatenate(outputs)
 
 
 def _training_record(checkpoint_path: Path, step: int) -> dict:
@@ -156,42 +124,54 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
         out_dir / f"{name}.card.json",
         out_dir / f"{name}.parity.npz",
     )
+    config = model.config
+    head_dim = config.d_model // config.heads
+    names = input_names(config.layers)
     prompt, prompt_va, style = val[0][0][:48].astype(np.int64), val[1][0][:48], int(val[2][0])
-    feeds = _feeds(model, prompt, prompt_va, style, steps=8)
-    example = feeds[0] | {"past": np.zeros_like(feeds[0]["past"][:, :, :, :, :0]).repeat(3, axis=4) + 0.1}
+    example = [
+        torch.from_numpy(prompt[None, :3]),
+        torch.from_numpy(prompt_va[None, :3]),
+        torch.tensor([style]),
+        torch.arange(3),
+        torch.zeros(EXPORT_SLOTS),
+    ] + [torch.full((1, config.heads, EXPORT_SLOTS, head_dim), 0.1) for _ in range(2 * config.layers)]
+    dynamic = {
+        "tokens": {0: "batch", 1: "length"},
+        "va": {0: "batch", 1: "length"},
+        "style": {0: "batch"},
+        "positions": {0: "length"},
+        "past_bias": {0: "slots"},
+        "logits": {0: "batch", 1: "length"},
+        "new_kv": {2: "batch", 4: "length"},
+    } | {cache_name: {0: "batch", 2: "slots"} for cache_name in names[5:]}
     with torch.no_grad():
         torch.onnx.export(
             _Exported(model).eval(),
-            tuple(torch.from_numpy(example[k]) for k in INPUT_NAMES),
+            tuple(example),
             str(onnx_path),
-            input_names=list(INPUT_NAMES),
+            input_names=list(names),
             output_names=list(OUTPUT_NAMES),
             opset_version=OPSET,
             dynamo=False,
-            dynamic_axes={
-                "tokens": {0: "batch", 1: "length"},
-                "va": {0: "batch", 1: "length"},
-                "style": {0: "batch"},
-                "positions": {0: "length"},
-                "past": {2: "batch", 4: "past_length"},
-                "logits": {0: "batch", 1: "length"},
-                "present": {2: "batch", 4: "total_length"},
-            },
+            dynamic_axes=dynamic,
         )
+        full = model(
+            torch.from_numpy(prompt[None]),
+            torch.from_numpy(prompt_va[None]),
+            torch.tensor([style]),
+            torch.arange(len(prompt)),
+        )[0][0].numpy()
     onnx.checker.check_model(onnx.load(str(onnx_path)))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    expected, got = _run_torch(model, feeds), _run_ort(session, feeds)
-    max_difference = max(float(np.abs(a - b).max()) for a, b in zip(expected, got))
-    if not all(np.allclose(a, b, atol=PARITY_ATOL, rtol=1e-4) for a, b in zip(expected, got)):
-        raise RuntimeError(f"{onnx_path}: ORT differs from torch by {max_difference:.2e} (> {PARITY_ATOL})")
-    _write_parity(model, feeds, parity_path)
-    config = model.config
-    head_dim = config.d_model // config.heads
+    # the incremental graph must compute what the trained (full-sequence) forward computes
+    ring, _ = _incremental_torch(model, prompt, prompt_va, style, split=40, slots=64)
+    graph_difference = float(np.abs(ring - full).max())
+    if graph_difference > PARITY_ATOL:
+        raise RuntimeError(f"incremental forward differs from the full pass by {graph_difference:.2e}")
+    sliding, parity_feed = _incremental_torch(model, prompt, prompt_va, style, split=24, slots=16)
+    np.savez_compressed(parity_path, **parity_feed)
     card = {
         "name": name,
-        "task": "two-hand piano continuation (next-token prediction, Smart Embedding)",
+        "task": f"two-hand piano continuation (next-token prediction, {config.embedding} embedding)",
         "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "model_file": onnx_path.name,
         "sha256": sha256_of(onnx_path),
@@ -213,27 +193,33 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
                 "meaning": "valence, arousal per token in [-1, 1]",
             },
             {"name": "style", "dtype": "int64", "shape": ["batch"], "meaning": f"style id: {list(STYLES)}"},
+            {"name": "positions", "dtype": "int64", "shape": ["length"], "meaning": "absolute positions"},
             {
-                "name": "positions",
-                "dtype": "int64",
-                "shape": ["length"],
-                "meaning": "absolute positions past_length..",
-            },
-            {
-                "name": "past",
+                "name": "past_bias",
                 "dtype": "float32",
-                "shape": [config.layers, 2, "batch", config.heads, "past_length", head_dim],
-                "meaning": "keys/values of earlier tokens (past_length 0 for the prompt)",
+                "shape": ["slots"],
+                "meaning": f"0 for a filled cache slot, {EMPTY_SLOT:g} for an empty one",
             },
+        ]
+        + [
+            {
+                "name": cache_name,
+                "dtype": "float32",
+                "shape": ["batch", config.heads, "slots", head_dim],
+                "meaning": "cached keys/values of earlier tokens (ring buffer, slot = position % slots)",
+            }
+            for cache_name in names[5:]
         ],
         "outputs": [
             {"name": "logits", "dtype": "float32", "shape": ["batch", "length", VOCAB_SIZE]},
             {
-                "name": "present",
+                "name": "new_kv",
                 "dtype": "float32",
-                "shape": [config.layers, 2, "batch", config.heads, "total_length", head_dim],
+                "shape": [config.layers, 2, "batch", config.heads, "length", head_dim],
+                "meaning": "keys/values of the new tokens, to be written into the cache",
             },
         ],
+        "runtime": {"slots": DEFAULT_SLOTS, "context_tokens": DEFAULT_SLOTS + 1},
         "model": config.to_dict() | {"parameters": parameter_counts(model)},
         "training": _training_record(Path(checkpoint_path), checkpoint["step"]),
         "data": {"source": "music21 bundled corpus, see docs/continuation.md", "splits": summary(data)},
@@ -243,18 +229,28 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
             "file": parity_path.name,
             "sha256": sha256_of(parity_path),
             "atol": PARITY_ATOL,
-            "max_abs_difference_ort_vs_torch": max_difference,
+            "max_abs_difference_incremental_vs_full_torch": graph_difference,
         },
         "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__, "onnx": onnx.__version__},
     }
     card_path.write_text(json.dumps(card, indent=1) + "\n")
-    from .runtime import ContinuationModel as RuntimeModel
-
     runtime = RuntimeModel.load(onnx_path)
-    reloaded = runtime.parity_check(parity_path)
+    differences = {
+        "ort_vs_torch_prompt_and_steps": float(
+            np.abs(_decoder_logits(runtime, prompt, prompt_va, style, 40, 64) - ring).max()
+        ),
+        "ort_vs_torch_sliding_16_slots": float(
+            np.abs(_decoder_logits(runtime, prompt, prompt_va, style, 24, 16) - sliding).max()
+        ),
+        "parity_file": runtime.parity_check(parity_path),
+    }
+    if max(differences.values()) > PARITY_ATOL:
+        raise RuntimeError(f"{onnx_path}: ORT differs from torch: {differences}")
+    card["parity"] |= {f"max_abs_difference_{key}": value for key, value in differences.items()}
+    card_path.write_text(json.dumps(card, indent=1) + "\n")
     print(
-        f"exported {onnx_path} (step {checkpoint['step']}, max |ORT - torch| = {max_difference:.2e}, "
-        f"reload {reloaded:.2e}, val {card['metrics']['val_loss_at_export']:.4f})",
+        f"exported {onnx_path} (step {checkpoint['step']}, incremental vs full {graph_difference:.2e}, "
+        f"ORT vs torch {differences}, val {card['metrics']['val_loss_at_export']:.4f})",
         flush=True,
     )
     return card

@@ -119,6 +119,35 @@ class Block(nn.Module):
         x = x + self.dropout(self.ff(self.norm2(x)))
         return x, torch.stack([k, v])
 
+    def incremental(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        positions: torch.Tensor,
+        past_key: torch.Tensor,
+        past_value: torch.Tensor,
+        past_bias: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Attention over a fixed-size cache (slots masked by ``past_bias``) plus the new tokens.
+
+        The cache is never concatenated or copied: the softmax is spelled out over the two score
+        blocks, so the runtime can keep a ring buffer and write only the new keys/values into it.
+        """
+        q, k, v = self.qkv(self.norm1(x)).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4).unbind(0)
+        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        scale = q.shape[-1] ** -0.5
+        old = (q @ past_key.transpose(-1, -2)) * scale + past_bias
+        new = ((q @ k.transpose(-1, -2)) * scale).masked_fill(
+            positions[None, :] > positions[:, None], float("-inf")
+        )
+        top = torch.maximum(old.amax(-1, keepdim=True), new.amax(-1, keepdim=True))
+        old, new = torch.exp(old - top), torch.exp(new - top)
+        attended = (old @ past_value + new @ v) / (old.sum(-1, keepdim=True) + new.sum(-1, keepdim=True))
+        x = x + self.proj(attended.transpose(1, 2).flatten(2))
+        x = x + self.ff(self.norm2(x))
+        return x, torch.stack([k, v])
+
 
 class ContinuationModel(nn.Module):
     """tokens [B, T], va [B, T, 2], style [B], positions [T] (+ cache) -> logits [B, T, V]."""
@@ -171,6 +200,30 @@ class ContinuationModel(nn.Module):
             x, present = block(x, cos, sin, positions, None if past is None else past[index])
             presents.append(present)
         return self.head(self.norm(x)), torch.stack(presents)
+
+    def incremental(
+        self,
+        tokens: torch.Tensor,
+        va: torch.Tensor,
+        style: torch.Tensor,
+        positions: torch.Tensor,
+        past_bias: torch.Tensor,
+        *past: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inference with a fixed-size cache: ``past`` = key_0, value_0, key_1, ... each
+        [B, heads, slots, head_dim]; ``past_bias`` [slots] is 0 for a filled slot and a large
+        negative number for an empty one. Returns the logits and only the new keys/values
+        [layers, 2, B, heads, T, head_dim] (the caller writes them into its slots)."""
+        x = self.embed(tokens) + self.va(va) + self.style(style)[:, None, :]
+        angles = positions.to(torch.float32)[:, None] * self.inv_freq[None, :]
+        cos, sin = torch.cos(angles), torch.sin(angles)
+        news = []
+        for index, block in enumerate(self.blocks):
+            x, new = block.incremental(
+                x, cos, sin, positions, past[2 * index], past[2 * index + 1], past_bias
+            )
+            news.append(new)
+        return self.head(self.norm(x)), torch.stack(news)
 
 
 def parameter_counts(model: ContinuationModel) -> dict[str, int]:

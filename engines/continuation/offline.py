@@ -25,7 +25,7 @@ from .runtime import DEFAULT_MODEL, ContinuationModel
 from .sample import SamplingConfig, generate
 from .tokens import LEFT, RIGHT, SOS, STEPS_PER_QUARTER, NoteEvent, canonicalize, decode, encode
 
-__all__ = ["continue_notes", "main", "read_midi", "write_midi"]
+__all__ = ["continue_notes", "main", "prompt_tokens", "read_midi", "write_midi"]
 
 OUTPUT_TICKS_PER_BEAT = 480
 
@@ -95,17 +95,9 @@ def write_midi(notes: Sequence[NoteEvent], path: str | Path, bar_steps: int, tem
     midi.save(str(path))
 
 
-def continue_notes(
-    model: ContinuationModel,
-    notes: Sequence[NoteEvent],
-    bar_steps: int,
-    bars: int,
-    config: SamplingConfig,
-    context_bars: int = 4,
-    style: int = 0,
-    va: tuple[float, float] = (0.0, 0.0),
-) -> list[NoteEvent]:
-    """The generated notes, in the input's time, starting at the bar line after its last note."""
+def prompt_tokens(notes: Sequence[NoteEvent], bar_steps: int, context_bars: int = 4) -> tuple[list[int], int]:
+    """(prompt tokens of the last ``context_bars`` bars, padded to the next bar line; that bar
+    line in the notes' time). Notes still sounding at the bar line are cut there."""
     end = max((n.end_steps for n in notes), default=0)
     prompt_end = -(-end // bar_steps) * bar_steps if end else bar_steps
     prompt_start = max(0, prompt_end - context_bars * bar_steps)
@@ -126,7 +118,22 @@ def continue_notes(
     tail = prompt_end - prompt_start - reached
     prompt += (
         encode([], [tail])[:-1] if tail > 0 else []
-    )  # shifts up to the bar line; generate() writes its BAR
+    )  # shifts up to the bar line; generation writes its BAR
+    return prompt, prompt_end
+
+
+def continue_notes(
+    model: ContinuationModel,
+    notes: Sequence[NoteEvent],
+    bar_steps: int,
+    bars: int,
+    config: SamplingConfig,
+    context_bars: int = 4,
+    style: int = 0,
+    va: tuple[float, float] = (0.0, 0.0),
+) -> list[NoteEvent]:
+    """The generated notes, in the input's time, starting at the bar line after its last note."""
+    prompt, prompt_end = prompt_tokens(notes, bar_steps, context_bars)
     generation = generate(model, prompt, bars, replace(config, bar_steps=bar_steps), style, va)
     generated = decode(generation.tokens)[0]
     return [

@@ -1,8 +1,12 @@
 """Load the exported continuation model with ONNX Runtime (numpy + onnxruntime only).
 
 The card is checked first (the ONNX file's sha256, the input names); one intra-op thread so a
-live host keeps its other cores. ``run`` takes new tokens and the key/value cache and returns
-the logits and the grown cache, so generation costs one short pass per token.
+live host keeps its other cores. Generation goes through a ``Decoder``: a fixed-size key/value
+ring buffer (``slots`` keys per layer, numpy arrays bound once to the session with IO binding),
+so one step costs one short pass and no copy of the cache. The graph returns only the new
+keys/values; the decoder writes them into the slot of their position (position % slots), so the
+context slides: a token attends to at most ``slots`` earlier tokens plus itself (255 + 1 = the
+256-token training window by default), and relative positions stay exact under RoPE.
 """
 
 from __future__ import annotations
@@ -14,17 +18,23 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from onnx_models import sha256_of
-
 from bridge.errors import ModelLoadError
+from onnx_models import sha256_of
 
 from .tokens import VOCAB_SIZE
 
-__all__ = ["DEFAULT_MODEL", "INPUT_NAMES", "ContinuationModel"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_SLOTS", "EMPTY_SLOT", "ContinuationModel", "Decoder", "input_names"]
 
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "onnx_models" / "continuation.onnx"
-INPUT_NAMES = ("tokens", "va", "style", "positions", "past")
+PLAIN_MODEL = DEFAULT_MODEL.with_name("continuation_plain.onnx")
+DEFAULT_SLOTS = 255
+EMPTY_SLOT = -1e9  # additive attention bias of an empty slot
 
+
+def input_names(layers: int) -> tuple[str, ...]:
+    """Graph inputs: the new tokens, then one key and one value array per layer."""
+    cache = tuple(f"past_{kind}_{layer}" for layer in range(layers) for kind in ("key", "value"))
+    return ("tokens", "va", "style", "positions", "past_bias") + cache
 
 
 @dataclass
@@ -71,53 +81,105 @@ class ContinuationModel:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
         except Exception as error:
             raise ModelLoadError(f"{onnx_path}: ONNX Runtime cannot load it: {error}") from error
-        names = tuple(i.name for i in session.get_inputs())
-        if names != INPUT_NAMES:
-            raise ModelLoadError(f"{onnx_path}: inputs {names} != expected {INPUT_NAMES}")
         model = card["model"]
+        names = tuple(i.name for i in session.get_inputs())
+        if names != input_names(model["layers"]):
+            raise ModelLoadError(
+                f"{onnx_path}: inputs {names} != expected {input_names(model['layers'])}; re-export it"
+            )
         return cls(
             session, card, onnx_path, model["layers"], model["heads"], model["d_model"] // model["heads"]
         )
 
-    def empty_cache(self, batch: int = 1) -> np.ndarray:
-        return np.zeros((self.layers, 2, batch, self.heads, 0, self.head_dim), dtype=np.float32)
+    def decoder(self, style: int = 0, slots: int = DEFAULT_SLOTS) -> Decoder:
+        """A fresh decoder (empty cache) for one sequence of one style."""
+        return Decoder(self, style, slots)
 
-    def run(
-        self, tokens: np.ndarray, va: np.ndarray, style: int, past: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Logits [T, V] of T new tokens (one sequence) and the cache including them."""
-        tokens = np.asarray(tokens, dtype=np.int64).reshape(1, -1)
-        va = np.asarray(va, dtype=np.float32).reshape(1, -1, 2)
-        if va.shape[1] != tokens.shape[1]:
-            raise ValueError(f"va has {va.shape[1]} rows for {tokens.shape[1]} tokens")
-        start = past.shape[4]
-        logits, present = self.session.run(
-            None,
-            {
-                "tokens": tokens,
-                "va": va,
-                "style": np.array([style], dtype=np.int64),
-                "positions": np.arange(start, start + tokens.shape[1], dtype=np.int64),
-                "past": past,
-            },
-        )
-        return logits[0], present
+    def logits(self, tokens: np.ndarray, va: np.ndarray, style: int) -> np.ndarray:
+        """Logits [T, V] of a whole sequence in one pass (no cache; for scoring)."""
+        return self.decoder(style, slots=1).prefill(tokens, va, keep_all=True)
 
     def parity_check(self, parity_path: str | Path, atol: float = 1e-4) -> float:
         """Run the export's parity example (new tokens on a filled cache); returns max |diff|."""
         with np.load(parity_path) as data:
-            feed = {name: data[name] for name in INPUT_NAMES}
-            logits, present = self.session.run(["logits", "present"], feed)
+            feed = {name: data[name] for name in input_names(self.layers)}
+            logits, new_kv = self.session.run(["logits", "new_kv"], feed)
             difference = max(
                 float(np.abs(logits - data["expected_logits"]).max()),
-                float(np.abs(present - data["expected_present"]).max()),
+                float(np.abs(new_kv - data["expected_new_kv"]).max()),
             )
         if difference > atol:
             raise ModelLoadError(
                 f"{self.path}: outputs differ from the export's by {difference:.2e} (> {atol})"
             )
         return difference
+
+
+class Decoder:
+    """Incremental decoding of one sequence over a sliding ring-buffer cache."""
+
+    def __init__(self, model: ContinuationModel, style: int, slots: int = DEFAULT_SLOTS) -> None:
+        if slots < 1:
+            raise ValueError(f"slots must be >= 1, got {slots}")
+        self.model, self.slots, self.position = model, slots, 0
+        shape = (1, model.heads, slots, model.head_dim)
+        self.cache = [np.zeros(shape, np.float32) for _ in range(2 * model.layers)]
+        self.bias = np.full(slots, EMPTY_SLOT, np.float32)
+        self._token = np.zeros((1, 1), np.int64)
+        self._va = np.zeros((1, 1, 2), np.float32)
+        self._style = np.array([style], np.int64)
+        self._position = np.zeros(1, np.int64)
+        self._logits = np.zeros((1, 1, VOCAB_SIZE), np.float32)
+        self._new = np.zeros((model.layers, 2, 1, model.heads, 1, model.head_dim), np.float32)
+        self._binding = model.session.io_binding()
+        arrays = [self._token, self._va, self._style, self._position, self.bias, *self.cache]
+        for name, array in zip(input_names(model.layers), arrays):
+            self._binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array))
+        self._binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self._logits))
+        self._binding.bind_ortvalue_output("new_kv", ort.OrtValue.ortvalue_from_numpy(self._new))
+
+    def _store(self, new_kv: np.ndarray, positions: np.ndarray) -> None:
+        for index in range(min(len(positions), self.slots)):
+            column = len(positions) - 1 - index
+            slot = int(positions[column]) % self.slots
+            for layer in range(self.model.layers):
+                self.cache[2 * layer][0, :, slot] = new_kv[layer, 0, 0, :, column]
+                self.cache[2 * layer + 1][0, :, slot] = new_kv[layer, 1, 0, :, column]
+            self.bias[slot] = 0.0
+
+    def prefill(self, tokens: np.ndarray, va: np.ndarray, keep_all: bool = False) -> np.ndarray:
+        """Feed several tokens in one pass; the logits of the last one [V] (all [T, V] if keep_all)."""
+        tokens = np.asarray(tokens, dtype=np.int64).reshape(1, -1)
+        va = np.asarray(va, dtype=np.float32).reshape(1, -1, 2)
+        if tokens.shape[1] == 0:
+            raise ValueError("prefill needs at least one token")
+        if va.shape[1] != tokens.shape[1]:
+            raise ValueError(f"va has {va.shape[1]} rows for {tokens.shape[1]} tokens")
+        positions = np.arange(self.position, self.position + tokens.shape[1], dtype=np.int64)
+        feed = dict(
+            zip(input_names(self.model.layers), [tokens, va, self._style, positions, self.bias, *self.cache])
+        )
+        logits, new_kv = self.model.session.run(["logits", "new_kv"], feed)
+        self._store(new_kv, positions)
+        self.position += tokens.shape[1]
+        return logits[0] if keep_all else logits[0, -1]
+
+    def step(self, token: int, va: tuple[float, float] | np.ndarray = (0.0, 0.0)) -> np.ndarray:
+        """Feed one token; the logits of the next [V] (a view, valid until the next step)."""
+        self._token[0, 0] = token
+        self._va[0, 0] = va
+        self._position[0] = self.position
+        self.model.session.run_with_iobinding(self._binding)
+        slot = self.position % self.slots
+        for layer in range(self.model.layers):
+            self.cache[2 * layer][0, :, slot] = self._new[layer, 0, 0, :, 0]
+            self.cache[2 * layer + 1][0, :, slot] = self._new[layer, 1, 0, :, 0]
+        self.bias[slot] = 0.0
+        self.position += 1
+        return self._logits[0, 0]

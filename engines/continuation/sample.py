@@ -13,8 +13,8 @@ output has its NOTE_OFF.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,14 +31,19 @@ from .tokens import (
     SHIFT_BASE,
     VELOCITY_BASE,
     VOCAB_SIZE,
-    is_note,
-    is_shift,
     note_token,
-    parse_note_token,
-    shift_steps,
 )
 
-__all__ = ["SCALES", "Generation", "SamplingConfig", "generate", "sample_token", "scale_pitch_classes"]
+__all__ = [
+    "SCALES",
+    "Generation",
+    "SamplingConfig",
+    "Stream",
+    "closing_tokens",
+    "generate",
+    "sample_token",
+    "scale_pitch_classes",
+]
 
 SCALES: dict[str, tuple[int, ...]] = {
     "major": (0, 2, 4, 5, 7, 9, 11),
@@ -82,16 +87,22 @@ class SamplingConfig:
                 raise ValueError(f"{name} {low}..{high} must lie within 21..108")
 
 
-@dataclass
 class _State:
-    """Time and held notes while scanning or generating tokens."""
+    """Time and held notes while scanning or generating tokens (onsets[hand, pitch - 21], -1 = not held)."""
 
-    now_steps: int = 0
-    held: dict[tuple[int, int], int] = field(default_factory=dict)
-    bars: int = 0
-    last_token: int = -1
-    first_bar_steps: int | None = None
-    last_bar_steps: int = -1
+    def __init__(self) -> None:
+        self.now_steps = 0
+        self.onsets = np.full((2, NUM_PITCHES), -1, dtype=np.int64)
+        self.bars = 0
+        self.last_token = -1
+        self.first_bar_steps: int | None = None
+        self.last_bar_steps = -1
+
+    @property
+    def held(self) -> dict[tuple[int, int], int]:
+        """(hand, pitch) -> onset step of every held note."""
+        hands, indices = np.nonzero(self.onsets >= 0)
+        return {(int(h), int(i) + LOW_PITCH): int(self.onsets[h, i]) for h, i in zip(hands, indices)}
 
     def advance(self, token: int) -> None:
         self.last_token = token
@@ -100,14 +111,12 @@ class _State:
             self.last_bar_steps = self.now_steps
             if self.first_bar_steps is None:
                 self.first_bar_steps = self.now_steps
-        elif is_shift(token):
-            self.now_steps += shift_steps(token)
-        elif is_note(token):
-            hand, kind, pitch = parse_note_token(token)
-            if kind == NOTE_ON:
-                self.held[(hand, pitch)] = self.now_steps
-            else:
-                self.held.pop((hand, pitch), None)
+        elif SHIFT_BASE <= token:
+            self.now_steps += token - SHIFT_BASE + 1
+        elif NOTE_BASE <= token < VELOCITY_BASE:
+            index = token - NOTE_BASE
+            hand, kind, pitch = index // (2 * NUM_PITCHES), (index // NUM_PITCHES) % 2, index % NUM_PITCHES
+            self.onsets[hand, pitch] = self.now_steps if kind == NOTE_ON else -1
 
 
 def _steps_to_bar_line(state: _State, bar_steps: int) -> int:
@@ -115,66 +124,86 @@ def _steps_to_bar_line(state: _State, bar_steps: int) -> int:
     return (origin - state.now_steps) % bar_steps
 
 
-def _mask(state: _State, config: SamplingConfig) -> np.ndarray:
-    """True where a token is allowed next."""
-    allowed = np.zeros(VOCAB_SIZE, dtype=bool)
-    to_bar_line = _steps_to_bar_line(state, config.bar_steps)
-    if to_bar_line == 0 and state.last_bar_steps != state.now_steps:
-        allowed[BAR] = True  # forced: a bar line is reached
-        return allowed
-    allowed[VELOCITY_BASE:SHIFT_BASE] = True
-    pitches = np.arange(LOW_PITCH, LOW_PITCH + NUM_PITCHES)
-    in_scale = (
-        np.ones(NUM_PITCHES, dtype=bool)
-        if config.pitch_classes is None
-        else np.isin(pitches % 12, list(config.pitch_classes))
-    )
-    onsets = np.full((2, NUM_PITCHES), -1, dtype=np.int64)
-    for (hand, pitch), onset in state.held.items():
-        onsets[hand, pitch - LOW_PITCH] = onset
-    for hand, (low, high) in ((RIGHT, config.right_range), (LEFT, config.left_range)):
-        held = onsets[hand] >= 0
-        on = (
-            in_scale & (pitches >= low) & (pitches <= high) & ~held & (int(held.sum()) < config.max_polyphony)
+class _Masker:
+    """The allowed-token mask of a state under one config (per-hand pitch masks precomputed)."""
+
+    def __init__(self, config: SamplingConfig) -> None:
+        self.config = config
+        pitches = np.arange(LOW_PITCH, LOW_PITCH + NUM_PITCHES)
+        in_scale = (
+            np.ones(NUM_PITCHES, dtype=bool)
+            if config.pitch_classes is None
+            else np.isin(pitches % 12, list(config.pitch_classes))
         )
-        base_on = NOTE_BASE + (hand * 2 + NOTE_ON) * NUM_PITCHES
-        base_off = NOTE_BASE + (hand * 2 + NOTE_OFF) * NUM_PITCHES
-        allowed[base_on : base_on + NUM_PITCHES] = on
-        allowed[base_off : base_off + NUM_PITCHES] = held & (
-            onsets[hand] < state.now_steps
-        )  # no zero-length notes
-    longest = max((state.now_steps - onset for onset in state.held.values()), default=0)
-    room = config.max_note_steps - longest
-    room = min(room, to_bar_line if to_bar_line > 0 else config.bar_steps)
-    allowed[SHIFT_BASE : SHIFT_BASE + max(0, min(room, VOCAB_SIZE - SHIFT_BASE))] = True
-    note_ons = np.zeros(VOCAB_SIZE, dtype=bool)
-    for hand in (RIGHT, LEFT):
-        base_on = NOTE_BASE + (hand * 2 + NOTE_ON) * NUM_PITCHES
-        note_ons[base_on : base_on + NUM_PITCHES] = allowed[base_on : base_on + NUM_PITCHES]
-    if not note_ons.any():
-        allowed[VELOCITY_BASE:SHIFT_BASE] = False  # a velocity must lead to a NOTE_ON
-    elif VELOCITY_BASE <= state.last_token < SHIFT_BASE:
-        allowed = note_ons  # grammar: VELOCITY is always followed by a NOTE_ON
-    return allowed
+        self.playable = np.stack(
+            [
+                in_scale & (pitches >= low) & (pitches <= high)
+                for low, high in (config.right_range, config.left_range)
+            ]
+        )
+        self.on_slices = [slice(b, b + NUM_PITCHES) for b in (NOTE_BASE, NOTE_BASE + 2 * NUM_PITCHES)]
+        self.off_slices = [
+            slice(b + NUM_PITCHES, b + 2 * NUM_PITCHES) for b in (NOTE_BASE, NOTE_BASE + 2 * NUM_PITCHES)
+        ]
+        self.shift_limit = VOCAB_SIZE - SHIFT_BASE
+
+    def __call__(self, state: _State) -> np.ndarray:
+        """True where a token is allowed next."""
+        config = self.config
+        allowed = np.zeros(VOCAB_SIZE, dtype=bool)
+        to_bar_line = _steps_to_bar_line(state, config.bar_steps)
+        if to_bar_line == 0 and state.last_bar_steps != state.now_steps:
+            allowed[BAR] = True  # forced: a bar line is reached
+            return allowed
+        held = state.onsets >= 0
+        any_on = False
+        for hand in (RIGHT, LEFT):
+            if int(held[hand].sum()) < config.max_polyphony:
+                on = self.playable[hand] & ~held[hand]
+                allowed[self.on_slices[hand]] = on
+                any_on = any_on or bool(on.any())
+            allowed[self.off_slices[hand]] = held[hand] & (state.onsets[hand] < state.now_steps)
+        if VELOCITY_BASE <= state.last_token < SHIFT_BASE:
+            allowed[: self.on_slices[RIGHT].start] = False  # grammar: VELOCITY -> NOTE_ON
+            allowed[self.off_slices[RIGHT]] = False
+            allowed[self.off_slices[LEFT]] = False
+            return allowed
+        if any_on:
+            allowed[VELOCITY_BASE:SHIFT_BASE] = True  # a velocity must lead to a NOTE_ON
+        longest = state.now_steps - int(state.onsets[held].min()) if held.any() else 0
+        room = min(config.max_note_steps - longest, to_bar_line if to_bar_line > 0 else config.bar_steps)
+        allowed[SHIFT_BASE : SHIFT_BASE + max(0, min(room, self.shift_limit))] = True
+        return allowed
+
+
+def _mask(state: _State, config: SamplingConfig) -> np.ndarray:
+    """True where a token is allowed next (one-off; generation keeps a ``_Masker``)."""
+    return _Masker(config)(state)
 
 
 def sample_token(
     logits: np.ndarray, allowed: np.ndarray, config: SamplingConfig, rng: np.random.Generator
 ) -> int:
     """One token from masked logits with temperature, top-k and top-p."""
-    scores = np.where(allowed, logits.astype(np.float64) / config.temperature, -np.inf)
-    if not np.isfinite(scores).any():
+    candidates = np.flatnonzero(allowed)
+    if not len(candidates):
         raise ValueError("no token is allowed by the constraints")
-    order = np.argsort(-scores)
-    order = order[np.isfinite(scores[order])]
-    if config.top_k:
-        order = order[: config.top_k]
-    probabilities = np.exp(scores[order] - scores[order[0]])
-    probabilities /= probabilities.sum()
+    scores = logits[candidates].astype(np.float64) / config.temperature
+    if config.top_k and config.top_k < len(candidates):
+        keep = np.argpartition(-scores, config.top_k - 1)[: config.top_k]
+        candidates, scores = candidates[keep], scores[keep]
+    order = np.argsort(-scores, kind="stable")
+    candidates, scores = candidates[order], scores[order]
+    cumulative = np.cumsum(np.exp(scores - scores[0]))
+    total = cumulative[-1]
     if config.top_p < 1.0:
-        keep = int(np.searchsorted(np.cumsum(probabilities), config.top_p) + 1)
-        order, probabilities = order[:keep], probabilities[:keep] / probabilities[:keep].sum()
-    return int(rng.choice(order, p=probabilities))
+        keep = min(len(cumulative), int(np.searchsorted(cumulative, config.top_p * total)) + 1)
+        total = cumulative[keep - 1]
+    return int(
+        candidates[
+            min(int(np.searchsorted(cumulative, rng.random() * total, side="right")), len(candidates) - 1)
+        ]
+    )
 
 
 @dataclass
@@ -184,6 +213,66 @@ class Generation:
     tokens: list[int]
     forced_offs: int
     bars: int
+
+
+def closing_tokens(state: _State) -> list[int]:
+    """NOTE_OFFs for every held note (one extra step first if a note started at this instant)."""
+    held = sorted(state.held.items())
+    older = [note_token(h, NOTE_OFF, p) for (h, p), onset in held if onset < state.now_steps]
+    newest = [note_token(h, NOTE_OFF, p) for (h, p), onset in held if onset == state.now_steps]
+    return older + ([SHIFT_BASE] + newest if newest else [])  # one step: no zero-length note
+
+
+class Stream:
+    """The continuation of a prompt, token by token (iterate it), then the closing NOTE_OFFs.
+
+    The prompt is cut to the model's context (its last ``slots + 1`` tokens) and fed at
+    construction; generation slides over the ring-buffer cache. It stops before the (bars+1)-th
+    generated BAR or after ``max_tokens``. ``state`` is the time/held-note state after the last
+    yielded token; ``forced_offs`` counts the notes closed at the end.
+    """
+
+    def __init__(
+        self,
+        model: ContinuationModel,
+        prompt: Sequence[int],
+        bars: int,
+        config: SamplingConfig,
+        style: int = 0,
+        va: tuple[float, float] = (0.0, 0.0),
+        max_tokens: int = 2048,
+    ) -> None:
+        if not len(prompt):
+            raise ValueError("the prompt needs at least one token (e.g. SOS)")
+        if bars < 1:
+            raise ValueError(f"bars must be >= 1, got {bars}")
+        self.bars, self.config, self.max_tokens = bars, config, max_tokens
+        self.rng = np.random.default_rng(config.seed)
+        self.masker = _Masker(config)
+        self.state = _State()
+        for token in prompt:
+            self.state.advance(int(token))
+        self.state.bars = 0
+        self.forced_offs = 0
+        self.decoder = model.decoder(style)
+        context = np.asarray(prompt, dtype=np.int64)[-(self.decoder.slots + 1) :]
+        self.va = np.asarray(va, dtype=np.float32).reshape(2)
+        self.logits = self.decoder.prefill(context, np.repeat(self.va[None], len(context), 0))
+
+    def __iter__(self) -> Iterator[int]:
+        state = self.state
+        for _ in range(self.max_tokens):
+            token = sample_token(self.logits, self.masker(state), self.config, self.rng)
+            if token == BAR and state.bars + 1 > self.bars:
+                break
+            state.advance(token)
+            yield token
+            self.logits = self.decoder.step(token, self.va)
+        closing = closing_tokens(state)
+        self.forced_offs = sum(1 for t in closing if t != SHIFT_BASE)
+        for token in closing:
+            state.advance(token)
+            yield token
 
 
 def generate(
@@ -196,34 +285,6 @@ def generate(
     max_tokens: int = 2048,
 ) -> Generation:
     """Continue ``prompt`` for ``bars`` bars of ``config.bar_steps`` (the prompt's bar grid)."""
-    if not prompt:
-        raise ValueError("the prompt needs at least one token (e.g. SOS)")
-    if bars < 1:
-        raise ValueError(f"bars must be >= 1, got {bars}")
-    rng = np.random.default_rng(config.seed)
-    state = _State()
-    for token in prompt:
-        state.advance(int(token))
-    state.bars = 0
-    va_row = np.asarray(va, dtype=np.float32).reshape(1, 2)
-    logits, cache = model.run(
-        np.asarray(prompt), np.repeat(va_row, len(prompt), 0), style, model.empty_cache()
-    )
-    next_logits = logits[-1]
-    output: list[int] = []
-    while len(output) < max_tokens:
-        token = sample_token(next_logits, _mask(state, config), config, rng)
-        if token == BAR and state.bars + 1 > bars:
-            break
-        output.append(token)
-        state.advance(token)
-        logits, cache = model.run(np.array([token]), va_row, style, cache)
-        next_logits = logits[-1]
-    older = [
-        note_token(h, NOTE_OFF, p) for (h, p), onset in sorted(state.held.items()) if onset < state.now_steps
-    ]
-    newest = [
-        note_token(h, NOTE_OFF, p) for (h, p), onset in sorted(state.held.items()) if onset == state.now_steps
-    ]
-    closing = older + ([SHIFT_BASE] + newest if newest else [])  # one step: no zero-length note
-    return Generation(output + closing, len(state.held), state.bars)
+    stream = Stream(model, prompt, bars, config, style, va, max_tokens)
+    tokens = list(stream)
+    return Generation(tokens, stream.forced_offs, stream.state.bars)

@@ -1,0 +1,220 @@
+"""The stem mixer shared by the live player and the offline renderer (docs/snc_player.md).
+
+Per-stem gain, pan, mute and solo become one coefficient per stem and channel. Every change
+ramps linearly, sample by sample, from the value sounding now to the new target over
+``ramp_s`` (no step, so no click), whatever the audio buffer size.
+
+The residual rule. The file's master is ``G * sum(stems) + residual`` (docs/snc.md). While
+the mix is the default (every stem at 0 dB, centred, none muted or soloed, no ramp running)
+the mixer outputs the decoded master itself: the reconstruction is exact. Otherwise it outputs
+``G * sum(c_s * stem_s) + w * residual`` where ``w`` is the energy-weighted mean of the stems'
+linear gains, ``w = sum(E_s * mean_c(c_s)) / sum(E_s)``, ``E_s`` a running energy estimate
+of each stem (time constant ``energy_tau_s``). Muting a stem that carries 30 % of the energy
+leaves 70 % of the residual; muting all stems silences it, so no ghost of a muted part
+survives in the residual. ``w`` moves with the ramped gains and the slow energies, so it never
+steps.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from bridge.errors import ParameterError
+
+__all__ = ["StemMix", "Mixer", "SILENCE_DB", "pan_gains"]
+
+SILENCE_DB = -96.0
+
+
+@dataclass(frozen=True)
+class StemMix:
+    """What the user set for one stem: gain in dB, pan -1 (left)..1 (right), mute, solo."""
+
+    gain_db: float = 0.0
+    pan: float = 0.0
+    mute: bool = False
+    solo: bool = False
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.gain_db) or self.gain_db > 24.0:
+            raise ParameterError(f"gain {self.gain_db} dB must be a number up to 24 dB ({SILENCE_DB} and below = silent)")
+        if not -1.0 <= self.pan <= 1.0:
+            raise ParameterError(f"pan {self.pan} is outside -1..1")
+
+    @property
+    def is_default(self) -> bool:
+        return self.gain_db == 0.0 and self.pan == 0.0 and not self.mute and not self.solo
+
+
+def pan_gains(pan: float, channels: int) -> np.ndarray:
+    """Constant-power balance, 1.0 on both sides at the centre: L = sqrt2 cos t, R = sqrt2 sin t
+    with t = (pan + 1) pi / 4. Other channel counts are not panned."""
+    if channels != 2 or pan == 0.0:
+        return np.ones(channels)
+    theta = (pan + 1.0) * math.pi / 4.0
+    return np.array([math.sqrt(2.0) * math.cos(theta), math.sqrt(2.0) * math.sin(theta)])
+
+
+class Mixer:
+    """Mixes decoded SNC blocks (``{"master": ..., "<stem>": ...}``, shape (frames, channels)).
+
+    ``set`` may be called from any thread; ``process`` runs on the audio thread.
+    """
+
+    def __init__(self, stems: Sequence[str], channels: int, mastering_gain: np.ndarray, sample_rate: int,
+                 ramp_s: float = 0.02, energy_tau_s: float = 1.0) -> None:
+        if not stems:
+            raise ParameterError("a mixer needs at least one stem")
+        self.stems = list(stems)
+        self.channels = channels
+        self.sample_rate = sample_rate
+        self.mastering_gain = np.asarray(mastering_gain, dtype=np.float64).reshape(channels)
+        self.ramp_frames = max(1, int(round(ramp_s * sample_rate)))
+        self.energy_tau_s = energy_tau_s
+        self._lock = threading.Lock()
+        self._mix = {name: StemMix() for name in self.stems}
+        shape = (len(self.stems), channels)
+        self._target = np.ones(shape)
+        self._start = np.ones(shape)
+        self._current = np.ones(shape)
+        self._ramp_pos = self.ramp_frames
+        self._energy = np.zeros(len(self.stems))
+        self._energy_seen = False
+        self._weight: float | None = 1.0
+        self.changes = 0
+
+    # -- control (any thread) ------------------------------------------------------------------
+    def mix(self) -> dict[str, StemMix]:
+        with self._lock:
+            return dict(self._mix)
+
+    def set(self, name: str, **fields: float | bool) -> StemMix:
+        """Change one stem (gain_db=, pan=, mute=, solo=); the change ramps from what sounds now."""
+        return self.set_many({name: fields})[name]
+
+    def set_many(self, changes: Mapping[str, Mapping[str, float | bool]]) -> dict[str, StemMix]:
+        """Apply changes to several stems at once (one ramp for all of them)."""
+        with self._lock:
+            new = dict(self._mix)
+            for name, fields in changes.items():
+                if name not in new:
+                    raise ParameterError(f"no stem {name!r}; stems: {', '.join(self.stems)}")
+                try:
+                    new[name] = replace(new[name], **fields)
+                except TypeError as exc:
+                    raise ParameterError(f"stem {name!r}: {exc}") from None
+            self._mix = new
+            self._retarget()
+            return {name: new[name] for name in changes}
+
+    def reset_mix(self) -> None:
+        """Back to the default mix (the exact master once the ramp ends)."""
+        with self._lock:
+            self._mix = {name: StemMix() for name in self.stems}
+            self._retarget()
+
+    def _retarget(self) -> None:
+        soloed = any(m.solo for m in self._mix.values())
+        target = np.empty_like(self._target)
+        for index, name in enumerate(self.stems):
+            m = self._mix[name]
+            audible = not m.mute and (m.solo or not soloed) and m.gain_db > SILENCE_DB
+            level = 10.0 ** (m.gain_db / 20.0) if audible else 0.0
+            target[index] = level * pan_gains(m.pan, self.channels)
+        self._start = self._current.copy()
+        self._target = target
+        self._ramp_pos = 0
+        self.changes += 1
+
+    def settle(self) -> None:
+        """Jump to the targets without a ramp (before the first sample is played)."""
+        with self._lock:
+            self._current = self._target.copy()
+            self._ramp_pos = self.ramp_frames
+            self._weight = None
+
+    @property
+    def is_default(self) -> bool:
+        """True when the output is the decoded master itself (no change pending)."""
+        with self._lock:
+            return self._settled_default()
+
+    def _settled_default(self) -> bool:
+        return self._ramp_pos >= self.ramp_frames and all(m.is_default for m in self._mix.values())
+
+    # -- audio (one thread) ---------------------------------------------------------------------
+    def _coefficients(self, frames: int) -> np.ndarray:
+        """(frames, stems, channels) when ramping, else (stems, channels)."""
+        if self._ramp_pos >= self.ramp_frames:
+            return self._target
+        t = np.minimum((self._ramp_pos + np.arange(1, frames + 1)) / self.ramp_frames, 1.0)
+        coef = self._start[None] + (self._target - self._start)[None] * t[:, None, None]
+        self._ramp_pos += frames
+        self._current = coef[-1].copy()
+        if self._ramp_pos >= self.ramp_frames:
+            self._current = self._target.copy()
+        return coef
+
+    def _update_weight(self, stems: np.ndarray, frames: int, coef_end: np.ndarray) -> np.ndarray:
+        """The residual weight per frame, ramped from the previous block's value."""
+        energy = np.mean(np.square(stems, dtype=np.float64), axis=(1, 2))
+        if not self._energy_seen:
+            self._energy, self._energy_seen = energy, True
+        else:
+            alpha = 1.0 - math.exp(-frames / (self.energy_tau_s * self.sample_rate))
+            self._energy = self._energy + alpha * (energy - self._energy)
+        weights = self._energy + 1e-20
+        new = float(np.sum(weights * coef_end.mean(axis=1)) / np.sum(weights))
+        if self._weight is None:
+            self._weight = new
+        ramp = self._weight + (new - self._weight) * np.arange(1, frames + 1) / frames
+        self._weight = new
+        return ramp
+
+    def parts(self, block: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Scaled stems (stems, frames, channels), mastering gain included, and the weighted
+        residual (frames, channels); their sum is the mix."""
+        with self._lock:
+            stems = np.stack([np.asarray(block[name], dtype=np.float32) for name in self.stems])
+            master = np.asarray(block["master"], dtype=np.float64)
+            frames = master.shape[0]
+            residual = master - np.einsum("snc,c->nc", stems, self.mastering_gain, dtype=np.float64)
+            default_before = self._settled_default()
+            coef = self._coefficients(frames)
+            coef_end = coef if coef.ndim == 2 else coef[-1]
+            weight = self._update_weight(stems, frames, coef_end)
+            if default_before:
+                weight = np.ones(frames)
+                self._weight = 1.0
+        gain = coef * self.mastering_gain if coef.ndim == 2 else coef * self.mastering_gain[None, None]
+        if gain.ndim == 2:
+            scaled = stems * gain[:, None, :].astype(np.float32)
+        else:
+            scaled = stems * np.transpose(gain, (1, 0, 2)).astype(np.float32)
+        return scaled, (residual * weight[:, None]).astype(np.float32)
+
+    def process(self, block: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The mixed block (frames, channels), float32; the decoded master while the mix is the default."""
+        with self._lock:
+            exact = self._settled_default()
+        if exact:
+            self._track_energy(block)
+            return np.asarray(block["master"], dtype=np.float32)
+        scaled, residual = self.parts(block)
+        return (scaled.sum(axis=0, dtype=np.float64) + residual).astype(np.float32)
+
+    def _track_energy(self, block: Mapping[str, np.ndarray]) -> None:
+        """Keep the running energies current while the exact path is taken."""
+        frames = np.asarray(block["master"]).shape[0]
+        energy = np.array([float(np.mean(np.square(block[name], dtype=np.float64))) for name in self.stems])
+        with self._lock:
+            if not self._energy_seen:
+                self._energy, self._energy_seen = energy, True
+            else:
+                alpha = 1.0 - math.exp(-frames / (self.energy_tau_s * self.sample_rate))
+                self._energy = self._energy + alpha * (energy - self._energy)

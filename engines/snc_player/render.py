@@ -1,0 +1,168 @@
+"""Offline rendering with the player's own DSP on pyo's offline server.
+
+The same ``Pipeline`` feeds the same pyo graph as live playback, one buffer per pyo callback;
+the offline server writes as fast as it can. pyo fades in the first buffer after a start, so
+the render primes one buffer of silence and the file is trimmed to the song's exact length
+while it is copied to its final name (temporary name, then an atomic rename).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import soundfile as sf
+
+from bridge.errors import CodecError, ConfigError, ParameterError, ScoreBridgeError
+from engines.snc.reader import SncReader
+from engines.snc_player.adaptive import DEFAULT_MAPPING, load_mapping, read_trajectory
+from engines.snc_player.contexts import load_contexts
+from engines.snc_player.pipeline import Pipeline
+from engines.snc_player.spatial import PyoFeed, build_graph, import_pyo
+from engines.snc_player.stream import Slicer
+
+__all__ = ["MixRequest", "make_pipeline", "render"]
+
+BUFFER_FRAMES = 256
+
+
+@dataclass
+class MixRequest:
+    """What a user asks for on the command line or from the engine's parameters."""
+
+    context: str = "default"
+    contexts_file: Path | None = None
+    gains_db: Mapping[str, float] = field(default_factory=dict)
+    pans: Mapping[str, float] = field(default_factory=dict)
+    mutes: Sequence[str] = ()
+    solos: Sequence[str] = ()
+    va_file: Path | None = None
+    mapping_file: Path | None = None
+    valence: float = 0.0
+    arousal: float = 0.0
+
+
+def make_pipeline(reader: SncReader, request: MixRequest) -> Pipeline:
+    """A pipeline for ``reader``'s file set up as ``request`` says; names are checked."""
+    contexts = load_contexts(reader.manifest.contexts, request.contexts_file)
+    mapping = load_mapping(request.mapping_file) if request.mapping_file else DEFAULT_MAPPING
+    trajectory = read_trajectory(request.va_file) if request.va_file else None
+    pipeline = Pipeline(reader.manifest, contexts, request.context, mapping, trajectory)
+    names = set(pipeline.names)
+    for label, keys in (("--gain", request.gains_db), ("--pan", request.pans), ("--mute", request.mutes),
+                        ("--solo", request.solos)):
+        unknown = [k for k in keys if k not in names]
+        if unknown:
+            raise ParameterError(f"{label}: no stem {unknown[0]!r} in {reader.path.name}; stems: "
+                                 f"{', '.join(pipeline.names)}")
+    for name in pipeline.names:
+        fields: dict[str, Any] = {}
+        if name in request.gains_db:
+            fields["gain_db"] = float(request.gains_db[name])
+        if name in request.pans:
+            fields["pan"] = float(request.pans[name])
+        if name in request.mutes:
+            fields["mute"] = True
+        if name in request.solos:
+            fields["solo"] = True
+        if fields:
+            pipeline.set_user(name, **fields)
+    if trajectory is not None:
+        pipeline.set_va(*trajectory.at(0.0))
+    elif request.valence or request.arousal:
+        pipeline.set_va(request.valence, request.arousal)
+    return pipeline
+
+
+def render(path: Path, output: Path, request: MixRequest | None = None,
+           buffer_frames: int = BUFFER_FRAMES) -> dict[str, Any]:
+    """Render ``path`` to the WAV file ``output`` (32-bit float); returns what was done."""
+    request = request or MixRequest()
+    output = Path(output)
+    if output.suffix.lower() != ".wav":
+        raise ConfigError(f"{output}: the renderer writes WAV files; name the output *.wav")
+    if not output.parent.is_dir():
+        raise ConfigError(f"{output.parent}: no such folder")
+    reader = SncReader(path)
+    pipeline = make_pipeline(reader, request)
+    # The first buffers of a render hold the ramps from the default mix; start settled instead.
+    pipeline.mixer.settle()
+    manifest = reader.manifest
+    channels = 2 if pipeline.layout == "binaural" else pipeline.feeds
+    pyo = import_pyo()
+    started = time.perf_counter()
+    fd, raw = tempfile.mkstemp(suffix=".wav", prefix=".render-", dir=output.parent)
+    os.close(fd)
+    final_tmp = output.parent / f".{output.name}.partial"
+    failure: list[BaseException] = []
+    try:
+        server = pyo.Server(sr=manifest.sample_rate, nchnls=channels, buffersize=buffer_frames, duplex=0,
+                            audio="offline")
+        server.deactivateMidi()
+        server.setVerbosity(1)
+        server.boot()
+        try:
+            server.recordOptions(dur=(manifest.frames + buffer_frames) / manifest.sample_rate, filename=raw,
+                                 sampletype=3)
+            feed = PyoFeed(pyo, pipeline.feeds, buffer_frames)
+            graph = build_graph(pyo, feed, pipeline.layout, pipeline.stems, channels, pipeline.context.positions)
+            slicer = Slicer(reader.blocks(block_frames=16 * buffer_frames))
+            position = [-1]
+
+            def callback() -> None:
+                if failure or position[0] < 0:  # the primed (faded-in) buffer stays silent
+                    position[0] = max(position[0], 0)
+                    feed.write(None)
+                    return
+                try:
+                    block = slicer.take(buffer_frames)
+                    if block is None:
+                        feed.write(None)
+                        return
+                    feed.write(pipeline.process(block, position[0]))
+                    position[0] += block["master"].shape[0]
+                except BaseException as exc:  # noqa: BLE001 - re-raised after pyo returns
+                    failure.append(exc)
+                    feed.write(None)
+
+            server.setCallback(callback)
+            server.start()
+            del graph
+        finally:
+            server.shutdown()
+        if failure:
+            raise failure[0]
+        _trim(Path(raw), final_tmp, buffer_frames, manifest.frames)
+        os.replace(final_tmp, output)
+    except (ScoreBridgeError, OSError, RuntimeError) as exc:
+        final_tmp.unlink(missing_ok=True)
+        if isinstance(exc, ScoreBridgeError):
+            raise
+        raise CodecError(f"{output}: rendering failed: {exc}") from None
+    finally:
+        Path(raw).unlink(missing_ok=True)
+    elapsed = time.perf_counter() - started
+    return {"output": str(output), "frames": manifest.frames, "channels": channels, "context": pipeline.context.name,
+            "layout": pipeline.layout, "seconds": round(elapsed, 3),
+            "speed_x_real_time": round(manifest.duration_s / max(elapsed, 1e-9), 1)}
+
+
+def _trim(raw: Path, target: Path, skip: int, frames: int) -> None:
+    """Copy ``frames`` frames after the first ``skip`` into ``target`` (float WAV), in blocks."""
+    with sf.SoundFile(str(raw)) as source:
+        if source.frames < skip + frames:
+            raise CodecError(f"pyo's offline server wrote {source.frames} frames, {skip + frames} expected")
+        source.seek(skip)
+        with sf.SoundFile(str(target), "w", source.samplerate, source.channels, "FLOAT", format="WAV") as sink:
+            left = frames
+            while left > 0:
+                data = source.read(min(65536, left), dtype="float32", always_2d=True)
+                sink.write(data)
+                left -= data.shape[0]
+    with open(target, "rb+") as handle:
+        os.fsync(handle.fileno())

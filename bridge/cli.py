@@ -22,7 +22,7 @@ log = logging.getLogger("scorebridge")
 # ``add_parser(subparsers)``, which adds its parser and sets ``run=<function(args) -> int>``
 # as a default; importing one must stay light (no torch, no model loading).
 _OFFLINE_COMMANDS: tuple[str, ...] = ("bridge.va_cli",)
-_EVALUATIONS: tuple[str, ...] = ()
+_EVALUATIONS: tuple[str, ...] = ("bridge.eval_harmony_cli",)
 
 
 def _add_osc_target(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +54,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--osc-port", type=int, help="OSC port (default 9000; 0 = any free port)")
     serve.add_argument("--osc-allow-remote", action="store_true", help="allow a non-loopback OSC bind")
     serve.add_argument("--osc-allow", default="", help="comma-separated client addresses allowed remotely")
+    serve.add_argument("--map", action="append", default=[], metavar="FILE",
+                       help="control map: a path or a shipped map's name (generic_8knob, browser); repeatable")
+    serve.add_argument("--connect-control", action="append", default=[], metavar="PATTERN",
+                       help="controllers: read from and send feedback to ports matching (regex); repeatable")
+    serve.add_argument("--learn-map", type=Path, help="where MIDI learn saves bindings "
+                       "(default ~/.config/scorebridge/learned.toml)")
+    serve.add_argument("--web-host", help="browser surface bind address (default 127.0.0.1)")
+    serve.add_argument("--web-port", type=int, help="browser surface port (default 9080; 0 = any free port)")
+    serve.add_argument("--web-allow-remote", action="store_true",
+                       help="allow a non-loopback browser surface (needs --web-token or prints one)")
+    serve.add_argument("--web-token", help="token the browser surface asks for (LAN access)")
+    serve.add_argument("--no-web", action="store_true", help="no browser surface")
     serve.add_argument("--duration", type=float, help="stop after this many seconds (tests, demos)")
 
     panic = sub.add_parser("panic", help="release every note of a running bridge")
@@ -139,6 +151,15 @@ def _serve(args: argparse.Namespace) -> int:
     config.osc_allow += [a for a in args.osc_allow.split(",") if a]
     if args.slot:
         config.slots = [parse_slot_flag(s) for s in args.slot]
+    config.control_maps += args.map
+    config.connect_control += args.connect_control
+    config.learn_map = args.learn_map or config.learn_map
+    config.web_host = args.web_host or config.web_host
+    if args.web_port is not None:
+        config.web_port, config.web_port_explicit = args.web_port, True
+    config.web_port = None if args.no_web else config.web_port
+    config.web_allow_remote = config.web_allow_remote or args.web_allow_remote
+    config.web_token = args.web_token or config.web_token
     # Short GIL slices so a busy engine thread cannot hold up the router or scheduler for the
     # default 5 ms; this is the serving process's own setting, not a library side effect.
     sys.setswitchinterval(0.0005)
@@ -158,7 +179,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"scorebridge {__version__} online: MIDI in {status['ports']['in']!r}, out "
               f"{', '.join(repr(p) for p in status['ports']['out'])} via {status['backend']}"
               f"{' (private JACK server, dummy driver)' if status['private_jack'] else ''}; "
-              f"OSC {config.osc_host}:{session.osc.port}; engines: {slots}", flush=True)
+              f"OSC {config.osc_host}:{session.osc.port}; engines: {slots}"
+              f"{'; web ' + session.web.url if session.web is not None else ''}", flush=True)
         stop.wait(args.duration)
     finally:
         session.stop()

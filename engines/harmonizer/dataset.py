@@ -27,6 +27,8 @@ __all__ = [
     "corpus_sources",
     "split_of",
     "build_cache",
+    "pieces_to_arrays",
+    "parse_split",
     "load_raw",
     "make_windows",
     "load_split_ids",
@@ -104,19 +106,8 @@ def build_cache(cache_dir: Path = DEFAULT_CACHE, limit: int | None = None) -> Pa
                 f"{time.time() - started:.0f}s",
                 flush=True,
             )
-    lengths = np.array([len(p.chord) for p in pieces], dtype=np.int64)
-    arrays = {
-        "piece_id": np.array([p.piece_id for p in pieces]),
-        "style": np.array([p.style for p in pieces], dtype=np.int64),
-        "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-        "time_signature": np.array([p.time_signature for p in pieces], dtype=np.int64),
-        "shift": np.array([p.shift for p in pieces], dtype=np.int64),
-        "mode": np.array([p.mode for p in pieces]),
-        "split": np.array([split_of(p.piece_id) for p in pieces]),
-    }
-    fields = ("melody_pitch", "melody_onset", "texture", "voices", "struck", "bass", "chord", "bar_start", "va")
-    for field in fields:
-        arrays[field] = np.concatenate([getattr(p, field) for p in pieces])
+    arrays = pieces_to_arrays(pieces)
+    lengths = np.diff(arrays["offsets"])
     out = cache_dir / RAW_FILE
     np.savez_compressed(out, **arrays)
     (cache_dir / "skipped.txt").write_text("\n".join(skipped) + "\n")
@@ -130,6 +121,37 @@ def build_cache(cache_dir: Path = DEFAULT_CACHE, limit: int | None = None) -> Pa
         flush=True,
     )
     return out
+
+
+def pieces_to_arrays(pieces: list) -> dict[str, np.ndarray]:
+    """Concatenate extracted pieces into the raw-cache layout (offsets index the Q16 arrays)."""
+    lengths = np.array([len(p.chord) for p in pieces], dtype=np.int64)
+    arrays = {
+        "piece_id": np.array([p.piece_id for p in pieces]),
+        "style": np.array([p.style for p in pieces], dtype=np.int64),
+        "offsets": np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        "time_signature": np.array([p.time_signature for p in pieces], dtype=np.int64),
+        "shift": np.array([p.shift for p in pieces], dtype=np.int64),
+        "mode": np.array([p.mode for p in pieces]),
+        "split": np.array([split_of(p.piece_id) for p in pieces]),
+    }
+    fields = ("melody_pitch", "melody_onset", "texture", "voices", "struck", "bass", "chord", "bar_start", "va")
+    for field in fields:
+        arrays[field] = np.concatenate([getattr(p, field) for p in pieces])
+    return arrays
+
+
+def parse_split(split: str, count: int | None = None) -> dict[str, np.ndarray]:
+    """Raw arrays of the first `count` pieces of a committed split, parsed now (music21 needed);
+    for evaluations on a machine without the cache."""
+    from music21 import corpus  # offline only
+
+    from .extract import extract_piece
+
+    styles = dict(corpus_sources())
+    ids = load_split_ids(split)[:count]
+    pieces = [extract_piece(corpus.parse(i, forceSource=True), i, styles.get(i, 0)) for i in ids]
+    return pieces_to_arrays(pieces)
 
 
 def load_raw(cache_dir: Path = DEFAULT_CACHE) -> dict[str, np.ndarray]:

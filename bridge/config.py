@@ -13,9 +13,13 @@ from typing import Any
 from bridge.errors import ConfigError
 from bridge.host import SlotConfig
 
-__all__ = ["BridgeConfig", "load_config", "DEFAULT_SLOTS"]
+__all__ = ["BridgeConfig", "load_config", "DEFAULT_SLOTS", "RESERVED_SLOT_NAMES", "DEFAULT_WEB_PORT"]
 
 DEFAULT_SLOTS = (SlotConfig(name="rule", engine="rule", in_channels=None, out_channel=1),)
+# OSC addresses of the bridge itself: a slot cannot be called like one.
+RESERVED_SLOT_NAMES = ("transport", "affect", "learn", "panic", "status", "dump", "describe",
+                       "subscribe", "unsubscribe", "error", "surface")
+DEFAULT_WEB_PORT = 9080
 
 
 @dataclass
@@ -32,6 +36,15 @@ class BridgeConfig:
     osc_allow_remote: bool = False
     osc_allow: list[str] = field(default_factory=list)
     slots: list[SlotConfig] = field(default_factory=lambda: list(DEFAULT_SLOTS))
+    control_maps: list[str] = field(default_factory=list)  # paths or shipped map names
+    connect_control: list[str] = field(default_factory=list)
+    learn_map: Path | None = None  # None = $XDG_CONFIG_HOME/scorebridge/learned.toml
+    control_feedback_interval_s: float = 0.02
+    web_host: str = "127.0.0.1"
+    web_port: int | None = DEFAULT_WEB_PORT  # None = no browser surface; 0 = any free port
+    web_port_explicit: bool = False  # a busy port is then an error, not a warning
+    web_allow_remote: bool = False
+    web_token: str | None = None
 
 
 def _channels(value: Any, where: str) -> frozenset[int] | None:
@@ -57,11 +70,15 @@ def parse_slot(table: dict[str, Any], where: str) -> SlotConfig:
     if "engine" not in table:
         raise ConfigError(f"{where}: every [[slots]] entry needs engine = \"rule\" (or another engine)")
     engine = str(table["engine"])
+    name = str(table.get("name", engine))
+    if name in RESERVED_SLOT_NAMES or not name or "/" in name:
+        raise ConfigError(f"{where}: a slot cannot be called {name!r} (no '/', and not one of the "
+                          f"bridge's own addresses: {', '.join(RESERVED_SLOT_NAMES)})")
     params = table.get("params", {})
     if not isinstance(params, dict):
         raise ConfigError(f"{where}: params must be a table")
     return SlotConfig(
-        name=str(table.get("name", engine)),
+        name=name,
         engine=engine,
         in_channels=_channels(table.get("in_channels", "all"), where),
         out_channel=_channel(table.get("out_channel", 2), where),
@@ -116,7 +133,40 @@ def load_config(path: Path | None) -> BridgeConfig:
     config.osc_allow = [str(a) for a in osc.get("allow", [])]
     if "slots" in data:
         config.slots = [parse_slot(t, f"{path} [[slots]] #{i + 1}") for i, t in enumerate(data["slots"])]
-    unknown = set(data) - {"midi", "clock", "osc", "slots"}
+    _control_and_web(config, data.get("control", {}), data.get("web", {}), Path(path))
+    unknown = set(data) - {"midi", "clock", "osc", "slots", "control", "web"}
     if unknown:
-        raise ConfigError(f"{path}: unknown sections {sorted(unknown)}; valid: midi, clock, osc, slots")
+        raise ConfigError(f"{path}: unknown sections {sorted(unknown)}; valid: midi, clock, osc, slots, "
+                          "control, web")
     return config
+
+
+def _control_and_web(config: BridgeConfig, control: dict[str, Any], web: dict[str, Any], path: Path) -> None:
+    """``[control]`` maps, connect, learn_map, feedback_interval_ms; ``[web]`` enabled, host,
+    port, allow_remote, token. Relative map paths are relative to the config file."""
+    unknown = set(control) - {"maps", "connect", "learn_map", "feedback_interval_ms"}
+    if unknown:
+        raise ConfigError(f"{path} [control]: unknown keys {sorted(unknown)}; valid: maps, connect, "
+                          "learn_map, feedback_interval_ms")
+    base = path.parent
+    for name in control.get("maps", []):
+        candidate = base / str(name)
+        config.control_maps.append(str(candidate) if candidate.exists() else str(name))
+    config.connect_control = [str(p) for p in control.get("connect", [])]
+    if "learn_map" in control:
+        config.learn_map = base / str(control["learn_map"])
+    interval_ms = control.get("feedback_interval_ms", 20)
+    if not isinstance(interval_ms, (int, float)) or not 1 <= interval_ms <= 1000:
+        raise ConfigError(f"{path} [control]: feedback_interval_ms must be 1..1000 (got {interval_ms!r})")
+    config.control_feedback_interval_s = interval_ms / 1000
+    unknown = set(web) - {"enabled", "host", "port", "allow_remote", "token"}
+    if unknown:
+        raise ConfigError(f"{path} [web]: unknown keys {sorted(unknown)}; valid: enabled, host, port, "
+                          "allow_remote, token")
+    config.web_host = str(web.get("host", config.web_host))
+    if "port" in web:
+        config.web_port, config.web_port_explicit = int(web["port"]), True
+    if not web.get("enabled", True):
+        config.web_port = None
+    config.web_allow_remote = bool(web.get("allow_remote", False))
+    config.web_token = str(web["token"]) if web.get("token") else None

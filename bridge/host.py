@@ -31,7 +31,8 @@ __all__ = ["Slot", "EngineHost", "SlotConfig"]
 
 log = logging.getLogger(__name__)
 
-ParamListener = Callable[[str, str, Any], None]
+# listener(slot, name, value, origin): origin says where a change came from (bridge.feedback)
+ParamListener = Callable[[str, str, Any, Any], None]
 
 
 @dataclass
@@ -45,8 +46,8 @@ class SlotConfig:
 
 
 class _Swap:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine, origin: Any = None) -> None:
+        self.engine, self.origin = engine, origin
 
 
 class _SetParam:
@@ -101,7 +102,7 @@ class Slot:
             if item is _STOP:
                 return
             if isinstance(item, _Swap):
-                self._swap(item.engine)
+                self._swap(item.engine, item.origin)
                 continue
             if isinstance(item, _SetParam):
                 self._set_param(item.name, item.value)
@@ -171,7 +172,7 @@ class Slot:
         self.host.scheduler.cancel_owner(self.name)
         return self.host.tracker.release(owner=self.name)
 
-    def _swap(self, engine: Engine) -> None:
+    def _swap(self, engine: Engine, origin: Any = None) -> None:
         self.silence()
         old = self.engine
         old.reset()
@@ -186,7 +187,9 @@ class Slot:
         playing = self.host.transport.playing
         for pitch, velocity in list(self.held.items()):
             self._process(NoteOn(pitch, velocity, 0, now, beats, playing))
-        self.host.notify_param(self.name, "engine", engine.name)
+        self.host.notify_param(self.name, "engine", engine.name, origin)
+        for name, value in self.values.items():  # every surface shows the new engine's values
+            self.host.notify_param(self.name, name, value)
 
     def _set_param(self, name: str, value: Any) -> None:
         try:
@@ -250,21 +253,21 @@ class EngineHost:
             raise EngineError(f"no engine slot {name!r}; slots: {', '.join(self.slots) or 'none'}")
         return self.slots[name]
 
-    def set_param(self, slot_name: str, name: str, value: Any) -> Any:
+    def set_param(self, slot_name: str, name: str, value: Any, origin: Any = None) -> Any:
         """Validate now (raises ParameterError), apply on the slot's worker, echo to listeners."""
         slot = self.slot(slot_name)
         coerced = type(slot.engine).declaration(name).coerce(value)
         slot.values[name] = coerced
         slot.inbox.put(_SetParam(name, coerced))
-        self.notify_param(slot_name, name, coerced)
+        self.notify_param(slot_name, name, coerced, origin)
         return coerced
 
-    def swap(self, slot_name: str, engine_name: str) -> None:
+    def swap(self, slot_name: str, engine_name: str, origin: Any = None) -> None:
         slot = self.slot(slot_name)
         engine = engine_class(engine_name)()
-        slot.inbox.put(_Swap(engine))
+        slot.inbox.put(_Swap(engine, origin))
 
-    def set_enabled(self, slot_name: str, enabled: bool) -> None:
+    def set_enabled(self, slot_name: str, enabled: bool, origin: Any = None) -> None:
         """Re-enable a slot (e.g. after its engine raised) or mute it, releasing its notes."""
         slot = self.slot(slot_name)
         if not enabled:
@@ -272,7 +275,7 @@ class EngineHost:
             slot.silence()
         else:
             slot.enabled, slot.error = True, None
-        self.notify_param(slot_name, "enabled", int(enabled))
+        self.notify_param(slot_name, "enabled", int(enabled), origin)
 
     def panic(self) -> int:
         """Cancel all pending output and release every tracked note."""
@@ -284,9 +287,9 @@ class EngineHost:
     def add_listener(self, listener: ParamListener) -> None:
         self._listeners.append(listener)
 
-    def notify_param(self, slot_name: str, name: str, value: Any) -> None:
+    def notify_param(self, slot_name: str, name: str, value: Any, origin: Any = None) -> None:
         for listener in self._listeners:
-            listener(slot_name, name, value)
+            listener(slot_name, name, value, origin)
 
     def current_values(self) -> Iterable[tuple[str, str, Any]]:
         for slot in self.slots.values():

@@ -70,9 +70,11 @@ class OscServer:
         self.feedback_interval_s = feedback_interval_s
         self.counters: Counter[str] = Counter()
         self.routes: dict[str, Callable[[list[Any], tuple[str, int]], Any]] = {}
-        self.param_handler: Callable[[str, str, list[Any]], Any] | None = None
+        self.param_handler: Callable[[str, str, list[Any], tuple[str, int]], Any] | None = None
+        # Addresses outside /scorebridge/ (surfaces bound through a control map): True = handled.
+        self.external_handler: Callable[[str, list[Any], tuple[str, int]], bool] | None = None
         self.subscribers: set[tuple[str, int]] = set()
-        self._pending: dict[str, tuple[Any, ...]] = {}
+        self._pending: dict[str, tuple[tuple[Any, ...], tuple[str, int] | None]] = {}
         self._pending_lock = threading.Lock()
         self._wake = threading.Event()
         self._running = False
@@ -137,11 +139,22 @@ class OscServer:
             log.debug("malformed OSC packet from %s (%d bytes)", sender, len(data))
             return
         for timed in packet.messages:
-            self._handle(timed.message.address, list(timed.message.params), sender)
+            self.dispatch(timed.message.address, list(timed.message.params), sender)
 
-    def _handle(self, address: str, args: list[Any], sender: tuple[str, int]) -> None:
+    def dispatch(self, address: str, args: list[Any], sender: tuple[str, int],
+                 reply_to: Callable[..., None] | None = None) -> None:
+        """Handle one message from ``sender``; replies and errors go to ``reply_to(address, *args)``
+        (default: back to the sender over UDP). The browser surface calls this too."""
+        reply_to = reply_to or (lambda reply_address, *reply_args: self.send_to(sender, reply_address,
+                                                                                 *reply_args))
         if not address.startswith(PREFIX + "/"):
-            self.counters["unknown_address"] += 1
+            try:
+                handled = self.external_handler is not None and self.external_handler(address, args, sender)
+            except (ScoreBridgeError, ValueError, TypeError) as exc:
+                handled = True
+                self.counters["rejected"] += 1
+                reply_to(PREFIX + "/error", f"{address}: {exc}")
+            self.counters["handled" if handled else "unknown_address"] += 1
             return
         path = address[len(PREFIX):]
         try:
@@ -154,15 +167,15 @@ class OscServer:
                     self.counters["unknown_address"] += 1
                     log.warning("unknown OSC address %s", address)
                     return
-                reply = self.param_handler(parts[0], parts[1], args)
+                reply = self.param_handler(parts[0], parts[1], args, sender)
             self.counters["handled"] += 1
             if reply is not None:
                 reply_address, *reply_args = reply
-                self.send_to(sender, reply_address, *reply_args)
+                reply_to(reply_address, *reply_args)
         except (ScoreBridgeError, ValueError, TypeError, IndexError) as exc:
             self.counters["rejected"] += 1
             log.warning("OSC %s %s rejected: %s", address, args, exc)
-            self.send_to(sender, PREFIX + "/error", f"{address}: {exc}")
+            reply_to(PREFIX + "/error", f"{address}: {exc}")
 
     # -- sending ---------------------------------------------------------------------
     def send_to(self, target: tuple[str, int], address: str, *args: Any) -> None:
@@ -185,11 +198,11 @@ class OscServer:
     def unsubscribe(self, host: str, port: int) -> None:
         self.subscribers.discard((host, port))
 
-    def feedback(self, address: str, *args: Any) -> None:
-        """Queue a value for every subscriber; only the newest value per address is sent,
-        at most once per ``feedback_interval_s``."""
+    def feedback(self, address: str, *args: Any, exclude: tuple[str, int] | None = None) -> None:
+        """Queue a value for every subscriber but ``exclude`` (the surface that sent it); only
+        the newest value per address is sent, at most once per ``feedback_interval_s``."""
         with self._pending_lock:
-            self._pending[address] = args
+            self._pending[address] = (args, exclude)
         self._wake.set()
 
     def _feedback_loop(self) -> None:
@@ -198,9 +211,10 @@ class OscServer:
             self._wake.clear()
             with self._pending_lock:
                 pending, self._pending = self._pending, {}
-            for address, args in pending.items():
+            for address, (args, exclude) in pending.items():
                 for target in list(self.subscribers):
-                    self.send_to(target, address, *args)
+                    if target != exclude:
+                        self.send_to(target, address, *args)
             time.sleep(self.feedback_interval_s)  # the feedback thread's own rate limit
 
     def status_json(self, extra: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ import mido
 from bridge import __version__
 from bridge.clock import Transport
 from bridge.config import BridgeConfig
+from bridge.control import Controls
 from bridge.errors import PortError, ScoreBridgeError
 from bridge.events import TICKS_PER_BEAT, NoteOff
 from bridge.host import EngineHost
@@ -54,6 +55,9 @@ class Session:
         self.router = InputRouter(self.host, self.transport)
         self.osc = OscServer(config.osc_host, config.osc_port, config.osc_allow_remote,
                              tuple(config.osc_allow))
+        self.controls = Controls(self)  # loads and validates the control maps before anything opens
+        self.controls.bus.add_sink(self._osc_sink)
+        self.web: Any = None
         self.main_in: InputPort | None = None
         self.main_out: FanOutPort | None = None
         self.slot_ports: dict[str, OutputPort] = {}
@@ -82,6 +86,7 @@ class Session:
     def _boot(self) -> None:
         self.backend, self.private_jack = select_backend(self.config.backend)
         self._open_own_ports()
+        self.controls.open_ports()
         for slot_config in self.config.slots:
             self.host.add_slot(slot_config, self._slot_port(slot_config.out_port))
         self.router.start()
@@ -91,7 +96,9 @@ class Session:
         self.router.on_transport(self._transport_feedback)
         self._open_input()
         install_osc_routes(self)
+        self.controls.start()
         self.osc.start()
+        self._start_web()
         self._schedule_internal_tick(time.perf_counter() + 0.01)
         self._scan_connections()
         self._watcher = threading.Thread(target=self._watch, name="port-watch", daemon=True)
@@ -109,6 +116,9 @@ class Session:
         if released:
             log.info("released %d sounding notes", released)
         self.scheduler.stop()
+        if self.web is not None:
+            self.web.stop()
+        self.controls.stop()
         self.osc.stop()
         for port in [self.main_in, *self.connected_in.values()]:
             if port is not None:
@@ -157,9 +167,11 @@ class Session:
         self.connected_out.clear()
         self.slot_ports.clear()
         self.main_in = self.main_out = None
+        self.controls.close_ports()
 
     def _jack_back(self) -> None:
         self._open_own_ports()
+        self.controls.open_ports()
         for slot in self.host.slots.values():
             slot.port = self._slot_port(slot.config.out_port)
         self._open_input()
@@ -207,11 +219,14 @@ class Session:
 
     def _scan_connections(self) -> None:
         """Connect to ports matching the configured patterns; notice ports that went away."""
-        if self.backend is None or not (self.config.connect_in or self.config.connect_out):
+        config = self.config
+        if self.backend is None or not (config.connect_in or config.connect_out or config.connect_control):
             return
         with self._lock:
-            self._scan(self.backend.list_inputs(), self.config.connect_in, self.connected_in, True)
-            self._scan(self.backend.list_outputs(), self.config.connect_out, self.connected_out, False)
+            inputs, outputs = self.backend.list_inputs(), self.backend.list_outputs()
+            self._scan(inputs, config.connect_in, self.connected_in, True)
+            self._scan(outputs, config.connect_out, self.connected_out, False)
+            self.controls.scan(inputs, outputs, self._own)
 
     def _scan(self, present: list[str], patterns: list[str], connected: dict[str, Any], is_input: bool) -> None:
         backend = self.backend
@@ -283,12 +298,38 @@ class Session:
                 self.tracker.emit(port, message, "panic")
         return released
 
-    def _param_feedback(self, slot: str, name: str, value: Any) -> None:
-        self.osc.feedback(f"{PREFIX}/{slot}/{name}", value)
+    def _param_feedback(self, slot: str, name: str, value: Any, origin: Any = None) -> None:
+        if name == "engine":
+            self.controls.rebuild()  # targets resolve against the new engine's declarations
+            if self.web is not None:
+                self.web.describe_changed()
+        self.controls.bus.publish(f"{PREFIX}/{slot}/{name}", (value,), origin)
 
     def _transport_feedback(self, events: list[Any]) -> None:
-        self.osc.feedback(f"{PREFIX}/transport/playing", int(self.transport.playing))
-        self.osc.feedback(f"{PREFIX}/transport/tempo", float(round(self.transport.tempo_bpm, 2)))
+        bus = self.controls.bus
+        bus.publish(f"{PREFIX}/transport/playing", (int(self.transport.playing),))
+        bus.publish(f"{PREFIX}/transport/tempo", (float(round(self.transport.tempo_bpm, 2)),))
+
+    def _osc_sink(self, address: str, args: tuple[Any, ...], origin: Any) -> None:
+        exclude = (origin[1], origin[2]) if origin and origin[0] == "osc" else None
+        self.osc.feedback(address, *args, exclude=exclude)
+
+    def _start_web(self) -> None:
+        config = self.config
+        if config.web_port is None:
+            return
+        from bridge.web import WebSurface
+
+        self.web = WebSurface(self, config.web_host, config.web_port, config.web_allow_remote, config.web_token)
+        try:
+            self.web.start()
+        except ScoreBridgeError as exc:
+            if config.web_port_explicit:
+                raise
+            log.warning("browser surface not started: %s", exc)
+            self.web = None
+            return
+        self.controls.bus.add_sink(self.web.feedback)
 
     def status(self) -> dict[str, Any]:
         now = time.perf_counter()
@@ -312,6 +353,8 @@ class Session:
                 "beats": round(self.transport.beats_at(now), 3),
             },
             "osc": dict(self.osc.counters),
+            "control": self.controls.status(),
+            "web": self.web.url if self.web is not None else None,
             "osc_subscribers": len(self.osc.subscribers),
             "midi_in": dict(self.router.counters),
             "midi_in_per_port": {k: dict(v) for k, v in self.router.per_port.items()},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import TYPE_CHECKING, Any
 
 from bridge.osc import PREFIX
@@ -11,7 +10,7 @@ from bridge.osc import PREFIX
 if TYPE_CHECKING:
     from bridge.session import Session
 
-__all__ = ["install_osc_routes", "OSC_ADDRESSES"]
+__all__ = ["install_osc_routes", "OSC_ADDRESSES", "describe", "current_values"]
 
 OSC_ADDRESSES = {
     "/scorebridge/<slot>/<param> value": "set an engine parameter (echoed to subscribers)",
@@ -20,12 +19,18 @@ OSC_ADDRESSES = {
     "/scorebridge/subscribe [host] port": "send feedback to host:port (host defaults to the sender)",
     "/scorebridge/unsubscribe [host] port": "stop feedback",
     "/scorebridge/dump": "send every current value to the subscribers",
+    "/scorebridge/describe": "reply /scorebridge/describe <json>: slots, engines, parameter declarations",
     "/scorebridge/panic": "release every note, All Notes Off on all channels; replies /scorebridge/panic/done n",
     "/scorebridge/status [host port]": "reply /scorebridge/status <json> (to the sender or host:port)",
     "/scorebridge/transport/start": "start the internal transport",
     "/scorebridge/transport/stop": "stop the internal transport (notes released)",
+    "/scorebridge/transport/playing 0|1": "start or stop the internal transport",
     "/scorebridge/transport/tempo bpm": "set the internal tempo",
     "/scorebridge/transport/locate beats": "move the song position",
+    "/scorebridge/affect/valence v, /arousal v": "valence/arousal (-1..1), shown on every surface",
+    "/scorebridge/affect/override 0|1": "send valence/arousal to every engine that declares them",
+    "/scorebridge/learn slot/param": "MIDI learn: the next control moved is bound to slot/param and saved",
+    "/scorebridge/learn/cancel": "disarm MIDI learn",
 }
 
 
@@ -37,8 +42,44 @@ def _target(args: list[Any], sender: tuple[str, int]) -> tuple[str, int]:
     return sender
 
 
+def describe(session: Session) -> dict[str, Any]:
+    """Slots, their engines' parameter declarations and the engines available: what a surface
+    needs to draw its controls."""
+    from engines import available_engines
+
+    controls = session.controls
+    surface = [
+        {"address": str(b.number), "target": b.target, "label": b.label or b.target, "scale": b.scale}
+        for m in controls.all_maps() for b in m.bindings
+        if b.source == "osc" and str(b.number).startswith("/surface/")
+    ]
+    return {
+        "engines": sorted(available_engines()),
+        "slots": {
+            name: {"engine": slot.engine.name, "params": [p.as_dict() for p in type(slot.engine).params]}
+            for name, slot in session.host.slots.items()
+        },
+        "surface": surface,
+        "learn_armed": controls.learner.armed or "",
+    }
+
+
+def current_values(session: Session) -> list[tuple[str, tuple[Any, ...]]]:
+    """Every value a surface shows, as (address, args)."""
+    values = [(f"{PREFIX}/{slot}/{name}", (value,)) for slot, name, value in session.host.current_values()]
+    transport = session.transport
+    values.append((f"{PREFIX}/transport/playing", (int(transport.playing),)))
+    values.append((f"{PREFIX}/transport/tempo", (float(round(transport.tempo_bpm, 2)),)))
+    for name, value in session.controls.affect.items():
+        values.append((f"{PREFIX}/affect/{name}", (value if name != "override" else int(value),)))
+    return values
+
+
 def install_osc_routes(session: Session) -> None:
-    osc, host, transport = session.osc, session.host, session.transport
+    osc, controls = session.osc, session.controls
+
+    def origin(sender: tuple[str, int]) -> tuple[Any, ...]:
+        return ("osc", *sender) if sender[0] != "web" else sender
 
     def subscribe(args: list[Any], sender: tuple[str, int]) -> None:
         osc.subscribe(*_target(args, sender))
@@ -47,52 +88,53 @@ def install_osc_routes(session: Session) -> None:
         osc.unsubscribe(*_target(args, sender))
 
     def dump(args: list[Any], sender: tuple[str, int]) -> None:
-        for slot, name, value in host.current_values():
-            osc.feedback(f"{PREFIX}/{slot}/{name}", value)
-        osc.feedback(f"{PREFIX}/transport/playing", int(transport.playing))
-        osc.feedback(f"{PREFIX}/transport/tempo", float(round(transport.tempo_bpm, 2)))
+        for address, values in current_values(session):
+            osc.feedback(address, *values)
 
     def panic(args: list[Any], sender: tuple[str, int]) -> tuple[Any, ...]:
         released = session.panic()
         return (f"{PREFIX}/panic/done", released)
 
-    def status(args: list[Any], sender: tuple[str, int]) -> None:
+    def status(args: list[Any], sender: tuple[str, int]) -> tuple[Any, ...] | None:
         text = json.dumps(session.status(), sort_keys=True, default=str)
-        osc.send_to(_target(args, sender), f"{PREFIX}/status", text)
+        if args:
+            osc.send_to(_target(args, sender), f"{PREFIX}/status", text)
+            return None
+        return (f"{PREFIX}/status", text)
 
-    def transport_route(action: str):
+    def describe_route(args: list[Any], sender: tuple[str, int]) -> tuple[Any, ...]:
+        return (f"{PREFIX}/describe", json.dumps(describe(session), sort_keys=True))
+
+    def control_route(path: str, takes_value: bool):
         def handle(args: list[Any], sender: tuple[str, int]) -> None:
-            now = time.perf_counter()
-            if action == "start":
-                events = transport.set_playing(True, now)
-            elif action == "stop":
-                events = transport.set_playing(False, now)
-            elif action == "tempo":
-                transport.set_tempo(float(args[0]))
-                events = []
-                osc.feedback(f"{PREFIX}/transport/tempo", float(args[0]))
-            else:
-                events = transport.locate(float(args[0]), now)
-            session.router.publish_transport(events)
+            if takes_value and len(args) != 1:
+                raise ValueError(f"{PREFIX}/{path} takes exactly one value, got {len(args)}")
+            controls.apply(path, args[0] if takes_value else None, origin(sender))
 
         return handle
 
-    def param(slot: str, name: str, args: list[Any]) -> None:
+    def learn(args: list[Any], sender: tuple[str, int]) -> None:
+        if len(args) != 1:
+            raise ValueError(f"{PREFIX}/learn takes one target, e.g. rule/velocity")
+        controls.learner.arm(str(args[0]))
+
+    def param(slot: str, name: str, args: list[Any], sender: tuple[str, int]) -> None:
         if len(args) != 1:
             raise ValueError(f"{PREFIX}/{slot}/{name} takes exactly one value, got {len(args)}")
-        if name == "engine":
-            host.swap(slot, str(args[0]))
-        elif name == "enabled":
-            host.set_enabled(slot, bool(args[0]))
-        else:
-            host.set_param(slot, name, args[0])
+        controls.apply(f"{slot}/{name}", args[0], origin(sender))
 
     osc.routes.update({
         "/subscribe": subscribe,
         "/unsubscribe": unsubscribe,
         "/dump": dump,
+        "/describe": describe_route,
         "/panic": panic,
         "/status": status,
-        **{f"/transport/{a}": transport_route(a) for a in ("start", "stop", "tempo", "locate")},
+        "/learn": learn,
+        "/learn/cancel": lambda args, sender: controls.learner.cancel(),
+        **{f"/transport/{a}": control_route(f"transport/{a}", a not in ("start", "stop"))
+           for a in ("start", "stop", "playing", "tempo", "locate")},
+        **{f"/affect/{a}": control_route(f"affect/{a}", True) for a in ("valence", "arousal", "override")},
     })
     osc.param_handler = param
+    osc.external_handler = lambda address, args, sender: controls.on_osc(address, args, origin(sender))

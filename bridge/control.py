@@ -1,0 +1,354 @@
+"""Control from every source, applied one way: OSC, control maps (MIDI controllers and mapped
+OSC addresses), the browser surface and MIDI learn all end in ``Controls.apply``, and every
+change is published on the feedback bus with its origin.
+
+Controllers have their own MIDI ports (``scorebridge-ctl:in`` and the feedback output
+``scorebridge-ctl:out``, plus ``--connect-control PATTERN``), so their CCs and pads never reach
+the engines as notes. Their messages are matched against the loaded maps on the ``control``
+thread; the player's input never waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bridge.errors import MappingError, PortError, ScoreBridgeError
+from bridge.feedback import ControlFeedback, FeedbackBus, Origin
+from bridge.maps import Binding, ControlMap, Target, load_map, resolve_target
+from bridge.osc import PREFIX
+from bridge.ports.base import FanOutPort, InputPort, OutputPort
+from engines import Engine, engine_class
+from midi_maps import maps_dir
+
+if TYPE_CHECKING:
+    from bridge.session import Session
+
+__all__ = ["Controls", "find_map", "default_learn_map"]
+
+log = logging.getLogger(__name__)
+_STOP = object()
+_AFFECT = ("valence", "arousal")
+
+
+def find_map(name: str) -> Path:
+    """A map by path, or a shipped map by name (``generic_8knob`` -> midi_maps/generic_8knob.toml)."""
+    path = Path(name)
+    if path.exists() or path.suffix or os.sep in name:
+        return path
+    shipped = maps_dir() / f"{name}.toml"
+    if shipped.exists():
+        return shipped
+    names = sorted(p.stem for p in maps_dir().glob("*.toml"))
+    raise MappingError(f"no map file {name!r}; shipped maps: {', '.join(names)}")
+
+
+def default_learn_map() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "scorebridge" / "learned.toml"
+
+
+class Controls:
+    """Applies control to the session and keeps the map bindings, affect values and control ports."""
+
+    def __init__(self, session: Session) -> None:
+        from bridge.learn import Learner
+
+        self.session = session
+        self.bus = FeedbackBus()
+        self.counters: Counter[str] = Counter()
+        self.affect: dict[str, Any] = {"valence": 0.0, "arousal": 0.0, "override": False}
+        slots = {s.name: engine_class(s.engine) for s in session.config.slots}
+        self.maps: list[ControlMap] = [load_map(find_map(str(m)), slots) for m in session.config.control_maps]
+        self.learner = Learner(self, session.config.learn_map or default_learn_map(), slots)
+        self._index: dict[tuple[str, int | str], list[Binding]] = {}
+        self._targets: dict[str, Target] = {}
+        self._lock = threading.Lock()
+        self.rebuild()
+        self.feedback = ControlFeedback(self.bindings_for, self._feedback_port, self._osc_out,
+                                        session.config.control_feedback_interval_s)
+        self.bus.add_sink(self.feedback)
+        self.inputs: dict[str, InputPort] = {}
+        self.out: FanOutPort | None = None
+        self.queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="control", daemon=True)
+
+    # -- bindings ------------------------------------------------------------------------
+    def all_maps(self) -> list[ControlMap]:
+        return [*self.maps, self.learner.map]
+
+    def rebuild(self) -> None:
+        """Index every binding by its control; a learned control overrides the maps' bindings."""
+        learned = {b.key for b in self.learner.map.bindings}
+        index: dict[tuple[str, int | str], list[Binding]] = {}
+        for control_map in self.all_maps():
+            for binding in control_map.bindings:
+                if binding.key in learned and control_map is not self.learner.map:
+                    continue
+                index.setdefault((binding.source, binding.number), []).append(binding)
+        with self._lock:
+            self._index = index
+            self._targets = {}
+
+    def slot_engines(self) -> dict[str, type[Engine]]:
+        return {name: type(slot.engine) for name, slot in self.session.host.slots.items()}
+
+    def target(self, path: str) -> Target:
+        """The resolved declaration of a target (cached until an engine swap)."""
+        cached = self._targets.get(path)
+        if cached is None:
+            cached = resolve_target(path, self.slot_engines())
+            self._targets[path] = cached
+        return cached
+
+    def bindings_for(self, path: str) -> list[tuple[Binding, Target]]:
+        """Bindings that drive ``path`` (for feedback), with its declaration."""
+        found = []
+        with self._lock:
+            bindings = [b for group in self._index.values() for b in group if b.target == path]
+        for binding in bindings:
+            try:
+                found.append((binding, self.target(path)))
+            except MappingError:
+                continue  # the slot's engine was swapped for one without that parameter
+        return found
+
+    # -- applying control ----------------------------------------------------------------
+    def current(self, path: str) -> Any:
+        session = self.session
+        if path == "transport/playing":
+            return session.transport.playing
+        if path == "transport/tempo":
+            return session.transport.internal_tempo_bpm
+        if path.startswith("affect/"):
+            return self.affect.get(path.partition("/")[2])
+        slot_name, _, name = path.partition("/")
+        slot = session.host.slot(slot_name)
+        if name == "engine":
+            return slot.engine.name
+        if name == "enabled":
+            return slot.enabled
+        return slot.values.get(name)
+
+    def apply(self, path: str, value: Any, origin: Origin = None) -> Any:
+        """Apply one change from any source; raises ScoreBridgeError/ValueError when refused."""
+        session = self.session
+        now = time.perf_counter()
+        if path == "panic":
+            return session.panic()
+        if path in ("transport/start", "transport/stop", "transport/playing"):
+            playing = path == "transport/start" or (path == "transport/playing" and bool(value))
+            events = session.transport.set_playing(playing, now)
+            session.router.publish_transport(events)
+            return playing
+        if path == "transport/tempo":
+            tempo = float(value)
+            session.transport.set_tempo(tempo)
+            self.bus.publish(f"{PREFIX}/transport/tempo", (tempo,), origin)
+            return tempo
+        if path == "transport/locate":
+            session.router.publish_transport(session.transport.locate(float(value), now))
+            return float(value)
+        if path.startswith("affect/"):
+            return self._set_affect(path, value, origin)
+        slot_name, sep, name = path.partition("/")
+        if not sep or not name or "/" in name:
+            raise ScoreBridgeError(f"{PREFIX}/{path} is not an address of this bridge")
+        host = session.host
+        if name == "engine":
+            host.swap(slot_name, str(value), origin)
+            return str(value)
+        if name == "enabled":
+            host.set_enabled(slot_name, bool(value), origin)
+            return bool(value)
+        return host.set_param(slot_name, name, value, origin)
+
+    def _set_affect(self, path: str, value: Any, origin: Origin) -> Any:
+        name = path.partition("/")[2]
+        param = resolve_target(path, {}).param
+        if param is None:
+            raise ScoreBridgeError(f"{PREFIX}/{path}: unknown affect value; valid: valence, arousal, override")
+        coerced = param.coerce(value)
+        self.affect[name] = coerced
+        self.bus.publish(f"{PREFIX}/{path}", (float(coerced) if name in _AFFECT else int(coerced),), origin)
+        if self.affect["override"]:
+            for slot_name, slot in self.session.host.slots.items():
+                declared = {p.name for p in type(slot.engine).params}
+                for key in _AFFECT:
+                    if key in declared and (name == "override" or name == key):
+                        self.session.host.set_param(slot_name, key, self.affect[key], origin)
+        return coerced
+
+    def fire(self, binding: Binding, raw: int, norm: float, pressed: bool, origin: Origin) -> None:
+        """Apply one control input through one binding (errors are counted, never raised)."""
+        try:
+            target = self.target(binding.target)
+            current = None if target.is_trigger else self.current(binding.target)
+            value = binding.value_for(target, raw, norm, pressed, current)
+            if value is None:
+                return
+            if not target.is_trigger and value == current:
+                self.counters["unchanged"] += 1  # no change, no feedback: keeps motor faders still
+                return
+            self.apply(binding.target, value, origin)
+            self.counters["applied"] += 1
+        except (ScoreBridgeError, ValueError, TypeError) as exc:
+            self.counters["rejected"] += 1
+            log.warning("%s -> %s refused: %s", binding.describe_source(), binding.target, exc)
+
+    # -- MIDI control input (the control thread) ------------------------------------------
+    def handler_for(self, port_name: str) -> Callable[[list[int], float], None]:
+        put = self.queue.put
+
+        def handler(data: list[int], arrival_s: float) -> None:
+            put((port_name, data))
+
+        return handler
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is _STOP:
+                return
+            port_name, data = item  # type: ignore[misc]
+            self.on_midi(data)
+
+    def on_midi(self, data: list[int]) -> None:
+        """Match one raw message from a controller against the maps (or learn it)."""
+        if len(data) < 2 or data[0] < 0x80 or data[0] >= 0xF0 or any(b > 0x7F for b in data[1:]):
+            self.counters["ignored"] += 1
+            return
+        kind, channel = data[0] & 0xF0, data[0] & 0x0F
+        if kind == 0xB0 and len(data) == 3:
+            source, number, raw, pressed = "cc", data[1], data[2], data[2] > 0
+        elif kind in (0x80, 0x90) and len(data) == 3:
+            source, number, raw = "note", data[1], data[2] if kind == 0x90 else 0
+            pressed = raw > 0
+        elif kind == 0xC0:
+            source, number, raw, pressed = "program", data[1], data[1], True
+        else:
+            self.counters["ignored"] += 1
+            return
+        self.counters["midi_in"] += 1
+        if source != "program":
+            self.feedback.control_moved((source, channel, number), raw)
+        if self.learner.armed and pressed:
+            self.learner.capture(source, channel, number, raw)
+            return
+        origin = ("midi", source, channel, number)
+        with self._lock:
+            bindings = list(self._index.get((source, number), ()))
+        matched = False
+        for binding in bindings:
+            if binding.channel is None or binding.channel == channel:
+                matched = True
+                self.fire(binding, raw, raw / 127, pressed, origin)
+        if not matched:
+            self.counters["unmapped"] += 1
+
+    def on_osc(self, address: str, args: list[Any], origin: Origin) -> bool:
+        """An OSC (or browser) message outside /scorebridge/: a map-bound address, or learn."""
+        if self.learner.armed:
+            self.learner.capture("osc", None, address, 127)
+            return True
+        with self._lock:
+            bindings = list(self._index.get(("osc", address), ()))
+        if not bindings:
+            return False
+        for binding in bindings:
+            value = float(args[0]) if args and isinstance(args[0], (int, float)) else 1.0
+            norm = min(1.0, max(0.0, (value - binding.in_min) / (binding.in_max - binding.in_min)))
+            self.fire(binding, round(norm * 127), norm, norm > 0, origin)
+        return True
+
+    # -- ports ---------------------------------------------------------------------------
+    def open_ports(self) -> None:
+        backend, client = self.session.backend, self.session.config.client
+        if backend is None:
+            return
+        name = f"{client}-ctl"
+        self.inputs[f"{name}:in"] = backend.open_virtual_input(name, "in", self.handler_for(f"{name}:in"))
+        self.out = FanOutPort(backend.open_virtual_output(f"{name}-out", "out"))
+
+    def close_ports(self) -> None:
+        for port in self.inputs.values():
+            port.close()
+        self.inputs.clear()
+        if self.out is not None:
+            self.out.close()
+            self.out = None
+
+    def scan(self, present_inputs: list[str], present_outputs: list[str], own: Callable[[str], bool]) -> None:
+        """Connect to controllers matching ``--connect-control`` (both directions)."""
+        backend, patterns = self.session.backend, self.session.config.connect_control
+        if backend is None or not patterns:
+            return
+        main = f"{self.session.config.client}-ctl:in"
+        for name in list(self.inputs):
+            if name != main and name not in present_inputs:
+                self.inputs.pop(name).close()
+        if self.out is not None:
+            for name in list(self.out.extra):
+                if name not in present_outputs:
+                    self.out.extra.pop(name).close()
+        for name in present_inputs:
+            if name not in self.inputs and not own(name) and _matches(name, patterns):
+                try:
+                    self.inputs[name] = backend.connect_input(f"{self.session.config.client}-ctl-link",
+                                                              name, self.handler_for(name))
+                    log.info("control input from %s", name)
+                except (PortError, ScoreBridgeError) as exc:
+                    log.warning("could not connect to controller %s: %s", name, exc)
+        for name in present_outputs:
+            if self.out is not None and name not in self.out.extra and not own(name) and _matches(name, patterns):
+                try:
+                    self.out.extra[name] = backend.connect_output(f"{self.session.config.client}-ctl-link", name)
+                    log.info("control feedback to %s", name)
+                except (PortError, ScoreBridgeError) as exc:
+                    log.warning("could not connect to controller %s: %s", name, exc)
+
+    def _feedback_port(self) -> OutputPort | None:
+        return self.out
+
+    def _osc_out(self, address: str, value: float, origin: Origin) -> None:
+        exclude = (origin[1], origin[2]) if origin and origin[0] == "osc" else None
+        self.session.osc.feedback(address, value, exclude=exclude)
+        web = getattr(self.session, "web", None)
+        if web is not None:
+            web.feedback(address, (value,), origin)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        self.feedback.start()
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.queue.put(_STOP)
+            self._thread.join(timeout=2)
+        self.feedback.stop()
+        self.close_ports()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "maps": [str(m.path) for m in self.maps],
+            "learn_map": str(self.learner.path),
+            "learn_armed": self.learner.armed,
+            "bindings": sum(len(m.bindings) for m in self.all_maps()),
+            "inputs": sorted(self.inputs),
+            "feedback_out": [self.out.name, *sorted(self.out.extra)] if self.out is not None else [],
+            "counters": dict(self.counters),
+            "feedback": dict(self.feedback.counters),
+        }
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    return any(re.search(p, name, re.IGNORECASE) for p in patterns)

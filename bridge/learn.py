@@ -1,0 +1,98 @@
+"""MIDI learn: arm a target (``/scorebridge/learn slot/param`` over OSC or from the browser),
+move a control, and the binding is added to the user's learn map and saved atomically.
+
+What is learned depends on the control and the target: a knob or fader (CC, or a mapped OSC
+address) drives a numeric or choice target linearly and toggles an on/off one; a pad (note) or
+a program change toggles an on/off target, fires an action, or recalls the value the target
+has when it is learned (a snapshot, e.g. "this pad selects the thru engine"). A control that is
+learned again replaces its old binding. Edit the file to change the scaling (docs/control.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bridge.errors import MappingError
+from bridge.maps import Binding, ControlMap, load_map, parse_binding, resolve_target, save_map
+from bridge.osc import PREFIX
+from engines import Engine
+
+if TYPE_CHECKING:
+    from bridge.control import Controls
+
+__all__ = ["Learner"]
+
+log = logging.getLogger(__name__)
+
+
+class Learner:
+    """The armed target and the learn map (loaded at start if the file exists)."""
+
+    def __init__(self, controls: Controls, path: Path, slots: dict[str, type[Engine]]) -> None:
+        self.controls = controls
+        self.path = Path(path)
+        self.armed: str | None = None
+        self.learned = 0
+        self._lock = threading.Lock()
+        if self.path.exists():
+            self.map = load_map(self.path, slots)
+        else:
+            self.map = ControlMap(self.path, name="learned", description="Bindings made with MIDI learn")
+
+    def arm(self, target: str) -> None:
+        """Arm ``target`` (validated against the running engines); the next control binds to it."""
+        resolve_target(target, self.controls.slot_engines())
+        with self._lock:
+            self.armed = target
+        self.controls.bus.publish(f"{PREFIX}/learn", (target,), None)
+        log.info("learn: move a control to bind it to %s", target)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.armed = None
+        self.controls.bus.publish(f"{PREFIX}/learn", ("",), None)
+
+    def capture(self, source: str, channel: int | None, number: int | str, raw: int) -> Binding | None:
+        """Bind the control that just moved to the armed target and save the learn map."""
+        with self._lock:
+            target, self.armed = self.armed, None
+        if target is None:
+            return None
+        table = self._table(source, channel, number, target)
+        try:
+            binding = parse_binding(table, self.controls.slot_engines(), self.path, 0)
+            kept = [b for b in self.map.bindings if b.key != binding.key]
+            updated = ControlMap(self.path, self.map.name, self.map.description, self.map.feedback,
+                                 [*kept, binding])
+            save_map(updated, self.path)
+        except (MappingError, OSError) as exc:
+            log.error("learn %s -> %s failed: %s", source, target, exc)
+            self.controls.bus.publish(f"{PREFIX}/learn/error", (f"{target}: {exc}",), None)
+            return None
+        self.map = updated
+        self.learned += 1
+        self.controls.rebuild()
+        log.info("learned %s -> %s (saved to %s)", binding.describe_source(), target, self.path)
+        self.controls.bus.publish(f"{PREFIX}/learn/done", (target, binding.describe_source()), None)
+        self.controls.bus.publish(f"{PREFIX}/learn", ("",), None)
+        return binding
+
+    def _table(self, source: str, channel: int | None, number: int | str, target_path: str) -> dict[str, Any]:
+        table: dict[str, Any] = {source: number, "target": target_path}
+        if channel is not None:
+            table["channel"] = channel + 1
+        target = resolve_target(target_path, self.controls.slot_engines())
+        param = target.param
+        if param is None:
+            table["scale"] = "trigger"
+        elif param.kind == "bool":
+            table["scale"] = "toggle"
+        elif source in ("note", "program"):
+            table["scale"] = "fixed"
+            table["value"] = self.controls.current(target_path)
+        else:
+            table["scale"] = "linear"
+        return table

@@ -1,0 +1,459 @@
+"""Control maps: TOML files that bind MIDI controls and OSC addresses to engine parameters and
+bridge actions, with value scaling (docs/control.md has the format).
+
+A map is validated when it is loaded, against the parameters declared by the engine configured
+in each slot it names: an unknown slot, parameter or action, a value out of range or a scaling
+that does not fit its target raises MappingError naming the file, the line and the valid
+choices. tomllib gives no positions, so each ``[[bind]]`` table's line is found in the text.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from bridge.errors import MappingError, ParameterError
+from engines.base import Engine, Param
+
+__all__ = [
+    "Binding", "ControlMap", "Target", "SCALES", "SOURCES", "resolve_target", "parse_map",
+    "load_map", "save_map", "map_to_dict", "bridge_targets",
+]
+
+SOURCES = ("cc", "note", "program", "osc")
+SCALES = ("linear", "log", "toggle", "momentary", "trigger", "fixed",
+          "relative_twos", "relative_signed", "relative_offset")
+_RELATIVE = ("relative_twos", "relative_signed", "relative_offset")
+_BIND_KEYS = ("cc", "note", "program", "osc", "channel", "target", "scale", "min", "max", "value",
+              "values", "step", "in_min", "in_max", "feedback", "label")
+_TOP_KEYS = ("map", "bind")
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a binding drives: a parameter-like declaration, or a trigger (``param`` None)."""
+
+    path: str  # the OSC address after /scorebridge/, e.g. "rule/velocity", "panic"
+    param: Param | None
+
+    @property
+    def is_trigger(self) -> bool:
+        return self.param is None
+
+
+def bridge_targets() -> dict[str, Param | None]:
+    """Bridge actions that are not engine parameters (None = a trigger)."""
+    return {
+        "panic": None,
+        "transport/start": None,
+        "transport/stop": None,
+        "transport/playing": Param("playing", "bool", False, doc="Internal transport running"),
+        "transport/tempo": Param("tempo", "float", 120.0, 20.0, 400.0, unit="BPM"),
+        "affect/valence": Param("valence", "float", 0.0, -1.0, 1.0, doc="Valence override"),
+        "affect/arousal": Param("arousal", "float", 0.0, -1.0, 1.0, doc="Arousal override"),
+        "affect/override": Param("override", "bool", False, doc="Send the valence/arousal override "
+                                 "to every engine that declares valence/arousal parameters"),
+    }
+
+
+def resolve_target(path: str, slots: Mapping[str, type[Engine]]) -> Target:
+    """The declaration behind ``path`` (``slot/param`` or a bridge action), or MappingError."""
+    actions = bridge_targets()
+    if path in actions:
+        return Target(path, actions[path])
+    slot, sep, name = path.partition("/")
+    if not sep or "/" in name or not name:
+        raise MappingError(f"target {path!r} is neither SLOT/PARAM nor a bridge action; "
+                           f"actions: {', '.join(actions)}; slots: {', '.join(slots) or 'none'}")
+    if slot not in slots:
+        raise MappingError(f"target {path!r}: no slot {slot!r}; slots: {', '.join(slots) or 'none'}")
+    engine = slots[slot]
+    if name == "engine":
+        from engines import available_engines
+
+        choices = tuple(sorted(available_engines()))
+        if engine.name and engine.name not in choices:
+            choices += (engine.name,)
+        return Target(path, Param("engine", "choice", engine.name or choices[0], choices=choices))
+    if name == "enabled":
+        return Target(path, Param("enabled", "bool", True))
+    try:
+        return Target(path, engine.declaration(name))
+    except ParameterError:
+        valid = ", ".join(["engine", "enabled", *(p.name for p in engine.params)])
+        raise MappingError(f"target {path!r}: engine {engine.name!r} in slot {slot!r} has no "
+                           f"parameter {name!r}; valid: {valid}") from None
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One control -> one target. ``channel`` is 0-based (None = any channel)."""
+
+    source: str  # cc, note, program or osc
+    number: int | str  # controller/note/program number, or the OSC address
+    target: str
+    scale: str = "linear"
+    channel: int | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    value: Any = None
+    values: tuple[Any, ...] = ()
+    step: float | None = None
+    in_min: float = 0.0
+    in_max: float = 1.0
+    feedback: bool = True
+    label: str = ""
+    line: int = 0
+
+    @property
+    def key(self) -> tuple[str, int | None, int | str]:
+        """What identifies the physical control (for lookups and loop suppression)."""
+        return (self.source, self.channel, self.number)
+
+    def describe_source(self) -> str:
+        if self.source == "osc":
+            return f"osc {self.number}"
+        return f"{self.source} {self.number}" + (f" ch{self.channel + 1}" if self.channel is not None else "")
+
+    # -- scaling: control -> value -------------------------------------------------------
+    def _range(self, param: Param) -> tuple[float, float]:
+        low = self.minimum if self.minimum is not None else param.minimum
+        high = self.maximum if self.maximum is not None else param.maximum
+        return float(low if low is not None else 0.0), float(high if high is not None else 127.0)
+
+    def _choices(self, param: Param) -> tuple[Any, ...]:
+        if self.values:
+            return self.values
+        return param.choices if param.kind == "choice" else (False, True)
+
+    def value_for(self, target: Target, raw: int, norm: float, pressed: bool, current: Any) -> Any:
+        """The target value for one control input, or None for no change. ``raw`` is the MIDI
+        data value (0..127), ``norm`` the same in 0..1, ``pressed`` whether it is a press."""
+        param = target.param
+        if self.scale == "trigger":
+            return True if pressed else None
+        if self.scale == "fixed":
+            return self.value if pressed else None
+        if param is None:
+            return None
+        if self.scale == "toggle":
+            return (not bool(current)) if pressed else None
+        if self.scale == "momentary":
+            return pressed
+        if self.scale in _RELATIVE:
+            delta = _relative_delta(self.scale, raw)
+            if param.kind in ("choice", "bool"):
+                choices = self._choices(param)
+                index = choices.index(current) if current in choices else 0
+                return choices[max(0, min(len(choices) - 1, index + delta))]
+            low, high = sorted(self._range(param))
+            step = self.step or (1.0 if param.kind == "int" else (high - low) / 100)
+            number = min(high, max(low, float(current) + delta * step))
+            return round(number) if param.kind == "int" else number
+        if param.kind in ("choice", "bool"):
+            choices = self._choices(param)
+            return choices[min(len(choices) - 1, int(norm * len(choices)))]
+        low, high = self._range(param)
+        if self.scale == "log":
+            number = low * (high / low) ** norm
+        else:
+            number = low + (high - low) * norm
+        return round(number) if param.kind == "int" else number
+
+    # -- scaling: value -> control (feedback to LEDs and motor faders) ----------------------
+    def raw_for(self, target: Target, value: Any) -> int | None:
+        """The 0..127 value that shows ``value`` on this control, or None for no feedback."""
+        param = target.param
+        if param is None or self.scale == "trigger" or self.source == "program":
+            return None
+        if self.scale == "fixed":
+            return 127 if value == self.value else 0
+        if self.scale in ("toggle", "momentary"):
+            return 127 if value else 0
+        if param.kind in ("choice", "bool"):
+            choices = self._choices(param)
+            if value not in choices:
+                return 0
+            return round(choices.index(value) * 127 / max(1, len(choices) - 1))
+        low, high = self._range(param)
+        number = float(value)
+        if high == low:
+            return 0
+        if self.scale == "log":
+            norm = math.log(number / low) / math.log(high / low) if number > 0 else 0.0
+        else:
+            norm = (number - low) / (high - low)
+        return max(0, min(127, round(norm * 127)))
+
+
+def _relative_delta(scale: str, raw: int) -> int:
+    """Relative encoder value -> signed step count."""
+    if scale == "relative_twos":  # 1..63 up, 127..65 down (-1..-63)
+        return raw - 128 if raw >= 64 else raw
+    if scale == "relative_signed":  # bit 6 is the sign: 1..63 up, 65..127 down
+        return -(raw - 64) if raw >= 64 else raw
+    return raw - 64  # binary offset: 64 = no change
+
+
+@dataclass
+class ControlMap:
+    """A loaded map: its bindings in file order."""
+
+    path: Path | None
+    name: str = ""
+    description: str = ""
+    feedback: bool = True
+    bindings: list[Binding] = field(default_factory=list)
+
+
+# -- loading -------------------------------------------------------------------------------
+def _bind_lines(text: str) -> list[int]:
+    """1-based line of each ``[[bind]]`` header, in order."""
+    return [i + 1 for i, line in enumerate(text.splitlines()) if re.match(r"\s*\[\[\s*bind\s*\]\]", line)]
+
+
+def _key_line(text: str, start: int, key: str) -> int:
+    """The line of ``key = ...`` inside the table whose header is at line ``start``; with
+    ``start`` 0, the first line that defines ``key`` or opens a ``[key]`` table (else 1)."""
+    lines = text.splitlines()
+    for index in range(start, len(lines)):
+        line = lines[index]
+        if start == 0 and re.match(rf"\s*\[+\s*{re.escape(key)}\s*\]", line):
+            return index + 1
+        if start > 0 and re.match(r"\s*\[", line):
+            break
+        if re.match(rf"\s*{re.escape(key)}\s*=", line):
+            return index + 1
+    return max(start, 1)
+
+
+class _Bad(Exception):
+    """A validation failure inside one binding table: the key at fault and the reason."""
+
+    def __init__(self, key: str | None, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _number(value: Any, key: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise _Bad(key, f"{key} must be an integer {low}..{high} (got {value!r})")
+    return value
+
+
+def _float(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise _Bad(key, f"{key} must be a number (got {value!r})")
+    return float(value)
+
+
+def parse_binding(table: dict[str, Any], slots: Mapping[str, type[Engine]], path: Path | str = "<map>",
+                  line: int = 0, key_line: Callable[[str], int] | None = None) -> Binding:
+    """One ``[[bind]]`` table -> a validated Binding. ``key_line(key)`` gives a key's line."""
+    try:
+        return _parse_binding(table, slots, line)
+    except _Bad as exc:
+        at = key_line(exc.key) if key_line is not None and exc.key else line
+        raise MappingError(f"{path}:{at}: {exc}") from None
+
+
+def _parse_binding(table: dict[str, Any], slots: Mapping[str, type[Engine]], line: int) -> Binding:
+    unknown = sorted(set(table) - set(_BIND_KEYS))
+    if unknown:
+        raise _Bad(unknown[0], f"unknown key {unknown[0]!r}; valid: {', '.join(_BIND_KEYS)}")
+    sources = [s for s in SOURCES if s in table]
+    if len(sources) != 1:
+        raise _Bad(None, f"a binding needs exactly one source of {', '.join(SOURCES)} "
+                   f"(got {', '.join(sources) or 'none'})")
+    source = sources[0]
+    if source == "osc":
+        number: int | str = str(table["osc"])
+        if not number.startswith("/") or number.startswith("/scorebridge/"):
+            raise _Bad("osc", f"osc = {number!r} must be an address like \"/1/fader1\" "
+                       "(the /scorebridge/ addresses are the bridge's own)")
+    else:
+        number = _number(table[source], source, 0, 127)
+    channel = None
+    if "channel" in table and table["channel"] != "all":
+        channel = _number(table["channel"], "channel", 1, 16) - 1
+    if "target" not in table:
+        raise _Bad(None, "a binding needs target = \"SLOT/PARAM\" or a bridge action")
+    try:
+        target = resolve_target(str(table["target"]), slots)
+    except MappingError as exc:
+        raise _Bad("target", str(exc)) from None
+    param = target.param
+    scale = table.get("scale")
+    if scale is None:
+        scale = "trigger" if target.is_trigger else "fixed" if "value" in table else (
+            "toggle" if param is not None and param.kind == "bool" and source in ("note", "program")
+            else "linear")
+    if scale not in SCALES:
+        raise _Bad("scale", f"scale {scale!r} is not one of {', '.join(SCALES)}")
+    fields: dict[str, Any] = {}
+    _check_scale(scale, source, target, table, fields)
+    if "feedback" in table and not isinstance(table["feedback"], bool):
+        raise _Bad("feedback", f"feedback must be true or false (got {table['feedback']!r})")
+    return Binding(source=source, number=number, target=target.path, scale=scale, channel=channel,
+                   feedback=table.get("feedback", True), label=str(table.get("label", "")),
+                   line=line, **fields)
+
+
+def _takes(param: Param | None) -> str:
+    return param.describe_range() if param is not None else "no value (it is an action)"
+
+
+def _check_scale(scale: str, source: str, target: Target, table: dict[str, Any], fields: dict[str, Any]) -> None:
+    """Validate the scaling keys against the target's declaration and fill ``fields``."""
+    param = target.param
+    if target.is_trigger and scale != "trigger":
+        raise _Bad("scale", f"scale {scale!r}: {target.path} is an action: use scale = \"trigger\"")
+    if scale == "trigger" and not target.is_trigger:
+        raise _Bad("scale", f"scale \"trigger\" is only for actions; {target.path} takes {_takes(param)}")
+    if scale in ("toggle", "momentary") and (param is None or param.kind != "bool"):
+        raise _Bad("scale", f"scale {scale!r} needs an on/off parameter; {target.path} takes {_takes(param)}")
+    if scale in _RELATIVE and source != "cc":
+        raise _Bad("scale", f"scale {scale!r} (a relative encoder) needs a cc source, not {source}")
+    if scale == "fixed":
+        if "value" not in table:
+            raise _Bad("scale", "scale \"fixed\" needs value = ...")
+        if param is not None:
+            try:
+                fields["value"] = param.coerce(table["value"])
+            except ParameterError as exc:
+                raise _Bad("value", f"value for {target.path}: {exc}") from None
+    elif "value" in table:
+        raise _Bad("value", f"value is only used with scale = \"fixed\" (got scale {scale!r})")
+    for key, attr in (("min", "minimum"), ("max", "maximum")):
+        if key not in table:
+            continue
+        if param is None or param.kind not in ("int", "float"):
+            raise _Bad(key, f"{key} only applies to numeric targets; {target.path} takes {_takes(param)}")
+        number = _float(table[key], key)
+        low = -math.inf if param.minimum is None else param.minimum
+        high = math.inf if param.maximum is None else param.maximum
+        if not low <= number <= high:
+            raise _Bad(key, f"{key} = {table[key]!r} is outside {target.path}'s range {param.describe_range()}")
+        fields[attr] = number
+    if scale == "log":
+        low = fields.get("minimum", param.minimum if param else None)
+        high = fields.get("maximum", param.maximum if param else None)
+        if param is None or param.kind not in ("int", "float") or low is None or high is None \
+                or low <= 0 or high <= 0:
+            raise _Bad("scale", f"scale \"log\" needs a numeric target with min > 0 and max > 0 "
+                       f"(set min = ... and max = ...); {target.path} takes {_takes(param)}")
+    if "values" in table:
+        if param is None or param.kind != "choice":
+            raise _Bad("values", f"values only applies to choice targets; {target.path} takes {_takes(param)}")
+        if not isinstance(table["values"], list) or not table["values"]:
+            raise _Bad("values", f"values must be a non-empty list of {param.describe_range()}")
+        try:
+            fields["values"] = tuple(param.coerce(v) for v in table["values"])
+        except ParameterError as exc:
+            raise _Bad("values", f"values for {target.path}: {exc}") from None
+    if "step" in table:
+        step = _float(table["step"], "step")
+        if step <= 0 or scale not in _RELATIVE:
+            raise _Bad("step", "step must be > 0 and only applies to relative scales")
+        fields["step"] = step
+    for key in ("in_min", "in_max"):
+        if key in table:
+            if source != "osc":
+                raise _Bad(key, f"{key} only applies to osc sources")
+            fields[key] = _float(table[key], key)
+    if fields.get("in_min", 0.0) == fields.get("in_max", 1.0):
+        raise _Bad("in_max", "in_min and in_max must differ")
+
+
+def parse_map(text: str, path: Path | str, slots: Mapping[str, type[Engine]]) -> ControlMap:
+    """Parse and validate a map's text; ``slots`` maps slot names to their engine classes."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise MappingError(f"{path}: invalid TOML: {exc}") from None
+    unknown = sorted(set(data) - set(_TOP_KEYS))
+    if unknown:
+        line = _key_line(text, 0, unknown[0])
+        raise MappingError(f"{path}:{line}: unknown section {unknown[0]!r}; valid: map, bind")
+    header = data.get("map", {})
+    if not isinstance(header, dict) or set(header) - {"name", "description", "feedback"}:
+        raise MappingError(f"{path}:{_key_line(text, 0, 'map')}: [map] takes name, description, feedback")
+    tables = data.get("bind", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise MappingError(f"{path}:{_key_line(text, 0, 'bind')}: write bindings as [[bind]] tables")
+    lines = _bind_lines(text)
+    bindings = []
+    for index, table in enumerate(tables):
+        line = lines[index] if index < len(lines) else 1
+        bindings.append(parse_binding(table, slots, path, line,
+                                      lambda key, start=line: _key_line(text, start, key)))
+    return ControlMap(Path(path), str(header.get("name", Path(path).stem)), str(header.get("description", "")),
+                      bool(header.get("feedback", True)), bindings)
+
+
+def load_map(path: Path | str, slots: Mapping[str, type[Engine]]) -> ControlMap:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MappingError(f"map file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MappingError(f"map file {path} cannot be read: {exc}") from None
+    return parse_map(text, path, slots)
+
+
+# -- saving --------------------------------------------------------------------------------
+def _binding_table(binding: Binding) -> dict[str, Any]:
+    table: dict[str, Any] = {binding.source: binding.number}
+    if binding.channel is not None:
+        table["channel"] = binding.channel + 1
+    table["target"] = binding.target
+    table["scale"] = binding.scale
+    defaults = Binding(source="cc", number=0, target="")
+    for name, key in (("minimum", "min"), ("maximum", "max"), ("value", "value"), ("step", "step"),
+                      ("in_min", "in_min"), ("in_max", "in_max"), ("feedback", "feedback"), ("label", "label")):
+        value = getattr(binding, name)
+        if value != getattr(defaults, name):
+            table[key] = value
+    if binding.values:
+        table["values"] = list(binding.values)
+    return table
+
+
+def map_to_dict(control_map: ControlMap) -> dict[str, Any]:
+    header: dict[str, Any] = {"name": control_map.name}
+    if control_map.description:
+        header["description"] = control_map.description
+    if not control_map.feedback:
+        header["feedback"] = False
+    return {"map": header, "bind": [_binding_table(b) for b in control_map.bindings]}
+
+
+def save_map(control_map: ControlMap, path: Path | str) -> None:
+    """Write the map atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = tomli_w.dumps(map_to_dict(control_map))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def without_lines(bindings: list[Binding]) -> list[Binding]:
+    """The bindings with their line numbers cleared (for comparing maps)."""
+    return [replace(b, line=0) for b in bindings]

@@ -14,7 +14,8 @@ Mappings (``a`` = arousal, ``x`` = the lane's source, both in [-1, 1]):
   controllers on those channels are replaced (and counted);
 - tempo map (optional): every ``tempo_step_beats`` (and at each original tempo change) the
   original tempo is multiplied by ``2 ** (tempo_depth * a)`` (depth 0.15: +-11 %), with ``a``
-  read at the output time of that beat, so faster passages stay aligned with the video.
+  read at the output time of that beat, so faster passages stay aligned with the video; a
+  change is written only where the tempo changes.
 
 Tempo meta events go to the first track; lanes to a new track "va automation" (type 0 files:
 merged into the only track). Type 2 files are refused.
@@ -124,7 +125,7 @@ def _new_tempi(original: list[tuple[int, int]], end_tick: int, ticks_per_beat: i
         arousal = float(curve.at(elapsed + settings.offset_s)[1])
         tempo = int(round(base / 2 ** (settings.tempo_depth * arousal)))
         result.append((tick, min(max(tempo, 1), 0xFFFFFF)))
-    return result
+    return [change for i, change in enumerate(result) if i == 0 or change[1] != result[i - 1][1]]
 
 
 def apply_curve(midi, curve: VACurve, settings: ApplySettings) -> ApplyReport:

@@ -20,9 +20,22 @@ from .vocab import token_name, token_pitch_classes
 from .voicing import NoteEvent, Voicing, VoicingConfig, render, voice_chord
 
 __all__ = ["ClipOptions", "ChordSpan", "HarmonizedClip", "harmonize_notes", "chord_spans", "accompaniment",
-           "write_midi", "ClipLooper", "CARRY_MIN_BEATS"]
+           "build_midi", "write_midi", "ClipLooper", "CARRY_MIN_BEATS",
+           "new_file_mode"]
 
 CARRY_MIN_BEATS = 0.125
+
+
+def new_file_mode() -> int:
+    """Permissions a plain new file gets under this process's umask (mkstemp makes 0600).
+    Read from /proc (no umask() round trip, which would briefly change it for every thread)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o644
 
 
 @dataclass(frozen=True)
@@ -154,8 +167,7 @@ def _note_items(notes: list[NoteEvent], channel: int) -> list[tuple[float, int, 
     return items
 
 
-def write_midi(
-    path: Path,
+def build_midi(
     melody: list[NoteEvent],
     chords: list[NoteEvent],
     spans: list[ChordSpan],
@@ -163,10 +175,9 @@ def write_midi(
     time_signature: tuple[int, int] = (4, 4),
     ticks_per_beat: int = 480,
     melody_meta: list[tuple[float, mido.MetaMessage]] | None = None,
-) -> Path:
-    """Write a type-1 MIDI file atomically: track `melody` (channel 1, tempo and meter) and
+) -> mido.MidiFile:
+    """A type-1 MIDI file: track `melody` (channel 1, tempo and meter, or ``melody_meta``) and
     track `chords` (channel 2, a marker with each chord's name)."""
-    path = Path(path)
     meta = melody_meta if melody_meta is not None else [
         (0.0, mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(tempo_bpm))),
         (0.0, mido.MetaMessage("time_signature", numerator=time_signature[0], denominator=time_signature[1])),
@@ -179,11 +190,26 @@ def write_midi(
     midi = mido.MidiFile(type=1, ticks_per_beat=ticks_per_beat)
     midi.tracks.append(_track("melody", melody_items, ticks_per_beat))
     midi.tracks.append(_track("chords", chord_items, ticks_per_beat))
+    return midi
+
+
+def write_midi(
+    path: Path,
+    melody: list[NoteEvent],
+    chords: list[NoteEvent],
+    spans: list[ChordSpan],
+    tempo_bpm: float = 120.0,
+    time_signature: tuple[int, int] = (4, 4),
+) -> Path:
+    """Write `build_midi`'s file atomically (temporary file, then rename)."""
+    path = Path(path)
+    midi = build_midi(melody, chords, spans, tempo_bpm, time_signature)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as stream:
             midi.save(file=stream)
+        os.chmod(temporary, new_file_mode())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

@@ -1,0 +1,312 @@
+"""``scorebridge harmonize IN.mid -o OUT.mid``: chords for a melody file with the learned model.
+
+The melody is the top line of the first track with notes (or ``--track N``). OUT.mid holds
+it in a track named ``melody`` and the accompaniment in a track named ``chords`` (a marker
+names each chord); ``--musicxml`` adds a lead sheet with chord symbols. A folder as IN
+harmonizes every .mid/.midi file in it into the folder given by -o. Only numpy, onnxruntime,
+mido and (for MusicXML) music21 are imported: never torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import mido
+import numpy as np
+
+from bridge.errors import ConfigError, ScoreBridgeError
+
+__all__ = ["add_parser", "run", "read_melody", "read_va_csv", "MelodyFile", "FIGURES"]
+
+# chord symbol suffix (music21 / lead-sheet spelling) for each vocabulary quality
+FIGURES = {"maj": "", "min": "m", "aug": "+", "dim": "dim", "sus4": "sus4", "sus2": "sus2", "7": "7",
+           "maj7": "maj7", "min7": "m7", "minmaj7": "mM7", "maj6": "6", "min6": "m6", "dim7": "dim7",
+           "hdim7": "m7b5", "maj9": "M9", "min9": "m9", "9": "9", "b9": "7b9", "#9": "7#9", "min11": "m11",
+           "11": "11", "#11": "7#11", "maj13": "M13", "min13": "m13", "13": "13", "b13": "7b13", "1": "pedal",
+           "5": "power", "": "pedal", "7(b9)": "7b9", "7(#9)": "7#9", "7(#11)": "7#11", "7(b13)": "7b13"}
+
+
+@dataclass
+class MelodyFile:
+    """A melody read from a MIDI file: notes in beats, its meter, tempo map and meta events."""
+
+    notes: list  # NoteEvent
+    time_signature: tuple[int, int]
+    tempo_changes: list[tuple[float, float]]  # (beats, microseconds per beat)
+    meta: list[tuple[float, mido.MetaMessage]]
+    track: int
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from engines.harmonizer.decode import STRATEGIES
+    from engines.harmonizer.voicing import STYLES
+
+    p = subparsers.add_parser("harmonize", help="add learned chords to a melody (MIDI file or folder)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("input", type=Path, help="a .mid file or a folder of them")
+    p.add_argument("-o", "--output", type=Path, required=True, help="OUT.mid (a folder when IN is one)")
+    p.add_argument("--model", default="harmonizer", help="shipped model name (default harmonizer)")
+    p.add_argument("--strategy", choices=STRATEGIES, default="entropic", help="decoding strategy")
+    p.add_argument("--steps", type=int, default=10, help="model calls for the staged strategies (default 10)")
+    p.add_argument("--style", help="style anchor (default: the model's first style)")
+    p.add_argument("--key", default="auto", help="key such as C, F#, Bb, Am, or auto (default)")
+    p.add_argument("--valence", type=float, help="constant valence in [-1, 1] (with --arousal)")
+    p.add_argument("--arousal", type=float, help="constant arousal in [-1, 1] (with --valence)")
+    p.add_argument("--va", type=Path, help="CSV: beats|seconds,valence,arousal (see docs/harmonizer_live.md)")
+    p.add_argument("--temperature", type=float, default=0.2, help="sampling temperature (default 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--track", type=int, help="melody track index (default: the first with notes)")
+    p.add_argument("--voicing", choices=STYLES, default="pad", help="accompaniment style (default pad)")
+    p.add_argument("--voices", type=int, default=4, help="upper voices (default 4)")
+    p.add_argument("--no-bass", action="store_true", help="no bass note")
+    p.add_argument("--musicxml", type=Path, help="also write a lead sheet (a folder when IN is one)")
+    p.set_defaults(run=run)
+
+
+def _ticks_to_beats(ticks: int, per_beat: int) -> float:
+    return ticks / per_beat
+
+
+def read_melody(path: Path, track: int | None = None) -> MelodyFile:
+    """The top line (highest sounding note wins) of the first track with notes, or of ``track``."""
+    from engines.harmonizer.voicing import NoteEvent
+
+    try:
+        midi = mido.MidiFile(path)
+    except FileNotFoundError:
+        raise ScoreBridgeError(f"{path}: no such file") from None
+    except (OSError, EOFError, ValueError, KeyError, IndexError) as exc:
+        raise ScoreBridgeError(f"{path}: not a readable MIDI file ({type(exc).__name__}: {exc})") from None
+    if midi.type == 2:
+        raise ScoreBridgeError(f"{path}: MIDI type 2 (independent sequences) is not supported")
+    per_beat = midi.ticks_per_beat
+    meta: list[tuple[float, mido.MetaMessage]] = []
+    tracks_notes: list[list[tuple[int, float, float, int]]] = []
+    for messages in midi.tracks:
+        now, open_notes, notes = 0, {}, []
+        for message in messages:
+            now += message.time
+            beats = _ticks_to_beats(now, per_beat)
+            if message.is_meta and message.type in ("set_tempo", "time_signature", "key_signature"):
+                meta.append((beats, message))
+            elif message.type == "note_on" and message.velocity > 0:
+                open_notes.setdefault((message.channel, message.note), []).append((beats, message.velocity))
+            elif message.type in ("note_on", "note_off"):
+                started = open_notes.get((message.channel, message.note))
+                if started:
+                    start, velocity = started.pop(0)
+                    if beats > start:
+                        notes.append((message.note, start, beats, velocity))
+        tracks_notes.append(notes)
+    if track is not None:
+        if not 0 <= track < len(tracks_notes):
+            raise ConfigError(f"--track {track}: {path} has tracks 0..{len(tracks_notes) - 1}")
+        index = track
+    else:
+        index = next((i for i, n in enumerate(tracks_notes) if n), -1)
+    if index < 0 or not tracks_notes[index]:
+        raise ScoreBridgeError(f"{path}: no melody: {'track %d has' % index if track is not None else 'no track has'} "
+                               "any note")
+    notes = sorted(tracks_notes[index], key=lambda n: (n[1], -n[0]))
+    top: list[list] = []  # skyline: a higher note cuts a lower one; a lower one under a higher is dropped
+    for pitch, start, end, velocity in notes:
+        if top and start < top[-1][2] - 1e-9:
+            if pitch <= top[-1][0]:
+                continue
+            top[-1][2] = start
+            if top[-1][2] - top[-1][1] <= 1e-9:
+                top.pop()
+        top.append([pitch, start, end, velocity])
+    meta.sort(key=lambda item: item[0])
+    signature = next(((m.numerator, m.denominator) for _, m in meta if m.type == "time_signature"), (4, 4))
+    tempos = [(b, m.tempo) for b, m in meta if m.type == "set_tempo"] or [(0.0, 500_000)]
+    events = [NoteEvent(p, s, e - s, max(1, v)) for p, s, e, v in top]
+    return MelodyFile(events, signature, tempos, meta, index)
+
+
+def _seconds_to_beats(seconds: np.ndarray, tempos: list[tuple[float, float]]) -> np.ndarray:
+    """Convert seconds to beats through a tempo map of (beats, microseconds per beat)."""
+    segments = [(0.0, 0.0, 500_000.0)]  # (start beats, start seconds, tempo)
+    for beats, tempo in sorted(tempos):
+        start_b, start_s, current = segments[-1]
+        if beats <= start_b:
+            segments[-1] = (start_b, start_s, float(tempo))
+        else:
+            segments.append((beats, start_s + (beats - start_b) * current / 1e6, float(tempo)))
+    starts_s = np.array([s for _, s, _ in segments])
+    index = np.searchsorted(starts_s, seconds, side="right") - 1
+    return np.array([segments[i][0] + (t - segments[i][1]) * 1e6 / segments[i][2] for i, t in zip(index, seconds)])
+
+
+def read_va_csv(path: Path, step_beats: np.ndarray, tempos: list[tuple[float, float]]) -> np.ndarray:
+    """A VA CSV -> [steps, 2]: a header `beats,valence,arousal` or `seconds,valence,arousal`,
+    then rows; values in [-1, 1] are interpolated linearly between rows, held at the ends."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle))
+    except FileNotFoundError:
+        raise ConfigError(f"--va {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--va {path}: cannot read it ({exc})") from None
+    rows = [r for r in rows if r and any(c.strip() for c in r)]
+    header = [c.strip().lower() for c in rows[0]] if rows else []
+    if header not in (["beats", "valence", "arousal"], ["seconds", "valence", "arousal"]):
+        raise ConfigError(f"--va {path}: the first line must be 'beats,valence,arousal' or "
+                          f"'seconds,valence,arousal', not {','.join(header) or '(empty file)'}")
+    values = []
+    for number, row in enumerate(rows[1:], start=2):
+        try:
+            time_value, valence, arousal = (float(c) for c in row)
+        except ValueError:
+            raise ConfigError(f"--va {path} line {number}: need three numbers, got {row}") from None
+        if not (np.isfinite(time_value) and -1 <= valence <= 1 and -1 <= arousal <= 1 and time_value >= 0):
+            raise ConfigError(f"--va {path} line {number}: time must be >= 0, valence and arousal in [-1, 1]")
+        if values and time_value < values[-1][0]:
+            raise ConfigError(f"--va {path} line {number}: times must not decrease")
+        values.append((time_value, valence, arousal))
+    if not values:
+        raise ConfigError(f"--va {path}: no data rows after the header")
+    table = np.array(values)
+    times = table[:, 0] if header[0] == "beats" else _seconds_to_beats(table[:, 0], tempos)
+    return np.stack([np.interp(step_beats, times, table[:, 1]), np.interp(step_beats, times, table[:, 2])],
+                    axis=1).astype(np.float32)
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.steps < 1:
+        raise ConfigError(f"--steps {args.steps}: must be at least 1")
+    if not 1 <= args.voices <= 6:
+        raise ConfigError(f"--voices {args.voices}: must be 1..6")
+    if not 0.05 <= args.temperature <= 2.0:
+        raise ConfigError(f"--temperature {args.temperature}: must be in 0.05..2")
+    if (args.valence is None) != (args.arousal is None):
+        raise ConfigError("--valence and --arousal go together")
+    if args.va is not None and args.valence is not None:
+        raise ConfigError("give either --valence/--arousal or --va, not both")
+    for name in ("valence", "arousal"):
+        value = getattr(args, name)
+        if value is not None and not -1.0 <= value <= 1.0:
+            raise ConfigError(f"--{name} {value}: must be in [-1, 1]")
+
+
+def _lead_sheet(melody: MelodyFile, spans: list, title: str):
+    """A music21 score: the melody with a chord symbol at each chord start."""
+    from music21 import harmony, meter, metadata, note, stream, tempo
+
+    from engines.harmonizer.vocab import token_name
+
+    part = stream.Part()
+    part.insert(0, meter.TimeSignature(f"{melody.time_signature[0]}/{melody.time_signature[1]}"))
+    part.insert(0, tempo.MetronomeMark(number=round(60e6 / melody.tempo_changes[0][1], 1)))
+    quantum = 1 / 12  # sixteenth-note triplets and sixteenths both land on this grid
+    for event in melody.notes:
+        item = note.Note(event.pitch)
+        item.quarterLength = max(quantum, round(event.duration_beats / quantum) * quantum)
+        part.insert(round(event.start_beats / quantum) * quantum, item)
+    for span in spans:
+        root_name, _, quality = token_name(span.token).partition(":")
+        symbol = harmony.ChordSymbol(root_name + FIGURES.get(quality, ""))
+        symbol.quarterLength = 0
+        part.insert(round(span.start_beats / quantum) * quantum, symbol)
+    score = stream.Score()
+    score.metadata = metadata.Metadata(title=title)
+    score.insert(0, part)
+    return score.makeNotation()
+
+
+def _harmonize_one(source: Path, target: Path, xml_target: Path | None, args, model) -> str:
+    from engines.harmonizer.clip import ClipOptions, build_midi, harmonize_notes, new_file_mode
+    from engines.harmonizer.harmonize import parse_key
+    from engines.harmonizer.voicing import VoicingConfig
+
+    melody = read_melody(source, args.track)
+    numerator, denominator = melody.time_signature
+    beats_per_bar = max(1, round(numerator * 4 / denominator))
+    length = max(n.start_beats + n.duration_beats for n in melody.notes)
+    length = beats_per_bar * int(np.ceil(length / beats_per_bar - 1e-9))
+    spq = model.grid.steps_per_quarter
+    steps = max(1, int(np.ceil(length * spq - 1e-9)))
+    va = None
+    if args.va is not None:
+        va = read_va_csv(args.va, np.arange(steps) / spq, melody.tempo_changes)
+    elif args.valence is not None:
+        va = np.tile(np.float32([args.valence, args.arousal]), (steps, 1))
+    try:
+        key = parse_key(args.key)
+    except ValueError as exc:
+        raise ConfigError(f"--key: {exc}") from None
+    options = ClipOptions(style=args.style or model.styles[0], strategy=args.strategy, calls=args.steps,
+                          temperature=args.temperature, key=key, voicing_style=args.voicing,
+                          voicing=VoicingConfig(voices=args.voices, bass=not args.no_bass))
+    clip = harmonize_notes(model, melody.notes, length, beats_per_bar, options, va,
+                           np.random.default_rng(args.seed))
+    midi = build_midi(melody.notes, clip.events, clip.spans, time_signature=melody.time_signature,
+                      ticks_per_beat=480, melody_meta=melody.meta or None)
+    score = _lead_sheet(melody, clip.spans, source.stem) if xml_target is not None else None
+    written = []  # every output goes to a temporary file first; renamed only when all are complete
+    try:
+        for final, writer in ((target, lambda p: midi.save(p)),
+                              (xml_target, lambda p: score.write("musicxml", fp=str(p)))):
+            if final is None:
+                continue
+            final.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+            os.close(handle)
+            written.append((Path(temporary), final))
+            writer(Path(temporary))
+            os.chmod(temporary, new_file_mode())
+        for temporary, final in written:
+            os.replace(temporary, final)
+    finally:
+        for temporary, _ in written:
+            temporary.unlink(missing_ok=True)
+    names = " ".join(s.name for s in clip.spans[:8]) + (" ..." if len(clip.spans) > 8 else "")
+    from engines.harmonizer.vocab import ROOT_NAMES
+
+    return (f"{source.name}: {len(melody.notes)} notes, key {ROOT_NAMES[clip.tonic]} {clip.mode}, "
+            f"{len(clip.spans)} chords ({names}), {clip.calls} model calls")
+
+
+def run(args: argparse.Namespace) -> int:
+    from engines.harmonizer.runtime import HarmonizerModel
+
+    _check(args)
+    model = HarmonizerModel.named(args.model)
+    if args.style is not None and args.style not in model.styles:
+        raise ConfigError(f"--style {args.style!r}: this model knows {', '.join(model.styles)}")
+    if not args.input.exists():
+        raise ScoreBridgeError(f"{args.input}: no such file or folder")
+    if not args.input.is_dir():
+        started = time.perf_counter()
+        print(_harmonize_one(args.input, args.output, args.musicxml, args, model)
+              + f", {time.perf_counter() - started:.2f} s -> {args.output}")
+        return 0
+    from rich.progress import Progress
+
+    sources = sorted(p for p in args.input.rglob("*") if p.suffix.lower() in (".mid", ".midi") and p.is_file())
+    if not sources:
+        raise ScoreBridgeError(f"{args.input}: no .mid or .midi file in this folder")
+    if args.output.exists() and not args.output.is_dir():
+        raise ConfigError(f"-o {args.output}: IN is a folder, so -o must be a folder too")
+    failures = []
+    with Progress() as progress:
+        task = progress.add_task("harmonizing", total=len(sources))
+        for source in sources:
+            relative = source.relative_to(args.input).with_suffix("")
+            xml = None if args.musicxml is None else args.musicxml / relative.with_suffix(".musicxml")
+            try:
+                progress.console.print(_harmonize_one(source, args.output / relative.with_suffix(".mid"), xml,
+                                                      args, model))
+            except (ScoreBridgeError, ValueError) as exc:
+                failures.append(f"{source}: {exc}")
+            progress.advance(task)
+    print(f"harmonized {len(sources) - len(failures)} of {len(sources)} files into {args.output}")
+    if failures:
+        raise ScoreBridgeError(f"{len(failures)} file(s) failed:\n  " + "\n  ".join(failures))
+    return 0

@@ -26,9 +26,15 @@ def add_snc_parser(sub: argparse._SubParsersAction) -> None:
     info = actions.add_parser("info", help="what a .snc file holds")
     info.add_argument("input", type=Path)
     info.add_argument("--json", action="store_true")
+    from bridge.snc_play_cli import add_play_parsers  # play, render (issue 6)
+
+    add_play_parsers(actions)
 
 
 def snc_command(args: argparse.Namespace) -> int:
+    if args.snc_action in ("play", "render"):  # issue 6
+        from bridge.snc_play_cli import play_command
+        return play_command(args)
     from engines.snc import SncReader, encode
 
     if args.snc_action == "encode":

@@ -64,31 +64,32 @@ class StemStream:
         self.error: str | None = None
         self.ended = False
         self._queue: queue.Queue = queue.Queue(maxsize=queue_blocks)
-        self._generation = 0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._pending: list[tuple[int, dict[str, np.ndarray]]] = []
+        self._lock = threading.Lock()
         self.position_frames = 0
 
     def start(self, start_s: float = 0.0) -> None:
-        """(Re)start decoding at ``start_s``; what was decoded before is dropped."""
-        self.stop()
-        self._generation += 1
-        self._stop = threading.Event()
-        self._queue = queue.Queue(maxsize=self.queue_blocks)
-        self._pending = []
-        self.ended = False
+        """(Re)start decoding at ``start_s``; what was decoded before is dropped. Never waits
+        for the previous decoder (it sees its stop flag and ends on its own)."""
         start_s = min(max(0.0, start_s), max(0.0, self.reader.manifest.duration_s - 1.0 / self.rate))
-        self.position_frames = int(round(start_s * self.rate))
-        self._thread = threading.Thread(target=self._decode, args=(start_s, self._stop, self._queue),
-                                        name="snc-decode", daemon=True)
-        self._thread.start()
+        stop, out = threading.Event(), queue.Queue(maxsize=self.queue_blocks)
+        thread = threading.Thread(target=self._decode, args=(start_s, stop, out), name="snc-decode", daemon=True)
+        with self._lock:
+            self._stop.set()
+            self._stop, self._queue, self._thread = stop, out, thread
+            self._pending = []
+            self.ended = False
+            self.position_frames = int(round(start_s * self.rate))
+        thread.start()
 
     def stop(self) -> None:
-        if self._thread is not None:
+        with self._lock:
             self._stop.set()
-            self._thread.join(timeout=5)
-            self._thread = None
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=5)
 
     def _segments(self, start_s: float) -> Iterator[tuple[float, float | None]]:
         loop = self.loop
@@ -125,6 +126,15 @@ class StemStream:
     def read(self, frames: int) -> tuple[int, dict[str, np.ndarray]] | None:
         """(first_frame, block) of exactly ``frames`` frames (zero-padded at the end), or None
         when the decoder is behind (underrun) or the stream has ended."""
+        if not self._lock.acquire(blocking=False):
+            self.underruns += 1
+            return None
+        try:
+            return self._read(frames)
+        finally:
+            self._lock.release()
+
+    def _read(self, frames: int) -> tuple[int, dict[str, np.ndarray]] | None:
         have = sum(b["master"].shape[0] for _, b in self._pending)
         while have < frames:
             try:

@@ -1,0 +1,214 @@
+"""Live playback of an SNC file through pyo (JACK or PortAudio), decoding progressively.
+
+The audio thread (pyo's per-buffer callback) takes one buffer from the decoder's queue, runs
+the shared ``Pipeline`` and writes the feeds; it never waits: an empty queue plays silence and
+is counted as an underrun. Controls (stem gains, context, valence-arousal, seek, loop,
+play/pause) may come from any thread and take effect at the next buffer. Pause, resume and
+seek fade over one buffer, so none of them clicks.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bridge.errors import EngineError, ParameterError
+from engines.snc.reader import SncReader
+from engines.snc_player.pipeline import Pipeline
+from engines.snc_player.render import MixRequest, make_pipeline
+from engines.snc_player.spatial import PyoFeed, build_graph, import_pyo
+from engines.snc_player.stream import StemStream
+
+__all__ = ["Player", "BACKENDS"]
+
+BACKENDS = ("jack", "portaudio")
+_ACTIVE: list[Player] = []  # pyo runs one server per process
+_ACTIVE_LOCK = threading.Lock()
+
+
+class Player:
+    def __init__(self, path: Path, request: MixRequest | None = None, backend: str = "jack",
+                 buffer_frames: int = 256, client_name: str = "scorebridge-snc", autoconnect: bool = True) -> None:
+        if backend not in BACKENDS:
+            raise ParameterError(f"audio backend {backend!r} is not one of {', '.join(BACKENDS)}")
+        self.reader = SncReader(path)
+        self.pipeline: Pipeline = make_pipeline(self.reader, request or MixRequest())
+        self.pipeline.mixer.settle()
+        self.backend = backend
+        self.buffer_frames = buffer_frames
+        self.client_name = client_name
+        self.autoconnect = autoconnect
+        self.rate = self.reader.manifest.sample_rate
+        self.channels = 2 if self.pipeline.layout == "binaural" else self.pipeline.feeds
+        self.stream = StemStream(self.reader, buffer_frames)
+        self.playing = False
+        self.callbacks = 0
+        self.max_callback_s = 0.0
+        self.callback_s_total = 0.0
+        self.error: str | None = None
+        self.last_seek_latency_s: float | None = None
+        self.last_change_latency_s: float | None = None
+        self._gain = 0.0  # transport fade: 0 silent .. 1 playing
+        self._seek_to: float | None = None
+        self._seek_asked_s = 0.0
+        self._change_asked_s: float | None = None
+        self._seen_changes = self.pipeline.mixer.changes
+        self._awaiting_seek_frame: int | None = None
+        self._server: Any = None
+        self._graph: list[Any] = []
+        self.finished = threading.Event()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def open(self, start_s: float = 0.0) -> None:
+        """Boot pyo on the backend and start decoding at ``start_s`` (paused until ``play``)."""
+        with _ACTIVE_LOCK:
+            if _ACTIVE:
+                raise EngineError("pyo runs one audio server per process and an SNC player is already open")
+            _ACTIVE.append(self)
+        try:
+            pyo = import_pyo()
+            server = pyo.Server(sr=self.rate, nchnls=self.channels, buffersize=self.buffer_frames, duplex=0,
+                                audio=self.backend, jackname=self.client_name)
+            server.deactivateMidi()
+            server.setVerbosity(1)
+            if self.backend == "jack":
+                server.setJackAuto(False, self.autoconnect)
+            server.boot()
+            if not server.getIsBooted():
+                raise EngineError(f"pyo could not open the {self.backend} audio backend"
+                                  + (" (is a JACK server running?)" if self.backend == "jack" else ""))
+            self._server = server
+            feed = PyoFeed(pyo, self.pipeline.feeds, self.buffer_frames)
+            self._feed = feed
+            self._graph = build_graph(pyo, feed, self.pipeline.layout, self.pipeline.stems, self.channels,
+                                      self.pipeline.context.positions)
+            self.stream.start(start_s)
+            server.setCallback(self._callback)
+            server.start()
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self.playing = False
+        if self._server is not None:
+            try:
+                self._server.stop()
+                time.sleep(0.05)
+                self._server.shutdown()
+            finally:
+                self._server = None
+        self.stream.stop()
+        with _ACTIVE_LOCK:
+            if self in _ACTIVE:
+                _ACTIVE.remove(self)
+
+    def __enter__(self) -> Player:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def ports(self) -> list[str]:
+        """The JACK output ports this player owns."""
+        return [f"{self.client_name}:output_{i + 1}" for i in range(self.channels)]
+
+    # -- controls (any thread) -------------------------------------------------------------------
+    def play(self) -> None:
+        self.finished.clear()
+        self.playing = True
+
+    def pause(self) -> None:
+        self.playing = False
+
+    def seek(self, seconds: float) -> None:
+        """Jump to ``seconds``; the old audio fades out over one buffer, the new fades in."""
+        if not 0.0 <= seconds < self.reader.manifest.duration_s:
+            raise ParameterError(f"seek to {seconds} s is outside 0..{self.reader.manifest.duration_s:.3f} s")
+        self._seek_asked_s = time.perf_counter()
+        self._seek_to = seconds
+
+    def set_loop(self, start_s: float | None, end_s: float | None) -> None:
+        """Loop [start_s, end_s) gaplessly (None: no loop); takes effect at the next seek."""
+        if start_s is None or end_s is None:
+            self.stream.loop = None
+            return
+        if not 0.0 <= start_s < end_s <= self.reader.manifest.duration_s:
+            raise ParameterError(f"loop {start_s}..{end_s} s must lie within 0..{self.reader.manifest.duration_s:.3f} s")
+        self.stream.loop = (start_s, end_s)
+
+    def set_stem(self, name: str, **fields: float | bool | None) -> None:
+        self._change_asked_s = time.perf_counter()
+        self.pipeline.set_user(name, **fields)
+
+    def set_context(self, name: str) -> int:
+        return self.pipeline.set_context(name, self.stream.position_frames)
+
+    def set_va(self, valence: float, arousal: float) -> None:
+        self._change_asked_s = time.perf_counter()
+        self.pipeline.set_va(valence, arousal)
+
+    @property
+    def position_s(self) -> float:
+        return self.stream.position_frames / self.rate
+
+    def stats(self) -> dict[str, Any]:
+        return {"position_s": round(self.position_s, 3), "playing": self.playing, "context": self.pipeline.context.name,
+                "callbacks": self.callbacks, "underruns": self.stream.underruns,
+                "max_callback_ms": round(self.max_callback_s * 1000, 3),
+                "mean_callback_ms": round(self.callback_s_total / max(self.callbacks, 1) * 1000, 4),
+                "error": self.error or self.stream.error}
+
+    # -- audio thread ----------------------------------------------------------------------------
+    def _callback(self) -> None:
+        started = time.perf_counter()
+        try:
+            self._run_buffer(started)
+        except Exception as exc:  # noqa: BLE001 - pyo would only print it; keep it and go silent
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.playing = False
+            self._feed.write(None)
+        spent = time.perf_counter() - started
+        self.callbacks += 1
+        self.callback_s_total += spent
+        self.max_callback_s = max(self.max_callback_s, spent)
+
+    def _run_buffer(self, now: float) -> None:
+        n = self.buffer_frames
+        changes = self.pipeline.mixer.changes
+        if changes != self._seen_changes:
+            self._seen_changes = changes
+            if self._change_asked_s is not None:
+                self.last_change_latency_s = now - self._change_asked_s
+                self._change_asked_s = None
+        seek_to = self._seek_to
+        target = 1.0 if self.playing and seek_to is None else 0.0
+        if self._gain == 0.0 and target == 0.0:
+            if seek_to is not None:
+                self._seek_to = None
+                self.stream.start(seek_to)
+                self._awaiting_seek_frame = self.stream.position_frames
+            self._feed.write(None)
+            return
+        item = self.stream.read(n)
+        if item is None:
+            if self.stream.ended and not self.finished.is_set():
+                self.finished.set()
+                self.playing = False
+            self._feed.write(None)
+            return
+        first, block = item
+        if self._awaiting_seek_frame is not None and first == self._awaiting_seek_frame:
+            self.last_seek_latency_s = now - self._seek_asked_s
+            self._awaiting_seek_frame = None
+        out = self.pipeline.process(block, first)
+        if target != self._gain:
+            ramp = self._gain + (target - self._gain) * np.arange(1, n + 1) / n
+            out = out * ramp[:, None].astype(np.float32)
+            self._gain = target
+        self._feed.write(out)

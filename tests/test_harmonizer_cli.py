@@ -1,0 +1,184 @@
+"""`scorebridge harmonize` on real MIDI files (made with mido/pretty_midi here, and a folk song
+from music21's corpus), run as the real command in a subprocess with the shipped model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mido
+import numpy as np
+import pretty_midi
+import pytest
+
+from bridge.harmonize_cli import read_melody, read_va_csv
+from tests.jackutil import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def harmonize(*args: str) -> subprocess.CompletedProcess:
+    """The real command; fails the test if torch was imported on the way."""
+    code = ("import sys; from bridge.cli import main; code = main(sys.argv[1:]); "
+            "sys.exit(97 if 'torch' in sys.modules else code)")
+    return subprocess.run([sys.executable, "-c", code, "harmonize", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def folk_song(path, number=6) -> list[tuple[int, float, float]]:
+    """'Roland und Godelinde' (Essen folk song collection, 3/4) from music21's corpus, written
+    with mido; returns its (pitch, start, end) in beats."""
+    from music21 import corpus
+
+    flat = corpus.parse("essenFolksong/altdeu10", number=number).flatten()
+    signature = flat.getElementsByClass("TimeSignature")[0]
+    notes = [(n.pitch.midi, float(n.offset), float(n.offset + n.quarterLength)) for n in flat.notes]
+    events = []
+    for pitch, start, end in notes:
+        events += [(round(start * 480), 1, mido.Message("note_on", note=pitch, velocity=80)),
+                   (round(end * 480), 0, mido.Message("note_off", note=pitch))]
+    track = mido.MidiTrack([mido.MetaMessage("time_signature", numerator=signature.numerator,
+                                             denominator=signature.denominator),
+                            mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(96))])
+    now = 0
+    for tick, _, message in sorted(events, key=lambda e: (e[0], e[1])):
+        track.append(message.copy(time=tick - now))
+        now = tick
+    midi = mido.MidiFile(ticks_per_beat=480)
+    midi.tracks.append(track)
+    midi.save(path)
+    return notes
+
+
+def tune_with_chords(path, tempo=100.0):
+    """A pretty_midi file: one piano track whose top line is the tune, with lower notes under it
+    (held across the tune's notes, so the top-line reading has overlaps to resolve)."""
+    pm = pretty_midi.PrettyMIDI(initial_tempo=tempo)
+    piano = pretty_midi.Instrument(0, name="piano")
+    beat = 60.0 / tempo
+    tune = [67, 72, 74, 76, 77, 76, 74, 72, 71, 72, 74, 72, 67, 69, 71, 72]
+    for i, pitch in enumerate(tune):
+        piano.notes.append(pretty_midi.Note(90, pitch, i * beat, (i + 0.9) * beat))
+        if i % 2 == 0:
+            piano.notes.append(pretty_midi.Note(70, pitch - 12, i * beat, (i + 1.8) * beat))
+    pm.instruments.append(piano)
+    pm.write(str(path))
+    return tune
+
+
+def notes_of(track):
+    now, open_, out = 0, {}, []
+    for message in track:
+        now += message.time
+        if message.type == "note_on" and message.velocity:
+            open_[message.note] = now
+        elif message.type in ("note_on", "note_off") and message.note in open_:
+            out.append((message.note, open_.pop(message.note), now))
+    return out
+
+
+def test_folk_song_gets_chords_below_the_melody_and_a_lead_sheet(tmp_path):
+    source = tmp_path / "folk.mid"
+    notes = folk_song(source)
+    out, xml = tmp_path / "out.mid", tmp_path / "out.musicxml"
+    result = harmonize(source, "-o", out, "--musicxml", xml, "--seed", 1)
+    assert result.returncode == 0, result.stderr
+    assert "chords" in result.stdout and "key" in result.stdout
+    midi = mido.MidiFile(out)
+    assert [t.name for t in midi.tracks] == ["melody", "chords"]
+    melody, chords = notes_of(midi.tracks[0]), notes_of(midi.tracks[1])
+    assert [p for p, _, _ in sorted(melody, key=lambda n: n[1])] == [p for p, _, _ in notes]
+    signature = [m for m in midi.tracks[0] if m.type == "time_signature"][0]
+    assert (signature.numerator, signature.denominator) == (3, 4)
+    for pitch, start, end in chords:  # never above a melody note sounding at the same time
+        over = [p for p, s, e in melody if s < end and e > start]
+        assert all(pitch < p for p in over), (pitch, start, over)
+    names = [m.text for m in midi.tracks[1] if m.type == "marker"]
+    bars = notes[-1][2] / 3
+    assert len(set(names)) >= 3 and len(names) / bars * 16 >= 3  # no collapse out of domain
+    from music21 import converter
+
+    symbols = list(converter.parse(xml).recurse().getElementsByClass("ChordSymbol"))
+    assert len(symbols) == len(names)
+
+
+def test_top_line_of_the_first_track_with_notes_and_same_seed_same_output(tmp_path):
+    source = tmp_path / "tune.mid"
+    tune = tune_with_chords(source)
+    melody = read_melody(source)
+    assert [n.pitch for n in melody.notes] == tune
+    outputs = []
+    for name in ("a.mid", "b.mid"):
+        result = harmonize(source, "-o", tmp_path / name, "--seed", 5, "--voicing", "arpeggio",
+                           "--valence", -0.5, "--arousal", 0.6, "--strategy", "midpoint")
+        assert result.returncode == 0, result.stderr
+        outputs.append((tmp_path / name).read_bytes())
+    assert outputs[0] == outputs[1]
+
+
+def test_va_csv_in_beats_and_seconds(tmp_path):
+    beats = tmp_path / "va_beats.csv"
+    beats.write_text("beats,valence,arousal\n0,-1,0\n4,1,0.5\n")
+    va = read_va_csv(beats, np.array([0.0, 2.0, 4.0, 8.0]), [(0.0, 500_000)])
+    assert np.allclose(va, [[-1, 0], [0, 0.25], [1, 0.5], [1, 0.5]])
+    seconds = tmp_path / "va_seconds.csv"
+    seconds.write_text("seconds,valence,arousal\n0,0,0\n2,1,1\n")
+    # 120 BPM for 2 beats (1 s), then 60 BPM: 2 s is beat 3
+    va = read_va_csv(seconds, np.array([0.0, 3.0, 5.0]), [(0.0, 500_000), (2.0, 1_000_000)])
+    assert np.allclose(va[:, 0], [0, 1, 1])
+    source = tmp_path / "tune.mid"
+    tune_with_chords(source)
+    result = harmonize(source, "-o", tmp_path / "out.mid", "--va", seconds)
+    assert result.returncode == 0, result.stderr
+
+
+def test_folder_harmonizes_every_file_and_reports_the_broken_one(tmp_path):
+    folder, out = tmp_path / "in", tmp_path / "out"
+    (folder / "sub").mkdir(parents=True)
+    tune_with_chords(folder / "one.mid")
+    folk_song(folder / "sub" / "two.mid")
+    (folder / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\xff\xff")
+    result = harmonize(folder, "-o", out, "--musicxml", tmp_path / "xml")
+    assert result.returncode == 1
+    assert "broken.mid" in result.stderr and "2 of 3" in result.stdout
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["one.mid", "sub", "sub/two.mid"]
+    assert (tmp_path / "xml" / "sub" / "two.musicxml").exists()
+    for path in out.rglob("*.mid"):
+        assert [t.name for t in mido.MidiFile(path).tracks] == ["melody", "chords"]
+
+
+@pytest.mark.parametrize(
+    "make_input, extra, message",
+    [
+        (lambda p: p.write_bytes(b"not a midi file at all"), (), "not a readable MIDI file"),
+        (lambda p: mido.MidiFile(tracks=[mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500000)])]).save(p),
+         (), "no melody"),
+        (tune_with_chords, ("--valence", "0.5"), "--valence and --arousal go together"),
+        (tune_with_chords, ("--steps", "0"), "--steps"),
+        (tune_with_chords, ("--style", "bebop"), "--style 'bebop'"),
+        (tune_with_chords, ("--key", "H"), "bad key"),
+        (tune_with_chords, ("--track", "7"), "--track 7"),
+        (tune_with_chords, ("--arousal", "2", "--valence", "0"), "--arousal 2.0"),
+    ],
+)
+def test_bad_input_is_a_clear_error_without_output(tmp_path, make_input, extra, message):
+    source = tmp_path / "in.mid"
+    make_input(source)
+    out, xml = tmp_path / "out.mid", tmp_path / "out.musicxml"
+    result = harmonize(source, "-o", out, "--musicxml", xml, *extra)
+    assert result.returncode == 1, result.stdout
+    assert "scorebridge harmonize: error:" in result.stderr and message in result.stderr, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mid"]
+
+
+def test_bad_va_csv_is_refused(tmp_path):
+    source = tmp_path / "in.mid"
+    tune_with_chords(source)
+    for text, message in (("time,v,a\n0,0,0\n", "first line"), ("beats,valence,arousal\n0,0,5\n", "[-1, 1]"),
+                          ("beats,valence,arousal\n2,0,0\n1,0,0\n", "must not decrease"),
+                          ("beats,valence,arousal\n", "no data rows")):
+        csv = tmp_path / "va.csv"
+        csv.write_text(text)
+        result = harmonize(source, "-o", tmp_path / "out.mid", "--va", csv)
+        assert result.returncode == 1 and message in result.stderr, (text, result.stderr)
+        assert not (tmp_path / "out.mid").exists()

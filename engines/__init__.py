@@ -21,6 +21,7 @@ _BUILTIN = {
     "rule": "engines.rule:RuleHarmonizer",
     "harmonizer": "engines.harmonizer.engine:LearnedHarmonizer",
     "thru": "engines.thru:Thru",
+    "snc": "engines.snc_player.engine:SncEngine",
 }
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,196 @@
+"""The ``snc`` engine: an SNC player in a ``scorebridge serve`` slot, following the transport.
+
+It produces audio, not MIDI (``process`` returns nothing): its pyo client plays on JACK (or
+PortAudio) next to the bridge. The song is chosen among the ``.snc`` files of the folder named
+by ``SCOREBRIDGE_SNC_DIR`` (default: the current folder) when the engine module is imported;
+``file = none`` keeps the engine silent. Song time 0 is DAW beat ``offset_beats``; beats map
+to seconds at the transport's tempo (a constant-tempo song).
+
+Transport: Start/Continue -> play from the DAW position, Stop -> pause (faded), locate (Song
+Position Pointer, OSC ``transport/locate``) -> seek, and every beat checks the drift between
+the DAW position and the player's and re-seeks beyond 80 ms. DAW loops arrive as locates.
+Stems are addressed by their order in the file: ``gain_1`` .. ``gain_8``, ``mute_1`` ..
+``mute_8`` (stems past the 8th keep their default). pyo runs one server per process, so a
+bridge holds at most one playing ``snc`` slot.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bridge.events import Beat, EngineInput, EngineOutput, TransportChange
+from engines.base import Engine, EngineContext, Param
+from engines.snc_player.contexts import BUILTIN
+from engines.snc_player.mixer import SILENCE_DB
+
+__all__ = ["SncEngine", "STEM_SLOTS", "song_folder"]
+
+STEM_SLOTS = 8
+_DRIFT_S = 0.08
+
+
+def song_folder() -> Path:
+    return Path(os.environ.get("SCOREBRIDGE_SNC_DIR") or ".")
+
+
+def _songs() -> tuple[str, ...]:
+    try:
+        return tuple(sorted(p.stem for p in song_folder().glob("*.snc") if p.is_file()))
+    except OSError:
+        return ()
+
+
+def _params() -> tuple[Param, ...]:
+    songs = _songs()
+    return (
+        Param("file", "choice", "none", choices=("none", *songs),
+              doc=f"song: a .snc file of $SCOREBRIDGE_SNC_DIR (now {song_folder()})"),
+        Param("context", "choice", "default", choices=tuple(BUILTIN), doc="listening context"),
+        *(Param(f"gain_{i}", "float", 0.0, SILENCE_DB, 12.0, unit="dB", doc=f"gain of stem {i}")
+          for i in range(1, STEM_SLOTS + 1)),
+        *(Param(f"mute_{i}", "bool", False, doc=f"mute stem {i}") for i in range(1, STEM_SLOTS + 1)),
+        Param("valence", "float", 0.0, -1.0, 1.0, doc="valence -1..1 (vertical re-orchestration)"),
+        Param("arousal", "float", 0.0, -1.0, 1.0, doc="arousal -1..1 (raises drums and bass)"),
+        Param("offset_beats", "float", 0.0, 0.0, 100000.0, unit="beats", doc="DAW position of song time 0"),
+        Param("loop_start_s", "float", 0.0, 0.0, 14400.0, unit="s", doc="loop start (loop on when end > start)"),
+        Param("loop_end_s", "float", 0.0, 0.0, 14400.0, unit="s", doc="loop end (0 = no loop)"),
+        Param("audio", "choice", "jack", choices=("jack", "portaudio"), doc="audio backend"),
+    )
+
+
+class SncEngine(Engine):
+    name = "snc"
+    description = "Plays an SNC song's stems in sync with the transport: contexts, stem gains, valence-arousal."
+    params = _params()
+    latency_beats = 0.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.player: Any = None
+        self.tempo_bpm = 120.0
+        self.transport_playing = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def prepare(self, context: EngineContext) -> None:
+        super().prepare(context)
+        if context.tempo_bpm > 0:
+            self.tempo_bpm = context.tempo_bpm
+        self._sync_tempo()
+
+    def _open(self) -> None:
+        from engines.snc_player.player import Player
+        from engines.snc_player.render import MixRequest
+
+        self._close()
+        if self.param("file") == "none":
+            return
+        path = song_folder() / f"{self.param('file')}.snc"
+        slot = self.context.slot if self.context else "snc"
+        player = Player(path, MixRequest(context=self.param("context")), backend=self.param("audio"),
+                        client_name=f"scorebridge-{slot}")
+        player.open()
+        self.player = player
+        self._sync_tempo()
+        self._apply_all()
+
+    def _close(self) -> None:
+        if self.player is not None:
+            player, self.player = self.player, None
+            player.close()
+
+    def reset(self) -> None:
+        """Engine swap: the player stops and lets the audio server go."""
+        self._close()
+
+    # -- parameters --------------------------------------------------------------------------------
+    def on_param_change(self, name: str, value: Any) -> None:
+        if name in ("file", "audio"):
+            self._open()
+            return
+        if self.player is None:
+            return
+        if name == "context":
+            self.player.set_context(value)
+        elif name.startswith(("gain_", "mute_")):
+            self._apply_stem(int(name.split("_")[1]))
+        elif name in ("valence", "arousal"):
+            self.player.set_va(self.param("valence"), self.param("arousal"))
+        elif name.startswith("loop_"):
+            self._apply_loop()
+
+    def _apply_stem(self, index: int) -> None:
+        names = self.player.pipeline.names
+        if index > len(names):
+            return
+        self.player.set_stem(names[index - 1], gain_db=self.param(f"gain_{index}"), mute=self.param(f"mute_{index}"))
+
+    def _apply_loop(self) -> None:
+        start, end = self.param("loop_start_s"), self.param("loop_end_s")
+        duration = self.player.reader.manifest.duration_s
+        if end > start and start < duration:
+            self.player.set_loop(start, min(end, duration))
+        else:
+            self.player.set_loop(None, None)
+
+    def _apply_all(self) -> None:
+        for index in range(1, min(STEM_SLOTS, len(self.player.pipeline.names)) + 1):
+            self._apply_stem(index)
+        self.player.set_va(self.param("valence"), self.param("arousal"))
+        self._apply_loop()
+
+    def _sync_tempo(self) -> None:
+        if self.player is not None:
+            self.player.pipeline.set_tempo(self.tempo_bpm)
+
+    # -- transport ---------------------------------------------------------------------------------
+    def _song_s(self, beats: float) -> float:
+        return (beats - self.param("offset_beats")) * 60.0 / self.tempo_bpm
+
+    def _locate(self, beats: float) -> None:
+        seconds = self._song_s(beats)
+        duration = self.player.reader.manifest.duration_s
+        if 0.0 <= seconds < duration:
+            self.player.seek(seconds)
+        elif seconds >= duration:
+            self.player.pause()
+
+    def process(self, event: EngineInput) -> Sequence[EngineOutput]:
+        if isinstance(event, Beat) and event.tempo_bpm > 0:
+            self.tempo_bpm = event.tempo_bpm
+            self._sync_tempo()
+        if self.player is None:
+            if isinstance(event, TransportChange):
+                self.transport_playing = event.playing
+            return []
+        if isinstance(event, TransportChange):
+            self.transport_playing = event.playing
+            if event.playing:
+                self._locate(event.beats)
+                if self._song_s(event.beats) < self.player.reader.manifest.duration_s:
+                    self.player.play()
+            else:
+                self.player.pause()
+                if event.reason == "locate":
+                    self._locate(event.beats)
+        elif isinstance(event, Beat) and self.transport_playing and self.player.stream.loop is None:
+            self._follow(self._song_s(float(event.index)))
+        return []
+
+    def _follow(self, expected_s: float) -> None:
+        """On a beat: join a running transport, or re-seek when the player drifted."""
+        if not 0.0 <= expected_s < self.player.reader.manifest.duration_s:
+            return
+        tolerance = _DRIFT_S + self.player.buffer_frames / self.player.rate
+        if not self.player.playing:
+            self.player.seek(expected_s)
+            self.player.play()
+        elif abs(self.player.position_s - expected_s) > tolerance:
+            self.player.seek(expected_s)
+
+    def status(self) -> dict[str, Any]:
+        if self.player is None:
+            return {"file": self.param("file"), "open": False}
+        return {"file": self.param("file"), "open": True, **self.player.stats()}

@@ -51,10 +51,14 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
     raw = load_raw(cache)
     val = make_windows(raw, grid, "val")
     out_dir.mkdir(parents=True, exist_ok=True)
+    # everything is written and checked in a staging folder, then moved into place, so a
+    # reader never sees a half-written model or a card that does not match its file
+    staging = out_dir / f".{name}.staging"
+    staging.mkdir(exist_ok=True)
     onnx_path, card_path, parity_path = (
-        out_dir / f"{name}.onnx",
-        out_dir / f"{name}.card.json",
-        out_dir / f"{name}.parity.npz",
+        staging / f"{name}.onnx",
+        staging / f"{name}.card.json",
+        staging / f"{name}.parity.npz",
     )
 
     # parity example: first validation window with a seeded half of the chords revealed
@@ -104,6 +108,9 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
         "sha256": sha256_of(onnx_path),
         "opset": OPSET,
         "grid": grid.to_dict() | {"name": grid.name, "key_normalization": "C major / A minor"},
+        "labels": "per-beat chord reading engines.harmonizer.grid.read_beat_chords: pitch classes "
+        "weighted by duration, metric position and doubling; onset bass always a chord tone; a "
+        "subset of the previous chord continues it (docs/harmonizer.md, Data)",
         "tokenizer": {
             "vocab_size": VOCAB_SIZE,
             "specials": list(SPECIALS),
@@ -170,6 +177,10 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
     )
     if not np.allclose(reloaded, expected[0], atol=PARITY_ATOL, rtol=1e-4):
         raise RuntimeError(f"{onnx_path}: runtime reload differs from torch")
+    for path in (onnx_path, parity_path, card_path):
+        path.replace(out_dir / path.name)
+    staging.rmdir()
+    onnx_path = out_dir / onnx_path.name
     print(
         f"exported {onnx_path} (step {checkpoint['step']}/{checkpoint['total_steps']}, "
         f"max |ORT - torch| = {max_difference:.2e}, val {fresh_val})",

@@ -167,3 +167,17 @@ def test_clip_between_start_and_stop_replays_in_sync_on_the_next_start(tmp_path)
     out = list(out) + list(engine.process(Beat(0, 10.0, 120.0)))
     notes = [o for o in out if isinstance(o, Note)]
     assert notes and min(n.at_beats for n in notes) == 0.0 and max(n.at_beats for n in notes) < 2.0
+
+
+def test_locate_releases_the_held_chord_and_switching_to_clip_mode_starts_a_capture():
+    engine = make()
+    sounding = set()
+    for _, _, out in play(engine, MELODY[:3]):
+        sounding = sounding_after(out, sounding)
+    assert sounding
+    assert not sounding_after(engine.process(TransportChange(True, 0.0, 2.0, "locate")), sounding)
+    for _, _, out in play(engine, MELODY[:2]):
+        sounding = sounding_after(out)
+    engine.set_param("mode", "clip")
+    assert not sounding_after(engine.process(Beat(2, 1.0, 120.0)), sounding)
+    assert engine.looper.capture_origin == 4.0 and engine.looper.capture_end == 20.0

@@ -176,21 +176,26 @@ class LearnedHarmonizer(Engine):
             self.reset()  # the host has already released every note of this slot
             self.looper.clip, self.looper.play_origin = clip, origin
             return ()
+        released = self._change_to(())  # a locate while playing: the held chord stops here
         clip, origin = self.looper.clip, self.looper.play_origin
         self.reset()
         self.playing, self.origin = True, math.floor(event.beats + 1e-9)
         if self.param("mode") != "clip":
-            return ()
-        bars, per_bar = self.param("clip_bars"), self.param("beats_per_bar")
-        if bars == 0:
-            self.looper.start_capture(event.beats, None)
-        else:
-            self.looper.start_capture(per_bar * math.ceil(event.beats / per_bar - 1e-9), float(bars * per_bar))
+            return released
+        self._start_capture(event.beats)
         if clip is not None:
             self.looper.scheduled_until = event.beats
             self.looper.play(clip, origin)
-            return self._scheduled(math.floor(event.beats) + 2)
-        return ()
+            return released + self._scheduled(math.floor(event.beats) + 2)
+        return released
+
+    def _start_capture(self, position_beats: float) -> None:
+        """Capture from the next bar start for `clip_bars` bars (0: from here until Stop)."""
+        bars, per_bar = self.param("clip_bars"), self.param("beats_per_bar")
+        if bars == 0:
+            self.looper.start_capture(position_beats, None)
+        else:
+            self.looper.start_capture(per_bar * math.ceil(position_beats / per_bar - 1e-9), float(bars * per_bar))
 
     def _note_on(self, event: NoteOn) -> Sequence[EngineOutput]:
         self.held[event.pitch] = event.beats
@@ -361,7 +366,10 @@ class LearnedHarmonizer(Engine):
         """The loop is harmonized at the first onset of its last beat (so that note counts),
         on that beat when a note started just before it, or at the loop end at the latest."""
         looper, end = self.looper, self.looper.capture_end
-        out: list[EngineOutput] = []
+        out: list[EngineOutput] = self._change_to(())  # switched from live mode while playing
+        if looper.capture_origin is None:
+            self._start_capture(float(index))
+            end = looper.capture_end
         if end is not None and index == end - 1 and self.looper.melody_until(end):
             self.harmonize_due = end  # (an empty pass so far keeps the loop already playing)
             if any(end - 1 - ANTICIPATION_BEATS <= start for start in self.looper.onsets_since(end - 2)):
@@ -370,7 +378,7 @@ class LearnedHarmonizer(Engine):
             if self.harmonize_due is not None:
                 out += self._harmonize_pass(end)  # no onset in the last beat: late by one model run
             self._save(looper.melody_until(end))
-            looper.start_capture(end, looper.capture_length)
+            self._start_capture(end)
         limit = index + 2 if self.harmonize_due is None else min(index + 2, self.harmonize_due)
         return out + self._scheduled(limit)
 

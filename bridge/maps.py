@@ -26,7 +26,7 @@ from engines.base import Engine, Param
 
 __all__ = [
     "Binding", "ControlMap", "Target", "SCALES", "SOURCES", "resolve_target", "parse_map",
-    "load_map", "save_map", "map_to_dict", "bridge_targets",
+    "load_map", "save_map", "dumps_map", "map_to_dict", "bridge_targets", "without_lines",
 ]
 
 SOURCES = ("cc", "note", "program", "osc")
@@ -393,7 +393,7 @@ def parse_map(text: str, path: Path | str, slots: Mapping[str, type[Engine]]) ->
     lines = _bind_lines(text)
     bindings = []
     for index, table in enumerate(tables):
-        line = lines[index] if index < len(lines) else 1
+        line = lines[index] if len(lines) == len(tables) else _key_line(text, 0, "bind")
         bindings.append(parse_binding(table, slots, path, line,
                                       lambda key, start=line: _key_line(text, start, key)))
     return ControlMap(Path(path), str(header.get("name", Path(path).stem)), str(header.get("description", "")),
@@ -437,11 +437,19 @@ def map_to_dict(control_map: ControlMap) -> dict[str, Any]:
     return {"map": header, "bind": [_binding_table(b) for b in control_map.bindings]}
 
 
+def dumps_map(control_map: ControlMap) -> str:
+    """The map as TOML, one ``[[bind]]`` table per binding (so errors can name their lines)."""
+    data = map_to_dict(control_map)
+    parts = ["[map]\n" + tomli_w.dumps(data["map"])]
+    parts += ["[[bind]]\n" + tomli_w.dumps(table) for table in data["bind"]]
+    return "\n".join(parts)
+
+
 def save_map(control_map: ControlMap, path: Path | str) -> None:
     """Write the map atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = tomli_w.dumps(map_to_dict(control_map))
+    text = dumps_map(control_map)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

@@ -132,3 +132,14 @@ def test_relative_encoders(scale: str, up: int, down: int):
     assert _fire(encoder, up, current=126) == 127  # clamped to the declared range
     stepped = Binding("cc", 1, "rule/release_beats", scale=scale, step=0.5)
     assert _fire(stepped, up, current=1.0) == pytest.approx(2.5)
+
+
+def test_saved_maps_keep_one_table_per_binding_so_errors_have_lines(tmp_path: Path):
+    saved = tmp_path / "mine.toml"
+    save_map(load_map(maps_dir() / "generic_8knob.toml", SLOTS), saved)
+    text = saved.read_text()
+    assert text.count("[[bind]]") == len(load_map(saved, SLOTS).bindings)
+    lines = text.splitlines()
+    assert all(lines[b.line - 1] == "[[bind]]" for b in load_map(saved, SLOTS).bindings)
+    inline = '[map]\nname = "x"\n\nbind = [\n  { cc = 1, target = "rule/volume" },\n]\n'
+    assert _error(inline).startswith("pads.toml:4: ")  # inline tables: the line of `bind =`

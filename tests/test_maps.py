@@ -141,5 +141,5 @@ def test_saved_maps_keep_one_table_per_binding_so_errors_have_lines(tmp_path: Pa
     assert text.count("[[bind]]") == len(load_map(saved, SLOTS).bindings)
     lines = text.splitlines()
     assert all(lines[b.line - 1] == "[[bind]]" for b in load_map(saved, SLOTS).bindings)
-    inline = '[map]\nname = "x"\n\nbind = [\n  { cc = 1, target = "rule/volume" },\n]\n'
-    assert _error(inline).startswith("pads.toml:4: ")  # inline tables: the line of `bind =`
+    inline = 'bind = [\n  { cc = 1, target = "rule/velocity" },\n  { cc = 2, target = "rule/volume" },\n]\n'
+    assert _error(inline).startswith("pads.toml:1: ")  # inline tables: the line of `bind =`

@@ -20,6 +20,7 @@ ENTRY_POINT_GROUP = "scorebridge.engines"
 _BUILTIN = {
     "rule": "engines.rule:RuleHarmonizer",
     "harmonizer": "engines.harmonizer.engine:LearnedHarmonizer",
+    "continuation": "engines.continuation.engine:ContinuationEngine",
     "thru": "engines.thru:Thru",
     "snc": "engines.snc_player.engine:SncEngine",
 }

@@ -1,0 +1,235 @@
+"""The ``continuation`` engine: when the player stops, it goes on playing, both hands.
+
+Triggers: a silence of ``silence_beats`` (checked on every beat), a loop boundary (the song
+position jumps back while playing) or the ``trigger`` parameter (OSC). The prompt is the
+player's last ``context_bars`` bars, padded to the bar line after the last note, with the hands
+split at ``split``; the continuation starts at the first bar line at least one beat ahead and
+lasts ``bars`` bars.
+
+Streaming: generation runs on the slot's worker, a beat at a time. On each beat it generates
+until every note starting before the end of the next beat (+ ``lookahead_beats``) is complete,
+and hands exactly those notes to the host's scheduler; everything later stays in the model.
+The moment the player plays again, generation stops and every continuation note sounding then
+is released at once. The engine contract cannot take back output already handed to the
+scheduler, so a note handed for the rest of the current beat (at most one beat + look-ahead)
+still starts, cut to one clock tick; no note is ever left on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import mido
+
+from bridge.events import Beat, EngineInput, EngineOutput, Note, NoteOff, NoteOn, Send, TransportChange
+from engines.base import Engine, Param
+
+from .live import LiveNote, NoteStream, PlayerHistory
+from .offline import prompt_tokens
+from .runtime import DEFAULT_MODEL, PLAIN_MODEL, ContinuationModel
+from .sample import SamplingConfig, Stream, scale_pitch_classes
+from .tokens import STEPS_PER_QUARTER
+
+__all__ = ["ContinuationEngine"]
+
+_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+_KEYS = ("off",) + _NAMES + tuple(f"{n}m" for n in _NAMES)
+_STYLES = ("piano", "chorale", "quartet", "part")
+_MIN_LEAD_BEATS = 1.0  # the continuation starts at a bar line at least this far ahead
+_CUT_BEATS = 1 / 24  # a note handed out before the player came back is cut to one clock tick
+
+
+class ContinuationEngine(Engine):
+    name = "continuation"
+    description = "Continues the player's phrase for both hands when they stop (Smart Embedding model)."
+    params = (
+        Param("bars", "int", 4, 1, 32, unit="bars", doc="Length of a continuation"),
+        Param(
+            "context_bars", "int", 4, 1, 16, unit="bars", doc="How much of the player's phrase is the prompt"
+        ),
+        Param("silence_beats", "float", 2.0, 0.0, 64.0, unit="beats", doc="Silence that triggers (0 = off)"),
+        Param("on_loop", "bool", True, doc="Continue when the loop wraps and the player is silent"),
+        Param("trigger", "bool", False, doc="Set to 1 to continue now (at the next bar line)"),
+        Param("temperature", "float", 1.0, 0.1, 2.0),
+        Param("top_p", "float", 0.95, 0.05, 1.0),
+        Param("top_k", "int", 0, 0, 437, doc="0 = off"),
+        Param("seed", "int", -1, -1, 2**31 - 1, doc="-1 = a new seed each time"),
+        Param("style", "choice", "piano", choices=_STYLES),
+        Param("valence", "float", 0.0, -1.0, 1.0),
+        Param("arousal", "float", 0.0, -1.0, 1.0),
+        Param("key", "choice", "off", choices=_KEYS, doc="Restrict notes to a key's scale (off = any)"),
+        Param("beats_per_bar", "int", 4, 1, 12, unit="beats"),
+        Param(
+            "split", "int", 60, 21, 108, unit="MIDI note", doc="Player's notes below this are the left hand"
+        ),
+        Param("max_polyphony", "int", 4, 1, 10, doc="Notes per hand at once"),
+        Param("max_note_beats", "float", 4.0, 0.25, 8.0, unit="beats", doc="Longest generated note"),
+        Param(
+            "lookahead_beats",
+            "float",
+            0.25,
+            0.05,
+            1.0,
+            unit="beats",
+            doc="How far past the next beat notes are handed out",
+        ),
+        Param("embedding", "choice", "smart", choices=("smart", "plain"), doc="Which shipped model"),
+    )
+    latency_beats = 0.0
+
+    def __init__(self, model_path: str | Path | None = None) -> None:
+        super().__init__()
+        self._model_path = Path(model_path) if model_path else None
+        self.model = ContinuationModel.load(self._model_path or DEFAULT_MODEL)
+        self.history = PlayerHistory()
+        self.generations = 0
+        self.interrupted = 0
+        self.reset()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def reset(self) -> None:
+        self.stream: NoteStream | None = None
+        self.start_beats = 0.0
+        self.handed_until = 0.0
+        self.handed: list[tuple[float, float, int]] = []  # (on, off, pitch) in song beats
+        self.position_beats = 0.0
+        self.pending_trigger = False
+        self.history.clear()
+
+    def on_param_change(self, name: str, value: object) -> None:
+        if name == "trigger" and value:
+            self.pending_trigger = True
+        elif name == "embedding":
+            path = DEFAULT_MODEL if value == "smart" else PLAIN_MODEL
+            if self._model_path is None:
+                self.model = ContinuationModel.load(path)
+
+    @property
+    def continuing(self) -> bool:
+        return self.stream is not None
+
+    # -- events ---------------------------------------------------------------------------
+    def process(self, event: EngineInput) -> Sequence[EngineOutput]:
+        if isinstance(event, NoteOn):
+            self.history.note_on(event.pitch, event.velocity, event.beats)
+            return self._stop(event.beats) if self.continuing or self.handed else ()
+        if isinstance(event, NoteOff):
+            self.history.note_off(event.pitch, event.beats)
+            return ()
+        if isinstance(event, Beat):
+            return self._beat(float(event.index))
+        if isinstance(event, TransportChange):
+            return self._transport(event)
+        return ()
+
+    def _transport(self, event: TransportChange) -> Sequence[EngineOutput]:
+        if not event.playing:
+            self.stream, self.handed = None, []  # the host has released our notes
+            return ()
+        bar = self.param("beats_per_bar")
+        if event.reason == "locate" and event.beats < self.position_beats:
+            self.history.jumped(self.position_beats, event.beats, bar * STEPS_PER_QUARTER)
+            if self.continuing or self.handed:  # the continuation goes on through the loop
+                jump = self.position_beats - event.beats
+                self.start_beats -= jump
+                self.handed_until -= jump
+                self.handed = [(on - jump, off - jump, pitch) for on, off, pitch in self.handed]
+            elif self.param("on_loop") and self.history.fresh and not self.history.open:
+                self.pending_trigger = True
+        self.position_beats = event.beats
+        return ()
+
+    def _beat(self, beats: float) -> list[EngineOutput]:
+        self.position_beats = beats
+        if not self.continuing:
+            silence = self.param("silence_beats")
+            silent_for = beats - self.history.last_activity_beats
+            quiet = self.history.fresh and not self.history.open
+            if quiet and (self.pending_trigger or (silence > 0 and silent_for >= silence)):
+                self._start(beats)
+            elif self.pending_trigger and not self.history.notes:
+                self.pending_trigger = False  # nothing played yet: nothing to continue
+        return self._hand_out(beats) if self.continuing else []
+
+    # -- continuing -----------------------------------------------------------------------
+    def _config(self, bar_steps: int) -> SamplingConfig:
+        key = self.param("key")
+        classes = None
+        if key != "off":
+            minor = key.endswith("m")
+            classes = scale_pitch_classes(_NAMES.index(key.rstrip("m")), "minor" if minor else "major")
+        seed = self.param("seed")
+        if seed < 0:
+            seed = None
+        return SamplingConfig(
+            temperature=self.param("temperature"),
+            top_k=self.param("top_k"),
+            top_p=self.param("top_p"),
+            seed=seed,
+            pitch_classes=classes,
+            max_polyphony=self.param("max_polyphony"),
+            max_note_steps=round(self.param("max_note_beats") * STEPS_PER_QUARTER),
+            bar_steps=bar_steps,
+        )
+
+    def _start(self, beats: float) -> None:
+        self.pending_trigger = False
+        self.history.fresh = False
+        bar = self.param("beats_per_bar")
+        bar_steps = bar * STEPS_PER_QUARTER
+        notes = self.history.split_hands(self.param("split"))
+        if not notes:
+            return
+        prompt, _ = prompt_tokens(notes, bar_steps, self.param("context_bars"))
+        config = self._config(bar_steps)
+        styles = self.model.card.get("styles", list(_STYLES))
+        style = styles.index(self.param("style")) if self.param("style") in styles else 0
+        stream = Stream(
+            self.model,
+            prompt,
+            self.param("bars"),
+            config,
+            style,
+            (self.param("valence"), self.param("arousal")),
+        )
+        self.stream = NoteStream(stream)
+        self.start_beats = math.ceil((beats + _MIN_LEAD_BEATS) / bar) * bar
+        self.handed_until = self.start_beats
+        self.handed = []
+        self.generations += 1
+
+    def _hand_out(self, beats: float) -> list[EngineOutput]:
+        """Notes that start before the next beat + look-ahead, each handed out once."""
+        stream = self.stream
+        horizon = beats + 1.0 + self.param("lookahead_beats")
+        if stream is None or horizon <= self.handed_until:
+            return []
+        self.handed = [h for h in self.handed if h[1] > beats]
+        outputs: list[EngineOutput] = [self._note(n) for n in stream.take(horizon - self.start_beats)]
+        self.handed_until = horizon
+        if stream.finished:
+            self.stream = None
+        return outputs
+
+    def _note(self, note: LiveNote) -> Note:
+        on = self.start_beats + note.onset_beats
+        self.handed.append((on, on + note.duration_beats, note.pitch))
+        return Note(note.pitch, note.velocity, note.duration_beats, at_beats=on)
+
+    def _stop(self, beats: float) -> list[EngineOutput]:
+        """The player plays again: stop generating and release every continuation note."""
+        self.stream = None
+        self.interrupted += 1
+        outputs: list[EngineOutput] = []
+        for on, off, pitch in self.handed:
+            if off <= beats:
+                continue
+            if on <= beats:  # sounding now: off at once
+                outputs.append(Send(mido.Message("note_off", note=pitch, velocity=0)))
+            else:  # handed for later in this beat: cut to one clock tick after its note-on
+                cut = Send(mido.Message("note_off", note=pitch, velocity=0), at_beats=on + _CUT_BEATS)
+                outputs.append(cut)
+        self.handed = []
+        return outputs

@@ -1,0 +1,115 @@
+"""The ``continuation`` engine driven with transport and note events (the real shipped ONNX
+model through ONNX Runtime; the bridge over JACK is in test_continuation_live.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bridge.errors import ParameterError
+from bridge.events import Beat, Note, NoteOff, NoteOn, Send, TransportChange
+from engines import engine_class
+from engines.continuation.engine import ContinuationEngine
+from engines.continuation.runtime import DEFAULT_MODEL
+
+pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="export the model first")
+
+C_MAJOR = {0, 2, 4, 5, 7, 9, 11}
+
+
+def phrase(engine: ContinuationEngine, bars: int = 2) -> list:
+    """Start, then a C-major phrase: right-hand quarter notes over left-hand half notes; returns
+    the outputs of every event (there should be none while the player plays)."""
+    outputs = list(engine.process(TransportChange(True, 0.0, 0.0, "start")))
+    melody = [72, 74, 76, 77, 79, 77, 76, 74]
+    for beat in range(bars * 4):
+        outputs += engine.process(Beat(beat, beat * 0.5, 120.0))
+        pitch = melody[beat % len(melody)]
+        outputs += engine.process(NoteOn(pitch, 90, 0, beat * 0.5, float(beat)))
+        if beat % 2 == 0:
+            outputs += engine.process(NoteOn(48 if beat % 4 == 0 else 43, 70, 0, beat * 0.5, float(beat)))
+        outputs += engine.process(NoteOff(pitch, 0, beat * 0.5 + 0.4, beat + 0.8))
+        if beat % 2 == 1:
+            outputs += engine.process(NoteOff(48 if beat % 4 == 1 else 43, 0, beat * 0.5 + 0.4, beat + 0.8))
+    return outputs
+
+
+def beats(engine: ContinuationEngine, first: int, last: int) -> dict[int, list]:
+    return {b: list(engine.process(Beat(b, b * 0.5, 120.0))) for b in range(first, last + 1)}
+
+
+@pytest.fixture
+def engine() -> ContinuationEngine:
+    engine = ContinuationEngine()
+    for name, value in (("bars", 2), ("seed", 7), ("key", "C"), ("silence_beats", 2.0)):
+        engine.set_param(name, value)
+    return engine
+
+
+def test_registered_under_its_name() -> None:
+    assert engine_class("continuation") is ContinuationEngine
+
+
+def test_silence_starts_a_continuation_at_the_next_bar_streamed_beat_by_beat(engine) -> None:
+    assert phrase(engine) == []
+    out = beats(engine, 8, 30)
+    assert out[8] == [] and out[9] == []  # silent for 1.2 beats: not yet
+    assert engine.generations == 1
+    notes = [(b, n) for b, outputs in out.items() for n in outputs]
+    assert notes and all(isinstance(n, Note) for _, n in notes)
+    lookahead = engine.param("lookahead_beats")
+    for handed_at, note in notes:
+        # a beat at most ahead, never in the past, inside the two bars from bar line 12
+        assert handed_at <= note.at_beats < handed_at + 1 + lookahead
+        assert 12 <= note.at_beats < 20
+        assert note.pitch % 12 in C_MAJOR
+        assert 0 < note.duration_beats <= engine.param("max_note_beats")
+    assert not engine.continuing
+    assert {round(n.at_beats) for _, n in notes} & {12, 13, 14, 15}, "the first bar is played"
+
+
+def test_playing_again_stops_and_releases(engine) -> None:
+    phrase(engine)
+    handed: list[Note] = []
+    beat = 8
+    while not handed:
+        handed += engine.process(Beat(beat, beat * 0.5, 120.0))
+        beat += 1
+        assert beat < 20, "no continuation came"
+    assert engine.continuing
+    now = min(n.at_beats for n in handed) + 0.01  # the player comes back just after the first note
+    sounding = {n.pitch for n in handed if n.at_beats <= now < n.at_beats + n.duration_beats}
+    pending = {n.pitch for n in handed if n.at_beats > now}
+    released = engine.process(NoteOn(60, 90, 0, now / 2, now))
+    assert not engine.continuing and sounding
+    offs_now = {s.message.note for s in released if isinstance(s, Send) and s.at_beats is None}
+    cuts = {s.message.note for s in released if isinstance(s, Send) and s.at_beats is not None}
+    assert offs_now == sounding
+    assert cuts == pending
+    assert all(m.message.type == "note_off" for m in released)
+    assert not any(beats(engine, beat, beat + 12).values())  # nothing more is handed out
+
+
+def test_osc_trigger_and_loop_boundary_start_a_continuation(engine) -> None:
+    engine.set_param("silence_beats", 0)  # silence alone never triggers now
+    phrase(engine, bars=1)
+    assert not any(beats(engine, 4, 8).values())
+    engine.set_param("trigger", True)
+    assert any(beats(engine, 9, 13).values()) and engine.generations == 1
+    # The player comes back, plays, stops; the DAW loops back to bar 1: a new continuation.
+    engine.process(NoteOn(65, 80, 0, 7.0, 14.0))
+    engine.process(NoteOff(65, 0, 7.2, 14.5))
+    assert not any(beats(engine, 15, 16).values())
+    engine.process(TransportChange(True, 0.0, 8.5, "locate"))
+    out = beats(engine, 0, 8)
+    assert engine.generations == 2
+    assert [n for outputs in out.values() for n in outputs if isinstance(n, Note)]
+
+
+def test_parameters_are_typed(engine) -> None:
+    with pytest.raises(ParameterError, match="temperature"):
+        engine.set_param("temperature", 0)
+    with pytest.raises(ParameterError, match="style"):
+        engine.set_param("style", "jazz")
+    with pytest.raises(ParameterError, match="bars"):
+        engine.set_param("bars", 2.5)
+    assert engine.set_param("top_p", "0.9") == 0.9

@@ -1,0 +1,130 @@
+"""The continuation engine in the running bridge, over a real JACK server (dummy driver), with
+an rtmidi peer as the DAW and the player, and oscsend as the control surface: play a phrase
+to the clock, stop, hear a two-hand continuation on the beat grid; play again, and every
+continuation note is released."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import pytest
+
+from engines.continuation.runtime import DEFAULT_MODEL
+
+pytestmark = [
+    pytest.mark.jack,
+    pytest.mark.slow,
+    pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="export the model first"),
+]
+
+CLOCK, START, STOP = 0xF8, 0xFA, 0xFC
+BEAT_S = 0.5  # 120 BPM
+OUT = 0x91  # the slot's output channel 2
+
+
+class Clock:
+    """Start, then 24 clocks per beat from a thread, like a DAW; ``at(beat)`` is its time."""
+
+    def __init__(self, peer) -> None:
+        self.peer = peer
+        self.running = True
+        self.t0 = peer.send([START])
+        peer.send([CLOCK])
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        tick = 1
+        while self.running:
+            due = self.t0 + tick * BEAT_S / 24
+            while time.perf_counter() < due:
+                time.sleep(0.0003)
+            self.peer.send([CLOCK])
+            tick += 1
+
+    def at(self, beat: float) -> float:
+        return self.t0 + beat * BEAT_S
+
+    def wait_until(self, beat: float) -> None:
+        while time.perf_counter() < self.at(beat):
+            time.sleep(0.0005)
+
+    def stop(self) -> None:
+        self.running = False
+        self.thread.join(timeout=1)
+        self.peer.send([STOP])
+
+
+def osc(bridge, path: str, kind: str, value: str) -> None:
+    subprocess.run(
+        ["oscsend", "localhost", str(bridge.osc_port), f"/scorebridge/cont/{path}", kind, value], check=True
+    )
+
+
+def test_stop_playing_hear_a_two_hand_continuation_in_time_play_again_and_it_is_released(
+    start_bridge, peer_for
+):
+    bridge = start_bridge("--slot", "cont=continuation@all/2")
+    peer = peer_for(bridge)
+    for path, kind, value in (
+        ("bars", "i", "2"),
+        ("seed", "i", "3"),
+        ("silence_beats", "f", "1.0"),
+        ("key", "s", "C"),
+        ("lookahead_beats", "f", "0.25"),
+    ):
+        osc(bridge, path, kind, value)
+    time.sleep(0.3)
+    clock = Clock(peer)
+    try:
+        # Two bars: right-hand quarter notes over a left-hand half-note bass (beats 0-7).
+        melody = [72, 74, 76, 77, 79, 77, 76, 74]
+        for beat, pitch in enumerate(melody):
+            clock.wait_until(beat)
+            peer.send([0x90, pitch, 90])
+            if beat % 2 == 0:
+                peer.send([0x90, 48 if beat % 4 == 0 else 43, 70])
+            clock.wait_until(beat + 0.8)
+            peer.send([0x80, pitch, 0])
+            if beat % 2 == 1:
+                peer.send([0x80, 48 if beat % 4 == 1 else 43, 0])
+        # Silent from 7.8; at beat 9 the silence is 1.2 beats: the continuation starts at bar line 12.
+        clock.wait_until(14.5)
+        back = peer.send([0x90, 67, 90])  # the player plays again
+        clock.wait_until(17)
+        peer.send([0x80, 67, 0])
+        time.sleep(0.2)
+    finally:
+        clock.stop()
+    ons = [(t, m[1]) for t, m in peer.notes() if m[0] == OUT and m[2] > 0]
+    offs = [
+        (t, m[1])
+        for t, m in peer.notes()
+        if m[0] & 0xF0 in (0x80, 0x90) and m[0] & 0x0F == 1 and (m[0] & 0xF0 == 0x80 or m[2] == 0)
+    ]
+    assert ons, f"no continuation: {peer.messages()[:20]}"
+    before = [(t, p) for t, p in ons if t < back]
+    assert before, "nothing was played before the player came back"
+    # It starts at the bar line (beat 12) and every onset sits on the 1/12-beat grid of the clock.
+    assert clock.at(12) - 0.02 <= min(t for t, _ in ons) < clock.at(14.5)
+    for t, _ in before:
+        steps = (t - clock.t0) / BEAT_S * 12
+        assert abs(steps - round(steps)) * BEAT_S / 12 < 0.02, (t - clock.t0) / BEAT_S
+    assert {p % 12 for _, p in ons} <= {0, 2, 4, 5, 7, 9, 11}
+    assert any(p < 60 for _, p in before) and any(p >= 60 for _, p in before), "two hands"
+    # Playing again: nothing starts later than the current beat + look-ahead, and every
+    # continuation note is off again (those sounding at once, those already handed a tick later).
+    assert all(t < clock.at(16.25) + 0.02 for t, _ in ons), [
+        round((t - clock.t0) / BEAT_S, 2) for t, _ in ons
+    ]
+    held: dict[int, int] = {}
+    for t, pitch, is_on in sorted([(t, p, True) for t, p in ons] + [(t, p, False) for t, p in offs]):
+        if t >= back:
+            break
+        held[pitch] = held.get(pitch, 0) + 1 if is_on else 0
+    sounding_then = {p for p, count in held.items() if count > 0}
+    for pitch in sounding_then:
+        assert any(back <= t < back + 0.03 and p == pitch for t, p in offs), f"{pitch} not released at once"
+    assert not {n for ch, n in peer.sounding() if ch == 1}, peer.sounding()

@@ -1,6 +1,7 @@
 """Per-frame visual features for the built-in sensor, computed one frame at a time (numpy only).
 
-For each analysed frame (RGB scaled to [0, 1]; luminance Y = 0.299 R + 0.587 G + 0.114 B):
+For each analysed frame (RGB scaled to [0, 1]; luminance Y = (77 R + 150 G + 29 B) / 256, Rec. 601
+weights in integer arithmetic):
 
 - ``brightness``: mean Y.
 - ``saturation``: sum(max - min) / sum(max) over pixels, i.e. HSV saturation weighted by value,
@@ -31,7 +32,6 @@ BLOCK_THRESHOLD = 0.04
 SPIKE_HISTOGRAM = (0.12, 4.0)
 SPIKE_BLOCK = (0.02, 2.0)
 RECENT = 10
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 @dataclass
@@ -60,8 +60,11 @@ def _pool(image: np.ndarray, factor: int) -> np.ndarray:
 
 
 def _blocks(luma: np.ndarray, count: int = 4) -> np.ndarray:
-    rows = np.array_split(luma, count, axis=0)
-    return np.array([[part.mean() for part in np.array_split(row, count, axis=1)] for row in rows])
+    """Mean of each cell of a count x count grid (the last rows/columns that do not fit are left out)."""
+    height, width = luma.shape[0] // count, luma.shape[1] // count
+    if height == 0 or width == 0:
+        return np.full((count, count), float(luma.mean()))
+    return luma[: height * count, : width * count].reshape(count, height, count, width).mean(axis=(1, 3))
 
 
 class FrameFeatures:
@@ -92,14 +95,16 @@ class FrameFeatures:
 
     def add(self, time_s: float, rgb: np.ndarray) -> bool:
         """Add one RGB uint8 frame; returns True when it starts a new shot."""
-        image = rgb.astype(np.float32) * (1.0 / 255.0)
-        highest = image.max(axis=2)
-        chroma = highest - image.min(axis=2)
-        luma = image @ _LUMA
-        mean_chroma = float(chroma.mean())
-        warmth = float((image[:, :, 0] - image[:, :, 2]).mean()) / max(mean_chroma, 0.1)
-        quantized = np.minimum((rgb >> 6).astype(np.int32), 3)
-        codes = quantized[:, :, 0] * 16 + quantized[:, :, 1] * 4 + quantized[:, :, 2]
+        red, green, blue = rgb[:, :, 0], rgb[:, :, 1], rgb[:, :, 2]
+        count = red.size * 255.0
+        highest = np.maximum(np.maximum(red, green), blue)
+        chroma_sum = float(highest.sum(dtype=np.int64) - np.minimum(np.minimum(red, green), blue).sum(dtype=np.int64))
+        mean_chroma = chroma_sum / count
+        warmth = (float(red.sum(dtype=np.int64)) - float(blue.sum(dtype=np.int64))) / count / max(mean_chroma, 0.1)
+        # integer luma (weights 77/150/29 of 256 = 0.301/0.586/0.113), then scaled to [0, 1]
+        luma16 = red.astype(np.uint16) * 77 + green.astype(np.uint16) * 150 + blue.astype(np.uint16) * 29
+        luma = luma16.astype(np.float32) * (1.0 / (255.0 * 256.0))
+        codes = (red >> 6) * 16 + (green >> 6) * 4 + (blue >> 6)
         histogram = np.bincount(codes.ravel(), minlength=64) / codes.size
         pooled = _pool(luma, 2) if min(luma.shape) >= 4 else luma
         blocks = _blocks(luma)
@@ -124,8 +129,8 @@ class FrameFeatures:
                 motion = float(np.abs(pooled - self._previous_luma).mean()) * (0.1 / interval)
         track = self.track
         track.time_s.append(time_s)
-        track.brightness.append(float(luma.mean()))
-        track.saturation.append(float(chroma.sum() / max(float(highest.sum()), 1e-6)))
+        track.brightness.append(float(luma16.sum(dtype=np.int64)) / (count * 256.0))
+        track.saturation.append(chroma_sum / max(float(highest.sum(dtype=np.int64)), 1e-6))
         track.warmth.append(float(np.clip(warmth, -1.0, 1.0)))
         track.motion.append(motion)
         track.cut_score.append(score)

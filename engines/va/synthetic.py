@@ -32,6 +32,7 @@ class Shot:
     texture: float = 0.25
     loudness_dbfs: float = -60.0
     seed: int = 0
+    grain: float = 0.0
 
 
 def shot_times(shots: Sequence[Shot]) -> list[float]:
@@ -39,11 +40,14 @@ def shot_times(shots: Sequence[Shot]) -> list[float]:
     return [float(t) for t in np.cumsum([shot.duration_s for shot in shots])[:-1]]
 
 
-def _texture(height: int, width: int, seed: int) -> np.ndarray:
+def _texture(height: int, width: int, seed: int, grain: float = 0.0) -> np.ndarray:
+    """Blocky noise (8x8 cells), plus per-pixel detail of relative amplitude ``grain``."""
     rng = np.random.default_rng(seed)
-    coarse = rng.random((max(2, height // 8), max(2, width // 8)))
-    fine = np.kron(coarse, np.ones((8, 8)))[:height, :width]
-    return (fine - 0.5).astype(np.float32)
+    coarse = rng.random((max(2, -(-height // 8)), max(2, -(-width // 8))))
+    pattern = np.kron(coarse, np.ones((8, 8)))[:height, :width] - 0.5
+    if grain > 0:
+        pattern = pattern + grain * (rng.random((height, width)) - 0.5)
+    return pattern.astype(np.float32)
 
 
 def _frame(shot: Shot, texture: np.ndarray, local_s: float, width: int, height: int) -> np.ndarray:
@@ -73,8 +77,12 @@ def _tone(shots: Sequence[Shot], sample_rate: int) -> np.ndarray:
 
 
 def write_video(path: str | os.PathLike[str], shots: Sequence[Shot], width: int = 160, height: int = 90,
-                fps: int = 25, audio: bool = False, codec: str = "libx264", sample_rate: int = 16000) -> Path:
-    """Encode the shots to ``path`` (MP4/MKV by extension), atomically; returns the path."""
+                fps: int = 25, audio: bool = False, codec: str = "libx264", sample_rate: int = 16000,
+                preset: str = "ultrafast", crf: int = 28, threads: int = 1) -> Path:
+    """Encode the shots to ``path`` (MP4/MKV by extension), atomically; returns the path.
+
+    ``preset``/``crf``/``threads`` are libx264's (the default is fast to encode; benchmarks use
+    x264's default "medium" preset, with B-frames and CABAC, like common real-world files)."""
     import av
 
     target = Path(path)
@@ -84,10 +92,10 @@ def write_video(path: str | os.PathLike[str], shots: Sequence[Shot], width: int 
             video = container.add_stream(codec, rate=fps)
             video.width, video.height, video.pix_fmt = width, height, "yuv420p"
             if codec == "libx264":
-                video.options = {"preset": "ultrafast", "crf": "28", "threads": "1"}
+                video.options = {"preset": preset, "crf": str(crf), "threads": str(threads)}
             sound = container.add_stream("aac", rate=sample_rate, layout="mono") if audio else None
             for index, shot in enumerate(shots):
-                texture = _texture(height, width, shot.seed + 7 * index)
+                texture = _texture(height, width, shot.seed + 7 * index, shot.grain)
                 for number in range(int(round(shot.duration_s * fps))):
                     image = _frame(shot, texture, number / fps, width, height)
                     frame = av.VideoFrame.from_ndarray(image, format="rgb24")

@@ -121,6 +121,21 @@ class Controls:
                 continue  # the slot's engine was swapped for one without that parameter
         return found
 
+    def surface_values(self) -> list[tuple[str, float]]:
+        """The value each map-bound OSC address shows now (for a surface that just connected)."""
+        with self._lock:
+            bindings = [b for group in self._index.values() for b in group if b.source == "osc"]
+        values = []
+        for binding in bindings:
+            try:
+                target = self.target(binding.target)
+                raw = None if target.is_trigger else binding.raw_for(target, self.current(binding.target))
+            except ScoreBridgeError:
+                continue
+            if raw is not None:
+                values.append((str(binding.number), binding.in_min + (binding.in_max - binding.in_min) * raw / 127))
+        return values
+
     # -- applying control ----------------------------------------------------------------
     def current(self, path: str) -> Any:
         session = self.session

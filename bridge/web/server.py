@@ -161,6 +161,8 @@ class WebSurface:
 
             for address, args in current_values(self.session):
                 self._queue(client, address, list(args))
+            for address, value in self.session.controls.surface_values():
+                self._queue(client, address, [value])
             async for text in connection:
                 # Off the loop: a swap may construct an engine (and load its model).
                 await asyncio.to_thread(self._receive, client, text)

@@ -143,3 +143,29 @@ def test_saved_maps_keep_one_table_per_binding_so_errors_have_lines(tmp_path: Pa
     assert all(lines[b.line - 1] == "[[bind]]" for b in load_map(saved, SLOTS).bindings)
     inline = 'bind = [\n  { cc = 1, target = "rule/velocity" },\n  { cc = 2, target = "rule/volume" },\n]\n'
     assert _error(inline).startswith("pads.toml:1: ")  # inline tables: the line of `bind =`
+
+
+def test_config_control_and_web_sections(tmp_path: Path):
+    from bridge.config import load_config
+
+    mine = tmp_path / "knobs.toml"
+    mine.write_text('[[bind]]\ncc = 1\ntarget = "rule/velocity"\n')
+    config_file = tmp_path / "bridge.toml"
+    config_file.write_text('[control]\nmaps = ["knobs.toml", "generic_8knob"]\nconnect = ["nanoKONTROL"]\n'
+                           'learn_map = "learned.toml"\n\n[web]\nport = 9999\nallow_remote = true\ntoken = "t"\n')
+    config = load_config(config_file)
+    assert config.control_maps == [str(mine), "generic_8knob"]  # relative to the config file, or shipped
+    assert config.connect_control == ["nanoKONTROL"] and config.learn_map == tmp_path / "learned.toml"
+    assert (config.web_port, config.web_port_explicit, config.web_allow_remote, config.web_token) == \
+        (9999, True, True, "t")
+    config_file.write_text("[web]\nenabled = false\n[control]\nfeedback_ms = 5\n")
+    with pytest.raises(Exception, match=r"\[control\]: unknown keys \['feedback_ms'\]"):
+        load_config(config_file)
+
+
+def test_a_slot_cannot_take_a_bridge_address():
+    from bridge.config import parse_slot_flag
+    from bridge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot be called 'transport'"):
+        parse_slot_flag("transport=rule")

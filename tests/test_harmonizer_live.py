@@ -3,10 +3,15 @@ a second rtmidi client plays the DAW (MIDI clock, Start/Stop, a melody) and reco
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 
 import mido
 import pytest
+
+from tests.jackutil import ROOT
 
 pytestmark = [pytest.mark.jack, pytest.mark.slow]
 
@@ -76,13 +81,21 @@ def test_live_chords_on_every_beat_below_the_melody_and_stop_releases(start_brid
     assert peer.sounding()  # the last chord is held with the held melody note
     peer.send([STOP])
     assert peer.wait_for(lambda: not peer.sounding(), 1.0), peer.sounding()
+    state = subprocess.run([sys.executable, "-m", "bridge", "status", "--osc-port", str(bridge.osc_port)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=10)
+    engine = json.loads(state.stdout)["engines"]["harm"]
+    assert engine["enabled"] and engine["error"] is None and engine["latency_beats"] == 0.0
 
 
 def test_clip_of_one_bar_replays_in_sync_and_is_saved(start_bridge, peer_for, tmp_path):
     folder = tmp_path / "clips"
-    bridge = start_bridge("--config", config(tmp_path, mode="clip", clip_bars=1, clip_folder=str(folder),
-                                             voicing="block", seed=3))
+    bridge = start_bridge("--config", config(tmp_path, mode="clip", voicing="block", seed=3))
     peer = peer_for(bridge)
+    osc = lambda *a: subprocess.run(["oscsend", "localhost", str(bridge.osc_port), *a], check=True)  # noqa: E731
+    osc("/scorebridge/harm/clip_folder", "s", str(folder))  # parameters travel on OSC, typed
+    osc("/scorebridge/harm/clip_bars", "i", "1")
+    osc("/scorebridge/harm/temperature", "f", "9")  # out of range: rejected, nothing else changes
+    time.sleep(0.3)
     melody = MELODY[:4]
     beat_at = play(peer, melody, 10)
     onsets = chord_onsets(peer)
@@ -104,3 +117,7 @@ def test_clip_of_one_bar_replays_in_sync_and_is_saved(start_bridge, peer_for, tm
     assert [m.note for m in midi.tracks[0] if m.type == "note_on" and m.velocity] == melody
     peer.send([STOP])
     assert peer.wait_for(lambda: not peer.sounding(), 1.0), peer.sounding()
+    state = subprocess.run([sys.executable, "-m", "bridge", "status", "--osc-port", str(bridge.osc_port)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=10)
+    engine = json.loads(state.stdout)["engines"]["harm"]
+    assert engine["enabled"] and engine["error"] is None and engine["latency_beats"] == 4.0

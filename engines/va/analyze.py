@@ -1,8 +1,10 @@
 """Video -> valence-arousal curve: decode, extract features or run a sensor, map, smooth.
 
 Streaming: frames are decoded, summarised and dropped one at a time (a learned sensor holds at
-most one batch of 16), so memory is bounded by the per-frame summaries, about 60 bytes per
-analysed frame (4 MB for two hours at 10 Hz), not by the video's length or resolution.
+most one batch of 16). What grows with the video's length is the per-frame summaries, 48 bytes
+per analysed frame plus 16 per audio bin (4.6 MB for two hours at 10 Hz), and, at the end, the
+mapping's arrays (about 20 doubles per output sample, 12 MB for two hours at 10 Hz); nothing
+grows with resolution.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
+from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,8 +53,8 @@ class AudioEnergy:
     """Mean-square audio energy per bin of ``1/rate_hz`` seconds (filled while decoding)."""
 
     rate_hz: float
-    sums: list[float] = field(default_factory=list)
-    counts: list[int] = field(default_factory=list)
+    sums: array = field(default_factory=lambda: array("d"))
+    counts: array = field(default_factory=lambda: array("q"))
 
     def add(self, start_s: float, samples: np.ndarray, sample_rate: int) -> None:
         """Accumulate mono float samples that start at ``start_s``."""
@@ -64,8 +65,8 @@ class AudioEnergy:
         last = int(bins[-1])
         if last >= len(self.sums):
             grow = last + 1 - len(self.sums)
-            self.sums.extend([0.0] * grow)
-            self.counts.extend([0] * grow)
+            self.sums.extend(array("d", bytes(8 * grow)))
+            self.counts.extend(array("q", bytes(8 * grow)))
         sums = np.bincount(bins - bins[0], weights=samples.astype(np.float64) ** 2)
         counts = np.bincount(bins - bins[0])
         for offset, (total, count) in enumerate(zip(sums, counts, strict=True)):

@@ -20,6 +20,7 @@ weights in integer arithmetic):
 
 from __future__ import annotations
 
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -36,20 +37,20 @@ RECENT = 10
 
 @dataclass
 class FeatureTrack:
-    """The features of every analysed frame so far (a few floats per frame)."""
+    """The features of every analysed frame so far (six doubles, 48 bytes, per frame)."""
 
-    time_s: list[float] = field(default_factory=list)
-    brightness: list[float] = field(default_factory=list)
-    saturation: list[float] = field(default_factory=list)
-    warmth: list[float] = field(default_factory=list)
-    motion: list[float] = field(default_factory=list)
-    cut_score: list[float] = field(default_factory=list)
+    time_s: array = field(default_factory=lambda: array("d"))
+    brightness: array = field(default_factory=lambda: array("d"))
+    saturation: array = field(default_factory=lambda: array("d"))
+    warmth: array = field(default_factory=lambda: array("d"))
+    motion: array = field(default_factory=lambda: array("d"))
+    cut_score: array = field(default_factory=lambda: array("d"))
     cuts_s: list[float] = field(default_factory=list)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Each per-frame feature as a float64 array."""
         names = ("time_s", "brightness", "saturation", "warmth", "motion", "cut_score")
-        return {name: np.asarray(getattr(self, name), dtype=np.float64) for name in names}
+        return {name: np.frombuffer(getattr(self, name), dtype=np.float64).copy() for name in names}
 
 
 def _pool(image: np.ndarray, factor: int) -> np.ndarray:

@@ -34,6 +34,8 @@ def add_play_parsers(actions: argparse._SubParsersAction) -> None:
     render = actions.add_parser("render", help="render a mix of a .snc file to WAV (the player's DSP, offline)")
     _add_mix_options(render)
     render.add_argument("-o", "--output", type=Path, required=True, help="output .wav (32-bit float)")
+    render.add_argument("--via", choices=("auto", "numpy", "pyo"), default="auto",
+                        help="auto: pyo's offline server for headphones (HRTF), numpy otherwise")
     render.add_argument("--json", action="store_true", help="print the result as JSON")
     play = actions.add_parser("play", help="play a .snc file live (JACK or PortAudio), decoding progressively")
     _add_mix_options(play)
@@ -74,12 +76,12 @@ def play_command(args: argparse.Namespace) -> int:
     if args.snc_action == "render":
         from engines.snc_player.render import render
 
-        result = render(args.input, args.output, _request(args))
+        result = render(args.input, args.output, _request(args), via=args.via)
         if args.json:
             print(json.dumps(result, sort_keys=True))
         else:
             print(f"wrote {result['output']}: {result['frames']} frames, {result['channels']} ch, context "
-                  f"{result['context']} ({result['layout']}), {result['speed_x_real_time']}x real time")
+                  f"{result['context']} ({result['layout']}, via {result['via']}), {result['speed_x_real_time']}x real time")
         return 0
     return _play(args)
 

@@ -1,9 +1,12 @@
-"""Offline rendering with the player's own DSP on pyo's offline server.
+"""Offline rendering with the player's own DSP, buffer by buffer as the player runs it.
 
-The same ``Pipeline`` feeds the same pyo graph as live playback, one buffer per pyo callback;
-the offline server writes as fast as it can. pyo fades in the first buffer after a start, so
-the render primes one buffer of silence and the file is trimmed to the song's exact length
-while it is copied to its final name (temporary name, then an atomic rename).
+Stereo and multichannel renders write the ``Pipeline``'s output directly (numpy), so a
+default render of a lossless file is the master to float32 rounding. Binaural renders (and
+any render with ``via="pyo"``) run the same pyo graph as live playback on pyo's offline
+server, one buffer per pyo callback. Two pyo facts shape that path: pyo fades in the first
+buffer after a start, so the render primes one buffer of silence and trims it; and pyo's
+output stage scales by 0.99999923 (-7e-6 dB, measured), which the numpy path avoids.
+Every render goes to a temporary name beside the output and is renamed into place.
 """
 
 from __future__ import annotations
@@ -80,8 +83,11 @@ def make_pipeline(reader: SncReader, request: MixRequest) -> Pipeline:
 
 
 def render(path: Path, output: Path, request: MixRequest | None = None,
-           buffer_frames: int = BUFFER_FRAMES) -> dict[str, Any]:
-    """Render ``path`` to the WAV file ``output`` (32-bit float); returns what was done."""
+           buffer_frames: int = BUFFER_FRAMES, via: str = "auto") -> dict[str, Any]:
+    """Render ``path`` to the WAV file ``output`` (32-bit float); returns what was done.
+    ``via``: auto (pyo for binaural, numpy otherwise), numpy or pyo."""
+    if via not in ("auto", "numpy", "pyo"):
+        raise ParameterError(f"render via {via!r}: use auto, numpy or pyo")
     request = request or MixRequest()
     output = Path(output)
     if output.suffix.lower() != ".wav":
@@ -94,8 +100,40 @@ def render(path: Path, output: Path, request: MixRequest | None = None,
     pipeline.mixer.settle()
     manifest = reader.manifest
     channels = 2 if pipeline.layout == "binaural" else pipeline.feeds
-    pyo = import_pyo()
+    if via == "numpy" and pipeline.layout == "binaural":
+        raise ParameterError("the binaural layout needs pyo's HRTF: render it via pyo")
+    use_pyo = via == "pyo" or pipeline.layout == "binaural"
     started = time.perf_counter()
+    if not use_pyo:
+        _render_numpy(reader, pipeline, output, buffer_frames, channels)
+    else:
+        _render_pyo(reader, pipeline, output, buffer_frames, channels)
+    elapsed = time.perf_counter() - started
+    return {"output": str(output), "frames": manifest.frames, "channels": channels, "context": pipeline.context.name,
+            "layout": pipeline.layout, "via": "pyo" if use_pyo else "numpy", "seconds": round(elapsed, 3),
+            "speed_x_real_time": round(manifest.duration_s / max(elapsed, 1e-9), 1)}
+
+
+def _render_numpy(reader: SncReader, pipeline: Pipeline, output: Path, buffer_frames: int, channels: int) -> None:
+    final_tmp = output.parent / f".{output.name}.partial"
+    try:
+        with sf.SoundFile(str(final_tmp), "w", reader.manifest.sample_rate, channels, "FLOAT", format="WAV") as sink:
+            slicer = Slicer(reader.blocks(block_frames=16 * buffer_frames))
+            position = 0
+            while (block := slicer.take(buffer_frames)) is not None:
+                sink.write(pipeline.process(block, position))
+                position += block["master"].shape[0]
+        with open(final_tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(final_tmp, output)
+    except BaseException:
+        final_tmp.unlink(missing_ok=True)
+        raise
+
+
+def _render_pyo(reader: SncReader, pipeline: Pipeline, output: Path, buffer_frames: int, channels: int) -> None:
+    manifest = reader.manifest
+    pyo = import_pyo()
     fd, raw = tempfile.mkstemp(suffix=".wav", prefix=".render-", dir=output.parent)
     os.close(fd)
     final_tmp = output.parent / f".{output.name}.partial"
@@ -146,10 +184,6 @@ def render(path: Path, output: Path, request: MixRequest | None = None,
         raise CodecError(f"{output}: rendering failed: {exc}") from None
     finally:
         Path(raw).unlink(missing_ok=True)
-    elapsed = time.perf_counter() - started
-    return {"output": str(output), "frames": manifest.frames, "channels": channels, "context": pipeline.context.name,
-            "layout": pipeline.layout, "seconds": round(elapsed, 3),
-            "speed_x_real_time": round(manifest.duration_s / max(elapsed, 1e-9), 1)}
 
 
 def _trim(raw: Path, target: Path, skip: int, frames: int) -> None:

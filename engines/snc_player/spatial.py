@@ -12,11 +12,12 @@ two ears. The HRTF object is pyo's ``HRTF`` (one interpolated head-related impul
 per source), not ``Binaural`` (VBAP over 16 virtual speakers, each through an HRTF): measured
 here, ``Binaural`` costs about half a CPU core per source (8 stems cannot play in real time)
 and its loudness swings by 12 dB across azimuths, leaning left at 0 degrees; ``HRTF`` costs
-about a twentieth of a core and is symmetric. Each source is scaled by the measured power gain
-of its azimuth (``BINAURAL_GAIN_DB``) so that placing a stem does not change its loudness.
-pyo's impulse responses are short and lose the low end (-13 dB at 55 Hz against 1 kHz), so
-each stem is split by a 4th-order Linkwitz-Riley crossover at ``CROSSOVER_HZ``: the highs go
-through the HRTF, the lows reach both ears unchanged (below 250 Hz the head barely shadows).
+about a twentieth of a core and is symmetric. pyo's impulse responses are short and lose the
+low end (-13 dB at 55 Hz against 1 kHz), so each stem is split by a 4th-order Linkwitz-Riley
+crossover at ``CROSSOVER_HZ``: the highs go through the HRTF (and a bell cut of its ear-canal
+resonance), the lows reach both ears unchanged (below 250 Hz the head barely shadows). The
+HRTF branch is scaled by its measured pink-noise power gain at the stem's azimuth
+(``BINAURAL_GAIN_DB``) so that placing a stem does not change its loudness.
 """
 
 from __future__ import annotations
@@ -30,20 +31,24 @@ import numpy as np
 
 from engines.snc.manifest import StemInfo
 
-__all__ = ["CROSSOVER_HZ", "import_pyo", "PyoFeed", "build_graph", "default_positions", "measure_binaural_gain",
-           "BINAURAL_GAIN_DB"]
+__all__ = ["CROSSOVER_HZ", "RESONANCE_HZ", "RESONANCE_CUT_DB", "BINAURAL_GAIN_DB", "import_pyo", "PyoFeed",
+           "build_graph", "default_positions", "measure_binaural_gain"]
 
-# Output power (L^2 + R^2) of pyo's ``HRTF`` relative to its input, by azimuth, measured with
-# white noise by measure_binaural_gain() at 48 kHz (pyo 1.1.0); symmetric within 0.1 dB.
+# Power gain (L^2 + R^2 over input) of the HRTF branch by azimuth, for pink noise, measured by
+# measure_binaural_gain() at 48 kHz with pyo 1.1.0 (symmetric to 0.01 dB).
 BINAURAL_GAIN_DB: dict[int, float] = {
-    -180: -1.09, -165: -1.42, -150: -0.43, -135: 1.15, -120: 2.47, -105: 3.73, -90: 4.23,
-    -75: 3.62, -60: 2.97, -45: 2.5, -30: 2.56, -15: 2.95, 0: 2.59, 15: 2.95, 30: 2.56,
-    45: 2.48, 60: 2.94, 75: 3.59, 90: 4.18, 105: 3.71, 120: 2.44, 135: 1.13, 150: -0.45,
-    165: -1.48, 180: -1.14,
+    -180: -1.58, -165: -1.73, -150: -1.27, -135: -0.27, -120: 0.81, -105: 1.88, -90: 2.35,
+    -75: 2.02, -60: 1.64, -45: 1.35, -30: 1.21, -15: 1.1, 0: 0.77, 15: 1.1,
+    30: 1.21, 45: 1.35, 60: 1.64, 75: 2.02, 90: 2.35, 105: 1.88, 120: 0.81,
+    135: -0.27, 150: -1.27, 165: -1.73, 180: -1.58,
 }
 
 
 CROSSOVER_HZ = 250.0
+# pyo's HRTF set keeps the ear-canal resonance (+7 dB at 2-3 kHz against 1 kHz, measured at 0
+# and -90 degrees); a bell cut takes most of it out so that placed stems are not harsh.
+RESONANCE_HZ = 2600.0
+RESONANCE_CUT_DB = -6.0
 
 
 def import_pyo() -> Any:
@@ -103,15 +108,22 @@ def _binaural_gain(azimuth: float) -> float:
     return 10.0 ** (-db / 20.0)
 
 
+def _hrtf_branch(pyo: Any, source: Any, azimuth: float, gain: float) -> tuple[Any, list[Any]]:
+    """Highs of ``source`` through the HRTF at ``azimuth``, ear-canal resonance tamed."""
+    highs = pyo.ButHP(pyo.ButHP(source, CROSSOVER_HZ), CROSSOVER_HZ)
+    placed = pyo.HRTF(highs, azimuth=azimuth)
+    tamed = pyo.EQ(placed, freq=RESONANCE_HZ, q=1.2, boost=RESONANCE_CUT_DB, type=0, mul=gain)
+    return tamed, [highs, placed, tamed]
+
+
 def _place(pyo: Any, source: Any, azimuth: float) -> tuple[Any, Any, list[Any]]:
     """(stereo HRTF of the highs, mono lows, objects to keep) for one source."""
     azimuth = max(-180.0, min(180.0, azimuth))
-    highs = pyo.ButHP(pyo.ButHP(source, CROSSOVER_HZ), CROSSOVER_HZ)
-    lows = pyo.ButLP(pyo.ButLP(source, CROSSOVER_HZ), CROSSOVER_HZ)
     # Normalised so that L^2 + R^2 is twice the input power: each ear hears a frontal source
     # at about the level a centred stereo mix gives it.
-    placed = pyo.HRTF(highs, azimuth=azimuth, mul=_binaural_gain(azimuth) * math.sqrt(2.0))
-    return placed, lows, [highs, lows, placed]
+    placed, objects = _hrtf_branch(pyo, source, azimuth, _binaural_gain(azimuth) * math.sqrt(2.0))
+    lows = pyo.ButLP(pyo.ButLP(source, CROSSOVER_HZ), CROSSOVER_HZ)
+    return placed, lows, [*objects, lows]
 
 
 def build_graph(pyo: Any, feed: PyoFeed, layout: str, stems: Sequence[StemInfo], channels: int,
@@ -138,10 +150,11 @@ def build_graph(pyo: Any, feed: PyoFeed, layout: str, stems: Sequence[StemInfo],
     return keep
 
 
-def measure_binaural_gain(azimuths: Sequence[float], seconds: float = 2.0, sample_rate: int = 48000,
-                          kind: str = "HRTF") -> dict[float, float]:
-    """Output/input power of pyo's ``HRTF`` (or ``kind``) in dB at each azimuth, with white noise, rendered
-    on pyo's offline server. Used to build ``BINAURAL_GAIN_DB`` and by its test."""
+def measure_binaural_gain(azimuths: Sequence[float], seconds: float = 4.0,
+                          sample_rate: int = 48000) -> dict[float, float]:
+    """Power gain in dB of the HRTF branch (crossover highs -> ``HRTF`` -> resonance cut) at each
+    azimuth, for pink noise, against the same high-passed noise: rendered on pyo's offline
+    server. Builds ``BINAURAL_GAIN_DB``; its test re-measures a few azimuths."""
     import tempfile
 
     import soundfile as sf
@@ -150,19 +163,22 @@ def measure_binaural_gain(azimuths: Sequence[float], seconds: float = 2.0, sampl
     found: dict[float, float] = {}
     with tempfile.TemporaryDirectory() as folder:
         for azimuth in azimuths:
-            path = os.path.join(folder, "binaural.wav")
-            server = pyo.Server(sr=sample_rate, nchnls=2, buffersize=256, duplex=0, audio="offline")
+            path = os.path.join(folder, "hrtf.wav")
+            server = pyo.Server(sr=sample_rate, nchnls=3, buffersize=256, duplex=0, audio="offline")
             server.deactivateMidi()
             server.setVerbosity(1)
             server.boot()
+            server.setGlobalSeed(7)
             server.recordOptions(dur=seconds, filename=path, sampletype=3)
-            noise = pyo.Noise(0.25)
-            _ = getattr(pyo, kind)(noise, azimuth=float(azimuth)).out()
+            noise = pyo.PinkNoise(0.3)
+            branch, objects = _hrtf_branch(pyo, noise, float(azimuth), 1.0)
+            branch.out(chnl=0)
+            reference = pyo.ButHP(pyo.ButHP(noise, CROSSOVER_HZ), CROSSOVER_HZ).out(chnl=2)
             server.start()
             server.shutdown()
+            del objects, reference
             data, _ = sf.read(path, dtype="float64")
-            skip = sample_rate // 10
-            power_out = float(np.sum(np.mean(np.square(data[skip:]), axis=0)))
-            power_in = 0.25 ** 2 / 3.0  # uniform noise in -0.25..0.25
-            found[float(azimuth)] = 10.0 * math.log10(power_out / power_in)
+            skip = sample_rate // 4
+            power = np.mean(np.square(data[skip:]), axis=0)
+            found[float(azimuth)] = 10.0 * math.log10((power[0] + power[1]) / power[2])
     return found

@@ -1,0 +1,367 @@
+"""SNC player DSP and offline renders against numpy references of the expected mix.
+
+The songs are generated here and encoded with ``scorebridge snc encode``; renders run on pyo's
+offline server. Tolerances: 24-bit lossless files reconstruct to 2e-7 (float32 rounding of
+integer PCM); mixes of a residual-free file match their reference to 2e-6 (the residual is
+one 24-bit step, weighted); mixes with a real residual follow the documented rule to 1e-5.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from bridge.errors import ConfigError, ParameterError
+from engines.snc.reader import SncReader
+from engines.snc_player.adaptive import DEFAULT_MAPPING, load_mapping, read_trajectory
+from engines.snc_player.contexts import load_contexts
+from engines.snc_player.mixer import Mixer, pan_gains
+from engines.snc_player.pipeline import Pipeline
+from engines.snc_player.render import MixRequest, render
+from tests.jackutil import ROOT
+
+RATE = 48000
+# Integer cycles per 256-frame buffer: every buffer of a stem has the same energy.
+TONES = {"vocals": 750.0, "drums": 1312.5, "bass": 187.5, "keys": 562.5}
+AMPS = {"vocals": 0.20, "drums": 0.12, "bass": 0.25, "keys": 0.10}
+
+
+def stems_audio(seconds: float, bursts: bool = False) -> dict[str, np.ndarray]:
+    t = np.arange(int(seconds * RATE)) / RATE
+    out = {}
+    for index, (name, freq) in enumerate(TONES.items()):
+        left = AMPS[name] * np.sin(2 * np.pi * freq * t)
+        right = AMPS[name] * 0.8 * np.sin(2 * np.pi * freq * t + 0.3 * index)
+        out[name] = np.stack([left, right], axis=1)
+    if bursts:  # a loud half and a quiet half, for the dynamics contexts
+        envelope = np.where(t < seconds / 2, 1.0, 0.08)[:, None]
+        out = {k: v * envelope for k, v in out.items()}
+    return out
+
+
+def encode_song(folder: Path, name: str, stems: dict[str, np.ndarray], master: np.ndarray, mode: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    args = []
+    for stem, data in stems.items():
+        sf.write(folder / f"{name}-{stem}.wav", data, RATE, subtype="PCM_24")
+        args += ["--stem", f"{stem}={folder / f'{name}-{stem}.wav'}"]
+    sf.write(folder / f"{name}-master.wav", master, RATE, subtype="PCM_24")
+    out = folder / f"{name}.snc"
+    done = subprocess.run([sys.executable, "-m", "bridge", "snc", "encode", "--master", str(folder / f"{name}-master.wav"),
+                           *args, "-o", str(out), "--mode", mode], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def songs(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("snc_player")
+    clean = stems_audio(2.0)
+    mastered = stems_audio(2.0)
+    return {
+        # master = 0.8 * sum: the residual is at most one 24-bit step.
+        "clean": encode_song(folder, "clean", clean, 0.8 * sum(clean.values()), "lossless"),
+        # a saturating master: a real residual (-30 dB or so).
+        "mastered": encode_song(folder, "mastered", mastered, 0.9 * np.tanh(1.3 * sum(mastered.values())), "lossless"),
+        "opus": encode_song(folder, "opus", mastered, 0.9 * np.tanh(1.3 * sum(mastered.values())), "transparent"),
+        "dynamic": encode_song(folder, "dynamic", stems_audio(2.0, True),
+                               0.8 * sum(stems_audio(2.0, True).values()), "lossless"),
+    }
+
+
+def decoded(path: Path) -> dict[str, np.ndarray]:
+    blocks = list(SncReader(path).blocks())
+    return {k: np.concatenate([b[k] for b in blocks]).astype(np.float64) for k in blocks[0]}
+
+
+def rendered(song: Path, tmp_path: Path, via: str = "auto", **request) -> np.ndarray:
+    out = tmp_path / "out.wav"
+    render(song, out, MixRequest(**request), via=via)
+    data, rate = sf.read(out, dtype="float64", always_2d=True)
+    assert rate == RATE
+    return data
+
+
+def mastering_gain(path: Path) -> np.ndarray:
+    return np.asarray(SncReader(path).manifest.mastering["gain_per_channel"])
+
+
+# -- the default mix is the master ----------------------------------------------------------------
+
+def test_default_render_reconstructs_the_lossless_master(songs, tmp_path):
+    out = rendered(songs["mastered"], tmp_path)
+    master, _ = sf.read(songs["mastered"].with_name("mastered-master.wav"), dtype="float64")
+    assert out.shape == master.shape
+    assert np.abs(out - master).max() < 2e-7
+
+
+def test_pyo_offline_path_plays_the_same_samples_in_the_same_buffer(songs, tmp_path):
+    """The pyo feed (numpy -> DataTable -> TableRead, one buffer) adds no delay and no change
+    beyond pyo's output scaling of 0.99999923."""
+    request = {"gains_db": {"vocals": -6.0}, "mutes": ["drums"]}
+    direct = rendered(songs["mastered"], tmp_path, via="numpy", **request)
+    through_pyo = rendered(songs["mastered"], tmp_path, via="pyo", **request)
+    assert through_pyo.shape == direct.shape
+    assert np.abs(through_pyo - direct).max() < 1e-6
+
+
+def test_default_render_reconstructs_the_opus_master_as_decoded(songs, tmp_path):
+    out = rendered(songs["opus"], tmp_path)
+    assert np.abs(out - decoded(songs["opus"])["master"]).max() < 1e-6
+
+
+# -- gains, mutes, pans, solo against numpy ---------------------------------------------------------
+
+def test_gain_mute_pan_render_matches_the_numpy_mix(songs, tmp_path):
+    out = rendered(songs["clean"], tmp_path, gains_db={"vocals": -6.0, "bass": 3.0}, mutes=["drums"],
+                   pans={"keys": 0.5})
+    stems = decoded(songs["clean"])
+    theta = 1.5 * math.pi / 4
+    keys_pan = np.array([math.sqrt(2) * math.cos(theta), math.sqrt(2) * math.sin(theta)])
+    expected = mastering_gain(songs["clean"]) * (stems["vocals"] * 10 ** (-6 / 20) + stems["bass"] * 10 ** (3 / 20)
+                                                 + stems["keys"] * keys_pan)
+    assert np.abs(out - expected).max() < 2e-6
+    # and it is not the master
+    assert np.abs(out - stems["master"]).max() > 0.05
+
+
+def test_solo_plays_one_stem(songs, tmp_path):
+    out = rendered(songs["clean"], tmp_path, solos=["bass"])
+    stems = decoded(songs["clean"])
+    assert np.abs(out - mastering_gain(songs["clean"]) * stems["bass"]).max() < 2e-6
+
+
+def test_residual_follows_the_energy_weighted_gain_rule(songs, tmp_path):
+    out = rendered(songs["mastered"], tmp_path, mutes=["vocals"], gains_db={"keys": -6.0})
+    stems = decoded(songs["mastered"])
+    gain = mastering_gain(songs["mastered"])
+    names = list(TONES)
+    residual = stems["master"] - gain * sum(stems[n] for n in names)
+    assert np.sqrt(np.mean(residual ** 2)) > 1e-3  # a real residual
+    linear = {"vocals": 0.0, "drums": 1.0, "bass": 1.0, "keys": 10 ** (-6 / 20)}
+    energy = {n: np.mean(stems[n] ** 2) for n in names}
+    weight = sum(energy[n] * linear[n] for n in names) / sum(energy.values())
+    expected = gain * sum(stems[n] * linear[n] for n in names) + weight * residual
+    assert 0.3 < weight < 0.9
+    assert np.abs(out - expected).max() < 1e-5
+
+
+def test_muting_every_stem_is_silence(songs, tmp_path):
+    out = rendered(songs["mastered"], tmp_path, mutes=list(TONES))
+    assert np.abs(out).max() == 0.0
+
+
+# -- smoothing --------------------------------------------------------------------------------------
+
+def test_gain_changes_ramp_over_the_ramp_time_without_steps():
+    mixer = Mixer(["a"], 1, np.array([1.0]), RATE, ramp_s=0.01)
+    block = {"a": np.ones((256, 1), np.float32), "master": np.ones((256, 1), np.float32)}
+    assert np.array_equal(mixer.process(block), block["master"])
+    mixer.set("a", mute=True)
+    out = np.concatenate([mixer.process(block) for _ in range(4)])[:, 0]
+    assert out[0] < 1.0 and out[479] == pytest.approx(0.0, abs=1e-6)  # 10 ms = 480 frames
+    assert np.abs(np.diff(out)).max() <= 1.0 / 480 + 1e-6  # a linear ramp, no step
+    mixer.set("a", mute=False)
+    back = np.concatenate([mixer.process(block) for _ in range(3)])[:, 0]
+    assert np.abs(np.diff(np.concatenate([out, back]))).max() <= 1.0 / 480 + 1e-6
+    assert mixer.is_default and np.array_equal(mixer.process(block), block["master"])
+
+
+def test_change_during_a_ramp_starts_from_what_sounds():
+    mixer = Mixer(["a"], 1, np.array([1.0]), RATE, ramp_s=0.01)
+    block = {"a": np.ones((128, 1), np.float32), "master": np.ones((128, 1), np.float32)}
+    mixer.set("a", gain_db=-96.0)
+    first = mixer.process(block)[:, 0]
+    mixer.set("a", gain_db=0.0)
+    second = mixer.process(block)[:, 0]
+    assert abs(second[0] - first[-1]) < 2.0 / 480
+
+
+def test_pan_law_is_unity_at_centre_and_constant_power():
+    assert np.array_equal(pan_gains(0.0, 2), [1.0, 1.0])
+    for pan in (-1.0, -0.3, 0.4, 1.0):
+        assert np.sum(pan_gains(pan, 2) ** 2) == pytest.approx(2.0)
+    assert pan_gains(-1.0, 2)[1] == pytest.approx(0.0, abs=1e-12)
+
+
+# -- contexts ---------------------------------------------------------------------------------------
+
+def test_karaoke_and_focus_from_the_manifest(songs, tmp_path):
+    stems = decoded(songs["clean"])
+    gain = mastering_gain(songs["clean"])
+    rest = stems["drums"] + stems["bass"] + stems["keys"]
+    karaoke = rendered(songs["clean"], tmp_path, context="karaoke")
+    assert np.abs(karaoke - gain * rest).max() < 2e-6
+    focus = rendered(songs["clean"], tmp_path, context="focus")
+    assert np.abs(focus - gain * (rest + stems["vocals"] * 10 ** (-12 / 20))).max() < 2e-6
+
+
+def test_night_reduces_dynamic_range_and_caps_peaks(songs, tmp_path):
+    default = rendered(songs["dynamic"], tmp_path)
+    night = rendered(songs["dynamic"], tmp_path, context="night")
+
+    def loud_minus_quiet_db(x: np.ndarray) -> float:
+        half = x.shape[0] // 2
+        rms = [np.sqrt(np.mean(x[a:a + RATE // 2] ** 2)) for a in (RATE // 4, half + RATE // 4)]
+        return 20 * math.log10(rms[0] / rms[1])
+
+    assert loud_minus_quiet_db(default) == pytest.approx(20 * math.log10(1 / 0.08), abs=0.2)
+    assert loud_minus_quiet_db(night) < loud_minus_quiet_db(default) - 6.0
+    assert np.abs(night).max() <= 10 ** (-6 / 20) + 1e-6
+
+
+def test_car_lifts_the_low_mids(songs, tmp_path):
+    default = rendered(songs["clean"], tmp_path)
+    car = rendered(songs["clean"], tmp_path, context="car")
+
+    def band_db(x: np.ndarray, freq: float) -> float:
+        spectrum = np.abs(np.fft.rfft(x[RATE // 2:, 0]))
+        bins = np.fft.rfftfreq(x.shape[0] - RATE // 2, 1 / RATE)
+        return 20 * math.log10(spectrum[np.argmin(np.abs(bins - freq))])
+
+    lift_bass = band_db(car, 187.5) - band_db(default, 187.5)
+    lift_high = band_db(car, 1312.5) - band_db(default, 1312.5)
+    assert lift_bass - lift_high > 2.5  # the 200 Hz shelf and 400 Hz bell lift the lows more
+
+
+def test_headphones_place_a_stem_left_of_the_listener(songs, tmp_path):
+    contexts = tmp_path / "contexts.toml"
+    contexts.write_text('[contexts.phones]\nlayout = "binaural"\npositions = { keys = -90.0 }\n')
+    out = rendered(songs["clean"], tmp_path, context="phones", contexts_file=contexts, solos=["keys"])
+    left, right = np.sqrt(np.mean(out[RATE // 4:] ** 2, axis=0))
+    assert 20 * math.log10(left / right) > 6.0
+    stereo = rendered(songs["clean"], tmp_path, solos=["keys"])
+    assert abs(20 * math.log10(np.sqrt(np.mean(out ** 2)) / np.sqrt(np.mean(stereo ** 2)))) < 4.0
+
+
+def test_multichannel_puts_each_stem_on_its_ports(songs, tmp_path):
+    out = rendered(songs["clean"], tmp_path, context="multichannel")
+    stems = decoded(songs["clean"])
+    gain = mastering_gain(songs["clean"])
+    assert out.shape[1] == 8
+    for index, name in enumerate(TONES):
+        ports = out[:, 2 * index:2 * index + 2]
+        expected = gain * stems[name] + (stems["master"] - gain * sum(stems[n] for n in TONES) if index == 0 else 0)
+        assert np.abs(ports - expected).max() < 2e-6, name
+
+
+def test_context_change_lands_on_the_next_bar(songs):
+    reader = SncReader(songs["clean"])
+    pipeline = Pipeline(reader.manifest, load_contexts(reader.manifest.contexts), "default")
+    pipeline.set_tempo(180.0)  # 4 beats = 1.333 s = 64000 frames
+    outputs, frame = [], 0
+    for block in reader.blocks(block_frames=4096):
+        if frame == 4096:
+            assert pipeline.set_context("karaoke", frame) == 64000
+        outputs.append(pipeline.process(block, frame))
+        frame += block["master"].shape[0]
+    out = np.concatenate(outputs).astype(np.float64)
+    stems = decoded(songs["clean"])
+    assert np.abs(out[:64000] - stems["master"][:64000]).max() < 2e-7
+    after = mastering_gain(songs["clean"]) * (stems["drums"] + stems["bass"] + stems["keys"])
+    ramp = pipeline.mixer.ramp_frames
+    assert np.abs(out[64000 + ramp:] - after[64000 + ramp:]).max() < 2e-6
+    assert np.abs(out[64000:64000 + ramp] - stems["master"][64000:64000 + ramp]).max() > 0.01
+
+
+def test_user_contexts_are_validated(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[contexts.x]\nloudness = 3\n")
+    with pytest.raises(ConfigError, match="unknown keys.*loudness"):
+        load_contexts({}, bad)
+    bad.write_text("[contexts.x]\nroutes = { vocals = [9] }\noutputs = 4\nlayout = 'multichannel'\n")
+    with pytest.raises(ConfigError, match="ports 1..4"):
+        load_contexts({}, bad)
+    bad.write_text("[contexts.x\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_contexts({}, bad)
+
+
+# -- valence-arousal --------------------------------------------------------------------------------
+
+def test_va_trajectory_raises_drums_and_bass_with_arousal(songs, tmp_path):
+    curve = tmp_path / "va.csv"
+    curve.write_text("time_s,valence,arousal\n0,0,1\n10,0,1\n")
+    out = rendered(songs["clean"], tmp_path, va_file=curve)
+    stems = decoded(songs["clean"])
+    gains = DEFAULT_MAPPING.gains_db(0.0, 1.0, SncReader(songs["clean"]).manifest.stems)
+    assert gains["drums"] == 6.0 and gains["bass"] == 4.0
+    expected = mastering_gain(songs["clean"]) * sum(stems[n] * 10 ** (gains[n] / 20) for n in TONES)
+    assert np.abs(out - expected).max() < 2e-6
+
+
+def test_va_mapping_is_editable_and_checked(tmp_path):
+    mapping = tmp_path / "map.toml"
+    mapping.write_text('[arousal_db]\n"@drums" = 10.0\n')
+    loaded = load_mapping(mapping)
+    assert loaded.arousal_db == {"@drums": 10.0} and loaded.valence_db == DEFAULT_MAPPING.valence_db
+    mapping.write_text("gain = 3\n")
+    with pytest.raises(ConfigError, match="unknown keys"):
+        load_mapping(mapping)
+    curve = tmp_path / "va.csv"
+    curve.write_text("time_s,valence,arousal\n0,0,0\n0,0,0.5\n")
+    with pytest.raises(ConfigError, match="does not increase"):
+        read_trajectory(curve)
+    curve.write_text("t,v\n")
+    with pytest.raises(ConfigError, match="must name time_s"):
+        read_trajectory(curve)
+
+
+def test_unknown_stem_names_are_refused(songs, tmp_path):
+    with pytest.raises(ParameterError, match="no stem 'voice'.*vocals, drums"):
+        render(songs["clean"], tmp_path / "x.wav", MixRequest(gains_db={"voice": -3}))
+    assert not list(tmp_path.iterdir())
+
+
+# -- the command ------------------------------------------------------------------------------------
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bridge", "snc", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_render_command_writes_the_mix(songs, tmp_path):
+    out = tmp_path / "mix.wav"
+    done = run_cli("render", str(songs["clean"]), "-o", str(out), "--gain", "vocals=-6", "--mute", "drums")
+    assert done.returncode == 0, done.stderr
+    data, _ = sf.read(out, dtype="float64")
+    stems = decoded(songs["clean"])
+    expected = mastering_gain(songs["clean"]) * (stems["vocals"] * 10 ** (-6 / 20) + stems["bass"] + stems["keys"])
+    assert np.abs(data - expected).max() < 2e-6
+    assert [p.name for p in tmp_path.iterdir()] == ["mix.wav"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--gain", "vocals"], "write STEM=NUMBER"),
+    (["--mute", "nobody"], "no stem 'nobody'"),
+    (["--context", "party"], "no context 'party'; available:"),
+    (["--valence", "2"], "outside -1..1"),
+])
+def test_render_command_bad_input_exits_1_and_writes_nothing(songs, tmp_path, args, message):
+    out = tmp_path / "mix.wav"
+    done = run_cli("render", str(songs["clean"]), "-o", str(out), *args)
+    assert done.returncode == 1
+    assert message in done.stderr and "scorebridge snc: error:" in done.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_render_command_refuses_a_corrupt_file(tmp_path):
+    broken = tmp_path / "broken.snc"
+    broken.write_bytes(b"\x1aE\xdf\xa3" + bytes(200))
+    done = run_cli("render", str(broken), "-o", str(tmp_path / "mix.wav"))
+    assert done.returncode == 1 and "error" in done.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["broken.snc"]
+
+
+def test_binaural_gain_table_matches_pyo():
+    from engines.snc_player.spatial import BINAURAL_GAIN_DB, measure_binaural_gain
+
+    measured = measure_binaural_gain([-90.0, 0.0, 150.0], seconds=2.0)
+    for azimuth, gain_db in measured.items():
+        assert gain_db == pytest.approx(BINAURAL_GAIN_DB[int(azimuth)], abs=0.3)

@@ -94,13 +94,13 @@ def test_osc_trigger_and_loop_boundary_start_a_continuation(engine) -> None:
     phrase(engine, bars=1)
     assert not any(beats(engine, 4, 8).values())
     engine.set_param("trigger", True)
-    assert any(beats(engine, 9, 13).values()) and engine.generations == 1
+    assert any(beats(engine, 9, 24).values()) and engine.generations == 1
     # The player comes back, plays, stops; the DAW loops back to bar 1: a new continuation.
-    engine.process(NoteOn(65, 80, 0, 7.0, 14.0))
-    engine.process(NoteOff(65, 0, 7.2, 14.5))
-    assert not any(beats(engine, 15, 16).values())
-    engine.process(TransportChange(True, 0.0, 8.5, "locate"))
-    out = beats(engine, 0, 8)
+    engine.process(NoteOn(65, 80, 0, 12.5, 25.0))
+    engine.process(NoteOff(65, 0, 12.7, 25.5))
+    assert not any(beats(engine, 26, 27).values())
+    engine.process(TransportChange(True, 0.0, 14.0, "locate"))
+    out = beats(engine, 0, 12)
     assert engine.generations == 2
     assert [n for outputs in out.values() for n in outputs if isinstance(n, Note)]
 

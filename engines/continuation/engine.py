@@ -57,6 +57,13 @@ class ContinuationEngine(Engine):
         Param("top_k", "int", 0, 0, 437, doc="0 = off"),
         Param("seed", "int", -1, -1, 2**31 - 1, doc="-1 = a new seed each time"),
         Param("style", "choice", "piano", choices=_STYLES),
+        Param(
+            "va_source",
+            "choice",
+            "music",
+            choices=("music", "params"),
+            doc="Valence/arousal from the player's notes, or from the two parameters below",
+        ),
         Param("valence", "float", 0.0, -1.0, 1.0),
         Param("arousal", "float", 0.0, -1.0, 1.0),
         Param("key", "choice", "off", choices=_KEYS, doc="Restrict notes to a key's scale (off = any)"),
@@ -182,18 +189,15 @@ class ContinuationEngine(Engine):
         notes = self.history.split_hands(self.param("split"))
         if not notes:
             return
-        prompt, _ = prompt_tokens(notes, bar_steps, self.param("context_bars"))
+        prompt, _, labels = prompt_tokens(notes, bar_steps, self.param("context_bars"))
         config = self._config(bar_steps)
         styles = self.model.card.get("styles", list(_STYLES))
         style = styles.index(self.param("style")) if self.param("style") in styles else 0
-        stream = Stream(
-            self.model,
-            prompt,
-            self.param("bars"),
-            config,
-            style,
-            (self.param("valence"), self.param("arousal")),
-        )
+        if self.param("va_source") == "music":  # the player's own valence/arousal, as in training
+            va, prompt_va = (float(labels[-1, 0]), float(labels[-1, 1])), labels
+        else:
+            va, prompt_va = (self.param("valence"), self.param("arousal")), None
+        stream = Stream(self.model, prompt, self.param("bars"), config, style, va, prompt_va=prompt_va)
         self.stream = NoteStream(stream)
         self.start_beats = math.ceil((beats + _MIN_LEAD_BEATS) / bar) * bar
         self.handed_until = self.start_beats

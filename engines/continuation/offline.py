@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import mido
+import numpy as np
 
 from bridge.errors import CodecError
 
+from .affect import token_va, valence_arousal
 from .runtime import DEFAULT_MODEL, ContinuationModel
 from .sample import SamplingConfig, generate
 from .tokens import LEFT, RIGHT, SOS, STEPS_PER_QUARTER, NoteEvent, canonicalize, decode, encode
@@ -30,12 +32,15 @@ __all__ = ["continue_notes", "main", "prompt_tokens", "read_midi", "write_midi"]
 OUTPUT_TICKS_PER_BEAT = 480
 
 
-def read_midi(path: str | Path) -> tuple[list[NoteEvent], int, int]:
-    """(notes on the grid, bar length in steps, tempo in microseconds per quarter)."""
+def read_midi(path: str | Path, split: int = 60) -> tuple[list[NoteEvent], int, int]:
+    """(notes on the grid, bar length in steps, tempo in microseconds per quarter).
+    Notes of tracks not named right/left are split at ``split`` (below -> left hand)."""
     try:
         midi = mido.MidiFile(str(path))
-    except (OSError, ValueError, EOFError) as error:
-        raise CodecError(f"{path}: not a readable MIDI file ({error})") from error
+    except (OSError, ValueError, EOFError, KeyError, IndexError, TypeError) as error:
+        raise CodecError(f"{path}: not a readable MIDI file ({type(error).__name__}: {error})") from error
+    if midi.type == 2:
+        raise CodecError(f"{path}: a type-2 MIDI file (independent sequences) cannot be continued")
     per_beat = midi.ticks_per_beat
     bar_steps, tempo, notes = 4 * STEPS_PER_QUARTER, 500000, []
     meter_seen = tempo_seen = False
@@ -57,7 +62,7 @@ def read_midi(path: str | Path) -> tuple[list[NoteEvent], int, int]:
                     continue
                 onset = round(start * STEPS_PER_QUARTER / per_beat)
                 duration = max(1, round(now * STEPS_PER_QUARTER / per_beat) - onset)
-                hand = fixed_hand if fixed_hand is not None else (LEFT if message.note < 60 else RIGHT)
+                hand = fixed_hand if fixed_hand is not None else (LEFT if message.note < split else RIGHT)
                 notes.append(NoteEvent(onset, hand, message.note, duration, velocity))
     return canonicalize(notes)[0], bar_steps, tempo
 
@@ -95,31 +100,40 @@ def write_midi(notes: Sequence[NoteEvent], path: str | Path, bar_steps: int, tem
     midi.save(str(path))
 
 
-def prompt_tokens(notes: Sequence[NoteEvent], bar_steps: int, context_bars: int = 4) -> tuple[list[int], int]:
-    """(prompt tokens of the last ``context_bars`` bars, padded to the next bar line; that bar
-    line in the notes' time). Notes still sounding at the bar line are cut there."""
+def prompt_tokens(
+    notes: Sequence[NoteEvent], bar_steps: int, context_bars: int = 4
+) -> tuple[list[int], int, np.ndarray]:
+    """The prompt: tokens of the last ``context_bars`` bars, padded to the next bar line; that
+    bar line in the notes' time; and each token's (valence, arousal) computed from the notes
+    as in training. Notes still sounding at the bar line are cut there."""
     end = max((n.end_steps for n in notes), default=0)
     prompt_end = -(-end // bar_steps) * bar_steps if end else bar_steps
     prompt_start = max(0, prompt_end - context_bars * bar_steps)
-    context = [
-        NoteEvent(
-            n.onset_steps - prompt_start,
-            n.hand,
-            n.pitch,
-            min(n.end_steps, prompt_end) - n.onset_steps,
-            n.velocity,
-        )
-        for n in notes
-        if prompt_start <= n.onset_steps < prompt_end
-    ]
+    context = canonicalize(
+        [
+            NoteEvent(
+                n.onset_steps - prompt_start,
+                n.hand,
+                n.pitch,
+                min(n.end_steps, prompt_end) - n.onset_steps,
+                n.velocity,
+            )
+            for n in notes
+            if prompt_start <= n.onset_steps < prompt_end
+        ]
+    )[0]
     bar_lines = list(range(0, prompt_end - prompt_start, bar_steps))
-    prompt = [SOS] + encode(canonicalize(context)[0], bar_lines)
+    prompt = [SOS] + encode(context, bar_lines)
     reached = max([n.end_steps for n in context] + bar_lines)
     tail = prompt_end - prompt_start - reached
     prompt += (
         encode([], [tail])[:-1] if tail > 0 else []
     )  # shifts up to the bar line; generation writes its BAR
-    return prompt, prompt_end
+    labels = token_va(prompt, valence_arousal(context, prompt_end - prompt_start))
+    return prompt, prompt_end, labels
+
+
+VaSetting = tuple[float, float] | Callable[[float], Sequence[float]] | None
 
 
 def continue_notes(
@@ -130,11 +144,21 @@ def continue_notes(
     config: SamplingConfig,
     context_bars: int = 4,
     style: int = 0,
-    va: tuple[float, float] = (0.0, 0.0),
+    va: VaSetting = None,
 ) -> list[NoteEvent]:
-    """The generated notes, in the input's time, starting at the bar line after its last note."""
-    prompt, prompt_end = prompt_tokens(notes, bar_steps, context_bars)
-    generation = generate(model, prompt, bars, replace(config, bar_steps=bar_steps), style, va)
+    """The generated notes, in the input's time, starting at the bar line after its last note.
+
+    ``va``: None = the music's own labels (the prompt's, its last value held on), a constant
+    (valence, arousal), or a function of the beats after the prompt's end; a given ``va``
+    also stands for the prompt."""
+    prompt, prompt_end, labels = prompt_tokens(notes, bar_steps, context_bars)
+    if va is None:
+        setting, prompt_va = (float(labels[-1, 0]), float(labels[-1, 1])), labels
+    else:
+        setting, prompt_va = va, None
+    generation = generate(
+        model, prompt, bars, replace(config, bar_steps=bar_steps), style, setting, prompt_va=prompt_va
+    )
     generated = decode(generation.tokens)[0]
     return [
         NoteEvent(n.onset_steps + prompt_end, n.hand, n.pitch, n.duration_steps, n.velocity)

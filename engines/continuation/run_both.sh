@@ -4,7 +4,7 @@
 # Re-running resumes each run from its last.pt (a finished run returns at once).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-steps="${1:-900}"
+steps="${1:-600}"
 d_model="${2:-160}"
 root=/work/runs/continuation
 export OMP_NUM_THREADS=1

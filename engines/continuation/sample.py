@@ -13,7 +13,7 @@ output has its NOTE_OFF.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +29,7 @@ from .tokens import (
     NUM_PITCHES,
     RIGHT,
     SHIFT_BASE,
+    STEPS_PER_QUARTER,
     VELOCITY_BASE,
     VOCAB_SIZE,
     note_token,
@@ -239,8 +240,9 @@ class Stream:
         bars: int,
         config: SamplingConfig,
         style: int = 0,
-        va: tuple[float, float] = (0.0, 0.0),
+        va: tuple[float, float] | Callable[[float], Sequence[float]] = (0.0, 0.0),
         max_tokens: int = 2048,
+        prompt_va: np.ndarray | None = None,
     ) -> None:
         if not len(prompt):
             raise ValueError("the prompt needs at least one token (e.g. SOS)")
@@ -254,10 +256,25 @@ class Stream:
             self.state.advance(int(token))
         self.state.bars = 0
         self.forced_offs = 0
+        self.origin_steps = self.state.now_steps
+        self.va_curve = va if callable(va) else None
+        self.va = self._va_now() if self.va_curve else np.asarray(va, dtype=np.float32).reshape(2)
         self.decoder = model.decoder(style)
-        context = np.asarray(prompt, dtype=np.int64)[-(self.decoder.slots + 1) :]
-        self.va = np.asarray(va, dtype=np.float32).reshape(2)
-        self.logits = self.decoder.prefill(context, np.repeat(self.va[None], len(context), 0))
+        keep = self.decoder.slots + 1
+        context = np.asarray(prompt, dtype=np.int64)[-keep:]
+        if prompt_va is None:
+            rows = np.repeat(self.va[None], len(context), 0)
+        else:
+            rows = np.asarray(prompt_va, dtype=np.float32).reshape(-1, 2)
+            if len(rows) != len(prompt):
+                raise ValueError(f"prompt_va has {len(rows)} rows for {len(prompt)} tokens")
+            rows = rows[-keep:]
+        self.logits = self.decoder.prefill(context, rows)
+
+    def _va_now(self) -> np.ndarray:
+        """The VA curve at the current time (beats after the prompt's end)."""
+        beats = (self.state.now_steps - self.origin_steps) / STEPS_PER_QUARTER
+        return np.clip(np.asarray(self.va_curve(beats), dtype=np.float32).reshape(2), -1.0, 1.0)
 
     def __iter__(self) -> Iterator[int]:
         state = self.state
@@ -267,6 +284,8 @@ class Stream:
                 break
             state.advance(token)
             yield token
+            if self.va_curve is not None:
+                self.va = self._va_now()
             self.logits = self.decoder.step(token, self.va)
         closing = closing_tokens(state)
         self.forced_offs = sum(1 for t in closing if t != SHIFT_BASE)
@@ -281,10 +300,13 @@ def generate(
     bars: int,
     config: SamplingConfig,
     style: int = 0,
-    va: tuple[float, float] = (0.0, 0.0),
+    va: tuple[float, float] | Callable[[float], Sequence[float]] = (0.0, 0.0),
     max_tokens: int = 2048,
+    prompt_va: np.ndarray | None = None,
 ) -> Generation:
-    """Continue ``prompt`` for ``bars`` bars of ``config.bar_steps`` (the prompt's bar grid)."""
-    stream = Stream(model, prompt, bars, config, style, va, max_tokens)
+    """Continue ``prompt`` for ``bars`` bars of ``config.bar_steps`` (the prompt's bar grid).
+    ``va``: a constant (valence, arousal) or a function of the beats after the prompt's end;
+    ``prompt_va``: per-token labels of the prompt (default: ``va`` throughout)."""
+    stream = Stream(model, prompt, bars, config, style, va, max_tokens, prompt_va)
     tokens = list(stream)
     return Generation(tokens, stream.forced_offs, stream.state.bars)

@@ -1,0 +1,199 @@
+"""``scorebridge continue IN.mid -o OUT.mid --bars N``: a two-hand continuation of a MIDI file.
+
+Hands in IN.mid: a track whose name contains "right" or "left" is that hand; notes of other
+tracks are split at ``--split`` (below -> left hand). The meter is the file's first time
+signature (4/4 if none), the tempo its first tempo. The prompt is the last ``--context-bars``
+bars, padded to the bar line after the last note; OUT.mid holds the input followed by the
+continuation, in tracks named ``right`` and ``left``.
+
+Valence/arousal: by default the music's own (computed from the prompt as in training);
+``--valence V --arousal A`` for a constant, or ``--va VA.csv`` for a curve over the file's
+time (header ``beats,valence,arousal`` or ``seconds,valence,arousal``, values in [-1, 1],
+interpolated between rows and held at the ends). Only numpy, onnxruntime and mido are
+imported: never torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bridge.errors import CodecError, ConfigError
+
+__all__ = ["add_parser", "read_va_curve", "run"]
+
+_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "continue",
+        help="continue a MIDI file for both hands with the Smart-Embedding model",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("input", type=Path, help="a .mid file")
+    p.add_argument("-o", "--output", type=Path, required=True, help="OUT.mid (prompt + continuation)")
+    p.add_argument("--bars", type=int, default=4, help="bars to generate (default 4)")
+    p.add_argument(
+        "--context-bars", type=int, default=4, help="bars of the input used as the prompt (default 4)"
+    )
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1.0)")
+    p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling threshold (default 0.95)")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (default 0 = off)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: a new one each run)")
+    p.add_argument(
+        "--style", default="piano", help="style anchor: piano, chorale, quartet or part (default piano)"
+    )
+    p.add_argument(
+        "--key", default="off", help="restrict notes to a scale: C, F#, Bb, Am ... or off (default)"
+    )
+    p.add_argument("--valence", type=float, help="constant valence in [-1, 1] (with --arousal)")
+    p.add_argument("--arousal", type=float, help="constant arousal in [-1, 1] (with --valence)")
+    p.add_argument("--va", type=Path, help="CSV curve: beats|seconds,valence,arousal")
+    p.add_argument(
+        "--split", type=int, default=60, help="untagged notes below this are the left hand (default 60)"
+    )
+    p.add_argument("--model", default="smart", help="smart (default), plain, or a path to an exported .onnx")
+    p.set_defaults(run=run)
+
+
+def read_va_curve(path: Path, seconds_per_beat: float) -> tuple[np.ndarray, np.ndarray]:
+    """(times in beats, [rows, 2] valence/arousal) of a VA CSV; ConfigError naming the line."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = [r for r in csv.reader(handle) if r and any(c.strip() for c in r)]
+    except FileNotFoundError:
+        raise ConfigError(f"--va {path}: no such file") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ConfigError(f"--va {path}: cannot read it ({exc})") from None
+    header = [c.strip().lower() for c in rows[0]] if rows else []
+    if header not in (["beats", "valence", "arousal"], ["seconds", "valence", "arousal"]):
+        raise ConfigError(
+            f"--va {path}: the first line must be 'beats,valence,arousal' or 'seconds,valence,arousal', "
+            f"not {','.join(header) or '(empty file)'}"
+        )
+    values: list[tuple[float, float, float]] = []
+    for number, row in enumerate(rows[1:], start=2):
+        try:
+            moment, valence, arousal = (float(c) for c in row)
+        except ValueError:
+            raise ConfigError(f"--va {path} line {number}: need three numbers, got {row}") from None
+        if not (np.isfinite(moment) and moment >= 0 and -1 <= valence <= 1 and -1 <= arousal <= 1):
+            raise ConfigError(f"--va {path} line {number}: time must be >= 0, valence and arousal in [-1, 1]")
+        if values and moment < values[-1][0]:
+            raise ConfigError(f"--va {path} line {number}: times must not decrease")
+        values.append((moment, valence, arousal))
+    if not values:
+        raise ConfigError(f"--va {path}: no data rows after the header")
+    table = np.array(values)
+    times = table[:, 0] if header[0] == "beats" else table[:, 0] / seconds_per_beat
+    return times, table[:, 1:]
+
+
+def _check(args: argparse.Namespace) -> None:
+    if not 1 <= args.bars <= 64:
+        raise ConfigError(f"--bars {args.bars}: must be 1..64")
+    if not 1 <= args.context_bars <= 16:
+        raise ConfigError(f"--context-bars {args.context_bars}: must be 1..16")
+    if not 0.05 <= args.temperature <= 3.0:
+        raise ConfigError(f"--temperature {args.temperature}: must be in 0.05..3")
+    if not 0 < args.top_p <= 1:
+        raise ConfigError(f"--top-p {args.top_p}: must be in (0, 1]")
+    if args.top_k < 0:
+        raise ConfigError(f"--top-k {args.top_k}: must be >= 0")
+    if not 21 <= args.split <= 108:
+        raise ConfigError(f"--split {args.split}: must be a piano key 21..108")
+    if (args.valence is None) != (args.arousal is None):
+        raise ConfigError("--valence and --arousal go together")
+    if args.va is not None and args.valence is not None:
+        raise ConfigError("give either --valence/--arousal or --va, not both")
+    for name in ("valence", "arousal"):
+        value = getattr(args, name)
+        if value is not None and not -1 <= value <= 1:
+            raise ConfigError(f"--{name} {value}: must be in [-1, 1]")
+    if args.key != "off" and args.key.removesuffix("m") not in _NAMES:
+        raise ConfigError(f"--key {args.key!r}: use one of {', '.join(_NAMES)} (add m for minor) or off")
+    if not args.input.is_file():
+        raise ConfigError(f"{args.input}: no such file")
+    if args.output.resolve() == args.input.resolve():
+        raise ConfigError(f"-o {args.output}: would overwrite the input")
+    if not args.output.parent.resolve().is_dir():
+        raise ConfigError(f"-o {args.output}: folder {args.output.parent} does not exist")
+
+
+def _model_path(name: str) -> Path:
+    from engines.continuation.runtime import DEFAULT_MODEL, PLAIN_MODEL
+
+    if name == "smart":
+        return DEFAULT_MODEL
+    if name == "plain":
+        return PLAIN_MODEL
+    path = Path(name)
+    if not path.is_file():
+        raise ConfigError(f"--model {name!r}: not smart, plain or an existing .onnx file")
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read, continue, write atomically; every failure is a ScoreBridgeError before any output."""
+    from engines.continuation.offline import continue_notes, read_midi, write_midi
+    from engines.continuation.runtime import ContinuationModel
+    from engines.continuation.sample import SamplingConfig, scale_pitch_classes
+    from engines.continuation.tokens import STEPS_PER_QUARTER
+
+    _check(args)
+    model = ContinuationModel.load(_model_path(args.model))
+    styles = model.card.get("styles", [])
+    if args.style not in styles:
+        raise ConfigError(f"--style {args.style!r}: use one of {', '.join(styles)}")
+    notes, bar_steps, tempo = read_midi(args.input, split=args.split)
+    if not notes:
+        raise CodecError(f"{args.input}: no notes in the piano range 21..108 to continue")
+    va = None
+    if args.valence is not None:
+        va = (args.valence, args.arousal)
+    elif args.va is not None:
+        times, values = read_va_curve(args.va, tempo / 1e6)
+        end_beats = -(-max(n.end_steps for n in notes) // bar_steps) * bar_steps / STEPS_PER_QUARTER
+
+        def va(after_end: float) -> tuple[float, float]:
+            at = end_beats + after_end
+            return float(np.interp(at, times, values[:, 0])), float(np.interp(at, times, values[:, 1]))
+
+    classes = None
+    if args.key != "off":
+        minor = args.key.endswith("m")
+        classes = scale_pitch_classes(_NAMES.index(args.key.removesuffix("m")), "minor" if minor else "major")
+    config = SamplingConfig(
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        pitch_classes=classes,
+    )
+    started = time.perf_counter()
+    generated = continue_notes(
+        model, notes, bar_steps, args.bars, config, args.context_bars, styles.index(args.style), va
+    )
+    elapsed = time.perf_counter() - started
+    handle, temporary = tempfile.mkstemp(suffix=".mid.tmp", dir=args.output.resolve().parent)
+    os.close(handle)
+    try:
+        write_midi(list(notes) + generated, temporary, bar_steps, tempo)
+        os.replace(temporary, args.output)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    hands = sum(1 for n in generated if n.hand == 0), sum(1 for n in generated if n.hand == 1)
+    print(
+        f"wrote {args.output}: {len(notes)} input notes + {len(generated)} generated "
+        f"(right {hands[0]}, left {hands[1]}) over {args.bars} bars in {elapsed:.2f} s"
+    )
+    return 0

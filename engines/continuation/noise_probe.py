@@ -1,34 +1,55 @@
-"""Noise-injection probe (reference section 6) for continuation checkpoints.
+"""Noise-injection probe (reference section 6) on the exported models (numpy + onnxruntime).
 
-    python -m engines.continuation.noise_probe --model smart=/work/runs/continuation/smart/best.pt \\
-        --model plain=/work/runs/continuation/plain/best.pt --out /work/runs/continuation/noise
+For held-out contexts of ``context`` tokens, the tokens from ``start`` on are replaced by ``tk``
+uniformly random non-special tokens (tk in ``lengths``), and the per-token loss difference
+diff[i] = loss_noisy[i] - loss_clean[i] (target position i) is averaged over the contexts. The
+baseline is the mean diff before the injection (0 for a causal model). Regions of the mean curve:
+Peak from the injection until ``RECOVERY_RUN`` consecutive diffs are within ``tolerance`` nats of
+the baseline; Assimilation from there to the end of the injected span + 4 (empty if the Peak
+lasts longer); Recovery after both. The losses come from one ONNX Runtime pass per context (no
+cache), so contexts stay within the 256-token window the models were trained on.
 
-For held-out contexts (test split, ``--context`` tokens each), the tokens from ``--start`` on are
-replaced by ``tk`` uniformly random non-special tokens (tk in ``--lengths``), and the per-token
-loss difference diff[i] = loss_noisy[i] - loss_clean[i] is averaged over contexts. The baseline
-is the mean diff before the injection (0 for a causal model). Regions of the mean curve:
-Peak from the injection until 5 consecutive diffs are within ``--tolerance`` nats of the
-baseline; Assimilation from there to the end of the injected span + 4 (empty if Peak lasts
-longer); Recovery after both. Writes noise_probe.csv (one row per model and length with the
-three means) and noise_probe.png (the curves) and prints the CSV.
+Contexts: consecutive windows of the test split of the corpus cache, or of MIDI files.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
-import sys
+import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .corpus import DEFAULT_CACHE, load_corpus
+from .runtime import ContinuationModel
 from .tokens import NOTE_BASE, VOCAB_SIZE
 
-__all__ = ["RECOVERY_RUN", "loss_curves", "main", "regions"]
+__all__ = [
+    "ASSIMILATION_EXTRA",
+    "RECOVERY_RUN",
+    "Contexts",
+    "contexts_from_cache",
+    "contexts_from_midi",
+    "loss_curves",
+    "plot_curves",
+    "probe",
+    "regions",
+    "write_csv",
+]
 
 RECOVERY_RUN = 5
 ASSIMILATION_EXTRA = 4
+
+
+@dataclass
+class Contexts:
+    """Held-out token windows [N, T] with their per-token valence/arousal [N, T, 2] and styles [N]."""
+
+    tokens: np.ndarray
+    va: np.ndarray
+    styles: np.ndarray
+    source: str
 
 
 def regions(diff: np.ndarray, start: int, length: int, tolerance: float) -> dict[str, float | int]:
@@ -56,104 +77,138 @@ def regions(diff: np.ndarray, start: int, length: int, tolerance: float) -> dict
     }
 
 
-def loss_curves(checkpoint: Path, contexts: np.ndarray, va: np.ndarray, styles: np.ndarray) -> np.ndarray:
-    """Per-token next-token loss [N, T-1] (nats) of a torch checkpoint."""
-    import torch
-    import torch.nn.functional as F
-
-    from .train import load_checkpoint
-
-    model, _ = load_checkpoint(checkpoint)
-    rows = []
-    with torch.no_grad():
-        for first in range(0, len(contexts), 16):
-            tokens = torch.from_numpy(contexts[first : first + 16])
-            length = tokens.shape[1] - 1
-            logits, _ = model(
-                tokens[:, :-1],
-                torch.from_numpy(va[first : first + 16, :-1]),
-                torch.from_numpy(styles[first : first + 16]),
-                torch.arange(length),
-            )
-            loss = F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:], reduction="none")
-            rows.append(loss.numpy())
-    return np.concatenate(rows)
+def loss_curves(
+    model: ContinuationModel, tokens: np.ndarray, va: np.ndarray, styles: np.ndarray
+) -> np.ndarray:
+    """Per-token next-token loss [N, T] in nats; column 0 (nothing predicts the first token) is 0."""
+    rows = np.zeros(tokens.shape, dtype=np.float64)
+    for index in range(len(tokens)):
+        logits = model.logits(tokens[index, :-1], va[index, :-1], int(styles[index])).astype(np.float64)
+        top = logits.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(logits - top).sum(axis=1)) + top[:, 0]
+        targets = tokens[index, 1:]
+        rows[index, 1:] = log_norm - logits[np.arange(len(targets)), targets]
+    return rows
 
 
-def _contexts(cache: Path, split: str, context: int, count: int) -> tuple[np.ndarray, ...]:
+def _windows(tokens: np.ndarray, va: np.ndarray, style: int, context: int, out: list) -> None:
+    for first in range(0, len(tokens) - context + 1, context):
+        out.append((tokens[first : first + context], va[first : first + context], style))
+
+
+def _pick(found: list, count: int, source: str, context: int) -> Contexts:
+    if not found:
+        raise ValueError(f"{source}: no piece has {context} tokens; use a shorter --context")
+    keep = np.sort(np.random.default_rng(0).permutation(len(found))[:count])
+    return Contexts(
+        np.stack([found[i][0] for i in keep]).astype(np.int64),
+        np.stack([found[i][1] for i in keep]).astype(np.float32),
+        np.array([found[i][2] for i in keep], dtype=np.int64),
+        source,
+    )
+
+
+def contexts_from_cache(cache: Path, split: str, context: int, count: int) -> Contexts:
+    """Consecutive windows of one split of the corpus cache (a seeded choice of ``count``)."""
+    from .corpus import load_corpus
+
     data = load_corpus(cache)
-    tokens, va, styles = [], [], []
+    found: list = []
     for piece in data.piece_indices(split):
         begin, end = int(data.offsets[piece]), int(data.offsets[piece + 1])
-        for first in range(begin, end - context, context):
-            tokens.append(data.tokens[first : first + context])
-            va.append(data.va[first : first + context])
-            styles.append(int(data.styles[piece]))
-    if not tokens:
-        raise ValueError(f"no {split} piece has {context} tokens")
-    keep = np.random.default_rng(0).permutation(len(tokens))[:count]
-    return np.stack(tokens)[keep], np.stack(va)[keep], np.array(styles, dtype=np.int64)[keep]
+        _windows(data.tokens[begin:end], data.va[begin:end], int(data.styles[piece]), context, found)
+    return _pick(found, count, f"{cache} ({split} split)", context)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--model", action="append", required=True, help="NAME=checkpoint.pt (repeatable)")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--context", type=int, default=400)
-    parser.add_argument("--start", type=int, default=100)
-    parser.add_argument("--lengths", default="10,25,50,100")
-    parser.add_argument("--contexts", type=int, default=64)
-    parser.add_argument("--tolerance", type=float, default=0.1)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    import torch
+def contexts_from_midi(paths: list[Path], context: int, count: int, style: int = 0) -> Contexts:
+    """Consecutive windows of MIDI files (hands by track name or split at middle C)."""
+    from .affect import token_va, valence_arousal
+    from .offline import read_midi
+    from .tokens import SOS, encode
 
-    torch.set_num_threads(1)
-    lengths = [int(v) for v in args.lengths.split(",")]
-    clean, va, styles = _contexts(args.cache, args.split, args.context, args.contexts)
-    rng = np.random.default_rng(args.seed)
+    found: list = []
+    for path in paths:
+        notes, bar_steps, _ = read_midi(path)
+        if not notes:
+            continue
+        end = max(n.end_steps for n in notes)
+        tokens = np.array([SOS] + encode(notes, list(range(0, end, bar_steps))), dtype=np.int64)
+        _windows(tokens, token_va(tokens, valence_arousal(notes, end)), style, context, found)
+    return _pick(found, count, ", ".join(str(p) for p in paths), context)
+
+
+def probe(
+    models: dict[str, ContinuationModel],
+    contexts: Contexts,
+    start: int,
+    lengths: list[int],
+    tolerance: float = 0.1,
+    seed: int = 0,
+) -> tuple[list[dict], dict[tuple[str, int], np.ndarray]]:
+    """CSV rows (one per model and noise length) and the mean diff curves."""
+    context = contexts.tokens.shape[1]
+    for length in lengths:
+        if length < 1 or not 0 < start < start + length < context:
+            raise ValueError(
+                f"start {start} + noise length {length} must stay inside the {context}-token context"
+            )
+    rng = np.random.default_rng(seed)
     noisy = {}
     for length in lengths:
-        if args.start + length >= args.context:
-            parser.error(f"--start {args.start} + length {length} must stay below --context {args.context}")
-        tokens = clean.copy()
-        tokens[:, args.start : args.start + length] = rng.integers(
-            NOTE_BASE, VOCAB_SIZE, (len(clean), length)
-        )
+        tokens = contexts.tokens.copy()
+        tokens[:, start : start + length] = rng.integers(NOTE_BASE, VOCAB_SIZE, (len(tokens), length))
         noisy[length] = tokens
-    args.out.mkdir(parents=True, exist_ok=True)
     rows, curves = [], {}
-    for spec in args.model:
-        name, _, path = spec.partition("=")
-        base = loss_curves(Path(path), clean, va, styles)
+    for name, model in models.items():
+        clean = loss_curves(model, contexts.tokens, contexts.va, contexts.styles)
         for length in lengths:
-            # diff at target position i+1 (prediction made after token i); injection starts at target start
-            diff = (loss_curves(Path(path), noisy[length], va, styles) - base).mean(0)
-            curve = np.concatenate([[0.0], diff])
+            curve = (loss_curves(model, noisy[length], contexts.va, contexts.styles) - clean).mean(0)
             curves[(name, length)] = curve
-            stats = regions(curve, args.start, length, args.tolerance)
-            rows.append({"model": name, "noise_tokens": length, "contexts": len(clean)} | stats)
-    with (args.out / "noise_probe.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    _plot(curves, args.start, args.out / "noise_probe.png")
-    print((args.out / "noise_probe.csv").read_text(), end="")
-    return 0
+            rows.append(
+                {
+                    "model": name,
+                    "noise_tokens": length,
+                    "contexts": len(contexts.tokens),
+                    "clean_loss": clean[:, 1:].mean(),
+                }
+                | regions(curve, start, length, tolerance)
+            )
+    return rows, curves
 
 
-def _plot(curves: dict[tuple[str, int], np.ndarray], start: int, path: Path) -> None:
+def _atomic(path: Path, write) -> None:
+    handle, temporary = tempfile.mkstemp(suffix=path.suffix + ".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    def write(temporary: str) -> None:
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(
+                {k: round(v, 5) if isinstance(v, float) else v for k, v in r.items()} for r in rows
+            )
+
+    _atomic(path, write)
+
+
+def plot_curves(curves: dict[tuple[str, int], np.ndarray], start: int, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     names = sorted({name for name, _ in curves})
-    figure, axes = plt.subplots(len(names), 1, figsize=(9, 3 * len(names)), sharex=True, squeeze=False)
+    figure, axes = plt.subplots(
+        len(names), 1, figsize=(9, 3 * len(names)), sharex=True, sharey=True, squeeze=False
+    )
     for axis, name in zip(axes[:, 0], names, strict=True):
         for (model, length), curve in sorted(curves.items()):
             if model == name:
@@ -164,9 +219,5 @@ def _plot(curves: dict[tuple[str, int], np.ndarray], start: int, path: Path) -> 
         axis.legend(fontsize=7)
     axes[-1, 0].set_xlabel("token position")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    _atomic(path, lambda temporary: figure.savefig(temporary, dpi=110, format="png"))
     plt.close(figure)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

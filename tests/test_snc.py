@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from bridge.errors import CodecError
 from engines.snc import SncReader, encode
 from engines.snc.avio import merge_tracks
+from engines.snc.lossy import residual_bitrate
 from tests.jackutil import ROOT
 
 RATE = 48000
@@ -78,7 +79,9 @@ def test_lossy_modes_reconstruct_the_master_better_with_the_residual(song, tmp_p
     error_with = np.mean((full - original) ** 2)
     error_without = np.mean((model_only - original) ** 2)
     assert error_with < error_without
-    assert manifest.stems[0].bitrate_bps > manifest.residual["bitrate_bps"]
+    # The residual's bitrate follows from what the mastering model left (closed loop).
+    assert manifest.residual["bitrate_bps"] == residual_bitrate(mode, 2, manifest.residual["model_snr_db"])
+    assert manifest.mastering["model"] == "fir-envelope"
     assert out.stat().st_size < sum(p.stat().st_size for p in song.values()) / 4
 
 

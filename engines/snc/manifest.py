@@ -16,7 +16,8 @@ from bridge.errors import CodecError
 
 __all__ = ["FORMAT_VERSION", "LIMITS", "MODES", "StemInfo", "Manifest"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # v1: gain-only mastering model, no FIR/envelope
 MODES = ("lossless", "transparent", "compact")
 LIMITS = {
     "max_stems": 32,
@@ -89,8 +90,9 @@ class Manifest:
         if not isinstance(data, dict):
             raise CodecError(f"{where}: manifest must be a JSON object")
         version = data.get("version")
-        if version != FORMAT_VERSION:
-            raise CodecError(f"{where}: SNC format version {version!r} is not supported (this reader: {FORMAT_VERSION})")
+        if version not in READABLE_VERSIONS:
+            raise CodecError(f"{where}: SNC format version {version!r} is not supported (this reader: "
+                             f"{', '.join(map(str, READABLE_VERSIONS))})")
         try:
             stems = [StemInfo(**s) for s in data.pop("stems")]
             manifest = cls(stems=stems, **data)

@@ -34,9 +34,10 @@ class InputTrack:
         subtype = self.info.subtype
         self.sample_format = {"PCM_16": "s16", "PCM_24": "s24"}.get(subtype, "float")
 
-    def blocks(self, block_frames: int, channels: int, total_frames: int, integer: bool) -> Iterator[np.ndarray]:
-        """Blocks of shape (frames, channels); int32 samples when ``integer`` else float64."""
-        dtype = "int32" if integer else "float64"
+    def blocks(self, block_frames: int, channels: int, total_frames: int, integer: bool,
+               float_type: type = np.float64) -> Iterator[np.ndarray]:
+        """Blocks of shape (frames, channels); int32 samples when ``integer`` else ``float_type``."""
+        dtype = "int32" if integer else np.dtype(float_type).name
         # libsndfile left-aligns integer PCM in int32: shift back to the file's own width.
         shift = 16 if self.sample_format == "s16" else 8
         with sf.SoundFile(str(self.path)) as handle:
@@ -67,6 +68,19 @@ class Rechunker:
         if data.size:
             self.parts.append(data)
             self.size += data.shape[0]
+
+    def peek(self, frames: int) -> np.ndarray:
+        """The next ``frames`` frames without removing them (zeros past what is held)."""
+        if frames <= 0:
+            return np.zeros((0, self.channels), self.dtype)
+        if self.parts and self.parts[0].shape[0] >= frames:
+            return self.parts[0][:frames].copy()
+        joined = np.concatenate(self.parts) if self.parts else np.zeros((0, self.channels), self.dtype)
+        self.parts = [joined] if joined.size else []
+        out = joined[:frames]
+        if out.shape[0] < frames:
+            out = np.concatenate([out, np.zeros((frames - out.shape[0], self.channels), self.dtype)])
+        return out.copy()
 
     def pop(self, frames: int, pad: bool = False) -> np.ndarray | None:
         if self.size < frames and not pad:

@@ -13,8 +13,8 @@ import numpy as np
 
 from bridge.errors import CodecError
 from engines.snc.avio import _frame_array
-from engines.snc.encode import predict
 from engines.snc.manifest import LIMITS, Manifest
+from engines.snc.mastering import MasteringModel, ModelStream
 from engines.snc.pcm import INT_SCALE, Rechunker
 
 __all__ = ["SncReader"]
@@ -66,9 +66,8 @@ class SncReader:
         self.names = ["residual", *(s.name for s in self.manifest.stems)]
         self.integer = self.manifest.mode == "lossless"
         self.scale = INT_SCALE.get(self.manifest.sample_format, 1.0) if self.integer else 1.0
-        self.gain = np.asarray(self.manifest.mastering.get("gain_per_channel", [1.0] * self.manifest.channels))
-        if self.gain.shape != (self.manifest.channels,):
-            raise CodecError(f"{self.path}: mastering gains do not match {self.manifest.channels} channels")
+        self.model = MasteringModel.from_manifest(self.manifest.mastering, self.manifest.channels,
+                                                  self.manifest.frames, f"{self.path} mastering")
         self.residual_gains: np.ndarray | None = None
         self.gain_block_frames = int(self.manifest.residual.get("gain_block_frames") or 48000)
         table = self.manifest.residual.get("gains")
@@ -96,69 +95,94 @@ class SncReader:
                 with_residual: bool) -> Iterator[dict[str, np.ndarray]]:
         if block_frames <= 0 or block_frames > 10 * self.manifest.sample_rate:
             raise CodecError(f"block of {block_frames} frames is outside 1..{10 * self.manifest.sample_rate}")
-        rate, channels = self.manifest.sample_rate, self.manifest.channels
+        rate, channels, frames = self.manifest.sample_rate, self.manifest.channels, self.manifest.frames
         start = int(round(max(0.0, start_s) * rate))
-        if start >= self.manifest.frames:
+        if start >= frames:
             raise CodecError(f"start {start_s} s is past the end ({self.manifest.duration_s:.3f} s)")
-        end = self.manifest.frames if duration_s is None else min(self.manifest.frames, start + int(round(duration_s * rate)))
+        end = frames if duration_s is None else min(frames, start + int(round(duration_s * rate)))
         want_integer = integer and self.integer
-        dtype = np.int64 if self.integer else np.float64
+        dtype = np.int64 if self.integer else np.float32
+        ahead = self.model.lookahead
+        # The model's filter needs `history` frames of the mix before `start`: decode from there.
+        first = max(0, start - self.model.history)
+        stream = ModelStream(self.model, channels, dtype)
         with av.open(str(self.path)) as container:
             streams = list(container.streams.audio)
             chunkers = [Rechunker(channels, dtype) for _ in streams]
-            positions = [None] * len(streams)
-            if start > 0:
-                container.seek(int(max(0.0, start / rate - _PREROLL_S) * av.time_base), any_frame=False)
-            done = start
-            decoders = {s.index: s for s in streams}
+            positions: list[int | None] = [None] * len(streams)
+            if first > 0:
+                container.seek(int(max(0.0, first / rate - _PREROLL_S) * av.time_base), any_frame=False)
+            done = first
+            slots = {s.index: i for i, s in enumerate(streams)}
+
+            def ready() -> Iterator[dict[str, np.ndarray]]:
+                nonlocal done
+                while done < end:
+                    n = min(block_frames, end - done, start - done if done < start else block_frames)
+                    if not all(c.size >= n + ahead for c in chunkers):
+                        return
+                    block = self._step(stream, [c.pop(n) for c in chunkers], [c.peek(ahead) for c in chunkers],
+                                       done, want_integer, with_residual)
+                    if done >= start:
+                        yield block
+                    done += n
+
             for packet in container.demux(*streams):
-                stream = decoders[packet.stream.index]
-                slot = streams.index(stream)
+                slot = slots[packet.stream.index]
                 try:
-                    frames = stream.decode(packet)
+                    decoded = streams[slot].decode(packet)
                 except av.error.FFmpegError as exc:
                     raise CodecError(f"{self.path}: track {slot} ({self.names[slot]}) is corrupt near "
-                                     f"{float(packet.pts or 0) * float(stream.time_base):.3f} s: {exc}") from None
-                for frame in frames:
+                                     f"{float(packet.pts or 0) * float(streams[slot].time_base):.3f} s: {exc}") from None
+                for frame in decoded:
                     data = _frame_array(frame, channels)
-                    data = (data.astype(np.int64) >> 8) if self.integer else data.astype(np.float64)
-                    first = int(round(float(frame.pts * frame.time_base) * rate)) if frame.pts is not None else positions[slot]
-                    if first is None:
-                        first = 0
-                    positions[slot] = first + data.shape[0]
-                    if first < done:  # pre-roll before the requested start
-                        data = data[min(done - first, data.shape[0]):]
+                    if self.integer:
+                        data = data.astype(np.int64) >> 8
+                    at = positions[slot]  # frames follow each other: only the first needs its time
+                    if at is None:
+                        at = int(round(float(frame.pts * frame.time_base) * rate)) if frame.pts is not None else 0
+                    positions[slot] = at + data.shape[0]
+                    if at < done:  # pre-roll before the frames wanted
+                        data = data[min(done - at, data.shape[0]):]
                     chunkers[slot].push(data)
-                while done < end and all(c.size >= min(block_frames, end - done) for c in chunkers):
-                    n = min(block_frames, end - done)
-                    yield self._mix([c.pop(n) for c in chunkers], want_integer, with_residual, done)
-                    done += n
+                yield from ready()
                 if done >= end:
                     return
-            while done < end:
-                n = min(block_frames, end - done)
-                yield self._mix([c.pop(n, pad=True) for c in chunkers], want_integer, with_residual, done)
-                done += n
+            while done < end:  # the end of the file: silence after it, one block at a time
+                need = min(block_frames, end - done) + ahead
+                for chunker in chunkers:
+                    if chunker.size < need:
+                        chunker.push(np.zeros((need - chunker.size, channels), dtype))
+                yield from ready()
 
-    def _residual_gain(self, first_frame: int, frames: int) -> np.ndarray | None:
-        """Per-sample residual gains for frames [first_frame, first_frame + frames)."""
-        table = self.residual_gains
-        if table is None:
-            return None
-        index = (np.arange(first_frame, first_frame + frames) // self.gain_block_frames).clip(0, len(table) - 1)
-        return table[index]
-
-    def _mix(self, parts: list[np.ndarray], integer: bool, with_residual: bool = True,
-             first_frame: int = 0) -> dict[str, np.ndarray]:
+    def _step(self, stream: ModelStream, parts: list[np.ndarray], ahead: list[np.ndarray], first: int,
+              integer: bool, with_residual: bool) -> dict[str, np.ndarray]:
+        """One block: the model of the stem mix, plus the residual (scaled per block)."""
         residual, stems = parts[0], parts[1:]
-        master = predict(stems, self.gain, self.integer)
+        n = residual.shape[0]
+        future = np.sum(ahead[1:], axis=0) if stream.model.lookahead else np.zeros((0, residual.shape[1]))
+        if future.shape[0] and first + n + future.shape[0] > self.manifest.frames:
+            future[max(self.manifest.frames - first - n, 0):] = 0  # the encoder saw silence past the end
+        master = stream.predict(np.sum(stems, axis=0), future, first, self.integer)
         if with_residual:
-            gains = self._residual_gain(first_frame, residual.shape[0])
+            gains = self._residual_gain(first, n)
             master = master + (residual if gains is None else residual * gains)
         out = {"master": master, **{name: part for name, part in zip(self.names[1:], stems)}}
         if not integer:
             out = {k: (v / self.scale if self.integer else v).astype(np.float32) for k, v in out.items()}
         return out
+
+    def _residual_gain(self, first_frame: int, frames: int) -> np.ndarray | None:
+        """Per-sample residual gains (frames, channels) for [first_frame, first_frame + frames)."""
+        table = self.residual_gains
+        if table is None:
+            return None
+        size = self.gain_block_frames
+        lo, hi = first_frame // size, (first_frame + frames - 1) // size
+        if lo == hi:
+            return table[min(lo, len(table) - 1)][None, :].astype(np.float32)
+        index = (np.arange(first_frame, first_frame + frames) // size).clip(0, len(table) - 1)
+        return table[index].astype(np.float32)
 
     def decode_to_dir(self, out_dir: Path) -> list[Path]:
         """DIR/master.wav and DIR/<stem>.wav, each written to a temporary name and renamed."""

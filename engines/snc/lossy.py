@@ -1,0 +1,208 @@
+"""The lossy SNC encoder (transparent and compact modes): Opus stems at bitrates chosen from
+their content, the fitted mastering model, and an Opus residual coded in closed loop.
+
+Passes, block by block (RAM does not grow with the length; two float32 scratch files in the
+encoder's temporary folder hold the decoded stem mix and the residual target):
+  1  measure the stems (activity, loudness against the loudest stem, stereo width) and hash them;
+  2  code each stem with Opus at its bitrate;
+  3  decode the stems, sum them (scratch file) and accumulate the cross spectra for the FIR;
+  4  filter the mix, fit the gain envelope against the master;
+  5  residual = master - model(mix of DECODED stems) (scratch file); its bitrate follows from
+     how much the model left;  6  code the residual;  7  decode it and store, per block and
+     channel, the gain in 0..1 that removes the most error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engines.snc.avio import TrackWriter, decode_blocks
+from engines.snc.loudness import LoudnessMeter
+from engines.snc.manifest import StemInfo
+from engines.snc.mastering import (ENVELOPE_HOPS, FIR_LOOKAHEAD, FIR_TAPS, MAX_ENVELOPE_POINTS, FirFitter,
+                                   MasteringModel, envelope_gains)
+from engines.snc.pcm import InputTrack
+
+__all__ = ["encode_lossy", "stem_bitrate", "residual_bitrate", "Coded", "STEM_BITRATES", "MASTER_SNR_TARGET_DB"]
+
+BLOCK_FRAMES = 48000
+# Opus VBR target for a stereo stem active all the time, as loud as the loudest stem.
+STEM_BITRATES = {"transparent": 48000, "compact": 32000}
+STEM_FLOOR_BPS = 6000
+# The residual is coded until the reconstructed master reaches this SNR (estimated from what
+# the model left: each 8 kb/s of Opus residual removes about 1 dB of it, measured on the corpus).
+MASTER_SNR_TARGET_DB = {"transparent": 35.0, "compact": 27.0}
+RESIDUAL_RANGE_BPS = {"transparent": (16000, 192000), "compact": (12000, 96000)}
+ACTIVE_DBFS = -50.0
+ENVELOPE_BUDGET_BYTES = 600_000  # packed envelope in the manifest (its limit is 1 MiB)
+
+
+@dataclass
+class Coded:
+    """What the lossy passes produced, for the manifest and the merge."""
+
+    stem_files: list[Path]
+    residual_path: Path
+    residual: dict
+    mastering: dict
+    master_digest: str
+    loudness: list[float | None]  # LUFS of the master, then of each stem
+
+
+def stem_bitrate(mode: str, channels: int, activity: float, relative_db: float) -> int:
+    """Opus bitrate of a stem from its content: the share of active blocks (VBR spends next to
+    nothing on silence) and its level under the loudest stem (masked by the others)."""
+    if activity <= 0.0:
+        return STEM_FLOOR_BPS
+    base = STEM_BITRATES[mode] * (1.0 if channels == 2 else 0.6)
+    level = 1.0 if relative_db >= -10.0 else max(0.5, 1.0 + (relative_db + 10.0) / 20.0)
+    return int(max(STEM_FLOOR_BPS, round(base * max(activity, 0.25) * level / 1000) * 1000))
+
+
+def residual_bitrate(mode: str, channels: int, model_snr_db: float) -> int:
+    lo, hi = RESIDUAL_RANGE_BPS[mode]
+    needed = (MASTER_SNR_TARGET_DB[mode] - model_snr_db - 2.0) * 8000.0
+    rate = float(np.clip(needed, lo, hi)) * (1.0 if channels == 2 else 0.6)
+    return int(round(rate / 4000) * 4000) or 4000
+
+
+def _measure(master: InputTrack, stems: list[InputTrack], channels: int, frames: int) -> dict:
+    """Pass 1: per stem the share of active blocks and their mean power; hashes; loudness."""
+    active = np.zeros(len(stems))
+    energy = np.zeros(len(stems))
+    blocks = 0
+    digests = [hashlib.sha256() for _ in range(len(stems) + 1)]
+    meters = [LoudnessMeter(master.sample_rate, channels) for _ in range(len(stems) + 1)]
+    readers = [t.blocks(BLOCK_FRAMES, channels, frames, False, np.float32) for t in [master, *stems]]
+    for parts in zip(*readers):
+        for digest, meter, part in zip(digests, meters, parts):
+            digest.update(part.tobytes())
+            meter.push(part)
+        for index, part in enumerate(parts[1:]):
+            flat = part.reshape(-1)
+            power = float(np.dot(flat, flat)) / max(flat.size, 1)
+            if power > 10 ** (ACTIVE_DBFS / 10):
+                active[index] += 1
+                energy[index] += power
+        blocks += 1
+    level = 10 * np.log10(np.maximum(energy / np.maximum(active, 1), 1e-20))
+    loudest = float(level[active > 0].max()) if np.any(active > 0) else 0.0
+    return {"activity": active / max(blocks, 1), "relative_db": level - loudest,
+            "digests": [d.hexdigest() for d in digests], "loudness": [m.integrated() for m in meters]}
+
+
+def _window(mix: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """mix[start:stop] with zeros outside the file."""
+    frames = mix.shape[0]
+    out = np.zeros((stop - start, mix.shape[1]), np.float32)
+    lo, hi = max(start, 0), min(stop, frames)
+    if hi > lo:
+        out[lo - start:hi - start] = mix[lo:hi]
+    return out
+
+
+def _envelope(model: MasteringModel, mix: np.ndarray, master: InputTrack, frames: int,
+              store: np.ndarray) -> tuple[int, np.ndarray]:
+    """Pass 4: the filtered mix (kept in ``store``) and the envelope at the finest hop whose
+    packed size fits the manifest budget."""
+    channels = mix.shape[1]
+    hop = next((h for h in ENVELOPE_HOPS if -(-frames // h) <= MAX_ENVELOPE_POINTS), ENVELOPE_HOPS[-1])
+    rows = []
+    previous = np.ones(channels)
+    for start, target in zip(range(0, frames, BLOCK_FRAMES), master.blocks(BLOCK_FRAMES, channels, frames, False, np.float32)):
+        n = target.shape[0]
+        filtered = model._filter(_window(mix, start - model.history, start + n + model.lookahead), n)
+        store[start:start + n] = filtered
+        padded = -(-n // hop) * hop
+        if padded > n:
+            filtered = np.concatenate([filtered, np.zeros((padded - n, channels))])
+            target = np.concatenate([target, np.zeros((padded - n, channels))])
+        gains = envelope_gains(filtered, target, hop, previous)
+        previous = gains[-1]
+        rows.append(gains)
+    envelope = np.concatenate(rows)[: -(-frames // hop)]
+    while True:
+        model.hop, model.envelope = hop, envelope
+        if len(model.to_manifest()["envelope"]) <= ENVELOPE_BUDGET_BYTES or hop == ENVELOPE_HOPS[-1]:
+            return hop, envelope
+        factor = ENVELOPE_HOPS[ENVELOPE_HOPS.index(hop) + 1] // hop
+        hop *= factor
+        count = -(-frames // hop)
+        padded = np.concatenate([envelope, np.repeat(envelope[-1:], count * factor - len(envelope), axis=0)])
+        envelope = padded.reshape(count, factor, channels).mean(axis=1)
+
+
+def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemInfo], mode: str, tmp: Path,
+                 mastering: str = "fir-envelope") -> Coded:
+    """Run passes 1-7 into ``tmp``; ``mastering="gain"`` keeps the per-channel gain only
+    (the ablation the benchmark uses to show what the model saves)."""
+    channels, frames, rate = master.channels, master.frames, master.sample_rate
+    measured = _measure(master, stems, channels, frames)
+    stem_files = []
+    for index, (track, info) in enumerate(zip(stems, infos)):
+        info.codec = "opus"
+        info.bitrate_bps = stem_bitrate(mode, channels, float(measured["activity"][index]),
+                                        float(measured["relative_db"][index]))
+        info.sha256_pcm = measured["digests"][index + 1]
+        path = tmp / f"stem{index}.mka"
+        writer = TrackWriter(path, "opus", rate, channels, info.bitrate_bps)
+        for block in track.blocks(BLOCK_FRAMES, channels, frames, False, np.float32):
+            writer.write(block)
+        writer.close()
+        stem_files.append(path)
+
+    mix = np.lib.format.open_memmap(tmp / "mix.npy", "w+", np.float32, (frames, channels))
+    fitter = FirFitter(channels)
+    cross, power = np.zeros(channels), np.zeros(channels)
+    decoded = [decode_blocks(p, 0, BLOCK_FRAMES, frames, False) for p in stem_files]
+    for start, (target, *parts) in zip(range(0, frames, BLOCK_FRAMES),
+                                       zip(master.blocks(BLOCK_FRAMES, channels, frames, False, np.float32), *decoded)):
+        block = np.sum(parts, axis=0)
+        mix[start:start + block.shape[0]] = block
+        fitter.add(block, target)
+        cross += np.sum(block * target, axis=0)
+        power += np.sum(block * block, axis=0)
+    gain = np.where(power > 0, cross / np.maximum(power, 1e-30), 0.0)
+    target_file = np.lib.format.open_memmap(tmp / "residual.npy", "w+", np.float32, (frames, channels))
+    if mastering == "gain":
+        model = MasteringModel.gain_only(gain)
+    else:
+        model = MasteringModel("fir-envelope", channels, fir=fitter.fir(FIR_TAPS, FIR_LOOKAHEAD),
+                               lookahead=FIR_LOOKAHEAD, hop=ENVELOPE_HOPS[0], envelope=np.ones((1, channels)))
+        _envelope(model, mix, master, frames, target_file)  # the filtered mix, until pass 5 replaces it
+
+    energy = signal = 0.0
+    for start, target in zip(range(0, frames, BLOCK_FRAMES), master.blocks(BLOCK_FRAMES, channels, frames, False, np.float32)):
+        n = target.shape[0]
+        if model.kind == "gain":
+            prediction = model.predict(_window(mix, start, start + n), start, n)
+        else:  # the reader computes exactly this: model.predict = filter * envelope
+            prediction = target_file[start:start + n] * model.gains_at(start, n)
+        residual = target - prediction
+        target_file[start:start + n] = residual
+        energy += float(np.sum(np.square(residual, dtype=np.float64)))
+        signal += float(np.sum(np.square(target, dtype=np.float64)))
+    model_snr = 10 * np.log10(max(signal, 1e-30) / max(energy, 1e-30))
+    bitrate = residual_bitrate(mode, channels, model_snr)
+    residual_path = tmp / "residual.mka"
+    writer = TrackWriter(residual_path, "opus", rate, channels, bitrate)
+    for start in range(0, frames, BLOCK_FRAMES):
+        writer.write(target_file[start:start + BLOCK_FRAMES])
+    writer.close()
+
+    gains = []
+    for start, coded in zip(range(0, frames, BLOCK_FRAMES), decode_blocks(residual_path, 0, BLOCK_FRAMES, frames, False)):
+        want = target_file[start:start + coded.shape[0]].astype(np.float64)
+        power = np.sum(coded * coded, axis=0)
+        best = np.where(power > 0, np.sum(want * coded, axis=0) / np.maximum(power, 1e-30), 0.0)
+        gains.append([round(float(g), 3) for g in np.clip(best, 0.0, 1.0)])
+    del mix, target_file
+    rms_db = 10 * np.log10(max(energy / max(frames * channels, 1), 1e-20))
+    residual = {"codec": "opus", "bitrate_bps": bitrate, "rms_dbfs": round(float(rms_db), 2),
+                "model_snr_db": round(float(model_snr), 2), "gain_block_frames": BLOCK_FRAMES, "gains": gains}
+    return Coded(stem_files, residual_path, residual, model.to_manifest(), measured["digests"][0],
+                 measured["loudness"])

@@ -1,0 +1,207 @@
+"""The SNC mastering model: how the master is predicted from the sum of the decoded stems.
+
+Two kinds (docs/snc.md):
+
+- ``gain``: one gain per channel (lossless files; integer-exact once rounded).
+- ``fir-envelope`` (lossy files): per channel, an FIR filter (the mastering EQ, fitted by least
+  squares in the frequency domain, ``taps`` long with ``lookahead`` taps before time zero)
+  followed by a gain envelope (the bus compressor and limiter), one least-squares gain every
+  ``hop`` frames, linearly interpolated between hop centres. Stored in the manifest as
+  zlib + base64 (FIR as float32, envelope as int16 steps of ``db_step`` dB, delta-coded).
+
+``ModelStream`` applies either kind block by block with bounded memory; it needs ``history``
+frames before and ``lookahead`` frames after each block of the stem mix.
+"""
+
+from __future__ import annotations
+
+import base64
+import zlib
+from typing import Any
+
+import numpy as np
+from scipy import fft as sfft
+
+from bridge.errors import CodecError
+
+__all__ = ["MasteringModel", "ModelStream", "FirFitter", "envelope_gains", "FIR_TAPS", "FIR_LOOKAHEAD",
+           "ENVELOPE_HOPS", "MAX_ENVELOPE_POINTS", "MAX_FIR_TAPS"]
+
+FIR_TAPS = 2048
+FIR_LOOKAHEAD = 64
+MAX_FIR_TAPS = 8192
+ENVELOPE_HOPS = (240, 480, 960, 1920, 4800, 9600)  # each divides 48000
+MAX_ENVELOPE_POINTS = 1 << 20  # per channel: bounds what a reader allocates
+DB_STEP = 0.02
+_WELCH = 4096
+
+
+def _pack(array: np.ndarray) -> str:
+    return base64.b64encode(zlib.compress(np.ascontiguousarray(array).tobytes(), 9)).decode("ascii")
+
+
+def _unpack(text: Any, dtype: str, count: int, where: str) -> np.ndarray:
+    """Decode a packed array of exactly ``count`` items, never inflating more than that."""
+    if not isinstance(text, str):
+        raise CodecError(f"{where}: packed data must be a base64 string")
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+        inflater = zlib.decompressobj()
+        data = inflater.decompress(raw, count * np.dtype(dtype).itemsize + 1)
+    except (ValueError, zlib.error) as exc:
+        raise CodecError(f"{where}: packed data is corrupt ({exc})") from None
+    if len(data) != count * np.dtype(dtype).itemsize or inflater.unconsumed_tail:
+        raise CodecError(f"{where}: packed data holds {len(data)} bytes, "
+                         f"{count * np.dtype(dtype).itemsize} expected")
+    return np.frombuffer(data, dtype=dtype)
+
+
+class MasteringModel:
+    """A fitted model; ``to_manifest``/``from_manifest`` convert to and from the manifest."""
+
+    def __init__(self, kind: str, channels: int, gain: np.ndarray | None = None, fir: np.ndarray | None = None,
+                 lookahead: int = 0, hop: int = 0, envelope: np.ndarray | None = None) -> None:
+        self.kind = kind
+        self.channels = channels
+        self.gain = np.ones(channels) if gain is None else np.asarray(gain, dtype=np.float64)
+        self.fir = fir  # (taps, channels) float64
+        self.lookahead = int(lookahead)
+        self.hop = int(hop)
+        self.envelope = envelope  # (points, channels) linear gains
+        taps = 0 if fir is None else fir.shape[0]
+        self.history = max(taps - 1 - self.lookahead, 0)
+        self._spectra: dict[int, np.ndarray] = {}
+
+    @classmethod
+    def gain_only(cls, gain: np.ndarray) -> MasteringModel:
+        return cls("gain", len(gain), gain=np.asarray(gain, dtype=np.float64))
+
+    def to_manifest(self) -> dict[str, Any]:
+        if self.kind == "gain":
+            return {"model": "gain", "gain_per_channel": [float(g) for g in self.gain]}
+        steps = np.rint(20 * np.log10(np.clip(self.envelope, 1e-3, 1e3)) / DB_STEP).astype(np.int32)
+        deltas = np.diff(steps, axis=0, prepend=np.zeros((1, self.channels), np.int32)).astype(np.int16)
+        return {"model": "fir-envelope", "fir_taps": int(self.fir.shape[0]), "fir_lookahead": self.lookahead,
+                "fir": _pack(self.fir.astype("<f4")), "envelope_hop": self.hop, "envelope_db_step": DB_STEP,
+                "envelope_points": int(self.envelope.shape[0]), "envelope": _pack(deltas.astype("<i2"))}
+
+    @classmethod
+    def from_manifest(cls, data: Any, channels: int, frames: int, where: str) -> MasteringModel:
+        if not isinstance(data, dict):
+            raise CodecError(f"{where}: mastering must be an object")
+        kind = data.get("model")
+        if kind == "gain":
+            gain = np.asarray(data.get("gain_per_channel", [1.0] * channels), dtype=np.float64)
+            if gain.shape != (channels,) or not np.all(np.isfinite(gain)):
+                raise CodecError(f"{where}: mastering gains do not match {channels} channels")
+            return cls.gain_only(gain)
+        if kind != "fir-envelope":
+            raise CodecError(f"{where}: mastering model {kind!r} is not one of gain, fir-envelope")
+        try:
+            taps, lookahead = int(data["fir_taps"]), int(data["fir_lookahead"])
+            hop, points, step = int(data["envelope_hop"]), int(data["envelope_points"]), float(data["envelope_db_step"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CodecError(f"{where}: mastering fields are wrong: {exc}") from None
+        if not 1 <= taps <= MAX_FIR_TAPS or not 0 <= lookahead < taps:
+            raise CodecError(f"{where}: FIR of {taps} taps (lookahead {lookahead}) is outside 1..{MAX_FIR_TAPS}")
+        if hop not in ENVELOPE_HOPS or points != -(-frames // hop) or points > MAX_ENVELOPE_POINTS:
+            raise CodecError(f"{where}: envelope of {points} points every {hop} frames does not fit "
+                             f"{frames} frames")
+        if not 0.001 <= step <= 1.0:
+            raise CodecError(f"{where}: envelope step {step} dB is outside 0.001..1")
+        fir = _unpack(data.get("fir"), "<f4", taps * channels, f"{where} FIR").reshape(taps, channels)
+        deltas = _unpack(data.get("envelope"), "<i2", points * channels, f"{where} envelope")
+        steps = np.cumsum(deltas.reshape(points, channels).astype(np.int64), axis=0)
+        envelope = (10.0 ** (steps * step / 20.0)).astype(np.float32)
+        if not np.all(np.isfinite(fir)):
+            raise CodecError(f"{where}: FIR holds non-finite taps")
+        return cls("fir-envelope", channels, fir=fir.astype(np.float64), lookahead=lookahead, hop=hop,
+                   envelope=envelope)
+
+    def _filter(self, ext: np.ndarray, n: int) -> np.ndarray:
+        """Valid FIR convolution: ``ext`` covers [first - history, first + n + lookahead).
+        float32 (lossy files only): the encoder and the reader run exactly this code."""
+        taps = self.fir.shape[0]
+        size = sfft.next_fast_len(ext.shape[0], real=True)
+        spectrum = self._spectra.get(size)
+        if spectrum is None:
+            spectrum = sfft.rfft(self.fir.astype(np.float32), size, axis=0)
+            self._spectra = {size: spectrum}
+        out = sfft.irfft(sfft.rfft(ext.astype(np.float32, copy=False), size, axis=0) * spectrum, size, axis=0)
+        return out[taps - 1:taps - 1 + n]
+
+    def gains_at(self, first: int, n: int) -> np.ndarray:
+        """Envelope gains (n, channels) for frames [first, first + n)."""
+        hop = self.hop
+        lo = max(first // hop - 1, 0)
+        hi = min((first + n) // hop + 2, self.envelope.shape[0])
+        centres = np.arange(lo, hi) * hop + hop / 2.0
+        t = np.arange(first, first + n, dtype=np.float64)
+        return np.stack([np.interp(t, centres, self.envelope[lo:hi, c]) for c in range(self.channels)],
+                        axis=1).astype(np.float32)
+
+    def predict(self, ext: np.ndarray, first: int, n: int, integer: bool = False) -> np.ndarray:
+        """The model's master for frames [first, first + n) from the mix ``ext`` (see _filter)."""
+        if self.kind == "gain":
+            mix = ext[self.history:self.history + n].astype(np.float64) * self.gain
+            return np.rint(mix).astype(np.int64) if integer else mix
+        return self._filter(ext, n) * self.gains_at(first, n)
+
+
+class ModelStream:
+    """Feeds consecutive blocks of the stem mix to a model, keeping ``history`` frames."""
+
+    def __init__(self, model: MasteringModel, channels: int, dtype: type = np.float64) -> None:
+        self.model = model
+        self.past = np.zeros((model.history, channels), dtype)
+
+    def predict(self, mix: np.ndarray, ahead: np.ndarray, first: int, integer: bool = False) -> np.ndarray:
+        """``mix`` is the block [first, first + n); ``ahead`` the next ``lookahead`` frames."""
+        ext = np.concatenate([self.past, mix, ahead]) if self.model.history or len(ahead) else mix
+        out = self.model.predict(ext, first, mix.shape[0], integer)
+        if self.model.history:
+            self.past = np.concatenate([self.past, mix])[-self.model.history:]
+        return out
+
+
+class FirFitter:
+    """Least-squares FIR per channel from cross spectra (Welch, Hann segments), fed block by
+    block: ``add(mix, master)`` then ``fir()``."""
+
+    def __init__(self, channels: int) -> None:
+        self.cross = np.zeros((_WELCH // 2 + 1, channels), np.complex128)
+        self.power = np.zeros((_WELCH // 2 + 1, channels))
+        self.window = np.hanning(_WELCH)[:, None].astype(np.float32)
+
+    def add(self, mix: np.ndarray, master: np.ndarray) -> None:
+        count = mix.shape[0] // _WELCH  # Hann segments without overlap: half the FFTs, same fit
+        if count <= 0:
+            return
+        x = sfft.rfft(mix[:count * _WELCH].reshape(count, _WELCH, -1) * self.window, axis=1)
+        y = sfft.rfft(master[:count * _WELCH].reshape(count, _WELCH, -1) * self.window, axis=1)
+        self.cross += np.sum(np.conj(x) * y, axis=0)
+        self.power += np.sum(np.abs(x) ** 2, axis=0)
+
+    def fir(self, taps: int = FIR_TAPS, lookahead: int = FIR_LOOKAHEAD) -> np.ndarray:
+        floor = 1e-10 * max(float(self.power.max()), 1e-30)
+        response = self.cross / np.maximum(self.power, floor)
+        h = np.roll(np.fft.irfft(response, _WELCH, axis=0), lookahead, axis=0)[:taps]
+        fade_in = np.hanning(2 * lookahead)[:lookahead] if lookahead else np.zeros(0)
+        taper = np.concatenate([fade_in, np.ones(taps - lookahead - 256), np.hanning(512)[256:]])
+        return h * taper[:, None]
+
+
+def envelope_gains(filtered: np.ndarray, master: np.ndarray, hop: int, previous: np.ndarray) -> np.ndarray:
+    """Least-squares gain per hop (rows) and channel; hops with no signal keep ``previous``."""
+    count = filtered.shape[0] // hop
+    z = filtered[:count * hop].reshape(count, hop, -1)
+    y = master[:count * hop].reshape(count, hop, -1)
+    power = np.sum(z * z, axis=1)
+    gains = np.sum(z * y, axis=1) / np.maximum(power, 1e-30)
+    quiet = power < 1e-9 * hop
+    # Forward fill: a silent hop keeps the last gain measured (``previous`` before the block).
+    gains = np.concatenate([np.asarray(previous, dtype=np.float64)[None, :], gains])
+    rows = np.where(np.concatenate([np.zeros((1, gains.shape[1]), bool), quiet]), 0,
+                    np.arange(count + 1)[:, None])
+    filled = np.take_along_axis(gains, np.maximum.accumulate(rows, axis=0), axis=0)[1:]
+    return np.clip(filled, 1e-3, 1e3)

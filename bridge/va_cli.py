@@ -120,7 +120,7 @@ def _analyze(args: argparse.Namespace) -> int:
     _write(curve, args.output, args.plot, result.cuts_s, f"{args.video.name} ({result.sensor})", extra)
     inputs = "picture + sound" if result.used_audio else "picture"
     print(f"wrote {args.output}: {curve.duration_s:.1f} s, {len(curve)} samples at {args.rate:g} Hz, "
-          f"{len(result.cuts_s)} cuts, {result.sensor} sensor ({inputs}), {result.frames} frames analysed, "
+          f"{len(result.cuts_s)} cut{'' if len(result.cuts_s) == 1 else 's'}, {result.sensor} sensor ({inputs}), {result.frames} frames analysed, "
           f"{result.speed:.1f}x real time")
     for note in result.notes:
         print(f"note: {note}")

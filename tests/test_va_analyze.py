@@ -101,6 +101,7 @@ def _cli(*args):
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_writes_the_csv_and_the_plot(videos, tmp_path):
     out, png = tmp_path / "va.csv", tmp_path / "va.png"
     run = _cli("analyze", videos["arc"], "-o", out, "--rate", 5, "--plot", png)

@@ -173,6 +173,7 @@ def test_cli_errors_exit_1_and_write_nothing(files, case):
     assert set(folder.iterdir()) == before
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("fluidsynth") is None or not SOUNDFONT.exists(), reason="needs FluidSynth + GM font")
 def test_rendered_audio_gets_louder_where_the_video_excites(files):
     import soundfile

@@ -120,6 +120,7 @@ def _cli(*args):
                           capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_import_rescales_renames_and_resamples(tmp_path):
     source = tmp_path / "ratings.csv"
     source.write_text("t,v,a\n0,5,5\n1,9,1\n2,1,9\n")

@@ -93,6 +93,7 @@ def test_an_embedding_model_with_a_probe_file(clips, tmp_path):
         analyze_video(warm, sensor=OnnxSensor(model))
 
 
+@pytest.mark.slow
 def test_a_torch_exported_encoder_and_npz_probe_match_torch(clips, tmp_path):
     torch = pytest.importorskip("torch")
     from engines.va.decode import decode_samples
@@ -137,6 +138,7 @@ def test_sensor_contract_violations_are_named(tmp_path):
         load_probe(tmp_path / "probe.json")
 
 
+@pytest.mark.slow
 def test_cli_runs_the_sensor_and_fails_cleanly_on_a_bad_one(clips, tmp_path):
     folder, warm, _ = clips
     model = _mean_colour_model(tmp_path / "va.onnx")

@@ -1,0 +1,143 @@
+"""The `harmonizer` engine's timing: live chords over a real JACK server, decisions and clips in process.
+
+    .venv/bin/python benchmarks/harmonizer_engine_latency.py [--beats 64] [--tempo 120] [--out FILE]
+
+  live     the bridge (subprocess, `--slot harm=harmonizer`, voicing block) on a private JACK
+           dummy server; a second rtmidi client sends Start, 24 clocks per beat and a random melody
+           note on every beat; for each beat, the first chord note-on the client receives after it
+           sent the beat's tick and note. Also the slot's own input-to-output latency from
+           `scorebridge status`, and whether Stop leaves anything sounding.
+  decide   `LearnedHarmonizer.process(NoteOn)` in process (model call, key, voicing), per beat.
+  clip     `clip.harmonize_notes` on a 16-bar melody per decoding strategy (whole decode + voicing).
+Results go to benchmarks/results/harmonizer_engine.json with the load average before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bridge.events import Beat, NoteOff, NoteOn, TransportChange  # noqa: E402
+from engines.base import EngineContext  # noqa: E402
+from engines.harmonizer.clip import ClipOptions, harmonize_notes  # noqa: E402
+from engines.harmonizer.engine import LearnedHarmonizer  # noqa: E402
+from engines.harmonizer.voicing import NoteEvent  # noqa: E402
+from tests.jackutil import start_jack  # noqa: E402
+from tests.peer import Bridge, Peer  # noqa: E402
+from tests.test_harmonizer_live import chord_onsets, config, play  # noqa: E402
+
+SCALE = [67, 69, 71, 72, 74, 76, 77, 79]
+
+
+def stats_ms(values_s: list[float]) -> dict:
+    array = np.asarray(values_s) * 1000
+    return {"count": int(len(array)), "p50": round(float(np.percentile(array, 50)), 2),
+            "p99": round(float(np.percentile(array, 99)), 2), "max": round(float(array.max()), 2)}
+
+
+def live(beats: int, tempo: float) -> dict:
+    name = f"sbbench{os.getpid()}"
+    jack_log = Path(tempfile.mkdtemp()) / "jackd.log"
+    jack = start_jack(name, log_path=str(jack_log))
+    os.environ["JACK_DEFAULT_SERVER"] = name
+    try:
+        folder = Path(tempfile.mkdtemp())
+        bridge = Bridge(f"sbh{os.getpid()}", "--config", config(folder, voicing="block", seed=7))
+        peer = Peer("benchpeer", bridge.client)
+        melody = [int(p) for p in np.random.default_rng(0).choice(SCALE, beats)]
+        beat_at = play(peer, melody, beats, tempo, hold_last=True)
+        time.sleep(0.2)
+        onsets = chord_onsets(peer)
+        beat_s = 60.0 / tempo
+        latencies, above, missing = [], 0, []
+        for index, (sent, pitch) in enumerate(zip(beat_at, melody)):
+            found = [(t, notes) for t, notes in onsets if 0 <= t - sent < beat_s]
+            if not found:
+                missing.append(index)
+                continue
+            latencies.append(found[0][0] - sent)
+            above += max(found[0][1]) >= pitch
+        full = json.loads(subprocess.run([sys.executable, "-m", "bridge", "status", "--osc-port",
+                                          str(bridge.osc_port)], cwd=ROOT, capture_output=True,
+                                         text=True, timeout=10).stdout)
+        status = full["engines"]["harm"]
+        peer.send([0xFC])
+        released = peer.wait_for(lambda: not peer.sounding(), 1.0)
+        peer.close()
+        bridge.stop()
+    finally:
+        jack.terminate()
+        jack.wait()
+    return {"beats": beats, "tempo_bpm": tempo, "chord_after_beat_ms": stats_ms(latencies),
+            "beats_without_chord": missing, "chords_at_or_above_melody": int(above),
+            "slot_latency_ms": status["latency_ms"], "slot_max_process_ms": status["max_process_ms"],
+            "stop_released_all": released, "bridge_midi_in": full.get("midi_in"),
+            "jackd_xruns": jack_log.read_text(errors="replace").lower().count("xrun")}
+
+
+def decide(beats: int) -> dict:
+    engine = LearnedHarmonizer()
+    engine.prepare(EngineContext("bench", 1, 120.0))
+    engine.set_param("seed", 1)
+    melody = [int(p) for p in np.random.default_rng(1).choice(SCALE, beats)]
+    engine.process(TransportChange(True, 0.0, 0.0, "start"))
+    times = []
+    for beat, pitch in enumerate(melody):
+        engine.process(Beat(beat, beat * 0.5, 120.0))
+        if beat:
+            engine.process(NoteOff(melody[beat - 1], 0, beat * 0.5, beat + 0.001))
+        started = time.perf_counter()
+        engine.process(NoteOn(pitch, 100, 0, beat * 0.5, beat + 0.002))
+        times.append(time.perf_counter() - started)
+    return {"model": engine.model.path.name, "parameters": engine.model.card.get("model", {}).get("parameters"),
+            "grid": engine.model.grid.name, "decision_ms": stats_ms(times[10:])}
+
+
+def clips(model, repeats: int = 10) -> dict:
+    melody = [NoteEvent(int(p), float(i), 1.0, 90) for i, p in enumerate(np.random.default_rng(2).choice(SCALE, 64))]
+    out = {}
+    for strategy in ("entropic", "stages10", "midpoint"):
+        times, calls = [], 0
+        for seed in range(repeats):
+            started = time.perf_counter()
+            clip = harmonize_notes(model, melody, 64.0, 4, ClipOptions(strategy=strategy), None,
+                                   np.random.default_rng(seed))
+            times.append(time.perf_counter() - started)
+            calls = clip.calls
+        out[strategy] = {"calls": calls, **stats_ms(times)}
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--beats", type=int, default=64)
+    parser.add_argument("--tempo", type=float, default=120.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "harmonizer_engine.json")
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    result = {"machine": platform.node(), "cpus": os.cpu_count(), "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+              "load_before": [round(x, 2) for x in load_before]}
+    result["decide"] = decide(400)
+    model = LearnedHarmonizer().model
+    result["clip_16_bars"] = clips(model)
+    result["live"] = live(args.beats, args.tempo)
+    result["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -3,6 +3,7 @@ cuts are found where they are, and bad input fails cleanly with no output."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import wave
@@ -163,3 +164,12 @@ def test_api_rejects_a_video_too_short_to_analyse(tmp_path):
     one_frame = write_video(tmp_path / "one.mp4", [Shot(0.04)], fps=25)
     with pytest.raises(VideoError, match="too short"):
         analyze_video(one_frame)
+
+
+def test_registering_va_keeps_the_cli_light():
+    code = ("import sys, bridge.cli\nbridge.cli.build_parser()\n"
+            "print(sorted(m for m in ('av', 'matplotlib', 'onnxruntime', 'mido', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    loaded = ast.literal_eval(out.stdout.strip())
+    assert not {"av", "matplotlib", "torch"} & set(loaded), loaded

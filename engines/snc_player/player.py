@@ -82,6 +82,8 @@ class Player:
                 raise EngineError(f"pyo could not open the {self.backend} audio backend"
                                   + (" (is a JACK server running?)" if self.backend == "jack" else ""))
             self._server = server
+            # JACK imposes its period: pyo then runs buffers of that size, and so do we.
+            self.buffer_frames = int(server.getBufferSize())
             feed = PyoFeed(pyo, self.pipeline.feeds, self.buffer_frames)
             self._feed = feed
             self._graph = build_graph(pyo, feed, self.pipeline.layout, self.pipeline.stems, self.channels,

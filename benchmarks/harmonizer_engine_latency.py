@@ -29,21 +29,21 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bridge.events import Beat, NoteOff, NoteOn, TransportChange  # noqa: E402
-from engines.base import EngineContext  # noqa: E402
-from engines.harmonizer.clip import ClipOptions, harmonize_notes  # noqa: E402
-from engines.harmonizer.engine import LearnedHarmonizer  # noqa: E402
-from engines.harmonizer.voicing import NoteEvent  # noqa: E402
-from tests.jackutil import start_jack  # noqa: E402
-from tests.peer import Bridge, Peer  # noqa: E402
-from tests.test_harmonizer_live import chord_onsets, config, play  # noqa: E402
+from bridge.events import Beat, NoteOff, NoteOn, TransportChange
+from engines.base import EngineContext
+from engines.harmonizer.clip import ClipOptions, harmonize_notes
+from engines.harmonizer.engine import LearnedHarmonizer
+from engines.harmonizer.voicing import NoteEvent
+from tests.jackutil import start_jack
+from tests.peer import Bridge, Peer
+from tests.test_harmonizer_live import chord_onsets, config, play
 
 SCALE = [67, 69, 71, 72, 74, 76, 77, 79]
 
 
 def stats_ms(values_s: list[float]) -> dict:
     array = np.asarray(values_s) * 1000
-    return {"count": int(len(array)), "p50": round(float(np.percentile(array, 50)), 2),
+    return {"count": len(array), "p50": round(float(np.percentile(array, 50)), 2),
             "p99": round(float(np.percentile(array, 99)), 2), "max": round(float(array.max()), 2)}
 
 
@@ -70,7 +70,7 @@ def live(beats: int, tempo: float) -> dict:
             latencies.append(found[0][0] - sent)
             above += max(found[0][1]) >= pitch
         full = json.loads(subprocess.run([sys.executable, "-m", "bridge", "status", "--osc-port",
-                                          str(bridge.osc_port)], cwd=ROOT, capture_output=True,
+                                          str(bridge.osc_port)], check=True, cwd=ROOT, capture_output=True,
                                          text=True, timeout=10).stdout)
         status = full["engines"]["harm"]
         peer.send([0xFC])

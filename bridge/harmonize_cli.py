@@ -22,7 +22,7 @@ import numpy as np
 
 from bridge.errors import ConfigError, ScoreBridgeError
 
-__all__ = ["add_parser", "run", "read_melody", "read_va_csv", "MelodyFile", "FIGURES"]
+__all__ = ["FIGURES", "MelodyFile", "add_parser", "read_melody", "read_va_csv", "run"]
 
 # chord symbol suffix (music21 / lead-sheet spelling) for each vocabulary quality
 FIGURES = {"maj": "", "min": "m", "aug": "+", "dim": "dim", "sus4": "sus4", "sus2": "sus2", "7": "7",
@@ -111,8 +111,8 @@ def read_melody(path: Path, track: int | None = None) -> MelodyFile:
     else:
         index = next((i for i, n in enumerate(tracks_notes) if n), -1)
     if index < 0 or not tracks_notes[index]:
-        raise ScoreBridgeError(f"{path}: no melody: {'track %d has' % index if track is not None else 'no track has'} "
-                               "any note")
+        where = f"track {index} has" if track is not None else "no track has"
+        raise ScoreBridgeError(f"{path}: no melody: {where} any note")
     notes = sorted(tracks_notes[index], key=lambda n: (n[1], -n[0]))
     top: list[list] = []  # skyline: a higher note cuts a lower one; a lower one under a higher is dropped
     for pitch, start, end, velocity in notes:
@@ -197,7 +197,7 @@ def _check(args: argparse.Namespace) -> None:
 
 def _lead_sheet(melody: MelodyFile, spans: list, title: str):
     """A music21 score: the melody with a chord symbol at each chord start."""
-    from music21 import harmony, meter, metadata, note, stream, tempo
+    from music21 import harmony, metadata, meter, note, stream, tempo
 
     from engines.harmonizer.vocab import token_name
 

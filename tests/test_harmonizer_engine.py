@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import mido
 import pytest
 
@@ -10,6 +13,8 @@ from bridge.events import Beat, Note, NoteOff, NoteOn, Send, TransportChange
 from engines import engine_class
 from engines.base import EngineContext
 from engines.harmonizer.engine import LearnedHarmonizer
+from engines.harmonizer.vocab import transpose_tokens
+from tests.jackutil import ROOT
 
 MELODY = [72, 74, 76, 77, 79, 77, 76, 74, 72, 71, 72, 72]
 
@@ -88,7 +93,6 @@ def test_same_seed_same_chords_and_key_shift_is_undone():
     play(fixed, MELODY)
     up = make(seed=11, key="D")
     play(up, [p + 2 for p in MELODY])
-    from engines.harmonizer.vocab import transpose_tokens
     assert [int(t) for t in transpose_tokens(list(fixed.chords.values()), 2)] == list(up.chords.values())
 
 
@@ -181,3 +185,20 @@ def test_locate_releases_the_held_chord_and_switching_to_clip_mode_starts_a_capt
     engine.set_param("mode", "clip")
     assert not sounding_after(engine.process(Beat(2, 1.0, 120.0)), sounding)
     assert engine.looper.capture_origin == 4.0 and engine.looper.capture_end == 20.0
+
+
+def test_detected_key_has_hysteresis():
+    engine = make()
+    play(engine, [60, 64, 67, 72, 65, 69, 67, 64, 62, 60])
+    assert engine.live_key == (0, "major")
+    engine.process(Beat(10, 5.0, 120.0))
+    engine.process(NoteOff(60, 0, 5.0, 10.001))
+    engine.process(NoteOn(66, 100, 0, 5.0, 10.002))  # one chromatic note does not move the key
+    assert engine.live_key == (0, "major")
+
+
+def test_the_engine_never_imports_torch():
+    code = ("import sys; from tests.test_harmonizer_engine import make, play, MELODY; "
+            "engine = make(); play(engine, MELODY); assert engine.chords; "
+            "sys.exit(3 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False, timeout=60).returncode == 0

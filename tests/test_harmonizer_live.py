@@ -82,7 +82,7 @@ def test_live_chords_on_every_beat_below_the_melody_and_stop_releases(start_brid
     peer.send([STOP])
     assert peer.wait_for(lambda: not peer.sounding(), 1.0), peer.sounding()
     state = subprocess.run([sys.executable, "-m", "bridge", "status", "--osc-port", str(bridge.osc_port)],
-                           cwd=ROOT, capture_output=True, text=True, timeout=10)
+                           check=True, cwd=ROOT, capture_output=True, text=True, timeout=10)
     engine = json.loads(state.stdout)["engines"]["harm"]
     assert engine["enabled"] and engine["error"] is None and engine["latency_beats"] == 0.0
 
@@ -91,7 +91,7 @@ def test_clip_of_one_bar_replays_in_sync_and_is_saved(start_bridge, peer_for, tm
     folder = tmp_path / "clips"
     bridge = start_bridge("--config", config(tmp_path, mode="clip", voicing="block", seed=3))
     peer = peer_for(bridge)
-    osc = lambda *a: subprocess.run(["oscsend", "localhost", str(bridge.osc_port), *a], check=True)  # noqa: E731
+    osc = lambda *a: subprocess.run(["oscsend", "localhost", str(bridge.osc_port), *a], check=True)
     osc("/scorebridge/harm/clip_folder", "s", str(folder))  # parameters travel on OSC, typed
     osc("/scorebridge/harm/clip_bars", "i", "1")
     osc("/scorebridge/harm/temperature", "f", "9")  # out of range: rejected, nothing else changes
@@ -118,6 +118,6 @@ def test_clip_of_one_bar_replays_in_sync_and_is_saved(start_bridge, peer_for, tm
     peer.send([STOP])
     assert peer.wait_for(lambda: not peer.sounding(), 1.0), peer.sounding()
     state = subprocess.run([sys.executable, "-m", "bridge", "status", "--osc-port", str(bridge.osc_port)],
-                           cwd=ROOT, capture_output=True, text=True, timeout=10)
+                           check=True, cwd=ROOT, capture_output=True, text=True, timeout=10)
     engine = json.loads(state.stdout)["engines"]["harm"]
     assert engine["enabled"] and engine["error"] is None and engine["latency_beats"] == 4.0

@@ -19,9 +19,19 @@ from .runtime import HarmonizerModel
 from .vocab import token_name, token_pitch_classes
 from .voicing import NoteEvent, Voicing, VoicingConfig, render, voice_chord
 
-__all__ = ["ClipOptions", "ChordSpan", "HarmonizedClip", "harmonize_notes", "chord_spans", "accompaniment",
-           "build_midi", "write_midi", "ClipLooper", "CARRY_MIN_BEATS",
-           "new_file_mode"]
+__all__ = [
+    "CARRY_MIN_BEATS",
+    "ChordSpan",
+    "ClipLooper",
+    "ClipOptions",
+    "HarmonizedClip",
+    "accompaniment",
+    "build_midi",
+    "chord_spans",
+    "harmonize_notes",
+    "new_file_mode",
+    "write_midi",
+]
 
 CARRY_MIN_BEATS = 0.125
 
@@ -150,7 +160,7 @@ def _track(name: str, items: list[tuple[float, int, mido.Message | mido.MetaMess
     track = mido.MidiTrack([mido.MetaMessage("track_name", name=name, time=0)])
     now = 0
     for beats, _, message in sorted(items, key=lambda item: (item[0], item[1])):
-        tick = int(round(beats * ticks))
+        tick = round(beats * ticks)
         track.append(message.copy(time=max(0, tick - now)))
         now = max(now, tick)
     track.append(mido.MetaMessage("end_of_track", time=0))

@@ -26,6 +26,7 @@ from bridge.errors import ParameterError
 from bridge.events import Beat, EngineInput, EngineOutput, Note, NoteOff, NoteOn, Send, TransportChange
 from engines.base import Engine, EngineContext, Param
 
+from .affect import MAJOR_PROFILE, MINOR_PROFILE, detect_key
 from .clip import ClipLooper, ClipOptions, harmonize_notes, write_midi
 from .decode import STRATEGIES
 from .harmonize import chord_root, melody_grid, next_chords, parse_key
@@ -33,9 +34,10 @@ from .runtime import HarmonizerModel
 from .vocab import MASK, NC, ROOT_NAMES, token_pitch_classes
 from .voicing import STYLES, Voicing, VoicingConfig, render, voice_chord
 
-__all__ = ["LearnedHarmonizer", "FolderParam"]
+__all__ = ["FolderParam", "LearnedHarmonizer"]
 
 ANTICIPATION_BEATS = 0.2  # a note this close before a beat belongs to that beat
+KEY_SWITCH_MARGIN = 0.15  # correlation a newly detected key must gain over the current one
 _KEYS = ("auto",) + ROOT_NAMES + tuple(f"{n}m" for n in ROOT_NAMES)
 
 
@@ -119,6 +121,7 @@ class LearnedHarmonizer(Engine):
         self.last_activity = -math.inf
         self.free_melody: list[int] = []  # transport stopped: one step per note
         self.free_chords: list[int] = []
+        self.live_key: tuple[int, str] | None = None
         self.pending_save = None
         self.harmonize_due: float | None = None
         self.looper.reset()
@@ -140,7 +143,7 @@ class LearnedHarmonizer(Engine):
     def prepare(self, context: EngineContext) -> None:
         super().prepare(context)
         self.tempo_bpm = context.tempo_bpm
-        self.model  # load now, not on the first beat
+        _ = self.model  # load now, not on the first beat
 
     @property
     def model(self) -> HarmonizerModel:
@@ -240,16 +243,24 @@ class LearnedHarmonizer(Engine):
 
     # -- live decisions ------------------------------------------------------------------
     def _key(self, pitches: list[tuple[int, float]]) -> tuple[int, str]:
+        """The `key` parameter, or the melody's duration-weighted Krumhansl-Schmuckler key with
+        hysteresis: another key must correlate better by KEY_SWITCH_MARGIN to take over."""
         fixed = parse_key(self.param("key"))
         if fixed is not None:
             return fixed
-        from .affect import detect_key
-
         histogram = np.zeros(12)
         for pitch, weight in pitches:
             histogram[pitch % 12] += weight
-        tonic, mode, _ = detect_key(histogram)
-        return tonic, mode
+        tonic, mode, best = detect_key(histogram)
+        if self.live_key is None or len(pitches) < 4:
+            self.live_key = (tonic, mode)
+        elif (tonic, mode) != self.live_key:
+            profile = MAJOR_PROFILE if self.live_key[1] == "major" else MINOR_PROFILE
+            current = float(np.corrcoef(histogram, np.roll(profile, self.live_key[0]))[0, 1]) \
+                if histogram.std() > 0 else 0.0
+            if best > current + KEY_SWITCH_MARGIN:
+                self.live_key = (tonic, mode)
+        return self.live_key
 
     def _decide(self, beat: int, now_beats: float) -> Sequence[EngineOutput]:
         """The chord of ``beat`` from the melody up to now (one model call), sounded at once."""

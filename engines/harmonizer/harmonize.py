@@ -18,8 +18,15 @@ from .grid import build_sequence, time_signature_vector
 from .runtime import HarmonizerModel
 from .vocab import MASK, NC, NUM_QUALITIES, NUM_SPECIALS, PAD, ROOT_NAMES, is_chord_token, transpose_tokens
 
-__all__ = ["Harmonization", "harmonize", "bar_starts_for", "melody_grid", "next_chords", "parse_key",
-           "chord_root"]
+__all__ = [
+    "Harmonization",
+    "bar_starts_for",
+    "chord_root",
+    "harmonize",
+    "melody_grid",
+    "next_chords",
+    "parse_key",
+]
 
 
 @dataclass

@@ -19,7 +19,7 @@ from onnx_models import sha256_of
 from .grid import TIME_SIGNATURE_DIM, GridConfig
 from .vocab import VOCAB_SIZE
 
-__all__ = ["ModelLoadError", "HarmonizerModel"]
+__all__ = ["HarmonizerModel", "ModelLoadError"]
 
 
 @dataclass

@@ -13,7 +13,7 @@ import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["STYLES", "VoicingConfig", "Voicing", "NoteEvent", "voice_chord", "render", "tone_weights"]
+__all__ = ["STYLES", "NoteEvent", "Voicing", "VoicingConfig", "render", "tone_weights", "voice_chord"]
 
 STYLES = ("block", "pad", "arpeggio", "comping")
 
@@ -70,7 +70,7 @@ class NoteEvent:
 def tone_weights(root: int, pitch_classes: Iterable[int], bass: bool) -> dict[int, float]:
     """Weight of each chord pitch class in the upper voices (the root matters less over a bass)."""
     weights = {}
-    for pc in set(int(p) % 12 for p in pitch_classes):
+    for pc in {int(p) % 12 for p in pitch_classes}:
         interval = (pc - root) % 12
         weight = _INTERVAL_WEIGHT[interval]
         if interval == 0 and bass:
@@ -144,7 +144,7 @@ def voice_chord(
 
     Every note is strictly below the melody note. An empty pitch-class set gives an empty
     voicing (no chord)."""
-    pcs = tuple(sorted(set(int(p) % 12 for p in pitch_classes)))
+    pcs = tuple(sorted({int(p) % 12 for p in pitch_classes}))
     if not pcs:
         return Voicing(())
     root %= 12

@@ -1,0 +1,195 @@
+"""Train several curricula in lockstep in one process (one CPU thread): one optimizer step of
+each run in turn, so every curriculum always has the same number of steps, whatever the
+machine's load. A run's folder, checkpoint and log are those of `train.py` (export and resume
+work the same); `--stop-at HH:MM` (UTC) saves every run and stops, all at the same step.
+
+    python -m engines.harmonizer.lockstep --curricula ff random10 midpoint --steps 4500 \
+        --root /work/runs/harmonizer --stop-at 10:12
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .curriculum import CURRICULA, apply_to_batch, curriculum_mask
+from .dataset import DEFAULT_CACHE, Windows, load_raw, make_windows
+from .grid import GridConfig
+from .model import Harmonizer, ModelConfig, parameter_count
+from .train import _batch_tensors, _learning_rate, _save, evaluate
+
+__all__ = ["main"]
+
+
+@dataclass
+class Run:
+    """One curriculum's model, optimizer, RNG, counters and log."""
+
+    curriculum: str
+    out: Path
+    model: Harmonizer
+    optimizer: torch.optim.Optimizer
+    rng: np.random.Generator
+    log: TextIO
+    step: int = 0
+    best: float = float("inf")
+    loss_sum: float = 0.0
+    loss_count: int = 0
+
+    def write(self, record: dict) -> None:
+        self.log.write(json.dumps(record) + "\n")
+        self.log.flush()
+
+
+def _payload(run: Run, args: argparse.Namespace, grid: GridConfig, config: ModelConfig, data: dict) -> dict:
+    return {
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "step": run.step,
+        "total_steps": args.steps,
+        "curriculum": run.curriculum,
+        "best_val": run.best,
+        "model_config": config.to_dict(),
+        "grid": grid.to_dict(),
+        "args": {k: str(v) for k, v in vars(args).items()} | {"curriculum": run.curriculum},
+        "rng": run.rng.bit_generator.state,
+        "torch_rng": torch.get_rng_state(),
+        "data": data,
+    }
+
+
+def _open_run(curriculum: str, args: argparse.Namespace, config: ModelConfig) -> Run:
+    out = args.root / curriculum
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+    model = Harmonizer(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    run = Run(curriculum, out, model, optimizer, np.random.default_rng(args.seed), (out / "log.jsonl").open("a"))
+    last = out / "last.pt"
+    if last.exists():
+        checkpoint = torch.load(last, map_location="cpu", weights_only=False)
+        if checkpoint["curriculum"] != curriculum or checkpoint["total_steps"] != args.steps:
+            raise ValueError(f"{last} was trained with {checkpoint['curriculum']}/{checkpoint['total_steps']} steps")
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        run.step, run.best = checkpoint["step"], checkpoint["best_val"]
+        run.rng.bit_generator.state = checkpoint["rng"]
+        print(f"resumed {last} at step {run.step}", flush=True)
+    model.train()
+    return run
+
+
+def _train_step(run: Run, args: argparse.Namespace, windows: Windows, length: int) -> None:
+    index = run.rng.integers(0, len(windows), size=args.batch)
+    visible, target = curriculum_mask(run.curriculum, run.step, args.steps, length, run.rng)
+    harmony = windows.harmony[index]
+    inputs, loss_mask = apply_to_batch(harmony, visible, target)
+    for group in run.optimizer.param_groups:
+        group["lr"] = _learning_rate(run.step, args.steps, args.lr, args.warmup)
+    logits = run.model(*_batch_tensors(windows, index, inputs))
+    mask = torch.from_numpy(loss_mask)
+    if mask.any():
+        losses = F.cross_entropy(logits.transpose(1, 2), torch.from_numpy(harmony), reduction="none")
+        loss = losses[mask].mean()
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
+        run.optimizer.step()
+        run.loss_sum += loss.item()
+        run.loss_count += 1
+    run.step += 1
+
+
+def _deadline(text: str | None) -> float | None:
+    """Today's HH:MM UTC as a timestamp; an hour already past is refused (it is read at launch)."""
+    if not text:
+        return None
+    hours, minutes = (int(v) for v in text.split(":"))
+    now = datetime.datetime.now(datetime.UTC)
+    stop = now.replace(hour=hours, minute=minutes, second=0, microsecond=0)
+    if stop <= now:
+        raise ValueError(f"--stop-at {text} UTC has already passed")
+    return stop.timestamp()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--curricula", nargs="+", choices=CURRICULA, default=list(CURRICULA))
+    parser.add_argument("--steps", type=int, required=True, help="total optimizer steps S of every run")
+    parser.add_argument("--root", type=Path, required=True, help="one folder per curriculum under it")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--length", type=int, default=80)
+    parser.add_argument("--d-model", type=int, default=96)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--feedforward", type=int, default=384)
+    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--checkpoint-minutes", type=float, default=4.0)
+    parser.add_argument("--stop-at", help="HH:MM UTC: save every run and stop (all at the same step)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    stop_at = _deadline(args.stop_at)
+    torch.set_num_threads(1)
+    grid = GridConfig("q4", True, "pc", args.length)
+    raw = load_raw(args.cache)
+    train_windows, val_windows = make_windows(raw, grid, "train"), make_windows(raw, grid, "val")
+    data = {"train_windows": len(train_windows), "val_windows": len(val_windows)}
+    config = ModelConfig(roll_dim=grid.roll_dim, length=grid.length, d_model=args.d_model, heads=args.heads,
+                         layers=args.layers, feedforward=args.feedforward, dropout=args.dropout)
+    runs = [_open_run(c, args, config) for c in args.curricula]
+    for run in runs:
+        run.write({"event": "start", "step": run.step, "parameters": parameter_count(run.model), **data,
+                   "config": _payload(run, args, grid, config, data)["args"], "lockstep": args.curricula,
+                   "time": time.time()})
+    last_save, started = time.time(), time.time()
+    while any(run.step < args.steps for run in runs):
+        for run in runs:
+            if run.step >= args.steps:
+                continue
+            _train_step(run, args, train_windows, grid.length)
+            if run.step % 100 == 0:
+                run.write({"event": "train", "step": run.step, "loss": run.loss_sum / max(1, run.loss_count),
+                           "lr": run.optimizer.param_groups[0]["lr"], "elapsed_s": round(time.time() - started, 1)})
+                run.loss_sum, run.loss_count = 0.0, 0
+            if run.step % args.eval_every == 0 or run.step == args.steps:
+                metrics = evaluate(run.model, val_windows)
+                if metrics["val_loss_full"] < run.best:
+                    run.best = metrics["val_loss_full"]
+                    _save(run.out / "best.pt", _payload(run, args, grid, config, data))
+                run.write({"event": "val", "step": run.step, **metrics, "best_val_loss_full": run.best})
+                print(f"{run.curriculum} step {run.step}/{args.steps} {metrics}", flush=True)
+            if run.step == args.steps:
+                _save(run.out / "last.pt", _payload(run, args, grid, config, data))
+                run.write({"event": "done", "step": run.step, "best_val_loss_full": run.best, "time": time.time()})
+        stopping = stop_at is not None and time.time() >= stop_at
+        if time.time() - last_save > 60 * args.checkpoint_minutes or stopping:
+            for run in runs:
+                _save(run.out / "last.pt", _payload(run, args, grid, config, data))
+            last_save = time.time()
+        if stopping:
+            for run in runs:
+                if run.step < args.steps:
+                    run.write({"event": "stopped", "step": run.step, "reason": f"--stop-at {args.stop_at}",
+                               "time": time.time()})
+            print(f"stopped at {args.stop_at} UTC, every run at step {runs[0].step}", flush=True)
+            return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

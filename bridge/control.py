@@ -233,7 +233,7 @@ class Controls:
             item = self.queue.get()
             if item is _STOP:
                 return
-            port_name, data = item  # type: ignore[misc]
+            _port_name, data = item  # type: ignore[misc]
             self.on_midi(data)
 
     def on_midi(self, data: list[int]) -> None:

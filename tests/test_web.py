@@ -10,8 +10,8 @@ import re
 import shutil
 import time
 import urllib.request
-from urllib.parse import urlsplit
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from websockets.exceptions import InvalidStatus
@@ -91,9 +91,8 @@ def test_websocket_speaks_the_osc_addresses_both_ways(start_bridge, surfaces):  
 def test_foreign_origins_and_missing_tokens_are_refused(start_bridge):
     bridge = start_bridge("--web-port", "0")
     url = socket_url(bridge)
-    with pytest.raises(InvalidStatus) as refused:
-        with connect(url, origin="http://evil.example"):
-            pass
+    with pytest.raises(InvalidStatus) as refused, connect(url, origin="http://evil.example"):
+        pass
     assert refused.value.response.status_code == 403
     with connect(url, origin=web_url(bridge).rstrip("/")) as ws:  # the page's own origin is fine
         assert json.loads(ws.recv(timeout=2))

@@ -266,6 +266,9 @@ def _check_scale(scale: str, source: str, target: Target, table: dict[str, Any],
         raise _Bad("scale", f"scale \"trigger\" is only for actions; {target.path} takes {_takes(param)}")
     if scale in ("toggle", "momentary") and (param is None or param.kind != "bool"):
         raise _Bad("scale", f"scale {scale!r} needs an on/off parameter; {target.path} takes {_takes(param)}")
+    if param is not None and param.kind not in ("int", "float", "bool", "choice") and scale != "fixed":
+        raise _Bad("scale", f"{target.path} takes {_takes(param)}: a control can only set it to a fixed "
+                   "value (scale = \"fixed\", value = ...)")
     if scale in _RELATIVE and source != "cc":
         raise _Bad("scale", f"scale {scale!r} (a relative encoder) needs a cc source, not {source}")
     if scale == "fixed":

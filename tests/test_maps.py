@@ -169,3 +169,31 @@ def test_a_slot_cannot_take_a_bridge_address():
 
     with pytest.raises(ConfigError, match="cannot be called 'transport'"):
         parse_slot_flag("transport=rule")
+
+
+def test_maps_reach_any_registered_engines_parameters_generically():
+    from bridge.errors import EngineError
+
+    try:
+        slots = {"harm": engine_class("harmonizer"), "cont": engine_class("continuation"), "snc": engine_class("snc")}
+    except EngineError as exc:
+        pytest.skip(f"an engine is not registered here: {exc}")
+    text = "\n".join([
+        '[[bind]]\ncc = 1\ntarget = "harm/style"',
+        '[[bind]]\nnote = 40\ntarget = "harm/voicing"\nvalue = "arpeggio"',
+        '[[bind]]\nnote = 41\ntarget = "cont/trigger"\nscale = "momentary"',
+        '[[bind]]\ncc = 2\ntarget = "snc/context"\nvalues = ["default", "karaoke", "night"]',
+        '[[bind]]\ncc = 3\ntarget = "snc/gain_1"\nmin = -60\nmax = 6',
+        '[[bind]]\ncc = 4\ntarget = "affect/valence"',
+    ]) + "\n"
+    bindings = parse_map(text, "engines.toml", slots).bindings
+    assert [b.scale for b in bindings] == ["linear", "fixed", "momentary", "linear", "linear", "linear"]
+    gain = bindings[4]
+    assert _fire_on(gain, slots, 127) == 6.0 and _fire_on(gain, slots, 0) == -60.0
+    if any(p.name == "clip_folder" for p in slots["harm"].params):  # a text parameter: fixed values only
+        with pytest.raises(MappingError, match="engines.toml:1: .*fixed value"):
+            parse_map('[[bind]]\ncc = 1\ntarget = "harm/clip_folder"\n', "engines.toml", slots)
+
+
+def _fire_on(binding: Binding, slots, raw: int):
+    return binding.value_for(resolve_target(binding.target, slots), raw, raw / 127, True, None)

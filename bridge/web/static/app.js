@@ -90,6 +90,7 @@ function paramControl(slot, param) {
   if (param.kind === "choice") {
     return el("select", common, ...param.choices.map((c) => el("option", { value: c }, c)));
   }
+  if (param.kind !== "int" && param.kind !== "float") return el("input", { ...common, type: "text" });
   const bounded = param.minimum !== null && param.maximum !== null;
   const step = param.kind === "int" ? 1 : bounded ? (param.maximum - param.minimum) / 1000 : "any";
   const attributes = { ...common, type: bounded ? "range" : "number", step: String(step) };

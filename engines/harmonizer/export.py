@@ -10,6 +10,7 @@ import argparse
 import datetime
 import json
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -74,7 +75,11 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
         "condition": val.condition[:1].astype(np.float32),
     }
     example = tuple(torch.from_numpy(feed[key]) for key in INPUT_NAMES)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # the TorchScript exporter is chosen on purpose (plain ops, checked below); its own
+        # deprecation notices and tracer notes are not problems of this model
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         expected = model(*example).numpy()
         torch.onnx.export(
             model,

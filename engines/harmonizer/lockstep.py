@@ -74,12 +74,12 @@ def _open_run(curriculum: str, args: argparse.Namespace, config: ModelConfig) ->
     torch.manual_seed(args.seed)
     model = Harmonizer(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
-    run = Run(curriculum, out, model, optimizer, np.random.default_rng(args.seed), (out / "log.jsonl").open("a"))
     last = out / "last.pt"
-    if last.exists():
-        checkpoint = torch.load(last, map_location="cpu", weights_only=False)
-        if checkpoint["curriculum"] != curriculum or checkpoint["total_steps"] != args.steps:
-            raise ValueError(f"{last} was trained with {checkpoint['curriculum']}/{checkpoint['total_steps']} steps")
+    checkpoint = torch.load(last, map_location="cpu", weights_only=False) if last.exists() else None
+    if checkpoint and (checkpoint["curriculum"] != curriculum or checkpoint["total_steps"] != args.steps):
+        raise ValueError(f"{last} was trained with {checkpoint['curriculum']}/{checkpoint['total_steps']} steps")
+    run = Run(curriculum, out, model, optimizer, np.random.default_rng(args.seed), (out / "log.jsonl").open("a"))
+    if checkpoint:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         run.step, run.best = checkpoint["step"], checkpoint["best_val"]
@@ -151,7 +151,26 @@ def main(argv: list[str] | None = None) -> int:
     data = {"train_windows": len(train_windows), "val_windows": len(val_windows)}
     config = ModelConfig(roll_dim=grid.roll_dim, length=grid.length, d_model=args.d_model, heads=args.heads,
                          layers=args.layers, feedforward=args.feedforward, dropout=args.dropout)
-    runs = [_open_run(c, args, config) for c in args.curricula]
+    runs: list[Run] = []
+    try:
+        for curriculum in args.curricula:
+            runs.append(_open_run(curriculum, args, config))
+        return _loop(runs, args, grid, config, data, train_windows, val_windows, stop_at)
+    finally:
+        for run in runs:
+            run.log.close()
+
+
+def _loop(
+    runs: list[Run],
+    args: argparse.Namespace,
+    grid: GridConfig,
+    config: ModelConfig,
+    data: dict,
+    train_windows: Windows,
+    val_windows: Windows,
+    stop_at: float | None,
+) -> int:
     for run in runs:
         run.write({"event": "start", "step": run.step, "parameters": parameter_count(run.model), **data,
                    "config": _payload(run, args, grid, config, data)["args"], "lockstep": args.curricula,

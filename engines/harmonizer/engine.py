@@ -189,7 +189,7 @@ class LearnedHarmonizer(Engine):
         if clip is not None:
             self.looper.scheduled_until = event.beats
             self.looper.play(clip, origin)
-            return released + self._scheduled(math.floor(event.beats) + 2)
+            return released + self._scheduled(math.ceil(event.beats - 1e-9))  # up to the next Beat
         return released
 
     def _start_capture(self, position_beats: float) -> None:
@@ -384,19 +384,21 @@ class LearnedHarmonizer(Engine):
         if end is not None and index == end - 1 and self.looper.melody_until(end):
             self.harmonize_due = end  # (an empty pass so far keeps the loop already playing)
             if any(end - 1 - ANTICIPATION_BEATS <= start for start in self.looper.onsets_since(end - 2)):
-                out += self._harmonize_pass(end)
+                self._harmonize_pass(end)
         if end is not None and index >= end:
             if self.harmonize_due is not None:
-                out += self._harmonize_pass(end)  # no onset in the last beat: late by one model run
+                self._harmonize_pass(end)  # no onset in the last beat: its first chord is late by this
             self._save(looper.melody_until(end))
             self._start_capture(end)
-        limit = index + 2 if self.harmonize_due is None else min(index + 2, self.harmonize_due)
-        return out + self._scheduled(limit)
+        # Each beat's notes are scheduled on its own Beat: the beat's first chord goes out with
+        # the clock tick, later ones lean on the tempo estimate for less than a beat.
+        return out + self._scheduled(index + 1)
 
-    def _harmonize_pass(self, end: float) -> list[EngineOutput]:
+    def _harmonize_pass(self, end: float) -> Sequence[EngineOutput]:
+        """Harmonize the pass ending at ``end``; its chords go out from the Beat at ``end`` on."""
         self.harmonize_due = None
         self._harmonize_capture(end, play_from=end)
-        return self._scheduled(math.floor(end) + 1)
+        return ()
 
     def _harmonize_capture(self, end: float, play_from: float | None) -> None:
         melody = self.looper.melody_until(end)

@@ -71,7 +71,8 @@ function show(address, value) {
     if (node.type === "checkbox") node.checked = isOn(value);
     else if (node.classList.contains("lamp") || node.classList.contains("pad")) node.classList.toggle("on", isOn(value) || Number(value) > 0);
     else node.value = String(value);
-    const output = node.parentElement && node.parentElement.querySelector("output");
+    const label = node.closest("label");  // a lamp or pad has no value text of its own
+    const output = label && label.querySelector("output");
     if (output) output.textContent = formatValue(node, value);
   }
 }
@@ -170,7 +171,8 @@ function bindInputs(root) {
     let frame = 0;
     const push = () => { frame = 0; send(node.dataset.address, [valueOf(node)]); };
     node.addEventListener("input", () => {
-      const output = node.parentElement.querySelector("output");
+      const label = node.closest("label");
+      const output = label && label.querySelector("output");
       if (output) output.textContent = formatValue(node, node.value);
       if (node.type === "range" && !frame) frame = requestAnimationFrame(push);
     });

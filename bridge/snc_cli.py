@@ -20,6 +20,8 @@ def add_snc_parser(sub: argparse._SubParsersAction) -> None:
     enc.add_argument("--stem", action="append", default=[], metavar="NAME=FILE", help="a stem; repeatable")
     enc.add_argument("-o", "--output", type=Path, required=True)
     enc.add_argument("--mode", choices=("lossless", "transparent", "compact"), default="transparent")
+    enc.add_argument("--mastering", choices=("fir-envelope", "gain"), default="fir-envelope",
+                     help="lossy modes: the mastering model (gain = per-channel gain only, for comparison)")
     dec = actions.add_parser("decode", help=".snc -> DIR/master.wav and DIR/<stem>.wav")
     dec.add_argument("input", type=Path)
     dec.add_argument("-o", "--output", type=Path, required=True, help="output folder")
@@ -47,7 +49,7 @@ def snc_command(args: argparse.Namespace) -> int:
                 raise CodecError(f"--stem {name!r} given twice")
             stems[name] = Path(path)
         started = time.perf_counter()
-        manifest = encode(args.master, stems, args.output, args.mode)
+        manifest = encode(args.master, stems, args.output, args.mode, args.mastering)
         elapsed = time.perf_counter() - started
         print(f"wrote {args.output}: {len(manifest.stems)} stems + residual, {manifest.mode}, "
               f"{manifest.duration_s:.2f} s, {args.output.stat().st_size} bytes, "

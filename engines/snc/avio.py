@@ -50,6 +50,12 @@ class TrackWriter:
             raise CodecError(f"unknown track codec {codec!r}")
         self.pts = 0
 
+    @property
+    def packet_frames(self) -> int:
+        """Frames per packet (every packet but the last): readers use it to place packets
+        exactly after a seek, as Matroska stores times in whole milliseconds."""
+        return int(self.stream.codec_context.frame_size)
+
     def write(self, block: np.ndarray) -> None:
         if self.codec == "flac":
             # 24-bit values left-aligned in s32, packed (1, frames * channels).

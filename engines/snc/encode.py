@@ -148,6 +148,7 @@ def _encode_lossless(master: InputTrack, stems: list[InputTrack], infos: list[St
         for block in track.blocks(BLOCK_FRAMES, channels, frames, True):
             writer.write(block)
         writer.close()
+        info.packet_frames = writer.packet_frames
         stem_files.append(path)
     residual_path = tmp / "residual.mka"
     writer = TrackWriter(residual_path, "flac", rate, channels)
@@ -160,9 +161,10 @@ def _encode_lossless(master: InputTrack, stems: list[InputTrack], infos: list[St
         energy += float(np.sum((residual / scale) ** 2))
         writer.write(residual)
     writer.close()
+    packet_frames = writer.packet_frames
     rms_db = 10 * np.log10(max(energy / max(frames * channels, 1), 1e-20))
     residual = {"codec": "flac", "bitrate_bps": None, "rms_dbfs": round(float(rms_db), 2),
-                "gain_block_frames": BLOCK_FRAMES, "gains": None}
+                "gain_block_frames": BLOCK_FRAMES, "gains": None, "packet_frames": packet_frames}
     return Coded(stem_files, residual_path, residual, MasteringModel.gain_only(gain).to_manifest(),
                  measured["digests"][0], measured["loudness"])
 

@@ -24,7 +24,7 @@ from engines.snc.avio import TrackWriter, decode_blocks
 from engines.snc.loudness import LoudnessMeter
 from engines.snc.manifest import StemInfo
 from engines.snc.mastering import (ENVELOPE_HOPS, FIR_LOOKAHEAD, FIR_TAPS, MAX_ENVELOPE_POINTS, FirFitter,
-                                   MasteringModel, envelope_gains)
+                                   MasteringModel, envelope_gains, mix_sum)
 from engines.snc.pcm import InputTrack
 
 __all__ = ["encode_lossy", "stem_bitrate", "residual_bitrate", "Coded", "STEM_BITRATES", "MASTER_SNR_TARGET_DB"]
@@ -38,7 +38,7 @@ STEM_FLOOR_BPS = 6000
 MASTER_SNR_TARGET_DB = {"transparent": 35.0, "compact": 27.0}
 RESIDUAL_RANGE_BPS = {"transparent": (16000, 192000), "compact": (12000, 96000)}
 ACTIVE_DBFS = -50.0
-ENVELOPE_BUDGET_BYTES = 600_000  # packed envelope in the manifest (its limit is 1 MiB)
+ENVELOPE_BUDGET_BYTES = 512_000  # packed envelope in the manifest (its limit is 1 MiB)
 
 
 @dataclass
@@ -54,13 +54,15 @@ class Coded:
 
 
 def stem_bitrate(mode: str, channels: int, activity: float, relative_db: float) -> int:
-    """Opus bitrate of a stem from its content: the share of active blocks (VBR spends next to
-    nothing on silence) and its level under the loudest stem (masked by the others)."""
+    """Opus VBR target of a stem from its content. libopus spends next to nothing on silent
+    frames, so a stem playing half the time costs about half without lowering the target; a
+    stem with no block above -50 dBFS gets the floor; a stem well under the loudest one is
+    masked by the others and gets up to a quarter less."""
     if activity <= 0.0:
         return STEM_FLOOR_BPS
-    base = STEM_BITRATES[mode] * (1.0 if channels == 2 else 0.6)
-    level = 1.0 if relative_db >= -10.0 else max(0.5, 1.0 + (relative_db + 10.0) / 20.0)
-    return int(max(STEM_FLOOR_BPS, round(base * max(activity, 0.25) * level / 1000) * 1000))
+    scale = 1.0 if channels == 2 else 0.6
+    level = 1.0 if relative_db >= -10.0 else max(0.75, 1.0 + (relative_db + 10.0) / 40.0)
+    return int(round(STEM_BITRATES[mode] * scale * level / 1000) * 1000)
 
 
 def residual_bitrate(mode: str, channels: int, model_snr_db: float) -> int:
@@ -153,6 +155,7 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
         for block in track.blocks(BLOCK_FRAMES, channels, frames, False, np.float32):
             writer.write(block)
         writer.close()
+        info.packet_frames = writer.packet_frames
         stem_files.append(path)
 
     mix = np.lib.format.open_memmap(tmp / "mix.npy", "w+", np.float32, (frames, channels))
@@ -161,11 +164,13 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
     decoded = [decode_blocks(p, 0, BLOCK_FRAMES, frames, False) for p in stem_files]
     for start, (target, *parts) in zip(range(0, frames, BLOCK_FRAMES),
                                        zip(master.blocks(BLOCK_FRAMES, channels, frames, False, np.float32), *decoded)):
-        block = np.sum(parts, axis=0)
+        block = mix_sum(parts)
         mix[start:start + block.shape[0]] = block
-        fitter.add(block, target)
-        cross += np.sum(block * target, axis=0)
-        power += np.sum(block * block, axis=0)
+        if mastering == "gain":
+            cross += np.einsum("ij,ij->j", block, target, dtype=np.float64)
+            power += np.einsum("ij,ij->j", block, block, dtype=np.float64)
+        else:
+            fitter.add(block, target)
     gain = np.where(power > 0, cross / np.maximum(power, 1e-30), 0.0)
     target_file = np.lib.format.open_memmap(tmp / "residual.npy", "w+", np.float32, (frames, channels))
     if mastering == "gain":
@@ -184,8 +189,8 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
             prediction = target_file[start:start + n] * model.gains_at(start, n)
         residual = target - prediction
         target_file[start:start + n] = residual
-        energy += float(np.sum(np.square(residual, dtype=np.float64)))
-        signal += float(np.sum(np.square(target, dtype=np.float64)))
+        energy += float(np.dot(residual.reshape(-1), residual.reshape(-1)))
+        signal += float(np.dot(target.reshape(-1), target.reshape(-1)))
     model_snr = 10 * np.log10(max(signal, 1e-30) / max(energy, 1e-30))
     bitrate = residual_bitrate(mode, channels, model_snr)
     residual_path = tmp / "residual.mka"
@@ -193,6 +198,7 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
     for start in range(0, frames, BLOCK_FRAMES):
         writer.write(target_file[start:start + BLOCK_FRAMES])
     writer.close()
+    packet_frames = writer.packet_frames
 
     gains = []
     for start, coded in zip(range(0, frames, BLOCK_FRAMES), decode_blocks(residual_path, 0, BLOCK_FRAMES, frames, False)):
@@ -203,6 +209,7 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
     del mix, target_file
     rms_db = 10 * np.log10(max(energy / max(frames * channels, 1), 1e-20))
     residual = {"codec": "opus", "bitrate_bps": bitrate, "rms_dbfs": round(float(rms_db), 2),
-                "model_snr_db": round(float(model_snr), 2), "gain_block_frames": BLOCK_FRAMES, "gains": gains}
+                "model_snr_db": round(float(model_snr), 2), "gain_block_frames": BLOCK_FRAMES, "gains": gains,
+                "packet_frames": packet_frames}
     return Coded(stem_files, residual_path, residual, model.to_manifest(), measured["digests"][0],
                  measured["loudness"])

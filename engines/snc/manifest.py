@@ -26,9 +26,15 @@ LIMITS = {
     "max_manifest_bytes": 1 << 20,
     "sample_rates": (44100, 48000, 88200, 96000),
     "max_name_chars": 64,
+    "max_packet_frames": 65536,
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]*$")
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def check_packet_frames(value: Any, where: str) -> None:
+    if value is not None and (not isinstance(value, int) or not 1 <= value <= LIMITS["max_packet_frames"]):
+        raise CodecError(f"{where}: packet size {value!r} is outside 1..{LIMITS['max_packet_frames']} frames")
 
 
 @dataclass
@@ -42,6 +48,7 @@ class StemInfo:
     bitrate_bps: int | None = None
     loudness_lufs: float | None = None
     sha256_pcm: str = ""
+    packet_frames: int | None = None  # v2: frames per packet of the track (placement after a seek)
 
     def validate(self, where: str) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name) or len(self.name) > LIMITS["max_name_chars"]:
@@ -54,6 +61,7 @@ class StemInfo:
             raise CodecError(f"{where}: pan {self.pan} must lie in -1..1")
         if not -96.0 <= float(self.gain_db) <= 24.0:
             raise CodecError(f"{where}: gain {self.gain_db} dB must lie in -96..24")
+        check_packet_frames(self.packet_frames, where)
 
 
 @dataclass
@@ -118,3 +126,6 @@ class Manifest:
             raise CodecError(f"{where}: stem names repeat: {names}")
         for index, stem in enumerate(self.stems):
             stem.validate(f"{where} stem #{index + 1}")
+        if not isinstance(self.residual, dict):
+            raise CodecError(f"{where}: residual must be an object")
+        check_packet_frames(self.residual.get("packet_frames"), f"{where} residual")

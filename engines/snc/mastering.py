@@ -24,7 +24,7 @@ from scipy import fft as sfft
 
 from bridge.errors import CodecError
 
-__all__ = ["MasteringModel", "ModelStream", "FirFitter", "envelope_gains", "FIR_TAPS", "FIR_LOOKAHEAD",
+__all__ = ["MasteringModel", "ModelStream", "FirFitter", "mix_sum", "envelope_gains", "FIR_TAPS", "FIR_LOOKAHEAD",
            "ENVELOPE_HOPS", "MAX_ENVELOPE_POINTS", "MAX_FIR_TAPS"]
 
 FIR_TAPS = 2048
@@ -54,6 +54,14 @@ def _unpack(text: Any, dtype: str, count: int, where: str) -> np.ndarray:
         raise CodecError(f"{where}: packed data holds {len(data)} bytes, "
                          f"{count * np.dtype(dtype).itemsize} expected")
     return np.frombuffer(data, dtype=dtype)
+
+
+def mix_sum(parts: list[np.ndarray]) -> np.ndarray:
+    """The stem mix, summed in stem order (the encoder and the reader add the same way)."""
+    total = parts[0].copy()
+    for part in parts[1:]:
+        total += part
+    return total
 
 
 class MasteringModel:
@@ -131,14 +139,29 @@ class MasteringModel:
         return out[taps - 1:taps - 1 + n]
 
     def gains_at(self, first: int, n: int) -> np.ndarray:
-        """Envelope gains (n, channels) for frames [first, first + n)."""
+        """Envelope gains (n, channels) for frames [first, first + n): linear between hop centres."""
         hop = self.hop
+        if first % hop == 0 and n % hop == 0 and hop % 2 == 0:
+            return self._gains_aligned(first // hop, n // hop)
         lo = max(first // hop - 1, 0)
         hi = min((first + n) // hop + 2, self.envelope.shape[0])
         centres = np.arange(lo, hi) * hop + hop / 2.0
         t = np.arange(first, first + n, dtype=np.float64)
         return np.stack([np.interp(t, centres, self.envelope[lo:hi, c]) for c in range(self.channels)],
                         axis=1).astype(np.float32)
+
+    def _gains_aligned(self, row: int, rows: int) -> np.ndarray:
+        """gains_at for whole hops, without a per-sample search: hop j's first half runs from
+        centre j-1 to centre j, its second half from centre j to centre j+1."""
+        env = self.envelope
+        last = env.shape[0] - 1
+        index = np.arange(row - 1, row + rows + 1).clip(0, last)
+        points = env[index].astype(np.float32)  # centres row-1 .. row+rows
+        half = self.hop // 2
+        ramp = ((np.arange(half, dtype=np.float32) + half) / self.hop)[None, :, None]  # centre j's weight
+        left = points[:-2, None, :] + (points[1:-1, None, :] - points[:-2, None, :]) * ramp
+        right = points[1:-1, None, :] + (points[2:, None, :] - points[1:-1, None, :]) * (ramp - 0.5)
+        return np.concatenate([left, right], axis=1).reshape(rows * self.hop, self.channels)
 
     def predict(self, ext: np.ndarray, first: int, n: int, integer: bool = False) -> np.ndarray:
         """The model's master for frames [first, first + n) from the mix ``ext`` (see _filter)."""

@@ -14,7 +14,7 @@ import numpy as np
 from bridge.errors import CodecError
 from engines.snc.avio import _frame_array
 from engines.snc.manifest import LIMITS, Manifest
-from engines.snc.mastering import MasteringModel, ModelStream
+from engines.snc.mastering import MasteringModel, ModelStream, mix_sum
 from engines.snc.pcm import INT_SCALE, Rechunker
 
 __all__ = ["SncReader"]
@@ -64,6 +64,7 @@ class SncReader:
         finally:
             container.close()
         self.names = ["residual", *(s.name for s in self.manifest.stems)]
+        self.packet_frames = [self.manifest.residual.get("packet_frames"), *(s.packet_frames for s in self.manifest.stems)]
         self.integer = self.manifest.mode == "lossless"
         self.scale = INT_SCALE.get(self.manifest.sample_format, 1.0) if self.integer else 1.0
         self.model = MasteringModel.from_manifest(self.manifest.mastering, self.manifest.channels,
@@ -114,6 +115,7 @@ class SncReader:
                 container.seek(int(max(0.0, first / rate - _PREROLL_S) * av.time_base), any_frame=False)
             done = first
             slots = {s.index: i for i, s in enumerate(streams)}
+            delays = [int(getattr(s.codec_context, "delay", 0) or 0) for s in streams]
 
             def ready() -> Iterator[dict[str, np.ndarray]]:
                 nonlocal done
@@ -140,7 +142,7 @@ class SncReader:
                         data = data.astype(np.int64) >> 8
                     at = positions[slot]  # frames follow each other: only the first needs its time
                     if at is None:
-                        at = int(round(float(frame.pts * frame.time_base) * rate)) if frame.pts is not None else 0
+                        at = self._place(packet, frame.samples, slot, delays[slot], rate)
                     positions[slot] = at + data.shape[0]
                     if at < done:  # pre-roll before the frames wanted
                         data = data[min(done - at, data.shape[0]):]
@@ -155,21 +157,36 @@ class SncReader:
                         chunker.push(np.zeros((need - chunker.size, channels), dtype))
                 yield from ready()
 
+    def _place(self, packet: av.Packet, samples: int, slot: int, delay: int, rate: int) -> int:
+        """The exact frame index of the first sample decoded from ``packet`` (the first decoded
+        after opening or seeking). Matroska keeps times in whole milliseconds; every packet but
+        the last holds ``packet_frames`` frames from ``k * packet_frames - delay``, so the time
+        only has to pick k. A decoder drops ``delay`` frames from the first packet it sees."""
+        if packet.pts is None:
+            return 0
+        approx = float(packet.pts * packet.time_base) * rate
+        grid = self.packet_frames[slot]
+        if not grid:
+            return int(round(approx))
+        start = int(round((approx + delay) / grid)) * grid - delay
+        return start + delay if delay and samples == grid - delay else start
+
     def _step(self, stream: ModelStream, parts: list[np.ndarray], ahead: list[np.ndarray], first: int,
               integer: bool, with_residual: bool) -> dict[str, np.ndarray]:
         """One block: the model of the stem mix, plus the residual (scaled per block)."""
         residual, stems = parts[0], parts[1:]
         n = residual.shape[0]
-        future = np.sum(ahead[1:], axis=0) if stream.model.lookahead else np.zeros((0, residual.shape[1]))
+        future = mix_sum(ahead[1:]) if stream.model.lookahead else np.zeros((0, residual.shape[1]), residual.dtype)
         if future.shape[0] and first + n + future.shape[0] > self.manifest.frames:
             future[max(self.manifest.frames - first - n, 0):] = 0  # the encoder saw silence past the end
-        master = stream.predict(np.sum(stems, axis=0), future, first, self.integer)
+        mix = mix_sum([s.astype(np.float64) for s in stems]) if self.integer else mix_sum(stems)
+        master = stream.predict(mix, future, first, self.integer)
         if with_residual:
             gains = self._residual_gain(first, n)
             master = master + (residual if gains is None else residual * gains)
         out = {"master": master, **{name: part for name, part in zip(self.names[1:], stems)}}
         if not integer:
-            out = {k: (v / self.scale if self.integer else v).astype(np.float32) for k, v in out.items()}
+            out = {k: (v / self.scale if self.integer else v).astype(np.float32, copy=False) for k, v in out.items()}
         return out
 
     def _residual_gain(self, first_frame: int, frames: int) -> np.ndarray | None:

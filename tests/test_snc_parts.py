@@ -1,0 +1,171 @@
+"""SNC parts: the mastering model (fit, storage, hostile data), loudness, bitrates, the
+streaming decoder's memory and seeking in lossy files."""
+
+from __future__ import annotations
+
+import base64
+import json
+import tracemalloc
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from scipy import signal
+
+from bridge.errors import CodecError
+from engines.snc import SncReader, encode
+from engines.snc.lossy import STEM_FLOOR_BPS, stem_bitrate
+from engines.snc.loudness import LoudnessMeter
+from engines.snc.mastering import FirFitter, MasteringModel, ModelStream, envelope_gains
+
+RATE = 48000
+
+
+def _music(seconds: float, seed: int = 3) -> dict[str, np.ndarray]:
+    """Two stereo stems (a chord with vibrato, filtered noise bursts) and a master made from
+    them by an EQ and a slow, compressor-like gain: the model's two terms."""
+    n = int(seconds * RATE)
+    t = np.arange(n) / RATE
+    rng = np.random.default_rng(seed)
+    chord = sum(0.08 * np.sin(2 * np.pi * f * t + 0.002 * np.sin(2 * np.pi * 5 * t)) for f in (220, 277, 330, 440))
+    bursts = signal.lfilter([1.0], [1.0, -0.9], rng.standard_normal(n)) * 0.02 * (np.sin(2 * np.pi * 2 * t) > 0.3)
+    stems = {"keys": np.stack([chord, 0.8 * chord], 1), "perc": np.stack([bursts, np.roll(bursts, 7)], 1)}
+    mix = stems["keys"] + stems["perc"]
+    b, a = signal.iirpeak(3000, 1.0, RATE)
+    eq = mix + 0.5 * signal.lfilter(b, a, mix, axis=0)
+    envelope = 1.0 + 0.3 * np.sin(2 * np.pi * 0.5 * t)
+    return {**stems, "master": eq * envelope[:, None]}
+
+
+def _write(folder: Path, tracks: dict[str, np.ndarray]) -> dict[str, Path]:
+    paths = {}
+    for name, data in tracks.items():
+        paths[name] = folder / f"{name}.wav"
+        sf.write(paths[name], data, RATE, subtype="PCM_16")
+    return paths
+
+
+def _fit(mix: np.ndarray, master: np.ndarray) -> MasteringModel:
+    fitter = FirFitter(2)
+    fitter.add(mix.astype(np.float32), master.astype(np.float32))
+    model = MasteringModel("fir-envelope", 2, fir=fitter.fir(), lookahead=64, hop=240, envelope=np.ones((1, 2)))
+    padded = np.concatenate([np.zeros((model.history, 2)), mix, np.zeros((model.lookahead, 2))])
+    filtered = model._filter(padded, mix.shape[0])
+    model.envelope = envelope_gains(filtered, master, 240, np.ones(2))
+    return model
+
+
+def test_the_fitted_model_explains_eq_and_gain_riding_that_a_gain_cannot():
+    tracks = _music(6.0)
+    mix, master = tracks["keys"] + tracks["perc"], tracks["master"]
+    model = _fit(mix, master)
+    stream = ModelStream(model, 2, np.float32)
+    ahead = np.concatenate([mix, np.zeros((64, 2))]).astype(np.float32)  # silence after the end
+    predicted = np.concatenate([stream.predict(ahead[i:i + RATE], ahead[i + RATE:i + RATE + 64], i)
+                                for i in range(0, mix.shape[0], RATE)])
+
+    def snr(estimate: np.ndarray) -> float:
+        return float(10 * np.log10(np.sum(master ** 2) / np.sum((master - estimate) ** 2)))
+
+    gain = np.sum(master * mix, 0) / np.sum(mix * mix, 0)
+    assert snr(predicted) > 30.0 and snr(predicted) > snr(mix * gain) + 15.0
+
+
+def test_the_model_survives_the_manifest_and_hostile_copies_are_refused():
+    tracks = _music(2.0)
+    model = _fit(tracks["keys"] + tracks["perc"], tracks["master"])
+    frames = tracks["master"].shape[0]
+    stored = json.loads(json.dumps(model.to_manifest()))
+    back = MasteringModel.from_manifest(stored, 2, frames, "test")
+    assert np.allclose(back.fir, model.fir, atol=1e-6)
+    assert np.allclose(back.envelope, model.envelope, rtol=0.003)  # 0.02 dB steps
+    bomb = base64.b64encode(zlib.compress(bytes(50_000_000))).decode()
+    cases = {"envelope_points": 10 ** 9, "fir_taps": 10 ** 6, "envelope_hop": 7, "envelope": bomb,
+             "fir": "not base64!", "model": "neural"}
+    for key, value in cases.items():
+        with pytest.raises(CodecError):
+            MasteringModel.from_manifest({**stored, key: value}, 2, frames, "test")
+
+
+def test_streamed_loudness_matches_pyloudnorm():
+    import pyloudnorm
+
+    tracks = _music(5.0)
+    for data, rate in ((tracks["master"], RATE), (tracks["perc"][:, :1], 44100)):
+        meter = LoudnessMeter(rate, data.shape[1])
+        for start in range(0, data.shape[0], 12345):
+            meter.push(data[start:start + 12345])
+        assert meter.integrated() == pytest.approx(pyloudnorm.Meter(rate).integrated_loudness(data), abs=0.1)
+    silent = LoudnessMeter(RATE, 2)
+    silent.push(np.zeros((RATE, 2)))
+    assert silent.integrated() is None
+
+
+def test_stem_bitrates_follow_activity_and_level():
+    full = stem_bitrate("transparent", 2, 1.0, 0.0)
+    assert stem_bitrate("transparent", 2, 0.0, 0.0) == STEM_FLOOR_BPS
+    assert stem_bitrate("transparent", 2, 0.5, 0.0) == full  # Opus VBR already spends little on silence
+    assert stem_bitrate("transparent", 2, 1.0, -20.0) < full
+    assert stem_bitrate("transparent", 1, 1.0, 0.0) < full
+    assert stem_bitrate("compact", 2, 1.0, 0.0) < full
+
+
+@pytest.fixture(scope="module")
+def lossy_files(tmp_path_factory) -> dict[float, Path]:
+    """The same kind of song at two lengths, transparent mode."""
+    out = {}
+    for seconds in (6.0, 30.0):
+        folder = tmp_path_factory.mktemp(f"song{int(seconds)}")
+        paths = _write(folder, _music(seconds))
+        out[seconds] = folder / "song.snc"
+        encode(paths["master"], {"keys": paths["keys"], "perc": paths["perc"]}, out[seconds], "transparent")
+    return out
+
+
+def _peak_decoding(path: Path) -> tuple[int, int]:
+    tracemalloc.start()
+    frames = 0
+    for block in SncReader(path).blocks():
+        frames += block["master"].shape[0]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak, frames
+
+
+@pytest.mark.slow
+def test_streaming_decoder_memory_does_not_grow_with_length(lossy_files):
+    short_peak, short_frames = _peak_decoding(lossy_files[6.0])
+    long_peak, long_frames = _peak_decoding(lossy_files[30.0])
+    assert (short_frames, long_frames) == (6 * RATE, 30 * RATE)
+    # Whole-file arrays of the long file's 3 tracks would take 30 s * 48000 * 2 ch * 4 B * 3 = 35 MB.
+    assert long_peak < 1.5 * short_peak + 1_000_000, (short_peak, long_peak)
+    assert long_peak < 12_000_000
+
+
+@pytest.mark.slow
+def test_lossy_seek_matches_decoding_from_the_start(lossy_files):
+    reader = SncReader(lossy_files[30.0])
+    whole = np.concatenate([b["master"] for b in reader.blocks()])
+    for start_s in (0.5, 7.37, 21.0):
+        part = np.concatenate([b["master"] for b in reader.blocks(start_s=start_s, duration_s=1.5)])
+        start = int(round(start_s * RATE))
+        assert part.shape[0] == int(1.5 * RATE)
+        error = np.sqrt(np.mean((part - whole[start:start + part.shape[0]]) ** 2))
+        assert error < 1e-3 * np.sqrt(np.mean(whole ** 2)), (start_s, error)
+
+
+@pytest.mark.slow
+def test_the_model_leaves_a_smaller_residual_than_a_gain_and_costs_fewer_bytes(lossy_files, tmp_path):
+    paths = _write(tmp_path, _music(6.0))
+    gain_only = encode(paths["master"], {"keys": paths["keys"], "perc": paths["perc"]}, tmp_path / "gain.snc",
+                       "transparent", mastering="gain")
+    manifest = SncReader(lossy_files[6.0]).manifest
+    assert manifest.version == 2 and manifest.mastering["model"] == "fir-envelope"
+    assert gain_only.mastering["model"] == "gain"
+    assert manifest.residual["model_snr_db"] > gain_only.residual["model_snr_db"] + 5.0
+    assert manifest.residual["rms_dbfs"] < gain_only.residual["rms_dbfs"] - 5.0
+    assert manifest.residual["bitrate_bps"] < gain_only.residual["bitrate_bps"]
+    assert lossy_files[6.0].stat().st_size < (tmp_path / "gain.snc").stat().st_size
+    assert all(value is not None for value in manifest.loudness_lufs.values())

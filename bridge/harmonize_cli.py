@@ -22,7 +22,9 @@ import numpy as np
 
 from bridge.errors import ConfigError, ScoreBridgeError
 
-__all__ = ["FIGURES", "MelodyFile", "add_parser", "read_melody", "read_va_csv", "run"]
+__all__ = ["DRUM_CHANNEL", "FIGURES", "MelodyFile", "add_parser", "read_melody", "read_va_csv", "run"]
+
+DRUM_CHANNEL = 9  # General MIDI percussion (channel 10): never a melody
 
 # chord symbol suffix (music21 / lead-sheet spelling) for each vocabulary quality
 FIGURES = {"maj": "", "min": "m", "aug": "+", "dim": "dim", "sus4": "sus4", "sus2": "sus2", "7": "7",
@@ -74,7 +76,8 @@ def _ticks_to_beats(ticks: int, per_beat: int) -> float:
 
 
 def read_melody(path: Path, track: int | None = None) -> MelodyFile:
-    """The top line (highest sounding note wins) of the first track with notes, or of ``track``."""
+    """The top line (highest sounding note wins) of the first track with notes, or of ``track``;
+    General MIDI percussion (channel 10) is ignored."""
     from engines.harmonizer.voicing import NoteEvent
 
     try:
@@ -95,6 +98,8 @@ def read_melody(path: Path, track: int | None = None) -> MelodyFile:
             beats = _ticks_to_beats(now, per_beat)
             if message.is_meta and message.type in ("set_tempo", "time_signature", "key_signature"):
                 meta.append((beats, message))
+            elif message.type in ("note_on", "note_off") and message.channel == DRUM_CHANNEL:
+                continue
             elif message.type == "note_on" and message.velocity > 0:
                 open_notes.setdefault((message.channel, message.note), []).append((beats, message.velocity))
             elif message.type in ("note_on", "note_off"):

@@ -116,6 +116,20 @@ def test_top_line_of_the_first_track_with_notes_and_same_seed_same_output(tmp_pa
     assert outputs[0] == outputs[1]
 
 
+def test_drums_are_not_a_melody(tmp_path):
+    track = mido.MidiTrack()
+    for pitch in (72, 74, 76):
+        track += [mido.Message("note_on", channel=9, note=81, velocity=100, time=0),
+                  mido.Message("note_on", note=pitch, velocity=90, time=0),
+                  mido.Message("note_off", channel=9, note=81, time=240),
+                  mido.Message("note_off", note=pitch, time=240)]
+    midi = mido.MidiFile(type=0)
+    midi.tracks.append(track)
+    midi.save(tmp_path / "drums.mid")
+    assert [(n.pitch, n.start_beats) for n in read_melody(tmp_path / "drums.mid").notes] == \
+        [(72, 0.0), (74, 1.0), (76, 2.0)]
+
+
 def test_va_csv_in_beats_and_seconds(tmp_path):
     beats = tmp_path / "va_beats.csv"
     beats.write_text("beats,valence,arousal\n0,-1,0\n4,1,0.5\n")

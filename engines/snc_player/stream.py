@@ -68,6 +68,7 @@ class StemStream:
         self._stop = threading.Event()
         self._pending: list[tuple[int, dict[str, np.ndarray]]] = []
         self._lock = threading.Lock()
+        self._delivered = False  # underruns count only once a (re)start has delivered audio
         self.position_frames = 0
 
     def start(self, start_s: float = 0.0) -> None:
@@ -81,6 +82,7 @@ class StemStream:
             self._stop, self._queue, self._thread = stop, out, thread
             self._pending = []
             self.ended = False
+            self._delivered = False
             self.position_frames = int(round(start_s * self.rate))
         thread.start()
 
@@ -141,7 +143,7 @@ class StemStream:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 if not self.ended:
-                    self.underruns += 1
+                    self.underruns += int(self._delivered)
                     return None
                 break
             if item[1] is _END:
@@ -169,4 +171,5 @@ class StemStream:
         if need > 0:
             out = {k: np.concatenate([v, np.zeros((need, v.shape[1]), v.dtype)]) for k, v in out.items()}
         self.position_frames = first + frames
+        self._delivered = True
         return first, out

@@ -8,14 +8,16 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 import rtmidi
 from pythonosc.osc_packet import OscPacket, ParseError
 
+from bridge.events import EngineInput, EngineOutput
 from bridge.osc import build_message
+from engines.base import Engine, Param
 
 pytestmark = pytest.mark.jack
 
@@ -223,6 +225,44 @@ def test_connect_control_reads_and_lights_an_existing_controller(start_bridge, s
         for port in (hardware_out, hardware_in):
             port.close_port()
             port.delete()
+
+
+class AffectListener(Engine):
+    """An engine that declares valence and arousal (as the learned engines do) and plays nothing."""
+
+    name = "affect_listener"
+    params = (Param("valence", "float", 0.0, -1.0, 1.0), Param("arousal", "float", 0.0, -1.0, 1.0))
+
+    def process(self, event: EngineInput) -> Sequence[EngineOutput]:
+        return ()
+
+
+def test_valence_arousal_override_reaches_engines_that_declare_them(start_bridge, surfaces):
+    bridge = start_bridge("--slot", "rule=rule@all/2", "--slot", "va=tests.test_maps_live:AffectListener@all/3",
+                          "--map", "generic_8knob", "--no-web")
+    knobs = surfaces(Controller.for_bridge, bridge)
+    osc = surfaces(OscListener, bridge.osc_port)
+    knobs.send(0xB0, 76, 127)  # knob 7: valence +1, shown on surfaces, engines untouched
+    assert wait_until(lambda: 1.0 in osc.values("/scorebridge/affect/valence"))
+    time.sleep(0.2)
+    assert osc.values("/scorebridge/va/valence") == []
+    knobs.send(0x99, 42, 100)  # pad 7: override on -> the engine gets the current values
+    assert wait_until(lambda: 1.0 in osc.values("/scorebridge/va/valence"))
+    knobs.send(0xB0, 77, 0)  # knob 8: arousal -1 goes straight to the engine now
+    assert wait_until(lambda: -1.0 in osc.values("/scorebridge/va/arousal"))
+
+
+def test_an_osc_surface_is_not_sent_back_its_own_change(start_bridge, surfaces):
+    bridge = start_bridge("--no-web")
+    mover = surfaces(OscListener, bridge.osc_port)  # subscribed, and sends from the same port
+    watcher = surfaces(OscListener, bridge.osc_port)
+    time.sleep(0.2)
+    mover.send("/scorebridge/rule/velocity", 99)
+    assert wait_until(lambda: 99 in watcher.values("/scorebridge/rule/velocity"))
+    time.sleep(0.2)
+    assert 99 not in mover.values("/scorebridge/rule/velocity")
+    watcher.send("/scorebridge/rule/velocity", 98)
+    assert wait_until(lambda: 98 in mover.values("/scorebridge/rule/velocity"))
 
 
 def test_a_bad_map_stops_serve_naming_file_and_line(tmp_path):

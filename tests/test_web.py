@@ -17,7 +17,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from tests.test_maps_live import OscListener, oscsend, surfaces, wait_until  # noqa: F401 (fixture)
+from tests.test_maps_live import Controller, OscListener, oscsend, surfaces, wait_until  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.jack
 
@@ -135,8 +135,10 @@ def test_headless_chromium_moves_a_parameter_and_shows_osc_changes(start_bridge,
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    bridge = start_bridge("--web-port", "0", "--map", "browser")
+    learned = tmp_path / "learned.toml"
+    bridge = start_bridge("--web-port", "0", "--map", "browser", "--learn-map", str(learned))
     osc = surfaces(OscListener, bridge.osc_port)
+    knobs = surfaces(Controller.for_bridge, bridge)
     browser.get(web_url(bridge))
     wait = WebDriverWait(browser, 10)
     wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-connected") == "1")
@@ -150,6 +152,15 @@ def test_headless_chromium_moves_a_parameter_and_shows_osc_changes(start_bridge,
                       or 1 in osc.values("/scorebridge/rule/sevenths"), 5.0)
     Select(browser.find_element(By.ID, "rule-key")).select_by_value("G")
     assert wait_until(lambda: "G" in osc.values("/scorebridge/rule/key"), 5.0)
+
+    browser.find_element(By.CSS_SELECTOR, '[data-learn="rule/voices"]').click()  # MIDI learn from the page
+    wait.until(lambda d: "armed" in d.find_element(By.CSS_SELECTOR, '[data-target="rule/voices"]')
+               .get_attribute("class"))
+    knobs.send(0xB0, 21, 127)
+    wait.until(lambda d: "learned: cc 21 ch1" in d.find_element(By.ID, "message").text)
+    knobs.send(0xB0, 21, 127)
+    wait.until(lambda d: d.find_element(By.ID, "rule-voices").get_attribute("value") == "4")
+    assert 'cc = 21' in learned.read_text()
 
     oscsend(bridge, "/scorebridge/rule/velocity", "i", "42")  # changed elsewhere: the page follows
     wait.until(lambda d: d.find_element(By.ID, "rule-velocity").get_attribute("value") == "42")

@@ -17,6 +17,10 @@ from bridge.events import TICKS_PER_BEAT, Beat, EngineInput, TransportChange
 __all__ = ["TempoEstimator", "Transport", "CLOCK", "START", "CONTINUE", "STOP", "SONG_POSITION"]
 
 CLOCK, START, CONTINUE, STOP, SONG_POSITION = 0xF8, 0xFA, 0xFB, 0xFC, 0xF2
+MIN_TEMPO_BPM, MAX_TEMPO_BPM = 20.0, 400.0
+_MIN_INTERVAL_S = 60.0 / (MAX_TEMPO_BPM * TICKS_PER_BEAT)
+_MAX_INTERVAL_S = 60.0 / (MIN_TEMPO_BPM * TICKS_PER_BEAT)
+_PAUSE_S = 0.25  # a gap this long (and 3 ticks' worth) is a pause, not a stall
 
 
 class TempoEstimator:
@@ -26,7 +30,8 @@ class TempoEstimator:
     readings at a true 120), so the tempo is the least-squares slope of arrival time against
     tick number over a window of ``window_ticks``; intervals far from the running estimate are
     dropped as glitches, and a sustained change restarts the window so real tempo changes are
-    followed within about half a beat."""
+    followed within about half a beat. Ticks delivered in a burst after a stall keep their count
+    but not their times, and no estimate outside 20..400 BPM is ever reported."""
 
     def __init__(self, window_ticks: int = 48, change_ratio: float = 0.06, change_ticks: int = 12) -> None:
         self.window_ticks = window_ticks
@@ -41,6 +46,7 @@ class TempoEstimator:
         self._deviating = 0
         self.interval_s: float | None = None
         self.dropped = 0
+        self.rejected = 0
 
     def add(self, time_s: float) -> float | None:
         """Add one tick; returns the tempo in BPM once two ticks are known."""
@@ -51,9 +57,15 @@ class TempoEstimator:
                 return self.tempo_bpm
             if self.interval_s is not None:
                 ratio = interval / self.interval_s
-                if ratio > 3.0:  # clock paused (DAW stopped sending): start over
+                if ratio > 3.0 and interval > _PAUSE_S:  # the DAW stopped sending: start over
                     self.times_s.clear()
                     self.tick_numbers.clear()
+                elif ratio < 0.25:
+                    # Part of a burst: a stalled port or process delivered several ticks at
+                    # once. The tick counts; its arrival time says nothing about the tempo.
+                    self._tick += 1
+                    self.dropped += 1
+                    return self.tempo_bpm
                 elif abs(ratio - 1.0) > self.change_ratio:
                     self._deviating += 1
                     if self._deviating >= self.change_ticks:
@@ -71,8 +83,12 @@ class TempoEstimator:
             times = np.fromiter(self.times_s, float)
             ticks -= ticks.mean()
             slope = float(np.dot(ticks, times - times.mean()) / np.dot(ticks, ticks))
-            if slope > 0:
+            if _MIN_INTERVAL_S <= slope <= _MAX_INTERVAL_S:
                 self.interval_s = slope
+            else:
+                # Ticks delivered in a burst (a stalled port or process) give a slope no DAW
+                # plays at: keep the last sane estimate rather than report 900,000 BPM.
+                self.rejected += 1
         return self.tempo_bpm
 
     @property
@@ -91,7 +107,7 @@ class Transport:
     def __init__(self, tempo_bpm: float = 120.0, mode: str = "follow", external_timeout_s: float = 0.5) -> None:
         if mode not in ("follow", "internal", "external"):
             raise ValueError(f"clock mode {mode!r} must be follow, internal or external")
-        if not 20.0 <= tempo_bpm <= 400.0:
+        if not MIN_TEMPO_BPM <= tempo_bpm <= MAX_TEMPO_BPM:
             raise ValueError(f"tempo {tempo_bpm} BPM is outside 20..400")
         self.mode = mode
         self.internal_tempo_bpm = tempo_bpm
@@ -206,7 +222,7 @@ class Transport:
             return [TransportChange(self.playing, beats, time_s, "locate")]
 
     def set_tempo(self, tempo_bpm: float) -> None:
-        if not 20.0 <= tempo_bpm <= 400.0:
+        if not MIN_TEMPO_BPM <= tempo_bpm <= MAX_TEMPO_BPM:
             raise ValueError(f"tempo {tempo_bpm} BPM is outside 20..400")
         with self._lock:
             self.internal_tempo_bpm = tempo_bpm

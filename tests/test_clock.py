@@ -37,6 +37,24 @@ def test_follows_a_tempo_change_within_a_beat_or_so():
     assert estimator.tempo_bpm == pytest.approx(90.0, abs=1.0)
 
 
+def test_a_stall_and_a_burst_of_ticks_keep_the_tempo_sane():
+    times = jittered_ticks(120.0, 160, 0.0005)
+    # The process stalls 80 ms: the next five ticks arrive together, then the clock goes on.
+    stalled = times[:48] + [times[52] + 0.0001 * k for k in range(5)] + times[53:]
+    estimator = TempoEstimator()
+    readings = [estimator.add(t) for t in stalled]
+    assert all(115.0 <= r <= 125.0 for r in readings[24:])  # no burst reading
+    assert estimator.dropped >= 4
+    assert estimator.tempo_bpm == pytest.approx(120.0, abs=0.5)  # two beats after the stall
+
+
+def test_ticks_arriving_together_at_the_start_report_no_absurd_tempo():
+    estimator = TempoEstimator()
+    readings = [estimator.add(t) for t in [0.0, 0.00005, 0.0001] + jittered_ticks(120.0, 48, 0.0, start_s=0.02)]
+    assert all(r is None or 20.0 <= r <= 400.0 for r in readings)
+    assert estimator.tempo_bpm == pytest.approx(120.0, abs=1.0)
+
+
 def test_clock_pause_restarts_the_estimate():
     estimator = TempoEstimator()
     for t in jittered_ticks(140.0, 48, 0.0):

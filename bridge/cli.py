@@ -21,7 +21,8 @@ log = logging.getLogger("scorebridge")
 # Offline commands and evaluations live in their own modules. Each exposes
 # ``add_parser(subparsers)``, which adds its parser and sets ``run=<function(args) -> int>``
 # as a default; importing one must stay light (no torch, no model loading).
-_OFFLINE_COMMANDS: tuple[str, ...] = ("bridge.va_cli", "bridge.harmonize_cli", "bridge.continue_cli")
+_OFFLINE_COMMANDS: tuple[str, ...] = ("bridge.va_cli", "bridge.harmonize_cli", "bridge.continue_cli",
+                                      "bridge.maps_cli")
 _EVALUATIONS: tuple[str, ...] = ("bridge.eval_harmony_cli", "bridge.eval_noise_cli")
 
 

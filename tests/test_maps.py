@@ -197,3 +197,23 @@ def test_maps_reach_any_registered_engines_parameters_generically():
 
 def _fire_on(binding: Binding, slots, raw: int):
     return binding.value_for(resolve_target(binding.target, slots), raw, raw / 127, True, None)
+
+
+def test_maps_command_lists_and_checks(tmp_path: Path):
+    import subprocess
+    import sys
+
+    from tests.jackutil import ROOT
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "bridge", "maps", *args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=60)
+
+    listing = run("list")
+    assert listing.returncode == 0 and "generic_8knob:" in listing.stdout and "browser:" in listing.stdout
+    assert run("check", "generic_8knob").returncode == 0
+    bad = tmp_path / "mine.toml"
+    bad.write_text('[[bind]]\ncc = 1\ntarget = "mon/transpose"\n')
+    checked = run("check", str(bad))  # the default slots have no "mon"
+    assert checked.returncode == 1 and f"{bad}:3: " in checked.stderr and "slots: rule" in checked.stderr
+    assert run("check", str(bad), "--slot", "mon=thru").returncode == 0

@@ -1,0 +1,54 @@
+"""``scorebridge maps list|check``: the shipped control maps, and a map checked against the slots
+a configuration (or ``--slot`` flags) would run, without starting the bridge."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from bridge.errors import MappingError
+
+__all__ = ["add_parser"]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    maps = subparsers.add_parser("maps", help="list the shipped control maps, or check a map")
+    maps.add_argument("action", choices=("list", "check"))
+    maps.add_argument("files", nargs="*", metavar="FILE", help="maps to check (paths or shipped names)")
+    maps.add_argument("--config", type=Path, help="check against this configuration's slots")
+    maps.add_argument("--slot", action="append", default=[], metavar="NAME=ENGINE[@IN/OUT]",
+                      help="check against these slots instead (as for serve)")
+    maps.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bridge.config import load_config, parse_slot_flag
+    from bridge.control import find_map
+    from bridge.maps import load_map
+    from engines import engine_class
+    from midi_maps import maps_dir
+
+    if args.action == "list":
+        for path in sorted(maps_dir().glob("*.toml")):
+            control_map = load_map(path, _default_slots())
+            print(f"{path.stem}: {control_map.description or control_map.name} "
+                  f"({len(control_map.bindings)} bindings)")
+        return 0
+    if not args.files:
+        raise MappingError("maps check needs at least one FILE")
+    config = load_config(args.config)
+    slot_configs = [parse_slot_flag(s) for s in args.slot] or config.slots
+    slots = {s.name: engine_class(s.engine) for s in slot_configs}
+    for name in args.files:
+        path = find_map(name)
+        control_map = load_map(path, slots)
+        print(f"[ok] {path}: {len(control_map.bindings)} bindings valid for slots {', '.join(slots)}")
+    return 0
+
+
+def _default_slots() -> dict:
+    """The default slots (the shipped maps are written for them)."""
+    from bridge.config import DEFAULT_SLOTS
+    from engines import engine_class
+
+    return {s.name: engine_class(s.engine) for s in DEFAULT_SLOTS}

@@ -22,7 +22,7 @@ import numpy as np
 
 from bridge.errors import ConfigError, ScoreBridgeError
 
-__all__ = ["DRUM_CHANNEL", "FIGURES", "MelodyFile", "add_parser", "read_melody", "read_va_csv", "run"]
+__all__ = ["DRUM_CHANNEL", "FIGURES", "MelodyFile", "add_parser", "read_melody", "read_va", "run"]
 
 DRUM_CHANNEL = 9  # General MIDI percussion (channel 10): never a melody
 
@@ -60,7 +60,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--key", default="auto", help="key such as C, F#, Bb, Am, or auto (default)")
     p.add_argument("--valence", type=float, help="constant valence in [-1, 1] (with --arousal)")
     p.add_argument("--arousal", type=float, help="constant arousal in [-1, 1] (with --valence)")
-    p.add_argument("--va", type=Path, help="CSV: beats|seconds,valence,arousal (see docs/harmonizer_live.md)")
+    p.add_argument("--va", type=Path, help="VA curve: CSV/JSON time_s,valence,arousal (as `va analyze` "
+                   "writes) or CSV beats,valence,arousal (docs/harmonizer_live.md)")
     p.add_argument("--temperature", type=float, default=0.2, help="sampling temperature (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--track", type=int, help="melody track index (default: the first with notes)")
@@ -135,52 +136,33 @@ def read_melody(path: Path, track: int | None = None) -> MelodyFile:
     return MelodyFile(events, signature, tempos, meta, index)
 
 
-def _seconds_to_beats(seconds: np.ndarray, tempos: list[tuple[float, float]]) -> np.ndarray:
-    """Convert seconds to beats through a tempo map of (beats, microseconds per beat)."""
-    segments = [(0.0, 0.0, 500_000.0)]  # (start beats, start seconds, tempo)
-    for beats, tempo in sorted(tempos):
-        start_b, start_s, current = segments[-1]
-        if beats <= start_b:
-            segments[-1] = (start_b, start_s, float(tempo))
-        else:
-            segments.append((beats, start_s + (beats - start_b) * current / 1e6, float(tempo)))
-    starts_s = np.array([s for _, s, _ in segments])
-    index = np.searchsorted(starts_s, seconds, side="right") - 1
-    return np.array([segments[i][0] + (t - segments[i][1]) * 1e6 / segments[i][2] for i, t in zip(index, seconds)])
+def read_va(path: Path, steps: int, steps_per_quarter: int, tempos: list[tuple[float, float]]) -> np.ndarray:
+    """A VA curve -> [steps, 2], the curve's mean over each grid step (the models' labels are
+    per-step means). Read with the project's curve helper (`engines/va/curve.py`): CSV or JSON
+    with `time_s,valence,arousal` (seconds, converted through the file's tempo map: what
+    `scorebridge va analyze` writes), or a CSV with `beats,valence,arousal` (song positions)."""
+    from engines.va import read_curve
 
-
-def read_va_csv(path: Path, step_beats: np.ndarray, tempos: list[tuple[float, float]]) -> np.ndarray:
-    """A VA CSV -> [steps, 2]: a header `beats,valence,arousal` or `seconds,valence,arousal`,
-    then rows; values in [-1, 1] are interpolated linearly between rows, held at the ends."""
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = list(csv.reader(handle))
-    except FileNotFoundError:
-        raise ConfigError(f"--va {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--va {path}: cannot read it ({exc})") from None
-    rows = [r for r in rows if r and any(c.strip() for c in r)]
-    header = [c.strip().lower() for c in rows[0]] if rows else []
-    if header not in (["beats", "valence", "arousal"], ["seconds", "valence", "arousal"]):
-        raise ConfigError(f"--va {path}: the first line must be 'beats,valence,arousal' or "
-                          f"'seconds,valence,arousal', not {','.join(header) or '(empty file)'}")
-    values = []
-    for number, row in enumerate(rows[1:], start=2):
+    unit = "time_s"
+    if path.suffix.lower() != ".json":
         try:
-            time_value, valence, arousal = (float(c) for c in row)
-        except ValueError:
-            raise ConfigError(f"--va {path} line {number}: need three numbers, got {row}") from None
-        if not (np.isfinite(time_value) and -1 <= valence <= 1 and -1 <= arousal <= 1 and time_value >= 0):
-            raise ConfigError(f"--va {path} line {number}: time must be >= 0, valence and arousal in [-1, 1]")
-        if values and time_value < values[-1][0]:
-            raise ConfigError(f"--va {path} line {number}: times must not decrease")
-        values.append((time_value, valence, arousal))
-    if not values:
-        raise ConfigError(f"--va {path}: no data rows after the header")
-    table = np.array(values)
-    times = table[:, 0] if header[0] == "beats" else _seconds_to_beats(table[:, 0], tempos)
-    return np.stack([np.interp(step_beats, times, table[:, 1]), np.interp(step_beats, times, table[:, 2])],
-                    axis=1).astype(np.float32)
+            with open(path, newline="", encoding="utf-8-sig") as handle:
+                header = [cell.strip().lower() for cell in next(csv.reader(handle), [])]
+        except FileNotFoundError:
+            raise ConfigError(f"--va {path}: no such file") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--va {path}: cannot read it ({exc})") from None
+        unit = next((name for name in ("beats", "time_s", "seconds") if name in header), "time_s")
+    curve = read_curve(path, (unit, "valence", "arousal"))
+    if unit == "beats":
+        edges = np.arange(steps + 1, dtype=np.float64) / steps_per_quarter
+        return curve.mean_between(edges[:-1], edges[1:]).astype(np.float32)
+    tempo_map = [(beats, 60e6 / tempo) for beats, tempo in sorted(tempos)]
+    if tempo_map[0][0] > 0:
+        tempo_map.insert(0, (0.0, 120.0))  # MIDI's default tempo until the first change
+    tempo_map = [change for index, change in enumerate(tempo_map)  # the last change at a beat wins
+                 if index + 1 == len(tempo_map) or tempo_map[index + 1][0] != change[0]]
+    return curve.per_beat(steps, tempo_map, subdivisions=steps_per_quarter)
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -239,7 +221,7 @@ def _harmonize_one(source: Path, target: Path, xml_target: Path | None, args, mo
     steps = max(1, int(np.ceil(length * spq - 1e-9)))
     va = None
     if args.va is not None:
-        va = read_va_csv(args.va, np.arange(steps) / spq, melody.tempo_changes)
+        va = read_va(args.va, steps, spq, melody.tempo_changes)
     elif args.valence is not None:
         va = np.tile(np.float32([args.valence, args.arousal]), (steps, 1))
     try:

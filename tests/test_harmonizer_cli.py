@@ -11,7 +11,7 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from bridge.harmonize_cli import read_melody, read_va_csv
+from bridge.harmonize_cli import read_melody, read_va
 from tests.jackutil import ROOT
 
 pytestmark = pytest.mark.slow
@@ -130,16 +130,17 @@ def test_drums_are_not_a_melody(tmp_path):
         [(72, 0.0), (74, 1.0), (76, 2.0)]
 
 
-def test_va_csv_in_beats_and_seconds(tmp_path):
+def test_va_curve_in_beats_and_in_seconds_is_averaged_per_step(tmp_path):
     beats = tmp_path / "va_beats.csv"
     beats.write_text("beats,valence,arousal\n0,-1,0\n4,1,0.5\n")
-    va = read_va_csv(beats, np.array([0.0, 2.0, 4.0, 8.0]), [(0.0, 500_000)])
-    assert np.allclose(va, [[-1, 0], [0, 0.25], [1, 0.5], [1, 0.5]])
-    seconds = tmp_path / "va_seconds.csv"
-    seconds.write_text("seconds,valence,arousal\n0,0,0\n2,1,1\n")
-    # 120 BPM for 2 beats (1 s), then 60 BPM: 2 s is beat 3
-    va = read_va_csv(seconds, np.array([0.0, 3.0, 5.0]), [(0.0, 500_000), (2.0, 1_000_000)])
-    assert np.allclose(va[:, 0], [0, 1, 1])
+    va = read_va(beats, 6, 1, [(0.0, 500_000)])
+    assert np.allclose(va[:, 0], [-0.75, -0.25, 0.25, 0.75, 1, 1])
+    assert np.allclose(va[:, 1], [0.0625, 0.1875, 0.3125, 0.4375, 0.5, 0.5])
+    seconds = tmp_path / "va_seconds.csv"  # the format `scorebridge va analyze` writes
+    seconds.write_text("time_s,valence,arousal\n0,0,0\n2,1,1\n")
+    # 120 BPM for 2 beats (1 s), then 60 BPM: beat 3 is at 2 s
+    va = read_va(seconds, 4, 1, [(0.0, 500_000), (2.0, 1_000_000)])
+    assert np.allclose(va[:, 0], [0.125, 0.375, 0.75, 1.0])
     source = tmp_path / "tune.mid"
     tune_with_chords(source)
     result = harmonize(source, "-o", tmp_path / "out.mid", "--va", seconds)
@@ -188,9 +189,10 @@ def test_bad_input_is_a_clear_error_without_output(tmp_path, make_input, extra, 
 def test_bad_va_csv_is_refused(tmp_path):
     source = tmp_path / "in.mid"
     tune_with_chords(source)
-    for text, message in (("time,v,a\n0,0,0\n", "first line"), ("beats,valence,arousal\n0,0,5\n", "[-1, 1]"),
-                          ("beats,valence,arousal\n2,0,0\n1,0,0\n", "must not decrease"),
-                          ("beats,valence,arousal\n", "no data rows")):
+    for text, message in (("time,v,a\n0,0,0\n", "missing column"),
+                          ("beats,valence,arousal\n0,0,5\n", "outside [-1, 1]"),
+                          ("beats,valence,arousal\n2,0,0\n1,0,0\n", "strictly increasing"),
+                          ("time_s,valence,arousal\n", "no samples")):
         csv = tmp_path / "va.csv"
         csv.write_text(text)
         result = harmonize(source, "-o", tmp_path / "out.mid", "--va", csv)

@@ -202,3 +202,20 @@ def test_the_engine_never_imports_torch():
             "engine = make(); play(engine, MELODY); assert engine.chords; "
             "sys.exit(3 if 'torch' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False, timeout=60).returncode == 0
+
+
+def test_a_model_that_cannot_load_fails_in_process_not_in_prepare(tmp_path, monkeypatch, caplog):
+    import shutil
+
+    import onnx_models
+    from bridge.errors import ModelLoadError
+
+    shipped = onnx_models.models_dir()
+    shutil.copy(shipped / "harmonizer.card.json", tmp_path)
+    (tmp_path / "harmonizer.onnx").write_bytes((shipped / "harmonizer.onnx").read_bytes() + b"\0")
+    monkeypatch.setattr(onnx_models, "models_dir", lambda: tmp_path)  # a tampered copy of the model
+    engine = LearnedHarmonizer()
+    engine.prepare(EngineContext("harm", 1, 120.0))  # the host's boot and swap path: must not raise
+    assert "sha256" in caplog.text
+    with pytest.raises(ModelLoadError, match="sha256"):  # inside the host's isolation boundary
+        engine.process(NoteOn(72, 100, 0, 0.0, 0.0, playing=False))

@@ -12,6 +12,7 @@ passes and saved as a .mid. See docs/harmonizer_live.md.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from typing import Any
 import mido
 import numpy as np
 
-from bridge.errors import ParameterError
+from bridge.errors import ModelLoadError, ParameterError
 from bridge.events import Beat, EngineInput, EngineOutput, Note, NoteOff, NoteOn, Send, TransportChange
 from engines.base import Engine, EngineContext, Param
 
@@ -36,6 +37,7 @@ from .voicing import STYLES, Voicing, VoicingConfig, render, voice_chord
 
 __all__ = ["FolderParam", "LearnedHarmonizer"]
 
+log = logging.getLogger(__name__)
 ANTICIPATION_BEATS = 0.2  # a note this close before a beat belongs to that beat
 KEY_SWITCH_MARGIN = 0.15  # correlation a newly detected key must gain over the current one
 _KEYS = ("auto",) + ROOT_NAMES + tuple(f"{n}m" for n in ROOT_NAMES)
@@ -143,7 +145,12 @@ class LearnedHarmonizer(Engine):
     def prepare(self, context: EngineContext) -> None:
         super().prepare(context)
         self.tempo_bpm = context.tempo_bpm
-        _ = self.model  # load now, not on the first beat
+        try:
+            _ = self.model  # load now, not on the first beat
+        except (ModelLoadError, ParameterError) as exc:
+            # prepare runs outside the host's isolation boundary (boot, swap): the error surfaces
+            # from the first process call instead, which disables the slot and shows it in status
+            log.error("harmonizer: %s", exc)
 
     @property
     def model(self) -> HarmonizerModel:

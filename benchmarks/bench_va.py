@@ -92,7 +92,7 @@ def _memory(path: Path) -> dict[str, float]:
 
 
 def _load() -> dict[str, object]:
-    top = subprocess.run(["ps", "-eo", "pcpu,args", "--sort=-pcpu"], capture_output=True, text=True).stdout
+    top = subprocess.run(["ps", "-eo", "pcpu,args", "--sort=-pcpu"], capture_output=True, text=True, check=False).stdout
     return {"loadavg": os.getloadavg(), "top": [line.strip()[:120] for line in top.splitlines()[1:6]]}
 
 

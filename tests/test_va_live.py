@@ -101,7 +101,9 @@ def test_the_engine_streams_cc_in_a_running_bridge_and_osc_overrides_it(start_br
     def values(control: int) -> list[int]:
         return [m[2] for m in peer.messages() if len(m) == 3 and m[0] == 0xB0 and m[1] == control]
 
-    send = lambda *a: subprocess.run(["oscsend", "localhost", str(bridge.osc_port), *a], check=True)  # noqa: E731
+    def send(*arguments: str) -> None:
+        subprocess.run(["oscsend", "localhost", str(bridge.osc_port), *arguments], check=True)
+
     send("/scorebridge/va/manual", "i", "1")
     send("/scorebridge/va/arousal", "f", "0.8")
     assert peer.wait_for(lambda: 118 in values(11), 5.0), peer.messages()[-10:]

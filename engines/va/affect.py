@@ -82,7 +82,7 @@ def _on_grid(times: np.ndarray, source_times: np.ndarray, values: np.ndarray) ->
 
 
 def _crossfade(values: np.ndarray, rate_hz: float) -> np.ndarray:
-    return smooth(values, max(1, int(round(CROSSFADE_S * rate_hz))))
+    return smooth(values, max(1, round(CROSSFADE_S * rate_hz)))
 
 
 def builtin_curves(features: dict[str, np.ndarray], cuts_s: Sequence[float], rate_hz: float,
@@ -91,7 +91,7 @@ def builtin_curves(features: dict[str, np.ndarray], cuts_s: Sequence[float], rat
     source = features["time_s"]
     times = grid(source[-1], rate_hz)
     shots = shot_ids(times, cuts_s)
-    width = max(1, int(round(smooth_s * rate_hz)))
+    width = max(1, round(smooth_s * rate_hz))
 
     def feature(name: str) -> np.ndarray:
         return _on_grid(times, source, features[name])
@@ -120,7 +120,7 @@ def smoothed_sensor_curves(source_times: np.ndarray, values: np.ndarray, cuts_s:
     """A learned sensor's per-frame [N, 2] (valence, arousal) on the grid, smoothed the same way."""
     times = grid(source_times[-1], rate_hz)
     shots = shot_ids(times, cuts_s)
-    width = max(1, int(round(smooth_s * rate_hz)))
+    width = max(1, round(smooth_s * rate_hz))
     valence = _crossfade(smooth(_on_grid(times, source_times, values[:, 0]), width, shots), rate_hz)
     arousal = smooth(_on_grid(times, source_times, values[:, 1]), width)
     return VACurve(times, np.clip(valence, -1, 1), np.clip(arousal, -1, 1))

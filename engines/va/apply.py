@@ -113,7 +113,7 @@ def _tempo_changes(events: list[tuple[int, object]]) -> list[tuple[int, int]]:
 
 def _new_tempi(original: list[tuple[int, int]], end_tick: int, ticks_per_beat: int, curve: VACurve,
                settings: ApplySettings) -> list[tuple[int, int]]:
-    step = max(1, int(round(settings.tempo_step_beats * ticks_per_beat)))
+    step = max(1, round(settings.tempo_step_beats * ticks_per_beat))
     grid = sorted(set(range(0, end_tick + 1, step)) | {tick for tick, _ in original})
     starts = np.array([t for t, _ in original])
     result: list[tuple[int, int]] = []
@@ -123,7 +123,7 @@ def _new_tempi(original: list[tuple[int, int]], end_tick: int, ticks_per_beat: i
             elapsed += (tick - grid[index - 1]) * result[-1][1] / 1e6 / ticks_per_beat
         base = original[int(np.searchsorted(starts, tick, side="right")) - 1][1]
         arousal = float(curve.at(elapsed + settings.offset_s)[1])
-        tempo = int(round(base / 2 ** (settings.tempo_depth * arousal)))
+        tempo = round(base / 2 ** (settings.tempo_depth * arousal))
         result.append((tick, min(max(tempo, 1), 0xFFFFFF)))
     return [change for i, change in enumerate(result) if i == 0 or change[1] != result[i - 1][1]]
 
@@ -159,7 +159,8 @@ def apply_curve(midi, curve: VACurve, settings: ApplySettings) -> ApplyReport:
             if message.type == "note_on" and message.velocity > 0:
                 seconds = float(_seconds_of_ticks(np.array([tick]), tempi, ppq)[0])
                 arousal = float(curve.at(seconds + settings.offset_s)[1])
-                velocity = int(min(127, max(1, round(message.velocity * 2 ** (settings.velocity_depth * arousal)))))
+                scaled = round(message.velocity * 2 ** (settings.velocity_depth * arousal))
+                velocity = min(127, max(1, scaled))
                 velocities_before.append(message.velocity)
                 velocities_after.append(velocity)
                 message = message.copy(velocity=velocity)
@@ -167,7 +168,7 @@ def apply_curve(midi, curve: VACurve, settings: ApplySettings) -> ApplyReport:
         tracks[index] = kept
 
     lane: list[tuple[int, object]] = []
-    grid = np.arange(0, end_tick + 1, max(1, int(round(settings.lane_step_beats * ppq))))
+    grid = np.arange(0, end_tick + 1, max(1, round(settings.lane_step_beats * ppq)))
     values = curve.at(_seconds_of_ticks(grid.astype(np.float64), tempi, ppq) + settings.offset_s)
     for control, source in sorted(settings.lanes.items()):
         column = values[:, 0] if source == "valence" else values[:, 1]

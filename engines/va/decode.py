@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,7 +123,7 @@ def probe(path: str | os.PathLike[str]) -> VideoInfo:
 
 def _analysis_size(info: VideoInfo, width: int) -> tuple[int, int]:
     width = min(width, info.width) // 2 * 2 or 2
-    height = max(2, int(round(width * info.height / info.width / 2)) * 2)
+    height = max(2, round(width * info.height / info.width / 2) * 2)
     return width, height
 
 
@@ -193,7 +193,7 @@ def decode_samples(path: str | os.PathLike[str], rate_hz: float, width: int = 16
                 stats.decoded += 1
                 time_s = (float(frame.time) - start) if frame.time is not None else stats.decoded / max(info.fps, 1)
                 stats.last_time_s = max(stats.last_time_s, time_s)
-                slot = int(math.floor(time_s * rate_hz + 1e-6))
+                slot = math.floor(time_s * rate_hz + 1e-6)
                 if slot < next_slot:
                     continue
                 next_slot = slot + 1

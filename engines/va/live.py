@@ -97,7 +97,7 @@ class VAAutomation(Engine):
 
     def _level(self, value: float) -> int:
         floor = self.param("cc_floor")
-        return int(round(floor + (127 - floor) * (value + 1.0) / 2.0))
+        return round(floor + (127 - floor) * (value + 1.0) / 2.0)
 
     def _lanes(self, at_beats: float, valence: float, arousal: float) -> list[EngineOutput]:
         outputs: list[EngineOutput] = []

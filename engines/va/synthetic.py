@@ -51,7 +51,7 @@ def _texture(height: int, width: int, seed: int, grain: float = 0.0) -> np.ndarr
 
 
 def _frame(shot: Shot, texture: np.ndarray, local_s: float, width: int, height: int) -> np.ndarray:
-    shift = int(round(shot.speed * width * local_s))
+    shift = round(shot.speed * width * local_s)
     pattern = np.roll(texture, shift, axis=1) if shift else texture
     colour = np.asarray(shot.colour, dtype=np.float32) * shot.brightness * 2.0
     image = colour[None, None, :] * (1.0 + shot.texture * 2.0 * pattern[:, :, None])
@@ -68,7 +68,7 @@ def _tone(shots: Sequence[Shot], sample_rate: int) -> np.ndarray:
     pieces = []
     rng = np.random.default_rng(1)
     for shot in shots:
-        count = int(round(shot.duration_s * sample_rate))
+        count = round(shot.duration_s * sample_rate)
         t = np.arange(count) / sample_rate
         amplitude = 10 ** (shot.loudness_dbfs / 20)  # RMS of the unit-RMS signal below
         signal = np.sin(2 * np.pi * 220 * t) * 0.7 + rng.standard_normal(count) * 0.3
@@ -96,7 +96,7 @@ def write_video(path: str | os.PathLike[str], shots: Sequence[Shot], width: int 
             sound = container.add_stream("aac", rate=sample_rate, layout="mono") if audio else None
             for index, shot in enumerate(shots):
                 texture = _texture(height, width, shot.seed + 7 * index, shot.grain)
-                for number in range(int(round(shot.duration_s * fps))):
+                for number in range(round(shot.duration_s * fps)):
                     image = _frame(shot, texture, number / fps, width, height)
                     frame = av.VideoFrame.from_ndarray(image, format="rgb24")
                     for packet in video.encode(frame):

@@ -158,7 +158,9 @@ class Controls:
         session = self.session
         now = time.perf_counter()
         if path == "panic":
-            return session.panic()
+            released = session.panic()
+            self.bus.publish(f"{PREFIX}/panic/done", (released,), origin)
+            return released
         if path in ("transport/start", "transport/stop", "transport/playing"):
             playing = path == "transport/start" or (path == "transport/playing" and bool(value))
             events = session.transport.set_playing(playing, now)
@@ -253,20 +255,18 @@ class Controls:
             self.counters["ignored"] += 1
             return
         self.counters["midi_in"] += 1
-        if source != "program":
-            self.feedback.control_moved((source, channel, number), raw)
         if self.learner.armed and pressed:
             self.learner.capture(source, channel, number, raw)
             return
         origin = ("midi", source, channel, number)
         with self._lock:
-            bindings = list(self._index.get((source, number), ()))
-        matched = False
+            bindings = [b for b in self._index.get((source, number), ()) if b.channel in (None, channel)]
+        if source != "program":
+            absolute = any(b.scale in ("linear", "log") for b in bindings)
+            self.feedback.control_moved((source, channel, number), raw, absolute)
         for binding in bindings:
-            if binding.channel is None or binding.channel == channel:
-                matched = True
-                self.fire(binding, raw, raw / 127, pressed, origin)
-        if not matched:
+            self.fire(binding, raw, raw / 127, pressed, origin)
+        if not bindings:
             self.counters["unmapped"] += 1
 
     def on_osc(self, address: str, args: list[Any], origin: Origin) -> bool:

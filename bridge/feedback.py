@@ -4,8 +4,9 @@
 subscribers, the browser surface, and ``ControlFeedback``, which turns changes into CC / note
 values for controllers with LEDs or motor faders (and into map-address values for OSC surfaces
 bound through a map). Each sink is rate-limited (newest value per address or control, at most
-one send per interval). The control that caused a change is never sent the change back: its
-position already shows it, and echoing invites feedback loops with motor faders.
+one send per interval). A knob or fader that caused a change is not sent it back: its position
+already shows it, and echoing invites feedback loops with motor faders. Pads and relative
+encoders, which do not know the state, do get it back.
 
 An origin names where a change came from: ``("osc", host, port)``, ``("web", client_id)``,
 ``("midi", source, channel, number)`` or None (the bridge itself, e.g. an engine swap).
@@ -55,8 +56,10 @@ class FeedbackBus:
 
 
 def _same_control(binding: Binding, origin: Origin) -> bool:
-    """Did ``origin`` come from the physical control behind ``binding``?"""
-    if not origin:
+    """Did ``origin`` come from the absolute control (knob, fader) behind ``binding``? Its position
+    already shows the value, and a motor fader fed its own value fights the hand. Pads (toggle,
+    fixed value, momentary) and relative encoders do not know the state: they get it back."""
+    if not origin or binding.scale not in ("linear", "log"):
         return False
     if origin[0] == "midi" and binding.source != "osc":
         _, source, channel, number = origin
@@ -102,11 +105,16 @@ class ControlFeedback:
         if self._thread is not None:
             self._thread.join(timeout=2)
 
-    def control_moved(self, key: ControlKey, raw: int) -> None:
-        """A control reported ``raw``: it shows that value now (so we need not send it)."""
+    def control_moved(self, key: ControlKey, raw: int, absolute: bool) -> None:
+        """A control reported ``raw``. An absolute one (knob, fader) shows that value now, so it
+        need not be sent; what a pad or encoder shows after a press is unknown, so the next
+        value is sent whatever was sent before."""
         with self._lock:
-            self._last[key] = raw
-            self._pending.pop(key, None)
+            if absolute:
+                self._last[key] = raw
+                self._pending.pop(key, None)
+            else:
+                self._last.pop(key, None)
 
     def __call__(self, address: str, args: tuple[Any, ...], origin: Origin) -> None:
         if not address.startswith("/scorebridge/") or len(args) != 1:

@@ -92,7 +92,7 @@ def install_osc_routes(session: Session) -> None:
             osc.feedback(address, *values)
 
     def panic(args: list[Any], sender: tuple[str, int]) -> tuple[Any, ...]:
-        released = session.panic()
+        released = controls.apply("panic", None, origin(sender))  # every other surface hears it too
         return (f"{PREFIX}/panic/done", released)
 
     def status(args: list[Any], sender: tuple[str, int]) -> tuple[Any, ...] | None:

@@ -168,13 +168,12 @@ def test_feedback_reaches_controllers_and_surfaces_but_not_the_control_that_move
         assert knobs.got(0xB0, 70) == []
         oscsend(bridge, "/scorebridge/rule/velocity", "i", "64")  # from OSC: the knob's LED ring follows
         assert wait_until(lambda: knobs.got(0xB0, 70) == [64])
-        knobs.send(0x99, 39, 100)  # pad 4 toggles sevenths on; the pad is not echoed
+        knobs.send(0x99, 39, 127)  # pad 4 toggles sevenths on: a pad does not know the state, it is lit
         assert wait_until(lambda: True in osc.values("/scorebridge/rule/sevenths")
                           or 1 in osc.values("/scorebridge/rule/sevenths"))
-        time.sleep(0.2)
-        assert knobs.got(0x99, 39) == []
+        assert wait_until(lambda: knobs.got(0x99, 39) == [127])
         oscsend(bridge, "/scorebridge/rule/sevenths", "i", "0")  # turned off elsewhere: the pad goes dark
-        assert wait_until(lambda: knobs.got(0x99, 39) == [0])
+        assert wait_until(lambda: knobs.got(0x99, 39) == [127, 0])
         knobs.send(0xC0, 1)  # program change 1 selects the thru engine; pad 8 ("thru") lights up
         assert wait_until(lambda: "thru" in osc.values("/scorebridge/rule/engine"))
         assert wait_until(lambda: knobs.got(0x99, 43) == [127])

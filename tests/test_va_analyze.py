@@ -134,7 +134,28 @@ def _silence_wav(path):
     return path
 
 
-@pytest.mark.parametrize("case", ["missing", "garbage", "audio_only", "truncated", "bad_rate", "no_folder"])
+def _song_with_cover(path):
+    """An MP3 whose only picture is its cover art (a video stream with the attached_pic flag)."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w", format="mp3") as container:
+        sound = container.add_stream("libmp3lame", rate=16000, layout="mono")
+        cover = container.add_stream("png", rate=1)
+        cover.width, cover.height, cover.pix_fmt = 64, 64, "rgb24"
+        cover.disposition = av.stream.Disposition.attached_pic
+        for packet in cover.encode(av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")):
+            container.mux(packet)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 16000), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 16000, 0, Fraction(1, 16000)
+        for packet in [*sound.encode(frame), *sound.encode()]:
+            container.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("case", ["missing", "garbage", "audio_only", "cover_art", "truncated", "bad_rate",
+                                  "no_folder"])
 def test_bad_input_fails_with_a_clear_error_and_writes_nothing(videos, tmp_path, case):
     out = tmp_path / "va.csv"
     rate = "10"
@@ -145,6 +166,8 @@ def test_bad_input_fails_with_a_clear_error_and_writes_nothing(videos, tmp_path,
         video.write_bytes(b"this is not a video" * 100)
     elif case == "audio_only":
         video, expected = _silence_wav(tmp_path / "sound.wav"), "no video stream"
+    elif case == "cover_art":
+        video, expected = _song_with_cover(tmp_path / "song.mp3"), "no video stream (streams: audio, cover picture)"
     elif case == "truncated":
         video, expected = tmp_path / "cut.mkv", "truncated or corrupt"
         whole = write_video(tmp_path / "whole.mkv", SCENES["warm"]).read_bytes()

@@ -92,11 +92,19 @@ def _open(path: Path):  # -> av.container.InputContainer
         raise VideoError(f"{path}: not a readable video ({exc})") from None
 
 
+def _video_stream(path: Path, container):  # -> av.VideoStream
+    """The first video stream that is not a cover picture (attached_pic, e.g. MP3 artwork)."""
+    import av
+
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    kinds = [("cover picture" if s.type == "video" else s.type) for s in container.streams]
+    raise VideoError(f"{path}: no video stream (streams: {', '.join(kinds) or 'none'})")
+
+
 def _info(path: Path, container) -> VideoInfo:
-    if not container.streams.video:
-        raise VideoError(f"{path}: no video stream (streams: "
-                         f"{', '.join(s.type for s in container.streams) or 'none'})")
-    stream = container.streams.video[0]
+    stream = _video_stream(path, container)
     context = stream.codec_context
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     fps = float(rate) if rate else 0.0
@@ -173,7 +181,7 @@ def decode_samples(path: str | os.PathLike[str], rate_hz: float, width: int = 16
     container = _open(source)
     try:
         info = _info(source, container)
-        stream = container.streams.video[0]
+        stream = _video_stream(source, container)
         stream.thread_type = "AUTO"
         if info.fps >= 3 * rate_hz:
             stream.codec_context.skip_frame = "NONREF"

@@ -150,9 +150,9 @@ def test_clip_of_one_bar_plays_on_the_next_pass_and_is_saved(tmp_path):
     first = sorted((o.at_beats - 4.0, o.pitch) for _, o in timed if 4.0 <= o.at_beats < 8.0)
     second = sorted((o.at_beats - 8.0, o.pitch) for _, o in timed if 8.0 <= o.at_beats < 12.0)
     assert first == second and first
-    assert [n.pitch for n in engine.looper.clip.melody] == MELODY[:4]  # the last beat's onset counted
-    assert len(engine.saved) == 1
-    midi = mido.MidiFile(engine.saved[0])
+    assert [n.pitch for n in engine.clip_mode.looper.clip.melody] == MELODY[:4]  # the last beat's onset counted
+    assert len(engine.clip_mode.saved) == 1
+    midi = mido.MidiFile(engine.clip_mode.saved[0])
     assert [t.name for t in midi.tracks] == ["melody", "chords"]
     melody = [m.note for m in midi.tracks[0] if m.type == "note_on" and m.velocity]
     assert melody == MELODY[:4]
@@ -166,7 +166,7 @@ def test_clip_between_start_and_stop_replays_in_sync_on_the_next_start(tmp_path)
     assert not [o for _, _, out in log for o in out if isinstance(o, Note)]
     engine.process(NoteOff(MELODY[5], 0, 3.0, 6.0))
     engine.process(TransportChange(False, 6.0, 3.0, "stop"))
-    assert len(engine.saved) == 1 and engine.looper.clip.length_beats == 8.0
+    assert len(engine.clip_mode.saved) == 1 and engine.clip_mode.looper.clip.length_beats == 8.0
     out = engine.process(TransportChange(True, 0.0, 10.0, "start"))
     out = list(out) + list(engine.process(Beat(0, 10.0, 120.0)))
     notes = [o for o in out if isinstance(o, Note)]
@@ -184,7 +184,7 @@ def test_locate_releases_the_held_chord_and_switching_to_clip_mode_starts_a_capt
         sounding = sounding_after(out)
     engine.set_param("mode", "clip")
     assert not sounding_after(engine.process(Beat(2, 1.0, 120.0)), sounding)
-    assert engine.looper.capture_origin == 4.0 and engine.looper.capture_end == 20.0
+    assert engine.clip_mode.looper.capture_origin == 4.0 and engine.clip_mode.looper.capture_end == 20.0
 
 
 def test_detected_key_has_hysteresis():
@@ -219,3 +219,12 @@ def test_a_model_that_cannot_load_fails_in_process_not_in_prepare(tmp_path, monk
     assert "sha256" in caplog.text
     with pytest.raises(ModelLoadError, match="sha256"):  # inside the host's isolation boundary
         engine.process(NoteOn(72, 100, 0, 0.0, 0.0, playing=False))
+
+
+def test_a_clip_folder_that_cannot_be_written_is_logged_and_the_loop_plays_on(tmp_path, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the folder should be")
+    engine = make(mode="clip", clip_bars=1, clip_folder=str(blocker / "clips"))
+    log = play(engine, MELODY[:4] + [0] * 4, skip=range(4, 8))
+    assert engine.clip_mode.save_errors == 1 and "cannot save the loop" in caplog.text
+    assert [o for beat, _, out in log if beat >= 4 for o in out if isinstance(o, Note)]

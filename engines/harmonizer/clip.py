@@ -20,9 +20,7 @@ from .vocab import token_name, token_pitch_classes
 from .voicing import NoteEvent, Voicing, VoicingConfig, render, voice_chord
 
 __all__ = [
-    "CARRY_MIN_BEATS",
     "ChordSpan",
-    "ClipLooper",
     "ClipOptions",
     "HarmonizedClip",
     "accompaniment",
@@ -32,9 +30,6 @@ __all__ = [
     "new_file_mode",
     "write_midi",
 ]
-
-CARRY_MIN_BEATS = 0.125
-
 
 def new_file_mode() -> int:
     """Permissions a plain new file gets under this process's umask (mkstemp makes 0600).
@@ -225,91 +220,3 @@ def write_midi(
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
-
-
-class ClipLooper:
-    """Captures a loop of melody (song positions in beats) and plays its harmonization back,
-    pass after pass, at song positions ``origin + n * length + offset``."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.capture_origin: float | None = None
-        self.capture_length: float | None = None
-        self.notes: list[NoteEvent] = []
-        self.held: dict[int, tuple[float, int]] = {}
-        self.clip: HarmonizedClip | None = None
-        self.play_origin = 0.0
-        self.scheduled_until = 0.0
-
-    def start_capture(self, origin_beats: float, length_beats: float | None) -> None:
-        """Capture from ``origin_beats`` for ``length_beats`` (None: until transport stop)."""
-        self.capture_origin, self.capture_length = origin_beats, length_beats
-        self.notes = []
-
-    @property
-    def capture_end(self) -> float | None:
-        if self.capture_origin is None or self.capture_length is None:
-            return None
-        return self.capture_origin + self.capture_length
-
-    def note_on(self, pitch: int, velocity: int, beats: float) -> None:
-        self.held[pitch] = (beats, velocity)
-
-    def note_off(self, pitch: int, beats: float) -> None:
-        started = self.held.pop(pitch, None)
-        if started is not None:
-            self._keep(pitch, started[0], beats, started[1])
-
-    def _keep(self, pitch: int, start: float, end: float, velocity: int) -> None:
-        if self.capture_origin is None:
-            return
-        clamped = max(start, self.capture_origin)
-        # a note held over the loop start and released just after it belongs to the last pass
-        if end - clamped > (CARRY_MIN_BEATS if start < self.capture_origin else 1e-6):
-            start = clamped
-            self.notes.append(NoteEvent(pitch, start - self.capture_origin, end - start, max(1, velocity)))
-
-    def melody_until(self, end_beats: float) -> list[NoteEvent]:
-        """The captured melody (relative to the origin), held notes cut at ``end_beats``."""
-        held = []
-        if self.capture_origin is not None:
-            for pitch, (start, velocity) in self.held.items():
-                carried = start < self.capture_origin
-                start = max(start, self.capture_origin)
-                if end_beats - start > (CARRY_MIN_BEATS if carried else 1e-6):
-                    held.append(NoteEvent(pitch, start - self.capture_origin, end_beats - start, max(1, velocity)))
-        limit = end_beats - (self.capture_origin or 0.0)
-        kept = [n for n in self.notes if n.start_beats < limit - 1e-6]
-        kept = [NoteEvent(n.pitch, n.start_beats, min(n.duration_beats, limit - n.start_beats), n.velocity)
-                for n in kept]
-        return sorted(kept + held, key=lambda n: (n.start_beats, n.pitch))
-
-    def play(self, clip: HarmonizedClip, origin_beats: float) -> None:
-        """Play ``clip`` looped from ``origin_beats`` on; what was scheduled stays scheduled."""
-        self.clip, self.play_origin = clip, origin_beats
-        self.scheduled_until = max(self.scheduled_until, origin_beats)
-
-    def due(self, until_beats: float) -> list[NoteEvent]:
-        """Accompaniment events (absolute song positions) in [scheduled_until, until_beats)."""
-        clip, start = self.clip, self.scheduled_until
-        if clip is None or until_beats <= start or clip.length_beats <= 0:
-            return []
-        length = clip.length_beats
-        out: list[NoteEvent] = []
-        first_pass = int(np.floor((start - self.play_origin) / length))
-        for index in range(first_pass, int(np.floor((until_beats - self.play_origin) / length)) + 1):
-            base = self.play_origin + index * length
-            for event in clip.events:
-                at = base + event.start_beats
-                if start - 1e-9 <= at < until_beats - 1e-9:
-                    out.append(NoteEvent(event.pitch, at, event.duration_beats, event.velocity))
-        self.scheduled_until = until_beats
-        return out
-
-    def onsets_since(self, beats: float) -> list[float]:
-        """Song positions of the captured onsets at or after ``beats`` (held notes included)."""
-        origin = self.capture_origin or 0.0
-        starts = [origin + n.start_beats for n in self.notes] + [start for start, _ in self.held.values()]
-        return [start for start in starts if start >= beats]

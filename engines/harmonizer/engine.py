@@ -14,10 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import mido
@@ -28,9 +26,9 @@ from bridge.events import Beat, EngineInput, EngineOutput, Note, NoteOff, NoteOn
 from engines.base import Engine, EngineContext, Param
 
 from .affect import MAJOR_PROFILE, MINOR_PROFILE, detect_key
-from .clip import ClipLooper, ClipOptions, harmonize_notes, write_midi
 from .decode import STRATEGIES
 from .harmonize import chord_root, melody_grid, next_chords, parse_key
+from .looper import ClipMode
 from .runtime import HarmonizerModel
 from .vocab import MASK, NC, ROOT_NAMES, token_pitch_classes
 from .voicing import STYLES, Voicing, VoicingConfig, render, voice_chord
@@ -104,13 +102,16 @@ class LearnedHarmonizer(Engine):
     def __init__(self) -> None:
         super().__init__()
         self._model: HarmonizerModel | None = None
-        self.looper = ClipLooper()
-        self.saved: list[Path] = []
         self.tempo_bpm = 120.0
+        self.clip_mode = ClipMode(self)
         self.reset()
 
     # -- state ---------------------------------------------------------------------------
     def reset(self) -> None:
+        self._reset_live()
+        self.clip_mode.reset()
+
+    def _reset_live(self) -> None:
         self.playing = False
         self.held: dict[int, float] = {}
         self.notes: list[list[Any]] = []  # [pitch, start_beats, end_beats | None]
@@ -124,9 +125,6 @@ class LearnedHarmonizer(Engine):
         self.free_melody: list[int] = []  # transport stopped: one step per note
         self.free_chords: list[int] = []
         self.live_key: tuple[int, str] | None = None
-        self.pending_save = None
-        self.harmonize_due: float | None = None
-        self.looper.reset()
         self._reseed()
 
     def _reseed(self) -> None:
@@ -160,7 +158,7 @@ class LearnedHarmonizer(Engine):
                 raise ParameterError(f"style {self.param('style')!r} is not one of {self._model.styles}")
         return self._model
 
-    def _voicing_config(self) -> VoicingConfig:
+    def voicing_config(self) -> VoicingConfig:
         return VoicingConfig(voices=self.param("voices"), low=self.param("low_note"),
                              high=max(self.param("high_note"), self.param("low_note") + 1),
                              bass=self.param("bass"))
@@ -173,39 +171,25 @@ class LearnedHarmonizer(Engine):
             return self._note_off(event)
         if isinstance(event, Beat):
             self.tempo_bpm = event.tempo_bpm
-            return self._clip_beat(event.index) if self.param("mode") == "clip" else self._live_beat(event.index)
+            if self.param("mode") == "clip":  # (a chord held from live mode stops)
+                return self._change_to(()) + self.clip_mode.beat(event.index)
+            return self._live_beat(event.index)
         if isinstance(event, TransportChange):
             return self._transport(event)
         return ()
 
     def _transport(self, event: TransportChange) -> Sequence[EngineOutput]:
         if not event.playing:
-            if self.playing and self.param("mode") == "clip" and self.param("clip_bars") == 0:
-                self._finish_open_capture(event.beats)
-            clip, origin = self.looper.clip, self.looper.play_origin
-            self.reset()  # the host has already released every note of this slot
-            self.looper.clip, self.looper.play_origin = clip, origin
+            if self.playing and self.param("mode") == "clip":
+                self.clip_mode.stop(event.beats)
+            self._reset_live()  # the host has already released every note of this slot
             return ()
         released = self._change_to(())  # a locate while playing: the held chord stops here
-        clip, origin = self.looper.clip, self.looper.play_origin
-        self.reset()
+        self._reset_live()
         self.playing, self.origin = True, math.floor(event.beats + 1e-9)
         if self.param("mode") != "clip":
             return released
-        self._start_capture(event.beats)
-        if clip is not None:
-            self.looper.scheduled_until = event.beats
-            self.looper.play(clip, origin)
-            return released + self._scheduled(math.ceil(event.beats - 1e-9))  # up to the next Beat
-        return released
-
-    def _start_capture(self, position_beats: float) -> None:
-        """Capture from the next bar start for `clip_bars` bars (0: from here until Stop)."""
-        bars, per_bar = self.param("clip_bars"), self.param("beats_per_bar")
-        if bars == 0:
-            self.looper.start_capture(position_beats, None)
-        else:
-            self.looper.start_capture(per_bar * math.ceil(position_beats / per_bar - 1e-9), float(bars * per_bar))
+        return released + self.clip_mode.start(event.beats)
 
     def _note_on(self, event: NoteOn) -> Sequence[EngineOutput]:
         self.held[event.pitch] = event.beats
@@ -214,11 +198,7 @@ class LearnedHarmonizer(Engine):
             return self._free_note(event.pitch)
         self.notes.append([event.pitch, event.beats, None])
         if self.param("mode") == "clip":
-            self.looper.note_on(event.pitch, event.velocity, event.beats)
-            due = self.harmonize_due
-            if due is not None and due - 1 <= event.beats < due - ANTICIPATION_BEATS:
-                return self._harmonize_pass(due)  # the last beat's onset: the loop is complete
-            return ()
+            return self.clip_mode.note_on(event.pitch, event.velocity, event.beats)
         beat = math.floor(event.beats + ANTICIPATION_BEATS)
         if beat > self.decided_beat and (self.param("decide") == "onset" or self.token is None):
             return self._decide(beat, event.beats)
@@ -232,7 +212,7 @@ class LearnedHarmonizer(Engine):
                 note[2] = event.beats
                 break
         if self.param("mode") == "clip":
-            self.looper.note_off(event.pitch, event.beats)
+            self.clip_mode.note_off(event.pitch, event.beats)
         if not event.playing and not self.held:
             return self._change_to(())  # no beats to wait for while the transport is stopped
         return self._keep_under_melody() if self.param("mode") == "live" else ()
@@ -325,7 +305,7 @@ class LearnedHarmonizer(Engine):
         if root is None:
             return self._change_to(())
         self.voicing = voice_chord(root, token_pitch_classes(self.token), melody, self.voicing,
-                                   self._voicing_config())
+                                   self.voicing_config())
         style = self.param("voicing")
         if style == "pad" or beat is None:
             return self._change_to(self.voicing.pitches)
@@ -372,80 +352,3 @@ class LearnedHarmonizer(Engine):
         self.notes = [n for n in self.notes if n[2] is None or n[2] >= beat]
         for old in [b for b in self.chords if b < beat]:
             del self.chords[old]
-
-    # -- clip mode -----------------------------------------------------------------------
-    def _options(self) -> ClipOptions:
-        return ClipOptions(style=self.param("style"), strategy=self.param("strategy"), calls=self.param("steps"),
-                           temperature=self.param("temperature"), key=parse_key(self.param("key")),
-                           voicing_style=self.param("voicing"), voicing=self._voicing_config(),
-                           velocity=self.param("velocity"), arpeggio_rate=self.param("arpeggio_rate"))
-
-    def _clip_beat(self, index: int) -> Sequence[EngineOutput]:
-        """The loop is harmonized at the first onset of its last beat (so that note counts),
-        on that beat when a note started just before it, or at the loop end at the latest."""
-        looper, end = self.looper, self.looper.capture_end
-        out: list[EngineOutput] = self._change_to(())  # switched from live mode while playing
-        if looper.capture_origin is None:
-            self._start_capture(float(index))
-            end = looper.capture_end
-        if end is not None and index == end - 1 and self.looper.melody_until(end):
-            self.harmonize_due = end  # (an empty pass so far keeps the loop already playing)
-            if any(end - 1 - ANTICIPATION_BEATS <= start for start in self.looper.onsets_since(end - 2)):
-                self._harmonize_pass(end)
-        if end is not None and index >= end:
-            if self.harmonize_due is not None:
-                self._harmonize_pass(end)  # no onset in the last beat: its first chord is late by this
-            self._save(looper.melody_until(end))
-            self._start_capture(end)
-        # Each beat's notes are scheduled on its own Beat: the beat's first chord goes out with
-        # the clock tick, later ones lean on the tempo estimate for less than a beat.
-        return out + self._scheduled(index + 1)
-
-    def _harmonize_pass(self, end: float) -> Sequence[EngineOutput]:
-        """Harmonize the pass ending at ``end``; its chords go out from the Beat at ``end`` on."""
-        self.harmonize_due = None
-        self._harmonize_capture(end, play_from=end)
-        return ()
-
-    def _harmonize_capture(self, end: float, play_from: float | None) -> None:
-        melody = self.looper.melody_until(end)
-        if not melody:
-            return  # an empty pass keeps the loop already playing
-        length = end - (self.looper.capture_origin or 0.0)
-        clip = harmonize_notes(self.model, melody, length, self.param("beats_per_bar"), self._options(),
-                               self._va(length), self.rng)
-        self.pending_save = clip
-        origin = self.looper.capture_origin if play_from is None else play_from
-        self.looper.play(clip, origin)
-
-    def _finish_open_capture(self, stop_beats: float) -> None:
-        origin = self.looper.capture_origin
-        if origin is None:
-            return
-        per_bar = self.param("beats_per_bar")
-        end = origin + max(1, math.ceil((stop_beats - origin) / per_bar - 1e-9)) * per_bar
-        self.pending_save = None
-        self._harmonize_capture(min(stop_beats, end), play_from=None)
-        if self.pending_save is not None:
-            self.looper.clip.length_beats = end - origin
-            self._save(self.looper.melody_until(stop_beats))
-
-    def _va(self, length_beats: float) -> np.ndarray:
-        steps = max(1, math.ceil(length_beats * self.model.grid.steps_per_quarter - 1e-9))
-        return np.tile(np.float32([self.param("valence"), self.param("arousal")]), (steps, 1))
-
-    def _scheduled(self, until_beats: float) -> list[EngineOutput]:
-        return [Note(e.pitch, e.velocity, e.duration_beats, at_beats=e.start_beats)
-                for e in self.looper.due(until_beats)]
-
-    def _save(self, melody: list) -> None:
-        clip = self.pending_save
-        if clip is None or not melody:
-            return
-        folder = Path(self.param("clip_folder")).expanduser()
-        slot = self.context.slot if self.context else "harmonizer"
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        path = folder / f"{slot}-{stamp}-{len(self.saved) + 1:03d}.mid"
-        write_midi(path, melody, clip.events, clip.spans, self.tempo_bpm, (self.param("beats_per_bar"), 4))
-        self.saved.append(path)
-        self.pending_save = None

@@ -1,0 +1,254 @@
+"""The harmonizer engine's clip mode: capture a loop of melody on the song position, harmonize
+it whole, play it back in sync pass after pass, and save each harmonized pass as a .mid.
+
+``ClipLooper`` is the bookkeeping (captured notes, the loop playing, what is scheduled);
+``ClipMode`` runs it from the engine's events and parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from bridge.events import EngineOutput, Note
+
+from .clip import ClipOptions, HarmonizedClip, harmonize_notes, write_midi
+from .harmonize import parse_key
+from .voicing import NoteEvent
+
+if TYPE_CHECKING:
+    from .engine import LearnedHarmonizer
+
+__all__ = ["CARRY_MIN_BEATS", "ClipLooper", "ClipMode"]
+
+log = logging.getLogger(__name__)
+CARRY_MIN_BEATS = 0.125  # a note held over the loop start shorter than this belongs to the last pass
+ANTICIPATION_BEATS = 0.2  # as the live mode: a note this close before a beat belongs to it
+
+
+class ClipLooper:
+    """Captures a loop of melody (song positions in beats) and plays its harmonization back,
+    pass after pass, at song positions ``origin + n * length + offset``."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.capture_origin: float | None = None
+        self.capture_length: float | None = None
+        self.notes: list[NoteEvent] = []
+        self.held: dict[int, tuple[float, int]] = {}
+        self.clip: HarmonizedClip | None = None
+        self.play_origin = 0.0
+        self.scheduled_until = 0.0
+
+    def start_capture(self, origin_beats: float, length_beats: float | None) -> None:
+        """Capture from ``origin_beats`` for ``length_beats`` (None: until transport stop)."""
+        self.capture_origin, self.capture_length = origin_beats, length_beats
+        self.notes = []
+
+    @property
+    def capture_end(self) -> float | None:
+        if self.capture_origin is None or self.capture_length is None:
+            return None
+        return self.capture_origin + self.capture_length
+
+    def note_on(self, pitch: int, velocity: int, beats: float) -> None:
+        self.held[pitch] = (beats, velocity)
+
+    def note_off(self, pitch: int, beats: float) -> None:
+        started = self.held.pop(pitch, None)
+        if started is not None:
+            self._keep(pitch, started[0], beats, started[1])
+
+    def _keep(self, pitch: int, start: float, end: float, velocity: int) -> None:
+        if self.capture_origin is None:
+            return
+        clamped = max(start, self.capture_origin)
+        # a note held over the loop start and released just after it belongs to the last pass
+        if end - clamped > (CARRY_MIN_BEATS if start < self.capture_origin else 1e-6):
+            start = clamped
+            self.notes.append(NoteEvent(pitch, start - self.capture_origin, end - start, max(1, velocity)))
+
+    def melody_until(self, end_beats: float) -> list[NoteEvent]:
+        """The captured melody (relative to the origin), held notes cut at ``end_beats``."""
+        held = []
+        if self.capture_origin is not None:
+            for pitch, (start, velocity) in self.held.items():
+                carried = start < self.capture_origin
+                start = max(start, self.capture_origin)
+                if end_beats - start > (CARRY_MIN_BEATS if carried else 1e-6):
+                    held.append(NoteEvent(pitch, start - self.capture_origin, end_beats - start, max(1, velocity)))
+        limit = end_beats - (self.capture_origin or 0.0)
+        kept = [n for n in self.notes if n.start_beats < limit - 1e-6]
+        kept = [NoteEvent(n.pitch, n.start_beats, min(n.duration_beats, limit - n.start_beats), n.velocity)
+                for n in kept]
+        return sorted(kept + held, key=lambda n: (n.start_beats, n.pitch))
+
+    def play(self, clip: HarmonizedClip, origin_beats: float) -> None:
+        """Play ``clip`` looped from ``origin_beats`` on; what was scheduled stays scheduled."""
+        self.clip, self.play_origin = clip, origin_beats
+        self.scheduled_until = max(self.scheduled_until, origin_beats)
+
+    def due(self, until_beats: float) -> list[NoteEvent]:
+        """Accompaniment events (absolute song positions) in [scheduled_until, until_beats)."""
+        clip, start = self.clip, self.scheduled_until
+        if clip is None or until_beats <= start or clip.length_beats <= 0:
+            return []
+        length = clip.length_beats
+        out: list[NoteEvent] = []
+        first_pass = int(np.floor((start - self.play_origin) / length))
+        for index in range(first_pass, int(np.floor((until_beats - self.play_origin) / length)) + 1):
+            base = self.play_origin + index * length
+            for event in clip.events:
+                at = base + event.start_beats
+                if start - 1e-9 <= at < until_beats - 1e-9:
+                    out.append(NoteEvent(event.pitch, at, event.duration_beats, event.velocity))
+        self.scheduled_until = until_beats
+        return out
+
+    def onsets_since(self, beats: float) -> list[float]:
+        """Song positions of the captured onsets at or after ``beats`` (held notes included)."""
+        origin = self.capture_origin or 0.0
+        starts = [origin + n.start_beats for n in self.notes] + [start for start, _ in self.held.values()]
+        return [start for start in starts if start >= beats]
+
+
+class ClipMode:
+    """Clip mode of a `LearnedHarmonizer`: reads its parameters, model and random generator."""
+
+    def __init__(self, engine: LearnedHarmonizer) -> None:
+        self.engine = engine
+        self.looper = ClipLooper()
+        self.saved: list[Path] = []
+        self.save_errors = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything, the loop playing too."""
+        self.looper.reset()
+        self.pending: HarmonizedClip | None = None  # harmonized, not saved yet
+        self.due: float | None = None  # end of a pass waiting for its last beat's onset
+
+    def _keep_loop(self) -> None:
+        clip, origin = self.looper.clip, self.looper.play_origin
+        self.reset()
+        self.looper.clip, self.looper.play_origin = clip, origin
+
+    def start(self, position_beats: float) -> list[EngineOutput]:
+        """Transport start or locate: capture anew, resume the loop from here."""
+        self._keep_loop()
+        self.start_capture(position_beats)
+        if self.looper.clip is None:
+            return []
+        self.looper.scheduled_until = position_beats
+        self.looper.play(self.looper.clip, self.looper.play_origin)
+        return self._scheduled(math.ceil(position_beats - 1e-9))  # up to the next Beat
+
+    def stop(self, position_beats: float) -> None:
+        """Transport stop: a Start-to-Stop capture is harmonized and saved; the loop is kept."""
+        if self.engine.param("clip_bars") == 0:
+            self._finish_open_capture(position_beats)
+        self._keep_loop()
+
+    def start_capture(self, position_beats: float) -> None:
+        """Capture from the next bar start for `clip_bars` bars (0: from here until Stop)."""
+        bars, per_bar = self.engine.param("clip_bars"), self.engine.param("beats_per_bar")
+        if bars == 0:
+            self.looper.start_capture(position_beats, None)
+        else:
+            self.looper.start_capture(per_bar * math.ceil(position_beats / per_bar - 1e-9), float(bars * per_bar))
+
+    def note_on(self, pitch: int, velocity: int, beats: float) -> Sequence[EngineOutput]:
+        self.looper.note_on(pitch, velocity, beats)
+        if self.due is not None and self.due - 1 <= beats < self.due - ANTICIPATION_BEATS:
+            self._harmonize_pass(self.due)  # the last beat's onset: the loop is complete
+        return ()
+
+    def note_off(self, pitch: int, beats: float) -> None:
+        self.looper.note_off(pitch, beats)
+
+    def beat(self, index: int) -> list[EngineOutput]:
+        """The loop is harmonized at the first onset of its last beat (so that note counts),
+        on that beat when a note started just before it, or at the loop end at the latest.
+        Each beat's notes are scheduled on its own Beat: the beat's first chord goes out with
+        the clock tick, later ones lean on the tempo estimate for less than a beat."""
+        looper = self.looper
+        if looper.capture_origin is None:  # switched to clip mode while playing
+            self.start_capture(float(index))
+        end = looper.capture_end
+        if end is not None and index == end - 1 and looper.melody_until(end):
+            self.due = end  # (an empty pass so far keeps the loop already playing)
+            if any(end - 1 - ANTICIPATION_BEATS <= start for start in looper.onsets_since(end - 2)):
+                self._harmonize_pass(end)
+        if end is not None and index >= end:
+            if self.due is not None:
+                self._harmonize_pass(end)  # no onset in the last beat: its first chord is late by this
+            self._save(looper.melody_until(end))
+            self.start_capture(end)
+        return self._scheduled(index + 1)
+
+    def _options(self) -> ClipOptions:
+        param = self.engine.param
+        return ClipOptions(style=param("style"), strategy=param("strategy"), calls=param("steps"),
+                           temperature=param("temperature"), key=parse_key(param("key")),
+                           voicing_style=param("voicing"), voicing=self.engine.voicing_config(),
+                           velocity=param("velocity"), arpeggio_rate=param("arpeggio_rate"))
+
+    def _harmonize_pass(self, end: float) -> None:
+        """Harmonize the pass ending at ``end``; its chords go out from the Beat at ``end`` on."""
+        self.due = None
+        self._harmonize_capture(end, play_from=end)
+
+    def _harmonize_capture(self, end: float, play_from: float | None) -> None:
+        melody = self.looper.melody_until(end)
+        if not melody:
+            return  # an empty pass keeps the loop already playing
+        engine = self.engine
+        length = end - (self.looper.capture_origin or 0.0)
+        steps = max(1, math.ceil(length * engine.model.grid.steps_per_quarter - 1e-9))
+        va = np.tile(np.float32([engine.param("valence"), engine.param("arousal")]), (steps, 1))
+        clip = harmonize_notes(engine.model, melody, length, engine.param("beats_per_bar"), self._options(),
+                               va, engine.rng)
+        self.pending = clip
+        self.looper.play(clip, self.looper.capture_origin if play_from is None else play_from)
+
+    def _finish_open_capture(self, stop_beats: float) -> None:
+        origin = self.looper.capture_origin
+        if origin is None:
+            return
+        per_bar = self.engine.param("beats_per_bar")
+        end = origin + max(1, math.ceil((stop_beats - origin) / per_bar - 1e-9)) * per_bar
+        self.pending = None
+        self._harmonize_capture(min(stop_beats, end), play_from=None)
+        if self.pending is not None:
+            self.looper.clip.length_beats = end - origin  # the loop is whole bars
+            self._save(self.looper.melody_until(stop_beats))
+
+    def _scheduled(self, until_beats: float) -> list[EngineOutput]:
+        return [Note(e.pitch, e.velocity, e.duration_beats, at_beats=e.start_beats)
+                for e in self.looper.due(until_beats)]
+
+    def _save(self, melody: list[NoteEvent]) -> None:
+        """Write the pending harmonized pass; a folder that cannot be written is logged and
+        counted (`save_errors`), and the loop keeps playing."""
+        clip, self.pending = self.pending, None
+        if clip is None or not melody:
+            return
+        engine = self.engine
+        folder = Path(engine.param("clip_folder")).expanduser()
+        slot = engine.context.slot if engine.context else "harmonizer"
+        path = folder / f"{slot}-{time.strftime('%Y%m%d-%H%M%S')}-{len(self.saved) + 1:03d}.mid"
+        try:
+            write_midi(path, melody, clip.events, clip.spans, engine.tempo_bpm, (engine.param("beats_per_bar"), 4))
+        except OSError as exc:
+            self.save_errors += 1
+            log.error("harmonizer: cannot save the loop to %s: %s", path, exc)
+            return
+        self.saved.append(path)

@@ -98,6 +98,24 @@ def _write(curve, output: Path, plot: Path | None, cuts: list[float], title: str
         raise
 
 
+def _progress_logger(video: Path):
+    """Log every 10 % of an analysis once it has run for 5 s (the CLI logs at INFO)."""
+    import logging
+    import time
+
+    log = logging.getLogger("scorebridge.va")
+    started = time.monotonic()
+    reported = [0]
+
+    def progress(fraction: float) -> None:
+        tenth = int(fraction * 10)
+        if tenth > reported[0] and time.monotonic() - started > 5.0:
+            reported[0] = tenth
+            log.info("%s: %d %%", video.name, tenth * 10)
+
+    return progress
+
+
 def _analyze(args: argparse.Namespace) -> int:
     from engines.va.analyze import analyze_video
     from engines.va.errors import VideoError
@@ -113,7 +131,7 @@ def _analyze(args: argparse.Namespace) -> int:
         raise VideoError(f"--sensor {args.sensor!r}: use 'builtin' or 'onnx:MODEL.onnx'")
     elif args.probe:
         raise VideoError("--probe needs --sensor onnx:MODEL.onnx")
-    result = analyze_video(args.video, args.rate, args.smooth, sensor)
+    result = analyze_video(args.video, args.rate, args.smooth, sensor, progress=_progress_logger(args.video))
     curve = result.curve
     extra = {"source": str(args.video), "sensor": result.sensor, "rate_hz": args.rate,
              "cuts_s": [round(c, 4) for c in result.cuts_s]}

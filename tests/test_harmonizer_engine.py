@@ -228,3 +228,14 @@ def test_a_clip_folder_that_cannot_be_written_is_logged_and_the_loop_plays_on(tm
     log = play(engine, MELODY[:4] + [0] * 4, skip=range(4, 8))
     assert engine.clip_mode.save_errors == 1 and "cannot save the loop" in caplog.text
     assert [o for beat, _, out in log if beat >= 4 for o in out if isinstance(o, Note)]
+
+
+def test_start_to_stop_clip_under_the_internal_clock_that_ran_from_boot(tmp_path):
+    engine = make(mode="clip", clip_bars=0, clip_folder=str(tmp_path))
+    for beat, pitch in enumerate(MELODY[:8]):  # no TransportChange: the bridge booted playing
+        engine.process(Beat(beat, beat * 0.5, 120.0))
+        if beat:
+            engine.process(NoteOff(MELODY[beat - 1], 0, beat * 0.5, beat + 0.001))
+        engine.process(NoteOn(pitch, 100, 0, beat * 0.5, beat + 0.002))
+    engine.process(TransportChange(False, 8.0, 4.0, "stop"))
+    assert len(engine.clip_mode.saved) == 1 and engine.clip_mode.looper.clip.length_beats == 8.0

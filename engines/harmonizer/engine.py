@@ -180,7 +180,7 @@ class LearnedHarmonizer(Engine):
 
     def _transport(self, event: TransportChange) -> Sequence[EngineOutput]:
         if not event.playing:
-            if self.playing and self.param("mode") == "clip":
+            if self.param("mode") == "clip":  # (also when the internal clock ran from boot, unannounced)
                 self.clip_mode.stop(event.beats)
             self._reset_live()  # the host has already released every note of this slot
             return ()

@@ -208,7 +208,7 @@ def _lead_sheet(melody: MelodyFile, spans: list, title: str):
 
 
 def _harmonize_one(source: Path, target: Path, xml_target: Path | None, args, model) -> str:
-    from engines.harmonizer.clip import ClipOptions, build_midi, harmonize_notes, new_file_mode
+    from engines.harmonizer.clip import ClipOptions, build_midi, harmonize_notes
     from engines.harmonizer.harmonize import parse_key
     from engines.harmonizer.voicing import VoicingConfig
 
@@ -231,15 +231,33 @@ def _harmonize_one(source: Path, target: Path, xml_target: Path | None, args, mo
     options = ClipOptions(style=args.style or model.styles[0], strategy=args.strategy, calls=args.steps,
                           temperature=args.temperature, key=key, voicing_style=args.voicing,
                           voicing=VoicingConfig(voices=args.voices, bass=not args.no_bass))
-    clip = harmonize_notes(model, melody.notes, length, beats_per_bar, options, va,
-                           np.random.default_rng(args.seed))
+    try:
+        clip = harmonize_notes(model, melody.notes, length, beats_per_bar, options, va,
+                               np.random.default_rng(args.seed))
+    except ValueError as exc:
+        raise ScoreBridgeError(f"{source}: {exc}") from None
     midi = build_midi(melody.notes, clip.events, clip.spans, time_signature=melody.time_signature,
                       ticks_per_beat=480, melody_meta=melody.meta or None)
     score = _lead_sheet(melody, clip.spans, source.stem) if xml_target is not None else None
-    written = []  # every output goes to a temporary file first; renamed only when all are complete
+    _write_all(((target, lambda p: midi.save(p)), (xml_target, lambda p: score.write("musicxml", fp=str(p)))))
+    names = " ".join(s.name for s in clip.spans[:8]) + (" ..." if len(clip.spans) > 8 else "")
+    from engines.harmonizer.vocab import ROOT_NAMES
+
+    return (f"{source.name}: {len(melody.notes)} notes, key {ROOT_NAMES[clip.tonic]} {clip.mode}, "
+            f"{len(clip.spans)} chords ({names}), {clip.calls} model calls")
+
+
+def _write_all(outputs) -> None:
+    """Write every (path, writer) to a temporary file beside it, then rename them all, so that
+    an error leaves no partial output; errors name the path."""
+    from music21.exceptions21 import Music21Exception
+
+    from engines.harmonizer.clip import new_file_mode
+
+    written: list[tuple[Path, Path]] = []
+    final = None
     try:
-        for final, writer in ((target, lambda p: midi.save(p)),
-                              (xml_target, lambda p: score.write("musicxml", fp=str(p)))):
+        for final, writer in outputs:
             if final is None:
                 continue
             final.parent.mkdir(parents=True, exist_ok=True)
@@ -250,14 +268,13 @@ def _harmonize_one(source: Path, target: Path, xml_target: Path | None, args, mo
             os.chmod(temporary, new_file_mode())
         for temporary, final in written:
             os.replace(temporary, final)
+    except OSError as exc:
+        raise ScoreBridgeError(f"{final}: cannot write it ({exc.strerror or exc})") from None
+    except Music21Exception as exc:
+        raise ScoreBridgeError(f"{final}: the lead sheet could not be written ({exc})") from None
     finally:
         for temporary, _ in written:
             temporary.unlink(missing_ok=True)
-    names = " ".join(s.name for s in clip.spans[:8]) + (" ..." if len(clip.spans) > 8 else "")
-    from engines.harmonizer.vocab import ROOT_NAMES
-
-    return (f"{source.name}: {len(melody.notes)} notes, key {ROOT_NAMES[clip.tonic]} {clip.mode}, "
-            f"{len(clip.spans)} chords ({names}), {clip.calls} model calls")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -186,6 +186,15 @@ def test_bad_input_is_a_clear_error_without_output(tmp_path, make_input, extra, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mid"]
 
 
+def test_an_output_that_cannot_be_written_is_a_clear_error(tmp_path):
+    source = tmp_path / "in.mid"
+    tune_with_chords(source)
+    (tmp_path / "file").write_text("not a folder")
+    result = harmonize(source, "-o", tmp_path / "file" / "out.mid")
+    assert result.returncode == 1 and "cannot write it" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_bad_va_csv_is_refused(tmp_path):
     source = tmp_path / "in.mid"
     tune_with_chords(source)

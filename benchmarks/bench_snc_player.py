@@ -28,6 +28,7 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from engines.snc.mastering import MasteringModel  # noqa: E402
 from engines.snc.reader import SncReader  # noqa: E402
 from engines.snc_player.mixer import Mixer  # noqa: E402
 from engines.snc_player.player import Player  # noqa: E402
@@ -174,7 +175,7 @@ def click_measure(ramp_s: float, toggle_s: float = 0.025, seconds: float = 2.0, 
     n = int(seconds * RATE)
     t = np.arange(n) / RATE
     sine = (0.5 * np.sin(2 * np.pi * 1000.0 * t))[:, None].astype(np.float32)
-    mixer = Mixer(["a"], 1, np.array([1.0]), RATE, ramp_s=max(ramp_s, 1.0 / RATE))
+    mixer = Mixer(["a"], 1, MasteringModel.gain_only(np.array([1.0])), RATE, ramp_s=max(ramp_s, 1.0 / RATE))
     out = []
     muted = False
     next_toggle = int(toggle_s * RATE)
@@ -184,7 +185,7 @@ def click_measure(ramp_s: float, toggle_s: float = 0.025, seconds: float = 2.0, 
             mixer.set("a", mute=muted)
             next_toggle += int(toggle_s * RATE)
         block = {"a": sine[first:first + buffer], "master": sine[first:first + buffer]}
-        out.append(mixer.process(block))
+        out.append(mixer.process(block, first))
     y = np.concatenate(out)[:, 0].astype(np.float64)
     spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y)))) ** 2
     freqs = np.fft.rfftfreq(len(y), 1.0 / RATE)

@@ -18,6 +18,7 @@ import pytest
 import soundfile as sf
 
 from bridge.errors import ConfigError, ParameterError
+from engines.snc.mastering import MasteringModel
 from engines.snc.reader import SncReader
 from engines.snc_player.adaptive import DEFAULT_MAPPING, load_mapping, read_trajectory
 from engines.snc_player.contexts import load_contexts
@@ -75,8 +76,8 @@ def songs(tmp_path_factory) -> dict[str, Path]:
     }
 
 
-def decoded(path: Path) -> dict[str, np.ndarray]:
-    blocks = list(SncReader(path).blocks())
+def decoded(path: Path, block_frames: int = 48000) -> dict[str, np.ndarray]:
+    blocks = list(SncReader(path).blocks(block_frames))
     return {k: np.concatenate([b[k] for b in blocks]).astype(np.float64) for k in blocks[0]}
 
 
@@ -112,8 +113,50 @@ def test_pyo_offline_path_plays_the_same_samples_in_the_same_buffer(songs, tmp_p
 
 
 def test_default_render_reconstructs_the_opus_master_as_decoded(songs, tmp_path):
+    assert SncReader(songs["opus"]).manifest.mastering["model"] == "fir-envelope"
     out = rendered(songs["opus"], tmp_path)
-    assert np.abs(out - decoded(songs["opus"])["master"]).max() < 1e-6
+    assert np.abs(out - decoded(songs["opus"], 4096)["master"]).max() == 0.0
+
+
+def model_of(path: Path, signal: np.ndarray) -> np.ndarray:
+    """The file's mastering model applied to a whole signal at once (silence around it)."""
+    model = SncReader(path).model
+    ext = np.concatenate([np.zeros((model.history, 2)), signal, np.zeros((model.lookahead, 2))])
+    return model.predict(ext, 0, signal.shape[0]).astype(np.float64)
+
+
+def weight_track(stems: dict[str, np.ndarray], linear: dict[str, float], buffer: int = 256) -> np.ndarray:
+    """The documented residual weight, frame by frame: per-buffer stem energies smoothed with a
+    1 s one-pole, w = sum(E * g) / sum(E) at each buffer's end, linear within the buffer."""
+    names = list(linear)
+    frames = stems[names[0]].shape[0]
+    alpha = 1 - math.exp(-buffer / RATE)
+    energy, previous, track = None, None, np.empty(frames)
+    for first in range(0, frames, buffer):
+        block = np.array([np.mean(stems[n][first:first + buffer].astype(np.float32).astype(np.float64) ** 2)
+                          for n in names])
+        energy = block if energy is None else energy + alpha * (block - energy)
+        weights = energy + 1e-20
+        new = float(np.sum(weights * np.array([linear[n] for n in names])) / np.sum(weights))
+        previous = new if previous is None else previous
+        n = min(buffer, frames - first)
+        track[first:first + n] = previous + (new - previous) * np.arange(1, n + 1) / n
+        previous = new
+    return track
+
+
+def test_remix_of_an_fir_mastered_file_goes_through_its_mastering_model(songs, tmp_path):
+    out = rendered(songs["opus"], tmp_path, gains_db={"keys": -6.0}, mutes=["vocals"])
+    stems = decoded(songs["opus"], 4096)
+    names = list(TONES)
+    linear = {"vocals": 0.0, "drums": 1.0, "bass": 1.0, "keys": 10 ** (-6 / 20)}
+    residual = stems["master"] - model_of(songs["opus"], sum(stems[n] for n in names))
+    weight = weight_track(stems, linear)
+    expected = model_of(songs["opus"], sum(stems[n] * linear[n] for n in names)) + weight[:, None] * residual
+    assert out.shape == expected.shape
+    assert np.abs(out - expected).max() < 2e-5
+    # The model matters: the plain sum of the remaining stems is far from it.
+    assert np.abs(out - sum(stems[n] * linear[n] for n in names)).max() > 0.01
 
 
 # -- gains, mutes, pans, solo against numpy ---------------------------------------------------------
@@ -160,26 +203,26 @@ def test_muting_every_stem_is_silence(songs, tmp_path):
 # -- smoothing --------------------------------------------------------------------------------------
 
 def test_gain_changes_ramp_over_the_ramp_time_without_steps():
-    mixer = Mixer(["a"], 1, np.array([1.0]), RATE, ramp_s=0.01)
+    mixer = Mixer(["a"], 1, MasteringModel.gain_only(np.array([1.0])), RATE, ramp_s=0.01)
     block = {"a": np.ones((256, 1), np.float32), "master": np.ones((256, 1), np.float32)}
-    assert np.array_equal(mixer.process(block), block["master"])
+    assert np.array_equal(mixer.process(block, 0), block["master"])
     mixer.set("a", mute=True)
-    out = np.concatenate([mixer.process(block) for _ in range(4)])[:, 0]
+    out = np.concatenate([mixer.process(block, 256 * (i + 1)) for i in range(4)])[:, 0]
     assert out[0] < 1.0 and out[479] == pytest.approx(0.0, abs=1e-6)  # 10 ms = 480 frames
     assert np.abs(np.diff(out)).max() <= 1.0 / 480 + 1e-6  # a linear ramp, no step
     mixer.set("a", mute=False)
-    back = np.concatenate([mixer.process(block) for _ in range(3)])[:, 0]
+    back = np.concatenate([mixer.process(block, 256 * (i + 5)) for i in range(3)])[:, 0]
     assert np.abs(np.diff(np.concatenate([out, back]))).max() <= 1.0 / 480 + 1e-6
-    assert mixer.is_default and np.array_equal(mixer.process(block), block["master"])
+    assert mixer.is_default and np.array_equal(mixer.process(block, 256 * 8), block["master"])
 
 
 def test_change_during_a_ramp_starts_from_what_sounds():
-    mixer = Mixer(["a"], 1, np.array([1.0]), RATE, ramp_s=0.01)
+    mixer = Mixer(["a"], 1, MasteringModel.gain_only(np.array([1.0])), RATE, ramp_s=0.01)
     block = {"a": np.ones((128, 1), np.float32), "master": np.ones((128, 1), np.float32)}
     mixer.set("a", gain_db=-96.0)
-    first = mixer.process(block)[:, 0]
+    first = mixer.process(block, 0)[:, 0]
     mixer.set("a", gain_db=0.0)
-    second = mixer.process(block)[:, 0]
+    second = mixer.process(block, 128)[:, 0]
     assert abs(second[0] - first[-1]) < 2.0 / 480
 
 

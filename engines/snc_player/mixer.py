@@ -4,15 +4,22 @@ Per-stem gain, pan, mute and solo become one coefficient per stem and channel. E
 ramps linearly, sample by sample, from the value sounding now to the new target over
 ``ramp_s`` (no step, so no click), whatever the audio buffer size.
 
-The residual rule. The file's master is ``G * sum(stems) + residual`` (docs/snc.md). While
-the mix is the default (every stem at 0 dB, centred, none muted or soloed, no ramp running)
-the mixer outputs the decoded master itself: the reconstruction is exact. Otherwise it outputs
-``G * sum(c_s * stem_s) + w * residual`` where ``w`` is the energy-weighted mean of the stems'
-linear gains, ``w = sum(E_s * mean_c(c_s)) / sum(E_s)``, ``E_s`` a running energy estimate
-of each stem (time constant ``energy_tau_s``). Muting a stem that carries 30 % of the energy
-leaves 70 % of the residual; muting all stems silences it, so no ghost of a muted part
-survives in the residual. ``w`` moves with the ramped gains and the slow energies, so it never
-steps.
+The residual rule. The file's master is ``M(sum(stems)) + residual`` where ``M`` is the
+file's mastering model (docs/snc.md: a gain per channel, or an FIR filter and a gain envelope,
+both linear in the mix). While the mix is the default (every stem at 0 dB, centred, none muted
+or soloed, no ramp running) the mixer outputs the decoded master itself: the reconstruction is
+exact. Otherwise it outputs ``M(sum(c_s * stem_s)) + w * (master - M(sum(stems)))`` where
+``w`` is the energy-weighted mean of the stems' linear gains,
+``w = sum(E_s * mean_c(c_s)) / sum(E_s)``, ``E_s`` a running energy estimate of each stem
+(time constant ``energy_tau_s``). Muting a stem that carries 30 % of the energy leaves 70 % of
+the residual; muting all stems silences it, so no ghost of a muted part survives in the
+residual. ``w`` moves with the ramped gains and the slow energies, so it never steps.
+
+An FIR model looks ``lookahead`` frames ahead: the mixer then delays its output by that many
+frames (``delay_frames``; 64 frames = 1.3 ms for the encoder's models, 0 for the gain model)
+and keeps ``history`` frames of every signal it filters. After a jump in time (seek, loop)
+the filter restarts without history: a remixed lossy file misses the filter's tail for its
+length (43 ms); the default mix stays exact.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from bridge.errors import ParameterError
+from engines.snc.mastering import MasteringModel
 
 __all__ = ["StemMix", "Mixer", "SILENCE_DB", "pan_gains"]
 
@@ -60,20 +68,43 @@ def pan_gains(pan: float, channels: int) -> np.ndarray:
     return np.array([math.sqrt(2.0) * math.cos(theta), math.sqrt(2.0) * math.sin(theta)])
 
 
+class _Line:
+    """One signal on its way through the mastering model: keeps ``history + lookahead`` frames."""
+
+    def __init__(self, keep: int, channels: int) -> None:
+        self.keep = keep
+        self.past = np.zeros((keep, channels))
+
+    def push(self, block: np.ndarray) -> np.ndarray:
+        """The block with the kept frames before it (what the model needs), then keep the tail."""
+        if not self.keep:
+            return block
+        ext = np.concatenate([self.past, block])
+        self.past = ext[ext.shape[0] - self.keep:]
+        return ext
+
+    def reset(self) -> None:
+        self.past[:] = 0.0
+
+
 class Mixer:
     """Mixes decoded SNC blocks (``{"master": ..., "<stem>": ...}``, shape (frames, channels)).
 
-    ``set`` may be called from any thread; ``process`` runs on the audio thread.
+    ``set`` may be called from any thread; ``process``/``parts`` run on the audio thread and
+    return frames ``[first - delay_frames, first - delay_frames + n)`` for the input block
+    ``[first, first + n)``.
     """
 
-    def __init__(self, stems: Sequence[str], channels: int, mastering_gain: np.ndarray, sample_rate: int,
-                 ramp_s: float = 0.02, energy_tau_s: float = 1.0) -> None:
+    def __init__(self, stems: Sequence[str], channels: int, model: MasteringModel, sample_rate: int,
+                 ramp_s: float = 0.02, energy_tau_s: float = 1.0, per_stem: bool = False) -> None:
         if not stems:
             raise ParameterError("a mixer needs at least one stem")
         self.stems = list(stems)
         self.channels = channels
         self.sample_rate = sample_rate
-        self.mastering_gain = np.asarray(mastering_gain, dtype=np.float64).reshape(channels)
+        self.model = model
+        self.delay_frames = model.lookahead
+        self.per_stem = per_stem
         self.ramp_frames = max(1, int(round(ramp_s * sample_rate)))
         self.energy_tau_s = energy_tau_s
         self._lock = threading.Lock()
@@ -86,6 +117,14 @@ class Mixer:
         self._energy = np.zeros(len(self.stems))
         self._energy_seen = False
         self._weight: float | None = 1.0
+        keep = model.history + model.lookahead
+        self._default_line = _Line(keep, channels)
+        self._lines = [_Line(keep, channels) for _ in (self.stems if per_stem else [None])]
+        self._master_line = _Line(self.delay_frames, channels)
+        self._weight_line = _Line(self.delay_frames, 1)
+        self._weight_line.past[:] = 1.0
+        self._next_first: int | None = None
+        self._dirty_until = -(1 << 62)  # input frames before this were mixed with a non-default mix
         self.changes = 0
 
     # -- control (any thread) ------------------------------------------------------------------
@@ -176,14 +215,20 @@ class Mixer:
         self._weight = new
         return ramp
 
-    def parts(self, block: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Scaled stems (stems, frames, channels), mastering gain included, and the weighted
-        residual (frames, channels); their sum is the mix."""
+    def reset_time(self) -> None:
+        """Forget the filter history and the delayed frames (after a jump in time)."""
+        for line in (self._default_line, *self._lines, self._master_line):
+            line.reset()
+        self._weight_line.past[:] = 1.0
+
+    def _step(self, block: Mapping[str, np.ndarray], first: int) -> tuple[np.ndarray, ...]:
+        """Push one input block through the lines; returns (exact, master, weight, stem exts, default ext, out_first)."""
+        if self._next_first is not None and first != self._next_first:
+            self.reset_time()
+        stems = np.stack([np.asarray(block[name], dtype=np.float32) for name in self.stems])
+        frames = stems.shape[1]
+        self._next_first = first + frames
         with self._lock:
-            stems = np.stack([np.asarray(block[name], dtype=np.float32) for name in self.stems])
-            master = np.asarray(block["master"], dtype=np.float64)
-            frames = master.shape[0]
-            residual = master - np.einsum("snc,c->nc", stems, self.mastering_gain, dtype=np.float64)
             default_before = self._settled_default()
             coef = self._coefficients(frames)
             coef_end = coef if coef.ndim == 2 else coef[-1]
@@ -191,30 +236,37 @@ class Mixer:
             if default_before:
                 weight = np.ones(frames)
                 self._weight = 1.0
-        gain = coef * self.mastering_gain if coef.ndim == 2 else coef * self.mastering_gain[None, None]
-        if gain.ndim == 2:
-            scaled = stems * gain[:, None, :].astype(np.float32)
-        else:
-            scaled = stems * np.transpose(gain, (1, 0, 2)).astype(np.float32)
-        return scaled, (residual * weight[:, None]).astype(np.float32)
-
-    def process(self, block: Mapping[str, np.ndarray]) -> np.ndarray:
-        """The mixed block (frames, channels), float32; the decoded master while the mix is the default."""
-        with self._lock:
-            exact = self._settled_default()
-        if exact:
-            self._track_energy(block)
-            return np.asarray(block["master"], dtype=np.float32)
-        scaled, residual = self.parts(block)
-        return (scaled.sum(axis=0, dtype=np.float64) + residual).astype(np.float32)
-
-    def _track_energy(self, block: Mapping[str, np.ndarray]) -> None:
-        """Keep the running energies current while the exact path is taken."""
-        frames = np.asarray(block["master"]).shape[0]
-        energy = np.array([float(np.mean(np.square(block[name], dtype=np.float64))) for name in self.stems])
-        with self._lock:
-            if not self._energy_seen:
-                self._energy, self._energy_seen = energy, True
             else:
-                alpha = 1.0 - math.exp(-frames / (self.energy_tau_s * self.sample_rate))
-                self._energy = self._energy + alpha * (energy - self._energy)
+                self._dirty_until = first + frames
+        scaled = stems * (coef[:, None, :] if coef.ndim == 2 else np.transpose(coef, (1, 0, 2)))
+        default_ext = self._default_line.push(np.sum(stems, axis=0, dtype=np.float64))
+        if self.per_stem:
+            exts = [line.push(part) for line, part in zip(self._lines, scaled)]
+        else:
+            exts = [self._lines[0].push(np.sum(scaled, axis=0, dtype=np.float64))]
+        master = self._master_line.push(np.asarray(block["master"], dtype=np.float64))[:frames]
+        weight = self._weight_line.push(weight[:, None])[:frames, 0]
+        out_first = first - self.delay_frames
+        exact = out_first >= self._dirty_until
+        return exact, master, weight, exts, default_ext, out_first
+
+    def process(self, block: Mapping[str, np.ndarray], first: int = 0) -> np.ndarray:
+        """The mixed block (frames, channels), float32; the decoded master while the mix is the default."""
+        exact, master, weight, exts, default_ext, out_first = self._step(block, first)
+        if exact:
+            return master.astype(np.float32)
+        n = master.shape[0]
+        residual = master - self.model.predict(default_ext, out_first, n)
+        mixed = self.model.predict(exts[0], out_first, n) + weight[:, None] * residual
+        return mixed.astype(np.float32)
+
+    def parts(self, block: Mapping[str, np.ndarray], first: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Each stem through the mastering model (stems, frames, channels) and the weighted
+        residual (frames, channels): their sum is the mix. Needs ``per_stem=True``."""
+        if not self.per_stem:
+            raise ParameterError("this mixer was made without per-stem outputs")
+        _, master, weight, exts, default_ext, out_first = self._step(block, first)
+        n = master.shape[0]
+        residual = master - self.model.predict(default_ext, out_first, n)
+        scaled = np.stack([self.model.predict(ext, out_first, n) for ext in exts])
+        return scaled.astype(np.float32), (weight[:, None] * residual).astype(np.float32)

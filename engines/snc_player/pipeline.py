@@ -24,6 +24,7 @@ import numpy as np
 
 from bridge.errors import ParameterError
 from engines.snc.manifest import Manifest
+from engines.snc.mastering import MasteringModel
 from engines.snc_player.adaptive import DEFAULT_MAPPING, VAMapping, VATrajectory
 from engines.snc_player.contexts import Context
 from engines.snc_player.effects import Chain
@@ -49,8 +50,12 @@ class Pipeline:
         self.stems = list(manifest.stems)
         self.names = [s.name for s in self.stems]
         self.rate = manifest.sample_rate
-        self.mixer = Mixer(self.names, manifest.channels, np.asarray(
-            manifest.mastering.get("gain_per_channel", [1.0] * manifest.channels)), self.rate, ramp_s)
+        self.context = self._get_from(contexts, context)
+        self.layout = self.context.layout
+        model = MasteringModel.from_manifest(manifest.mastering, manifest.channels, manifest.frames, "mastering")
+        self.mixer = Mixer(self.names, manifest.channels, model, self.rate, ramp_s, per_stem=self.layout != "stereo")
+        # Output frames lag input frames by this much (the mastering filter's look-ahead).
+        self.delay_frames = self.mixer.delay_frames
         self.mapping = mapping
         self.trajectory = trajectory
         self.crossfade_frames = max(1, int(round(crossfade_s * self.rate)))
@@ -61,18 +66,20 @@ class Pipeline:
         self.beats_per_bar = 4
         self._lock = threading.Lock()
         self._pending: tuple[str, int] | None = None
-        self.context = self._get(context)
-        self.layout = self.context.layout
         self.chain = self._chain(self.context)
         self._old_chain: Chain | None = None
         self._fade_pos = 0
         self._apply_mix()
 
     # -- control ---------------------------------------------------------------------------------
+    @staticmethod
+    def _get_from(contexts: Mapping[str, Context], name: str) -> Context:
+        if name not in contexts:
+            raise ParameterError(f"no context {name!r}; available: {', '.join(sorted(contexts))}")
+        return contexts[name]
+
     def _get(self, name: str) -> Context:
-        if name not in self.contexts:
-            raise ParameterError(f"no context {name!r}; available: {', '.join(sorted(self.contexts))}")
-        return self.contexts[name]
+        return self._get_from(self.contexts, name)
 
     @property
     def feeds(self) -> int:
@@ -138,7 +145,7 @@ class Pipeline:
 
     # -- audio -----------------------------------------------------------------------------------
     def process(self, block: Mapping[str, np.ndarray], first_frame: int) -> np.ndarray:
-        """The layout's feeds for this block, (frames, feeds) float32."""
+        """The layout's feeds for this block, (frames, feeds) float32, ``delay_frames`` late."""
         frames = np.asarray(block["master"]).shape[0]
         with self._lock:
             pending = self._pending
@@ -156,8 +163,8 @@ class Pipeline:
             if (valence, arousal) != (self.valence, self.arousal):
                 self.set_va(valence, arousal)
         if self.layout == "stereo":
-            return self._stage(self.mixer.process(block))
-        scaled, residual = self.mixer.parts(block)
+            return self._stage(self.mixer.process(block, first_frame))
+        scaled, residual = self.mixer.parts(block, first_frame)
         if self.layout == "binaural":
             mono = scaled.mean(axis=2).T
             res = residual if residual.shape[1] == 2 else np.repeat(residual[:, :1], 2, axis=1)

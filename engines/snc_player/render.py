@@ -14,11 +14,12 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import soundfile as sf
 
 from bridge.errors import CodecError, ConfigError, ParameterError, ScoreBridgeError
@@ -114,15 +115,36 @@ def render(path: Path, output: Path, request: MixRequest | None = None,
             "speed_x_real_time": round(manifest.duration_s / max(elapsed, 1e-9), 1)}
 
 
+def _output_blocks(reader: SncReader, pipeline: Pipeline, buffer_frames: int) -> Iterator[np.ndarray]:
+    """The pipeline's output for the whole song, buffer by buffer, realigned: the mastering
+    filter's look-ahead delay is dropped at the start and flushed (with silence) at the end."""
+    slicer = Slicer(reader.blocks(block_frames=16 * buffer_frames))
+    skip = pipeline.delay_frames
+    position = 0
+    names = ["master", *pipeline.names]
+    channels = reader.manifest.channels
+    while True:
+        block = slicer.take(buffer_frames)
+        if block is None:
+            if position >= reader.manifest.frames + pipeline.delay_frames:
+                return
+            n = min(buffer_frames, reader.manifest.frames + pipeline.delay_frames - position)
+            block = {name: np.zeros((n, channels), np.float32) for name in names}
+        out = pipeline.process(block, position)
+        position += block["master"].shape[0]
+        if skip:
+            cut = min(skip, out.shape[0])
+            out, skip = out[cut:], skip - cut
+        if out.shape[0]:
+            yield out
+
+
 def _render_numpy(reader: SncReader, pipeline: Pipeline, output: Path, buffer_frames: int, channels: int) -> None:
     final_tmp = output.parent / f".{output.name}.partial"
     try:
         with sf.SoundFile(str(final_tmp), "w", reader.manifest.sample_rate, channels, "FLOAT", format="WAV") as sink:
-            slicer = Slicer(reader.blocks(block_frames=16 * buffer_frames))
-            position = 0
-            while (block := slicer.take(buffer_frames)) is not None:
-                sink.write(pipeline.process(block, position))
-                position += block["master"].shape[0]
+            for out in _output_blocks(reader, pipeline, buffer_frames):
+                sink.write(out)
         with open(final_tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(final_tmp, output)
@@ -149,21 +171,16 @@ def _render_pyo(reader: SncReader, pipeline: Pipeline, output: Path, buffer_fram
                                  sampletype=3)
             feed = PyoFeed(pyo, pipeline.feeds, buffer_frames)
             graph = build_graph(pyo, feed, pipeline.layout, pipeline.stems, channels, pipeline.context.positions)
-            slicer = Slicer(reader.blocks(block_frames=16 * buffer_frames))
-            position = [-1]
+            blocks = _Rebuffer(_output_blocks(reader, pipeline, buffer_frames), buffer_frames)
+            primed = [False]
 
             def callback() -> None:
-                if failure or position[0] < 0:  # the primed (faded-in) buffer stays silent
-                    position[0] = max(position[0], 0)
+                if failure or not primed[0]:  # the primed (faded-in) buffer stays silent
+                    primed[0] = True
                     feed.write(None)
                     return
                 try:
-                    block = slicer.take(buffer_frames)
-                    if block is None:
-                        feed.write(None)
-                        return
-                    feed.write(pipeline.process(block, position[0]))
-                    position[0] += block["master"].shape[0]
+                    feed.write(blocks.take())
                 except BaseException as exc:  # noqa: BLE001 - re-raised after pyo returns
                     failure.append(exc)
                     feed.write(None)
@@ -184,6 +201,26 @@ def _render_pyo(reader: SncReader, pipeline: Pipeline, output: Path, buffer_fram
         raise CodecError(f"{output}: rendering failed: {exc}") from None
     finally:
         Path(raw).unlink(missing_ok=True)
+
+
+class _Rebuffer:
+    """Output blocks of varying length re-cut into pyo buffers (None when done)."""
+
+    def __init__(self, blocks: Iterator[np.ndarray], frames: int) -> None:
+        self.blocks = blocks
+        self.frames = frames
+        self.pending: np.ndarray | None = None
+
+    def take(self) -> np.ndarray | None:
+        while self.pending is None or self.pending.shape[0] < self.frames:
+            block = next(self.blocks, None)
+            if block is None:
+                break
+            self.pending = block if self.pending is None else np.concatenate([self.pending, block])
+        if self.pending is None or not self.pending.shape[0]:
+            return None
+        out, self.pending = self.pending[:self.frames], self.pending[self.frames:]
+        return out
 
 
 def _trim(raw: Path, target: Path, skip: int, frames: int) -> None:

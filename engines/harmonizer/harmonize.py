@@ -183,11 +183,13 @@ def next_chords(
     rng: np.random.Generator,
     temperature: float = 0.2,
     top_p: float = 0.9,
+    future: int = MASK,
 ) -> np.ndarray:
     """Live decision, one model call: fill the `<mask>` steps of `chords` [steps] (the last
     ones; earlier steps hold the chords already played, in the melody's key) from the melody
-    played so far. Nothing after the last step is known: the window ends there, as a
-    training window ends mid-piece. Returns the tokens of the masked steps (melody's key)."""
+    played so far. Nothing after the last step is known: the window is filled after it with
+    silence and `future` chord tokens (`<mask>`: unknown; `<pad>` would say the piece ends).
+    Returns the tokens of the masked steps (melody's key)."""
     melody_pitch = np.asarray(melody_pitch, dtype=np.int64)
     chords = np.asarray(chords, dtype=np.int64)
     steps = len(melody_pitch)
@@ -202,15 +204,16 @@ def next_chords(
     length = model.length
     start = _window_start(sequence.step, length)
     used = len(sequence.step) - start
-    harmony = np.full(length, PAD, dtype=np.int64)
+    harmony = np.full(length, future, dtype=np.int64)
     harmony[:used] = sequence.harmony[start:]
     melody = np.zeros((length, model.grid.roll_dim), np.float32)
     melody[:used] = sequence.melody_roll[start:]
     window_va = np.zeros((length, 2), np.float32)
     window_va[:used] = sequence.va[start:]
+    window_va[used:] = sequence.va[-1]
     logits = model.logits(melody, harmony, window_va, model.styles.index(style),
                           time_signature_vector(*time_signature))
-    masked = np.flatnonzero(harmony == MASK)
+    masked = np.flatnonzero(sequence.harmony[start:] == MASK)
     allowed = allowed_tokens(length, int(masked.max()) if len(masked) else -1)
     tokens = np.array([nucleus_sample(logits[p], allowed[p], rng, temperature, top_p) for p in masked],
                       dtype=np.int64)

@@ -1,0 +1,80 @@
+"""Live decisions against the offline harmonization of the same melody (quality, not speed).
+
+    .venv/bin/python benchmarks/harmonizer_live_window.py [--songs 11] [--beats 64]
+
+Folk songs of music21's Essen collection (`altdeu10`, 2/4, 3/4, 4/4), melody per beat: every
+beat is decided as the live engine does (`harmonize.next_chords`: the melody so far, the chords
+already decided, one model call), with the window after the current beat filled with `<mask>`
+(unknown future) or `<pad>` (piece ends); the offline harmonization (`harmonize.harmonize`,
+stages10) of the whole melody is the reference. Reports the share of beats equal to the offline
+chord, the share of tonic chords, and distinct chords per song.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engines.harmonizer.runtime import HarmonizerModel
+from engines.harmonizer.vocab import MASK, NC, NUM_QUALITIES, NUM_SPECIALS, PAD
+
+H = importlib.import_module("engines.harmonizer.harmonize")  # the package re-exports a function of that name
+
+
+def melodies(songs: int) -> list[tuple[np.ndarray, int]]:
+    from music21 import corpus
+
+    found = []
+    for number in range(1, songs + 1):
+        flat = corpus.parse("essenFolksong/altdeu10", number=number).flatten()
+        signatures = flat.getElementsByClass("TimeSignature")
+        if not signatures or signatures[0].ratioString not in ("2/4", "3/4", "4/4"):
+            continue
+        notes = [(n.pitch.midi, float(n.offset), float(n.offset + n.quarterLength)) for n in flat.notes]
+        found.append((H.melody_grid(notes, 1, int(max(e for _, _, e in notes))), signatures[0].numerator))
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--songs", type=int, default=11)
+    parser.add_argument("--beats", type=int, default=64)
+    parser.add_argument("--model", default="harmonizer")
+    args = parser.parse_args()
+    model = HarmonizerModel.named(args.model)
+    tunes = melodies(args.songs)
+    result = {"model": args.model, "songs": len(tunes)}
+    for name, future in (("mask", MASK), ("pad", PAD)):
+        agree = tonic = total = distinct = 0
+        for melody, per_bar in tunes:
+            steps = min(len(melody), args.beats)
+            offline = H.harmonize(model, melody[:steps], H.bar_starts_for(steps, per_bar), (per_bar, 4),
+                                  strategy="stages10", rng=np.random.default_rng(0))
+            key = (offline.tonic, offline.mode)
+            tonic_token = NUM_SPECIALS + key[0] * NUM_QUALITIES + (0 if key[1] == "major" else 1)
+            chords = np.full(steps, NC, dtype=np.int64)
+            for beat in range(steps):
+                given = chords[: beat + 1].copy()
+                given[beat] = MASK
+                chords[beat] = H.next_chords(model, melody[: beat + 1], H.bar_starts_for(beat + 1, per_bar), given,
+                                             key, np.zeros((beat + 1, 2), np.float32), model.styles[0],
+                                             (per_bar, 4), np.random.default_rng(beat), future=future)[0]
+            agree += int((chords == offline.chords[:steps]).sum())
+            tonic += int((chords == tonic_token).sum())
+            total += steps
+            distinct += len(set(chords.tolist()))
+        result[name] = {"beats": total, "same_as_offline": round(agree / total, 3),
+                        "tonic_share": round(tonic / total, 3), "distinct_per_song": round(distinct / len(tunes), 2)}
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

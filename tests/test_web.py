@@ -99,7 +99,7 @@ def test_foreign_origins_and_missing_tokens_are_refused(start_bridge):
     locked = start_bridge("--web-port", "0", "--web-allow-remote", "--web-token", "s3cret")
     assert "?token=s3cret" in web_url(locked)
     bare = web_url(locked).split("?")[0].replace("http://", "ws://") + "ws"
-    for wrong in (bare, bare + "?token=guess"):
+    for wrong in (bare, bare + "?token=guess", bare + "?token=%C3%A9"):
         with pytest.raises(InvalidStatus), connect(wrong):
             pass
     with connect(bare + "?token=s3cret") as ws:

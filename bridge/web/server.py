@@ -138,7 +138,8 @@ class WebSurface:
 
     def _refusal(self, request: Request, query: dict[str, list[str]]) -> str:
         """Why this socket must not open ('' = it may)."""
-        if self.token is not None and not secrets.compare_digest(query.get("token", [""])[0], self.token):
+        given = query.get("token", [""])[0].encode()
+        if self.token is not None and not secrets.compare_digest(given, self.token.encode()):
             return "wrong or missing token"
         host = request.headers.get("Host", "")
         origin = request.headers.get("Origin")

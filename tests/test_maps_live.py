@@ -136,8 +136,14 @@ def test_a_knob_sets_a_parameter_and_controller_notes_never_reach_the_engines(st
     knobs.send(0x90, 72, 100)  # a pad/key on the controller is control, not melody
     time.sleep(0.4)
     assert peer.notes() == []
+    knobs.send(0xF0, 0x7D, 1, 0xF7)  # SysEx and a clock from the controller: counted, ignored
+    knobs.send(0xF8)
     knobs.send(0xB0, 70, 127)  # knob 1 -> rule/velocity 127
     assert wait_until(lambda: 127 in osc.values("/scorebridge/rule/velocity"))
+    from tests.test_bridge_live import status
+
+    counters = status(bridge)["control"]["counters"]
+    assert counters["ignored"] == 2 and counters["applied"] == 1 and counters["unmapped"] == 1
     peer.send([0x90, 76, 100])
     assert peer.wait_for(lambda: len(peer.sounding()) >= 3, 2.0)
     assert {m[2] for _, m in peer.notes() if m[0] == 0x91} == {127}

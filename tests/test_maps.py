@@ -9,7 +9,7 @@ import pytest
 
 from bridge.errors import MappingError
 from bridge.maps import Binding, load_map, parse_map, resolve_target, save_map, without_lines
-from engines import engine_class
+from engines import available_engines, engine_class
 from midi_maps import maps_dir
 
 SLOTS = {"rule": engine_class("rule"), "mon": engine_class("thru")}
@@ -171,28 +171,57 @@ def test_a_slot_cannot_take_a_bridge_address():
         parse_slot_flag("transport=rule")
 
 
-def test_maps_reach_any_registered_engines_parameters_generically():
-    from bridge.errors import EngineError
+def _conformance_table(param) -> dict:
+    """A binding suited to ``param``'s kind (what a map author would write for it)."""
+    if param.kind in ("int", "float") and param.minimum is not None and param.maximum is not None:
+        return {"cc": 1, "scale": "linear"}
+    if param.kind == "choice":
+        return {"cc": 1, "values": list(param.choices)}
+    if param.kind == "bool":
+        return {"note": 1, "scale": "toggle"}
+    return {"note": 1, "value": param.default}
 
-    try:
-        slots = {"harm": engine_class("harmonizer"), "cont": engine_class("continuation"), "snc": engine_class("snc")}
-    except EngineError as exc:
-        pytest.skip(f"an engine is not registered here: {exc}")
-    text = "\n".join([
-        '[[bind]]\ncc = 1\ntarget = "harm/style"',
-        '[[bind]]\nnote = 40\ntarget = "harm/voicing"\nvalue = "arpeggio"',
-        '[[bind]]\nnote = 41\ntarget = "cont/trigger"\nscale = "momentary"',
-        '[[bind]]\ncc = 2\ntarget = "snc/context"\nvalues = ["default", "karaoke", "night"]',
-        '[[bind]]\ncc = 3\ntarget = "snc/gain_1"\nmin = -60\nmax = 6',
-        '[[bind]]\ncc = 4\ntarget = "affect/valence"',
-    ]) + "\n"
-    bindings = parse_map(text, "engines.toml", slots).bindings
-    assert [b.scale for b in bindings] == ["linear", "fixed", "momentary", "linear", "linear", "linear"]
-    gain = bindings[4]
-    assert _fire_on(gain, slots, 127) == 6.0 and _fire_on(gain, slots, 0) == -60.0
-    if any(p.name == "clip_folder" for p in slots["harm"].params):  # a text parameter: fixed values only
-        with pytest.raises(MappingError, match="engines.toml:1: .*fixed value"):
-            parse_map('[[bind]]\ncc = 1\ntarget = "harm/clip_folder"\n', "engines.toml", slots)
+
+ENGINES = sorted(available_engines())
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_every_declared_parameter_of_every_engine_can_be_mapped(engine: str, tmp_path: Path):
+    """Generated from the registry: harmonizer style and voicing, a continuation trigger, SNC
+    contexts and stem gains are reached the same way as the rule engine's parameters."""
+    import tomli_w
+
+    cls = engine_class(engine)
+    slots = {"s": cls}
+    tables = [{**_conformance_table(p), "target": f"s/{p.name}"} for p in cls.params]
+    text = tomli_w.dumps({"bind": tables}) if tables else ""
+    bindings = parse_map(text, f"{engine}.toml", slots).bindings
+    assert len(bindings) == len(cls.params)
+    for param, binding in zip(cls.params, bindings):
+        target = resolve_target(binding.target, slots)
+        if binding.scale == "linear" and param.kind in ("int", "float"):
+            low, high = _fire_on(binding, slots, 0), _fire_on(binding, slots, 127)
+            assert (low, high) == (param.coerce(param.minimum), param.coerce(param.maximum))
+            assert binding.raw_for(target, high) == 127 and binding.raw_for(target, low) == 0
+        elif param.kind == "choice":
+            reached = {_fire_on(binding, slots, raw) for raw in range(128)}
+            assert reached == set(param.choices)  # every choice has its slice of the travel
+        elif binding.scale == "toggle":
+            assert binding.value_for(target, 127, 1.0, True, False) is True
+        else:
+            assert param.coerce(_fire_on(binding, slots, 127)) == param.default
+    save_map(parse_map(text, f"{engine}.toml", slots), tmp_path / "m.toml")
+    assert without_lines(load_map(tmp_path / "m.toml", slots).bindings) == without_lines(bindings)
+
+
+def test_text_parameters_take_fixed_values_only():
+    text_params = [(name, p) for name in ENGINES for p in engine_class(name).params
+                   if p.kind not in ("int", "float", "bool", "choice")]
+    if not text_params:
+        pytest.skip("no registered engine declares a text parameter")
+    name, param = text_params[0]
+    with pytest.raises(MappingError, match="engines.toml:1: .*fixed value"):
+        parse_map(f'[[bind]]\ncc = 1\ntarget = "s/{param.name}"\n', "engines.toml", {"s": engine_class(name)})
 
 
 def _fire_on(binding: Binding, slots, raw: int):

@@ -32,7 +32,7 @@ from midi_maps import maps_dir
 if TYPE_CHECKING:
     from bridge.session import Session
 
-__all__ = ["Controls", "find_map", "default_learn_map"]
+__all__ = ["Controls", "default_learn_map", "find_map"]
 
 log = logging.getLogger(__name__)
 _STOP = object()

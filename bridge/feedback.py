@@ -25,7 +25,7 @@ from bridge.errors import PortError
 from bridge.maps import Binding, Target
 from bridge.ports.base import OutputPort
 
-__all__ = ["FeedbackBus", "ControlFeedback", "Origin", "Sink"]
+__all__ = ["ControlFeedback", "FeedbackBus", "Origin", "Sink"]
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,19 @@ from bridge.targets import Target, bridge_targets, resolve_target
 from engines.base import Engine, Param
 
 __all__ = [
-    "Binding", "ControlMap", "Target", "SCALES", "SOURCES", "resolve_target", "parse_map",
-    "load_map", "save_map", "dumps_map", "map_to_dict", "bridge_targets", "without_lines",
+    "SCALES",
+    "SOURCES",
+    "Binding",
+    "ControlMap",
+    "Target",
+    "bridge_targets",
+    "dumps_map",
+    "load_map",
+    "map_to_dict",
+    "parse_map",
+    "resolve_target",
+    "save_map",
+    "without_lines",
 ]
 
 SOURCES = ("cc", "note", "program", "osc")

@@ -104,12 +104,11 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("/work/runs/va/bench"))
     parser.add_argument("--out", type=Path)
     parser.add_argument("--no-naive", action="store_true", help="skip the naive full-decode pass")
+    parser.add_argument("--no-memory", action="store_true", help="speed only (no long video, no memory runs)")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
 
     hd = _video(args.cache, "hd", args.seconds, 1280, 720, 30, "medium", 23, grain=0.3)
-    short = _video(args.cache, "small", 120.0, 320, 180, 25, "ultrafast", 28, grain=0.0)
-    long = _video(args.cache, "small", args.long_minutes * 60, 320, 180, 25, "ultrafast", 28, grain=0.0)
     load_before = _load()
     runs = []
     for _ in range(args.repeats):
@@ -125,7 +124,11 @@ def main() -> None:
     if not args.no_naive:
         naive = _naive_pass(hd)
         speed["naive_full_decode"] = {**naive, "speed_x": video_s / naive["wall_s"]}
-    memory = {path.name: _memory(path) for path in (short, long, hd)}
+    memory = {}
+    if not args.no_memory:
+        short = _video(args.cache, "small", 120.0, 320, 180, 25, "ultrafast", 28, grain=0.0)
+        long = _video(args.cache, "small", args.long_minutes * 60, 320, 180, 25, "ultrafast", 28, grain=0.0)
+        memory = {path.name: _memory(path) for path in (short, long, hd)}
     result = {"date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
               f"Python {platform.python_version()}", "speed_720p": speed, "memory": memory,
               "load_before": load_before, "load_after": _load()}

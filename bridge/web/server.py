@@ -133,7 +133,8 @@ class WebSurface:
         name, content_type = _STATIC[parts.path]
         body = (files("bridge.web") / "static" / name).read_bytes()
         headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
-                           ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")])
+                           ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
+                           ("X-Frame-Options", "DENY")])  # no clickjacking of the panic button
         return Response(HTTPStatus.OK, "OK", headers, body)
 
     def _refusal(self, request: Request, query: dict[str, list[str]]) -> str:

@@ -129,7 +129,8 @@ def main() -> None:
         short = _video(args.cache, "small", 120.0, 320, 180, 25, "ultrafast", 28, grain=0.0)
         long = _video(args.cache, "small", args.long_minutes * 60, 320, 180, 25, "ultrafast", 28, grain=0.0)
         memory = {path.name: _memory(path) for path in (short, long, hd)}
-    result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"), "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="minutes")
+    result = {"date": now, "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
               f"Python {platform.python_version()}", "speed_720p": speed, "memory": memory,
               "load_before": load_before, "load_after": _load()}
     text = json.dumps(result, indent=2)

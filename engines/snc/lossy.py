@@ -9,7 +9,8 @@ encoder's temporary folder hold the decoded stem mix and the residual target):
   4  filter the mix, fit the gain envelope against the master;
   5  residual = master - model(mix of DECODED stems) (scratch file); its bitrate follows from
      how much the model left;  6  code the residual;  7  decode it and store, per block and
-     channel, the gain in 0..1 that removes the most error.
+     channel, the gain in 0..1 that removes the most error; when the master's SNR then falls
+     short of the mode's target, 6-7 run once more at a bitrate raised to make up the shortfall.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ STEM_BITRATES = {"transparent": 48000, "compact": 32000}
 STEM_FLOOR_BPS = 6000
 # The residual is coded until the reconstructed master reaches this SNR (estimated from what
 # the model left: each 8 kb/s of Opus residual removes about 1 dB of it, measured on the corpus).
-MASTER_SNR_TARGET_DB = {"transparent": 35.0, "compact": 27.0}
+MASTER_SNR_TARGET_DB = {"transparent": 36.0, "compact": 27.0}
 RESIDUAL_RANGE_BPS = {"transparent": (16000, 192000), "compact": (12000, 96000)}
 ACTIVE_DBFS = -50.0
 ENVELOPE_BUDGET_BYTES = 512_000  # packed envelope in the manifest (its limit is 1 MiB)
@@ -138,6 +139,27 @@ def _envelope(model: MasteringModel, mix: np.ndarray, master: InputTrack, frames
         envelope = padded.reshape(count, factor, channels).mean(axis=1)
 
 
+def _code_residual(target: np.ndarray, path: Path, rate: int, channels: int, frames: int,
+                   bitrate: int) -> tuple[int, list[list[float]], float]:
+    """Passes 6-7: code the residual, decode it, and per block and channel keep the gain in 0..1
+    that removes the most error. Returns packet size, gains and the error energy left."""
+    writer = TrackWriter(path, "opus", rate, channels, bitrate)
+    for start in range(0, frames, BLOCK_FRAMES):
+        writer.write(target[start:start + BLOCK_FRAMES])
+    writer.close()
+    gains, error = [], 0.0
+    for start, coded in zip(range(0, frames, BLOCK_FRAMES), decode_blocks(path, 0, BLOCK_FRAMES, frames, False)):
+        want = target[start:start + coded.shape[0]]
+        power = np.einsum("ij,ij->j", coded, coded, dtype=np.float64)
+        cross = np.einsum("ij,ij->j", want, coded, dtype=np.float64)
+        best = np.clip(np.where(power > 0, cross / np.maximum(power, 1e-30), 0.0), 0.0, 1.0)
+        rounded = np.round(best, 3)
+        gains.append([float(g) for g in rounded])
+        left = want - coded * rounded.astype(np.float32)
+        error += float(np.dot(left.reshape(-1), left.reshape(-1)))
+    return writer.packet_frames, gains, error
+
+
 def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemInfo], mode: str, tmp: Path,
                  mastering: str = "fir-envelope") -> Coded:
     """Run passes 1-7 into ``tmp``; ``mastering="gain"`` keeps the per-channel gain only
@@ -178,7 +200,9 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
     else:
         model = MasteringModel("fir-envelope", channels, fir=fitter.fir(FIR_TAPS, FIR_LOOKAHEAD),
                                lookahead=FIR_LOOKAHEAD, hop=ENVELOPE_HOPS[0], envelope=np.ones((1, channels)))
+        model.fir = model.fir.astype(np.float16).astype(np.float64)  # the taps as stored
         _envelope(model, mix, master, frames, target_file)  # the filtered mix, until pass 5 replaces it
+        model = model.stored(frames)
 
     energy = signal = 0.0
     for start, target in zip(range(0, frames, BLOCK_FRAMES), master.blocks(BLOCK_FRAMES, channels, frames, False, np.float32)):
@@ -194,22 +218,20 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
     model_snr = 10 * np.log10(max(signal, 1e-30) / max(energy, 1e-30))
     bitrate = residual_bitrate(mode, channels, model_snr)
     residual_path = tmp / "residual.mka"
-    writer = TrackWriter(residual_path, "opus", rate, channels, bitrate)
-    for start in range(0, frames, BLOCK_FRAMES):
-        writer.write(target_file[start:start + BLOCK_FRAMES])
-    writer.close()
-    packet_frames = writer.packet_frames
-
-    gains = []
-    for start, coded in zip(range(0, frames, BLOCK_FRAMES), decode_blocks(residual_path, 0, BLOCK_FRAMES, frames, False)):
-        want = target_file[start:start + coded.shape[0]].astype(np.float64)
-        power = np.sum(coded * coded, axis=0)
-        best = np.where(power > 0, np.sum(want * coded, axis=0) / np.maximum(power, 1e-30), 0.0)
-        gains.append([round(float(g), 3) for g in np.clip(best, 0.0, 1.0)])
+    packet_frames, gains, error = _code_residual(target_file, residual_path, rate, channels, frames, bitrate)
+    master_snr = 10 * np.log10(max(signal, 1e-30) / max(error, 1e-30))
+    # Closed loop on the rate: one retry when the coded residual fell short of the target.
+    shortfall = MASTER_SNR_TARGET_DB[mode] - 0.5 - master_snr
+    retry = min(int(round((bitrate + shortfall * 10000) / 4000)) * 4000, RESIDUAL_RANGE_BPS[mode][1])
+    if shortfall > 0 and retry > bitrate:
+        bitrate = retry
+        packet_frames, gains, error = _code_residual(target_file, residual_path, rate, channels, frames, bitrate)
+        master_snr = 10 * np.log10(max(signal, 1e-30) / max(error, 1e-30))
     del mix, target_file
     rms_db = 10 * np.log10(max(energy / max(frames * channels, 1), 1e-20))
     residual = {"codec": "opus", "bitrate_bps": bitrate, "rms_dbfs": round(float(rms_db), 2),
-                "model_snr_db": round(float(model_snr), 2), "gain_block_frames": BLOCK_FRAMES, "gains": gains,
+                "model_snr_db": round(float(model_snr), 2), "master_snr_db": round(float(master_snr), 2),
+                "gain_block_frames": BLOCK_FRAMES, "gains": gains,
                 "packet_frames": packet_frames}
     return Coded(stem_files, residual_path, residual, model.to_manifest(), measured["digests"][0],
                  measured["loudness"])

@@ -7,7 +7,8 @@ Two kinds (docs/snc.md):
   squares in the frequency domain, ``taps`` long with ``lookahead`` taps before time zero)
   followed by a gain envelope (the bus compressor and limiter), one least-squares gain every
   ``hop`` frames, linearly interpolated between hop centres. Stored in the manifest as
-  zlib + base64 (FIR as float32, envelope as int16 steps of ``db_step`` dB, delta-coded).
+  zlib + base64 (FIR as float16, envelope as int16 steps of ``db_step`` dB, delta-coded);
+  ``stored()`` gives the model exactly as a reader will rebuild it.
 
 ``ModelStream`` applies either kind block by block with bounded memory; it needs ``history``
 frames before and ``lookahead`` frames after each block of the stem mix.
@@ -27,8 +28,8 @@ from bridge.errors import CodecError
 __all__ = ["MasteringModel", "ModelStream", "FirFitter", "mix_sum", "envelope_gains", "FIR_TAPS", "FIR_LOOKAHEAD",
            "ENVELOPE_HOPS", "MAX_ENVELOPE_POINTS", "MAX_FIR_TAPS"]
 
-FIR_TAPS = 2048
-FIR_LOOKAHEAD = 64
+FIR_TAPS = 1024
+FIR_LOOKAHEAD = 32
 MAX_FIR_TAPS = 8192
 ENVELOPE_HOPS = (240, 480, 960, 1920, 4800, 9600)  # each divides 48000
 MAX_ENVELOPE_POINTS = 1 << 20  # per channel: bounds what a reader allocates
@@ -80,6 +81,11 @@ class MasteringModel:
         self.history = max(taps - 1 - self.lookahead, 0)
         self._spectra: dict[int, np.ndarray] = {}
 
+    def stored(self, frames: int) -> MasteringModel:
+        """This model as a reader rebuilds it from the manifest (rounded taps and gains): the
+        encoder computes its residual with it, so the loop closes exactly."""
+        return MasteringModel.from_manifest(self.to_manifest(), self.channels, frames, "encoder")
+
     @classmethod
     def gain_only(cls, gain: np.ndarray) -> MasteringModel:
         return cls("gain", len(gain), gain=np.asarray(gain, dtype=np.float64))
@@ -90,7 +96,7 @@ class MasteringModel:
         steps = np.rint(20 * np.log10(np.clip(self.envelope, 1e-3, 1e3)) / DB_STEP).astype(np.int32)
         deltas = np.diff(steps, axis=0, prepend=np.zeros((1, self.channels), np.int32)).astype(np.int16)
         return {"model": "fir-envelope", "fir_taps": int(self.fir.shape[0]), "fir_lookahead": self.lookahead,
-                "fir": _pack(self.fir.astype("<f4")), "envelope_hop": self.hop, "envelope_db_step": DB_STEP,
+                "fir": _pack(self.fir.astype("<f2")), "envelope_hop": self.hop, "envelope_db_step": DB_STEP,
                 "envelope_points": int(self.envelope.shape[0]), "envelope": _pack(deltas.astype("<i2"))}
 
     @classmethod
@@ -117,7 +123,7 @@ class MasteringModel:
                              f"{frames} frames")
         if not 0.001 <= step <= 1.0:
             raise CodecError(f"{where}: envelope step {step} dB is outside 0.001..1")
-        fir = _unpack(data.get("fir"), "<f4", taps * channels, f"{where} FIR").reshape(taps, channels)
+        fir = _unpack(data.get("fir"), "<f2", taps * channels, f"{where} FIR").reshape(taps, channels)
         deltas = _unpack(data.get("envelope"), "<i2", points * channels, f"{where} envelope")
         steps = np.cumsum(deltas.reshape(points, channels).astype(np.int64), axis=0)
         envelope = (10.0 ** (steps * step / 20.0)).astype(np.float32)

@@ -5,7 +5,8 @@
 Folk songs of music21's Essen collection (`altdeu10`, 2/4, 3/4, 4/4), melody per beat: every
 beat is decided as the live engine does (`harmonize.next_chords`: the melody so far, the chords
 already decided, one model call), with the window after the current beat filled with `<mask>`
-(unknown future) or `<pad>` (piece ends); the offline harmonization (`harmonize.harmonize`,
+(unknown future) or `<pad>` (piece ends), in the key the offline harmonization found; the
+offline harmonization (`harmonize.harmonize`,
 stages10) of the whole melody is the reference. Reports the share of beats equal to the offline
 chord, the share of tonic chords, and distinct chords per song.
 """

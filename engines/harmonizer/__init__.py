@@ -1,8 +1,8 @@
 """Learned harmonizer: masked single-encoder chord model (paper section 1) with an affective
 adapter and a style anchor, exported to ONNX and decoded with numpy + onnxruntime.
 
-Runtime modules (vocab, grid, affect, decode, harmonize, metrics, runtime, evaluate)
-import numpy and onnxruntime only. Training and export (model, train, export) need torch;
+Runtime modules (vocab, grid, affect, decode, harmonize, metrics, runtime, evaluate, and the
+bridge side: voicing, clip, looper, engine) import numpy, onnxruntime and mido only. Training and export (model, train, export) need torch;
 building the dataset needs music21. Nothing heavy is imported here.
 """
 

@@ -2,8 +2,9 @@
 adapter and a style anchor, exported to ONNX and decoded with numpy + onnxruntime.
 
 Runtime modules (vocab, grid, affect, decode, harmonize, metrics, runtime, evaluate, and the
-bridge side: voicing, clip, looper, engine) import numpy, onnxruntime and mido only. Training and export (model, train, export) need torch;
-building the dataset needs music21. Nothing heavy is imported here.
+bridge side: voicing, clip, looper, engine) import numpy, onnxruntime and mido only. Training
+and export (model, train, export) need torch; building the dataset needs music21. Nothing heavy
+is imported here.
 """
 
 from .decode import STRATEGIES, DecodeResult, fill_masks

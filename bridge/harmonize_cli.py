@@ -239,7 +239,7 @@ def _harmonize_one(source: Path, target: Path, xml_target: Path | None, args, mo
     midi = build_midi(melody.notes, clip.events, clip.spans, time_signature=melody.time_signature,
                       ticks_per_beat=480, melody_meta=melody.meta or None)
     score = _lead_sheet(melody, clip.spans, source.stem) if xml_target is not None else None
-    _write_all(((target, lambda p: midi.save(p)), (xml_target, lambda p: score.write("musicxml", fp=str(p)))))
+    _write_all(((target, lambda p: midi.save(p)), (xml_target, lambda p: _write_lead_sheet(score, p, xml_target))))
     names = " ".join(s.name for s in clip.spans[:8]) + (" ..." if len(clip.spans) > 8 else "")
     from engines.harmonizer.vocab import ROOT_NAMES
 
@@ -247,11 +247,18 @@ def _harmonize_one(source: Path, target: Path, xml_target: Path | None, args, mo
             f"{len(clip.spans)} chords ({names}), {clip.calls} model calls")
 
 
+def _write_lead_sheet(score, path: Path, final: Path) -> None:
+    from music21.exceptions21 import Music21Exception
+
+    try:
+        score.write("musicxml", fp=str(path))
+    except Music21Exception as exc:
+        raise ScoreBridgeError(f"{final}: the lead sheet could not be written ({exc})") from None
+
+
 def _write_all(outputs) -> None:
     """Write every (path, writer) to a temporary file beside it, then rename them all, so that
     an error leaves no partial output; errors name the path."""
-    from music21.exceptions21 import Music21Exception
-
     from engines.harmonizer.clip import new_file_mode
 
     written: list[tuple[Path, Path]] = []
@@ -270,8 +277,6 @@ def _write_all(outputs) -> None:
             os.replace(temporary, final)
     except OSError as exc:
         raise ScoreBridgeError(f"{final}: cannot write it ({exc.strerror or exc})") from None
-    except Music21Exception as exc:
-        raise ScoreBridgeError(f"{final}: the lead sheet could not be written ({exc})") from None
     finally:
         for temporary, _ in written:
             temporary.unlink(missing_ok=True)

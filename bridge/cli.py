@@ -31,7 +31,18 @@ def _add_osc_target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--osc-port", type=int, default=9000, help="the bridge's OSC port")
 
 
-def build_parser() -> argparse.ArgumentParser:
+# The commands built here; a run of one of them (``status`` from a script, ``panic`` in a hurry)
+# does not import the offline modules, which bring numpy and more.
+_CORE_COMMANDS = frozenset({"serve", "panic", "status", "doctor", "engines", "snc", "models"})
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv`` (its first non-option word), if any."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def build_parser(offline: bool = True) -> argparse.ArgumentParser:
+    """The whole command line; ``offline=False`` leaves out the offline commands and evaluations."""
     parser = argparse.ArgumentParser(prog="scorebridge", description="Real-time bridge between a DAW "
                                      "and generative music engines.")
     parser.add_argument("--version", action="version", version=f"scorebridge {__version__}")
@@ -86,12 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     from bridge.snc_cli import add_snc_parser
 
     add_snc_parser(sub)
-    for module in _OFFLINE_COMMANDS:
-        importlib.import_module(module).add_parser(sub)
-    evaluate = sub.add_parser("eval", help="evaluate the models (harmony metrics, noise-injection probe)")
-    evaluations = evaluate.add_subparsers(dest="evaluation", metavar="EVALUATION", required=True)
-    for module in _EVALUATIONS:
-        importlib.import_module(module).add_parser(evaluations)
+    if offline:
+        for module in _OFFLINE_COMMANDS:
+            importlib.import_module(module).add_parser(sub)
+        evaluate = sub.add_parser("eval", help="evaluate the models (harmony metrics, noise-injection probe)")
+        evaluations = evaluate.add_subparsers(dest="evaluation", metavar="EVALUATION", required=True)
+        for module in _EVALUATIONS:
+            importlib.import_module(module).add_parser(evaluations)
 
     models = sub.add_parser("models", help="list the shipped models or verify them")
     models.add_argument("action", choices=("list", "verify"))
@@ -100,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    args = build_parser(offline=_command_of(words) not in _CORE_COMMANDS).parse_args(words)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.command is None:

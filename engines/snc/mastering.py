@@ -188,8 +188,10 @@ class ModelStream:
         """``mix`` is the block [first, first + n); ``ahead`` the next ``lookahead`` frames."""
         ext = np.concatenate([self.past, mix, ahead]) if self.model.history or len(ahead) else mix
         out = self.model.predict(ext, first, mix.shape[0], integer)
-        if self.model.history:
-            self.past = np.concatenate([self.past, mix])[-self.model.history:]
+        history = self.model.history
+        if history:
+            self.past = mix[-history:].copy() if mix.shape[0] >= history else \
+                np.concatenate([self.past, mix])[-history:]
         return out
 
 

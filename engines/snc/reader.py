@@ -147,7 +147,8 @@ class SncReader:
                     if at < done:  # pre-roll before the frames wanted
                         data = data[min(done - at, data.shape[0]):]
                     chunkers[slot].push(data)
-                yield from ready()
+                if chunkers[slot].size >= block_frames + ahead or done >= end:
+                    yield from ready()  # (a block needs every track; checked only when this one has one)
                 if done >= end:
                     return
             while done < end:  # the end of the file: silence after it, one block at a time

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,10 +38,38 @@ class Learner:
         self.armed: str | None = None
         self.learned = 0
         self._lock = threading.Lock()
+        # Bindings learned under another slot configuration: kept in the file, not used.
+        self.unused_tables: list[dict[str, Any]] = []
         if self.path.exists():
-            self.map = load_map(self.path, slots)
+            self.map = self._load(slots)
         else:
             self.map = ControlMap(self.path, name="learned", description="Bindings made with MIDI learn")
+
+    def _load(self, slots: dict[str, type[Engine]]) -> ControlMap:
+        """The learn map, tolerant of bindings for slots or engines this session does not run:
+        the file is the user's record of every session, so those are warned about and kept."""
+        try:
+            return load_map(self.path, slots)
+        except MappingError as exc:
+            first_problem = exc
+        text = self.path.read_text(encoding="utf-8")
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError:
+            raise first_problem from None  # a broken file is the user's to fix: say where
+        header = data.get("map", {}) if isinstance(data.get("map"), dict) else {}
+        bindings = []
+        tables = data.get("bind", []) if isinstance(data.get("bind"), list) else []
+        for table in (t for t in tables if isinstance(t, dict)):
+            try:
+                bindings.append(parse_binding(table, slots, self.path, 0))
+            except MappingError:
+                self.unused_tables.append(table)
+        log.warning("%s; %d learned binding(s) that do not fit this configuration are kept in the "
+                    "file but not used", first_problem, len(self.unused_tables))
+        return ControlMap(self.path, str(header.get("name", "learned")),
+                          str(header.get("description", "Bindings made with MIDI learn")),
+                          bool(header.get("feedback", True)), bindings)
 
     def arm(self, target: str) -> None:
         """Arm ``target`` (validated against the running engines); the next control binds to it."""
@@ -67,7 +96,7 @@ class Learner:
             kept = [b for b in self.map.bindings if b.key != binding.key]
             updated = ControlMap(self.path, self.map.name, self.map.description, self.map.feedback,
                                  [*kept, binding])
-            save_map(updated, self.path)
+            save_map(updated, self.path, self.unused_tables)
         except (MappingError, OSError) as exc:
             log.error("learn %s -> %s failed: %s", source, target, exc)
             self.controls.bus.publish(f"{PREFIX}/learn/error", (f"{target}: {exc}",), None)

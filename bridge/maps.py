@@ -404,11 +404,12 @@ def dumps_map(control_map: ControlMap) -> str:
     return "\n".join(parts)
 
 
-def save_map(control_map: ControlMap, path: Path | str) -> None:
-    """Write the map atomically (temporary file in the same folder, then rename)."""
+def save_map(control_map: ControlMap, path: Path | str, extra_tables: list[dict[str, Any]] = ()) -> None:
+    """Write the map atomically (temporary file in the same folder, then rename);
+    ``extra_tables`` are written after its bindings as further ``[[bind]]`` tables, verbatim."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = dumps_map(control_map)
+    text = "\n".join([dumps_map(control_map), *("[[bind]]\n" + tomli_w.dumps(t) for t in extra_tables)])
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:

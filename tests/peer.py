@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -88,9 +91,17 @@ class Bridge:
         self.client = client
         cmd = [sys.executable, "-m", "bridge", "serve", "--backend", "jack", "--client", client,
                "--osc-port", "0", *args]
+        env = dict(os.environ if env is None else env)
+        # The user's own learned map (~/.config/scorebridge) never takes part in a test.
+        self._config_home = tempfile.mkdtemp(prefix="sb-config-")
+        env.setdefault("XDG_CONFIG_HOME", self._config_home)
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env=env)
-        self.online_line = self._wait_online()
+        try:
+            self.online_line = self._wait_online()
+        except RuntimeError:
+            shutil.rmtree(self._config_home, ignore_errors=True)
+            raise
         self.osc_port = int(re.search(r"OSC [\d.]+:(\d+)", self.online_line).group(1))
 
     def _wait_online(self, timeout_s: float = 20.0) -> str:
@@ -107,4 +118,5 @@ class Bridge:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         out, err = self.proc.communicate(timeout=15)
+        shutil.rmtree(self._config_home, ignore_errors=True)
         return self.proc.returncode, out, err

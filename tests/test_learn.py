@@ -64,3 +64,29 @@ def test_learn_binds_saves_and_survives_a_restart(start_bridge, surfaces, tmp_pa
 
 def _errors(osc: OscListener) -> list[str]:
     return [str(args[0]) for address, args in list(osc.messages) if address == "/scorebridge/error"]
+
+
+def test_bindings_learned_for_other_slots_are_kept_but_not_used(tmp_path: Path):
+    from bridge.learn import Learner
+
+    path = tmp_path / "learned.toml"
+    path.write_text('[map]\nname = "learned"\n\n[[bind]]\ncc = 20\nchannel = 1\ntarget = "rule/velocity"\n\n'
+                    '[[bind]]\ncc = 21\nchannel = 1\ntarget = "strings/velocity"\n', encoding="utf-8")
+    learner = Learner(None, path, SLOTS)  # type: ignore[arg-type]  # controls only used to learn
+    assert [b.target for b in learner.map.bindings] == ["rule/velocity"]
+    assert learner.unused_tables == [{"cc": 21, "channel": 1, "target": "strings/velocity"}]
+    from bridge.maps import save_map
+
+    save_map(learner.map, path, learner.unused_tables)  # what learning a new control does
+    again = Learner(None, path, {**SLOTS, "strings": engine_class("rule")})  # type: ignore[arg-type]
+    assert sorted(b.target for b in again.map.bindings) == ["rule/velocity", "strings/velocity"]
+
+
+def test_a_broken_learn_map_is_still_an_error_naming_the_file(tmp_path: Path):
+    from bridge.errors import MappingError
+    from bridge.learn import Learner
+
+    path = tmp_path / "learned.toml"
+    path.write_text("[[bind]\ncc = 1\n", encoding="utf-8")
+    with pytest.raises(MappingError, match="learned.toml"):
+        Learner(None, path, SLOTS)  # type: ignore[arg-type]

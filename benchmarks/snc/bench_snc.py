@@ -86,7 +86,7 @@ MODES = (("lossless", "lossless", "fir-envelope"), ("transparent", "transparent"
          ("compact", "compact", "fir-envelope"), ("transparent_gain_only", "transparent", "gain"))
 
 
-def bench_track(folder: Path, with_visqol: bool, modes: list[str]) -> dict:
+def bench_track(folder: Path, with_visqol: bool, modes: list[str], references: bool = True) -> dict:
     meta = json.loads((folder / "track.json").read_text())
     master_path = folder / "master.wav"
     stems = {name: folder / f"{name}.wav" for name in meta["stems"]}
@@ -138,6 +138,9 @@ def bench_track(folder: Path, with_visqol: bool, modes: list[str]) -> dict:
                 entry.update(quality(decoded["master"]))
             result[f"snc_{label}"] = entry
             print(f"  {meta['name']} {label}: {json.dumps(entry)}", flush=True)
+        if not references:
+            result["load_after"] = [round(x, 2) for x in os.getloadavg()]
+            return result
         if "transparent" in modes:
             total_bps = int(result["snc_transparent"]["bytes"] * 8 / duration)
             decoded, size = opus_roundtrip(master, rate, min(total_bps, 510000), Path(tmp) / "opus.mka")
@@ -170,6 +173,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT / "benchmarks/snc/data")
     parser.add_argument("--tracks", help="comma-separated names (default: all built)")
     parser.add_argument("--no-visqol", action="store_true")
+    parser.add_argument("--no-references", action="store_true", help="skip the Opus-master and NI-like layouts")
     parser.add_argument("--modes", default=",".join(m[0] for m in MODES),
                         help="comma-separated: " + ", ".join(m[0] for m in MODES))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/snc.json")
@@ -183,7 +187,7 @@ def main() -> None:
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cores": os.cpu_count(),
                "cpu": _cpu_name(), "tracks": []}
     for folder in folders:
-        results["tracks"].append(bench_track(folder, not args.no_visqol, args.modes.split(",")))
+        results["tracks"].append(bench_track(folder, not args.no_visqol, args.modes.split(","), not args.no_references))
         print(json.dumps(results["tracks"][-1]), flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))  # after every track: a partial run still counts

@@ -157,35 +157,45 @@ class Transport:
             return []
         with self._lock:
             self.last_external_s = time_s
+            handover: list[EngineInput] = []
             if self.source != "midi":
+                # The DAW takes over: whatever the internal clock was playing stops here (its
+                # notes are released), and the DAW's Start, Continue or clock starts it again.
+                if self.playing:
+                    handover.append(TransportChange(False, max(self.ticks, 0) / TICKS_PER_BEAT, time_s,
+                                                    "clock source changed"))
                 self.source = "midi"
                 self.playing = False
-            if status == CLOCK:
-                self.estimator.add(time_s)
-                if not self.playing:
-                    return []
-                return self._advance(time_s)
-            if status in (START, CONTINUE):
-                if status == START:
-                    self.ticks = 0
-                # The first clock after Start/Continue marks the current position.
-                self.ticks -= 1
-                self.playing = True
-                self.anchor_time_s = time_s
-                return [TransportChange(True, (self.ticks + 1) / TICKS_PER_BEAT, time_s,
-                                        "start" if status == START else "continue")]
-            if status == STOP:
-                was = self.playing
-                self.playing = False
-                self.ticks = max(self.ticks, 0)
-                return [TransportChange(False, self.ticks / TICKS_PER_BEAT, time_s, "stop")] if was else []
-            if status == SONG_POSITION and len(data) == 2:
-                sixteenths = data[0] | (data[1] << 7)
-                self.ticks = sixteenths * (TICKS_PER_BEAT // 4)
-                self.anchor_time_s = time_s
-                return [TransportChange(self.playing, self.ticks / TICKS_PER_BEAT, time_s, "locate")]
-            self.dropped += 1
-            return []
+            return handover + self._on_midi(status, data, time_s)
+
+    def _on_midi(self, status: int, data: list[int], time_s: float) -> list[EngineInput]:
+        """``on_midi`` with the lock held and the source already the DAW's."""
+        if status == CLOCK:
+            self.estimator.add(time_s)
+            if not self.playing:
+                return []
+            return self._advance(time_s)
+        if status in (START, CONTINUE):
+            if status == START:
+                self.ticks = 0
+            # The first clock after Start/Continue marks the current position.
+            self.ticks -= 1
+            self.playing = True
+            self.anchor_time_s = time_s
+            return [TransportChange(True, (self.ticks + 1) / TICKS_PER_BEAT, time_s,
+                                    "start" if status == START else "continue")]
+        if status == STOP:
+            was = self.playing
+            self.playing = False
+            self.ticks = max(self.ticks, 0)
+            return [TransportChange(False, self.ticks / TICKS_PER_BEAT, time_s, "stop")] if was else []
+        if status == SONG_POSITION and len(data) == 2:
+            sixteenths = data[0] | (data[1] << 7)
+            self.ticks = sixteenths * (TICKS_PER_BEAT // 4)
+            self.anchor_time_s = time_s
+            return [TransportChange(self.playing, self.ticks / TICKS_PER_BEAT, time_s, "locate")]
+        self.dropped += 1
+        return []
 
     def internal_tick(self, time_s: float) -> list[EngineInput]:
         """One tick of the internal clock; ignored while a DAW clock is running."""

@@ -97,9 +97,13 @@ def test_internal_clock_runs_until_a_daw_clock_arrives_then_yields():
     for k in range(49):
         events += transport.internal_tick(k * interval)
     assert [e.index for e in events if isinstance(e, Beat)] == [0, 1, 2]
-    transport.on_midi(CLOCK, [], 1.0)
+    handover = transport.on_midi(CLOCK, [], 1.0)
     assert transport.source == "midi"
+    # The internal transport was playing: the engines hear it stop (their notes are released),
+    # so a later Stop from the DAW, which finds nothing playing, cannot leave a note hanging.
+    assert [(type(e), e.playing, e.reason) for e in handover] == [(TransportChange, False, "clock source changed")]
     assert transport.internal_tick(1.01) == []
+    assert transport.on_midi(STOP, [], 1.02) == []
 
 
 def test_invalid_mode_and_tempo_are_refused():

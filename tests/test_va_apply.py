@@ -119,6 +119,8 @@ def test_type_0_files_get_their_lanes_in_the_only_track():
 def test_type_2_and_bad_settings_are_refused():
     with pytest.raises(CurveError, match="type 2"):
         apply_curve(mido.MidiFile(type=2), _step_curve(), ApplySettings())
+    with pytest.raises(CurveError, match="no tracks"):
+        apply_curve(mido.MidiFile(type=1), _step_curve(), ApplySettings(tempo_map=True))
     for settings in (ApplySettings(lanes={11: "joy"}), ApplySettings(lanes={120: "arousal"}),
                      ApplySettings(velocity_depth=-1), ApplySettings(lane_step_beats=0),
                      ApplySettings(offset_s=float("nan"))):

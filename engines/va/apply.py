@@ -135,6 +135,8 @@ def apply_curve(midi, curve: VACurve, settings: ApplySettings) -> ApplyReport:
     settings.check()
     if midi.type == 2:
         raise CurveError("type 2 MIDI files (independent sequences) have no single time line to align")
+    if not midi.tracks:
+        raise CurveError("the MIDI file has no tracks")
     report = ApplyReport()
     ppq = midi.ticks_per_beat
     tracks = [_absolute(track) for track in midi.tracks]

@@ -50,23 +50,45 @@ def make_song(folder: Path, seconds: float, mode: str) -> Path:
     args = []
     total = np.zeros((n, 2))
     for index, name in enumerate(STEMS):
-        freq = 110.0 * (1.5 ** index)
+        freq = 110.0 * (1.5**index)
         tone = 0.08 * np.sin(2 * np.pi * freq * t + rng.uniform(0, 6))[:, None] * np.array([[1.0, 0.7]])
-        noise = 0.02 * rng.standard_normal((n, 2)) * (0.5 + 0.5 * np.sin(2 * np.pi * (0.5 + index) * t))[:, None]
+        noise = (
+            0.02 * rng.standard_normal((n, 2)) * (0.5 + 0.5 * np.sin(2 * np.pi * (0.5 + index) * t))[:, None]
+        )
         stem = tone + noise
         total += stem
         path = folder / f"bench8-{name}.wav"
         sf.write(path, stem, RATE, subtype="PCM_24")
         args += ["--stem", f"{name}={path}"]
     sf.write(folder / "bench8-master.wav", 0.9 * np.tanh(1.2 * total), RATE, subtype="PCM_24")
-    subprocess.run([sys.executable, "-m", "bridge", "snc", "encode", "--master", str(folder / "bench8-master.wav"),
-                    *args, "-o", str(out), "--mode", mode], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bridge",
+            "snc",
+            "encode",
+            "--master",
+            str(folder / "bench8-master.wav"),
+            *args,
+            "-o",
+            str(out),
+            "--mode",
+            mode,
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     return out
 
 
 def start_jack(name: str, period: int) -> subprocess.Popen:
-    proc = subprocess.Popen(["jackd", "-n", name, "-R", "-d", "dummy", "-r", str(RATE), "-p", str(period)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["jackd", "-n", name, "-R", "-d", "dummy", "-r", str(RATE), "-p", str(period)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     os.environ["JACK_DEFAULT_SERVER"] = name
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -91,8 +113,12 @@ def cpu_s() -> float:
 
 def percentiles_ms(values: list[float]) -> dict[str, float]:
     data = np.asarray(values) * 1000.0
-    return {"n": len(values), "p50": round(float(np.percentile(data, 50)), 3),
-            "p99": round(float(np.percentile(data, 99)), 3), "max": round(float(data.max()), 3)}
+    return {
+        "n": len(values),
+        "p50": round(float(np.percentile(data, 50)), 3),
+        "p99": round(float(np.percentile(data, 99)), 3),
+        "max": round(float(data.max()), 3),
+    }
 
 
 def live(song: Path, seconds: float, context: str = "default") -> dict:
@@ -105,16 +131,27 @@ def live(song: Path, seconds: float, context: str = "default") -> dict:
         player.seek(0.0)
         player.play()
         time.sleep(1.0)
-        wall0, cpu0, callbacks0, underruns0 = time.perf_counter(), cpu_s(), player.callbacks, player.stream.underruns
+        wall0, cpu0, callbacks0, underruns0 = (
+            time.perf_counter(),
+            cpu_s(),
+            player.callbacks,
+            player.stream.underruns,
+        )
         rss0 = rss_mib()
         time.sleep(seconds)
         wall, cpu = time.perf_counter() - wall0, cpu_s() - cpu0
-        load = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 3), "cores": round(cpu / wall, 4),
-                "callbacks": player.callbacks - callbacks0, "buffer_frames": player.buffer_frames,
-                "mean_callback_ms": player.stats()["mean_callback_ms"],
-                "max_callback_ms": player.stats()["max_callback_ms"],
-                "underruns": player.stream.underruns - underruns0,
-                "rss_mib_start": round(rss0, 1), "rss_mib_end": round(rss_mib(), 1)}
+        load = {
+            "wall_s": round(wall, 2),
+            "cpu_s": round(cpu, 3),
+            "cores": round(cpu / wall, 4),
+            "callbacks": player.callbacks - callbacks0,
+            "buffer_frames": player.buffer_frames,
+            "mean_callback_ms": player.stats()["mean_callback_ms"],
+            "max_callback_ms": player.stats()["max_callback_ms"],
+            "underruns": player.stream.underruns - underruns0,
+            "rss_mib_start": round(rss0, 1),
+            "rss_mib_end": round(rss_mib(), 1),
+        }
         rng = random.Random(5)
         changes = []
         for _ in range(60):
@@ -138,10 +175,18 @@ def live(song: Path, seconds: float, context: str = "default") -> dict:
                 seeks.append(player.last_seek_latency_s)
             time.sleep(0.2)
         period_ms = player.buffer_frames / RATE * 1000.0
-        return {"song": song.name, "context": context, "load": load, "buffer_ms": round(period_ms, 3),
-                "gain_change_latency_ms": percentiles_ms(changes),
-                "gain_changes_within_one_buffer": round(float(np.mean(np.asarray(changes) * 1000 <= period_ms)), 3),
-                "seek_latency_ms": percentiles_ms(seeks), "error": player.stats()["error"]}
+        return {
+            "song": song.name,
+            "context": context,
+            "load": load,
+            "buffer_ms": round(period_ms, 3),
+            "gain_change_latency_ms": percentiles_ms(changes),
+            "gain_changes_within_one_buffer": round(
+                float(np.mean(np.asarray(changes) * 1000 <= period_ms)), 3
+            ),
+            "seek_latency_ms": percentiles_ms(seeks),
+            "error": player.stats()["error"],
+        }
     finally:
         player.close()
 
@@ -165,7 +210,11 @@ def decode_cost(song: Path) -> dict:
     for _ in reader.blocks(4096):
         pass
     spent = time.process_time() - started
-    return {"song": song.name, "cpu_s": round(spent, 3), "cores_at_real_time": round(spent / reader.manifest.duration_s, 4)}
+    return {
+        "song": song.name,
+        "cpu_s": round(spent, 3),
+        "cores_at_real_time": round(spent / reader.manifest.duration_s, 4),
+    }
 
 
 def click_measure(ramp_s: float, toggle_s: float = 0.025, seconds: float = 2.0, buffer: int = 256) -> dict:
@@ -184,32 +233,46 @@ def click_measure(ramp_s: float, toggle_s: float = 0.025, seconds: float = 2.0, 
             muted = not muted
             mixer.set("a", mute=muted)
             next_toggle += int(toggle_s * RATE)
-        block = {"a": sine[first:first + buffer], "master": sine[first:first + buffer]}
+        block = {"a": sine[first : first + buffer], "master": sine[first : first + buffer]}
         out.append(mixer.process(block, first))
     y = np.concatenate(out)[:, 0].astype(np.float64)
     spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y)))) ** 2
     freqs = np.fft.rfftfreq(len(y), 1.0 / RATE)
     high = spectrum[freqs > 4000.0].sum() / spectrum.sum()
     step = np.abs(np.diff(y)).max() / np.abs(np.diff(sine[:, 0])).max()
-    return {"ramp_ms": round(ramp_s * 1000, 3), "toggle_every_ms": toggle_s * 1000,
-            "energy_above_4khz_db": round(10 * np.log10(high + 1e-30), 1), "max_step_vs_sine": round(float(step), 3)}
+    return {
+        "ramp_ms": round(ramp_s * 1000, 3),
+        "toggle_every_ms": toggle_s * 1000,
+        "energy_above_4khz_db": round(10 * np.log10(high + 1e-30), 1),
+        "max_step_vs_sine": round(float(step), 3),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=20.0, help="measured playback time per case")
-    parser.add_argument("--period", type=int, action="append", help="JACK period(s) in frames (default 256 and 64)")
+    parser.add_argument(
+        "--period", type=int, action="append", help="JACK period(s) in frames (default 256 and 64)"
+    )
     parser.add_argument("--work", type=Path, default=Path("/work/runs/snc_player/bench"))
     args = parser.parse_args()
     periods = args.period or [256, 64]
     songs = {mode: make_song(args.work, 12.0, mode) for mode in ("transparent", "lossless")}
     loadavg_before = os.getloadavg()
-    result: dict = {"date": dt.date.today().isoformat(), "machine": {"platform": platform.platform(),
-                    "python": platform.python_version(), "cpus": os.cpu_count(),
-                    "processor": _cpu_name()}, "loadavg_before": loadavg_before,
-                    "decode": [decode_cost(s) for s in songs.values()],
-                    "render": render_speed(songs["transparent"], args.work), "live": [],
-                    "clicks": [click_measure(0.0), click_measure(0.005), click_measure(0.02)]}
+    result: dict = {
+        "date": dt.date.today().isoformat(),
+        "machine": {
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "processor": _cpu_name(),
+        },
+        "loadavg_before": loadavg_before,
+        "decode": [decode_cost(s) for s in songs.values()],
+        "render": render_speed(songs["transparent"], args.work),
+        "live": [],
+        "clicks": [click_measure(0.0), click_measure(0.005), click_measure(0.02)],
+    }
     for period in periods:
         jack = start_jack(f"benchsnc{os.getpid()}p{period}", period)
         try:
@@ -229,7 +292,11 @@ def main() -> int:
     result["loadavg_after"] = os.getloadavg()
     out = ROOT / "benchmarks" / "results" / f"snc_player-{result['date']}.json"
     out.write_text(json.dumps(result, indent=2))
-    print(json.dumps({"decode": result["decode"], "render": result["render"], "clicks": result["clicks"]}, indent=1))
+    print(
+        json.dumps(
+            {"decode": result["decode"], "render": result["render"], "clicks": result["clicks"]}, indent=1
+        )
+    )
     print(f"wrote {out}")
     return 0
 

@@ -9,6 +9,7 @@ one 24-bit step, weighted); mixes with a real residual follow the documented rul
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,15 +18,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bridge.errors import ConfigError, ParameterError
-from engines.snc.mastering import MasteringModel
+from bridge.errors import ParameterError
 from engines.snc.reader import SncReader
-from engines.snc_player.adaptive import DEFAULT_MAPPING, load_mapping, read_trajectory
+from engines.snc_player.adaptive import DEFAULT_MAPPING
 from engines.snc_player.contexts import load_contexts
-from engines.snc_player.mixer import Mixer, pan_gains
 from engines.snc_player.pipeline import Pipeline
 from engines.snc_player.render import MixRequest, render
 from tests.jackutil import ROOT
+
+# Every test here renders or encodes real files (the module's songs take ~10-40 s to encode).
+pytestmark = pytest.mark.slow
 
 RATE = 48000
 # Integer cycles per 256-frame buffer: every buffer of a stem has the same energy.
@@ -54,8 +56,26 @@ def encode_song(folder: Path, name: str, stems: dict[str, np.ndarray], master: n
         args += ["--stem", f"{stem}={folder / f'{name}-{stem}.wav'}"]
     sf.write(folder / f"{name}-master.wav", master, RATE, subtype="PCM_24")
     out = folder / f"{name}.snc"
-    done = subprocess.run([sys.executable, "-m", "bridge", "snc", "encode", "--master", str(folder / f"{name}-master.wav"),
-                           *args, "-o", str(out), "--mode", mode], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bridge",
+            "snc",
+            "encode",
+            "--master",
+            str(folder / f"{name}-master.wav"),
+            *args,
+            "-o",
+            str(out),
+            "--mode",
+            mode,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     return out
 
@@ -69,10 +89,15 @@ def songs(tmp_path_factory) -> dict[str, Path]:
         # master = 0.8 * sum: the residual is at most one 24-bit step.
         "clean": encode_song(folder, "clean", clean, 0.8 * sum(clean.values()), "lossless"),
         # a saturating master: a real residual (-30 dB or so).
-        "mastered": encode_song(folder, "mastered", mastered, 0.9 * np.tanh(1.3 * sum(mastered.values())), "lossless"),
-        "opus": encode_song(folder, "opus", mastered, 0.9 * np.tanh(1.3 * sum(mastered.values())), "transparent"),
-        "dynamic": encode_song(folder, "dynamic", stems_audio(2.0, True),
-                               0.8 * sum(stems_audio(2.0, True).values()), "lossless"),
+        "mastered": encode_song(
+            folder, "mastered", mastered, 0.9 * np.tanh(1.3 * sum(mastered.values())), "lossless"
+        ),
+        "opus": encode_song(
+            folder, "opus", mastered, 0.9 * np.tanh(1.3 * sum(mastered.values())), "transparent"
+        ),
+        "dynamic": encode_song(
+            folder, "dynamic", stems_audio(2.0, True), 0.8 * sum(stems_audio(2.0, True).values()), "lossless"
+        ),
     }
 
 
@@ -94,6 +119,7 @@ def mastering_gain(path: Path) -> np.ndarray:
 
 
 # -- the default mix is the master ----------------------------------------------------------------
+
 
 def test_default_render_reconstructs_the_lossless_master(songs, tmp_path):
     out = rendered(songs["mastered"], tmp_path)
@@ -133,14 +159,18 @@ def weight_track(stems: dict[str, np.ndarray], linear: dict[str, float], buffer:
     alpha = 1 - math.exp(-buffer / RATE)
     energy, previous, track = None, None, np.empty(frames)
     for first in range(0, frames, buffer):
-        block = np.array([np.mean(stems[n][first:first + buffer].astype(np.float32).astype(np.float64) ** 2)
-                          for n in names])
+        block = np.array(
+            [
+                np.mean(stems[n][first : first + buffer].astype(np.float32).astype(np.float64) ** 2)
+                for n in names
+            ]
+        )
         energy = block if energy is None else energy + alpha * (block - energy)
         weights = energy + 1e-20
         new = float(np.sum(weights * np.array([linear[n] for n in names])) / np.sum(weights))
         previous = new if previous is None else previous
         n = min(buffer, frames - first)
-        track[first:first + n] = previous + (new - previous) * np.arange(1, n + 1) / n
+        track[first : first + n] = previous + (new - previous) * np.arange(1, n + 1) / n
         previous = new
     return track
 
@@ -161,14 +191,17 @@ def test_remix_of_an_fir_mastered_file_goes_through_its_mastering_model(songs, t
 
 # -- gains, mutes, pans, solo against numpy ---------------------------------------------------------
 
+
 def test_gain_mute_pan_render_matches_the_numpy_mix(songs, tmp_path):
-    out = rendered(songs["clean"], tmp_path, gains_db={"vocals": -6.0, "bass": 3.0}, mutes=["drums"],
-                   pans={"keys": 0.5})
+    out = rendered(
+        songs["clean"], tmp_path, gains_db={"vocals": -6.0, "bass": 3.0}, mutes=["drums"], pans={"keys": 0.5}
+    )
     stems = decoded(songs["clean"])
     theta = 1.5 * math.pi / 4
     keys_pan = np.array([math.sqrt(2) * math.cos(theta), math.sqrt(2) * math.sin(theta)])
-    expected = mastering_gain(songs["clean"]) * (stems["vocals"] * 10 ** (-6 / 20) + stems["bass"] * 10 ** (3 / 20)
-                                                 + stems["keys"] * keys_pan)
+    expected = mastering_gain(songs["clean"]) * (
+        stems["vocals"] * 10 ** (-6 / 20) + stems["bass"] * 10 ** (3 / 20) + stems["keys"] * keys_pan
+    )
     assert np.abs(out - expected).max() < 2e-6
     # and it is not the master
     assert np.abs(out - stems["master"]).max() > 0.05
@@ -186,7 +219,7 @@ def test_residual_follows_the_energy_weighted_gain_rule(songs, tmp_path):
     gain = mastering_gain(songs["mastered"])
     names = list(TONES)
     residual = stems["master"] - gain * sum(stems[n] for n in names)
-    assert np.sqrt(np.mean(residual ** 2)) > 1e-3  # a real residual
+    assert np.sqrt(np.mean(residual**2)) > 1e-3  # a real residual
     linear = {"vocals": 0.0, "drums": 1.0, "bass": 1.0, "keys": 10 ** (-6 / 20)}
     energy = {n: np.mean(stems[n] ** 2) for n in names}
     weight = sum(energy[n] * linear[n] for n in names) / sum(energy.values())
@@ -202,38 +235,8 @@ def test_muting_every_stem_is_silence(songs, tmp_path):
 
 # -- smoothing --------------------------------------------------------------------------------------
 
-def test_gain_changes_ramp_over_the_ramp_time_without_steps():
-    mixer = Mixer(["a"], 1, MasteringModel.gain_only(np.array([1.0])), RATE, ramp_s=0.01)
-    block = {"a": np.ones((256, 1), np.float32), "master": np.ones((256, 1), np.float32)}
-    assert np.array_equal(mixer.process(block, 0), block["master"])
-    mixer.set("a", mute=True)
-    out = np.concatenate([mixer.process(block, 256 * (i + 1)) for i in range(4)])[:, 0]
-    assert out[0] < 1.0 and out[479] == pytest.approx(0.0, abs=1e-6)  # 10 ms = 480 frames
-    assert np.abs(np.diff(out)).max() <= 1.0 / 480 + 1e-6  # a linear ramp, no step
-    mixer.set("a", mute=False)
-    back = np.concatenate([mixer.process(block, 256 * (i + 5)) for i in range(3)])[:, 0]
-    assert np.abs(np.diff(np.concatenate([out, back]))).max() <= 1.0 / 480 + 1e-6
-    assert mixer.is_default and np.array_equal(mixer.process(block, 256 * 8), block["master"])
-
-
-def test_change_during_a_ramp_starts_from_what_sounds():
-    mixer = Mixer(["a"], 1, MasteringModel.gain_only(np.array([1.0])), RATE, ramp_s=0.01)
-    block = {"a": np.ones((128, 1), np.float32), "master": np.ones((128, 1), np.float32)}
-    mixer.set("a", gain_db=-96.0)
-    first = mixer.process(block, 0)[:, 0]
-    mixer.set("a", gain_db=0.0)
-    second = mixer.process(block, 128)[:, 0]
-    assert abs(second[0] - first[-1]) < 2.0 / 480
-
-
-def test_pan_law_is_unity_at_centre_and_constant_power():
-    assert np.array_equal(pan_gains(0.0, 2), [1.0, 1.0])
-    for pan in (-1.0, -0.3, 0.4, 1.0):
-        assert np.sum(pan_gains(pan, 2) ** 2) == pytest.approx(2.0)
-    assert pan_gains(-1.0, 2)[1] == pytest.approx(0.0, abs=1e-12)
-
-
 # -- contexts ---------------------------------------------------------------------------------------
+
 
 def test_karaoke_and_focus_from_the_manifest(songs, tmp_path):
     stems = decoded(songs["clean"])
@@ -251,7 +254,7 @@ def test_night_reduces_dynamic_range_and_caps_peaks(songs, tmp_path):
 
     def loud_minus_quiet_db(x: np.ndarray) -> float:
         half = x.shape[0] // 2
-        rms = [np.sqrt(np.mean(x[a:a + RATE // 2] ** 2)) for a in (RATE // 4, half + RATE // 4)]
+        rms = [np.sqrt(np.mean(x[a : a + RATE // 2] ** 2)) for a in (RATE // 4, half + RATE // 4)]
         return 20 * math.log10(rms[0] / rms[1])
 
     assert loud_minus_quiet_db(default) == pytest.approx(20 * math.log10(1 / 0.08), abs=0.2)
@@ -264,7 +267,7 @@ def test_car_lifts_the_low_mids(songs, tmp_path):
     car = rendered(songs["clean"], tmp_path, context="car")
 
     def band_db(x: np.ndarray, freq: float) -> float:
-        spectrum = np.abs(np.fft.rfft(x[RATE // 2:, 0]))
+        spectrum = np.abs(np.fft.rfft(x[RATE // 2 :, 0]))
         bins = np.fft.rfftfreq(x.shape[0] - RATE // 2, 1 / RATE)
         return 20 * math.log10(spectrum[np.argmin(np.abs(bins - freq))])
 
@@ -277,10 +280,10 @@ def test_headphones_place_a_stem_left_of_the_listener(songs, tmp_path):
     contexts = tmp_path / "contexts.toml"
     contexts.write_text('[contexts.phones]\nlayout = "binaural"\npositions = { keys = -90.0 }\n')
     out = rendered(songs["clean"], tmp_path, context="phones", contexts_file=contexts, solos=["keys"])
-    left, right = np.sqrt(np.mean(out[RATE // 4:] ** 2, axis=0))
+    left, right = np.sqrt(np.mean(out[RATE // 4 :] ** 2, axis=0))
     assert 20 * math.log10(left / right) > 6.0
     stereo = rendered(songs["clean"], tmp_path, solos=["keys"])
-    assert abs(20 * math.log10(np.sqrt(np.mean(out ** 2)) / np.sqrt(np.mean(stereo ** 2)))) < 4.0
+    assert abs(20 * math.log10(np.sqrt(np.mean(out**2)) / np.sqrt(np.mean(stereo**2)))) < 4.0
 
 
 def test_multichannel_puts_each_stem_on_its_ports(songs, tmp_path):
@@ -289,8 +292,10 @@ def test_multichannel_puts_each_stem_on_its_ports(songs, tmp_path):
     gain = mastering_gain(songs["clean"])
     assert out.shape[1] == 8
     for index, name in enumerate(TONES):
-        ports = out[:, 2 * index:2 * index + 2]
-        expected = gain * stems[name] + (stems["master"] - gain * sum(stems[n] for n in TONES) if index == 0 else 0)
+        ports = out[:, 2 * index : 2 * index + 2]
+        expected = gain * stems[name] + (
+            stems["master"] - gain * sum(stems[n] for n in TONES) if index == 0 else 0
+        )
         assert np.abs(ports - expected).max() < 2e-6, name
 
 
@@ -309,24 +314,12 @@ def test_context_change_lands_on_the_next_bar(songs):
     assert np.abs(out[:64000] - stems["master"][:64000]).max() < 2e-7
     after = mastering_gain(songs["clean"]) * (stems["drums"] + stems["bass"] + stems["keys"])
     ramp = pipeline.mixer.ramp_frames
-    assert np.abs(out[64000 + ramp:] - after[64000 + ramp:]).max() < 2e-6
-    assert np.abs(out[64000:64000 + ramp] - stems["master"][64000:64000 + ramp]).max() > 0.01
-
-
-def test_user_contexts_are_validated(tmp_path):
-    bad = tmp_path / "bad.toml"
-    bad.write_text("[contexts.x]\nloudness = 3\n")
-    with pytest.raises(ConfigError, match="unknown keys.*loudness"):
-        load_contexts({}, bad)
-    bad.write_text("[contexts.x]\nroutes = { vocals = [9] }\noutputs = 4\nlayout = 'multichannel'\n")
-    with pytest.raises(ConfigError, match="ports 1..4"):
-        load_contexts({}, bad)
-    bad.write_text("[contexts.x\n")
-    with pytest.raises(ConfigError, match="not valid TOML"):
-        load_contexts({}, bad)
+    assert np.abs(out[64000 + ramp :] - after[64000 + ramp :]).max() < 2e-6
+    assert np.abs(out[64000 : 64000 + ramp] - stems["master"][64000 : 64000 + ramp]).max() > 0.01
 
 
 # -- valence-arousal --------------------------------------------------------------------------------
+
 
 def test_va_trajectory_raises_drums_and_bass_with_arousal(songs, tmp_path):
     curve = tmp_path / "va.csv"
@@ -339,23 +332,6 @@ def test_va_trajectory_raises_drums_and_bass_with_arousal(songs, tmp_path):
     assert np.abs(out - expected).max() < 2e-6
 
 
-def test_va_mapping_is_editable_and_checked(tmp_path):
-    mapping = tmp_path / "map.toml"
-    mapping.write_text('[arousal_db]\n"@drums" = 10.0\n')
-    loaded = load_mapping(mapping)
-    assert loaded.arousal_db == {"@drums": 10.0} and loaded.valence_db == DEFAULT_MAPPING.valence_db
-    mapping.write_text("gain = 3\n")
-    with pytest.raises(ConfigError, match="unknown keys"):
-        load_mapping(mapping)
-    curve = tmp_path / "va.csv"
-    curve.write_text("time_s,valence,arousal\n0,0,0\n0,0,0.5\n")
-    with pytest.raises(ConfigError, match="does not increase"):
-        read_trajectory(curve)
-    curve.write_text("t,v\n")
-    with pytest.raises(ConfigError, match="must name time_s"):
-        read_trajectory(curve)
-
-
 def test_unknown_stem_names_are_refused(songs, tmp_path):
     with pytest.raises(ParameterError, match="no stem 'voice'.*vocals, drums"):
         render(songs["clean"], tmp_path / "x.wav", MixRequest(gains_db={"voice": -3}))
@@ -364,9 +340,11 @@ def test_unknown_stem_names_are_refused(songs, tmp_path):
 
 # -- the command ------------------------------------------------------------------------------------
 
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bridge", "snc", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "bridge", "snc", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_render_command_writes_the_mix(songs, tmp_path):
@@ -375,17 +353,22 @@ def test_render_command_writes_the_mix(songs, tmp_path):
     assert done.returncode == 0, done.stderr
     data, _ = sf.read(out, dtype="float64")
     stems = decoded(songs["clean"])
-    expected = mastering_gain(songs["clean"]) * (stems["vocals"] * 10 ** (-6 / 20) + stems["bass"] + stems["keys"])
+    expected = mastering_gain(songs["clean"]) * (
+        stems["vocals"] * 10 ** (-6 / 20) + stems["bass"] + stems["keys"]
+    )
     assert np.abs(data - expected).max() < 2e-6
     assert [p.name for p in tmp_path.iterdir()] == ["mix.wav"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--gain", "vocals"], "write STEM=NUMBER"),
-    (["--mute", "nobody"], "no stem 'nobody'"),
-    (["--context", "party"], "no context 'party'; available:"),
-    (["--valence", "2"], "outside -1..1"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--gain", "vocals"], "write STEM=NUMBER"),
+        (["--mute", "nobody"], "no stem 'nobody'"),
+        (["--context", "party"], "no context 'party'; available:"),
+        (["--valence", "2"], "outside -1..1"),
+    ],
+)
 def test_render_command_bad_input_exits_1_and_writes_nothing(songs, tmp_path, args, message):
     out = tmp_path / "mix.wav"
     done = run_cli("render", str(songs["clean"]), "-o", str(out), *args)
@@ -408,3 +391,17 @@ def test_binaural_gain_table_matches_pyo():
     measured = measure_binaural_gain([-90.0, 0.0, 150.0], seconds=2.0)
     for azimuth, gain_db in measured.items():
         assert gain_db == pytest.approx(BINAURAL_GAIN_DB[int(azimuth)], abs=0.3)
+
+
+def test_play_command_without_an_audio_server_exits_1(songs, tmp_path):
+    env = dict(os.environ, JACK_DEFAULT_SERVER=f"nobody{os.getpid()}", JACK_NO_START_SERVER="1")
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "snc", "play", str(songs["clean"]), "--duration", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert done.returncode == 1
+    assert "could not open the jack audio backend" in done.stderr

@@ -27,8 +27,12 @@ def live_song(tmp_path_factory) -> Path:
     """3 s, residual-free (master = 0.8 * sum), with a noise stem so alignment is unambiguous."""
     stems = stems_audio(3.0)
     rng = np.random.default_rng(3)
-    stems["drums"] = 0.1 * rng.standard_normal((3 * RATE, 2)) * np.repeat(rng.uniform(0.2, 1.0, (30, 1)), RATE // 10, 0)
-    return encode_song(tmp_path_factory.mktemp("snc_live"), "live", stems, 0.8 * sum(stems.values()), "lossless")
+    stems["drums"] = (
+        0.1 * rng.standard_normal((3 * RATE, 2)) * np.repeat(rng.uniform(0.2, 1.0, (30, 1)), RATE // 10, 0)
+    )
+    return encode_song(
+        tmp_path_factory.mktemp("snc_live"), "live", stems, 0.8 * sum(stems.values()), "lossless"
+    )
 
 
 def decoded(path: Path) -> dict[str, np.ndarray]:
@@ -36,12 +40,16 @@ def decoded(path: Path) -> dict[str, np.ndarray]:
     return {k: np.concatenate([b[k] for b in blocks]).astype(np.float64) for k in blocks[0]}
 
 
-def record(ports: list[str], seconds: float, path: Path) -> subprocess.Popen:
-    """Start jack_rec on ``ports`` and return once it is connected to them."""
+def record(ports: list[str], seconds: int, path: Path) -> subprocess.Popen:
+    """Start jack_rec on ``ports`` and return once it is connected to them (jack_rec takes
+    whole seconds)."""
     if shutil.which("jack_rec") is None:
         pytest.fail("jack_rec is missing: install jackd2's example clients (jackd2 ships jack_rec)")
-    proc = subprocess.Popen(["jack_rec", "-f", str(path), "-d", str(seconds), "-b", "32", *ports],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        ["jack_rec", "-f", str(path), "-d", str(seconds), "-b", "32", *ports],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         listed = subprocess.run(["jack_lsp", "-c", ports[-1]], capture_output=True, text=True).stdout
@@ -58,19 +66,27 @@ def finish(recorder: subprocess.Popen) -> None:
     assert recorder.returncode == 0, err
 
 
-def song_offset(recorded: np.ndarray, reference: np.ndarray, start: int, guess: int, search: int = 4800,
-                length: int = 2048) -> int:
+def song_offset(
+    recorded: np.ndarray,
+    reference: np.ndarray,
+    start: int,
+    guess: int,
+    search: int = 4800,
+    length: int = 2048,
+) -> int:
     """Song frame that recorded[start] plays: the lag near ``guess`` with the smallest error."""
-    piece = recorded[start:start + length, 0]
+    piece = recorded[start : start + length, 0]
     lags = range(max(0, guess - search), min(len(reference) - length, guess + search))
-    errors = [np.abs(reference[lag:lag + length, 0] - piece).max() for lag in lags]
+    errors = [np.abs(reference[lag : lag + length, 0] - piece).max() for lag in lags]
     return lags[int(np.argmin(errors))]
 
 
 def matching_share(recorded: np.ndarray, expected: np.ndarray, tolerance: float = 2e-6) -> float:
     """Share of 256-frame chunks equal to ``expected`` within ``tolerance``."""
-    chunks = [np.abs(recorded[i:i + 256] - expected[i:i + 256]).max() < tolerance
-              for i in range(0, min(len(recorded), len(expected)) - 255, 256)]
+    chunks = [
+        np.abs(recorded[i : i + 256] - expected[i : i + 256]).max() < tolerance
+        for i in range(0, min(len(recorded), len(expected)) - 255, 256)
+    ]
     return float(np.mean(chunks)) if chunks else 0.0
 
 
@@ -83,7 +99,7 @@ def test_player_ports_play_the_mix_and_a_mute_lands_without_a_step(jack_server, 
     name = f"sncplay{os.getpid()}"
     with Player(live_song, client_name=name, autoconnect=False) as player:
         player.open()
-        recorder = record(player.ports, 2.5, tmp_path / "rec.wav")
+        recorder = record(player.ports, 3, tmp_path / "rec.wav")
         time.sleep(0.2)
         player.play()
         time.sleep(1.0)
@@ -100,16 +116,18 @@ def test_player_ports_play_the_mix_and_a_mute_lands_without_a_step(jack_server, 
     start = first + 512  # after pyo's and the player's fade-in buffer
     offset = song_offset(recorded, song["master"], start, guess=start - first)
     assert abs(offset - (start - first)) < 300
-    aligned = recorded[start - offset:]
+    aligned = recorded[start - offset :]
     # The change lands where the recording leaves the master and ramps into the muted mix.
-    diverge = int(np.argmax(np.abs(aligned[512:] - song["master"][512:len(aligned)]).max(axis=1) > 1e-4)) + 512
+    diverge = (
+        int(np.argmax(np.abs(aligned[512:] - song["master"][512 : len(aligned)]).max(axis=1) > 1e-4)) + 512
+    )
     assert 0.9 * RATE < diverge < 1.6 * RATE
     assert matching_share(aligned[512:diverge], song["master"][512:diverge]) > 0.9
     ramp = int(0.02 * RATE)
     tail = slice(diverge + ramp + 256, min(len(aligned), len(muted)))
     assert matching_share(aligned[tail], muted[tail]) > 0.9
     # No step: the largest sample-to-sample move across the change is that of the music itself.
-    around = aligned[diverge - 256:diverge + ramp + 256]
+    around = aligned[diverge - 256 : diverge + ramp + 256]
     music = np.abs(np.diff(song["master"], axis=0)).max()
     assert np.abs(np.diff(around, axis=0)).max() <= music * 1.05
 
@@ -140,13 +158,13 @@ def test_serve_snc_engine_follows_stop_and_locate(snc_bridge, live_song, tmp_pat
     else:
         pytest.fail(f"the snc engine's JACK ports never appeared: {snc_bridge.stop()[2][-1500:]}")
     # Stopped: silence.
-    recorder = record(ports, 0.6, tmp_path / "stopped.wav")
+    recorder = record(ports, 1, tmp_path / "stopped.wav")
     finish(recorder)
     stopped, _ = sf.read(tmp_path / "stopped.wav", always_2d=True)
-    assert np.abs(stopped).max() < 1e-6
+    assert stopped.shape[0] == RATE and np.abs(stopped).max() < 1e-6
     # Locate to beat 2 (1.0 s at 120 BPM) and start: the song plays from there.
     osc(snc_bridge, "/scorebridge/transport/locate", "f", "2.0")
-    recorder = record(ports, 1.2, tmp_path / "playing.wav")
+    recorder = record(ports, 1, tmp_path / "playing.wav")
     time.sleep(0.2)
     osc(snc_bridge, "/scorebridge/transport/start")
     finish(recorder)
@@ -157,8 +175,17 @@ def test_serve_snc_engine_follows_stop_and_locate(snc_bridge, live_song, tmp_pat
     offset = song_offset(playing, song["master"], start, guess=RATE + start - first, search=RATE // 5)
     # recorded[start] plays song time offset; the song started near 1.0 s.
     assert abs((offset - (start - first)) / RATE - 1.0) < 0.1
-    aligned = playing[start - offset:] if start >= offset else None
     piece = slice(start, min(len(playing), start + RATE // 2))
-    expected = song["master"][offset:offset + (piece.stop - piece.start)]
+    expected = song["master"][offset : offset + (piece.stop - piece.start)]
     assert matching_share(playing[piece], expected) > 0.9
-    del aligned
+    # An OSC stem control: mute stem 1 (vocals); what plays next is the mix without it.
+    osc(snc_bridge, "/scorebridge/song/mute_1", "i", "1")
+    time.sleep(0.1)
+    recorder = record(ports, 1, tmp_path / "muted.wav")
+    finish(recorder)
+    muted_rec, _ = sf.read(tmp_path / "muted.wav", dtype="float64", always_2d=True)
+    gain = np.asarray(SncReader(live_song).manifest.mastering["gain_per_channel"])
+    without = gain * (song["drums"] + song["bass"] + song["keys"])
+    where = song_offset(muted_rec, without, 256, guess=int(1.9 * RATE), search=RATE // 2)
+    span = min(len(muted_rec) - 256, len(without) - where, RATE // 5)
+    assert matching_share(muted_rec[256 : 256 + span], without[where : where + span]) > 0.9

@@ -73,13 +73,20 @@ def load_mapping(path: Path) -> VAMapping:
     if unknown:
         raise ConfigError(f"{path}: unknown keys {sorted(unknown)}")
     try:
-        values = {k: ({str(n): float(x) for n, x in v.items()} if isinstance(v, dict) else float(v))
-                  for k, v in data.items()}
+        values = {
+            k: ({str(n): float(x) for n, x in v.items()} if isinstance(v, dict) else float(v))
+            for k, v in data.items()
+        }
     except (TypeError, ValueError, AttributeError) as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    merged = {"arousal_db": DEFAULT_MAPPING.arousal_db, "valence_db": DEFAULT_MAPPING.valence_db,
-              "negative_scale": DEFAULT_MAPPING.negative_scale, "floor_db": DEFAULT_MAPPING.floor_db,
-              "ceiling_db": DEFAULT_MAPPING.ceiling_db, **values}
+    merged = {
+        "arousal_db": DEFAULT_MAPPING.arousal_db,
+        "valence_db": DEFAULT_MAPPING.valence_db,
+        "negative_scale": DEFAULT_MAPPING.negative_scale,
+        "floor_db": DEFAULT_MAPPING.floor_db,
+        "ceiling_db": DEFAULT_MAPPING.ceiling_db,
+        **values,
+    }
     return VAMapping(**merged)
 
 
@@ -92,8 +99,10 @@ class VATrajectory:
     arousal: np.ndarray
 
     def at(self, time_s: float) -> tuple[float, float]:
-        return (float(np.interp(time_s, self.time_s, self.valence)),
-                float(np.interp(time_s, self.time_s, self.arousal)))
+        return (
+            float(np.interp(time_s, self.time_s, self.valence)),
+            float(np.interp(time_s, self.time_s, self.arousal)),
+        )
 
 
 def read_trajectory(path: Path) -> VATrajectory:

@@ -30,8 +30,19 @@ from engines.snc_player.mixer import SILENCE_DB
 __all__ = ["Context", "BUILTIN", "LAYOUTS", "load_contexts", "parse_context"]
 
 LAYOUTS = ("stereo", "binaural", "multichannel")
-_KEYS = {"gains_db", "pans", "mute", "level_db", "eq", "dynamics", "layout", "positions", "outputs", "routes",
-         "description"}
+_KEYS = {
+    "gains_db",
+    "pans",
+    "mute",
+    "level_db",
+    "eq",
+    "dynamics",
+    "layout",
+    "positions",
+    "outputs",
+    "routes",
+    "description",
+}
 
 
 @dataclass(frozen=True)
@@ -57,8 +68,9 @@ class Context:
 
     def mix_for(self, stems: Sequence[StemInfo]) -> dict[str, dict[str, float | bool]]:
         """Per-stem settings this context gives (stems it does not name stay at the default)."""
-        mix: dict[str, dict[str, float | bool]] = {s.name: {"gain_db": 0.0, "pan": 0.0, "mute": False, "solo": False}
-                                                  for s in stems}
+        mix: dict[str, dict[str, float | bool]] = {
+            s.name: {"gain_db": 0.0, "pan": 0.0, "mute": False, "solo": False} for s in stems
+        }
         for key, value in self.gains_db.items():
             for name in self.stems_matching(key, stems):
                 mix[name]["gain_db"] = max(SILENCE_DB, min(24.0, float(value)))
@@ -72,15 +84,24 @@ class Context:
 
 
 def _night() -> Context:
-    return Context("night", "quiet listening: loudness held down, dynamic range reduced (4:1 above -30 dBFS)",
-                   dynamics=DynamicsSpec(threshold_db=-30.0, ratio=4.0, attack_ms=10.0, release_ms=250.0,
-                                         makeup_db=4.0, ceiling_db=-6.0), level_db=-6.0)
+    return Context(
+        "night",
+        "quiet listening: loudness held down, dynamic range reduced (4:1 above -30 dBFS)",
+        dynamics=DynamicsSpec(
+            threshold_db=-30.0, ratio=4.0, attack_ms=10.0, release_ms=250.0, makeup_db=4.0, ceiling_db=-6.0
+        ),
+        level_db=-6.0,
+    )
 
 
 def _car() -> Context:
-    return Context("car", "road noise: +3 dB, low-mid lift (+4 dB shelf under 200 Hz, +2 dB at 400 Hz), limiter",
-                   level_db=3.0, eq=(EqBand("lowshelf", 200.0, 4.0), EqBand("peak", 400.0, 2.0, 0.9)),
-                   dynamics=DynamicsSpec(threshold_db=-18.0, ratio=2.0, makeup_db=0.0, ceiling_db=-1.0))
+    return Context(
+        "car",
+        "road noise: +3 dB, low-mid lift (+4 dB shelf under 200 Hz, +2 dB at 400 Hz), limiter",
+        level_db=3.0,
+        eq=(EqBand("lowshelf", 200.0, 4.0), EqBand("peak", 400.0, 2.0, 0.9)),
+        dynamics=DynamicsSpec(threshold_db=-18.0, ratio=2.0, makeup_db=0.0, ceiling_db=-1.0),
+    )
 
 
 BUILTIN: dict[str, Context] = {
@@ -89,12 +110,18 @@ BUILTIN: dict[str, Context] = {
     "focus": Context("focus", "vocals 12 dB down", gains_db={"@vocals": -12.0}),
     "night": _night(),
     "car": _car(),
-    "headphones": Context("headphones", "stems placed around the listener (pyo HRTF, binaural)", layout="binaural"),
-    "multichannel": Context("multichannel", "one stereo pair of outputs per stem", layout="multichannel", outputs=8),
+    "headphones": Context(
+        "headphones", "stems placed around the listener (pyo HRTF, binaural)", layout="binaural"
+    ),
+    "multichannel": Context(
+        "multichannel", "one stereo pair of outputs per stem", layout="multichannel", outputs=8
+    ),
 }
 
 
-def parse_context(name: str, table: Mapping[str, Any], base: Context | None = None, where: str = "") -> Context:
+def parse_context(
+    name: str, table: Mapping[str, Any], base: Context | None = None, where: str = ""
+) -> Context:
     """Build a context from a TOML/JSON table, on top of ``base`` (same name) when given."""
     where = where or f"context {name!r}"
     if not isinstance(table, Mapping):
@@ -121,8 +148,10 @@ def parse_context(name: str, table: Mapping[str, Any], base: Context | None = No
         if "outputs" in table:
             values["outputs"] = int(table["outputs"])
         if "routes" in table:
-            values["routes"] = {str(k): tuple(int(p) for p in (v if isinstance(v, list) else [v]))
-                                for k, v in dict(table["routes"]).items()}
+            values["routes"] = {
+                str(k): tuple(int(p) for p in (v if isinstance(v, list) else [v]))
+                for k, v in dict(table["routes"]).items()
+            }
         if "description" in table:
             values["description"] = str(table["description"])
     except (TypeError, ValueError, ParameterError) as exc:
@@ -144,7 +173,9 @@ def parse_context(name: str, table: Mapping[str, Any], base: Context | None = No
     return context
 
 
-def load_contexts(manifest_contexts: Mapping[str, Any] | None = None, user_file: Path | None = None) -> dict[str, Context]:
+def load_contexts(
+    manifest_contexts: Mapping[str, Any] | None = None, user_file: Path | None = None
+) -> dict[str, Context]:
     """Built-ins, overridden by the manifest's contexts, overridden by the user's TOML file."""
     contexts = dict(BUILTIN)
     for name, table in (manifest_contexts or {}).items():

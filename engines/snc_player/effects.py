@@ -32,7 +32,11 @@ class EqBand:
     def __post_init__(self) -> None:
         if self.kind not in _EQ_KINDS:
             raise ParameterError(f"EQ band kind {self.kind!r} is not one of {', '.join(_EQ_KINDS)}")
-        if not 10.0 <= self.freq_hz <= 20000.0 or not -24.0 <= self.gain_db <= 24.0 or not 0.1 <= self.q <= 10.0:
+        if (
+            not 10.0 <= self.freq_hz <= 20000.0
+            or not -24.0 <= self.gain_db <= 24.0
+            or not 0.1 <= self.q <= 10.0
+        ):
             raise ParameterError(f"EQ band {self}: frequency 10..20000 Hz, gain -24..24 dB, Q 0.1..10")
 
     def sos(self, sample_rate: int) -> np.ndarray:
@@ -46,9 +50,16 @@ class EqBand:
             sign = 1.0 if self.kind == "lowshelf" else -1.0
             root = 2.0 * math.sqrt(a_gain) * alpha
             ap, am = a_gain + 1.0, a_gain - 1.0
-            b = [a_gain * (ap - sign * am * cos_w + root), sign * 2 * a_gain * (am - sign * ap * cos_w),
-                 a_gain * (ap - sign * am * cos_w - root)]
-            a = [ap + sign * am * cos_w + root, -sign * 2 * (am + sign * ap * cos_w), ap + sign * am * cos_w - root]
+            b = [
+                a_gain * (ap - sign * am * cos_w + root),
+                sign * 2 * a_gain * (am - sign * ap * cos_w),
+                a_gain * (ap - sign * am * cos_w - root),
+            ]
+            a = [
+                ap + sign * am * cos_w + root,
+                -sign * 2 * (am + sign * ap * cos_w),
+                ap + sign * am * cos_w - root,
+            ]
         return np.array([[b[0] / a[0], b[1] / a[0], b[2] / a[0], 1.0, a[1] / a[0], a[2] / a[0]]])
 
 
@@ -67,11 +78,18 @@ class DynamicsSpec:
     window_ms: float = 0.67
 
     def __post_init__(self) -> None:
-        if not (-80.0 <= self.threshold_db <= 0.0 and 1.0 <= self.ratio <= 50.0 and 0.1 <= self.attack_ms <= 500.0
-                and 1.0 <= self.release_ms <= 5000.0 and -24.0 <= self.makeup_db <= 24.0
-                and -40.0 <= self.ceiling_db <= 0.0):
-            raise ParameterError(f"dynamics {self}: threshold -80..0 dB, ratio 1..50, attack 0.1..500 ms, "
-                                 "release 1..5000 ms, makeup -24..24 dB, ceiling -40..0 dB")
+        if not (
+            -80.0 <= self.threshold_db <= 0.0
+            and 1.0 <= self.ratio <= 50.0
+            and 0.1 <= self.attack_ms <= 500.0
+            and 1.0 <= self.release_ms <= 5000.0
+            and -24.0 <= self.makeup_db <= 24.0
+            and -40.0 <= self.ceiling_db <= 0.0
+        ):
+            raise ParameterError(
+                f"dynamics {self}: threshold -80..0 dB, ratio 1..50, attack 0.1..500 ms, "
+                "release 1..5000 ms, makeup -24..24 dB, ceiling -40..0 dB"
+            )
 
 
 class Equalizer:
@@ -108,7 +126,7 @@ class Dynamics:
         gains = np.empty(frames)
         s = self.spec
         for first in range(0, frames, self.step):
-            part = block[first:first + self.step]
+            part = block[first : first + self.step]
             rms_db = 10.0 * math.log10(float(np.mean(np.square(part))) + 1e-12)
             rate = self.attack if rms_db > self.envelope_db else self.release
             self.envelope_db += rate * (rms_db - self.envelope_db)
@@ -120,7 +138,7 @@ class Dynamics:
             self.limit_db += rate * (needed - self.limit_db)
             target = compressed + self.limit_db
             n = part.shape[0]
-            gains[first:first + n] = self.gain_db + (target - self.gain_db) * np.arange(1, n + 1) / n
+            gains[first : first + n] = self.gain_db + (target - self.gain_db) * np.arange(1, n + 1) / n
             self.gain_db = target
         out = block * (10.0 ** (gains / 20.0))[:, None]
         return np.clip(out, -self.ceiling, self.ceiling)
@@ -129,8 +147,14 @@ class Dynamics:
 class Chain:
     """Level, then EQ, then dynamics: the output stage of one context."""
 
-    def __init__(self, level_db: float, bands: Sequence[EqBand], dynamics: DynamicsSpec | None,
-                 channels: int, sample_rate: int) -> None:
+    def __init__(
+        self,
+        level_db: float,
+        bands: Sequence[EqBand],
+        dynamics: DynamicsSpec | None,
+        channels: int,
+        sample_rate: int,
+    ) -> None:
         self.level = 10.0 ** (level_db / 20.0)
         self.eq = Equalizer(bands, channels, sample_rate)
         self.dynamics = Dynamics(dynamics, sample_rate) if dynamics else None

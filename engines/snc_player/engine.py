@@ -17,6 +17,7 @@ bridge holds at most one playing ``snc`` slot.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,16 +47,25 @@ def _songs() -> tuple[str, ...]:
 def _params() -> tuple[Param, ...]:
     songs = _songs()
     return (
-        Param("file", "choice", "none", choices=("none", *songs),
-              doc=f"song: a .snc file of $SCOREBRIDGE_SNC_DIR (now {song_folder()})"),
+        Param(
+            "file",
+            "choice",
+            "none",
+            choices=("none", *songs),
+            doc=f"song: a .snc file of $SCOREBRIDGE_SNC_DIR (now {song_folder()})",
+        ),
         Param("context", "choice", "default", choices=tuple(BUILTIN), doc="listening context"),
-        *(Param(f"gain_{i}", "float", 0.0, SILENCE_DB, 12.0, unit="dB", doc=f"gain of stem {i}")
-          for i in range(1, STEM_SLOTS + 1)),
+        *(
+            Param(f"gain_{i}", "float", 0.0, SILENCE_DB, 12.0, unit="dB", doc=f"gain of stem {i}")
+            for i in range(1, STEM_SLOTS + 1)
+        ),
         *(Param(f"mute_{i}", "bool", False, doc=f"mute stem {i}") for i in range(1, STEM_SLOTS + 1)),
         Param("valence", "float", 0.0, -1.0, 1.0, doc="valence -1..1 (vertical re-orchestration)"),
         Param("arousal", "float", 0.0, -1.0, 1.0, doc="arousal -1..1 (raises drums and bass)"),
         Param("offset_beats", "float", 0.0, 0.0, 100000.0, unit="beats", doc="DAW position of song time 0"),
-        Param("loop_start_s", "float", 0.0, 0.0, 14400.0, unit="s", doc="loop start (loop on when end > start)"),
+        Param(
+            "loop_start_s", "float", 0.0, 0.0, 14400.0, unit="s", doc="loop start (loop on when end > start)"
+        ),
         Param("loop_end_s", "float", 0.0, 0.0, 14400.0, unit="s", doc="loop end (0 = no loop)"),
         Param("audio", "choice", "jack", choices=("jack", "portaudio"), doc="audio backend"),
     )
@@ -63,7 +73,9 @@ def _params() -> tuple[Param, ...]:
 
 class SncEngine(Engine):
     name = "snc"
-    description = "Plays an SNC song's stems in sync with the transport: contexts, stem gains, valence-arousal."
+    description = (
+        "Plays an SNC song's stems in sync with the transport: contexts, stem gains, valence-arousal."
+    )
     params = _params()
     latency_beats = 0.0
 
@@ -89,8 +101,12 @@ class SncEngine(Engine):
             return
         path = song_folder() / f"{self.param('file')}.snc"
         slot = self.context.slot if self.context else "snc"
-        player = Player(path, MixRequest(context=self.param("context")), backend=self.param("audio"),
-                        client_name=f"scorebridge-{slot}")
+        player = Player(
+            path,
+            MixRequest(context=self.param("context")),
+            backend=self.param("audio"),
+            client_name=f"scorebridge-{slot}",
+        )
         player.open()
         self.player = player
         self._sync_tempo()
@@ -125,7 +141,9 @@ class SncEngine(Engine):
         names = self.player.pipeline.names
         if index > len(names):
             return
-        self.player.set_stem(names[index - 1], gain_db=self.param(f"gain_{index}"), mute=self.param(f"mute_{index}"))
+        self.player.set_stem(
+            names[index - 1], gain_db=self.param(f"gain_{index}"), mute=self.param(f"mute_{index}")
+        )
 
     def _apply_loop(self) -> None:
         start, end = self.param("loop_start_s"), self.param("loop_end_s")
@@ -149,8 +167,8 @@ class SncEngine(Engine):
     def _song_s(self, beats: float) -> float:
         return (beats - self.param("offset_beats")) * 60.0 / self.tempo_bpm
 
-    def _locate(self, beats: float) -> None:
-        seconds = self._song_s(beats)
+    def _locate(self, beats: float, late_s: float = 0.0) -> None:
+        seconds = self._song_s(beats) + late_s
         duration = self.player.reader.manifest.duration_s
         if 0.0 <= seconds < duration:
             self.player.seek(seconds)
@@ -168,7 +186,7 @@ class SncEngine(Engine):
         if isinstance(event, TransportChange):
             self.transport_playing = event.playing
             if event.playing:
-                self._locate(event.beats)
+                self._locate(event.beats, max(0.0, time.perf_counter() - event.time_s))
                 if self._song_s(event.beats) < self.player.reader.manifest.duration_s:
                     self.player.play()
             else:
@@ -176,12 +194,14 @@ class SncEngine(Engine):
                 if event.reason == "locate":
                     self._locate(event.beats)
         elif isinstance(event, Beat) and self.transport_playing and self.player.stream.loop is None:
-            self._follow(self._song_s(float(event.index)))
+            # The beat was at event.time_s; the player has moved on since (a busy slot is late).
+            late_s = max(0.0, time.perf_counter() - event.time_s)
+            self._follow(self._song_s(float(event.index)) + late_s)
         return []
 
     def _follow(self, expected_s: float) -> None:
         """On a beat: join a running transport, or re-seek when the player drifted."""
-        if not 0.0 <= expected_s < self.player.reader.manifest.duration_s:
+        if self.player.seeking or not 0.0 <= expected_s < self.player.reader.manifest.duration_s:
             return
         tolerance = _DRIFT_S + self.player.buffer_frames / self.player.rate
         if not self.player.playing:

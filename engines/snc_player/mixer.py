@@ -50,7 +50,9 @@ class StemMix:
 
     def __post_init__(self) -> None:
         if math.isnan(self.gain_db) or self.gain_db > 24.0:
-            raise ParameterError(f"gain {self.gain_db} dB must be a number up to 24 dB ({SILENCE_DB} and below = silent)")
+            raise ParameterError(
+                f"gain {self.gain_db} dB must be a number up to 24 dB ({SILENCE_DB} and below = silent)"
+            )
         if not -1.0 <= self.pan <= 1.0:
             raise ParameterError(f"pan {self.pan} is outside -1..1")
 
@@ -80,7 +82,7 @@ class _Line:
         if not self.keep:
             return block
         ext = np.concatenate([self.past, block])
-        self.past = ext[ext.shape[0] - self.keep:]
+        self.past = ext[ext.shape[0] - self.keep :]
         return ext
 
     def reset(self) -> None:
@@ -95,8 +97,16 @@ class Mixer:
     ``[first, first + n)``.
     """
 
-    def __init__(self, stems: Sequence[str], channels: int, model: MasteringModel, sample_rate: int,
-                 ramp_s: float = 0.02, energy_tau_s: float = 1.0, per_stem: bool = False) -> None:
+    def __init__(
+        self,
+        stems: Sequence[str],
+        channels: int,
+        model: MasteringModel,
+        sample_rate: int,
+        ramp_s: float = 0.02,
+        energy_tau_s: float = 1.0,
+        per_stem: bool = False,
+    ) -> None:
         if not stems:
             raise ParameterError("a mixer needs at least one stem")
         self.stems = list(stems)
@@ -222,7 +232,8 @@ class Mixer:
         self._weight_line.past[:] = 1.0
 
     def _step(self, block: Mapping[str, np.ndarray], first: int) -> tuple[np.ndarray, ...]:
-        """Push one input block through the lines; returns (exact, master, weight, stem exts, default ext, out_first)."""
+        """Push one input block through the lines: (exact, master, weight, mix exts, default ext,
+        first output frame), the output frames lagging the input by ``delay_frames``."""
         if self._next_first is not None and first != self._next_first:
             self.reset_time()
         stems = np.stack([np.asarray(block[name], dtype=np.float32) for name in self.stems])

@@ -42,9 +42,16 @@ class UserStem:
 
 
 class Pipeline:
-    def __init__(self, manifest: Manifest, contexts: Mapping[str, Context], context: str = "default",
-                 mapping: VAMapping = DEFAULT_MAPPING, trajectory: VATrajectory | None = None,
-                 ramp_s: float = 0.02, crossfade_s: float = 0.05) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        contexts: Mapping[str, Context],
+        context: str = "default",
+        mapping: VAMapping = DEFAULT_MAPPING,
+        trajectory: VATrajectory | None = None,
+        ramp_s: float = 0.02,
+        crossfade_s: float = 0.05,
+    ) -> None:
         self.manifest = manifest
         self.contexts = dict(contexts)
         self.stems = list(manifest.stems)
@@ -52,8 +59,12 @@ class Pipeline:
         self.rate = manifest.sample_rate
         self.context = self._get_from(contexts, context)
         self.layout = self.context.layout
-        model = MasteringModel.from_manifest(manifest.mastering, manifest.channels, manifest.frames, "mastering")
-        self.mixer = Mixer(self.names, manifest.channels, model, self.rate, ramp_s, per_stem=self.layout != "stereo")
+        model = MasteringModel.from_manifest(
+            manifest.mastering, manifest.channels, manifest.frames, "mastering"
+        )
+        self.mixer = Mixer(
+            self.names, manifest.channels, model, self.rate, ramp_s, per_stem=self.layout != "stereo"
+        )
         # Output frames lag input frames by this much (the mastering filter's look-ahead).
         self.delay_frames = self.mixer.delay_frames
         self.mapping = mapping
@@ -114,9 +125,13 @@ class Pipeline:
     def set_context(self, name: str, now_frame: int) -> int:
         """Switch context; returns the frame where it lands (the next bar line when a tempo is known)."""
         context = self._get(name)
-        if context.layout != self.layout or (context.layout == "multichannel" and context.outputs != self.context.outputs):
-            raise ParameterError(f"context {name!r} needs the {context.layout} layout; this player runs "
-                                 f"{self.layout}: restart it with that context")
+        if context.layout != self.layout or (
+            context.layout == "multichannel" and context.outputs != self.context.outputs
+        ):
+            raise ParameterError(
+                f"context {name!r} needs the {context.layout} layout; this player runs "
+                f"{self.layout}: restart it with that context"
+            )
         at = now_frame
         if self.tempo_bpm:
             bar = self.beats_per_bar * 60.0 / self.tempo_bpm * self.rate
@@ -132,9 +147,12 @@ class Pipeline:
         for name in self.names:
             user = self.user[name]
             gain = base[name]["gain_db"] + user.gain_db + va[name]
-            changes[name] = {"gain_db": max(SILENCE_DB, min(24.0, gain)),
-                             "pan": base[name]["pan"] if user.pan is None else float(user.pan),
-                             "mute": bool(base[name]["mute"] or user.mute), "solo": bool(user.solo)}
+            changes[name] = {
+                "gain_db": max(SILENCE_DB, min(24.0, gain)),
+                "pan": base[name]["pan"] if user.pan is None else float(user.pan),
+                "mute": bool(base[name]["mute"] or user.mute),
+                "solo": bool(user.solo),
+            }
         self.mixer.set_many(changes)
 
     def _switch(self, name: str) -> None:
@@ -195,7 +213,9 @@ class Pipeline:
             else:
                 first = 1 + index * channels
                 ports = tuple(range(first, first + channels))
-                found[stem.name] = ports if ports[-1] <= ctx.outputs else tuple(range(1, min(channels, ctx.outputs) + 1))
+                found[stem.name] = (
+                    ports if ports[-1] <= ctx.outputs else tuple(range(1, min(channels, ctx.outputs) + 1))
+                )
         found["residual"] = tuple(ctx.routes.get("residual") or range(1, min(channels, ctx.outputs) + 1))
         return found
 

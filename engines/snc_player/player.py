@@ -31,8 +31,15 @@ _ACTIVE_LOCK = threading.Lock()
 
 
 class Player:
-    def __init__(self, path: Path, request: MixRequest | None = None, backend: str = "jack",
-                 buffer_frames: int = 256, client_name: str = "scorebridge-snc", autoconnect: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        request: MixRequest | None = None,
+        backend: str = "jack",
+        buffer_frames: int = 256,
+        client_name: str = "scorebridge-snc",
+        autoconnect: bool = True,
+    ) -> None:
         if backend not in BACKENDS:
             raise ParameterError(f"audio backend {backend!r} is not one of {', '.join(BACKENDS)}")
         self.reader = SncReader(path)
@@ -71,23 +78,44 @@ class Player:
             _ACTIVE.append(self)
         try:
             pyo = import_pyo()
-            server = pyo.Server(sr=self.rate, nchnls=self.channels, buffersize=self.buffer_frames, duplex=0,
-                                audio=self.backend, jackname=self.client_name)
+            if self.backend == "portaudio" and (
+                pyo.pa_count_devices() == 0 or pyo.pa_get_default_output() < 0
+            ):
+                # pyo crashes the process when it starts PortAudio without an output device.
+                raise EngineError(
+                    "PortAudio has no audio output device here; use --backend jack with a running JACK server"
+                )
+            server = pyo.Server(
+                sr=self.rate,
+                nchnls=self.channels,
+                buffersize=self.buffer_frames,
+                duplex=0,
+                audio=self.backend,
+                jackname=self.client_name,
+            )
             server.deactivateMidi()
             server.setVerbosity(1)
             if self.backend == "jack":
                 server.setJackAuto(False, self.autoconnect)
             server.boot()
             if not server.getIsBooted():
-                raise EngineError(f"pyo could not open the {self.backend} audio backend"
-                                  + (" (is a JACK server running?)" if self.backend == "jack" else ""))
+                raise EngineError(
+                    f"pyo could not open the {self.backend} audio backend"
+                    + (" (is a JACK server running?)" if self.backend == "jack" else "")
+                )
             self._server = server
             # JACK imposes its period: pyo then runs buffers of that size, and so do we.
             self.buffer_frames = int(server.getBufferSize())
             feed = PyoFeed(pyo, self.pipeline.feeds, self.buffer_frames)
             self._feed = feed
-            self._graph = build_graph(pyo, feed, self.pipeline.layout, self.pipeline.stems, self.channels,
-                                      self.pipeline.context.positions)
+            self._graph = build_graph(
+                pyo,
+                feed,
+                self.pipeline.layout,
+                self.pipeline.stems,
+                self.channels,
+                self.pipeline.context.positions,
+            )
             self.stream.start(start_s)
             server.setCallback(self._callback)
             server.start()
@@ -141,7 +169,9 @@ class Player:
             self.stream.loop = None
             return
         if not 0.0 <= start_s < end_s <= self.reader.manifest.duration_s:
-            raise ParameterError(f"loop {start_s}..{end_s} s must lie within 0..{self.reader.manifest.duration_s:.3f} s")
+            raise ParameterError(
+                f"loop {start_s}..{end_s} s must lie within 0..{self.reader.manifest.duration_s:.3f} s"
+            )
         self.stream.loop = (start_s, end_s)
 
     def set_stem(self, name: str, **fields: float | bool | None) -> None:
@@ -156,15 +186,25 @@ class Player:
         self.pipeline.set_va(valence, arousal)
 
     @property
+    def seeking(self) -> bool:
+        """A seek was asked for and the new position is not playing yet."""
+        return self._seek_to is not None or self._awaiting_seek_frame is not None
+
+    @property
     def position_s(self) -> float:
         return self.stream.position_frames / self.rate
 
     def stats(self) -> dict[str, Any]:
-        return {"position_s": round(self.position_s, 3), "playing": self.playing, "context": self.pipeline.context.name,
-                "callbacks": self.callbacks, "underruns": self.stream.underruns,
-                "max_callback_ms": round(self.max_callback_s * 1000, 3),
-                "mean_callback_ms": round(self.callback_s_total / max(self.callbacks, 1) * 1000, 4),
-                "error": self.error or self.stream.error}
+        return {
+            "position_s": round(self.position_s, 3),
+            "playing": self.playing,
+            "context": self.pipeline.context.name,
+            "callbacks": self.callbacks,
+            "underruns": self.stream.underruns,
+            "max_callback_ms": round(self.max_callback_s * 1000, 3),
+            "mean_callback_ms": round(self.callback_s_total / max(self.callbacks, 1) * 1000, 4),
+            "error": self.error or self.stream.error,
+        }
 
     # -- audio thread ----------------------------------------------------------------------------
     def _callback(self) -> None:

@@ -58,12 +58,17 @@ def make_pipeline(reader: SncReader, request: MixRequest) -> Pipeline:
     trajectory = read_trajectory(request.va_file) if request.va_file else None
     pipeline = Pipeline(reader.manifest, contexts, request.context, mapping, trajectory)
     names = set(pipeline.names)
-    for label, keys in (("--gain", request.gains_db), ("--pan", request.pans), ("--mute", request.mutes),
-                        ("--solo", request.solos)):
+    for label, keys in (
+        ("--gain", request.gains_db),
+        ("--pan", request.pans),
+        ("--mute", request.mutes),
+        ("--solo", request.solos),
+    ):
         unknown = [k for k in keys if k not in names]
         if unknown:
-            raise ParameterError(f"{label}: no stem {unknown[0]!r} in {reader.path.name}; stems: "
-                                 f"{', '.join(pipeline.names)}")
+            raise ParameterError(
+                f"{label}: no stem {unknown[0]!r} in {reader.path.name}; stems: {', '.join(pipeline.names)}"
+            )
     for name in pipeline.names:
         fields: dict[str, Any] = {}
         if name in request.gains_db:
@@ -83,8 +88,13 @@ def make_pipeline(reader: SncReader, request: MixRequest) -> Pipeline:
     return pipeline
 
 
-def render(path: Path, output: Path, request: MixRequest | None = None,
-           buffer_frames: int = BUFFER_FRAMES, via: str = "auto") -> dict[str, Any]:
+def render(
+    path: Path,
+    output: Path,
+    request: MixRequest | None = None,
+    buffer_frames: int = BUFFER_FRAMES,
+    via: str = "auto",
+) -> dict[str, Any]:
     """Render ``path`` to the WAV file ``output`` (32-bit float); returns what was done.
     ``via``: auto (pyo for binaural, numpy otherwise), numpy or pyo."""
     if via not in ("auto", "numpy", "pyo"):
@@ -110,9 +120,16 @@ def render(path: Path, output: Path, request: MixRequest | None = None,
     else:
         _render_pyo(reader, pipeline, output, buffer_frames, channels)
     elapsed = time.perf_counter() - started
-    return {"output": str(output), "frames": manifest.frames, "channels": channels, "context": pipeline.context.name,
-            "layout": pipeline.layout, "via": "pyo" if use_pyo else "numpy", "seconds": round(elapsed, 3),
-            "speed_x_real_time": round(manifest.duration_s / max(elapsed, 1e-9), 1)}
+    return {
+        "output": str(output),
+        "frames": manifest.frames,
+        "channels": channels,
+        "context": pipeline.context.name,
+        "layout": pipeline.layout,
+        "via": "pyo" if use_pyo else "numpy",
+        "seconds": round(elapsed, 3),
+        "speed_x_real_time": round(manifest.duration_s / max(elapsed, 1e-9), 1),
+    }
 
 
 def _output_blocks(reader: SncReader, pipeline: Pipeline, buffer_frames: int) -> Iterator[np.ndarray]:
@@ -139,10 +156,14 @@ def _output_blocks(reader: SncReader, pipeline: Pipeline, buffer_frames: int) ->
             yield out
 
 
-def _render_numpy(reader: SncReader, pipeline: Pipeline, output: Path, buffer_frames: int, channels: int) -> None:
+def _render_numpy(
+    reader: SncReader, pipeline: Pipeline, output: Path, buffer_frames: int, channels: int
+) -> None:
     final_tmp = output.parent / f".{output.name}.partial"
     try:
-        with sf.SoundFile(str(final_tmp), "w", reader.manifest.sample_rate, channels, "FLOAT", format="WAV") as sink:
+        with sf.SoundFile(
+            str(final_tmp), "w", reader.manifest.sample_rate, channels, "FLOAT", format="WAV"
+        ) as sink:
             for out in _output_blocks(reader, pipeline, buffer_frames):
                 sink.write(out)
         with open(final_tmp, "rb+") as handle:
@@ -153,7 +174,9 @@ def _render_numpy(reader: SncReader, pipeline: Pipeline, output: Path, buffer_fr
         raise
 
 
-def _render_pyo(reader: SncReader, pipeline: Pipeline, output: Path, buffer_frames: int, channels: int) -> None:
+def _render_pyo(
+    reader: SncReader, pipeline: Pipeline, output: Path, buffer_frames: int, channels: int
+) -> None:
     manifest = reader.manifest
     pyo = import_pyo()
     fd, raw = tempfile.mkstemp(suffix=".wav", prefix=".render-", dir=output.parent)
@@ -161,16 +184,20 @@ def _render_pyo(reader: SncReader, pipeline: Pipeline, output: Path, buffer_fram
     final_tmp = output.parent / f".{output.name}.partial"
     failure: list[BaseException] = []
     try:
-        server = pyo.Server(sr=manifest.sample_rate, nchnls=channels, buffersize=buffer_frames, duplex=0,
-                            audio="offline")
+        server = pyo.Server(
+            sr=manifest.sample_rate, nchnls=channels, buffersize=buffer_frames, duplex=0, audio="offline"
+        )
         server.deactivateMidi()
         server.setVerbosity(1)
         server.boot()
         try:
-            server.recordOptions(dur=(manifest.frames + buffer_frames) / manifest.sample_rate, filename=raw,
-                                 sampletype=3)
+            server.recordOptions(
+                dur=(manifest.frames + buffer_frames) / manifest.sample_rate, filename=raw, sampletype=3
+            )
             feed = PyoFeed(pyo, pipeline.feeds, buffer_frames)
-            graph = build_graph(pyo, feed, pipeline.layout, pipeline.stems, channels, pipeline.context.positions)
+            graph = build_graph(
+                pyo, feed, pipeline.layout, pipeline.stems, channels, pipeline.context.positions
+            )
             blocks = _Rebuffer(_output_blocks(reader, pipeline, buffer_frames), buffer_frames)
             primed = [False]
 
@@ -219,7 +246,7 @@ class _Rebuffer:
             self.pending = block if self.pending is None else np.concatenate([self.pending, block])
         if self.pending is None or not self.pending.shape[0]:
             return None
-        out, self.pending = self.pending[:self.frames], self.pending[self.frames:]
+        out, self.pending = self.pending[: self.frames], self.pending[self.frames :]
         return out
 
 
@@ -229,7 +256,9 @@ def _trim(raw: Path, target: Path, skip: int, frames: int) -> None:
         if source.frames < skip + frames:
             raise CodecError(f"pyo's offline server wrote {source.frames} frames, {skip + frames} expected")
         source.seek(skip)
-        with sf.SoundFile(str(target), "w", source.samplerate, source.channels, "FLOAT", format="WAV") as sink:
+        with sf.SoundFile(
+            str(target), "w", source.samplerate, source.channels, "FLOAT", format="WAV"
+        ) as sink:
             left = frames
             while left > 0:
                 data = source.read(min(65536, left), dtype="float32", always_2d=True)

@@ -31,16 +31,46 @@ import numpy as np
 
 from engines.snc.manifest import StemInfo
 
-__all__ = ["CROSSOVER_HZ", "RESONANCE_HZ", "RESONANCE_CUT_DB", "BINAURAL_GAIN_DB", "import_pyo", "PyoFeed",
-           "build_graph", "default_positions", "measure_binaural_gain"]
+__all__ = [
+    "CROSSOVER_HZ",
+    "RESONANCE_HZ",
+    "RESONANCE_CUT_DB",
+    "BINAURAL_GAIN_DB",
+    "import_pyo",
+    "PyoFeed",
+    "build_graph",
+    "default_positions",
+    "measure_binaural_gain",
+]
 
 # Power gain (L^2 + R^2 over input) of the HRTF branch by azimuth, for pink noise, measured by
 # measure_binaural_gain() at 48 kHz with pyo 1.1.0 (symmetric to 0.01 dB).
 BINAURAL_GAIN_DB: dict[int, float] = {
-    -180: -1.58, -165: -1.73, -150: -1.27, -135: -0.27, -120: 0.81, -105: 1.88, -90: 2.35,
-    -75: 2.02, -60: 1.64, -45: 1.35, -30: 1.21, -15: 1.1, 0: 0.77, 15: 1.1,
-    30: 1.21, 45: 1.35, 60: 1.64, 75: 2.02, 90: 2.35, 105: 1.88, 120: 0.81,
-    135: -0.27, 150: -1.27, 165: -1.73, 180: -1.58,
+    -180: -1.58,
+    -165: -1.73,
+    -150: -1.27,
+    -135: -0.27,
+    -120: 0.81,
+    -105: 1.88,
+    -90: 2.35,
+    -75: 2.02,
+    -60: 1.64,
+    -45: 1.35,
+    -30: 1.21,
+    -15: 1.1,
+    0: 0.77,
+    15: 1.1,
+    30: 1.21,
+    45: 1.35,
+    60: 1.64,
+    75: 2.02,
+    90: 2.35,
+    105: 1.88,
+    120: 0.81,
+    135: -0.27,
+    150: -1.27,
+    165: -1.73,
+    180: -1.58,
 }
 
 
@@ -79,7 +109,9 @@ class PyoFeed:
                 array[n:] = 0.0
 
 
-def default_positions(stems: Sequence[StemInfo], explicit: Mapping[str, float] | None = None) -> dict[str, float]:
+def default_positions(
+    stems: Sequence[StemInfo], explicit: Mapping[str, float] | None = None
+) -> dict[str, float]:
     """Azimuth in degrees (negative = left) per stem: explicit name or @role first, vocals and
     bass in front, the others spread alternately left and right around the listener."""
     explicit = explicit or {}
@@ -126,8 +158,14 @@ def _place(pyo: Any, source: Any, azimuth: float) -> tuple[Any, Any, list[Any]]:
     return placed, lows, [*objects, lows]
 
 
-def build_graph(pyo: Any, feed: PyoFeed, layout: str, stems: Sequence[StemInfo], channels: int,
-                positions: Mapping[str, float] | None = None) -> list[Any]:
+def build_graph(
+    pyo: Any,
+    feed: PyoFeed,
+    layout: str,
+    stems: Sequence[StemInfo],
+    channels: int,
+    positions: Mapping[str, float] | None = None,
+) -> list[Any]:
     """Connect the feeds to the server's outputs; returns the objects to keep alive."""
     keep: list[Any] = list(feed.readers)
     if layout != "binaural":
@@ -144,14 +182,15 @@ def build_graph(pyo: Any, feed: PyoFeed, layout: str, stems: Sequence[StemInfo],
         keep.extend(objects)
     ears = pyo.Mix(sources, voices=2).out(chnl=0)  # pyo sums everything sent to one output
     keep.extend(pyo.Mix(lows, voices=1).out(chnl=channel) for channel in (0, 1))
-    for channel, reader in enumerate(feed.readers[len(stems):len(stems) + 2]):
+    for channel, reader in enumerate(feed.readers[len(stems) : len(stems) + 2]):
         reader.out(chnl=channel)
     keep.extend([*sources, ears])
     return keep
 
 
-def measure_binaural_gain(azimuths: Sequence[float], seconds: float = 4.0,
-                          sample_rate: int = 48000) -> dict[float, float]:
+def measure_binaural_gain(
+    azimuths: Sequence[float], seconds: float = 4.0, sample_rate: int = 48000
+) -> dict[float, float]:
     """Power gain in dB of the HRTF branch (crossover highs -> ``HRTF`` -> resonance cut) at each
     azimuth, for pink noise, against the same high-passed noise: rendered on pyo's offline
     server. Builds ``BINAURAL_GAIN_DB``; its test re-measures a few azimuths."""

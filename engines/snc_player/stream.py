@@ -39,7 +39,7 @@ class Slicer:
                     break
             length = next(iter(self.current.values())).shape[0]
             n = min(need, length - self.offset)
-            parts.append({k: v[self.offset:self.offset + n] for k, v in self.current.items()})
+            parts.append({k: v[self.offset : self.offset + n] for k, v in self.current.items()})
             self.offset += n
             need -= n
         if not parts:
@@ -52,8 +52,9 @@ class Slicer:
 class StemStream:
     """Decodes ``reader`` ahead of the audio thread. ``read(frames)`` never blocks."""
 
-    def __init__(self, reader: SncReader, buffer_frames: int, block_frames: int = 4096,
-                 queue_blocks: int = 12) -> None:
+    def __init__(
+        self, reader: SncReader, buffer_frames: int, block_frames: int = 4096, queue_blocks: int = 12
+    ) -> None:
         self.reader = reader
         self.rate = reader.manifest.sample_rate
         self.buffer_frames = buffer_frames
@@ -76,7 +77,9 @@ class StemStream:
         for the previous decoder (it sees its stop flag and ends on its own)."""
         start_s = min(max(0.0, start_s), max(0.0, self.reader.manifest.duration_s - 1.0 / self.rate))
         stop, out = threading.Event(), queue.Queue(maxsize=self.queue_blocks)
-        thread = threading.Thread(target=self._decode, args=(start_s, stop, out), name="snc-decode", daemon=True)
+        thread = threading.Thread(
+            target=self._decode, args=(start_s, stop, out), name="snc-decode", daemon=True
+        )
         with self._lock:
             self._stop.set()
             self._stop, self._queue, self._thread = stop, out, thread

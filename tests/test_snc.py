@@ -184,10 +184,18 @@ def test_truncated_corrupt_and_foreign_files_fail_with_a_clear_error_and_no_outp
         assert not list(out_dir.glob("*.wav")) if out_dir.exists() else True
 
 
+@pytest.fixture(scope="module")
+def transparent_file(song, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("snc-lossy") / "song.snc"
+    encode(song["master"], {k: v for k, v in song.items() if k != "master"}, out, "transparent")
+    return out
+
+
+@pytest.mark.parametrize("which", ["lossless_file", "transparent_file"])
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), min_size=1, max_size=8))
-def test_mutated_files_raise_codec_error_or_decode(lossless_file, tmp_path, mutations):
-    data = bytearray(lossless_file.read_bytes())
+def test_mutated_files_raise_codec_error_or_decode(request, which, tmp_path, mutations):
+    data = bytearray(request.getfixturevalue(which).read_bytes())
     for where, value in mutations:
         data[int(where * (len(data) - 1))] = value
     path = tmp_path / "mutated.snc"
@@ -198,3 +206,18 @@ def test_mutated_files_raise_codec_error_or_decode(lossless_file, tmp_path, muta
             assert set(block) >= {"master"}
     except CodecError:
         pass
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda d: d["mastering"].update(envelope=d["mastering"]["envelope"][:-8]), "envelope: packed data"),
+    (lambda d: d["mastering"].update(fir_taps=d["mastering"]["fir_taps"] * 2), "FIR: packed data"),
+    (lambda d: d["mastering"].update(envelope_points=d["mastering"]["envelope_points"] + 1), "does not fit"),
+    (lambda d: d["mastering"].update(model="neural"), "mastering model 'neural'"),
+    (lambda d: d["residual"].update(packet_frames=0), "packet size 0"),
+    (lambda d: d["residual"]["gains"].pop(), "residual gain table"),
+])
+def test_lossy_files_with_bad_models_are_refused(transparent_file, tmp_path, change, message):
+    bad = tmp_path / "bad.snc"
+    _rewrite_manifest(transparent_file, bad, change)
+    with pytest.raises(CodecError, match=message):
+        SncReader(bad)

@@ -51,7 +51,9 @@ def _unpack(text: Any, dtype: str, count: int, where: str) -> np.ndarray:
         data = inflater.decompress(raw, count * np.dtype(dtype).itemsize + 1)
     except (ValueError, zlib.error) as exc:
         raise CodecError(f"{where}: packed data is corrupt ({exc})") from None
-    if len(data) != count * np.dtype(dtype).itemsize or inflater.unconsumed_tail:
+    if not inflater.eof:  # a cut stream inflates to what it still holds, without an error
+        raise CodecError(f"{where}: packed data is cut short or longer than {count} items")
+    if len(data) != count * np.dtype(dtype).itemsize or inflater.unconsumed_tail or inflater.unused_data:
         raise CodecError(f"{where}: packed data holds {len(data)} bytes, "
                          f"{count * np.dtype(dtype).itemsize} expected")
     return np.frombuffer(data, dtype=dtype)

@@ -12,6 +12,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -405,3 +406,39 @@ def test_play_command_without_an_audio_server_exits_1(songs, tmp_path):
     )
     assert done.returncode == 1
     assert "could not open the jack audio backend" in done.stderr
+
+
+# -- progressive decoding ---------------------------------------------------------------------------
+
+
+def read_stream(stream, frames: int, buffer: int = 256) -> tuple[list[int], np.ndarray]:
+    """Take ``frames`` frames from a running stream as an audio callback would (polling)."""
+    firsts, parts = [], []
+    deadline = time.monotonic() + 30
+    while sum(p.shape[0] for p in parts) < frames and time.monotonic() < deadline:
+        item = stream.read(buffer)
+        if item is None:
+            time.sleep(0.002)
+            continue
+        firsts.append(item[0])
+        parts.append(item[1]["master"].astype(np.float64))
+    return firsts, np.concatenate(parts)[:frames]
+
+
+def test_stream_seeks_and_loops_gaplessly_with_bounded_read_ahead(songs):
+    from engines.snc_player.stream import StemStream
+
+    master = decoded(songs["mastered"])["master"]
+    stream = StemStream(SncReader(songs["mastered"]), 256, block_frames=4096, queue_blocks=4)
+    stream.start(1.0)
+    firsts, audio = read_stream(stream, 4096)
+    assert firsts[0] == RATE and np.array_equal(audio, master[RATE:RATE + 4096])
+    time.sleep(0.3)  # the decoder runs ahead, but only queue_blocks blocks
+    assert stream._queue.qsize() <= 4
+    stream.loop = (0.5, 0.75)  # 12,000 frames
+    stream.start(0.5)
+    _, looped = read_stream(stream, 30000)
+    region = master[24000:36000]
+    expected = np.concatenate([region, region, region])[:30000]
+    assert np.array_equal(looped, expected)  # sample for sample across the loop points
+    stream.stop()

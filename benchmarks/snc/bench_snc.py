@@ -4,7 +4,8 @@
 
 For every track: `flac -8` of the master (the reference size); each SNC mode (size; encode and
 decode speed as multiples of real time, from this process's CPU time, i.e. one core, and from
-the wall clock; STOI and ViSQOL audio-mode MOS-LQO of the reconstructed master; SI-SDR of the
+the wall clock; STOI (whole track) and ViSQOL audio-mode MOS-LQO (first --visqol-seconds, 30 by
+default: pure-Python ViSQOL takes minutes per track) of the reconstructed master; SI-SDR of the
 master and of each stem); ``transparent_gain_only`` is transparent mode with the mastering
 model cut down to a per-channel gain (what the FIR + envelope model saves); Opus of the master
 alone at the same total bitrate as transparent SNC; an NI-Stems-like layout (the master + up to
@@ -86,7 +87,8 @@ MODES = (("lossless", "lossless", "fir-envelope"), ("transparent", "transparent"
          ("compact", "compact", "fir-envelope"), ("transparent_gain_only", "transparent", "gain"))
 
 
-def bench_track(folder: Path, with_visqol: bool, modes: list[str], references: bool = True) -> dict:
+def bench_track(folder: Path, with_visqol: bool, modes: list[str], references: bool = True,
+                visqol_seconds: float = 30.0) -> dict:
     meta = json.loads((folder / "track.json").read_text())
     master_path = folder / "master.wav"
     stems = {name: folder / f"{name}.wav" for name in meta["stems"]}
@@ -102,10 +104,11 @@ def bench_track(folder: Path, with_visqol: bool, modes: list[str], references: b
         flac_bytes = flac.stat().st_size
         result["flac_master_bytes"] = flac_bytes
 
-        def quality(estimate: np.ndarray) -> dict:
+        def quality(estimate: np.ndarray, visqol: bool = True) -> dict:
             out = {"stoi": round(stoi(master, estimate, rate), 4), "si_sdr_db": round(si_sdr(master, estimate), 2)}
-            if with_visqol:
-                out["visqol_moslqo"] = round(visqol_mos(master, estimate, rate), 3)
+            if with_visqol and visqol:
+                cut = master.shape[0] if visqol_seconds <= 0 else int(visqol_seconds * rate)
+                out["visqol_moslqo"] = round(visqol_mos(master[:cut], estimate[:cut], rate), 3)
             return out
 
         for label, mode, mastering in MODES:
@@ -135,7 +138,7 @@ def bench_track(folder: Path, with_visqol: bool, modes: list[str], references: b
                                        master.shape[1] // sf.info(p).channels, axis=1).astype(np.int64))
                     for n, p in stems.items())
             else:
-                entry.update(quality(decoded["master"]))
+                entry.update(quality(decoded["master"], visqol=label != "transparent_gain_only"))
             result[f"snc_{label}"] = entry
             print(f"  {meta['name']} {label}: {json.dumps(entry)}", flush=True)
         if not references:
@@ -174,6 +177,8 @@ def main() -> None:
     parser.add_argument("--tracks", help="comma-separated names (default: all built)")
     parser.add_argument("--no-visqol", action="store_true")
     parser.add_argument("--no-references", action="store_true", help="skip the Opus-master and NI-like layouts")
+    parser.add_argument("--visqol-seconds", type=float, default=30.0,
+                        help="ViSQOL on the first N seconds of each track (0: the whole track)")
     parser.add_argument("--modes", default=",".join(m[0] for m in MODES),
                         help="comma-separated: " + ", ".join(m[0] for m in MODES))
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/snc.json")
@@ -187,7 +192,8 @@ def main() -> None:
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cores": os.cpu_count(),
                "cpu": _cpu_name(), "tracks": []}
     for folder in folders:
-        results["tracks"].append(bench_track(folder, not args.no_visqol, args.modes.split(","), not args.no_references))
+        results["tracks"].append(bench_track(folder, not args.no_visqol, args.modes.split(","), not args.no_references,
+                                             args.visqol_seconds))
         print(json.dumps(results["tracks"][-1]), flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))  # after every track: a partial run still counts

@@ -129,7 +129,10 @@ class SncEngine(Engine):
         if self.player is None:
             return
         if name == "context":
-            self.player.set_context(value)
+            if self.player.pipeline.contexts[value].layout == self.player.pipeline.layout:
+                self.player.set_context(value)  # on the next bar line
+            else:  # another output layout: a new player, which joins the transport at the next beat
+                self._open()
         elif name.startswith(("gain_", "mute_")):
             self._apply_stem(int(name.split("_")[1]))
         elif name in ("valence", "arousal"):

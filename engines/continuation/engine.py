@@ -153,9 +153,9 @@ class ContinuationEngine(Engine):
         if not self.continuing:
             silence = self.param("silence_beats")
             silent_for = beats - self.history.last_activity_beats
-            quiet = self.history.fresh and not self.history.open
-            if quiet and (self.pending_trigger or (silence > 0 and silent_for >= silence)):
-                self._start(beats)
+            stopped = self.history.fresh and silence > 0 and silent_for >= silence
+            if self.history.notes and not self.history.open and (self.pending_trigger or stopped):
+                self._start(beats)  # an OSC trigger may continue the same phrase again
             elif self.pending_trigger and not self.history.notes:
                 self.pending_trigger = False  # nothing played yet: nothing to continue
         return self._hand_out(beats) if self.continuing else []
@@ -166,7 +166,7 @@ class ContinuationEngine(Engine):
         classes = None
         if key != "off":
             minor = key.endswith("m")
-            classes = scale_pitch_classes(_NAMES.index(key.rstrip("m")), "minor" if minor else "major")
+            classes = scale_pitch_classes(_NAMES.index(key.removesuffix("m")), "minor" if minor else "major")
         seed = self.param("seed")
         if seed < 0:
             seed = None

@@ -1,6 +1,6 @@
 """Markdown tables for BENCHMARKS.md from bench_snc.py results.
 
-    .venv/bin/python benchmarks/snc/table.py benchmarks/results/snc-....json
+    .venv/bin/python benchmarks/snc/table.py RESULT.json [MORE.json ...] [--merge-out MERGED.json]
 
 Sizes are summed over the tracks (total bytes / total `flac -8` bytes) and also given per track
 as the worst (largest) ratio; quality is the mean and the worst track; speeds the slowest track.
@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["summary_table", "track_table"]
+__all__ = ["summary_table", "track_table", "merge"]
 
 LAYOUTS = [("snc_lossless", "SNC lossless"), ("snc_transparent", "SNC transparent"), ("snc_compact", "SNC compact"),
            ("snc_transparent_gain_only", "SNC transparent, gain-only mastering model"),
@@ -74,8 +74,30 @@ def track_table(data: dict, key: str = "snc_transparent") -> str:
     return "\n".join(rows)
 
 
+def merge(paths: list[Path]) -> dict:
+    """Several result files (parts of one corpus run) as one: tracks in order, first wins."""
+    parts = [json.loads(p.read_text()) for p in paths]
+    merged = {**parts[0], "command": [p["command"] for p in parts], "date": [p["date"] for p in parts], "tracks": []}
+    seen = set()
+    for part in parts:
+        for track in part["tracks"]:
+            if track["track"] not in seen:
+                seen.add(track["track"])
+                merged["tracks"].append(track)
+    return merged
+
+
 def main() -> None:
-    data = json.loads(Path(sys.argv[1]).read_text())
+    """table.py RESULT.json [MORE.json ...] [--merge-out MERGED.json]"""
+    args = sys.argv[1:]
+    out = None
+    if "--merge-out" in args:
+        index = args.index("--merge-out")
+        out = Path(args[index + 1])
+        args = args[:index] + args[index + 2:]
+    data = merge([Path(a) for a in args])
+    if out is not None:
+        out.write_text(json.dumps(data, indent=2))
     print(summary_table(data))
     print()
     print(track_table(data))

@@ -100,12 +100,13 @@ def test_incremental_forward_with_a_ring_cache_equals_the_full_pass() -> None:
         rows = []
         for begin, end in ((0, 7),) + tuple((i, i + 1) for i in range(7, 12)):
             positions = torch.arange(begin, end)
-            logits, new = model.incremental(tokens[:, begin:end], va[:, begin:end], style, positions, bias, *cache)
-            assert new.shape == (2, 2, 1, 2, end - begin, head_dim)
+            logits, new = model.incremental(
+                tokens[:, begin:end], va[:, begin:end], style, positions, bias, *cache
+            )
+            assert new.shape == (1, 2 * 2 * 2, end - begin, head_dim)  # layers x (key, value) x heads
             for column, position in enumerate(positions.tolist()):
-                for layer in range(2):
-                    cache[2 * layer][0, :, position] = new[layer, 0, 0, :, column]
-                    cache[2 * layer + 1][0, :, position] = new[layer, 1, 0, :, column]
+                for row, array in enumerate(cache):
+                    array[0, :, position] = new[0, 2 * row : 2 * row + 2, column]
                 bias[position] = 0.0
             rows.append(logits)
     assert torch.allclose(torch.cat(rows, dim=1), full, atol=1e-5)

@@ -78,12 +78,12 @@ def _incremental_torch(
             logits, new_kv = model.incremental(tokens, va_t, style_t, positions, bias, *cache)
             feed |= {"expected_logits": logits.numpy(), "expected_new_kv": new_kv.numpy()}
             outputs.append(logits[0].numpy())
+            heads = config.heads
             for column, position in enumerate(positions.tolist()[-slots:]):
                 column += max(0, len(positions) - slots)
                 slot = position % slots
-                for layer in range(config.layers):
-                    cache[2 * layer][0, :, slot] = new_kv[layer, 0, 0, :, column]
-                    cache[2 * layer + 1][0, :, slot] = new_kv[layer, 1, 0, :, column]
+                for row, array in enumerate(cache):
+                    array[0, :, slot] = new_kv[0, row * heads : (row + 1) * heads, column]
                 bias[slot] = 0.0
     return np.concatenate(outputs), feed
 
@@ -142,7 +142,7 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
         "positions": {0: "length"},
         "past_bias": {0: "slots"},
         "logits": {0: "batch", 1: "length"},
-        "new_kv": {2: "batch", 4: "length"},
+        "new_kv": {0: "batch", 2: "length"},
     } | {cache_name: {0: "batch", 2: "slots"} for cache_name in names[5:]}
     with torch.no_grad():
         torch.onnx.export(
@@ -215,8 +215,8 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
             {
                 "name": "new_kv",
                 "dtype": "float32",
-                "shape": [config.layers, 2, "batch", config.heads, "length", head_dim],
-                "meaning": "keys/values of the new tokens, to be written into the cache",
+                "shape": ["batch", 2 * config.layers * config.heads, "length", head_dim],
+                "meaning": "keys/values of the new tokens in (layer, key|value, head) order, for the cache",
             },
         ],
         "runtime": {"slots": DEFAULT_SLOTS, "context_tokens": DEFAULT_SLOTS + 1},

@@ -124,29 +124,33 @@ class Block(nn.Module):
         x: torch.Tensor,
         cos: torch.Tensor,
         sin: torch.Tensor,
-        positions: torch.Tensor,
+        swap: torch.Tensor,
+        causal: torch.Tensor,
         past_key: torch.Tensor,
         past_value: torch.Tensor,
         past_bias: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Attention over a fixed-size cache (slots masked by ``past_bias``) plus the new tokens.
 
-        The cache is never concatenated or copied: the softmax is spelled out over the two score
-        blocks, so the runtime can keep a ring buffer and write only the new keys/values into it.
+        The same function as ``forward``, written for a short ONNX graph: the cache is never
+        concatenated or copied (one softmax over the two score blocks, then each block's weights
+        times its values), RoPE is one matrix product for queries and keys together
+        (``swap`` [head_dim, head_dim] pairs each even/odd element, ``cos``/``sin`` [T, head_dim]),
+        ``causal`` [T, T] is an additive mask. Returns x and the new keys and values.
         """
-        q, k, v = self.qkv(self.norm1(x)).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4).unbind(0)
-        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
-        scale = q.shape[-1] ** -0.5
-        old = (q @ past_key.transpose(-1, -2)) * scale + past_bias
-        new = ((q @ k.transpose(-1, -2)) * scale).masked_fill(
-            positions[None, :] > positions[:, None], float("-inf")
-        )
-        top = torch.maximum(old.amax(-1, keepdim=True), new.amax(-1, keepdim=True))
-        old, new = torch.exp(old - top), torch.exp(new - top)
-        attended = (old @ past_value + new @ v) / (old.sum(-1, keepdim=True) + new.sum(-1, keepdim=True))
+        # explicit (non-negative) dims throughout: the TorchScript exporter misplaced negative ones here
+        heads, head_dim = self.heads, swap.shape[0]
+        qkv = self.qkv(self.norm1(x)).unflatten(2, (3 * heads, head_dim)).transpose(1, 2)  # [B, 3H, T, hd]
+        qk = qkv[:, : 2 * heads]
+        qk = qk * cos + torch.matmul(qk, swap) * sin
+        q, k, v = qk[:, :heads] * (head_dim**-0.5), qk[:, heads:], qkv[:, 2 * heads :]
+        old = q @ past_key.transpose(2, 3) + past_bias
+        weights = torch.softmax(torch.cat([old, q @ k.transpose(2, 3) + causal], dim=3), dim=3)
+        slots = past_key.shape[2]
+        attended = weights[:, :, :, :slots] @ past_value + weights[:, :, :, slots:] @ v
         x = x + self.proj(attended.transpose(1, 2).flatten(2))
         x = x + self.ff(self.norm2(x))
-        return x, torch.stack([k, v])
+        return x, k, v
 
 
 class ContinuationModel(nn.Module):
@@ -173,6 +177,11 @@ class ContinuationModel(nn.Module):
             config.rope_base ** (-torch.arange(half, dtype=torch.float32) / half),
             persistent=False,
         )
+        head_dim = d // config.heads
+        swap = torch.zeros(head_dim, head_dim)
+        swap[torch.arange(1, head_dim, 2), torch.arange(0, head_dim, 2)] = -1.0  # (x @ swap)[2i] = -x[2i+1]
+        swap[torch.arange(0, head_dim, 2), torch.arange(1, head_dim, 2)] = 1.0  # (x @ swap)[2i+1] = x[2i]
+        self.register_buffer("swap", swap, persistent=False)
         self.apply(self._init)
 
     @staticmethod
@@ -212,18 +221,20 @@ class ContinuationModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Inference with a fixed-size cache: ``past`` = key_0, value_0, key_1, ... each
         [B, heads, slots, head_dim]; ``past_bias`` [slots] is 0 for a filled slot and a large
-        negative number for an empty one. Returns the logits and only the new keys/values
-        [layers, 2, B, heads, T, head_dim] (the caller writes them into its slots)."""
+        negative number for an empty one. Returns the logits and only the new keys/values,
+        [B, layers * 2 * heads, T, head_dim] in (layer, key|value, head) order (the caller
+        writes them into its slots)."""
         x = self.embed(tokens) + self.va(va) + self.style(style)[:, None, :]
-        angles = positions.to(torch.float32)[:, None] * self.inv_freq[None, :]
-        cos, sin = torch.cos(angles), torch.sin(angles)
+        angles = positions.to(torch.float32)[:, None] * self.inv_freq.repeat_interleave(2)[None, :]
+        cos, sin = torch.cos(angles), torch.sin(angles)  # [T, head_dim], pairs share an angle
+        causal = torch.where(positions[None, :] > positions[:, None], float("-inf"), 0.0)
         news = []
         for index, block in enumerate(self.blocks):
-            x, new = block.incremental(
-                x, cos, sin, positions, past[2 * index], past[2 * index + 1], past_bias
+            x, key, value = block.incremental(
+                x, cos, sin, self.swap, causal, past[2 * index], past[2 * index + 1], past_bias
             )
-            news.append(new)
-        return self.head(self.norm(x)), torch.stack(news)
+            news += [key, value]
+        return self.head(self.norm(x)), torch.cat(news, dim=1)
 
 
 def parameter_counts(model: ContinuationModel) -> dict[str, int]:

@@ -136,7 +136,7 @@ class Decoder:
         self._style = np.array([style], np.int64)
         self._position = np.zeros(1, np.int64)
         self._logits = np.zeros((1, 1, VOCAB_SIZE), np.float32)
-        self._new = np.zeros((model.layers, 2, 1, model.heads, 1, model.head_dim), np.float32)
+        self._new = np.zeros((1, 2 * model.layers * model.heads, 1, model.head_dim), np.float32)
         self._binding = model.session.io_binding()
         arrays = [self._token, self._va, self._style, self._position, self.bias, *self.cache]
         for name, array in zip(input_names(model.layers), arrays):
@@ -145,12 +145,13 @@ class Decoder:
         self._binding.bind_ortvalue_output("new_kv", ort.OrtValue.ortvalue_from_numpy(self._new))
 
     def _store(self, new_kv: np.ndarray, positions: np.ndarray) -> None:
+        """Write new keys/values [1, layers * 2 * heads, T, head_dim] into their slots."""
+        heads = self.model.heads
         for index in range(min(len(positions), self.slots)):
             column = len(positions) - 1 - index
             slot = int(positions[column]) % self.slots
-            for layer in range(self.model.layers):
-                self.cache[2 * layer][0, :, slot] = new_kv[layer, 0, 0, :, column]
-                self.cache[2 * layer + 1][0, :, slot] = new_kv[layer, 1, 0, :, column]
+            for row, array in enumerate(self.cache):
+                array[0, :, slot] = new_kv[0, row * heads : (row + 1) * heads, column]
             self.bias[slot] = 0.0
 
     def prefill(self, tokens: np.ndarray, va: np.ndarray, keep_all: bool = False) -> np.ndarray:
@@ -176,10 +177,9 @@ class Decoder:
         self._va[0, 0] = va
         self._position[0] = self.position
         self.model.session.run_with_iobinding(self._binding)
-        slot = self.position % self.slots
-        for layer in range(self.model.layers):
-            self.cache[2 * layer][0, :, slot] = self._new[layer, 0, 0, :, 0]
-            self.cache[2 * layer + 1][0, :, slot] = self._new[layer, 1, 0, :, 0]
+        slot, heads, new = self.position % self.slots, self.model.heads, self._new
+        for row, array in enumerate(self.cache):
+            array[0, :, slot] = new[0, row * heads : (row + 1) * heads, 0]
         self.bias[slot] = 0.0
         self.position += 1
         return self._logits[0, 0]

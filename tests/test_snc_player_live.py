@@ -5,10 +5,13 @@ by sample (tolerance 2e-6: pyo's output scaling of 0.99999923 and 32-bit PCM).""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,7 @@ import pytest
 import soundfile as sf
 
 from engines.snc.reader import SncReader
+from tests.jackutil import ROOT
 from tests.peer import Bridge
 from tests.test_snc_player import RATE, encode_song, stems_audio
 
@@ -24,8 +28,13 @@ pytestmark = [pytest.mark.jack, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def live_song(tmp_path_factory) -> Path:
-    """3 s, residual-free (master = 0.8 * sum), with a noise stem so alignment is unambiguous."""
+    """3 s, residual-free (master = 0.8 * sum), with a noise stem so alignment is unambiguous
+    and a vocal that is not at a zero crossing on buffer boundaries (so a step would show)."""
     stems = stems_audio(3.0)
+    t = np.arange(3 * RATE) / RATE
+    stems["vocals"] = 0.2 * np.stack(
+        [np.sin(2 * np.pi * 443.0 * t + 1.0), np.sin(2 * np.pi * 443.0 * t + 2.0)], 1
+    )
     rng = np.random.default_rng(3)
     stems["drums"] = (
         0.1 * rng.standard_normal((3 * RATE, 2)) * np.repeat(rng.uniform(0.2, 1.0, (30, 1)), RATE // 10, 0)
@@ -81,13 +90,40 @@ def song_offset(
     return lags[int(np.argmin(errors))]
 
 
-def matching_share(recorded: np.ndarray, expected: np.ndarray, tolerance: float = 2e-6) -> float:
-    """Share of 256-frame chunks equal to ``expected`` within ``tolerance``."""
-    chunks = [
-        np.abs(recorded[i : i + 256] - expected[i : i + 256]).max() < tolerance
-        for i in range(0, min(len(recorded), len(expected)) - 255, 256)
-    ]
-    return float(np.mean(chunks)) if chunks else 0.0
+def follow(
+    recorded: np.ndarray,
+    reference_at: Callable[[int], np.ndarray | None],
+    start: int,
+    song_frame: int,
+    tolerance: float = 2e-6,
+) -> list[tuple[int, bool, int]]:
+    """Walk the recording in 256-frame chunks from ``start`` (playing ``song_frame``) and say,
+    for each (song frame, equal, recording index) whether it equals the reference sample for
+    sample (``reference_at(frame)``; None: not judged). A JACK cycle dropped on the loaded dummy
+    server shifts what follows, so a chunk that does not match where expected is looked for
+    within 3,000 frames and the walk goes on from there: every chunk is still compared exactly."""
+    found = []
+    for index in range(start, len(recorded) - 255, 256):
+        chunk_index = index
+        chunk = recorded[index : index + 256]
+        reference = reference_at(song_frame)
+        if reference is None or song_frame + 256 > len(reference):
+            song_frame += 256
+            continue
+        ok = np.abs(chunk - reference[song_frame : song_frame + 256]).max() < tolerance
+        if not ok:
+            lags = range(max(0, song_frame - 3000), min(len(reference) - 256, song_frame + 3000))
+            errors = [np.abs(reference[lag : lag + 256] - chunk).max() for lag in lags]
+            best = int(np.argmin(errors))
+            if errors[best] < tolerance:
+                song_frame, ok = lags[best], True
+        found.append((song_frame, bool(ok), chunk_index))
+        song_frame += 256
+    return found
+
+
+def share(walk: list[tuple[int, bool, int]]) -> float:
+    return float(np.mean([w[1] for w in walk])) if walk else 0.0
 
 
 def test_player_ports_play_the_mix_and_a_mute_lands_without_a_step(jack_server, live_song, tmp_path):
@@ -104,6 +140,7 @@ def test_player_ports_play_the_mix_and_a_mute_lands_without_a_step(jack_server, 
         player.play()
         time.sleep(1.0)
         player.set_stem("vocals", mute=True)
+        mute_frame = player.stream.position_frames  # the change starts within a buffer of this
         finish(recorder)
         stats = player.stats()
         change_latency_s = player.last_change_latency_s
@@ -114,22 +151,37 @@ def test_player_ports_play_the_mix_and_a_mute_lands_without_a_step(jack_server, 
     first = int(np.argmax(np.abs(recorded[:, 0]) > 1e-4))
     assert first > 0.1 * RATE  # silent until play()
     start = first + 512  # after pyo's and the player's fade-in buffer
-    offset = song_offset(recorded, song["master"], start, guess=start - first)
-    assert abs(offset - (start - first)) < 300
-    aligned = recorded[start - offset :]
-    # The change lands where the recording leaves the master and ramps into the muted mix.
-    diverge = (
-        int(np.argmax(np.abs(aligned[512:] - song["master"][512 : len(aligned)]).max(axis=1) > 1e-4)) + 512
-    )
-    assert 0.9 * RATE < diverge < 1.6 * RATE
-    assert matching_share(aligned[512:diverge], song["master"][512:diverge]) > 0.9
+    offset = song_offset(recorded, song["master"], start, guess=start - first, search=RATE // 4)
+    assert offset < RATE // 4  # from the start of the song (cycles dropped under load move it a little)
     ramp = int(0.02 * RATE)
-    tail = slice(diverge + ramp + 256, min(len(aligned), len(muted)))
-    assert matching_share(aligned[tail], muted[tail]) > 0.9
-    # No step: the largest sample-to-sample move across the change is that of the music itself.
-    around = aligned[diverge - 256 : diverge + ramp + 256]
-    music = np.abs(np.diff(song["master"], axis=0)).max()
-    assert np.abs(np.diff(around, axis=0)).max() <= music * 1.05
+
+    def reference_at(frame: int) -> np.ndarray | None:
+        if frame + 256 <= mute_frame - 1024:
+            return song["master"]
+        if frame >= mute_frame + ramp + 1024:
+            return muted
+        return None  # the buffer where the change lands and its ramp
+
+    walk = follow(recorded, reference_at, start, offset)
+    before = [w for w in walk if w[0] < mute_frame]
+    after = [w for w in walk if w[0] > mute_frame]
+    assert len(before) > 100 and len(after) > 100
+    assert share(before) > 0.9 and share(after) > 0.9, (share(before), share(after))
+    # The mute is a ramp, not a step: the vocal's share of the output, (out - muted) / vocals,
+    # goes from 1 to 0 by at most a few 1/960 (20 ms) steps per sample.
+    anchor = [w for w in before if w[1]][-1]
+    shift = anchor[2] - anchor[0]  # recording index - song frame, just before the change
+    lo, hi = mute_frame - 2048, mute_frame + ramp + 2048
+    vocal = (song["master"] - muted)[lo:hi]
+    share_of_vocal = (recorded[lo + shift : hi + shift] - muted[lo:hi]) / np.where(
+        np.abs(vocal) > 0.02, vocal, np.nan
+    )
+    assert (
+        np.nanmax(np.abs(share_of_vocal[:1024] - 1.0)) < 1e-3
+        and np.nanmax(np.abs(share_of_vocal[-1024:])) < 1e-3
+    )
+    steps = np.abs(np.diff(share_of_vocal, axis=0))
+    assert np.nanmax(steps) < 5.0 / ramp, np.nanmax(steps)
 
 
 @pytest.fixture
@@ -175,17 +227,35 @@ def test_serve_snc_engine_follows_stop_and_locate(snc_bridge, live_song, tmp_pat
     offset = song_offset(playing, song["master"], start, guess=RATE + start - first, search=RATE // 5)
     # recorded[start] plays song time offset; the song started near 1.0 s.
     assert abs((offset - (start - first)) / RATE - 1.0) < 0.1
-    piece = slice(start, min(len(playing), start + RATE // 2))
-    expected = song["master"][offset : offset + (piece.stop - piece.start)]
-    assert matching_share(playing[piece], expected) > 0.9
-    # An OSC stem control: mute stem 1 (vocals); what plays next is the mix without it.
+    walk = follow(playing[: start + RATE // 2], lambda frame: song["master"], start, offset)
+    assert share(walk) > 0.9
+    # An OSC stem control: mute stem 1 (vocals), locate to the start: the mix without it plays.
     osc(snc_bridge, "/scorebridge/song/mute_1", "i", "1")
-    time.sleep(0.1)
+    osc(snc_bridge, "/scorebridge/transport/locate", "f", "0.0")
+    time.sleep(0.2)
     recorder = record(ports, 1, tmp_path / "muted.wav")
     finish(recorder)
     muted_rec, _ = sf.read(tmp_path / "muted.wav", dtype="float64", always_2d=True)
     gain = np.asarray(SncReader(live_song).manifest.mastering["gain_per_channel"])
     without = gain * (song["drums"] + song["bass"] + song["keys"])
-    where = song_offset(muted_rec, without, 256, guess=int(1.9 * RATE), search=RATE // 2)
-    span = min(len(muted_rec) - 256, len(without) - where, RATE // 5)
-    assert matching_share(muted_rec[256 : 256 + span], without[where : where + span]) > 0.9
+    where = song_offset(muted_rec, without, 1024, guess=RATE // 2, search=RATE // 2 - 1)
+    walk = follow(muted_rec[: 1024 + RATE // 4], lambda frame: without, 1024, where)
+    assert share(walk) > 0.9, f"from song frame {where}: {share(walk):.0%} is the mix without stem 1"
+    # A context with another layout (binaural) opens a new player; the slot keeps running.
+    osc(snc_bridge, "/scorebridge/transport/locate", "f", "0.0")
+    osc(snc_bridge, "/scorebridge/song/context", "s", "headphones")
+    time.sleep(1.0)
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "status", "--osc-port", str(snc_bridge.osc_port)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=10,
+        check=True,
+    )
+    slot = json.loads(done.stdout)["engines"]["song"]
+    assert slot["enabled"] and slot["error"] is None
+    recorder = record(ports, 1, tmp_path / "binaural.wav")
+    finish(recorder)
+    binaural, _ = sf.read(tmp_path / "binaural.wav", dtype="float64", always_2d=True)
+    assert np.sqrt(np.mean(binaural**2)) > 0.01  # playing again, through the HRTF graph

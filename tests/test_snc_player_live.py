@@ -185,11 +185,44 @@ def test_player_ports_play_the_mix_and_a_mute_lands_without_a_step(jack_server, 
 
 
 @pytest.fixture
-def snc_bridge(jack_server, live_song):
+def snc_bridge(jack_server, live_song, tmp_path):
     env = dict(os.environ, SCOREBRIDGE_SNC_DIR=str(live_song.parent))
-    bridge = Bridge(f"sncserve{os.getpid()}", "--slot", "song=snc", "--tempo", "120", env=env)
+    faders = tmp_path / "faders.toml"
+    faders.write_text(MAP)
+    bridge = Bridge(
+        f"sncserve{os.getpid()}", "--slot", "song=snc", "--tempo", "120", "--map", str(faders), env=env
+    )
     yield bridge
     bridge.stop()
+
+
+# The map of docs/snc_player.md: CC 7 on channel N sets the gain of stem N.
+MAP = """
+[map]
+name = "snc faders"
+[[bind]]
+cc = 7
+channel = 1
+target = "song/gain_1"
+[[bind]]
+cc = 7
+channel = 2
+target = "song/gain_2"
+"""
+
+
+def send_cc(bridge: Bridge, channel: int, control: int, value: int) -> None:
+    """A MIDI controller on the bridge's control input (a real rtmidi JACK client)."""
+    import rtmidi
+
+    out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, f"fader{os.getpid()}")
+    try:
+        out.open_port(out.get_ports().index(f"{bridge.client}-ctl:in"), "out")
+        out.send_message([0xB0 | (channel - 1), control, value])
+        time.sleep(0.2)
+    finally:
+        out.close_port()
+        out.delete()
 
 
 def osc(bridge: Bridge, *args: str) -> None:
@@ -241,6 +274,18 @@ def test_serve_snc_engine_follows_stop_and_locate(snc_bridge, live_song, tmp_pat
     where = song_offset(muted_rec, without, 1024, guess=RATE // 2, search=RATE // 2 - 1)
     walk = follow(muted_rec[: 1024 + RATE // 4], lambda frame: without, 1024, where)
     assert share(walk) > 0.9, f"from song frame {where}: {share(walk):.0%} is the mix without stem 1"
+    # A MIDI fader through the control map: CC 7 = 0 on channel 2 takes stem 2 (drums) to -96 dB.
+    osc(snc_bridge, "/scorebridge/song/mute_1", "i", "0")
+    send_cc(snc_bridge, 2, 7, 0)
+    osc(snc_bridge, "/scorebridge/transport/locate", "f", "0.0")
+    time.sleep(0.2)
+    recorder = record(ports, 1, tmp_path / "fader.wav")
+    finish(recorder)
+    fader_rec, _ = sf.read(tmp_path / "fader.wav", dtype="float64", always_2d=True)
+    no_drums = gain * (song["vocals"] + song["bass"] + song["keys"])
+    where = song_offset(fader_rec, no_drums, 1024, guess=RATE // 2, search=RATE // 2 - 1)
+    walk = follow(fader_rec[: 1024 + RATE // 4], lambda frame: no_drums, 1024, where)
+    assert share(walk) > 0.9, f"from song frame {where}: {share(walk):.0%} is the mix without stem 2"
     # A context with another layout (binaural) opens a new player; the slot keeps running.
     osc(snc_bridge, "/scorebridge/transport/locate", "f", "0.0")
     osc(snc_bridge, "/scorebridge/song/context", "s", "headphones")

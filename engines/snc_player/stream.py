@@ -121,6 +121,8 @@ class StemStream:
                     frame += block["master"].shape[0]
         except CodecError as exc:
             self.error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - the decoder thread's boundary: report, end the stream
+            self.error = f"decoder failed: {type(exc).__name__}: {exc}"
         while not stop.is_set():
             try:
                 out.put((-1, _END), timeout=0.05)

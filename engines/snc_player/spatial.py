@@ -13,7 +13,7 @@ per source), not ``Binaural`` (VBAP over 16 virtual speakers, each through an HR
 here, ``Binaural`` costs about half a CPU core per source (8 stems cannot play in real time)
 and its loudness swings by 12 dB across azimuths, leaning left at 0 degrees; ``HRTF`` costs
 about a twentieth of a core and is symmetric. pyo's impulse responses are short and lose the
-low end (-13 dB at 55 Hz against 1 kHz), so each stem is split by a 4th-order Linkwitz-Riley
+low end (-8 dB at 55 Hz against 1 kHz), so each stem is split by a 4th-order Linkwitz-Riley
 crossover at ``CROSSOVER_HZ``: the highs go through the HRTF (and a bell cut of its ear-canal
 resonance), the lows reach both ears unchanged (below 250 Hz the head barely shadows). The
 HRTF branch is scaled by its measured pink-noise power gain at the stem's azimuth
@@ -75,7 +75,7 @@ BINAURAL_GAIN_DB: dict[int, float] = {
 
 
 CROSSOVER_HZ = 250.0
-# pyo's HRTF set keeps the ear-canal resonance (+7 dB at 2-3 kHz against 1 kHz, measured at 0
+# pyo's HRTF set keeps the ear-canal resonance (+7 to +9 dB at 2-3 kHz against 1 kHz, at 0
 # and -90 degrees); a bell cut takes most of it out so that placed stems are not harsh.
 RESONANCE_HZ = 2600.0
 RESONANCE_CUT_DB = -6.0

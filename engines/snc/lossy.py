@@ -73,15 +73,17 @@ def residual_bitrate(mode: str, channels: int, model_snr_db: float) -> int:
     return int(round(rate / 4000) * 4000) or 4000
 
 
-def _measure(master: InputTrack, stems: list[InputTrack], channels: int, frames: int) -> dict:
-    """Pass 1: per stem the share of active blocks and their mean power; hashes; loudness."""
+def _measure(master: InputTrack, stems: list[InputTrack], channels: int, frames: int, copy: np.ndarray) -> dict:
+    """Pass 1: per stem the share of active blocks and their mean power; hashes; loudness; the
+    master's float32 PCM into ``copy`` (a scratch file the later passes read back)."""
     active = np.zeros(len(stems))
     energy = np.zeros(len(stems))
     blocks = 0
     digests = [hashlib.sha256() for _ in range(len(stems) + 1)]
     meters = [LoudnessMeter(master.sample_rate, channels) for _ in range(len(stems) + 1)]
     readers = [t.blocks(BLOCK_FRAMES, channels, frames, False, np.float32) for t in [master, *stems]]
-    for parts in zip(*readers):
+    for start, parts in zip(range(0, frames, BLOCK_FRAMES), zip(*readers)):
+        copy[start:start + parts[0].shape[0]] = parts[0]
         for digest, meter, part in zip(digests, meters, parts):
             digest.update(part.tobytes())
             meter.push(part)
@@ -108,7 +110,7 @@ def _window(mix: np.ndarray, start: int, stop: int) -> np.ndarray:
     return out
 
 
-def _envelope(model: MasteringModel, mix: np.ndarray, master: InputTrack, frames: int,
+def _envelope(model: MasteringModel, mix: np.ndarray, master: np.ndarray, frames: int,
               store: np.ndarray) -> tuple[int, np.ndarray]:
     """Pass 4: the filtered mix (kept in ``store``) and the envelope at the finest hop whose
     packed size fits the manifest budget."""
@@ -116,7 +118,8 @@ def _envelope(model: MasteringModel, mix: np.ndarray, master: InputTrack, frames
     hop = next((h for h in ENVELOPE_HOPS if -(-frames // h) <= MAX_ENVELOPE_POINTS), ENVELOPE_HOPS[-1])
     rows = []
     previous = np.ones(channels)
-    for start, target in zip(range(0, frames, BLOCK_FRAMES), master.blocks(BLOCK_FRAMES, channels, frames, False, np.float32)):
+    for start in range(0, frames, BLOCK_FRAMES):
+        target = master[start:start + BLOCK_FRAMES]
         n = target.shape[0]
         filtered = model._filter(_window(mix, start - model.history, start + n + model.lookahead), n)
         store[start:start + n] = filtered
@@ -165,7 +168,8 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
     """Run passes 1-7 into ``tmp``; ``mastering="gain"`` keeps the per-channel gain only
     (the ablation the benchmark uses to show what the model saves)."""
     channels, frames, rate = master.channels, master.frames, master.sample_rate
-    measured = _measure(master, stems, channels, frames)
+    pcm = np.lib.format.open_memmap(tmp / "master.npy", "w+", np.float32, (frames, channels))
+    measured = _measure(master, stems, channels, frames, pcm)
     stem_files = []
     for index, (track, info) in enumerate(zip(stems, infos)):
         info.codec = "opus"
@@ -185,7 +189,7 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
     cross, power = np.zeros(channels), np.zeros(channels)
     decoded = [decode_blocks(p, 0, BLOCK_FRAMES, frames, False) for p in stem_files]
     for start, (target, *parts) in zip(range(0, frames, BLOCK_FRAMES),
-                                       zip(master.blocks(BLOCK_FRAMES, channels, frames, False, np.float32), *decoded)):
+                                       zip((pcm[i:i + BLOCK_FRAMES] for i in range(0, frames, BLOCK_FRAMES)), *decoded)):
         block = mix_sum(parts)
         mix[start:start + block.shape[0]] = block
         if mastering == "gain":
@@ -201,11 +205,12 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
         model = MasteringModel("fir-envelope", channels, fir=fitter.fir(FIR_TAPS, FIR_LOOKAHEAD),
                                lookahead=FIR_LOOKAHEAD, hop=ENVELOPE_HOPS[0], envelope=np.ones((1, channels)))
         model.fir = model.fir.astype(np.float16).astype(np.float64)  # the taps as stored
-        _envelope(model, mix, master, frames, target_file)  # the filtered mix, until pass 5 replaces it
+        _envelope(model, mix, pcm, frames, target_file)  # the filtered mix, until pass 5 replaces it
         model = model.stored(frames)
 
     energy = signal = 0.0
-    for start, target in zip(range(0, frames, BLOCK_FRAMES), master.blocks(BLOCK_FRAMES, channels, frames, False, np.float32)):
+    for start in range(0, frames, BLOCK_FRAMES):
+        target = np.asarray(pcm[start:start + BLOCK_FRAMES])
         n = target.shape[0]
         if model.kind == "gain":
             prediction = model.predict(_window(mix, start, start + n), start, n)
@@ -227,7 +232,7 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
         bitrate = retry
         packet_frames, gains, error = _code_residual(target_file, residual_path, rate, channels, frames, bitrate)
         master_snr = 10 * np.log10(max(signal, 1e-30) / max(error, 1e-30))
-    del mix, target_file
+    del mix, target_file, pcm
     rms_db = 10 * np.log10(max(energy / max(frames * channels, 1), 1e-20))
     residual = {"codec": "opus", "bitrate_bps": bitrate, "rms_dbfs": round(float(rms_db), 2),
                 "model_snr_db": round(float(model_snr), 2), "master_snr_db": round(float(master_snr), 2),

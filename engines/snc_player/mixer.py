@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy import fft as sfft
 
 from bridge.errors import ParameterError
 from engines.snc.mastering import MasteringModel
@@ -134,6 +135,8 @@ class Mixer:
         self._weight_line = _Line(self.delay_frames, 1)
         self._weight_line.past[:] = 1.0
         self._next_first: int | None = None
+        self._spectrum: np.ndarray | None = None
+        self._spectrum_size = 0
         self._dirty_until = -(1 << 62)  # input frames before this were mixed with a non-default mix
         self.changes = 0
 
@@ -261,14 +264,32 @@ class Mixer:
         exact = out_first >= self._dirty_until
         return exact, master, weight, exts, default_ext, out_first
 
+    def _predict(self, exts: list[np.ndarray], out_first: int, n: int) -> np.ndarray:
+        """The mastering model of several signals at once (signals, n, channels). For the FIR
+        model this is ``MasteringModel.predict`` done as one batched FFT: the same float32
+        arithmetic per signal, about twice as fast for 9 signals as 9 calls."""
+        model = self.model
+        if model.kind != "fir-envelope" or len(exts) == 1:
+            return np.stack([model.predict(ext, out_first, n) for ext in exts])
+        taps = model.fir.shape[0]
+        size = sfft.next_fast_len(exts[0].shape[0], real=True)
+        if self._spectrum_size != size:
+            self._spectrum = sfft.rfft(model.fir.astype(np.float32), size, axis=0)[:, None, :]
+            self._spectrum_size = size
+        stacked = np.stack(exts, axis=1).astype(np.float32, copy=False)
+        filtered = sfft.irfft(sfft.rfft(stacked, size, axis=0) * self._spectrum, size, axis=0)[
+            taps - 1 : taps - 1 + n
+        ]
+        return np.transpose(filtered * model.gains_at(out_first, n)[:, None, :], (1, 0, 2))
+
     def process(self, block: Mapping[str, np.ndarray], first: int = 0) -> np.ndarray:
         """The mixed block (frames, channels), float32; the decoded master while the mix is the default."""
         exact, master, weight, exts, default_ext, out_first = self._step(block, first)
         if exact:
             return master.astype(np.float32)
         n = master.shape[0]
-        residual = master - self.model.predict(default_ext, out_first, n)
-        mixed = self.model.predict(exts[0], out_first, n) + weight[:, None] * residual
+        model_default, model_mix = self._predict([default_ext, exts[0]], out_first, n)
+        mixed = model_mix + weight[:, None] * (master - model_default)
         return mixed.astype(np.float32)
 
     def parts(self, block: Mapping[str, np.ndarray], first: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -278,6 +299,7 @@ class Mixer:
             raise ParameterError("this mixer was made without per-stem outputs")
         _, master, weight, exts, default_ext, out_first = self._step(block, first)
         n = master.shape[0]
-        residual = master - self.model.predict(default_ext, out_first, n)
-        scaled = np.stack([self.model.predict(ext, out_first, n) for ext in exts])
+        predicted = self._predict([default_ext, *exts], out_first, n)
+        residual = master - predicted[0]
+        scaled = predicted[1:]
         return scaled.astype(np.float32), (weight[:, None] * residual).astype(np.float32)

@@ -16,10 +16,10 @@ the residual; muting all stems silences it, so no ghost of a muted part survives
 residual. ``w`` moves with the ramped gains and the slow energies, so it never steps.
 
 An FIR model looks ``lookahead`` frames ahead: the mixer then delays its output by that many
-frames (``delay_frames``; 64 frames = 1.3 ms for the encoder's models, 0 for the gain model)
+frames (``delay_frames``: the model's ``lookahead``, 0 for the gain model)
 and keeps ``history`` frames of every signal it filters. After a jump in time (seek, loop)
 the filter restarts without history: a remixed lossy file misses the filter's tail for its
-length (43 ms); the default mix stays exact.
+length; the default mix stays exact.
 """
 
 from __future__ import annotations

@@ -120,11 +120,17 @@ def test_runtime_modules_import_neither_torch_nor_music21() -> None:
     import subprocess
     import sys
 
-    code = (
-        "import sys, engines.continuation, engines.continuation.sample, engines.continuation.runtime;"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'music21'}))"
+    from tests.jackutil import ROOT
+
+    modules = (
+        "engines.continuation, engines.continuation.sample, engines.continuation.runtime, "
+        "engines.continuation.offline, engines.continuation.live, engines.continuation.engine, "
+        "engines.continuation.noise_probe, bridge.continue_cli, bridge.eval_noise_cli"
     )
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    code = f"import sys, {modules}; print(sorted({{m.split('.')[0] for m in sys.modules}} & {{'torch', 'music21'}}))"
+    output = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
     assert output.strip() == "[]"
 
 

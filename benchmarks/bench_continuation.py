@@ -10,6 +10,8 @@ One run measures, after the same 4-bar prompt:
 - the cost of one constrained sampling step (mask + top-p sampling, numpy);
 - wall time of complete constrained 8-bar generations (``sample.generate``, top-p 0.95),
   prompt pass included, over several seeds;
+- the live engine's worker time per beat and its slack before the notes it hands out are due
+  (120 BPM, look-ahead 0.25 and 0.5 beats);
 - with --sizes (needs torch): the cached step time of untrained graphs of other sizes, exported
   the same way, to choose a size for the target (>= 1,000 tokens/s, 8 bars <= 200 ms).
 Prints JSON and writes it to --out.
@@ -164,6 +166,55 @@ def size_sweep(sizes: str, prompt: list[int], count: int, rounds_: int) -> dict[
     return results
 
 
+def engine_beats(seeds: int, lookahead: float, tempo_bpm: float = 120.0) -> dict:
+    """The live engine driven with transport and note events (a two-bar phrase, then silence):
+    worker time per beat that hands out notes, and the slack before the first of them is due."""
+    from bridge.events import Beat, NoteOff, NoteOn, TransportChange
+    from engines.continuation.engine import ContinuationEngine
+
+    beat_s = 60.0 / tempo_bpm
+    compute_ms, slack_ms = [], []
+    for seed in range(seeds):
+        engine = ContinuationEngine()
+        for name, value in (
+            ("bars", 4),
+            ("seed", seed),
+            ("silence_beats", 1.0),
+            ("lookahead_beats", lookahead),
+        ):
+            engine.set_param(name, value)
+        engine.process(TransportChange(True, 0.0, 0.0, "start"))
+        for beat in range(8):
+            engine.process(Beat(beat, beat * beat_s, tempo_bpm))
+            pitch = (72, 74, 76, 77, 79, 77, 76, 74)[beat]
+            engine.process(NoteOn(pitch, 90, 0, beat * beat_s, float(beat)))
+            if beat % 2 == 0:
+                engine.process(NoteOn(48 if beat % 4 == 0 else 43, 70, 0, beat * beat_s, float(beat)))
+            engine.process(NoteOff(pitch, 0, (beat + 0.8) * beat_s, beat + 0.8))
+            if beat % 2 == 1:
+                engine.process(NoteOff(48 if beat % 4 == 1 else 43, 0, (beat + 0.8) * beat_s, beat + 0.8))
+        for beat in range(8, 30):
+            started = time.perf_counter()
+            outputs = engine.process(Beat(beat, beat * beat_s, tempo_bpm))
+            elapsed = (time.perf_counter() - started) * 1000
+            if outputs:
+                compute_ms.append(elapsed)
+                slack_ms.append((min(o.at_beats for o in outputs) - beat) * beat_s * 1000 - elapsed)
+    compute_ms.sort()
+    return {
+        "lookahead_beats": lookahead,
+        "tempo_bpm": tempo_bpm,
+        "beats_with_output": len(compute_ms),
+        "compute_ms": {
+            "median": float(np.median(compute_ms)),
+            "p90": compute_ms[int(0.9 * (len(compute_ms) - 1))],
+            "max": compute_ms[-1],
+        },
+        "slack_ms_min": float(min(slack_ms)),
+        "late_beats": sum(1 for s in slack_ms if s < 0),
+    }
+
+
 def machine_load() -> dict:
     top = subprocess.run(
         ["ps", "-eo", "pcpu,ni,args", "--sort=-pcpu"], check=False, capture_output=True, text=True
@@ -183,6 +234,9 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per path (median, best)")
     parser.add_argument("--sizes", default="", help="e.g. 192x4,160x4,128x4 (needs torch)")
+    parser.add_argument(
+        "--engine-seeds", type=int, default=8, help="live-engine runs per look-ahead (0 = skip)"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     model = ContinuationModel.load(args.model)
@@ -209,6 +263,8 @@ def main() -> None:
         result["ratio_ort_vs_torch"] = rates["ort_kv_cache"]["median"] / rates["torch_kv_cache"]["median"]
     result["sampling_step"] = sampling_step_us(prompt)
     result["eight_bars"] = eight_bars(model, prompt, args.generations)
+    if args.engine_seeds:
+        result["engine_per_beat"] = [engine_beats(args.engine_seeds, la) for la in (0.25, 0.5)]
     if args.sizes:
         result["sizes"] = size_sweep(args.sizes, prompt, args.tokens, args.rounds)
     result["load_after"] = machine_load()

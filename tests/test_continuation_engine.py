@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.errors import ParameterError
-from bridge.events import Beat, Note, NoteOff, NoteOn, Send, TransportChange
+from bridge.events import Beat, NoteOff, NoteOn, Send, TransportChange
 from engines import engine_class
 from engines.continuation.engine import ContinuationEngine
 from engines.continuation.runtime import DEFAULT_MODEL
@@ -49,36 +49,53 @@ def test_registered_under_its_name() -> None:
     assert engine_class("continuation") is ContinuationEngine
 
 
+def notes_of(handed: list[tuple[int, Send]]) -> list[tuple[float, float | None, int, int]]:
+    """(on, off, pitch, beat it was handed at) of each note from the engine's timed messages."""
+    notes: list[list] = []
+    for beat, send in handed:
+        message = send.message
+        if message.type == "note_on" and message.velocity > 0:
+            notes.append([send.at_beats, None, message.note, beat])
+        else:
+            match = next(n for n in notes if n[2] == message.note and n[1] is None)  # no stray off
+            match[1] = send.at_beats
+    return [tuple(n) for n in notes]
+
+
 def test_silence_starts_a_continuation_at_the_next_bar_streamed_beat_by_beat(engine) -> None:
     assert phrase(engine) == []
     out = beats(engine, 8, 30)
     assert out[8] == [] and out[9] == []  # silent for 1.2 beats: not yet
     assert engine.generations == 1
-    notes = [(b, n) for b, outputs in out.items() for n in outputs]
-    assert notes and all(isinstance(n, Note) for _, n in notes)
+    handed = [(b, o) for b, outputs in out.items() for o in outputs]
+    assert handed and all(isinstance(o, Send) and o.at_beats is not None for _, o in handed)
     lookahead = engine.param("lookahead_beats")
-    for handed_at, note in notes:
-        # a beat at most ahead, never in the past, inside the two bars from bar line 12
-        assert handed_at <= note.at_beats < handed_at + 1 + lookahead
-        assert 12 <= note.at_beats < 20
-        assert note.pitch % 12 in C_MAJOR
-        assert 0 < note.duration_beats <= engine.param("max_note_beats")
+    for beat, send in handed:
+        # a beat (+ look-ahead) at most ahead, never in the past, inside the two bars from bar line 12
+        assert beat <= send.at_beats < beat + 1 + lookahead
+        assert 12 <= send.at_beats <= 20
+    notes = notes_of(handed)
+    assert notes and all(off is not None for _, off, _, _ in notes), "every note-on has its note-off"
+    for on, off, pitch, _ in notes:
+        assert pitch % 12 in C_MAJOR
+        assert 0 < off - on <= engine.param("max_note_beats")
     assert not engine.continuing
-    assert {round(n.at_beats) for _, n in notes} & {12, 13, 14, 15}, "the first bar is played"
+    assert {round(on) for on, _, _, _ in notes} & {12, 13, 14, 15}, "the first bar is played"
 
 
 def test_playing_again_stops_and_releases(engine) -> None:
     phrase(engine)
-    handed: list[Note] = []
+    handed: list[tuple[int, Send]] = []
     beat = 8
     while not handed:
-        handed += engine.process(Beat(beat, beat * 0.5, 120.0))
+        handed += [(beat, o) for o in engine.process(Beat(beat, beat * 0.5, 120.0))]
         beat += 1
         assert beat < 20, "no continuation came"
     assert engine.continuing
-    now = min(n.at_beats for n in handed) + 0.01  # the player comes back just after the first note
-    sounding = {n.pitch for n in handed if n.at_beats <= now < n.at_beats + n.duration_beats}
-    pending = {n.pitch for n in handed if n.at_beats > now}
+    notes = notes_of(handed)
+    now = min(on for on, _, _, _ in notes) + 0.01  # the player comes back just after the first note
+    sounding = {p for on, off, p, _ in notes if on <= now and (off is None or off > now)}
+    pending = {p for on, _, p, _ in notes if on > now}
     released = engine.process(NoteOn(60, 90, 0, now / 2, now))
     assert not engine.continuing and sounding
     offs_now = {s.message.note for s in released if isinstance(s, Send) and s.at_beats is None}
@@ -102,7 +119,7 @@ def test_osc_trigger_and_loop_boundary_start_a_continuation(engine) -> None:
     engine.process(TransportChange(True, 0.0, 14.0, "locate"))
     out = beats(engine, 0, 12)
     assert engine.generations == 2
-    assert [n for outputs in out.values() for n in outputs if isinstance(n, Note)]
+    assert [o for outputs in out.values() for o in outputs if o.message.type == "note_on"]
 
 
 def test_parameters_are_typed(engine) -> None:

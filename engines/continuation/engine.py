@@ -7,8 +7,9 @@ split at ``split``; the continuation starts at the first bar line at least one b
 lasts ``bars`` bars.
 
 Streaming: generation runs on the slot's worker, a beat at a time. On each beat it generates
-until every note starting before the end of the next beat (+ ``lookahead_beats``) is complete,
-and hands exactly those notes to the host's scheduler; everything later stays in the model.
+until the model's time passes the end of the next beat (+ ``lookahead_beats``) and hands the
+note-ons and note-offs before that point to the host's scheduler (as timed raw messages, which
+the host tracks for note safety); everything later stays in the model.
 The moment the player plays again, generation stops and every continuation note sounding then
 is released at once. The engine contract cannot take back output already handed to the
 scheduler, so a note handed for the rest of the current beat (at most one beat + look-ahead)
@@ -23,10 +24,10 @@ from pathlib import Path
 
 import mido
 
-from bridge.events import Beat, EngineInput, EngineOutput, Note, NoteOff, NoteOn, Send, TransportChange
+from bridge.events import Beat, EngineInput, EngineOutput, NoteOff, NoteOn, Send, TransportChange
 from engines.base import Engine, Param
 
-from .live import LiveNote, NoteStream, PlayerHistory
+from .live import NoteStream, PlayerHistory
 from .offline import prompt_tokens
 from .runtime import DEFAULT_MODEL, PLAIN_MODEL, ContinuationModel
 from .sample import SamplingConfig, Stream, scale_pitch_classes
@@ -76,11 +77,11 @@ class ContinuationEngine(Engine):
         Param(
             "lookahead_beats",
             "float",
-            0.25,
+            0.5,
             0.05,
-            1.0,
+            2.0,
             unit="beats",
-            doc="How far past the next beat notes are handed out",
+            doc="How far past the next beat notes are handed out (the worker's time to generate a beat)",
         ),
         Param("embedding", "choice", "smart", choices=("smart", "plain"), doc="Which shipped model"),
     )
@@ -100,7 +101,7 @@ class ContinuationEngine(Engine):
         self.stream: NoteStream | None = None
         self.start_beats = 0.0
         self.handed_until = 0.0
-        self.handed: list[tuple[float, float, int]] = []  # (on, off, pitch) in song beats
+        self.handed: list[list] = []  # [on, off or None, pitch] in song beats, notes handed out
         self.position_beats = 0.0
         self.pending_trigger = False
         self.history.clear()
@@ -142,7 +143,9 @@ class ContinuationEngine(Engine):
                 jump = self.position_beats - event.beats
                 self.start_beats -= jump
                 self.handed_until -= jump
-                self.handed = [(on - jump, off - jump, pitch) for on, off, pitch in self.handed]
+                self.handed = [
+                    [on - jump, None if off is None else off - jump, p] for on, off, p in self.handed
+                ]
             elif self.param("on_loop") and self.history.fresh and not self.history.open:
                 self.pending_trigger = True
         self.position_beats = event.beats
@@ -205,22 +208,29 @@ class ContinuationEngine(Engine):
         self.generations += 1
 
     def _hand_out(self, beats: float) -> list[EngineOutput]:
-        """Notes that start before the next beat + look-ahead, each handed out once."""
+        """Note-ons and note-offs before the next beat + look-ahead, each handed out once."""
         stream = self.stream
         horizon = beats + 1.0 + self.param("lookahead_beats")
         if stream is None or horizon <= self.handed_until:
             return []
-        self.handed = [h for h in self.handed if h[1] > beats]
-        outputs: list[EngineOutput] = [self._note(n) for n in stream.take(horizon - self.start_beats)]
+        self.handed = [h for h in self.handed if h[1] is None or h[1] > beats]
+        outputs: list[EngineOutput] = []
+        for event in stream.take(horizon - self.start_beats):
+            at = self.start_beats + event.at_beats
+            if event.velocity:
+                self.handed.append([at, None, event.pitch])
+                message = mido.Message("note_on", note=event.pitch, velocity=event.velocity)
+            else:
+                for record in self.handed:  # the earliest open note of that pitch ends
+                    if record[2] == event.pitch and record[1] is None:
+                        record[1] = at
+                        break
+                message = mido.Message("note_off", note=event.pitch, velocity=0)
+            outputs.append(Send(message, at_beats=at))
         self.handed_until = horizon
         if stream.finished:
             self.stream = None
         return outputs
-
-    def _note(self, note: LiveNote) -> Note:
-        on = self.start_beats + note.onset_beats
-        self.handed.append((on, on + note.duration_beats, note.pitch))
-        return Note(note.pitch, note.velocity, note.duration_beats, at_beats=on)
 
     def _stop(self, beats: float) -> list[EngineOutput]:
         """The player plays again: stop generating and release every continuation note."""
@@ -228,7 +238,7 @@ class ContinuationEngine(Engine):
         self.interrupted += 1
         outputs: list[EngineOutput] = []
         for on, off, pitch in self.handed:
-            if off <= beats:
+            if off is not None and off <= beats:
                 continue
             if on <= beats:  # sounding now: off at once
                 outputs.append(Send(mido.Message("note_off", note=pitch, velocity=0)))

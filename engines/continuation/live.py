@@ -3,8 +3,8 @@
 ``PlayerHistory`` keeps the player's notes on the model's grid (12 steps per beat) in
 performance time: song position plus an offset that grows at every jump back (a loop), so a
 phrase played across a loop boundary stays one phrase. ``NoteStream`` turns a sampling
-``Stream`` into complete notes (onset, duration, hand, pitch, velocity) as the tokens come,
-generating only as far ahead as asked, so the worker spends a few milliseconds per beat.
+``Stream`` into timed note-on/note-off events as the tokens come, generating only as far ahead
+as asked, so the worker spends about one beat's worth of model steps per beat.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from .tokens import (
     velocity_of_bin,
 )
 
-__all__ = ["LiveNote", "NoteStream", "PlayerHistory"]
+__all__ = ["LiveEvent", "NoteStream", "PlayerHistory"]
 
 
 class PlayerHistory:
@@ -86,18 +86,20 @@ class PlayerHistory:
 
 
 @dataclass(frozen=True)
-class LiveNote:
-    """A generated note; onset and duration in beats from the start of the continuation."""
+class LiveEvent:
+    """A generated note-on (velocity > 0) or note-off (velocity 0), in beats from the start of
+    the continuation."""
 
-    onset_beats: float
-    duration_beats: float
+    at_beats: float
     hand: int
     pitch: int
     velocity: int
 
 
 class NoteStream:
-    """Complete notes of a continuation, generated on demand."""
+    """The note-ons and note-offs of a continuation, generated on demand: ``take(b)`` generates
+    until the model's time passes ``b`` beats, so each call costs only the tokens of the span
+    asked for (a note held for bars does not make it generate bars ahead)."""
 
     def __init__(self, stream: Stream) -> None:
         self.stream = stream
@@ -105,8 +107,7 @@ class NoteStream:
         self.origin_steps = stream.state.now_steps  # the prompt's end = the continuation's start
         self.now_steps = self.origin_steps
         self.velocity = 64
-        self.open: dict[tuple[int, int], tuple[int, int]] = {}
-        self.completed: list[LiveNote] = []
+        self.pending: list[LiveEvent] = []
         self.done = False
         self.tokens = 0
 
@@ -115,26 +116,22 @@ class NoteStream:
         """How far the model has written, in beats from the start."""
         return (self.now_steps - self.origin_steps) / STEPS_PER_QUARTER
 
-    def take(self, beats: float) -> list[LiveNote]:
-        """Generate until every note that starts before ``beats`` is complete (or the end);
-        returns those notes (by onset) once; later notes wait for a later call."""
-        while not self.done:
-            earliest_open = min((onset for onset, _ in self.open.values()), default=self.now_steps)
-            if (earliest_open - self.origin_steps) / STEPS_PER_QUARTER >= beats:
-                break
+    @property
+    def finished(self) -> bool:
+        """Everything generated and handed out."""
+        return self.done and not self.pending
+
+    def take(self, beats: float) -> list[LiveEvent]:
+        """Every event before ``beats``, in order, once; generates as far as needed."""
+        while not self.done and self.generated_beats < beats:
             token = next(self._tokens, None)
             if token is None:
                 self.done = True
                 break
             self._advance(token)
-        ready = sorted((n for n in self.completed if n.onset_beats < beats), key=lambda n: n.onset_beats)
-        self.completed = [n for n in self.completed if n.onset_beats >= beats]
+        ready = [e for e in self.pending if e.at_beats < beats]
+        self.pending = self.pending[len(ready) :]  # events are appended in time order
         return ready
-
-    @property
-    def finished(self) -> bool:
-        """Everything generated and handed out."""
-        return self.done and not self.open and not self.completed
 
     def _advance(self, token: int) -> None:
         self.tokens += 1
@@ -145,17 +142,6 @@ class NoteStream:
         elif token >= NOTE_BASE:
             index = token - NOTE_BASE
             hand, kind = index // (2 * NUM_PITCHES), (index // NUM_PITCHES) % 2
-            pitch = index % NUM_PITCHES + LOW_PITCH
-            if kind == NOTE_ON:
-                self.open[(hand, pitch)] = (self.now_steps, self.velocity)
-            elif (hand, pitch) in self.open:
-                onset, velocity = self.open.pop((hand, pitch))
-                self.completed.append(
-                    LiveNote(
-                        (onset - self.origin_steps) / STEPS_PER_QUARTER,
-                        (self.now_steps - onset) / STEPS_PER_QUARTER,
-                        hand,
-                        pitch,
-                        velocity,
-                    )
-                )
+            at = (self.now_steps - self.origin_steps) / STEPS_PER_QUARTER
+            velocity = self.velocity if kind == NOTE_ON else 0
+            self.pending.append(LiveEvent(at, hand, index % NUM_PITCHES + LOW_PITCH, velocity))

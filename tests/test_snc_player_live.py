@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from numpy.lib.stride_tricks import sliding_window_view
 
 from engines.snc.reader import SncReader
 from tests.jackutil import ROOT
@@ -90,6 +91,9 @@ def song_offset(
     return lags[int(np.argmin(errors))]
 
 
+SEARCH = RATE // 4
+
+
 def follow(
     recorded: np.ndarray,
     reference_at: Callable[[int], np.ndarray | None],
@@ -100,8 +104,9 @@ def follow(
     """Walk the recording in 256-frame chunks from ``start`` (playing ``song_frame``) and say,
     for each (song frame, equal, recording index) whether it equals the reference sample for
     sample (``reference_at(frame)``; None: not judged). A JACK cycle dropped on the loaded dummy
-    server shifts what follows, so a chunk that does not match where expected is looked for
-    within 3,000 frames and the walk goes on from there: every chunk is still compared exactly."""
+    server, or the engine re-seeking after such a stall, shifts what follows, so a chunk that
+    does not match where expected is looked for within ``SEARCH`` frames and the walk goes on
+    from there: every chunk is still compared exactly."""
     found = []
     for index in range(start, len(recorded) - 255, 256):
         chunk_index = index
@@ -112,11 +117,15 @@ def follow(
             continue
         ok = np.abs(chunk - reference[song_frame : song_frame + 256]).max() < tolerance
         if not ok:
-            lags = range(max(0, song_frame - 3000), min(len(reference) - 256, song_frame + 3000))
-            errors = [np.abs(reference[lag : lag + 256] - chunk).max() for lag in lags]
+            low = max(0, song_frame - SEARCH)
+            windows = sliding_window_view(reference[low : song_frame + SEARCH + 256, 0], 256)
+            errors = np.abs(windows - chunk[:, 0]).max(axis=1)
             best = int(np.argmin(errors))
-            if errors[best] < tolerance:
-                song_frame, ok = lags[best], True
+            if (
+                errors[best] < tolerance
+                and np.abs(reference[low + best : low + best + 256] - chunk).max() < tolerance
+            ):
+                song_frame, ok = low + best, True
         found.append((song_frame, bool(ok), chunk_index))
         song_frame += 256
     return found

@@ -18,7 +18,8 @@ from bridge.events import EngineInput, EngineOutput
 
 __all__ = ["Param", "EngineContext", "Engine"]
 
-_KINDS = ("float", "int", "bool", "choice")
+_KINDS = ("float", "int", "bool", "choice", "text")
+_MAX_TEXT = 4096
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,13 @@ class Param:
     def coerce(self, value: Any) -> Any:
         """Convert ``value`` (from OSC, a map or a config file) to this parameter's type,
         or raise ParameterError naming the parameter and what it accepts."""
+        if self.kind == "text":
+            # A name or a path (a clip folder, a song file): a string from OSC, a map or a file.
+            if not isinstance(value, str) or not value.strip():
+                raise ParameterError(f"{self.name}: {value!r} is not a non-empty text")
+            if len(value) > _MAX_TEXT or any(ord(c) < 32 for c in value):
+                raise ParameterError(f"{self.name}: text must be one line of at most {_MAX_TEXT} characters")
+            return value.strip()
         if self.kind == "choice":
             text = str(value)
             if text not in self.choices:
@@ -84,6 +92,8 @@ class Param:
             return "one of " + ", ".join(self.choices)
         if self.kind == "bool":
             return "0 or 1"
+        if self.kind == "text":
+            return f"text{' (' + self.unit + ')' if self.unit else ''}"
         unit = f" {self.unit}" if self.unit else ""
         return f"{self.minimum}..{self.maximum}{unit}"
 

@@ -94,3 +94,14 @@ def test_param_declarations_are_strict():
         toggle.coerce("maybe")
     with pytest.raises(ParameterError, match="not an integer"):
         Param("n", "int", 1, 0, 10).coerce(2.5)
+
+
+def test_text_parameters_take_one_line_of_text():
+    folder = Param("clip_folder", "text", "~/clips", unit="folder")
+    assert folder.coerce("  /tmp/loops ") == "/tmp/loops"
+    assert folder.describe_range() == "text (folder)"
+    for bad in ("", "   ", 3, "a\nb", "x" * 5000):
+        with pytest.raises(ParameterError, match="clip_folder"):
+            folder.coerce(bad)
+    with pytest.raises(ParameterError):
+        Param("song", "text", "")

@@ -15,7 +15,6 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import mido
@@ -33,28 +32,12 @@ from .runtime import HarmonizerModel
 from .vocab import MASK, NC, ROOT_NAMES, token_pitch_classes
 from .voicing import STYLES, Voicing, VoicingConfig, render, voice_chord
 
-__all__ = ["FolderParam", "LearnedHarmonizer"]
+__all__ = ["LearnedHarmonizer"]
 
 log = logging.getLogger(__name__)
 ANTICIPATION_BEATS = 0.2  # a note this close before a beat belongs to that beat
 KEY_SWITCH_MARGIN = 0.15  # correlation a newly detected key must gain over the current one
 _KEYS = ("auto",) + ROOT_NAMES + tuple(f"{n}m" for n in ROOT_NAMES)
-
-
-@dataclass(frozen=True)
-class FolderParam(Param):
-    """A folder path parameter (text); ``~`` is expanded when used."""
-
-    def __post_init__(self) -> None:
-        self.coerce(self.default)
-
-    def coerce(self, value: Any) -> Any:
-        if not isinstance(value, str) or not value.strip() or "\0" in value:
-            raise ParameterError(f"{self.name}: {value!r} is not a folder path")
-        return value.strip()
-
-    def describe_range(self) -> str:
-        return "a folder path"
 
 
 def _shipped(kind: str) -> tuple[str, ...]:
@@ -95,7 +78,7 @@ class LearnedHarmonizer(Engine):
         Param("arousal", "float", 0.0, -1.0, 1.0, doc="Affect: arousal (positive = more active)"),
         Param("release_beats", "float", 1.0, 0.25, 8.0, unit="beats", doc="Silence after which chords stop"),
         Param("clip_bars", "int", 4, 0, 64, unit="bars", doc="Loop length (0: from transport start to stop)"),
-        FolderParam("clip_folder", "folder", "~/scorebridge-clips", doc="Where captured loops are saved"),
+        Param("clip_folder", "text", "~/scorebridge-clips", unit="folder", doc="Where captured loops are saved"),
     )
     latency_beats = 0.0
 

@@ -21,7 +21,7 @@ from typing import Any
 import mido
 
 from bridge.clock import Transport
-from bridge.errors import EngineError
+from bridge.errors import EngineError, ScoreBridgeError
 from bridge.events import EngineInput, Note, NoteOff, NoteOn, Send, TransportChange
 from bridge.output import NoteTracker, Scheduler
 from bridge.ports.base import OutputPort
@@ -312,6 +312,15 @@ class EngineHost:
                 "latency_ms": _percentiles(slot.latencies_s),
                 "sounding": len(self.tracker.sounding(name)),
                 "queued": slot.inbox.qsize(),
+                "engine_status": _engine_status(slot.engine),
             }
             for name, slot in self.slots.items()
         }
+
+
+def _engine_status(engine: Engine) -> dict[str, Any]:
+    """What the engine reports of itself (a player's buffers, a model's name); never fatal."""
+    try:
+        return engine.status()
+    except (ScoreBridgeError, OSError, RuntimeError, ValueError) as exc:
+        return {"error": str(exc)}

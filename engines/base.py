@@ -170,6 +170,11 @@ class Engine(ABC):
     def process(self, event: EngineInput) -> Sequence[EngineOutput]:
         """Turn one input event into zero or more outputs."""
 
+    def status(self) -> dict[str, Any]:
+        """Engine-specific state for ``scorebridge status`` (JSON-serialisable); called from the
+        OSC thread, so read, don't change. Default: nothing."""
+        return {}
+
     def reset(self) -> None:
         """Forget musical state (transport stop, locate, engine swap). The host has already
         released every note this engine was sounding."""

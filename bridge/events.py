@@ -8,6 +8,7 @@ Time units are part of every name: ``_s`` (seconds on the bridge's monotonic clo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import mido
 
@@ -21,6 +22,7 @@ __all__ = [
     "EngineInput",
     "Note",
     "Send",
+    "Silence",
     "EngineOutput",
 ]
 
@@ -111,4 +113,13 @@ class Send:
     at_beats: float | None = None
 
 
-EngineOutput = Note | Send
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """Stop at once: the host cancels everything this engine has handed over for later and
+    releases every note it sounds (note-offs now), before the outputs that follow it. For an
+    engine interrupted mid-phrase (the continuation when the player plays again)."""
+
+    at_beats: ClassVar[None] = None
+
+
+EngineOutput = Note | Send | Silence

@@ -22,7 +22,7 @@ import mido
 
 from bridge.clock import Transport
 from bridge.errors import EngineError, ScoreBridgeError
-from bridge.events import EngineInput, Note, NoteOff, NoteOn, Send, TransportChange
+from bridge.events import EngineInput, Note, NoteOff, NoteOn, Send, Silence, TransportChange
 from bridge.output import NoteTracker, Scheduler
 from bridge.ports.base import OutputPort
 from engines import Engine, EngineContext, engine_class
@@ -129,14 +129,17 @@ class Slot:
             self.dropped_stale += len(outputs)
             return
         for output in outputs:
-            self._dispatch(output)
+            self._dispatch(output)  # a Silence bumps the epoch: what follows it is still sent
         if outputs and isinstance(event, (NoteOn, NoteOff)) and outputs[0].at_beats is None:
             self.latencies_s.append(time.perf_counter() - event.time_s)
 
-    def _dispatch(self, output: Note | Send) -> None:
+    def _dispatch(self, output: Note | Send | Silence) -> None:
         channel = self.config.out_channel
         tracker, scheduler, transport = self.host.tracker, self.host.scheduler, self.host.transport
         self.outputs += 1
+        if isinstance(output, Silence):
+            self.silence()
+            return
         if isinstance(output, Send):
             data = output.message.bytes()
             if data[0] < 0xF0:  # channel messages go out on the slot's channel

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.errors import ParameterError
-from bridge.events import Beat, NoteOff, NoteOn, Send, TransportChange
+from bridge.events import Beat, NoteOff, NoteOn, Send, Silence, TransportChange
 from engines import engine_class
 from engines.continuation.engine import ContinuationEngine
 from engines.continuation.runtime import DEFAULT_MODEL
@@ -94,15 +94,10 @@ def test_playing_again_stops_and_releases(engine) -> None:
     assert engine.continuing
     notes = notes_of(handed)
     now = min(on for on, _, _, _ in notes) + 0.01  # the player comes back just after the first note
-    sounding = {p for on, off, p, _ in notes if on <= now and (off is None or off > now)}
-    pending = {p for on, _, p, _ in notes if on > now}
     released = engine.process(NoteOn(60, 90, 0, now / 2, now))
-    assert not engine.continuing and sounding
-    offs_now = {s.message.note for s in released if isinstance(s, Send) and s.at_beats is None}
-    cuts = {s.message.note for s in released if isinstance(s, Send) and s.at_beats is not None}
-    assert offs_now == sounding
-    assert cuts == pending
-    assert all(m.message.type == "note_off" for m in released)
+    assert not engine.continuing
+    # The host cancels what was handed out for later and releases what sounds (tested live).
+    assert released == [Silence()]
     assert not any(beats(engine, beat, beat + 12).values())  # nothing more is handed out
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.errors import EngineError, ParameterError
-from bridge.events import Beat, ControlChange, Note, NoteOff, NoteOn, Send, TransportChange
+from bridge.events import Beat, ControlChange, Note, NoteOff, NoteOn, Send, Silence, TransportChange
 from engines import available_engines, engine_class
 from engines.base import Engine, Param
 
@@ -51,7 +51,7 @@ def test_process_returns_valid_outputs_for_every_event_kind(name):
     engine = engine_class(name)()
     for event in EVENTS:
         for output in engine.process(event):
-            assert isinstance(output, (Note, Send))
+            assert isinstance(output, (Note, Send, Silence))
             if isinstance(output, Send):
                 assert output.message.type in ("note_on", "note_off", "control_change", "pitchwheel")
     engine.reset()
@@ -67,6 +67,8 @@ def test_every_note_on_is_matched_by_a_note_off_or_reset(name):
                 sounding.add(output.message.note)
             elif isinstance(output, Send) and output.message.type in ("note_off", "note_on"):
                 sounding.discard(output.message.note)
+            elif isinstance(output, Silence):  # the host releases every note of the slot
+                sounding.clear()
     assert not sounding, f"{name} left {sorted(sounding)} sounding after every key was released"
 
 

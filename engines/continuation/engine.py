@@ -10,10 +10,9 @@ Streaming: generation runs on the slot's worker, a beat at a time. On each beat 
 until the model's time passes the end of the next beat (+ ``lookahead_beats``) and hands the
 note-ons and note-offs before that point to the host's scheduler (as timed raw messages, which
 the host tracks for note safety); everything later stays in the model.
-The moment the player plays again, generation stops and every continuation note sounding then
-is released at once. The engine contract cannot take back output already handed to the
-scheduler, so a note handed for the rest of the current beat (at most one beat + look-ahead)
-still starts, cut to one clock tick; no note is ever left on.
+The moment the player plays again, generation stops and the engine answers with a ``Silence``
+output: the host cancels everything handed to the scheduler and releases every continuation
+note at once, so nothing of the continuation sounds after the player's first note.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import mido
 
-from bridge.events import Beat, EngineInput, EngineOutput, NoteOff, NoteOn, Send, TransportChange
+from bridge.events import Beat, EngineInput, EngineOutput, NoteOff, NoteOn, Send, Silence, TransportChange
 from engines.base import Engine, Param
 
 from .live import NoteStream, PlayerHistory
@@ -39,7 +38,6 @@ _NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 _KEYS = ("off",) + _NAMES + tuple(f"{n}m" for n in _NAMES)
 _STYLES = ("piano", "chorale", "quartet", "part")
 _MIN_LEAD_BEATS = 1.0  # the continuation starts at a bar line at least this far ahead
-_CUT_BEATS = 1 / 24  # a note handed out before the player came back is cut to one clock tick
 
 
 class ContinuationEngine(Engine):
@@ -233,17 +231,9 @@ class ContinuationEngine(Engine):
         return outputs
 
     def _stop(self, beats: float) -> list[EngineOutput]:
-        """The player plays again: stop generating and release every continuation note."""
+        """The player plays again: stop generating; the host cancels what was handed over for
+        later and releases every continuation note at once."""
         self.stream = None
         self.interrupted += 1
-        outputs: list[EngineOutput] = []
-        for on, off, pitch in self.handed:
-            if off is not None and off <= beats:
-                continue
-            if on <= beats:  # sounding now: off at once
-                outputs.append(Send(mido.Message("note_off", note=pitch, velocity=0)))
-            else:  # handed for later in this beat: cut to one clock tick after its note-on
-                cut = Send(mido.Message("note_off", note=pitch, velocity=0), at_beats=on + _CUT_BEATS)
-                outputs.append(cut)
         self.handed = []
-        return outputs
+        return [Silence()]

@@ -78,6 +78,8 @@ def _open_run(curriculum: str, args: argparse.Namespace, config: ModelConfig) ->
     checkpoint = torch.load(last, map_location="cpu", weights_only=False) if last.exists() else None
     if checkpoint and (checkpoint["curriculum"] != curriculum or checkpoint["total_steps"] != args.steps):
         raise ValueError(f"{last} was trained with {checkpoint['curriculum']}/{checkpoint['total_steps']} steps")
+    if checkpoint is None and args.init is not None:  # warm start: weights only, a new schedule
+        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["model"])
     run = Run(curriculum, out, model, optimizer, np.random.default_rng(args.seed), (out / "log.jsonl").open("a"))
     if checkpoint:
         model.load_state_dict(checkpoint["model"])
@@ -142,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-minutes", type=float, default=4.0)
     parser.add_argument("--stop-at", help="HH:MM UTC: save every run and stop (all at the same step)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init", type=Path, help="start from this checkpoint's weights (a new schedule)")
     args = parser.parse_args(argv)
     stop_at = _deadline(args.stop_at)
     torch.set_num_threads(1)

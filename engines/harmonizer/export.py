@@ -160,6 +160,7 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
             "total_steps": checkpoint["total_steps"],
             "finished": checkpoint["step"] >= checkpoint["total_steps"],
             "checkpoint": str(checkpoint_path),
+            "warm_start_from": checkpoint["args"].get("init") if checkpoint["args"].get("init") != "None" else None,
             "args": checkpoint["args"],
         },
         "data": summary(raw, grid),

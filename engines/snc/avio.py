@@ -79,8 +79,8 @@ class TrackWriter:
 
 def _frame_array(frame: av.AudioFrame, channels: int) -> np.ndarray:
     data = frame.to_ndarray()
-    if frame.format.is_planar:
-        return data.T
+    if data.shape[0] == channels and data.ndim == 2 and (channels > 1 or frame.format.is_planar):
+        return data.T  # planar: (channels, frames)
     return data.reshape(-1, channels)
 
 

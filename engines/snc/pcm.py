@@ -85,11 +85,16 @@ class Rechunker:
     def pop(self, frames: int, pad: bool = False) -> np.ndarray | None:
         if self.size < frames and not pad:
             return None
-        joined = np.concatenate(self.parts) if self.parts else np.zeros((0, self.channels), self.dtype)
-        block, rest = joined[:frames], joined[frames:]
-        self.parts = [rest] if rest.size else []
-        self.size = rest.shape[0]
-        if block.shape[0] < frames:
-            block = np.concatenate([block, np.zeros((frames - block.shape[0], self.channels), self.dtype)])
-        return block
-
+        taken, count = [], 0
+        while self.parts and count < frames:  # copy only what the block needs; the rest stays a view
+            part = self.parts.pop(0)
+            want = frames - count
+            if part.shape[0] > want:
+                self.parts.insert(0, part[want:])
+                part = part[:want]
+            taken.append(part)
+            count += part.shape[0]
+        self.size -= count
+        if count < frames:
+            taken.append(np.zeros((frames - count, self.channels), self.dtype))
+        return np.concatenate(taken) if len(taken) > 1 else np.ascontiguousarray(taken[0])

@@ -73,7 +73,7 @@ def live_decisions(model: HarmonizerModel, example: dict, count: int) -> dict:
         started = time.perf_counter()
         logits = model.logits(window, harmony, va, style, condition)
         called = time.perf_counter()
-        allowed = allowed_tokens(len(truth), position)[position]
+        allowed = allowed_tokens(1, 0)[0]  # the current beat: any chord, no <pad>/<nc>
         nucleus_sample(logits[position], allowed, rng)
         finished = time.perf_counter()
         call_s.append(called - started)

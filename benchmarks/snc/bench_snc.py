@@ -30,8 +30,8 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from engines.snc import SncReader, encode  # noqa: E402
-from engines.snc.avio import TrackWriter, decode_blocks  # noqa: E402
+from engines.snc import SncReader, encode
+from engines.snc.avio import TrackWriter, decode_blocks
 
 
 def si_sdr(reference: np.ndarray, estimate: np.ndarray) -> float:

@@ -78,7 +78,16 @@ def render_part(notes, program: int, length_s: float, workdir: Path, name: str) 
 
 
 def master_chain(mix: np.ndarray) -> np.ndarray:
-    from pedalboard import Compressor, Gain, HighpassFilter, HighShelfFilter, Limiter, LowShelfFilter, PeakFilter, Pedalboard
+    from pedalboard import (
+        Compressor,
+        Gain,
+        HighpassFilter,
+        HighShelfFilter,
+        Limiter,
+        LowShelfFilter,
+        PeakFilter,
+        Pedalboard,
+    )
 
     board = Pedalboard([
         HighpassFilter(cutoff_frequency_hz=30),

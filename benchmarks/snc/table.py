@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["summary_table", "track_table", "merge"]
+__all__ = ["merge", "summary_table", "track_table"]
 
 LAYOUTS = [("snc_lossless", "SNC lossless"), ("snc_transparent", "SNC transparent"), ("snc_compact", "SNC compact"),
            ("snc_transparent_gain_only", "SNC transparent, gain-only mastering model"),
@@ -33,7 +33,7 @@ def summary_table(data: dict) -> str:
             "| SI-SDR master dB mean (worst) | stem SI-SDR dB mean (worst) | encode x RT CPU (slowest) "
             "| decode x RT CPU (slowest) |",
             "|---|---|---|---|---|---|---|---|",
-            f"| FLAC master (`flac -8`) | 1.000 | lossless | lossless | lossless | - | - | - |"]
+            "| FLAC master (`flac -8`) | 1.000 | lossless | lossless | lossless | - | - | - |"]
     for key, label in LAYOUTS:
         entries = [t[key] for t in tracks if key in t]
         if not entries:

@@ -8,4 +8,4 @@ from engines.snc.encode import encode
 from engines.snc.manifest import FORMAT_VERSION, LIMITS, MODES, Manifest, StemInfo
 from engines.snc.reader import SncReader
 
-__all__ = ["encode", "SncReader", "Manifest", "StemInfo", "FORMAT_VERSION", "LIMITS", "MODES"]
+__all__ = ["FORMAT_VERSION", "LIMITS", "MODES", "Manifest", "SncReader", "StemInfo", "encode"]

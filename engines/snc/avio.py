@@ -14,7 +14,7 @@ import numpy as np
 from bridge.errors import CodecError
 from engines.snc.pcm import Rechunker
 
-__all__ = ["TrackWriter", "decode_blocks", "merge_tracks", "LAYOUTS", "OPUS_COMPLEXITY"]
+__all__ = ["LAYOUTS", "OPUS_COMPLEXITY", "TrackWriter", "decode_blocks", "merge_tracks"]
 
 OPUS_COMPLEXITY = 5
 LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}

@@ -21,8 +21,8 @@ import numpy as np
 
 from bridge.errors import CodecError
 from engines.snc.avio import TrackWriter, decode_blocks, merge_tracks
-from engines.snc.loudness import LoudnessMeter
 from engines.snc.lossy import Coded, encode_lossy
+from engines.snc.loudness import LoudnessMeter
 from engines.snc.manifest import LIMITS, MODES, Manifest, StemInfo
 from engines.snc.mastering import MasteringModel
 from engines.snc.pcm import INT_SCALE, InputTrack

@@ -24,11 +24,19 @@ import numpy as np
 from engines.snc.avio import TrackWriter, decode_blocks
 from engines.snc.loudness import LoudnessMeter
 from engines.snc.manifest import StemInfo
-from engines.snc.mastering import (ENVELOPE_HOPS, FIR_LOOKAHEAD, FIR_TAPS, MAX_ENVELOPE_POINTS, FirFitter,
-                                   MasteringModel, envelope_gains, mix_sum)
+from engines.snc.mastering import (
+    ENVELOPE_HOPS,
+    FIR_LOOKAHEAD,
+    FIR_TAPS,
+    MAX_ENVELOPE_POINTS,
+    FirFitter,
+    MasteringModel,
+    envelope_gains,
+    mix_sum,
+)
 from engines.snc.pcm import InputTrack
 
-__all__ = ["encode_lossy", "stem_bitrate", "residual_bitrate", "Coded", "STEM_BITRATES", "MASTER_SNR_TARGET_DB"]
+__all__ = ["MASTER_SNR_TARGET_DB", "STEM_BITRATES", "Coded", "encode_lossy", "residual_bitrate", "stem_bitrate"]
 
 BLOCK_FRAMES = 48000
 # Opus VBR target for a stereo stem active all the time, as loud as the loudest stem.

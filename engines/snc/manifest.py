@@ -14,7 +14,7 @@ from typing import Any
 
 from bridge.errors import CodecError
 
-__all__ = ["FORMAT_VERSION", "LIMITS", "MODES", "StemInfo", "Manifest"]
+__all__ = ["FORMAT_VERSION", "LIMITS", "MODES", "Manifest", "StemInfo"]
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # v1: gain-only mastering model, no FIR/envelope

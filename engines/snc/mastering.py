@@ -25,8 +25,18 @@ from scipy import fft as sfft
 
 from bridge.errors import CodecError
 
-__all__ = ["MasteringModel", "ModelStream", "FirFitter", "mix_sum", "envelope_gains", "FIR_TAPS", "FIR_LOOKAHEAD",
-           "ENVELOPE_HOPS", "MAX_ENVELOPE_POINTS", "MAX_FIR_TAPS"]
+__all__ = [
+    "ENVELOPE_HOPS",
+    "FIR_LOOKAHEAD",
+    "FIR_TAPS",
+    "MAX_ENVELOPE_POINTS",
+    "MAX_FIR_TAPS",
+    "FirFitter",
+    "MasteringModel",
+    "ModelStream",
+    "envelope_gains",
+    "mix_sum",
+]
 
 FIR_TAPS = 1024
 FIR_LOOKAHEAD = 32

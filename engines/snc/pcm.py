@@ -11,7 +11,7 @@ import soundfile as sf
 
 from bridge.errors import CodecError
 
-__all__ = ["InputTrack", "Rechunker", "INT_SCALE"]
+__all__ = ["INT_SCALE", "InputTrack", "Rechunker"]
 
 INT_SCALE = {"s16": 32768.0, "s24": 8388608.0}
 

@@ -8,7 +8,7 @@ continuation, in tracks named ``right`` and ``left``.
 
 Valence/arousal: by default the music's own (computed from the prompt as in training);
 ``--valence V --arousal A`` for a constant, or ``--va VA.csv`` for a curve over the file's
-time (header ``beats,valence,arousal`` or ``seconds,valence,arousal``, values in [-1, 1],
+time (``time_s,valence,arousal`` as ``va analyze`` writes it, or ``beats,...``; values in [-1, 1],
 interpolated between rows and held at the ends). Only numpy, onnxruntime and mido are
 imported: never torch.
 """
@@ -56,7 +56,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--valence", type=float, help="constant valence in [-1, 1] (with --arousal)")
     p.add_argument("--arousal", type=float, help="constant arousal in [-1, 1] (with --valence)")
-    p.add_argument("--va", type=Path, help="CSV curve: beats|seconds,valence,arousal")
+    p.add_argument("--va", type=Path, help="VA curve (CSV/JSON): time_s|beats,valence,arousal")
     p.add_argument(
         "--split", type=int, default=60, help="untagged notes below this are the left hand (default 60)"
     )
@@ -65,36 +65,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def read_va_curve(path: Path, seconds_per_beat: float) -> tuple[np.ndarray, np.ndarray]:
-    """(times in beats, [rows, 2] valence/arousal) of a VA CSV; ConfigError naming the line."""
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            rows = [r for r in csv.reader(handle) if r and any(c.strip() for c in r)]
-    except FileNotFoundError:
-        raise ConfigError(f"--va {path}: no such file") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ConfigError(f"--va {path}: cannot read it ({exc})") from None
-    header = [c.strip().lower() for c in rows[0]] if rows else []
-    if header not in (["beats", "valence", "arousal"], ["seconds", "valence", "arousal"]):
-        raise ConfigError(
-            f"--va {path}: the first line must be 'beats,valence,arousal' or 'seconds,valence,arousal', "
-            f"not {','.join(header) or '(empty file)'}"
-        )
-    values: list[tuple[float, float, float]] = []
-    for number, row in enumerate(rows[1:], start=2):
+    """(times in beats, [rows, 2] valence/arousal) of a VA curve, read with the project's curve
+    helper (`engines/va/curve.py`): CSV or JSON with ``time_s`` (what ``scorebridge va analyze``
+    writes) or ``seconds`` (both converted at the file's tempo), or a CSV with ``beats``."""
+    from engines.va import read_curve
+
+    unit = "time_s"
+    if path.suffix.lower() != ".json":
         try:
-            moment, valence, arousal = (float(c) for c in row)
-        except ValueError:
-            raise ConfigError(f"--va {path} line {number}: need three numbers, got {row}") from None
-        if not (np.isfinite(moment) and moment >= 0 and -1 <= valence <= 1 and -1 <= arousal <= 1):
-            raise ConfigError(f"--va {path} line {number}: time must be >= 0, valence and arousal in [-1, 1]")
-        if values and moment < values[-1][0]:
-            raise ConfigError(f"--va {path} line {number}: times must not decrease")
-        values.append((moment, valence, arousal))
-    if not values:
-        raise ConfigError(f"--va {path}: no data rows after the header")
-    table = np.array(values)
-    times = table[:, 0] if header[0] == "beats" else table[:, 0] / seconds_per_beat
-    return times, table[:, 1:]
+            with open(path, newline="", encoding="utf-8-sig") as handle:
+                header = [cell.strip().lower() for cell in next(csv.reader(handle), [])]
+        except FileNotFoundError:
+            raise ConfigError(f"--va {path}: no such file") from None
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise ConfigError(f"--va {path}: cannot read it ({exc})") from None
+        unit = next((name for name in ("beats", "time_s", "seconds") if name in header), "time_s")
+    curve = read_curve(path, (unit, "valence", "arousal"))
+    times = curve.time_s if unit == "beats" else curve.time_s / seconds_per_beat
+    return np.asarray(times, dtype=np.float64), np.stack([curve.valence, curve.arousal], axis=1)
 
 
 def _check(args: argparse.Namespace) -> None:

@@ -70,6 +70,9 @@ def snc_command(args: argparse.Namespace) -> int:
             print(f"  {stem['name']} ({stem['role']}): {stem['codec']}"
                   f"{' ' + str(stem['bitrate_bps'] // 1000) + ' kb/s' if stem['bitrate_bps'] else ''}, "
                   f"{stem['loudness_lufs']} LUFS")
-        print(f"  residual: {data['residual']}; mastering: {data['mastering']['model']}; "
-              f"contexts: {', '.join(data['contexts']) or 'none'}")
+        residual = data["residual"]
+        rate = f" {residual['bitrate_bps'] // 1000} kb/s" if residual.get("bitrate_bps") else ""
+        model_snr = f", model SNR {residual['model_snr_db']} dB" if residual.get("model_snr_db") is not None else ""
+        print(f"  residual: {residual['codec']}{rate}, {residual['rms_dbfs']} dBFS{model_snr}; "
+              f"mastering: {data['mastering']['model']}; contexts: {', '.join(data['contexts']) or 'none'}")
     return 0

@@ -221,3 +221,16 @@ def test_lossy_files_with_bad_models_are_refused(transparent_file, tmp_path, cha
     _rewrite_manifest(transparent_file, bad, change)
     with pytest.raises(CodecError, match=message):
         SncReader(bad)
+
+
+def test_info_summarises_without_the_packed_model(transparent_file):
+    done = subprocess.run([sys.executable, "-m", "bridge", "snc", "info", str(transparent_file), "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    info = json.loads(done.stdout)
+    assert info["version"] == 2 and info["mastering"]["model"] == "fir-envelope"
+    assert "fir" not in info["mastering"] and "gains" not in info["residual"]
+    assert info["residual"]["bitrate_bps"] > 0 and len(done.stdout) < 4000
+    text = subprocess.run([sys.executable, "-m", "bridge", "snc", "info", str(transparent_file)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=True).stdout
+    assert "mastering: fir-envelope" in text and "model SNR" in text

@@ -252,5 +252,7 @@ class SncReader:
                 "sample_rate": m.sample_rate, "channels": m.channels, "duration_s": round(m.duration_s, 3),
                 "stems": [{"name": s.name, "role": s.role, "codec": s.codec, "bitrate_bps": s.bitrate_bps,
                            "loudness_lufs": s.loudness_lufs} for s in m.stems],
-                "residual": m.residual, "mastering": m.mastering, "loudness_lufs": m.loudness_lufs,
+                "residual": {k: v for k, v in m.residual.items() if k != "gains"},
+                "mastering": {k: v for k, v in m.mastering.items() if k not in ("fir", "envelope")},
+                "loudness_lufs": m.loudness_lufs,
                 "contexts": sorted(m.contexts), "limits": {k: v for k, v in LIMITS.items()}}

@@ -60,6 +60,13 @@ def build_parser(offline: bool = True) -> argparse.ArgumentParser:
     serve.add_argument("--clock", choices=("follow", "internal", "external"), help="clock source")
     serve.add_argument("--tempo", type=float, help="internal tempo in BPM (default 120)")
     serve.add_argument("--clock-out", action="store_true", help="send MIDI clock from the internal clock")
+    serve.add_argument("--va", type=Path, metavar="VA.csv",
+                       help="play a valence-arousal curve (va analyze's CSV/JSON) in sync with the "
+                       "transport as CC automation: adds a slot 'va' (engine va)")
+    serve.add_argument("--va-offset", type=float, default=0.0, metavar="S",
+                       help="video time in seconds at song position 0 (with --va)")
+    serve.add_argument("--va-channel", type=int, default=2, metavar="CH",
+                       help="MIDI channel 1..16 of the CC lanes (with --va; default 2, the harmony)")
     serve.add_argument("--slot", action="append", default=[], metavar="NAME=ENGINE[@IN/OUT]",
                        help="engine slots instead of the config's, e.g. rule=rule@all/2; repeatable")
     serve.add_argument("--osc-host", help="OSC bind address (default 127.0.0.1)")
@@ -165,6 +172,8 @@ def _serve(args: argparse.Namespace) -> int:
     config.osc_allow += [a for a in args.osc_allow.split(",") if a]
     if args.slot:
         config.slots = [parse_slot_flag(s) for s in args.slot]
+    if args.va is not None:
+        config.slots.append(_va_slot(args))
     config.control_maps += args.map
     config.connect_control += args.connect_control
     config.learn_map = args.learn_map or config.learn_map
@@ -200,6 +209,17 @@ def _serve(args: argparse.Namespace) -> int:
         session.stop()
         print("scorebridge stopped: every note released", flush=True)
     return 0
+
+
+def _va_slot(args: argparse.Namespace):  # -> SlotConfig
+    """``--va FILE``: a ``va`` slot playing the curve, checked now so a bad file stops ``serve``
+    with the line at fault before any port opens."""
+    from bridge.config import parse_slot
+    from engines.va import read_curve
+
+    read_curve(args.va)
+    return parse_slot({"name": "va", "engine": "va", "in_channels": "all", "out_channel": args.va_channel,
+                       "params": {"curve": str(args.va.resolve()), "offset_s": args.va_offset}}, "--va")
 
 
 def _engines() -> int:

@@ -23,6 +23,7 @@ _BUILTIN = {
     "continuation": "engines.continuation.engine:ContinuationEngine",
     "thru": "engines.thru:Thru",
     "snc": "engines.snc_player.engine:SncEngine",
+    "va": "engines.va.live:VAAutomation",
 }
 log = logging.getLogger(__name__)
 

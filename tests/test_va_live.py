@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -12,6 +13,8 @@ from bridge.events import Beat, NoteOn, Send, TransportChange
 from engines.va import VACurve, write_curve
 from engines.va.errors import CurveError
 from engines.va.live import Playhead, VAAutomation
+from tests.jackutil import ROOT
+from tests.test_bridge_live import status
 
 
 def _step_curve() -> VACurve:
@@ -111,3 +114,40 @@ def test_the_engine_streams_cc_in_a_running_bridge_and_osc_overrides_it(start_br
     assert peer.wait_for(lambda: values(11)[-1] == 80, 5.0), values(11)
     time.sleep(0.5)
     assert values(11)[-1] == 80 and 118 in values(11) and set(values(1)) <= {80}  # valence stays neutral
+
+
+@pytest.mark.jack
+def test_serve_va_plays_a_curve_from_va_analyze_as_cc_lanes(start_bridge, peer_for, tmp_path):
+    curve = tmp_path / "va.csv"
+    write_curve(VACurve(np.array([0.0, 2.0]), np.array([-0.5, 0.9]), np.array([-0.5, 0.9])), curve)
+    bridge = start_bridge("--va", str(curve), "--va-channel", "1", "--tempo", "240")
+    peer = peer_for(bridge)
+
+    def arousal() -> list[int]:
+        return [m[2] for m in peer.messages() if len(m) == 3 and m[0] == 0xB0 and m[1] == 11]
+
+    # Arousal -0.5 -> 0.9 over the first 2 s of song time: CC11 rises from about 56 to 122.
+    assert peer.wait_for(lambda: any(v >= 120 for v in arousal()), 8.0), arousal()
+    levels = arousal()
+    assert levels[0] <= 70 and levels == sorted(levels), levels
+    assert status(bridge)["engines"]["va"]["engine_status"]["samples"] == 2
+
+
+def test_serve_va_refuses_a_bad_curve_before_opening_ports(tmp_path):
+    curve = tmp_path / "bad.csv"
+    curve.write_text("time_s,valence,arousal\n0,0.1,2.5\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "bridge", "serve", "--va", str(curve), "--duration", "1"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1 and "line 2" in done.stderr and "online" not in done.stdout, done
+
+
+def test_the_curve_parameter_loads_a_file_and_a_bad_one_leaves_it_neutral(tmp_path):
+    good, bad = tmp_path / "va.csv", tmp_path / "bad.csv"
+    write_curve(_step_curve(), good)
+    bad.write_text("time_s,valence,arousal\n0,nan,0\n", encoding="utf-8")
+    engine = VAAutomation()
+    engine.set_param("curve", str(good))
+    assert engine.status()["samples"] == 4 and engine.value_at(10.0) == (0.5, 1.0)
+    engine.set_param("curve", str(bad))
+    assert engine.curve is None and "line 2" in engine.status()["error"]
+    assert engine.value_at(10.0) == (0.0, 0.0)

@@ -16,6 +16,7 @@ continue and locate (controller chase), and after a reset.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 
@@ -25,8 +26,11 @@ from bridge.events import Beat, EngineInput, EngineOutput, Send, TransportChange
 from engines.base import Engine, Param
 
 from .curve import VACurve, read_curve
+from .errors import CurveError
 
 __all__ = ["Playhead", "VAAutomation"]
+
+log = logging.getLogger(__name__)
 
 
 class Playhead:
@@ -60,6 +64,8 @@ class VAAutomation(Engine):
     name = "va"
     description = "Plays a valence-arousal curve in sync with the transport as CC automation."
     params = (
+        Param("curve", "text", "none", unit="file",
+              doc="VA curve file (CSV/JSON, as va analyze writes it); none = neutral"),
         Param("offset_s", "float", 0.0, -36000.0, 36000.0, unit="s", doc="video time at song start"),
         Param("manual", "bool", False, doc="hold the valence/arousal parameters instead of the curve"),
         Param("valence", "float", 0.0, -1.0, 1.0, doc="manual valence"),
@@ -76,6 +82,7 @@ class VAAutomation(Engine):
         self.playhead = Playhead()
         self._sent: dict[int, int] = {}
         self._current = (0.0, 0.0)
+        self.curve_error: str | None = None
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> VAAutomation:
@@ -131,8 +138,27 @@ class VAAutomation(Engine):
         return outputs
 
     def on_param_change(self, name: str, value: object) -> None:
+        if name == "curve":
+            self._load(str(value))
         if name.startswith("cc_"):
             self._sent.clear()  # resend every lane on its (possibly new) controller
+
+    def _load(self, path: str) -> None:
+        """Read the curve named by the ``curve`` parameter; a bad file is reported in
+        ``status()`` and leaves the engine neutral rather than failing the slot."""
+        self.curve_error = None
+        if path == "none":
+            self.curve = None
+            return
+        try:
+            self.curve = read_curve(os.path.expanduser(path))
+        except CurveError as exc:
+            self.curve, self.curve_error = None, str(exc)
+            log.error("va: %s", exc)
+
+    def status(self) -> dict[str, object]:
+        return {"curve": self.param("curve"), "samples": 0 if self.curve is None else len(self.curve),
+                "error": self.curve_error, "valence": self._current[0], "arousal": self._current[1]}
 
     def reset(self) -> None:
         self._sent.clear()

@@ -197,7 +197,12 @@ class Controls:
         self.affect[name] = coerced
         self.bus.publish(f"{PREFIX}/{path}", (float(coerced) if name in _AFFECT else int(coerced),), origin)
         if self.affect["override"]:
+            # An engine that leads the affect (a va slot) is not written back into: its own
+            # valence/arousal parameters are its hand override, not a copy of what it plays.
+            leader = origin[1] if origin and origin[0] == "engine" else None
             for slot_name, slot in self.session.host.slots.items():
+                if slot_name == leader:
+                    continue
                 declared = {p.name for p in type(slot.engine).params}
                 for key in _AFFECT:
                     if key in declared and (name == "override" or name == key):
@@ -362,6 +367,7 @@ class Controls:
             "feedback_out": [self.out.name, *sorted(self.out.extra)] if self.out is not None else [],
             "counters": dict(self.counters),
             "feedback": dict(self.feedback.counters),
+            "affect": dict(self.affect),
         }
 
 

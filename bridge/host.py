@@ -315,6 +315,7 @@ class EngineHost:
                 "latency_ms": _percentiles(slot.latencies_s),
                 "sounding": len(self.tracker.sounding(name)),
                 "queued": slot.inbox.qsize(),
+                "values": dict(slot.values),
                 "engine_status": _engine_status(slot.engine),
             }
             for name, slot in self.slots.items()

@@ -16,6 +16,7 @@ from typing import Any
 import mido
 
 from bridge import __version__
+from bridge.affect_follow import AffectFollower
 from bridge.clock import Transport
 from bridge.config import BridgeConfig
 from bridge.control import Controls
@@ -56,6 +57,7 @@ class Session:
         self.osc = OscServer(config.osc_host, config.osc_port, config.osc_allow_remote,
                              tuple(config.osc_allow))
         self.controls = Controls(self)  # loads and validates the control maps before anything opens
+        self.affect_follower = AffectFollower(self)
         self.controls.bus.add_sink(self._osc_sink)
         self.web: Any = None
         self.main_in: InputPort | None = None
@@ -97,6 +99,7 @@ class Session:
         self._open_input()
         install_osc_routes(self)
         self.controls.start()
+        self.affect_follower.start()
         self.osc.start()
         self._start_web()
         self._schedule_internal_tick(time.perf_counter() + 0.01)

@@ -120,7 +120,8 @@ def test_the_engine_streams_cc_in_a_running_bridge_and_osc_overrides_it(start_br
 def test_serve_va_plays_a_curve_from_va_analyze_as_cc_lanes(start_bridge, peer_for, tmp_path):
     curve = tmp_path / "va.csv"
     write_curve(VACurve(np.array([0.0, 2.0]), np.array([-0.5, 0.9]), np.array([-0.5, 0.9])), curve)
-    bridge = start_bridge("--va", str(curve), "--va-channel", "1", "--tempo", "240")
+    bridge = start_bridge("--slot", "harm=harmonizer@all/2", "--va", str(curve), "--va-channel", "1",
+                          "--tempo", "240")
     peer = peer_for(bridge)
 
     def arousal() -> list[int]:
@@ -130,7 +131,17 @@ def test_serve_va_plays_a_curve_from_va_analyze_as_cc_lanes(start_bridge, peer_f
     assert peer.wait_for(lambda: any(v >= 120 for v in arousal()), 8.0), arousal()
     levels = arousal()
     assert levels[0] <= 70 and levels == sorted(levels), levels
-    assert status(bridge)["engines"]["va"]["engine_status"]["samples"] == 2
+    # The curve leads the bridge's affect: surfaces see it and the harmonizer is conditioned on it
+    # (the curve holds 0.9 after 2 s; the engine reports the value of the beat it last played).
+    deadline = time.monotonic() + 5.0
+    while True:
+        state = status(bridge)
+        if state["engines"]["harm"]["values"]["arousal"] > 0.85 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert state["engines"]["va"]["engine_status"]["samples"] == 2
+    assert state["control"]["affect"]["override"] is True and state["control"]["affect"]["arousal"] > 0.85
+    assert state["engines"]["harm"]["values"]["arousal"] > 0.85, state["engines"]["harm"]["values"]
 
 
 def test_serve_va_refuses_a_bad_curve_before_opening_ports(tmp_path):

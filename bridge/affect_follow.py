@@ -1,0 +1,76 @@
+"""A ``va`` slot drives the bridge's affect: the valence and arousal its curve plays (or its
+hand-set values) become ``/scorebridge/affect/valence`` and ``/arousal``, with the affect
+override on, so every engine that declares ``valence``/``arousal`` parameters (the harmonizer,
+the continuation, the ``snc`` player) follows the video, and every surface shows the curve.
+
+Polled on the scheduler ten times a second (an engine never calls the host); only changes of at
+least 0.01 are published. A ``va`` slot that is disabled, or swapped for another engine, stops
+driving; values set by hand on ``/scorebridge/affect/*`` then stay as they are.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from bridge.errors import ScoreBridgeError
+
+if TYPE_CHECKING:
+    from bridge.session import Session
+
+__all__ = ["AffectFollower"]
+
+log = logging.getLogger(__name__)
+
+INTERVAL_S = 0.1
+STEP = 0.01  # smaller changes are not worth a message to every engine and surface
+
+
+class AffectFollower:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.published: tuple[float, float] | None = None
+        self.source: str | None = None
+
+    def start(self) -> None:
+        self._schedule(time.perf_counter() + INTERVAL_S)
+
+    def _schedule(self, due_s: float) -> None:
+        self.session.scheduler.at(due_s, lambda: self._tick(due_s))
+
+    def _leader(self) -> tuple[str, tuple[float, float]] | None:
+        """The first enabled slot whose engine plays a VA curve, and what it plays now."""
+        for name, slot in self.session.host.slots.items():
+            current = getattr(slot.engine, "current", None)
+            if slot.engine.name == "va" and slot.enabled and callable(current):
+                valence, arousal = current()
+                return name, (float(valence), float(arousal))
+        return None
+
+    def _tick(self, due_s: float) -> None:
+        if self.session.state.value in ("stopping", "offline"):
+            return
+        try:
+            self.follow()
+        except (ScoreBridgeError, ValueError) as exc:  # a refused value is logged, never fatal
+            log.warning("affect follower: %s", exc)
+        self._schedule(max(due_s + INTERVAL_S, time.perf_counter()))
+
+    def follow(self) -> None:
+        """Publish the leading ``va`` slot's values if they moved (called on the scheduler)."""
+        leader = self._leader()
+        if leader is None:
+            self.source = None
+            return
+        name, values = leader
+        controls = self.session.controls
+        origin = ("engine", name)
+        if self.source != name:  # a va slot takes the lead: its curve overrides the engines
+            self.source, self.published = name, None
+            controls.apply("affect/override", 1, origin)
+        if self.published is not None and all(abs(a - b) < STEP for a, b in zip(values, self.published)):
+            return
+        self.published = values
+        controls.apply("affect/valence", round(values[0], 3), origin)
+        controls.apply("affect/arousal", round(values[1], 3), origin)

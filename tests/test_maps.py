@@ -12,12 +12,12 @@ from bridge.maps import Binding, load_map, parse_map, resolve_target, save_map, 
 from engines import available_engines, engine_class
 from midi_maps import maps_dir
 
-SLOTS = {"rule": engine_class("rule"), "mon": engine_class("thru")}
+SLOTS = {"rule": engine_class("rule"), "mon": engine_class("thru"), "song": engine_class("snc")}
 SHIPPED = sorted(maps_dir().glob("*.toml"))
 
 
 def test_maps_are_shipped():
-    assert {p.stem for p in SHIPPED} >= {"generic_8knob", "browser"}
+    assert {p.stem for p in SHIPPED} >= {"generic_8knob", "browser", "snc_mixer"}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])

@@ -16,7 +16,6 @@ imported: never torch.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import tempfile
 import time
@@ -68,19 +67,9 @@ def read_va_curve(path: Path, seconds_per_beat: float) -> tuple[np.ndarray, np.n
     """(times in beats, [rows, 2] valence/arousal) of a VA curve, read with the project's curve
     helper (`engines/va/curve.py`): CSV or JSON with ``time_s`` (what ``scorebridge va analyze``
     writes) or ``seconds`` (both converted at the file's tempo), or a CSV with ``beats``."""
-    from engines.va import read_curve
+    from engines.va import read_song_curve
 
-    unit = "time_s"
-    if path.suffix.lower() != ".json":
-        try:
-            with open(path, newline="", encoding="utf-8-sig") as handle:
-                header = [cell.strip().lower() for cell in next(csv.reader(handle), [])]
-        except FileNotFoundError:
-            raise ConfigError(f"--va {path}: no such file") from None
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            raise ConfigError(f"--va {path}: cannot read it ({exc})") from None
-        unit = next((name for name in ("beats", "time_s", "seconds") if name in header), "time_s")
-    curve = read_curve(path, (unit, "valence", "arousal"))
+    curve, unit = read_song_curve(path)
     times = curve.time_s if unit == "beats" else curve.time_s / seconds_per_beat
     return np.asarray(times, dtype=np.float64), np.stack([curve.valence, curve.arousal], axis=1)
 

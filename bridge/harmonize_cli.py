@@ -10,7 +10,6 @@ mido and (for MusicXML) music21 are imported: never torch.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import tempfile
 import time
@@ -141,19 +140,9 @@ def read_va(path: Path, steps: int, steps_per_quarter: int, tempos: list[tuple[f
     per-step means). Read with the project's curve helper (`engines/va/curve.py`): CSV or JSON
     with `time_s,valence,arousal` (seconds, converted through the file's tempo map: what
     `scorebridge va analyze` writes), or a CSV with `beats,valence,arousal` (song positions)."""
-    from engines.va import read_curve
+    from engines.va import read_song_curve
 
-    unit = "time_s"
-    if path.suffix.lower() != ".json":
-        try:
-            with open(path, newline="", encoding="utf-8-sig") as handle:
-                header = [cell.strip().lower() for cell in next(csv.reader(handle), [])]
-        except FileNotFoundError:
-            raise ConfigError(f"--va {path}: no such file") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"--va {path}: cannot read it ({exc})") from None
-        unit = next((name for name in ("beats", "time_s", "seconds") if name in header), "time_s")
-    curve = read_curve(path, (unit, "valence", "arousal"))
+    curve, unit = read_song_curve(path)
     if unit == "beats":
         edges = np.arange(steps + 1, dtype=np.float64) / steps_per_quarter
         return curve.mean_between(edges[:-1], edges[1:]).astype(np.float32)

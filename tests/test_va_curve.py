@@ -146,3 +146,17 @@ def test_import_errors_exit_1_and_write_nothing(tmp_path, args, message):
     run = _cli("import", source, "-o", tmp_path / "va.csv", "--plot", tmp_path / "va.png", *args)
     assert run.returncode == 1 and message in run.stderr, run.stderr
     assert set(tmp_path.iterdir()) == before
+
+
+def test_song_curves_take_beats_or_video_time(tmp_path):
+    from engines.va import read_song_curve
+
+    beats = tmp_path / "beats.csv"
+    beats.write_text("beats,valence,arousal\n0,0.1,0.2\n4,0.3,0.4\n", encoding="utf-8")
+    curve, unit = read_song_curve(beats)
+    assert unit == "beats" and curve.time_s.tolist() == [0.0, 4.0]
+    video = tmp_path / "va.json"
+    write_curve(VACurve(np.array([0.0, 1.0]), np.array([0.0, 0.5]), np.array([0.0, -0.5])), video)
+    assert read_song_curve(video)[1] == "time_s"
+    with pytest.raises(CurveError, match="no such file"):
+        read_song_curve(tmp_path / "missing.csv")

@@ -205,6 +205,27 @@ def _rows_from_json(path: Path, names: Sequence[str]) -> list[tuple[str, list[st
     raise CurveError(f"{path}: expected a JSON object of lists or a list of samples")
 
 
+SONG_TIME_COLUMNS = ("beats", "time_s", "seconds")
+
+
+def read_song_curve(path: str | os.PathLike[str]) -> tuple[VACurve, str]:
+    """A curve to condition a score on, and the name of its time column: ``beats`` (song
+    positions, CSV only) or ``time_s``/``seconds`` (video time, what ``va analyze`` writes; the
+    default, and always for JSON). The CLIs' ``--va`` option reads with this."""
+    source = Path(path)
+    unit = "time_s"
+    if source.suffix.lower() != ".json":
+        try:
+            with open(source, newline="", encoding="utf-8-sig") as handle:
+                header = [cell.strip().lower() for cell in next(csv.reader(handle), [])]
+        except FileNotFoundError:
+            raise CurveError(f"{source}: no such file") from None
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise CurveError(f"{source}: cannot read ({exc})") from None
+        unit = next((name for name in SONG_TIME_COLUMNS if name in header), "time_s")
+    return read_curve(source, (unit, "valence", "arousal")), unit
+
+
 def read_curve(path: str | os.PathLike[str], columns: Sequence[str] = COLUMNS,
                value_range: tuple[float, float] = (-1.0, 1.0)) -> VACurve:
     """Read and validate a VA curve from CSV (header row) or JSON (by the file's extension).

@@ -1,0 +1,176 @@
+"""Controllability of the affective adapters (issue 7): sweep the target valence / arousal fed
+to each model over held-out prompts and measure musical proxies of what comes out.
+
+    .venv/bin/python -m benchmarks.bench_controllability [--windows 40] [--prompts 12] [--out FILE]
+
+- harmonizer (the shipped FF model): held-out test chorale windows, all chords masked, entropic
+  schedule (10 calls), constant valence v in LEVELS (arousal 0): proxy = share of major chords
+  (a major third above the root, no minor third) among the chord steps; arousal a in LEVELS
+  (valence 0): proxy = chord changes per bar. Quality: CTnCTR and PCS at every level against the
+  neutral run (target: within 0.05).
+- continuation (the shipped Smart model): the first 2 bars of held-out test pieces as prompts,
+  4 bars generated at temperature 1.0 / top-p 0.95, constant arousal a in LEVELS (valence 0):
+  proxies note onsets per beat, mean velocity, mean pitch; constant valence v (arousal 0):
+  proxy = major-minus-minor Krumhansl correlation of the generated pitch classes.
+Spearman rho is taken over every (target, measured) pair, prompts x levels (the stricter
+reading), and over the level means. Target (issue 7): rho >= 0.6 for arousal -> density and
+valence -> major share. Results JSON with the machine, date and load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+LEVELS = (-0.8, -0.4, 0.0, 0.4, 0.8)
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _rho(targets: list[float], measured: list[float]) -> dict[str, float]:
+    pairs = spearmanr(targets, measured).statistic
+    levels = sorted(set(targets))
+    means = [float(np.mean([m for t, m in zip(targets, measured) if t == level])) for level in levels]
+    return {"rho_pairs": float(pairs), "rho_level_means": float(spearmanr(levels, means).statistic),
+            "level_means": dict(zip([str(level) for level in levels], means))}
+
+
+def harmonizer_sweep(windows_count: int, seed: int) -> dict:
+    from engines.harmonizer.harmonize import chord_root
+    from engines.harmonizer.harmony_eval import load_sets, model_system, score_system
+    from engines.harmonizer.runtime import HarmonizerModel
+    from engines.harmonizer.vocab import is_chord_token, token_pitch_classes
+
+    model = HarmonizerModel.named("harmonizer")
+    windows = load_sets(model.grid, "test", None, None, None, lambda _: None)[0].windows
+    count = min(windows_count, len(windows))
+    bars_per_window = np.maximum(1, (windows.melody_pitch[:count] >= 0).sum(axis=1) / 4)
+
+    def run(valence: float, arousal: float) -> tuple[list[np.ndarray], list[dict]]:
+        windows.va[:] = (valence, arousal)
+        produced: list[np.ndarray] = []
+        base = model_system(model, windows, "entropic", 10, seed)
+
+        def produce(index: int, row: np.ndarray) -> tuple[np.ndarray, int]:
+            tokens, calls = base(index, row)
+            produced.append(tokens)
+            return tokens, calls
+
+        _, rows = score_system(f"v{valence} a{arousal}", windows, produce, count, ("CTnCTR", "PCS"))
+        return produced, rows
+
+    def major_share(tokens: np.ndarray) -> float:
+        chords = [t for t in tokens.tolist() if is_chord_token(t)]
+        major = 0
+        for token in chords:
+            root, pcs = chord_root(token), set(token_pitch_classes(token))
+            major += root is not None and (root + 4) % 12 in pcs and (root + 3) % 12 not in pcs
+        return major / len(chords) if chords else 0.0
+
+    def changes_per_bar(tokens: np.ndarray, bars: float) -> float:
+        chords = [t for t in tokens.tolist() if is_chord_token(t)]
+        return sum(a != b for a, b in pairwise(chords)) / bars
+
+    result: dict = {"model": "harmonizer", "windows": count, "levels": LEVELS}
+    neutral = run(0.0, 0.0)[1]
+    quality = {}
+    for name, axis in (("valence", 0), ("arousal", 1)):
+        targets, measured = [], []
+        for level in LEVELS:
+            produced, rows = run(level if axis == 0 else 0.0, level if axis == 1 else 0.0)
+            for index, tokens in enumerate(produced):
+                targets.append(level)
+                measured.append(major_share(tokens) if axis == 0 else changes_per_bar(tokens, bars_per_window[index]))
+            quality[f"{name}={level}"] = {
+                metric: float(np.mean([r[metric] for r in rows]) - np.mean([r[metric] for r in neutral]))
+                for metric in ("CTnCTR", "PCS")
+            }
+        proxy = "major_share" if axis == 0 else "chord_changes_per_bar"
+        result[f"{name}->{proxy}"] = _rho(targets, measured)
+    result["quality_delta_vs_neutral"] = quality
+    result["max_abs_quality_delta"] = max(abs(d) for q in quality.values() for d in q.values())
+    return result
+
+
+def continuation_sweep(prompts_count: int, seed: int) -> dict:
+    from engines.continuation.corpus import DEFAULT_CACHE, load_corpus
+    from engines.continuation.offline import continue_notes
+    from engines.continuation.runtime import ContinuationModel
+    from engines.continuation.sample import SamplingConfig
+    from engines.continuation.tokens import decode
+    from engines.harmonizer.affect import MAJOR_PROFILE, MINOR_PROFILE
+
+    model = ContinuationModel.load()
+    data = load_corpus(DEFAULT_CACHE)
+    bar_steps, prompts = 48, []
+    for piece in data.piece_indices("test"):
+        begin, end = int(data.offsets[piece]), int(data.offsets[piece + 1])
+        notes = [n for n in decode(data.tokens[begin:end])[0] if n.onset_steps < 2 * bar_steps]
+        if len(notes) >= 8:
+            prompts.append(notes)
+        if len(prompts) == prompts_count:
+            break
+
+    def mode_score(pitches: list[int]) -> float:
+        histogram = np.bincount(np.array(pitches) % 12, minlength=12).astype(float)
+        best = {}
+        for name, profile in (("major", MAJOR_PROFILE), ("minor", MINOR_PROFILE)):
+            best[name] = max(np.corrcoef(histogram, np.roll(profile, tonic))[0, 1] for tonic in range(12))
+        return float(best["major"] - best["minor"])
+
+    result: dict = {"model": "continuation (smart)", "prompts": len(prompts), "levels": LEVELS}
+    for name, axis in (("arousal", 1), ("valence", 0)):
+        targets: list[float] = []
+        measured: dict[str, list[float]] = {"density": [], "velocity": [], "pitch": [], "mode": []}
+        for level in LEVELS:
+            va = (level, 0.0) if axis == 0 else (0.0, level)
+            for index, notes in enumerate(prompts):
+                config = SamplingConfig(temperature=1.0, top_p=0.95, seed=seed + index, bar_steps=bar_steps)
+                generated = continue_notes(model, notes, bar_steps, 4, config, context_bars=2, va=va)
+                if not generated:
+                    continue
+                targets.append(level)
+                measured["density"].append(len(generated) / 16.0)
+                measured["velocity"].append(float(np.mean([n.velocity for n in generated])))
+                measured["pitch"].append(float(np.mean([n.pitch for n in generated])))
+                measured["mode"].append(mode_score([n.pitch for n in generated]))
+        proxies = ("density", "velocity", "pitch") if axis == 1 else ("mode",)
+        for proxy in proxies:
+            result[f"{name}->{proxy}"] = _rho(targets, measured[proxy])
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--windows", type=int, default=40, help="harmonizer test windows")
+    parser.add_argument("--prompts", type=int, default=12, help="continuation prompts")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "controllability.json")
+    args = parser.parse_args()
+    started = time.time()
+    report = {
+        "command": "python -m benchmarks.bench_controllability "
+                   f"--windows {args.windows} --prompts {args.prompts} --seed {args.seed}",
+        "machine": f"{platform.node()} ({os.cpu_count()} cores, {platform.machine()})",
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "load_before": os.getloadavg(),
+        "harmonizer": harmonizer_sweep(args.windows, args.seed),
+        "continuation": continuation_sweep(args.prompts, args.seed),
+    }
+    report["load_after"] = os.getloadavg()
+    report["seconds"] = round(time.time() - started, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -26,7 +26,7 @@ from .curriculum import CURRICULA, apply_to_batch, curriculum_mask
 from .dataset import DEFAULT_CACHE, Windows, load_raw, make_windows
 from .grid import GridConfig
 from .model import Harmonizer, ModelConfig, parameter_count
-from .train import _batch_tensors, _learning_rate, _save, evaluate
+from .train import _batch_tensors, _learning_rate, _save, add_training_options, evaluate
 
 __all__ = ["main"]
 
@@ -130,18 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, required=True, help="total optimizer steps S of every run")
     parser.add_argument("--root", type=Path, required=True, help="one folder per curriculum under it")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    parser.add_argument("--length", type=int, default=80)
-    parser.add_argument("--d-model", type=int, default=96)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--feedforward", type=int, default=384)
-    parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--checkpoint-minutes", type=float, default=4.0)
+    add_training_options(parser)
     parser.add_argument("--stop-at", help="HH:MM UTC: save every run and stop (all at the same step)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", type=Path, help="start from this checkpoint's weights (a new schedule)")

@@ -101,6 +101,22 @@ def _save(path: Path, payload: dict) -> None:
     temporary.replace(path)
 
 
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """Model size and optimiser options, shared with the lockstep trainer."""
+    parser.add_argument("--length", type=int, default=80)
+    parser.add_argument("--d-model", type=int, default=96)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--feedforward", type=int, default=384)
+    parser.add_argument("--dropout", type=float, default=0.1)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--eval-every", type=int, default=500)
+    parser.add_argument("--checkpoint-minutes", type=float, default=4.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -116,18 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         "--no-bars", action="store_true", help="time-signature token instead of intertwined bars"
     )
     parser.add_argument("--roll", default="pc", choices=["pc", "pc_fr"])
-    parser.add_argument("--length", type=int, default=80)
-    parser.add_argument("--d-model", type=int, default=96)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--feedforward", type=int, default=384)
-    parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--eval-every", type=int, default=500)
-    parser.add_argument("--checkpoint-minutes", type=float, default=4.0)
+    add_training_options(parser)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

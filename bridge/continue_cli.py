@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bridge.errors import CodecError, ConfigError
+from bridge.va_cli import check_affect_options
 
 __all__ = ["add_parser", "read_va_curve", "run"]
 
@@ -87,14 +88,7 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--top-k {args.top_k}: must be >= 0")
     if not 21 <= args.split <= 108:
         raise ConfigError(f"--split {args.split}: must be a piano key 21..108")
-    if (args.valence is None) != (args.arousal is None):
-        raise ConfigError("--valence and --arousal go together")
-    if args.va is not None and args.valence is not None:
-        raise ConfigError("give either --valence/--arousal or --va, not both")
-    for name in ("valence", "arousal"):
-        value = getattr(args, name)
-        if value is not None and not -1 <= value <= 1:
-            raise ConfigError(f"--{name} {value}: must be in [-1, 1]")
+    check_affect_options(args)
     if args.key != "off" and args.key.removesuffix("m") not in _NAMES:
         raise ConfigError(f"--key {args.key!r}: use one of {', '.join(_NAMES)} (add m for minor) or off")
     if not args.input.is_file():

@@ -20,6 +20,7 @@ import mido
 import numpy as np
 
 from bridge.errors import ConfigError, ScoreBridgeError
+from bridge.va_cli import check_affect_options
 
 __all__ = ["DRUM_CHANNEL", "FIGURES", "MelodyFile", "add_parser", "read_melody", "read_va", "run"]
 
@@ -161,14 +162,7 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--voices {args.voices}: must be 1..6")
     if not 0.05 <= args.temperature <= 2.0:
         raise ConfigError(f"--temperature {args.temperature}: must be in 0.05..2")
-    if (args.valence is None) != (args.arousal is None):
-        raise ConfigError("--valence and --arousal go together")
-    if args.va is not None and args.valence is not None:
-        raise ConfigError("give either --valence/--arousal or --va, not both")
-    for name in ("valence", "arousal"):
-        value = getattr(args, name)
-        if value is not None and not -1.0 <= value <= 1.0:
-            raise ConfigError(f"--{name} {value}: must be in [-1, 1]")
+    check_affect_options(args)
 
 
 def _lead_sheet(melody: MelodyFile, spans: list, title: str):

@@ -8,7 +8,20 @@ from pathlib import Path
 
 from bridge.errors import ConfigError
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "check_affect_options", "run"]
+
+
+def check_affect_options(args: argparse.Namespace) -> None:
+    """``--valence V --arousal A`` (a constant) or ``--va FILE`` (a curve), as ``harmonize`` and
+    ``continue`` take them: both or neither of the pair, not with a curve, each in [-1, 1]."""
+    if (args.valence is None) != (args.arousal is None):
+        raise ConfigError("--valence and --arousal go together")
+    if args.va is not None and args.valence is not None:
+        raise ConfigError("give either --valence/--arousal or --va, not both")
+    for name in ("valence", "arousal"):
+        value = getattr(args, name)
+        if value is not None and not -1.0 <= value <= 1.0:
+            raise ConfigError(f"--{name} {value}: must be in [-1, 1]")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

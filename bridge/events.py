@@ -107,10 +107,16 @@ class Note:
 @dataclass(frozen=True, slots=True)
 class Send:
     """A raw message an engine wants sent at ``at_beats`` (None = now). Open-ended notes
-    (a held chord) are sent this way; the bridge still tracks them for note safety."""
+    (a held chord) are sent this way; the bridge still tracks them for note safety. A channel
+    message goes out on the slot's channel unless ``channel`` (0-based) names another one."""
 
     message: mido.Message
     at_beats: float | None = None
+    channel: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.channel is not None and not 0 <= self.channel <= 15:
+            raise ValueError(f"Send channel {self.channel} is outside 0..15")
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,8 +142,8 @@ class Slot:
             return
         if isinstance(output, Send):
             data = output.message.bytes()
-            if data[0] < 0xF0:  # channel messages go out on the slot's channel
-                data[0] = (data[0] & 0xF0) | channel
+            if data[0] < 0xF0:  # channel messages go out on the slot's channel (or the Send's)
+                data[0] = (data[0] & 0xF0) | (channel if output.channel is None else output.channel)
             if output.at_beats is None:
                 tracker.emit_bytes(self.port, data, self.name)
             else:

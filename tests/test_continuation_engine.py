@@ -125,3 +125,24 @@ def test_parameters_are_typed(engine) -> None:
     with pytest.raises(ParameterError, match="bars"):
         engine.set_param("bars", 2.5)
     assert engine.set_param("top_p", "0.9") == 0.9
+
+
+def test_left_hand_on_its_own_channel(engine) -> None:
+    engine.set_param("left_channel", 4)
+    phrase(engine)
+    sends = [o for outputs in beats(engine, 8, 30).values() for o in outputs]
+    assert sends and {s.channel for s in sends} == {None, 3}, "right hand on the slot's channel, left on 4"
+    open_notes: dict[tuple[int | None, int], float] = {}
+    for send in sends:  # every note-off closes a note-on of the same hand (channel) and pitch
+        key = (send.channel, send.message.note)
+        if send.message.type == "note_on" and send.message.velocity > 0:
+            assert key not in open_notes
+            open_notes[key] = send.at_beats
+        else:
+            assert open_notes.pop(key) <= send.at_beats
+    assert not open_notes
+    low = [s.message.note for s in sends if s.channel == 3]
+    high = [s.message.note for s in sends if s.channel is None]
+    assert sum(low) / len(low) < sum(high) / len(high), "channel 4 carries the lower (left) hand"
+    with pytest.raises(ParameterError):
+        engine.set_param("left_channel", 17)

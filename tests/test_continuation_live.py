@@ -23,7 +23,7 @@ pytestmark = [
 
 CLOCK, START, STOP = 0xF8, 0xFA, 0xFC
 BEAT_S = 0.5  # 120 BPM
-OUT = 0x91  # the slot's output channel 2
+RIGHT_OUT, LEFT_OUT = 0x91, 0x92  # the slot's channel 2; the left hand on channel 3
 
 
 class Clock:
@@ -76,6 +76,7 @@ def test_stop_playing_hear_a_two_hand_continuation_in_time_play_again_and_it_is_
         ("silence_beats", "f", "1.0"),
         ("key", "s", "C"),
         ("lookahead_beats", "f", "0.25"),
+        ("left_channel", "i", "3"),
     ):
         osc(bridge, path, kind, value)
     time.sleep(0.3)
@@ -101,11 +102,13 @@ def test_stop_playing_hear_a_two_hand_continuation_in_time_play_again_and_it_is_
         time.sleep(0.2)
     finally:
         clock.stop()
-    ons = [(t, m[1]) for t, m in peer.notes() if m[0] == OUT and m[2] > 0]
+    # Notes are keyed (channel, pitch): the right hand on channel 2, the left on channel 3.
+    hands = [(t, (m[0] & 0x0F, m[1])) for t, m in peer.notes() if m[0] in (RIGHT_OUT, LEFT_OUT) and m[2] > 0]
+    ons = [(t, key[1]) for t, key in hands]
     offs = [
-        (t, m[1])
+        (t, (m[0] & 0x0F, m[1]))
         for t, m in peer.notes()
-        if m[0] & 0xF0 in (0x80, 0x90) and m[0] & 0x0F == 1 and (m[0] & 0xF0 == 0x80 or m[2] == 0)
+        if m[0] & 0xF0 in (0x80, 0x90) and m[0] & 0x0F in (1, 2) and (m[0] & 0xF0 == 0x80 or m[2] == 0)
     ]
     assert ons, f"no continuation: {peer.messages()[:20]}, bridge: {status(bridge)}"
     before = [(t, p) for t, p in ons if t < back]
@@ -124,17 +127,21 @@ def test_stop_playing_hear_a_two_hand_continuation_in_time_play_again_and_it_is_
         deviation_s[len(deviation_s) // 2] < 0.008 and deviation_s[int(0.9 * (len(deviation_s) - 1))] < 0.015
     ), deviation_s
     assert {p % 12 for _, p in ons} <= {0, 2, 4, 5, 7, 9, 11}
-    # Both hands: notes below middle C (where the prompt's left hand was) and above it.
-    assert any(p < 60 for _, p in before) and any(p >= 60 for _, p in before), sorted(p for _, p in before)
+    # Both hands, each on its channel: the left hand lower (where the prompt's left hand was).
+    before_hands = [(t, key) for t, key in hands if t < back]
+    left = [p for _, (ch, p) in before_hands if ch == 2]
+    right = [p for _, (ch, p) in before_hands if ch == 1]
+    assert left and right, before_hands
+    assert np.mean(left) < np.mean(right), (left, right)
     # Playing again: no continuation note starts after the player's note (what was handed to
     # the scheduler is cancelled), and every note sounding then is released at once.
     assert all(t < back + 0.03 for t, _ in ons), [round((t - clock.t0) / BEAT_S, 2) for t, _ in ons]
-    held: dict[int, int] = {}
-    for t, pitch, is_on in sorted([(t, p, True) for t, p in ons] + [(t, p, False) for t, p in offs]):
+    held: dict[tuple[int, int], int] = {}
+    for t, key, is_on in sorted([(t, k, True) for t, k in hands] + [(t, k, False) for t, k in offs]):
         if t >= back:
             break
-        held[pitch] = held.get(pitch, 0) + 1 if is_on else 0
-    sounding_then = {p for p, count in held.items() if count > 0}
-    for pitch in sounding_then:
-        assert any(back <= t < back + 0.03 and p == pitch for t, p in offs), f"{pitch} not released at once"
-    assert not {n for ch, n in peer.sounding() if ch == 1}, peer.sounding()
+        held[key] = held.get(key, 0) + 1 if is_on else 0
+    sounding_then = {k for k, count in held.items() if count > 0}
+    for key in sounding_then:
+        assert any(back <= t < back + 0.03 and k == key for t, k in offs), f"{key} not released at once"
+    assert not {n for ch, n in peer.sounding() if ch in (1, 2)}, peer.sounding()

@@ -30,7 +30,7 @@ from .live import NoteStream, PlayerHistory
 from .offline import prompt_tokens
 from .runtime import DEFAULT_MODEL, PLAIN_MODEL, ContinuationModel
 from .sample import SamplingConfig, Stream, scale_pitch_classes
-from .tokens import STEPS_PER_QUARTER
+from .tokens import LEFT, STEPS_PER_QUARTER
 
 __all__ = ["ContinuationEngine"]
 
@@ -71,6 +71,10 @@ class ContinuationEngine(Engine):
             "split", "int", 60, 21, 108, unit="MIDI note", doc="Player's notes below this are the left hand"
         ),
         Param("max_polyphony", "int", 4, 1, 10, doc="Notes per hand at once"),
+        Param(
+            "left_channel", "int", 0, 0, 16,
+            doc="MIDI channel (1-16) of the left hand, 0 = the slot's channel for both hands",
+        ),
         Param("max_note_beats", "float", 4.0, 0.25, 8.0, unit="beats", doc="Longest generated note"),
         Param(
             "lookahead_beats",
@@ -99,7 +103,7 @@ class ContinuationEngine(Engine):
         self.stream: NoteStream | None = None
         self.start_beats = 0.0
         self.handed_until = 0.0
-        self.handed: list[list] = []  # [on, off or None, pitch] in song beats, notes handed out
+        self.handed: list[list] = []  # [on, off or None, pitch, hand] in song beats, notes handed out
         self.position_beats = 0.0
         self.pending_trigger = False
         self.history.clear()
@@ -142,7 +146,7 @@ class ContinuationEngine(Engine):
                 self.start_beats -= jump
                 self.handed_until -= jump
                 self.handed = [
-                    [on - jump, None if off is None else off - jump, p] for on, off, p in self.handed
+                    [on - jump, None if off is None else off - jump, p, h] for on, off, p, h in self.handed
                 ]
             elif self.param("on_loop") and self.history.fresh and not self.history.open:
                 self.pending_trigger = True
@@ -213,18 +217,20 @@ class ContinuationEngine(Engine):
             return []
         self.handed = [h for h in self.handed if h[1] is None or h[1] > beats]
         outputs: list[EngineOutput] = []
+        left = self.param("left_channel")
         for event in stream.take(horizon - self.start_beats):
             at = self.start_beats + event.at_beats
             if event.velocity:
-                self.handed.append([at, None, event.pitch])
+                self.handed.append([at, None, event.pitch, event.hand])
                 message = mido.Message("note_on", note=event.pitch, velocity=event.velocity)
             else:
-                for record in self.handed:  # the earliest open note of that pitch ends
-                    if record[2] == event.pitch and record[1] is None:
+                for record in self.handed:  # the earliest open note of that pitch and hand ends
+                    if record[2] == event.pitch and record[3] == event.hand and record[1] is None:
                         record[1] = at
                         break
                 message = mido.Message("note_off", note=event.pitch, velocity=0)
-            outputs.append(Send(message, at_beats=at))
+            channel = left - 1 if left and event.hand == LEFT else None
+            outputs.append(Send(message, at_beats=at, channel=channel))
         self.handed_until = horizon
         if stream.finished:
             self.stream = None

@@ -99,7 +99,7 @@ def harmonizer_sweep(windows_count: int, seed: int) -> dict:
     return result
 
 
-def continuation_sweep(prompts_count: int, seed: int) -> dict:
+def continuation_sweep(prompts_count: int, seed: int, model_path: Path | None = None) -> dict:
     from engines.continuation.corpus import DEFAULT_CACHE, load_corpus
     from engines.continuation.offline import continue_notes
     from engines.continuation.runtime import ContinuationModel
@@ -107,7 +107,7 @@ def continuation_sweep(prompts_count: int, seed: int) -> dict:
     from engines.continuation.tokens import decode
     from engines.harmonizer.affect import MAJOR_PROFILE, MINOR_PROFILE
 
-    model = ContinuationModel.load()
+    model = ContinuationModel.load(model_path) if model_path else ContinuationModel.load()
     data = load_corpus(DEFAULT_CACHE)
     bar_steps, prompts = 48, []
     for piece in data.piece_indices("test"):
@@ -125,7 +125,7 @@ def continuation_sweep(prompts_count: int, seed: int) -> dict:
             best[name] = max(np.corrcoef(histogram, np.roll(profile, tonic))[0, 1] for tonic in range(12))
         return float(best["major"] - best["minor"])
 
-    result: dict = {"model": "continuation (smart)", "prompts": len(prompts), "levels": LEVELS}
+    result: dict = {"model": model.path.name, "prompts": len(prompts), "levels": LEVELS}
     for name, axis in (("arousal", 1), ("valence", 0)):
         targets: list[float] = []
         measured: dict[str, list[float]] = {"density": [], "velocity": [], "pitch": [], "mode": []}
@@ -152,18 +152,24 @@ def main() -> int:
     parser.add_argument("--windows", type=int, default=40, help="harmonizer test windows")
     parser.add_argument("--prompts", type=int, default=12, help="continuation prompts")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--only", choices=("harmonizer", "continuation"), help="sweep one model only")
+    parser.add_argument("--continuation-model", type=Path, help="an ONNX file instead of the shipped model")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "controllability.json")
     args = parser.parse_args()
     started = time.time()
     report = {
         "command": "python -m benchmarks.bench_controllability "
-                   f"--windows {args.windows} --prompts {args.prompts} --seed {args.seed}",
+                   f"--windows {args.windows} --prompts {args.prompts} --seed {args.seed}"
+                   + (f" --only {args.only}" if args.only else "")
+                   + (f" --continuation-model {args.continuation_model}" if args.continuation_model else ""),
         "machine": f"{platform.node()} ({os.cpu_count()} cores, {platform.machine()})",
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "load_before": os.getloadavg(),
-        "harmonizer": harmonizer_sweep(args.windows, args.seed),
-        "continuation": continuation_sweep(args.prompts, args.seed),
     }
+    if args.only != "continuation":
+        report["harmonizer"] = harmonizer_sweep(args.windows, args.seed)
+    if args.only != "harmonizer":
+        report["continuation"] = continuation_sweep(args.prompts, args.seed, args.continuation_model)
     report["load_after"] = os.getloadavg()
     report["seconds"] = round(time.time() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -110,6 +110,12 @@ def _training_record(checkpoint_path: Path, step: int) -> dict:
             "args": start["args"],
             "log": str(log_path),
         }
+        init = start["args"].get("init")
+        if init not in (None, "None"):  # a fine-tune: say what it started from
+            base = torch.load(init, map_location="cpu", weights_only=False)
+            record["warm_start_from"] = _training_record(Path(init), base["step"]) | {
+                "val_loss": base["val_loss"]
+            }
     return record
 
 

@@ -4,12 +4,15 @@
         --out benchmarks/results/harmonizer-DATE.json
 
 - live: one per-beat decision as the live engine makes it: the window holds the melody played
-  so far (later steps silent), the chords already decided, `<mask>` from the current beat on;
-  one ORT call through `runtime.HarmonizerModel` plus sampling the current beat's chord.
+  so far and the chords already decided, `<mask>` at the current beat; with a dynamic-length
+  graph the window is the card's `live_length` positions ending at the current beat (starting
+  on a bar), with a fixed graph the whole window with the later steps silent and masked; one
+  ORT call through `runtime.HarmonizerModel` plus sampling the current beat's chord.
 - clip: `harmonize.harmonize` of a 16-bar 4/4 melody (one window) with the entropic schedule
   (10 calls), everything included (key detection, windows, decoding).
 - ort_vs_torch: the same module in torch eager (inference mode, one thread) and exported to
-  ONNX Runtime (the runtime's session options), calls interleaved so both see the same load.
+  ONNX Runtime (the runtime's session options, dynamic length axis like the shipped graph), calls
+  interleaved so both see the same load, at the offline window L and at the live window.
   The weights are the checkpoint's when --checkpoint is given, else seeded: timing does not
   depend on the values. Needs torch (the `train` extra); skipped with a note without it.
 """
@@ -57,28 +60,54 @@ def machine() -> dict:
     return {"cpu": name, "cores": os.cpu_count(), "python": platform.python_version()}
 
 
+def live_window(example: dict, position: int, length: int) -> tuple[slice, int]:
+    """The live window of the beat at `position`: at most `length` positions ending there,
+    starting on a bar (as `harmonize.next_chords` cuts it); returns (slice, index of the beat)."""
+    truth = example["harmony"]
+    start = max(0, position + 1 - length)
+    if start > 0:
+        bars = np.flatnonzero(truth[start : position + 1] == BAR)
+        if len(bars) and start + bars[0] < position:
+            start += int(bars[0])
+    return slice(start, position + 1), position - start
+
+
 def live_decisions(model: HarmonizerModel, example: dict, count: int) -> dict:
+    """One decision per beat of the example window, cycling; only beats whose live window is
+    full (steady state, at least live_length - 4 positions) are timed."""
     melody, truth = example["melody"], example["harmony"]
     va, style, condition = example["va"], int(example["style"]), example["condition"]
-    beats = np.flatnonzero(truth != BAR)
-    call_s, decision_s = [], []
+    length = model.live_length
+    beats = [int(p) for p in np.flatnonzero(truth != BAR) if p + 1 >= length]
+    if not model.dynamic_length:  # a fixed graph: the whole window, the future silent and masked
+        beats = [int(p) for p in np.flatnonzero(truth != BAR)]
+    call_s, decision_s, sizes = [], [], []
     rng = np.random.default_rng(0)
     for _ in range(20):
         model.logits(melody, np.where(truth == BAR, BAR, MASK), va, style, condition)
     for index in range(count):
-        position = int(beats[index % len(beats)])
-        window = melody.copy()
-        window[position + 1 :, :12] = 0  # the future melody is not played yet
-        harmony = np.where((truth == BAR) | (np.arange(len(truth)) < position), truth, MASK)
+        position = beats[index % len(beats)]
+        if model.dynamic_length:
+            cut, current = live_window(example, position, length)
+            window, harmony = melody[cut], np.where(truth[cut] == BAR, BAR, truth[cut])
+            harmony[current] = MASK
+            window_va = va[cut]
+        else:
+            current, window, window_va = position, melody.copy(), va
+            window[position + 1 :, :12] = 0  # the future melody is not played yet
+            harmony = np.where((truth == BAR) | (np.arange(len(truth)) < position), truth, MASK)
         started = time.perf_counter()
-        logits = model.logits(window, harmony, va, style, condition)
+        logits = model.logits(window, harmony, window_va, style, condition)
         called = time.perf_counter()
         allowed = allowed_tokens(1, 0)[0]  # the current beat: any chord, no <pad>/<nc>
-        nucleus_sample(logits[position], allowed, rng)
+        nucleus_sample(logits[current], allowed, rng)
         finished = time.perf_counter()
         call_s.append(called - started)
         decision_s.append(finished - started)
-    return {"ort_call": stats(call_s), "decision": stats(decision_s)}
+        sizes.append(len(harmony))
+    return {"window_positions": {"live_length": length, "min": min(sizes), "max": max(sizes),
+                                 "mean": round(float(np.mean(sizes)), 1)},
+            "ort_call": stats(call_s), "decision": stats(decision_s)}
 
 
 def clip_16_bars(model: HarmonizerModel, example: dict, count: int, calls: int) -> dict:
@@ -117,39 +146,56 @@ def ort_vs_torch(model: HarmonizerModel, example: dict, count: int, checkpoint: 
         fields = ModelConfig.__dataclass_fields__
         module = Harmonizer(ModelConfig(**{k: v for k, v in model.card["model"].items() if k in fields}))
     module.eval()
-    inputs = (
-        torch.from_numpy(example["melody"][None].astype(np.float32)),
-        torch.from_numpy(example["harmony"][None].astype(np.int64)),
-        torch.from_numpy(example["va"][None].astype(np.float32)),
+    results = {"weights": str(checkpoint) if checkpoint else "seeded (same architecture as the card)"}
+    lengths = sorted({model.length, model.live_length}, reverse=True)
+    with tempfile.TemporaryDirectory() as folder, torch.inference_mode():
+        path = Path(folder) / "same.onnx"
+        axes = {name: {0: "batch", 1: "length"} for name in ("melody", "harmony", "va", "logits")}
+        torch.onnx.export(module, _torch_inputs(example, model.length), str(path), input_names=list(NAMES),
+                          output_names=["logits"], opset_version=17, dynamo=False,
+                          dynamic_axes=axes | {"style": {0: "batch"}, "condition": {0: "batch"}})
+        session = ort.InferenceSession(str(path), _session_options(ort), providers=["CPUExecutionProvider"])
+        for length in lengths:
+            inputs = _torch_inputs(example, length)
+            feed = {name: tensor.numpy() for name, tensor in zip(NAMES, inputs)}
+            difference = float(np.abs(session.run(None, feed)[0] - module(*inputs).numpy()).max())
+            torch_s, ort_s = [], []
+            for index in range(count + 20):
+                started = time.perf_counter()
+                module(*inputs)
+                middle = time.perf_counter()
+                session.run(None, feed)
+                finished = time.perf_counter()
+                if index >= 20:
+                    torch_s.append(middle - started)
+                    ort_s.append(finished - middle)
+            torch_stats, ort_stats = stats(torch_s), stats(ort_s)
+            results[f"length_{length}"] = {
+                "max_abs_difference": difference,
+                "torch_eager": torch_stats,
+                "ort": ort_stats,
+                "speedup_p50": round(torch_stats["p50_ms"] / ort_stats["p50_ms"], 2),
+                "speedup_p99": round(torch_stats["p99_ms"] / ort_stats["p99_ms"], 2),
+            }
+    live = results[f"length_{model.live_length}"]
+    return results | {"live_length": model.live_length, "speedup_p50": live["speedup_p50"],
+                      "speedup_p99": live["speedup_p99"]}
+
+
+def _torch_inputs(example: dict, length: int) -> tuple:
+    """The example's first `length` positions (the last one masked when cut) as torch tensors."""
+    import torch
+
+    harmony = example["harmony"][:length].copy()
+    if length < len(example["harmony"]) and harmony[-1] != BAR:
+        harmony[-1] = MASK
+    return (
+        torch.from_numpy(example["melody"][None, :length].astype(np.float32)),
+        torch.from_numpy(harmony[None].astype(np.int64)),
+        torch.from_numpy(example["va"][None, :length].astype(np.float32)),
         torch.tensor([int(example["style"])]),
         torch.from_numpy(example["condition"][None].astype(np.float32)),
     )
-    feed = {name: tensor.numpy() for name, tensor in zip(NAMES, inputs)}
-    with tempfile.TemporaryDirectory() as folder, torch.inference_mode():
-        path = Path(folder) / "same.onnx"
-        torch.onnx.export(module, inputs, str(path), input_names=list(NAMES), output_names=["logits"],
-                          opset_version=17, dynamo=False)
-        session = ort.InferenceSession(str(path), _session_options(ort), providers=["CPUExecutionProvider"])
-        difference = float(np.abs(session.run(None, feed)[0] - module(*inputs).numpy()).max())
-        torch_s, ort_s = [], []
-        for index in range(count + 20):
-            started = time.perf_counter()
-            module(*inputs)
-            middle = time.perf_counter()
-            session.run(None, feed)
-            finished = time.perf_counter()
-            if index >= 20:
-                torch_s.append(middle - started)
-                ort_s.append(finished - middle)
-    torch_stats, ort_stats = stats(torch_s), stats(ort_s)
-    return {
-        "weights": str(checkpoint) if checkpoint else "seeded (same architecture as the card)",
-        "max_abs_difference": difference,
-        "torch_eager": torch_stats,
-        "ort": ort_stats,
-        "speedup_p50": round(torch_stats["p50_ms"] / ort_stats["p50_ms"], 2),
-        "speedup_p99": round(torch_stats["p99_ms"] / ort_stats["p99_ms"], 2),
-    }
 
 
 def _session_options(ort):
@@ -184,6 +230,7 @@ def main() -> None:
         "model_step": model.card.get("training", {}).get("step"),
         "parameters": model.card.get("model", {}).get("parameters"),
         "length": model.length,
+        "live_length": model.live_length,
         "live": live_decisions(model, example, args.decisions),
         "clip_16_bars_entropic": clip_16_bars(model, example, args.clips, args.calls),
         "ort_vs_torch": ort_vs_torch(model, example, args.pairs, args.checkpoint),

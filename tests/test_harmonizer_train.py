@@ -59,3 +59,35 @@ def test_lockstep_trains_resumes_and_exports(tmp_path: Path) -> None:
 def test_stop_at_in_the_past_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="already passed"):
         lockstep.main(["--steps", "4", "--root", str(tmp_path), "--stop-at", "00:00"])
+
+
+def test_variable_lengths_affect_consistency_and_a_dynamic_length_export(tmp_path: Path) -> None:
+    cache = _tiny_cache(tmp_path / "cache")
+    root = tmp_path / "runs"
+    assert lockstep.main(["--steps", "6", "--curricula", "ff", "--root", str(root), "--cache", str(cache),
+                          "--crop-probability", "1", "--min-length", "8", "--va-consistency", "2",
+                          "--eval-every", "3", *TINY]) == 0
+    trained = [json.loads(line) for line in (root / "ff" / "log.jsonl").read_text().splitlines()]
+    assert trained[-1] == trained[-1] | {"event": "done", "step": 6}
+    assert trained[0]["config"]["va_consistency"] == "2.0"
+
+    from engines.harmonizer.export import export_checkpoint
+    from engines.harmonizer.runtime import HarmonizerModel
+
+    out = tmp_path / "models"
+    card = export_checkpoint(root / "ff" / "last.pt", "tiny", out, cache, live_length=12)
+    assert card["dynamic_length"] and card["live_length"] == 12
+    assert card["parity"]["max_abs_difference_live_window"] < 1e-4
+    model = HarmonizerModel.load(out / "tiny.onnx")
+    assert (model.length, model.live_length) == (80, 12)
+    with np.load(out / "tiny.parity.npz") as data:
+        example = {key: data[key] for key in data.files}
+    full = model.logits_batch(*(example[k] for k in ("melody", "harmony", "va", "style", "condition")))
+    short = model.logits(example["melody"][0, :12], example["harmony"][0, :12], example["va"][0, :12],
+                         int(example["style"][0]), example["condition"][0])
+    assert full.shape == (1, 80, 403) and short.shape == (12, 403)
+    with pytest.raises(ValueError, match="shape"):  # inputs of different lengths
+        model.logits(example["melody"][0, :11], example["harmony"][0, :12], example["va"][0, :12], 0,
+                     example["condition"][0])
+    with pytest.raises(ValueError, match="live-length"):
+        export_checkpoint(root / "ff" / "last.pt", "tiny", out, cache, live_length=81)

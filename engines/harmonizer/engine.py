@@ -236,7 +236,7 @@ class LearnedHarmonizer(Engine):
         """The chord of ``beat`` from the melody up to now (one model call), sounded at once."""
         model = self.model
         spq, per_bar = model.grid.steps_per_quarter, self.param("beats_per_bar")
-        history = max(1, model.length // spq - 2)
+        history = max(1, model.live_length // spq - 2)
         first = max(self.origin, per_bar * math.ceil((beat - history) / per_bar))
         first = min(first, beat)
         known = [c for c in range(first, beat) if c in self.chords]
@@ -263,7 +263,7 @@ class LearnedHarmonizer(Engine):
 
     def _free_note(self, pitch: int) -> Sequence[EngineOutput]:
         """Transport stopped: every note is a step of its own, its chord sounds at once."""
-        self.free_melody = (self.free_melody + [max(self.held)])[-(self.model.length // 2):]
+        self.free_melody = (self.free_melody + [max(self.held)])[-(self.model.live_length // 2):]
         self.free_chords = (self.free_chords + [MASK])[-len(self.free_melody):]
         steps, per_bar = len(self.free_melody), self.param("beats_per_bar")
         bars = (np.arange(steps) % per_bar == 0).astype(np.uint8)

@@ -25,7 +25,7 @@ from .dataset import DEFAULT_CACHE, STYLES, load_raw, make_windows, summary
 from .grid import GridConfig
 from .model import parameter_count
 from .train import evaluate, load_checkpoint
-from .vocab import SPECIALS, VOCAB_SIZE, token_name
+from .vocab import BAR, MASK, SPECIALS, VOCAB_SIZE, token_name
 
 __all__ = ["export_checkpoint", "main"]
 
@@ -45,10 +45,28 @@ def _last_val(log_path: Path, step: int) -> dict:
     return record
 
 
-def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Path = DEFAULT_CACHE) -> dict:
-    """Export, verify and document one checkpoint; returns the card."""
+def _live_example(feed: dict[str, np.ndarray], live_length: int) -> dict[str, np.ndarray]:
+    """The parity window cut to its first `live_length` positions, the last one masked (a live call)."""
+    short = {key: (value[:, :live_length] if value.ndim > 1 and key != "condition" else value)
+             for key, value in feed.items()}
+    short["harmony"] = short["harmony"].copy()
+    short["harmony"][:, -1] = np.where(short["harmony"][:, -1] == BAR, BAR, MASK)
+    return short
+
+
+def export_checkpoint(
+    checkpoint_path: Path, name: str, out_dir: Path, cache: Path = DEFAULT_CACHE, live_length: int | None = None
+) -> dict:
+    """Export, verify and document one checkpoint; returns the card.
+
+    The graph's length axis is dynamic (1..L positions); `live_length` (default L) is the window
+    the live engine uses for one per-beat decision, checked against torch like the full window.
+    """
     model, checkpoint = load_checkpoint(checkpoint_path)
     grid = GridConfig(**checkpoint["grid"])
+    live_length = grid.length if live_length is None else live_length
+    if not 1 <= live_length <= grid.length:
+        raise ValueError(f"--live-length {live_length} must lie in [1, {grid.length}]")
     raw = load_raw(cache)
     val = make_windows(raw, grid, "val")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -89,16 +107,22 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
             output_names=["logits"],
             opset_version=OPSET,
             dynamo=False,
-            dynamic_axes={key: {0: "batch"} for key in (*INPUT_NAMES, "logits")},
+            dynamic_axes={key: {0: "batch"} | ({1: "length"} if key not in ("style", "condition") else {})
+                          for key in (*INPUT_NAMES, "logits")},
         )
+        live_feed = _live_example(feed, live_length)
+        live_expected = model(*(torch.from_numpy(live_feed[key]) for key in INPUT_NAMES)).numpy()
     onnx.checker.check_model(onnx.load(str(onnx_path)))
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
     (got,) = session.run(["logits"], feed)
+    (live_got,) = session.run(["logits"], live_feed)
     max_difference = float(np.abs(got - expected).max())
-    if not np.allclose(got, expected, atol=PARITY_ATOL, rtol=1e-4):
-        raise RuntimeError(f"{onnx_path}: ORT differs from torch by {max_difference:.2e} (> {PARITY_ATOL})")
+    live_difference = float(np.abs(live_got - live_expected).max())
+    if not np.allclose(got, expected, atol=PARITY_ATOL, rtol=1e-4) or live_difference > PARITY_ATOL:
+        raise RuntimeError(f"{onnx_path}: ORT differs from torch by {max(max_difference, live_difference):.2e} "
+                           f"(> {PARITY_ATOL}) at length {grid.length} or {live_length}")
     np.savez_compressed(parity_path, **feed, expected_logits=expected.astype(np.float32))
 
     log_path = Path(checkpoint_path).parent / "log.jsonl"
@@ -113,6 +137,8 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
         "sha256": sha256_of(onnx_path),
         "opset": OPSET,
         "grid": grid.to_dict() | {"name": grid.name, "key_normalization": "C major / A minor"},
+        "dynamic_length": True,
+        "live_length": live_length,
         "labels": "per-beat chord reading engines.harmonizer.grid.read_beat_chords: pitch classes "
         "weighted by duration, metric position and doubling; onset bass always a chord tone; a "
         "subset of the previous chord continues it (docs/harmonizer.md, Data)",
@@ -123,11 +149,13 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
             "tokens": [token_name(t) for t in range(VOCAB_SIZE)],
         },
         "styles": list(STYLES),
+        "length_axis": f"every window of 1..{length} positions starting on a bar; the offline window is "
+        f"{length}, the live per-beat decision uses the last {live_length} (docs/harmonizer.md)",
         "inputs": [
             {
                 "name": "melody",
                 "dtype": "float32",
-                "shape": ["batch", length, roll_dim],
+                "shape": ["batch", "length", roll_dim],
                 "meaning": "binary roll: 12 pitch classes"
                 + (", 88 keys" if grid.roll == "pc_fr" else "")
                 + (", bar flag" if grid.bars else ""),
@@ -135,13 +163,13 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
             {
                 "name": "harmony",
                 "dtype": "int64",
-                "shape": ["batch", length],
+                "shape": ["batch", "length"],
                 "meaning": "chord tokens, <mask> where unknown",
             },
             {
                 "name": "va",
                 "dtype": "float32",
-                "shape": ["batch", length, 2],
+                "shape": ["batch", "length", 2],
                 "meaning": "valence, arousal per step in [-1, 1]",
             },
             {"name": "style", "dtype": "int64", "shape": ["batch"], "meaning": f"style id: {list(STYLES)}"},
@@ -152,7 +180,7 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
                 "meaning": "time signature: numerator one-hot 1..14, den-4 flag, den-8 flag",
             },
         ],
-        "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", length, VOCAB_SIZE]}],
+        "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", "length", VOCAB_SIZE]}],
         "model": checkpoint["model_config"] | {"parameters": parameter_count(model)},
         "training": {
             "curriculum": checkpoint["curriculum"],
@@ -169,6 +197,7 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
             "file": parity_path.name,
             "sha256": sha256_of(parity_path),
             "max_abs_difference_ort_vs_torch": max_difference,
+            "max_abs_difference_live_window": live_difference,
             "atol": PARITY_ATOL,
         },
         "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__, "onnx": onnx.__version__},
@@ -203,9 +232,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="harmonizer", help="file stem under --out-dir")
     parser.add_argument("--out-dir", type=Path, default=Path("onnx_models"))
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--live-length", type=int, help="positions of a live per-beat window (default L)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    export_checkpoint(args.checkpoint, args.name, args.out_dir, args.cache)
+    export_checkpoint(args.checkpoint, args.name, args.out_dir, args.cache, args.live_length)
     return 0
 
 

@@ -187,8 +187,9 @@ def next_chords(
 ) -> np.ndarray:
     """Live decision, one model call: fill the `<mask>` steps of `chords` [steps] (the last
     ones; earlier steps hold the chords already played, in the melody's key) from the melody
-    played so far. Nothing after the last step is known: the window is filled after it with
-    silence and `future` chord tokens (`<mask>`: unknown; `<pad>` would say the piece ends).
+    played so far, at most the model's `live_length` positions starting on a bar. Nothing after
+    the last step is known: a dynamic-length graph gets the window up to it, a fixed-length one
+    silence and `future` chord tokens after it (`<mask>`: unknown; `<pad>` says the piece ends).
     Returns the tokens of the masked steps (melody's key)."""
     melody_pitch = np.asarray(melody_pitch, dtype=np.int64)
     chords = np.asarray(chords, dtype=np.int64)
@@ -201,9 +202,11 @@ def next_chords(
     onset = np.r_[1, (top[1:] != top[:-1]).astype(np.uint8)]
     sequence = build_sequence(model.grid, shifted, onset, transpose_tokens(chords, shift),
                               np.asarray(bar_start, np.uint8), np.asarray(va, np.float32))
-    length = model.length
-    start = _window_start(sequence.step, length)
+    start = _window_start(sequence.step, model.live_length)
     used = len(sequence.step) - start
+    # a graph with a dynamic length axis gets the window up to the current beat and nothing
+    # after it; a fixed-length graph gets the rest of its window as silence and `future`
+    length = used if model.dynamic_length else model.length
     harmony = np.full(length, future, dtype=np.int64)
     harmony[:used] = sequence.harmony[start:]
     melody = np.zeros((length, model.grid.roll_dim), np.float32)

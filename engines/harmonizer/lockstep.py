@@ -26,9 +26,12 @@ from .curriculum import CURRICULA, apply_to_batch, curriculum_mask
 from .dataset import DEFAULT_CACHE, Windows, load_raw, make_windows
 from .grid import GridConfig
 from .model import Harmonizer, ModelConfig, parameter_count
+from .regularize import consistency_penalty, crop_length, melody_fit_table
 from .train import _batch_tensors, _learning_rate, _save, add_training_options, evaluate
 
 __all__ = ["main"]
+
+_FIT = torch.from_numpy(melody_fit_table())
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Run:
     best: float = float("inf")
     loss_sum: float = 0.0
     loss_count: int = 0
+    penalty_sum: float = 0.0
 
     def write(self, record: dict) -> None:
         self.log.write(json.dumps(record) + "\n")
@@ -93,22 +97,38 @@ def _open_run(curriculum: str, args: argparse.Namespace, config: ModelConfig) ->
 
 def _train_step(run: Run, args: argparse.Namespace, windows: Windows, length: int) -> None:
     index = run.rng.integers(0, len(windows), size=args.batch)
-    visible, target = curriculum_mask(run.curriculum, run.step, args.steps, length, run.rng)
-    harmony = windows.harmony[index]
+    crop = crop_length(length, run.rng, args.crop_probability, args.min_length)
+    visible, target = curriculum_mask(run.curriculum, run.step, args.steps, crop, run.rng)
+    harmony = windows.harmony[index, :crop]
     inputs, loss_mask = apply_to_batch(harmony, visible, target)
     for group in run.optimizer.param_groups:
         group["lr"] = _learning_rate(run.step, args.steps, args.lr, args.warmup)
-    logits = run.model(*_batch_tensors(windows, index, inputs))
+    tensors = list(_batch_tensors(windows, index, inputs))
+    tensors[0], tensors[2] = tensors[0][:, :crop], tensors[2][:, :crop]  # melody, va
     mask = torch.from_numpy(loss_mask)
-    if mask.any():
-        losses = F.cross_entropy(logits.transpose(1, 2), torch.from_numpy(harmony), reduction="none")
-        loss = losses[mask].mean()
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
-        run.optimizer.step()
-        run.loss_sum += loss.item()
-        run.loss_count += 1
+    if not mask.any():
+        run.step += 1
+        return
+    consistency = args.va_consistency > 0
+    if consistency:  # the same windows again, with one random constant affect per window
+        random_va = torch.from_numpy(run.rng.uniform(-1, 1, (args.batch, 1, 2)).astype(np.float32))
+        doubled = [torch.cat([t, random_va.expand_as(t) if k == 2 else t]) for k, t in enumerate(tensors)]
+        true_logits, random_logits = run.model(*doubled).chunk(2)
+    else:
+        true_logits = run.model(*tensors)
+    losses = F.cross_entropy(true_logits.transpose(1, 2), torch.from_numpy(harmony), reduction="none")
+    loss = losses[mask].mean()
+    run.loss_sum += loss.item()
+    if consistency:
+        pitch = torch.from_numpy(windows.melody_pitch[index, :crop].astype(np.int64))
+        penalty = consistency_penalty(true_logits, random_logits, _FIT, pitch, mask)
+        run.penalty_sum += penalty.item()
+        loss = loss + args.va_consistency * penalty
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(run.model.parameters(), 1.0)
+    run.optimizer.step()
+    run.loss_count += 1
     run.step += 1
 
 
@@ -134,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-at", help="HH:MM UTC: save every run and stop (all at the same step)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--init", type=Path, help="start from this checkpoint's weights (a new schedule)")
+    parser.add_argument("--crop-probability", type=float, default=0.0,
+                        help="share of batches cut to a random length in [--min-length, L]")
+    parser.add_argument("--min-length", type=int, default=16)
+    parser.add_argument("--va-consistency", type=float, default=0.0,
+                        help="weight of the affect consistency penalty (regularize.py); 0 = off")
     args = parser.parse_args(argv)
     stop_at = _deadline(args.stop_at)
     torch.set_num_threads(1)
@@ -175,8 +200,9 @@ def _loop(
             _train_step(run, args, train_windows, grid.length)
             if run.step % 100 == 0:
                 run.write({"event": "train", "step": run.step, "loss": run.loss_sum / max(1, run.loss_count),
+                           "va_penalty": run.penalty_sum / max(1, run.loss_count),
                            "lr": run.optimizer.param_groups[0]["lr"], "elapsed_s": round(time.time() - started, 1)})
-                run.loss_sum, run.loss_count = 0.0, 0
+                run.loss_sum, run.loss_count, run.penalty_sum = 0.0, 0, 0.0
             if run.step % args.eval_every == 0 or run.step == args.steps:
                 metrics = evaluate(run.model, val_windows)
                 if metrics["val_loss_full"] < run.best:

@@ -67,16 +67,20 @@ class _Block(nn.Module):
         )
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden: torch.Tensor, queries_from: int = 0) -> torch.Tensor:
+        """Every position attends to all; only positions >= `queries_from` are computed and
+        returned (the last block needs the harmony half only)."""
         batch, length, width = hidden.shape
         head_dim = width // self.heads
         q, k, v = self.qkv(self.norm_attention(hidden)).chunk(3, dim=-1)
+        if queries_from:
+            q, hidden = q[:, queries_from:], hidden[:, queries_from:]
 
         def split(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(batch, length, self.heads, head_dim).transpose(1, 2)
+            return t.reshape(batch, -1, self.heads, head_dim).transpose(1, 2)
 
         scores = split(q) @ split(k).transpose(-1, -2) / math.sqrt(head_dim)
-        attended = (scores.softmax(-1) @ split(v)).transpose(1, 2).reshape(batch, length, width)
+        attended = (scores.softmax(-1) @ split(v)).transpose(1, 2).reshape(batch, -1, width)
         hidden = hidden + self.dropout(self.out(attended))
         return hidden + self.dropout(self.ff(self.norm_ff(hidden)))
 
@@ -117,9 +121,10 @@ class Harmonizer(nn.Module):
         condition_h = (self.condition_in(condition) + self.segment.weight[0])[:, None, :]
         hidden = torch.cat([condition_h, melody_h, harmony_h], dim=1) + self.style_in(style)[:, None, :]
         hidden = self.dropout(hidden)
-        for block in self.blocks:
+        for block in self.blocks[:-1]:
             hidden = block(hidden)
-        return self.head(self.norm(hidden[:, 1 + length :]))
+        # the head reads the harmony half only, so the last block computes only that half
+        return self.head(self.norm(self.blocks[-1](hidden, queries_from=1 + length)))
 
 
 def parameter_count(model: nn.Module) -> int:

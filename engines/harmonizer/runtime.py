@@ -86,7 +86,18 @@ class HarmonizerModel:
 
     @property
     def length(self) -> int:
+        """The offline window (positions the model was trained on)."""
         return self.grid.length
+
+    @property
+    def dynamic_length(self) -> bool:
+        """True when the graph takes any window of 1..length positions."""
+        return bool(self.card.get("dynamic_length", False))
+
+    @property
+    def live_length(self) -> int:
+        """Positions of one live per-beat decision's window (the card's `live_length`)."""
+        return int(self.card.get("live_length", self.length)) if self.dynamic_length else self.length
 
     @property
     def styles(self) -> list[str]:
@@ -100,12 +111,17 @@ class HarmonizerModel:
         style: np.ndarray,
         condition: np.ndarray,
     ) -> np.ndarray:
-        """Batched call: shapes [B, L, R], [B, L], [B, L, 2], [B], [B, 16] -> [B, L, V]."""
-        batch = harmony.shape[0]
+        """Batched call: shapes [B, L, R], [B, L], [B, L, 2], [B], [B, 16] -> [B, L, V].
+
+        L is the card's length, or any 1..length when the graph's length axis is dynamic.
+        """
+        batch, length = np.shape(harmony)[:2] if np.ndim(harmony) == 2 else (len(harmony), -1)
+        if not (self.dynamic_length and 1 <= length <= self.length):
+            length = self.length
         expected = {
-            "melody": (batch, self.length, self.grid.roll_dim),
-            "harmony": (batch, self.length),
-            "va": (batch, self.length, 2),
+            "melody": (batch, length, self.grid.roll_dim),
+            "harmony": (batch, length),
+            "va": (batch, length, 2),
             "style": (batch,),
             "condition": (batch, TIME_SIGNATURE_DIM),
         }

@@ -70,7 +70,7 @@ class _Block(nn.Module):
     def forward(self, hidden: torch.Tensor, queries_from: int = 0) -> torch.Tensor:
         """Every position attends to all; only positions >= `queries_from` are computed and
         returned (the last block needs the harmony half only)."""
-        batch, length, width = hidden.shape
+        batch, _, width = hidden.shape
         head_dim = width // self.heads
         q, k, v = self.qkv(self.norm_attention(hidden)).chunk(3, dim=-1)
         if queries_from:

@@ -17,7 +17,7 @@ import torch
 from .metrics import _interval_score
 from .vocab import VOCAB_SIZE, token_bitmaps
 
-__all__ = ["melody_fit_table", "crop_length", "expected_fit", "consistency_penalty"]
+__all__ = ["consistency_penalty", "crop_length", "expected_fit", "melody_fit_table"]
 
 
 def melody_fit_table() -> np.ndarray:

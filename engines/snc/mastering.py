@@ -92,6 +92,8 @@ class MasteringModel:
         taps = 0 if fir is None else fir.shape[0]
         self.history = max(taps - 1 - self.lookahead, 0)
         self._spectra: dict[int, np.ndarray] = {}
+        self._planar_spectra: dict[int, np.ndarray] = {}
+        self._ramp: np.ndarray | None = None
 
     def stored(self, frames: int) -> MasteringModel:
         """This model as a reader rebuilds it from the manifest (rounded taps and gains): the
@@ -158,28 +160,44 @@ class MasteringModel:
 
     def gains_at(self, first: int, n: int) -> np.ndarray:
         """Envelope gains (n, channels) for frames [first, first + n): linear between hop centres."""
-        hop = self.hop
-        if first % hop == 0 and n % hop == 0 and hop % 2 == 0:
-            return self._gains_aligned(first // hop, n // hop)
-        lo = max(first // hop - 1, 0)
-        hi = min((first + n) // hop + 2, self.envelope.shape[0])
-        centres = np.arange(lo, hi) * hop + hop / 2.0
-        t = np.arange(first, first + n, dtype=np.float64)
-        return np.stack([np.interp(t, centres, self.envelope[lo:hi, c]) for c in range(self.channels)],
-                        axis=1).astype(np.float32)
+        return self.gains_planar(first, n).T
 
-    def _gains_aligned(self, row: int, rows: int) -> np.ndarray:
-        """gains_at for whole hops, without a per-sample search: hop j's first half runs from
-        centre j-1 to centre j, its second half from centre j to centre j+1."""
-        env = self.envelope
-        last = env.shape[0] - 1
-        index = np.arange(row - 1, row + rows + 1).clip(0, last)
-        points = env[index].astype(np.float32)  # centres row-1 .. row+rows
-        half = self.hop // 2
-        ramp = ((np.arange(half, dtype=np.float32) + half) / self.hop)[None, :, None]  # centre j's weight
-        left = points[:-2, None, :] + (points[1:-1, None, :] - points[:-2, None, :]) * ramp
-        right = points[1:-1, None, :] + (points[2:, None, :] - points[1:-1, None, :]) * (ramp - 0.5)
-        return np.concatenate([left, right], axis=1).reshape(rows * self.hop, self.channels)
+    def gains_planar(self, first: int, n: int) -> np.ndarray:
+        """Envelope gains (channels, n) for frames [first, first + n). Between the centres of
+        hops k and k + 1 (frames k * hop + hop/2 + u, u < hop) the gain is p[k] + (p[k+1] - p[k])
+        * ramp[u] in float32, so any block, aligned or not, gets the same values at the same
+        frames (before the first and after the last centre the gain holds)."""
+        hop = self.hop
+        half = hop // 2
+        if self._ramp is None or self._ramp.shape[0] != hop:
+            ramp = (np.arange(half, dtype=np.float32) + half) / hop  # u >= half: the next hop's first half
+            self._ramp = np.concatenate([ramp - 0.5, ramp])
+        k0 = (first - half) // hop
+        k1 = (first + n - 1 - half) // hop
+        index = np.arange(k0, k1 + 2).clip(0, self.envelope.shape[0] - 1)
+        points = self.envelope[index].T.astype(np.float32)  # (channels, segments + 1)
+        steps = points[:, 1:] - points[:, :-1]
+        ramps = points[:, :-1, None] + steps[:, :, None] * self._ramp
+        offset = first - (k0 * hop + half)
+        return ramps.reshape(self.channels, -1)[:, offset:offset + n]
+
+    def predict_planar(self, ext: np.ndarray, first: int, n: int, integer: bool = False) -> np.ndarray:
+        """``predict`` on planar blocks: ``ext`` is (channels, history + n + lookahead) and the
+        result (channels, n). The same arithmetic as ``predict``, value for value."""
+        if self.kind == "gain":
+            mix = ext[:, self.history:self.history + n].astype(np.float64) * self.gain[:, None]
+            return np.rint(mix).astype(np.int64) if integer else mix
+        taps = self.fir.shape[0]
+        size = sfft.next_fast_len(ext.shape[1], real=True)
+        spectrum = self._planar_spectra.get(size)
+        if spectrum is None:
+            spectrum = sfft.rfft(np.ascontiguousarray(self.fir.T, dtype=np.float32), size, axis=1)
+            self._planar_spectra = {size: spectrum}
+        spectra = sfft.rfft(ext.astype(np.float32, copy=False), size, axis=1)
+        spectra *= spectrum
+        filtered = sfft.irfft(spectra, size, axis=1)[:, taps - 1:taps - 1 + n]
+        filtered *= self.gains_planar(first, n)
+        return filtered
 
     def predict(self, ext: np.ndarray, first: int, n: int, integer: bool = False) -> np.ndarray:
         """The model's master for frames [first, first + n) from the mix ``ext`` (see _filter)."""

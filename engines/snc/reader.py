@@ -12,10 +12,10 @@ import av
 import numpy as np
 
 from bridge.errors import CodecError
-from engines.snc.avio import _frame_array
 from engines.snc.manifest import LIMITS, Manifest
-from engines.snc.mastering import MasteringModel, ModelStream, mix_sum
-from engines.snc.pcm import INT_SCALE, Rechunker
+from engines.snc.mastering import MasteringModel
+from engines.snc.pcm import INT_SCALE
+from engines.snc.planar import TrackBuffer, frame_planes
 
 __all__ = ["SncReader"]
 
@@ -101,15 +101,15 @@ class SncReader:
         if start >= frames:
             raise CodecError(f"start {start_s} s is past the end ({self.manifest.duration_s:.3f} s)")
         end = frames if duration_s is None else min(frames, start + int(round(duration_s * rate)))
-        want_integer = integer and self.integer
         dtype = np.int64 if self.integer else np.float32
-        ahead = self.model.lookahead
+        history, ahead = self.model.history, self.model.lookahead
         # The model's filter needs `history` frames of the mix before `start`: decode from there.
-        first = max(0, start - self.model.history)
-        stream = ModelStream(self.model, channels, dtype)
+        # Every track's buffer holds `history` frames before `done` (silence before `first`).
+        first = max(0, start - history)
         with av.open(str(self.path)) as container:
             streams = list(container.streams.audio)
-            chunkers = [Rechunker(channels, dtype) for _ in streams]
+            buffers = [TrackBuffer(channels, dtype, history, 2 * (block_frames + history + ahead) + 16384)
+                       for _ in streams]
             positions: list[int | None] = [None] * len(streams)
             if first > 0:
                 container.seek(int(max(0.0, first / rate - _PREROLL_S) * av.time_base), any_frame=False)
@@ -121,11 +121,12 @@ class SncReader:
                 nonlocal done
                 while done < end:
                     n = min(block_frames, end - done, start - done if done < start else block_frames)
-                    if not all(c.size >= n + ahead for c in chunkers):
+                    if not all(b.size >= history + n + ahead for b in buffers):
                         return
-                    block = self._step(stream, [c.pop(n) for c in chunkers], [c.peek(ahead) for c in chunkers],
-                                       done, want_integer, with_residual)
-                    if done >= start:
+                    block = self._step(buffers, n, done, integer and self.integer, with_residual, done >= start)
+                    for buffer in buffers:
+                        buffer.advance(n)
+                    if block is not None:
                         yield block
                     done += n
 
@@ -136,26 +137,22 @@ class SncReader:
                 except av.error.FFmpegError as exc:
                     raise CodecError(f"{self.path}: track {slot} ({self.names[slot]}) is corrupt near "
                                      f"{float(packet.pts or 0) * float(streams[slot].time_base):.3f} s: {exc}") from None
+                buffer = buffers[slot]
                 for frame in decoded:
-                    data = _frame_array(frame, channels)
-                    if self.integer:
-                        data = data.astype(np.int64) >> 8
                     at = positions[slot]  # frames follow each other: only the first needs its time
                     if at is None:
                         at = self._place(packet, frame.samples, slot, delays[slot], rate)
-                    positions[slot] = at + data.shape[0]
-                    if at < done:  # pre-roll before the frames wanted
-                        data = data[min(done - at, data.shape[0]):]
-                    chunkers[slot].push(data)
-                if chunkers[slot].size >= block_frames + ahead or done >= end:
+                    positions[slot] = at + frame.samples
+                    # Frames before `done` are pre-roll (after a seek): left out.
+                    buffer.push(frame_planes(frame, channels, self.integer), min(max(done - at, 0), frame.samples))
+                if buffer.size >= history + block_frames + ahead or done >= end:
                     yield from ready()  # (a block needs every track; checked only when this one has one)
                 if done >= end:
                     return
             while done < end:  # the end of the file: silence after it, one block at a time
-                need = min(block_frames, end - done) + ahead
-                for chunker in chunkers:
-                    if chunker.size < need:
-                        chunker.push(np.zeros((need - chunker.size, channels), dtype))
+                need = history + min(block_frames, end - done) + ahead
+                for buffer in buffers:
+                    buffer.pad(need - buffer.size)
                 yield from ready()
 
     def _place(self, packet: av.Packet, samples: int, slot: int, delay: int, rate: int) -> int:
@@ -172,35 +169,44 @@ class SncReader:
         start = int(round((approx + delay) / grid)) * grid - delay
         return start + delay if delay and samples == grid - delay else start
 
-    def _step(self, stream: ModelStream, parts: list[np.ndarray], ahead: list[np.ndarray], first: int,
-              integer: bool, with_residual: bool) -> dict[str, np.ndarray]:
-        """One block: the model of the stem mix, plus the residual (scaled per block)."""
-        residual, stems = parts[0], parts[1:]
-        n = residual.shape[0]
-        future = mix_sum(ahead[1:]) if stream.model.lookahead else np.zeros((0, residual.shape[1]), residual.dtype)
-        if future.shape[0] and first + n + future.shape[0] > self.manifest.frames:
-            future[max(self.manifest.frames - first - n, 0):] = 0  # the encoder saw silence past the end
-        mix = mix_sum([s.astype(np.float64) for s in stems]) if self.integer else mix_sum(stems)
-        master = stream.predict(mix, future, first, self.integer)
+    def _step(self, buffers: list[TrackBuffer], n: int, first: int, integer: bool, with_residual: bool,
+              wanted: bool) -> dict[str, np.ndarray] | None:
+        """One block [first, first + n): the model of the stem mix (planar, from the buffers'
+        history, block and look-ahead), plus the residual scaled per block. None for a block
+        decoded only to fill the filter's history (before the start of a seek)."""
+        if not wanted:
+            return None
+        model = self.model
+        history, ahead = model.history, model.lookahead
+        span = history + n + ahead
+        stems = [b.view(span) for b in buffers[1:]]
+        mix = stems[0].astype(np.float64 if self.integer else np.float32)
+        for stem in stems[1:]:
+            mix += stem
+        if ahead and first + n + ahead > self.manifest.frames:
+            mix[:, history + max(self.manifest.frames - first, 0):] = 0  # the encoder saw silence past the end
+        master = model.predict_planar(mix, first, n, self.integer)
         if with_residual:
+            residual = buffers[0].view(n, history)
             gains = self._residual_gain(first, n)
             master = master + (residual if gains is None else residual * gains)
-        out = {"master": master, **{name: part for name, part in zip(self.names[1:], stems)}}
+        out = {"master": master, **{name: stem[:, history:history + n].copy()
+                                    for name, stem in zip(self.names[1:], stems)}}
         if not integer:
             out = {k: (v / self.scale if self.integer else v).astype(np.float32, copy=False) for k, v in out.items()}
-        return out
+        return {k: v.T for k, v in out.items()}
 
     def _residual_gain(self, first_frame: int, frames: int) -> np.ndarray | None:
-        """Per-sample residual gains (frames, channels) for [first_frame, first_frame + frames)."""
+        """Per-sample residual gains (channels, frames) for [first_frame, first_frame + frames)."""
         table = self.residual_gains
         if table is None:
             return None
         size = self.gain_block_frames
         lo, hi = first_frame // size, (first_frame + frames - 1) // size
         if lo == hi:
-            return table[min(lo, len(table) - 1)][None, :].astype(np.float32)
+            return table[min(lo, len(table) - 1)][:, None].astype(np.float32)
         index = (np.arange(first_frame, first_frame + frames) // size).clip(0, len(table) - 1)
-        return table[index].astype(np.float32)
+        return table[index].T.astype(np.float32)
 
     def decode_to_dir(self, out_dir: Path) -> list[Path]:
         """DIR/master.wav and DIR/<stem>.wav, each written to a temporary name and renamed."""

@@ -39,6 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-rule", action="store_true", help="skip the rule engine")
     parser.add_argument("--split", default="test", choices=("test", "val"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperature", type=float,
+                        help="sampling temperature (default: each model card's calibrated value, else 0.2)")
+    parser.add_argument("--top-p", type=float, help="nucleus mass (default: the card's, else 0.9)")
     parser.add_argument("--cache", type=Path, default=None,
                         help="dataset cache dir (default /work/runs/harmonizer/cache; parsed now when absent)")
     parser.add_argument("--out", type=Path, help="write every figure as JSON")
@@ -80,6 +83,10 @@ def _check(args: argparse.Namespace) -> None:
         value = getattr(args, option)
         if value is not None and value < 1:
             raise ParameterError(f"--{option} must be at least 1, got {value}")
+    if args.temperature is not None and not 0.05 <= args.temperature <= 2.0:
+        raise ParameterError(f"--temperature must be in 0.05..2, got {args.temperature}")
+    if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
+        raise ParameterError(f"--top-p must be in (0, 1], got {args.top_p}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as error:
         raise ConfigError(str(error)) from error
     report = he.evaluate_all(models, sets, args.strategies, args.calls, args.seed, args.windows,
-                             not args.no_rule, progress)
+                             not args.no_rule, progress, args.temperature, args.top_p)
     markdown = he.report_markdown(report)
     print(markdown)
     if args.out:

@@ -62,7 +62,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--arousal", type=float, help="constant arousal in [-1, 1] (with --valence)")
     p.add_argument("--va", type=Path, help="VA curve: CSV/JSON time_s,valence,arousal (as `va analyze` "
                    "writes) or CSV beats,valence,arousal (docs/harmonizer_live.md)")
-    p.add_argument("--temperature", type=float, default=0.2, help="sampling temperature (default 0.2)")
+    p.add_argument("--temperature", type=float,
+                   help="sampling temperature (default: the model card's calibrated one, else 0.2)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--track", type=int, help="melody track index (default: the first with notes)")
     p.add_argument("--voicing", choices=STYLES, default="pad", help="accompaniment style (default pad)")
@@ -160,7 +161,7 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--steps {args.steps}: must be at least 1")
     if not 1 <= args.voices <= 6:
         raise ConfigError(f"--voices {args.voices}: must be 1..6")
-    if not 0.05 <= args.temperature <= 2.0:
+    if args.temperature is not None and not 0.05 <= args.temperature <= 2.0:
         raise ConfigError(f"--temperature {args.temperature}: must be in 0.05..2")
     check_affect_options(args)
 
@@ -212,7 +213,8 @@ def _harmonize_one(source: Path, target: Path, xml_target: Path | None, args, mo
     except ValueError as exc:
         raise ConfigError(f"--key: {exc}") from None
     options = ClipOptions(style=args.style or model.styles[0], strategy=args.strategy, calls=args.steps,
-                          temperature=args.temperature, key=key, voicing_style=args.voicing,
+                          temperature=model.temperature if args.temperature is None else args.temperature,
+                          key=key, voicing_style=args.voicing,
                           voicing=VoicingConfig(voices=args.voices, bass=not args.no_bass))
     try:
         clip = harmonize_notes(model, melody.notes, length, beats_per_bar, options, va,

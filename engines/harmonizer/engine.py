@@ -40,6 +40,17 @@ KEY_SWITCH_MARGIN = 0.15  # correlation a newly detected key must gain over the 
 _KEYS = ("auto",) + ROOT_NAMES + tuple(f"{n}m" for n in ROOT_NAMES)
 
 
+def _default_temperature() -> float:
+    """The default model card's calibrated sampling temperature (docs/harmonizer.md), else 0.2."""
+    from onnx_models import models_dir
+
+    from .runtime import DEFAULT_TEMPERATURE
+
+    card = models_dir() / "harmonizer.card.json"
+    decoding = json.loads(card.read_text()).get("decoding", {}) if card.exists() else {}
+    return float(decoding.get("temperature", DEFAULT_TEMPERATURE))
+
+
 def _shipped(kind: str) -> tuple[str, ...]:
     """Shipped harmonizer model names, or the default model's styles, read from the cards."""
     from onnx_models import models_dir
@@ -72,7 +83,8 @@ class LearnedHarmonizer(Engine):
         Param("arpeggio_rate", "int", 2, 1, 8, unit="notes/beat", doc="Arpeggio speed"),
         Param("strategy", "choice", "entropic", choices=STRATEGIES, doc="Decoding strategy (clip mode)"),
         Param("steps", "int", 10, 1, 128, unit="calls", doc="Model calls for a clip (staged strategies)"),
-        Param("temperature", "float", 0.2, 0.05, 2.0, doc="Sampling temperature"),
+        Param("temperature", "float", _default_temperature(), 0.05, 2.0,
+              doc="Sampling temperature (default: the model card's calibrated one)"),
         Param("seed", "int", -1, -1, 2**31 - 1, doc="Random seed (-1: a fresh one)"),
         Param("valence", "float", 0.0, -1.0, 1.0, doc="Affect: valence (negative = darker)"),
         Param("arousal", "float", 0.0, -1.0, 1.0, doc="Affect: arousal (positive = more active)"),

@@ -148,9 +148,13 @@ def score_system(
 
 
 def model_system(
-    model: HarmonizerModel, windows: Windows, strategy: str, calls: int, seed: int
+    model: HarmonizerModel, windows: Windows, strategy: str, calls: int, seed: int,
+    temperature: float | None = None, top_p: float | None = None,
 ) -> Producer:
-    """Producer decoding a window with `strategy` (nucleus T 0.2, p 0.9, seeded per system)."""
+    """Producer decoding a window with `strategy` (nucleus sampling seeded per system; temperature
+    and top-p default to the model card's `decoding`, else T 0.2, p 0.9)."""
+    temperature = model.temperature if temperature is None else temperature
+    top_p = model.top_p if top_p is None else top_p
     if model.grid.grid != "q4":
         raise ValueError(f"{model.path}: the evaluation uses the Q4 grid, the model has {model.grid.grid}")
     rng = np.random.default_rng(seed)
@@ -162,7 +166,8 @@ def model_system(
                 windows.condition[index],
             )
 
-        result = fill_masks(logits_fn, row, last_melody_position(windows, index), strategy, rng, calls=calls)
+        result = fill_masks(logits_fn, row, last_melody_position(windows, index), strategy, rng,
+                            temperature, top_p, calls)
         return result.harmony, result.calls
 
     return produce
@@ -253,13 +258,19 @@ def evaluate_all(
     windows_limit: int | None,
     with_rule: bool,
     progress: Callable[[str], None],
+    temperature: float | None = None,
+    top_p: float | None = None,
 ) -> dict:
-    """Every system on every set; JSON-ready."""
+    """Every system on every set; JSON-ready. Temperature / top-p: given, else each model's card."""
+    sampling = {id(m): (m.temperature if temperature is None else temperature,
+                        m.top_p if top_p is None else top_p) for m in models}
+    described = "; ".join(f"{model_label(m)} T {t:g} p {p:g}" for m in models for t, p in [sampling[id(m)]])
     report: dict = {
-        "protocol": "Q4 windows, all chords masked, bars and padding given; nucleus T 0.2 p 0.9; "
+        "protocol": f"Q4 windows, all chords masked, bars and padding given; nucleus sampling {described}; "
         f"seed {seed}; {calls} calls for stages10/entropic",
         "models": [{"path": str(m.path), "label": model_label(m), "step": m.card.get("training", {}).get("step"),
-                    "sha256": m.card.get("sha256")} for m in models],
+                    "sha256": m.card.get("sha256"), "temperature": sampling[id(m)][0],
+                    "top_p": sampling[id(m)][1]} for m in models],
         "sets": [],
     }
     for entry in sets:
@@ -276,7 +287,7 @@ def evaluate_all(
             systems.append(("rule", rule_system(entry.windows)))
         for model in models:
             for strategy in strategies:
-                producer = model_system(model, entry.windows, strategy, calls, seed)
+                producer = model_system(model, entry.windows, strategy, calls, seed, *sampling[id(model)])
                 systems.append((f"{model_label(model)}/{strategy}", producer))
         for name, producer in systems:
             progress(f"{entry.name}: {name} ({count} windows)")

@@ -19,7 +19,10 @@ from onnx_models import sha256_of
 from .grid import TIME_SIGNATURE_DIM, GridConfig
 from .vocab import VOCAB_SIZE
 
-__all__ = ["HarmonizerModel", "ModelLoadError"]
+__all__ = ["DEFAULT_TEMPERATURE", "DEFAULT_TOP_P", "HarmonizerModel", "ModelLoadError"]
+
+DEFAULT_TEMPERATURE = 0.2  # the paper's nucleus sampling, used when a card names no calibration
+DEFAULT_TOP_P = 0.9
 
 
 @dataclass
@@ -98,6 +101,16 @@ class HarmonizerModel:
     def live_length(self) -> int:
         """Positions of one live per-beat decision's window (the card's `live_length`)."""
         return int(self.card.get("live_length", self.length)) if self.dynamic_length else self.length
+
+    @property
+    def temperature(self) -> float:
+        """Default sampling temperature: the card's calibrated `decoding`, else the paper's 0.2."""
+        return float(self.card.get("decoding", {}).get("temperature", DEFAULT_TEMPERATURE))
+
+    @property
+    def top_p(self) -> float:
+        """Default nucleus mass: the card's `decoding`, else the paper's 0.9."""
+        return float(self.card.get("decoding", {}).get("top_p", DEFAULT_TOP_P))
 
     @property
     def styles(self) -> list[str]:

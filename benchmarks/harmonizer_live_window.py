@@ -4,8 +4,9 @@
 
 Folk songs of music21's Essen collection (`altdeu10`, 2/4, 3/4, 4/4), melody per beat: every
 beat is decided as the live engine does (`harmonize.next_chords`: the melody so far, the chords
-already decided, one model call), with the window after the current beat filled with `<mask>`
-(unknown future) or `<pad>` (piece ends), in the key the offline harmonization found; the
+already decided, one model call), in the key the offline harmonization found: with a fixed-length
+graph the window after the current beat is filled with `<mask>` (unknown future) or `<pad>`
+(piece ends); a dynamic-length graph gets the last `live_length` positions up to the beat; the
 offline harmonization (`harmonize.harmonize`,
 stages10) of the whole melody is the reference. Reports the share of beats equal to the offline
 chord, the share of tonic chords, and distinct chords per song.
@@ -47,12 +48,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--songs", type=int, default=11)
     parser.add_argument("--beats", type=int, default=64)
-    parser.add_argument("--model", default="harmonizer")
+    parser.add_argument("--model", default="harmonizer", help="shipped card name or .onnx path")
+    parser.add_argument("--live-lengths", type=int, nargs="+",
+                        help="live windows to compare (a dynamic-length graph; default the card's)")
     args = parser.parse_args()
-    model = HarmonizerModel.named(args.model)
+    model = HarmonizerModel.load(args.model) if args.model.endswith(".onnx") else HarmonizerModel.named(args.model)
     tunes = melodies(args.songs)
-    result = {"model": args.model, "songs": len(tunes)}
-    for name, future in (("mask", MASK), ("pad", PAD)):
+    result = {"model": args.model, "songs": len(tunes), "sha256": model.card["sha256"]}
+    variants = [("mask", MASK, None), ("pad", PAD, None)]
+    if model.dynamic_length:  # the window ends at the current beat: no future positions at all
+        variants = [(f"live_length {n}", MASK, n) for n in args.live_lengths or [model.live_length]]
+    for name, future, live_length in variants:
+        if live_length is not None:
+            model.card["live_length"] = live_length
         agree = tonic = total = distinct = 0
         for melody, per_bar in tunes:
             steps = min(len(melody), args.beats)

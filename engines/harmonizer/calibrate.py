@@ -24,17 +24,18 @@ from pathlib import Path
 from .harmony_eval import load_sets, model_system, score_system, truth_system
 from .runtime import HarmonizerModel
 
-__all__ = ["calibrate", "main"]
+__all__ = ["calibrate", "main", "write_card"]
 
 OBJECTIVE = ("PCS", "CTnCTR")
 
 
 def calibrate(
     model: HarmonizerModel, temperatures: list[float], top_ps: list[float], strategy: str = "entropic",
-    calls: int = 10, seed: int = 0, cache: Path | None = None,
+    calls: int = 10, seed: int = 0, cache: Path | None = None, pieces: int | None = None,
 ) -> dict:
-    """Score every grid point on the validation split; returns the table and the choice."""
-    windows = load_sets(model.grid, "val", None, None, cache, lambda _: None)[0].windows
+    """Score every grid point on the validation split (its first `pieces`, default all);
+    returns the table and the choice."""
+    windows = load_sets(model.grid, "val", pieces, None, cache, lambda _: None)[0].windows
     metrics = ("CHE", "CC", "CTD", "CTnCTR", "PCS", "MCTD")
     truth, truth_rows = score_system("ground truth", windows, truth_system(windows), len(windows), metrics)
     rows = []
@@ -54,7 +55,7 @@ def calibrate(
     }
 
 
-def _write_card(model: HarmonizerModel, result: dict) -> Path:
+def write_card(model: HarmonizerModel, result: dict) -> Path:
     """Add the `decoding` section to the model's card (atomic rewrite; the ONNX file is untouched)."""
     card_path = model.path.with_suffix(".card.json")
     card = json.loads(card_path.read_text())
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     if args.write_card:
-        print(f"wrote decoding to {_write_card(model, result)}")
+        print(f"wrote decoding to {write_card(model, result)}")
     return 0
 
 

@@ -1,0 +1,35 @@
+"""Decoding calibration on the validation split with the shipped model (real ONNX Runtime)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from engines.harmonizer.calibrate import calibrate, write_card
+from engines.harmonizer.runtime import DEFAULT_TEMPERATURE, HarmonizerModel
+
+MODEL = Path(__file__).resolve().parent.parent / "onnx_models" / "harmonizer.onnx"
+
+
+@pytest.mark.skipif(not MODEL.exists(), reason="no shipped harmonizer")
+def test_calibration_picks_the_lowest_validation_error_and_the_card_carries_it(tmp_path: Path) -> None:
+    for item in MODEL.parent.glob("harmonizer.*"):
+        shutil.copy(item, tmp_path / item.name)
+    model = HarmonizerModel.load(tmp_path / "harmonizer.onnx")
+    result = calibrate(model, [0.2, 1.0], [0.9], calls=4, pieces=1)
+    assert result["split"] == "val" and result["windows"] >= 1
+    assert [(row["temperature"], row["top_p"]) for row in result["grid"]] == [(0.2, 0.9), (1.0, 0.9)]
+    for row in result["grid"]:
+        assert row["objective"] == pytest.approx(row["mae"]["PCS"] + row["mae"]["CTnCTR"])
+    best = min(result["grid"], key=lambda row: row["objective"])
+    assert result["chosen"] == {"temperature": best["temperature"], "top_p": 0.9}
+
+    write_card(model, result)
+    reloaded = HarmonizerModel.load(tmp_path / "harmonizer.onnx")  # the sha256 still matches
+    assert reloaded.temperature == best["temperature"] and reloaded.top_p == 0.9
+    assert "validation split" in reloaded.card["decoding"]["calibrated_on"]
+    card = json.loads((tmp_path / "harmonizer.card.json").read_text())
+    del card["decoding"]
+    (tmp_path / "harmonizer.card.json").write_text(json.dumps(card))
+    assert HarmonizerModel.load(tmp_path / "harmonizer.onnx").temperature == DEFAULT_TEMPERATURE

@@ -4,9 +4,10 @@
 
 For each (temperature, top-p) of the grid the model harmonizes every validation window (all
 chords masked, the given strategy, seed 0) and is scored against the ground truth as in
-`scorebridge eval harmony`. The chosen pair minimizes MAE(PCS) + MAE(CTnCTR), the per-window
-errors of the two melody-fit metrics (the model is otherwise too consonant and too smooth at
-the paper's T 0.2). `--write-card` stores it as the card's `decoding` section, which the
+`scorebridge eval harmony`. The chosen pair brings the mean PCS and CTnCTR closest to the
+ground truth's (the smallest of the larger of the two deviations: issue 3's "within 0.05"
+criterion, measured on validation; ties to 0.001 go to the lower PCS MAE). At the paper's T 0.2
+the model is too consonant and too smooth. `--write-card` stores it as the card's `decoding` section, which the
 runtime, `eval harmony`, `harmonize` and the engine read as their default; the ONNX file and
 its sha256 do not change. numpy + onnxruntime only.
 """
@@ -44,12 +45,14 @@ def calibrate(
             producer = model_system(model, windows, strategy, calls, seed, temperature, top_p)
             result, _ = score_system(f"T {temperature} p {top_p}", windows, producer, len(windows), metrics,
                                      truth_rows)
+            deviation = max(abs(result.means[m] - truth.means[m]) for m in OBJECTIVE)
             rows.append({"temperature": temperature, "top_p": top_p, "means": result.means, "mae": result.mae,
-                         "objective": sum(result.mae[m] for m in OBJECTIVE)})
-    best = min(rows, key=lambda row: row["objective"])
+                         "objective": deviation})
+    best = min(rows, key=lambda row: (round(row["objective"], 3), row["mae"]["PCS"]))
     return {
         "split": "val", "windows": len(windows), "strategy": strategy, "calls": calls, "seed": seed,
-        "objective": "MAE PCS + MAE CTnCTR against the ground truth (lowest wins)",
+        "objective": "max(|mean PCS - ground truth|, |mean CTnCTR - ground truth|), lowest wins "
+                     "(ties to 0.001: lower MAE PCS)",
         "ground_truth": truth.means, "grid": rows,
         "chosen": {"temperature": best["temperature"], "top_p": best["top_p"]},
     }
@@ -78,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="harmonizer", help="shipped card name or .onnx path")
     parser.add_argument("--temperatures", type=float, nargs="+",
-                        default=[0.2, 0.4, 0.6, 0.8, 0.9, 1.0, 1.1, 1.2])
+                        default=[0.2, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2])
     parser.add_argument("--top-p", type=float, nargs="+", default=[0.9])
     parser.add_argument("--strategy", default="entropic")
     parser.add_argument("--calls", type=int, default=10)

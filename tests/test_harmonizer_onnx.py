@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from engines.harmonizer.decode import fill_masks
-from engines.harmonizer.harmonize import bar_starts_for, harmonize
+from engines.harmonizer.harmonize import bar_starts_for, harmonize, next_chords
 from engines.harmonizer.runtime import HarmonizerModel, ModelLoadError
-from engines.harmonizer.vocab import BAR, MASK, NC, PAD, VOCAB_SIZE, transpose_tokens
+from engines.harmonizer.vocab import BAR, MASK, NC, NUM_SPECIALS, PAD, VOCAB_SIZE, transpose_tokens
 
 MODEL_DIR = Path(__file__).resolve().parent.parent / "onnx_models"
 MODELS = sorted(MODEL_DIR.glob("harmonizer*.onnx"))
@@ -128,3 +128,33 @@ def test_harmonize_a_long_melody_and_transposition_equivariance() -> None:
     np.testing.assert_array_equal(moved.chords, transpose_tokens(first.chords, 2))
     with pytest.raises(ValueError, match="style"):
         harmonize(model, tune, bars, style="bebop")
+
+
+@needs_model
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: p.name)
+def test_live_window_of_a_dynamic_length_graph(path: Path) -> None:
+    model = HarmonizerModel.load(path)
+    if not model.dynamic_length:
+        pytest.skip("fixed-length graph: the live window is the whole window")
+    assert 1 <= model.live_length <= model.length
+    assert model.card["parity"]["max_abs_difference_live_window"] <= model.card["parity"]["atol"]
+    seen: list[int] = []
+    original = model.logits
+
+    def recording(melody, harmony, va, style, condition):
+        seen.append(len(harmony))
+        return original(melody, harmony, va, style, condition)
+
+    model.logits = recording
+    tune = np.array([71, 71, 72, 74, 74, 72, 71, 69, 67, 67, 69, 71, 71, 69, 69, 67] * 4)
+    bars = bar_starts_for(len(tune), 4)
+    chords = np.full(len(tune), NC, dtype=np.int64)
+    for beat in (0, 5, len(tune) - 1):
+        given = chords[: beat + 1].copy()
+        given[beat] = MASK
+        token = next_chords(model, tune[: beat + 1], bars[: beat + 1], given, (7, "major"),
+                            np.zeros((beat + 1, 2), np.float32), model.styles[0], (4, 4),
+                            np.random.default_rng(beat))[0]
+        assert NUM_SPECIALS <= token < VOCAB_SIZE
+    # beats 0 and 5: the whole history (1 and 6 beats + their bars); the last: at most live_length
+    assert seen[0] == 2 and seen[1] == 8 and model.live_length - 5 <= seen[2] <= model.live_length

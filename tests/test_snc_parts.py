@@ -19,6 +19,13 @@ from engines.snc import SncReader, encode
 from engines.snc.lossy import STEM_FLOOR_BPS, stem_bitrate
 from engines.snc.loudness import LoudnessMeter
 from engines.snc.mastering import FirFitter, MasteringModel, ModelStream, envelope_gains
+from engines.snc.residual import (
+    MASTER_SNR_TARGET_DB,
+    RESIDUAL_RANGE_BPS,
+    code_residual,
+    probe_bitrate,
+    residual_bitrate,
+)
 
 RATE = 48000
 
@@ -171,3 +178,31 @@ def test_the_model_leaves_a_smaller_residual_than_a_gain(lossy_files, tmp_path):
     assert manifest.residual["master_snr_db"] > gain_only.residual["master_snr_db"]
     assert len(json.dumps(manifest.mastering)) < 12_000  # 1024 float16 taps per channel + 5 ms envelope
     assert all(value is not None for value in manifest.loudness_lufs.values())
+
+
+@pytest.mark.slow
+def test_the_bitrate_probe_predicts_what_coding_the_whole_residual_gives(tmp_path):
+    """The probe codes a tenth of the residual (evenly spaced excerpts) to pick its bitrate;
+    coding the whole residual at that bitrate gives the master SNR it predicted, at the
+    target, and never less bitrate than the floor from the model's SNR."""
+    n = 40 * RATE
+    rng = np.random.default_rng(11)
+    t = np.arange(n) / RATE
+    level = 0.02 * (1.0 + 0.8 * np.sin(2 * np.pi * t / 13.0))[:, None]  # louder and quieter passages
+    hiss = signal.lfilter([1.0], [1.0, -0.7], rng.standard_normal((n, 2)), axis=0)
+    tones = np.stack([np.sin(2 * np.pi * 660 * t), np.sin(2 * np.pi * 990 * t + 1.0)], 1)
+    target = (level * (hiss + 0.5 * tones)).astype(np.float32)
+    energy = float(np.sum(target.astype(np.float64) ** 2))
+    model_snr = 27.0  # the probe lands inside the bitrate range, not on its ceiling
+    master = energy * 10 ** (model_snr / 10)
+    bitrate, predicted = probe_bitrate(target, n, "transparent", 2, RATE, master, energy, model_snr,
+                                       tmp_path / "probe.mka")
+    _, _, error = code_residual(target, tmp_path / "whole.mka", RATE, 2, n, bitrate)
+    actual = 10 * np.log10(master / error)
+    assert predicted is not None and abs(predicted - actual) < 0.5, (bitrate, predicted, actual)
+    assert bitrate >= residual_bitrate("transparent", 2, model_snr)
+    assert abs(actual - MASTER_SNR_TARGET_DB["transparent"]) < 0.6
+    assert bitrate < RESIDUAL_RANGE_BPS["transparent"][1]
+    # Too short to probe: the floor, checked afterwards by the encoder's closed loop.
+    assert probe_bitrate(target[:10 * RATE], 10 * RATE, "transparent", 2, RATE, master / 4, energy / 4, model_snr,
+                         tmp_path / "probe.mka") == (residual_bitrate("transparent", 2, model_snr), None)

@@ -12,7 +12,7 @@ import av
 import numpy as np
 
 from bridge.errors import CodecError
-from engines.snc.pcm import Rechunker
+from engines.snc.planar import TrackBuffer
 
 __all__ = ["LAYOUTS", "OPUS_COMPLEXITY", "TrackWriter", "decode_blocks", "merge_tracks"]
 
@@ -77,33 +77,31 @@ class TrackWriter:
         self.container.close()
 
 
-def _frame_array(frame: av.AudioFrame, channels: int) -> np.ndarray:
-    data = frame.to_ndarray()
-    if data.shape[0] == channels and data.ndim == 2 and (channels > 1 or frame.format.is_planar):
-        return data.T  # planar: (channels, frames)
-    return data.reshape(-1, channels)
-
-
 def decode_blocks(path: Path, stream_index: int, block_frames: int, total_frames: int,
                   integer: bool) -> Iterator[np.ndarray]:
     """Decode one track of ``path`` as (block_frames, channels) blocks, ``total_frames`` in all
     (the last block padded). FLAC tracks come back as int64 in their stored scale, Opus
-    tracks as float32."""
+    tracks as float32. Each block is a fresh array, the transpose of a planar one."""
     with av.open(str(path)) as container:
         stream = container.streams.audio[stream_index]
         channels = stream.codec_context.channels
-        chunker = Rechunker(channels, np.int64 if integer else np.float32)
+        buffer = TrackBuffer(channels, np.int64 if integer else np.float32, 0, 2 * block_frames + 16384)
         done = 0
         for frame in container.decode(stream):
-            data = _frame_array(frame, channels)
-            chunker.push((data.astype(np.int64) >> 8) if integer else data)
-            while done < total_frames and (block := chunker.pop(min(block_frames, total_frames - done))) is not None:
-                done += block.shape[0]
-                yield block
+            buffer.push_frame(frame, 0, integer)
+            while done < total_frames and buffer.size >= min(block_frames, total_frames - done):
+                n = min(block_frames, total_frames - done)
+                block = buffer.view(n).copy()
+                buffer.advance(n)
+                done += n
+                yield block.T
         while done < total_frames:
-            block = chunker.pop(min(block_frames, total_frames - done), pad=True)
-            done += block.shape[0]
-            yield block
+            n = min(block_frames, total_frames - done)
+            buffer.pad(n - buffer.size)
+            block = buffer.view(n).copy()
+            buffer.advance(n)
+            done += n
+            yield block.T
 
 
 def merge_tracks(sources: list[tuple[Path, str]], out_path: Path, tags: dict[str, str]) -> None:
@@ -122,10 +120,12 @@ def merge_tracks(sources: list[tuple[Path, str]], out_path: Path, tags: dict[str
 
             def packets(index: int) -> Iterator[tuple[float, int, av.Packet]]:
                 source = inputs[index].streams.audio[0]
+                base = float(source.time_base)  # (PyAV builds a new Fraction at every access)
                 for packet in inputs[index].demux(source):
-                    if packet.dts is None:
+                    dts = packet.dts
+                    if dts is None:
                         continue
-                    yield float(packet.dts * source.time_base), index, packet
+                    yield dts * base, index, packet
 
             for _, index, packet in heapq.merge(*(packets(i) for i in range(len(inputs))), key=lambda x: (x[0], x[1])):
                 packet.stream = streams[index]

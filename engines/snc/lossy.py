@@ -7,10 +7,11 @@ encoder's temporary folder hold the decoded stem mix and the residual target):
   2  code each stem with Opus at its bitrate;
   3  decode the stems, sum them (scratch file) and accumulate the cross spectra for the FIR;
   4  filter the mix, fit the gain envelope against the master;
-  5  residual = master - model(mix of DECODED stems) (scratch file); its bitrate follows from
-     how much the model left;  6  code the residual;  7  decode it and store, per block and
-     channel, the gain in 0..1 that removes the most error; when the master's SNR then falls
-     short of the mode's target, 6-7 run once more at a bitrate raised to make up the shortfall.
+  5  residual = master - model(mix of DECODED stems) (scratch file); its bitrate is measured
+     by a probe that codes a tenth of it (engines/snc/residual.py);  6  code the residual;
+  7  decode it and store, per block and channel, the gain in 0..1 that removes the most
+     error; only when the master's SNR then falls more than 0.5 dB short of the mode's target
+     (a file too short to probe) do 6-7 run once more at a bitrate raised by the shortfall.
 """
 
 from __future__ import annotations
@@ -35,6 +36,14 @@ from engines.snc.mastering import (
     mix_sum,
 )
 from engines.snc.pcm import InputTrack
+from engines.snc.residual import (
+    BPS_PER_DB,
+    MASTER_SNR_TARGET_DB,
+    RESIDUAL_RANGE_BPS,
+    code_residual,
+    probe_bitrate,
+    residual_bitrate,
+)
 
 __all__ = ["MASTER_SNR_TARGET_DB", "STEM_BITRATES", "Coded", "encode_lossy", "residual_bitrate", "stem_bitrate"]
 
@@ -42,10 +51,6 @@ BLOCK_FRAMES = 48000
 # Opus VBR target for a stereo stem active all the time, as loud as the loudest stem.
 STEM_BITRATES = {"transparent": 48000, "compact": 32000}
 STEM_FLOOR_BPS = 6000
-# The residual is coded until the reconstructed master reaches this SNR (estimated from what
-# the model left: each 8 kb/s of Opus residual removes about 1 dB of it, measured on the corpus).
-MASTER_SNR_TARGET_DB = {"transparent": 36.0, "compact": 27.0}
-RESIDUAL_RANGE_BPS = {"transparent": (16000, 192000), "compact": (12000, 96000)}
 ACTIVE_DBFS = -50.0
 ENVELOPE_BUDGET_BYTES = 512_000  # packed envelope in the manifest (its limit is 1 MiB)
 
@@ -72,13 +77,6 @@ def stem_bitrate(mode: str, channels: int, activity: float, relative_db: float) 
     scale = 1.0 if channels == 2 else 0.6
     level = 1.0 if relative_db >= -10.0 else max(0.75, 1.0 + (relative_db + 10.0) / 40.0)
     return int(round(STEM_BITRATES[mode] * scale * level / 1000) * 1000)
-
-
-def residual_bitrate(mode: str, channels: int, model_snr_db: float) -> int:
-    lo, hi = RESIDUAL_RANGE_BPS[mode]
-    needed = (MASTER_SNR_TARGET_DB[mode] - model_snr_db - 2.0) * 8000.0
-    rate = float(np.clip(needed, lo, hi)) * (1.0 if channels == 2 else 0.6)
-    return int(round(rate / 4000) * 4000) or 4000
 
 
 def _measure(master: InputTrack, stems: list[InputTrack], channels: int, frames: int, copy: np.ndarray) -> dict:
@@ -150,27 +148,6 @@ def _envelope(model: MasteringModel, mix: np.ndarray, master: np.ndarray, frames
         envelope = padded.reshape(count, factor, channels).mean(axis=1)
 
 
-def _code_residual(target: np.ndarray, path: Path, rate: int, channels: int, frames: int,
-                   bitrate: int) -> tuple[int, list[list[float]], float]:
-    """Passes 6-7: code the residual, decode it, and per block and channel keep the gain in 0..1
-    that removes the most error. Returns packet size, gains and the error energy left."""
-    writer = TrackWriter(path, "opus", rate, channels, bitrate)
-    for start in range(0, frames, BLOCK_FRAMES):
-        writer.write(target[start:start + BLOCK_FRAMES])
-    writer.close()
-    gains, error = [], 0.0
-    for start, coded in zip(range(0, frames, BLOCK_FRAMES), decode_blocks(path, 0, BLOCK_FRAMES, frames, False)):
-        want = target[start:start + coded.shape[0]]
-        power = np.einsum("ij,ij->j", coded, coded, dtype=np.float64)
-        cross = np.einsum("ij,ij->j", want, coded, dtype=np.float64)
-        best = np.clip(np.where(power > 0, cross / np.maximum(power, 1e-30), 0.0), 0.0, 1.0)
-        rounded = np.round(best, 3)
-        gains.append([float(g) for g in rounded])
-        left = want - coded * rounded.astype(np.float32)
-        error += float(np.dot(left.reshape(-1), left.reshape(-1)))
-    return writer.packet_frames, gains, error
-
-
 def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemInfo], mode: str, tmp: Path,
                  mastering: str = "fir-envelope") -> Coded:
     """Run passes 1-7 into ``tmp``; ``mastering="gain"`` keeps the per-channel gain only
@@ -198,8 +175,8 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
     decoded = [decode_blocks(p, 0, BLOCK_FRAMES, frames, False) for p in stem_files]
     for start, (target, *parts) in zip(range(0, frames, BLOCK_FRAMES),
                                        zip((pcm[i:i + BLOCK_FRAMES] for i in range(0, frames, BLOCK_FRAMES)), *decoded)):
-        block = mix_sum(parts)
-        mix[start:start + block.shape[0]] = block
+        mix[start:start + parts[0].shape[0]] = mix_sum(parts)
+        block = mix[start:start + parts[0].shape[0]]  # C order again (decoded blocks are planar)
         if mastering == "gain":
             cross += np.einsum("ij,ij->j", block, target, dtype=np.float64)
             power += np.einsum("ij,ij->j", block, block, dtype=np.float64)
@@ -229,21 +206,23 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
         energy += float(np.dot(residual.reshape(-1), residual.reshape(-1)))
         signal += float(np.dot(target.reshape(-1), target.reshape(-1)))
     model_snr = 10 * np.log10(max(signal, 1e-30) / max(energy, 1e-30))
-    bitrate = residual_bitrate(mode, channels, model_snr)
+    bitrate, probed = probe_bitrate(target_file, frames, mode, channels, rate, signal, energy, model_snr,
+                                    tmp / "probe.mka")
     residual_path = tmp / "residual.mka"
-    packet_frames, gains, error = _code_residual(target_file, residual_path, rate, channels, frames, bitrate)
+    packet_frames, gains, error = code_residual(target_file, residual_path, rate, channels, frames, bitrate)
     master_snr = 10 * np.log10(max(signal, 1e-30) / max(error, 1e-30))
     # Closed loop on the rate: one retry when the coded residual fell short of the target.
-    shortfall = MASTER_SNR_TARGET_DB[mode] - 0.5 - master_snr
-    retry = min(int(round((bitrate + shortfall * 10000) / 4000)) * 4000, RESIDUAL_RANGE_BPS[mode][1])
-    if shortfall > 0 and retry > bitrate:
+    want = MASTER_SNR_TARGET_DB[mode]
+    retry = min(int(round((bitrate + (want - master_snr) * BPS_PER_DB) / 4000)) * 4000, RESIDUAL_RANGE_BPS[mode][1])
+    if master_snr < want - 0.5 and retry > bitrate:
         bitrate = retry
-        packet_frames, gains, error = _code_residual(target_file, residual_path, rate, channels, frames, bitrate)
+        packet_frames, gains, error = code_residual(target_file, residual_path, rate, channels, frames, bitrate)
         master_snr = 10 * np.log10(max(signal, 1e-30) / max(error, 1e-30))
     del mix, target_file, pcm
     rms_db = 10 * np.log10(max(energy / max(frames * channels, 1), 1e-20))
     residual = {"codec": "opus", "bitrate_bps": bitrate, "rms_dbfs": round(float(rms_db), 2),
                 "model_snr_db": round(float(model_snr), 2), "master_snr_db": round(float(master_snr), 2),
+                "probe_snr_db": None if probed is None else round(probed, 2),
                 "gain_block_frames": BLOCK_FRAMES, "gains": gains,
                 "packet_frames": packet_frames}
     return Coded(stem_files, residual_path, residual, model.to_manifest(), measured["digests"][0],

@@ -1,5 +1,5 @@
-"""PCM helpers shared by the SNC encoder and reader: block-wise input, fixed-size blocks from
-a decoder's variable-size frames, and the integer/float conventions."""
+"""PCM helpers shared by the SNC encoder and reader: block-wise input and the integer/float
+conventions."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import soundfile as sf
 
 from bridge.errors import CodecError
 
-__all__ = ["INT_SCALE", "InputTrack", "Rechunker"]
+__all__ = ["INT_SCALE", "InputTrack"]
 
 INT_SCALE = {"s16": 32768.0, "s24": 8388608.0}
 
@@ -53,48 +53,3 @@ class InputTrack:
                     data = np.repeat(data, channels, axis=1)
                 done += want
                 yield data
-
-
-class Rechunker:
-    """Turns a stream of (frames, channels) arrays of any size into fixed-size blocks."""
-
-    def __init__(self, channels: int, dtype: np.dtype) -> None:
-        self.parts: list[np.ndarray] = []
-        self.size = 0
-        self.channels = channels
-        self.dtype = dtype
-
-    def push(self, data: np.ndarray) -> None:
-        if data.size:
-            self.parts.append(data)
-            self.size += data.shape[0]
-
-    def peek(self, frames: int) -> np.ndarray:
-        """The next ``frames`` frames without removing them (zeros past what is held)."""
-        if frames <= 0:
-            return np.zeros((0, self.channels), self.dtype)
-        if self.parts and self.parts[0].shape[0] >= frames:
-            return self.parts[0][:frames].copy()
-        joined = np.concatenate(self.parts) if self.parts else np.zeros((0, self.channels), self.dtype)
-        self.parts = [joined] if joined.size else []
-        out = joined[:frames]
-        if out.shape[0] < frames:
-            out = np.concatenate([out, np.zeros((frames - out.shape[0], self.channels), self.dtype)])
-        return out.copy()
-
-    def pop(self, frames: int, pad: bool = False) -> np.ndarray | None:
-        if self.size < frames and not pad:
-            return None
-        taken, count = [], 0
-        while self.parts and count < frames:  # copy only what the block needs; the rest stays a view
-            part = self.parts.pop(0)
-            want = frames - count
-            if part.shape[0] > want:
-                self.parts.insert(0, part[want:])
-                part = part[:want]
-            taken.append(part)
-            count += part.shape[0]
-        self.size -= count
-        if count < frames:
-            taken.append(np.zeros((frames - count, self.channels), self.dtype))
-        return np.concatenate(taken) if len(taken) > 1 else np.ascontiguousarray(taken[0])

@@ -35,6 +35,7 @@ class TrackBuffer:
         self.data = np.zeros((channels, max(capacity, 2 * lead + 1)), dtype)
         self.begin = 0
         self.fill = lead  # ``lead`` frames of silence first (the filter's history at the start)
+        self._planar: bool | None = None  # whether the decoder gives planar float32 (known at the first frame)
 
     @property
     def size(self) -> int:
@@ -65,6 +66,28 @@ class TrackBuffer:
                 self.data[channel, self.fill:end] = plane[skip:]
         else:
             self.data[:, self.fill:end] = planes[:, skip:]
+        self.fill = end
+
+    def push_frame(self, frame: av.AudioFrame, skip: int, integer: bool) -> None:
+        """Append a decoded frame, leaving out its first ``skip`` samples. Planar float frames
+        (Opus) are copied plane by plane straight from the decoder's buffers."""
+        samples = frame.samples
+        if samples <= skip:
+            return
+        if integer or self._planar is False:
+            self.push(frame_planes(frame, self.channels, integer), skip)
+            return
+        if self._planar is None:
+            self._planar = frame.format.name == "fltp"
+            self.push_frame(frame, skip, integer)
+            return
+        frames = samples - skip
+        if self.fill + frames > self.data.shape[1]:
+            self._room(frames)
+        end = self.fill + frames
+        data = self.data
+        for channel, plane in enumerate(frame.planes[:self.channels]):
+            data[channel, self.fill:end] = np.frombuffer(plane, np.float32, samples)[skip:]
         self.fill = end
 
     def pad(self, frames: int) -> None:

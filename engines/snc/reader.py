@@ -15,7 +15,7 @@ from bridge.errors import CodecError
 from engines.snc.manifest import LIMITS, Manifest
 from engines.snc.mastering import MasteringModel
 from engines.snc.pcm import INT_SCALE
-from engines.snc.planar import TrackBuffer, frame_planes
+from engines.snc.planar import TrackBuffer
 
 __all__ = ["SncReader"]
 
@@ -144,7 +144,7 @@ class SncReader:
                         at = self._place(packet, frame.samples, slot, delays[slot], rate)
                     positions[slot] = at + frame.samples
                     # Frames before `done` are pre-roll (after a seek): left out.
-                    buffer.push(frame_planes(frame, channels, self.integer), min(max(done - at, 0), frame.samples))
+                    buffer.push_frame(frame, done - at if at < done else 0, self.integer)
                 if buffer.size >= history + block_frames + ahead or done >= end:
                     yield from ready()  # (a block needs every track; checked only when this one has one)
                 if done >= end:

@@ -44,8 +44,12 @@ class LoudnessMeter:
         data = np.concatenate([self.pending, block]) if self.pending.size else block
         count = data.shape[0] // self.sub
         if count:
-            spectra = sfft.rfft(data[:count * self.sub].reshape(count, self.sub, self.channels), axis=1)
-            self.energies.append(np.einsum("k,nkc->nc", self.weight, spectra.real ** 2 + spectra.imag ** 2))
+            # Planar sub-blocks (channels, count, sub): contiguous FFTs, one matrix product.
+            planar = np.ascontiguousarray(data[:count * self.sub].T).reshape(self.channels, count, self.sub)
+            spectra = sfft.rfft(planar, axis=2)
+            power = spectra.real ** 2
+            power += spectra.imag ** 2
+            self.energies.append((power @ self.weight).T)
         self.pending = data[count * self.sub:].copy()
 
     def integrated(self) -> float | None:

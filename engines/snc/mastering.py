@@ -257,8 +257,8 @@ def envelope_gains(filtered: np.ndarray, master: np.ndarray, hop: int, previous:
     count = filtered.shape[0] // hop
     z = filtered[:count * hop].reshape(count, hop, -1)
     y = master[:count * hop].reshape(count, hop, -1)
-    power = np.sum(z * z, axis=1)
-    gains = np.sum(z * y, axis=1) / np.maximum(power, 1e-30)
+    power = np.einsum("hkc,hkc->hc", z, z, dtype=np.float64)
+    gains = np.einsum("hkc,hkc->hc", z, y, dtype=np.float64) / np.maximum(power, 1e-30)
     quiet = power < 1e-9 * hop
     # Forward fill: a silent hop keeps the last gain measured (``previous`` before the block).
     gains = np.concatenate([np.asarray(previous, dtype=np.float64)[None, :], gains])

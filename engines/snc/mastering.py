@@ -185,7 +185,7 @@ class MasteringModel:
         """``predict`` on planar blocks: ``ext`` is (channels, history + n + lookahead) and the
         result (channels, n). The same arithmetic as ``predict``, value for value."""
         if self.kind == "gain":
-            mix = ext[:, self.history:self.history + n].astype(np.float64) * self.gain[:, None]
+            mix = ext[:, self.history:self.history + n].astype(np.float64, copy=False) * self.gain[:, None]
             return np.rint(mix).astype(np.int64) if integer else mix
         taps = self.fir.shape[0]
         size = sfft.next_fast_len(ext.shape[1], real=True)

@@ -35,7 +35,7 @@ class TrackBuffer:
         self.data = np.zeros((channels, max(capacity, 2 * lead + 1)), dtype)
         self.begin = 0
         self.fill = lead  # ``lead`` frames of silence first (the filter's history at the start)
-        self._planar: bool | None = None  # whether the decoder gives planar float32 (known at the first frame)
+        self._layout: str | None = None  # the decoder's sample layout, known at the first frame
 
     @property
     def size(self) -> int:
@@ -69,25 +69,30 @@ class TrackBuffer:
         self.fill = end
 
     def push_frame(self, frame: av.AudioFrame, skip: int, integer: bool) -> None:
-        """Append a decoded frame, leaving out its first ``skip`` samples. Planar float frames
-        (Opus) are copied plane by plane straight from the decoder's buffers."""
+        """Append a decoded frame, leaving out its first ``skip`` samples. The decoders' usual
+        layouts, planar float32 (Opus) and packed s32 (SNC's 24-bit FLAC), are read straight
+        from the frame's buffer; anything else goes through ``frame_planes``."""
         samples = frame.samples
         if samples <= skip:
             return
-        if integer or self._planar is False:
+        if self._layout is None:
+            name = frame.format.name
+            self._layout = "fltp" if name == "fltp" and not integer else "s32" if name == "s32" and integer else "other"
+        if self._layout == "other":
             self.push(frame_planes(frame, self.channels, integer), skip)
-            return
-        if self._planar is None:
-            self._planar = frame.format.name == "fltp"
-            self.push_frame(frame, skip, integer)
             return
         frames = samples - skip
         if self.fill + frames > self.data.shape[1]:
             self._room(frames)
         end = self.fill + frames
         data = self.data
-        for channel, plane in enumerate(frame.planes[:self.channels]):
-            data[channel, self.fill:end] = np.frombuffer(plane, np.float32, samples)[skip:]
+        if self._layout == "fltp":
+            for channel, plane in enumerate(frame.planes[:self.channels]):
+                data[channel, self.fill:end] = np.frombuffer(plane, np.float32, samples)[skip:]
+        else:
+            packed = np.frombuffer(frame.planes[0], np.int32, samples * self.channels).reshape(samples, self.channels)
+            data[:, self.fill:end] = packed[skip:].T
+            data[:, self.fill:end] >>= 8
         self.fill = end
 
     def pad(self, frames: int) -> None:

@@ -101,7 +101,7 @@ class SncReader:
         if start >= frames:
             raise CodecError(f"start {start_s} s is past the end ({self.manifest.duration_s:.3f} s)")
         end = frames if duration_s is None else min(frames, start + int(round(duration_s * rate)))
-        dtype = np.int64 if self.integer else np.float32
+        dtype = np.int32 if self.integer else np.float32  # (24-bit PCM in lossless files)
         history, ahead = self.model.history, self.model.lookahead
         # The model's filter needs `history` frames of the mix before `start`: decode from there.
         # Every track's buffer holds `history` frames before `done` (silence before `first`).
@@ -190,10 +190,16 @@ class SncReader:
             residual = buffers[0].view(n, history)
             gains = self._residual_gain(first, n)
             master = master + (residual if gains is None else residual * gains)
-        out = {"master": master, **{name: stem[:, history:history + n].copy()
-                                    for name, stem in zip(self.names[1:], stems)}}
-        if not integer:
-            out = {k: (v / self.scale if self.integer else v).astype(np.float32, copy=False) for k, v in out.items()}
+        parts = [stem[:, history:history + n] for stem in stems]
+        if not self.integer:
+            out = {"master": master.astype(np.float32, copy=False), **{k: p.copy() for k, p in zip(self.names[1:], parts)}}
+        elif integer:
+            out = {"master": master, **{k: p.astype(np.int64) for k, p in zip(self.names[1:], parts)}}
+        else:  # a lossless file read as float: integers below 2^24 times a power of two, exact in float32
+            inverse = np.float32(1.0 / self.scale)
+            out = {"master": master.astype(np.float32), **{k: p.astype(np.float32) for k, p in zip(self.names[1:], parts)}}
+            for value in out.values():
+                value *= inverse
         return {k: v.T for k, v in out.items()}
 
     def _residual_gain(self, first_frame: int, frames: int) -> np.ndarray | None:

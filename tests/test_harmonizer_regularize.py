@@ -69,3 +69,16 @@ def test_harmony_half_last_block_equals_the_full_block() -> None:
         full = model.head(model.norm(hidden[:, 1 + length:]))
     assert logits.shape == (2, length, VOCAB_SIZE)
     torch.testing.assert_close(logits, full)
+
+
+def test_two_sided_penalty_also_punishes_a_better_fit() -> None:
+    fit = torch.from_numpy(melody_fit_table())
+    pitch = torch.tensor([[64, 64]])
+    mask = torch.tensor([[True, True]])
+    consonant = torch.full((1, 2, VOCAB_SIZE), -20.0)
+    consonant[..., token_id("C:maj")] = 20.0
+    clashing = torch.full((1, 2, VOCAB_SIZE), -20.0)
+    clashing[..., token_id("F:maj")] = 20.0
+    assert float(consistency_penalty(clashing, consonant, fit, pitch, mask)) == pytest.approx(0.0, abs=1e-6)
+    assert float(consistency_penalty(clashing, consonant, fit, pitch, mask, two_sided=True)) == pytest.approx(
+        2 / 3, abs=1e-5)

@@ -121,7 +121,8 @@ def _train_step(run: Run, args: argparse.Namespace, windows: Windows, length: in
     run.loss_sum += loss.item()
     if consistency:
         pitch = torch.from_numpy(windows.melody_pitch[index, :crop].astype(np.int64))
-        penalty = consistency_penalty(true_logits, random_logits, _FIT, pitch, mask)
+        penalty = consistency_penalty(true_logits, random_logits, _FIT, pitch, mask,
+                                      args.va_consistency_mode == "two-sided")
         run.penalty_sum += penalty.item()
         loss = loss + args.va_consistency * penalty
     run.optimizer.zero_grad(set_to_none=True)
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-length", type=int, default=16)
     parser.add_argument("--va-consistency", type=float, default=0.0,
                         help="weight of the affect consistency penalty (regularize.py); 0 = off")
+    parser.add_argument("--va-consistency-mode", choices=("hinge", "two-sided"), default="hinge",
+                        help="hinge: a random affect may not fit the melody worse; two-sided: nor better")
     args = parser.parse_args(argv)
     stop_at = _deadline(args.stop_at)
     torch.set_num_threads(1)

@@ -5,8 +5,9 @@
   exported with a dynamic length axis).
 - Affect consistency: the batch is run a second time with a random constant valence/arousal;
   the expected melody fit of the predicted chords (the PCS interval score of section 1, under
-  the model's distribution) may not fall below the fit with the true affect. So an extreme
-  target changes the chord among chords that fit the melody instead of forcing clashes.
+  the model's distribution) may not fall below the fit with the true affect (or, two-sided, may
+  not differ from it). So an extreme target changes the chord among chords that fit the melody
+  instead of forcing clashes.
 """
 
 from __future__ import annotations
@@ -61,8 +62,10 @@ def consistency_penalty(
     fit: torch.Tensor,
     melody_pitch: torch.Tensor,
     loss_mask: torch.Tensor,
+    two_sided: bool = False,
 ) -> torch.Tensor:
-    """Mean over windows of relu(fit with the true affect - fit with a random affect).
+    """Mean over windows of relu(fit with the true affect - fit with a random affect), or of
+    |difference| when `two_sided` (a random affect may then not buy a better fit either).
 
     The fit is averaged over the loss positions that carry a melody note; the true-affect
     side is a fixed reference (no gradient), so only the random-affect prediction moves.
@@ -71,4 +74,4 @@ def consistency_penalty(
     count = weights.sum(-1).clamp(min=1.0)
     reference = (expected_fit(true_logits.detach(), fit, melody_pitch) * weights).sum(-1) / count
     shifted = (expected_fit(random_logits, fit, melody_pitch) * weights).sum(-1) / count
-    return torch.relu(reference - shifted).mean()
+    return (reference - shifted).abs().mean() if two_sided else torch.relu(reference - shifted).mean()

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from scipy import fft as sfft
 
 from bridge.errors import CodecError
 from engines.snc.manifest import LIMITS, Manifest
@@ -180,9 +181,13 @@ class SncReader:
         history, ahead = model.history, model.lookahead
         span = history + n + ahead
         stems = [b.view(span) for b in buffers[1:]]
-        mix = stems[0].astype(np.float64 if self.integer else np.float32)
+        # The mix, zero-padded to the FFT's length (the filter then needs no padded copy).
+        width = span if model.kind == "gain" else sfft.next_fast_len(span, real=True)
+        mix = np.empty((stems[0].shape[0], width), np.float64 if self.integer else np.float32)
+        np.copyto(mix[:, :span], stems[0], casting="unsafe")
+        mix[:, span:] = 0
         for stem in stems[1:]:
-            mix += stem
+            mix[:, :span] += stem
         if ahead and first + n + ahead > self.manifest.frames:
             mix[:, history + max(self.manifest.frames - first, 0):] = 0  # the encoder saw silence past the end
         master = model.predict_planar(mix, first, n, self.integer)

@@ -206,3 +206,37 @@ def test_the_bitrate_probe_predicts_what_coding_the_whole_residual_gives(tmp_pat
     # Too short to probe: the floor, checked afterwards by the encoder's closed loop.
     assert probe_bitrate(target[:10 * RATE], 10 * RATE, "transparent", 2, RATE, master / 4, energy / 4, model_snr,
                          tmp_path / "probe.mka") == (residual_bitrate("transparent", 2, model_snr), None)
+
+
+def _remux_track_by_track(source: Path, out: Path) -> None:
+    """The same tracks and tags, but every packet of one track before the next (no time order)."""
+    import av
+
+    with av.open(str(source)) as inp, av.open(str(out), "w", format="matroska") as dst:
+        for key, value in inp.metadata.items():
+            dst.metadata[key] = value
+        streams = []
+        for stream in inp.streams.audio:
+            copy = dst.add_stream_from_template(stream)
+            copy.metadata["title"] = stream.metadata["title"]
+            streams.append(copy)
+        packets: list[list] = [[] for _ in streams]
+        for packet in inp.demux():
+            if packet.dts is not None:
+                packets[packet.stream.index].append(packet)
+        for index, track in enumerate(packets):
+            for packet in track:
+                packet.stream = streams[index]
+                dst.mux(packet)
+
+
+@pytest.mark.slow
+def test_a_file_whose_tracks_are_not_interleaved_is_refused_not_buffered(lossy_files, tmp_path, monkeypatch):
+    from engines.snc import reader as reader_module
+
+    skewed = tmp_path / "skewed.snc"
+    _remux_track_by_track(lossy_files[30.0], skewed)
+    monkeypatch.setattr(reader_module, "_MAX_SKEW_S", 5)  # the 30 s file cannot reach the real bound
+    with pytest.raises(CodecError, match="not interleaved"):
+        for _ in SncReader(skewed).blocks():
+            pass

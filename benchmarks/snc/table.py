@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["merge", "summary_table", "track_table"]
+__all__ = ["merge", "speed_table", "summary_table", "track_table"]
 
 LAYOUTS = [("snc_lossless", "SNC lossless"), ("snc_transparent", "SNC transparent"), ("snc_compact", "SNC compact"),
            ("snc_transparent_gain_only", "SNC transparent, gain-only mastering model"),
@@ -74,8 +74,20 @@ def track_table(data: dict, key: str = "snc_transparent") -> str:
     return "\n".join(rows)
 
 
+def speed_table(data: dict, modes: tuple[str, ...] = ("transparent", "compact", "lossless")) -> str:
+    """Per track and mode: encode / decode x real time (CPU time, one core), with the load."""
+    rows = ["| Track | stems | " + " | ".join(f"{m} encode / decode x RT" for m in modes) + " | load (1 min) |",
+            "|---|---|" + "---|" * len(modes) + "---|"]
+    for t in data["tracks"]:
+        cells = [f"{t[f'snc_{m}']['encode_x_realtime_cpu']}x / {t[f'snc_{m}']['decode_x_realtime_cpu']}x"
+                 if f"snc_{m}" in t else "-" for m in modes]
+        load = f"{t['load_before'][0]}-{t['load_after'][0]}" if "load_after" in t else "-"
+        rows.append(f"| {t['track']} | {t['stems']} | " + " | ".join(cells) + f" | {load} |")
+    return "\n".join(rows)
+
+
 def merge(paths: list[Path]) -> dict:
-    """Several result files (parts of one corpus run) as one: tracks in order, first wins."""
+    """Several result files (parts of one corpus run) as one: tracks by name, first wins."""
     parts = [json.loads(p.read_text()) for p in paths]
     merged = {**parts[0], "command": [p["command"] for p in parts], "date": [p["date"] for p in parts], "tracks": []}
     seen = set()
@@ -84,6 +96,7 @@ def merge(paths: list[Path]) -> dict:
             if track["track"] not in seen:
                 seen.add(track["track"])
                 merged["tracks"].append(track)
+    merged["tracks"].sort(key=lambda t: t["track"])
     return merged
 
 
@@ -101,6 +114,8 @@ def main() -> None:
     print(summary_table(data))
     print()
     print(track_table(data))
+    print()
+    print(speed_table(data))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@ __all__ = ["SncReader"]
 _EXPECTED_CODEC = {"flac": "flac", "opus": "opus"}
 # Opus needs 80 ms of pre-roll after a seek to decode exactly.
 _PREROLL_S = 0.1
+# A track decoded this far ahead of the others means a file not interleaved in time (SNC's
+# writer interleaves packets by time): refused rather than buffered without bound.
+_MAX_SKEW_S = 30
 
 
 class SncReader:
@@ -150,6 +153,9 @@ class SncReader:
                     yield from ready()  # (a block needs every track; checked only when this one has one)
                 if done >= end:
                     return
+                if buffer.size > history + block_frames + ahead + _MAX_SKEW_S * rate:
+                    raise CodecError(f"{self.path}: track {slot} ({self.names[slot]}) runs more than {_MAX_SKEW_S} s "
+                                     f"ahead of the others near {done / rate:.3f} s (tracks not interleaved)")
             while done < end:  # the end of the file: silence after it, one block at a time
                 need = history + min(block_frames, end - done) + ahead
                 for buffer in buffers:

@@ -26,6 +26,7 @@ _PREROLL_S = 0.1
 # A track decoded this far ahead of the others means a file not interleaved in time (SNC's
 # writer interleaves packets by time): refused rather than buffered without bound.
 _MAX_SKEW_S = 30
+_V1_OPUS_PACKET_FRAMES = 960
 
 
 class SncReader:
@@ -69,6 +70,10 @@ class SncReader:
             container.close()
         self.names = ["residual", *(s.name for s in self.manifest.stems)]
         self.packet_frames = [self.manifest.residual.get("packet_frames"), *(s.packet_frames for s in self.manifest.stems)]
+        if self.manifest.version == 1:  # v1 wrote Opus in libopus's default 20 ms packets, without packet sizes
+            codecs = [self.manifest.residual.get("codec"), *(s.codec for s in self.manifest.stems)]
+            self.packet_frames = [_V1_OPUS_PACKET_FRAMES if c == "opus" and f is None else f
+                                  for c, f in zip(codecs, self.packet_frames)]
         self.integer = self.manifest.mode == "lossless"
         self.scale = INT_SCALE.get(self.manifest.sample_format, 1.0) if self.integer else 1.0
         self.model = MasteringModel.from_manifest(self.manifest.mastering, self.manifest.channels,

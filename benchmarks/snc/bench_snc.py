@@ -127,7 +127,9 @@ def bench_track(folder: Path, with_visqol: bool, modes: list[str], references: b
                      "stem_bitrate_bps": {s.name: s.bitrate_bps for s in manifest.stems},
                      "residual_bitrate_bps": manifest.residual["bitrate_bps"],
                      "residual_rms_dbfs": manifest.residual["rms_dbfs"],
-                     "model_snr_db": manifest.residual.get("model_snr_db"), "mastering": manifest.mastering["model"]}
+                     "model_snr_db": manifest.residual.get("model_snr_db"),
+                     "master_snr_db": manifest.residual.get("master_snr_db"),
+                     "probe_snr_db": manifest.residual.get("probe_snr_db"), "mastering": manifest.mastering["model"]}
             if mode == "lossless":
                 ref_int, _ = sf.read(master_path, dtype="int16", always_2d=True)
                 exact = np.concatenate([b["master"] for b in reader.blocks(integer=True)])

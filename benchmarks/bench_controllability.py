@@ -99,7 +99,9 @@ def harmonizer_sweep(windows_count: int, seed: int) -> dict:
     return result
 
 
-def continuation_sweep(prompts_count: int, seed: int, model_path: Path | None = None) -> dict:
+def continuation_sweep(
+    prompts_count: int, seed: int, model_path: Path | None = None, prompt_labels: bool = False
+) -> dict:
     from engines.continuation.corpus import DEFAULT_CACHE, load_corpus
     from engines.continuation.offline import continue_notes
     from engines.continuation.runtime import ContinuationModel
@@ -125,7 +127,10 @@ def continuation_sweep(prompts_count: int, seed: int, model_path: Path | None = 
             best[name] = max(np.corrcoef(histogram, np.roll(profile, tonic))[0, 1] for tonic in range(12))
         return float(best["major"] - best["minor"])
 
-    result: dict = {"model": model.path.name, "prompts": len(prompts), "levels": LEVELS}
+    result: dict = {
+        "model": model.path.name, "prompts": len(prompts), "levels": LEVELS,
+        "prompt_va": "the prompt's own labels" if prompt_labels else "the target",
+    }
     for name, axis in (("arousal", 1), ("valence", 0)):
         targets: list[float] = []
         measured: dict[str, list[float]] = {"density": [], "velocity": [], "pitch": [], "mode": []}
@@ -133,7 +138,9 @@ def continuation_sweep(prompts_count: int, seed: int, model_path: Path | None = 
             va = (level, 0.0) if axis == 0 else (0.0, level)
             for index, notes in enumerate(prompts):
                 config = SamplingConfig(temperature=1.0, top_p=0.95, seed=seed + index, bar_steps=bar_steps)
-                generated = continue_notes(model, notes, bar_steps, 4, config, context_bars=2, va=va)
+                generated = continue_notes(
+                    model, notes, bar_steps, 4, config, context_bars=2, va=va, prompt_labels=prompt_labels
+                )
                 if not generated:
                     continue
                 targets.append(level)
@@ -154,6 +161,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--only", choices=("harmonizer", "continuation"), help="sweep one model only")
     parser.add_argument("--continuation-model", type=Path, help="an ONNX file instead of the shipped model")
+    parser.add_argument(
+        "--prompt-labels", action="store_true",
+        help="continuation prompts keep their own valence/arousal labels (the target is for what follows)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "controllability.json")
     args = parser.parse_args()
     started = time.time()
@@ -161,7 +172,8 @@ def main() -> int:
         "command": "python -m benchmarks.bench_controllability "
                    f"--windows {args.windows} --prompts {args.prompts} --seed {args.seed}"
                    + (f" --only {args.only}" if args.only else "")
-                   + (f" --continuation-model {args.continuation_model}" if args.continuation_model else ""),
+                   + (f" --continuation-model {args.continuation_model}" if args.continuation_model else "")
+                   + (" --prompt-labels" if args.prompt_labels else ""),
         "machine": f"{platform.node()} ({os.cpu_count()} cores, {platform.machine()})",
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "load_before": os.getloadavg(),
@@ -169,7 +181,9 @@ def main() -> int:
     if args.only != "continuation":
         report["harmonizer"] = harmonizer_sweep(args.windows, args.seed)
     if args.only != "harmonizer":
-        report["continuation"] = continuation_sweep(args.prompts, args.seed, args.continuation_model)
+        report["continuation"] = continuation_sweep(
+            args.prompts, args.seed, args.continuation_model, args.prompt_labels
+        )
     report["load_after"] = os.getloadavg()
     report["seconds"] = round(time.time() - started, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from engines.continuation.affect import token_va, valence_arousal
 from engines.continuation.modal import modal_swap, parallel_mode_shift, window_key
@@ -46,3 +47,46 @@ def test_swap_moves_only_notes_struck_after_the_split_and_keeps_pairs() -> None:
 def test_swap_refuses_windows_without_a_clear_key() -> None:
     tokens, va = _window([60, 60, 60])
     assert modal_swap(tokens, va, 1) is None
+
+
+def test_hold_target_gives_every_token_the_swapped_parts_valence() -> None:
+    tokens, va = _window(C_MAJOR_TUNE)
+    split = len(tokens) // 2
+    _, moving = modal_swap(tokens, va, split)
+    _, held = modal_swap(tokens, va, split, hold_target=True)
+    assert np.allclose(held[:, 0], moving[split:, 0].mean())
+    assert held[0, 0] < 0 < va[0, 0], "the unchanged major start is labelled with the minor target"
+
+
+def _corpus(pieces: int = 4):
+    from engines.continuation.corpus import Corpus
+
+    tokens, va = _window(C_MAJOR_TUNE * 3)
+    return Corpus(
+        tokens=np.concatenate([tokens] * pieces), va=np.concatenate([va] * pieces).astype(np.float16),
+        offsets=np.arange(pieces + 1) * len(tokens), piece_ids=[f"p{i}" for i in range(pieces)],
+        styles=np.zeros(pieces, dtype=np.int64), splits=["train"] * (pieces - 1) + ["val"],
+    )
+
+
+def test_swapped_batch_weights_the_turn_and_the_probe_and_loss_run_on_a_model() -> None:
+    torch = pytest.importorskip("torch")
+    from engines.continuation.affect_tune import _weighted_loss, probe_windows, swapped_batch, valence_probe
+    from engines.continuation.model import ContinuationModel, ModelConfig
+    from engines.continuation.train import _loss
+
+    data = _corpus()
+    rng = np.random.default_rng(0)
+    tokens, va, style, weights = swapped_batch(data, data.piece_indices("train"), rng, 6, 64, 1.0, 8, 4.0)
+    assert tokens.shape == (6, 65) and weights.shape == (6, 64)
+    swapped_rows = [r for r in range(6) if (weights[r] == 4.0).any()]
+    assert swapped_rows and all((weights[r] == 4.0).sum() == 8 for r in swapped_rows)
+    torch.manual_seed(0)
+    model = ContinuationModel(ModelConfig(embedding="smart", d_model=32, heads=2, layers=2, feedforward=64)).eval()
+    batch = [torch.from_numpy(a) for a in (tokens, va, style)]
+    ones = torch.ones(weights.shape)
+    assert torch.allclose(_weighted_loss(model, *batch, ones), _loss(model, *batch), atol=1e-5)
+    assert not torch.allclose(_weighted_loss(model, *batch, torch.from_numpy(weights)), _loss(model, *batch))
+    rows = probe_windows(data, count=2)
+    assert len(rows) == 2 and all(len(r[4]) == 3 for r in rows)
+    assert np.isfinite(valence_probe(model, rows))

@@ -55,7 +55,7 @@ def parallel_mode_shift(pitch: int, tonic: int, major: bool) -> int:
 
 
 def modal_swap(
-    tokens: np.ndarray, va: np.ndarray, split: int
+    tokens: np.ndarray, va: np.ndarray, split: int, hold_target: bool = False
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Tokens with the notes struck at or after index ``split`` moved to the parallel mode.
 
@@ -63,7 +63,9 @@ def modal_swap(
     NOTE_ON still has its matching NOTE_OFF. Returns None when the window has no clear key, when
     nothing would change, or when a moved note would leave the piano or collide with a key the
     same hand already holds. The valence column of ``va`` is shifted by the change the swap makes
-    to the window's own labels; arousal is kept.
+    to the window's own labels; arousal is kept. With ``hold_target`` every token, the unchanged
+    start included, gets the mean valence of the swapped part: a constant target that the context
+    contradicts until the music turns to it, as when a player asks a major phrase for valence -0.8.
     """
     key = window_key(tokens)
     if key is None:
@@ -97,6 +99,8 @@ def modal_swap(
         return None
     new_va = va.copy()
     new_va[:, 0] = np.clip(va[:, 0] + _window_valence(moved) - _window_valence(tokens), -1.0, 1.0)
+    if hold_target:
+        new_va[:, 0] = new_va[split:, 0].mean()
     return moved, new_va
 
 

@@ -145,17 +145,19 @@ def continue_notes(
     context_bars: int = 4,
     style: int = 0,
     va: VaSetting = None,
+    prompt_labels: bool = False,
 ) -> list[NoteEvent]:
     """The generated notes, in the input's time, starting at the bar line after its last note.
 
     ``va``: None = the music's own labels (the prompt's, its last value held on), a constant
-    (valence, arousal), or a function of the beats after the prompt's end; a given ``va``
-    also stands for the prompt."""
+    (valence, arousal), or a function of the beats after the prompt's end. A given ``va`` also
+    stands for the prompt, unless ``prompt_labels``: then the prompt keeps the music's own
+    labels and ``va`` is where the continuation goes."""
     prompt, prompt_end, labels = prompt_tokens(notes, bar_steps, context_bars)
     if va is None:
         setting, prompt_va = (float(labels[-1, 0]), float(labels[-1, 1])), labels
     else:
-        setting, prompt_va = va, None
+        setting, prompt_va = va, (labels if prompt_labels else None)
     generation = generate(
         model, prompt, bars, replace(config, bar_steps=bar_steps), style, setting, prompt_va=prompt_va
     )

@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 
 from .corpus import DEFAULT_CACHE, Corpus, load_corpus
-from .modal import modal_swap
 from .model import EMBEDDINGS, ContinuationModel, ModelConfig, parameter_counts
 from .tokens import HIGH_PITCH, LOW_PITCH, NOTE_BASE, NUM_PITCHES, PAD, VELOCITY_BASE
 
@@ -48,13 +47,8 @@ def sample_batch(
     batch: int,
     length: int,
     max_transpose: int = 6,
-    modal_swap_rate: float = 0.0,
 ) -> tuple[np.ndarray, ...]:
-    """Random windows of length+1 tokens (pieces drawn by length), randomly transposed.
-
-    With ``modal_swap_rate`` > 0, that share of the windows goes to the parallel mode from a
-    random token on, with its valence labels recomputed (``modal.modal_swap``).
-    """
+    """Random windows of length+1 tokens (pieces drawn by length), randomly transposed."""
     lengths = (data.offsets[pieces + 1] - data.offsets[pieces]).astype(np.float64)
     chosen = rng.choice(pieces, size=batch, p=lengths / lengths.sum())
     tokens = np.full((batch, length + 1), PAD, dtype=np.int64)
@@ -65,15 +59,8 @@ def sample_batch(
         window = data.tokens[begin : begin + length + 1]
         shift = int(rng.integers(-max_transpose, max_transpose + 1))
         moved = transpose(window, shift)
-        window = window if moved is None else moved
-        labels = data.va[begin : begin + length + 1]
-        if modal_swap_rate > 0 and rng.random() < modal_swap_rate and len(window) >= 8:
-            split = int(rng.integers(len(window) // 4, 3 * len(window) // 4))
-            swapped = modal_swap(window, labels, split)
-            if swapped is not None:
-                window, labels = swapped
-        tokens[row, : len(window)] = window
-        va[row, : len(window)] = labels
+        tokens[row, : len(window)] = window if moved is None else moved
+        va[row, : len(window)] = data.va[begin : begin + length + 1]
     return tokens, va, data.styles[chosen].astype(np.int64)
 
 
@@ -154,10 +141,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--d-model", type=int, default=192)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    parser.add_argument(
-        "--modal-swap", type=float, default=0.0, metavar="P",
-        help="share of windows moved to the parallel mode from a random token on (valence adapter)",
-    )
     parser.add_argument("--init", type=Path, help="start from this checkpoint's weights (same config)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -214,9 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, args.steps, args.lr, args.warmup)
         tokens, va, style = (
-            torch.from_numpy(a) for a in sample_batch(
-                data, train_pieces, rng, args.batch, args.length, modal_swap_rate=args.modal_swap
-            )
+            torch.from_numpy(a) for a in sample_batch(data, train_pieces, rng, args.batch, args.length)
         )
         loss = _loss(model, tokens, va, style)
         optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,207 @@
+"""Fine-tune the continuation's valence adapter with modal-swapped windows (issue 7).
+
+    python -m engines.continuation.affect_tune --init /work/runs/continuation/long/smart/best.pt \\
+        --steps 600 --out /work/runs/continuation/affect/smart
+
+Why: the valence label of a training token is computed from the music itself, so the context
+already says what the label says and a model trained on it ignores the label (second session:
+valence -> mode of the continuation, Spearman 0.12; after 3,000 steps 0.02). Here a share of the
+windows is moved to the parallel mode from a random token on (``modal.modal_swap``), with the
+valence recomputed; half of those hold the swapped part's valence over the whole window, so the
+label contradicts the unchanged start, as when a major phrase is asked for valence -0.8. The
+tokens where the music turns (the first ``--focus`` targets after the split) carry a loss weight
+``--swap-weight``, and the adapter's learning rate is ``--adapter-lr-scale`` times the rest.
+
+Every ``--eval-every`` steps it logs the plain validation loss (the same windows as
+``train.py``, so quality is comparable) and a valence probe: the mean loss of the first turned
+notes of swapped validation windows with the right label minus with the unswapped label (negative
+= the model uses the label). Checkpoints have ``train.py``'s format (export with
+``engines.continuation.export``); re-running resumes from OUT/last.pt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .corpus import DEFAULT_CACHE, Corpus, load_corpus
+from .modal import modal_swap
+from .model import ContinuationModel, parameter_counts
+from .tokens import PAD
+from .train import _learning_rate, evaluate, load_checkpoint, transpose, validation_windows
+
+__all__ = ["main", "swapped_batch", "valence_probe"]
+
+
+def swapped_batch(
+    data: Corpus, pieces: np.ndarray, rng: np.random.Generator, batch: int, length: int,
+    rate: float, focus: int, weight: float,
+) -> tuple[np.ndarray, ...]:
+    """tokens, va, style and per-target loss weights; ``rate`` of the rows are modal-swapped."""
+    lengths = (data.offsets[pieces + 1] - data.offsets[pieces]).astype(np.float64)
+    chosen = rng.choice(pieces, size=batch, p=lengths / lengths.sum())
+    tokens = np.full((batch, length + 1), PAD, dtype=np.int64)
+    va = np.zeros((batch, length + 1, 2), dtype=np.float32)
+    weights = np.ones((batch, length), dtype=np.float32)
+    for row, piece in enumerate(chosen):
+        start, end = int(data.offsets[piece]), int(data.offsets[piece + 1])
+        begin = start + int(rng.integers(0, max(1, end - start - length)))
+        window = data.tokens[begin : begin + length + 1].astype(np.int64)
+        moved = transpose(window, int(rng.integers(-6, 7)))
+        window = window if moved is None else moved
+        labels = data.va[begin : begin + length + 1].astype(np.float32)
+        if rng.random() < rate and len(window) >= 16:
+            split = int(rng.integers(len(window) // 4, 3 * len(window) // 4))
+            swapped = modal_swap(window, labels, split, hold_target=bool(rng.random() < 0.5))
+            if swapped is not None:
+                window, labels = swapped
+                weights[row, max(0, split - 1) : split - 1 + focus] = weight  # target i is token i+1
+        tokens[row, : len(window)] = window
+        va[row, : len(window)] = labels
+    return tokens, va, data.styles[chosen].astype(np.int64), weights
+
+
+def _weighted_loss(model: ContinuationModel, tokens, va, style, weights) -> torch.Tensor:
+    length = tokens.shape[1] - 1
+    logits, _ = model(tokens[:, :-1], va[:, :-1], style, torch.arange(length))
+    losses = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), ignore_index=PAD, reduction="none"
+    )
+    mask = (tokens[:, 1:].reshape(-1) != PAD).float() * weights.reshape(-1)
+    return (losses * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def probe_windows(data: Corpus, count: int = 64, seed: int = 0) -> list[tuple]:
+    """Swapped validation windows: (tokens, swapped labels, original labels, style, changed)."""
+    rng = np.random.default_rng(seed)
+    pieces = [p for p in data.piece_indices("val") if data.offsets[p + 1] - data.offsets[p] > 300]
+    rows: list[tuple] = []
+    for _ in range(count * 20):
+        if len(rows) == count:
+            break
+        piece = int(rng.choice(pieces))
+        start, end = int(data.offsets[piece]), int(data.offsets[piece + 1])
+        begin = start + int(rng.integers(0, end - start - 257))
+        window = data.tokens[begin : begin + 257].astype(np.int64)
+        labels = data.va[begin : begin + 257].astype(np.float32)
+        swapped = modal_swap(window, labels, 128, hold_target=True)
+        if swapped is not None:
+            changed = np.nonzero(swapped[0] != window)[0][:3]
+            rows.append((swapped[0], swapped[1], labels, int(data.styles[piece]), changed))
+    return rows
+
+
+@torch.no_grad()
+def valence_probe(model: ContinuationModel, rows: list[tuple]) -> float:
+    """Mean loss of the first turned notes with the target label minus with the music's label."""
+    gains = []
+    for tokens, target, original, style, changed in rows:
+        batch = torch.from_numpy(np.stack([tokens, tokens])[:, :-1])
+        labels = torch.from_numpy(np.stack([target, original])[:, :-1])
+        logits, _ = model(batch, labels, torch.tensor([style, style]), torch.arange(256))
+        picked = torch.log_softmax(logits[:, changed - 1], -1)[:, torch.arange(len(changed)), tokens[changed]]
+        gains.append(float(-(picked[0] - picked[1]).mean()))
+    return float(np.mean(gains))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engines.continuation.affect_tune",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--init", type=Path, required=True, help="checkpoint to start from")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--length", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--adapter-lr-scale", type=float, default=10.0)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--rate", type=float, default=0.5, help="share of windows modal-swapped")
+    parser.add_argument("--focus", type=int, default=48, help="targets after the split that get --swap-weight")
+    parser.add_argument("--swap-weight", type=float, default=4.0)
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=4321)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    data = load_corpus(args.cache)
+    model, base = load_checkpoint(args.init)
+    config = model.config
+    adapter = list(model.va.parameters())
+    rest = [p for p in model.parameters() if all(p is not q for q in adapter)]
+    optimizer = torch.optim.AdamW(
+        [{"params": rest, "scale": 1.0}, {"params": adapter, "scale": args.adapter_lr_scale}],
+        lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98),
+    )
+    rng = np.random.default_rng(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    step, best, last = 0, math.inf, args.out / "last.pt"
+    if last.exists():
+        state = torch.load(last, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        step, best = state["step"], state["best_val"]
+        print(f"resumed from {last} at step {step}", flush=True)
+    val, probe = validation_windows(data, "val", args.length), probe_windows(data)
+    log = (args.out / "log.jsonl").open("a")
+    counts = parameter_counts(model)
+    log.write(json.dumps({"event": "start", "step": step, "args": {k: str(v) for k, v in vars(args).items()},
+                          "parameters": counts, "val_windows": len(val[0]), "base_step": base["step"]}) + "\n")
+    if step == 0:
+        model.eval()
+        log.write(json.dumps({"step": 0, "val_loss": round(evaluate(model, val), 4),
+                              "valence_probe": round(valence_probe(model, probe), 4)}) + "\n")
+    log.flush()
+    started, recent = time.monotonic(), []
+    model.train()
+    while step < args.steps:
+        for group in optimizer.param_groups:
+            group["lr"] = group["scale"] * _learning_rate(step, args.steps, args.lr, args.warmup)
+        tokens, va, style, weights = (torch.from_numpy(a) for a in swapped_batch(
+            data, data.piece_indices("train"), rng, args.batch, args.length, args.rate, args.focus,
+            args.swap_weight))
+        loss = _weighted_loss(model, tokens, va, style, weights)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        recent.append(loss.item())
+        if step % 10 == 0:
+            log.write(json.dumps({"step": step, "train_loss": round(float(np.mean(recent)), 4),
+                                  "elapsed_s": round(time.monotonic() - started, 1)}) + "\n")
+            log.flush()
+            recent = []
+        if step % args.eval_every == 0 or step == args.steps:
+            model.eval()
+            val_loss, gain = evaluate(model, val), valence_probe(model, probe)
+            model.train()
+            state = {"config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step,
+                     "best_val": min(best, val_loss), "val_loss": val_loss, "valence_probe": gain,
+                     "parameters": counts}
+            best = min(best, val_loss)
+            torch.save(state, args.out / "last.tmp")
+            (args.out / "last.tmp").replace(last)
+            log.write(json.dumps({"step": step, "val_loss": round(val_loss, 4), "valence_probe": round(gain, 4),
+                                  "elapsed_s": round(time.monotonic() - started, 1)}) + "\n")
+            log.flush()
+            print(f"step {step} val {val_loss:.4f} valence probe {gain:+.4f}", flush=True)
+    log.write(json.dumps({"event": "done", "step": step}) + "\n")
+    log.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,7 +21,7 @@ import numpy as np
 from .affect import MAJOR_PROFILE, MINOR_PROFILE, token_va, valence_arousal
 from .tokens import HIGH_PITCH, LOW_PITCH, NOTE_ON, decode, is_note, note_token, parse_note_token
 
-__all__ = ["parallel_mode_shift", "window_key", "modal_swap"]
+__all__ = ["modal_swap", "parallel_mode_shift", "window_key"]
 
 # Semitone moves per pitch class above the tonic, to the parallel mode.
 _MAJOR_TO_MINOR = {4: -1, 9: -1, 11: -1}

@@ -94,6 +94,7 @@ class MasteringModel:
         self._spectra: dict[int, np.ndarray] = {}
         self._planar_spectra: dict[int, np.ndarray] = {}
         self._ramp: np.ndarray | None = None
+        self._scratch: np.ndarray | None = None
 
     def stored(self, frames: int) -> MasteringModel:
         """This model as a reader rebuilds it from the manifest (rounded taps and gains): the
@@ -167,6 +168,11 @@ class MasteringModel:
         hops k and k + 1 (frames k * hop + hop/2 + u, u < hop) the gain is p[k] + (p[k+1] - p[k])
         * ramp[u] in float32, so any block, aligned or not, gets the same values at the same
         frames (before the first and after the last centre the gain holds)."""
+        return self._gains(first, n, reuse=False)
+
+    def _gains(self, first: int, n: int, reuse: bool) -> np.ndarray:
+        """gains_planar; ``reuse`` writes into a scratch array kept for the next call (the
+        caller uses the result at once), which saves an allocation per block."""
         hop = self.hop
         half = hop // 2
         if self._ramp is None or self._ramp.shape[0] != hop:
@@ -177,7 +183,13 @@ class MasteringModel:
         index = np.arange(k0, k1 + 2).clip(0, self.envelope.shape[0] - 1)
         points = self.envelope[index].T.astype(np.float32)  # (channels, segments + 1)
         steps = points[:, 1:] - points[:, :-1]
-        ramps = points[:, :-1, None] + steps[:, :, None] * self._ramp
+        shape = (self.channels, steps.shape[1], hop)
+        ramps = self._scratch if reuse and self._scratch is not None and self._scratch.shape == shape else \
+            np.empty(shape, np.float32)
+        np.multiply(steps[:, :, None], self._ramp, out=ramps)
+        ramps += points[:, :-1, None]  # p[k] + step * ramp, the same sum either way round
+        if reuse:
+            self._scratch = ramps
         offset = first - (k0 * hop + half)
         return ramps.reshape(self.channels, -1)[:, offset:offset + n]
 
@@ -196,7 +208,7 @@ class MasteringModel:
         spectra = sfft.rfft(ext.astype(np.float32, copy=False), size, axis=1)
         spectra *= spectrum
         filtered = sfft.irfft(spectra, size, axis=1)[:, taps - 1:taps - 1 + n]
-        filtered *= self.gains_planar(first, n)
+        filtered *= self._gains(first, n, reuse=True)
         return filtered
 
     def predict(self, ext: np.ndarray, first: int, n: int, integer: bool = False) -> np.ndarray:

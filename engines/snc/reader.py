@@ -205,7 +205,7 @@ class SncReader:
         if with_residual:
             residual = buffers[0].view(n, history)
             gains = self._residual_gain(first, n)
-            master = master + (residual if gains is None else residual * gains)
+            master += residual if gains is None else residual * gains  # (master is this block's own array)
         parts = [stem[:, history:history + n] for stem in stems]
         if not self.integer:
             out = {"master": master.astype(np.float32, copy=False), **{k: p.copy() for k, p in zip(self.names[1:], parts)}}

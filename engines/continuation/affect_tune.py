@@ -43,7 +43,15 @@ from .corpus import DEFAULT_CACHE, Corpus, load_corpus
 from .modal import modal_swap
 from .model import ContinuationModel, parameter_counts
 from .tokens import PAD
-from .train import _learning_rate, evaluate, load_checkpoint, transpose, validation_windows
+from .train import (
+    _learning_rate,
+    apply_step,
+    evaluate,
+    load_checkpoint,
+    resume,
+    transpose,
+    validation_windows,
+)
 
 __all__ = ["main", "swapped_batch", "valence_probe"]
 
@@ -158,13 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     step, best, last = 0, math.inf, args.out / "last.pt"
     if last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
-        step, best = state["step"], state["best_val"]
-        print(f"resumed from {last} at step {step}", flush=True)
+        step, best = resume(last, model, optimizer, rng)
     val, probe = validation_windows(data, "val", args.length), probe_windows(data)
     log = (args.out / "log.jsonl").open("a")
     counts = parameter_counts(model)
@@ -183,13 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         tokens, va, style, weights = (torch.from_numpy(a) for a in swapped_batch(
             data, data.piece_indices("train"), rng, args.batch, args.length, args.rate, args.focus,
             args.swap_weight))
-        loss = _weighted_loss(model, tokens, va, style, weights)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        recent.append(apply_step(model, optimizer, _weighted_loss(model, tokens, va, style, weights)))
         step += 1
-        recent.append(loss.item())
         if step % 10 == 0:
             log.write(json.dumps({"step": step, "train_loss": round(float(np.mean(recent)), 4),
                                   "elapsed_s": round(time.monotonic() - started, 1)}) + "\n")

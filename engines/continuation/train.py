@@ -24,7 +24,7 @@ from .corpus import DEFAULT_CACHE, Corpus, load_corpus
 from .model import EMBEDDINGS, ContinuationModel, ModelConfig, parameter_counts
 from .tokens import HIGH_PITCH, LOW_PITCH, NOTE_BASE, NUM_PITCHES, PAD, VELOCITY_BASE
 
-__all__ = ["evaluate", "load_checkpoint", "main", "sample_batch", "transpose", "validation_windows"]
+__all__ = ["apply_step", "evaluate", "load_checkpoint", "main", "resume", "sample_batch", "transpose", "validation_windows"]
 
 
 def transpose(tokens: np.ndarray, semitones: int) -> np.ndarray | None:
@@ -118,6 +118,28 @@ def load_checkpoint(path: Path) -> tuple[ContinuationModel, dict]:
     return model.eval(), state
 
 
+def apply_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> float:
+    """One optimizer step (gradients clipped to norm 1); returns the loss."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss.item()
+
+
+def resume(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rng: np.random.Generator
+) -> tuple[int, float]:
+    """Restore model, optimizer and both RNGs from a checkpoint; returns (step, best val loss)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    rng.bit_generator.state = state["rng"]
+    torch.set_rng_state(state["torch_rng"])
+    print(f"resumed from {path} at step {state['step']}", flush=True)
+    return state["step"], state["best_val"]
+
+
 def _learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -164,12 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(
                 f"{last} was trained with {state['config']}, not {config.to_dict()}; use another --out"
             )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
-        step, best = state["step"], state["best_val"]
-        print(f"resumed from {last} at step {step}", flush=True)
+        step, best = resume(last, model, optimizer, rng)
     elif args.init is not None:
         state = torch.load(args.init, map_location="cpu", weights_only=False)
         if state["config"] != config.to_dict():
@@ -199,13 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         tokens, va, style = (
             torch.from_numpy(a) for a in sample_batch(data, train_pieces, rng, args.batch, args.length)
         )
-        loss = _loss(model, tokens, va, style)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        recent.append(apply_step(model, optimizer, _loss(model, tokens, va, style)))
         step += 1
-        recent.append(loss.item())
         if step % 10 == 0:
             log.write(
                 json.dumps(

@@ -71,7 +71,7 @@ def _corpus(pieces: int = 4):
 
 def test_swapped_batch_weights_the_turn_and_the_probe_and_loss_run_on_a_model() -> None:
     torch = pytest.importorskip("torch")
-    from engines.continuation.affect_tune import _weighted_loss, probe_windows, swapped_batch, valence_probe
+    from engines.continuation.affect_tune import probe_windows, swapped_batch, valence_probe, weighted_loss
     from engines.continuation.model import ContinuationModel, ModelConfig
     from engines.continuation.train import _loss
 
@@ -85,8 +85,8 @@ def test_swapped_batch_weights_the_turn_and_the_probe_and_loss_run_on_a_model() 
     model = ContinuationModel(ModelConfig(embedding="smart", d_model=32, heads=2, layers=2, feedforward=64)).eval()
     batch = [torch.from_numpy(a) for a in (tokens, va, style)]
     ones = torch.ones(weights.shape)
-    assert torch.allclose(_weighted_loss(model, *batch, ones), _loss(model, *batch), atol=1e-5)
-    assert not torch.allclose(_weighted_loss(model, *batch, torch.from_numpy(weights)), _loss(model, *batch))
+    assert torch.allclose(weighted_loss(model, *batch, ones), _loss(model, *batch), atol=1e-5)
+    assert not torch.allclose(weighted_loss(model, *batch, torch.from_numpy(weights)), _loss(model, *batch))
     rows = probe_windows(data, count=2)
     assert len(rows) == 2 and all(len(r[4]) == 3 for r in rows)
     assert np.isfinite(valence_probe(model, rows))

@@ -53,7 +53,7 @@ from .train import (
     validation_windows,
 )
 
-__all__ = ["main", "swapped_batch", "valence_probe"]
+__all__ = ["main", "probe_windows", "swapped_batch", "valence_probe", "weighted_loss"]
 
 
 def swapped_batch(
@@ -84,7 +84,7 @@ def swapped_batch(
     return tokens, va, data.styles[chosen].astype(np.int64), weights
 
 
-def _weighted_loss(model: ContinuationModel, tokens, va, style, weights) -> torch.Tensor:
+def weighted_loss(model: ContinuationModel, tokens, va, style, weights) -> torch.Tensor:
     length = tokens.shape[1] - 1
     logits, _ = model(tokens[:, :-1], va[:, :-1], style, torch.arange(length))
     losses = F.cross_entropy(
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         tokens, va, style, weights = (torch.from_numpy(a) for a in swapped_batch(
             data, data.piece_indices("train"), rng, args.batch, args.length, args.rate, args.focus,
             args.swap_weight))
-        recent.append(apply_step(model, optimizer, _weighted_loss(model, tokens, va, style, weights)))
+        recent.append(apply_step(model, optimizer, weighted_loss(model, tokens, va, style, weights)))
         step += 1
         if step % 10 == 0:
             log.write(json.dumps({"step": step, "train_loss": round(float(np.mean(recent)), 4),

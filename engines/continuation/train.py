@@ -164,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--init", type=Path, help="start from this checkpoint's weights (same config)")
+    parser.add_argument(
+        "--modal-swap", type=float, default=0.0, metavar="P",
+        help="share of windows moved to the parallel mode from a random token on, with their valence "
+        "(engines.continuation.affect_tune); 0 = off",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -213,10 +218,18 @@ def main(argv: list[str] | None = None) -> int:
     while step < args.steps:
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, args.steps, args.lr, args.warmup)
-        tokens, va, style = (
-            torch.from_numpy(a) for a in sample_batch(data, train_pieces, rng, args.batch, args.length)
-        )
-        recent.append(apply_step(model, optimizer, _loss(model, tokens, va, style)))
+        if args.modal_swap > 0:  # valence made informative from the start (affect_tune's batches)
+            from .affect_tune import swapped_batch, weighted_loss
+
+            tokens, va, style, weights = (torch.from_numpy(a) for a in swapped_batch(
+                data, train_pieces, rng, args.batch, args.length, args.modal_swap, 48, 2.0))
+            loss = weighted_loss(model, tokens, va, style, weights)
+        else:
+            tokens, va, style = (
+                torch.from_numpy(a) for a in sample_batch(data, train_pieces, rng, args.batch, args.length)
+            )
+            loss = _loss(model, tokens, va, style)
+        recent.append(apply_step(model, optimizer, loss))
         step += 1
         if step % 10 == 0:
             log.write(

@@ -34,6 +34,7 @@ from engines.harmonizer.decode import allowed_tokens, nucleus_sample
 from engines.harmonizer.harmonize import harmonize
 from engines.harmonizer.runtime import HarmonizerModel
 from engines.harmonizer.vocab import BAR, MASK
+from engines.va.atomic import atomic_output
 
 NAMES = ("melody", "harmony", "va", "style", "condition")
 
@@ -244,9 +245,8 @@ def main() -> None:
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:
-        temporary = args.out.with_suffix(".tmp")
-        temporary.write_text(text + "\n")
-        temporary.replace(args.out)
+        with atomic_output(args.out) as temporary:
+            temporary.write_text(text + "\n")
 
 
 if __name__ == "__main__":

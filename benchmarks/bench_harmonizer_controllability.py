@@ -21,6 +21,7 @@ from pathlib import Path
 
 from benchmarks.bench_controllability import harmonizer_sweep
 from engines.harmonizer.runtime import HarmonizerModel
+from engines.va.atomic import atomic_output
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,9 +61,8 @@ def main() -> int:
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:
-        temporary = args.out.with_suffix(".tmp")
-        temporary.write_text(text + "\n")
-        temporary.replace(args.out)
+        with atomic_output(args.out) as temporary:
+            temporary.write_text(text + "\n")
     return 0
 
 

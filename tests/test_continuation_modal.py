@@ -71,13 +71,15 @@ def _corpus(pieces: int = 4):
 
 def test_swapped_batch_weights_the_turn_and_the_probe_and_loss_run_on_a_model() -> None:
     torch = pytest.importorskip("torch")
-    from engines.continuation.affect_tune import probe_windows, swapped_batch, valence_probe, weighted_loss
+    from engines.continuation.affect_tune import probe_windows, valence_probe
     from engines.continuation.model import ContinuationModel, ModelConfig
-    from engines.continuation.train import _loss
+    from engines.continuation.train import _loss, sample_batch
 
     data = _corpus()
     rng = np.random.default_rng(0)
-    tokens, va, style, weights = swapped_batch(data, data.piece_indices("train"), rng, 6, 64, 1.0, 8, 4.0)
+    tokens, va, style, weights = sample_batch(
+        data, data.piece_indices("train"), rng, 6, 64, swap_rate=1.0, focus=8, swap_weight=4.0
+    )
     assert tokens.shape == (6, 65) and weights.shape == (6, 64)
     swapped_rows = [r for r in range(6) if (weights[r] == 4.0).any()]
     assert swapped_rows and all((weights[r] == 4.0).sum() == 8 for r in swapped_rows)
@@ -85,8 +87,8 @@ def test_swapped_batch_weights_the_turn_and_the_probe_and_loss_run_on_a_model() 
     model = ContinuationModel(ModelConfig(embedding="smart", d_model=32, heads=2, layers=2, feedforward=64)).eval()
     batch = [torch.from_numpy(a) for a in (tokens, va, style)]
     ones = torch.ones(weights.shape)
-    assert torch.allclose(weighted_loss(model, *batch, ones), _loss(model, *batch), atol=1e-5)
-    assert not torch.allclose(weighted_loss(model, *batch, torch.from_numpy(weights)), _loss(model, *batch))
+    assert torch.allclose(_loss(model, *batch, weights=ones), _loss(model, *batch), atol=1e-5)
+    assert not torch.allclose(_loss(model, *batch, weights=torch.from_numpy(weights)), _loss(model, *batch))
     rows = probe_windows(data, count=2)
     assert len(rows) == 2 and all(len(r[4]) == 3 for r in rows)
     assert np.isfinite(valence_probe(model, rows))

@@ -37,61 +37,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .corpus import DEFAULT_CACHE, Corpus, load_corpus
 from .modal import modal_swap
 from .model import ContinuationModel, parameter_counts
-from .tokens import PAD
 from .train import (
     _learning_rate,
+    _loss,
     apply_step,
     evaluate,
     load_checkpoint,
     resume,
-    transpose,
+    sample_batch,
     validation_windows,
 )
 
-__all__ = ["main", "probe_windows", "swapped_batch", "valence_probe", "weighted_loss"]
-
-
-def swapped_batch(
-    data: Corpus, pieces: np.ndarray, rng: np.random.Generator, batch: int, length: int,
-    rate: float, focus: int, weight: float,
-) -> tuple[np.ndarray, ...]:
-    """tokens, va, style and per-target loss weights; ``rate`` of the rows are modal-swapped."""
-    lengths = (data.offsets[pieces + 1] - data.offsets[pieces]).astype(np.float64)
-    chosen = rng.choice(pieces, size=batch, p=lengths / lengths.sum())
-    tokens = np.full((batch, length + 1), PAD, dtype=np.int64)
-    va = np.zeros((batch, length + 1, 2), dtype=np.float32)
-    weights = np.ones((batch, length), dtype=np.float32)
-    for row, piece in enumerate(chosen):
-        start, end = int(data.offsets[piece]), int(data.offsets[piece + 1])
-        begin = start + int(rng.integers(0, max(1, end - start - length)))
-        window = data.tokens[begin : begin + length + 1].astype(np.int64)
-        moved = transpose(window, int(rng.integers(-6, 7)))
-        window = window if moved is None else moved
-        labels = data.va[begin : begin + length + 1].astype(np.float32)
-        if rng.random() < rate and len(window) >= 16:
-            split = int(rng.integers(len(window) // 4, 3 * len(window) // 4))
-            swapped = modal_swap(window, labels, split, hold_target=bool(rng.random() < 0.5))
-            if swapped is not None:
-                window, labels = swapped
-                weights[row, max(0, split - 1) : split - 1 + focus] = weight  # target i is token i+1
-        tokens[row, : len(window)] = window
-        va[row, : len(window)] = labels
-    return tokens, va, data.styles[chosen].astype(np.int64), weights
-
-
-def weighted_loss(model: ContinuationModel, tokens, va, style, weights) -> torch.Tensor:
-    length = tokens.shape[1] - 1
-    logits, _ = model(tokens[:, :-1], va[:, :-1], style, torch.arange(length))
-    losses = F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), ignore_index=PAD, reduction="none"
-    )
-    mask = (tokens[:, 1:].reshape(-1) != PAD).float() * weights.reshape(-1)
-    return (losses * mask).sum() / mask.sum().clamp_min(1.0)
+__all__ = ["main", "probe_windows", "valence_probe"]
 
 
 def probe_windows(data: Corpus, count: int = 64, seed: int = 0) -> list[tuple]:
@@ -182,10 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     while step < args.steps:
         for group in optimizer.param_groups:
             group["lr"] = group["scale"] * _learning_rate(step, args.steps, args.lr, args.warmup)
-        tokens, va, style, weights = (torch.from_numpy(a) for a in swapped_batch(
-            data, data.piece_indices("train"), rng, args.batch, args.length, args.rate, args.focus,
-            args.swap_weight))
-        recent.append(apply_step(model, optimizer, weighted_loss(model, tokens, va, style, weights)))
+        tokens, va, style, weights = (torch.from_numpy(a) for a in sample_batch(
+            data, data.piece_indices("train"), rng, args.batch, args.length, swap_rate=args.rate,
+            focus=args.focus, swap_weight=args.swap_weight))
+        recent.append(apply_step(model, optimizer, _loss(model, tokens, va, style, weights=weights)))
         step += 1
         if step % 10 == 0:
             log.write(json.dumps({"step": step, "train_loss": round(float(np.mean(recent)), 4),

@@ -21,10 +21,14 @@ import torch
 import torch.nn.functional as F
 
 from .corpus import DEFAULT_CACHE, Corpus, load_corpus
+from .modal import modal_swap
 from .model import EMBEDDINGS, ContinuationModel, ModelConfig, parameter_counts
 from .tokens import HIGH_PITCH, LOW_PITCH, NOTE_BASE, NUM_PITCHES, PAD, VELOCITY_BASE
 
 __all__ = ["apply_step", "evaluate", "load_checkpoint", "main", "resume", "sample_batch", "transpose", "validation_windows"]
+
+SWAP_FOCUS = 48  # targets after a modal turn that carry the swap weight
+SWAP_WEIGHT = 2.0
 
 
 def transpose(tokens: np.ndarray, semitones: int) -> np.ndarray | None:
@@ -47,21 +51,39 @@ def sample_batch(
     batch: int,
     length: int,
     max_transpose: int = 6,
+    swap_rate: float = 0.0,
+    focus: int = SWAP_FOCUS,
+    swap_weight: float = SWAP_WEIGHT,
 ) -> tuple[np.ndarray, ...]:
-    """Random windows of length+1 tokens (pieces drawn by length), randomly transposed."""
+    """tokens, va, style and per-target loss weights of random windows of length+1 tokens
+    (pieces drawn by length), randomly transposed.
+
+    With ``swap_rate`` > 0, that share of the rows goes to the parallel mode from a random token
+    on (``modal.modal_swap``; half of them hold the new valence over the whole window), and the
+    first ``focus`` targets after the turn weigh ``swap_weight``. Otherwise every weight is 1 and
+    the random draws are those of plain training, so a seed gives the same batches as before.
+    """
     lengths = (data.offsets[pieces + 1] - data.offsets[pieces]).astype(np.float64)
     chosen = rng.choice(pieces, size=batch, p=lengths / lengths.sum())
     tokens = np.full((batch, length + 1), PAD, dtype=np.int64)
     va = np.zeros((batch, length + 1, 2), dtype=np.float32)
+    weights = np.ones((batch, length), dtype=np.float32)
     for row, piece in enumerate(chosen):
         start, end = int(data.offsets[piece]), int(data.offsets[piece + 1])
         begin = start + int(rng.integers(0, max(1, end - start - length)))
-        window = data.tokens[begin : begin + length + 1]
-        shift = int(rng.integers(-max_transpose, max_transpose + 1))
-        moved = transpose(window, shift)
-        tokens[row, : len(window)] = window if moved is None else moved
-        va[row, : len(window)] = data.va[begin : begin + length + 1]
-    return tokens, va, data.styles[chosen].astype(np.int64)
+        window = data.tokens[begin : begin + length + 1].astype(np.int64)
+        moved = transpose(window, int(rng.integers(-max_transpose, max_transpose + 1)))
+        window = window if moved is None else moved
+        labels = data.va[begin : begin + length + 1].astype(np.float32)
+        if swap_rate > 0 and rng.random() < swap_rate and len(window) >= 16:
+            split = int(rng.integers(len(window) // 4, 3 * len(window) // 4))
+            swapped = modal_swap(window, labels, split, hold_target=bool(rng.random() < 0.5))
+            if swapped is not None:
+                window, labels = swapped
+                weights[row, max(0, split - 1) : split - 1 + focus] = swap_weight  # target i is token i+1
+        tokens[row, : len(window)] = window
+        va[row, : len(window)] = labels
+    return tokens, va, data.styles[chosen].astype(np.int64), weights
 
 
 def validation_windows(data: Corpus, split: str, length: int) -> tuple[np.ndarray, ...]:
@@ -87,12 +109,19 @@ def _loss(
     va: torch.Tensor,
     style: torch.Tensor,
     reduction: str = "mean",
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
+    """Next-token cross-entropy; with ``weights`` [B, T], the weighted mean over non-pad targets."""
     length = tokens.shape[1] - 1
     logits, _ = model(tokens[:, :-1], va[:, :-1], style, torch.arange(length))
-    return F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), ignore_index=PAD, reduction=reduction
-    )
+    targets = tokens[:, 1:].reshape(-1)
+    if weights is None:
+        return F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets, ignore_index=PAD, reduction=reduction
+        )
+    losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets, ignore_index=PAD, reduction="none")
+    mask = (targets != PAD).float() * weights.reshape(-1)
+    return (losses * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 @torch.no_grad()
@@ -128,10 +157,15 @@ def apply_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: t
 
 
 def resume(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rng: np.random.Generator
+    path: Path, model: ContinuationModel, optimizer: torch.optim.Optimizer, rng: np.random.Generator
 ) -> tuple[int, float]:
-    """Restore model, optimizer and both RNGs from a checkpoint; returns (step, best val loss)."""
+    """Restore model, optimizer and both RNGs from a checkpoint of the same model config;
+    returns (step, best val loss)."""
     state = torch.load(path, map_location="cpu", weights_only=False)
+    if state["config"] != model.config.to_dict():
+        raise ValueError(
+            f"{path} was trained with {state['config']}, not {model.config.to_dict()}; use another --out"
+        )
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     rng.bit_generator.state = state["rng"]
@@ -167,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--modal-swap", type=float, default=0.0, metavar="P",
         help="share of windows moved to the parallel mode from a random token on, with their valence "
-        "(engines.continuation.affect_tune); 0 = off",
+        "(see sample_batch); 0 = off",
     )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -186,11 +220,6 @@ def main(argv: list[str] | None = None) -> int:
     step, best = 0, math.inf
     last = args.out / "last.pt"
     if last.exists():
-        state = torch.load(last, map_location="cpu", weights_only=False)
-        if state["config"] != config.to_dict():
-            raise ValueError(
-                f"{last} was trained with {state['config']}, not {config.to_dict()}; use another --out"
-            )
         step, best = resume(last, model, optimizer, rng)
     elif args.init is not None:
         state = torch.load(args.init, map_location="cpu", weights_only=False)
@@ -218,17 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     while step < args.steps:
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, args.steps, args.lr, args.warmup)
-        if args.modal_swap > 0:  # valence made informative from the start (affect_tune's batches)
-            from .affect_tune import swapped_batch, weighted_loss
-
-            tokens, va, style, weights = (torch.from_numpy(a) for a in swapped_batch(
-                data, train_pieces, rng, args.batch, args.length, args.modal_swap, 48, 2.0))
-            loss = weighted_loss(model, tokens, va, style, weights)
-        else:
-            tokens, va, style = (
-                torch.from_numpy(a) for a in sample_batch(data, train_pieces, rng, args.batch, args.length)
-            )
-            loss = _loss(model, tokens, va, style)
+        tokens, va, style, weights = (
+            torch.from_numpy(a)
+            for a in sample_batch(data, train_pieces, rng, args.batch, args.length, swap_rate=args.modal_swap)
+        )
+        loss = _loss(model, tokens, va, style, weights=weights if args.modal_swap > 0 else None)
         recent.append(apply_step(model, optimizer, loss))
         step += 1
         if step % 10 == 0:

@@ -102,12 +102,12 @@ def harmonizer_sweep(windows_count: int, seed: int) -> dict:
 def continuation_sweep(
     prompts_count: int, seed: int, model_path: Path | None = None, prompt_labels: bool = False
 ) -> dict:
+    from engines.continuation.affect import mode_score
     from engines.continuation.corpus import DEFAULT_CACHE, load_corpus
     from engines.continuation.offline import continue_notes
     from engines.continuation.runtime import ContinuationModel
     from engines.continuation.sample import SamplingConfig
     from engines.continuation.tokens import decode
-    from engines.harmonizer.affect import MAJOR_PROFILE, MINOR_PROFILE
 
     model = ContinuationModel.load(model_path) if model_path else ContinuationModel.load()
     data = load_corpus(DEFAULT_CACHE)
@@ -119,13 +119,6 @@ def continuation_sweep(
             prompts.append(notes)
         if len(prompts) == prompts_count:
             break
-
-    def mode_score(pitches: list[int]) -> float:
-        histogram = np.bincount(np.array(pitches) % 12, minlength=12).astype(float)
-        best = {}
-        for name, profile in (("major", MAJOR_PROFILE), ("minor", MINOR_PROFILE)):
-            best[name] = max(np.corrcoef(histogram, np.roll(profile, tonic))[0, 1] for tonic in range(12))
-        return float(best["major"] - best["minor"])
 
     result: dict = {
         "model": model.path.name, "prompts": len(prompts), "levels": LEVELS,
@@ -147,7 +140,8 @@ def continuation_sweep(
                 measured["density"].append(len(generated) / 16.0)
                 measured["velocity"].append(float(np.mean([n.velocity for n in generated])))
                 measured["pitch"].append(float(np.mean([n.pitch for n in generated])))
-                measured["mode"].append(mode_score([n.pitch for n in generated]))
+                histogram = np.bincount([n.pitch % 12 for n in generated], minlength=12)
+                measured["mode"].append(float(mode_score(histogram)))
         proxies = ("density", "velocity", "pitch") if axis == 1 else ("mode",)
         for proxy in proxies:
             result[f"{name}->{proxy}"] = _rho(targets, measured[proxy])

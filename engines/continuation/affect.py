@@ -21,7 +21,7 @@ import numpy as np
 
 from .tokens import STEPS_PER_QUARTER, NoteEvent, is_shift, shift_steps
 
-__all__ = ["MAJOR_PROFILE", "MINOR_PROFILE", "mode_score", "token_steps", "token_va", "valence_arousal"]
+__all__ = ["MAJOR_PROFILE", "MINOR_PROFILE", "key_correlations", "mode_score", "token_steps", "token_va", "valence_arousal"]
 
 # Krumhansl-Kessler key profiles (the same values as engines.harmonizer.affect; kept here so this
 # engine does not import the harmonizer package and its ONNX Runtime session code).
@@ -40,13 +40,19 @@ def _profiles() -> np.ndarray:
 _PROFILES = _profiles()
 
 
-def mode_score(histograms: np.ndarray) -> np.ndarray:
-    """Best major minus best minor key correlation of [..., 12] histograms (0 when flat)."""
+def key_correlations(histograms: np.ndarray) -> np.ndarray:
+    """Pearson correlations [..., 24] of [..., 12] histograms with the 12 major keys (tonic
+    0..11), then the 12 minor keys; 0 for a flat histogram."""
     histograms = np.asarray(histograms, dtype=np.float64)
     centered = histograms - histograms.mean(-1, keepdims=True)
     norms = np.linalg.norm(centered, axis=-1, keepdims=True)
     normalized = np.where(norms > 1e-12, centered / np.maximum(norms, 1e-12), 0.0)
-    correlations = normalized @ _PROFILES.T
+    return normalized @ _PROFILES.T
+
+
+def mode_score(histograms: np.ndarray) -> np.ndarray:
+    """Best major minus best minor key correlation of [..., 12] histograms (0 when flat)."""
+    correlations = key_correlations(histograms)
     return correlations[..., :12].max(-1) - correlations[..., 12:].max(-1)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .affect import MAJOR_PROFILE, MINOR_PROFILE, token_va, valence_arousal
+from .affect import key_correlations, token_va, valence_arousal
 from .tokens import HIGH_PITCH, LOW_PITCH, NOTE_ON, decode, is_note, note_token, parse_note_token
 
 __all__ = ["modal_swap", "parallel_mode_shift", "window_key"]
@@ -39,13 +39,8 @@ def window_key(tokens: np.ndarray) -> tuple[int, bool] | None:
                 histogram[pitch % 12] += 1
     if histogram.sum() < 4 or histogram.std() == 0:
         return None
-    best, key = -2.0, None
-    for major, profile in ((True, MAJOR_PROFILE), (False, MINOR_PROFILE)):
-        for tonic in range(12):
-            score = float(np.corrcoef(histogram, np.roll(profile, tonic))[0, 1])
-            if score > best:
-                best, key = score, (tonic, major)
-    return key
+    best = int(np.argmax(key_correlations(histogram)))
+    return best % 12, best < 12
 
 
 def parallel_mode_shift(pitch: int, tonic: int, major: bool) -> int:

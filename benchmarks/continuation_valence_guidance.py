@@ -72,7 +72,7 @@ def main() -> int:
         targets, measured = [], []
         for level in LEVELS:
             for index, notes in enumerate(prompts):
-                prompt, _, labels = prompt_tokens(notes, 48, 2)
+                prompt, _, labels = prompt_tokens(notes, 48, 2, model.valence_lead)
                 config = SamplingConfig(temperature=1.0, top_p=0.95, seed=index, bar_steps=48)
                 stream = GuidedStream(model, prompt, 4, config, (level, 0.0), labels,
                                       (float(labels[-1, 0]), 0.0), guidance)

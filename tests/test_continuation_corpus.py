@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from engines.continuation import tokens as tk
 from engines.continuation.affect import token_steps, valence_arousal
@@ -80,3 +81,39 @@ def test_key_profiles_match_the_harmonizer() -> None:
 
     assert np.array_equal(affect.MAJOR_PROFILE, MAJOR_PROFILE)
     assert np.array_equal(affect.MINOR_PROFILE, MINOR_PROFILE)
+
+
+def test_valence_lead_announces_the_coming_mode() -> None:
+    # 8 quarters of C major arpeggios, then 8 of C minor: the centred label turns at the change,
+    # the look-ahead label (lead 4: the next 8 quarters) turns 4 quarters before it.
+    major = [NoteEvent(i * 12, RIGHT, p, 12, 64) for i, p in enumerate([60, 64, 67, 72] * 2)]
+    minor = [NoteEvent(96 + i * 12, RIGHT, p, 12, 64) for i, p in enumerate([60, 63, 67, 72] * 2)]
+    centred = valence_arousal(major + minor, 16 * 12)
+    ahead = valence_arousal(major + minor, 16 * 12, valence_lead=4)
+    assert centred[0, 0] > 0 and ahead[0, 0] > 0
+    assert ahead[6, 0] < 0 < centred[6, 0], "the look-ahead label is minor before the minor notes"
+    assert np.array_equal(ahead[:12, 0], centred[4:, 0]) and np.all(ahead[12:, 0] == centred[-1, 0])
+    assert np.array_equal(ahead[:, 1], centred[:, 1]), "arousal is not moved"
+    with pytest.raises(ValueError, match="valence_lead"):
+        valence_arousal(major, 96, valence_lead=-1)
+
+
+def test_relabel_recomputes_the_cache_labels(tmp_path) -> None:
+    from engines.continuation.affect import token_va
+    from engines.continuation.corpus import CACHE_FILE, load_corpus, relabel
+
+    notes = [NoteEvent(i * 12, RIGHT, p, 12, 64) for i, p in enumerate([60, 64, 67, 72, 60, 63, 67, 72] * 2)]
+    tokens = np.array(tk.encode(notes, add_sos=True, add_eos=True), dtype=np.int16)
+    train_id = (SPLITS_DIR / "train.txt").read_text().split()[0]
+    source = tmp_path / "src"
+    source.mkdir()
+    np.savez_compressed(
+        source / CACHE_FILE, tokens=tokens, va=np.zeros((len(tokens), 2), np.float16),
+        offsets=np.array([0, len(tokens)]), piece_ids=np.array([train_id]), styles=np.array([0]),
+    )
+    relabel(source, tmp_path / "lead", 4)
+    data = load_corpus(tmp_path / "lead")
+    expected = token_va(tokens.astype(np.int64), valence_arousal(notes, 16 * 12, valence_lead=4))
+    assert data.valence_lead == 4 and load_corpus(source).valence_lead == 0
+    assert np.allclose(data.va, expected, atol=2e-3)
+    assert not list((tmp_path / "lead").glob("*.partial*"))

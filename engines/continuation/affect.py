@@ -8,6 +8,10 @@ Per quarter-note frame, smoothed over a window (8 quarters by default):
   clipped to [-1, 1];
 - valence = tanh(4 * (best major-key correlation - best minor-key correlation)) of the
   duration-weighted pitch-class histogram (Krumhansl-Kessler profiles): major > 0, minor < 0.
+  With ``valence_lead`` L > 0 the valence window is moved L quarters later, so a token's valence
+  describes the music that is coming (L = window / 2: the next ``window_quarters`` quarters), not
+  the music the context already shows (issue 7: a label that only repeats the context is a label
+  the model learns to ignore).
 
 Fixed formulas (no per-piece normalization), so the same labels can be computed live from
 what the player just played.
@@ -68,10 +72,15 @@ def _smooth(values: np.ndarray, width: int) -> np.ndarray:
     return np.stack([np.convolve(padded[:, i], kernel, mode="valid") for i in range(values.shape[1])], axis=1)
 
 
-def valence_arousal(notes: Sequence[NoteEvent], total_steps: int, window_quarters: int = 8) -> np.ndarray:
-    """[frames, 2] float32 (valence, arousal) in [-1, 1], one frame per quarter note."""
+def valence_arousal(
+    notes: Sequence[NoteEvent], total_steps: int, window_quarters: int = 8, valence_lead: int = 0
+) -> np.ndarray:
+    """[frames, 2] float32 (valence, arousal) in [-1, 1], one frame per quarter note; the valence
+    window is centred ``valence_lead`` quarters after each frame (the last frame's at the end)."""
     if total_steps < 0:
         raise ValueError(f"total_steps must be >= 0, got {total_steps}")
+    if valence_lead < 0:
+        raise ValueError(f"valence_lead must be >= 0, got {valence_lead}")
     frames = max(1, -(-total_steps // STEPS_PER_QUARTER))
     onsets = np.zeros(frames)
     velocity_sum = np.zeros(frames)
@@ -91,6 +100,8 @@ def valence_arousal(notes: Sequence[NoteEvent], total_steps: int, window_quarter
     register = np.clip(np.where(has, pitch_s / np.maximum(onsets_s, 1e-9) - 60.0, 0.0) / 12.0, -1, 1)
     arousal = 0.5 * density + 0.25 * dynamics + 0.25 * register
     valence = np.tanh(4.0 * mode_score(_smooth(histogram, window_quarters)))
+    if valence_lead:
+        valence = valence[np.minimum(np.arange(frames) + valence_lead, frames - 1)]
     return np.clip(np.stack([valence, arousal], axis=1), -1.0, 1.0).astype(np.float32)
 
 

@@ -2,6 +2,7 @@
 
     python -m engines.continuation.corpus build [--cache DIR] [--limit N]
     python -m engines.continuation.corpus stats [--cache DIR]
+    python -m engines.continuation.corpus relabel --valence-lead 4 --out DIR [--cache DIR]
 
 Hands: keyboard music (a score with two or more PartStaffs, or two parts named Piano) maps
 its top staff to the right hand and the staves below to the left; other parts (voice,
@@ -37,6 +38,7 @@ from .tokens import (
     STEPS_PER_QUARTER,
     NoteEvent,
     canonicalize,
+    decode,
     encode,
 )
 
@@ -91,6 +93,7 @@ class Corpus:
     piece_ids: list[str]
     styles: np.ndarray
     splits: list[str]
+    valence_lead: int = 0  # quarters the valence labels look ahead (affect.valence_arousal)
 
     def piece_indices(self, split: str) -> np.ndarray:
         return np.array([i for i, s in enumerate(self.splits) if s == split], dtype=np.int64)
@@ -267,6 +270,30 @@ def build_cache(cache_dir: Path = DEFAULT_CACHE, limit: int | None = None) -> Pa
     return path
 
 
+def relabel(cache_dir: Path, out_dir: Path, valence_lead: int) -> Path:
+    """A copy of the cache with every piece's labels recomputed from its tokens (same tokens,
+    offsets, ids and styles; no music21), the valence looking ``valence_lead`` quarters ahead."""
+    source = np.load(cache_dir / CACHE_FILE)
+    tokens, offsets = source["tokens"], source["offsets"]
+    labels = []
+    for piece in range(len(offsets) - 1):
+        piece_tokens = tokens[offsets[piece] : offsets[piece + 1]].astype(np.int64)
+        notes = decode(piece_tokens)[0]
+        end = max((n.end_steps for n in notes), default=1)
+        labels.append(token_va(piece_tokens, valence_arousal(notes, end, valence_lead=valence_lead)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / CACHE_FILE
+    partial = out_dir / (CACHE_FILE + ".partial.npz")
+    np.savez_compressed(
+        partial,
+        **{key: source[key] for key in ("tokens", "offsets", "piece_ids", "styles")},
+        va=np.concatenate(labels).astype(np.float16),
+        valence_lead=np.array(valence_lead, dtype=np.int64),
+    )
+    partial.replace(path)
+    return path
+
+
 def load_split_ids(split: str) -> list[str]:
     path = SPLITS_DIR / f"{split}.txt"
     if not path.exists():
@@ -294,6 +321,7 @@ def load_corpus(cache_dir: Path = DEFAULT_CACHE) -> Corpus:
         ids,
         data["styles"],
         [membership[p] for p in ids],
+        int(data["valence_lead"]) if "valence_lead" in data.files else 0,
     )
 
 
@@ -337,12 +365,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m engines.continuation.corpus", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("command", choices=("build", "stats"))
+    parser.add_argument("command", choices=("build", "stats", "relabel"))
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--valence-lead", type=int, default=4, help="relabel: quarters the valence looks ahead")
+    parser.add_argument("--out", type=Path, help="relabel: the new cache directory")
     parser.add_argument("--limit", type=int, default=None, help="parse only the first N sources")
     args = parser.parse_args(argv)
     if args.command == "build":
         build_cache(args.cache, args.limit)
+    if args.command == "relabel":
+        if args.out is None:
+            parser.error("relabel needs --out DIR")
+        relabel(args.cache, args.out, args.valence_lead)
+        args.cache = args.out
     print(json.dumps(summary(load_corpus(args.cache)), indent=1), flush=True)
     return 0
 

@@ -194,7 +194,7 @@ class ContinuationEngine(Engine):
         notes = self.history.split_hands(self.param("split"))
         if not notes:
             return
-        prompt, _, labels = prompt_tokens(notes, bar_steps, self.param("context_bars"))
+        prompt, _, labels = prompt_tokens(notes, bar_steps, self.param("context_bars"), self.model.valence_lead)
         config = self._config(bar_steps)
         styles = self.model.card.get("styles", list(_STYLES))
         style = styles.index(self.param("style")) if self.param("style") in styles else 0

@@ -123,6 +123,12 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
     """Export, verify and document one checkpoint; returns the card."""
     model, checkpoint = load_checkpoint(checkpoint_path)
     data = load_corpus(cache)
+    lead = int(checkpoint.get("valence_lead", 0))
+    if lead != data.valence_lead:
+        raise ValueError(
+            f"{checkpoint_path} was trained on labels with valence_lead {lead}, but {cache} has "
+            f"{data.valence_lead}; pass the cache it was trained on (--cache)"
+        )
     val = validation_windows(data, "val", 256)
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path, card_path, parity_path = (
@@ -226,6 +232,12 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
             },
         ],
         "runtime": {"slots": DEFAULT_SLOTS, "context_tokens": DEFAULT_SLOTS + 1},
+        "labels": {
+            "window_quarters": 8,
+            "valence_lead_quarters": lead,
+            "meaning": "engines.continuation.affect.valence_arousal: per-token valence/arousal in training; "
+            "with a lead the valence describes the coming music",
+        },
         "model": config.to_dict() | {"parameters": parameter_counts(model)},
         "training": _training_record(Path(checkpoint_path), checkpoint["step"]),
         "data": {"source": "music21 bundled corpus, see docs/continuation.md", "splits": summary(data)},

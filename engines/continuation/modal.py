@@ -50,7 +50,7 @@ def parallel_mode_shift(pitch: int, tonic: int, major: bool) -> int:
 
 
 def modal_swap(
-    tokens: np.ndarray, va: np.ndarray, split: int, hold_target: bool = False
+    tokens: np.ndarray, va: np.ndarray, split: int, hold_target: bool = False, valence_lead: int = 0
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Tokens with the notes struck at or after index ``split`` moved to the parallel mode.
 
@@ -61,6 +61,8 @@ def modal_swap(
     to the window's own labels; arousal is kept. With ``hold_target`` every token, the unchanged
     start included, gets the mean valence of the swapped part: a constant target that the context
     contradicts until the music turns to it, as when a player asks a major phrase for valence -0.8.
+    ``valence_lead`` is the labels' look-ahead (``affect.valence_arousal``), so the recomputed
+    valence moves before the turn exactly as the corpus labels do.
     """
     key = window_key(tokens)
     if key is None:
@@ -93,14 +95,15 @@ def modal_swap(
     if not changed:
         return None
     new_va = va.copy()
-    new_va[:, 0] = np.clip(va[:, 0] + _window_valence(moved) - _window_valence(tokens), -1.0, 1.0)
+    change = _window_valence(moved, valence_lead) - _window_valence(tokens, valence_lead)
+    new_va[:, 0] = np.clip(va[:, 0] + change, -1.0, 1.0)
     if hold_target:
         new_va[:, 0] = new_va[split:, 0].mean()
     return moved, new_va
 
 
-def _window_valence(tokens: np.ndarray) -> np.ndarray:
+def _window_valence(tokens: np.ndarray, valence_lead: int) -> np.ndarray:
     """Per-token valence of a window computed from the window alone."""
     notes, _, _ = decode(tokens)
     total = max((note.end_steps for note in notes), default=1)
-    return token_va(tokens, valence_arousal(notes, total))[:, 0]
+    return token_va(tokens, valence_arousal(notes, total, valence_lead=valence_lead))[:, 0]

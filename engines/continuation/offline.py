@@ -101,11 +101,12 @@ def write_midi(notes: Sequence[NoteEvent], path: str | Path, bar_steps: int, tem
 
 
 def prompt_tokens(
-    notes: Sequence[NoteEvent], bar_steps: int, context_bars: int = 4
+    notes: Sequence[NoteEvent], bar_steps: int, context_bars: int = 4, valence_lead: int = 0
 ) -> tuple[list[int], int, np.ndarray]:
     """The prompt: tokens of the last ``context_bars`` bars, padded to the next bar line; that
     bar line in the notes' time; and each token's (valence, arousal) computed from the notes
-    as in training. Notes still sounding at the bar line are cut there."""
+    as in training (``valence_lead``: the model's ``valence_lead``). Notes still sounding at the
+    bar line are cut there."""
     end = max((n.end_steps for n in notes), default=0)
     prompt_end = -(-end // bar_steps) * bar_steps if end else bar_steps
     prompt_start = max(0, prompt_end - context_bars * bar_steps)
@@ -129,7 +130,7 @@ def prompt_tokens(
     prompt += (
         encode([], [tail])[:-1] if tail > 0 else []
     )  # shifts up to the bar line; generation writes its BAR
-    labels = token_va(prompt, valence_arousal(context, prompt_end - prompt_start))
+    labels = token_va(prompt, valence_arousal(context, prompt_end - prompt_start, valence_lead=valence_lead))
     return prompt, prompt_end, labels
 
 
@@ -153,7 +154,7 @@ def continue_notes(
     (valence, arousal), or a function of the beats after the prompt's end. A given ``va`` also
     stands for the prompt, unless ``prompt_labels``: then the prompt keeps the music's own
     labels and ``va`` is where the continuation goes."""
-    prompt, prompt_end, labels = prompt_tokens(notes, bar_steps, context_bars)
+    prompt, prompt_end, labels = prompt_tokens(notes, bar_steps, context_bars, model.valence_lead)
     if va is None:
         setting, prompt_va = (float(labels[-1, 0]), float(labels[-1, 1])), labels
     else:

@@ -97,6 +97,11 @@ class ContinuationModel:
             session, card, onnx_path, model["layers"], model["heads"], model["d_model"] // model["heads"]
         )
 
+    @property
+    def valence_lead(self) -> int:
+        """Quarters the training valence labels look ahead (0 for cards that predate the field)."""
+        return int(self.card.get("labels", {}).get("valence_lead_quarters", 0))
+
     def decoder(self, style: int = 0, slots: int = DEFAULT_SLOTS) -> Decoder:
         """A fresh decoder (empty cache) for one sequence of one style."""
         return Decoder(self, style, slots)

@@ -54,13 +54,14 @@ def sample_batch(
     swap_rate: float = 0.0,
     focus: int = SWAP_FOCUS,
     swap_weight: float = SWAP_WEIGHT,
+    swap_hold: float = 0.5,
 ) -> tuple[np.ndarray, ...]:
     """tokens, va, style and per-target loss weights of random windows of length+1 tokens
     (pieces drawn by length), randomly transposed.
 
     With ``swap_rate`` > 0, that share of the rows goes to the parallel mode from a random token
-    on (``modal.modal_swap``; half of them hold the new valence over the whole window), and the
-    first ``focus`` targets after the turn weigh ``swap_weight``. Otherwise every weight is 1 and
+    on (``modal.modal_swap``; a ``swap_hold`` share of them hold the new valence over the whole
+    window), and the first ``focus`` targets after the turn weigh ``swap_weight``. Otherwise every weight is 1 and
     the random draws are those of plain training, so a seed gives the same batches as before.
     """
     lengths = (data.offsets[pieces + 1] - data.offsets[pieces]).astype(np.float64)
@@ -77,7 +78,9 @@ def sample_batch(
         labels = data.va[begin : begin + length + 1].astype(np.float32)
         if swap_rate > 0 and rng.random() < swap_rate and len(window) >= 16:
             split = int(rng.integers(len(window) // 4, 3 * len(window) // 4))
-            swapped = modal_swap(window, labels, split, hold_target=bool(rng.random() < 0.5))
+            swapped = modal_swap(
+                window, labels, split, hold_target=bool(rng.random() < swap_hold), valence_lead=data.valence_lead
+            )
             if swapped is not None:
                 window, labels = swapped
                 weights[row, max(0, split - 1) : split - 1 + focus] = swap_weight  # target i is token i+1
@@ -203,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         help="share of windows moved to the parallel mode from a random token on, with their valence "
         "(see sample_batch); 0 = off",
     )
+    parser.add_argument(
+        "--swap-hold", type=float, default=0.5, metavar="Q",
+        help="share of the swapped windows whose new valence is held over the whole window",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -249,7 +256,9 @@ def main(argv: list[str] | None = None) -> int:
             group["lr"] = _learning_rate(step, args.steps, args.lr, args.warmup)
         tokens, va, style, weights = (
             torch.from_numpy(a)
-            for a in sample_batch(data, train_pieces, rng, args.batch, args.length, swap_rate=args.modal_swap)
+            for a in sample_batch(
+                data, train_pieces, rng, args.batch, args.length, swap_rate=args.modal_swap, swap_hold=args.swap_hold
+            )
         )
         loss = _loss(model, tokens, va, style, weights=weights if args.modal_swap > 0 else None)
         recent.append(apply_step(model, optimizer, loss))
@@ -280,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                 "best_val": min(best, val_loss),
                 "val_loss": val_loss,
                 "parameters": counts,
+                "valence_lead": data.valence_lead,
             }
             if val_loss < best:
                 best = val_loss

@@ -11,7 +11,12 @@ to each model over held-out prompts and measure musical proxies of what comes ou
 - continuation (the shipped Smart model): the first 2 bars of held-out test pieces as prompts,
   4 bars generated at temperature 1.0 / top-p 0.95, constant arousal a in LEVELS (valence 0):
   proxies note onsets per beat, mean velocity, mean pitch; constant valence v (arousal 0):
-  proxy = major-minus-minor Krumhansl correlation of the generated pitch classes.
+  proxy = major-minus-minor Krumhansl correlation of the generated pitch classes (best keys), and
+  at the prompt's tonic (its major minus its minor profile: the parallel-mode reading), and the
+  share of major triads among the beats that sound a clear major or minor triad; quality =
+  the share of generated notes in the scale of their best-fitting key (major, or natural +
+  harmonic minor), which must stay near the neutral run's when valence moves the mode.
+  ``--mode-steer S`` adds the decoding-time mode bias (engines.continuation.sample).
 Spearman rho is taken over every (target, measured) pair, prompts x levels (the stricter
 reading), and over the level means. Target (issue 7): rho >= 0.6 for arousal -> density and
 valence -> major share. Results JSON with the machine, date and load.
@@ -99,15 +104,35 @@ def harmonizer_sweep(windows_count: int, seed: int) -> dict:
     return result
 
 
+def _major_triad_share(notes: list, beat_steps: int) -> float:
+    """Share of major among the beats whose sounding pitch classes hold a major or a minor triad
+    (root, third, fifth; the most-voiced root wins a tie); NaN when no beat holds one."""
+    if not notes:
+        return float("nan")
+    end = max(n.onset_steps + n.duration_steps for n in notes)
+    major = minor = 0
+    for start in range(0, end, beat_steps):
+        classes = {n.pitch % 12 for n in notes if n.onset_steps < start + beat_steps and n.onset_steps + n.duration_steps > start}
+        kinds = {("major" if (root + 4) % 12 in classes else "minor")
+                 for root in classes if (root + 7) % 12 in classes and ((root + 4) % 12 in classes) != ((root + 3) % 12 in classes)}
+        if kinds == {"major"}:
+            major += 1
+        elif kinds == {"minor"}:
+            minor += 1
+    return major / (major + minor) if major + minor else float("nan")
+
+
 def continuation_sweep(
-    prompts_count: int, seed: int, model_path: Path | None = None, prompt_labels: bool = False
+    prompts_count: int, seed: int, model_path: Path | None = None, prompt_labels: str = "target",
+    mode_steer: float = 0.0,
 ) -> dict:
-    from engines.continuation.affect import mode_score
+    from engines.continuation.affect import key_correlations, mode_score
+    from engines.continuation.modal import window_key
     from engines.continuation.corpus import DEFAULT_CACHE, load_corpus
     from engines.continuation.offline import continue_notes
     from engines.continuation.runtime import ContinuationModel
     from engines.continuation.sample import SamplingConfig
-    from engines.continuation.tokens import decode
+    from engines.continuation.tokens import decode, encode
 
     model = ContinuationModel.load(model_path) if model_path else ContinuationModel.load()
     data = load_corpus(DEFAULT_CACHE)
@@ -120,17 +145,25 @@ def continuation_sweep(
         if len(prompts) == prompts_count:
             break
 
+    # the tonic of each prompt's key: "major-mode profile" at that tonic is the parallel-mode reading,
+    # which a relative key (C major / A minor: one pitch set) cannot confuse
+    tonics = []
+    for notes in prompts:
+        key = window_key(np.array(encode(notes), dtype=np.int64))
+        tonics.append(key[0] if key else 0)
     result: dict = {
         "model": model.path.name, "prompts": len(prompts), "levels": LEVELS,
-        "prompt_va": "the prompt's own labels" if prompt_labels else "the target",
+        "prompt_va": prompt_labels, "mode_steer": mode_steer,
     }
     for name, axis in (("arousal", 1), ("valence", 0)):
         targets: list[float] = []
-        measured: dict[str, list[float]] = {"density": [], "velocity": [], "pitch": [], "mode": []}
+        measured: dict[str, list[float]] = {"density": [], "velocity": [], "pitch": [], "mode": [], "mode_at_tonic": [], "major_chords": [], "in_key": []}
         for level in LEVELS:
             va = (level, 0.0) if axis == 0 else (0.0, level)
             for index, notes in enumerate(prompts):
-                config = SamplingConfig(temperature=1.0, top_p=0.95, seed=seed + index, bar_steps=bar_steps)
+                config = SamplingConfig(
+                    temperature=1.0, top_p=0.95, seed=seed + index, bar_steps=bar_steps, mode_steer=mode_steer
+                )
                 generated = continue_notes(
                     model, notes, bar_steps, 4, config, context_bars=2, va=va, prompt_labels=prompt_labels
                 )
@@ -142,7 +175,19 @@ def continuation_sweep(
                 measured["pitch"].append(float(np.mean([n.pitch for n in generated])))
                 histogram = np.bincount([n.pitch % 12 for n in generated], minlength=12)
                 measured["mode"].append(float(mode_score(histogram)))
-        proxies = ("density", "velocity", "pitch") if axis == 1 else ("mode",)
+                correlations = key_correlations(histogram)
+                measured["major_chords"].append(_major_triad_share(generated, 12))
+                measured["mode_at_tonic"].append(float(correlations[tonics[index]] - correlations[12 + tonics[index]]))
+                best = int(np.argmax(key_correlations(histogram)))
+                scale = (0, 2, 4, 5, 7, 9, 11) if best < 12 else (0, 2, 3, 5, 7, 8, 10, 11)
+                degrees = (np.arange(12) - best % 12) % 12
+                measured["in_key"].append(float(histogram[np.isin(degrees, scale)].sum() / histogram.sum()))
+        proxies = ("density", "velocity", "pitch") if axis == 1 else ("mode", "mode_at_tonic", "major_chords", "in_key")
+        if axis == 0:  # prompts whose continuation has no major or minor triad have no chord share
+            kept = [i for i, value in enumerate(measured["major_chords"]) if not np.isnan(value)]
+            result[f"{name}->major_chords"] = _rho([targets[i] for i in kept], [measured["major_chords"][i] for i in kept])
+            result[f"{name}->major_chords"]["pairs"] = len(kept)
+            proxies = ("mode", "mode_at_tonic", "in_key")
         for proxy in proxies:
             result[f"{name}->{proxy}"] = _rho(targets, measured[proxy])
     return result
@@ -156,9 +201,12 @@ def main() -> int:
     parser.add_argument("--only", choices=("harmonizer", "continuation"), help="sweep one model only")
     parser.add_argument("--continuation-model", type=Path, help="an ONNX file instead of the shipped model")
     parser.add_argument(
-        "--prompt-labels", action="store_true",
-        help="continuation prompts keep their own valence/arousal labels (the target is for what follows)",
+        "--prompt-labels", choices=("target", "announce", "own"), default="target",
+        help="the continuation prompt's labels (offline.continue_notes): the target throughout (what "
+        "`scorebridge continue` and the engine do), its own moving toward the target, or its own",
     )
+    parser.add_argument("--mode-steer", type=float, default=0.0,
+                        help="continuation: decoding-time mode bias per unit valence (sample.SamplingConfig)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "controllability.json")
     args = parser.parse_args()
     started = time.time()
@@ -167,7 +215,7 @@ def main() -> int:
                    f"--windows {args.windows} --prompts {args.prompts} --seed {args.seed}"
                    + (f" --only {args.only}" if args.only else "")
                    + (f" --continuation-model {args.continuation_model}" if args.continuation_model else "")
-                   + (" --prompt-labels" if args.prompt_labels else ""),
+                   + f" --prompt-labels {args.prompt_labels} --mode-steer {args.mode_steer:g}",
         "machine": f"{platform.node()} ({os.cpu_count()} cores, {platform.machine()})",
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "load_before": os.getloadavg(),
@@ -176,7 +224,7 @@ def main() -> int:
         report["harmonizer"] = harmonizer_sweep(args.windows, args.seed)
     if args.only != "harmonizer":
         report["continuation"] = continuation_sweep(
-            args.prompts, args.seed, args.continuation_model, args.prompt_labels
+            args.prompts, args.seed, args.continuation_model, args.prompt_labels, args.mode_steer
         )
     report["load_after"] = os.getloadavg()
     report["seconds"] = round(time.time() - started, 1)

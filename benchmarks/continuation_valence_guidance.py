@@ -31,8 +31,8 @@ LEVELS = (-0.8, -0.4, 0.0, 0.4, 0.8)
 class GuidedStream(Stream):
     """A Stream whose logits are pushed away from a reference valence by ``guidance``."""
 
-    def __init__(self, model, prompt, bars, config, va, prompt_va, reference, guidance) -> None:
-        super().__init__(model, prompt, bars, config, 0, va, prompt_va=prompt_va)
+    def __init__(self, model, prompt, bars, config, va, prompt_va, reference, guidance, held=False) -> None:
+        super().__init__(model, prompt, bars, config, 0, va, prompt_va=None if held else prompt_va)
         self.guidance, self.reference = guidance, np.asarray(reference, dtype=np.float32)
         self.ref = model.decoder(0)
         keep = self.ref.slots + 1
@@ -58,8 +58,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0, 4.0, 8.0, 16.0])
     parser.add_argument("--prompts", type=int, default=20)
+    parser.add_argument("--model", help="an exported continuation .onnx (default: the shipped one)")
+    parser.add_argument("--held", action="store_true",
+                        help="the target valence labels the prompt too (bench_controllability's default)")
     args = parser.parse_args()
-    model, data = ContinuationModel.load(), load_corpus(DEFAULT_CACHE)
+    model = ContinuationModel.load(args.model) if args.model else ContinuationModel.load()
+    data = load_corpus(DEFAULT_CACHE)
     prompts = []
     for piece in data.piece_indices("test"):
         begin, end = int(data.offsets[piece]), int(data.offsets[piece + 1])
@@ -75,7 +79,7 @@ def main() -> int:
                 prompt, _, labels = prompt_tokens(notes, 48, 2, model.valence_lead)
                 config = SamplingConfig(temperature=1.0, top_p=0.95, seed=index, bar_steps=48)
                 stream = GuidedStream(model, prompt, 4, config, (level, 0.0), labels,
-                                      (float(labels[-1, 0]), 0.0), guidance)
+                                      (float(labels[-1, 0]), 0.0), guidance, args.held)
                 generated = decode(list(stream))[0]
                 if generated:
                     histogram = np.bincount([n.pitch % 12 for n in generated], minlength=12)

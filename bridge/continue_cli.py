@@ -58,6 +58,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--arousal", type=float, help="constant arousal in [-1, 1] (with --valence)")
     p.add_argument("--va", type=Path, help="VA curve (CSV/JSON): time_s|beats,valence,arousal")
     p.add_argument(
+        "--mode-steer", type=float, default=3.0,
+        help="with --valence/--va: how hard valence turns the music to the parallel minor or major "
+        "(log-odds per unit valence, 0 = the model's adapter alone; default 3)",
+    )
+    p.add_argument(
         "--split", type=int, default=60, help="untagged notes below this are the left hand (default 60)"
     )
     p.add_argument("--model", default="smart", help="smart (default), plain, or a path to an exported .onnx")
@@ -88,6 +93,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--top-k {args.top_k}: must be >= 0")
     if not 21 <= args.split <= 108:
         raise ConfigError(f"--split {args.split}: must be a piano key 21..108")
+    if not 0 <= args.mode_steer <= 8:
+        raise ConfigError(f"--mode-steer {args.mode_steer}: must be in 0..8")
     check_affect_options(args)
     if args.key != "off" and args.key.removesuffix("m") not in _NAMES:
         raise ConfigError(f"--key {args.key!r}: use one of {', '.join(_NAMES)} (add m for minor) or off")
@@ -148,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         seed=args.seed,
         pitch_classes=classes,
+        mode_steer=args.mode_steer,
     )
     started = time.perf_counter()
     generated = continue_notes(

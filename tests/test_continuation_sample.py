@@ -15,6 +15,8 @@ from engines.continuation.sample import SamplingConfig, generate, sample_token, 
 class RandomLogitsModel:
     """Stands in for runtime.ContinuationModel: seeded random logits favouring notes and shifts."""
 
+    valence_lead = 0
+
     def __init__(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
         self.bias = np.zeros(tk.VOCAB_SIZE)
@@ -160,3 +162,48 @@ def test_offline_continuation_starts_at_the_next_bar_line() -> None:
     )
     assert generated and min(n.onset_steps for n in generated) >= 96
     assert max(n.end_steps for n in generated) <= 96 + 2 * 48 + 1
+
+
+def test_mode_steering_moves_only_the_split_of_each_major_minor_pair() -> None:
+    from engines.continuation.sample import mode_pairs, steer_mode
+
+    major, minor = mode_pairs(0)  # C: E/Eb, A/Ab, B/Bb in both hands
+    assert tk.note_token(tk.RIGHT, tk.NOTE_ON, 64) in major and tk.note_token(tk.RIGHT, tk.NOTE_ON, 63) in minor
+    assert tk.note_token(tk.LEFT, tk.NOTE_ON, 45) in major and tk.note_token(tk.LEFT, tk.NOTE_ON, 44) in minor
+    assert tk.note_token(tk.RIGHT, tk.NOTE_ON, 60) not in major and tk.note_token(tk.RIGHT, tk.NOTE_ON, 62) not in minor
+    logits = np.random.default_rng(3).normal(size=tk.VOCAB_SIZE)
+    darker = steer_mode(logits, (major, minor), -2.4)
+    pair_mass = np.logaddexp(logits[major], logits[minor])
+    assert np.allclose(np.logaddexp(darker[major], darker[minor]), pair_mass), "each pair keeps its probability"
+    assert np.allclose((darker[major] - darker[minor]) - (logits[major] - logits[minor]), -2.4)
+    untouched = np.setdiff1d(np.arange(tk.VOCAB_SIZE), np.r_[major, minor])
+    assert np.array_equal(darker[untouched], logits[untouched])
+    assert np.allclose(steer_mode(logits, (major, minor), 0.0), logits)
+
+
+def test_negative_valence_with_steering_turns_a_major_prompt_minor() -> None:
+    from engines.continuation.affect import key_correlations
+    from engines.continuation.sample import MODE_STEER, generate
+
+    prompt = [tk.SOS] + tk.encode(
+        tk.canonicalize(
+            [tk.NoteEvent(12 * i, tk.RIGHT, p, 12, 80) for i, p in enumerate([60, 64, 67, 72, 71, 69, 67, 64] * 2)]
+            + [tk.NoteEvent(48 * i, tk.LEFT, 48, 48, 70) for i in range(4)]
+        )[0],
+        [0, 48, 96, 144],
+    )
+
+    def share_minor(valence: float, steer: float) -> float:
+        counts = np.zeros(12)
+        for seed in range(4):
+            config = SamplingConfig(seed=seed, bar_steps=48, mode_steer=steer)
+            notes = tk.decode(generate(RandomLogitsModel(seed), prompt, 2, config, va=(valence, 0.0)).tokens)[0]
+            counts += np.bincount([n.pitch % 12 for n in notes], minlength=12)
+        return counts[[3, 8, 10]].sum() / counts[[3, 4, 8, 9, 10, 11]].sum()
+
+    assert share_minor(-0.8, MODE_STEER) > share_minor(0.0, MODE_STEER) + 0.15
+    assert share_minor(0.8, MODE_STEER) < share_minor(0.0, MODE_STEER) - 0.15
+    assert share_minor(-0.8, 0.0) == share_minor(0.0, 0.0), "without steering the fake model ignores valence"
+    with pytest.raises(ValueError, match="mode_steer"):
+        SamplingConfig(mode_steer=-1.0)
+    assert key_correlations(np.eye(12)[0]).shape == (24,)

@@ -68,7 +68,7 @@ def probe_windows(data: Corpus, count: int = 64, seed: int = 0) -> list[tuple]:
         begin = start + int(rng.integers(0, end - start - 257))
         window = data.tokens[begin : begin + 257].astype(np.int64)
         labels = data.va[begin : begin + 257].astype(np.float32)
-        swapped = modal_swap(window, labels, 128, hold_target=True)
+        swapped = modal_swap(window, labels, 128, hold_target=True, valence_lead=data.valence_lead)
         if swapped is not None:
             changed = np.nonzero(swapped[0] != window)[0][:3]
             rows.append((swapped[0], swapped[1], labels, int(data.styles[piece]), changed))

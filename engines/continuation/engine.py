@@ -29,7 +29,7 @@ from engines.base import Engine, Param
 from .live import NoteStream, PlayerHistory
 from .offline import prompt_tokens
 from .runtime import DEFAULT_MODEL, PLAIN_MODEL, ContinuationModel
-from .sample import SamplingConfig, Stream, scale_pitch_classes
+from .sample import MODE_STEER, SamplingConfig, Stream, scale_pitch_classes
 from .tokens import LEFT, STEPS_PER_QUARTER
 
 __all__ = ["ContinuationEngine"]
@@ -65,6 +65,14 @@ class ContinuationEngine(Engine):
         ),
         Param("valence", "float", 0.0, -1.0, 1.0),
         Param("arousal", "float", 0.0, -1.0, 1.0),
+        Param(
+            "mode_steer",
+            "float",
+            MODE_STEER,
+            0.0,
+            8.0,
+            doc="With va_source params: how hard valence turns the music to the parallel minor/major (0 = off)",
+        ),
         Param("key", "choice", "off", choices=_KEYS, doc="Restrict notes to a key's scale (off = any)"),
         Param("beats_per_bar", "int", 4, 1, 12, unit="beats"),
         Param(
@@ -184,6 +192,7 @@ class ContinuationEngine(Engine):
             max_polyphony=self.param("max_polyphony"),
             max_note_steps=round(self.param("max_note_beats") * STEPS_PER_QUARTER),
             bar_steps=bar_steps,
+            mode_steer=self.param("mode_steer") if self.param("va_source") == "params" else 0.0,
         )
 
     def _start(self, beats: float) -> None:

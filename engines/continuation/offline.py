@@ -22,12 +22,12 @@ import numpy as np
 
 from bridge.errors import CodecError
 
-from .affect import token_va, valence_arousal
+from .affect import token_steps, token_va, valence_arousal
 from .runtime import DEFAULT_MODEL, ContinuationModel
-from .sample import SamplingConfig, generate
+from .sample import MODE_STEER, SamplingConfig, generate
 from .tokens import LEFT, RIGHT, SOS, STEPS_PER_QUARTER, NoteEvent, canonicalize, decode, encode
 
-__all__ = ["continue_notes", "main", "prompt_tokens", "read_midi", "write_midi"]
+__all__ = ["PROMPT_LABELS", "announce_labels", "continue_notes", "main", "prompt_tokens", "read_midi", "write_midi"]
 
 OUTPUT_TICKS_PER_BEAT = 480
 
@@ -135,6 +135,24 @@ def prompt_tokens(
 
 
 VaSetting = tuple[float, float] | Callable[[float], Sequence[float]] | None
+PROMPT_LABELS = ("announce", "target", "own")
+
+
+def announce_labels(
+    labels: np.ndarray, prompt: Sequence[int], prompt_steps: int, target: Sequence[float], valence_lead: int,
+    window_quarters: int = 8,
+) -> np.ndarray:
+    """The prompt's own labels moved toward ``target`` as the training labels would be if the
+    music after the prompt had the target's valence and arousal: a label averages a window of
+    ``window_quarters`` quarters (the valence's centred ``valence_lead`` quarters later), and
+    the part of that window after the prompt's end counts as the target."""
+    frames = token_steps(prompt) / STEPS_PER_QUARTER
+    end = prompt_steps / STEPS_PER_QUARTER
+    moved = np.array(labels, dtype=np.float32)
+    for column, lead in ((0, valence_lead), (1, 0)):
+        ahead = np.clip((frames + lead + window_quarters / 2 - end) / window_quarters, 0.0, 1.0)
+        moved[:, column] = (1 - ahead) * moved[:, column] + ahead * float(target[column])
+    return moved
 
 
 def continue_notes(
@@ -146,19 +164,31 @@ def continue_notes(
     context_bars: int = 4,
     style: int = 0,
     va: VaSetting = None,
-    prompt_labels: bool = False,
+    prompt_labels: str = "target",
 ) -> list[NoteEvent]:
     """The generated notes, in the input's time, starting at the bar line after its last note.
 
-    ``va``: None = the music's own labels (the prompt's, its last value held on), a constant
-    (valence, arousal), or a function of the beats after the prompt's end. A given ``va`` also
-    stands for the prompt, unless ``prompt_labels``: then the prompt keeps the music's own
-    labels and ``va`` is where the continuation goes."""
+    ``va``: None = the music's own labels (the prompt's, its last value held on; no mode
+    steering), a constant (valence, arousal), or a function of the beats after the prompt's end.
+    With a ``va``, the prompt's labels (``prompt_labels``): "target" = ``va`` throughout (what
+    the live engine does); "announce" = its own labels moving toward ``va`` over the last
+    labelling window, as training labels look at music that turns (``announce_labels``); "own" =
+    the music's own labels up to the end."""
+    if prompt_labels not in PROMPT_LABELS:
+        raise ValueError(f"prompt_labels must be one of {PROMPT_LABELS}, got {prompt_labels!r}")
     prompt, prompt_end, labels = prompt_tokens(notes, bar_steps, context_bars, model.valence_lead)
     if va is None:
         setting, prompt_va = (float(labels[-1, 0]), float(labels[-1, 1])), labels
+        config = replace(config, mode_steer=0.0)  # steering follows a valence the user asks for
+    elif prompt_labels == "target":
+        setting, prompt_va = va, None
+    elif prompt_labels == "own":
+        setting, prompt_va = va, labels
     else:
-        setting, prompt_va = va, (labels if prompt_labels else None)
+        first = va(0.0) if callable(va) else va
+        prompt_steps = prompt_end - max(0, prompt_end - context_bars * bar_steps)
+        setting = va
+        prompt_va = announce_labels(labels, prompt, prompt_steps, first, model.valence_lead)
     generation = generate(
         model, prompt, bars, replace(config, bar_steps=bar_steps), style, setting, prompt_va=prompt_va
     )
@@ -183,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--style", default="piano")
     parser.add_argument("--va", default="0,0", help="valence,arousal in [-1, 1]")
     parser.add_argument("--context-bars", type=int, default=4)
+    parser.add_argument("--mode-steer", type=float, default=MODE_STEER, help="mode steering per unit valence")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     args = parser.parse_args(argv)
     model = ContinuationModel.load(args.model)
@@ -194,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         parser.error(f"--va {args.va!r} must be two numbers: valence,arousal")
     notes, bar_steps, tempo = read_midi(args.input)
-    config = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    config = SamplingConfig(
+        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed, mode_steer=args.mode_steer
+    )
     generated = continue_notes(
         model,
         notes,

@@ -5,6 +5,13 @@ the logits before sampling: a key/scale (NOTE_ONs outside the scale's pitch clas
 forbidden), a pitch range per hand, a maximum polyphony per hand, a NOTE_OFF only for a note
 held at least one step, no TIME_SHIFT that would hold a note longer than ``max_note_steps``,
 no PAD/SOS/EOS/UNK, and a VELOCITY only when a NOTE_ON may follow (and then only a NOTE_ON).
+Mode steering (``mode_steer`` S > 0, issue 7): for the three degrees that tell major from minor
+(third, sixth, seventh above the prompt's tonic, ``modal.window_key``), each pair of NOTE_ONs a
+semitone apart (minor, major) keeps the probability the model gives the pair, and only its split
+moves: the log-odds of the major one rise by S x valence. So a negative valence turns the music
+toward the parallel minor and a positive one toward the parallel major, while where the music
+goes (which degree, which register, how often) stays the model's. A decoding prior on top of the
+model's learned valence adapter, off by default.
 Bars follow the meter (``bar_steps``, from the prompt's first BAR): a shift never crosses a bar
 line, BAR is forced at every bar line and allowed nowhere else. Generation stops at the bar line
 after ``bars`` bars (or after ``max_tokens``) and closes every held note, so every NOTE_ON of the
@@ -18,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .modal import window_key
 from .runtime import ContinuationModel
 from .tokens import (
     BAR,
@@ -36,13 +44,16 @@ from .tokens import (
 )
 
 __all__ = [
+    "MODE_STEER",
     "SCALES",
     "Generation",
     "SamplingConfig",
     "Stream",
     "closing_tokens",
     "generate",
+    "mode_pairs",
     "sample_token",
+    "steer_mode",
     "scale_pitch_classes",
 ]
 
@@ -75,12 +86,15 @@ class SamplingConfig:
     max_polyphony: int = 5
     max_note_steps: int = 96
     bar_steps: int = 48
+    mode_steer: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.top_k < 0 or not 0 < self.top_p <= 1:
             raise ValueError(f"top_k must be >= 0 and top_p in (0, 1], got {self.top_k}, {self.top_p}")
+        if not 0.0 <= self.mode_steer <= 8.0:
+            raise ValueError(f"mode_steer must be in [0, 8], got {self.mode_steer}")
         if self.max_polyphony < 1 or self.max_note_steps < 1 or self.bar_steps < 1:
             raise ValueError("max_polyphony, max_note_steps and bar_steps must be >= 1")
         for name, (low, high) in (("right_range", self.right_range), ("left_range", self.left_range)):
@@ -182,6 +196,32 @@ def _mask(state: _State, config: SamplingConfig) -> np.ndarray:
     return _Masker(config)(state)
 
 
+MODE_STEER = 3.0  # the engine's and `scorebridge continue`'s default (docs/continuation.md)
+_MAJOR_DEGREES = (4, 9, 11)  # each a semitone above its minor counterpart (3, 8, 10)
+
+
+def mode_pairs(tonic: int) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids (major, minor) of the NOTE_ON pairs, both hands, that mode steering splits."""
+    major, minor = [], []
+    for hand in (RIGHT, LEFT):
+        for pitch in range(LOW_PITCH + 1, LOW_PITCH + NUM_PITCHES):
+            if (pitch - tonic) % 12 in _MAJOR_DEGREES:
+                major.append(note_token(hand, NOTE_ON, pitch))
+                minor.append(note_token(hand, NOTE_ON, pitch - 1))
+    return np.array(major, dtype=np.int64), np.array(minor, dtype=np.int64)
+
+
+def steer_mode(logits: np.ndarray, pairs: tuple[np.ndarray, np.ndarray], shift: float) -> np.ndarray:
+    """Logits with each (major, minor) pair's log-odds moved by ``shift``, the pair's total kept."""
+    major, minor = pairs
+    out = np.array(logits, dtype=np.float64)
+    a, b = out[major], out[minor]
+    total, odds = np.logaddexp(a, b), a - b + shift
+    out[major] = total - np.logaddexp(0.0, -odds)
+    out[minor] = total - np.logaddexp(0.0, odds)
+    return out
+
+
 def sample_token(
     logits: np.ndarray, allowed: np.ndarray, config: SamplingConfig, rng: np.random.Generator
 ) -> int:
@@ -270,6 +310,17 @@ class Stream:
                 raise ValueError(f"prompt_va has {len(rows)} rows for {len(prompt)} tokens")
             rows = rows[-keep:]
         self.logits = self.decoder.prefill(context, rows)
+        self.pairs: tuple[np.ndarray, np.ndarray] | None = None
+        if config.mode_steer > 0:
+            key = window_key(np.asarray(prompt, dtype=np.int64))
+            if key is not None:  # no key, no steering
+                self.pairs = mode_pairs(key[0])
+
+    def _scores(self) -> np.ndarray:
+        """The model's logits, mode-steered at the current valence."""
+        if self.pairs is None:
+            return self.logits
+        return steer_mode(self.logits, self.pairs, self.config.mode_steer * float(self.va[0]))
 
     def _va_now(self) -> np.ndarray:
         """The VA curve at the current time (beats after the prompt's end)."""
@@ -279,7 +330,7 @@ class Stream:
     def __iter__(self) -> Iterator[int]:
         state = self.state
         for _ in range(self.max_tokens):
-            token = sample_token(self.logits, self.masker(state), self.config, self.rng)
+            token = sample_token(self._scores(), self.masker(state), self.config, self.rng)
             if token == BAR and state.bars + 1 > self.bars:
                 break
             state.advance(token)

@@ -207,6 +207,10 @@ class Controls:
                 for key in _AFFECT:
                     if key in declared and (name == "override" or name == key):
                         self.session.host.set_param(slot_name, key, self.affect[key], origin)
+                if name == "override" and "va_source" in declared:
+                    # an engine that can take its affect from the player's notes (the continuation)
+                    # follows the bridge's affect while the override is on
+                    self.session.host.set_param(slot_name, "va_source", "params", origin)
         return coerced
 
     def fire(self, binding: Binding, raw: int, norm: float, pressed: bool, origin: Origin) -> None:

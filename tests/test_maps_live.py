@@ -233,10 +233,15 @@ def test_connect_control_reads_and_lights_an_existing_controller(start_bridge, s
 
 
 class AffectListener(Engine):
-    """An engine that declares valence and arousal (as the learned engines do) and plays nothing."""
+    """An engine that declares valence and arousal (as the learned engines do), and where its
+    affect comes from (as the continuation does), and plays nothing."""
 
     name = "affect_listener"
-    params = (Param("valence", "float", 0.0, -1.0, 1.0), Param("arousal", "float", 0.0, -1.0, 1.0))
+    params = (
+        Param("valence", "float", 0.0, -1.0, 1.0),
+        Param("arousal", "float", 0.0, -1.0, 1.0),
+        Param("va_source", "choice", "music", choices=("music", "params")),
+    )
 
     def process(self, event: EngineInput) -> Sequence[EngineOutput]:
         return ()
@@ -251,8 +256,10 @@ def test_valence_arousal_override_reaches_engines_that_declare_them(start_bridge
     assert wait_until(lambda: 1.0 in osc.values("/scorebridge/affect/valence"))
     time.sleep(0.2)
     assert osc.values("/scorebridge/va/valence") == []
+    assert osc.values("/scorebridge/va/va_source") == []
     knobs.send(0x99, 42, 100)  # pad 7: override on -> the engine gets the current values
     assert wait_until(lambda: 1.0 in osc.values("/scorebridge/va/valence"))
+    assert wait_until(lambda: "params" in osc.values("/scorebridge/va/va_source"))
     knobs.send(0xB0, 77, 0)  # knob 8: arousal -1 goes straight to the engine now
     assert wait_until(lambda: -1.0 in osc.values("/scorebridge/va/arousal"))
 

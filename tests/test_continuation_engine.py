@@ -146,3 +146,28 @@ def test_left_hand_on_its_own_channel(engine) -> None:
     assert sum(low) / len(low) < sum(high) / len(high), "channel 4 carries the lower (left) hand"
     with pytest.raises(ParameterError):
         engine.set_param("left_channel", 17)
+
+
+def test_valence_from_params_turns_the_continuation_to_the_parallel_mode() -> None:
+    """va_source params + valence: mode steering (default) makes E, A and B of the C-major phrase
+    give way to E-flat, A-flat and B-flat at valence -0.8, and keeps them at +0.8 (shipped model)."""
+
+    def degree_counts(valence: float, steer: float) -> tuple[int, int]:
+        minor = major = 0
+        for seed in range(3):
+            engine = ContinuationEngine()
+            for name, value in (("bars", 4), ("seed", seed), ("silence_beats", 2.0), ("va_source", "params"),
+                                ("valence", valence), ("mode_steer", steer)):
+                engine.set_param(name, value)
+            phrase(engine)
+            out = beats(engine, 8, 40)
+            pitches = [o.message.note for outputs in out.values() for o in outputs
+                       if o.message.type == "note_on" and o.message.velocity > 0]
+            minor += sum(p % 12 in (3, 8, 10) for p in pitches)
+            major += sum(p % 12 in (4, 9, 11) for p in pitches)
+        return minor, major
+
+    dark, bright = degree_counts(-0.8, 3.0), degree_counts(0.8, 3.0)
+    assert dark[0] > dark[1], f"minor degrees {dark[0]} vs major {dark[1]} at valence -0.8"
+    assert bright[1] > 3 * max(1, bright[0]), f"major degrees {bright[1]} vs minor {bright[0]} at valence 0.8"
+    assert dark[0] / max(1, sum(dark)) > bright[0] / max(1, sum(bright)) + 0.4

@@ -92,3 +92,27 @@ def test_swapped_batch_weights_the_turn_and_the_probe_and_loss_run_on_a_model() 
     rows = probe_windows(data, count=2)
     assert len(rows) == 2 and all(len(r[4]) == 3 for r in rows)
     assert np.isfinite(valence_probe(model, rows))
+
+
+def test_distillation_teacher_splits_pairs_as_the_sampler_steers() -> None:
+    torch = pytest.importorskip("torch")
+    from engines.continuation.distill_mode import steered_targets, teacher_shift
+    from engines.continuation.sample import mode_pairs, steer_mode
+    from engines.continuation.tokens import VOCAB_SIZE
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 5, VOCAB_SIZE)).astype(np.float32)
+    pairs = [mode_pairs(0), None]
+    shift = np.array([[-2.4, 0.0, 1.0, 3.0, -0.5], [5.0] * 5], dtype=np.float32)
+    target = steered_targets(torch.from_numpy(logits), pairs, torch.from_numpy(shift)).numpy()
+    for t in range(5):
+        expected = steer_mode(logits[0, t], pairs[0], float(shift[0, t]))
+        assert np.allclose(target[0, t], expected - np.logaddexp.reduce(expected), atol=1e-5)
+    assert np.allclose(target[1], torch.log_softmax(torch.from_numpy(logits[1]), -1).numpy(), atol=1e-6)
+
+    tokens, va = _window(C_MAJOR_TUNE)
+    batch, labels = np.stack([tokens, tokens]), np.stack([va, va])
+    kept, row_pairs = teacher_shift(batch, labels, np.random.default_rng(1), share=0.0, steer=3.0)
+    assert np.array_equal(kept, labels) and all(p is not None for p in row_pairs)
+    drawn, _ = teacher_shift(batch, labels, np.random.default_rng(1), share=1.0, steer=3.0)
+    assert np.ptp(drawn[0, :, 0]) == 0 and np.array_equal(drawn[:, :, 1], labels[:, :, 1])

@@ -106,7 +106,7 @@ def harmonizer_sweep(windows_count: int, seed: int) -> dict:
 
 def _major_triad_share(notes: list, beat_steps: int) -> float:
     """Share of major among the beats whose sounding pitch classes hold a major or a minor triad
-    (root, third, fifth; the most-voiced root wins a tie); NaN when no beat holds one."""
+    (root, third, fifth; a beat that holds both kinds is left out); NaN when no beat holds one."""
     if not notes:
         return float("nan")
     end = max(n.onset_steps + n.duration_steps for n in notes)
@@ -127,12 +127,12 @@ def continuation_sweep(
     mode_steer: float = 0.0,
 ) -> dict:
     from engines.continuation.affect import key_correlations, mode_score
-    from engines.continuation.modal import window_key
     from engines.continuation.corpus import DEFAULT_CACHE, load_corpus
-    from engines.continuation.offline import continue_notes
+    from engines.continuation.modal import window_key
+    from engines.continuation.offline import continue_notes, prompt_tokens
     from engines.continuation.runtime import ContinuationModel
-    from engines.continuation.sample import SamplingConfig
-    from engines.continuation.tokens import decode, encode
+    from engines.continuation.sample import SCALES, SamplingConfig
+    from engines.continuation.tokens import decode
 
     model = ContinuationModel.load(model_path) if model_path else ContinuationModel.load()
     data = load_corpus(DEFAULT_CACHE)
@@ -147,10 +147,11 @@ def continuation_sweep(
 
     # the tonic of each prompt's key: "major-mode profile" at that tonic is the parallel-mode reading,
     # which a relative key (C major / A minor: one pitch set) cannot confuse
+    # (from the prompt tokens the sampler sees; None = no clear key: not steered, not scored)
     tonics = []
     for notes in prompts:
-        key = window_key(np.array(encode(notes), dtype=np.int64))
-        tonics.append(key[0] if key else 0)
+        key = window_key(np.array(prompt_tokens(notes, bar_steps, 2, model.valence_lead)[0], dtype=np.int64))
+        tonics.append(key[0] if key else None)
     result: dict = {
         "model": model.path.name, "prompts": len(prompts), "levels": LEVELS,
         "prompt_va": prompt_labels, "mode_steer": mode_steer,
@@ -177,17 +178,20 @@ def continuation_sweep(
                 measured["mode"].append(float(mode_score(histogram)))
                 correlations = key_correlations(histogram)
                 measured["major_chords"].append(_major_triad_share(generated, 12))
-                measured["mode_at_tonic"].append(float(correlations[tonics[index]] - correlations[12 + tonics[index]]))
-                best = int(np.argmax(key_correlations(histogram)))
-                scale = (0, 2, 4, 5, 7, 9, 11) if best < 12 else (0, 2, 3, 5, 7, 8, 10, 11)
+                tonic = tonics[index]
+                measured["mode_at_tonic"].append(
+                    float("nan") if tonic is None else float(correlations[tonic] - correlations[12 + tonic])
+                )
+                best = int(np.argmax(correlations))
+                scale = SCALES["major"] if best < 12 else set(SCALES["minor"]) | set(SCALES["harmonic_minor"])
                 degrees = (np.arange(12) - best % 12) % 12
-                measured["in_key"].append(float(histogram[np.isin(degrees, scale)].sum() / histogram.sum()))
-        proxies = ("density", "velocity", "pitch") if axis == 1 else ("mode", "mode_at_tonic", "major_chords", "in_key")
-        if axis == 0:  # prompts whose continuation has no major or minor triad have no chord share
-            kept = [i for i, value in enumerate(measured["major_chords"]) if not np.isnan(value)]
-            result[f"{name}->major_chords"] = _rho([targets[i] for i in kept], [measured["major_chords"][i] for i in kept])
-            result[f"{name}->major_chords"]["pairs"] = len(kept)
-            proxies = ("mode", "mode_at_tonic", "in_key")
+                measured["in_key"].append(float(histogram[np.isin(degrees, sorted(scale))].sum() / histogram.sum()))
+        proxies = ("density", "velocity", "pitch") if axis == 1 else ("mode", "in_key")
+        # no chord share without a major or minor triad; no tonic reading for a keyless prompt
+        for proxy in () if axis == 1 else ("mode_at_tonic", "major_chords"):
+            kept = [i for i, value in enumerate(measured[proxy]) if not np.isnan(value)]
+            result[f"{name}->{proxy}"] = _rho([targets[i] for i in kept], [measured[proxy][i] for i in kept])
+            result[f"{name}->{proxy}"]["pairs"] = len(kept)
         for proxy in proxies:
             result[f"{name}->{proxy}"] = _rho(targets, measured[proxy])
     return result

@@ -66,6 +66,7 @@ class Controls:
         self.bus = FeedbackBus()
         self.counters: Counter[str] = Counter()
         self.affect: dict[str, Any] = {"valence": 0.0, "arousal": 0.0, "override": False}
+        self._va_source_before: dict[str, Any] = {}  # slot -> its va_source before the override
         slots = {s.name: engine_class(s.engine) for s in session.config.slots}
         self.maps: list[ControlMap] = [load_map(find_map(str(m)), slots) for m in session.config.control_maps]
         self.learner = Learner(self, session.config.learn_map or default_learn_map(), slots)
@@ -207,10 +208,16 @@ class Controls:
                 for key in _AFFECT:
                     if key in declared and (name == "override" or name == key):
                         self.session.host.set_param(slot_name, key, self.affect[key], origin)
-                if name == "override" and "va_source" in declared:
+                if name == "override" and "va_source" in declared and slot_name not in self._va_source_before:
                     # an engine that can take its affect from the player's notes (the continuation)
                     # follows the bridge's affect while the override is on
+                    self._va_source_before[slot_name] = slot.engine.param("va_source")
                     self.session.host.set_param(slot_name, "va_source", "params", origin)
+        elif name == "override":  # off: engines switched above go back to where they took it from
+            for slot_name, before in self._va_source_before.items():
+                if slot_name in self.session.host.slots:
+                    self.session.host.set_param(slot_name, "va_source", before, origin)
+            self._va_source_before.clear()
         return coerced
 
     def fire(self, binding: Binding, raw: int, norm: float, pressed: bool, origin: Origin) -> None:

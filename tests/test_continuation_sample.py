@@ -182,7 +182,6 @@ def test_mode_steering_moves_only_the_split_of_each_major_minor_pair() -> None:
 
 
 def test_negative_valence_with_steering_turns_a_major_prompt_minor() -> None:
-    from engines.continuation.affect import key_correlations
     from engines.continuation.sample import MODE_STEER, generate
 
     prompt = [tk.SOS] + tk.encode(
@@ -203,7 +202,45 @@ def test_negative_valence_with_steering_turns_a_major_prompt_minor() -> None:
 
     assert share_minor(-0.8, MODE_STEER) > share_minor(0.0, MODE_STEER) + 0.15
     assert share_minor(0.8, MODE_STEER) < share_minor(0.0, MODE_STEER) - 0.15
-    assert share_minor(-0.8, 0.0) == share_minor(0.0, 0.0), "without steering the fake model ignores valence"
     with pytest.raises(ValueError, match="mode_steer"):
         SamplingConfig(mode_steer=-1.0)
-    assert key_correlations(np.eye(12)[0]).shape == (24,)
+
+
+def test_steering_leaves_pairs_a_scale_mask_splits_alone() -> None:
+    from engines.continuation.sample import mode_pairs
+
+    major, minor = mode_pairs(0)
+    assert len(major) == len(minor) > 0
+    assert [len(p) for p in mode_pairs(0, scale_pitch_classes(0, "major"))] == [0, 0]  # Eb, Ab, Bb not allowed
+    chromatic = mode_pairs(0, scale_pitch_classes(0, "chromatic"))
+    assert np.array_equal(chromatic[0], major) and np.array_equal(chromatic[1], minor)
+
+
+def test_offline_continuation_steers_only_a_valence_the_user_sets() -> None:
+    from engines.continuation.offline import continue_notes
+
+    notes = tk.canonicalize(
+        [tk.NoteEvent(12 * i, tk.RIGHT, p, 12, 80) for i, p in enumerate([60, 64, 67, 72, 71, 69, 67, 64] * 2)]
+    )[0]
+
+    def run(steer: float, va=None, labels: str = "target") -> list:
+        config = SamplingConfig(seed=5, mode_steer=steer)
+        return continue_notes(RandomLogitsModel(5), notes, 48, 2, config, context_bars=2, va=va, prompt_labels=labels)
+
+    assert run(8.0) == run(0.0), "no valence asked for (the music's own): no steering"
+    assert run(8.0, (-0.8, 0.0)) != run(0.0, (-0.8, 0.0))
+    with pytest.raises(ValueError, match="prompt_labels"):
+        run(0.0, (0.5, 0.0), labels="ahead")
+
+
+def test_announce_labels_move_the_prompt_end_toward_the_target() -> None:
+    from engines.continuation.offline import announce_labels
+
+    prompt = [tk.SOS] + [tk.SHIFT_BASE + 11] * 16  # 16 quarters, one token per quarter
+    labels = np.full((len(prompt), 2), 0.5, dtype=np.float32)
+    centred = announce_labels(labels, prompt, 16 * 12, (-1.0, 1.0), valence_lead=0)
+    ahead = announce_labels(labels, prompt, 16 * 12, (-1.0, 1.0), valence_lead=4)
+    assert np.allclose(centred[:12], 0.5) and np.allclose(ahead[:8, 0], 0.5)  # windows inside the prompt
+    assert centred[-1, 0] < 0.5 and centred[-1, 1] > 0.5  # the last window reaches past the end
+    assert np.all(np.diff(ahead[:, 0]) <= 1e-6) and ahead[-1, 0] < centred[-1, 0], "the look-ahead moves sooner"
+    assert np.allclose(ahead[:, 1], centred[:, 1]), "arousal has no lead"

@@ -262,6 +262,8 @@ def test_valence_arousal_override_reaches_engines_that_declare_them(start_bridge
     assert wait_until(lambda: "params" in osc.values("/scorebridge/va/va_source"))
     knobs.send(0xB0, 77, 0)  # knob 8: arousal -1 goes straight to the engine now
     assert wait_until(lambda: -1.0 in osc.values("/scorebridge/va/arousal"))
+    surfaces(OscListener, bridge.osc_port).send("/scorebridge/affect/override", 0)  # another surface: off
+    assert wait_until(lambda: "music" in osc.values("/scorebridge/va/va_source")), "va_source is restored"
 
 
 def test_an_osc_surface_is_not_sent_back_its_own_change(start_bridge, surfaces):

@@ -46,7 +46,15 @@ from .modal import window_key
 from .model import ContinuationModel, parameter_counts
 from .sample import mode_pairs
 from .tokens import PAD
-from .train import _learning_rate, apply_step, evaluate, load_checkpoint, resume, sample_batch, validation_windows
+from .train import (
+    _learning_rate,
+    apply_step,
+    evaluate,
+    load_checkpoint,
+    resume,
+    sample_batch,
+    validation_windows,
+)
 
 __all__ = ["main", "steered_targets", "teacher_shift"]
 

@@ -21,10 +21,10 @@ import numpy as np
 from .affect import key_correlations, token_va, valence_arousal
 from .tokens import HIGH_PITCH, LOW_PITCH, NOTE_ON, decode, is_note, note_token, parse_note_token
 
-__all__ = ["modal_swap", "parallel_mode_shift", "window_key"]
+__all__ = ["MAJOR_TO_MINOR", "modal_swap", "parallel_mode_shift", "window_key"]
 
 # Semitone moves per pitch class above the tonic, to the parallel mode.
-_MAJOR_TO_MINOR = {4: -1, 9: -1, 11: -1}
+MAJOR_TO_MINOR = {4: -1, 9: -1, 11: -1}
 _MINOR_TO_MAJOR = {3: +1, 8: +1, 10: +1}
 
 
@@ -45,7 +45,7 @@ def window_key(tokens: np.ndarray) -> tuple[int, bool] | None:
 
 def parallel_mode_shift(pitch: int, tonic: int, major: bool) -> int:
     """The pitch in the parallel mode (unchanged when its degree does not differ)."""
-    moves = _MAJOR_TO_MINOR if major else _MINOR_TO_MAJOR
+    moves = MAJOR_TO_MINOR if major else _MINOR_TO_MAJOR
     return pitch + moves.get((pitch - tonic) % 12, 0)
 
 

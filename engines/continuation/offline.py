@@ -185,8 +185,8 @@ def continue_notes(
     elif prompt_labels == "own":
         setting, prompt_va = va, labels
     else:
-        first = va(0.0) if callable(va) else va
-        prompt_steps = prompt_end - max(0, prompt_end - context_bars * bar_steps)
+        first = np.clip(np.asarray(va(0.0) if callable(va) else va, dtype=np.float64).reshape(2), -1.0, 1.0)
+        prompt_steps = prompt_end - max(0, prompt_end - context_bars * bar_steps)  # as prompt_tokens
         setting = va
         prompt_va = announce_labels(labels, prompt, prompt_steps, first, model.valence_lead)
     generation = generate(

@@ -10,8 +10,10 @@ Mode steering (``mode_steer`` S > 0, issue 7): for the three degrees that tell m
 semitone apart (minor, major) keeps the probability the model gives the pair, and only its split
 moves: the log-odds of the major one rise by S x valence. So a negative valence turns the music
 toward the parallel minor and a positive one toward the parallel major, while where the music
-goes (which degree, which register, how often) stays the model's. A decoding prior on top of the
-model's learned valence adapter, off by default.
+goes (which degree, which register, how often) stays the model's. The shift is applied to the
+logits before the temperature, so at temperature T it is S x valence / T; with a scale mask
+(``pitch_classes``) only the pairs the scale allows both notes of are steered. A decoding prior
+on top of the model's learned valence adapter, off by default.
 Bars follow the meter (``bar_steps``, from the prompt's first BAR): a shift never crosses a bar
 line, BAR is forced at every bar line and allowed nowhere else. Generation stops at the bar line
 after ``bars`` bars (or after ``max_tokens``) and closes every held note, so every NOTE_ON of the
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .modal import window_key
+from .modal import MAJOR_TO_MINOR, window_key
 from .runtime import ContinuationModel
 from .tokens import (
     BAR,
@@ -53,8 +55,8 @@ __all__ = [
     "generate",
     "mode_pairs",
     "sample_token",
-    "steer_mode",
     "scale_pitch_classes",
+    "steer_mode",
 ]
 
 SCALES: dict[str, tuple[int, ...]] = {
@@ -197,14 +199,17 @@ def _mask(state: _State, config: SamplingConfig) -> np.ndarray:
 
 
 MODE_STEER = 3.0  # the engine's and `scorebridge continue`'s default (docs/continuation.md)
-_MAJOR_DEGREES = (4, 9, 11)  # each a semitone above its minor counterpart (3, 8, 10)
+_MAJOR_DEGREES = tuple(sorted(MAJOR_TO_MINOR))  # each a semitone above its minor counterpart
 
 
-def mode_pairs(tonic: int) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids (major, minor) of the NOTE_ON pairs, both hands, that mode steering splits."""
+def mode_pairs(tonic: int, pitch_classes: frozenset[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids (major, minor) of the NOTE_ON pairs, both hands, that mode steering splits; with
+    ``pitch_classes`` (a scale mask) only the pairs whose two notes it allows."""
     major, minor = [], []
     for hand in (RIGHT, LEFT):
         for pitch in range(LOW_PITCH + 1, LOW_PITCH + NUM_PITCHES):
+            if pitch_classes is not None and not {pitch % 12, (pitch - 1) % 12} <= pitch_classes:
+                continue
             if (pitch - tonic) % 12 in _MAJOR_DEGREES:
                 major.append(note_token(hand, NOTE_ON, pitch))
                 minor.append(note_token(hand, NOTE_ON, pitch - 1))
@@ -314,7 +319,7 @@ class Stream:
         if config.mode_steer > 0:
             key = window_key(np.asarray(prompt, dtype=np.int64))
             if key is not None:  # no key, no steering
-                self.pairs = mode_pairs(key[0])
+                self.pairs = mode_pairs(key[0], config.pitch_classes)
 
     def _scores(self) -> np.ndarray:
         """The model's logits, mode-steered at the current valence."""

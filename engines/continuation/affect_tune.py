@@ -49,6 +49,7 @@ from .train import (
     load_checkpoint,
     resume,
     sample_batch,
+    save_checkpoint,
     validation_windows,
 )
 
@@ -113,7 +114,6 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     data = load_corpus(args.cache)
     model, base = load_checkpoint(args.init)
-    config = model.config
     adapter = list(model.va.parameters())
     rest = [p for p in model.parameters() if all(p is not q for q in adapter)]
     groups = [{"params": adapter, "scale": args.adapter_lr_scale}]
@@ -157,13 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             model.eval()
             val_loss, gain = evaluate(model, val), valence_probe(model, probe)
             model.train()
-            state = {"config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step,
-                     "best_val": min(best, val_loss), "val_loss": val_loss, "valence_probe": gain,
-                     "parameters": counts}
             best = min(best, val_loss)
-            torch.save(state, args.out / "last.tmp")
-            (args.out / "last.tmp").replace(last)
+            save_checkpoint(args.out, model, optimizer, rng, step, best, val_loss, valence_probe=gain,
+                            valence_lead=data.valence_lead)
             log.write(json.dumps({"step": step, "val_loss": round(val_loss, 4), "valence_probe": round(gain, 4),
                                   "elapsed_s": round(time.monotonic() - started, 1)}) + "\n")
             log.flush()

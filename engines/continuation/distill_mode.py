@@ -53,6 +53,7 @@ from .train import (
     load_checkpoint,
     resume,
     sample_batch,
+    save_checkpoint,
     validation_windows,
 )
 
@@ -116,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     teacher: ContinuationModel = copy.deepcopy(model).eval()
     for parameter in teacher.parameters():
         parameter.requires_grad_(False)
-    config = model.config
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.98))
     rng = np.random.default_rng(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -155,13 +155,8 @@ def main(argv: list[str] | None = None) -> int:
             recent = []
         if step % args.eval_every == 0 or step == args.steps:
             val_loss = evaluate(model, val)
-            state = {"config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "step": step,
-                     "best_val": min(best, val_loss), "val_loss": val_loss, "parameters": counts,
-                     "valence_lead": data.valence_lead}
             best = min(best, val_loss)
-            torch.save(state, args.out / "last.tmp")
-            (args.out / "last.tmp").replace(last)
+            save_checkpoint(args.out, model, optimizer, rng, step, best, val_loss, valence_lead=data.valence_lead)
             log.write(json.dumps({"step": step, "val_loss": round(val_loss, 4),
                                   "elapsed_s": round(time.monotonic() - started, 1)}) + "\n")
             log.flush()

@@ -25,7 +25,17 @@ from .modal import modal_swap
 from .model import EMBEDDINGS, ContinuationModel, ModelConfig, parameter_counts
 from .tokens import HIGH_PITCH, LOW_PITCH, NOTE_BASE, NUM_PITCHES, PAD, VELOCITY_BASE
 
-__all__ = ["apply_step", "evaluate", "load_checkpoint", "main", "resume", "sample_batch", "transpose", "validation_windows"]
+__all__ = [
+    "apply_step",
+    "evaluate",
+    "load_checkpoint",
+    "main",
+    "resume",
+    "sample_batch",
+    "save_checkpoint",
+    "transpose",
+    "validation_windows",
+]
 
 SWAP_FOCUS = 48  # targets after a modal turn that carry the swap weight
 SWAP_WEIGHT = 2.0
@@ -177,6 +187,34 @@ def resume(
     return state["step"], state["best_val"]
 
 
+def save_checkpoint(
+    out: Path,
+    model: ContinuationModel,
+    optimizer: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    step: int,
+    best_val: float,
+    val_loss: float,
+    **extra: object,
+) -> dict:
+    """Write OUT/last.pt (through a temporary file, so a stop never leaves half of one) in the
+    format ``resume`` and ``export`` read; returns the state."""
+    state = {
+        "config": model.config.to_dict(),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": rng.bit_generator.state,
+        "torch_rng": torch.get_rng_state(),
+        "step": step,
+        "best_val": best_val,
+        "val_loss": val_loss,
+        "parameters": parameter_counts(model),
+    } | extra
+    torch.save(state, out / "last.tmp")
+    (out / "last.tmp").replace(out / "last.pt")
+    return state
+
+
 def _learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -279,23 +317,12 @@ def main(argv: list[str] | None = None) -> int:
             recent = []
         if step % args.eval_every == 0 or step == args.steps:
             val_loss = evaluate(model, val)
-            state = {
-                "config": config.to_dict(),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "rng": rng.bit_generator.state,
-                "torch_rng": torch.get_rng_state(),
-                "step": step,
-                "best_val": min(best, val_loss),
-                "val_loss": val_loss,
-                "parameters": counts,
-                "valence_lead": data.valence_lead,
-            }
+            state = save_checkpoint(
+                args.out, model, optimizer, rng, step, min(best, val_loss), val_loss, valence_lead=data.valence_lead
+            )
             if val_loss < best:
                 best = val_loss
                 torch.save(state, args.out / "best.pt")
-            torch.save(state, args.out / "last.tmp")
-            (args.out / "last.tmp").replace(last)
             log.write(
                 json.dumps(
                     {

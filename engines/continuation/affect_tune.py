@@ -29,21 +29,20 @@ notes of swapped validation windows with the right label minus with the unswappe
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from .corpus import DEFAULT_CACHE, Corpus, load_corpus
+from .corpus import Corpus, load_corpus
 from .modal import modal_swap
-from .model import ContinuationModel, parameter_counts
+from .model import ContinuationModel
 from .train import (
+    RunLog,
     _learning_rate,
     _loss,
+    add_fine_tune_arguments,
     apply_step,
     evaluate,
     load_checkpoint,
@@ -92,23 +91,13 @@ def valence_probe(model: ContinuationModel, rows: list[tuple]) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engines.continuation.affect_tune",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--init", type=Path, required=True, help="checkpoint to start from")
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--length", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=3e-4)
+    add_fine_tune_arguments(parser, lr=3e-4, seed=4321)
     parser.add_argument("--adapter-lr-scale", type=float, default=10.0)
     parser.add_argument("--train", choices=("adapter", "all"), default="adapter",
                         help="which weights learn (default: the valence/arousal adapter only)")
-    parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--rate", type=float, default=0.5, help="share of windows modal-swapped")
     parser.add_argument("--focus", type=int, default=48, help="targets after the split that get --swap-weight")
     parser.add_argument("--swap-weight", type=float, default=4.0)
-    parser.add_argument("--eval-every", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=4321)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -129,16 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     if last.exists():
         step, best = resume(last, model, optimizer, rng)
     val, probe = validation_windows(data, "val", args.length), probe_windows(data)
-    log = (args.out / "log.jsonl").open("a")
-    counts = parameter_counts(model)
-    log.write(json.dumps({"event": "start", "step": step, "args": {k: str(v) for k, v in vars(args).items()},
-                          "parameters": counts, "val_windows": len(val[0]), "base_step": base["step"]}) + "\n")
+    log = RunLog(args.out, args, step, model, val_windows=len(val[0]), base_step=base["step"])
     if step == 0:
         model.eval()
-        log.write(json.dumps({"step": 0, "val_loss": round(evaluate(model, val), 4),
-                              "valence_probe": round(valence_probe(model, probe), 4)}) + "\n")
-    log.flush()
-    started, recent = time.monotonic(), []
+        log.write(step=0, val_loss=round(evaluate(model, val), 4), valence_probe=round(valence_probe(model, probe), 4))
+    recent = []
     model.train()
     while step < args.steps:
         for group in optimizer.param_groups:
@@ -149,9 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         recent.append(apply_step(model, optimizer, _loss(model, tokens, va, style, weights=weights)))
         step += 1
         if step % 10 == 0:
-            log.write(json.dumps({"step": step, "train_loss": round(float(np.mean(recent)), 4),
-                                  "elapsed_s": round(time.monotonic() - started, 1)}) + "\n")
-            log.flush()
+            log.write(step=step, train_loss=round(float(np.mean(recent)), 4))
             recent = []
         if step % args.eval_every == 0 or step == args.steps:
             model.eval()
@@ -160,12 +142,9 @@ def main(argv: list[str] | None = None) -> int:
             best = min(best, val_loss)
             save_checkpoint(args.out, model, optimizer, rng, step, best, val_loss, valence_probe=gain,
                             valence_lead=data.valence_lead)
-            log.write(json.dumps({"step": step, "val_loss": round(val_loss, 4), "valence_probe": round(gain, 4),
-                                  "elapsed_s": round(time.monotonic() - started, 1)}) + "\n")
-            log.flush()
+            log.write(step=step, val_loss=round(val_loss, 4), valence_probe=round(gain, 4))
             print(f"step {step} val {val_loss:.4f} valence probe {gain:+.4f}", flush=True)
-    log.write(json.dumps({"event": "done", "step": step}) + "\n")
-    log.close()
+    log.close(step)
     return 0
 
 

@@ -31,23 +31,22 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .corpus import DEFAULT_CACHE, load_corpus
+from .corpus import load_corpus
 from .modal import window_key
-from .model import ContinuationModel, parameter_counts
+from .model import ContinuationModel
 from .sample import mode_pairs
 from .tokens import PAD
 from .train import (
+    RunLog,
     _learning_rate,
+    add_fine_tune_arguments,
     apply_step,
     evaluate,
     load_checkpoint,
@@ -96,19 +95,9 @@ def steered_targets(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engines.continuation.distill_mode",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--init", type=Path, required=True, help="the starting (and teacher) checkpoint")
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--length", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--warmup", type=int, default=20)
+    add_fine_tune_arguments(parser, lr=2e-4, seed=99, threads=2)  # --init is also the teacher
     parser.add_argument("--share", type=float, default=0.6, help="share of windows given a random target valence")
     parser.add_argument("--steer", type=float, default=3.0, help="teacher's log-odds shift per unit valence")
-    parser.add_argument("--eval-every", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=99)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -124,12 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     if last.exists():
         step, best = resume(last, model, optimizer, rng)
     val = validation_windows(data, "val", args.length)
-    log = (args.out / "log.jsonl").open("a")
-    counts = parameter_counts(model)
-    log.write(json.dumps({"event": "start", "step": step, "args": {k: str(v) for k, v in vars(args).items()},
-                          "parameters": counts, "val_windows": len(val[0]), "base_step": base["step"]}) + "\n")
-    log.flush()
-    started, recent = time.monotonic(), []
+    log = RunLog(args.out, args, step, model, val_windows=len(val[0]), base_step=base["step"])
+    recent = []
     positions = torch.arange(args.length)
     model.train()
     while step < args.steps:
@@ -149,20 +134,15 @@ def main(argv: list[str] | None = None) -> int:
         recent.append(apply_step(model, optimizer, loss))
         step += 1
         if step % 10 == 0:
-            log.write(json.dumps({"step": step, "kl": round(float(np.mean(recent)), 5),
-                                  "elapsed_s": round(time.monotonic() - started, 1)}) + "\n")
-            log.flush()
+            log.write(step=step, kl=round(float(np.mean(recent)), 5))
             recent = []
         if step % args.eval_every == 0 or step == args.steps:
             val_loss = evaluate(model, val)
             best = min(best, val_loss)
             save_checkpoint(args.out, model, optimizer, rng, step, best, val_loss, valence_lead=data.valence_lead)
-            log.write(json.dumps({"step": step, "val_loss": round(val_loss, 4),
-                                  "elapsed_s": round(time.monotonic() - started, 1)}) + "\n")
-            log.flush()
+            log.write(step=step, val_loss=round(val_loss, 4))
             print(f"step {step} val {val_loss:.4f}", flush=True)
-    log.write(json.dumps({"event": "done", "step": step}) + "\n")
-    log.close()
+    log.close(step)
     return 0
 
 

@@ -26,6 +26,8 @@ from .model import EMBEDDINGS, ContinuationModel, ModelConfig, parameter_counts
 from .tokens import HIGH_PITCH, LOW_PITCH, NOTE_BASE, NUM_PITCHES, PAD, VELOCITY_BASE
 
 __all__ = [
+    "RunLog",
+    "add_fine_tune_arguments",
     "apply_step",
     "evaluate",
     "load_checkpoint",
@@ -213,6 +215,40 @@ def save_checkpoint(
     torch.save(state, out / "last.tmp")
     (out / "last.tmp").replace(out / "last.pt")
     return state
+
+
+def add_fine_tune_arguments(parser: argparse.ArgumentParser, lr: float, seed: int, threads: int = 1) -> None:
+    """The options every fine-tuning script (affect_tune, distill_mode) shares."""
+    parser.add_argument("--init", type=Path, required=True, help="checkpoint to start from")
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--length", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=seed)
+    parser.add_argument("--threads", type=int, default=threads)
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--out", type=Path, required=True)
+
+
+class RunLog:
+    """OUT/log.jsonl of a fine-tuning run (appended on resume): a start event with the arguments,
+    then one JSON line per ``write`` with the seconds since the start, then a done event."""
+
+    def __init__(self, out: Path, args: argparse.Namespace, step: int, model: ContinuationModel, **start: object) -> None:
+        self.handle = (out / "log.jsonl").open("a")
+        self.started = time.monotonic()
+        self.write(event="start", step=step, args={k: str(v) for k, v in vars(args).items()},
+                   parameters=parameter_counts(model), **start)
+
+    def write(self, **fields: object) -> None:
+        self.handle.write(json.dumps(fields | {"elapsed_s": round(time.monotonic() - self.started, 1)}) + "\n")
+        self.handle.flush()
+
+    def close(self, step: int) -> None:
+        self.write(event="done", step=step)
+        self.handle.close()
 
 
 def _learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:

@@ -19,7 +19,9 @@ teacher (KL divergence at every position):
 Result (session 4, from the shipped 3,000-step Smart model, 600 steps, share 0.6, S = 3, every
 weight at lr 2e-4): the KL to the teacher fell only from 0.16 to 0.13 nats per token, the
 validation loss rose from 1.4392 to 1.4770 (+2.6 %), and the adapter alone reached valence ->
-parallel-mode rho 0.18 (40 prompts; 0.136 at step 300). Not shipped; the engine steers at
+parallel-mode rho 0.18 (40 prompts; 0.136 at step 300). Resumed to 2,400 steps (the schedule
+stretched to 2,400): rho 0.246 at 1,200 and 0.348 at 2,400, validation loss 1.4709 (+2.2 %), and
+the neutral run's in-scale share fell from 0.899 to 0.853. Not shipped; the engine steers at
 decoding instead.
 
 Every ``--eval-every`` steps it logs the plain validation loss (the same windows as

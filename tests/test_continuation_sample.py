@@ -238,8 +238,8 @@ def test_announce_labels_move_the_prompt_end_toward_the_target() -> None:
 
     prompt = [tk.SOS] + [tk.SHIFT_BASE + 11] * 16  # 16 quarters, one token per quarter
     labels = np.full((len(prompt), 2), 0.5, dtype=np.float32)
-    centred = announce_labels(labels, prompt, 16 * 12, (-1.0, 1.0), valence_lead=0)
-    ahead = announce_labels(labels, prompt, 16 * 12, (-1.0, 1.0), valence_lead=4)
+    centred = announce_labels(labels, prompt, (-1.0, 1.0), valence_lead=0)
+    ahead = announce_labels(labels, prompt, (-1.0, 1.0), valence_lead=4)
     assert np.allclose(centred[:12], 0.5) and np.allclose(ahead[:8, 0], 0.5)  # windows inside the prompt
     assert centred[-1, 0] < 0.5 and centred[-1, 1] > 0.5  # the last window reaches past the end
     assert np.all(np.diff(ahead[:, 0]) <= 1e-6) and ahead[-1, 0] < centred[-1, 0], "the look-ahead moves sooner"

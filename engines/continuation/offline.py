@@ -25,7 +25,18 @@ from bridge.errors import CodecError
 from .affect import token_steps, token_va, valence_arousal
 from .runtime import DEFAULT_MODEL, ContinuationModel
 from .sample import MODE_STEER, SamplingConfig, generate
-from .tokens import LEFT, RIGHT, SOS, STEPS_PER_QUARTER, NoteEvent, canonicalize, decode, encode
+from .tokens import (
+    LEFT,
+    RIGHT,
+    SOS,
+    STEPS_PER_QUARTER,
+    NoteEvent,
+    canonicalize,
+    decode,
+    encode,
+    is_shift,
+    shift_steps,
+)
 
 __all__ = ["PROMPT_LABELS", "announce_labels", "continue_notes", "main", "prompt_tokens", "read_midi", "write_midi"]
 
@@ -139,15 +150,14 @@ PROMPT_LABELS = ("announce", "target", "own")
 
 
 def announce_labels(
-    labels: np.ndarray, prompt: Sequence[int], prompt_steps: int, target: Sequence[float], valence_lead: int,
-    window_quarters: int = 8,
+    labels: np.ndarray, prompt: Sequence[int], target: Sequence[float], valence_lead: int, window_quarters: int = 8
 ) -> np.ndarray:
     """The prompt's own labels moved toward ``target`` as the training labels would be if the
     music after the prompt had the target's valence and arousal: a label averages a window of
     ``window_quarters`` quarters (the valence's centred ``valence_lead`` quarters later), and
-    the part of that window after the prompt's end counts as the target."""
+    the part of that window after the prompt's end (its time shifts' total) counts as the target."""
     frames = token_steps(prompt) / STEPS_PER_QUARTER
-    end = prompt_steps / STEPS_PER_QUARTER
+    end = sum(shift_steps(int(t)) for t in prompt if is_shift(int(t))) / STEPS_PER_QUARTER
     moved = np.array(labels, dtype=np.float32)
     for column, lead in ((0, valence_lead), (1, 0)):
         ahead = np.clip((frames + lead + window_quarters / 2 - end) / window_quarters, 0.0, 1.0)
@@ -186,9 +196,7 @@ def continue_notes(
         setting, prompt_va = va, labels
     else:
         first = np.clip(np.asarray(va(0.0) if callable(va) else va, dtype=np.float64).reshape(2), -1.0, 1.0)
-        prompt_steps = prompt_end - max(0, prompt_end - context_bars * bar_steps)  # as prompt_tokens
-        setting = va
-        prompt_va = announce_labels(labels, prompt, prompt_steps, first, model.valence_lead)
+        setting, prompt_va = va, announce_labels(labels, prompt, first, model.valence_lead)
     generation = generate(
         model, prompt, bars, replace(config, bar_steps=bar_steps), style, setting, prompt_va=prompt_va
     )

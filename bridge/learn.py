@@ -6,18 +6,20 @@ address) drives a numeric or choice target linearly and toggles an on/off one; a
 a program change toggles an on/off target, fires an action, or recalls the value the target
 has when it is learned (a snapshot, e.g. "this pad selects the thru engine"). A control that is
 learned again replaces its old binding. Edit the file to change the scaling (docs/control.md).
+The file is written atomically (a temporary file in its folder, then a rename) and holds at most
+MAX_BINDINGS bindings, those kept for other configurations included.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bridge.errors import MappingError
-from bridge.maps import Binding, ControlMap, load_map, parse_binding, resolve_target, save_map
+from bridge.maps import (MAX_BINDINGS, Binding, ControlMap, parse_binding, parse_map, parse_toml, read_map_text,
+                         resolve_target, save_map)
 from bridge.osc import PREFIX
 from engines import Engine
 
@@ -48,18 +50,20 @@ class Learner:
     def _load(self, slots: dict[str, type[Engine]]) -> ControlMap:
         """The learn map, tolerant of bindings for slots or engines this session does not run:
         the file is the user's record of every session, so those are warned about and kept."""
+        text = read_map_text(self.path)  # unreadable, too large or not UTF-8: the user's to fix
         try:
-            return load_map(self.path, slots)
+            return parse_map(text, self.path, slots)
         except MappingError as exc:
             first_problem = exc
-        text = self.path.read_text(encoding="utf-8")
         try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError:
+            data = parse_toml(text, self.path)
+        except MappingError:
             raise first_problem from None  # a broken file is the user's to fix: say where
         header = data.get("map", {}) if isinstance(data.get("map"), dict) else {}
         bindings = []
         tables = data.get("bind", []) if isinstance(data.get("bind"), list) else []
+        if len(tables) > MAX_BINDINGS:
+            raise first_problem  # parse_map's message: too many bindings
         for table in (t for t in tables if isinstance(t, dict)):
             try:
                 bindings.append(parse_binding(table, slots, self.path, 0))
@@ -94,6 +98,9 @@ class Learner:
         try:
             binding = parse_binding(table, self.controls.slot_engines(), self.path, 0)
             kept = [b for b in self.map.bindings if b.key != binding.key]
+            if len(kept) + len(self.unused_tables) >= MAX_BINDINGS:
+                raise MappingError(f"{self.path} already holds {MAX_BINDINGS} bindings, the most a map may "
+                                   "hold: remove some from the file (or learn onto a control bound before)")
             updated = ControlMap(self.path, self.map.name, self.map.description, self.map.feedback,
                                  [*kept, binding])
             save_map(updated, self.path, self.unused_tables)

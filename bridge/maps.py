@@ -5,6 +5,9 @@ A map is validated when it is loaded, against the parameters declared by the eng
 in each slot it names: an unknown slot, parameter or action, a value out of range or a scaling
 that does not fit its target raises MappingError naming the file, the line and the valid
 choices. tomllib gives no positions, so each ``[[bind]]`` table's line is found in the text.
+
+A map comes from outside (a download, a shared file), so reading it is bounded: its size, its
+nesting and its number of bindings have limits, and every number must be finite.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 import tempfile
 import tomllib
 from collections.abc import Callable, Mapping
@@ -26,6 +30,9 @@ from bridge.targets import Target, bridge_targets, resolve_target
 from engines.base import Engine, Param
 
 __all__ = [
+    "MAX_BINDINGS",
+    "MAX_MAP_BYTES",
+    "MAX_MAP_NESTING",
     "SCALES",
     "SOURCES",
     "Binding",
@@ -36,6 +43,8 @@ __all__ = [
     "load_map",
     "map_to_dict",
     "parse_map",
+    "parse_toml",
+    "read_map_text",
     "resolve_target",
     "save_map",
     "without_lines",
@@ -48,6 +57,17 @@ _RELATIVE = ("relative_twos", "relative_signed", "relative_offset")
 _BIND_KEYS = ("cc", "note", "program", "osc", "channel", "target", "scale", "min", "max", "value",
               "values", "step", "in_min", "in_max", "feedback", "label")
 _TOP_KEYS = ("map", "bind")
+
+# The shipped maps are under 4 KB and a map at MAX_BINDINGS about 400 KB: anything larger is
+# not a control map, and reading it whole would only cost memory.
+MAX_MAP_BYTES = 1024 * 1024
+# Levels of arrays and tables a map may nest (the document is level 1, a [[bind]] table's
+# ``values`` list level 4);
+# tomllib parses nesting by recursion, so a deeper file is refused instead of parsed.
+MAX_MAP_NESTING = 8
+# Bindings in one map: every CC, note and program change of 16 channels is 6,144 controls, but
+# no controller has them all; MIDI learn stops adding bindings at this count.
+MAX_BINDINGS = 4096
 
 
 @dataclass(frozen=True)
@@ -202,14 +222,37 @@ class _Bad(Exception):
 
 def _number(value: Any, key: str, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise _Bad(key, f"{key} must be an integer {low}..{high} (got {value!r})")
+        raise _Bad(key, f"{key} must be an integer {low}..{high} (got {_shown(value)})")
     return value
 
 
 def _float(value: Any, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise _Bad(key, f"{key} must be a number (got {value!r})")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
+        raise _Bad(key, f"{key} must be a finite number (got {_shown(value)})")
     return float(value)
+
+
+def _finite(value: int | float) -> bool:
+    """A number a float can hold (TOML integers are unbounded in tomllib)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _shown(value: Any) -> str:
+    """``value`` for an error message, cut short (a map value can be a long string or list)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _scalar(value: Any, key: str) -> Any:
+    """A map value given to a parameter: a string, a boolean or a finite number."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not _finite(value):
+        raise _Bad(key, f"{key} must be a finite number (got {_shown(value)})")
+    if not isinstance(value, (str, bool, int, float)):
+        raise _Bad(key, f"{key} must be a number, a string or true/false (got {_shown(value)})")
+    return value
 
 
 def parse_binding(table: dict[str, Any], slots: Mapping[str, type[Engine]], path: Path | str = "<map>",
@@ -225,7 +268,7 @@ def parse_binding(table: dict[str, Any], slots: Mapping[str, type[Engine]], path
 def _parse_binding(table: dict[str, Any], slots: Mapping[str, type[Engine]], line: int) -> Binding:
     unknown = sorted(set(table) - set(_BIND_KEYS))
     if unknown:
-        raise _Bad(unknown[0], f"unknown key {unknown[0]!r}; valid: {', '.join(_BIND_KEYS)}")
+        raise _Bad(unknown[0], f"unknown key {_shown(unknown[0])}; valid: {', '.join(_BIND_KEYS)}")
     sources = [s for s in SOURCES if s in table]
     if len(sources) != 1:
         raise _Bad(None, f"a binding needs exactly one source of {', '.join(SOURCES)} "
@@ -234,7 +277,7 @@ def _parse_binding(table: dict[str, Any], slots: Mapping[str, type[Engine]], lin
     if source == "osc":
         number: int | str = str(table["osc"])
         if not number.startswith("/") or number.startswith("/scorebridge/"):
-            raise _Bad("osc", f"osc = {number!r} must be an address like \"/1/fader1\" "
+            raise _Bad("osc", f"osc = {_shown(number)} must be an address like \"/1/fader1\" "
                        "(the /scorebridge/ addresses are the bridge's own)")
     else:
         number = _number(table[source], source, 0, 127)
@@ -254,11 +297,11 @@ def _parse_binding(table: dict[str, Any], slots: Mapping[str, type[Engine]], lin
             "toggle" if param is not None and param.kind == "bool" and source in ("note", "program")
             else "linear")
     if scale not in SCALES:
-        raise _Bad("scale", f"scale {scale!r} is not one of {', '.join(SCALES)}")
+        raise _Bad("scale", f"scale {_shown(scale)} is not one of {', '.join(SCALES)}")
     fields: dict[str, Any] = {}
     _check_scale(scale, source, target, table, fields)
     if "feedback" in table and not isinstance(table["feedback"], bool):
-        raise _Bad("feedback", f"feedback must be true or false (got {table['feedback']!r})")
+        raise _Bad("feedback", f"feedback must be true or false (got {_shown(table['feedback'])})")
     return Binding(source=source, number=number, target=target.path, scale=scale, channel=channel,
                    feedback=table.get("feedback", True), label=str(table.get("label", "")),
                    line=line, **fields)
@@ -287,7 +330,7 @@ def _check_scale(scale: str, source: str, target: Target, table: dict[str, Any],
             raise _Bad("scale", "scale \"fixed\" needs value = ...")
         if param is not None:
             try:
-                fields["value"] = param.coerce(table["value"])
+                fields["value"] = param.coerce(_scalar(table["value"], "value"))
             except ParameterError as exc:
                 raise _Bad("value", f"value for {target.path}: {exc}") from None
     elif "value" in table:
@@ -301,7 +344,7 @@ def _check_scale(scale: str, source: str, target: Target, table: dict[str, Any],
         low = -math.inf if param.minimum is None else param.minimum
         high = math.inf if param.maximum is None else param.maximum
         if not low <= number <= high:
-            raise _Bad(key, f"{key} = {table[key]!r} is outside {target.path}'s range {param.describe_range()}")
+            raise _Bad(key, f"{key} = {_shown(table[key])} is outside {target.path}'s range {param.describe_range()}")
         fields[attr] = number
     if scale == "log":
         low = fields.get("minimum", param.minimum if param else None)
@@ -316,7 +359,7 @@ def _check_scale(scale: str, source: str, target: Target, table: dict[str, Any],
         if not isinstance(table["values"], list) or not table["values"]:
             raise _Bad("values", f"values must be a non-empty list of {param.describe_range()}")
         try:
-            fields["values"] = tuple(param.coerce(v) for v in table["values"])
+            fields["values"] = tuple(param.coerce(_scalar(v, "values")) for v in table["values"])
         except ParameterError as exc:
             raise _Bad("values", f"values for {target.path}: {exc}") from None
     if "step" in table:
@@ -333,40 +376,112 @@ def _check_scale(scale: str, source: str, target: Target, table: dict[str, Any],
         raise _Bad("in_max", "in_min and in_max must differ")
 
 
-def parse_map(text: str, path: Path | str, slots: Mapping[str, type[Engine]]) -> ControlMap:
-    """Parse and validate a map's text; ``slots`` maps slot names to their engine classes."""
+def _depth(data: Any) -> int:
+    """Levels of lists and tables in parsed TOML (the document itself is level 1), iteratively."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, level)
+        if level <= MAX_MAP_NESTING:
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _deep_line(text: str) -> int:
+    """The line where brackets first nest deeper than MAX_MAP_NESTING (comments skipped; a
+    guess, since brackets inside strings count too), else 1."""
+    level = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        code = line.split("#", 1)[0]
+        if level == 0 and code.lstrip().startswith("["):
+            continue  # a [table] or [[array]] header
+        for char in code:
+            level += char in "[{"
+            level -= char in "]}"
+            if level > MAX_MAP_NESTING - 3:  # the document, [[bind]] and its table are three levels
+                return number
+    return 1
+
+
+def parse_toml(text: str, path: Path | str) -> dict[str, Any]:
+    """A map file's TOML as data, bounded in size and nesting; MappingError names the problem."""
+    if len(text) > MAX_MAP_BYTES:
+        raise MappingError(f"{path}: {len(text)} characters is more than a control map holds "
+                           f"(at most {MAX_MAP_BYTES} bytes)")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise MappingError(f"{path}: invalid TOML: {exc}") from None
+    except RecursionError:
+        data = None
+    if data is None or _depth(data) > MAX_MAP_NESTING:
+        raise MappingError(f"{path}:{_deep_line(text)}: nesting too deep: a control map nests arrays and "
+                           f"tables at most {MAX_MAP_NESTING} levels")
+    return data
+
+
+def parse_map(text: str, path: Path | str, slots: Mapping[str, type[Engine]]) -> ControlMap:
+    """Parse and validate a map's text; ``slots`` maps slot names to their engine classes."""
+    data = parse_toml(text, path)
     unknown = sorted(set(data) - set(_TOP_KEYS))
     if unknown:
         line = _key_line(text, 0, unknown[0])
-        raise MappingError(f"{path}:{line}: unknown section {unknown[0]!r}; valid: map, bind")
+        raise MappingError(f"{path}:{line}: unknown section {_shown(unknown[0])}; valid: map, bind")
     header = data.get("map", {})
     if not isinstance(header, dict) or set(header) - {"name", "description", "feedback"}:
         raise MappingError(f"{path}:{_key_line(text, 0, 'map')}: [map] takes name, description, feedback")
     tables = data.get("bind", [])
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
         raise MappingError(f"{path}:{_key_line(text, 0, 'bind')}: write bindings as [[bind]] tables")
+    if len(tables) > MAX_BINDINGS:
+        raise MappingError(f"{path}: {len(tables)} bindings is more than a map may hold (at most "
+                           f"{MAX_BINDINGS}); split it into several maps (--map may be given more than once)")
     lines = _bind_lines(text)
+    fallback = _key_line(text, 0, "bind") if len(lines) != len(tables) else 0
     bindings = []
     for index, table in enumerate(tables):
-        line = lines[index] if len(lines) == len(tables) else _key_line(text, 0, "bind")
+        line = lines[index] if fallback == 0 else fallback
         bindings.append(parse_binding(table, slots, path, line,
                                       lambda key, start=line: _key_line(text, start, key)))
     return ControlMap(Path(path), str(header.get("name", Path(path).stem)), str(header.get("description", "")),
                       bool(header.get("feedback", True)), bindings)
 
 
-def load_map(path: Path | str, slots: Mapping[str, type[Engine]]) -> ControlMap:
+def read_map_text(path: Path | str) -> str:
+    """A map file's text: a regular file of at most MAX_MAP_BYTES, in UTF-8. MappingError says
+    why not (a FIFO or a device is refused without reading from it)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # Non-blocking, so opening a FIFO returns at once and is refused below.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise MappingError(f"map file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise MappingError(f"map file {path} cannot be read: {exc}") from None
-    return parse_map(text, path, slots)
+    except OSError as exc:
+        raise MappingError(f"map file {path} cannot be read: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise MappingError(f"map file {path} is not a regular file")
+    with os.fdopen(fd, "rb") as handle:
+        try:
+            data = handle.read(MAX_MAP_BYTES + 1)
+        except OSError as exc:
+            raise MappingError(f"map file {path} cannot be read: {exc.strerror or exc}") from None
+    if len(data) > MAX_MAP_BYTES:
+        raise MappingError(f"map file {path} is larger than {MAX_MAP_BYTES} bytes: not a control map")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise MappingError(f"{path}:{line}: not UTF-8 text (byte {exc.start}): save the map as UTF-8") from None
+
+
+def load_map(path: Path | str, slots: Mapping[str, type[Engine]]) -> ControlMap:
+    return parse_map(read_map_text(path), path, slots)
 
 
 # -- saving --------------------------------------------------------------------------------

@@ -4,7 +4,6 @@ a configuration (or ``--slot`` flags) would run, without starting the bridge."""
 from __future__ import annotations
 
 import argparse
-import tomllib
 from pathlib import Path
 
 from bridge.errors import MappingError
@@ -25,14 +24,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from bridge.config import load_config, parse_slot_flag
     from bridge.control import find_map
-    from bridge.maps import load_map
+    from bridge.maps import load_map, parse_toml, read_map_text
     from engines import engine_class
     from midi_maps import maps_dir
 
     if args.action == "list":
         # Each map is written for its own slots (rule, song...): listed, not checked here.
         for path in sorted(maps_dir().glob("*.toml")):
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            data = parse_toml(read_map_text(path), path)
             header = data.get("map", {})
             print(f"{path.stem}: {header.get('description') or header.get('name', path.stem)} "
                   f"({len(data.get('bind', []))} bindings)")

@@ -7,6 +7,11 @@ value per address, at most one batch per interval per client; a change is not ec
 browser that made it. Loopback only by default; ``--web-allow-remote`` needs a token, which the
 page and the socket must present (``?token=``). A browser's Origin must match the page's host, and
 without a token the Host must be a loopback name (defeats DNS rebinding).
+
+Nothing a client sends can stop the surface for the others: messages are bounded in size and
+nesting and must hold finite numbers (a bad one gets an error reply, the connection stays), each
+client's outgoing values are coalesced per address, a client that stops reading is dropped, and
+connections are capped. Connections are logged at DEBUG, and the token never appears in the log.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ import asyncio
 import ipaddress
 import json
 import logging
+import math
 import secrets
+import sys
 import threading
 from http import HTTPStatus
 from importlib.resources import files
@@ -35,7 +42,8 @@ from bridge.osc import PREFIX
 if TYPE_CHECKING:
     from bridge.session import Session
 
-__all__ = ["WebSurface"]
+__all__ = ["MAX_CLIENTS", "MAX_CONNECTIONS", "MAX_MESSAGE_BYTES", "MAX_MESSAGE_DEPTH", "WebSurface",
+           "parse_message"]
 
 log = logging.getLogger(__name__)
 _STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
@@ -44,6 +52,128 @@ _STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
            "/style.css": ("style.css", "text/css; charset=utf-8")}
 _REFUSED_FROM_WEB = ("/subscribe", "/unsubscribe")
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]", "::1")
+
+# A control message is under 200 bytes (a long text argument, a file name, under 1 KB); larger
+# ones are refused by the WebSocket layer (close code 1009) before they are buffered whole.
+MAX_MESSAGE_BYTES = 64 * 1024
+# {"address": ..., "args": [...]} nests 2 levels; deeper JSON is refused with an error reply.
+MAX_MESSAGE_DEPTH = 8
+# Arguments of one message (the OSC address table takes at most a few).
+MAX_ARGS = 64
+# Integers beyond 64 bits cannot be OSC arguments and cannot become floats safely.
+_MAX_INT = 2**63
+# Open WebSockets at once (tablets, phones, browser tabs); more are answered 503.
+MAX_CLIENTS = 32
+# TCP connections at once, page loads and unfinished handshakes included: beyond it new ones are
+# closed at once, so half-open connections cannot use up the bridge's file descriptors.
+MAX_CONNECTIONS = 64
+# A connection that has not finished its HTTP request and WebSocket handshake by then is closed.
+HANDSHAKE_TIMEOUT_S = 5.0
+# Keepalive: a client that does not answer a ping within PING_TIMEOUT_S is dropped.
+PING_INTERVAL_S = 20.0
+PING_TIMEOUT_S = 20.0
+# Received frames buffered per connection before reading pauses (TCP then slows the sender).
+MAX_QUEUED_FRAMES = 16
+# A batch of values the client's socket has not taken within this time means it stopped reading:
+# it is dropped (its values are coalesced until then, so waiting costs no memory).
+SEND_TIMEOUT_S = 5.0
+# Distinct addresses waiting for one client: the address table is far smaller, so this only
+# bounds memory if something publishes unbounded addresses.
+MAX_PENDING_ADDRESSES = 8192
+
+
+class MessageError(ValueError):
+    """A client message that cannot be handled; the text is sent back to that client."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise MessageError(f"{name} is not a number the bridge accepts (numbers must be finite)")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise MessageError(f"{text[:40]} is out of range (numbers must be finite)")
+    return number
+
+
+def _bounded_int(text: str) -> int:
+    number = int(text)  # Python refuses more than 4,300 digits (ValueError)
+    if not -_MAX_INT <= number < _MAX_INT:
+        raise MessageError(f"{text[:40]}{'...' if len(text) > 40 else ''} does not fit in 64 bits")
+    return number
+
+
+def _depth(value: Any) -> int:
+    """Levels of lists and objects in parsed JSON, iteratively (stops past the limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if level <= MAX_MESSAGE_DEPTH:
+            stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def parse_message(data: str | bytes) -> tuple[str, list[Any]]:
+    """One client message -> (address, args), or MessageError saying what is wrong with it."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise MessageError(f"message of {len(data)} bytes is larger than {MAX_MESSAGE_BYTES}")
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MessageError(f"not UTF-8 text (byte {exc.start})") from None
+    try:
+        message = json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float,
+                             parse_int=_bounded_int)
+    except MessageError:
+        raise
+    except RecursionError:
+        raise MessageError(f"nesting too deep (at most {MAX_MESSAGE_DEPTH} levels)") from None
+    except ValueError as exc:
+        raise MessageError(f"not JSON ({str(exc)[:80]})") from None
+    if _depth(message) > MAX_MESSAGE_DEPTH:
+        raise MessageError(f"nesting too deep (at most {MAX_MESSAGE_DEPTH} levels)")
+    if not isinstance(message, dict) or not isinstance(message.get("address"), str):
+        raise MessageError('send {"address": "/scorebridge/...", "args": [...]}')
+    args = message.get("args", [])
+    if not isinstance(args, list) or len(args) > MAX_ARGS:
+        raise MessageError(f"args must be a list of at most {MAX_ARGS} numbers or strings")
+    if any(not isinstance(a, (int, float, str, bool)) for a in args):
+        raise MessageError(f"{message['address'][:100]}: arguments must be numbers or strings")
+    return message["address"], args
+
+
+class _QuietLog(logging.LoggerAdapter):
+    """The websockets library's log: per-connection news at DEBUG (not INFO), the token masked."""
+
+    def __init__(self, logger: logging.Logger, surface: WebSurface) -> None:
+        super().__init__(logger, {})
+        self.surface = surface
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        level = logging.DEBUG if level == logging.INFO else level
+        if not self.isEnabledFor(level):
+            return
+        text = self._masked(str(msg) % args if args else str(msg))
+        problem = sys.exc_info()[1] if kwargs.pop("exc_info", None) else None
+        if problem is not None and level > logging.DEBUG:
+            # One line in the log; the traceback only with -v (it is the library's, not the user's).
+            self.logger.log(level, "%s: %s", text, self._masked(f"{type(problem).__name__}: {problem}"), **kwargs)
+            self.logger.debug("%s", text, exc_info=problem)
+            return
+        self.logger.log(level, "%s", text, exc_info=problem, **kwargs)
+
+    def _masked(self, text: str) -> str:
+        token = self.surface.token
+        return text.replace(token, "***") if token else text
 
 
 def _is_loopback(host: str) -> bool:
@@ -61,6 +191,24 @@ class _Client:
         self.wake = asyncio.Event()
 
 
+def _counted_connection(surface: WebSurface) -> type[ServerConnection]:
+    """A ServerConnection class that counts open TCP connections and closes those over the cap."""
+
+    class CountedConnection(ServerConnection):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)
+            surface._open_connections.add(id(self))
+            if len(surface._open_connections) > MAX_CONNECTIONS:
+                surface.counters["refused_busy"] += 1
+                transport.abort()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            surface._open_connections.discard(id(self))
+            super().connection_lost(exc)
+
+    return CountedConnection
+
+
 class WebSurface:
     """Serves the page and the WebSocket on its own thread (one asyncio loop)."""
 
@@ -73,8 +221,11 @@ class WebSurface:
         self.host, self.port = host, port
         self.token = token or (secrets.token_urlsafe(16) if allow_remote else None)
         self.interval_s = interval_s
-        self.counters: dict[str, int] = {"clients": 0, "messages_in": 0, "refused": 0, "batches_out": 0}
+        self.counters: dict[str, int] = {"clients": 0, "messages_in": 0, "refused": 0, "batches_out": 0,
+                                         "malformed": 0, "refused_busy": 0, "dropped_slow": 0,
+                                         "dropped_values": 0}
         self._clients: dict[int, _Client] = {}
+        self._open_connections: set[int] = set()
         self._numbers = count(1)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -113,7 +264,10 @@ class WebSurface:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         async with serve(self._handler, self.host, self.port, process_request=self._process_request,
-                         server_header=None, logger=log) as server:
+                         server_header=None, logger=_QuietLog(log, self), compression=None,
+                         open_timeout=HANDSHAKE_TIMEOUT_S, ping_interval=PING_INTERVAL_S,
+                         ping_timeout=PING_TIMEOUT_S, max_size=MAX_MESSAGE_BYTES, max_queue=MAX_QUEUED_FRAMES,
+                         create_connection=_counted_connection(self)) as server:
             self.port = next(iter(server.sockets)).getsockname()[1]
             self._ready.set()
             await self._stop.wait()
@@ -127,6 +281,11 @@ class WebSurface:
                 self.counters["refused"] += 1
                 log.warning("browser surface: refused a socket: %s", problem)
                 return connection.respond(HTTPStatus.FORBIDDEN, problem + "\n")
+            if len(self._clients) >= MAX_CLIENTS:
+                self.counters["refused_busy"] += 1
+                log.warning("browser surface: refused a socket: %d are open, the most it serves", MAX_CLIENTS)
+                return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE,
+                                          f"too many browser connections (at most {MAX_CLIENTS})\n")
             return None
         if parts.path not in _STATIC:
             return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
@@ -144,10 +303,10 @@ class WebSurface:
             return "wrong or missing token"
         host = request.headers.get("Host", "")
         origin = request.headers.get("Origin")
-        if origin is not None and urlsplit(origin).netloc != host:
-            return f"origin {origin} is not this page"
-        if self.token is None and urlsplit(f"//{host}").hostname not in _LOOPBACK_NAMES:
-            return f"host {host} is not loopback (LAN access needs --web-allow-remote and a token)"
+        if origin is not None and _netloc(origin) != host:
+            return f"origin {origin[:100]} is not this page"
+        if self.token is None and _hostname(host) not in _LOOPBACK_NAMES:
+            return f"host {host[:100]} is not loopback (LAN access needs --web-allow-remote and a token)"
         return ""
 
     # -- the socket --------------------------------------------------------------------------
@@ -178,16 +337,13 @@ class WebSurface:
     def _receive(self, client: _Client, text: str | bytes) -> None:
         self.counters["messages_in"] += 1
         try:
-            message = json.loads(text)
-            address, args = str(message["address"]), list(message.get("args", []))
-        except (ValueError, KeyError, TypeError):
-            self._queue(client, f"{PREFIX}/error", ["malformed message: send {\"address\": ..., \"args\": [...]}"])
+            address, args = parse_message(text)
+        except MessageError as exc:
+            self.counters["malformed"] += 1
+            self._queue(client, f"{PREFIX}/error", [f"malformed message: {exc}"])
             return
         if address[len(PREFIX):] in _REFUSED_FROM_WEB:
             self._queue(client, f"{PREFIX}/error", [f"{address}: the browser is always subscribed"])
-            return
-        if any(not isinstance(a, (int, float, str, bool)) for a in args):
-            self._queue(client, f"{PREFIX}/error", [f"{address}: arguments must be numbers or strings"])
             return
 
         def reply(reply_address: str, *reply_args: Any) -> None:
@@ -208,15 +364,26 @@ class WebSurface:
                 pending, client.pending = client.pending, {}
             if pending:
                 try:
-                    await client.connection.send(json.dumps([[a, v] for a, v in pending.items()]))
+                    await asyncio.wait_for(client.connection.send(json.dumps([[a, v] for a, v in pending.items()])),
+                                           SEND_TIMEOUT_S)
                     self.counters["batches_out"] += 1
                 except ConnectionClosed:
+                    return
+                except TimeoutError:
+                    # Half a frame may be written: the connection cannot go on, so it is cut.
+                    self.counters["dropped_slow"] += 1
+                    log.warning("browser surface: dropped browser %d: it took no data for %.0f s",
+                                client.number, SEND_TIMEOUT_S)
+                    client.connection.transport.abort()
                     return
             await asyncio.sleep(self.interval_s)
 
     # -- from any thread ---------------------------------------------------------------------
     def _queue(self, client: _Client, address: str, args: list[Any]) -> None:
         with self._lock:
+            if address not in client.pending and len(client.pending) >= MAX_PENDING_ADDRESSES:
+                self.counters["dropped_values"] += 1
+                return
             client.pending[address] = args
         if self._loop is not None:
             self._loop.call_soon_threadsafe(client.wake.set)
@@ -237,6 +404,20 @@ class WebSurface:
             text = self._describe()
             for client in clients:
                 self._queue(client, f"{PREFIX}/describe", [text])
+
+
+def _netloc(url: str) -> str | None:
+    try:
+        return urlsplit(url).netloc
+    except ValueError:  # e.g. an unbalanced "[" in the host
+        return None
+
+
+def _hostname(host: str) -> str | None:
+    try:
+        return urlsplit(f"//{host}").hostname
+    except ValueError:
+        return None
 
 
 def _plain(value: Any) -> Any:

@@ -1,0 +1,327 @@
+"""Hostile input to the browser surface and to control maps: bad WebSocket messages get an error
+reply and the connection stays, one client cannot stop the surface for the others, connections
+are capped and logged at DEBUG without the token, the page refuses traversal, foreign origins and
+missing tokens, and damaged or hostile maps and learn maps are refused with the file and line.
+
+The surface runs in this process with a stub session (its limits are pure server logic, so no
+JACK is needed); the serve tests at the end use the real bridge."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from bridge.errors import ConfigError, MappingError
+from engines import engine_class
+
+ROOT = Path(__file__).resolve().parent.parent
+SLOTS = {"rule": engine_class("rule")}
+TOKEN = "s3cretTOKENvalue"
+
+
+# -- an in-process surface ------------------------------------------------------------------
+def _stub_session() -> Any:
+    """What WebSurface reads from a session; dispatch echoes each message back as a reply."""
+
+    def dispatch(address: str, args: list[Any], sender: Any, reply: Any) -> None:
+        reply("/scorebridge/echo", address, *args)
+
+    return SimpleNamespace(
+        host=SimpleNamespace(current_values=lambda: [("rule", "velocity", 72)]),
+        transport=SimpleNamespace(playing=False, tempo_bpm=120.0),
+        controls=SimpleNamespace(affect={}, surface_values=lambda: []),
+        osc=SimpleNamespace(dispatch=dispatch))
+
+
+@pytest.fixture
+def surface():
+    from bridge.web import server
+
+    started = []
+
+    def start(**kwargs: Any) -> server.WebSurface:
+        class Surface(server.WebSurface):
+            def _describe(self) -> str:
+                return "{}"
+
+        web = Surface(_stub_session(), "127.0.0.1", 0, **kwargs)
+        web.start()
+        started.append(web)
+        return web
+
+    yield start
+    for web in started:
+        web.stop()
+
+
+def ws_url(web: Any, token: str | None = None) -> str:
+    return f"ws://127.0.0.1:{web.port}/ws" + (f"?token={token}" if token else "")
+
+
+def replies(ws: Any, seconds: float = 1.0, until: str | None = None) -> dict[str, list[Any]]:
+    """Newest args per address received within ``seconds`` (or until ``until`` arrives)."""
+    values: dict[str, list[Any]] = {}
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            batch = json.loads(ws.recv(timeout=max(0.01, deadline - time.monotonic())))
+        except TimeoutError:
+            break
+        values.update({address: args for address, args in batch})
+        if until is not None and until in values:
+            break
+    return values
+
+
+def error_for(ws: Any, raw: str | bytes) -> str:
+    ws.send(raw)
+    return str(replies(ws, 2.0, until="/scorebridge/error").get("/scorebridge/error", ["<no reply>"])[0])
+
+
+def still_answers(ws: Any) -> bool:
+    ws.send(json.dumps({"address": "/scorebridge/rule/velocity", "args": [50]}))
+    return replies(ws, 2.0, until="/scorebridge/echo").get("/scorebridge/echo") == ["/scorebridge/rule/velocity", 50]
+
+
+def raw_socket(web: Any, receive_buffer: int | None = None) -> socket.socket:
+    sock = socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.connect(("127.0.0.1", web.port))
+    return sock
+
+
+def handshake(sock: socket.socket, path: str = "/ws") -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        answer += sock.recv(4096)
+    return answer
+
+
+def closed_within(sock: socket.socket, seconds: float) -> bool:
+    """Whether the server closes ``sock`` within ``seconds`` (what it sends meanwhile is read)."""
+    sock.settimeout(0.2)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if sock.recv(65536) == b"":
+                return True
+        except TimeoutError:
+            continue
+        except OSError:
+            return True
+    return False
+
+
+# -- messages ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("raw, expected", [
+    ('{"address": "/scorebridge/rule/velocity", "args": [Infinity]}', "finite"),
+    ('{"address": "/scorebridge/rule/velocity", "args": [-Infinity]}', "finite"),
+    ('{"address": "/scorebridge/rule/velocity", "args": [NaN]}', "finite"),
+    ('{"address": "/scorebridge/rule/velocity", "args": [1e400]}', "finite"),
+    ('{"address": "/scorebridge/rule/velocity", "args": [' + "9" * 40 + "]}", "64 bits"),
+    ('{"address": "/scorebridge/rule/velocity", "args": ' + "[" * 5000 + "]" * 5000 + "}", "nesting too deep"),
+    ("[" * 5000 + "]" * 5000, "nesting too deep"),
+    ('{"address": "/x", "args": ' + "[" * 20 + "]" * 20 + "}", "nesting too deep"),
+    ('{"address": "/x", "args": ' + '{"a": ' * 3000 + "1" + "}" * 3000 + "}", "nesting too deep"),
+    ('{"address": "/x", "args": "abc"}', "args must be a list"),
+    ('{"address": ["/x"], "args": []}', "address"),
+    ("not json", "not JSON"),
+    (b"\xff\xfe", "not UTF-8"),
+])
+def test_bad_messages_get_an_error_reply_and_the_connection_stays(surface, caplog, raw: str | bytes,
+                                                                    expected: str):
+    web = surface()
+    with caplog.at_level(logging.DEBUG), connect(ws_url(web)) as ws:
+        replies(ws, 0.3)
+        assert expected in error_for(ws, raw)
+        assert still_answers(ws)
+    assert web.counters["malformed"] == 1
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+def test_parse_message_takes_the_documented_shape():
+    from bridge.web.server import MessageError, parse_message
+
+    assert parse_message('{"address": "/scorebridge/rule/key", "args": ["Am", 1, 0.5, true]}') == \
+        ("/scorebridge/rule/key", ["Am", 1, 0.5, True])
+    assert parse_message(b'{"address": "/scorebridge/panic"}') == ("/scorebridge/panic", [])
+    with pytest.raises(MessageError, match="larger than"):
+        parse_message("[" + " " * (64 * 1024) + "]")
+
+
+def test_an_oversized_message_closes_only_that_connection(surface):
+    web = surface()
+    with connect(ws_url(web)) as other, connect(ws_url(web)) as big:
+        replies(big, 0.2)
+        big.send('{"address": "/x", "args": ["' + "a" * (200 * 1024) + '"]}')
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                big.recv(timeout=3)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # message too big
+        replies(other, 0.2)
+        assert still_answers(other)
+
+
+# -- connections ------------------------------------------------------------------------------
+def test_websockets_beyond_the_cap_are_answered_503(surface):
+    from bridge.web.server import MAX_CLIENTS
+
+    web = surface()
+    with contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(connect(ws_url(web))) for _ in range(MAX_CLIENTS)]
+        with pytest.raises(InvalidStatus) as refused, connect(ws_url(web)):
+            pass
+        assert refused.value.response.status_code == 503
+        clients[0].close()
+        time.sleep(0.2)
+        with connect(ws_url(web)) as ws:  # a freed place is taken again
+            replies(ws, 0.2)
+            assert still_answers(ws)
+
+
+def test_tcp_connections_beyond_the_cap_are_closed_at_once(surface):
+    from bridge.web.server import MAX_CONNECTIONS
+
+    web = surface()
+    idle = [raw_socket(web) for _ in range(MAX_CONNECTIONS)]
+    try:
+        time.sleep(0.2)
+        extra = raw_socket(web)
+        assert closed_within(extra, 2.0)
+        extra.close()
+    finally:
+        for sock in idle:
+            sock.close()
+    time.sleep(0.3)
+    with connect(ws_url(web)) as ws:
+        replies(ws, 0.2)
+        assert still_answers(ws)
+
+
+def test_a_half_open_connection_is_closed_after_the_handshake_timeout(surface, monkeypatch):
+    from bridge.web import server
+
+    monkeypatch.setattr(server, "HANDSHAKE_TIMEOUT_S", 0.5)
+    web = surface()
+    slow = raw_socket(web)
+    slow.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # ...and never the rest
+    assert closed_within(slow, 3.0)
+    slow.close()
+
+
+def test_a_client_that_stops_reading_is_dropped_and_the_others_keep_their_values(surface, monkeypatch):
+    from bridge.web import server
+
+    monkeypatch.setattr(server, "SEND_TIMEOUT_S", 0.5)
+    web = surface()
+    stuck = raw_socket(web, receive_buffer=4096)
+    assert b" 101 " in handshake(stuck)  # a WebSocket that never reads
+    with connect(ws_url(web)) as reader:
+        replies(reader, 0.2)
+        big = "x" * 60_000
+        deadline = time.monotonic() + 10
+        while web.counters["dropped_slow"] == 0 and time.monotonic() < deadline:
+            for number in range(10):
+                web.feedback(f"/scorebridge/big/{number}", (big,), None)
+            replies(reader, 0.05)
+        assert web.counters["dropped_slow"] == 1
+        web.feedback("/scorebridge/rule/velocity", (99,), None)
+        assert replies(reader, 2.0, until="/scorebridge/rule/velocity").get("/scorebridge/rule/velocity") == [99]
+    assert closed_within(stuck, 2.0)
+    stuck.close()
+
+
+def test_values_waiting_for_a_client_are_bounded(surface):
+    from bridge.web.server import MAX_PENDING_ADDRESSES
+
+    web = surface()
+    with connect(ws_url(web)) as ws:
+        replies(ws, 0.2)
+        client = next(iter(web._clients.values()))
+        with web._lock:  # hold the sender back so nothing drains
+            for number in range(MAX_PENDING_ADDRESSES + 100):
+                client.pending[f"/scorebridge/x/{number}"] = [number]
+        web.feedback("/scorebridge/one/more", (1,), None)
+        assert len(client.pending) <= MAX_PENDING_ADDRESSES + 100
+        assert web.counters["dropped_values"] == 1
+
+
+def test_connections_are_logged_at_debug_and_the_token_never(surface, caplog):
+    web = surface(allow_remote=True, token=TOKEN)
+    with caplog.at_level(logging.DEBUG):
+        with connect(ws_url(web, TOKEN)) as ws:
+            replies(ws, 0.2)
+        with pytest.raises(InvalidStatus), connect(ws_url(web, "wrong")):
+            pass
+        time.sleep(0.2)
+    texts = [r.getMessage() for r in caplog.records if r.name.startswith("bridge.")]  # not the client's
+    assert any("connection open" in text for text in texts)  # still there with -v
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("bridge.")
+                and r.levelno >= logging.INFO and "connection" in r.getMessage() and "refused" not in r.getMessage()]
+    assert not [text for text in texts if TOKEN in text]
+
+
+# -- the page's security properties -----------------------------------------------------------
+def http_get(web: Any, path: str, host: str = "127.0.0.1") -> tuple[int, bytes]:
+    sock = raw_socket(web)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    data = b""
+    sock.settimeout(3)
+    while chunk := sock.recv(65536):
+        data += chunk
+    sock.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+@pytest.mark.parametrize("path", ["/../../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/static/../server.py",
+                                  "//etc/passwd", "/app.js/../../server.py", "/..%2f..%2fetc%2fpasswd",
+                                  "/static/app.js", "/server.py", "/__init__.py", "/index.html%00.py"])
+def test_only_the_page_files_are_served(surface, path: str):
+    status, body = http_get(surface(), path)
+    assert status == 404 and body == b"not found\n"
+
+
+def test_foreign_origins_hosts_and_missing_tokens_are_refused(surface):
+    web = surface()
+    for origin in ("http://evil.example", "http://[", "null", "http://127.0.0.1:1"):
+        with pytest.raises(InvalidStatus) as refused, connect(ws_url(web), origin=origin):
+            pass
+        assert refused.value.response.status_code == 403
+    status, _ = http_get(web, "/index.html", host="attacker.example")
+    assert status == 200  # the page itself is public; its socket is not (next line)
+    rebinding = raw_socket(web)
+    key = base64.b64encode(os.urandom(16)).decode()
+    rebinding.sendall(f"GET /ws HTTP/1.1\r\nHost: attacker.example\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+    assert b" 403 " in rebinding.recv(4096)
+    rebinding.close()
+    locked = surface(allow_remote=True, token=TOKEN)
+    for token in (None, "guess", TOKEN[:-1], "%C3%A9"):
+        with pytest.raises(InvalidStatus) as refused, connect(ws_url(locked, token)):
+            pass
+        assert refused.value.response.status_code == 403 and TOKEN.encode() not in refused.value.response.body
+    with connect(ws_url(locked, TOKEN)) as ws:
+        assert still_answers(ws)
+    from bridge.web import WebSurface
+
+    with pytest.raises(ConfigError, match="not loopback"):
+        WebSurface(_stub_session(), "0.0.0.0", 0)

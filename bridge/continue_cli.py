@@ -16,8 +16,6 @@ imported: never torch.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -125,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     from engines.continuation.runtime import ContinuationModel
     from engines.continuation.sample import SamplingConfig, scale_pitch_classes
     from engines.continuation.tokens import STEPS_PER_QUARTER
+    from engines.va.atomic import atomic_output
 
     _check(args)
     model = ContinuationModel.load(_model_path(args.model))
@@ -162,14 +161,8 @@ def run(args: argparse.Namespace) -> int:
         model, notes, bar_steps, args.bars, config, args.context_bars, styles.index(args.style), va
     )
     elapsed = time.perf_counter() - started
-    handle, temporary = tempfile.mkstemp(suffix=".mid.tmp", dir=args.output.resolve().parent)
-    os.close(handle)
-    try:
+    with atomic_output(args.output) as temporary:
         write_midi(list(notes) + generated, temporary, bar_steps, tempo)
-        os.replace(temporary, args.output)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
     hands = sum(1 for n in generated if n.hand == 0), sum(1 for n in generated if n.hand == 1)
     print(
         f"wrote {args.output}: {len(notes)} input notes + {len(generated)} generated "

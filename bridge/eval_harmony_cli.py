@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from bridge.errors import ConfigError, ModelLoadError, ParameterError
@@ -72,10 +70,10 @@ def _write_atomic(path: Path, text: str) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ConfigError(f"{path}: folder {folder} does not exist")
-    handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        stream.write(text)
-    os.replace(temporary, path)
+    from engines.va.atomic import atomic_output
+
+    with atomic_output(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
 
 
 def _check(args: argparse.Namespace) -> None:

@@ -10,8 +10,6 @@ mido and (for MusicXML) music21 are imported: never torch.
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ import numpy as np
 
 from bridge.errors import ConfigError, ScoreBridgeError
 from bridge.va_cli import check_affect_options
+from engines.midifile import read_midi_file
 
 __all__ = ["DRUM_CHANNEL", "FIGURES", "MelodyFile", "add_parser", "read_melody", "read_va", "run"]
 
@@ -82,12 +81,7 @@ def read_melody(path: Path, track: int | None = None) -> MelodyFile:
     General MIDI percussion (channel 10) is ignored."""
     from engines.harmonizer.voicing import NoteEvent
 
-    try:
-        midi = mido.MidiFile(path)
-    except FileNotFoundError:
-        raise ScoreBridgeError(f"{path}: no such file") from None
-    except (OSError, EOFError, ValueError, KeyError, IndexError) as exc:
-        raise ScoreBridgeError(f"{path}: not a readable MIDI file ({type(exc).__name__}: {exc})") from None
+    midi = read_midi_file(path)
     if midi.type == 2:
         raise ScoreBridgeError(f"{path}: MIDI type 2 (independent sequences) is not supported")
     per_beat = midi.ticks_per_beat
@@ -243,28 +237,19 @@ def _write_lead_sheet(score, path: Path, final: Path) -> None:
 
 def _write_all(outputs) -> None:
     """Write every (path, writer) to a temporary file beside it, then rename them all, so that
-    an error leaves no partial output; errors name the path."""
-    from engines.harmonizer.clip import new_file_mode
+    an error or a signal leaves no partial output; errors name the path."""
+    from engines.va.atomic import atomic_outputs
 
-    written: list[tuple[Path, Path]] = []
-    final = None
+    chosen = [(final, writer) for final, writer in outputs if final is not None]
+    final = chosen[0][0]
     try:
-        for final, writer in outputs:
-            if final is None:
-                continue
+        for final, _ in chosen:
             final.parent.mkdir(parents=True, exist_ok=True)
-            handle, temporary = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-            os.close(handle)
-            written.append((Path(temporary), final))
-            writer(Path(temporary))
-            os.chmod(temporary, new_file_mode())
-        for temporary, final in written:
-            os.replace(temporary, final)
+        with atomic_outputs([path for path, _ in chosen]) as temporaries:
+            for (final, writer), temporary in zip(chosen, temporaries, strict=True):
+                writer(temporary)
     except OSError as exc:
         raise ScoreBridgeError(f"{final}: cannot write it ({exc.strerror or exc})") from None
-    finally:
-        for temporary, _ in written:
-            temporary.unlink(missing_ok=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ import mido
 import numpy as np
 
 from bridge.errors import CodecError
+from engines.midifile import read_midi_file
 
 from .affect import token_steps, token_va, valence_arousal
 from .runtime import DEFAULT_MODEL, ContinuationModel
@@ -46,10 +47,7 @@ OUTPUT_TICKS_PER_BEAT = 480
 def read_midi(path: str | Path, split: int = 60) -> tuple[list[NoteEvent], int, int]:
     """(notes on the grid, bar length in steps, tempo in microseconds per quarter).
     Notes of tracks not named right/left are split at ``split`` (below -> left hand)."""
-    try:
-        midi = mido.MidiFile(str(path))
-    except (OSError, ValueError, EOFError, KeyError, IndexError, TypeError) as error:
-        raise CodecError(f"{path}: not a readable MIDI file ({type(error).__name__}: {error})") from error
+    midi = read_midi_file(path)
     if midi.type == 2:
         raise CodecError(f"{path}: a type-2 MIDI file (independent sequences) cannot be continued")
     per_beat = midi.ticks_per_beat
@@ -63,6 +61,9 @@ def read_midi(path: str | Path, split: int = 60) -> tuple[list[NoteEvent], int, 
             now += message.time
             if message.type == "time_signature" and not meter_seen:
                 bar_steps, meter_seen = message.numerator * 4 * STEPS_PER_QUARTER // message.denominator, True
+                if bar_steps < 1:
+                    raise CodecError(f"{path}: time signature {message.numerator}/{message.denominator}: a bar "
+                                     f"shorter than the continuation's grid step (1/{STEPS_PER_QUARTER} beat)")
             elif message.type == "set_tempo" and not tempo_seen:
                 tempo, tempo_seen = message.tempo, True
             elif message.type == "note_on" and message.velocity > 0:

@@ -6,13 +6,13 @@ Shared by the engine's clip mode (a captured loop) and ``scorebridge harmonize``
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import mido
 import numpy as np
+
+from engines.va.atomic import atomic_output
 
 from .harmonize import bar_starts_for, chord_root, harmonize, melody_grid
 from .runtime import HarmonizerModel
@@ -27,20 +27,8 @@ __all__ = [
     "build_midi",
     "chord_spans",
     "harmonize_notes",
-    "new_file_mode",
     "write_midi",
 ]
-
-def new_file_mode() -> int:
-    """Permissions a plain new file gets under this process's umask (mkstemp makes 0600).
-    Read from /proc (no umask() round trip, which would briefly change it for every thread)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return 0o666 & ~int(line.split()[1], 8)
-    except OSError:
-        pass
-    return 0o644
 
 
 @dataclass(frozen=True)
@@ -210,13 +198,6 @@ def write_midi(
     path = Path(path)
     midi = build_midi(melody, chords, spans, tempo_bpm, time_signature)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            midi.save(file=stream)
-        os.chmod(temporary, new_file_mode())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as temporary:
+        midi.save(temporary)
     return path

@@ -37,6 +37,12 @@ from .errors import CurveError
 __all__ = ["ApplyReport", "ApplySettings", "apply_curve", "apply_file"]
 
 SOURCES = ("arousal", "valence")
+# Finer lane or tempo steps than a 64th of a beat (8 ms at 120 BPM) change nothing audible and
+# would only multiply events over a long score.
+MIN_STEP_BEATS = 1 / 64
+# Automation events one run may write (all lanes and channels together): a 20,000-beat score
+# with two lanes on 16 channels at the default step changes value far less often than this.
+MAX_LANE_EVENTS = 2_000_000
 
 
 @dataclass
@@ -62,8 +68,9 @@ class ApplySettings:
                 raise CurveError(f"{name} must be a finite number, got {value}")
         if not 0 <= self.velocity_depth <= 2 or not 0 <= self.tempo_depth <= 1:
             raise CurveError("velocity depth must be in [0, 2] and tempo depth in [0, 1]")
-        if self.lane_step_beats <= 0 or self.tempo_step_beats <= 0:
-            raise CurveError("lane and tempo steps must be positive numbers of beats")
+        if self.lane_step_beats < MIN_STEP_BEATS or self.tempo_step_beats < MIN_STEP_BEATS:
+            raise CurveError(f"lane and tempo steps must be at least 1/{round(1 / MIN_STEP_BEATS)} beat, got "
+                             f"{self.lane_step_beats:g} and {self.tempo_step_beats:g}")
         if not 0 <= self.cc_floor <= 126:
             raise CurveError(f"CC floor must be in 0..126, got {self.cc_floor}")
         for number, source in self.lanes.items():
@@ -176,6 +183,9 @@ def apply_curve(midi, curve: VACurve, settings: ApplySettings) -> ApplyReport:
         column = values[:, 0] if source == "valence" else values[:, 1]
         levels = np.rint(settings.cc_floor + (127 - settings.cc_floor) * (column + 1) / 2).astype(int)
         changes = np.flatnonzero(np.concatenate([[True], np.diff(levels) != 0]))
+        if len(lane) + len(changes) * len(channels) > MAX_LANE_EVENTS:
+            raise CurveError(f"the automation would hold more than {MAX_LANE_EVENTS:,} CC events; use a "
+                             "coarser --lane-step or fewer lanes")
         for channel in channels:
             lane += [(int(grid[i]), mido.Message("control_change", channel=channel, control=control,
                                                  value=int(levels[i]))) for i in changes]
@@ -217,13 +227,12 @@ def _relative(events: list[tuple[int, object]], mido) -> object:
 def apply_file(score: str | os.PathLike[str], curve: VACurve, output: str | os.PathLike[str],
                settings: ApplySettings) -> ApplyReport:
     """Read a MIDI file, apply the curve, write the result atomically."""
-    import mido
+    from engines.midifile import MidiFileError, read_midi_file
 
-    source = Path(score)
     try:
-        midi = mido.MidiFile(source)
-    except (OSError, EOFError, ValueError, KeyError, IndexError) as exc:
-        raise CurveError(f"{source}: not a readable MIDI file ({exc})") from None
+        midi = read_midi_file(score)
+    except MidiFileError as exc:
+        raise CurveError(str(exc)) from None
     report = apply_curve(midi, curve, settings)
     with atomic_output(output) as temporary:
         midi.save(temporary)

@@ -17,6 +17,7 @@ import csv
 import json
 import math
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +27,19 @@ import numpy as np
 from .atomic import atomic_output
 from .errors import CurveError
 
-__all__ = ["COLUMNS", "Tempo", "VACurve", "beats_to_seconds", "read_curve", "write_curve"]
+__all__ = ["COLUMNS", "MAX_CURVE_BYTES", "MAX_CURVE_DURATION_S", "MAX_CURVE_SAMPLES", "Tempo", "VACurve",
+           "beats_to_seconds", "read_curve", "write_curve"]
 
 COLUMNS = ("time_s", "valence", "arousal")
+# A day of video: longer curves are damaged or hostile, and every consumer (resampling, per-beat
+# means, CC lanes) does work that grows with the curve's span. The same bound holds for a curve
+# in beats (86,400 beats, far past any score).
+MAX_CURVE_DURATION_S = 24 * 60 * 60.0
+# Samples one curve may hold, read or resampled: 24 h at about 11.6 Hz (``va analyze`` writes
+# 10 Hz); it keeps a parsed curve in memory under a few hundred MB.
+MAX_CURVE_SAMPLES = 1_000_000
+# A curve file's size before parsing (1,000,000 rows of CSV take about 30 MB).
+MAX_CURVE_BYTES = 64 * 1024 * 1024
 Tempo = float | Sequence[tuple[float, float]]
 
 
@@ -49,6 +60,11 @@ class VACurve:
             raise CurveError("a VA curve holds NaN or infinite values")
         if len(times) > 1 and not (np.diff(times) > 0).all():
             raise CurveError("VA curve times must be strictly increasing")
+        if len(times) > MAX_CURVE_SAMPLES:
+            raise CurveError(f"a VA curve holds at most {MAX_CURVE_SAMPLES:,} samples, got {len(times):,}")
+        if times[0] < 0 or times[-1] > MAX_CURVE_DURATION_S:
+            raise CurveError(f"VA curve times must lie in 0..{MAX_CURVE_DURATION_S:g} s (24 h), got "
+                             f"{times[0]:g}..{times[-1]:g}")
         if any((np.abs(v) > 1.0 + 1e-9).any() for v in values):
             raise CurveError("valence and arousal must lie in [-1, 1]")
         object.__setattr__(self, "time_s", times)
@@ -109,7 +125,11 @@ class VACurve:
         """The curve sampled every ``1/rate_hz`` s from 0 to its last time."""
         if not (math.isfinite(rate_hz) and rate_hz > 0):
             raise CurveError(f"rate must be a positive number of samples per second, got {rate_hz}")
-        times = np.arange(0.0, self.duration_s + 1e-9, 1.0 / rate_hz)
+        count = math.floor(self.duration_s * rate_hz + 1e-9) + 1
+        if count > MAX_CURVE_SAMPLES:
+            raise CurveError(f"resampling {self.duration_s:g} s at {rate_hz:g} Hz gives {count:,} samples; at most "
+                             f"{MAX_CURVE_SAMPLES:,} (lower the rate)")
+        times = np.arange(count, dtype=np.float64) / rate_hz
         values = self.at(times)
         return VACurve(times, values[:, 0], values[:, 1])
 
@@ -158,7 +178,10 @@ def _parse_number(text: str, column: str, where: str) -> float:
 def _rows_from_csv(path: Path, names: Sequence[str]) -> list[tuple[str, list[str]]]:
     with path.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle)
-        header = next(reader, None)
+        try:
+            header = next(reader, None)
+        except csv.Error as exc:
+            raise CurveError(f"{path}: line 1: not a CSV header ({exc})") from None
         if header is None:
             raise CurveError(f"{path}: empty file (expected a header {','.join(names)})")
         header = [cell.strip() for cell in header]
@@ -168,13 +191,18 @@ def _rows_from_csv(path: Path, names: Sequence[str]) -> list[tuple[str, list[str
                              f"{','.join(header)!r} (rename with --columns TIME,VALENCE,AROUSAL)")
         indexes = [header.index(name) for name in names]
         rows = []
-        for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue
-            where = f"{path}: line {reader.line_num}"
-            if len(row) <= max(indexes):
-                raise CurveError(f"{where}: {len(row)} fields, expected {len(header)}")
-            rows.append((where, [row[i] for i in indexes]))
+        try:
+            for row in reader:
+                if not any(cell.strip() for cell in row):
+                    continue
+                where = f"{path}: line {reader.line_num}"
+                if len(row) <= max(indexes):
+                    raise CurveError(f"{where}: {len(row)} fields, expected {len(header)}")
+                if len(rows) == MAX_CURVE_SAMPLES:
+                    raise CurveError(f"{where}: more than {MAX_CURVE_SAMPLES:,} samples")
+                rows.append((where, [row[i] for i in indexes]))
+        except csv.Error as exc:
+            raise CurveError(f"{path}: line {reader.line_num}: not a CSV row ({exc})") from None
     return rows
 
 
@@ -183,6 +211,11 @@ def _rows_from_json(path: Path, names: Sequence[str]) -> list[tuple[str, list[st
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise CurveError(f"{path}: line {exc.lineno}: invalid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise CurveError(f"{path}: JSON nested too deeply (a curve is an object of lists or a list of "
+                         "objects)") from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise CurveError(f"{path}: invalid JSON ({exc})") from None
     if isinstance(data, dict) and "samples" in data:
         data = data["samples"]
     if isinstance(data, dict):
@@ -193,8 +226,12 @@ def _rows_from_json(path: Path, names: Sequence[str]) -> list[tuple[str, list[st
         lengths = {len(data[name]) for name in names}
         if len(lengths) != 1:
             raise CurveError(f"{path}: lists {', '.join(names)} differ in length")
+        if max(lengths) > MAX_CURVE_SAMPLES:
+            raise CurveError(f"{path}: {max(lengths):,} samples; at most {MAX_CURVE_SAMPLES:,}")
         return [(f"{path}: sample {i}", [str(data[name][i]) for name in names]) for i in range(lengths.pop())]
     if isinstance(data, list):
+        if len(data) > MAX_CURVE_SAMPLES:
+            raise CurveError(f"{path}: {len(data):,} samples; at most {MAX_CURVE_SAMPLES:,}")
         rows = []
         for i, record in enumerate(data):
             where = f"{path}: sample {i}"
@@ -208,12 +245,28 @@ def _rows_from_json(path: Path, names: Sequence[str]) -> list[tuple[str, list[st
 SONG_TIME_COLUMNS = ("beats", "time_s", "seconds")
 
 
+def _check_file(source: Path) -> None:
+    """A regular file of at most MAX_CURVE_BYTES (a FIFO would block, /dev/zero never ends)."""
+    try:
+        info = source.stat()
+    except FileNotFoundError:
+        raise CurveError(f"{source}: no such file") from None
+    except OSError as exc:
+        raise CurveError(f"{source}: cannot read ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise CurveError(f"{source}: not a regular file")
+    if info.st_size > MAX_CURVE_BYTES:
+        raise CurveError(f"{source}: {info.st_size:,} bytes; a curve file may have at most "
+                         f"{MAX_CURVE_BYTES // (1024 * 1024)} MiB")
+
+
 def read_song_curve(path: str | os.PathLike[str]) -> tuple[VACurve, str]:
     """A curve to condition a score on, and the name of its time column: ``beats`` (song
     positions, CSV only) or ``time_s``/``seconds`` (video time, what ``va analyze`` writes; the
     default, and always for JSON). The CLIs' ``--va`` option reads with this."""
     source = Path(path)
     unit = "time_s"
+    _check_file(source)
     if source.suffix.lower() != ".json":
         try:
             with open(source, newline="", encoding="utf-8-sig") as handle:
@@ -240,6 +293,7 @@ def read_curve(path: str | os.PathLike[str], columns: Sequence[str] = COLUMNS,
     low, high = value_range
     if not (math.isfinite(low) and math.isfinite(high) and high > low):
         raise CurveError(f"value range must be LOW:HIGH with LOW < HIGH, got {low}:{high}")
+    _check_file(source)
     try:
         rows = (_rows_from_json if source.suffix.lower() == ".json" else _rows_from_csv)(source, columns)
     except (OSError, UnicodeDecodeError) as exc:
@@ -251,6 +305,9 @@ def read_curve(path: str | os.PathLike[str], columns: Sequence[str] = COLUMNS,
         time_value = _parse_number(time_text, columns[0], where)
         if time_value < 0:
             raise CurveError(f"{where}: {columns[0]} {time_value} is negative")
+        if time_value > MAX_CURVE_DURATION_S:
+            raise CurveError(f"{where}: {columns[0]} {time_value:g} is past the longest curve read "
+                             f"({MAX_CURVE_DURATION_S:g}, 24 h in seconds)")
         if times and time_value <= times[-1]:
             raise CurveError(f"{where}: {columns[0]} {time_value} does not come after {times[-1]} "
                              "(times must be strictly increasing)")

@@ -5,15 +5,18 @@ Channels are written 1..16 in files and flags (as musicians count them) and held
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge.clock import MAX_TEMPO_BPM, MIN_TEMPO_BPM
 from bridge.errors import ConfigError
 from bridge.host import SlotConfig
 
-__all__ = ["BridgeConfig", "load_config", "DEFAULT_SLOTS", "RESERVED_SLOT_NAMES", "DEFAULT_WEB_PORT"]
+__all__ = ["BridgeConfig", "load_config", "DEFAULT_SLOTS", "RESERVED_SLOT_NAMES", "DEFAULT_WEB_PORT",
+           "check_port", "check_tempo"]
 
 DEFAULT_SLOTS = (SlotConfig(name="rule", engine="rule", in_channels=None, out_channel=1),)
 # OSC addresses of the bridge itself: a slot cannot be called like one.
@@ -45,6 +48,32 @@ class BridgeConfig:
     web_port_explicit: bool = False  # a busy port is then an error, not a warning
     web_allow_remote: bool = False
     web_token: str | None = None
+    # Folders that file and folder parameters set from outside may point into (besides the
+    # folders of the paths the slots start with): the config file's folder and --allow-dir.
+    allow_dirs: list[Path] = field(default_factory=list)
+
+
+def check_port(value: Any, what: str) -> int:
+    """A UDP/TCP port 0..65535 (0 = any free port), or ValueError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ValueError(f"{what} must be a whole number 0..65535 (0 = any free port), not {value!r}")
+    return value
+
+
+def check_tempo(value: Any, what: str) -> float:
+    """A tempo in BPM within the internal clock's range, or ValueError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not MIN_TEMPO_BPM <= value <= MAX_TEMPO_BPM:
+        raise ValueError(f"{what} must be a number of BPM in {MIN_TEMPO_BPM:g}..{MAX_TEMPO_BPM:g}, "
+                         f"not {value!r}")
+    return float(value)
+
+
+def _checked(check: Any, value: Any, where: str) -> Any:
+    try:
+        return check(value, where)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _channels(value: Any, where: str) -> frozenset[int] | None:
@@ -117,28 +146,45 @@ def load_config(path: Path | None) -> BridgeConfig:
         raise ConfigError(f"config file {path} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    midi = data.get("midi", {})
-    clock = data.get("clock", {})
-    osc = data.get("osc", {})
-    config.backend = str(midi.get("backend", config.backend))
-    config.client = str(midi.get("client", config.client))
-    config.connect_in = list(midi.get("connect_in", []))
-    config.connect_out = list(midi.get("connect_out", []))
-    config.clock_mode = str(clock.get("mode", config.clock_mode))
-    config.tempo_bpm = float(clock.get("tempo_bpm", config.tempo_bpm))
-    config.clock_out = bool(clock.get("clock_out", False))
-    config.osc_host = str(osc.get("host", config.osc_host))
-    config.osc_port = int(osc.get("port", config.osc_port))
-    config.osc_allow_remote = bool(osc.get("allow_remote", False))
-    config.osc_allow = [str(a) for a in osc.get("allow", [])]
-    if "slots" in data:
-        config.slots = [parse_slot(t, f"{path} [[slots]] #{i + 1}") for i, t in enumerate(data["slots"])]
-    _control_and_web(config, data.get("control", {}), data.get("web", {}), Path(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: nested too deeply") from None
     unknown = set(data) - {"midi", "clock", "osc", "slots", "control", "web"}
     if unknown:
         raise ConfigError(f"{path}: unknown sections {sorted(unknown)}; valid: midi, clock, osc, slots, "
                           "control, web")
+    for section in ("midi", "clock", "osc", "control", "web"):
+        if not isinstance(data.get(section, {}), dict):
+            raise ConfigError(f"{path}: [{section}] must be a table")
+    if not isinstance(data.get("slots", []), list) or not all(isinstance(t, dict) for t in data.get("slots", [])):
+        raise ConfigError(f"{path}: slots must be [[slots]] tables")
+    try:
+        _read_sections(config, data, Path(path))
+    except (TypeError, ValueError, AttributeError) as exc:  # a value of the wrong type
+        raise ConfigError(f"{path}: {exc}") from None
+    config.allow_dirs.append(Path(path).resolve().parent)
     return config
+
+
+def _read_sections(config: BridgeConfig, data: dict[str, Any], path: Path) -> None:
+    midi, clock, osc = data.get("midi", {}), data.get("clock", {}), data.get("osc", {})
+    config.backend = str(midi.get("backend", config.backend))
+    config.client = str(midi.get("client", config.client))
+    config.connect_in = [str(p) for p in midi.get("connect_in", [])]
+    config.connect_out = [str(p) for p in midi.get("connect_out", [])]
+    config.clock_mode = str(clock.get("mode", config.clock_mode))
+    if config.clock_mode not in ("follow", "internal", "external"):
+        raise ConfigError(f"{path} [clock] mode must be follow, internal or external, not {config.clock_mode!r}")
+    config.tempo_bpm = _checked(check_tempo, clock.get("tempo_bpm", config.tempo_bpm), f"{path} [clock] tempo_bpm")
+    config.clock_out = bool(clock.get("clock_out", False))
+    config.osc_host = str(osc.get("host", config.osc_host))
+    config.osc_port = _checked(check_port, osc.get("port", config.osc_port), f"{path} [osc] port")
+    config.osc_allow_remote = bool(osc.get("allow_remote", False))
+    config.osc_allow = [str(a) for a in osc.get("allow", [])]
+    if "slots" in data:
+        config.slots = [parse_slot(t, f"{path} [[slots]] #{i + 1}") for i, t in enumerate(data["slots"])]
+    _control_and_web(config, data.get("control", {}), data.get("web", {}), path)
 
 
 def _control_and_web(config: BridgeConfig, control: dict[str, Any], web: dict[str, Any], path: Path) -> None:
@@ -165,7 +211,8 @@ def _control_and_web(config: BridgeConfig, control: dict[str, Any], web: dict[st
                           "allow_remote, token")
     config.web_host = str(web.get("host", config.web_host))
     if "port" in web:
-        config.web_port, config.web_port_explicit = int(web["port"]), True
+        config.web_port = _checked(check_port, web["port"], f"{path} [web] port")
+        config.web_port_explicit = True
     if not web.get("enabled", True):
         config.web_port = None
     config.web_allow_remote = bool(web.get("allow_remote", False))

@@ -26,17 +26,25 @@ from bridge.feedback import ControlFeedback, FeedbackBus, Origin
 from bridge.maps import Binding, ControlMap, Target, load_map, resolve_target
 from bridge.osc import PREFIX
 from bridge.ports.base import FanOutPort, InputPort, OutputPort
-from engines import Engine, engine_class
+from bridge.targets import bridge_targets
+from engines import Engine, Param, engine_class, swappable
+from engines.files import DEFAULT_MAX_FILE_BYTES, check_file, check_folder
 from midi_maps import maps_dir
 
 if TYPE_CHECKING:
     from bridge.session import Session
 
-__all__ = ["Controls", "default_learn_map", "find_map"]
+__all__ = ["Controls", "default_learn_map", "find_map", "allowed_folders", "MAX_LOCATE_BEATS"]
 
 log = logging.getLogger(__name__)
 _STOP = object()
 _AFFECT = ("valence", "arousal")
+# The furthest song position a locate may ask for: about 5.8 days at 120 BPM, far past any
+# song, and small enough that the clock's tick arithmetic stays exact.
+MAX_LOCATE_BEATS = 1_000_000.0
+_LOCATE = Param("locate", "float", 0.0, 0.0, MAX_LOCATE_BEATS, unit="beats")
+_ENABLED = Param("enabled", "bool", True)
+_PATH_UNITS = ("file", "folder")
 
 
 def find_map(name: str) -> Path:
@@ -49,6 +57,40 @@ def find_map(name: str) -> Path:
         return shipped
     names = sorted(p.stem for p in maps_dir().glob("*.toml"))
     raise MappingError(f"no map file {name!r}; shipped maps: {', '.join(names)}")
+
+
+def _path_root(param: Param, value: Any) -> Path | None:
+    """The folder a path parameter's value stands for: itself (a folder) or its parent (a file)."""
+    if param.kind != "text" or param.unit not in _PATH_UNITS or not isinstance(value, str):
+        return None
+    if not value.strip() or value.strip() == "none":
+        return None
+    path = Path(os.path.expanduser(value.strip()))
+    return path if param.unit == "folder" else path.parent
+
+
+def allowed_folders(extra: list[Path], slots: list[Any], classes: dict[str, type[Engine]]) -> list[Path]:
+    """Where file and folder parameters set from outside may point: ``extra`` (the config
+    file's folder, ``--allow-dir``, the ``--va`` curve's folder), ``$SCOREBRIDGE_SNC_DIR`` when
+    set, and the folders of the paths the slots were started with (config file, command line)."""
+    roots = [Path(p) for p in extra]
+    if os.environ.get("SCOREBRIDGE_SNC_DIR"):
+        roots.append(Path(os.environ["SCOREBRIDGE_SNC_DIR"]))
+    for slot in slots:
+        cls = classes.get(slot.name)
+        for param in cls.params if cls is not None else ():
+            root = _path_root(param, (slot.params or {}).get(param.name, param.default))
+            if root is not None:
+                roots.append(root)
+    resolved: list[Path] = []
+    for root in roots:
+        try:
+            path = root.expanduser().resolve()
+        except (OSError, RuntimeError):
+            continue  # a folder that cannot be resolved allows nothing
+        if path not in resolved:
+            resolved.append(path)
+    return resolved
 
 
 def default_learn_map() -> Path:
@@ -68,6 +110,10 @@ class Controls:
         self.affect: dict[str, Any] = {"valence": 0.0, "arousal": 0.0, "override": False}
         self._va_source_before: dict[str, Any] = {}  # slot -> its va_source before the override
         slots = {s.name: engine_class(s.engine) for s in session.config.slots}
+        # Engines a live swap may load: the registered ones and those the user named at start.
+        self.configured_engines = frozenset(s.engine for s in session.config.slots)
+        self.folders = allowed_folders(list(getattr(session.config, "allow_dirs", [])),
+                                       session.config.slots, slots)
         self.maps: list[ControlMap] = [load_map(find_map(str(m)), slots) for m in session.config.control_maps]
         self.learner = Learner(self, session.config.learn_map or default_learn_map(), slots)
         self._index: dict[tuple[str, int | str], list[Binding]] = {}
@@ -162,19 +208,22 @@ class Controls:
             released = session.panic()
             self.bus.publish(f"{PREFIX}/panic/done", (released,), origin)
             return released
+        actions = bridge_targets()
         if path in ("transport/start", "transport/stop", "transport/playing"):
-            playing = path == "transport/start" or (path == "transport/playing" and bool(value))
+            playing = path == "transport/start" or (path == "transport/playing"
+                                                    and actions[path].coerce(value))
             events = session.transport.set_playing(playing, now)
             session.router.publish_transport(events)
             return playing
         if path == "transport/tempo":
-            tempo = float(value)
+            tempo = float(actions[path].coerce(value))
             session.transport.set_tempo(tempo)
             self.bus.publish(f"{PREFIX}/transport/tempo", (tempo,), origin)
             return tempo
         if path == "transport/locate":
-            session.router.publish_transport(session.transport.locate(float(value), now))
-            return float(value)
+            beats = float(_LOCATE.coerce(value))
+            session.router.publish_transport(session.transport.locate(beats, now))
+            return beats
         if path.startswith("affect/"):
             return self._set_affect(path, value, origin)
         slot_name, sep, name = path.partition("/")
@@ -182,12 +231,29 @@ class Controls:
             raise ScoreBridgeError(f"{PREFIX}/{path} is not an address of this bridge")
         host = session.host
         if name == "engine":
-            host.swap(slot_name, str(value), origin)
-            return str(value)
+            engine = swappable(value, self.configured_engines)  # before anything is imported
+            host.swap(slot_name, engine, origin)
+            return engine
         if name == "enabled":
-            host.set_enabled(slot_name, bool(value), origin)
-            return bool(value)
-        return host.set_param(slot_name, name, value, origin)
+            enabled = _ENABLED.coerce(value)
+            host.set_enabled(slot_name, enabled, origin)
+            return enabled
+        return host.set_param(slot_name, name, self._checked_path(slot_name, name, value), origin)
+
+    def _checked_path(self, slot_name: str, name: str, value: Any) -> Any:
+        """A file or folder parameter's value, resolved and checked against the allowed
+        folders (ParameterError if refused); any other value as it is."""
+        param = type(self.session.host.slot(slot_name).engine).declaration(name)
+        if param.kind != "text" or param.unit not in _PATH_UNITS:
+            return value
+        text = param.coerce(value)
+        if text == "none":
+            return text
+        default_root = _path_root(param, param.default)
+        folders = [*self.folders, *([default_root.expanduser().resolve()] if default_root else [])]
+        if param.unit == "folder":
+            return str(check_folder(text, folders, name))
+        return str(check_file(text, folders, param.max_bytes or DEFAULT_MAX_FILE_BYTES, name))
 
     def _set_affect(self, path: str, value: Any, origin: Origin) -> Any:
         name = path.partition("/")[2]

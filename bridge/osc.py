@@ -2,7 +2,9 @@
 engine slot, subscriptions with rate-limited feedback, panic, status and transport control.
 
 Malformed packets and refused senders are counted and dropped; a handler error is logged and
-counted; nothing ends the receive loop but ``stop()``.
+counted; nothing ends the receive loop but ``stop()``. Datagrams are parsed by the strict
+``bridge.osc_packet`` parser. Feedback and status replies go only to loopback or allow-listed
+addresses, never to the bridge's own port, and feedback is rate-limited as a whole.
 """
 
 from __future__ import annotations
@@ -15,18 +17,32 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from itertools import islice
 from typing import Any
 
 from pythonosc.osc_message_builder import OscMessageBuilder
-from pythonosc.osc_packet import OscPacket, ParseError
 
 from bridge.errors import ConfigError, ScoreBridgeError
+from bridge.osc_packet import MalformedPacket, parse_datagram
 
-__all__ = ["OscServer", "build_message", "PREFIX"]
+__all__ = ["OscServer", "build_message", "PREFIX", "MAX_SUBSCRIBERS", "FEEDBACK_RATE_PER_S",
+           "FEEDBACK_BURST", "LOG_INTERVAL_S"]
 
 log = logging.getLogger(__name__)
 PREFIX = "/scorebridge"
-_MAX_SUBSCRIBERS = 32
+# Feedback targets at once (each gets every change).
+MAX_SUBSCRIBERS = 32
+# Feedback messages per second to all subscribers together, with a burst allowance: enough for
+# a dump of every value to a few surfaces at once, and a bound on any loop between bridges.
+# Messages over the budget wait (newest value per address and target) instead of being lost.
+FEEDBACK_RATE_PER_S = 2000
+FEEDBACK_BURST = 500
+# A repeated warning (a flood of malformed or refused messages) is logged at most once per
+# interval per kind, with the count of those not logged.
+LOG_INTERVAL_S = 10.0
+_MAX_LOG_KINDS = 64
+# The errors a handler raises for bad input: refused with a /scorebridge/error reply.
+_REFUSALS = (ScoreBridgeError, ValueError, TypeError, IndexError, ArithmeticError)
 
 
 def build_message(address: str, *args: Any) -> bytes:
@@ -43,6 +59,53 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def _is_local(host: str) -> bool:
+    """Is ``host`` an address of this machine (so ``host:port`` may be the bridge itself)?"""
+    if _is_loopback(host):
+        return True
+    try:
+        if ipaddress.ip_address(host).is_unspecified:
+            return True
+    except ValueError:
+        pass  # a host name (from the allow-list): resolved by bind below
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((host, 0))  # only an address of this machine can be bound
+        except OSError:
+            return False
+    return True
+
+
+class _ThrottledLog:
+    """Logs the first message of each kind, then at most one per ``LOG_INTERVAL_S``."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+        self._suppressed: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def __call__(self, level: int, kind: str, message: str, *args: Any, exc_info: Any = None) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(kind)
+            if last is not None and now - last < LOG_INTERVAL_S:
+                self._suppressed[kind] += 1
+                return
+            if last is None and len(self._last) >= _MAX_LOG_KINDS:
+                self._suppressed["other"] += 1
+                return
+            self._last[kind] = now
+            suppressed = self._suppressed.pop(kind, 0)
+        if suppressed:
+            message += f" ({suppressed} more like it in the last {LOG_INTERVAL_S:.0f} s not logged)"
+        log.log(level, message, *args, exc_info=exc_info)
+
+
+def _shorten(value: Any, limit: int = 200) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class OscServer:
@@ -69,12 +132,16 @@ class OscServer:
         self.allow = frozenset(allow)
         self.feedback_interval_s = feedback_interval_s
         self.counters: Counter[str] = Counter()
+        self._log = _ThrottledLog()
         self.routes: dict[str, Callable[[list[Any], tuple[str, int]], Any]] = {}
         self.param_handler: Callable[[str, str, list[Any], tuple[str, int]], Any] | None = None
         # Addresses outside /scorebridge/ (surfaces bound through a control map): True = handled.
         self.external_handler: Callable[[str, list[Any], tuple[str, int]], bool] | None = None
         self.subscribers: set[tuple[str, int]] = set()
-        self._pending: dict[str, tuple[tuple[Any, ...], tuple[str, int] | None]] = {}
+        # (address, target) -> args: the newest value each subscriber has still to be sent
+        self._pending: dict[tuple[str, tuple[str, int]], tuple[Any, ...]] = {}
+        self._tokens = float(FEEDBACK_BURST)
+        self._tokens_at = time.monotonic()
         self._pending_lock = threading.Lock()
         self._wake = threading.Event()
         self._running = False
@@ -123,23 +190,35 @@ class OscServer:
                 continue
             except OSError as exc:
                 if self._running:
-                    log.error("OSC receive failed: %s", exc)
+                    self._log(logging.ERROR, "receive", "OSC receive failed: %s", exc)
                     self.counters["receive_errors"] += 1
                 continue
-            self.handle_datagram(data, sender)
+            try:
+                self.handle_datagram(data, sender)
+            except Exception as exc:  # noqa: BLE001 - one datagram never ends the receive loop
+                self._handler_error("datagram", exc)
+
+    def _handler_error(self, where: str, exc: BaseException) -> None:
+        self.counters["handler_errors"] += 1
+        kind = type(exc).__name__
+        self._log(logging.ERROR, f"error:{kind}", "OSC %s handling failed (%s: %s); the message was "
+                  "dropped and OSC goes on", where, kind, exc, exc_info=exc)
 
     def handle_datagram(self, data: bytes, sender: tuple[str, int]) -> None:
         if not _is_loopback(sender[0]) and sender[0] not in self.allow:
             self.counters["refused"] += 1
+            self._log(logging.WARNING, "refused", "OSC from %s refused: not loopback and not in the "
+                      "allow-list (--osc-allow)", sender[0])
             return
         try:
-            packet = OscPacket(data)
-        except ParseError:
+            messages = parse_datagram(data)
+        except MalformedPacket as exc:
             self.counters["malformed"] += 1
-            log.debug("malformed OSC packet from %s (%d bytes)", sender, len(data))
+            self._log(logging.WARNING, "malformed", "malformed OSC packet from %s:%d (%d bytes) dropped: %s",
+                      sender[0], sender[1], len(data), exc)
             return
-        for timed in packet.messages:
-            self.dispatch(timed.message.address, list(timed.message.params), sender)
+        for message in messages:
+            self.dispatch(message.address, message.args, sender)
 
     def dispatch(self, address: str, args: list[Any], sender: tuple[str, int],
                  reply_to: Callable[..., None] | None = None) -> None:
@@ -147,10 +226,18 @@ class OscServer:
         (default: back to the sender over UDP). The browser surface calls this too."""
         reply_to = reply_to or (lambda reply_address, *reply_args: self.send_to(sender, reply_address,
                                                                                  *reply_args))
+        try:
+            self._dispatch(address, args, sender, reply_to)
+        except Exception as exc:  # noqa: BLE001 - the isolation boundary of every OSC/browser message
+            self._handler_error(address[:100], exc)
+            reply_to(PREFIX + "/error", f"{address}: internal error ({type(exc).__name__}); see the bridge's log")
+
+    def _dispatch(self, address: str, args: list[Any], sender: tuple[str, int],
+                  reply_to: Callable[..., None]) -> None:
         if not address.startswith(PREFIX + "/"):
             try:
                 handled = self.external_handler is not None and self.external_handler(address, args, sender)
-            except (ScoreBridgeError, ValueError, TypeError) as exc:
+            except _REFUSALS as exc:
                 handled = True
                 self.counters["rejected"] += 1
                 reply_to(PREFIX + "/error", f"{address}: {exc}")
@@ -165,16 +252,17 @@ class OscServer:
                 parts = path.strip("/").split("/")
                 if len(parts) != 2 or self.param_handler is None:
                     self.counters["unknown_address"] += 1
-                    log.warning("unknown OSC address %s", address)
+                    self._log(logging.WARNING, "unknown", "unknown OSC address %s", _shorten(address))
                     return
                 reply = self.param_handler(parts[0], parts[1], args, sender)
             self.counters["handled"] += 1
             if reply is not None:
                 reply_address, *reply_args = reply
                 reply_to(reply_address, *reply_args)
-        except (ScoreBridgeError, ValueError, TypeError, IndexError) as exc:
+        except _REFUSALS as exc:
             self.counters["rejected"] += 1
-            log.warning("OSC %s %s rejected: %s", address, args, exc)
+            self._log(logging.WARNING, "rejected", "OSC %s %s rejected: %s", _shorten(address),
+                      _shorten(args), exc)
             reply_to(PREFIX + "/error", f"{address}: {exc}")
 
     # -- sending ---------------------------------------------------------------------
@@ -186,35 +274,73 @@ class OscServer:
             self.counters["send_errors"] += 1
             log.debug("OSC send to %s failed: %s", target, exc)
 
-    def subscribe(self, host: str, port: int) -> None:
-        if not (0 < port < 65536):
-            raise ValueError(f"subscribe port {port} is outside 1..65535")
+    def check_target(self, host: Any, port: Any) -> tuple[str, int]:
+        """A feedback or reply target, or ValueError: loopback or allow-listed, a valid port, and
+        not this bridge's own OSC port (which would answer itself in a loop)."""
+        if not isinstance(host, str) or not host:
+            raise ValueError(f"host {_shorten(host)} is not an address")
+        if isinstance(port, bool) or not isinstance(port, (int, float)) or port != port or port != int(port):
+            raise ValueError(f"port {_shorten(port)} is not a whole number")
+        port = int(port)
+        if not 0 < port < 65536:
+            raise ValueError(f"port {port} is outside 1..65535")
         if not _is_loopback(host) and host not in self.allow:
             raise ValueError(f"{host} is not loopback and not in the OSC allow-list")
-        if len(self.subscribers) >= _MAX_SUBSCRIBERS and (host, port) not in self.subscribers:
-            raise ValueError(f"too many OSC subscribers (limit {_MAX_SUBSCRIBERS})")
-        self.subscribers.add((host, port))
+        if port == self.port and _is_local(host):
+            raise ValueError(f"{host}:{port} is this bridge's own OSC port (it would answer itself)")
+        return host, port
 
-    def unsubscribe(self, host: str, port: int) -> None:
-        self.subscribers.discard((host, port))
+    def subscribe(self, host: Any, port: Any) -> None:
+        target = self.check_target(host, port)
+        if len(self.subscribers) >= MAX_SUBSCRIBERS and target not in self.subscribers:
+            raise ValueError(f"too many OSC subscribers (limit {MAX_SUBSCRIBERS})")
+        self.subscribers.add(target)
+
+    def unsubscribe(self, host: Any, port: Any) -> None:
+        target = (str(host), int(port))
+        self.subscribers.discard(target)
+        with self._pending_lock:
+            for key in [k for k in self._pending if k[1] == target]:
+                del self._pending[key]
 
     def feedback(self, address: str, *args: Any, exclude: tuple[str, int] | None = None) -> None:
         """Queue a value for every subscriber but ``exclude`` (the surface that sent it); only
-        the newest value per address is sent, at most once per ``feedback_interval_s``."""
+        the newest value per address and subscriber is sent, at most once per
+        ``feedback_interval_s``, within ``FEEDBACK_RATE_PER_S`` in all."""
+        targets = [t for t in list(self.subscribers) if t != exclude]
+        if not targets:
+            return
         with self._pending_lock:
-            self._pending[address] = (args, exclude)
+            for target in targets:
+                self._pending[(address, target)] = args
         self._wake.set()
+
+    def _budget(self) -> int:
+        """Feedback messages that may be sent now (a token bucket)."""
+        now = time.monotonic()
+        self._tokens = min(float(FEEDBACK_BURST), self._tokens + (now - self._tokens_at) * FEEDBACK_RATE_PER_S)
+        self._tokens_at = now
+        return int(self._tokens)
 
     def _feedback_loop(self) -> None:
         while self._running:
             self._wake.wait()
             self._wake.clear()
+            budget = self._budget()
             with self._pending_lock:
-                pending, self._pending = self._pending, {}
-            for address, (args, exclude) in pending.items():
-                for target in list(self.subscribers):
-                    if target != exclude:
+                due = list(islice(self._pending.items(), budget))
+                for key, _ in due:
+                    del self._pending[key]
+                if self._pending:
+                    self.counters["feedback_deferred"] += len(self._pending)
+                    self._wake.set()  # the rest goes out in the next rounds
+            self._tokens -= len(due)
+            for (address, target), args in due:
+                if target in self.subscribers:
+                    try:
                         self.send_to(target, address, *args)
+                    except Exception as exc:  # noqa: BLE001 - one bad value never stops feedback
+                        self._handler_error(f"feedback {address[:100]}", exc)
             time.sleep(self.feedback_interval_s)  # the feedback thread's own rate limit
 
     def status_json(self, extra: dict[str, Any]) -> str:

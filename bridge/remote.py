@@ -8,45 +8,55 @@ import json
 import re
 import socket
 import sys
+import time
 from typing import Any
-
-from pythonosc.osc_packet import OscPacket, ParseError
 
 from bridge.errors import ScoreBridgeError
 from bridge.osc import PREFIX, build_message
+from bridge.osc_packet import MalformedPacket, parse_datagram
 
 __all__ = ["request", "panic", "status"]
 
 
 def request(host: str, port: int, address: str, reply_address: str, *args: Any,
             timeout_s: float = 2.0) -> list[Any]:
-    """Send one OSC message and wait for the bridge's reply at ``reply_address``."""
+    """Send one OSC message and wait for the bridge's reply at ``reply_address`` (other
+    datagrams, malformed ones included, are skipped until the timeout)."""
+    deadline = time.monotonic() + timeout_s
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1" if host in ("127.0.0.1", "localhost") else "0.0.0.0", 0))
-        sock.settimeout(timeout_s)
-        sock.sendto(build_message(address, *args), (host, port))
+        try:
+            sock.bind(("127.0.0.1" if host in ("127.0.0.1", "localhost") else "0.0.0.0", 0))
+            sock.sendto(build_message(address, *args), (host, port))
+        except OSError as exc:
+            raise ScoreBridgeError(f"cannot send to {host}:{port}: {exc}") from None
         while True:
+            remaining = deadline - time.monotonic()
             try:
+                if remaining <= 0:
+                    raise TimeoutError
+                sock.settimeout(remaining)
                 data, _ = sock.recvfrom(65536)
             except TimeoutError:
                 raise ScoreBridgeError(f"no bridge answered on {host}:{port} within {timeout_s} s "
                                        "(is `scorebridge serve` running? check --osc-port)") from None
+            except OSError as exc:  # e.g. the port is closed (ICMP port unreachable)
+                raise ScoreBridgeError(f"no bridge answered on {host}:{port}: {exc.strerror or exc}") from None
             try:
-                packet = OscPacket(data)
-            except ParseError:
+                messages = parse_datagram(data)
+            except MalformedPacket:
                 continue
-            for timed in packet.messages:
-                if timed.message.address == reply_address:
-                    return list(timed.message.params)
-                if timed.message.address == f"{PREFIX}/error":
-                    raise ScoreBridgeError(f"bridge refused: {timed.message.params[0]}")
+            for message in messages:
+                if message.address == reply_address:
+                    return message.args
+                if message.address == f"{PREFIX}/error":
+                    raise ScoreBridgeError(f"bridge refused: {message.args[0] if message.args else ''}")
 
 
 def panic(args: argparse.Namespace) -> int:
     if args.midi:
         return _panic_midi(args.midi, args.backend)
     released = request(args.osc_host, args.osc_port, f"{PREFIX}/panic", f"{PREFIX}/panic/done")
-    print(f"panic: bridge released {released[0]} notes and sent All Notes Off on all channels")
+    print(f"panic: bridge released {released[0] if released else 0} notes and sent All Notes Off on all channels")
     return 0
 
 
@@ -75,6 +85,10 @@ def _panic_midi(pattern: str, backend_name: str) -> int:
 
 def status(args: argparse.Namespace) -> int:
     reply = request(args.osc_host, args.osc_port, f"{PREFIX}/status", f"{PREFIX}/status")
-    json.dump(json.loads(reply[0]), sys.stdout, indent=2, sort_keys=True)
+    try:
+        report = json.loads(reply[0])
+    except (IndexError, TypeError, ValueError, RecursionError):
+        raise ScoreBridgeError(f"the reply on {args.osc_host}:{args.osc_port} is not a bridge status") from None
+    json.dump(report, sys.stdout, indent=2, sort_keys=True)
     print()
     return 0

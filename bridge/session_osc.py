@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from bridge.osc import PREFIX
 
@@ -34,11 +35,14 @@ OSC_ADDRESSES = {
 }
 
 
-def _target(args: list[Any], sender: tuple[str, int]) -> tuple[str, int]:
-    if len(args) >= 2:
-        return str(args[0]), int(args[1])
+def _target(args: list[Any], sender: tuple[str, int]) -> tuple[Any, Any]:
+    """``[host] port`` of a subscribe/status request (host defaults to the sender's)."""
+    if len(args) > 2:
+        raise ValueError(f"expected [host] port, got {len(args)} arguments")
+    if len(args) == 2:
+        return args[0], args[1]
     if len(args) == 1:
-        return sender[0], int(args[0])
+        return sender[0], args[0]
     return sender
 
 
@@ -95,12 +99,18 @@ def install_osc_routes(session: Session) -> None:
         released = controls.apply("panic", None, origin(sender))  # every other surface hears it too
         return (f"{PREFIX}/panic/done", released)
 
+    def status_text() -> str:
+        report = session.status()
+        if isinstance(report.get("web"), str):  # the browser's token never leaves in a status
+            report["web"] = urlsplit(report["web"])._replace(query="", fragment="").geturl()
+        return json.dumps(report, sort_keys=True, default=str)
+
     def status(args: list[Any], sender: tuple[str, int]) -> tuple[Any, ...] | None:
-        text = json.dumps(session.status(), sort_keys=True, default=str)
-        if args:
-            osc.send_to(_target(args, sender), f"{PREFIX}/status", text)
+        if args:  # checked before the status is gathered: only allowed targets get it
+            target = osc.check_target(*_target(args, sender))
+            osc.send_to(target, f"{PREFIX}/status", status_text())
             return None
-        return (f"{PREFIX}/status", text)
+        return (f"{PREFIX}/status", status_text())
 
     def describe_route(args: list[Any], sender: tuple[str, int]) -> tuple[Any, ...]:
         return (f"{PREFIX}/describe", json.dumps(describe(session), sort_keys=True))

@@ -2,19 +2,23 @@
 
 Built-in engines are listed here; third-party engines register under the entry-point group
 ``scorebridge.engines`` (``name = "package.module:EngineClass"``), and a config file may also
-name a class directly as ``"package.module:EngineClass"``.
+name a class directly as ``"package.module:EngineClass"``. A running bridge swaps a slot's
+engine only to one of those (``swappable``): a name that arrives from outside is checked
+before anything is imported, since importing a module runs its code.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
+from collections.abc import Iterable
 from importlib.metadata import entry_points
 
 from bridge.errors import EngineError
 from engines.base import Engine, EngineContext, Param
 
-__all__ = ["Engine", "EngineContext", "Param", "available_engines", "engine_class", "ENTRY_POINT_GROUP"]
+__all__ = ["Engine", "EngineContext", "Param", "available_engines", "engine_class", "swappable",
+           "ENTRY_POINT_GROUP", "MAX_ENGINE_NAME"]
 
 ENTRY_POINT_GROUP = "scorebridge.engines"
 _BUILTIN = {
@@ -26,6 +30,8 @@ _BUILTIN = {
     "va": "engines.va.live:VAAutomation",
 }
 log = logging.getLogger(__name__)
+# The longest engine name or 'module:Class' reference accepted from outside.
+MAX_ENGINE_NAME = 200
 
 
 def _load(spec: str) -> type[Engine]:
@@ -60,3 +66,19 @@ def engine_class(name: str) -> type[Engine]:
     if name not in registry:
         raise EngineError(f"unknown engine {name!r}; available: {', '.join(sorted(registry))}")
     return _load(registry[name])
+
+
+def swappable(name: object, configured: Iterable[str] = ()) -> str:
+    """``name`` if a running slot may switch to it: a registered engine (built-in or entry point)
+    or one of the ``configured`` references (the ``--slot`` and config-file engines the user
+    named at start). Raises EngineError otherwise, before anything is imported."""
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_ENGINE_NAME:
+        raise EngineError(f"an engine is named by a text of 1..{MAX_ENGINE_NAME} characters, not "
+                          f"{str(name)[:60]!r}")
+    name = name.strip()
+    allowed = set(available_engines()) | set(configured)
+    if name not in allowed:
+        raise EngineError(f"{name[:80]!r} is not a registered engine; a slot can switch to "
+                          f"{', '.join(sorted(allowed))} (register an engine under the entry-point "
+                          f"group {ENTRY_POINT_GROUP} or name it with --slot / in the config file)")
+    return name

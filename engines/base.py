@@ -24,7 +24,12 @@ _MAX_TEXT = 4096
 
 @dataclass(frozen=True)
 class Param:
-    """A typed engine parameter: name, kind, default, range or choices, and unit."""
+    """A typed engine parameter: name, kind, default, range or choices, and unit.
+
+    A text parameter with unit ``"file"`` or ``"folder"`` names a path: a value set from
+    outside (OSC, the browser, a map) must lie in the folders the user allowed and, for a file,
+    be a regular file of at most ``max_bytes`` (``engines.files``).
+    """
 
     name: str
     kind: str
@@ -34,6 +39,8 @@ class Param:
     choices: tuple[str, ...] = ()
     unit: str = ""
     doc: str = ""
+    # unit "file": the largest file the engine reads (None: engines.files.DEFAULT_MAX_FILE_BYTES)
+    max_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
@@ -67,15 +74,19 @@ class Param:
                 if lowered in ("0", "false", "off", "no"):
                     return False
                 raise ParameterError(f"{self.name}: {value!r} is not a boolean (use 0/1, true/false)")
-            if isinstance(value, (bool, int, float)):
+            if isinstance(value, (bool, int)):
                 return bool(value)
-            raise ParameterError(f"{self.name}: {value!r} is not a boolean")
+            if isinstance(value, float) and math.isfinite(value):
+                return bool(value)
+            raise ParameterError(f"{self.name}: {value!r} is not a boolean (use 0/1, true/false)")
         try:
             number = float(value)
         except (TypeError, ValueError):
             raise ParameterError(f"{self.name}: {value!r} is not a number") from None
         if math.isnan(number):
             raise ParameterError(f"{self.name}: NaN is not a valid value")
+        if math.isinf(number):
+            raise ParameterError(f"{self.name}: {number} is not a valid value (a finite number is needed)")
         low = -math.inf if self.minimum is None else self.minimum
         high = math.inf if self.maximum is None else self.maximum
         if not low <= number <= high:
@@ -107,6 +118,7 @@ class Param:
             "choices": list(self.choices),
             "unit": self.unit,
             "doc": self.doc,
+            "max_bytes": self.max_bytes,
         }
 
 

@@ -2,8 +2,10 @@
 
 It produces audio, not MIDI (``process`` returns nothing): its pyo client plays on JACK (or
 PortAudio) next to the bridge. The song is chosen among the ``.snc`` files of the folder named
-by ``SCOREBRIDGE_SNC_DIR`` (default: the current folder) when the engine module is imported;
-``file = none`` keeps the engine silent. Song time 0 is DAW beat ``offset_beats``; beats map
+by ``SCOREBRIDGE_SNC_DIR`` (default: the current folder) when the engine module is imported,
+named with or without its ``.snc`` extension; ``file = none`` keeps the engine silent. A song
+must be a regular file of at most ``MAX_SNC_BYTES`` that stays inside the folder once symlinks
+are resolved. Song time 0 is DAW beat ``offset_beats``; beats map
 to seconds at the transport's tempo (a constant-tempo song).
 
 Transport: Start/Continue -> play from the DAW position, Stop -> pause (faded), locate (Song
@@ -22,15 +24,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bridge.errors import ParameterError
 from bridge.events import Beat, EngineInput, EngineOutput, TransportChange
 from engines.base import Engine, EngineContext, Param
+from engines.files import inside, regular_file
 from engines.snc_player.contexts import BUILTIN
 from engines.snc_player.mixer import SILENCE_DB
 
-__all__ = ["SncEngine", "STEM_SLOTS", "song_folder"]
+__all__ = ["SncEngine", "STEM_SLOTS", "song_folder", "MAX_SNC_BYTES"]
 
 STEM_SLOTS = 8
 _DRIFT_S = 0.08
+# The largest song file a slot opens (the player streams it): eight lossless stereo stems of
+# an hour at 48 kHz take about 4 GiB.
+MAX_SNC_BYTES = 8 * 1024**3
+_SUFFIX = ".snc"
 
 
 def song_folder() -> Path:
@@ -44,10 +52,19 @@ def _songs() -> tuple[str, ...]:
         return ()
 
 
+class _SongParam(Param):
+    """The song choice, which also takes the file's name with its ``.snc`` extension."""
+
+    def coerce(self, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().endswith(_SUFFIX):
+            value = value.strip()[: -len(_SUFFIX)]
+        return super().coerce(value)
+
+
 def _params() -> tuple[Param, ...]:
     songs = _songs()
     return (
-        Param(
+        _SongParam(
             "file",
             "choice",
             "none",
@@ -99,7 +116,7 @@ class SncEngine(Engine):
         self._close()
         if self.param("file") == "none":
             return
-        path = song_folder() / f"{self.param('file')}.snc"
+        path = self._song_path(self.param("file"))
         slot = self.context.slot if self.context else "snc"
         player = Player(
             path,
@@ -111,6 +128,15 @@ class SncEngine(Engine):
         self.player = player
         self._sync_tempo()
         self._apply_all()
+
+    @staticmethod
+    def _song_path(name: str) -> Path:
+        """The song's file, checked: inside the song folder after symlinks, regular, bounded."""
+        folder = song_folder().resolve()
+        path = regular_file(folder / f"{name}{_SUFFIX}", MAX_SNC_BYTES, "file")
+        if not inside(path, [folder]):
+            raise ParameterError(f"file: {name}{_SUFFIX} leads out of the song folder {folder}")
+        return path
 
     def _close(self) -> None:
         if self.player is not None:

@@ -18,19 +18,28 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Sequence
 
 import mido
 
 from bridge.events import Beat, EngineInput, EngineOutput, Send, TransportChange
+from bridge.errors import ParameterError
 from engines.base import Engine, Param
+from engines.files import regular_file
 
 from .curve import VACurve, read_curve
 from .errors import CurveError
 
-__all__ = ["Playhead", "VAAutomation"]
+__all__ = ["Playhead", "VAAutomation", "MAX_CURVE_BYTES"]
 
 log = logging.getLogger(__name__)
+
+# The largest curve file a live slot reads (whole, into memory). ``va analyze`` writes about
+# 30 bytes per sample (about 1 MB per hour of video at 10 Hz): room for dense imported curves.
+MAX_CURVE_BYTES = 64 * 1024 * 1024
+# Where a curve error says where it is, without quoting the file.
+_POSITION = re.compile(r"\b(line \d+|sample \d+)")
 
 
 class Playhead:
@@ -64,7 +73,7 @@ class VAAutomation(Engine):
     name = "va"
     description = "Plays a valence-arousal curve in sync with the transport as CC automation."
     params = (
-        Param("curve", "text", "none", unit="file",
+        Param("curve", "text", "none", unit="file", max_bytes=MAX_CURVE_BYTES,
               doc="VA curve file (CSV/JSON, as va analyze writes it); none = neutral"),
         Param("offset_s", "float", 0.0, -36000.0, 36000.0, unit="s", doc="video time at song start"),
         Param("manual", "bool", False, doc="hold the valence/arousal parameters instead of the curve"),
@@ -145,16 +154,25 @@ class VAAutomation(Engine):
 
     def _load(self, path: str) -> None:
         """Read the curve named by the ``curve`` parameter; a bad file is reported in
-        ``status()`` and leaves the engine neutral rather than failing the slot."""
+        ``status()`` and leaves the engine neutral rather than failing the slot. The report
+        names the file, the reason and the line, never the file's content (status travels to
+        every surface)."""
         self.curve_error = None
         if path == "none":
             self.curve = None
             return
         try:
-            self.curve = read_curve(os.path.expanduser(path))
-        except CurveError as exc:
+            self.curve = read_curve(regular_file(path, MAX_CURVE_BYTES, "curve"))
+        except ParameterError as exc:
             self.curve, self.curve_error = None, str(exc)
             log.error("va: %s", exc)
+        except CurveError as exc:
+            position = _POSITION.search(str(exc))
+            self.curve = None
+            self.curve_error = (f"curve: {path} is not a valid VA curve"
+                                f"{' (' + position.group(1) + ')' if position else ''}; `scorebridge va "
+                                "import FILE -o checked.csv` tells why")
+            log.error("va: %s", self.curve_error)
 
     def status(self) -> dict[str, object]:
         return {"curve": self.param("curve"), "samples": 0 if self.curve is None else len(self.curve),

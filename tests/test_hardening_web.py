@@ -325,3 +325,152 @@ def test_foreign_origins_hosts_and_missing_tokens_are_refused(surface):
 
     with pytest.raises(ConfigError, match="not loopback"):
         WebSurface(_stub_session(), "0.0.0.0", 0)
+
+
+# -- control maps -----------------------------------------------------------------------------
+HEADER = '[map]\nname = "hostile"\n\n[[bind]]\ncc = 1\ntarget = "rule/velocity"\n'
+
+
+def maps_check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "bridge", "maps", "check", str(path), "--slot", "rule=rule"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+@pytest.mark.parametrize("body, expected", [
+    ("values = " + "[" * 5000 + "]" * 5000 + "\n", r"hostile.toml:7: nesting too deep"),
+    ("label = " + "{a = " * 3000 + "1" + "}" * 3000 + "\n", r"hostile.toml:7: nesting too deep"),
+    ("label = " + "[" * 12 + "]" * 12 + "\n", r"hostile.toml:7: nesting too deep"),
+])
+def test_a_deeply_nested_map_is_refused_with_its_line(tmp_path: Path, body: str, expected: str):
+    from bridge.maps import load_map
+
+    path = tmp_path / "hostile.toml"
+    path.write_text(HEADER + body, encoding="utf-8")
+    with pytest.raises(MappingError, match=expected):
+        load_map(path, SLOTS)
+
+
+@pytest.mark.parametrize("body, expected", [
+    ('[[bind]]\nosc = "/a"\ntarget = "rule/velocity"\nin_min = -inf\n', "in_min must be a finite number"),
+    ('[[bind]]\nosc = "/a"\ntarget = "rule/velocity"\nin_max = nan\n', "in_max must be a finite number"),
+    ('[[bind]]\ncc = 2\ntarget = "rule/low_note"\nmin = ' + "9" * 400 + "\n", "min must be a finite number"),
+    ('[[bind]]\ncc = 2\ntarget = "rule/velocity"\nscale = "fixed"\nvalue = ' + "9" * 400 + "\n",
+     "value must be a finite number"),
+    ('[[bind]]\ncc = 2\ntarget = "rule/key"\nvalues = [[1], {a = 2}]\n', "values must be a number, a string"),
+])
+def test_non_finite_and_huge_numbers_are_refused(tmp_path: Path, body: str, expected: str):
+    from bridge.maps import load_map
+
+    path = tmp_path / "hostile.toml"
+    path.write_text(HEADER + "\n" + body, encoding="utf-8")
+    with pytest.raises(MappingError, match=expected):
+        load_map(path, SLOTS)
+
+
+def test_maps_that_are_too_large_not_files_or_not_utf8_are_refused(tmp_path: Path):
+    from bridge.maps import MAX_BINDINGS, MAX_MAP_BYTES, load_map
+
+    big = tmp_path / "big.toml"
+    big.write_text(HEADER + "#" * MAX_MAP_BYTES, encoding="utf-8")
+    with pytest.raises(MappingError, match=f"larger than {MAX_MAP_BYTES} bytes"):
+        load_map(big, SLOTS)
+    many = tmp_path / "many.toml"
+    many.write_text("".join(f'[[bind]]\ncc = {n % 128}\nchannel = {n % 16 + 1}\ntarget = "rule/velocity"\n'
+                            for n in range(MAX_BINDINGS + 1)), encoding="utf-8")
+    with pytest.raises(MappingError, match=f"at most {MAX_BINDINGS}"):
+        load_map(many, SLOTS)
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(HEADER.encode() + b'label = "caf\xe9"\n')
+    with pytest.raises(MappingError, match=r"latin.toml:7: not UTF-8"):
+        load_map(latin, SLOTS)
+    with pytest.raises(MappingError, match="not a regular file"):
+        load_map(tmp_path, SLOTS)
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    with pytest.raises(MappingError, match="not a regular file"):
+        load_map(fifo, SLOTS)  # refused without waiting for a writer
+    assert time.monotonic() - started < 1
+
+
+def test_maps_check_exits_1_with_one_line_for_hostile_files(tmp_path: Path):
+    deep = tmp_path / "deep.toml"
+    deep.write_text(HEADER + "values = " + "[" * 5000 + "]" * 5000 + "\n", encoding="utf-8")
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    for path, expected in ((deep, "deep.toml:7: nesting too deep"), (fifo, "not a regular file")):
+        done = maps_check(path)
+        assert done.returncode == 1 and done.stderr.startswith("scorebridge maps: error:") and \
+            expected in done.stderr and done.stderr.count("\n") == 1, done.stderr
+
+
+@pytest.mark.jack
+def test_serve_refuses_a_hostile_map_with_one_line(jack_server, tmp_path: Path):
+    deep = tmp_path / "deep.toml"
+    deep.write_text(HEADER + "values = " + "[" * 5000 + "]" * 5000 + "\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "bridge", "serve", "--backend", "jack", "--client",
+                           f"sbdeep{os.getpid()}", "--osc-port", "0", "--no-web", "--map", str(deep)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "XDG_CONFIG_HOME": str(tmp_path)})
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "deep.toml:7: nesting too deep" in done.stderr.strip().splitlines()[-1]
+
+
+# -- the learn map ----------------------------------------------------------------------------
+def _learner(path: Path) -> Any:
+    from bridge.learn import Learner
+
+    published: list[tuple[str, tuple[Any, ...]]] = []
+    controls = SimpleNamespace(slot_engines=lambda: SLOTS, current=lambda target: 72, rebuild=lambda: None,
+                               bus=SimpleNamespace(publish=lambda address, args, origin: published.append((address, args))))
+    learner = Learner(controls, path, SLOTS)  # type: ignore[arg-type]
+    learner.published = published
+    return learner
+
+
+def test_the_learn_map_stops_at_max_bindings_and_is_left_whole(tmp_path: Path):
+    from bridge.maps import MAX_BINDINGS
+
+    controls = [(source, number, channel) for source in ("note", "cc") for channel in range(1, 17)
+                for number in range(128)][:MAX_BINDINGS - 1]
+    path = tmp_path / "learned.toml"
+    path.write_text("".join(f'[[bind]]\n{source} = {number}\nchannel = {channel}\ntarget = "rule/velocity"\n'
+                            + ('scale = "fixed"\nvalue = 72\n' if source == "note" else "")
+                            for source, number, channel in controls), encoding="utf-8")
+    learner = _learner(path)
+    assert len(learner.map.bindings) == MAX_BINDINGS - 1 and not learner.unused_tables
+    learner.arm("rule/velocity")
+    assert learner.capture("cc", 15, 127, 64) is not None  # the last place
+    before = path.read_bytes()
+    learner.arm("rule/velocity")
+    assert learner.capture("program", 0, 5, 5) is None
+    assert any(address.endswith("/learn/error") and "already holds" in args[0] for address, args in learner.published)
+    assert path.read_bytes() == before
+    learner.arm("rule/low_note")
+    assert learner.capture("cc", 15, 127, 64) is not None  # relearning a bound control still works
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["learned.toml"]
+
+
+def test_a_failed_learn_write_leaves_no_temporary_file(tmp_path: Path, monkeypatch):
+    path = tmp_path / "learned.toml"
+    learner = _learner(path)
+    learner.arm("rule/velocity")
+    assert learner.capture("cc", 0, 20, 64) is not None
+    before = path.read_text()
+
+    def full_disk(*args: Any) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    learner.arm("rule/low_note")
+    assert learner.capture("cc", 0, 22, 64) is None
+    assert path.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["learned.toml"]
+
+
+@pytest.mark.parametrize("content", [b"values = " + b"[" * 5000 + b"]" * 5000 + b"\n", b"\xff\xfe[[bind]]\n"])
+def test_a_hostile_learn_map_is_an_error_naming_the_file(tmp_path: Path, content: bytes):
+    path = tmp_path / "learned.toml"
+    path.write_bytes(content)
+    with pytest.raises(MappingError, match="learned.toml"):
+        _learner(path)

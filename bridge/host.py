@@ -4,17 +4,19 @@ error isolation.
 A slot is a named place in the bridge (``rule``, ``harmony``...) that holds one engine, an
 input channel filter and an output port/channel. Input events reach a slot through its inbox;
 the slot's worker runs the engine and hands outputs to the note tracker (now) or the
-scheduler (later). A slow engine only delays its own slot.
+scheduler (later). A slow engine only delays its own slot, and its inbox is bounded
+(``SLOT_INBOX_CAPACITY``, the drop policy of ``bridge.inbox``): an engine that falls behind
+loses repeated controller values first, then new notes with their note-offs, never a note-off
+whose note-on it heard.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,14 +24,24 @@ import mido
 
 from bridge.clock import Transport
 from bridge.errors import EngineError, ScoreBridgeError
-from bridge.events import EngineInput, Note, NoteOff, NoteOn, Send, Silence, TransportChange
+from bridge.events import (Beat, ControlChange, EngineInput, Note, NoteOff, NoteOn, Send, Silence,
+                           TransportChange)
+from bridge.inbox import CLOSED, BoundedInbox, Policy
 from bridge.output import NoteTracker, Scheduler
 from bridge.ports.base import OutputPort
 from engines import Engine, EngineContext, engine_class
 
-__all__ = ["Slot", "EngineHost", "SlotConfig"]
+__all__ = ["Slot", "EngineHost", "SlotConfig", "SLOT_INBOX_CAPACITY", "STOP_TIMEOUT_S"]
 
 log = logging.getLogger(__name__)
+
+# Events waiting for one engine. A fast engine keeps it nearly empty; a slow one (a model at a
+# few ms per event) holds a second or two of input here before the drop policy starts.
+SLOT_INBOX_CAPACITY = 1024
+# How long stopping waits for all engine workers together (one may be inside a slow call).
+STOP_TIMEOUT_S = 1.0
+# Switch controllers (pedals) and channel mode messages keep their order with the notes.
+_ORDERED_CONTROLLERS = frozenset(range(64, 70)) | frozenset(range(120, 128))
 
 # listener(slot, name, value, origin): origin says where a change came from (bridge.feedback)
 ParamListener = Callable[[str, str, Any, Any], None]
@@ -55,7 +67,24 @@ class _SetParam:
         self.name, self.value = name, value
 
 
-_STOP = object()
+def classify_event(item: object) -> tuple[Policy, Hashable, str]:
+    """The drop policy of a slot's inbox (``bridge.inbox``)."""
+    if isinstance(item, NoteOn):
+        return Policy.NOTE_ON, (item.channel, item.pitch), "note_on"
+    if isinstance(item, NoteOff):
+        return Policy.NOTE_OFF, (item.channel, item.pitch), "note_off"
+    if isinstance(item, ControlChange):
+        ordered = item.control in _ORDERED_CONTROLLERS
+        return (Policy.LATEST_IN_ORDER if ordered else Policy.LATEST), (item.channel, item.control), "cc"
+    if isinstance(item, _SetParam):
+        return Policy.LATEST, ("param", item.name), "param"
+    if isinstance(item, _Swap):
+        return Policy.LATEST, ("swap",), "swap"
+    if isinstance(item, Beat):
+        return Policy.LATEST_IN_ORDER, ("beat",), "beat"
+    if isinstance(item, TransportChange):
+        return Policy.LATEST_IN_ORDER, ("transport",), "transport"
+    return Policy.KEEP, None, "other"
 
 
 class Slot:
@@ -67,11 +96,12 @@ class Slot:
         self.engine = engine
         self.port = port
         self.host = host
-        self.inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.inbox = BoundedInbox(SLOT_INBOX_CAPACITY, classify_event)
         self.enabled = True
         self.error: str | None = None
         self.epoch = 0  # bumped by stop/swap/panic: outputs computed before are dropped
-        self.held: dict[int, int] = {}  # the player's notes held on this slot's input
+        # The player's notes held on this slot's input: (channel, pitch) -> velocity.
+        self.held: dict[tuple[int, int], int] = {}
         self.processed = 0
         self.outputs = 0
         self.dropped_stale = 0
@@ -88,10 +118,11 @@ class Slot:
         self._prepare(self.engine)
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Stop the worker now: input still waiting is discarded (its notes are released)."""
+        self.inbox.close()
         if self._thread.is_alive():
-            self.inbox.put(_STOP)
-            self._thread.join(timeout=2)
+            self._thread.join(timeout=timeout_s)
 
     def _prepare(self, engine: Engine) -> None:
         engine.prepare(EngineContext(self.name, self.config.out_channel, self.host.transport.tempo_bpm))
@@ -99,7 +130,7 @@ class Slot:
     def _run(self) -> None:
         while True:
             item = self.inbox.get()
-            if item is _STOP:
+            if item is CLOSED:
                 return
             if isinstance(item, _Swap):
                 self._swap(item.engine, item.origin)
@@ -113,9 +144,9 @@ class Slot:
 
     def _process(self, event: EngineInput) -> None:
         if isinstance(event, NoteOn):
-            self.held[event.pitch] = event.velocity
+            self.held[(event.channel, event.pitch)] = event.velocity
         elif isinstance(event, NoteOff):
-            self.held.pop(event.pitch, None)
+            self.held.pop((event.channel, event.pitch), None)
         epoch = self.epoch
         started = time.perf_counter()
         try:
@@ -188,8 +219,8 @@ class Slot:
         now = time.perf_counter()
         beats = self.host.transport.beats_at(now)
         playing = self.host.transport.playing
-        for pitch, velocity in list(self.held.items()):
-            self._process(NoteOn(pitch, velocity, 0, now, beats, playing))
+        for (channel, pitch), velocity in list(self.held.items()):
+            self._process(NoteOn(pitch, velocity, channel, now, beats, playing))
         self.host.notify_param(self.name, "engine", engine.name, origin)
         for name, value in self.values.items():  # every surface shows the new engine's values
             self.host.notify_param(self.name, name, value)
@@ -239,7 +270,10 @@ class EngineHost:
     def stop(self) -> None:
         for slot in self.slots.values():
             slot.silence()
-            slot.stop()
+            slot.inbox.close()  # every worker is told first, then all are waited for together
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for slot in self.slots.values():
+            slot.stop(max(0.0, deadline - time.monotonic()))
 
     def dispatch(self, event: EngineInput, channel: int | None = None) -> None:
         """Fan one event out to the slots that listen on ``channel`` (None = all slots)."""
@@ -315,6 +349,7 @@ class EngineHost:
                 "latency_ms": _percentiles(slot.latencies_s),
                 "sounding": len(self.tracker.sounding(name)),
                 "queued": slot.inbox.qsize(),
+                "inbox": slot.inbox.status(),
                 "values": dict(slot.values),
                 "engine_status": _engine_status(slot.engine),
             }

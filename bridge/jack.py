@@ -1,18 +1,52 @@
-"""A private JACK server with the dummy driver, for headless machines with no sound card."""
+"""A private JACK server with the dummy driver, for headless machines with no sound card, and
+the JACK (and ALSA sequencer) connection listings the session watches.
+
+A private server is marked as ours: a pid file in the user's runtime folder names its pid,
+its start time, its command line and the bridge that owns it. On Linux the server is also
+told to stop when the bridge dies (``PR_SET_PDEATHSIG``). A later bridge stops an orphaned
+server only when the pid file proves it was a bridge's own and its owner is dead; a server
+started by anyone else is never touched.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import json
 import logging
 import os
+import re
 import shutil
+import signal
 import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
+from typing import IO, Any
 
 from bridge.errors import BackendError
 
-__all__ = ["PrivateJackServer", "jack_running"]
+__all__ = ["PrivateJackServer", "jack_running", "jack_connections", "alsa_connections",
+           "parse_jack_connections", "parse_alsa_connections", "reap_orphaned_private_jack",
+           "pid_file_for", "default_server_name"]
 
 log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+# How long a stopping private server may take before it is killed.
+_STOP_TIMEOUT_S = 5.0
+
+
+def default_server_name() -> str:
+    """The JACK server clients reach without a name: ``$JACK_DEFAULT_SERVER`` or ``default``."""
+    return os.environ.get("JACK_DEFAULT_SERVER") or "default"
+
+
+def _jack_env(server_name: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if server_name:
+        env["JACK_DEFAULT_SERVER"] = server_name
+    return env
 
 
 def jack_running(server_name: str | None = None, timeout_s: float = 2.0) -> bool:
@@ -20,14 +54,180 @@ def jack_running(server_name: str | None = None, timeout_s: float = 2.0) -> bool
     tool = shutil.which("jack_lsp")
     if tool is None:
         return False
-    env = dict(os.environ)
-    if server_name:
-        env["JACK_DEFAULT_SERVER"] = server_name
     try:
-        done = subprocess.run([tool], env=env, capture_output=True, timeout=timeout_s, check=False)
+        done = subprocess.run([tool], env=_jack_env(server_name), capture_output=True,
+                              timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
         return False
     return done.returncode == 0
+
+
+def parse_jack_connections(text: str) -> dict[str, set[str]]:
+    """``jack_lsp -c`` output -> port -> the ports connected to it."""
+    connections: dict[str, set[str]] = {}
+    current: set[str] | None = None
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if line[0].isspace():
+            if current is not None:
+                current.add(line.strip())
+        else:
+            current = connections.setdefault(line.strip(), set())
+    return connections
+
+
+def jack_connections(server_name: str | None = None, timeout_s: float = 1.0) -> dict[str, set[str]] | None:
+    """Every JACK port and what is connected to it; None when no server answers."""
+    tool = shutil.which("jack_lsp")
+    if tool is None:
+        return None
+    try:
+        done = subprocess.run([tool, "-c"], env=_jack_env(server_name), capture_output=True,
+                              timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        return None
+    if done.returncode != 0:
+        return None
+    return parse_jack_connections(done.stdout.decode(errors="replace"))
+
+
+_ALSA_CLIENT = re.compile(r'^Client\s+(\d+)\s*:\s*"(.*)"')
+_ALSA_PORT = re.compile(r'^\s+Port\s+(\d+)\s*:\s*"(.*)"')
+_ALSA_FROM = re.compile(r"^\s+Connected From:\s*(.*)$")
+
+
+def parse_alsa_connections(text: str) -> dict[str, set[str]]:
+    """``/proc/asound/seq/clients`` -> "client name:port name" -> the "client:port" numbers
+    sending to it."""
+    connections: dict[str, set[str]] = {}
+    client = port = None
+    for line in text.splitlines():
+        if (match := _ALSA_CLIENT.match(line)) is not None:
+            client, port = match.group(2), None
+        elif (match := _ALSA_PORT.match(line)) is not None and client is not None:
+            port = f"{client}:{match.group(2)}"
+            connections.setdefault(port, set())
+        elif (match := _ALSA_FROM.match(line)) is not None and port is not None:
+            for source in match.group(1).split(","):
+                address = source.strip().split("[")[0].strip()
+                if address:
+                    connections[port].add(address)
+    return connections
+
+
+def alsa_connections(path: str = "/proc/asound/seq/clients") -> dict[str, set[str]] | None:
+    """The ALSA sequencer's connections, or None when the listing cannot be read."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return None
+    return parse_alsa_connections(text)
+
+
+# -- marking the private server as ours ---------------------------------------------------
+def _state_folder() -> Path:
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime and Path(runtime).is_dir():
+        return Path(runtime) / "scorebridge"
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "scorebridge"
+
+
+def pid_file_for(server_name: str) -> Path:
+    """Where the bridge records the private server called ``server_name``."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", server_name)
+    return _state_folder() / f"private-jackd-{safe}.json"
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot), to tell a reused pid apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ")".
+    fields = stat[stat.rfind(")") + 2:].split()
+    return int(fields[19]) if len(fields) > 19 else None
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive, and certainly not ours to stop
+    return True
+
+
+def _read_mark(path: Path) -> dict[str, Any] | None:
+    try:
+        mark = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(mark, dict) or not all(isinstance(mark.get(k), int) for k in ("pid", "owner_pid")):
+        return None
+    return mark
+
+
+def _is_our_server(mark: dict[str, Any]) -> bool:
+    """The pid in the mark is still the jackd this bridge started: same start time, same
+    command line (which names the server)."""
+    pid = mark["pid"]
+    return (_start_ticks(pid) is not None and _start_ticks(pid) == mark.get("start_ticks")
+            and _cmdline(pid) == mark.get("cmdline"))
+
+
+def reap_orphaned_private_jack(server_name: str | None = None) -> bool:
+    """Stop the private server a dead bridge left behind, if the pid file proves it is one.
+    True when one was stopped. A stale pid file is removed; a live owner's server is kept."""
+    name = server_name or default_server_name()
+    path = pid_file_for(name)
+    mark = _read_mark(path)
+    if mark is None:
+        return False
+    if mark["owner_pid"] != os.getpid() and _alive(mark["owner_pid"]) \
+            and _start_ticks(mark["owner_pid"]) == mark.get("owner_start_ticks"):
+        return False  # another bridge is using it
+    if not _is_our_server(mark):
+        path.unlink(missing_ok=True)  # the server is gone (or the pid now belongs to another process)
+        return False
+    pid = mark["pid"]
+    log.warning("stopping the private JACK server %r (pid %d) that a bridge which is no longer running "
+                "left behind", name, pid)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + _STOP_TIMEOUT_S
+    while time.monotonic() < deadline and _is_our_server(mark):
+        time.sleep(0.05)
+    if _is_our_server(mark):
+        os.kill(pid, signal.SIGKILL)
+    path.unlink(missing_ok=True)
+    return True
+
+
+def _die_with_parent() -> Any:
+    """A preexec function that makes the child get SIGTERM when the bridge dies (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return preexec
 
 
 class PrivateJackServer:
@@ -39,22 +239,30 @@ class PrivateJackServer:
         self.period_frames = period_frames
         self.server_name = server_name
         self.process: subprocess.Popen[bytes] | None = None
+        self._mark: Path | None = None
+        self._log: IO[bytes] | None = None
 
     def start(self, timeout_s: float = 10.0) -> None:
         jackd = shutil.which("jackd")
         if jackd is None:
             raise BackendError("jackd not found: install jackd2 (apt-get install jackd2)")
-        cmd = [jackd, "-R"]  # real-time when permitted; jackd carries on without it otherwise
-        if self.server_name:
-            cmd += ["-n", self.server_name]
+        name = self.server_name or default_server_name()
+        # Named explicitly, so the command line alone says which server this process is.
+        cmd = [jackd, "-R", "-n", name]  # real-time when permitted; jackd carries on without it otherwise
         cmd += ["-d", "dummy", "-r", str(self.sample_rate), "-p", str(self.period_frames)]
-        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + timeout_s
+        self._spawn(cmd, name)
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+            if self.process is not None and self.process.poll() is not None:
+                err = self._read_log()
+                self._remove_mark()
+                if "already active" in err and time.monotonic() + 0.5 < deadline:
+                    # A server of that name is still shutting down (one a dead bridge left).
+                    time.sleep(0.25)
+                    self._spawn(cmd, name)
+                    continue
                 raise BackendError(f"private JACK server exited at start: {err.strip()[-400:]}")
-            if jack_running(self.server_name, timeout_s=1.0):
+            if jack_running(name, timeout_s=1.0):
                 log.info("started a private JACK server (dummy driver, %d Hz, %d frames)",
                          self.sample_rate, self.period_frames)
                 return
@@ -62,12 +270,58 @@ class PrivateJackServer:
         self.stop()
         raise BackendError(f"private JACK server did not answer within {timeout_s} s")
 
+    def _spawn(self, cmd: list[str], name: str) -> None:
+        if self._log is not None:
+            self._log.close()
+        # A file, not a pipe: nobody reads jackd's messages while it runs, and a full pipe
+        # would stop the server.
+        self._log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._log,
+                                        preexec_fn=_die_with_parent())
+        self._write_mark(name)
+
+    def _read_log(self) -> str:
+        if self._log is None:
+            return ""
+        self._log.seek(0)
+        return self._log.read()[-4000:].decode(errors="replace")
+
+    def _write_mark(self, name: str) -> None:
+        if self.process is None:
+            return
+        pid = self.process.pid
+        # Read back from /proc, so the mark compares equal to what a later bridge reads there.
+        mark = {"pid": pid, "start_ticks": _start_ticks(pid), "cmdline": _cmdline(pid),
+                "server": name, "owner_pid": os.getpid(), "owner_start_ticks": _start_ticks(os.getpid())}
+        path = pid_file_for(name)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(mark))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("could not record the private JACK server in %s: %s", path, exc)
+            return
+        self._mark = path
+
+    def _remove_mark(self) -> None:
+        if self._mark is None or self.process is None:
+            return
+        mark = _read_mark(self._mark)
+        if mark is not None and mark["pid"] == self.process.pid:
+            self._mark.unlink(missing_ok=True)
+        self._mark = None
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=5)
+                self.process.wait(timeout=_STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._remove_mark()
         self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None

@@ -136,6 +136,7 @@ class Scheduler:
         self.ran = 0
         self.max_late_s = 0.0
         self.errors = 0
+        self.high_water = 0  # most jobs ever waiting (cancelled ones included until due)
 
     def start(self) -> None:
         self._running = True
@@ -154,6 +155,8 @@ class Scheduler:
         job = _Job(due_s, next(self._seq), action, owner)
         with self._cond:
             heapq.heappush(self._heap, job)
+            if len(self._heap) > self.high_water:
+                self.high_water = len(self._heap)
             if self._heap[0] is job:
                 self._cond.notify()
         return job

@@ -1,30 +1,44 @@
 """The router thread: takes raw MIDI from the input callbacks' queue, drops and counts what is
 malformed, feeds the transport, and fans musical events out to the engine slots.
 
-Input callbacks only timestamp and enqueue (``InputRouter.enqueue``); everything else happens
-here, so a backend thread is never blocked by the bridge.
+Input callbacks only timestamp and enqueue (``InputRouter.handler_for``); everything else
+happens here, so a backend thread is never blocked by the bridge. The queue is bounded
+(``ROUTER_QUEUE_CAPACITY``) with the drop policy of ``bridge.inbox``: under a flood, repeated
+controller values are merged and dropped before notes, and no note-off whose note-on passed
+is ever lost.
+
+The router remembers which notes each input port has started and not yet stopped, so that
+when a source goes away (``release_port``) the engines hear their note-offs.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 from bridge.clock import CLOCK, CONTINUE, SONG_POSITION, START, STOP, Transport
 from bridge.events import ControlChange, EngineInput, NoteOff, NoteOn
 from bridge.host import EngineHost
+from bridge.inbox import CLOSED, BoundedInbox, Policy
 
-__all__ = ["InputRouter"]
+__all__ = ["InputRouter", "ROUTER_QUEUE_CAPACITY", "classify_raw"]
 
 log = logging.getLogger(__name__)
 
 _TRANSPORT_STATUS = {CLOCK, START, CONTINUE, STOP, SONG_POSITION}
 # Data bytes each channel-message type carries (status high nibble -> count).
 _CHANNEL_LENGTH = {0x80: 2, 0x90: 2, 0xA0: 2, 0xB0: 2, 0xC0: 1, 0xD0: 1, 0xE0: 2}
-_STOP = object()
+# Raw messages waiting for the router thread. It validates and fans out a message in tens of
+# microseconds, so this many is a fraction of a second of backlog: only a flood fills it.
+ROUTER_QUEUE_CAPACITY = 8192
+# Controllers whose order against the notes matters (sustain, portamento, sostenuto, soft,
+# legato, hold 2) and the channel mode messages (all notes off...): merged only with a value
+# queued after the last note.
+_ORDERED_CONTROLLERS = frozenset(range(64, 70)) | frozenset(range(120, 128))
 
 TransportListener = Callable[[list[EngineInput]], None]
 
@@ -33,8 +47,10 @@ class InputRouter:
     def __init__(self, host: EngineHost, transport: Transport) -> None:
         self.host = host
         self.transport = transport
-        self.queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.queue = BoundedInbox(ROUTER_QUEUE_CAPACITY, classify_raw)
         self.counters: Counter[str] = Counter()
+        # port -> (channel, pitch) -> arrival time of the note-on routed and not yet released
+        self.held: dict[str, dict[tuple[int, int], float]] = {}
         self.per_port: dict[str, Counter[str]] = {}
         self._thread = threading.Thread(target=self._run, name="router", daemon=True)
         self._transport_listeners: list[TransportListener] = []
@@ -56,14 +72,41 @@ class InputRouter:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop at once: input still waiting is discarded (the session releases every note)."""
+        self.queue.close()
         if self._thread.is_alive():
-            self.queue.put(_STOP)
             self._thread.join(timeout=2)
+
+    def post(self, work: Callable[[], None]) -> None:
+        """Run ``work`` on the router thread, after the input already queued."""
+        self.queue.put(work)
+
+    def release_port(self, port_name: str, before_s: float | None = None) -> None:
+        """The source(s) behind ``port_name`` went away: the engines hear a note-off for every
+        note started there (before ``before_s``, when the sources were listed) and not
+        stopped. Runs after the input already queued, so it follows what the source sent."""
+        self.post(lambda: self._release(port_name, before_s))
+
+    def _release(self, port_name: str, before_s: float | None = None) -> None:
+        held = self.held.get(port_name)
+        if not held:
+            return
+        keys = [k for k, arrival_s in held.items() if before_s is None or arrival_s < before_s]
+        if not keys:
+            return
+        now = time.perf_counter()
+        beats, playing = self.transport.beats_at(now), self.transport.playing
+        for key in keys:
+            del held[key]
+            channel, pitch = key
+            self.host.dispatch(NoteOff(pitch, channel, now, beats, playing), channel)
+        self.counters["released_on_disconnect"] += len(keys)
+        log.info("input %s lost its sender holding %d notes: released", port_name, len(keys))
 
     def _run(self) -> None:
         while True:
             item = self.queue.get()
-            if item is _STOP:
+            if item is CLOSED:
                 return
             if callable(item):  # internal work posted by other threads (clock ticks)
                 item()
@@ -106,13 +149,17 @@ class InputRouter:
             self._drop(port_name, "malformed")
             return
         self.counters["accepted"] += 1
-        self.per_port[port_name]["accepted"] += 1
+        self.per_port.setdefault(port_name, Counter())["accepted"] += 1
         if kind == 0x90 and payload[1] > 0:
             event: EngineInput = NoteOn(payload[0], payload[1], channel, arrival_s,
                                         self.transport.beats_at(arrival_s), self.transport.playing)
+            self.held.setdefault(port_name, {})[(channel, payload[0])] = arrival_s
         elif kind in (0x80, 0x90):
             event = NoteOff(payload[0], channel, arrival_s, self.transport.beats_at(arrival_s),
                             self.transport.playing)
+            held = self.held.get(port_name)
+            if held is not None:
+                held.pop((channel, payload[0]), None)
         elif kind == 0xB0:
             event = ControlChange(payload[0], payload[1], channel, arrival_s)
         else:
@@ -126,3 +173,35 @@ class InputRouter:
         if events:
             for listener in self._transport_listeners:
                 listener(events)
+
+
+def classify_raw(item: Any) -> tuple[Policy, Hashable, str]:
+    """The drop policy of the router queue: (port, bytes, time) tuples and internal work."""
+    if callable(item):
+        return Policy.KEEP, None, "internal"
+    port, data, _ = item
+    if not data:
+        return Policy.DROPPABLE, None, "other"
+    status = data[0]
+    kind = status & 0xF0
+    if kind == 0x90 and len(data) == 3:
+        key = (port, status & 0x0F, data[1])
+        return (Policy.NOTE_ON, key, "note_on") if data[2] else (Policy.NOTE_OFF, key, "note_off")
+    if kind == 0x80 and len(data) == 3:
+        return Policy.NOTE_OFF, (port, status & 0x0F, data[1]), "note_off"
+    if kind == 0xB0 and len(data) == 3:
+        ordered = data[1] in _ORDERED_CONTROLLERS
+        return (Policy.LATEST_IN_ORDER if ordered else Policy.LATEST), (port, status, data[1]), "cc"
+    if kind == 0xA0 and len(data) == 3:
+        return Policy.LATEST, (port, status, data[1]), "aftertouch"
+    if kind == 0xD0:
+        return Policy.LATEST, (port, status), "aftertouch"
+    if kind == 0xE0:
+        return Policy.LATEST, (port, status), "pitch_bend"
+    if kind == 0xC0:
+        return Policy.LATEST_IN_ORDER, (port, status), "program"
+    if status in (START, CONTINUE, STOP, SONG_POSITION):
+        return Policy.LATEST_IN_ORDER, (port, "transport"), "transport"
+    if status == CLOCK:
+        return Policy.DROPPABLE, None, "clock"
+    return Policy.DROPPABLE, None, "other"

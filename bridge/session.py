@@ -12,6 +12,7 @@ import re
 import threading
 import time
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import mido
 
@@ -20,10 +21,10 @@ from bridge.affect_follow import AffectFollower
 from bridge.clock import Transport
 from bridge.config import BridgeConfig
 from bridge.control import Controls
-from bridge.errors import PortError, ScoreBridgeError
+from bridge.errors import ConfigError, PortError, ScoreBridgeError
 from bridge.events import TICKS_PER_BEAT, NoteOff
 from bridge.host import EngineHost
-from bridge.jack import PrivateJackServer, jack_running
+from bridge.jack import PrivateJackServer, alsa_connections, jack_connections
 from bridge.osc import PREFIX, OscServer
 from bridge.output import NoteTracker, Scheduler, all_notes_off
 from bridge.ports import InputPort, OutputPort, RtMidiBackend, select_backend
@@ -67,6 +68,8 @@ class Session:
         self.connected_out: dict[str, OutputPort] = {}
         self.port_events: list[str] = []
         self._orphaned: dict[str, list[tuple[int, int]]] = {}
+        # Who sends to the main input (JACK/ALSA port names); None until first listed.
+        self._in_sources: set[str] | None = None
         self.started_s = 0.0
         self._watch_stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -162,6 +165,10 @@ class Session:
         for port in self.outputs():
             self.tracker.forget_port(port)
         self._release_player_notes()
+        for port in [self.main_in, *self.connected_in.values()]:
+            if port is not None:
+                self.router.release_port(port.name)
+        self._in_sources = None
         self.host.panic()
         for port in [self.main_in, *self.connected_in.values(), *self.outputs()]:
             if port is not None:
@@ -182,10 +189,16 @@ class Session:
         log.warning("the JACK server is back: ports reopened")
 
     def _check_jack(self) -> None:
-        """On JACK, notice the server going away and coming back (restarting a private one)."""
+        """On JACK, notice the server going away and coming back (restarting a private one),
+        and senders leaving the main input."""
         if self.backend is None or self.backend.name != "jack":
             return
-        up = jack_running(timeout_s=1.0)
+        listed_s = time.perf_counter()
+        connections = jack_connections(timeout_s=1.0)
+        up = connections is not None
+        if connections is not None:
+            # On JACK every sender is a connection: none listed means no one can send note-offs.
+            self._check_input_sources(connections, listed_s, release_when_none=True)
         if not up and self.main_out is not None:
             self._jack_lost()
         if not up and self.private_jack is not None:
@@ -200,6 +213,37 @@ class Session:
                 self._jack_back()
             except ScoreBridgeError as exc:
                 log.warning("JACK is back but the ports could not be reopened yet: %s", exc)
+
+    def _check_input_sources(self, connections: dict[str, set[str]], listed_s: float,
+                             release_when_none: bool) -> None:
+        """A sender that disconnects from the main input can never send its note-offs: when
+        the set of senders shrinks, every note started on the main input before the listing
+        and still held is released (rtmidi does not say which sender an event came from).
+        With ``release_when_none``, no sender at all also releases them: one that connected
+        and left between two listings is never seen."""
+        port = self.main_in
+        if port is None or port.closed:
+            return
+        sources = connections.get(port.name)
+        if sources is None:
+            return  # the port is not listed (yet): nothing to compare
+        previous, self._in_sources = self._in_sources, set(sources)
+        gone = sorted((previous or set()) - sources)
+        if gone:
+            self.port_events.append(f"sender left {port.name}: {', '.join(gone)}")
+            log.info("%s stopped sending to %s: releasing the notes held there", ", ".join(gone), port.name)
+        if gone or (release_when_none and not sources):
+            self.router.release_port(port.name, before_s=listed_s)
+
+    def _check_alsa(self) -> None:
+        if self.backend is None or self.backend.name != "alsa":
+            return
+        listed_s = time.perf_counter()
+        connections = alsa_connections()
+        if connections is not None:
+            # An ALSA program may send to the port without subscribing: an empty list proves
+            # nothing, only a subscription that ends does.
+            self._check_input_sources(connections, listed_s, release_when_none=False)
 
     # -- internal clock --------------------------------------------------------------
     def _schedule_internal_tick(self, due_s: float) -> None:
@@ -240,7 +284,7 @@ class Session:
                 port = connected.pop(name)
                 if is_input:
                     # The player's source is gone and can never send its note-offs.
-                    self._release_player_notes()
+                    self.router.release_port(name)
                 elif self.main_out is not None:
                     self.main_out.extra.pop(name, None)
                     self._orphaned[name] = self.tracker.sounding_on(self.main_out)
@@ -274,6 +318,7 @@ class Session:
         while not self._watch_stop.wait(0.5):
             try:
                 self._check_jack()
+                self._check_alsa()
                 if self.main_out is not None:
                     self._scan_connections()
             except ScoreBridgeError as exc:
@@ -284,8 +329,8 @@ class Session:
         now = time.perf_counter()
         beats = self.transport.beats_at(now)
         for slot in self.host.slots.values():
-            for pitch in slot.held.copy():
-                slot.inbox.put(NoteOff(pitch, 0, now, beats, self.transport.playing))
+            for channel, pitch in slot.held.copy():
+                slot.inbox.put(NoteOff(pitch, channel, now, beats, self.transport.playing))
 
     def outputs(self) -> list[OutputPort]:
         """The logical outputs (the main one carries the connected ports with it)."""
@@ -323,9 +368,15 @@ class Session:
             return
         from bridge.web import WebSurface
 
+        if not 0 <= config.web_port <= 65535:
+            raise ConfigError(f"web port {config.web_port} is outside 0..65535 (0 = any free port)")
         self.web = WebSurface(self, config.web_host, config.web_port, config.web_allow_remote, config.web_token)
         try:
             self.web.start()
+            thread = getattr(self.web, "_thread", None)
+            if thread is not None and not thread.is_alive():
+                raise ScoreBridgeError(f"the browser surface on {config.web_host}:{config.web_port} "
+                                       "stopped at start; choose another port with --web-port")
         except ScoreBridgeError as exc:
             if config.web_port_explicit:
                 raise
@@ -357,9 +408,10 @@ class Session:
             },
             "osc": dict(self.osc.counters),
             "control": self.controls.status(),
-            "web": self.web.url if self.web is not None else None,
+            "web": _without_query(self.web.url) if self.web is not None else None,
             "osc_subscribers": len(self.osc.subscribers),
             "midi_in": dict(self.router.counters),
+            "midi_in_queue": self.router.queue.status(),
             "midi_in_per_port": {k: dict(v) for k, v in self.router.per_port.items()},
             "engines": self.host.status(),
             "engine_errors": self.host.engine_errors,
@@ -367,5 +419,12 @@ class Session:
             "midi_out": {"sent": self.tracker.sent, "send_errors": self.tracker.send_errors,
                          "stacked_note_ons": self.tracker.stacked},
             "scheduler": {"ran": self.scheduler.ran, "pending": self.scheduler.pending(),
+                          "high_water": self.scheduler.high_water,
                           "max_late_ms": round(self.scheduler.max_late_s * 1000, 3)},
         }
+
+
+def _without_query(url: str) -> str:
+    """The URL without its query: a token in it must never reach status replies or logs."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path or "/", "", ""))

@@ -76,12 +76,19 @@ class Peer:
                 on.pop(key, None)
         return set(on)
 
+    def close_sender(self) -> None:
+        """Close the sending client only, as a DAW or controller that quits or is unplugged."""
+        if self.out is not None:
+            self.out.close_port()
+            self.out.delete()
+            self.out = None
+
     def close(self) -> None:
         self._stop.set()
         self._poller.join(timeout=1)
-        for port in (self.out, self.inp):
-            port.close_port()
-            port.delete()
+        self.close_sender()
+        self.inp.close_port()
+        self.inp.delete()
 
 
 class Bridge:

@@ -7,7 +7,7 @@ import logging
 import rtmidi
 
 from bridge.errors import BackendError
-from bridge.jack import PrivateJackServer
+from bridge.jack import PrivateJackServer, reap_orphaned_private_jack
 from bridge.ports.base import InputHandler, InputPort, OutputPort
 from bridge.ports.rtmidi_backend import JACK_POLL_INTERVAL_S, RtMidiBackend
 
@@ -47,6 +47,9 @@ def select_backend(name: str) -> tuple[RtMidiBackend, PrivateJackServer | None]:
     JACK server, else CoreMIDI/WinMM, else starts a private JACK server with the dummy driver."""
     if name != "auto":
         return get_backend(name), None
+    # A private server left running by a bridge that was killed would otherwise be taken for
+    # the user's own server, used, and never stopped.
+    reap_orphaned_private_jack()
     reasons = []
     for candidate in ("alsa", "jack", "coremidi", "winmm"):
         ok, why = BACKENDS[candidate].available()

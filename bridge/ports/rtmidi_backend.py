@@ -18,6 +18,8 @@ __all__ = ["RtMidiBackend", "RtMidiInput", "RtMidiOutput", "JACK_POLL_INTERVAL_S
 
 # How often the JACK input thread looks for queued messages (adds 0.1 ms on average).
 JACK_POLL_INTERVAL_S = 0.0002
+# Messages the JACK input thread reads before it looks at its stop flag again.
+_POLL_BATCH = 256
 
 
 class RtMidiOutput(OutputPort):
@@ -66,9 +68,15 @@ class RtMidiInput(InputPort):
             if event is None:
                 time.sleep(interval)
                 continue
-            while event is not None:
+            # A flood never leaves the queue empty: the stop flag is checked between batches
+            # so closing the port (and stopping the bridge) never waits for the sender.
+            for _ in range(_POLL_BATCH):
                 self._deliver(event[0])
                 event = get()
+                if event is None:
+                    break
+            else:
+                self._deliver(event[0])
 
     def _close(self) -> None:
         if self._thread is not None:

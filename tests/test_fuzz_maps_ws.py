@@ -1,0 +1,226 @@
+"""Fuzzing the parsers of the control surfaces: control maps (generated TOML documents and byte
+mutations of the shipped maps) and browser messages (``parse_message``, then a live ``serve``).
+
+Each property is: the parser returns a valid result or raises its own error (MappingError,
+MessageError), never anything else, and a live surface still answers afterwards. A fixed seed
+keeps CI reproducible; a longer run raises the example count:
+
+    SCOREBRIDGE_FUZZ_EXAMPLES=5000 .venv/bin/python -m pytest tests/test_fuzz_maps_ws.py -q
+
+Every finding of a longer run becomes a named test in tests/test_hardening_web.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bridge.errors import MappingError
+from bridge.maps import ControlMap, dumps_map, load_map, parse_map, without_lines
+from bridge.web.server import MAX_MESSAGE_BYTES, MessageError, parse_message
+from engines import engine_class
+from midi_maps import maps_dir
+
+EXAMPLES = int(os.environ.get("SCOREBRIDGE_FUZZ_EXAMPLES", "0"))
+SLOTS = {"rule": engine_class("rule"), "song": engine_class("rule"), "strings": engine_class("thru")}
+SHIPPED = sorted(maps_dir().glob("*.toml"))
+
+
+def examples(ci: int) -> int:
+    return EXAMPLES or ci
+
+
+# -- control maps -----------------------------------------------------------------------------
+scalars = st.one_of(st.integers(-2**70, 2**70), st.floats(allow_nan=True, allow_infinity=True),
+                    st.booleans(), st.text(max_size=20), st.sampled_from(["linear", "log", "toggle", "fixed",
+                                                                          "trigger", "relative_twos", "all"]))
+toml_values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                            st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+                           max_leaves=12)
+targets = st.sampled_from(["rule/velocity", "rule/key", "rule/low_note", "rule/sevenths", "rule/release_beats",
+                           "song/voices", "strings/transpose", "panic", "transport/tempo", "affect/valence",
+                           "rule/nope", "nope/velocity", ""])
+bind_keys = st.sampled_from(["cc", "note", "program", "osc", "channel", "target", "scale", "min", "max", "value",
+                             "values", "step", "in_min", "in_max", "feedback", "label", "extra"])
+bind_values = {"cc": st.integers(-5, 200), "note": st.integers(-5, 200), "program": st.integers(-5, 200),
+               "osc": st.sampled_from(["/1/fader1", "/scorebridge/x", "x", "/a b", "/"]),
+               "channel": st.one_of(st.integers(-1, 18), st.just("all")), "target": targets}
+tables = st.dictionaries(bind_keys, toml_values, max_size=8).flatmap(
+    lambda table: st.fixed_dictionaries({key: bind_values.get(key, st.just(value)) for key, value in table.items()}))
+documents = st.fixed_dictionaries(
+    {"map": st.dictionaries(st.sampled_from(["name", "description", "feedback", "other"]), toml_values, max_size=3),
+     "bind": st.lists(tables, max_size=6)},
+    optional={"extra": toml_values})
+
+
+def check_map(text: str, path: str = "fuzz.toml") -> ControlMap | None:
+    """Parse; a valid map must round-trip through dumps_map to the same bindings."""
+    try:
+        control_map = parse_map(text, path, SLOTS)
+    except MappingError as exc:
+        assert str(exc) and "\n" not in str(exc).strip()
+        return None
+    again = parse_map(dumps_map(control_map), path, SLOTS)
+    assert without_lines(again.bindings) == without_lines(control_map.bindings)
+    return control_map
+
+
+@settings(derandomize=True, max_examples=examples(60), deadline=None)
+@given(documents)
+def test_generated_maps_load_or_fail_with_a_mapping_error(document: dict[str, Any]):
+    try:
+        text = tomli_w.dumps(document)
+    except (TypeError, ValueError):  # not representable in TOML (e.g. a NaN key): nothing to parse
+        return
+    check_map(text)
+
+
+def mutate(data: bytes, edits: list[tuple[int, int, int]]) -> bytes:
+    """Apply (kind, position, value) edits: overwrite, insert, delete, duplicate a span, insert brackets."""
+    out = bytearray(data)
+    for kind, position, value in edits:
+        at = position % (len(out) + 1)
+        if kind == 0 and out:
+            out[min(at, len(out) - 1)] = value
+        elif kind == 1:
+            out[at:at] = bytes([value])
+        elif kind == 2:
+            del out[at:at + value % 16 + 1]
+        elif kind == 3:
+            out[at:at] = out[at:at + value + 1]
+        else:
+            out[at:at] = b"[" * (value * 8) + b"]" * (value * 8 if value % 2 else 0)
+    return bytes(out)
+
+
+@settings(derandomize=True, max_examples=examples(150), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(SHIPPED),
+       st.lists(st.tuples(st.integers(0, 4), st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=6))
+def test_mutated_shipped_maps_load_or_fail_with_a_mapping_error(tmp_path: Path, shipped: Path,
+                                                                edits: list[tuple[int, int, int]]):
+    path = tmp_path / "mutated.toml"
+    path.write_bytes(mutate(shipped.read_bytes(), edits))
+    try:
+        control_map = load_map(path, SLOTS)
+    except MappingError as exc:
+        assert "mutated.toml" in str(exc) and "\n" not in str(exc).strip()
+        return
+    check_map(dumps_map(control_map))
+
+
+# -- browser messages -------------------------------------------------------------------------
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(), st.text(max_size=20))
+json_values = st.recursive(json_scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                                  st.dictionaries(st.text(max_size=6), inner,
+                                                                                  max_size=3)),
+                           max_leaves=20)
+addresses = st.sampled_from(["/scorebridge/rule/velocity", "/scorebridge/rule/key", "/scorebridge/rule/voices",
+                             "/scorebridge/rule/sevenths", "/scorebridge/transport/tempo",
+                             "/scorebridge/transport/locate", "/scorebridge/affect/valence", "/scorebridge/panic",
+                             "/scorebridge/describe", "/scorebridge/nope", "/surface/pad/3", "/x", "", "no-slash"])
+messages = st.one_of(
+    st.fixed_dictionaries({"address": addresses, "args": st.lists(json_values, max_size=4)}),
+    st.fixed_dictionaries({"address": json_values}, optional={"args": json_values}),
+    json_values)
+
+
+def encoded(message: Any, style: int) -> str:
+    """JSON text as a browser, a careless client or an attacker would write it."""
+    text = json.dumps(message, allow_nan=True)
+    if style == 1:
+        return text.replace("1", "Infinity", 1)
+    if style == 2:
+        return "[" * 300 + text + "]" * 300
+    if style == 3:
+        return text[: len(text) // 2]
+    return text
+
+
+def valid_arg(value: Any) -> bool:
+    if isinstance(value, bool) or isinstance(value, str):
+        return True
+    if isinstance(value, int):
+        return -2**63 <= value < 2**63
+    return isinstance(value, float) and math.isfinite(value)
+
+
+@settings(derandomize=True, max_examples=examples(200), deadline=None)
+@given(messages, st.integers(0, 3), st.booleans())
+def test_any_message_parses_or_fails_with_a_message_error(message: Any, style: int, as_bytes: bool):
+    text = encoded(message, style)
+    try:
+        address, args = parse_message(text.encode() if as_bytes else text)
+    except MessageError as exc:
+        assert str(exc)
+        return
+    assert isinstance(address, str) and all(valid_arg(a) for a in args)
+    if style == 0:
+        assert address == message["address"] and args == message.get("args", [])
+
+
+@settings(derandomize=True, max_examples=examples(300), deadline=None)
+@given(st.binary(max_size=200), st.sampled_from([b"", b'{"address": "/x", "args": [', b"[" * 2000]))
+def test_any_bytes_parse_or_fail_with_a_message_error(data: bytes, prefix: bytes):
+    try:
+        parse_message(prefix + data)
+    except MessageError:
+        pass  # the property: no other exception
+
+
+def test_messages_at_the_size_limit_are_still_parsed():
+    padding = "a" * (MAX_MESSAGE_BYTES - 40)
+    assert parse_message(json.dumps({"address": "/x", "args": [padding]}))[1] == [padding]
+
+
+# -- a live serve -----------------------------------------------------------------------------
+@pytest.mark.jack
+def test_live_surface_survives_fuzzed_frames_and_still_answers(start_bridge):
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    from tests.test_web import socket_url
+
+    bridge = start_bridge("--web-port", "0", "--map", "browser")
+    url = socket_url(bridge)
+    state: dict[str, Any] = {"ws": connect(url, max_size=None, legacy=True), "reconnects": 0}
+
+    @settings(derandomize=True, max_examples=examples(100), deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(messages, st.integers(0, 3), st.booleans())
+    def send_one(message: Any, style: int, binary: bool) -> None:
+        text = encoded(message, style)
+        try:
+            state["ws"].send(text.encode() if binary else text)
+        except ConnectionClosed:  # the server may close a connection (not die): open another
+            state["ws"] = connect(url, max_size=None, legacy=True)
+            state["reconnects"] += 1
+
+    try:
+        send_one()
+        ws = state["ws"]
+        ws.send(json.dumps({"address": "/scorebridge/rule/velocity", "args": [33]}))
+        ws.send(json.dumps({"address": "/scorebridge/rule/voices", "args": [9]}))
+        deadline, seen = time.monotonic() + 5, {}
+        while time.monotonic() < deadline and "outside" not in str(seen.get("/scorebridge/error")):
+            try:
+                seen.update({a: v for a, v in json.loads(ws.recv(timeout=1))})
+            except TimeoutError:
+                continue
+        assert "outside 3..4" in str(seen.get("/scorebridge/error"))  # the same connection still answers
+        assert state["reconnects"] == 0
+    finally:
+        state["ws"].close()
+    with connect(url) as fresh:  # and a new browser gets the page's state
+        assert any(address == "/scorebridge/describe" for address, _ in json.loads(fresh.recv(timeout=5)))
+    code, _, err = bridge.stop()
+    assert "Traceback" not in err and "connection handler failed" not in err

@@ -18,6 +18,7 @@ from bridge.errors import CodecError
 from engines.snc import SncReader, encode
 from engines.snc.avio import decode_blocks, merge_tracks
 from engines.snc.lossy import residual_bitrate
+from engines.snc.manifest import manifest_crc32
 from tests.jackutil import ROOT
 
 RATE = 48000
@@ -149,14 +150,16 @@ def _rewrite_manifest(source: Path, out: Path, change) -> None:
             subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(source), "-map", f"0:a:{index}", "-c", "copy",
                             str(single)], check=True)
             tracks.append((single, stream.metadata["title"]))
-    merge_tracks(tracks, out, {"SNC_MANIFEST": json.dumps(data)})
+    text = json.dumps(data)
+    merge_tracks(tracks, out, {"SNC_MANIFEST": text, "SNC_MANIFEST_CRC32": manifest_crc32(text)})
 
 
 @pytest.mark.parametrize("change, message", [
     (lambda d: d.update(version=99), "version 99 is not supported"),
     (lambda d: d.update(frames=10 ** 12), "outside the limit"),
     (lambda d: d.update(channels=64), "64 channels is outside"),
-    (lambda d: d["stems"].pop(), "audio tracks but the manifest lists"),
+    (lambda d: (d["stems"].pop(), d["integrity"]["tracks"].pop()), "audio tracks but the manifest lists"),
+    (lambda d: d["stems"].pop(), "integrity: tracks must list 3 entries"),
     (lambda d: d["stems"][0].update(name="../../etc"), "stem name"),
 ])
 def test_files_with_bad_manifests_are_refused(lossless_file, tmp_path, change, message):
@@ -228,7 +231,7 @@ def test_info_summarises_without_the_packed_model(transparent_file):
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     info = json.loads(done.stdout)
-    assert info["version"] == 2 and info["mastering"]["model"] == "fir-envelope"
+    assert info["version"] == 3 and info["mastering"]["model"] == "fir-envelope"
     assert "fir" not in info["mastering"] and "gains" not in info["residual"]
     assert info["residual"]["bitrate_bps"] > 0 and len(done.stdout) < 4000
     text = subprocess.run([sys.executable, "-m", "bridge", "snc", "info", str(transparent_file)],
@@ -270,6 +273,7 @@ def test_a_version_1_lossy_file_decodes_in_place(song, transparent_file, tmp_pat
     manifest = json.loads(SncReader(transparent_file).manifest.to_json())
     manifest.update(version=1, mastering={"model": "gain", "gain_per_channel": list(gain)},
                     residual={"codec": "opus", "bitrate_bps": 96000, "rms_dbfs": -30.0})
+    manifest.pop("integrity")  # (per-block checksums came with version 3)
     for stem in manifest["stems"]:
         stem.pop("packet_frames", None)
     v1 = tmp_path / "v1.snc"

@@ -21,13 +21,14 @@ import numpy as np
 
 from bridge.errors import CodecError
 from engines.snc.avio import TrackWriter, decode_blocks, merge_tracks
+from engines.snc.integrity import integrity_table
 from engines.snc.lossy import Coded, encode_lossy
 from engines.snc.loudness import LoudnessMeter
-from engines.snc.manifest import LIMITS, MODES, Manifest, StemInfo
+from engines.snc.manifest import LIMITS, MODES, Manifest, StemInfo, integrity_group_ms, manifest_crc32
 from engines.snc.mastering import MasteringModel
 from engines.snc.pcm import INT_SCALE, InputTrack
 
-__all__ = ["encode", "predict"]
+__all__ = ["check_output", "encode", "predict"]
 
 BLOCK_FRAMES = 48000
 _ROLE_HINTS = {"vocal": "vocals", "voice": "vocals", "soprano": "vocals", "drum": "drums", "perc": "drums",
@@ -62,6 +63,27 @@ def _check_inputs(master: InputTrack, stems: list[InputTrack], mode: str) -> Non
         raise CodecError(f"the master is longer than the limit of {LIMITS['max_duration_s']} s")
     if not 1 <= len(stems) <= LIMITS["max_stems"]:
         raise CodecError(f"{len(stems)} stems is outside 1..{LIMITS['max_stems']}")
+
+
+def check_output(output: Path, inputs: list[Path], what: str = "output") -> None:
+    """Refuse an output that is a folder, lies in a missing folder, or is one of the inputs
+    (by path or by identity: a link to an input is the input)."""
+    output = Path(output)
+    if output.is_dir():
+        raise CodecError(f"{what} {output} is a folder; name a file")
+    if not output.parent.is_dir():
+        raise CodecError(f"{what} {output}: no such folder {output.parent}")
+    target = output.resolve()
+    for source in inputs:
+        source = Path(source)
+        same = source.resolve() == target
+        if not same and output.exists() and source.exists():
+            try:
+                same = os.path.samefile(source, output)
+            except OSError:
+                same = False
+        if same:
+            raise CodecError(f"{what} {output} is also an input ({source}); write to another file")
 
 
 def _measure(master: InputTrack, stems: list[InputTrack], integer: bool, scale: float) -> dict:
@@ -101,13 +123,14 @@ def encode(master_path: Path, stem_paths: dict[str, Path], out_path: Path, mode:
         raise CodecError(f"mastering model {mastering!r} is not one of gain, fir-envelope")
     if not stem_paths:
         raise CodecError("an SNC file needs at least one stem (--stem NAME=FILE)")
+    out_path = Path(out_path)
+    check_output(out_path, [Path(master_path), *map(Path, stem_paths.values())])
     master = InputTrack(Path(master_path), "master")
     stems = [InputTrack(Path(p), name) for name, p in stem_paths.items()]
     infos = [StemInfo(name=name, role=_role(name)) for name in stem_paths]
     for index, info in enumerate(infos):
         info.validate(f"stem #{index + 1}")
     _check_inputs(master, stems, mode)
-    out_path = Path(out_path)
     with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".snc-") as tmp:
         if mode == "lossless":
             coded = _encode_lossless(master, stems, infos, Path(tmp))
@@ -122,10 +145,14 @@ def encode(master_path: Path, stem_paths: dict[str, Path], out_path: Path, mode:
         manifest.loudness_lufs = dict(zip(["master", *(t.name for t in stems)], coded.loudness))
         for info in infos:
             info.loudness_lufs = manifest.loudness_lufs.get(info.name)
+        tracks = [coded.residual_path, *coded.stem_files]
+        manifest.integrity = integrity_table(tracks, integrity_group_ms(manifest.duration_s, len(tracks)))
         manifest.validate("encoder")
         partial = Path(tmp) / "out.snc"
-        merge_tracks([(coded.residual_path, "residual"), *[(p, i.name) for p, i in zip(coded.stem_files, infos)]],
-                     partial, {"SNC_MANIFEST": manifest.to_json(), "SNC_VERSION": str(manifest.version)})
+        text = manifest.to_json()
+        merge_tracks(list(zip(tracks, manifest.track_names)), partial,
+                     {"SNC_MANIFEST": text, "SNC_MANIFEST_CRC32": manifest_crc32(text),
+                      "SNC_VERSION": str(manifest.version)})
         with open(partial, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(partial, out_path)

@@ -44,7 +44,15 @@ MAX_FIR_TAPS = 8192
 ENVELOPE_HOPS = (240, 480, 960, 1920, 4800, 9600)  # each divides 48000
 MAX_ENVELOPE_POINTS = 1 << 20  # per channel: bounds what a reader allocates
 DB_STEP = 0.02
+# The widest model a reader accepts: gains and taps within +-MAX_GAIN and an envelope within
+# +-MAX_ENVELOPE_DB (the encoder clips its envelope to +-60 dB), so no model overflows float32.
+MAX_GAIN = 1000.0
+MAX_ENVELOPE_DB = 120.0
 _WELCH = 4096
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 
 def _pack(array: np.ndarray) -> str:
@@ -120,17 +128,30 @@ class MasteringModel:
             raise CodecError(f"{where}: mastering must be an object")
         kind = data.get("model")
         if kind == "gain":
-            gain = np.asarray(data.get("gain_per_channel", [1.0] * channels), dtype=np.float64)
-            if gain.shape != (channels,) or not np.all(np.isfinite(gain)):
-                raise CodecError(f"{where}: mastering gains do not match {channels} channels")
-            return cls.gain_only(gain)
+            gain = data.get("gain_per_channel", [1.0] * channels)
+            if (not isinstance(gain, list) or len(gain) != channels
+                    or not all(_is_number(g) and abs(g) <= MAX_GAIN for g in gain)):
+                raise CodecError(f"{where}: mastering gains must be {channels} finite numbers within "
+                                 f"+-{MAX_GAIN:g} (one per channel)")
+            unknown = sorted(set(data) - {"model", "gain_per_channel"})
+            if unknown:
+                raise CodecError(f"{where}: unknown fields {unknown}")
+            return cls.gain_only(np.asarray(gain, dtype=np.float64))
         if kind != "fir-envelope":
             raise CodecError(f"{where}: mastering model {kind!r} is not one of gain, fir-envelope")
-        try:
-            taps, lookahead = int(data["fir_taps"]), int(data["fir_lookahead"])
-            hop, points, step = int(data["envelope_hop"]), int(data["envelope_points"]), float(data["envelope_db_step"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CodecError(f"{where}: mastering fields are wrong: {exc}") from None
+        fields = ("fir_taps", "fir_lookahead", "envelope_hop", "envelope_points")
+        unknown = sorted(set(data) - {"model", "fir", "envelope", "envelope_db_step", *fields})
+        if unknown:
+            raise CodecError(f"{where}: unknown fields {unknown}")
+        missing = [k for k in (*fields, "envelope_db_step") if k not in data]
+        if missing:
+            raise CodecError(f"{where}: mastering fields are missing: {missing}")
+        wrong = [k for k in fields if not isinstance(data[k], int) or isinstance(data[k], bool)]
+        if wrong or not _is_number(data["envelope_db_step"]):
+            raise CodecError(f"{where}: mastering fields are wrong: {wrong or ['envelope_db_step']} must be "
+                             "whole numbers (the step a finite number)")
+        taps, lookahead, hop, points = (data[k] for k in fields)
+        step = float(data["envelope_db_step"])
         if not 1 <= taps <= MAX_FIR_TAPS or not 0 <= lookahead < taps:
             raise CodecError(f"{where}: FIR of {taps} taps (lookahead {lookahead}) is outside 1..{MAX_FIR_TAPS}")
         if hop not in ENVELOPE_HOPS or points != -(-frames // hop) or points > MAX_ENVELOPE_POINTS:
@@ -141,9 +162,11 @@ class MasteringModel:
         fir = _unpack(data.get("fir"), "<f2", taps * channels, f"{where} FIR").reshape(taps, channels)
         deltas = _unpack(data.get("envelope"), "<i2", points * channels, f"{where} envelope")
         steps = np.cumsum(deltas.reshape(points, channels).astype(np.int64), axis=0)
+        if np.abs(steps).max(initial=0) * step > MAX_ENVELOPE_DB:
+            raise CodecError(f"{where}: envelope leaves +-{MAX_ENVELOPE_DB:g} dB")
         envelope = (10.0 ** (steps * step / 20.0)).astype(np.float32)
-        if not np.all(np.isfinite(fir)):
-            raise CodecError(f"{where}: FIR holds non-finite taps")
+        if not np.all(np.isfinite(fir)) or np.abs(fir).max(initial=0) > MAX_GAIN:
+            raise CodecError(f"{where}: FIR holds non-finite taps or taps beyond +-{MAX_GAIN:g}")
         return cls("fir-envelope", channels, fir=fir.astype(np.float64), lookahead=lookahead, hop=hop,
                    envelope=envelope)
 

@@ -3,9 +3,12 @@ block by block (bounded memory whatever the length), from the start or from any 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import math
 import os
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -13,7 +16,8 @@ import numpy as np
 from scipy import fft as sfft
 
 from bridge.errors import CodecError
-from engines.snc.manifest import LIMITS, Manifest
+from engines.snc.integrity import Damage, ScanReport, merge_spans, packet_ms, scan
+from engines.snc.manifest import LIMITS, Manifest, manifest_crc32
 from engines.snc.mastering import MasteringModel
 from engines.snc.pcm import INT_SCALE
 from engines.snc.planar import TrackBuffer
@@ -27,6 +31,18 @@ _PREROLL_S = 0.1
 # writer interleaves packets by time): refused rather than buffered without bound.
 _MAX_SKEW_S = 30
 _V1_OPUS_PACKET_FRAMES = 960
+# A track's decoded data may end this many frames before the claimed length (Opus and FLAC
+# tracks written by SNC cover it; this is slack for other writers' rounding).
+_END_SLACK_FRAMES = 1024
+
+
+def _damaged_ms(damage: list[Damage], tracks: int) -> list[list[tuple[float, float]]]:
+    """Per track, the damaged spans in milliseconds (packets starting inside are left out)."""
+    spans: list[list[tuple[float, float]]] = [[] for _ in range(tracks)]
+    for item in damage:
+        if item.end_s > item.start_s and 0 <= item.track < tracks:
+            spans[item.track].append((item.start_s * 1000.0, item.end_s * 1000.0))
+    return spans
 
 
 class SncReader:
@@ -48,7 +64,13 @@ class SncReader:
             text = container.metadata.get("SNC_MANIFEST") or container.metadata.get("snc_manifest")
             if text is None:
                 raise CodecError(f"{self.path}: a Matroska file without an SNC manifest (not an SNC file)")
+            stored_crc = container.metadata.get("SNC_MANIFEST_CRC32") or container.metadata.get("snc_manifest_crc32")
+            if stored_crc is not None and stored_crc.strip().lower() != manifest_crc32(text):
+                raise CodecError(f"{self.path}: the manifest does not match its checksum (damaged file)")
             self.manifest = Manifest.from_json(text, f"{self.path} manifest")
+            if self.manifest.version >= 3 and stored_crc is None:
+                raise CodecError(f"{self.path}: a version {self.manifest.version} file without its manifest "
+                                 "checksum (tag SNC_MANIFEST_CRC32): damaged or not written by SNC")
             streams = container.streams.audio
             if len(streams) != len(self.manifest.stems) + 1:
                 raise CodecError(f"{self.path}: {len(streams)} audio tracks but the manifest lists "
@@ -78,40 +100,57 @@ class SncReader:
         self.scale = INT_SCALE.get(self.manifest.sample_format, 1.0) if self.integer else 1.0
         self.model = MasteringModel.from_manifest(self.manifest.mastering, self.manifest.channels,
                                                   self.manifest.frames, f"{self.path} mastering")
-        self.residual_gains: np.ndarray | None = None
+        # (the manifest's validation checked the table's shape and values)
         self.gain_block_frames = int(self.manifest.residual.get("gain_block_frames") or 48000)
         table = self.manifest.residual.get("gains")
-        if table is not None:
-            try:
-                self.residual_gains = np.asarray(table, dtype=np.float64).reshape(-1, self.manifest.channels)
-            except ValueError:
-                raise CodecError(f"{self.path}: residual gain table does not match {self.manifest.channels} "
-                                 "channels") from None
-            needed = -(-self.manifest.frames // max(self.gain_block_frames, 1))
-            if self.residual_gains.shape[0] != needed or self.gain_block_frames <= 0:
-                raise CodecError(f"{self.path}: residual gain table has {self.residual_gains.shape[0]} blocks, "
-                                 f"{needed} expected")
+        self.residual_gains = None if table is None else \
+            np.asarray(table, dtype=np.float64).reshape(-1, self.manifest.channels)
+        self._scan: ScanReport | None = None
+
+    def scan(self) -> ScanReport:
+        """Demux the whole file (no decoding) and check its tracks against the manifest: the
+        claimed length, gaps, and in format 3 every checksum group. Cached."""
+        if self._scan is None:
+            self._scan = scan(self.path, self.manifest, self.packet_frames)
+        return self._scan
+
+    def check_intact(self) -> None:
+        """Raise CodecError naming the first damaged track and span (``scan``)."""
+        report = self.scan()
+        if report.damage:
+            first = report.damage[0]
+            more = f" (and {len(report.damage) - 1} more damaged spans)" if len(report.damage) > 1 else ""
+            raise CodecError(f"{self.path}: damaged: {first.describe()}{more}; `scorebridge snc verify` lists "
+                             "every span, `snc decode --salvage` writes what is intact")
 
     def blocks(self, block_frames: int = 48000, start_s: float = 0.0, duration_s: float | None = None,
-               integer: bool = False, with_residual: bool = True) -> Iterator[dict[str, np.ndarray]]:
+               integer: bool = False, with_residual: bool = True,
+               salvage: list[Damage] | None = None) -> Iterator[dict[str, np.ndarray]]:
         """Decode from ``start_s`` for ``duration_s`` (None = to the end), in step.
-        ``with_residual=False`` gives the mastering model of the stems alone as "master"."""
+        ``with_residual=False`` gives the mastering model of the stems alone as "master".
+        A file whose tracks end before the claimed length raises CodecError when the end is
+        reached. ``salvage`` (a list of damaged spans from ``scan``, possibly empty) instead
+        leaves out the packets of those spans (silence), skips packets that fail to decode
+        (appending their spans to the list) and ends where the tracks' data ends."""
         try:
-            yield from self._blocks(block_frames, start_s, duration_s, integer, with_residual)
+            yield from self._blocks(block_frames, start_s, duration_s, integer, with_residual, salvage)
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             raise CodecError(f"{self.path}: cannot decode: {exc}") from None
 
     def _blocks(self, block_frames: int, start_s: float, duration_s: float | None, integer: bool,
-                with_residual: bool) -> Iterator[dict[str, np.ndarray]]:
-        if block_frames <= 0 or block_frames > 10 * self.manifest.sample_rate:
+                with_residual: bool, salvage: list[Damage] | None) -> Iterator[dict[str, np.ndarray]]:
+        if not isinstance(block_frames, int) or block_frames <= 0 or block_frames > 10 * self.manifest.sample_rate:
             raise CodecError(f"block of {block_frames} frames is outside 1..{10 * self.manifest.sample_rate}")
+        if not math.isfinite(start_s) or (duration_s is not None and not math.isfinite(duration_s)):
+            raise CodecError(f"start {start_s} s and duration {duration_s} s must be finite numbers")
         rate, channels, frames = self.manifest.sample_rate, self.manifest.channels, self.manifest.frames
         start = int(round(max(0.0, start_s) * rate))
         if start >= frames:
             raise CodecError(f"start {start_s} s is past the end ({self.manifest.duration_s:.3f} s)")
-        end = frames if duration_s is None else min(frames, start + int(round(duration_s * rate)))
+        end = frames if duration_s is None else min(frames, start + int(round(max(0.0, duration_s) * rate)))
         dtype = np.int32 if self.integer else np.float32  # (24-bit PCM in lossless files)
         history, ahead = self.model.history, self.model.lookahead
+        skips = _damaged_ms(salvage or [], len(self.names))
         # The model's filter needs `history` frames of the mix before `start`: decode from there.
         # Every track's buffer holds `history` frames before `done` (silence before `first`).
         first = max(0, start - history)
@@ -124,7 +163,9 @@ class SncReader:
                 container.seek(int(max(0.0, first / rate - _PREROLL_S) * av.time_base), any_frame=False)
             done = first
             slots = {s.index: i for i, s in enumerate(streams)}
+            bases = [Fraction(s.time_base) for s in streams]
             delays = [int(getattr(s.codec_context, "delay", 0) or 0) for s in streams]
+            skew = history + block_frames + ahead + _MAX_SKEW_S * rate
 
             def ready() -> Iterator[dict[str, np.ndarray]]:
                 nonlocal done
@@ -139,33 +180,90 @@ class SncReader:
                         yield block
                     done += n
 
-            for packet in container.demux(*streams):
-                slot = slots[packet.stream.index]
-                try:
-                    decoded = streams[slot].decode(packet)
-                except av.error.FFmpegError as exc:
-                    raise CodecError(f"{self.path}: track {slot} ({self.names[slot]}) is corrupt near "
-                                     f"{float(packet.pts or 0) * float(streams[slot].time_base):.3f} s: {exc}") from None
-                buffer = buffers[slot]
-                for frame in decoded:
-                    at = positions[slot]  # frames follow each other: only the first needs its time
-                    if at is None:
-                        at = self._place(packet, frame.samples, slot, delays[slot], rate)
-                    positions[slot] = at + frame.samples
-                    # Frames before `done` are pre-roll (after a seek): left out.
-                    buffer.push_frame(frame, done - at if at < done else 0, self.integer)
-                if buffer.size >= history + block_frames + ahead or done >= end:
-                    yield from ready()  # (a block needs every track; checked only when this one has one)
-                if done >= end:
-                    return
-                if buffer.size > history + block_frames + ahead + _MAX_SKEW_S * rate:
-                    raise CodecError(f"{self.path}: track {slot} ({self.names[slot]}) runs more than {_MAX_SKEW_S} s "
-                                     f"ahead of the others near {done / rate:.3f} s (tracks not interleaved)")
-            while done < end:  # the end of the file: silence after it, one block at a time
+            def gap(slot: int, frames_missing: int) -> Iterator[dict[str, np.ndarray]]:
+                """Silence for data missing inside a track, a block at a time (bounded memory)."""
+                while frames_missing > 0:
+                    step = min(frames_missing, block_frames)
+                    buffers[slot].pad(step)
+                    frames_missing -= step
+                    yield from ready()
+                    if buffers[slot].size > skew:
+                        raise CodecError(f"{self.path}: track {slot} ({self.names[slot]}) runs more than "
+                                         f"{_MAX_SKEW_S} s ahead of the others near {done / rate:.3f} s")
+
+            try:
+                for packet in container.demux(*streams):
+                    slot = slots[packet.stream.index]
+                    if skips[slot] and packet.pts is not None:
+                        ms = packet_ms(packet.pts, bases[slot])
+                        if any(lo <= ms < hi for lo, hi in skips[slot]):
+                            positions[slot] = None  # the next packet is placed again, after a gap
+                            salvage.append(Damage(slot, self.names[slot], round(ms / 1000, 3),
+                                                  round(ms / 1000 + self._packet_s(packet, slot, bases), 3),
+                                                  "checksum mismatch (damaged data)"))
+                            continue
+                    try:
+                        decoded = streams[slot].decode(packet)
+                    except av.error.FFmpegError as exc:
+                        where = float(packet.pts or 0) * float(bases[slot])
+                        if salvage is None:
+                            raise CodecError(f"{self.path}: track {slot} ({self.names[slot]}) is corrupt near "
+                                             f"{where:.3f} s: {exc}") from None
+                        length = self._packet_s(packet, slot, bases)
+                        salvage.append(Damage(slot, self.names[slot], round(where, 3), round(where + length, 3),
+                                              f"a packet does not decode ({exc})"))
+                        positions[slot] = None
+                        continue
+                    buffer = buffers[slot]
+                    for frame in decoded:
+                        at = positions[slot]  # frames follow each other: only the first needs its time
+                        if at is None:
+                            at = self._place(packet, frame.samples, slot, delays[slot], rate)
+                            have = done - history + buffer.size  # where this track's data ends
+                            if at > have:
+                                yield from gap(slot, at - have)
+                                have = done - history + buffer.size
+                            skip = have - at
+                        else:
+                            skip = done - at if at < done else 0  # pre-roll after a seek: left out
+                        positions[slot] = at + frame.samples
+                        buffer.push_frame(frame, skip, self.integer)
+                    if buffer.size >= history + block_frames + ahead or done >= end:
+                        yield from ready()  # (a block needs every track; checked only when this one has one)
+                    if done >= end:
+                        return
+                    if buffer.size > skew:
+                        raise CodecError(f"{self.path}: track {slot} ({self.names[slot]}) runs more than "
+                                         f"{_MAX_SKEW_S} s ahead of the others near {done / rate:.3f} s "
+                                         "(tracks not interleaved)")
+            except av.error.FFmpegError as exc:
+                if salvage is None:
+                    raise CodecError(f"{self.path}: the container is unreadable near {done / rate:.3f} s: {exc}") \
+                        from None
+            # The end of the file. A track may stop short of `end` by the rounding of its last
+            # packet; more than that is a cut (or a false length): an error, or in salvage the
+            # decoding ends where the longest track's data ends.
+            have = [done - history + b.size for b in buffers]
+            short = [i for i, h in enumerate(have) if h < end - _END_SLACK_FRAMES]
+            if short and end == frames:
+                if salvage is None:
+                    slot = min(short, key=lambda i: have[i])
+                    raise CodecError(f"{self.path}: track {slot} ({self.names[slot]}) ends at "
+                                     f"{max(have[slot], 0) / rate:.3f} s but the manifest claims "
+                                     f"{frames / rate:.3f} s (file cut short, or a false length); "
+                                     "`snc decode --salvage` writes what is intact")
+                end = max(min(end, max(have)), done)
+            while done < end:  # silence after the last packets, one block at a time
                 need = history + min(block_frames, end - done) + ahead
                 for buffer in buffers:
                     buffer.pad(need - buffer.size)
                 yield from ready()
+
+    def _packet_s(self, packet: av.Packet, slot: int, bases: list[Fraction]) -> float:
+        """A packet's length in seconds (its own duration, else the track's packet size)."""
+        if packet.duration:
+            return float(packet.duration * bases[slot])
+        return (self.packet_frames[slot] or 0) / self.manifest.sample_rate
 
     def _place(self, packet: av.Packet, samples: int, slot: int, delay: int, rate: int) -> int:
         """The exact frame index of the first sample decoded from ``packet`` (the first decoded
@@ -230,53 +328,114 @@ class SncReader:
         index = (np.arange(first_frame, first_frame + frames) // size).clip(0, len(table) - 1)
         return table[index].T.astype(np.float32)
 
-    def decode_to_dir(self, out_dir: Path) -> list[Path]:
-        """DIR/master.wav and DIR/<stem>.wav, each written to a temporary name and renamed."""
+    def decode_to_dir(self, out_dir: Path, salvage: bool = False) -> tuple[list[Path], list[Damage]]:
+        """DIR/master.wav and DIR/<stem>.wav, each written to a temporary name and renamed;
+        returns them and the damage found. The file is scanned first: a damaged file raises
+        CodecError before anything is written, unless ``salvage``: then the damaged spans are
+        silent (in their track and in the master, widened by the mastering filter's reach),
+        the output ends where the data ends, and the returned list says what is missing."""
         import soundfile as sf
 
         out_dir = Path(out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise CodecError(f"output {out_dir} is a file; name a folder")
+        names = ["master", *self.names[1:]]
+        self._refuse_self_overwrite([out_dir / f"{n}.wav" for n in names])
+        damage = list(self.scan().damage)
+        if damage and not salvage:
+            self.check_intact()
         out_dir.mkdir(parents=True, exist_ok=True)
         subtype = {"s16": "PCM_16", "s24": "PCM_24"}.get(self.manifest.sample_format, "FLOAT")
-        names = ["master", *self.names[1:]]
         temps = {n: out_dir / f".{n}.wav.partial" for n in names}
-        handles = {n: sf.SoundFile(str(p), "w", self.manifest.sample_rate, self.manifest.channels, subtype, format="WAV")
-                   for n, p in temps.items()}
         digests = {n: hashlib.sha256() for n in names}
-        try:
-            for block in self.blocks(integer=self.integer):
+        rate = self.manifest.sample_rate
+        reach = (self.model.lookahead, self.model.history)
+        with contextlib.ExitStack() as stack:
+            stack.callback(_unlink_all, list(temps.values()))  # (after the handles are closed)
+            handles = {n: stack.enter_context(sf.SoundFile(str(p), "w", rate, self.manifest.channels, subtype,
+                                                           format="WAV")) for n, p in temps.items()}
+            position = 0
+            found = list(damage) if salvage else None
+            for block in self.blocks(integer=self.integer, salvage=found):
+                count = next(iter(block.values())).shape[0]
                 for name, data in block.items():
+                    if found:
+                        data = _silence(data, position, rate, found, name, self.names, reach)
                     if self.integer:
                         digests[name].update(np.ascontiguousarray(data, dtype=np.int32).tobytes())
                         shift = 16 if self.manifest.sample_format == "s16" else 8
                         handles[name].write((np.clip(data, -(2 ** 31 >> shift), (2 ** 31 >> shift) - 1) << shift).astype(np.int32))
                     else:
                         handles[name].write(data)
-        except BaseException:
-            for name, handle in handles.items():
+                position += count
+            if found is not None:
+                damage = merge_spans(found)
+            if position < self.manifest.frames and salvage:
+                damage.append(Damage(-1, "all", round(position / rate, 3), round(self.manifest.duration_s, 3),
+                                     "no data: the outputs end here"))
+            if self.integer and not damage:
+                expected = {"master": self.manifest.master_sha256_pcm,
+                            **{s.name: s.sha256_pcm for s in self.manifest.stems}}
+                bad = [n for n in names if expected.get(n) and digests[n].hexdigest() != expected[n]]
+                if bad and not salvage:
+                    raise CodecError(f"{self.path}: lossless tracks {bad} decode to PCM that does not match the "
+                                     "hashes stored at encoding: the file is corrupt")
+                for name in bad:
+                    damage.append(Damage(names.index(name), name, 0.0, round(self.manifest.duration_s, 3),
+                                         "PCM hash mismatch somewhere in the track"))
+            for handle in handles.values():
                 handle.close()
-                temps[name].unlink(missing_ok=True)
-            raise
-        if self.integer:
-            expected = {"master": self.manifest.master_sha256_pcm,
-                        **{s.name: s.sha256_pcm for s in self.manifest.stems}}
-            bad = [n for n in names if expected.get(n) and digests[n].hexdigest() != expected[n]]
-            if bad:
-                for name, handle in handles.items():
-                    handle.close()
-                    temps[name].unlink(missing_ok=True)
-                raise CodecError(f"{self.path}: lossless tracks {bad} decode to PCM that does not match the "
-                                 "hashes stored at encoding: the file is corrupt")
-        final = []
-        for name, handle in handles.items():
-            handle.close()
-            target = out_dir / f"{name}.wav"
-            os.replace(temps[name], target)
-            final.append(target)
-        return final
+            for name in names:
+                with open(temps[name], "rb+") as handle:
+                    os.fsync(handle.fileno())
+            final = []
+            for name in names:
+                target = out_dir / f"{name}.wav"
+                os.replace(temps[name], target)
+                final.append(target)
+        return final, damage
+
+    def _refuse_self_overwrite(self, outputs: list[Path]) -> None:
+        source = self.path.resolve()
+        for output in outputs:
+            if output.resolve() == source or (output.exists() and os.path.samefile(output, self.path)):
+                raise CodecError(f"output {output} is the input file {self.path}; decode into another folder")
+
+    def verify(self) -> dict:
+        """Scan the file and decode every track (nothing written); in lossless files compare
+        the PCM hashes too. Returns ``{"intact": bool, "damage": [...], ...}``."""
+        report = self.scan()
+        damage = list(report.damage)
+        decoded = False
+        if not damage:
+            names = ["master", *self.names[1:]]
+            digests = {n: hashlib.sha256() for n in names}
+            try:
+                for block in self.blocks(integer=self.integer):
+                    if self.integer:
+                        for name, data in block.items():
+                            digests[name].update(np.ascontiguousarray(data, dtype=np.int32).tobytes())
+                decoded = True
+            except CodecError as exc:
+                damage.append(Damage(-1, "all", 0.0, round(self.manifest.duration_s, 3), str(exc)))
+            if decoded and self.integer:
+                expected = {"master": self.manifest.master_sha256_pcm,
+                            **{s.name: s.sha256_pcm for s in self.manifest.stems}}
+                for index, name in enumerate(names):
+                    if expected.get(name) and digests[name].hexdigest() != expected[name]:
+                        damage.append(Damage(index if index else -1, name, 0.0, round(self.manifest.duration_s, 3),
+                                             "decoded PCM does not match the hash stored at encoding"))
+        return {"file": str(self.path), "version": self.manifest.version, "mode": self.manifest.mode,
+                "duration_s": round(self.manifest.duration_s, 3), "intact": not damage,
+                "integrity": "crc32 per block" if report.checked else
+                f"none: a version {self.manifest.version} file has no per-block checksums",
+                "decoded": decoded, "pcm_hashes_checked": decoded and self.integer,
+                "damage": [vars(d) for d in damage]}
 
     def info(self) -> dict:
         m = self.manifest
         return {"file": str(self.path), "bytes": self.path.stat().st_size, "version": m.version, "mode": m.mode,
+                "integrity": "crc32 per block" if m.integrity else "none (format before 3)",
                 "sample_rate": m.sample_rate, "channels": m.channels, "duration_s": round(m.duration_s, 3),
                 "stems": [{"name": s.name, "role": s.role, "codec": s.codec, "bitrate_bps": s.bitrate_bps,
                            "loudness_lufs": s.loudness_lufs} for s in m.stems],
@@ -284,3 +443,29 @@ class SncReader:
                 "mastering": {k: v for k, v in m.mastering.items() if k not in ("fir", "envelope")},
                 "loudness_lufs": m.loudness_lufs,
                 "contexts": sorted(m.contexts), "limits": {k: v for k, v in LIMITS.items()}}
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def _silence(data: np.ndarray, position: int, rate: int, damage: list[Damage], name: str, tracks: list[str],
+             reach: tuple[int, int]) -> np.ndarray:
+    """``data`` (frames from ``position``) with the damaged spans zeroed: a track's own spans;
+    in the master every track's spans, widened by the mastering filter's look-ahead before and
+    history after (the frames the damaged data reaches through the filter)."""
+    end = position + data.shape[0]
+    out = data
+    for item in damage:
+        if name != "master" and (item.track < 0 or tracks[item.track] != name) and item.track != -1:
+            continue
+        lo, hi = int(item.start_s * rate), int(math.ceil(item.end_s * rate))
+        if name == "master":
+            lo, hi = lo - reach[0], hi + reach[1]
+        if hi <= position or lo >= end or hi <= lo:
+            continue
+        if out is data:
+            out = data.copy()
+        out[max(lo, position) - position:min(hi, end) - position] = 0
+    return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
 import socket
 import threading
 import time
@@ -42,6 +43,7 @@ FEEDBACK_BURST = 500
 LOG_INTERVAL_S = 10.0
 _MAX_LOG_KINDS = 64
 # The errors a handler raises for bad input: refused with a /scorebridge/error reply.
+_MAX_FLOAT32 = 3.4028234663852886e38
 _REFUSALS = (ScoreBridgeError, ValueError, TypeError, IndexError, ArithmeticError)
 
 
@@ -50,7 +52,10 @@ def build_message(address: str, *args: Any) -> bytes:
     for arg in args:
         if isinstance(arg, bool):
             arg = int(arg)
-        builder.add_arg(arg)
+        if isinstance(arg, float) and math.isfinite(arg) and abs(arg) > _MAX_FLOAT32:
+            builder.add_arg(arg, "d")  # beyond a 32-bit float
+        else:
+            builder.add_arg(arg)
     return builder.build().dgram
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import threading
 import time
@@ -76,6 +77,8 @@ def _pairs(items: list[str], option: str) -> dict[str, float]:
             number = None
         if not sep or not name or number is None:
             raise ConfigError(f"{option} {item!r}: write STEM=NUMBER, e.g. {option} vocals=-6")
+        if not math.isfinite(number):
+            raise ConfigError(f"{option} {item!r}: {value} is not a finite number")
         found[name] = number
     return found
 
@@ -86,11 +89,26 @@ def _request(args: argparse.Namespace):  # -> MixRequest (import kept lazy)
     for label, value in (("--valence", args.valence), ("--arousal", args.arousal)):
         if not -1.0 <= value <= 1.0:
             raise ConfigError(f"{label} {value} is outside -1..1")
+    pans = _pairs(args.pan, "--pan")
+    for name, pan in pans.items():
+        if not -1.0 <= pan <= 1.0:
+            raise ConfigError(f"--pan {name}={pan}: a pan lies in -1..1")
+    gains = _pairs(args.gain, "--gain")
+    for name, gain in gains.items():
+        if gain > 24.0:
+            raise ConfigError(f"--gain {name}={gain}: a gain offset is at most 24 dB")
+    for label in ("start", "duration"):
+        value = getattr(args, label, None)
+        if value is not None and (not math.isfinite(value) or value < 0):
+            raise ConfigError(f"--{label} {value}: a time is a finite number of seconds, 0 or more")
+    loop = getattr(args, "loop", None)
+    if loop and not all(math.isfinite(v) and v >= 0 for v in loop):
+        raise ConfigError(f"--loop {loop[0]} {loop[1]}: times are finite numbers of seconds, 0 or more")
     return MixRequest(
         context=args.context,
         contexts_file=args.contexts,
-        gains_db=_pairs(args.gain, "--gain"),
-        pans=_pairs(args.pan, "--pan"),
+        gains_db=gains,
+        pans=pans,
         mutes=list(args.mute),
         solos=list(args.solo),
         va_file=args.va,

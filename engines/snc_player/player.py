@@ -43,6 +43,9 @@ class Player:
         if backend not in BACKENDS:
             raise ParameterError(f"audio backend {backend!r} is not one of {', '.join(BACKENDS)}")
         self.reader = SncReader(path)
+        # Damaged data would play as noise: refuse it up front (a demux-only scan, thousands
+        # of times real time).
+        self.reader.check_intact()
         self.pipeline: Pipeline = make_pipeline(self.reader, request or MixRequest())
         self.pipeline.mixer.settle()
         self.backend = backend

@@ -103,9 +103,20 @@ def render(
     output = Path(output)
     if output.suffix.lower() != ".wav":
         raise ConfigError(f"{output}: the renderer writes WAV files; name the output *.wav")
+    if output.is_dir():
+        raise ConfigError(f"{output}: is a folder; name the output *.wav")
     if not output.parent.is_dir():
         raise ConfigError(f"{output.parent}: no such folder")
+    inputs = [Path(path), request.contexts_file, request.va_file, request.mapping_file]
+    for source in (Path(p) for p in inputs if p is not None):
+        if source.resolve() == output.resolve() or (
+            output.exists() and source.exists() and os.path.samefile(source, output)
+        ):
+            raise ConfigError(f"{output}: is also an input ({source}); write to another file")
     reader = SncReader(path)
+    # Check the whole file before writing: a damaged or cut file (or one claiming more than it
+    # holds) is refused with its track and span, and nothing is written.
+    reader.check_intact()
     pipeline = make_pipeline(reader, request)
     # The first buffers of a render hold the ramps from the default mix; start settled instead.
     pipeline.mixer.settle()

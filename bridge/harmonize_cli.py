@@ -19,19 +19,12 @@ import numpy as np
 
 from bridge.errors import ConfigError, ScoreBridgeError
 from bridge.va_cli import check_affect_options
+from engines.harmonizer.leadsheet import FIGURES
 from engines.midifile import read_midi_file
 
 __all__ = ["DRUM_CHANNEL", "FIGURES", "MelodyFile", "add_parser", "read_melody", "read_va", "run"]
 
 DRUM_CHANNEL = 9  # General MIDI percussion (channel 10): never a melody
-
-# chord symbol suffix (music21 / lead-sheet spelling) for each vocabulary quality
-FIGURES = {"maj": "", "min": "m", "aug": "+", "dim": "dim", "sus4": "sus4", "sus2": "sus2", "7": "7",
-           "maj7": "maj7", "min7": "m7", "minmaj7": "mM7", "maj6": "6", "min6": "m6", "dim7": "dim7",
-           "hdim7": "m7b5", "maj9": "M9", "min9": "m9", "9": "9", "b9": "7b9", "#9": "7#9", "min11": "m11",
-           "11": "11", "#11": "7#11", "maj13": "M13", "min13": "m13", "13": "13", "b13": "7b13", "1": "pedal",
-           "5": "power", "": "pedal", "7(b9)": "7b9", "7(#9)": "7#9", "7(#11)": "7#11", "7(b13)": "7b13"}
-
 
 @dataclass
 class MelodyFile:
@@ -162,27 +155,14 @@ def _check(args: argparse.Namespace) -> None:
 
 def _lead_sheet(melody: MelodyFile, spans: list, title: str):
     """A music21 score: the melody with a chord symbol at each chord start."""
-    from music21 import harmony, metadata, meter, note, stream, tempo
-
+    from engines.harmonizer.leadsheet import lead_sheet
     from engines.harmonizer.vocab import token_name
 
-    part = stream.Part()
-    part.insert(0, meter.TimeSignature(f"{melody.time_signature[0]}/{melody.time_signature[1]}"))
-    part.insert(0, tempo.MetronomeMark(number=round(60e6 / melody.tempo_changes[0][1], 1)))
-    quantum = 1 / 12  # sixteenth-note triplets and sixteenths both land on this grid
-    for event in melody.notes:
-        item = note.Note(event.pitch)
-        item.quarterLength = max(quantum, round(event.duration_beats / quantum) * quantum)
-        part.insert(round(event.start_beats / quantum) * quantum, item)
+    chords = []
     for span in spans:
         root_name, _, quality = token_name(span.token).partition(":")
-        symbol = harmony.ChordSymbol(root_name + FIGURES.get(quality, ""))
-        symbol.quarterLength = 0
-        part.insert(round(span.start_beats / quantum) * quantum, symbol)
-    score = stream.Score()
-    score.metadata = metadata.Metadata(title=title)
-    score.insert(0, part)
-    return score.makeNotation()
+        chords.append((span.start_beats, root_name + FIGURES.get(quality, "")))
+    return lead_sheet(melody.notes, chords, melody.time_signature, 60e6 / melody.tempo_changes[0][1], title)
 
 
 def _harmonize_one(source: Path, target: Path, xml_target: Path | None, args, model) -> str:
@@ -229,8 +209,10 @@ def _harmonize_one(source: Path, target: Path, xml_target: Path | None, args, mo
 def _write_lead_sheet(score, path: Path, final: Path) -> None:
     from music21.exceptions21 import Music21Exception
 
+    from engines.harmonizer.leadsheet import write_lead_sheet
+
     try:
-        score.write("musicxml", fp=str(path))
+        write_lead_sheet(score, path)
     except Music21Exception as exc:
         raise ScoreBridgeError(f"{final}: the lead sheet could not be written ({exc})") from None
 

@@ -30,9 +30,9 @@ __all__ = [
 # A large orchestral MIDI file is well under 1 MiB; 4 MiB keeps mido's in-memory messages (about
 # 300 bytes each) under about 1 GiB even for a file of nothing but 3-byte running-status events.
 MAX_MIDI_BYTES = 4 * 1024 * 1024
-# No event may lie further than this from the start: about 2.8 hours at 120 BPM, far beyond any
+# No event may lie further than this from the start: about 14 hours at 120 BPM, far beyond any
 # piece, and small enough that per-beat work (a grid, CC lanes) stays bounded.
-MAX_LENGTH_BEATS = 20_000
+MAX_LENGTH_BEATS = 100_000
 # Type-1 files with more tracks than this are not music a person wrote (General MIDI has 16
 # channels; large orchestral templates use a few hundred tracks at most).
 MAX_TRACKS = 1024
@@ -52,21 +52,23 @@ _PARSE_ERRORS = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError,
 
 
 def _header(path: Path, data: bytes) -> tuple[int, int, int]:
-    """(format, tracks, ticks per beat) from the MThd chunk; refuses what mido would misread."""
+    """(format, tracks, ticks per beat) from the MThd chunk; refuses what mido would misread
+    (it reads the division and the track count as signed numbers)."""
+    unreadable = f"{path}: not a readable MIDI file"
     if len(data) < 14 or data[:4] != b"MThd":
-        raise MidiFileError(f"{path}: not a readable MIDI file (no MThd header)")
+        raise MidiFileError(f"{unreadable} (no MThd header)")
     size, kind, tracks, division = struct.unpack(">IHHH", data[4:14])
     if size < 6:
-        raise MidiFileError(f"{path}: not a readable MIDI file (header chunk of {size} bytes, expected 6)")
+        raise MidiFileError(f"{unreadable} (a header chunk of {size} bytes, expected 6)")
     if kind > 2:
-        raise MidiFileError(f"{path}: MIDI format {kind} does not exist (0, 1 or 2)")
+        raise MidiFileError(f"{unreadable} (format {kind}; MIDI files are format 0, 1 or 2)")
     if division & 0x8000:
-        raise MidiFileError(f"{path}: SMPTE time division (frames per second instead of ticks per beat) "
-                            "is not supported; re-export the file with a tempo-based (PPQ) division")
+        raise MidiFileError(f"{unreadable} here: SMPTE time division (frames per second instead of ticks "
+                            "per beat) is not supported; export the file with a tempo-based (PPQ) division")
     if division == 0:
-        raise MidiFileError(f"{path}: time division 0 ticks per beat (damaged header)")
+        raise MidiFileError(f"{unreadable} (time division of 0 ticks per beat: a damaged header)")
     if not 1 <= tracks <= MAX_TRACKS:
-        raise MidiFileError(f"{path}: the header says {tracks} tracks; expected 1..{MAX_TRACKS}")
+        raise MidiFileError(f"{unreadable} (the header says {tracks} tracks; expected 1..{MAX_TRACKS})")
     return kind, tracks, division
 
 

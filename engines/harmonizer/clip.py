@@ -6,6 +6,7 @@ Shared by the engine's clip mode (a captured loop) and ``scorebridge harmonize``
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,10 +87,26 @@ def chord_spans(tokens: np.ndarray, steps_per_quarter: int) -> list[ChordSpan]:
     return spans
 
 
-def _melody_floor(melody: list[NoteEvent], start: float, end: float) -> int | None:
-    """The lowest melody pitch sounding at any moment of [start, end) (None if none sounds)."""
-    pitches = [n.pitch for n in melody if n.start_beats < end - 1e-9 and n.start_beats + n.duration_beats > start + 1e-9]
-    return min(pitches) if pitches else None
+def _melody_floors(melody: list[NoteEvent], spans: list[ChordSpan]) -> list[int | None]:
+    """For each span, the lowest melody pitch sounding at any moment of it (None if none
+    sounds). One sweep over spans and notes in time order with a heap of the notes begun so far
+    (lowest pitch on top; a note that ended before the current span never sounds again, as
+    spans are taken in order of their start): linear in notes and spans, up to a log factor."""
+    notes = sorted(melody, key=lambda n: n.start_beats)
+    floors: list[int | None] = [None] * len(spans)
+    begun: list[tuple[int, float]] = []  # (pitch, end)
+    next_note = 0
+    for index in sorted(range(len(spans)), key=lambda i: spans[i].start_beats):
+        start = spans[index].start_beats
+        end = start + spans[index].duration_beats
+        while next_note < len(notes) and notes[next_note].start_beats < end - 1e-9:
+            note = notes[next_note]
+            heapq.heappush(begun, (note.pitch, note.start_beats + note.duration_beats))
+            next_note += 1
+        while begun and begun[0][1] <= start + 1e-9:
+            heapq.heappop(begun)
+        floors[index] = begun[0][0] if begun else None
+    return floors
 
 
 def accompaniment(
@@ -101,9 +118,8 @@ def accompaniment(
     """Voice every span under the melody (least movement from the previous chord) and render it."""
     events: list[NoteEvent] = []
     previous: Voicing | None = None
-    for span in spans:
+    for span, ceiling in zip(spans, _melody_floors(melody, spans), strict=True):
         root = chord_root(span.token)
-        ceiling = _melody_floor(melody, span.start_beats, span.start_beats + span.duration_beats)
         voicing = voice_chord(root, token_pitch_classes(span.token), ceiling, previous, options.voicing)
         if voicing.pitches:
             events += render(voicing, options.voicing_style, span.start_beats, span.duration_beats,

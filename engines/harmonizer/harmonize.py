@@ -132,6 +132,15 @@ def harmonize(
         window_va[: end - start] = sequence.va[start:end]
         sounding = np.flatnonzero(sequence.melody_pitch[start:end] >= 0)
         last_melody = int(sounding[-1]) if len(sounding) else -1
+        if last_melody < 0:
+            # no melody in the whole window (a long rest): no chord, and no model call, so the
+            # work follows the notes and not the length of the silence between them
+            chunk = harmony[start:end]
+            harmony[start:end] = np.where(chunk == MASK, NC, chunk)
+            if end == len(harmony):
+                break
+            start += length // 2
+            continue
 
         def logits_fn(tokens: np.ndarray, m=melody, v=window_va) -> np.ndarray:
             return model.logits(m, tokens, v, style_id, condition)

@@ -197,7 +197,14 @@ def _harmonize_one(source: Path, target: Path, xml_target: Path | None, args, mo
         raise ScoreBridgeError(f"{source}: {exc}") from None
     midi = build_midi(melody.notes, clip.events, clip.spans, time_signature=melody.time_signature,
                       ticks_per_beat=480, melody_meta=melody.meta or None)
-    score = _lead_sheet(melody, clip.spans, source.stem) if xml_target is not None else None
+    score = None
+    if xml_target is not None:
+        from music21.exceptions21 import Music21Exception
+
+        try:
+            score = _lead_sheet(melody, clip.spans, source.stem)
+        except (Music21Exception, ValueError) as exc:
+            raise ScoreBridgeError(f"{source}: no lead sheet for this file ({exc})") from None
     _write_all(((target, lambda p: midi.save(p)), (xml_target, lambda p: _write_lead_sheet(score, p, xml_target))))
     names = " ".join(s.name for s in clip.spans[:8]) + (" ..." if len(clip.spans) > 8 else "")
     from engines.harmonizer.vocab import ROOT_NAMES
@@ -265,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
                 progress.console.print(_harmonize_one(source, args.output / relative.with_suffix(".mid"), xml,
                                                       args, model))
             except (ScoreBridgeError, ValueError) as exc:
-                failures.append(f"{source}: {exc}")
+                failures.append(str(exc) if str(exc).startswith(str(source)) else f"{source}: {exc}")
             progress.advance(task)
     print(f"harmonized {len(sources) - len(failures)} of {len(sources)} files into {args.output}")
     if failures:

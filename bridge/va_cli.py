@@ -169,7 +169,12 @@ def _import(args: argparse.Namespace) -> int:
             _check_output(path)
     curve = read_curve(args.source, columns, _range(args.from_range))
     if args.rate is not None:
-        curve = curve.resampled(args.rate)
+        from engines.va import CurveError
+
+        try:
+            curve = curve.resampled(args.rate)
+        except CurveError as exc:
+            raise CurveError(f"{args.source}: --rate {args.rate:g}: {exc}") from None
     _write(curve, args.output, args.plot, [], args.source.name, {"source": str(args.source)})
     print(f"wrote {args.output}: {len(curve)} samples, {curve.duration_s:.1f} s, valence "
           f"{curve.valence.min():.2f}..{curve.valence.max():.2f}, arousal "

@@ -63,7 +63,7 @@ def _header(path: Path, data: bytes) -> tuple[int, int, int]:
     if kind > 2:
         raise MidiFileError(f"{unreadable} (format {kind}; MIDI files are format 0, 1 or 2)")
     if division & 0x8000:
-        raise MidiFileError(f"{unreadable} here: SMPTE time division (frames per second instead of ticks "
+        raise MidiFileError(f"{unreadable}: SMPTE time division (frames per second instead of ticks "
                             "per beat) is not supported; export the file with a tempo-based (PPQ) division")
     if division == 0:
         raise MidiFileError(f"{unreadable} (time division of 0 ticks per beat: a damaged header)")

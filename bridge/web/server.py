@@ -28,7 +28,7 @@ from http import HTTPStatus
 from importlib.resources import files
 from itertools import count
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
@@ -72,6 +72,8 @@ HANDSHAKE_TIMEOUT_S = 5.0
 # Keepalive: a client that does not answer a ping within PING_TIMEOUT_S is dropped.
 PING_INTERVAL_S = 20.0
 PING_TIMEOUT_S = 20.0
+# A client that does not answer the closing handshake within this time is cut (stop stays quick).
+CLOSE_TIMEOUT_S = 2.0
 # Received frames buffered per connection before reading pauses (TCP then slows the sender).
 MAX_QUEUED_FRAMES = 16
 # A batch of values the client's socket has not taken within this time means it stopped reading:
@@ -173,7 +175,9 @@ class _QuietLog(logging.LoggerAdapter):
 
     def _masked(self, text: str) -> str:
         token = self.surface.token
-        return text.replace(token, "***") if token else text
+        if not token:
+            return text
+        return text.replace(token, "***").replace(quote(token, safe=""), "***")
 
 
 def _is_loopback(host: str) -> bool:
@@ -266,7 +270,8 @@ class WebSurface:
         async with serve(self._handler, self.host, self.port, process_request=self._process_request,
                          server_header=None, logger=_QuietLog(log, self), compression=None,
                          open_timeout=HANDSHAKE_TIMEOUT_S, ping_interval=PING_INTERVAL_S,
-                         ping_timeout=PING_TIMEOUT_S, max_size=MAX_MESSAGE_BYTES, max_queue=MAX_QUEUED_FRAMES,
+                         ping_timeout=PING_TIMEOUT_S, close_timeout=CLOSE_TIMEOUT_S,
+                         max_size=MAX_MESSAGE_BYTES, max_queue=MAX_QUEUED_FRAMES,
                          create_connection=_counted_connection(self)) as server:
             self.port = next(iter(server.sockets)).getsockname()[1]
             self._ready.set()

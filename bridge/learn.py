@@ -12,8 +12,10 @@ MAX_BINDINGS bindings, those kept for other configurations included.
 
 from __future__ import annotations
 
+import glob
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +32,9 @@ __all__ = ["Learner"]
 
 log = logging.getLogger(__name__)
 
+# A save takes milliseconds: a temporary file this old was left by a bridge that was killed.
+_STALE_TEMPORARY_S = 60.0
+
 
 class Learner:
     """The armed target and the learn map (loaded at start if the file exists)."""
@@ -42,10 +47,23 @@ class Learner:
         self._lock = threading.Lock()
         # Bindings learned under another slot configuration: kept in the file, not used.
         self.unused_tables: list[dict[str, Any]] = []
+        self._remove_stale_temporaries()
         if self.path.exists():
             self.map = self._load(slots)
         else:
             self.map = ControlMap(self.path, name="learned", description="Bindings made with MIDI learn")
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary files of a save that a killed bridge never finished (save_map's names);
+        recent ones may belong to another bridge saving the same map right now."""
+        now = time.time()
+        for leftover in self.path.parent.glob(f".{glob.escape(self.path.name)}.*.tmp"):
+            try:
+                if now - leftover.stat().st_mtime > _STALE_TEMPORARY_S:
+                    leftover.unlink()
+                    log.info("removed %s, left by an interrupted save of the learn map", leftover)
+            except OSError as exc:
+                log.warning("cannot remove %s (left by an interrupted save): %s", leftover, exc.strerror or exc)
 
     def _load(self, slots: dict[str, type[Engine]]) -> ControlMap:
         """The learn map, tolerant of bindings for slots or engines this session does not run:

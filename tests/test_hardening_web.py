@@ -474,3 +474,13 @@ def test_a_hostile_learn_map_is_an_error_naming_the_file(tmp_path: Path, content
     path.write_bytes(content)
     with pytest.raises(MappingError, match="learned.toml"):
         _learner(path)
+
+
+def test_temporaries_of_an_interrupted_learn_save_are_removed_at_start(tmp_path: Path):
+    path = tmp_path / "learned.toml"
+    stale, fresh = tmp_path / ".learned.toml.abc123.tmp", tmp_path / ".learned.toml.def456.tmp"
+    for leftover in (stale, fresh):
+        leftover.write_text("[[bind]]\ncc = 1\n", encoding="utf-8")
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    _learner(path)
+    assert not stale.exists() and fresh.exists()  # a fresh one may be another bridge's save in progress

@@ -11,6 +11,7 @@ started by anyone else is never touched.
 from __future__ import annotations
 
 import ctypes
+import ctypes.util
 import json
 import logging
 import os
@@ -21,12 +22,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from bridge.errors import BackendError
 
-__all__ = ["PrivateJackServer", "jack_running", "jack_connections", "alsa_connections",
+__all__ = ["PrivateJackServer", "JackConnectionWatcher", "jack_running", "jack_connections", "alsa_connections",
            "parse_jack_connections", "parse_alsa_connections", "reap_orphaned_private_jack",
            "pid_file_for", "default_server_name"]
 
@@ -123,6 +125,65 @@ def alsa_connections(path: str = "/proc/asound/seq/clients") -> dict[str, set[st
     except OSError:
         return None
     return parse_alsa_connections(text)
+
+
+_JACK_NO_START_SERVER = 0x01
+_CONNECT_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p)
+
+
+class JackConnectionWatcher:
+    """A small JACK client that hears every connection ending (libjack's port-connect
+    callback) and calls ``on_disconnect(port_name, time_s)`` for the watched ports. Listings
+    every half second miss a sender that connects and leaves between two of them; this does
+    not."""
+
+    def __init__(self, client_name: str, watched: Callable[[], set[str]],
+                 on_disconnect: Callable[[str, float], None]) -> None:
+        path = ctypes.util.find_library("jack")
+        if path is None:
+            raise BackendError("libjack not found")
+        lib = ctypes.CDLL(path)
+        lib.jack_client_open.restype = ctypes.c_void_p
+        lib.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
+        lib.jack_set_port_connect_callback.argtypes = [ctypes.c_void_p, _CONNECT_CALLBACK, ctypes.c_void_p]
+        lib.jack_activate.argtypes = [ctypes.c_void_p]
+        lib.jack_client_close.argtypes = [ctypes.c_void_p]
+        lib.jack_port_by_id.restype = ctypes.c_void_p
+        lib.jack_port_by_id.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+        lib.jack_port_name.restype = ctypes.c_char_p
+        lib.jack_port_name.argtypes = [ctypes.c_void_p]
+        self._lib = lib
+        self._watched = watched
+        self._on_disconnect = on_disconnect
+        self._callback = _CONNECT_CALLBACK(self._connect_changed)  # kept alive: libjack holds it
+        status = ctypes.c_int(0)
+        self._client = lib.jack_client_open(client_name.encode(), _JACK_NO_START_SERVER, ctypes.byref(status))
+        if not self._client:
+            raise BackendError(f"could not open the JACK client {client_name!r} (status {status.value:#x})")
+        if lib.jack_set_port_connect_callback(self._client, self._callback, None) != 0 \
+                or lib.jack_activate(self._client) != 0:
+            self.close()
+            raise BackendError("could not watch JACK connections")
+
+    def _name(self, port_id: int) -> str:
+        port = self._lib.jack_port_by_id(self._client, port_id)
+        name = self._lib.jack_port_name(port) if port else None
+        return name.decode(errors="replace") if name else ""
+
+    def _connect_changed(self, a: int, b: int, connected: int, _arg: object) -> None:
+        # On libjack's notification thread (not the real-time one): look up and hand over.
+        if connected or not self._client:
+            return
+        now = time.perf_counter()
+        watched = self._watched()
+        for name in (self._name(a), self._name(b)):
+            if name in watched:
+                self._on_disconnect(name, now)
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client:
+            self._lib.jack_client_close(client)
 
 
 # -- marking the private server as ours ---------------------------------------------------

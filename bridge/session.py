@@ -7,10 +7,12 @@ States: OFFLINE -> BOOTING -> ONLINE -> STOPPING -> OFFLINE (supriya's server li
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 import re
 import threading
 import time
+from collections import deque
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -24,7 +26,7 @@ from bridge.control import Controls
 from bridge.errors import ConfigError, PortError, ScoreBridgeError
 from bridge.events import TICKS_PER_BEAT, NoteOff
 from bridge.host import EngineHost
-from bridge.jack import PrivateJackServer, alsa_connections, jack_connections
+from bridge.jack import JackConnectionWatcher, PrivateJackServer, alsa_connections, jack_connections
 from bridge.osc import PREFIX, OscServer
 from bridge.output import NoteTracker, Scheduler, all_notes_off
 from bridge.ports import InputPort, OutputPort, RtMidiBackend, select_backend
@@ -35,6 +37,12 @@ from bridge.session_osc import install_osc_routes
 __all__ = ["Session", "SessionState"]
 
 log = logging.getLogger(__name__)
+
+# After a sender disconnects, its last messages may still be on their way through the input
+# thread: the release waits this long and covers what arrived until then.
+SENDER_GONE_GRACE_S = 0.05
+# Port events (connections, senders leaving, JACK lost) remembered for ``status``.
+PORT_EVENTS_KEPT = 100
 
 
 class SessionState(enum.Enum):
@@ -66,10 +74,12 @@ class Session:
         self.slot_ports: dict[str, OutputPort] = {}
         self.connected_in: dict[str, InputPort] = {}
         self.connected_out: dict[str, OutputPort] = {}
-        self.port_events: list[str] = []
+        self.port_events: deque[str] = deque(maxlen=PORT_EVENTS_KEPT)
+        self._links = itertools.count()
         self._orphaned: dict[str, list[tuple[int, int]]] = {}
         # Who sends to the main input (JACK/ALSA port names); None until first listed.
         self._in_sources: set[str] | None = None
+        self._connection_watcher: JackConnectionWatcher | None = None
         self.started_s = 0.0
         self._watch_stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -115,6 +125,7 @@ class Session:
             return
         self.state = SessionState.STOPPING
         self._watch_stop.set()
+        self._close_connection_watcher()
         self.router.stop()  # no new input
         released = self.host.panic()  # pending output cancelled, every sounding note released
         self.host.stop()  # workers finish; anything they computed before the panic is dropped
@@ -157,6 +168,32 @@ class Session:
         if self.backend is not None:
             client = self.config.client
             self.main_in = self.backend.open_virtual_input(client, "in", self.router.handler_for(f"{client}:in"))
+            self._watch_jack_connections()
+
+    def _watch_jack_connections(self) -> None:
+        """On JACK, hear every sender leave the main input at once (the port listing of the
+        watcher thread stays as a fallback, and is all there is on ALSA)."""
+        self._close_connection_watcher()
+        if self.backend is None or self.backend.name != "jack":
+            return
+        try:
+            self._connection_watcher = JackConnectionWatcher(
+                f"{self.config.client}-watch",
+                lambda: {self.main_in.name} if self.main_in is not None else set(),
+                self._sender_left)
+        except (ScoreBridgeError, OSError) as exc:
+            log.info("JACK connections are listed every half second only: %s", exc)
+
+    def _close_connection_watcher(self) -> None:
+        watcher, self._connection_watcher = self._connection_watcher, None
+        if watcher is not None:
+            watcher.close()
+
+    def _sender_left(self, port_name: str, when_s: float) -> None:
+        """A connection to the main input ended (libjack's notification thread)."""
+        self.port_events.append(f"sender left {port_name}")
+        until_s = when_s + SENDER_GONE_GRACE_S
+        self.scheduler.at(until_s, lambda: self.router.release_port(port_name, before_s=until_s))
 
     def _jack_lost(self) -> None:
         """The JACK server went away: forget what sounded there, close our ports."""
@@ -169,6 +206,7 @@ class Session:
             if port is not None:
                 self.router.release_port(port.name)
         self._in_sources = None
+        self._close_connection_watcher()
         self.host.panic()
         for port in [self.main_in, *self.connected_in.values(), *self.outputs()]:
             if port is not None:
@@ -297,7 +335,7 @@ class Session:
                 continue
             if not any(re.search(p, name, re.IGNORECASE) for p in patterns):
                 continue
-            client = f"{self.config.client}-link{len(self.port_events)}"
+            client = f"{self.config.client}-link{next(self._links)}"
             try:
                 if is_input:
                     connected[name] = backend.connect_input(client, name, self.router.handler_for(name))
@@ -398,7 +436,7 @@ class Session:
                 "out": [p.name for p in self.outputs()],
                 "connected_in": sorted(self.connected_in),
                 "connected_out": sorted(self.connected_out),
-                "events": self.port_events[-20:],
+                "events": list(self.port_events)[-20:],
             },
             "transport": {
                 "source": self.transport.source,

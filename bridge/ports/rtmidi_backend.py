@@ -14,12 +14,17 @@ from bridge.errors import BackendError, PortError
 from bridge.jack import jack_running
 from bridge.ports.base import InputHandler, InputPort, OutputPort
 
-__all__ = ["RtMidiBackend", "RtMidiInput", "RtMidiOutput", "JACK_POLL_INTERVAL_S"]
+__all__ = ["RtMidiBackend", "RtMidiInput", "RtMidiOutput", "JACK_POLL_INTERVAL_S", "RTMIDI_QUEUE_LIMIT"]
 
 # How often the JACK input thread looks for queued messages (adds 0.1 ms on average).
 JACK_POLL_INTERVAL_S = 0.0002
 # Messages the JACK input thread reads before it looks at its stop flag again.
 _POLL_BATCH = 256
+# Messages rtmidi holds for the input thread. rtmidi drops what does not fit, without saying
+# so and without regard to what it is (a note-off as well as a controller), before the
+# bridge's own note-safe queues see it: sized for half a second of a 125,000 messages/s
+# flood (about 4 MB at most).
+RTMIDI_QUEUE_LIMIT = 65536
 
 
 class RtMidiOutput(OutputPort):
@@ -120,7 +125,7 @@ class RtMidiBackend:
     def _midi(self, kind: str, client: str) -> Any:
         try:
             if kind == "in":
-                return rtmidi.MidiIn(self.api, client, queue_size_limit=8192)
+                return rtmidi.MidiIn(self.api, client, queue_size_limit=RTMIDI_QUEUE_LIMIT)
             return rtmidi.MidiOut(self.api, client)
         except rtmidi.SystemError as exc:
             raise BackendError(f"{self.name} backend failed: {str(exc).splitlines()[0]}") from exc

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bridge.errors import CodecError
+from engines.snc.mastering import MasteringModel
 
 __all__ = ["FORMAT_VERSION", "INTEGRITY_ALGORITHM", "LIMITS", "MODES", "Manifest", "StemInfo", "integrity_group_ms",
            "manifest_crc32"]
@@ -260,8 +261,8 @@ class Manifest:
                 raise CodecError(f"{where} stem #{index + 1}: codec {stem.codec} in a {self.mode} file "
                                  f"(expected {codec})")
         self._validate_residual(where, codec)
-        if not isinstance(self.mastering, dict):
-            raise CodecError(f"{where}: mastering must be an object")
+        # The mastering model's fields and packed arrays (decoded within their claimed sizes).
+        MasteringModel.from_manifest(self.mastering, self.channels, self.frames, f"{where} mastering")
         self._validate_tables(where)
         if not isinstance(self.master_sha256_pcm, str) or not _SHA256.fullmatch(self.master_sha256_pcm):
             raise CodecError(f"{where}: master_sha256_pcm must be 64 lower-case hex digits or empty")

@@ -197,10 +197,8 @@ class SncReader:
                     if skips[slot] and packet.pts is not None:
                         ms = packet_ms(packet.pts, bases[slot])
                         if any(lo <= ms < hi for lo, hi in skips[slot]):
+                            self._lose(streams[slot], slot, packet, bases, salvage, "checksum mismatch (damaged data)")
                             positions[slot] = None  # the next packet is placed again, after a gap
-                            salvage.append(Damage(slot, self.names[slot], round(ms / 1000, 3),
-                                                  round(ms / 1000 + self._packet_s(packet, slot, bases), 3),
-                                                  "checksum mismatch (damaged data)"))
                             continue
                     try:
                         decoded = streams[slot].decode(packet)
@@ -209,9 +207,7 @@ class SncReader:
                         if salvage is None:
                             raise CodecError(f"{self.path}: track {slot} ({self.names[slot]}) is corrupt near "
                                              f"{where:.3f} s: {exc}") from None
-                        length = self._packet_s(packet, slot, bases)
-                        salvage.append(Damage(slot, self.names[slot], round(where, 3), round(where + length, 3),
-                                              f"a packet does not decode ({exc})"))
+                        self._lose(streams[slot], slot, packet, bases, salvage, f"a packet does not decode ({exc})")
                         positions[slot] = None
                         continue
                     buffer = buffers[slot]
@@ -258,6 +254,18 @@ class SncReader:
                 for buffer in buffers:
                     buffer.pad(need - buffer.size)
                 yield from ready()
+
+    def _lose(self, stream: av.audio.stream.AudioStream, slot: int, packet: av.Packet, bases: list[Fraction],
+              salvage: list[Damage], problem: str) -> None:
+        """Salvage: leave ``packet`` out and note its span. The decoder starts afresh after it,
+        as after a seek (a stateful codec decoding past a lost packet would mix the states);
+        an Opus track's span then runs on over the pre-roll that decoding needs to be exact."""
+        start = float((packet.pts or 0) * bases[slot])
+        end = start + self._packet_s(packet, slot, bases)
+        if stream.codec_context.name == "opus":
+            end += _PREROLL_S
+        stream.codec_context.flush_buffers()
+        salvage.append(Damage(slot, self.names[slot], round(start, 3), round(end, 3), problem))
 
     def _packet_s(self, packet: av.Packet, slot: int, bases: list[Fraction]) -> float:
         """A packet's length in seconds (its own duration, else the track's packet size)."""

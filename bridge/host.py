@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 SLOT_INBOX_CAPACITY = 1024
 # How long stopping waits for all engine workers together (one may be inside a slow call).
 STOP_TIMEOUT_S = 1.0
+# Input-to-output latencies kept per slot for the percentiles in ``status`` (sorted on every
+# status request, so the cost of a status stays small under an OSC flood).
+LATENCY_SAMPLES_KEPT = 20_000
 # Switch controllers (pedals) and channel mode messages keep their order with the notes.
 _ORDERED_CONTROLLERS = frozenset(range(64, 70)) | frozenset(range(120, 128))
 
@@ -77,9 +80,9 @@ def classify_event(item: object) -> tuple[Policy, Hashable, str]:
         ordered = item.control in _ORDERED_CONTROLLERS
         return (Policy.LATEST_IN_ORDER if ordered else Policy.LATEST), (item.channel, item.control), "cc"
     if isinstance(item, _SetParam):
-        return Policy.LATEST, ("param", item.name), "param"
+        return Policy.KEEP_LATEST, ("param", item.name), "param"
     if isinstance(item, _Swap):
-        return Policy.LATEST, ("swap",), "swap"
+        return Policy.KEEP_LATEST, ("swap",), "swap"
     if isinstance(item, Beat):
         return Policy.LATEST_IN_ORDER, ("beat",), "beat"
     if isinstance(item, TransportChange):
@@ -107,7 +110,7 @@ class Slot:
         self.dropped_stale = 0
         self.max_process_s = 0.0
         # Input callback -> output sent, for every note that produced immediate output.
-        self.latencies_s: deque[float] = deque(maxlen=200_000)
+        self.latencies_s: deque[float] = deque(maxlen=LATENCY_SAMPLES_KEPT)
         self.values: dict[str, Any] = engine.values()
         self._thread = threading.Thread(target=self._run, name=f"engine-{self.name}", daemon=True)
 

@@ -12,7 +12,8 @@ flood). Then what can be lost without harm goes first, and every loss is counted
 - a note-on is dropped only when nothing else can go, and then its note-off is dropped too
   (no hanging note); a note-off whose note-on was queued is always queued, even past the
   capacity (at most one per channel and pitch, so the overshoot is bounded);
-- stop requests, engine swaps and internal work are always queued.
+- parameter sets and engine swaps are never dropped: a newer one replaces the one waiting
+  (so there is at most one per parameter); internal work is always queued.
 
 Switch controllers (sustain and the other pedals, channel mode messages), program changes
 and transport messages keep their order with the notes: they coalesce only with a value
@@ -32,6 +33,7 @@ __all__ = ["Policy", "BoundedInbox", "CLOSED", "Classifier"]
 
 class Policy(enum.Enum):
     KEEP = "keep"  # always queued
+    KEEP_LATEST = "keep_latest"  # always queued, and replaces a waiting item of the same key
     LATEST = "latest"  # coalesces with a waiting item of the same key, at any position
     LATEST_IN_ORDER = "latest_in_order"  # coalesces only if no note was queued since
     NOTE_ON = "note_on"
@@ -86,6 +88,15 @@ class BoundedInbox:
                 return False
             if policy is Policy.KEEP:
                 return self._append(item, key, kind, evictable=False)
+            if policy is Policy.KEEP_LATEST:
+                cell = self._latest.get(key)
+                if cell is not None:
+                    cell.item = item
+                    self.coalesced[kind] += 1
+                    return True
+                queued = self._append(item, key, kind, evictable=False)
+                self._latest[key] = self._cells[-1]
+                return queued
             if policy is Policy.NOTE_OFF:
                 return self._note_off(item, key, kind)
             if policy is Policy.NOTE_ON:
@@ -172,8 +183,8 @@ class BoundedInbox:
                     item = cell.item
                     if item is _GONE:
                         continue
+                    self._forget(cell)
                     if cell.evictable:
-                        self._forget(cell)
                         # Consumed in order: every evictable cell before it is gone already.
                         if self._evictable and self._evictable[0] is cell:
                             self._evictable.popleft()

@@ -79,8 +79,10 @@ def parse_jack_connections(text: str) -> dict[str, set[str]]:
     return connections
 
 
-def jack_connections(server_name: str | None = None, timeout_s: float = 1.0) -> dict[str, set[str]] | None:
-    """Every JACK port and what is connected to it; None when no server answers."""
+def jack_connections(server_name: str | None = None, timeout_s: float = 3.0) -> dict[str, set[str]] | None:
+    """Every JACK port and what is connected to it; None when no server answers. Raises
+    TimeoutError when ``jack_lsp`` does not finish in time: on a busy machine that says
+    nothing about the server."""
     tool = shutil.which("jack_lsp")
     if tool is None:
         return None
@@ -88,7 +90,7 @@ def jack_connections(server_name: str | None = None, timeout_s: float = 1.0) -> 
         done = subprocess.run([tool, "-c"], env=_jack_env(server_name), capture_output=True,
                               timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
-        return None
+        raise TimeoutError(f"jack_lsp did not answer within {timeout_s} s") from None
     if done.returncode != 0:
         return None
     return parse_jack_connections(done.stdout.decode(errors="replace"))
@@ -372,6 +374,9 @@ class PrivateJackServer:
         if mark is not None and mark["pid"] == self.process.pid:
             self._mark.unlink(missing_ok=True)
         self._mark = None
+
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 # After a sender disconnects, its last messages may still be on their way through the input
 # thread: the release waits this long and covers what arrived until then.
 SENDER_GONE_GRACE_S = 0.05
+# The JACK server is taken for gone after this many failed listings in a row (one every
+# half second): a loaded server sometimes refuses a single listing client.
+JACK_LOST_AFTER_MISSES = 3
 # Port events (connections, senders leaving, JACK lost) remembered for ``status``.
 PORT_EVENTS_KEPT = 100
 
@@ -80,6 +83,7 @@ class Session:
         # Who sends to the main input (JACK/ALSA port names); None until first listed.
         self._in_sources: set[str] | None = None
         self._connection_watcher: JackConnectionWatcher | None = None
+        self._jack_misses = 0  # JACK listings in a row that found no server
         self.started_s = 0.0
         self._watch_stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -232,11 +236,23 @@ class Session:
         if self.backend is None or self.backend.name != "jack":
             return
         listed_s = time.perf_counter()
-        connections = jack_connections(timeout_s=1.0)
+        try:
+            connections = jack_connections()
+        except TimeoutError as exc:
+            # A slow listing on a loaded machine is not a lost server: closing every port
+            # for it would cut every connection the user made.
+            log.debug("JACK check skipped: %s", exc)
+            return
         up = connections is not None
         if connections is not None:
+            self._jack_misses = 0
             # On JACK every sender is a connection: none listed means no one can send note-offs.
             self._check_input_sources(connections, listed_s, release_when_none=True)
+        else:
+            self._jack_misses += 1
+            private_died = self.private_jack is not None and not self.private_jack.running()
+            if self._jack_misses < JACK_LOST_AFTER_MISSES and not private_died:
+                return  # a busy server can refuse one listing client: not yet a lost one
         if not up and self.main_out is not None:
             self._jack_lost()
         if not up and self.private_jack is not None:

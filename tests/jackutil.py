@@ -11,10 +11,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_jack(name: str, period_frames: int = 64, log_path: str | None = None) -> subprocess.Popen[bytes]:
+def start_jack(name: str, period_frames: int = 64, log_path: str | None = None,
+               client_timeout_ms: int | None = None) -> subprocess.Popen[bytes]:
+    """``client_timeout_ms``: how long jackd waits for a client's cycle before it drops the
+    client (jackd's ``-t``); long runs on a loaded machine raise it."""
     if shutil.which("jackd") is None:
         raise RuntimeError("jackd is not installed: run the README's test command, which installs jackd2")
-    proc = subprocess.Popen(["jackd", "-n", name, "-R", "-d", "dummy", "-r", "48000", "-p", str(period_frames)],
+    timeout = ["-t", str(client_timeout_ms)] if client_timeout_ms else []
+    proc = subprocess.Popen(["jackd", "-n", name, "-R", *timeout, "-d", "dummy", "-r", "48000", "-p", str(period_frames)],
                             stdout=subprocess.DEVNULL,
                             stderr=open(log_path, "w") if log_path else subprocess.DEVNULL)
     env = dict(os.environ, JACK_DEFAULT_SERVER=name)

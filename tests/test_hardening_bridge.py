@@ -90,6 +90,21 @@ def test_a_full_inbox_evicts_controllers_for_notes_then_drops_note_ons_with_thei
     assert inbox.dropped == {"cc": 4, "note_on": 1, "note_off": 1}
 
 
+def test_parameter_sets_are_merged_but_never_dropped():
+    from bridge.host import _SetParam
+
+    inbox = BoundedInbox(2, classify_event)
+    inbox.put(_on(60))
+    inbox.put(_on(61))
+    for value in range(50):
+        assert inbox.put(_SetParam("temperature", value / 10))
+    assert inbox.put(_SetParam("velocity", 90))
+    got = _drain(inbox)
+    params = [(p.name, p.value) for p in got if isinstance(p, _SetParam)]
+    assert params == [("temperature", 4.9), ("velocity", 90)]
+    assert not inbox.dropped
+
+
 def test_close_wakes_the_consumer_at_once_and_discards_the_backlog():
     inbox = BoundedInbox(8, classify_event)
     inbox.put(_on(60))

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import av
@@ -21,7 +22,12 @@ import soundfile as sf
 
 from bridge.errors import CodecError
 from engines.snc import SncReader, encode
-from engines.snc.manifest import LIMITS, Manifest, manifest_crc32
+from engines.snc.manifest import LIMITS, Manifest
+
+
+def manifest_crc32(text: str) -> str:
+    """The manifest checksum tag's value (as engines.snc.manifest writes it)."""
+    return f"{zlib.crc32(text.encode('utf-8')):08x}"
 from tests.jackutil import ROOT
 from tests.test_snc import write_song
 
@@ -233,6 +239,9 @@ def test_the_manifest_checksum_catches_an_edited_manifest(lossless, tmp_path):
     SncReader(bad)  # a consistent edit: a valid file
     with av.open(str(lossless)) as container:
         assert container.metadata["SNC_MANIFEST_CRC32"] == manifest_crc32(text)
+    from engines.snc.manifest import manifest_crc32 as written
+
+    assert written(text) == manifest_crc32(text)
 
 
 # -- salvage and verify ---------------------------------------------------------------------------

@@ -49,17 +49,49 @@ toml_values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_
 targets = st.sampled_from(["rule/velocity", "rule/key", "rule/low_note", "rule/sevenths", "rule/release_beats",
                            "song/voices", "strings/transpose", "panic", "transport/tempo", "affect/valence",
                            "rule/nope", "nope/velocity", ""])
-bind_keys = st.sampled_from(["cc", "note", "program", "osc", "channel", "target", "scale", "min", "max", "value",
-                             "values", "step", "in_min", "in_max", "feedback", "label", "extra"])
-bind_values = {"cc": st.integers(-5, 200), "note": st.integers(-5, 200), "program": st.integers(-5, 200),
-               "osc": st.sampled_from(["/1/fader1", "/scorebridge/x", "x", "/a b", "/"]),
-               "channel": st.one_of(st.integers(-1, 18), st.just("all")), "target": targets}
-tables = st.dictionaries(bind_keys, toml_values, max_size=8).flatmap(
-    lambda table: st.fixed_dictionaries({key: bind_values.get(key, st.just(value)) for key, value in table.items()}))
-documents = st.fixed_dictionaries(
-    {"map": st.dictionaries(st.sampled_from(["name", "description", "feedback", "other"]), toml_values, max_size=3),
-     "bind": st.lists(tables, max_size=6)},
-    optional={"extra": toml_values})
+numbers = st.one_of(st.integers(1, 127), st.floats(0.1, 100), st.integers(-10, 200), st.floats(),
+                    st.integers(-2**1100, 2**1100))
+plausible = {
+    "cc": st.one_of(st.integers(0, 127), st.integers(-5, 200), toml_values),
+    "note": st.one_of(st.integers(0, 127), st.integers(-5, 200)),
+    "program": st.integers(-5, 200),
+    "osc": st.one_of(st.sampled_from(["/1/fader1", "/2/push3", "/scorebridge/x", "x", "/"]), st.text(max_size=12)),
+    "channel": st.one_of(st.integers(1, 16), st.integers(-1, 18), st.just("all"), toml_values),
+    "scale": st.one_of(st.sampled_from(["linear", "log", "toggle", "momentary", "trigger", "fixed", "relative_twos",
+                                        "relative_signed", "relative_offset"]), toml_values),
+    "min": numbers, "max": numbers, "step": numbers, "in_min": numbers, "in_max": numbers,
+    "value": st.one_of(st.sampled_from(["C", "Am", "thru", "rule", ""]), numbers, scalars, toml_values),
+    "values": st.one_of(st.lists(st.sampled_from(["C", "Am", "G", "x", 1, True]), max_size=4), toml_values),
+    "feedback": st.one_of(st.booleans(), toml_values),
+    "label": st.one_of(st.text(max_size=20), toml_values),
+    "extra": toml_values,
+}
+_SOURCE_KEYS = ("cc", "note", "program", "osc")
+_OTHER_KEYS = sorted(set(plausible) - set(_SOURCE_KEYS))
+
+
+@st.composite
+def tables(draw: st.DrawFn) -> dict[str, Any]:
+    """Mostly one source, a target and a few other keys, so that many tables are valid (and round-trip)."""
+    keys = [draw(st.sampled_from(_SOURCE_KEYS)), *draw(st.lists(st.sampled_from(_OTHER_KEYS), max_size=3, unique=True))]
+    if draw(st.sampled_from([False] * 9 + [True])):  # (hypothesis favours the ends of integer ranges)
+        keys.append(draw(st.sampled_from(_SOURCE_KEYS)))
+    table = {key: draw(plausible[key]) for key in keys}
+    if draw(st.sampled_from([True] * 19 + [False])):
+        table["target"] = draw(targets)
+    return table
+
+
+def mostly(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """``good`` four times in five (st.one_of would pick each about as often)."""
+    return st.sampled_from([True] * 4 + [False]).flatmap(lambda pick: good if pick else bad)
+
+
+headers = mostly(st.fixed_dictionaries({"name": st.text(max_size=20)},
+                                       optional={"description": st.text(max_size=40), "feedback": st.booleans()}),
+                 st.dictionaries(st.sampled_from(["name", "description", "feedback", "other"]), toml_values, max_size=3))
+documents = mostly(st.fixed_dictionaries({"map": headers, "bind": st.lists(tables(), min_size=1, max_size=6)}),
+                   st.dictionaries(st.sampled_from(["map", "bind", "extra"]), toml_values, max_size=3))
 
 
 def check_map(text: str, path: str = "fuzz.toml") -> ControlMap | None:
@@ -69,12 +101,16 @@ def check_map(text: str, path: str = "fuzz.toml") -> ControlMap | None:
     except MappingError as exc:
         assert str(exc) and "\n" not in str(exc).strip()
         return None
+    for binding in control_map.bindings:  # what a map holds is finite
+        numbers = [binding.minimum, binding.maximum, binding.step, binding.in_min, binding.in_max, binding.value,
+                   *binding.values]
+        assert all(math.isfinite(n) for n in numbers if isinstance(n, float)), binding
     again = parse_map(dumps_map(control_map), path, SLOTS)
     assert without_lines(again.bindings) == without_lines(control_map.bindings)
     return control_map
 
 
-@settings(derandomize=True, max_examples=examples(60), deadline=None)
+@settings(derandomize=True, max_examples=examples(100), deadline=None)
 @given(documents)
 def test_generated_maps_load_or_fail_with_a_mapping_error(document: dict[str, Any]):
     try:
@@ -85,7 +121,7 @@ def test_generated_maps_load_or_fail_with_a_mapping_error(document: dict[str, An
 
 
 def mutate(data: bytes, edits: list[tuple[int, int, int]]) -> bytes:
-    """Apply (kind, position, value) edits: overwrite, insert, delete, duplicate a span, insert brackets."""
+    """Apply (kind, position, value) edits: overwrite, insert, delete, duplicate a span, deep brackets."""
     out = bytearray(data)
     for kind, position, value in edits:
         at = position % (len(out) + 1)
@@ -97,12 +133,14 @@ def mutate(data: bytes, edits: list[tuple[int, int, int]]) -> bytes:
             del out[at:at + value % 16 + 1]
         elif kind == 3:
             out[at:at] = out[at:at + value + 1]
-        else:
-            out[at:at] = b"[" * (value * 8) + b"]" * (value * 8 if value % 2 else 0)
+        else:  # a value replaced by deep brackets (after the n-th "=")
+            equals = [i for i, byte in enumerate(out) if byte == ord("=")]
+            at = equals[position % len(equals)] + 1 if equals else at
+            out[at:at] = b" " + b"[" * (value * 8) + b"]" * (value * 8 if value % 2 else 0) + b","
     return bytes(out)
 
 
-@settings(derandomize=True, max_examples=examples(150), deadline=None,
+@settings(derandomize=True, max_examples=examples(100), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.sampled_from(SHIPPED),
        st.lists(st.tuples(st.integers(0, 4), st.integers(0, 10_000), st.integers(0, 255)), min_size=1, max_size=6))
@@ -154,7 +192,7 @@ def valid_arg(value: Any) -> bool:
     return isinstance(value, float) and math.isfinite(value)
 
 
-@settings(derandomize=True, max_examples=examples(200), deadline=None)
+@settings(derandomize=True, max_examples=examples(150), deadline=None)
 @given(messages, st.integers(0, 3), st.booleans())
 def test_any_message_parses_or_fails_with_a_message_error(message: Any, style: int, as_bytes: bool):
     text = encoded(message, style)
@@ -168,7 +206,7 @@ def test_any_message_parses_or_fails_with_a_message_error(message: Any, style: i
         assert address == message["address"] and args == message.get("args", [])
 
 
-@settings(derandomize=True, max_examples=examples(300), deadline=None)
+@settings(derandomize=True, max_examples=examples(150), deadline=None)
 @given(st.binary(max_size=200), st.sampled_from([b"", b'{"address": "/x", "args": [', b"[" * 2000]))
 def test_any_bytes_parse_or_fail_with_a_message_error(data: bytes, prefix: bytes):
     try:

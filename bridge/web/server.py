@@ -42,8 +42,8 @@ from bridge.osc import PREFIX
 if TYPE_CHECKING:
     from bridge.session import Session
 
-__all__ = ["MAX_CLIENTS", "MAX_CONNECTIONS", "MAX_MESSAGE_BYTES", "MAX_MESSAGE_DEPTH", "WebSurface",
-           "parse_message"]
+__all__ = ["MAX_CLIENTS", "MAX_CONNECTIONS", "MAX_MESSAGE_BYTES", "MAX_MESSAGE_DEPTH", "MessageError",
+           "WebSurface", "parse_message"]
 
 log = logging.getLogger(__name__)
 _STATIC = {"/": ("index.html", "text/html; charset=utf-8"),

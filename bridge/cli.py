@@ -47,7 +47,7 @@ def _raise_stopped(signum: int, _frame: object) -> None:
 
 # -- argument types: a bad value is an argparse error (exit 2) naming the option ----------------
 def _port(text: str) -> int:
-    from bridge.config import check_port
+    from bridge.options import check_port
 
     try:
         return check_port(int(text), "the port")

@@ -14,6 +14,7 @@ from typing import Any
 from bridge.clock import MAX_TEMPO_BPM, MIN_TEMPO_BPM
 from bridge.errors import ConfigError
 from bridge.host import SlotConfig
+from bridge.options import check_port
 
 __all__ = ["BridgeConfig", "load_config", "DEFAULT_SLOTS", "RESERVED_SLOT_NAMES", "DEFAULT_WEB_PORT",
            "check_port", "check_tempo"]
@@ -51,13 +52,6 @@ class BridgeConfig:
     # Folders that file and folder parameters set from outside may point into (besides the
     # folders of the paths the slots start with): the config file's folder and --allow-dir.
     allow_dirs: list[Path] = field(default_factory=list)
-
-
-def check_port(value: Any, what: str) -> int:
-    """A UDP/TCP port 0..65535 (0 = any free port), or ValueError naming ``what``."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
-        raise ValueError(f"{what} must be a whole number 0..65535 (0 = any free port), not {value!r}")
-    return value
 
 
 def check_tempo(value: Any, what: str) -> float:

@@ -484,3 +484,27 @@ def test_temporaries_of_an_interrupted_learn_save_are_removed_at_start(tmp_path:
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
     _learner(path)
     assert not stale.exists() and fresh.exists()  # a fresh one may be another bridge's save in progress
+
+
+@pytest.mark.parametrize("port", [-1, 70000])
+def test_a_port_that_cannot_be_bound_fails_start_at_once(port: int):
+    from bridge.errors import ScoreBridgeError
+    from bridge.web import WebSurface
+
+    web = WebSurface(_stub_session(), "127.0.0.1", port)
+    started = time.monotonic()
+    with pytest.raises(ScoreBridgeError, match="cannot serve the browser surface"):
+        web.start()
+    assert time.monotonic() - started < 5 and not web.running
+
+
+def test_a_port_in_use_fails_start_and_running_says_so(surface):
+    from bridge.errors import ScoreBridgeError
+    from bridge.web import WebSurface
+
+    first = surface()
+    assert first.running
+    with pytest.raises(ScoreBridgeError, match="choose another port"):
+        WebSurface(_stub_session(), "127.0.0.1", first.port).start()
+    first.stop()
+    assert not first.running

@@ -72,6 +72,8 @@ HANDSHAKE_TIMEOUT_S = 5.0
 # Keepalive: a client that does not answer a ping within PING_TIMEOUT_S is dropped.
 PING_INTERVAL_S = 20.0
 PING_TIMEOUT_S = 20.0
+# How long start() waits for the socket to be bound before it reports a failure.
+START_TIMEOUT_S = 10.0
 # A client that does not answer the closing handshake within this time is cut (stop stays quick).
 CLOSE_TIMEOUT_S = 2.0
 # Received frames buffered per connection before reading pauses (TCP then slows the sender).
@@ -245,11 +247,21 @@ class WebSurface:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
+        """Serve from now on, or raise ScoreBridgeError (the port is taken or invalid, the address
+        cannot be bound, or the server did not start in time): never a surface that is not there."""
         self._thread.start()
-        self._ready.wait(10)
+        if not self._ready.wait(START_TIMEOUT_S):
+            self.stop()
+            raise ScoreBridgeError(f"the browser surface on {self.host}:{self.port} did not start within "
+                                   f"{START_TIMEOUT_S:.0f} s")
         if self._error is not None:
             raise ScoreBridgeError(f"cannot serve the browser surface on {self.host}:{self.port}: "
                                    f"{self._error}; choose another port with --web-port") from None
+
+    @property
+    def running(self) -> bool:
+        """Whether the surface is serving (False before start, after stop or after a failure)."""
+        return self._ready.is_set() and self._error is None and self._thread.is_alive()
 
     def stop(self) -> None:
         loop, stop = self._loop, self._stop
@@ -260,8 +272,11 @@ class WebSurface:
     def _thread_main(self) -> None:
         try:
             asyncio.run(self._main())
-        except OSError as exc:
+        except (OSError, OverflowError, ValueError) as exc:  # binding: port taken or out of range, bad host
             self._error = exc
+            if self._ready.is_set():  # it was serving: say so, once, without a traceback
+                log.error("browser surface stopped: %s", exc)
+        finally:
             self._ready.set()
 
     async def _main(self) -> None:

@@ -233,7 +233,10 @@ def apply_file(score: str | os.PathLike[str], curve: VACurve, output: str | os.P
         midi = read_midi_file(score)
     except MidiFileError as exc:
         raise CurveError(str(exc)) from None
-    report = apply_curve(midi, curve, settings)
+    try:
+        report = apply_curve(midi, curve, settings)
+    except CurveError as exc:
+        raise CurveError(f"{score}: {exc}") from None
     with atomic_output(output) as temporary:
         midi.save(temporary)
     return report

@@ -370,6 +370,8 @@ def _manifest(lossless: Path) -> dict:
     (lambda d: d["stems"][0].update(name="vocals\n"), "stem name"),
     (lambda d: d["stems"][0].update(name="a/b"), "stem name"),
     (lambda d: d["stems"][0].update(name="x\x00"), "stem name"),
+    # found by tests/test_fuzz_snc.py: a name that is not a string (unhashable)
+    (lambda d: d["stems"][0].update(name=[]), "stem name"),
     (lambda d: d["stems"][0].update(codec=7), "codec 7"),
     (lambda d: d["stems"][0].update(surprise=1), "unknown fields"),
     (lambda d: d["residual"].update(gain_block_frames="x"), "gain_block_frames 'x'"),

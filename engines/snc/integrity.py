@@ -4,7 +4,8 @@ tracks against its manifest before anything is decoded or written (docs/snc.md).
 A track's packets are grouped by time: group k holds the packets whose presentation time lies
 in [k * group_ms, (k + 1) * group_ms) (the packets before 0 in group 0). A group's CRC32 runs
 over each packet's time (int64 ms), size (uint32) and bytes, in file order, so a changed,
-lost, added or moved packet changes its group's checksum. Demuxing is cheap (thousands of
+lost, added or moved packet changes its group's checksum; group 0's starts from the track's
+codec header (Opus pre-skip and output gain, FLAC stream info), which decoding also depends on. Demuxing is cheap (thousands of
 times real time), so the scan reads every packet of every track; it decodes nothing.
 """
 
@@ -85,12 +86,12 @@ def _update(crc: int, ms: int | None, packet: av.Packet) -> int:
 def track_integrity(path: Path, group_ms: int) -> dict:
     """The integrity entry of the single audio track of ``path`` (the encoder's temporary
     track files; merging copies their packets unchanged, times included)."""
-    crcs: dict[int, int] = {}
     count = 0
     group = 0
     with av.open(str(path)) as container:
         stream = container.streams.audio[0]
         base = Fraction(stream.time_base)
+        crcs = {0: header_crc(stream)}
         for packet in container.demux(stream):
             if packet.size == 0 and packet.pts is None:  # the demuxer's end-of-stream marker
                 continue
@@ -98,9 +99,14 @@ def track_integrity(path: Path, group_ms: int) -> dict:
             group = _group(ms, group_ms, group)
             crcs[group] = _update(crcs.get(group, 0), ms, packet)
             count += 1
-    if not crcs:
+    if not count:
         raise CodecError(f"{path}: the coded track holds no packets")
     return {"packets": count, "crc32": pack_crcs([crcs.get(g, 0) for g in range(max(crcs) + 1)])}
+
+
+def header_crc(stream: av.audio.stream.AudioStream) -> int:
+    """The checksum of a track's codec header, where group 0's checksum starts."""
+    return zlib.crc32(bytes(stream.codec_context.extradata or b""))
 
 
 def integrity_table(paths: Iterable[Path], group_ms: int) -> dict:
@@ -149,6 +155,9 @@ def scan(path: Path, manifest: Manifest, packet_frames: list[int | None]) -> Sca
             streams = list(container.streams.audio)
             bases = [Fraction(s.time_base) for s in streams]
             slots = {s.index: i for i, s in enumerate(streams)}
+            if table:
+                for slot, stream in enumerate(streams[:len(names)]):
+                    crcs[slot][0] = header_crc(stream)
             try:
                 for packet in container.demux(*streams):
                     if packet.size == 0 and packet.pts is None:

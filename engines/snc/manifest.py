@@ -251,15 +251,15 @@ class Manifest:
                 f"{where}: sample format (mode {self.mode})")
         if not isinstance(self.stems, list) or not 1 <= len(self.stems) <= LIMITS["max_stems"]:
             raise CodecError(f"{where}: {len(self.stems)} stems is outside 1..{LIMITS['max_stems']}")
-        names = [s.name for s in self.stems]
-        if len(set(names)) != len(names):
-            raise CodecError(f"{where}: stem names repeat: {names}")
         codec = "flac" if self.mode == "lossless" else "opus"
         for index, stem in enumerate(self.stems):
             stem.validate(f"{where} stem #{index + 1}")
             if self.version >= 2 and stem.codec != codec:
                 raise CodecError(f"{where} stem #{index + 1}: codec {stem.codec} in a {self.mode} file "
                                  f"(expected {codec})")
+        names = [s.name for s in self.stems]  # (strings: each stem's checks ran above)
+        if len(set(names)) != len(names):
+            raise CodecError(f"{where}: stem names repeat: {names}")
         self._validate_residual(where, codec)
         # The mastering model's fields and packed arrays (decoded within their claimed sizes).
         MasteringModel.from_manifest(self.mastering, self.channels, self.frames, f"{where} mastering")

@@ -96,8 +96,10 @@ def _check(args: argparse.Namespace) -> None:
     check_affect_options(args)
     if args.key != "off" and args.key.removesuffix("m") not in _NAMES:
         raise ConfigError(f"--key {args.key!r}: use one of {', '.join(_NAMES)} (add m for minor) or off")
-    if not args.input.is_file():
+    if not args.input.exists():
         raise ConfigError(f"{args.input}: no such file")
+    if not args.input.is_file():
+        raise ConfigError(f"{args.input}: not a regular file")
     if args.output.resolve() == args.input.resolve():
         raise ConfigError(f"-o {args.output}: would overwrite the input")
     if not args.output.parent.resolve().is_dir():

@@ -404,9 +404,15 @@ class WebSurface:
             if address not in client.pending and len(client.pending) >= MAX_PENDING_ADDRESSES:
                 self.counters["dropped_values"] += 1
                 return
+            first = not client.pending
             client.pending[address] = args
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(client.wake.set)
+        # Only the first value after a send wakes the sender (it takes all that came since), so a
+        # flood of changes costs the loop one wake-up per batch, not one per value.
+        if first and self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(client.wake.set)
+            except RuntimeError:  # the loop has closed (the surface stopped): nobody is left to send to
+                return
 
     def feedback(self, address: str, args: tuple[Any, ...], origin: Origin) -> None:
         """A change for every browser but the one that made it (a FeedbackBus sink)."""

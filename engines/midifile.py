@@ -27,9 +27,10 @@ __all__ = [
     "read_midi_file",
 ]
 
-# A large orchestral MIDI file is well under 1 MiB; 4 MiB keeps mido's in-memory messages (about
-# 300 bytes each) under about 1 GiB even for a file of nothing but 3-byte running-status events.
-MAX_MIDI_BYTES = 4 * 1024 * 1024
+# A large orchestral MIDI file is well under 1 MiB (100,000 notes take about 0.9 MiB); 2 MiB keeps
+# mido's in-memory messages (about 280 bytes each) near 200 MB even for a file of nothing but
+# 3-byte running-status events (700,000 messages).
+MAX_MIDI_BYTES = 2 * 1024 * 1024
 # No event may lie further than this from the start: about 14 hours at 120 BPM, far beyond any
 # piece, and small enough that per-beat work (a grid, CC lanes) stays bounded.
 MAX_LENGTH_BEATS = 100_000

@@ -68,7 +68,8 @@ def _tempo(text: str) -> float:
     try:
         return check_tempo(float(text), "the tempo")
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc) if "BPM" in str(exc) else f"{text!r} is not a number") from None
+        message = str(exc) if "BPM" in str(exc) else f"{text!r} is not a number"
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def _finite(text: str) -> float:
@@ -157,7 +158,8 @@ def build_parser(offline: bool = True) -> argparse.ArgumentParser:
     serve.add_argument("--learn-map", type=Path, help="where MIDI learn saves bindings "
                        "(default ~/.config/scorebridge/learned.toml)")
     serve.add_argument("--web-host", help="browser surface bind address (default 127.0.0.1)")
-    serve.add_argument("--web-port", type=_port, help="browser surface port (default 9080; 0 = any free port)")
+    serve.add_argument("--web-port", type=_port,
+                       help="browser surface port (default 9080; 0 = any free port)")
     serve.add_argument("--web-allow-remote", action="store_true",
                        help="allow a non-loopback browser surface (needs --web-token or prints one)")
     serve.add_argument("--web-token-file", type=Path, metavar="FILE",
@@ -289,7 +291,8 @@ def _read_token_file(path: Path) -> str:
     try:
         info = os.stat(path)
         if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_TOKEN_FILE_BYTES:
-            raise ConfigError(f"--web-token-file {path}: not a regular file of at most {MAX_TOKEN_FILE_BYTES} bytes")
+            raise ConfigError(f"--web-token-file {path}: not a regular file of at most "
+                              f"{MAX_TOKEN_FILE_BYTES} bytes")
         text = path.read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"--web-token-file {path}: cannot be read ({exc})") from None

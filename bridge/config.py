@@ -151,7 +151,8 @@ def load_config(path: Path | None) -> BridgeConfig:
     for section in ("midi", "clock", "osc", "control", "web"):
         if not isinstance(data.get(section, {}), dict):
             raise ConfigError(f"{path}: [{section}] must be a table")
-    if not isinstance(data.get("slots", []), list) or not all(isinstance(t, dict) for t in data.get("slots", [])):
+    slots = data.get("slots", [])
+    if not isinstance(slots, list) or not all(isinstance(t, dict) for t in slots):
         raise ConfigError(f"{path}: slots must be [[slots]] tables")
     try:
         _read_sections(config, data, Path(path))
@@ -169,8 +170,10 @@ def _read_sections(config: BridgeConfig, data: dict[str, Any], path: Path) -> No
     config.connect_out = [str(p) for p in midi.get("connect_out", [])]
     config.clock_mode = str(clock.get("mode", config.clock_mode))
     if config.clock_mode not in ("follow", "internal", "external"):
-        raise ConfigError(f"{path} [clock] mode must be follow, internal or external, not {config.clock_mode!r}")
-    config.tempo_bpm = _checked(check_tempo, clock.get("tempo_bpm", config.tempo_bpm), f"{path} [clock] tempo_bpm")
+        raise ConfigError(f"{path} [clock] mode must be follow, internal or external, "
+                          f"not {config.clock_mode!r}")
+    config.tempo_bpm = _checked(check_tempo, clock.get("tempo_bpm", config.tempo_bpm),
+                                f"{path} [clock] tempo_bpm")
     config.clock_out = bool(clock.get("clock_out", False))
     config.osc_host = str(osc.get("host", config.osc_host))
     config.osc_port = _checked(check_port, osc.get("port", config.osc_port), f"{path} [osc] port")

@@ -112,7 +112,7 @@ class Controls:
         slots = {s.name: engine_class(s.engine) for s in session.config.slots}
         # Engines a live swap may load: the registered ones and those the user named at start.
         self.configured_engines = frozenset(s.engine for s in session.config.slots)
-        self.folders = allowed_folders(list(getattr(session.config, "allow_dirs", [])),
+        self.folders = allowed_folders(list(session.config.allow_dirs),
                                        session.config.slots, slots)
         self.maps: list[ControlMap] = [load_map(find_map(str(m)), slots) for m in session.config.control_maps]
         self.learner = Learner(self, session.config.learn_map or default_learn_map(), slots)

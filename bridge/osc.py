@@ -235,7 +235,8 @@ class OscServer:
             self._dispatch(address, args, sender, reply_to)
         except Exception as exc:  # noqa: BLE001 - the isolation boundary of every OSC/browser message
             self._handler_error(address[:100], exc)
-            reply_to(PREFIX + "/error", f"{address}: internal error ({type(exc).__name__}); see the bridge's log")
+            reply_to(PREFIX + "/error",
+                     f"{address}: internal error ({type(exc).__name__}); see the bridge's log")
 
     def _dispatch(self, address: str, args: list[Any], sender: tuple[str, int],
                   reply_to: Callable[..., None]) -> None:
@@ -323,7 +324,8 @@ class OscServer:
     def _budget(self) -> int:
         """Feedback messages that may be sent now (a token bucket)."""
         now = time.monotonic()
-        self._tokens = min(float(FEEDBACK_BURST), self._tokens + (now - self._tokens_at) * FEEDBACK_RATE_PER_S)
+        refill = (now - self._tokens_at) * FEEDBACK_RATE_PER_S
+        self._tokens = min(float(FEEDBACK_BURST), self._tokens + refill)
         self._tokens_at = now
         return int(self._tokens)
 

@@ -40,7 +40,8 @@ def request(host: str, port: int, address: str, reply_address: str, *args: Any,
                 raise ScoreBridgeError(f"no bridge answered on {host}:{port} within {timeout_s} s "
                                        "(is `scorebridge serve` running? check --osc-port)") from None
             except OSError as exc:  # e.g. the port is closed (ICMP port unreachable)
-                raise ScoreBridgeError(f"no bridge answered on {host}:{port}: {exc.strerror or exc}") from None
+                raise ScoreBridgeError(f"no bridge answered on {host}:{port}: "
+                                       f"{exc.strerror or exc}") from None
             try:
                 messages = parse_datagram(data)
             except MalformedPacket:
@@ -56,7 +57,8 @@ def panic(args: argparse.Namespace) -> int:
     if args.midi:
         return _panic_midi(args.midi, args.backend)
     released = request(args.osc_host, args.osc_port, f"{PREFIX}/panic", f"{PREFIX}/panic/done")
-    print(f"panic: bridge released {released[0] if released else 0} notes and sent All Notes Off on all channels")
+    count = released[0] if released else 0
+    print(f"panic: bridge released {count} notes and sent All Notes Off on all channels")
     return 0
 
 
@@ -88,7 +90,8 @@ def status(args: argparse.Namespace) -> int:
     try:
         report = json.loads(reply[0])
     except (IndexError, TypeError, ValueError, RecursionError):
-        raise ScoreBridgeError(f"the reply on {args.osc_host}:{args.osc_port} is not a bridge status") from None
+        raise ScoreBridgeError(f"the reply on {args.osc_host}:{args.osc_port} is not a bridge "
+                               "status") from None
     json.dump(report, sys.stdout, indent=2, sort_keys=True)
     print()
     return 0

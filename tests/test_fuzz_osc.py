@@ -32,8 +32,9 @@ LIVE_EXAMPLES = max(3, EXAMPLES // 100)
 FAST = settings(derandomize=True, max_examples=EXAMPLES, deadline=None)
 
 ADDRESSES = ["/scorebridge/rule/velocity", "/scorebridge/rule/engine", "/scorebridge/rule/enabled",
-             "/scorebridge/transport/locate", "/scorebridge/transport/tempo", "/scorebridge/transport/playing",
-             "/scorebridge/affect/valence", "/scorebridge/subscribe", "/scorebridge/status",
+             "/scorebridge/transport/locate", "/scorebridge/transport/tempo",
+             "/scorebridge/transport/playing", "/scorebridge/affect/valence", "/scorebridge/subscribe",
+             "/scorebridge/status",
              "/scorebridge/unsubscribe", "/scorebridge/rule/voices", "/scorebridge/nope/x", "/surface/1",
              "/scorebridge/rule", "/scorebridge/learn/cancel"]
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 from pythonosc.osc_message_builder import OscMessageBuilder
+from pythonosc.osc_packet import OscPacket
 
 from bridge.errors import ParameterError
-from bridge.osc import FEEDBACK_BURST, FEEDBACK_RATE_PER_S, build_message
-from bridge.osc_packet import parse_datagram
+from bridge.osc import build_message
 from bridge.remote import request
 from tests.jackutil import ROOT
 
@@ -56,9 +56,9 @@ class Surface:
         deadline = time.monotonic() + 3.0
         while time.monotonic() < deadline:
             data, _ = self.sock.recvfrom(65536)
-            for message in parse_datagram(data):
-                if message.address in ("/scorebridge/error", address):
-                    return message.address, message.args
+            for timed in OscPacket(data).messages:  # the bridge's replies are well-formed
+                if timed.message.address in ("/scorebridge/error", address):
+                    return timed.message.address, list(timed.message.params)
         raise AssertionError(f"no reply to {address}")
 
     def close(self) -> None:
@@ -74,9 +74,12 @@ def oscsend(bridge, *args: str) -> None:
     subprocess.run(["oscsend", "localhost", str(bridge.osc_port), *args], check=True, timeout=10)
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout_s: float = 30.0) -> subprocess.CompletedProcess:
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def cli(*args: str, timeout_s: float = 30.0) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bridge", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout_s, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
+                          timeout=timeout_s, env=ENV)
 
 
 # -- 1. one datagram never disables OSC --------------------------------------------------------------
@@ -150,7 +153,8 @@ def test_an_unregistered_module_is_never_imported_through_osc(start_bridge, tmp_
     (tmp_path / "sb_side_effect.py").write_text(
         f"open({str(marker)!r}, 'w').write('ran')\n\nclass X:\n    pass\n")
     monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{ROOT}")
-    bridge = start_bridge("--no-web", "--slot", "rule=rule@all/2", "--slot", "slow=tests.engines_for_tests:Slow@all/3")
+    bridge = start_bridge("--no-web", "--slot", "rule=rule@all/2",
+                          "--slot", "slow=tests.engines_for_tests:Slow@all/3")
     surface = Surface(bridge.osc_port)
     try:
         for name in ("sb_side_effect:X", "sb_side_effect", "this:X", "os:system", "x" * 5000):
@@ -296,6 +300,8 @@ def test_subscribing_the_bridge_to_itself_is_refused(start_bridge):
 
 
 def test_feedback_is_rate_limited_overall(start_bridge):
+    from bridge.osc import FEEDBACK_BURST, FEEDBACK_RATE_PER_S
+
     bridge = start_bridge("--no-web", "--slot", "rule=rule@all/2", "--slot", "two=rule@all/3")
     listeners = []
     try:
@@ -378,8 +384,8 @@ def test_sigterm_stops_a_command_through_its_finally_blocks(tmp_path):
         "cli._run_command = run\n"
         "sys.exit(cli.main(['engines']))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=20,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                          timeout=20, env=ENV)
     assert done.returncode == 143 and marker.exists()
     assert "scorebridge: stopped by SIGTERM" in done.stderr and "Traceback" not in done.stderr
 
@@ -389,7 +395,7 @@ def test_sigterm_while_waiting_for_a_bridge_exits_143_without_a_traceback():
         silent.bind(("127.0.0.1", 0))
         proc = subprocess.Popen([sys.executable, "-m", "bridge", "status", "--osc-port",
                                  str(silent.getsockname()[1])], cwd=ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                stderr=subprocess.PIPE, text=True, env=ENV)
         silent.settimeout(10)
         silent.recvfrom(65536)  # the request arrived: the command is waiting for the reply
         proc.send_signal(signal.SIGTERM)
@@ -402,7 +408,7 @@ def test_a_closed_stdout_ends_engines_and_status_quietly(start_bridge):
     bridge = start_bridge("--no-web")
     for args in (["engines"], ["status", "--osc-port", str(bridge.osc_port)]):
         proc = subprocess.Popen([sys.executable, "-m", "bridge", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                stderr=subprocess.PIPE, env=ENV)
         proc.stdout.close()  # the reader is gone before the command writes (`| head -c 0`)
         with proc.stderr:
             err = proc.stderr.read().decode()

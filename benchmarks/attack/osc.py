@@ -291,7 +291,8 @@ def _files(result: AreaResult, bridge: Bridge, surface: _Surface, allowed: Path,
         if reply is None or reply[0] != "/scorebridge/error":
             result.add("security", probe, f"accepted (curve now {va['values'].get('curve')!r})")
         if va.get("queued", 0) > 0 and va["engine_status"].get("samples", 0) == 0:
-            result.add("hang", probe, f"the va slot holds {va['queued']} unprocessed events (blocked reading)")
+            result.add("hang", probe, f"the va slot holds {va['queued']} unprocessed events "
+                       "(blocked reading)")
         if _rss_mb(bridge.proc.pid) - rss > FILE_RSS_GROWTH_MB:
             result.add("leak", probe, f"serve grew from {rss:.0f} to {_rss_mb(bridge.proc.pid):.0f} MB")
             return
@@ -393,15 +394,14 @@ def _live(result: AreaResult, workdir: Path, quick: bool) -> None:
     modules = workdir / "modules"
     modules.mkdir()
     marker = workdir / "imported"
-    (modules / "sb_attack_side_effect.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\nclass X:\n    pass\n")
+    (modules / "sb_attack_side_effect.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\nclass X:\n    pass\n")
     env = {**os.environ, "PYTHONPATH": f"{modules}{os.pathsep}{ROOT}", "SB_ATTACK_SECRET": SECRET}
-    extra = ["--allow-dir", str(allowed)]
+    slots = ("--no-web", "--clock", "external", "--slot", "rule=rule@all/2", "--slot", "va=va@all/3")
     try:
-        bridge = Bridge(f"sbattackosc{os.getpid()}", "--no-web", "--clock", "external", "--slot", "rule=rule@all/2",
-                        "--slot", "va=va@all/3", *extra, env=env)
+        bridge = Bridge(f"sbattackosc{os.getpid()}", *slots, "--allow-dir", str(allowed), env=env)
     except RuntimeError:  # a bridge without --allow-dir
-        bridge = Bridge(f"sbattackosc{os.getpid()}o", "--no-web", "--clock", "external", "--slot",
-                        "rule=rule@all/2", "--slot", "va=va@all/3", env=env)
+        bridge = Bridge(f"sbattackosc{os.getpid()}o", *slots, env=env)
     surface = _Surface(bridge.osc_port)
     attacks: list[tuple[str, Callable[[], None]]] = [
         ("datagrams", lambda: _datagrams(result, bridge, surface, quick)),
@@ -436,8 +436,9 @@ def _options(result: AreaResult, workdir: Path) -> None:
         outcome = scorebridge("serve", "--backend", "jack", "--osc-port", "0", "--duration", "2", *option,
                               timeout_s=20)
         check_refused(result, f"serve {' '.join(option)}", outcome)
-    for number, text in enumerate(("[clock]\ntempo_bpm = nan\n", "[osc]\nport = 70000\n", "[web]\nport = -1\n",
-                                   "[clock]\ntempo_bpm = \"fast\"\n", "midi = 3\n")):
+    configs = ("[clock]\ntempo_bpm = nan\n", "[osc]\nport = 70000\n", "[web]\nport = -1\n",
+               "[clock]\ntempo_bpm = \"fast\"\n", "midi = 3\n")
+    for number, text in enumerate(configs):
         config = workdir / f"bad{number}.toml"
         config.write_text(text)
         outcome = scorebridge("serve", "--backend", "jack", "--osc-port", "0", "--no-web", "--duration", "2",
@@ -449,8 +450,9 @@ def _signals_and_pipes(result: AreaResult) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))
-        proc = subprocess.Popen([sys.executable, "-m", "bridge", "status", "--osc-port", str(silent.getsockname()[1])],
-                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        command = [sys.executable, "-m", "bridge", "status", "--osc-port", str(silent.getsockname()[1])]
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)
         silent.settimeout(15)
         try:
             silent.recvfrom(65536)
@@ -460,8 +462,9 @@ def _signals_and_pipes(result: AreaResult) -> None:
         _, err = proc.communicate(timeout=15)
     result.probes += 1
     if "Traceback" in err or proc.returncode != 128 + signal.SIGTERM:
+        traceback = ", traceback" if "Traceback" in err else ""
         result.add("crash", "SIGTERM during `scorebridge status`",
-                   f"exit {proc.returncode}{', traceback' if 'Traceback' in err else ''} (expected 143, a message)")
+                   f"exit {proc.returncode}{traceback} (expected 143, a message)")
     for args in (["engines"], ["--help"]):
         proc = subprocess.Popen([sys.executable, "-m", "bridge", *args], cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=env)

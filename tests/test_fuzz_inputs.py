@@ -21,7 +21,6 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
-import mido
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings

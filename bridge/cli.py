@@ -368,7 +368,8 @@ def _serve(args: argparse.Namespace) -> int:
         stop.set()
 
     signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for signum in _STOP_SIGNALS:  # a closed terminal (SIGHUP) releases every note like SIGTERM
+        signal.signal(signum, on_signal)
     session.start()
     try:
         status = session.status()

@@ -414,3 +414,13 @@ def test_a_closed_stdout_ends_engines_and_status_quietly(start_bridge):
             err = proc.stderr.read().decode()
         proc.wait(timeout=20)
         assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_sighup_stops_serve_like_sigterm(start_bridge, peer_for):
+    bridge = start_bridge("--no-web")
+    peer = peer_for(bridge)
+    peer.send([0x90, 72, 100])
+    assert peer.wait_for(lambda: peer.sounding(), 3.0)
+    code, out, err = bridge.stop(signal.SIGHUP)
+    assert code == 0 and "every note released" in out and "Traceback" not in err
+    assert peer.wait_for(lambda: not peer.sounding(), 2.0), peer.sounding()

@@ -214,13 +214,16 @@ class _RawClient:
 
     def __init__(self, port: int, path: str = "/ws", receive_buffer: int | None = None) -> None:
         self.sock = _socket(port, receive_buffer)
-        self.sock.sendall(_upgrade(path))
         self.buffer = b""
-        while b"\r\n\r\n" not in self.buffer:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                break
-            self.buffer += chunk
+        try:
+            self.sock.sendall(_upgrade(path))
+            while b"\r\n\r\n" not in self.buffer:
+                chunk = self.sock.recv(4096)
+                if not chunk:
+                    break
+                self.buffer += chunk
+        except OSError:  # reset or timed out: refused (status 0)
+            self.buffer = b""
         head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
         self.status = int(head.split()[1]) if head.startswith(b"HTTP/") else 0
         self.values: dict[str, Any] = {}

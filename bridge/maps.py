@@ -436,6 +436,11 @@ def parse_map(text: str, path: Path | str, slots: Mapping[str, type[Engine]]) ->
     header = data.get("map", {})
     if not isinstance(header, dict) or set(header) - {"name", "description", "feedback"}:
         raise MappingError(f"{path}:{_key_line(text, 0, 'map')}: [map] takes name, description, feedback")
+    for key, kind, what in (("name", str, "a string"), ("description", str, "a string"),
+                            ("feedback", bool, "true or false")):
+        if key in header and not isinstance(header[key], kind):
+            raise MappingError(f"{path}:{_key_line(text, 0, key)}: [map] {key} must be {what} "
+                               f"(got {_shown(header[key])})")
     tables = data.get("bind", [])
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
         raise MappingError(f"{path}:{_key_line(text, 0, 'bind')}: write bindings as [[bind]] tables")

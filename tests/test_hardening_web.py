@@ -508,3 +508,23 @@ def test_a_port_in_use_fails_start_and_running_says_so(surface):
         WebSurface(_stub_session(), "127.0.0.1", first.port).start()
     first.stop()
     assert not first.running
+
+
+def test_a_flood_of_refused_connections_is_one_warning(surface, caplog):
+    web = surface()
+    with caplog.at_level(logging.DEBUG, logger="bridge.web"):
+        for _ in range(30):
+            with pytest.raises(InvalidStatus), connect(ws_url(web), origin="http://evil.example"):
+                pass
+    warnings = [r.getMessage() for r in caplog.records if r.name.startswith("bridge.") and r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "origin http://evil.example" in warnings[0]
+    assert web.counters["refused"] == 30
+
+
+def test_the_map_header_takes_a_string_name_and_a_boolean_feedback():
+    from bridge.maps import parse_map
+
+    with pytest.raises(MappingError, match=r"m.toml:3: \[map\] feedback must be true or false \(got 'no'\)"):
+        parse_map('[map]\nname = "x"\nfeedback = "no"\n', "m.toml", SLOTS)
+    with pytest.raises(MappingError, match=r"m.toml:2: \[map\] name must be a string"):
+        parse_map("[map]\nname = [1, 2]\n", "m.toml", SLOTS)

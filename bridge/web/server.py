@@ -24,6 +24,7 @@ import math
 import secrets
 import sys
 import threading
+import time
 from http import HTTPStatus
 from importlib.resources import files
 from itertools import count
@@ -74,6 +75,9 @@ PING_INTERVAL_S = 20.0
 PING_TIMEOUT_S = 20.0
 # How long start() waits for the socket to be bound before it reports a failure.
 START_TIMEOUT_S = 10.0
+# Refused and dropped connections are warned about at most once per this interval (the others at
+# DEBUG, counted in the next warning), so a flood of connections cannot flood the log.
+WARNING_INTERVAL_S = 10.0
 # A client that does not answer the closing handshake within this time is cut (stop stays quick).
 CLOSE_TIMEOUT_S = 2.0
 # Received frames buffered per connection before reading pauses (TCP then slows the sender).
@@ -232,6 +236,8 @@ class WebSurface:
                                          "dropped_values": 0}
         self._clients: dict[int, _Client] = {}
         self._open_connections: set[int] = set()
+        self._last_warning_s = -math.inf
+        self._unwarned = 0
         self._numbers = count(1)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -292,6 +298,17 @@ class WebSurface:
             self._ready.set()
             await self._stop.wait()
 
+    def _warn(self, message: str, *args: Any) -> None:
+        """A WARNING, unless one was logged less than WARNING_INTERVAL_S ago (then DEBUG)."""
+        now = time.monotonic()
+        if now - self._last_warning_s < WARNING_INTERVAL_S:
+            self._unwarned += 1
+            log.debug("browser surface: " + message, *args)
+            return
+        more = f" (and {self._unwarned} more since the last warning)" if self._unwarned else ""
+        log.warning("browser surface: " + message + "%s", *args, more)
+        self._last_warning_s, self._unwarned = now, 0
+
     # -- HTTP: the page, and the checks before a socket opens --------------------------------
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         parts = urlsplit(request.path)
@@ -299,11 +316,11 @@ class WebSurface:
             problem = self._refusal(request, parse_qs(parts.query))
             if problem:
                 self.counters["refused"] += 1
-                log.warning("browser surface: refused a socket: %s", problem)
+                self._warn("refused a socket: %s", problem)
                 return connection.respond(HTTPStatus.FORBIDDEN, problem + "\n")
             if len(self._clients) >= MAX_CLIENTS:
                 self.counters["refused_busy"] += 1
-                log.warning("browser surface: refused a socket: %d are open, the most it serves", MAX_CLIENTS)
+                self._warn("refused a socket: %d are open, the most it serves", MAX_CLIENTS)
                 return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE,
                                           f"too many browser connections (at most {MAX_CLIENTS})\n")
             return None
@@ -392,8 +409,7 @@ class WebSurface:
                 except TimeoutError:
                     # Half a frame may be written: the connection cannot go on, so it is cut.
                     self.counters["dropped_slow"] += 1
-                    log.warning("browser surface: dropped browser %d: it took no data for %.0f s",
-                                client.number, SEND_TIMEOUT_S)
+                    self._warn("dropped browser %d: it took no data for %.0f s", client.number, SEND_TIMEOUT_S)
                     client.connection.transport.abort()
                     return
             await asyncio.sleep(self.interval_s)

@@ -20,8 +20,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bridge.errors import MappingError
-from bridge.maps import (MAX_BINDINGS, Binding, ControlMap, parse_binding, parse_map, parse_toml, read_map_text,
-                         resolve_target, save_map)
+from bridge.maps import (
+    MAX_BINDINGS,
+    Binding,
+    ControlMap,
+    parse_binding,
+    parse_map,
+    parse_toml,
+    read_map_text,
+    resolve_target,
+    save_map,
+)
 from bridge.osc import PREFIX
 from engines import Engine
 

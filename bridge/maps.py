@@ -232,7 +232,7 @@ def _float(value: Any, key: str) -> float:
     return float(value)
 
 
-def _finite(value: int | float) -> bool:
+def _finite(value: float) -> bool:
     """A number a float can hold (TOML integers are unbounded in tomllib)."""
     try:
         return math.isfinite(value)

@@ -185,7 +185,7 @@ def encoded(message: Any, style: int) -> str:
 
 
 def valid_arg(value: Any) -> bool:
-    if isinstance(value, bool) or isinstance(value, str):
+    if isinstance(value, (bool, str)):
         return True
     if isinstance(value, int):
         return -2**63 <= value < 2**63
@@ -260,5 +260,5 @@ def test_live_surface_survives_fuzzed_frames_and_still_answers(start_bridge):
         state["ws"].close()
     with connect(url) as fresh:  # and a new browser gets the page's state
         assert any(address == "/scorebridge/describe" for address, _ in json.loads(fresh.recv(timeout=5)))
-    code, _, err = bridge.stop()
+    _, _, err = bridge.stop()
     assert "Traceback" not in err and "connection handler failed" not in err

@@ -43,7 +43,7 @@ def _stub_session() -> Any:
     return SimpleNamespace(
         host=SimpleNamespace(current_values=lambda: [("rule", "velocity", 72)]),
         transport=SimpleNamespace(playing=False, tempo_bpm=120.0),
-        controls=SimpleNamespace(affect={}, surface_values=lambda: []),
+        controls=SimpleNamespace(affect={}, surface_values=list),
         osc=SimpleNamespace(dispatch=dispatch))
 
 
@@ -333,7 +333,7 @@ HEADER = '[map]\nname = "hostile"\n\n[[bind]]\ncc = 1\ntarget = "rule/velocity"\
 
 def maps_check(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "bridge", "maps", "check", str(path), "--slot", "rule=rule"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
@@ -411,7 +411,7 @@ def test_serve_refuses_a_hostile_map_with_one_line(jack_server, tmp_path: Path):
     deep.write_text(HEADER + "values = " + "[" * 5000 + "]" * 5000 + "\n", encoding="utf-8")
     done = subprocess.run([sys.executable, "-m", "bridge", "serve", "--backend", "jack", "--client",
                            f"sbdeep{os.getpid()}", "--osc-port", "0", "--no-web", "--map", str(deep)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
                           env={**os.environ, "PYTHONPATH": str(ROOT), "XDG_CONFIG_HOME": str(tmp_path)})
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "deep.toml:7: nesting too deep" in done.stderr.strip().splitlines()[-1]

@@ -86,7 +86,7 @@ def _start_jack(name: str) -> subprocess.Popen[bytes] | None:
     env = {**os.environ, "JACK_DEFAULT_SERVER": name}
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        if subprocess.run(["jack_lsp"], env=env, capture_output=True).returncode == 0:
+        if subprocess.run(["jack_lsp"], env=env, capture_output=True, check=False).returncode == 0:
             return proc
         time.sleep(0.1)
     proc.kill()

@@ -528,3 +528,25 @@ def test_the_map_header_takes_a_string_name_and_a_boolean_feedback():
         parse_map('[map]\nname = "x"\nfeedback = "no"\n', "m.toml", SLOTS)
     with pytest.raises(MappingError, match=r"m.toml:2: \[map\] name must be a string"):
         parse_map("[map]\nname = [1, 2]\n", "m.toml", SLOTS)
+
+
+UPGRADE_HEADERS = ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   "Sec-WebSocket-Version: 13\r\n")
+
+
+@pytest.mark.parametrize("request_text, status", [
+    ("GET //[ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 404),
+    ("GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n" + UPGRADE_HEADERS + "\r\n", 403),
+    ("GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://127.0.0.1\r\nOrigin: http://evil.example\r\n"
+     + UPGRADE_HEADERS + "\r\n", 403),
+])
+def test_odd_paths_and_repeated_headers_are_refused_not_a_server_error(surface, caplog, request_text: str,
+                                                                         status: int):
+    web = surface()
+    sock = raw_socket(web)
+    sock.sendall(request_text.encode())
+    sock.settimeout(3)
+    assert sock.recv(4096).split(b"\r\n")[0] == f"HTTP/1.1 {status} ".encode() + \
+        {403: b"Forbidden", 404: b"Not Found"}[status]
+    sock.close()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

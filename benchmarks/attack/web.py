@@ -309,6 +309,9 @@ _BAD_REQUESTS = {
     "bad upgrade": b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                    b"Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 99\r\n\r\n",
     "invalid utf-8 path": b"GET /\xff\xfe HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "host-like path": b"GET //[ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    "two hosts": _upgrade().replace(b"Host: 127.0.0.1\r\n", b"Host: 127.0.0.1\r\nHost: evil.example\r\n"),
+    "two origins": _upgrade(origin="http://127.0.0.1").replace(b"Origin:", b"Origin: http://evil.example\r\nOrigin:"),
 }
 
 # Messages the surface must answer with an error while the connection stays open.

@@ -311,9 +311,10 @@ class WebSurface:
 
     # -- HTTP: the page, and the checks before a socket opens --------------------------------
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        parts = urlsplit(request.path)
-        if parts.path == "/ws":
-            problem = self._refusal(request, parse_qs(parts.query))
+        # Split by hand: urlsplit raises on a path like "//[" (it reads a host there).
+        path, _, query = request.path.partition("?")
+        if path == "/ws":
+            problem = self._refusal(request, parse_qs(query))
             if problem:
                 self.counters["refused"] += 1
                 self._warn("refused a socket: %s", problem)
@@ -324,9 +325,9 @@ class WebSurface:
                 return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE,
                                           f"too many browser connections (at most {MAX_CLIENTS})\n")
             return None
-        if parts.path not in _STATIC:
+        if path not in _STATIC:
             return connection.respond(HTTPStatus.NOT_FOUND, "not found\n")
-        name, content_type = _STATIC[parts.path]
+        name, content_type = _STATIC[path]
         body = (files("bridge.web") / "static" / name).read_bytes()
         headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
                            ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff"),
@@ -338,8 +339,10 @@ class WebSurface:
         given = query.get("token", [""])[0].encode()
         if self.token is not None and not secrets.compare_digest(given, self.token.encode()):
             return "wrong or missing token"
-        host = request.headers.get("Host", "")
-        origin = request.headers.get("Origin")
+        hosts, origins = request.headers.get_all("Host"), request.headers.get_all("Origin")
+        if len(hosts) != 1 or len(origins) > 1:
+            return "a request needs exactly one Host header and at most one Origin"
+        host, origin = hosts[0], (origins[0] if origins else None)
         if origin is not None and _netloc(origin) != host:
             return f"origin {origin[:100]} is not this page"
         if self.token is None and _hostname(host) not in _LOOPBACK_NAMES:

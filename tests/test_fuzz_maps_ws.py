@@ -13,6 +13,7 @@ Every finding of a longer run becomes a named test in tests/test_hardening_web.p
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -29,6 +30,7 @@ from bridge.maps import ControlMap, dumps_map, load_map, parse_map, without_line
 from bridge.web.server import MAX_MESSAGE_BYTES, MessageError, parse_message
 from engines import engine_class
 from midi_maps import maps_dir
+from tests.test_hardening_web import surface  # noqa: F401 (fixture)
 
 EXAMPLES = int(os.environ.get("SCOREBRIDGE_FUZZ_EXAMPLES", "0"))
 SLOTS = {"rule": engine_class("rule"), "song": engine_class("rule"), "strings": engine_class("thru")}
@@ -218,6 +220,39 @@ def test_any_bytes_parse_or_fail_with_a_message_error(data: bytes, prefix: bytes
 def test_messages_at_the_size_limit_are_still_parsed():
     padding = "a" * (MAX_MESSAGE_BYTES - 40)
     assert parse_message(json.dumps({"address": "/x", "args": [padding]}))[1] == [padding]
+
+
+# -- HTTP requests to an in-process surface ---------------------------------------------------
+path_parts = st.sampled_from(["/", "/ws", "/index.html", "/app.js", "..", "%2e%2e", "//", "[", "]", "?", "#", "%",
+                              "token=", "&", "\\", "%00", ";", "@", ":", "é"])
+header_names = st.sampled_from(["Host", "Origin", "Upgrade", "Connection", "Sec-WebSocket-Key",
+                                "Sec-WebSocket-Version", "Content-Length", "X-Other"])
+header_values = st.one_of(st.sampled_from(["127.0.0.1", "localhost", "[::1]", "evil.example", "http://[", "null",
+                                           "websocket", "Upgrade", "dGhlIHNhbXBsZSBub25jZQ==", "13", "-1", ""]),
+                          st.text(st.characters(min_codepoint=32, max_codepoint=126), max_size=30))
+
+
+def test_any_request_gets_an_answer_never_a_server_error(surface, caplog):  # noqa: F811
+    from tests.test_hardening_web import raw_socket
+
+    web = surface()
+
+    @settings(derandomize=True, max_examples=examples(100), deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(path_parts, max_size=6).map("".join), st.lists(st.tuples(header_names, header_values), max_size=8))
+    def request_one(path: str, headers: list[tuple[str, str]]) -> None:
+        request = f"GET /{path} HTTP/1.1\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers) + "\r\n"
+        sock = raw_socket(web)
+        try:
+            sock.sendall(request.encode())
+            sock.settimeout(6)
+            answer = sock.recv(4096)
+        finally:
+            sock.close()
+        assert not answer.startswith(b"HTTP/1.1 5") or answer.startswith(b"HTTP/1.1 503"), (request, answer)
+        assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR], request
+
+    request_one()
 
 
 # -- a live serve -----------------------------------------------------------------------------

@@ -83,10 +83,12 @@ def classify_event(item: object) -> tuple[Policy, Hashable, str]:
         return Policy.KEEP_LATEST, ("param", item.name), "param"
     if isinstance(item, _Swap):
         return Policy.KEEP_LATEST, ("swap",), "swap"
+    # Beats and transport changes are never dropped: an engine keeps time (and forgets its
+    # past) on them. One of each waits at most; a newer one takes its place.
     if isinstance(item, Beat):
-        return Policy.LATEST_IN_ORDER, ("beat",), "beat"
+        return Policy.KEEP_LATEST, ("beat",), "beat"
     if isinstance(item, TransportChange):
-        return Policy.LATEST_IN_ORDER, ("transport",), "transport"
+        return Policy.KEEP_LATEST, ("transport",), "transport"
     return Policy.KEEP, None, "other"
 
 

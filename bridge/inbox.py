@@ -12,8 +12,8 @@ flood). Then what can be lost without harm goes first, and every loss is counted
 - a note-on is dropped only when nothing else can go, and then its note-off is dropped too
   (no hanging note); a note-off whose note-on was queued is always queued, even past the
   capacity (at most one per channel and pitch, so the overshoot is bounded);
-- parameter sets and engine swaps are never dropped: a newer one replaces the one waiting
-  (so there is at most one per parameter); internal work is always queued.
+- parameter sets, engine swaps, beats and transport changes are never dropped: a newer one
+  replaces the one waiting (so there is at most one of each); internal work is always queued.
 
 Switch controllers (sustain and the other pedals, channel mode messages), program changes
 and transport messages keep their order with the notes: they coalesce only with a value

@@ -115,6 +115,23 @@ def test_parameter_sets_are_merged_but_never_dropped():
     assert not inbox.dropped
 
 
+def test_beats_are_never_evicted_by_a_flood_of_notes():
+    """An engine that never hears a beat never forgets its past (the learned harmonizer
+    grew by 4 MB a minute in the soak when notes evicted every beat)."""
+    from bridge.events import Beat
+    from bridge.host import classify_event
+    from bridge.inbox import BoundedInbox
+
+    inbox = BoundedInbox(4, classify_event)
+    for index in range(10):
+        inbox.put(Beat(index, 0.0, 120.0))
+        for pitch in range(8):
+            inbox.put(_on(pitch + 10 * index))
+            inbox.put(_off(pitch + 10 * index))
+    beats = [e.index for e in _drain(inbox) if isinstance(e, Beat)]
+    assert beats == [9] and "beat" not in inbox.dropped
+
+
 def test_close_wakes_the_consumer_at_once_and_discards_the_backlog():
     from bridge.host import classify_event
     from bridge.inbox import CLOSED, BoundedInbox

@@ -205,6 +205,19 @@ def test_damage_inside_a_lossy_block_is_caught(lossy, tmp_path):
     assert done.returncode == 1 and json.loads(done.stdout)["damage"][0]["track"] == track
 
 
+def test_a_changed_codec_header_is_caught(lossy, tmp_path):
+    """The Opus header's output gain (bytes 16-17 of OpusHead) changes every sample the track
+    decodes to without touching a packet: group 0's checksum covers the header."""
+    data = bytearray(lossy.read_bytes())
+    head = data.index(b"OpusHead", data.index(b"OpusHead") + 1)  # the second track's (vocals)
+    data[head + 16:head + 18] = (256 * 6).to_bytes(2, "little")  # +6 dB
+    path = tmp_path / "louder.snc"
+    path.write_bytes(bytes(data))
+    report = SncReader(path).scan()
+    assert [(d.track, d.start_s) for d in report.damage] == [(1, 0.0)], report.damage
+    refused(cli("snc", "decode", path, "-o", tmp_path / "out"), "track 1 (vocals)")
+
+
 def test_random_corruption_never_decodes_to_other_sound(lossy, tmp_path):
     """Anywhere in the file: either refused (CodecError) or the very same samples."""
     data = lossy.read_bytes()

@@ -49,6 +49,9 @@ NOTE_KEYS = 16 * 128
 # How long the engines may keep playing after the load stops (the continuation answers the
 # player's silence with a phrase of a few bars) before a sounding note counts as stuck.
 SETTLE_S = 30.0
+# Memory before this is not compared: the learned harmonizer keeps the last 320 beats of
+# melody (160 s at 120 BPM) for its key and chords, so it fills for that long, then stays.
+DEFAULT_WARMUP_S = 180.0
 # A status request waits this long for its reply (the OSC load shares the bridge's socket).
 STATUS_TIMEOUT_S = 3.0
 # jackd drops a client whose cycle is this late (its default is 500 ms): a machine shared
@@ -317,14 +320,15 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the load (default 10)")
     parser.add_argument("--seconds", type=float, help="length in seconds (overrides --minutes)")
-    parser.add_argument("--warmup-s", type=float, help="not counted for memory (default: a tenth, at most 60 s)")
+    parser.add_argument("--warmup-s", type=float,
+                        help=f"not counted for memory (default: a third, at most {DEFAULT_WARMUP_S:.0f} s)")
     parser.add_argument("--midi-rate", type=int, default=10_000, help="MIDI events/s (default 10,000)")
     parser.add_argument("--osc-rate", type=int, default=10_000, help="OSC messages/s (default 10,000)")
     parser.add_argument("--sample-s", type=float, default=2.0, help="sampling interval (default 2 s)")
     parser.add_argument("--out", type=Path, help="result JSON (default benchmarks/results/soak-<time>.json)")
     args = parser.parse_args(argv)
     seconds = args.seconds if args.seconds is not None else args.minutes * 60
-    warmup_s = args.warmup_s if args.warmup_s is not None else min(60.0, seconds / 10)
+    warmup_s = args.warmup_s if args.warmup_s is not None else min(DEFAULT_WARMUP_S, seconds / 3)
     own_server = "JACK_DEFAULT_SERVER" not in os.environ
     jackd = None
     if own_server:

@@ -51,17 +51,23 @@ def _jack_env(server_name: str | None) -> dict[str, str]:
     return env
 
 
-def jack_running(server_name: str | None = None, timeout_s: float = 2.0) -> bool:
-    """True when a JACK server answers (``jack_lsp`` from jackd2's tools)."""
+def jack_running(server_name: str | None = None, timeout_s: float = 2.0, attempts: int = 1) -> bool:
+    """True when a JACK server answers (``jack_lsp`` from jackd2's tools). A busy server
+    sometimes refuses one client: ``attempts`` asks again before saying no."""
     tool = shutil.which("jack_lsp")
     if tool is None:
         return False
-    try:
-        done = subprocess.run([tool], env=_jack_env(server_name), capture_output=True,
-                              timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired:
-        return False
-    return done.returncode == 0
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(0.2)
+        try:
+            done = subprocess.run([tool], env=_jack_env(server_name), capture_output=True,
+                                  timeout=timeout_s, check=False)
+        except subprocess.TimeoutExpired:
+            continue
+        if done.returncode == 0:
+            return True
+    return False
 
 
 def parse_jack_connections(text: str) -> dict[str, set[str]]:

@@ -18,6 +18,9 @@ __all__ = ["RtMidiBackend", "RtMidiInput", "RtMidiOutput", "JACK_POLL_INTERVAL_S
 
 # How often the JACK input thread looks for queued messages (adds 0.1 ms on average).
 JACK_POLL_INTERVAL_S = 0.0002
+# Times the JACK backend asks for the server before calling it absent (a loaded server
+# sometimes refuses a single listing client).
+JACK_PROBE_ATTEMPTS = 3
 # Messages the JACK input thread reads before it looks at its stop flag again.
 _POLL_BATCH = 256
 # Messages rtmidi holds for the input thread. rtmidi drops what does not fit, without saying
@@ -108,7 +111,7 @@ class RtMidiBackend:
             return False, f"python-rtmidi was built without {self.name} support"
         if self.name == "alsa" and not os.path.exists("/dev/snd/seq"):
             return False, "no ALSA sequencer (/dev/snd/seq missing; load snd-seq or use JACK)"
-        if self.name == "jack" and not jack_running():
+        if self.name == "jack" and not jack_running(attempts=JACK_PROBE_ATTEMPTS):
             # Asked first with jack_lsp so libjack's connection errors don't reach the terminal.
             return False, "no JACK server is running"
         if self.name == "coremidi" and sys.platform != "darwin":

@@ -112,6 +112,9 @@ def check_midi(midi: mido.MidiFile, source: str | os.PathLike[str]) -> None:
         raise MidiFileError(f"{source}: time division {per_beat} ticks per beat (must be positive)")
     if len(midi.tracks) > MAX_TRACKS:
         raise MidiFileError(f"{source}: {len(midi.tracks)} tracks; at most {MAX_TRACKS}")
+    if midi.type == 0 and len(midi.tracks) != 1:
+        raise MidiFileError(f"{source}: not a readable MIDI file (format 0 holds exactly one track, this "
+                            f"file {len(midi.tracks)})")
     limit = MAX_LENGTH_BEATS * per_beat
     for index, track in enumerate(midi.tracks):
         now = 0

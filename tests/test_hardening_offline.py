@@ -404,3 +404,14 @@ def test_va_apply_names_the_file_it_cannot_automate(tmp_path, capsys):
     curve.write_text("time_s,valence,arousal\n0,0,0\n10,0.5,0.5\n")
     code, _, err = run_cli(capsys, "va", "apply", source, curve, "-o", tmp_path / "out.mid")
     assert_refused(code, err, "va", source, "type 2")
+
+
+def test_a_format_0_file_with_two_tracks_is_refused(tmp_path, capsys):
+    """Found by the MIDI structure fuzzer: read fine, then va apply could not save it (ValueError)."""
+    track = b"MTrk\x00\x00\x00\x04\x00\xff\x2f\x00"
+    source = tmp_path / "in.mid"
+    source.write_bytes(b"MThd\x00\x00\x00\x06\x00\x00\x00\x02\x00\x01" + track + track)
+    curve = tmp_path / "va.csv"
+    curve.write_text("time_s,valence,arousal\n0,0,0\n10,0.5,0.5\n")
+    code, _, err = run_cli(capsys, "va", "apply", source, curve, "-o", tmp_path / "out.mid")
+    assert_refused(code, err, "va", source, "format 0 holds exactly one track")

@@ -5,8 +5,9 @@ A track's packets are grouped by time: group k holds the packets whose presentat
 in [k * group_ms, (k + 1) * group_ms) (the packets before 0 in group 0). A group's CRC32 runs
 over each packet's time (int64 ms), size (uint32) and bytes, in file order, so a changed,
 lost, added or moved packet changes its group's checksum; group 0's starts from the track's
-codec header (Opus pre-skip and output gain, FLAC stream info), which decoding also depends on. Demuxing is cheap (thousands of
-times real time), so the scan reads every packet of every track; it decodes nothing.
+codec header (Opus pre-skip and output gain, FLAC stream info), which decoding also depends
+on. Demuxing is cheap (thousands of times real time), so the scan reads every packet of every
+track; it decodes nothing.
 """
 
 from __future__ import annotations

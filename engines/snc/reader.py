@@ -342,8 +342,6 @@ class SncReader:
         CodecError before anything is written, unless ``salvage``: then the damaged spans are
         silent (in their track and in the master, widened by the mastering filter's reach),
         the output ends where the data ends, and the returned list says what is missing."""
-        import soundfile as sf
-
         out_dir = Path(out_dir)
         if out_dir.exists() and not out_dir.is_dir():
             raise CodecError(f"output {out_dir} is a file; name a folder")
@@ -352,7 +350,19 @@ class SncReader:
         damage = list(self.scan().damage)
         if damage and not salvage:
             self.check_intact()
+        created = not out_dir.exists()
         out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._decode_into(out_dir, names, damage, salvage)
+        except BaseException:
+            if created and not any(out_dir.iterdir()):
+                out_dir.rmdir()  # (a folder this call made, left empty by the failure)
+            raise
+
+    def _decode_into(self, out_dir: Path, names: list[str], damage: list[Damage],
+                     salvage: bool) -> tuple[list[Path], list[Damage]]:
+        import soundfile as sf
+
         subtype = {"s16": "PCM_16", "s24": "PCM_24"}.get(self.manifest.sample_format, "FLOAT")
         temps = {n: out_dir / f".{n}.wav.partial" for n in names}
         digests = {n: hashlib.sha256() for n in names}

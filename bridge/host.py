@@ -35,9 +35,10 @@ __all__ = ["Slot", "EngineHost", "SlotConfig", "SLOT_INBOX_CAPACITY", "STOP_TIME
 
 log = logging.getLogger(__name__)
 
-# Events waiting for one engine. A fast engine keeps it nearly empty; a slow one (a model at a
-# few ms per event) holds a second or two of input here before the drop policy starts.
-SLOT_INBOX_CAPACITY = 1024
+# Events waiting for one engine. A fast engine keeps it nearly empty; for a slow one (the
+# learned harmonizer at a few ms per decision) this is a fraction of a second of input under
+# a flood (1024 held up to 8 s in the soak): late notes are worse than dropped ones.
+SLOT_INBOX_CAPACITY = 256
 # How long stopping waits for all engine workers together (one may be inside a slow call).
 STOP_TIMEOUT_S = 1.0
 # Input-to-output latencies kept per slot for the percentiles in ``status`` (sorted on every

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from bridge.errors import ParameterError
 from bridge.events import EngineInput, EngineOutput
 
-__all__ = ["Param", "EngineContext", "Engine"]
+__all__ = ["Engine", "EngineContext", "Param"]
 
 _KINDS = ("float", "int", "bool", "choice", "text")
 _MAX_TEXT = 4096
@@ -81,8 +81,8 @@ class Param:
             raise ParameterError(f"{self.name}: {value!r} is not a boolean (use 0/1, true/false)")
         try:
             number = float(value)
-        except (TypeError, ValueError):
-            raise ParameterError(f"{self.name}: {value!r} is not a number") from None
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond any float
+            raise ParameterError(f"{self.name}: {str(value)[:40]!r} is not a number") from None
         if math.isnan(number):
             raise ParameterError(f"{self.name}: NaN is not a valid value")
         if math.isinf(number):

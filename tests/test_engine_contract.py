@@ -96,6 +96,9 @@ def test_param_declarations_are_strict():
         toggle.coerce("maybe")
     with pytest.raises(ParameterError, match="not an integer"):
         Param("n", "int", 1, 0, 10).coerce(2.5)
+    # A map or a config file can hold an integer no float can hold (an OverflowError before).
+    with pytest.raises(ParameterError, match="level: '1000000000000000000000000000000000000000"):
+        level.coerce(10 ** 400)
 
 
 def test_text_parameters_take_one_line_of_text():

@@ -6,6 +6,7 @@ Fuzzing: the inbox property test runs ``SCOREBRIDGE_FUZZ_EXAMPLES`` examples (de
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 
 from benchmarks.jack_tools import connect, flood_pattern, midiseq
 from bridge.events import ControlChange, NoteOff, NoteOn
-from tests.jackutil import ROOT, start_jack
+from tests.jackutil import ROOT
 from tests.peer import Bridge
 
 # The bounded queues are imported inside the tests, so that the live tests also run (and
@@ -99,8 +100,7 @@ def test_a_full_inbox_evicts_controllers_for_notes_then_drops_note_ons_with_thei
 
 
 def test_parameter_sets_are_merged_but_never_dropped():
-    from bridge.host import _SetParam
-    from bridge.host import classify_event
+    from bridge.host import _SetParam, classify_event
     from bridge.inbox import BoundedInbox
 
     inbox = BoundedInbox(2, classify_event)
@@ -209,8 +209,8 @@ def test_router_classifies_raw_messages_like_the_slots():
 
 def test_router_releases_what_a_port_held_when_it_goes_away():
     from bridge.clock import Transport
-    from bridge.output import NoteTracker, Scheduler
     from bridge.host import EngineHost
+    from bridge.output import NoteTracker, Scheduler
     from bridge.router import InputRouter
 
     host = EngineHost(Transport(120.0, "internal"), NoteTracker(), Scheduler())
@@ -383,7 +383,9 @@ needs_auto_jack = pytest.mark.skipif(os.path.exists("/dev/snd/seq"),
 @pytest.mark.jack
 @needs_auto_jack
 def test_a_killed_bridges_private_jack_server_is_not_left_running(tmp_path):
-    server = f"sborphan{os.getpid()}"
+    # A fixed name: jackd reclaims a dead server's registry entry only under the same name,
+    # and its registry holds eight servers at most.
+    server = "sborphantest"
     env = dict(os.environ, JACK_DEFAULT_SERVER=server, XDG_RUNTIME_DIR=str(tmp_path))
     try:
         first = Bridge(f"sbk{os.getpid()}a", "--backend", "auto", env=env)
@@ -396,8 +398,11 @@ def test_a_killed_bridges_private_jack_server_is_not_left_running(tmp_path):
         assert code == 0, err
         assert _wait_gone(server, 5.0) == []
     finally:
-        for pid in _jackd_pids(server):
-            os.kill(pid, signal.SIGKILL)
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # SIGTERM first: jackd leaves the registry
+            for pid in _jackd_pids(server):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            _wait_gone(server, 5.0)
 
 
 def _mark_as_left_by_a_dead_bridge(proc: subprocess.Popen, server: str) -> Path:
@@ -405,7 +410,7 @@ def _mark_as_left_by_a_dead_bridge(proc: subprocess.Popen, server: str) -> Path:
 
     dead = subprocess.Popen(["true"])
     dead.wait()
-    read = lambda pid, what: Path(f"/proc/{pid}/{what}")  # noqa: E731
+    read = lambda pid, what: Path(f"/proc/{pid}/{what}")
     stat = read(proc.pid, "stat").read_text()
     mark = {"pid": proc.pid, "start_ticks": int(stat[stat.rfind(")") + 2:].split()[19]),
             "cmdline": [p.decode() for p in read(proc.pid, "cmdline").read_bytes().split(b"\0") if p],

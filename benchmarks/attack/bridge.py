@@ -23,9 +23,9 @@ from benchmarks.attack.common import ROOT, AreaResult
 
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.jack_tools import MidiDump, flood_pattern, midiseq  # noqa: E402
-from tests.jackutil import start_jack  # noqa: E402
-from tests.peer import Bridge, Peer  # noqa: E402
+from benchmarks.jack_tools import MidiDump, flood_pattern, midiseq
+from tests.jackutil import start_jack
+from tests.peer import Bridge, Peer
 
 # Messages in the big JACK flood (full run), and its rate from jack_midiseq (a C client): the
 # flood the bridge was first attacked with (2.5 M messages in 20 s).
@@ -299,7 +299,9 @@ def _killed_bridge(result: AreaResult, workdir: Path) -> None:
     result.probes += 1
     if os.path.exists("/dev/snd/seq"):
         return  # --backend auto takes the ALSA sequencer here: no private server to leave
-    server = f"sbatkorphan{os.getpid()}"
+    # A fixed name: jackd reclaims a dead server's registry entry only under the same name,
+    # and its registry holds eight servers at most.
+    server = "sbatkorphan"
     runtime = workdir / "runtime"
     runtime.mkdir(exist_ok=True)
     env = dict(os.environ, JACK_DEFAULT_SERVER=server, XDG_RUNTIME_DIR=str(runtime))
@@ -318,8 +320,20 @@ def _killed_bridge(result: AreaResult, workdir: Path) -> None:
     except RuntimeError as exc:
         result.add("crash", probe, str(exc)[-200:])
     finally:
+        _stop_jackd(server)
+
+
+def _stop_jackd(server: str) -> None:
+    """SIGTERM first: a jackd that is killed outright leaves its entry in the shared registry."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in _jackd_pids(server):
-            os.kill(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and _jackd_pids(server):
+            time.sleep(0.1)
 
 
 def _status_and_web(result: AreaResult) -> None:

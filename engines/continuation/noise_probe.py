@@ -15,12 +15,12 @@ Contexts: consecutive windows of the test split of the corpus cache, or of MIDI 
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from engines.va.atomic import atomic_output
 
 from .runtime import ContinuationModel
 from .tokens import NOTE_BASE, VOCAB_SIZE
@@ -177,14 +177,10 @@ def probe(
 
 
 def _atomic(path: Path, write) -> None:
-    handle, temporary = tempfile.mkstemp(suffix=path.suffix + ".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    """``write(temporary)`` then rename: the shared writer (synced, the user's umask, no
+    temporary left on any exception)."""
+    with atomic_output(path) as temporary:
+        write(str(temporary))
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

@@ -23,21 +23,18 @@ from collections.abc import Sequence
 
 import mido
 
-from bridge.events import Beat, EngineInput, EngineOutput, Send, TransportChange
 from bridge.errors import ParameterError
+from bridge.events import Beat, EngineInput, EngineOutput, Send, TransportChange
 from engines.base import Engine, Param
 from engines.files import regular_file
 
-from .curve import VACurve, read_curve
+from .curve import MAX_CURVE_BYTES, VACurve, read_curve
 from .errors import CurveError
 
-__all__ = ["Playhead", "VAAutomation", "MAX_CURVE_BYTES"]
+__all__ = ["MAX_CURVE_BYTES", "Playhead", "VAAutomation"]
 
 log = logging.getLogger(__name__)
 
-# The largest curve file a live slot reads (whole, into memory). ``va analyze`` writes about
-# 30 bytes per sample (about 1 MB per hour of video at 10 Hz): room for dense imported curves.
-MAX_CURVE_BYTES = 64 * 1024 * 1024
 # Where a curve error says where it is, without quoting the file.
 _POSITION = re.compile(r"\b(line \d+|sample \d+)")
 

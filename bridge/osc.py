@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import socket
+import sys
 import threading
 import time
 from collections import Counter
@@ -44,6 +45,23 @@ LOG_INTERVAL_S = 10.0
 _MAX_LOG_KINDS = 64
 # The errors a handler raises for bad input: refused with a /scorebridge/error reply.
 _MAX_FLOAT32 = 3.4028234663852886e38
+# Linux's SO_RXQ_OVFL (Python names it only on some builds): the kernel then tells, with each
+# datagram, how many it dropped because the receive buffer was full.
+_SO_RXQ_OVFL = getattr(socket, "SO_RXQ_OVFL", 40)
+_ANCILLARY_BYTES = socket.CMSG_SPACE(4)
+# The receive buffer asked for (the kernel caps it at net.core.rmem_max): room for a burst.
+RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024
+
+
+def _count_kernel_drops(sock: socket.socket) -> None:
+    """Ask for a larger receive buffer and for the kernel's drop count; neither is essential."""
+    for option, value in ((socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES), (_SO_RXQ_OVFL, 1)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, value)
+        except OSError:
+            pass
+
+
 _REFUSALS = (ScoreBridgeError, ValueError, TypeError, IndexError, ArithmeticError)
 
 
@@ -136,7 +154,8 @@ class OscServer:
         self.host, self.port = host, port
         self.allow = frozenset(allow)
         self.feedback_interval_s = feedback_interval_s
-        self.counters: Counter[str] = Counter()
+        # kernel_dropped: datagrams a flood made the kernel drop before the loop read them
+        self.counters: Counter[str] = Counter(kernel_dropped=0)
         self._log = _ThrottledLog()
         self.routes: dict[str, Callable[[list[Any], tuple[str, int]], Any]] = {}
         self.param_handler: Callable[[str, str, list[Any], tuple[str, int]], Any] | None = None
@@ -166,6 +185,7 @@ class OscServer:
                 "is another bridge running? choose another port with --osc-port"
             ) from exc
         sock.settimeout(0.2)
+        _count_kernel_drops(sock)
         self._sock = sock
         self.port = sock.getsockname()[1]
         self._running = True
@@ -190,7 +210,8 @@ class OscServer:
         sock = self._sock
         while self._running and sock is not None:
             try:
-                data, sender = sock.recvfrom(65536)
+                data, ancillary, _flags, sender = sock.recvmsg(65536, _ANCILLARY_BYTES)
+                self._note_kernel_drops(ancillary)
             except TimeoutError:
                 continue
             except OSError as exc:
@@ -202,6 +223,13 @@ class OscServer:
                 self.handle_datagram(data, sender)
             except Exception as exc:  # noqa: BLE001 - one datagram never ends the receive loop
                 self._handler_error("datagram", exc)
+
+    def _note_kernel_drops(self, ancillary: list[tuple[int, int, bytes]]) -> None:
+        """Datagrams the kernel dropped because the receive buffer was full (a flood faster
+        than the loop): Linux reports the running total with each datagram (SO_RXQ_OVFL)."""
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == _SO_RXQ_OVFL and len(payload) >= 4:
+                self.counters["kernel_dropped"] = int.from_bytes(payload[:4], sys.byteorder)
 
     def _handler_error(self, where: str, exc: BaseException) -> None:
         self.counters["handler_errors"] += 1

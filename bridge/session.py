@@ -463,6 +463,7 @@ class Session:
             "osc": dict(self.osc.counters),
             "control": self.controls.status(),
             "web": _without_query(self.web.url) if self.web is not None else None,
+            "web_counters": dict(self.web.counters) if self.web is not None else None,
             "osc_subscribers": len(self.osc.subscribers),
             "midi_in": dict(self.router.counters),
             "midi_in_queue": self.router.queue.status(),

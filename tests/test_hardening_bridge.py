@@ -337,6 +337,8 @@ def test_status_shows_the_web_url_without_its_token(start_bridge):
     st = status(bridge)
     assert st["web"].startswith("http://") and st["web"].endswith("/")
     assert "s3cret-token" not in json.dumps(st) and "token" not in st["web"]
+    # the surface's refusals and drops are counted where the user looks
+    assert {"malformed", "refused", "refused_busy", "dropped_slow"} <= set(st["web_counters"])
 
 
 @pytest.mark.jack

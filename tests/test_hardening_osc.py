@@ -424,3 +424,31 @@ def test_sighup_stops_serve_like_sigterm(start_bridge, peer_for):
     code, out, err = bridge.stop(signal.SIGHUP)
     assert code == 0 and "every note released" in out and "Traceback" not in err
     assert peer.wait_for(lambda: not peer.sounding(), 2.0), peer.sounding()
+
+
+def test_datagrams_the_kernel_drops_in_a_flood_are_counted():
+    """A flood faster than the receive loop overflows the socket's buffer; the kernel's own
+    count of those drops reaches the counters (and so ``status``) instead of vanishing."""
+    from bridge.osc import OscServer
+
+    server = OscServer(port=0)
+    server.start()
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        server._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a tiny buffer
+        datagram = build_message("/scorebridge/nothing/here", [1.0])
+        for _ in range(20000):
+            sender.sendto(datagram, ("127.0.0.1", server.port))
+        time.sleep(0.5)
+        sender.sendto(datagram, ("127.0.0.1", server.port))  # carries the running total
+        def read() -> int:
+            return sum(v for k, v in server.counters.items() if k != "kernel_dropped")
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and read() + server.counters["kernel_dropped"] < 20001:
+            time.sleep(0.05)
+        assert server.counters["kernel_dropped"] > 0, server.counters
+        assert read() + server.counters["kernel_dropped"] == 20001, server.counters  # every one accounted
+    finally:
+        sender.close()
+        server.stop()

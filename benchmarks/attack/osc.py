@@ -239,6 +239,10 @@ def _datagrams(result: AreaResult, bridge: Bridge, surface: _Surface, quick: boo
 
 
 def _values(result: AreaResult, bridge: Bridge, surface: _Surface) -> None:
+    # The fuzz flood before may have sent valid values (a mutated NaN is often a finite number):
+    # a known state first, so that a change below is the probe's doing.
+    surface.ask("/scorebridge/transport/playing", 0)
+    surface.ask("/scorebridge/rule/enabled", 1)
     for address, *args in VALUES:
         result.probes += 1
         probe = f"{address} {' '.join(map(str, args))}"

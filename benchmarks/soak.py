@@ -261,6 +261,9 @@ def soak(seconds: float, warmup_s: float, midi_rate: int, osc_rate: int, sample_
         failures.append("serve printed a traceback: " + err.strip().splitlines()[-1][:200])
     if code != 0:
         failures.append(f"serve exited {code} on SIGTERM")
+    if code < 0 or "Fatal Python error" in err:
+        # faulthandler's dump of every thread: where the native crash happened.
+        failures.append("serve's stderr ends: " + err[-3000:])
     # Under the OSC load a status request may go unanswered (the kernel drops datagrams the
     # bridge cannot read in time); the high-water marks of the final one cover the whole run.
     statuses = [s.pop("_status") for s in samples if "_status" in s]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 import json
 import logging
@@ -360,6 +361,9 @@ def _serve(args: argparse.Namespace) -> int:
     # Short GIL slices so a busy engine thread cannot hold up the router or scheduler for the
     # default 5 ms; this is the serving process's own setting, not a library side effect.
     sys.setswitchinterval(0.0005)
+    # A crash inside a native library (rtmidi, JACK, ONNX Runtime) prints every thread's stack
+    # to stderr, so that a report names the place instead of only "Segmentation fault".
+    faulthandler.enable()
     session = Session(config)
     stop = threading.Event()
 

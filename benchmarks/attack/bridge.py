@@ -215,16 +215,23 @@ def _mixed_flood(result: AreaResult, quick: bool, workdir: Path) -> None:
             sent += 36
             if i % 20 == 0:
                 time.sleep(0.003)  # let the sending client's JACK ring buffer drain
+        # The sender's own JACK ring buffer drops what does not fit (rtmidi warns and goes on):
+        # let it drain before the final note-offs, so that what is still sounding after them
+        # is the bridge's doing, not the sender's.
+        time.sleep(0.5)
         for channel in range(4):
             for pitch in range(48, 88):
                 peer.send([0x80 | channel, pitch, 0])
             peer.send([0xB0 | channel, 64, 0])
+            time.sleep(0.01)
         elapsed = time.monotonic() - started
         status = _status(bridge)
         _check_bounded(result, probe, status)
         if not peer.wait_for(lambda: not peer.sounding(), 8.0):
+            after = _status(bridge)
             result.add("stuck-note", probe, f"{len(peer.sounding())} notes sounding after {sent} messages "
-                                            f"in {elapsed:.1f} s and every note released")
+                                            f"in {elapsed:.1f} s and every note released (bridge input: "
+                                            f"{after.get('midi_in')}, queue {after.get('midi_in_queue')})")
     finally:
         peer.close()
         _stop(result, probe, bridge, limit_s=5.0)

@@ -34,7 +34,7 @@ from engines.harmonizer.decode import allowed_tokens, nucleus_sample
 from engines.harmonizer.harmonize import harmonize
 from engines.harmonizer.runtime import HarmonizerModel
 from engines.harmonizer.vocab import BAR, MASK
-from engines.va.atomic import atomic_output
+from core.atomic import atomic_output
 
 NAMES = ("melody", "harmony", "va", "style", "condition")
 

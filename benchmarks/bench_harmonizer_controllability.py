@@ -21,7 +21,7 @@ from pathlib import Path
 
 from benchmarks.bench_controllability import harmonizer_sweep
 from engines.harmonizer.runtime import HarmonizerModel
-from engines.va.atomic import atomic_output
+from core.atomic import atomic_output
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -29,8 +29,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bridge.events import Beat, NoteOff, NoteOn, TransportChange
-from engines.base import EngineContext
+from core.events import Beat, NoteOff, NoteOn, TransportChange
+from core.engine import EngineContext
 from engines.harmonizer.clip import ClipOptions, harmonize_notes
 from engines.harmonizer.engine import LearnedHarmonizer
 from engines.harmonizer.voicing import NoteEvent

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 import rtmidi  # noqa: E402
 
 from benchmarks.jack_tools import flood_pattern, midiseq  # noqa: E402
-from bridge.errors import ScoreBridgeError  # noqa: E402
+from core.errors import ScoreBridgeError  # noqa: E402
 from bridge.osc import build_message  # noqa: E402
 from bridge.remote import request  # noqa: E402
 from tests.jackutil import start_jack  # noqa: E402

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from bridge.errors import ScoreBridgeError
+from core.errors import ScoreBridgeError
 
 if TYPE_CHECKING:
     from bridge.session import Session

@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from bridge import __version__
-from bridge.errors import ConfigError, ScoreBridgeError
+from core.errors import ConfigError, ScoreBridgeError
 
 __all__ = ["main", "WEB_TOKEN_ENV", "MAX_TOKEN_FILE_BYTES"]
 
@@ -395,7 +395,7 @@ def _va_slot(args: argparse.Namespace):  # -> SlotConfig
     """``--va FILE``: a ``va`` slot playing the curve, checked now so a bad file stops ``serve``
     with the line at fault before any port opens."""
     from bridge.config import parse_slot
-    from engines.files import regular_file
+    from core.files import regular_file
     from engines.va import read_curve
     from engines.va.live import MAX_CURVE_BYTES
 

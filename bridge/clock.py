@@ -12,7 +12,7 @@ from collections import deque
 
 import numpy as np
 
-from bridge.events import TICKS_PER_BEAT, Beat, EngineInput, TransportChange
+from core.events import TICKS_PER_BEAT, Beat, EngineInput, TransportChange
 
 __all__ = ["TempoEstimator", "Transport", "CLOCK", "START", "CONTINUE", "STOP", "SONG_POSITION"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.clock import MAX_TEMPO_BPM, MIN_TEMPO_BPM
-from bridge.errors import ConfigError
+from core.errors import ConfigError
 from bridge.host import SlotConfig
 from bridge.options import check_port
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.errors import CodecError, ConfigError
+from core.errors import CodecError, ConfigError
 from bridge.va_cli import check_affect_options
 
 __all__ = ["add_parser", "read_va_curve", "run"]
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     from engines.continuation.runtime import ContinuationModel
     from engines.continuation.sample import SamplingConfig, scale_pitch_classes
     from engines.continuation.tokens import STEPS_PER_QUARTER
-    from engines.va.atomic import atomic_output
+    from core.atomic import atomic_output
 
     _check(args)
     model = ContinuationModel.load(_model_path(args.model))

@@ -21,14 +21,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bridge.errors import MappingError, PortError, ScoreBridgeError
+from core.errors import MappingError, PortError, ScoreBridgeError
 from bridge.feedback import ControlFeedback, FeedbackBus, Origin
 from bridge.maps import Binding, ControlMap, Target, load_map, resolve_target
 from bridge.osc import PREFIX
 from bridge.ports.base import FanOutPort, InputPort, OutputPort
 from bridge.targets import bridge_targets
 from engines import Engine, Param, engine_class, swappable
-from engines.files import DEFAULT_MAX_FILE_BYTES, check_file, check_folder
+from core.files import DEFAULT_MAX_FILE_BYTES, check_file, check_folder
 from midi_maps import maps_dir
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ import json
 import shutil
 import socket
 
-from bridge.errors import ScoreBridgeError
+from core.errors import ScoreBridgeError
 from bridge.jack import jack_running
 from bridge.osc import PREFIX
 from bridge.ports import BACKENDS

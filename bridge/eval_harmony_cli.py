@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from bridge.errors import ConfigError, ModelLoadError, ParameterError
+from core.errors import ConfigError, ModelLoadError, ParameterError
 
 __all__ = ["add_parser", "run"]
 
@@ -70,7 +70,7 @@ def _write_atomic(path: Path, text: str) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ConfigError(f"{path}: folder {folder} does not exist")
-    from engines.va.atomic import atomic_output
+    from core.atomic import atomic_output
 
     with atomic_output(path) as temporary:
         temporary.write_text(text, encoding="utf-8")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bridge.errors import ConfigError
+from core.errors import ConfigError
 
 __all__ = ["add_parser", "run"]
 

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from bridge.errors import PortError
+from core.errors import PortError
 from bridge.maps import Binding, Target
 from bridge.ports.base import OutputPort
 

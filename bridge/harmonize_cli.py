@@ -17,10 +17,10 @@ from pathlib import Path
 import mido
 import numpy as np
 
-from bridge.errors import ConfigError, ScoreBridgeError
+from core.errors import ConfigError, ScoreBridgeError
 from bridge.va_cli import check_affect_options
 from engines.harmonizer.leadsheet import FIGURES
-from engines.midifile import read_midi_file
+from core.midifile import read_midi_file
 
 __all__ = ["DRUM_CHANNEL", "FIGURES", "MelodyFile", "add_parser", "read_melody", "read_va", "run"]
 
@@ -227,7 +227,7 @@ def _write_lead_sheet(score, path: Path, final: Path) -> None:
 def _write_all(outputs) -> None:
     """Write every (path, writer) to a temporary file beside it, then rename them all, so that
     an error or a signal leaves no partial output; errors name the path."""
-    from engines.va.atomic import atomic_outputs
+    from core.atomic import atomic_outputs
 
     chosen = [(final, writer) for final, writer in outputs if final is not None]
     final = chosen[0][0]

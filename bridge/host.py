@@ -23,8 +23,8 @@ from typing import Any
 import mido
 
 from bridge.clock import Transport
-from bridge.errors import EngineError, ScoreBridgeError
-from bridge.events import (Beat, ControlChange, EngineInput, Note, NoteOff, NoteOn, Send, Silence,
+from core.errors import EngineError, ScoreBridgeError
+from core.events import (Beat, ControlChange, EngineInput, Note, NoteOff, NoteOn, Send, Silence,
                            TransportChange)
 from bridge.inbox import CLOSED, BoundedInbox, Policy
 from bridge.output import NoteTracker, Scheduler

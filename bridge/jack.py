@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from bridge.errors import BackendError
+from core.errors import BackendError
 
 __all__ = ["PrivateJackServer", "JackConnectionWatcher", "jack_running", "jack_connections", "alsa_connections",
            "parse_jack_connections", "parse_alsa_connections", "reap_orphaned_private_jack",

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bridge.errors import MappingError
+from core.errors import MappingError
 from bridge.maps import (
     MAX_BINDINGS,
     Binding,

@@ -25,9 +25,9 @@ from typing import Any
 
 import tomli_w
 
-from bridge.errors import MappingError, ParameterError
+from core.errors import MappingError, ParameterError
 from bridge.targets import Target, bridge_targets, resolve_target
-from engines.base import Engine, Param
+from core.engine import Engine, Param
 
 __all__ = [
     "MAX_BINDINGS",

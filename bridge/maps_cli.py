@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bridge.errors import MappingError
+from core.errors import MappingError
 
 __all__ = ["add_parser"]
 

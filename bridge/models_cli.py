@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bridge.errors import ModelLoadError
+from core.errors import ModelLoadError
 from onnx_models import check_parity, model_cards, read_card
 
 __all__ = ["models_command"]

@@ -24,7 +24,7 @@ from typing import Any
 
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from bridge.errors import ConfigError, ScoreBridgeError
+from core.errors import ConfigError, ScoreBridgeError
 from bridge.osc_packet import MalformedPacket, parse_datagram
 
 __all__ = ["OscServer", "build_message", "PREFIX", "MAX_SUBSCRIBERS", "FEEDBACK_RATE_PER_S",

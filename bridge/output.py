@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import mido
 
-from bridge.errors import PortError
+from core.errors import PortError
 from bridge.ports.base import OutputPort
 
 __all__ = ["NoteTracker", "Scheduler", "all_notes_off"]

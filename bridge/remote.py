@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any
 
-from bridge.errors import ScoreBridgeError
+from core.errors import ScoreBridgeError
 from bridge.osc import PREFIX, build_message
 from bridge.osc_packet import MalformedPacket, parse_datagram
 

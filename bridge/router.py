@@ -21,7 +21,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from bridge.clock import CLOCK, CONTINUE, SONG_POSITION, START, STOP, Transport
-from bridge.events import ControlChange, EngineInput, NoteOff, NoteOn
+from core.events import ControlChange, EngineInput, NoteOff, NoteOn
 from bridge.host import EngineHost
 from bridge.inbox import CLOSED, BoundedInbox, Policy
 

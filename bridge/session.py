@@ -23,8 +23,8 @@ from bridge.affect_follow import AffectFollower
 from bridge.clock import Transport
 from bridge.config import BridgeConfig
 from bridge.control import Controls
-from bridge.errors import ConfigError, PortError, ScoreBridgeError
-from bridge.events import TICKS_PER_BEAT, NoteOff
+from core.errors import ConfigError, PortError, ScoreBridgeError
+from core.events import TICKS_PER_BEAT, NoteOff
 from bridge.host import EngineHost
 from bridge.jack import JackConnectionWatcher, PrivateJackServer, alsa_connections, jack_connections
 from bridge.osc import PREFIX, OscServer

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from bridge.errors import CodecError
+from core.errors import CodecError
 
 __all__ = ["add_snc_parser", "snc_command"]
 

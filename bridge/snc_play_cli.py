@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from bridge.errors import ConfigError
+from core.errors import ConfigError
 
 __all__ = ["add_play_parsers", "play_command"]
 

@@ -1,5 +1,5 @@
 """What a control can drive: engine parameters of a slot and the bridge's own actions, each
-with a declaration (``engines.base.Param``) that maps, learn and surfaces validate against.
+with a declaration (``core.engine.Param``) that maps, learn and surfaces validate against.
 """
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from bridge.errors import MappingError, ParameterError
-from engines.base import Engine, Param
+from core.errors import MappingError, ParameterError
+from core.engine import Engine, Param
 
 __all__ = ["Target", "bridge_targets", "resolve_target"]
 

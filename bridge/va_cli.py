@@ -6,7 +6,7 @@ import argparse
 import contextlib
 from pathlib import Path
 
-from bridge.errors import ConfigError
+from core.errors import ConfigError
 
 __all__ = ["add_parser", "check_affect_options", "run"]
 

@@ -12,7 +12,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from bridge.errors import ModelLoadError
+from core.errors import ModelLoadError
 
 __all__ = ["models_dir", "model_cards", "read_card", "verify_card", "check_parity", "sha256_of", "model_path"]
 

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import mido
 
-from bridge.events import EngineInput, EngineOutput, NoteOn, Send
-from engines.base import Engine, Param
+from core.events import EngineInput, EngineOutput, NoteOn, Send
+from core.engine import Engine, Param
 
 
 class Exploding(Engine):

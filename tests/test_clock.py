@@ -7,7 +7,7 @@ import random
 import pytest
 
 from bridge.clock import CLOCK, CONTINUE, SONG_POSITION, START, STOP, TempoEstimator, Transport
-from bridge.events import Beat, TransportChange
+from core.events import Beat, TransportChange
 
 
 def jittered_ticks(tempo_bpm: float, count: int, jitter_s: float, seed: int = 1, start_s: float = 0.0):

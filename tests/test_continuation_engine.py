@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.errors import ParameterError
-from bridge.events import Beat, NoteOff, NoteOn, Send, Silence, TransportChange
+from core.errors import ParameterError
+from core.events import Beat, NoteOff, NoteOn, Send, Silence, TransportChange
 from engines import engine_class
 from engines.continuation.engine import ContinuationEngine
 from engines.continuation.runtime import DEFAULT_MODEL

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bridge.errors import ModelLoadError
+from core.errors import ModelLoadError
 from engines.continuation import tokens as tk
 from engines.continuation.runtime import DEFAULT_MODEL, ContinuationModel, input_names
 from engines.continuation.sample import SamplingConfig, generate, scale_pitch_classes

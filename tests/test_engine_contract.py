@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.errors import EngineError, ParameterError
-from bridge.events import Beat, ControlChange, Note, NoteOff, NoteOn, Send, Silence, TransportChange
+from core.errors import EngineError, ParameterError
+from core.events import Beat, ControlChange, Note, NoteOff, NoteOn, Send, Silence, TransportChange
 from engines import available_engines, engine_class
-from engines.base import Engine, Param
+from core.engine import Engine, Param
 
 ENGINES = sorted(available_engines())
 EVENTS = [

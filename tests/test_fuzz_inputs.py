@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.errors import ScoreBridgeError
+from core.errors import ScoreBridgeError
 
 _LONG_RUN = int(os.environ.get("SCOREBRIDGE_FUZZ_EXAMPLES", "0"))
 # Per input: what one reader may spend on it, generous for a loaded CI machine (the hangs this
@@ -194,11 +194,11 @@ def test_hostile_midi_structures_work_or_fail_cleanly(tmp_path_factory, kind, di
 
 def test_many_tracks_are_read_in_bounded_time(tmp_path):
     """The most tracks the reader takes, each with a note: read within the bounds."""
-    from engines.midifile import MAX_TRACKS
+    from core.midifile import MAX_TRACKS
 
     from bridge.harmonize_cli import read_melody
     from engines.continuation.offline import read_midi
-    from engines.midifile import MidiFileError, read_midi_file
+    from core.midifile import MidiFileError, read_midi_file
 
     track = _track([b"\x00\x90\x3c\x50", b"\x83\x60\x80\x3c\x00", b"\x00\xff\x2f\x00"])
     source = tmp_path / "in.mid"

@@ -25,7 +25,7 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.errors import MappingError
+from core.errors import MappingError
 from bridge.maps import ControlMap, dumps_map, load_map, parse_map, without_lines
 from bridge.web.server import MAX_MESSAGE_BYTES, MessageError, parse_message
 from engines import engine_class

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.errors import CodecError
+from core.errors import CodecError
 from engines.snc import SncReader, encode
 from engines.snc.manifest import Manifest
 from tests.test_hardening_snc import remux

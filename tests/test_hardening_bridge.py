@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchmarks.jack_tools import connect, flood_pattern, midiseq
-from bridge.events import ControlChange, NoteOff, NoteOn
+from core.events import ControlChange, NoteOff, NoteOn
 from tests.jackutil import ROOT
 from tests.peer import Bridge
 
@@ -118,7 +118,7 @@ def test_parameter_sets_are_merged_but_never_dropped():
 def test_beats_are_never_evicted_by_a_flood_of_notes():
     """An engine that never hears a beat never forgets its past (the learned harmonizer
     grew by 4 MB a minute in the soak when notes evicted every beat)."""
-    from bridge.events import Beat
+    from core.events import Beat
     from bridge.host import classify_event
     from bridge.inbox import BoundedInbox
 

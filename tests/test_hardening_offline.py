@@ -82,7 +82,7 @@ def assert_refused(code: int, err: str, command: str, source: Path, reason: str)
 
 @pytest.mark.parametrize("case", sorted(HOSTILE_MIDI))
 def test_the_midi_reader_refuses_hostile_files_naming_the_reason(tmp_path, case):
-    from engines.midifile import MidiFileError, read_midi_file
+    from core.midifile import MidiFileError, read_midi_file
 
     make, reason = HOSTILE_MIDI[case]
     source = tmp_path / "in.mid"
@@ -175,7 +175,7 @@ def test_harmonize_work_follows_the_notes_not_a_long_silence(tmp_path, capsys):
 
 
 def test_harmonize_refuses_a_midi_file_over_the_size_limit(tmp_path, capsys, monkeypatch):
-    from engines import midifile
+    from core import midifile
 
     monkeypatch.setattr(midifile, "MAX_MIDI_BYTES", 64)
     source = melody_file(tmp_path / "in.mid", notes=40)
@@ -336,7 +336,7 @@ def test_harmonize_refuses_a_hostile_va_curve_with_its_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("interruption", [KeyboardInterrupt, SystemExit, RuntimeError])
 def test_atomic_output_leaves_nothing_on_any_exception(tmp_path, interruption):
-    from engines.va.atomic import atomic_output, atomic_outputs
+    from core.atomic import atomic_output, atomic_outputs
 
     target = tmp_path / "out.mid"
     target.write_text("before")
@@ -354,7 +354,7 @@ def test_atomic_output_leaves_nothing_on_any_exception(tmp_path, interruption):
 
 
 def test_atomic_output_gives_the_umask_permissions(tmp_path):
-    from engines.va.atomic import atomic_output
+    from core.atomic import atomic_output
 
     previous = os.umask(0o027)
     try:

@@ -16,7 +16,7 @@ import pytest
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
 
-from bridge.errors import ParameterError
+from core.errors import ParameterError
 from bridge.osc import build_message
 from bridge.remote import request
 from tests.jackutil import ROOT

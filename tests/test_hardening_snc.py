@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bridge.errors import CodecError
+from core.errors import CodecError
 from engines.snc import SncReader, encode
 from engines.snc.manifest import LIMITS, Manifest
 

@@ -25,7 +25,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from bridge.errors import ConfigError, MappingError
+from core.errors import ConfigError, MappingError
 from engines import engine_class
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -488,7 +488,7 @@ def test_temporaries_of_an_interrupted_learn_save_are_removed_at_start(tmp_path:
 
 @pytest.mark.parametrize("port", [-1, 70000])
 def test_a_port_that_cannot_be_bound_fails_start_at_once(port: int):
-    from bridge.errors import ScoreBridgeError
+    from core.errors import ScoreBridgeError
     from bridge.web import WebSurface
 
     web = WebSurface(_stub_session(), "127.0.0.1", port)
@@ -499,7 +499,7 @@ def test_a_port_that_cannot_be_bound_fails_start_at_once(port: int):
 
 
 def test_a_port_in_use_fails_start_and_running_says_so(surface):
-    from bridge.errors import ScoreBridgeError
+    from core.errors import ScoreBridgeError
     from bridge.web import WebSurface
 
     first = surface()

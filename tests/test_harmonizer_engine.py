@@ -8,10 +8,10 @@ import sys
 import mido
 import pytest
 
-from bridge.errors import ParameterError
-from bridge.events import Beat, Note, NoteOff, NoteOn, Send, TransportChange
+from core.errors import ParameterError
+from core.events import Beat, Note, NoteOff, NoteOn, Send, TransportChange
 from engines import engine_class
-from engines.base import EngineContext
+from core.engine import EngineContext
 from engines.harmonizer.engine import LearnedHarmonizer
 from engines.harmonizer.vocab import transpose_tokens
 from tests.jackutil import ROOT
@@ -208,7 +208,7 @@ def test_a_model_that_cannot_load_fails_in_process_not_in_prepare(tmp_path, monk
     import shutil
 
     import onnx_models
-    from bridge.errors import ModelLoadError
+    from core.errors import ModelLoadError
 
     shipped = onnx_models.models_dir()
     shutil.copy(shipped / "harmonizer.card.json", tmp_path)

@@ -83,7 +83,7 @@ def test_bindings_learned_for_other_slots_are_kept_but_not_used(tmp_path: Path):
 
 
 def test_a_broken_learn_map_is_still_an_error_naming_the_file(tmp_path: Path):
-    from bridge.errors import MappingError
+    from core.errors import MappingError
     from bridge.learn import Learner
 
     path = tmp_path / "learned.toml"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.errors import MappingError
+from core.errors import MappingError
 from bridge.maps import Binding, load_map, parse_map, resolve_target, save_map, without_lines
 from engines import available_engines, engine_class
 from midi_maps import maps_dir
@@ -165,7 +165,7 @@ def test_config_control_and_web_sections(tmp_path: Path):
 
 def test_a_slot_cannot_take_a_bridge_address():
     from bridge.config import parse_slot_flag
-    from bridge.errors import ConfigError
+    from core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="cannot be called 'transport'"):
         parse_slot_flag("transport=rule")

@@ -15,9 +15,9 @@ import pytest
 import rtmidi
 from pythonosc.osc_packet import OscPacket, ParseError
 
-from bridge.events import EngineInput, EngineOutput
+from core.events import EngineInput, EngineOutput
 from bridge.osc import build_message
-from engines.base import Engine, Param
+from core.engine import Engine, Param
 
 pytestmark = pytest.mark.jack
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from bridge.errors import ModelLoadError
+from core.errors import ModelLoadError
 from onnx_models import check_parity, model_cards, read_card
 from tests.jackutil import ROOT
 

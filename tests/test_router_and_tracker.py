@@ -8,8 +8,8 @@ import mido
 
 from bridge.clock import Transport
 from bridge.config import load_config, parse_slot_flag
-from bridge.errors import ConfigError
-from bridge.events import NoteOn
+from core.errors import ConfigError
+from core.events import NoteOn
 from bridge.host import EngineHost, SlotConfig
 from bridge.output import NoteTracker, Scheduler, all_notes_off
 from bridge.ports.base import OutputPort
@@ -94,7 +94,7 @@ def test_host_releases_notes_on_transport_stop_even_while_an_engine_is_busy():
     port = RecordingPort()
     host.add_slot(SlotConfig("rule", "rule"), port)
     tracker.emit(port, mido.Message("note_on", note=50, velocity=80, channel=1), "rule")
-    from bridge.events import TransportChange
+    from core.events import TransportChange
 
     host.dispatch(TransportChange(False, 4.0, time.perf_counter(), "stop"))
     assert tracker.sounding() == [] and port.data[-1][:2] == [0x81, 50]

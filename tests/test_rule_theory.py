@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.events import Beat, NoteOff, NoteOn
+from core.events import Beat, NoteOff, NoteOn
 from engines.rule import RuleHarmonizer
 from engines.rule.theory import Key, KeyFinder, choose_chord, diatonic_chords, parse_key, voice_chord
 

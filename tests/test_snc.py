@@ -14,7 +14,7 @@ import soundfile as sf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.errors import CodecError
+from core.errors import CodecError
 from engines.snc import SncReader, encode
 from engines.snc.avio import decode_blocks, merge_tracks
 from engines.snc.lossy import residual_bitrate

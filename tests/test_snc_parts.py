@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 from scipy import signal
 
-from bridge.errors import CodecError
+from core.errors import CodecError
 from engines.snc import SncReader, encode
 from engines.snc.lossy import STEM_FLOOR_BPS, stem_bitrate
 from engines.snc.loudness import LoudnessMeter

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bridge.errors import ParameterError
+from core.errors import ParameterError
 from engines.snc.reader import SncReader
 from engines.snc_player.adaptive import DEFAULT_MAPPING
 from engines.snc_player.contexts import load_contexts

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bridge.errors import ConfigError
+from core.errors import ConfigError
 from engines.snc.mastering import MasteringModel
 from engines.snc_player.adaptive import DEFAULT_MAPPING, load_mapping, read_trajectory
 from engines.snc_player.contexts import load_contexts

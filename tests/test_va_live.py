@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from bridge.events import Beat, NoteOn, Send, TransportChange
+from core.events import Beat, NoteOn, Send, TransportChange
 from engines.va import VACurve, write_curve
 from engines.va.errors import CurveError
 from engines.va.live import Playhead, VAAutomation

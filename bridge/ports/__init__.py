@@ -6,7 +6,7 @@ import logging
 
 import rtmidi
 
-from bridge.errors import BackendError
+from core.errors import BackendError
 from bridge.jack import PrivateJackServer, reap_orphaned_private_jack
 from bridge.ports.base import InputHandler, InputPort, OutputPort
 from bridge.ports.rtmidi_backend import JACK_POLL_INTERVAL_S, RtMidiBackend

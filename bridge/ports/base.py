@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import mido
 
-from bridge.errors import PortError
+from core.errors import PortError
 
 __all__ = ["InputHandler", "InputPort", "OutputPort", "FanOutPort"]
 

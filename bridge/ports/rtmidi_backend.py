@@ -10,7 +10,7 @@ from typing import Any
 
 import rtmidi
 
-from bridge.errors import BackendError, PortError
+from core.errors import BackendError, PortError
 from bridge.jack import jack_running
 from bridge.ports.base import InputHandler, InputPort, OutputPort
 

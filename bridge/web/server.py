@@ -36,7 +36,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from bridge.errors import ConfigError, ScoreBridgeError
+from core.errors import ConfigError, ScoreBridgeError
 from bridge.feedback import Origin
 from bridge.osc import PREFIX
 

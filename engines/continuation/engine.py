@@ -23,8 +23,8 @@ from pathlib import Path
 
 import mido
 
-from bridge.events import Beat, EngineInput, EngineOutput, NoteOff, NoteOn, Send, Silence, TransportChange
-from engines.base import Engine, Param
+from core.events import Beat, EngineInput, EngineOutput, NoteOff, NoteOn, Send, Silence, TransportChange
+from core.engine import Engine, Param
 
 from .live import NoteStream, PlayerHistory
 from .offline import prompt_tokens

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.va.atomic import atomic_output
+from core.atomic import atomic_output
 
 from .runtime import ContinuationModel
 from .tokens import NOTE_BASE, VOCAB_SIZE

@@ -20,8 +20,8 @@ from pathlib import Path
 import mido
 import numpy as np
 
-from bridge.errors import CodecError
-from engines.midifile import read_midi_file
+from core.errors import CodecError
+from core.midifile import read_midi_file
 
 from .affect import token_steps, token_va, valence_arousal
 from .runtime import DEFAULT_MODEL, ContinuationModel

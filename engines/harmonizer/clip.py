@@ -13,7 +13,7 @@ from pathlib import Path
 import mido
 import numpy as np
 
-from engines.va.atomic import atomic_output
+from core.atomic import atomic_output
 
 from .harmonize import bar_starts_for, chord_root, harmonize, melody_grid
 from .runtime import HarmonizerModel

@@ -20,9 +20,9 @@ from typing import Any
 import mido
 import numpy as np
 
-from bridge.errors import ModelLoadError, ParameterError
-from bridge.events import Beat, EngineInput, EngineOutput, Note, NoteOff, NoteOn, Send, TransportChange
-from engines.base import Engine, EngineContext, Param
+from core.errors import ModelLoadError, ParameterError
+from core.events import Beat, EngineInput, EngineOutput, Note, NoteOff, NoteOn, Send, TransportChange
+from core.engine import Engine, EngineContext, Param
 
 from .affect import MAJOR_PROFILE, MINOR_PROFILE, detect_key
 from .decode import STRATEGIES

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bridge.events import EngineOutput, Note
+from core.events import EngineOutput, Note
 
 from .clip import ClipOptions, HarmonizedClip, harmonize_notes, write_midi
 from .harmonize import parse_key

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from bridge.errors import ModelLoadError
+from core.errors import ModelLoadError
 from onnx_models import sha256_of
 
 from .grid import TIME_SIGNATURE_DIM, GridConfig

@@ -11,7 +11,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from bridge.errors import CodecError
+from core.errors import CodecError
 from engines.snc.planar import TrackBuffer
 
 __all__ = ["LAYOUTS", "OPUS_COMPLEXITY", "TrackWriter", "decode_blocks", "merge_tracks"]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.errors import CodecError
+from core.errors import CodecError
 from engines.snc.avio import TrackWriter, decode_blocks, merge_tracks
 from engines.snc.integrity import integrity_table
 from engines.snc.lossy import Coded, encode_lossy

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import av
 
-from bridge.errors import CodecError
+from core.errors import CodecError
 from engines.snc.manifest import INTEGRITY_ALGORITHM, Manifest, pack_crcs, unpack_crcs
 
 __all__ = ["Damage", "ScanReport", "merge_spans", "packet_ms", "scan", "track_integrity"]

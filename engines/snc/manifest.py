@@ -17,7 +17,7 @@ import zlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from bridge.errors import CodecError
+from core.errors import CodecError
 from engines.snc.mastering import MasteringModel
 
 __all__ = ["FORMAT_VERSION", "INTEGRITY_ALGORITHM", "LIMITS", "MODES", "Manifest", "StemInfo", "integrity_group_ms",

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from scipy import fft as sfft
 
-from bridge.errors import CodecError
+from core.errors import CodecError
 
 __all__ = [
     "ENVELOPE_HOPS",

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from bridge.errors import CodecError
+from core.errors import CodecError
 
 __all__ = ["INT_SCALE", "InputTrack"]
 

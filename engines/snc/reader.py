@@ -15,7 +15,7 @@ import av
 import numpy as np
 from scipy import fft as sfft
 
-from bridge.errors import CodecError
+from core.errors import CodecError
 from engines.snc.integrity import Damage, ScanReport, merge_spans, packet_ms, scan
 from engines.snc.manifest import LIMITS, Manifest, manifest_crc32
 from engines.snc.mastering import MasteringModel

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bridge.errors import ConfigError
+from core.errors import ConfigError
 from engines.snc.manifest import StemInfo
 
 __all__ = ["VAMapping", "VATrajectory", "DEFAULT_MAPPING", "load_mapping", "read_trajectory"]

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.errors import ConfigError, ParameterError
+from core.errors import ConfigError, ParameterError
 from engines.snc.manifest import StemInfo
 from engines.snc_player.effects import DynamicsSpec, EqBand
 from engines.snc_player.mixer import SILENCE_DB

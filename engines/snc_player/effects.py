@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import sosfilt
 
-from bridge.errors import ParameterError
+from core.errors import ParameterError
 
 __all__ = ["EqBand", "DynamicsSpec", "Equalizer", "Dynamics", "Chain"]
 

@@ -24,10 +24,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bridge.errors import ParameterError
-from bridge.events import Beat, EngineInput, EngineOutput, TransportChange
-from engines.base import Engine, EngineContext, Param
-from engines.files import inside, regular_file
+from core.errors import ParameterError
+from core.events import Beat, EngineInput, EngineOutput, TransportChange
+from core.engine import Engine, EngineContext, Param
+from core.files import inside, regular_file
 from engines.snc_player.contexts import BUILTIN
 from engines.snc_player.mixer import SILENCE_DB
 

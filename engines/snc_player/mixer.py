@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import fft as sfft
 
-from bridge.errors import ParameterError
+from core.errors import ParameterError
 from engines.snc.mastering import MasteringModel
 
 __all__ = ["StemMix", "Mixer", "SILENCE_DB", "pan_gains"]

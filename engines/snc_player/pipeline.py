@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bridge.errors import ParameterError
+from core.errors import ParameterError
 from engines.snc.manifest import Manifest
 from engines.snc.mastering import MasteringModel
 from engines.snc_player.adaptive import DEFAULT_MAPPING, VAMapping, VATrajectory

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from bridge.errors import EngineError, ParameterError
+from core.errors import EngineError, ParameterError
 from engines.snc.reader import SncReader
 from engines.snc_player.pipeline import Pipeline
 from engines.snc_player.render import MixRequest, make_pipeline

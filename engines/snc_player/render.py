@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from bridge.errors import CodecError, ConfigError, ParameterError, ScoreBridgeError
+from core.errors import CodecError, ConfigError, ParameterError, ScoreBridgeError
 from engines.snc.reader import SncReader
 from engines.snc_player.adaptive import DEFAULT_MAPPING, load_mapping, read_trajectory
 from engines.snc_player.contexts import load_contexts

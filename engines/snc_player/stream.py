@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from bridge.errors import CodecError
+from core.errors import CodecError
 from engines.snc.reader import SncReader
 
 __all__ = ["Slicer", "StemStream"]

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import mido
 
-from bridge.events import ControlChange, EngineInput, EngineOutput, NoteOff, NoteOn, Send
-from engines.base import Engine, Param
+from core.events import ControlChange, EngineInput, EngineOutput, NoteOff, NoteOn, Send
+from core.engine import Engine, Param
 
 __all__ = ["Thru"]
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .atomic import atomic_output
+from core.atomic import atomic_output
 from .curve import VACurve
 from .errors import CurveError
 
@@ -226,7 +226,7 @@ def _relative(events: list[tuple[int, object]], mido) -> object:
 def apply_file(score: str | os.PathLike[str], curve: VACurve, output: str | os.PathLike[str],
                settings: ApplySettings) -> ApplyReport:
     """Read a MIDI file, apply the curve, write the result atomically."""
-    from engines.midifile import MidiFileError, read_midi_file
+    from core.midifile import MidiFileError, read_midi_file
 
     try:
         midi = read_midi_file(score)

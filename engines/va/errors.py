@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.errors import ScoreBridgeError
+from core.errors import ScoreBridgeError
 
 __all__ = ["CurveError", "VideoError"]
 

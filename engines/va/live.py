@@ -23,10 +23,10 @@ from collections.abc import Sequence
 
 import mido
 
-from bridge.errors import ParameterError
-from bridge.events import Beat, EngineInput, EngineOutput, Send, TransportChange
-from engines.base import Engine, Param
-from engines.files import regular_file
+from core.errors import ParameterError
+from core.events import Beat, EngineInput, EngineOutput, Send, TransportChange
+from core.engine import Engine, Param
+from core.files import regular_file
 
 from .curve import MAX_CURVE_BYTES, VACurve, read_curve
 from .errors import CurveError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from .atomic import atomic_output
+from core.atomic import atomic_output
 from .curve import VACurve
 
 __all__ = ["plot_curve"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_output
+from core.atomic import atomic_output
 
 __all__ = ["Shot", "shot_times", "write_video"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import mido
 
-from bridge.errors import ScoreBridgeError
+from core.errors import ScoreBridgeError
 
 __all__ = [
     "MAX_LENGTH_BEATS",

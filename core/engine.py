@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from bridge.errors import ParameterError
-from bridge.events import EngineInput, EngineOutput
+from core.errors import ParameterError
+from core.events import EngineInput, EngineOutput
 
 __all__ = ["Engine", "EngineContext", "Param"]
 
@@ -28,7 +28,7 @@ class Param:
 
     A text parameter with unit ``"file"`` or ``"folder"`` names a path: a value set from
     outside (OSC, the browser, a map) must lie in the folders the user allowed and, for a file,
-    be a regular file of at most ``max_bytes`` (``engines.files``).
+    be a regular file of at most ``max_bytes`` (``core.files``).
     """
 
     name: str
@@ -39,7 +39,7 @@ class Param:
     choices: tuple[str, ...] = ()
     unit: str = ""
     doc: str = ""
-    # unit "file": the largest file the engine reads (None: engines.files.DEFAULT_MAX_FILE_BYTES)
+    # unit "file": the largest file the engine reads (None: core.files.DEFAULT_MAX_FILE_BYTES)
     max_bytes: int | None = None
 
     def __post_init__(self) -> None:

@@ -14,7 +14,7 @@ import stat
 from collections.abc import Iterable
 from pathlib import Path
 
-from bridge.errors import ParameterError
+from core.errors import ParameterError
 
 __all__ = ["DEFAULT_MAX_FILE_BYTES", "PSEUDO_FILESYSTEMS", "check_file", "check_folder", "inside",
            "regular_file"]

@@ -14,7 +14,8 @@ from core.errors import BackendError, PortError
 from bridge.jack import jack_running
 from bridge.ports.base import InputHandler, InputPort, OutputPort
 
-__all__ = ["RtMidiBackend", "RtMidiInput", "RtMidiOutput", "JACK_POLL_INTERVAL_S", "RTMIDI_QUEUE_LIMIT"]
+__all__ = ["RtMidiBackend", "RtMidiInput", "RtMidiOutput", "JACK_POLL_INTERVAL_S", "RTMIDI_QUEUE_LIMIT",
+           "JACK_OUTPUT_BURST", "JACK_OUTPUT_WINDOW_S"]
 
 # How often the JACK input thread looks for queued messages (adds 0.1 ms on average).
 JACK_POLL_INTERVAL_S = 0.0002
@@ -28,14 +29,35 @@ _POLL_BATCH = 256
 # bridge's own note-safe queues see it: sized for half a second of a 125,000 messages/s
 # flood (about 4 MB at most).
 RTMIDI_QUEUE_LIMIT = 65536
+# rtmidi's JACK output writes everything queued into the port's buffer at the next cycle and
+# drops what does not fit (about 127 short messages at a 64-frame period), note-offs included.
+# The bridge sends at most this many messages per window: 96 in a 64-frame cycle at 48 kHz,
+# and a longer period has a proportionally larger buffer. 64,000 messages/s is far above
+# what music needs; a sender beyond it waits (backpressure on the engine that sends).
+JACK_OUTPUT_BURST = 32
+JACK_OUTPUT_WINDOW_S = 0.0005
 
 
 class RtMidiOutput(OutputPort):
-    def __init__(self, name: str, midi_out: Any) -> None:
+    """An rtmidi output; ``paced`` (JACK) spreads bursts over JACK's cycles (see
+    ``JACK_OUTPUT_BURST``). ``send`` holds the port's lock, so the pace is the port's."""
+
+    def __init__(self, name: str, midi_out: Any, paced: bool = False) -> None:
         super().__init__(name)
         self._out = midi_out
+        self._paced = paced
+        self._window_start = 0.0
+        self._in_window = 0
 
     def _send(self, data: list[int]) -> None:
+        if self._paced:
+            now = time.perf_counter()
+            if now - self._window_start >= JACK_OUTPUT_WINDOW_S:
+                self._window_start, self._in_window = now, 0
+            elif self._in_window >= JACK_OUTPUT_BURST:
+                time.sleep(self._window_start + JACK_OUTPUT_WINDOW_S - now)
+                self._window_start, self._in_window = time.perf_counter(), 0
+            self._in_window += 1
         self._out.send_message(data)
 
     def _close(self) -> None:
@@ -150,7 +172,7 @@ class RtMidiBackend:
         self._require_virtual()
         midi_out = self._midi("out", client)
         midi_out.open_virtual_port(port)
-        return RtMidiOutput(f"{client}:{port}", midi_out)
+        return RtMidiOutput(f"{client}:{port}", midi_out, paced=self.name == "jack")
 
     def list_inputs(self) -> list[str]:
         """Names of ports this backend can read from (other programs' outputs)."""
@@ -177,7 +199,7 @@ class RtMidiBackend:
         midi_out = self._midi("out", client)
         index = _index_of(midi_out.get_ports(), target)
         midi_out.open_port(index, "out")
-        return RtMidiOutput(target, midi_out)
+        return RtMidiOutput(target, midi_out, paced=self.name == "jack")
 
 
 def _index_of(ports: list[str], target: str) -> int:

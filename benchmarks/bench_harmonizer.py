@@ -134,7 +134,7 @@ def ort_vs_torch(model: HarmonizerModel, example: dict, count: int, checkpoint: 
         import onnxruntime as ort
         import torch
 
-        from engines.harmonizer.model import Harmonizer, ModelConfig
+        from training.harmonizer.model import Harmonizer, ModelConfig
     except ImportError as error:
         return {"skipped": f"torch not installed ({error}); pip install -e .[train]"}
     torch.set_num_threads(1)

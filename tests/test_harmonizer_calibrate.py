@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from engines.harmonizer.calibrate import calibrate, write_card
+from training.harmonizer.calibrate import calibrate, write_card
 from engines.harmonizer.runtime import DEFAULT_TEMPERATURE, HarmonizerModel
 
 MODEL = Path(__file__).resolve().parent.parent / "onnx_models" / "harmonizer.onnx"

@@ -6,8 +6,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from engines.harmonizer.model import Harmonizer, ModelConfig
-from engines.harmonizer.regularize import (
+from training.harmonizer.model import Harmonizer, ModelConfig
+from training.harmonizer.regularize import (
     consistency_penalty,
     crop_length,
     expected_fit,

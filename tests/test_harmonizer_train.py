@@ -10,7 +10,8 @@ import pytest
 pytest.importorskip("torch")
 corpus = pytest.importorskip("music21.corpus")
 
-from engines.harmonizer import dataset, lockstep  # noqa: E402
+from engines.harmonizer import dataset  # noqa: E402
+from training.harmonizer import lockstep  # noqa: E402
 from engines.harmonizer.extract import extract_piece  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -44,7 +45,7 @@ def test_lockstep_trains_resumes_and_exports(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="4 steps"):
         lockstep.main(["--steps", "6", *common])
 
-    from engines.harmonizer.export import export_checkpoint
+    from training.harmonizer.export import export_checkpoint
     from engines.harmonizer.runtime import HarmonizerModel
 
     out = tmp_path / "models"
@@ -71,7 +72,7 @@ def test_variable_lengths_affect_consistency_and_a_dynamic_length_export(tmp_pat
     assert trained[-1] == trained[-1] | {"event": "done", "step": 6}
     assert trained[0]["config"]["va_consistency"] == "2.0"
 
-    from engines.harmonizer.export import export_checkpoint
+    from training.harmonizer.export import export_checkpoint
     from engines.harmonizer.runtime import HarmonizerModel
 
     out = tmp_path / "models"

@@ -1,6 +1,6 @@
 """Calibrate a model's decoding temperature on the validation split (never on test).
 
-    python -m engines.harmonizer.calibrate --model harmonizer --out calibration.json [--write-card]
+    python -m training.harmonizer.calibrate --model harmonizer --out calibration.json [--write-card]
 
 For each (temperature, top-p) of the grid the model harmonizes every validation window (all
 chords masked, the given strategy, seed 0) and is scored against the ground truth as in
@@ -22,8 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .harmony_eval import load_sets, model_system, score_system, truth_system
-from .runtime import HarmonizerModel
+from engines.harmonizer.harmony_eval import load_sets, model_system, score_system, truth_system
+from engines.harmonizer.runtime import HarmonizerModel
 
 __all__ = ["calibrate", "main", "write_card"]
 

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from engines.harmonizer import affect, curriculum, grid
+from engines.harmonizer import affect, grid
+from training.harmonizer import curriculum
 from engines.harmonizer.vocab import BAR, MASK, token_id
 
 LENGTH = 80

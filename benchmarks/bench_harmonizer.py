@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from core.atomic import atomic_output
 from engines.harmonizer.decode import allowed_tokens, nucleus_sample
 from engines.harmonizer.harmonize import harmonize
 from engines.harmonizer.runtime import HarmonizerModel
 from engines.harmonizer.vocab import BAR, MASK
-from core.atomic import atomic_output
 
 NAMES = ("melody", "harmony", "va", "style", "condition")
 

@@ -75,8 +75,14 @@ def verify_card(card_path: Path, required: tuple[str, ...] = ()) -> dict[str, An
     return card
 
 
-def open_model(onnx_path: str | Path, card_path: str | Path | None = None, *, threads: int = 1,
-               required: tuple[str, ...] = (), export_hint: str = "re-export it") -> tuple[Any, dict[str, Any]]:
+def open_model(
+    onnx_path: str | Path,
+    card_path: str | Path | None = None,
+    *,
+    threads: int = 1,
+    required: tuple[str, ...] = (),
+    export_hint: str = "re-export it",
+) -> tuple[Any, dict[str, Any]]:
     """The one way a runtime opens a model: card read and checked (``verify_card``), the card's
     ``onnx_file`` must be this file, then an ONNX Runtime session on the CPU with ``threads``
     intra-op threads (one by default, so a live host keeps its other cores) whose graph inputs
@@ -105,7 +111,8 @@ def open_model(onnx_path: str | Path, card_path: str | Path | None = None, *, th
     names = [node.name for node in session.get_inputs()]
     expected = [entry["name"] for entry in card["inputs"]]
     if names != expected:
-        raise ModelLoadError(f"{onnx_path}: graph inputs {names} differ from the card's {expected}; re-export it")
+        raise ModelLoadError(f"{onnx_path}: graph inputs {names} differ from the card's {expected}; "
+                             "re-export it")
     return session, card
 
 

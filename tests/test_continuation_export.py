@@ -41,8 +41,8 @@ def _tiny_cache(folder: Path) -> Path:
 def test_tiny_model_trains_and_exports_through_the_shared_tail(tmp_path: Path) -> None:
     cache = _tiny_cache(tmp_path / "cache")
     run = tmp_path / "run"
-    assert train.main(["--steps", "2", "--batch", "2", "--length", "32", "--eval-every", "2", "--d-model", "16",
-                       "--layers", "1", "--cache", str(cache), "--out", str(run)]) == 0
+    assert train.main(["--steps", "2", "--batch", "2", "--length", "32", "--eval-every", "2",
+                       "--d-model", "16", "--layers", "1", "--cache", str(cache), "--out", str(run)]) == 0
     out = tmp_path / "models"
     card = export_checkpoint(run / "best.pt", "tiny", out, cache)
     assert sorted(p.name for p in out.iterdir()) == ["tiny.card.json", "tiny.onnx", "tiny.parity.npz"]

@@ -96,9 +96,9 @@ def test_swapped_batch_weights_the_turn_and_the_probe_and_loss_run_on_a_model() 
 
 def test_distillation_teacher_splits_pairs_as_the_sampler_steers() -> None:
     torch = pytest.importorskip("torch")
-    from training.continuation.experiments.distill_mode import steered_targets, teacher_shift
     from engines.continuation.sample import mode_pairs, steer_mode
     from engines.continuation.tokens import VOCAB_SIZE
+    from training.continuation.experiments.distill_mode import steered_targets, teacher_shift
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(2, 5, VOCAB_SIZE)).astype(np.float32)

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import csv
 
-import pytest
-
 from bridge.cli import main
 from tests.test_continuation_cli import write_phrase
+
 
 def test_probe_writes_csv_and_png_for_both_models(tmp_path, capsys) -> None:
     source = tmp_path / "phrase.mid"

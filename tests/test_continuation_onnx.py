@@ -16,6 +16,7 @@ from engines.continuation.runtime import DEFAULT_MODEL, ContinuationModel, input
 from engines.continuation.sample import SamplingConfig, generate, scale_pitch_classes
 from onnx_models import check_parity
 
+
 @pytest.fixture(scope="module")
 def model() -> ContinuationModel:
     return ContinuationModel.load(DEFAULT_MODEL)

@@ -41,7 +41,9 @@ def _fake_pieces(ids: list[str]) -> dict[str, np.ndarray]:
     }
 
 
-def test_split_pieces_are_parsed_once_and_the_cache_grows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_split_pieces_are_parsed_once_and_the_cache_grows(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     ids = [f"p{i}" for i in range(6)]
     parsed: list[tuple[int, int | None]] = []
 
@@ -62,7 +64,8 @@ def test_split_pieces_are_parsed_once_and_the_cache_grows(monkeypatch: pytest.Mo
     assert list(again["piece_id"]) == ["p0", "p1"] and len(again["chord"]) == again["offsets"][-1] == 4 + 5
     five = dataset.load_split("test", 5, tmp_path)
     assert parsed == [(0, 3), (3, 5)], "only the missing pieces are parsed"
-    assert list(five["piece_id"]) == ids[:5] and np.array_equal(five["offsets"], _fake_pieces(ids[:5])["offsets"])
+    assert list(five["piece_id"]) == ids[:5]
+    assert np.array_equal(five["offsets"], _fake_pieces(ids[:5])["offsets"])
     assert np.array_equal(five["chord"][: three["offsets"][-1]], three["chord"])
     monkeypatch.setattr(dataset, "load_split_ids", lambda split: ["other", *ids])
     dataset.load_split("test", 1, tmp_path)

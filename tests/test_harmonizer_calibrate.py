@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from training.harmonizer.calibrate import calibrate, write_card
 from engines.harmonizer.runtime import DEFAULT_TEMPERATURE, HarmonizerModel
+from training.harmonizer.calibrate import calibrate, write_card
 
 MODEL = Path(__file__).resolve().parent.parent / "onnx_models" / "harmonizer.onnx"
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from engines.harmonizer import affect, grid
-from training.harmonizer import curriculum
 from engines.harmonizer.vocab import BAR, MASK, token_id
+from training.harmonizer import curriculum
 
 LENGTH = 80
 

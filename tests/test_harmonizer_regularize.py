@@ -6,6 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from engines.harmonizer.vocab import PAD, VOCAB_SIZE, token_id
 from training.harmonizer.model import Harmonizer, ModelConfig
 from training.harmonizer.regularize import (
     consistency_penalty,
@@ -13,7 +14,6 @@ from training.harmonizer.regularize import (
     expected_fit,
     melody_fit_table,
 )
-from engines.harmonizer.vocab import PAD, VOCAB_SIZE, token_id
 
 
 def test_melody_fit_table_scores_hand_made_cases() -> None:

@@ -49,10 +49,10 @@ for argv in (
     ["eval", "noise-injection", "--help"], ["models", "verify"],
     ["harmonize", {str(source)!r}, "-o", {str(tmp_path / "harmonized.mid")!r}, "--seed", "1"],
     ["continue", {str(source)!r}, "-o", {str(tmp_path / "continued.mid")!r}, "--bars", "1", "--seed", "1"],
-    ["eval", "noise-injection", "-o", {str(tmp_path / "noise")!r}, "--midi", {str(source)!r}, "--model", "smart",
-     "--context", "48", "--start", "12", "--lengths", "4", "--contexts", "2"],
-    ["eval", "harmony", "--models", "harmonizer_midpoint", "--strategies", "start", "--pieces", "1", "--windows",
-     "1", "--no-folk", "--no-rule", "--quiet", "--cache", {str(tmp_path / "cache")!r}],
+    ["eval", "noise-injection", "-o", {str(tmp_path / "noise")!r}, "--midi", {str(source)!r},
+     "--model", "smart", "--context", "48", "--start", "12", "--lengths", "4", "--contexts", "2"],
+    ["eval", "harmony", "--models", "harmonizer_midpoint", "--strategies", "start", "--pieces", "1",
+     "--windows", "1", "--no-folk", "--no-rule", "--quiet", "--cache", {str(tmp_path / "cache")!r}],
 ):
     try:
         code = main(argv)
@@ -61,7 +61,8 @@ for argv in (
     runs[" ".join(argv)] = code
 print(json.dumps({{"runs": runs, "torch": "torch" in sys.modules, "training": "training" in sys.modules}}))
 """
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(report["runs"].values()) == {0}, report

@@ -21,7 +21,9 @@ _LEGACY_NAMES = {"norm_attention.": "norm1.", "out.": "proj.", "norm_ff.": "norm
 class Block(nn.Module):
     """Parameters and residual path of one pre-LN block; subclasses compute the attention."""
 
-    def __init__(self, d_model: int, heads: int, feedforward: int, dropout: float, inner_dropout: bool = True) -> None:
+    def __init__(
+        self, d_model: int, heads: int, feedforward: int, dropout: float, inner_dropout: bool = True
+    ) -> None:
         super().__init__()
         self.heads = heads
         self.norm1 = nn.LayerNorm(d_model)

@@ -216,7 +216,8 @@ def tokenize_piece(piece_id: str) -> tuple[np.ndarray, np.ndarray, str, dict[str
     if not canonical:
         raise ValueError(f"{piece_id}: no notes in range")
     end = max(n.end_steps for n in canonical)
-    tokens = np.array(encode(canonical, [b for b in bars if b <= end], add_sos=True, add_eos=True), dtype=np.int16)
+    bars = [b for b in bars if b <= end]
+    tokens = np.array(encode(canonical, bars, add_sos=True, add_eos=True), dtype=np.int16)
     va = token_va(tokens, valence_arousal(canonical, end)).astype(np.float16)
     return tokens, va, style, counters | {"shortened": stats.shortened, "duplicates": stats.duplicates}
 

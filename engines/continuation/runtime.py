@@ -57,7 +57,8 @@ class ContinuationModel:
                                    export_hint="export it with `python -m training.continuation.export`")
         if card["model"].get("vocab_size") != VOCAB_SIZE:
             raise ModelLoadError(
-                f"{onnx_path}: the card's vocab_size {card['model'].get('vocab_size')} != tokenizer {VOCAB_SIZE}"
+                f"{onnx_path}: the card's vocab_size {card['model'].get('vocab_size')} "
+                f"!= tokenizer {VOCAB_SIZE}"
             )
         model = card["model"]
         names = tuple(i.name for i in session.get_inputs())

@@ -116,7 +116,8 @@ def parse_split(split: str, count: int | None = None, first: int = 0,
     for number, piece_id in enumerate(ids, first + 1):
         if progress is not None:
             progress(f"parsing {split} piece {number}/{first + len(ids)}: {piece_id}")
-        pieces.append(extract_piece(corpus.parse(piece_id, forceSource=True), piece_id, styles.get(piece_id, 0)))
+        score = corpus.parse(piece_id, forceSource=True)
+        pieces.append(extract_piece(score, piece_id, styles.get(piece_id, 0)))
     return pieces_to_arrays(pieces)
 
 

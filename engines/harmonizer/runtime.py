@@ -54,7 +54,9 @@ class HarmonizerModel:
         card_path = models_dir() / f"{name}.card.json"
         if not card_path.exists():
             known = sorted(p.name.removesuffix(".card.json") for p in models_dir().glob("harmonizer*.card.json"))
-            raise ModelLoadError(f"no model card {card_path.name} in {models_dir()}; shipped: {', '.join(known)}")
+            raise ModelLoadError(
+                f"no model card {card_path.name} in {models_dir()}; shipped: {', '.join(known)}"
+            )
         return cls.load(model_path(card_path, read_card(card_path)), card_path, threads)
 
     @property

@@ -240,7 +240,8 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
                    {"max_abs_difference_incremental_vs_full_torch": graph_difference}, verify)
     print(
         f"exported {out_dir / files.onnx.name} (step {checkpoint['step']}, incremental vs full "
-        f"{graph_difference:.2e}, ORT vs torch {card['parity']}, val {card['metrics']['val_loss_at_export']:.4f})",
+        f"{graph_difference:.2e}, ORT vs torch {card['parity']}, "
+        f"val {card['metrics']['val_loss_at_export']:.4f})",
         flush=True,
     )
     return card

@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from core.errors import ModelLoadError
-from onnx_models import model_path, models_dir, open_model, read_card
+from onnx_models import open_model
 
 from .grid import TIME_SIGNATURE_DIM, GridConfig
 from .vocab import VOCAB_SIZE
@@ -51,6 +51,8 @@ class HarmonizerModel:
     @classmethod
     def named(cls, name: str, threads: int = 1) -> HarmonizerModel:
         """Load a shipped model by card name (`onnx_models/NAME.card.json` names its ONNX file)."""
+        from onnx_models import model_path, models_dir, read_card  # looked up per call: tests move the folder
+
         card_path = models_dir() / f"{name}.card.json"
         if not card_path.exists():
             known = sorted(p.name.removesuffix(".card.json") for p in models_dir().glob("harmonizer*.card.json"))

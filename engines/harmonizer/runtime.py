@@ -55,7 +55,8 @@ class HarmonizerModel:
 
         card_path = models_dir() / f"{name}.card.json"
         if not card_path.exists():
-            known = sorted(p.name.removesuffix(".card.json") for p in models_dir().glob("harmonizer*.card.json"))
+            cards = models_dir().glob("harmonizer*.card.json")
+            known = sorted(p.name.removesuffix(".card.json") for p in cards)
             raise ModelLoadError(
                 f"no model card {card_path.name} in {models_dir()}; shipped: {', '.join(known)}"
             )

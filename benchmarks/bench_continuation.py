@@ -73,7 +73,7 @@ def ort_uncached(model: ContinuationModel, prompt: list[int], count: int, contex
 def torch_cached(checkpoint: Path, prompt: list[int], count: int) -> float:
     import torch
 
-    from engines.continuation.train import load_checkpoint
+    from training.continuation.train import load_checkpoint
 
     torch.set_num_threads(1)
     net, _ = load_checkpoint(checkpoint)
@@ -133,9 +133,9 @@ def size_sweep(sizes: str, prompt: list[int], count: int, rounds_: int) -> dict[
     """Cached step speed of untrained models of other sizes (same graph, same runtime)."""
     import torch
 
-    from engines.continuation.export import export_checkpoint
-    from engines.continuation.model import ContinuationModel as TorchModel
-    from engines.continuation.model import ModelConfig
+    from training.continuation.export import export_checkpoint
+    from training.continuation.model import ContinuationModel as TorchModel
+    from training.continuation.model import ModelConfig
 
     results = {}
     models = {}

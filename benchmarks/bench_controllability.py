@@ -127,7 +127,7 @@ def continuation_sweep(
     mode_steer: float = 0.0,
 ) -> dict:
     from engines.continuation.affect import key_correlations, mode_score
-    from engines.continuation.corpus import DEFAULT_CACHE, load_corpus
+    from engines.continuation.corpus import load_split_corpus
     from engines.continuation.modal import window_key
     from engines.continuation.offline import continue_notes, prompt_tokens
     from engines.continuation.runtime import ContinuationModel
@@ -135,7 +135,7 @@ def continuation_sweep(
     from engines.continuation.tokens import decode
 
     model = ContinuationModel.load(model_path) if model_path else ContinuationModel.load()
-    data = load_corpus(DEFAULT_CACHE)
+    data = load_split_corpus("test")
     bar_steps, prompts = 48, []
     for piece in data.piece_indices("test"):
         begin, end = int(data.offsets[piece]), int(data.offsets[piece + 1])

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from core.atomic import atomic_output
 from engines.harmonizer.decode import allowed_tokens, nucleus_sample
 from engines.harmonizer.harmonize import harmonize
 from engines.harmonizer.runtime import HarmonizerModel
 from engines.harmonizer.vocab import BAR, MASK
-from core.atomic import atomic_output
 
 NAMES = ("melody", "harmony", "va", "style", "condition")
 
@@ -134,7 +134,7 @@ def ort_vs_torch(model: HarmonizerModel, example: dict, count: int, checkpoint: 
         import onnxruntime as ort
         import torch
 
-        from engines.harmonizer.model import Harmonizer, ModelConfig
+        from training.harmonizer.model import Harmonizer, ModelConfig
     except ImportError as error:
         return {"skipped": f"torch not installed ({error}); pip install -e .[train]"}
     torch.set_num_threads(1)

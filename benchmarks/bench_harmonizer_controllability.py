@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from benchmarks.bench_controllability import harmonizer_sweep
-from engines.harmonizer.runtime import HarmonizerModel
 from core.atomic import atomic_output
+from engines.harmonizer.runtime import HarmonizerModel
 
 ROOT = Path(__file__).resolve().parent.parent
 

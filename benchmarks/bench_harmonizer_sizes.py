@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from engines.harmonizer.model import Harmonizer, ModelConfig, parameter_count
+from training.harmonizer.model import Harmonizer, ModelConfig, parameter_count
 
 SIZES = ((256, 4, 1024), (192, 3, 768), (128, 4, 512), (128, 3, 512), (96, 2, 384))
 

@@ -28,6 +28,7 @@ import soundfile as sf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.paths import cache_dir  # noqa: E402
 from engines.snc.mastering import MasteringModel  # noqa: E402
 from engines.snc.reader import SncReader  # noqa: E402
 from engines.snc_player.mixer import Mixer  # noqa: E402
@@ -254,7 +255,8 @@ def main() -> int:
     parser.add_argument(
         "--period", type=int, action="append", help="JACK period(s) in frames (default 256 and 64)"
     )
-    parser.add_argument("--work", type=Path, default=Path("/work/runs/snc_player/bench"))
+    parser.add_argument("--work", type=Path, default=cache_dir("benchmarks", "snc_player"),
+                        help="folder for the generated songs (default: the user cache folder)")
     args = parser.parse_args()
     periods = args.period or [256, 64]
     songs = {mode: make_song(args.work, 12.0, mode) for mode in ("transparent", "lossless")}

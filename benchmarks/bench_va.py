@@ -1,7 +1,7 @@
 """Speed and memory of `va analyze` (built-in sensor) on synthetic videos.
 
     python -m benchmarks.bench_va [--seconds 60] [--long-minutes 20] [--repeats 3]
-        [--cache /work/runs/va/bench] [--out benchmarks/results/va-DATE.json]
+        [--cache DIR] [--out benchmarks/results/va-DATE.json]
 
 - Speed: a 1280x720, 30 fps H.264 video (x264 "medium" preset, CRF 23: B-frames and CABAC, like
   common files; fine grain so it does not compress to nothing) with cuts every 2-6 s and an AAC
@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from core.paths import cache_dir
 from engines.va.analyze import analyze_video
 from engines.va.synthetic import Shot, write_video
 
@@ -101,7 +102,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the 720p video")
     parser.add_argument("--long-minutes", type=float, default=20.0, help="length of the long video")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--cache", type=Path, default=Path("/work/runs/va/bench"))
+    parser.add_argument("--cache", type=Path, default=cache_dir("benchmarks", "va"),
+                        help="folder for the synthetic videos (default: the user cache folder)")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--no-naive", action="store_true", help="skip the naive full-decode pass")
     parser.add_argument("--no-memory", action="store_true", help="speed only (no long video, no memory runs)")

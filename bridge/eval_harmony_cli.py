@@ -1,7 +1,9 @@
 """``scorebridge eval harmony``: harmony metrics of the ground truth, the rule engine and every
 harmonizer model x decoding strategy, on held-out chorales and out-of-domain folk melodies.
 
-numpy + onnxruntime (+ music21 only to parse melodies when no cache exists); never torch.
+numpy + onnxruntime; never torch. The held-out pieces and folk melodies are parsed with music21 on
+first use (progress on stderr) and kept in the user cache folder (``$XDG_CACHE_HOME/scorebridge``,
+default ``~/.cache/scorebridge``), so later runs read them from there.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="sampling temperature (default: each model card's calibrated value, else 0.2)")
     parser.add_argument("--top-p", type=float, help="nucleus mass (default: the card's, else 0.9)")
     parser.add_argument("--cache", type=Path, default=None,
-                        help="dataset cache dir (default /work/runs/harmonizer/cache; parsed now when absent)")
+                        help="cache folder (default: the user cache's harmonizer/; a training raw_q16.npz "
+                             "there is used when present)")
     parser.add_argument("--out", type=Path, help="write every figure as JSON")
     parser.add_argument("--markdown", type=Path, help="write the tables as Markdown")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")

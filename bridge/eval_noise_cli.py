@@ -4,8 +4,10 @@ shipped continuation models, through ONNX Runtime (no torch, no checkpoint).
     scorebridge eval noise-injection -o OUTDIR [--model smart --model plain] [--midi FILE_OR_DIR]
         [--context 256] [--start 64] [--lengths 8,16,32,64] [--contexts 64]
 
-Held-out contexts come from the test split of the corpus cache (``--cache``, built by
-``python -m engines.continuation.corpus build``) or from MIDI files (``--midi``). Writes
+Held-out contexts come from the test split of music21's corpus, parsed on first use (progress on
+stderr) and kept in the user cache folder ($XDG_CACHE_HOME/scorebridge, default
+~/.cache/scorebridge; ``--cache`` picks another, and a training cache there is used as it is), or
+from MIDI files (``--midi``). Writes
 OUTDIR/noise_probe.csv (per model and noise length: Peak / Assimilation / Recovery means,
 where the Peak ends, the clean loss) and OUTDIR/noise_probe.png (the mean diff curves).
 """
@@ -13,6 +15,7 @@ where the Peak ends, the clean loss) and OUTDIR/noise_probe.png (the mean diff c
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from core.errors import ConfigError
@@ -35,7 +38,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--midi", type=Path, action="append", help="MIDI file or folder for the contexts (repeatable)"
     )
     p.add_argument(
-        "--cache", type=Path, default=None, help="corpus cache folder (default /work/runs/continuation/cache)"
+        "--cache", type=Path, default=None, help="corpus cache folder (default: the user cache's continuation/)"
     )
     p.add_argument("--split", choices=("train", "val", "test"), default="test")
     p.add_argument(
@@ -109,15 +112,10 @@ def run(args: argparse.Namespace) -> int:
         if args.midi:
             contexts = contexts_from_midi(_midi_files(args.midi), args.context, args.contexts)
         else:
-            from engines.continuation.corpus import DEFAULT_CACHE
-
-            cache = args.cache or DEFAULT_CACHE
-            if not (cache / "corpus_v1.npz").is_file():
-                raise ConfigError(
-                    f"--cache {cache}: no corpus cache; build it with `python -m engines.continuation.corpus "
-                    "build` or give --midi files"
-                )
-            contexts = contexts_from_cache(cache, args.split, args.context, args.contexts)
+            contexts = contexts_from_cache(
+                args.cache, args.split, args.context, args.contexts,
+                lambda text: print(text, file=sys.stderr, flush=True),
+            )
         rows, curves = probe(models, contexts, args.start, lengths, args.tolerance, args.seed)
     except (ValueError, FileNotFoundError) as exc:
         raise ConfigError(str(exc)) from None

@@ -1,7 +1,10 @@
 """Exported ONNX models and their model cards, shipped as package data.
 
-Each model ``NAME.onnx`` has ``NAME.card.json`` beside it (data, splits, metrics, inputs and
-outputs, sha256). Only numpy and onnxruntime are needed to load them.
+Each model ``NAME.onnx`` has ``NAME.card.json`` beside it: one schema for every engine
+(``onnx_file``, ``sha256``, ``inputs``, ``outputs``, ``parity`` and the engine's own sections:
+data, splits, metrics, tokenizer...). ``open_model`` is the one loader every runtime uses (card,
+sha256, graph inputs); ``check_parity`` reruns the example stored at export. Only numpy and
+onnxruntime are needed; ``training/export.py`` writes the files.
 """
 
 from __future__ import annotations
@@ -14,7 +17,11 @@ from typing import Any
 
 from core.errors import ModelLoadError
 
-__all__ = ["models_dir", "model_cards", "read_card", "verify_card", "check_parity", "sha256_of", "model_path"]
+__all__ = ["CARD_KEYS", "ONNX_KEY", "check_parity", "model_cards", "model_path", "models_dir", "open_model",
+           "read_card", "sha256_of", "verify_card"]
+
+ONNX_KEY = "onnx_file"  # the card's name for its model file
+CARD_KEYS = (ONNX_KEY, "sha256", "inputs", "outputs", "parity")  # every card has these
 
 
 def models_dir() -> Path:
@@ -43,25 +50,70 @@ def read_card(card_path: Path) -> dict[str, Any]:
 
 
 def model_path(card_path: Path, card: dict[str, Any]) -> Path:
-    """The ONNX file a card describes (key ``onnx_file``; ``model_file`` is accepted too)."""
-    model_name = card.get("onnx_file") or card.get("model_file")
-    if not model_name:
-        raise ModelLoadError(f"{card_path}: the card names no onnx_file")
-    return Path(card_path).parent / model_name
+    """The ONNX file a card describes (its ``onnx_file``, beside the card)."""
+    name = card.get(ONNX_KEY)
+    if not name:
+        raise ModelLoadError(f"{card_path}: the card names no {ONNX_KEY}")
+    return Path(card_path).parent / name
 
 
-def verify_card(card_path: Path) -> dict[str, Any]:
-    """Check that the card's model file exists and matches its sha256; returns the card."""
+def verify_card(card_path: Path, required: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Check that the card has the keys every card has (and ``required``), that its ONNX file
+    exists and that the file's sha256 is the card's; returns the card."""
     card = read_card(card_path)
-    model_path_ = model_path(card_path, card)
-    if not model_path_.exists():
-        raise ModelLoadError(f"{card_path}: model file {model_path_.name} is missing")
-    expected = card.get("sha256")
-    actual = sha256_of(model_path_)
-    if expected != actual:
-        raise ModelLoadError(f"{model_path_.name}: sha256 {actual[:12]}... does not match the card's "
-                             f"{str(expected)[:12]}...; re-export or restore the file")
+    missing = [key for key in (*CARD_KEYS, *required) if key not in card]
+    if missing:
+        raise ModelLoadError(f"{card_path}: missing keys {missing}; re-export the model")
+    onnx_path = model_path(card_path, card)
+    if not onnx_path.exists():
+        raise ModelLoadError(f"{card_path}: model file {onnx_path.name} is missing")
+    actual = sha256_of(onnx_path)
+    if actual != card["sha256"]:
+        raise ModelLoadError(f"{onnx_path.name}: sha256 {actual[:12]}... does not match the card's "
+                             f"{str(card['sha256'])[:12]}...; the file changed after export: re-export "
+                             "or restore it")
     return card
+
+
+def open_model(
+    onnx_path: str | Path,
+    card_path: str | Path | None = None,
+    *,
+    threads: int = 1,
+    required: tuple[str, ...] = (),
+    export_hint: str = "re-export it",
+) -> tuple[Any, dict[str, Any]]:
+    """The one way a runtime opens a model: card read and checked (``verify_card``), the card's
+    ``onnx_file`` must be this file, then an ONNX Runtime session on the CPU with ``threads``
+    intra-op threads (one by default, so a live host keeps its other cores) whose graph inputs
+    must be the card's. Returns (session, card); any problem is a ModelLoadError naming the fix."""
+    import onnxruntime as ort
+
+    onnx_path = Path(onnx_path)
+    card_path = Path(card_path) if card_path else onnx_path.with_name(onnx_path.name.removesuffix(".onnx")
+                                                                      + ".card.json")
+    if not onnx_path.exists():
+        raise ModelLoadError(f"{onnx_path} not found; {export_hint}")
+    if not card_path.exists():
+        raise ModelLoadError(f"{card_path} not found; every model needs its card (re-export)")
+    card = read_card(card_path)
+    if card.get(ONNX_KEY) != onnx_path.name:
+        raise ModelLoadError(f"{card_path} describes {card.get(ONNX_KEY)!r}, not {onnx_path.name!r}")
+    verify_card(card_path, required)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # noqa: BLE001 - ORT raises its own types for a file it cannot read
+        raise ModelLoadError(f"{onnx_path}: ONNX Runtime cannot load it: {error}") from error
+    names = [node.name for node in session.get_inputs()]
+    expected = [entry["name"] for entry in card["inputs"]]
+    if names != expected:
+        raise ModelLoadError(f"{onnx_path}: graph inputs {names} differ from the card's {expected}; "
+                             "re-export it")
+    return session, card
 
 
 def check_parity(card_path: Path) -> float:
@@ -69,20 +121,17 @@ def check_parity(card_path: Path) -> float:
     outputs recorded at export (torch's). The example file holds one array per graph input
     and ``expected_<output>`` per output; returns the largest absolute difference."""
     import numpy as np
-    import onnxruntime as ort
 
-    card = verify_card(card_path)
-    parity = card.get("parity")
-    if not parity or "file" not in parity:
+    card = read_card(card_path)
+    session, card = open_model(model_path(card_path, card), card_path)
+    parity = card["parity"]
+    if "file" not in parity:
         raise ModelLoadError(f"{card_path}: the card stores no parity example")
     example_path = Path(card_path).parent / parity["file"]
     if not example_path.exists():
         raise ModelLoadError(f"{card_path}: parity example {example_path.name} is missing")
     if parity.get("sha256") and sha256_of(example_path) != parity["sha256"]:
         raise ModelLoadError(f"{example_path.name}: sha256 does not match the card")
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(model_path(card_path, card)), options, providers=["CPUExecutionProvider"])
     with np.load(example_path) as example:
         feed = {i.name: example[i.name] for i in session.get_inputs() if i.name in example}
         missing = [i.name for i in session.get_inputs() if i.name not in example]

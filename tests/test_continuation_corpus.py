@@ -7,8 +7,9 @@ import pytest
 
 from engines.continuation import tokens as tk
 from engines.continuation.affect import token_steps, valence_arousal
-from engines.continuation.corpus import SPLITS_DIR, pitch_hand_nmi, split_of
+from engines.continuation.corpus import SPLITS_DIR, split_of
 from engines.continuation.tokens import LEFT, RIGHT, NoteEvent
+from training.continuation.data import pitch_hand_nmi
 
 
 def _ons(pairs: list[tuple[int, int]]) -> np.ndarray:
@@ -100,7 +101,8 @@ def test_valence_lead_announces_the_coming_mode() -> None:
 
 def test_relabel_recomputes_the_cache_labels(tmp_path) -> None:
     from engines.continuation.affect import token_va
-    from engines.continuation.corpus import CACHE_FILE, load_corpus, relabel
+    from engines.continuation.corpus import CACHE_FILE, load_corpus
+    from training.continuation.data import relabel
 
     notes = [NoteEvent(i * 12, RIGHT, p, 12, 64) for i, p in enumerate([60, 64, 67, 72, 60, 63, 67, 72] * 2)]
     tokens = np.array(tk.encode(notes, add_sos=True, add_eos=True), dtype=np.int16)
@@ -116,4 +118,4 @@ def test_relabel_recomputes_the_cache_labels(tmp_path) -> None:
     expected = token_va(tokens.astype(np.int64), valence_arousal(notes, 16 * 12, valence_lead=4))
     assert data.valence_lead == 4 and load_corpus(source).valence_lead == 0
     assert np.allclose(data.va, expected, atol=2e-3)
-    assert not list((tmp_path / "lead").glob("*.partial*"))
+    assert not list((tmp_path / "lead").glob(".*.part"))

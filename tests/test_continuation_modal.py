@@ -71,9 +71,9 @@ def _corpus(pieces: int = 4):
 
 def test_swapped_batch_weights_the_turn_and_the_probe_and_loss_run_on_a_model() -> None:
     torch = pytest.importorskip("torch")
-    from engines.continuation.affect_tune import probe_windows, valence_probe
-    from engines.continuation.model import ContinuationModel, ModelConfig
-    from engines.continuation.train import _loss, sample_batch
+    from training.continuation.experiments.affect_tune import probe_windows, valence_probe
+    from training.continuation.model import ContinuationModel, ModelConfig
+    from training.continuation.train import _loss, sample_batch
 
     data = _corpus()
     rng = np.random.default_rng(0)
@@ -96,9 +96,9 @@ def test_swapped_batch_weights_the_turn_and_the_probe_and_loss_run_on_a_model() 
 
 def test_distillation_teacher_splits_pairs_as_the_sampler_steers() -> None:
     torch = pytest.importorskip("torch")
-    from engines.continuation.distill_mode import steered_targets, teacher_shift
     from engines.continuation.sample import mode_pairs, steer_mode
     from engines.continuation.tokens import VOCAB_SIZE
+    from training.continuation.experiments.distill_mode import steered_targets, teacher_shift
 
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(2, 5, VOCAB_SIZE)).astype(np.float32)

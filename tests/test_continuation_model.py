@@ -8,8 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from engines.continuation import tokens as tk
-from engines.continuation.model import ContinuationModel, ModelConfig, parameter_counts
-from engines.continuation.train import transpose
+from training.continuation.model import ContinuationModel, ModelConfig, parameter_counts
+from training.continuation.train import transpose
 
 
 def _model(embedding: str) -> ContinuationModel:

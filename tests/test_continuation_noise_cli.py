@@ -5,15 +5,8 @@ from __future__ import annotations
 
 import csv
 
-import pytest
-
 from bridge.cli import main
-from engines.continuation.runtime import DEFAULT_MODEL, PLAIN_MODEL
 from tests.test_continuation_cli import write_phrase
-
-pytestmark = pytest.mark.skipif(
-    not (DEFAULT_MODEL.exists() and PLAIN_MODEL.exists()), reason="export both models first"
-)
 
 
 def test_probe_writes_csv_and_png_for_both_models(tmp_path, capsys) -> None:

@@ -6,18 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from engines.harmonizer.calibrate import calibrate, write_card
 from engines.harmonizer.runtime import DEFAULT_TEMPERATURE, HarmonizerModel
+from training.harmonizer.calibrate import calibrate, write_card
 
 MODEL = Path(__file__).resolve().parent.parent / "onnx_models" / "harmonizer.onnx"
 
 
-@pytest.mark.skipif(not MODEL.exists(), reason="no shipped harmonizer")
 def test_calibration_picks_the_lowest_validation_error_and_the_card_carries_it(tmp_path: Path) -> None:
     for item in MODEL.parent.glob("harmonizer.*"):
         shutil.copy(item, tmp_path / item.name)
     model = HarmonizerModel.load(tmp_path / "harmonizer.onnx")
-    result = calibrate(model, [0.2, 1.0], [0.9], calls=4, pieces=1)
+    result = calibrate(model, [0.2, 1.0], [0.9], calls=4, cache=tmp_path / "cache", pieces=1)
     assert result["split"] == "val" and result["windows"] >= 1
     assert [(row["temperature"], row["top_p"]) for row in result["grid"]] == [(0.2, 0.9), (1.0, 0.9)]
     truth = result["ground_truth"]

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from engines.harmonizer import affect, curriculum, grid
+from engines.harmonizer import affect, grid
 from engines.harmonizer.vocab import BAR, MASK, token_id
+from training.harmonizer import curriculum
 
 LENGTH = 80
 

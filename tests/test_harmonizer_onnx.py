@@ -1,7 +1,7 @@
 """Exported harmonizer models: card conformance, ORT parity with the stored torch output, decoding.
 
-Every `onnx_models/harmonizer*.onnx` is checked with a real ONNX Runtime session. Skipped when
-no model has been exported yet.
+Every `onnx_models/harmonizer*.onnx` is checked with a real ONNX Runtime session
+(`test_model_cards.py` fails when a shipped model is missing).
 """
 
 import json
@@ -18,7 +18,6 @@ from engines.harmonizer.vocab import BAR, MASK, NC, NUM_SPECIALS, PAD, VOCAB_SIZ
 
 MODEL_DIR = Path(__file__).resolve().parent.parent / "onnx_models"
 MODELS = sorted(MODEL_DIR.glob("harmonizer*.onnx"))
-needs_model = pytest.mark.skipif(not MODELS, reason="no exported harmonizer in onnx_models/")
 REQUIRED_CARD_KEYS = {
     "sha256",
     "grid",
@@ -40,7 +39,6 @@ def _parity(path: Path) -> dict[str, np.ndarray]:
         return {key: data[key] for key in data.files}
 
 
-@needs_model
 @pytest.mark.parametrize("path", MODELS, ids=lambda p: p.name)
 def test_card_conformance(path: Path) -> None:
     model = HarmonizerModel.load(path)
@@ -52,7 +50,6 @@ def test_card_conformance(path: Path) -> None:
     assert set(model.card["data"]["splits"]) == {"train", "val", "test"}
 
 
-@needs_model
 @pytest.mark.parametrize("path", MODELS, ids=lambda p: p.name)
 def test_ort_matches_stored_torch_output(path: Path) -> None:
     model = HarmonizerModel.load(path)
@@ -63,7 +60,6 @@ def test_ort_matches_stored_torch_output(path: Path) -> None:
     np.testing.assert_allclose(logits, example["expected_logits"], atol=1e-4, rtol=1e-4)
 
 
-@needs_model
 @pytest.mark.parametrize("strategy", ["certain", "entropic", "midpoint"])
 def test_decoding_with_the_real_model(strategy: str) -> None:
     model = HarmonizerModel.load(MODELS[0])
@@ -88,7 +84,6 @@ def test_decoding_with_the_real_model(strategy: str) -> None:
         assert result.calls <= 8
 
 
-@needs_model
 def test_tampered_model_and_bad_inputs_are_rejected(tmp_path: Path) -> None:
     source = MODELS[0]
     copy = tmp_path / source.name
@@ -113,7 +108,6 @@ def test_tampered_model_and_bad_inputs_are_rejected(tmp_path: Path) -> None:
         )
 
 
-@needs_model
 def test_harmonize_a_long_melody_and_transposition_equivariance() -> None:
     model = HarmonizerModel.load(MODELS[0])
     if model.grid.roll != "pc":
@@ -130,7 +124,6 @@ def test_harmonize_a_long_melody_and_transposition_equivariance() -> None:
         harmonize(model, tune, bars, style="bebop")
 
 
-@needs_model
 @pytest.mark.parametrize("path", MODELS, ids=lambda p: p.name)
 def test_live_window_of_a_dynamic_length_graph(path: Path) -> None:
     model = HarmonizerModel.load(path)

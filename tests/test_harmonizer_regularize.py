@@ -6,14 +6,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from engines.harmonizer.model import Harmonizer, ModelConfig
-from engines.harmonizer.regularize import (
+from engines.harmonizer.vocab import PAD, VOCAB_SIZE, token_id
+from training.harmonizer.model import Harmonizer, ModelConfig
+from training.harmonizer.regularize import (
     consistency_penalty,
     crop_length,
     expected_fit,
     melody_fit_table,
 )
-from engines.harmonizer.vocab import PAD, VOCAB_SIZE, token_id
 
 
 def test_melody_fit_table_scores_hand_made_cases() -> None:

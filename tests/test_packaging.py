@@ -36,6 +36,7 @@ def test_wheel_carries_models_maps_and_splits(tmp_path: Path):
     shipped |= {p.relative_to(ROOT).as_posix() for p in ROOT.glob("engines/*/splits/*.txt")}
     assert shipped <= names, sorted(shipped - names)
     assert "bridge/cli.py" in names and "engines/rule/theory.py" in names
+    assert not [n for n in names if n.startswith(("training/", "benchmarks/", "tests/"))]
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "scorebridge = bridge.cli:main" in text and "[scorebridge.engines]" in text

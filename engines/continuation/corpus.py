@@ -1,8 +1,10 @@
-"""Two-hand piano corpus from music21's bundled scores -> token cache (music21 only to build).
+"""Two-hand piano corpus from music21's bundled scores -> tokens + valence/arousal labels.
 
-    python -m engines.continuation.corpus build [--cache DIR] [--limit N]
-    python -m engines.continuation.corpus stats [--cache DIR]
-    python -m engines.continuation.corpus relabel --valence-lead 4 --out DIR [--cache DIR]
+The full training cache (``corpus_v1.npz``) and the committed split lists are built by
+``python -m training.continuation.data build``. Evaluation needs one split only:
+``load_split_corpus`` reads the training cache when the cache folder holds one, else parses the
+split's pieces on first use (music21) and keeps them in the user cache folder
+(``core.paths.cache_dir("continuation")``).
 
 Hands: keyboard music (a score with two or more PartStaffs, or two parts named Piano) maps
 its top staff to the right hand and the staves below to the left; other parts (voice,
@@ -15,72 +17,50 @@ by work (movements of one work together) with a seeded hash; the lists are commi
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import math
-import sys
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from core.atomic import atomic_output
+from core.paths import cache_dir
 
 from .affect import token_va, valence_arousal
 from .tokens import (
     HIGH_PITCH,
     LEFT,
     LOW_PITCH,
-    NOTE_BASE,
-    NOTE_ON,
-    NUM_PITCHES,
     RIGHT,
     STEPS_PER_QUARTER,
     NoteEvent,
     canonicalize,
-    decode,
     encode,
 )
 
 __all__ = [
+    "CACHE_FILE",
     "DEFAULT_CACHE",
     "SPLITS_DIR",
     "STYLES",
     "Corpus",
-    "build_cache",
-    "corpus_sources",
     "extract",
     "load_corpus",
+    "load_split_corpus",
     "load_split_ids",
-    "pitch_hand_nmi",
     "split_of",
-    "summary",
+    "tokenize_piece",
 ]
 
 STYLES: tuple[str, ...] = ("piano", "chorale", "quartet", "part")
-DEFAULT_CACHE = Path("/work/runs/continuation/cache")
+DEFAULT_CACHE = cache_dir("continuation")
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 SPLIT_SEED = "scorebridge-continuation-v1"
 CACHE_FILE = "corpus_v1.npz"
+SPLIT_CACHE_FILE = "corpus_{split}_v1.npz"  # one split, parsed on first use
 DEFAULT_VELOCITY = 72
-_PART_MUSIC = ("bach", "beethoven", "haydn", "mozart", "monteverdi")
-_KEYBOARD_AND_MIXED = (
-    "beach",
-    "chopin",
-    "cpebach",
-    "handel",
-    "joplin",
-    "johnson_j_r",
-    "liliuokalani",
-    "schoenberg",
-    "schubert",
-    "schumann_clara",
-    "schumann_robert",
-    "weber",
-    "corelli",
-    "webern",
-)
-_SCORE_SUFFIXES = (".mxl", ".xml", ".musicxml", ".krn")
 
 
 @dataclass
@@ -97,22 +77,6 @@ class Corpus:
 
     def piece_indices(self, split: str) -> np.ndarray:
         return np.array([i for i, s in enumerate(self.splits) if s == split], dtype=np.int64)
-
-
-def corpus_sources() -> list[str]:
-    """Corpus-relative paths to parse, one file per work (.mxl preferred over .krn)."""
-    from music21 import corpus  # build time only
-
-    chosen: dict[str, str] = {}
-    for composer in _PART_MUSIC + _KEYBOARD_AND_MIXED:
-        for path in sorted(map(str, corpus.getComposer(composer))):
-            if not path.endswith(_SCORE_SUFFIXES):
-                continue
-            relative = path.split("/corpus/", 1)[-1]
-            stem = relative.rsplit(".", 1)[0]
-            if stem not in chosen or chosen[stem].endswith(".krn"):
-                chosen[stem] = relative
-    return sorted(chosen.values())
 
 
 def _group_of(piece_id: str) -> str:
@@ -213,91 +177,10 @@ def _part_notes(
     return events
 
 
-def build_cache(cache_dir: Path = DEFAULT_CACHE, limit: int | None = None) -> Path:
-    """Parse, tokenize and label every source; write the cache and the split lists."""
-    sources = corpus_sources()[:limit] if limit else corpus_sources()
-    all_tokens, all_va, offsets, ids, styles, skipped = [], [], [0], [], [], []
-    totals = {"out_of_range": 0, "grace": 0, "off_grid": 0, "shortened": 0, "duplicates": 0}
-    started = time.monotonic()
-    for number, piece_id in enumerate(sources, 1):
-        try:
-            notes, bars, style, counters = extract(piece_id)
-        except Exception as error:  # noqa: BLE001 - a bad score is reported and skipped, never ends the build
-            skipped.append(f"{piece_id}: {type(error).__name__}: {error}")
-            continue
-        canonical, stats = canonicalize(notes)
-        if not canonical:
-            skipped.append(f"{piece_id}: no notes in range")
-            continue
-        for key, value in counters.items():
-            totals[key] += value
-        totals["shortened"] += stats.shortened
-        totals["duplicates"] += stats.duplicates
-        end = max(n.end_steps for n in canonical)
-        tokens = np.array(
-            encode(canonical, [b for b in bars if b <= end], add_sos=True, add_eos=True), dtype=np.int16
-        )
-        all_tokens.append(tokens)
-        all_va.append(token_va(tokens, valence_arousal(canonical, end)).astype(np.float16))
-        offsets.append(offsets[-1] + len(tokens))
-        ids.append(piece_id)
-        styles.append(STYLES.index(style))
-        if number % 25 == 0 or number == len(sources):
-            print(
-                f"[{number}/{len(sources)}] {time.monotonic() - started:.0f}s "
-                f"{piece_id} ({style}, {len(tokens)} tokens)",
-                flush=True,
-            )
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / CACHE_FILE
-    np.savez_compressed(
-        path,
-        tokens=np.concatenate(all_tokens),
-        va=np.concatenate(all_va),
-        offsets=np.array(offsets, dtype=np.int64),
-        piece_ids=np.array(ids),
-        styles=np.array(styles, dtype=np.int64),
-    )
-    SPLITS_DIR.mkdir(exist_ok=True)
-    for split in ("train", "val", "test"):
-        (SPLITS_DIR / f"{split}.txt").write_text("".join(f"{p}\n" for p in ids if split_of(p) == split))
-    (cache_dir / "build.json").write_text(
-        json.dumps(
-            {"dropped": totals, "skipped": skipped, "seconds": round(time.monotonic() - started, 1)}, indent=1
-        )
-    )
-    print(json.dumps({"dropped": totals, "skipped": len(skipped)}), flush=True)
-    return path
-
-
-def relabel(cache_dir: Path, out_dir: Path, valence_lead: int) -> Path:
-    """A copy of the cache with every piece's labels recomputed from its tokens (same tokens,
-    offsets, ids and styles; no music21), the valence looking ``valence_lead`` quarters ahead."""
-    source = np.load(cache_dir / CACHE_FILE)
-    tokens, offsets = source["tokens"], source["offsets"]
-    labels = []
-    for piece in range(len(offsets) - 1):
-        piece_tokens = tokens[offsets[piece] : offsets[piece + 1]].astype(np.int64)
-        notes = decode(piece_tokens)[0]
-        end = max((n.end_steps for n in notes), default=1)
-        labels.append(token_va(piece_tokens, valence_arousal(notes, end, valence_lead=valence_lead)))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / CACHE_FILE
-    partial = out_dir / (CACHE_FILE + ".partial.npz")
-    np.savez_compressed(
-        partial,
-        **{key: source[key] for key in ("tokens", "offsets", "piece_ids", "styles")},
-        va=np.concatenate(labels).astype(np.float16),
-        valence_lead=np.array(valence_lead, dtype=np.int64),
-    )
-    partial.replace(path)
-    return path
-
-
 def load_split_ids(split: str) -> list[str]:
     path = SPLITS_DIR / f"{split}.txt"
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; run `python -m engines.continuation.corpus build`")
+        raise FileNotFoundError(f"{path} is missing; run `python -m training.continuation.data build`")
     return [line for line in path.read_text().splitlines() if line]
 
 
@@ -305,7 +188,7 @@ def load_corpus(cache_dir: Path = DEFAULT_CACHE) -> Corpus:
     """The cached corpus with each piece's split from the committed lists."""
     path = cache_dir / CACHE_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; run `python -m engines.continuation.corpus build`")
+        raise FileNotFoundError(f"{path} is missing; run `python -m training.continuation.data build`")
     data = np.load(path)
     membership = {p: s for s in ("train", "val", "test") for p in load_split_ids(s)}
     ids = [str(p) for p in data["piece_ids"]]
@@ -325,62 +208,55 @@ def load_corpus(cache_dir: Path = DEFAULT_CACHE) -> Corpus:
     )
 
 
-def pitch_hand_nmi(tokens: np.ndarray) -> float:
-    """NMI(pitch, hand) over all NOTE_ON tokens: I / mean(H(pitch), H(hand)) (arithmetic)."""
-    tokens = np.asarray(tokens, dtype=np.int64)
-    offset = tokens - NOTE_BASE
-    group, pitch = offset // NUM_PITCHES, offset % NUM_PITCHES
-    on = (offset >= 0) & (group < 4) & (group % 2 == NOTE_ON)
-    joint = np.zeros((NUM_PITCHES, 2))
-    np.add.at(joint, (pitch[on], group[on] // 2), 1.0)
-    if joint.sum() == 0:
-        raise ValueError("no NOTE_ON tokens")
-    joint /= joint.sum()
-    p_pitch, p_hand = joint.sum(1), joint.sum(0)
-
-    def entropy(p: np.ndarray) -> float:
-        p = p[p > 0]
-        return float(-(p * np.log(p)).sum())
-
-    nz = joint > 0
-    mutual = float((joint[nz] * np.log(joint[nz] / np.outer(p_pitch, p_hand)[nz])).sum())
-    return mutual / max(1e-12, 0.5 * (entropy(p_pitch) + entropy(p_hand)))
+def tokenize_piece(piece_id: str) -> tuple[np.ndarray, np.ndarray, str, dict[str, int]]:
+    """(tokens int16 with SOS/EOS, per-token valence/arousal float16, style, dropped-note counters)
+    of one corpus score; ValueError when nothing in range is left."""
+    notes, bars, style, counters = extract(piece_id)
+    canonical, stats = canonicalize(notes)
+    if not canonical:
+        raise ValueError(f"{piece_id}: no notes in range")
+    end = max(n.end_steps for n in canonical)
+    bars = [b for b in bars if b <= end]
+    tokens = np.array(encode(canonical, bars, add_sos=True, add_eos=True), dtype=np.int16)
+    va = token_va(tokens, valence_arousal(canonical, end)).astype(np.float16)
+    return tokens, va, style, counters | {"shortened": stats.shortened, "duplicates": stats.duplicates}
 
 
-def summary(data: Corpus) -> dict:
-    """Pieces, tokens and styles per split, and NMI(pitch, hand) of all NOTE_ONs."""
-    result: dict = {"nmi_pitch_hand": round(pitch_hand_nmi(data.tokens), 4), "paper_nmi": 0.167}
-    for split in ("train", "val", "test"):
-        index = data.piece_indices(split)
-        lengths = data.offsets[index + 1] - data.offsets[index]
-        result[split] = {
-            "pieces": len(index),
-            "tokens": int(lengths.sum()),
-            "styles": {STYLES[s]: int((data.styles[index] == s).sum()) for s in range(len(STYLES))},
-        }
-    return result
+def save_arrays(path: Path, **arrays: np.ndarray) -> None:
+    """A cache file written whole or not at all (a reader never sees half of one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as temporary, open(temporary, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m engines.continuation.corpus", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("command", choices=("build", "stats", "relabel"))
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    parser.add_argument("--valence-lead", type=int, default=4, help="relabel: quarters the valence looks ahead")
-    parser.add_argument("--out", type=Path, help="relabel: the new cache directory")
-    parser.add_argument("--limit", type=int, default=None, help="parse only the first N sources")
-    args = parser.parse_args(argv)
-    if args.command == "build":
-        build_cache(args.cache, args.limit)
-    if args.command == "relabel":
-        if args.out is None:
-            parser.error("relabel needs --out DIR")
-        relabel(args.cache, args.out, args.valence_lead)
-        args.cache = args.out
-    print(json.dumps(summary(load_corpus(args.cache)), indent=1), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def load_split_corpus(split: str, cache: Path | None = None,
+                      progress: Callable[[str], None] | None = None) -> Corpus:
+    """One split's pieces: from the training cache when ``cache`` holds one, else from the split
+    cache, parsed with music21 on first use (with progress) and reused afterwards."""
+    folder = Path(cache) if cache is not None else DEFAULT_CACHE
+    if (folder / CACHE_FILE).is_file():
+        return load_corpus(folder)
+    ids = load_split_ids(split)
+    path = folder / SPLIT_CACHE_FILE.format(split=split)
+    if path.is_file():
+        with np.load(path) as data:
+            if [str(p) for p in data["piece_ids"]] == ids:
+                return Corpus(data["tokens"].astype(np.int64), data["va"].astype(np.float32), data["offsets"],
+                              ids, data["styles"], [split] * len(ids))
+    tokens, labels, offsets, styles = [], [], [0], []
+    for number, piece_id in enumerate(ids, 1):
+        if progress is not None:
+            progress(f"parsing {split} piece {number}/{len(ids)}: {piece_id}")
+        piece_tokens, piece_va, style, _ = tokenize_piece(piece_id)
+        tokens.append(piece_tokens)
+        labels.append(piece_va)
+        offsets.append(offsets[-1] + len(piece_tokens))
+        styles.append(STYLES.index(style))
+    arrays = {"tokens": np.concatenate(tokens), "va": np.concatenate(labels),
+              "offsets": np.array(offsets, dtype=np.int64), "piece_ids": np.array(ids),
+              "styles": np.array(styles, dtype=np.int64)}
+    save_arrays(path, **arrays)
+    if progress is not None:
+        progress(f"cached the {split} split ({len(ids)} pieces) in {path}")
+    return Corpus(arrays["tokens"].astype(np.int64), arrays["va"].astype(np.float32), arrays["offsets"], ids,
+                  arrays["styles"], [split] * len(ids))

@@ -11,7 +11,7 @@ mode; after it the music, and its label, are in the other. Because labels are sm
 8 quarter notes centred on each frame, the label starts to move a few beats before the notes do,
 which is exactly what a live curve asks of the model.
 
-numpy only; used by ``engines.continuation.train --modal-swap P``.
+numpy only; used by ``training.continuation.train --modal-swap P``.
 """
 
 from __future__ import annotations

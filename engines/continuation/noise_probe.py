@@ -9,12 +9,14 @@ the baseline; Assimilation from there to the end of the injected span + 4 (empty
 lasts longer); Recovery after both. The losses come from one ONNX Runtime pass per context (no
 cache), so contexts stay within the 256-token window the models were trained on.
 
-Contexts: consecutive windows of the test split of the corpus cache, or of MIDI files.
+Contexts: consecutive windows of the test split of the corpus (parsed once, then cached), or of
+MIDI files.
 """
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,16 +110,19 @@ def _pick(found: list, count: int, source: str, context: int) -> Contexts:
     )
 
 
-def contexts_from_cache(cache: Path, split: str, context: int, count: int) -> Contexts:
-    """Consecutive windows of one split of the corpus cache (a seeded choice of ``count``)."""
-    from .corpus import load_corpus
+def contexts_from_cache(cache: Path | None, split: str, context: int, count: int,
+                        progress: Callable[[str], None] | None = None) -> Contexts:
+    """Consecutive windows of one split of the corpus (a seeded choice of ``count``); the split is
+    parsed on first use and cached (``corpus.load_split_corpus``)."""
+    from .corpus import DEFAULT_CACHE, load_split_corpus
 
-    data = load_corpus(cache)
+    folder = Path(cache) if cache is not None else DEFAULT_CACHE
+    data = load_split_corpus(split, folder, progress)
     found: list = []
     for piece in data.piece_indices(split):
         begin, end = int(data.offsets[piece]), int(data.offsets[piece + 1])
         _windows(data.tokens[begin:end], data.va[begin:end], int(data.styles[piece]), context, found)
-    return _pick(found, count, f"{cache} ({split} split)", context)
+    return _pick(found, count, f"{folder} ({split} split)", context)
 
 
 def contexts_from_midi(paths: list[Path], context: int, count: int, style: int = 0) -> Contexts:

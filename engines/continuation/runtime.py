@@ -1,7 +1,7 @@
 """Load the exported continuation model with ONNX Runtime (numpy + onnxruntime only).
 
-The card is checked first (the ONNX file's sha256, the input names); one intra-op thread so a
-live host keeps its other cores. Generation goes through a ``Decoder``: a fixed-size key/value
+``onnx_models.open_model`` checks the card first (the file's sha256, the graph's inputs) and
+opens one intra-op thread so a live host keeps its other cores. Generation goes through a ``Decoder``: a fixed-size key/value
 ring buffer (``slots`` keys per layer, numpy arrays bound once to the session with IO binding),
 so one step costs one short pass and no copy of the cache. The graph returns only the new
 keys/values; the decoder writes them into the slot of their position (position % slots), so the
@@ -11,7 +11,6 @@ context slides: a token attends to at most ``slots`` earlier tokens plus itself 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +18,13 @@ import numpy as np
 import onnxruntime as ort
 
 from core.errors import ModelLoadError
-from onnx_models import sha256_of
+from onnx_models import models_dir, open_model
 
 from .tokens import VOCAB_SIZE
 
 __all__ = ["DEFAULT_MODEL", "DEFAULT_SLOTS", "EMPTY_SLOT", "ContinuationModel", "Decoder", "input_names"]
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "onnx_models" / "continuation.onnx"
+DEFAULT_MODEL = models_dir() / "continuation.onnx"
 PLAIN_MODEL = DEFAULT_MODEL.with_name("continuation_plain.onnx")
 DEFAULT_SLOTS = 255
 EMPTY_SLOT = -1e9  # additive attention bias of an empty slot
@@ -52,41 +51,15 @@ class ContinuationModel:
     def load(
         cls, onnx_path: str | Path = DEFAULT_MODEL, card_path: str | Path | None = None, threads: int = 1
     ) -> ContinuationModel:
-        """Load and verify; raises ModelLoadError naming the file and the fix."""
+        """Load and verify (``onnx_models.open_model``); raises ModelLoadError naming the file and the fix."""
         onnx_path = Path(onnx_path)
-        card_path = Path(card_path) if card_path else onnx_path.with_name(onnx_path.stem + ".card.json")
-        if not onnx_path.exists():
-            raise ModelLoadError(
-                f"{onnx_path} not found; export it with `python -m engines.continuation.export`"
-            )
-        if not card_path.exists():
-            raise ModelLoadError(f"{card_path} not found; every model needs its card (re-export)")
-        try:
-            card = json.loads(card_path.read_text())
-        except json.JSONDecodeError as error:
-            raise ModelLoadError(f"{card_path}: invalid JSON at line {error.lineno}: {error.msg}") from error
-        missing = [key for key in ("model_file", "sha256", "inputs", "outputs", "model") if key not in card]
-        if missing:
-            raise ModelLoadError(f"{card_path}: missing keys {missing}; re-export the model")
-        if card["model_file"] != onnx_path.name:
-            raise ModelLoadError(f"{card_path} describes {card['model_file']!r}, not {onnx_path.name!r}")
-        if sha256_of(onnx_path) != card["sha256"]:
-            raise ModelLoadError(
-                f"{onnx_path}: sha256 differs from {card_path}; the file changed after export"
-            )
+        session, card = open_model(onnx_path, card_path, threads=threads, required=("model",),
+                                   export_hint="export it with `python -m training.continuation.export`")
         if card["model"].get("vocab_size") != VOCAB_SIZE:
             raise ModelLoadError(
-                f"{card_path}: vocab_size {card['model'].get('vocab_size')} != tokenizer {VOCAB_SIZE}"
+                f"{onnx_path}: the card's vocab_size {card['model'].get('vocab_size')} "
+                f"!= tokenizer {VOCAB_SIZE}"
             )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        try:
-            session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        except Exception as error:
-            raise ModelLoadError(f"{onnx_path}: ONNX Runtime cannot load it: {error}") from error
         model = card["model"]
         names = tuple(i.name for i in session.get_inputs())
         if names != input_names(model["layers"]):
@@ -109,21 +82,6 @@ class ContinuationModel:
     def logits(self, tokens: np.ndarray, va: np.ndarray, style: int) -> np.ndarray:
         """Logits [T, V] of a whole sequence in one pass (no cache; for scoring)."""
         return self.decoder(style, slots=1).prefill(tokens, va, keep_all=True)
-
-    def parity_check(self, parity_path: str | Path, atol: float = 1e-4) -> float:
-        """Run the export's parity example (new tokens on a filled cache); returns max |diff|."""
-        with np.load(parity_path) as data:
-            feed = {name: data[name] for name in input_names(self.layers)}
-            logits, new_kv = self.session.run(["logits", "new_kv"], feed)
-            difference = max(
-                float(np.abs(logits - data["expected_logits"]).max()),
-                float(np.abs(new_kv - data["expected_new_kv"]).max()),
-            )
-        if difference > atol:
-            raise ModelLoadError(
-                f"{self.path}: outputs differ from the export's by {difference:.2e} (> {atol})"
-            )
-        return difference
 
 
 class Decoder:

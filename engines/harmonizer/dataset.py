@@ -1,20 +1,22 @@
-"""Harmonizer dataset: music21 corpus -> key-normalized raw cache -> fixed-length windows.
+"""Harmonizer data: music21 corpus -> key-normalized raw arrays -> fixed-length windows.
 
-`python -m engines.harmonizer.dataset build` parses the sources (music21 needed), writes
-`raw_q16.npz` under the cache dir and the committed split lists. Loading windows needs numpy only.
+The full training cache (``raw_q16.npz``) and the committed split lists are built by
+``python -m training.harmonizer.data build``. Evaluation needs only one split's first pieces:
+``load_split`` parses them on first use (music21) and keeps them in the user cache folder
+(``core.paths.cache_dir("harmonizer")``), so later runs read numpy arrays only.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
-import sys
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from core.atomic import atomic_output
+from core.paths import cache_dir
 
 from .grid import GridConfig, build_sequence, downsample_q16, time_signature_vector
 from .vocab import PAD
@@ -23,23 +25,26 @@ __all__ = [
     "STYLES",
     "DEFAULT_CACHE",
     "SPLITS_DIR",
+    "RAW_FILE",
     "Windows",
     "corpus_sources",
     "split_of",
-    "build_cache",
     "pieces_to_arrays",
     "parse_split",
+    "load_split",
     "load_raw",
     "make_windows",
     "load_split_ids",
 ]
 
 STYLES: tuple[str, ...] = ("chorale", "classical", "renaissance")
-DEFAULT_CACHE = Path("/work/runs/harmonizer/cache")
+DEFAULT_CACHE = cache_dir("harmonizer")
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 SPLIT_SEED = "scorebridge-harmonizer-v1"
 PALESTRINA_EVERY = 8  # every 8th of the 1,318 Palestrina files keeps parsing time in minutes
 RAW_FILE = "raw_q16.npz"
+SPLIT_FILE = "{split}_q16_v1.npz"  # the first pieces of one split, grown as more are asked for
+PIECE_FIELDS = ("piece_id", "style", "time_signature", "shift", "mode", "split")
 
 
 def corpus_sources() -> list[tuple[str, int]]:
@@ -80,49 +85,6 @@ def split_of(piece_id: str, seed: str = SPLIT_SEED) -> str:
     return "train" if bucket < 80 else ("val" if bucket < 90 else "test")
 
 
-def build_cache(cache_dir: Path = DEFAULT_CACHE, limit: int | None = None) -> Path:
-    """Parse every source, save the concatenated Q16 arrays and write the split lists."""
-    from music21 import corpus  # offline only
-
-    from .extract import PieceSkipped, extract_piece
-
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    sources = corpus_sources()[:limit]
-    pieces, skipped = [], []
-    started = time.time()
-    for index, (piece_id, style) in enumerate(sources):
-        try:
-            # forceSource: music21's pickle cache is shared with other jobs parsing the corpus
-            # at the same time, and a half-written pickle breaks a build
-            score = corpus.parse(piece_id, forceSource=True)
-            pieces.append(extract_piece(score, piece_id, style))
-        except PieceSkipped as error:
-            skipped.append(str(error))
-        except (ValueError, KeyError, IndexError, AttributeError, TypeError) as error:
-            skipped.append(f"{piece_id}: parse failed: {type(error).__name__}: {error}")
-        if (index + 1) % 25 == 0 or index + 1 == len(sources):
-            print(
-                f"[{index + 1}/{len(sources)}] kept {len(pieces)} skipped {len(skipped)} "
-                f"{time.time() - started:.0f}s",
-                flush=True,
-            )
-    arrays = pieces_to_arrays(pieces)
-    lengths = np.diff(arrays["offsets"])
-    out = cache_dir / RAW_FILE
-    np.savez_compressed(out, **arrays)
-    (cache_dir / "skipped.txt").write_text("\n".join(skipped) + "\n")
-    SPLITS_DIR.mkdir(parents=True, exist_ok=True)
-    for split in ("train", "val", "test"):
-        ids = [p for p, s in zip(arrays["piece_id"], arrays["split"]) if s == split]
-        (SPLITS_DIR / f"{split}.txt").write_text("\n".join(ids) + "\n")
-    print(
-        f"wrote {out}: {len(pieces)} pieces, {int(lengths.sum())} sixteenths, "
-        f"{len(skipped)} skipped (see {cache_dir / 'skipped.txt'})",
-        flush=True,
-    )
-    return out
-
-
 def pieces_to_arrays(pieces: list) -> dict[str, np.ndarray]:
     """Concatenate extracted pieces into the raw-cache layout (offsets index the Q16 arrays)."""
     lengths = np.array([len(p.chord) for p in pieces], dtype=np.int64)
@@ -141,24 +103,71 @@ def pieces_to_arrays(pieces: list) -> dict[str, np.ndarray]:
     return arrays
 
 
-def parse_split(split: str, count: int | None = None) -> dict[str, np.ndarray]:
-    """Raw arrays of the first `count` pieces of a committed split, parsed now (music21 needed);
-    for evaluations on a machine without the cache."""
+def parse_split(split: str, count: int | None = None, first: int = 0,
+                progress: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
+    """Raw arrays of pieces ``first..count-1`` of a committed split, parsed now (music21)."""
     from music21 import corpus  # offline only
 
     from .extract import extract_piece
 
     styles = dict(corpus_sources())
-    ids = load_split_ids(split)[:count]
-    pieces = [extract_piece(corpus.parse(i, forceSource=True), i, styles.get(i, 0)) for i in ids]
+    ids = load_split_ids(split)[first:count]
+    pieces = []
+    for number, piece_id in enumerate(ids, first + 1):
+        if progress is not None:
+            progress(f"parsing {split} piece {number}/{first + len(ids)}: {piece_id}")
+        score = corpus.parse(piece_id, forceSource=True)
+        pieces.append(extract_piece(score, piece_id, styles.get(piece_id, 0)))
     return pieces_to_arrays(pieces)
+
+
+def first_pieces(raw: dict[str, np.ndarray], count: int) -> dict[str, np.ndarray]:
+    """The first ``count`` pieces of raw arrays."""
+    end = int(raw["offsets"][count])
+    return {key: (value[:count] if key in PIECE_FIELDS else value[: count + 1] if key == "offsets"
+                  else value[:end]) for key, value in raw.items()}
+
+
+def _join(head: dict[str, np.ndarray], tail: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    offsets = np.concatenate([head["offsets"], tail["offsets"][1:] + head["offsets"][-1]])
+    return {key: offsets if key == "offsets" else np.concatenate([head[key], tail[key]]) for key in head}
+
+
+def load_split(split: str, count: int | None, cache: Path | None = None,
+               progress: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
+    """Raw arrays of the first ``count`` pieces (all when None) of a committed split.
+
+    Read from the cache folder's ``SPLIT_FILE``; pieces it lacks are parsed now (music21, with
+    progress) and added to it, so each piece is parsed once per machine.
+    """
+    ids = load_split_ids(split)
+    wanted = len(ids) if count is None else min(count, len(ids))
+    path = Path(cache if cache is not None else DEFAULT_CACHE) / SPLIT_FILE.format(split=split)
+    cached: dict[str, np.ndarray] | None = None
+    if path.is_file():
+        with np.load(path) as data:
+            cached = {key: data[key] for key in data.files}
+        have = [str(p) for p in cached["piece_id"]]
+        if have != ids[: len(have)]:  # the split lists were rebuilt: start again
+            cached = None
+    done = 0 if cached is None else len(cached["piece_id"])
+    if done >= wanted:
+        return first_pieces(cached, wanted)
+    parsed = parse_split(split, wanted, done, progress)
+    arrays = parsed if cached is None else _join(cached, parsed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path) as temporary, open(temporary, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+    if progress is not None:
+        progress(f"cached {len(arrays['piece_id'])} {split} pieces in {path}")
+    return arrays
 
 
 def load_raw(cache_dir: Path = DEFAULT_CACHE) -> dict[str, np.ndarray]:
     """Load the raw cache; raises FileNotFoundError naming the build command."""
     path = Path(cache_dir) / RAW_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path} missing; run `python -m engines.harmonizer.dataset build`")
+        raise FileNotFoundError(f"{path} missing; run `python -m training.harmonizer.data build`")
     with np.load(path) as data:
         return {key: data[key] for key in data.files}
 
@@ -267,43 +276,3 @@ def make_windows(
         piece=np.array(pieces, dtype=np.int64),
         piece_ids=piece_ids,
     )
-
-
-def summary(raw: dict[str, np.ndarray], config: GridConfig) -> dict:
-    """Pieces, grid steps and windows per split (and per style) for the model card and docs."""
-    out: dict = {"config": config.to_dict(), "splits": {}}
-    steps_per_sixteenth = 0.25 if config.grid == "q4" else 1.0
-    for split in ("train", "val", "test"):
-        mask = raw["split"] == split
-        lengths = np.diff(raw["offsets"])[mask]
-        windows = make_windows(raw, config, split) if mask.any() else []
-        styles = {STYLES[s]: int((raw["style"][mask] == s).sum()) for s in range(len(STYLES))}
-        out["splits"][split] = {
-            "pieces": int(mask.sum()),
-            "pieces_per_style": styles,
-            "grid_steps": int(np.ceil(lengths * steps_per_sixteenth).sum()),
-            "windows": len(windows),
-        }
-    return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("command", choices=["build", "summary"])
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    parser.add_argument("--limit", type=int, default=None, help="parse only the first N sources")
-    args = parser.parse_args(argv)
-    if args.command == "build":
-        build_cache(args.cache, args.limit)
-    raw = load_raw(args.cache)
-    for config in (
-        GridConfig("q4", True, "pc", 80),
-        GridConfig("q4", False, "pc", 64),
-        GridConfig("q16", True, "pc_fr", 320),
-    ):
-        print(json.dumps(summary(raw, config)), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

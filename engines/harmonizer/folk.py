@@ -3,19 +3,21 @@
 Melody only (no chords to compare with): each song becomes a key-normalized raw piece with an
 empty texture, so `dataset.make_windows` cuts it like the chorales. The set is fixed and
 ordered: round-robin over the Essen files (song 1 of each file, then song 2, ...), interleaved
-with every 10th Ryan's Mammoth tune. `load_folk` caches the parsed set under the cache dir.
+with every 10th Ryan's Mammoth tune. `load_folk` keeps the parsed set in the cache folder.
 """
 
 from __future__ import annotations
 
 import math
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from core.atomic import atomic_output
+
 from .affect import detect_key, normalizing_shift
-from .dataset import DEFAULT_CACHE, pieces_to_arrays
+from .dataset import DEFAULT_CACHE, first_pieces, pieces_to_arrays
 from .extract import STEPS_PER_QUARTER_Q16, PieceSkipped, RawPiece, _part_notes, _to_steps
 from .vocab import NC
 
@@ -89,7 +91,7 @@ def melody_piece(score, piece_id: str) -> RawPiece:
     )
 
 
-def _parse(count: int, progress: bool) -> dict[str, np.ndarray]:
+def _parse(count: int, progress: Callable[[str], None] | None) -> dict[str, np.ndarray]:
     from music21 import corpus  # offline only
 
     pieces: list[RawPiece] = []
@@ -102,8 +104,8 @@ def _parse(count: int, progress: bool) -> dict[str, np.ndarray]:
             pieces.append(melody_piece(score, piece_id))
         except (PieceSkipped, ValueError, KeyError, IndexError, AttributeError, TypeError):
             continue
-        if progress and len(pieces) % 10 == 0:
-            print(f"folk melodies: {len(pieces)}/{count}", file=sys.stderr, flush=True)
+        if progress is not None and len(pieces) % 10 == 0:
+            progress(f"folk melodies: {len(pieces)}/{count}")
     if not pieces:
         raise ValueError("no folk melody could be parsed from music21's corpus")
     arrays = pieces_to_arrays(pieces)
@@ -111,17 +113,32 @@ def _parse(count: int, progress: bool) -> dict[str, np.ndarray]:
     return arrays
 
 
-def load_folk(count: int, cache_dir: Path | None = DEFAULT_CACHE, progress: bool = True) -> dict[str, np.ndarray]:
-    """The first `count` folk melodies as raw arrays (split 'folk'); cached when cache_dir is set."""
+def load_folk(count: int, cache_dir: Path | None = DEFAULT_CACHE,
+              progress: Callable[[str], None] | None = None) -> dict[str, np.ndarray]:
+    """The first `count` folk melodies as raw arrays (split 'folk'); parsed once and kept in
+    `cache_dir` when one is given (a larger cached set serves a smaller request)."""
     if count < 1:
         raise ValueError(f"folk melody count must be at least 1, got {count}")
-    path = None if cache_dir is None else Path(cache_dir) / f"folk_q16_{count}.npz"
-    if path is not None and path.exists():
-        with np.load(path) as data:
-            return {key: data[key] for key in data.files}
+    if cache_dir is not None:
+        for path in sorted(Path(cache_dir).glob("folk_q16_*.npz"), key=_cached_count):
+            have = _cached_count(path)
+            if have >= count:
+                with np.load(path) as data:
+                    arrays = {key: data[key] for key in data.files}
+                return arrays if have == count else first_pieces(arrays, count)
     arrays = _parse(count, progress)
-    if path is not None and path.parent.is_dir():
-        temporary = path.with_name(path.stem + ".tmp.npz")
-        np.savez_compressed(temporary, **arrays)
-        temporary.replace(path)
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"folk_q16_{count}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(path) as temporary, open(temporary, "wb") as handle:
+            np.savez_compressed(handle, **arrays)
+        if progress is not None:
+            progress(f"cached {count} folk melodies in {path}")
     return arrays
+
+
+def _cached_count(path: Path) -> int:
+    try:
+        return int(path.stem.rsplit("_", 1)[1])
+    except ValueError:
+        return 0

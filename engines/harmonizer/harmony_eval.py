@@ -18,12 +18,11 @@ import numpy as np
 
 from engines.rule.theory import KeyFinder, choose_chord
 
-from .dataset import DEFAULT_CACHE, RAW_FILE, Windows, load_raw, make_windows, parse_split
+from .dataset import DEFAULT_CACHE, RAW_FILE, Windows, load_raw, load_split, make_windows
 from .decode import fill_masks
-from .evaluate import score_window
 from .folk import FOLK_SPLIT, load_folk
 from .grid import GridConfig
-from .metrics import mean_absolute_errors
+from .metrics import mean_absolute_errors, score_window
 from .runtime import HarmonizerModel
 from .vocab import BAR, MASK, PAD, nearest_token
 
@@ -212,21 +211,23 @@ def load_sets(
     cache: Path | None,
     progress: Callable[[str], None],
 ) -> list[EvalSet]:
-    """Held-out chorale windows (from the cache, or parsed now from the committed split list)
-    and, when `folk` is set, the first `folk` folk melodies."""
+    """Held-out chorale windows and, when `folk` is set, the first `folk` folk melodies.
+
+    The chorales come from the training cache when `cache` holds one, else from the split's
+    evaluation cache (pieces parsed once, on first use); the folk melodies are cached beside them.
+    """
     cache_dir = Path(cache) if cache is not None else DEFAULT_CACHE
     if (cache_dir / RAW_FILE).exists():
         raw = load_raw(cache_dir)
     else:
-        progress(f"no cache in {cache_dir}: parsing {pieces or 'all'} {split} pieces with music21")
-        raw = parse_split(split, pieces)
+        raw = load_split(split, pieces, cache_dir, progress)
     windows = make_windows(raw, grid, split)
     if pieces is not None:
         windows = _first_pieces(windows, pieces)
     sets = [EvalSet(f"{split} chorales", windows, True, len(set(windows.piece.tolist())))]
     if folk:
         progress(f"folk melodies: {folk}")
-        folk_raw = load_folk(folk, cache_dir if cache_dir.is_dir() else None, progress=False)
+        folk_raw = load_folk(folk, cache_dir, progress)
         folk_windows = make_windows(folk_raw, grid, FOLK_SPLIT)
         melody_only = np.isin(folk_windows.harmony, [BAR, PAD])
         folk_windows.harmony = np.where(melody_only, folk_windows.harmony, MASK)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .vocab import BAR, is_chord_token, token_pitch_classes
+from .vocab import BAR, PAD, is_chord_token, token_pitch_classes
 
 __all__ = [
     "Note",
@@ -31,6 +31,7 @@ __all__ = [
     "harmonic_rhythm",
     "chord_beat_strength",
     "all_metrics",
+    "score_window",
     "mean_absolute_errors",
 ]
 
@@ -248,6 +249,22 @@ def all_metrics(
         **harmonic_rhythm(chords, bar_onsets_beats),
         "CBS": chord_beat_strength(chords, bar_onsets_beats),
     }
+
+
+def score_window(
+    tokens: np.ndarray,
+    truth: np.ndarray,
+    melody_pitch: np.ndarray,
+    melody_onset: np.ndarray,
+    step_beats: float,
+) -> dict[str, float]:
+    """Every metric of one grid window's harmony row over its real (non-pad) positions."""
+    real = truth != PAD
+    is_bar = truth[real] == BAR
+    melody = melody_from_grid(melody_pitch[real], melody_onset[real], step_beats, is_bar=is_bar)
+    chords = chords_from_tokens(tokens[real], step_beats)
+    bar_onsets = [float(np.count_nonzero(~is_bar[:i]) * step_beats) for i in np.flatnonzero(is_bar)] or [0.0]
+    return all_metrics(melody, chords, bar_onsets)
 
 
 def mean_absolute_errors(

@@ -1,12 +1,11 @@
 """Load the exported harmonizer with ONNX Runtime (numpy + onnxruntime only).
 
-The model card is checked first: the ONNX file's sha256 must match, inputs must match the
-card. One intra-op thread so a live host keeps its other cores.
+``onnx_models.open_model`` checks the card first (the file's sha256, the graph's inputs) and
+opens one intra-op thread so a live host keeps its other cores.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 from core.errors import ModelLoadError
-from onnx_models import sha256_of
+from onnx_models import open_model
 
 from .grid import TIME_SIGNATURE_DIM, GridConfig
 from .vocab import VOCAB_SIZE
@@ -38,53 +37,29 @@ class HarmonizerModel:
     def load(
         cls, onnx_path: str | Path, card_path: str | Path | None = None, threads: int = 1
     ) -> HarmonizerModel:
-        """Load and verify; raises ModelLoadError naming the file and the fix."""
+        """Load and verify (``onnx_models.open_model``); raises ModelLoadError naming the file and the fix."""
         onnx_path = Path(onnx_path)
-        card_path = Path(card_path) if card_path else onnx_path.with_suffix(".card.json")
-        if not onnx_path.exists():
-            raise ModelLoadError(
-                f"{onnx_path} not found; export it with `python -m engines.harmonizer.export`"
-            )
-        if not card_path.exists():
-            raise ModelLoadError(f"{card_path} not found; every model needs its card (re-export)")
-        try:
-            card = json.loads(card_path.read_text())
-        except json.JSONDecodeError as error:
-            raise ModelLoadError(f"{card_path}: invalid JSON at line {error.lineno}: {error.msg}") from error
-        for key in ("sha256", "grid", "inputs", "tokenizer"):
-            if key not in card:
-                raise ModelLoadError(f"{card_path}: missing key {key!r}; re-export the model")
-        actual = sha256_of(onnx_path)
-        if actual != card["sha256"]:
-            raise ModelLoadError(
-                f"{onnx_path}: sha256 {actual[:12]}... does not match card {card['sha256'][:12]}...; "
-                "the file changed after export, re-export it"
-            )
+        session, card = open_model(onnx_path, card_path, threads=threads, required=("grid", "tokenizer"),
+                                   export_hint="export it with `python -m training.harmonizer.export`")
         if card["tokenizer"].get("vocab_size") != VOCAB_SIZE:
             raise ModelLoadError(
-                f"{card_path}: vocab_size {card['tokenizer'].get('vocab_size')} != {VOCAB_SIZE}"
+                f"{onnx_path}: the card's vocab_size {card['tokenizer'].get('vocab_size')} != {VOCAB_SIZE}"
             )
         grid_fields = {k: card["grid"][k] for k in ("grid", "bars", "roll", "length")}
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-        names = [node.name for node in session.get_inputs()]
-        expected = [entry["name"] for entry in card["inputs"]]
-        if names != expected:
-            raise ModelLoadError(f"{onnx_path}: graph inputs {names} differ from card {expected}")
         return cls(session=session, card=card, grid=GridConfig(**grid_fields), path=onnx_path)
 
     @classmethod
     def named(cls, name: str, threads: int = 1) -> HarmonizerModel:
         """Load a shipped model by card name (`onnx_models/NAME.card.json` names its ONNX file)."""
-        from onnx_models import model_path, models_dir, read_card
+        from onnx_models import model_path, models_dir, read_card  # looked up per call: tests move the folder
 
         card_path = models_dir() / f"{name}.card.json"
         if not card_path.exists():
-            known = sorted(p.name.removesuffix(".card.json") for p in models_dir().glob("harmonizer*.card.json"))
-            raise ModelLoadError(f"no model card {card_path.name} in {models_dir()}; shipped: {', '.join(known)}")
+            cards = models_dir().glob("harmonizer*.card.json")
+            known = sorted(p.name.removesuffix(".card.json") for p in cards)
+            raise ModelLoadError(
+                f"no model card {card_path.name} in {models_dir()}; shipped: {', '.join(known)}"
+            )
         return cls.load(model_path(card_path, read_card(card_path)), card_path, threads)
 
     @property

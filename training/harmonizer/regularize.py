@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .metrics import _interval_score
-from .vocab import VOCAB_SIZE, token_bitmaps
+from engines.harmonizer.metrics import _interval_score
+from engines.harmonizer.vocab import VOCAB_SIZE, token_bitmaps
 
 __all__ = ["consistency_penalty", "crop_length", "expected_fit", "melody_fit_table"]
 

@@ -1,7 +1,7 @@
 """Smart vs plain embedding: parameters and held-out losses of two checkpoints (torch).
 
-    python -m engines.continuation.compare --smart /work/runs/continuation/smart/best.pt \\
-        --plain /work/runs/continuation/plain/best.pt
+    python -m training.continuation.compare --smart RUNS/continuation/smart/best.pt \\
+        --plain RUNS/continuation/plain/best.pt
 
 Prints JSON: per model the training step, parameter counts and mean next-token loss (nats) on
 the validation and test splits, then the relative changes smart vs plain (the paper: -48.3 %
@@ -17,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from .corpus import DEFAULT_CACHE, load_corpus
+from engines.continuation.corpus import DEFAULT_CACHE, load_corpus
+
 from .model import parameter_counts
 from .train import evaluate, load_checkpoint, validation_windows
 

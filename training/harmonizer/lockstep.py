@@ -3,8 +3,8 @@ each run in turn, so every curriculum always has the same number of steps, whate
 machine's load. A run's folder, checkpoint and log are those of `train.py` (export and resume
 work the same); `--stop-at HH:MM` (UTC) saves every run and stops, all at the same step.
 
-    python -m engines.harmonizer.lockstep --curricula ff random10 midpoint --steps 4500 \
-        --root /work/runs/harmonizer --stop-at 10:12
+    python -m training.harmonizer.lockstep --curricula ff random10 midpoint --steps 4500 \
+        --root RUNS/harmonizer --stop-at 10:12
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engines.harmonizer.dataset import DEFAULT_CACHE, Windows, load_raw, make_windows
+from engines.harmonizer.grid import GridConfig
+
 from .curriculum import CURRICULA, apply_to_batch, curriculum_mask
-from .dataset import DEFAULT_CACHE, Windows, load_raw, make_windows
-from .grid import GridConfig
 from .model import Harmonizer, ModelConfig, parameter_count
 from .regularize import consistency_penalty, crop_length, melody_fit_table
 from .train import _batch_tensors, _learning_rate, _save, add_training_options, evaluate

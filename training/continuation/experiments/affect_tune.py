@@ -1,7 +1,7 @@
 """Fine-tune the continuation's valence adapter with modal-swapped windows (issue 7).
 
-    python -m engines.continuation.affect_tune --init /work/runs/continuation/long/smart/best.pt \\
-        --steps 600 --out /work/runs/continuation/affect/smart
+    python -m training.continuation.experiments.affect_tune --init RUNS/continuation/long/smart/best.pt \\
+        --steps 600 --out RUNS/continuation/affect/smart
 
 Why: the valence label of a training token is computed from the music itself, so the context
 already says what the label says and a model trained on it ignores the label (second session:
@@ -23,7 +23,7 @@ Every ``--eval-every`` steps it logs the plain validation loss (the same windows
 ``train.py``, so quality is comparable) and a valence probe: the mean loss of the first turned
 notes of swapped validation windows with the right label minus with the unswapped label (negative
 = the model uses the label). Checkpoints have ``train.py``'s format (export with
-``engines.continuation.export``); re-running resumes from OUT/last.pt.
+``training.continuation.export``); re-running resumes from OUT/last.pt.
 """
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ import sys
 import numpy as np
 import torch
 
-from .corpus import Corpus, load_corpus
-from .modal import modal_swap
-from .model import ContinuationModel
-from .train import (
+from engines.continuation.corpus import Corpus, load_corpus
+from engines.continuation.modal import modal_swap
+from training.continuation.model import ContinuationModel
+from training.continuation.train import (
     RunLog,
     _learning_rate,
     _loss,
@@ -89,7 +89,7 @@ def valence_probe(model: ContinuationModel, rows: list[tuple]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engines.continuation.affect_tune",
+    parser = argparse.ArgumentParser(prog="python -m training.continuation.experiments.affect_tune",
                                      description=__doc__.split("\n")[0])
     add_fine_tune_arguments(parser, lr=3e-4, seed=4321)
     parser.add_argument("--adapter-lr-scale", type=float, default=10.0)

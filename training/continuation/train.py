@@ -1,6 +1,6 @@
 """Train the continuation model (torch, CPU, one thread by default).
 
-    python -m engines.continuation.train --embedding smart --steps 900 --out /work/runs/continuation/smart
+    python -m training.continuation.train --embedding smart --steps 900 --out RUNS/continuation/smart
 
 Re-running the same command resumes from OUT/last.pt. Logs JSON lines to OUT/log.jsonl; the
 best validation checkpoint is OUT/best.pt. The batch sequence depends only on --seed, so
@@ -20,10 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .corpus import DEFAULT_CACHE, Corpus, load_corpus
-from .modal import modal_swap
+from engines.continuation.corpus import DEFAULT_CACHE, Corpus, load_corpus
+from engines.continuation.modal import modal_swap
+from engines.continuation.tokens import HIGH_PITCH, LOW_PITCH, NOTE_BASE, NUM_PITCHES, PAD, VELOCITY_BASE
+
 from .model import EMBEDDINGS, ContinuationModel, ModelConfig, parameter_counts
-from .tokens import HIGH_PITCH, LOW_PITCH, NOTE_BASE, NUM_PITCHES, PAD, VELOCITY_BASE
 
 __all__ = [
     "RunLog",
@@ -260,7 +261,7 @@ def _learning_rate(step: int, steps: int, peak: float, warmup: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m engines.continuation.train", description=__doc__.split("\n")[0]
+        prog="python -m training.continuation.train", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--embedding", choices=EMBEDDINGS, default="smart")
     parser.add_argument("--steps", type=int, default=900)

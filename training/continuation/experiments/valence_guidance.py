@@ -1,6 +1,6 @@
 """Experiment (issue 7): does guidance on the valence adapter make the continuation follow valence?
 
-    .venv/bin/python -m benchmarks.continuation_valence_guidance --guidance 1 4 8 16 --prompts 20
+    python -m training.continuation.experiments.valence_guidance --guidance 1 4 8 16 --prompts 20
 
 The shipped model barely reads its valence input (docs/continuation.md). Here every token is
 drawn from ``ref + g * (target - ref)``: the logits with the target valence and those with the
@@ -19,7 +19,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from engines.continuation.affect import mode_score
-from engines.continuation.corpus import DEFAULT_CACHE, load_corpus
+from engines.continuation.corpus import load_split_corpus
 from engines.continuation.offline import prompt_tokens
 from engines.continuation.runtime import ContinuationModel
 from engines.continuation.sample import SamplingConfig, Stream, closing_tokens, sample_token
@@ -63,7 +63,7 @@ def main() -> int:
                         help="the target valence labels the prompt too (bench_controllability's default)")
     args = parser.parse_args()
     model = ContinuationModel.load(args.model) if args.model else ContinuationModel.load()
-    data = load_corpus(DEFAULT_CACHE)
+    data = load_split_corpus("test")
     prompts = []
     for piece in data.piece_indices("test"):
         begin, end = int(data.offsets[piece]), int(data.offsets[piece + 1])

@@ -1,41 +1,43 @@
 """Export a continuation checkpoint to ONNX with an explicit key/value cache, as a self-test.
 
-    python -m engines.continuation.export --checkpoint /work/runs/continuation/smart/best.pt
+    python -m training.continuation.export --checkpoint RUNS/continuation/smart/best.pt
 
-Writes onnx_models/continuation.onnx, continuation.card.json and continuation.parity.npz:
-export the incremental graph (fixed-size key/value cache in, new keys/values out), check that
-it computes what the training forward computes, compare ONNX Runtime (``runtime.Decoder``) with
-torch on a prompt pass plus single-token steps, with and without the ring buffer wrapping, and
-write the card and the parity example.
+Writes onnx_models/continuation.onnx, continuation.card.json and continuation.parity.npz through
+the shared tail (``training.export``): export the incremental graph (fixed-size key/value cache
+in, new keys/values out), check that it computes what the training forward computes, compare
+ONNX Runtime (``runtime.Decoder``) with torch on a prompt pass plus single-token steps, with and
+without the ring buffer wrapping, and write the card and the parity example.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import torch
 
-from onnx_models import sha256_of
+from engines.continuation.corpus import DEFAULT_CACHE, STYLES, load_corpus
+from engines.continuation.runtime import DEFAULT_SLOTS, EMPTY_SLOT, input_names
+from engines.continuation.runtime import ContinuationModel as RuntimeModel
+from engines.continuation.tokens import (
+    MAX_SHIFT_STEPS,
+    NUM_VELOCITIES,
+    STEPS_PER_QUARTER,
+    VOCAB_SIZE,
+    token_name,
+)
+from training.export import ExportFiles, publish, trace
 
-from .corpus import DEFAULT_CACHE, STYLES, load_corpus, summary
+from .data import summary
 from .model import ContinuationModel, parameter_counts
-from .runtime import DEFAULT_SLOTS, EMPTY_SLOT, input_names
-from .runtime import ContinuationModel as RuntimeModel
-from .tokens import MAX_SHIFT_STEPS, NUM_VELOCITIES, STEPS_PER_QUARTER, VOCAB_SIZE, token_name
 from .train import evaluate, load_checkpoint, validation_windows
 
 __all__ = ["OUTPUT_NAMES", "export_checkpoint", "main"]
 
 OUTPUT_NAMES = ("logits", "new_kv")
-OPSET = 17
-PARITY_ATOL = 1e-4
 EXPORT_SLOTS = 8  # cache size of the traced example; the graph accepts any number of slots
 
 
@@ -130,12 +132,7 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
             f"{data.valence_lead}; pass the cache it was trained on (--cache)"
         )
     val = validation_windows(data, "val", 256)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    onnx_path, card_path, parity_path = (
-        out_dir / f"{name}.onnx",
-        out_dir / f"{name}.card.json",
-        out_dir / f"{name}.parity.npz",
-    )
+    files = ExportFiles.staged(out_dir, name)
     config = model.config
     head_dim = config.d_model // config.heads
     names = input_names(config.layers)
@@ -156,38 +153,32 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
         "logits": {0: "batch", 1: "length"},
         "new_kv": {0: "batch", 2: "length"},
     } | {cache_name: {0: "batch", 2: "slots"} for cache_name in names[5:]}
+    trace(_Exported(model).eval(), example, files.onnx, names, OUTPUT_NAMES, dynamic)
     with torch.no_grad():
-        torch.onnx.export(
-            _Exported(model).eval(),
-            tuple(example),
-            str(onnx_path),
-            input_names=list(names),
-            output_names=list(OUTPUT_NAMES),
-            opset_version=OPSET,
-            dynamo=False,
-            dynamic_axes=dynamic,
-        )
         full = model(
             torch.from_numpy(prompt[None]),
             torch.from_numpy(prompt_va[None]),
             torch.tensor([style]),
             torch.arange(len(prompt)),
         )[0][0].numpy()
-    onnx.checker.check_model(onnx.load(str(onnx_path)))
     # the incremental graph must compute what the trained (full-sequence) forward computes
     ring, _ = _incremental_torch(model, prompt, prompt_va, style, split=40, slots=64)
     graph_difference = float(np.abs(ring - full).max())
-    if graph_difference > PARITY_ATOL:
-        raise RuntimeError(f"incremental forward differs from the full pass by {graph_difference:.2e}")
     sliding, parity_feed = _incremental_torch(model, prompt, prompt_va, style, split=24, slots=16)
-    np.savez_compressed(parity_path, **parity_feed)
-    card = {
-        "name": name,
-        "task": f"two-hand piano continuation (next-token prediction, {config.embedding} embedding)",
-        "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "model_file": onnx_path.name,
-        "sha256": sha256_of(onnx_path),
-        "opset": OPSET,
+
+    def verify(onnx_path: Path) -> dict[str, float]:
+        """The runtime's decoder (prompt pass, then token steps; ring buffer full and wrapping)."""
+        runtime = RuntimeModel.load(onnx_path)
+        return {
+            "ort_vs_torch_prompt_and_steps": float(
+                np.abs(_decoder_logits(runtime, prompt, prompt_va, style, 40, 64) - ring).max()
+            ),
+            "ort_vs_torch_sliding_16_slots": float(
+                np.abs(_decoder_logits(runtime, prompt, prompt_va, style, 24, 16) - sliding).max()
+            ),
+        }
+
+    body = {
         "tokenizer": {
             "vocab_size": VOCAB_SIZE,
             "steps_per_quarter": STEPS_PER_QUARTER,
@@ -243,32 +234,14 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
         "data": {"source": "music21 bundled corpus, see docs/continuation.md", "splits": summary(data)},
         "splits": {s: f"engines/continuation/splits/{s}.txt" for s in ("train", "val", "test")},
         "metrics": {"val_loss_logged": checkpoint["val_loss"], "val_loss_at_export": evaluate(model, val)},
-        "parity": {
-            "file": parity_path.name,
-            "sha256": sha256_of(parity_path),
-            "atol": PARITY_ATOL,
-            "max_abs_difference_incremental_vs_full_torch": graph_difference,
-        },
-        "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__, "onnx": onnx.__version__},
     }
-    card_path.write_text(json.dumps(card, indent=1) + "\n")
-    runtime = RuntimeModel.load(onnx_path)
-    differences = {
-        "ort_vs_torch_prompt_and_steps": float(
-            np.abs(_decoder_logits(runtime, prompt, prompt_va, style, 40, 64) - ring).max()
-        ),
-        "ort_vs_torch_sliding_16_slots": float(
-            np.abs(_decoder_logits(runtime, prompt, prompt_va, style, 24, 16) - sliding).max()
-        ),
-        "parity_file": runtime.parity_check(parity_path),
-    }
-    if max(differences.values()) > PARITY_ATOL:
-        raise RuntimeError(f"{onnx_path}: ORT differs from torch: {differences}")
-    card["parity"] |= {f"max_abs_difference_{key}": value for key, value in differences.items()}
-    card_path.write_text(json.dumps(card, indent=1) + "\n")
+    task = f"two-hand piano continuation (next-token prediction, {config.embedding} embedding)"
+    card = publish(files, task, body, parity_feed,
+                   {"max_abs_difference_incremental_vs_full_torch": graph_difference}, verify)
     print(
-        f"exported {onnx_path} (step {checkpoint['step']}, incremental vs full {graph_difference:.2e}, "
-        f"ORT vs torch {differences}, val {card['metrics']['val_loss_at_export']:.4f})",
+        f"exported {out_dir / files.onnx.name} (step {checkpoint['step']}, incremental vs full "
+        f"{graph_difference:.2e}, ORT vs torch {card['parity']}, "
+        f"val {card['metrics']['val_loss_at_export']:.4f})",
         flush=True,
     )
     return card

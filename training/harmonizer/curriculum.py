@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .vocab import BAR, MASK
+from engines.harmonizer.vocab import BAR, MASK
 
 __all__ = [
     "CURRICULA",

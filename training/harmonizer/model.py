@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .grid import TIME_SIGNATURE_DIM
-from .vocab import VOCAB_SIZE
+from engines.harmonizer.grid import TIME_SIGNATURE_DIM
+from engines.harmonizer.vocab import VOCAB_SIZE
+from training.transformer import Block
 
 __all__ = ["ModelConfig", "Harmonizer", "sinusoidal_positions"]
 
@@ -49,30 +50,18 @@ def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
     return table
 
 
-class _Block(nn.Module):
-    """Pre-LN self-attention block written out so the ONNX graph stays plain ops."""
+class _Block(Block):
+    """Every position attends to every other (written out so the ONNX graph stays plain ops)."""
 
     def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.heads = config.heads
-        self.norm_attention = nn.LayerNorm(config.d_model)
-        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
-        self.out = nn.Linear(config.d_model, config.d_model)
-        self.norm_ff = nn.LayerNorm(config.d_model)
-        self.ff = nn.Sequential(
-            nn.Linear(config.d_model, config.feedforward),
-            nn.GELU(),
-            nn.Dropout(config.dropout),
-            nn.Linear(config.feedforward, config.d_model),
-        )
-        self.dropout = nn.Dropout(config.dropout)
+        super().__init__(config.d_model, config.heads, config.feedforward, config.dropout)
 
     def forward(self, hidden: torch.Tensor, queries_from: int = 0) -> torch.Tensor:
-        """Every position attends to all; only positions >= `queries_from` are computed and
-        returned (the last block needs the harmony half only)."""
+        """Only positions >= `queries_from` are computed and returned (the last block needs the
+        harmony half only)."""
         batch, _, width = hidden.shape
         head_dim = width // self.heads
-        q, k, v = self.qkv(self.norm_attention(hidden)).chunk(3, dim=-1)
+        q, k, v = self.qkv(self.norm1(hidden)).chunk(3, dim=-1)
         if queries_from:
             q, hidden = q[:, queries_from:], hidden[:, queries_from:]
 
@@ -81,8 +70,7 @@ class _Block(nn.Module):
 
         scores = split(q) @ split(k).transpose(-1, -2) / math.sqrt(head_dim)
         attended = (scores.softmax(-1) @ split(v)).transpose(1, 2).reshape(batch, -1, width)
-        hidden = hidden + self.dropout(self.out(attended))
-        return hidden + self.dropout(self.ff(self.norm_ff(hidden)))
+        return self.residual(hidden, attended)
 
 
 class Harmonizer(nn.Module):

@@ -1,37 +1,33 @@
-"""Export a checkpoint to ONNX as a self-test: export, compare ORT with torch, reload, write the card.
+"""Export a harmonizer checkpoint to ONNX as a self-test (the shared tail: ``training.export``).
 
-    python -m engines.harmonizer.export --checkpoint /work/runs/harmonizer/ff/last.pt \
+    python -m training.harmonizer.export --checkpoint RUNS/harmonizer/ff/last.pt \
         --name harmonizer --out-dir onnx_models
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import torch
 
-from onnx_models import sha256_of
+from engines.harmonizer.dataset import DEFAULT_CACHE, STYLES, load_raw, make_windows
+from engines.harmonizer.grid import GridConfig
+from engines.harmonizer.runtime import HarmonizerModel
+from engines.harmonizer.vocab import BAR, MASK, SPECIALS, VOCAB_SIZE, token_name
+from training.export import ExportFiles, publish, trace
 
 from .curriculum import apply_to_batch
-from .dataset import DEFAULT_CACHE, STYLES, load_raw, make_windows, summary
-from .grid import GridConfig
+from .data import summary
 from .model import parameter_count
 from .train import evaluate, load_checkpoint
-from .vocab import BAR, MASK, SPECIALS, VOCAB_SIZE, token_name
 
 __all__ = ["export_checkpoint", "main"]
 
 INPUT_NAMES = ("melody", "harmony", "va", "style", "condition")
-OPSET = 17
-PARITY_ATOL = 1e-4
 
 
 def _last_val(log_path: Path, step: int) -> dict:
@@ -69,16 +65,7 @@ def export_checkpoint(
         raise ValueError(f"--live-length {live_length} must lie in [1, {grid.length}]")
     raw = load_raw(cache)
     val = make_windows(raw, grid, "val")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # everything is written and checked in a staging folder, then moved into place, so a
-    # reader never sees a half-written model or a card that does not match its file
-    staging = out_dir / f".{name}.staging"
-    staging.mkdir(exist_ok=True)
-    onnx_path, card_path, parity_path = (
-        staging / f"{name}.onnx",
-        staging / f"{name}.card.json",
-        staging / f"{name}.parity.npz",
-    )
+    files = ExportFiles.staged(out_dir, name)
 
     # parity example: first validation window with a seeded half of the chords revealed
     rng = np.random.default_rng(0)
@@ -92,50 +79,25 @@ def export_checkpoint(
         "style": val.style[:1].astype(np.int64),
         "condition": val.condition[:1].astype(np.float32),
     }
-    example = tuple(torch.from_numpy(feed[key]) for key in INPUT_NAMES)
-    with torch.no_grad(), warnings.catch_warnings():
-        # the TorchScript exporter is chosen on purpose (plain ops, checked below); its own
-        # deprecation notices and tracer notes are not problems of this model
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        expected = model(*example).numpy()
-        torch.onnx.export(
-            model,
-            example,
-            str(onnx_path),
-            input_names=list(INPUT_NAMES),
-            output_names=["logits"],
-            opset_version=OPSET,
-            dynamo=False,
-            dynamic_axes={key: {0: "batch"} | ({1: "length"} if key not in ("style", "condition") else {})
-                          for key in (*INPUT_NAMES, "logits")},
-        )
-        live_feed = _live_example(feed, live_length)
+    live_feed = _live_example(feed, live_length)
+    with torch.no_grad():
+        expected = model(*(torch.from_numpy(feed[key]) for key in INPUT_NAMES)).numpy()
         live_expected = model(*(torch.from_numpy(live_feed[key]) for key in INPUT_NAMES)).numpy()
-    onnx.checker.check_model(onnx.load(str(onnx_path)))
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    (got,) = session.run(["logits"], feed)
-    (live_got,) = session.run(["logits"], live_feed)
-    max_difference = float(np.abs(got - expected).max())
-    live_difference = float(np.abs(live_got - live_expected).max())
-    if not np.allclose(got, expected, atol=PARITY_ATOL, rtol=1e-4) or live_difference > PARITY_ATOL:
-        raise RuntimeError(f"{onnx_path}: ORT differs from torch by {max(max_difference, live_difference):.2e} "
-                           f"(> {PARITY_ATOL}) at length {grid.length} or {live_length}")
-    np.savez_compressed(parity_path, **feed, expected_logits=expected.astype(np.float32))
+    trace(model, [torch.from_numpy(feed[key]) for key in INPUT_NAMES], files.onnx, INPUT_NAMES, ["logits"],
+          {key: {0: "batch"} | ({1: "length"} if key not in ("style", "condition") else {})
+           for key in (*INPUT_NAMES, "logits")})
 
-    log_path = Path(checkpoint_path).parent / "log.jsonl"
-    val_record = _last_val(log_path, checkpoint["step"])
-    fresh_val = evaluate(model, val)
+    def verify(onnx_path: Path) -> dict[str, float]:
+        """Both windows through the runtime's loader and call path, against torch."""
+        runtime_model = HarmonizerModel.load(onnx_path)
+        full = runtime_model.logits_batch(*(feed[key] for key in INPUT_NAMES))
+        live = runtime_model.logits_batch(*(live_feed[key] for key in INPUT_NAMES))
+        return {"ort_vs_torch": float(np.abs(full - expected).max()),
+                "live_window": float(np.abs(live - live_expected).max())}
+
+    val_record = _last_val(Path(checkpoint_path).parent / "log.jsonl", checkpoint["step"])
     length, roll_dim = grid.length, grid.roll_dim
-    card = {
-        "name": name,
-        "task": "melody harmonization (masked chord prediction per grid step)",
-        "created_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "onnx_file": onnx_path.name,
-        "sha256": sha256_of(onnx_path),
-        "opset": OPSET,
+    body = {
         "grid": grid.to_dict() | {"name": grid.name, "key_normalization": "C major / A minor"},
         "dynamic_length": True,
         "live_length": live_length,
@@ -192,33 +154,15 @@ def export_checkpoint(
             "args": checkpoint["args"],
         },
         "data": summary(raw, grid),
-        "validation": {"logged": val_record, "at_export": fresh_val},
-        "parity": {
-            "file": parity_path.name,
-            "sha256": sha256_of(parity_path),
-            "max_abs_difference_ort_vs_torch": max_difference,
-            "max_abs_difference_live_window": live_difference,
-            "atol": PARITY_ATOL,
-        },
-        "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__, "onnx": onnx.__version__},
+        "validation": {"logged": val_record, "at_export": evaluate(model, val)},
     }
-    card_path.write_text(json.dumps(card, indent=1) + "\n")
-    # reload through the runtime path as the final self-test
-    from .runtime import HarmonizerModel
-
-    runtime_model = HarmonizerModel.load(onnx_path)
-    reloaded = runtime_model.logits(
-        feed["melody"][0], feed["harmony"][0], feed["va"][0], int(feed["style"][0]), feed["condition"][0]
-    )
-    if not np.allclose(reloaded, expected[0], atol=PARITY_ATOL, rtol=1e-4):
-        raise RuntimeError(f"{onnx_path}: runtime reload differs from torch")
-    for path in (onnx_path, parity_path, card_path):
-        path.replace(out_dir / path.name)
-    staging.rmdir()
-    onnx_path = out_dir / onnx_path.name
+    card = publish(files, "melody harmonization (masked chord prediction per grid step)", body,
+                   feed | {"expected_logits": expected.astype(np.float32)}, {}, verify)
+    parity = card["parity"]
     print(
-        f"exported {onnx_path} (step {checkpoint['step']}/{checkpoint['total_steps']}, "
-        f"max |ORT - torch| = {max_difference:.2e}, val {fresh_val})",
+        f"exported {out_dir / files.onnx.name} (step {checkpoint['step']}/{checkpoint['total_steps']}, "
+        f"max |ORT - torch| = {parity['max_abs_difference_ort_vs_torch']:.2e}, "
+        f"val {card['validation']['at_export']})",
         flush=True,
     )
     return card

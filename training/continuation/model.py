@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .tokens import NOTE_BASE, NUM_NOTE_TOKENS, NUM_PITCHES, VOCAB_SIZE
+from engines.continuation.tokens import NOTE_BASE, NUM_NOTE_TOKENS, NUM_PITCHES, VOCAB_SIZE
+from training.transformer import Block
 
 __all__ = ["EMBEDDINGS", "ContinuationModel", "ModelConfig", "SmartEmbedding", "parameter_counts"]
 
@@ -74,22 +75,11 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
 
 
-class Block(nn.Module):
-    """Pre-LN causal self-attention + GELU feed-forward, with a key/value cache."""
+class _Block(Block):
+    """Causal self-attention with rotary positions and a key/value cache."""
 
     def __init__(self, config: ModelConfig) -> None:
-        super().__init__()
-        self.heads = config.heads
-        self.norm1 = nn.LayerNorm(config.d_model)
-        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)
-        self.proj = nn.Linear(config.d_model, config.d_model)
-        self.norm2 = nn.LayerNorm(config.d_model)
-        self.ff = nn.Sequential(
-            nn.Linear(config.d_model, config.feedforward),
-            nn.GELU(),
-            nn.Linear(config.feedforward, config.d_model),
-        )
-        self.dropout = nn.Dropout(config.dropout)
+        super().__init__(config.d_model, config.heads, config.feedforward, config.dropout, inner_dropout=False)
         self.attention_dropout = config.dropout
 
     def forward(
@@ -115,9 +105,7 @@ class Block(nn.Module):
         else:  # spelled out for inference and export: a plain MatMul/Softmax ONNX graph
             scores = (q @ k.transpose(-1, -2)) * (q.shape[-1] ** -0.5)
             attended = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1) @ v
-        x = x + self.dropout(self.proj(attended.transpose(1, 2).flatten(2)))
-        x = x + self.dropout(self.ff(self.norm2(x)))
-        return x, torch.stack([k, v])
+        return self.residual(x, attended.transpose(1, 2).flatten(2)), torch.stack([k, v])
 
     def incremental(
         self,
@@ -148,9 +136,7 @@ class Block(nn.Module):
         weights = torch.softmax(torch.cat([old, q @ k.transpose(2, 3) + causal], dim=3), dim=3)
         slots = past_key.shape[2]
         attended = weights[:, :, :, :slots] @ past_value + weights[:, :, :, slots:] @ v
-        x = x + self.proj(attended.transpose(1, 2).flatten(2))
-        x = x + self.ff(self.norm2(x))
-        return x, k, v
+        return self.residual(x, attended.transpose(1, 2).flatten(2)), k, v
 
 
 class ContinuationModel(nn.Module):
@@ -167,7 +153,7 @@ class ContinuationModel(nn.Module):
         )
         self.va = nn.Linear(2, d)
         self.style = nn.Embedding(config.num_styles, d)
-        self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
+        self.blocks = nn.ModuleList(_Block(config) for _ in range(config.layers))
         self.norm = nn.LayerNorm(d)
         self.head = nn.Linear(d, config.vocab_size)
         self.dropout = nn.Dropout(config.dropout)

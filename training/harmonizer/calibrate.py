@@ -1,6 +1,6 @@
 """Calibrate a model's decoding temperature on the validation split (never on test).
 
-    python -m engines.harmonizer.calibrate --model harmonizer --out calibration.json [--write-card]
+    python -m training.harmonizer.calibrate --model harmonizer --out calibration.json [--write-card]
 
 For each (temperature, top-p) of the grid the model harmonizes every validation window (all
 chords masked, the given strategy, seed 0) and is scored against the ground truth as in
@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from .harmony_eval import load_sets, model_system, score_system, truth_system
-from .runtime import HarmonizerModel
+from core.atomic import atomic_output
+from engines.harmonizer.harmony_eval import load_sets, model_system, score_system, truth_system
+from engines.harmonizer.runtime import HarmonizerModel
 
 __all__ = ["calibrate", "main", "write_card"]
 
@@ -70,10 +69,8 @@ def write_card(model: HarmonizerModel, result: dict) -> Path:
         "grid": [{k: row[k] for k in ("temperature", "top_p", "objective")} | {"PCS": row["means"]["PCS"],
                  "CTnCTR": row["means"]["CTnCTR"]} for row in result["grid"]],
     }
-    handle, temporary = tempfile.mkstemp(dir=card_path.parent, prefix=f".{card_path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
-        stream.write(json.dumps(card, indent=1) + "\n")
-    os.replace(temporary, card_path)
+    with atomic_output(card_path) as temporary:
+        temporary.write_text(json.dumps(card, indent=1) + "\n")
     return card_path
 
 

@@ -1,6 +1,6 @@
 """Train the harmonizer with one curriculum (torch, CPU, one thread by default).
 
-    python -m engines.harmonizer.train --curriculum ff --steps 12000 --out /work/runs/harmonizer/ff
+    python -m training.harmonizer.train --curriculum ff --steps 12000 --out RUNS/harmonizer/ff
 
 Re-running the same command resumes from OUT/last.pt. Logs JSON lines to OUT/log.jsonl.
 """
@@ -18,11 +18,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engines.harmonizer.dataset import DEFAULT_CACHE, Windows, load_raw, make_windows
+from engines.harmonizer.grid import GridConfig
+from engines.harmonizer.vocab import PAD
+
 from .curriculum import CURRICULA, apply_to_batch, curriculum_mask
-from .dataset import DEFAULT_CACHE, Windows, load_raw, make_windows
-from .grid import GridConfig
 from .model import Harmonizer, ModelConfig, parameter_count
-from .vocab import PAD
 
 __all__ = ["evaluate", "load_checkpoint", "main"]
 

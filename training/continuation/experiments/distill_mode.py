@@ -1,7 +1,7 @@
 """Teach the valence adapter the parallel mode by distillation (issue 7).
 
-    python -m engines.continuation.distill_mode --init /work/runs/continuation/long/smart/best.pt \\
-        --steps 600 --out /work/runs/continuation/distill/smart
+    python -m training.continuation.experiments.distill_mode --init RUNS/continuation/long/smart/best.pt \\
+        --steps 600 --out RUNS/continuation/distill/smart
 
 The learned adapter barely moves the continuation's mode (docs/continuation.md: six recipes
 tried), while mode steering at decoding does (``sample.steer_mode``). Here the model learns to do
@@ -26,7 +26,7 @@ decoding instead.
 
 Every ``--eval-every`` steps it logs the plain validation loss (the same windows as
 ``train.py``, with the music's labels). Checkpoints have ``train.py``'s format (export with
-``engines.continuation.export``); re-running resumes from OUT/last.pt.
+``training.continuation.export``); re-running resumes from OUT/last.pt.
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .corpus import load_corpus
-from .modal import window_key
-from .model import ContinuationModel
-from .sample import mode_pairs
-from .tokens import PAD
-from .train import (
+from engines.continuation.corpus import load_corpus
+from engines.continuation.modal import window_key
+from engines.continuation.sample import mode_pairs
+from engines.continuation.tokens import PAD
+from training.continuation.model import ContinuationModel
+from training.continuation.train import (
     RunLog,
     _learning_rate,
     add_fine_tune_arguments,
@@ -95,7 +95,7 @@ def steered_targets(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engines.continuation.distill_mode",
+    parser = argparse.ArgumentParser(prog="python -m training.continuation.experiments.distill_mode",
                                      description=__doc__.split("\n")[0])
     add_fine_tune_arguments(parser, lr=2e-4, seed=99, threads=2)  # --init is also the teacher
     parser.add_argument("--share", type=float, default=0.6, help="share of windows given a random target valence")

@@ -1,0 +1,1 @@
+"""Continuation training: model, trainer, export, comparison, data build."""

@@ -1,0 +1,1 @@
+"""Harmonizer training: curricula, model, trainers, export, calibration, data build."""

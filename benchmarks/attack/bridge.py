@@ -240,7 +240,9 @@ def _mixed_flood(result: AreaResult, quick: bool, workdir: Path) -> None:
         if sounding:
             after = _status(bridge)
             result.add("stuck-note", probe, f"{len(sounding)} notes sounding after {sent} messages "
-                                            f"in {elapsed:.1f} s and every note released (bridge input: "
+                                            f"in {elapsed:.1f} s and every note released ({sorted(sounding)[:6]}; bridge: "
+                                            f"{after.get('notes_sounding')} sounding, slots "
+                                            f"{ {n: e.get('inbox') for n, e in after.get('engines', {}).items()} }, input "
                                             f"{after.get('midi_in')}, queue {after.get('midi_in_queue')}"
                                             f"{'' if drained else '; the bridge was still reading its input at the release'})")
     finally:

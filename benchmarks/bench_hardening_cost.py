@@ -1,6 +1,6 @@
 """What the hardening work cost or gained in speed: an old checkout against this one, in one run.
 
-    git -C /work/main worktree add /tmp/old-bench 792dd0b   # the old code (SNC format 2)
+    git worktree add /tmp/old-bench 792dd0b   # the old code (SNC format 2)
     .venv/bin/python benchmarks/bench_hardening_cost.py --old /tmp/old-bench [--repeats 5] [--json OUT]
 
 1. SNC format 3 (a CRC32 per group of every track, a scan before ``snc decode``): encode and

@@ -1,10 +1,10 @@
-"""A ``va`` slot drives the bridge's affect: the valence and arousal its curve plays (or its
-hand-set values) become ``/scorebridge/affect/valence`` and ``/arousal``, with the affect
+"""An engine that provides affect (the ``va`` engine: ``provides = {"affect"}``) drives the
+bridge's affect: the valence and arousal its curve plays (or its hand-set values) become ``/scorebridge/affect/valence`` and ``/arousal``, with the affect
 override on, so every engine that declares ``valence``/``arousal`` parameters (the harmonizer,
 the continuation, the ``snc`` player) follows the video, and every surface shows the curve.
 
 Polled on the scheduler ten times a second (an engine never calls the host); only changes of at
-least 0.01 are published. A ``va`` slot that is disabled, or swapped for another engine, stops
+least 0.01 are published. Such a slot that is disabled, or swapped for another engine, stops
 driving; values set by hand on ``/scorebridge/affect/*`` then stay as they are.
 """
 
@@ -40,11 +40,11 @@ class AffectFollower:
         self.session.scheduler.at(due_s, lambda: self._tick(due_s))
 
     def _leader(self) -> tuple[str, tuple[float, float]] | None:
-        """The first enabled slot whose engine plays a VA curve, and what it plays now."""
+        """The first enabled slot whose engine provides affect, and what it plays now."""
         for name, slot in self.session.host.slots.items():
-            current = getattr(slot.engine, "current", None)
-            if slot.engine.name == "va" and slot.enabled and callable(current):
-                valence, arousal = current()
+            engine = slot.engine
+            if "affect" in engine.provides and slot.enabled:
+                valence, arousal = engine.current()  # type: ignore[attr-defined]
                 return name, (float(valence), float(arousal))
         return None
 
@@ -58,7 +58,7 @@ class AffectFollower:
         self._schedule(max(due_s + INTERVAL_S, time.perf_counter()))
 
     def follow(self) -> None:
-        """Publish the leading ``va`` slot's values if they moved (called on the scheduler)."""
+        """Publish the leading affect slot's values if they moved (called on the scheduler)."""
         leader = self._leader()
         if leader is None:
             self.source = None
@@ -66,7 +66,7 @@ class AffectFollower:
         name, values = leader
         controls = self.session.controls
         origin = ("engine", name)
-        if self.source != name:  # a va slot takes the lead: its curve overrides the engines
+        if self.source != name:  # an affect slot takes the lead: its curve overrides the engines
             self.source, self.published = name, None
             controls.apply("affect/override", 1, origin)
         if self.published is not None and all(abs(a - b) < STEP for a, b in zip(values, self.published)):

@@ -212,8 +212,7 @@ class Controls:
         if path in ("transport/start", "transport/stop", "transport/playing"):
             playing = path == "transport/start" or (path == "transport/playing"
                                                     and actions[path].coerce(value))
-            events = session.transport.set_playing(playing, now)
-            session.router.publish_transport(events)
+            session.router.transport_change(lambda: session.transport.set_playing(playing, now))
             return playing
         if path == "transport/tempo":
             tempo = float(actions[path].coerce(value))
@@ -222,7 +221,7 @@ class Controls:
             return tempo
         if path == "transport/locate":
             beats = float(_LOCATE.coerce(value))
-            session.router.publish_transport(session.transport.locate(beats, now))
+            session.router.transport_change(lambda: session.transport.locate(beats, now))
             return beats
         if path.startswith("affect/"):
             return self._set_affect(path, value, origin)

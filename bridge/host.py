@@ -20,8 +20,6 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import mido
-
 from bridge.clock import Transport
 from core.errors import EngineError, ScoreBridgeError
 from core.events import (Beat, ControlChange, EngineInput, Note, NoteOff, NoteOn, Send, Silence,
@@ -41,6 +39,8 @@ log = logging.getLogger(__name__)
 SLOT_INBOX_CAPACITY = 256
 # How long stopping waits for all engine workers together (one may be inside a slow call).
 STOP_TIMEOUT_S = 1.0
+# How long starting waits for the engines to prepare (load their models) before going online.
+PREPARE_TIMEOUT_S = 30.0
 # Input-to-output latencies kept per slot for the percentiles in ``status`` (sorted on every
 # status request, so the cost of a status stays small under an OSC flood).
 LATENCY_SAMPLES_KEPT = 20_000
@@ -72,7 +72,10 @@ class _SetParam:
 
 
 def classify_event(item: object) -> tuple[Policy, Hashable, str]:
-    """The drop policy of a slot's inbox (``bridge.inbox``)."""
+    """The drop policy of a slot's inbox (``bridge.inbox``): swaps, parameter sets and
+    (cut, event) pairs."""
+    if isinstance(item, tuple):
+        item = item[1]
     if isinstance(item, NoteOn):
         return Policy.NOTE_ON, (item.channel, item.pitch), "note_on"
     if isinstance(item, NoteOff):
@@ -94,7 +97,18 @@ def classify_event(item: object) -> tuple[Policy, Hashable, str]:
 
 
 class Slot:
-    """One engine, its inbox and its worker thread."""
+    """One engine, its inbox and its worker thread.
+
+    No note-on may follow a release. Two counters make that so, both changed only with the
+    note tracker's lock held, where the worker also checks them and sends:
+
+    - ``epoch`` changes at every release of the slot's notes; timed output carries the epoch it
+      was computed in and is dropped when it comes due in a later one (a job may already be
+      running when its cancel comes);
+    - ``cuts`` changes at a release from outside the worker (transport stop or locate, panic,
+      muting); input is queued with the value it had then, and what the engine computes from
+      input queued before a cut is dropped, however late the worker gets to it.
+    """
 
     def __init__(self, config: SlotConfig, engine: Engine, port: OutputPort, host: EngineHost) -> None:
         self.name = config.name
@@ -105,7 +119,8 @@ class Slot:
         self.inbox = BoundedInbox(SLOT_INBOX_CAPACITY, classify_event)
         self.enabled = True
         self.error: str | None = None
-        self.epoch = 0  # bumped by stop/swap/panic: outputs computed before are dropped
+        self.epoch = 0
+        self.cuts = 0
         # The player's notes held on this slot's input: (channel, pitch) -> velocity.
         self.held: dict[tuple[int, int], int] = {}
         self.processed = 0
@@ -115,13 +130,17 @@ class Slot:
         # Input callback -> output sent, for every note that produced immediate output.
         self.latencies_s: deque[float] = deque(maxlen=LATENCY_SAMPLES_KEPT)
         self.values: dict[str, Any] = engine.values()
+        self.ready = threading.Event()  # set once the first engine's ``prepare`` has returned
         self._thread = threading.Thread(target=self._run, name=f"engine-{self.name}", daemon=True)
 
     def accepts(self, channel: int) -> bool:
         return self.config.in_channels is None or channel in self.config.in_channels
 
+    def put(self, event: EngineInput) -> None:
+        """Queue one input for the engine, stamped with the current cut."""
+        self.inbox.put((self.cuts, event))
+
     def start(self) -> None:
-        self._prepare(self.engine)
         self._thread.start()
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
@@ -130,53 +149,73 @@ class Slot:
         if self._thread.is_alive():
             self._thread.join(timeout=timeout_s)
 
-    def _prepare(self, engine: Engine) -> None:
-        engine.prepare(EngineContext(self.name, self.config.out_channel, self.host.transport.tempo_bpm))
+    def _prepare(self, engine: Engine) -> bool:
+        """``engine.prepare`` on this worker; a failure disables the slot (shown in status)."""
+        try:
+            engine.prepare(EngineContext(self.name, self.config.out_channel, self.host.transport.tempo_bpm))
+        except Exception as exc:  # noqa: BLE001 - a model that cannot load fails its slot only
+            self._fail(exc, "could not be prepared")
+            return False
+        return True
+
+    def _release_engine(self, engine: Engine) -> None:
+        try:
+            engine.release()
+        except Exception as exc:  # engine code: the slot goes on without it
+            log.error("engine %r in slot %r failed to release: %s", engine.name, self.name, exc,
+                      exc_info=exc)
 
     def _run(self) -> None:
+        try:
+            self._prepare(self.engine)
+        finally:
+            self.ready.set()
         while True:
             item = self.inbox.get()
             if item is CLOSED:
-                return
+                break
             if isinstance(item, _Swap):
                 self._swap(item.engine, item.origin)
-                continue
-            if isinstance(item, _SetParam):
+            elif isinstance(item, _SetParam):
                 self._set_param(item.name, item.value)
-                continue
-            if not self.enabled:
-                continue
-            self._process(item)  # type: ignore[arg-type]
+            elif self.enabled:
+                stamp, event = item
+                self._process(event, stamp)
+        self._release_engine(self.engine)
 
-    def _process(self, event: EngineInput) -> None:
+    def _process(self, event: EngineInput, stamp: int) -> None:
         if isinstance(event, NoteOn):
             self.held[(event.channel, event.pitch)] = event.velocity
         elif isinstance(event, NoteOff):
             self.held.pop((event.channel, event.pitch), None)
-        epoch = self.epoch
         started = time.perf_counter()
         try:
+            if cuts_output(event):
+                self.engine.reset()
             outputs = self.engine.process(event)
         except Exception as exc:  # noqa: BLE001 - the isolation boundary: any engine bug
             self._fail(exc)
             return
         self.processed += 1
         self.max_process_s = max(self.max_process_s, time.perf_counter() - started)
-        if epoch != self.epoch:
-            self.dropped_stale += len(outputs)
-            return
-        for output in outputs:
-            self._dispatch(output)  # a Silence bumps the epoch: what follows it is still sent
+        with self.host.tracker.lock:
+            if stamp != self.cuts:
+                self.dropped_stale += len(outputs)
+                return
+            for output in outputs:
+                self._dispatch(output)  # a Silence releases what sounds: what follows it is sent
         if outputs and isinstance(event, (NoteOn, NoteOff)) and outputs[0].at_beats is None:
             self.latencies_s.append(time.perf_counter() - event.time_s)
 
     def _dispatch(self, output: Note | Send | Silence) -> None:
+        """Send or schedule one output (with the tracker's lock held)."""
         channel = self.config.out_channel
         tracker, scheduler, transport = self.host.tracker, self.host.scheduler, self.host.transport
         self.outputs += 1
         if isinstance(output, Silence):
-            self.silence()
+            self.silence(drop_queued=False)
             return
+        epoch = self.epoch
         if isinstance(output, Send):
             data = output.message.bytes()
             if data[0] < 0xF0:  # channel messages go out on the slot's channel (or the Send's)
@@ -184,49 +223,59 @@ class Slot:
             if output.at_beats is None:
                 tracker.emit_bytes(self.port, data, self.name)
             else:
-                scheduler.at(transport.time_at(output.at_beats),
-                             lambda: tracker.emit_bytes(self.port, data, self.name), self.name)
+                scheduler.at(transport.time_at(output.at_beats), lambda: self._emit_in(epoch, data), self.name)
             return
         ch = channel if output.channel is None else output.channel
-        on = mido.Message("note_on", channel=ch, note=output.pitch, velocity=output.velocity)
-        off = mido.Message("note_off", channel=ch, note=output.pitch)
+        on, off = [0x90 | ch, output.pitch, output.velocity], [0x80 | ch, output.pitch, 0]
         start_s = time.perf_counter() if output.at_beats is None else transport.time_at(output.at_beats)
         end_s = start_s + output.duration_beats * transport.seconds_per_beat()
         if output.at_beats is None:
-            tracker.emit(self.port, on, self.name)
+            tracker.emit_bytes(self.port, on, self.name)
         else:
-            scheduler.at(start_s, lambda: tracker.emit(self.port, on, self.name), self.name)
-        scheduler.at(end_s, lambda: tracker.emit(self.port, off, self.name), self.name)
+            scheduler.at(start_s, lambda: self._emit_in(epoch, on), self.name)
+        scheduler.at(end_s, lambda: self._emit_in(epoch, off), self.name)
 
-    def _fail(self, exc: BaseException) -> None:
+    def _emit_in(self, epoch: int, data: list[int]) -> None:
+        """Timed output (on the scheduler): sent only if no release came since it was computed."""
+        tracker = self.host.tracker
+        with tracker.lock:
+            if epoch == self.epoch:
+                tracker.emit_bytes(self.port, data, self.name)
+
+    def _fail(self, exc: BaseException, what: str = "raised") -> None:
         self.enabled = False
         self.error = f"{type(exc).__name__}: {exc}"
         self.host.engine_errors += 1
-        log.error("engine %r in slot %r raised and was disabled: %s", self.engine.name, self.name,
+        log.error("engine %r in slot %r %s and was disabled: %s", self.engine.name, self.name, what,
                   self.error, exc_info=exc)
-        self.silence()
+        self.silence(drop_queued=False)
 
-    def silence(self) -> int:
-        """Cancel this slot's pending output and release every note it sounds."""
-        self.epoch += 1
-        self.host.scheduler.cancel_owner(self.name)
-        return self.host.tracker.release(owner=self.name)
+    def silence(self, drop_queued: bool = True) -> int:
+        """Cancel this slot's pending output and release every note it sounds. With
+        ``drop_queued`` (a release from outside the worker), what the engine computes from
+        input queued until now is dropped too."""
+        with self.host.tracker.lock:
+            self.epoch += 1
+            if drop_queued:
+                self.cuts += 1
+            self.host.scheduler.cancel_owner(self.name)
+            return self.host.tracker.release(owner=self.name)
 
     def _swap(self, engine: Engine, origin: Any = None) -> None:
-        self.silence()
+        self.silence(drop_queued=False)
         old = self.engine
-        old.reset()
-        self._prepare(engine)
+        self._release_engine(old)
         self.engine = engine
         self.values = engine.values()
         self.enabled, self.error = True, None
         log.info("slot %r: engine %r replaced by %r", self.name, old.name, engine.name)
-        # The player may be holding notes: the new engine hears them as if just played.
-        now = time.perf_counter()
-        beats = self.host.transport.beats_at(now)
-        playing = self.host.transport.playing
-        for (channel, pitch), velocity in list(self.held.items()):
-            self._process(NoteOn(pitch, velocity, channel, now, beats, playing))
+        if self._prepare(engine):
+            # The player may be holding notes: the new engine hears them as if just played.
+            now = time.perf_counter()
+            beats = self.host.transport.beats_at(now)
+            playing = self.host.transport.playing
+            for (channel, pitch), velocity in list(self.held.items()):
+                self._process(NoteOn(pitch, velocity, channel, now, beats, playing), self.cuts)
         self.host.notify_param(self.name, "engine", engine.name, origin)
         for name, value in self.values.items():  # every surface shows the new engine's values
             self.host.notify_param(self.name, name, value)
@@ -236,6 +285,11 @@ class Slot:
             self.engine.set_param(name, value)
         except Exception as exc:  # noqa: BLE001 - an engine's on_param_change hook is engine code
             self._fail(exc)
+
+
+def cuts_output(event: object) -> bool:
+    """A transport stop or locate: the song position the engines followed is left behind."""
+    return isinstance(event, TransportChange) and (not event.playing or event.reason == "locate")
 
 
 def _percentiles(values_s: deque[float]) -> dict[str, float]:
@@ -269,9 +323,16 @@ class EngineHost:
         self.slots[config.name] = slot
         return slot
 
-    def start(self) -> None:
+    def start(self, prepare_timeout_s: float = PREPARE_TIMEOUT_S) -> None:
+        """Start every worker; each prepares its engine (loads its model) on its own thread.
+        Returns once all are ready, or after ``prepare_timeout_s`` (a slow one then takes its
+        input when it is ready)."""
         for slot in self.slots.values():
             slot.start()
+        deadline = time.monotonic() + prepare_timeout_s
+        for slot in self.slots.values():
+            if not slot.ready.wait(max(0.0, deadline - time.monotonic())):
+                log.warning("slot %r is still preparing its engine", slot.name)
 
     def stop(self) -> None:
         for slot in self.slots.values():
@@ -283,13 +344,13 @@ class EngineHost:
 
     def dispatch(self, event: EngineInput, channel: int | None = None) -> None:
         """Fan one event out to the slots that listen on ``channel`` (None = all slots)."""
-        if isinstance(event, TransportChange) and not event.playing:
+        if cuts_output(event):
             # Released here, on the router thread, so a busy engine cannot delay it.
             for slot in self.slots.values():
                 slot.silence()
         for slot in self.slots.values():
             if channel is None or slot.accepts(channel):
-                slot.inbox.put(event)
+                slot.put(event)
 
     def slot(self, name: str) -> Slot:
         if name not in self.slots:
@@ -322,10 +383,12 @@ class EngineHost:
 
     def panic(self) -> int:
         """Cancel all pending output and release every tracked note."""
-        for slot in self.slots.values():
-            slot.epoch += 1
-            self.scheduler.cancel_owner(slot.name)
-        return self.tracker.release()
+        with self.tracker.lock:
+            for slot in self.slots.values():
+                slot.epoch += 1
+                slot.cuts += 1
+                self.scheduler.cancel_owner(slot.name)
+            return self.tracker.release()
 
     def add_listener(self, listener: ParamListener) -> None:
         self._listeners.append(listener)

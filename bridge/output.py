@@ -37,7 +37,9 @@ class NoteTracker:
     """Sends messages to ports and remembers which notes are sounding and who owns them."""
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()
+        # Held by the engine host across its check that a slot's output is still current and
+        # the send, so that a release can never fall between the two (``bridge.host``).
+        self.lock = threading.RLock()
         # (port, channel, note) -> [owner, how many note-ons are stacked on it]
         self._sounding: dict[tuple[OutputPort, int, int], list] = {}
         self.sent = 0
@@ -51,7 +53,7 @@ class NoteTracker:
     def emit_bytes(self, port: OutputPort, data: list[int], owner: str) -> None:
         """``emit`` for the bytes of a validated message (the engines' hot path)."""
         kind = data[0] & 0xF0
-        with self._lock:
+        with self.lock:
             if kind == 0x90 and data[2] > 0:
                 key = (port, data[0] & 0x0F, data[1])
                 entry = self._sounding.get(key)
@@ -82,7 +84,7 @@ class NoteTracker:
     def release(self, owner: str | None = None, port: OutputPort | None = None) -> int:
         """Note-offs for the notes of ``owner`` (and/or on ``port``); None matches all.
         Returns how many notes were released."""
-        with self._lock:
+        with self.lock:
             keys = [k for k, (who, _) in self._sounding.items()
                     if (owner is None or who == owner) and (port is None or k[0] is port)]
             for key in keys:
@@ -95,20 +97,20 @@ class NoteTracker:
 
     def sounding_on(self, port: OutputPort) -> list[tuple[int, int]]:
         """(channel, note) of every note sounding on ``port``."""
-        with self._lock:
+        with self.lock:
             return [(c, n) for (p, c, n) in self._sounding if p is port]
 
     def forget_port(self, port: OutputPort) -> list[tuple[int, int]]:
         """The port is gone: its notes cannot be released there now. Returns their
         (channel, note) pairs so they can be released if the port comes back."""
-        with self._lock:
+        with self.lock:
             keys = [k for k in self._sounding if k[0] is port]
             for key in keys:
                 del self._sounding[key]
             return [(channel, note) for _, channel, note in keys]
 
     def sounding(self, owner: str | None = None) -> list[tuple[str, int, int]]:
-        with self._lock:
+        with self.lock:
             return [(p.name, c, n) for (p, c, n), (who, _) in self._sounding.items() if owner in (None, who)]
 
 
@@ -191,6 +193,6 @@ class Scheduler:
             try:
                 job.action()
                 self.ran += 1
-            except (PortError, OSError, ValueError, RuntimeError) as exc:
+            except Exception:  # one failing job must not stop every timed note-off
                 self.errors += 1
-                log.error("scheduled action failed: %s", exc)
+                log.exception("scheduled action of %s failed", job.owner or "the bridge")

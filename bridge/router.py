@@ -108,7 +108,7 @@ class InputRouter:
             item = self.queue.get()
             if item is CLOSED:
                 return
-            if callable(item):  # internal work posted by other threads (clock ticks)
+            if callable(item):  # work posted by other threads (transport changes, releases)
                 item()
                 continue
             port_name, data, arrival_s = item  # type: ignore[misc]
@@ -137,8 +137,7 @@ class InputRouter:
         if status >= 0xF0:
             if status in _TRANSPORT_STATUS:
                 self.counters["transport"] += 1
-                events = self.transport.on_midi(status, data[1:], arrival_s)
-                self.publish_transport(events)
+                self._publish_transport(self.transport.on_midi(status, data[1:], arrival_s))
             elif status != 0xFE:
                 self._drop(port_name, "system_other")
             return
@@ -167,7 +166,13 @@ class InputRouter:
             return
         self.host.dispatch(event, channel)
 
-    def publish_transport(self, events: list[EngineInput]) -> None:
+    def transport_change(self, change: Callable[[], list[EngineInput]]) -> None:
+        """Apply a transport change from another thread (the internal clock, OSC play, stop
+        and locate) on the router thread, in order with the DAW's messages, and publish it
+        from there: every transport event reaches the engines from this one thread."""
+        self.post(lambda: self._publish_transport(change()))
+
+    def _publish_transport(self, events: list[EngineInput]) -> None:
         for event in events:
             self.host.dispatch(event)
         if events:

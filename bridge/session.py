@@ -306,13 +306,17 @@ class Session:
     def _internal_tick(self, due_s: float) -> None:
         if self.state is SessionState.STOPPING:
             return
+        self.router.transport_change(lambda: self._clock_tick(due_s))
+        interval_s = 60.0 / (self.transport.internal_tempo_bpm * TICKS_PER_BEAT)
+        self._schedule_internal_tick(due_s + interval_s)
+
+    def _clock_tick(self, due_s: float) -> list[Any]:
+        """One tick of the internal clock (on the router thread), sent as MIDI clock if asked."""
         events = self.transport.internal_tick(due_s)
-        self.router.publish_transport(events)
         out = self.main_out
         if self.config.clock_out and self.transport.source == "internal" and out is not None and not out.closed:
             self.tracker.emit(out, mido.Message("clock"), "clock")
-        interval_s = 60.0 / (self.transport.internal_tempo_bpm * TICKS_PER_BEAT)
-        self._schedule_internal_tick(due_s + interval_s)
+        return events
 
     # -- connections to existing ports ---------------------------------------------------
     def _own(self, name: str) -> bool:
@@ -384,7 +388,7 @@ class Session:
         beats = self.transport.beats_at(now)
         for slot in self.host.slots.values():
             for channel, pitch in slot.held.copy():
-                slot.inbox.put(NoteOff(pitch, channel, now, beats, self.transport.playing))
+                slot.put(NoteOff(pitch, channel, now, beats, self.transport.playing))
 
     def outputs(self) -> list[OutputPort]:
         """The logical outputs (the main one carries the connected ports with it)."""

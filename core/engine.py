@@ -8,15 +8,16 @@ maps and the OSC server convert to the declarations below.
 from __future__ import annotations
 
 import math
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from core.errors import ParameterError
 from core.events import EngineInput, EngineOutput
 
-__all__ = ["Engine", "EngineContext", "Param"]
+__all__ = ["Engine", "EngineContext", "Param", "LazyParams"]
 
 _KINDS = ("float", "int", "bool", "choice", "text")
 _MAX_TEXT = 4096
@@ -122,6 +123,24 @@ class Param:
         }
 
 
+class LazyParams:
+    """An engine's parameters built on first use, not when its module is imported: for choices
+    or defaults read from files (the shipped model cards, a song folder), so that importing an
+    engine (the registry, ``scorebridge engines``) reads nothing it does not need."""
+
+    def __init__(self, build: Callable[[], Iterable[Param]]) -> None:
+        self._build = build
+        self._params: tuple[Param, ...] | None = None
+        self._lock = threading.Lock()
+
+    def __get__(self, instance: object, owner: type | None = None) -> tuple[Param, ...]:
+        if self._params is None:
+            with self._lock:
+                if self._params is None:
+                    self._params = tuple(self._build())
+        return self._params
+
+
 @dataclass
 class EngineContext:
     """What the host tells an engine in ``prepare``: where its output goes and the tempo."""
@@ -135,16 +154,27 @@ class Engine(ABC):
     """Base class of all engines.
 
     Subclasses set ``name``, ``params`` and ``latency_beats`` (look-ahead the engine needs;
-    0 = it answers at once) and implement ``process``. ``process`` is called on the engine's
-    own worker thread, one input at a time, and returns what to play; it may take as long as it
-    needs without delaying the input, the clock or other engines. Parameter values are read with
+    0 = it answers at once) and implement ``process``. Parameter values are read with
     ``self.param(name)``; the host validates every change against ``params`` first.
+
+    The host drives an engine through its life on the slot's own worker thread, one call at a
+    time: ``prepare`` once (load models, open devices; an exception here disables the slot and
+    shows in ``status``, the bridge keeps serving), then ``process`` for every input, ``reset``
+    on every transport stop and locate, and ``release`` once when the engine leaves its slot
+    (a swap, the bridge shutting down). ``process`` may take as long as it needs without
+    delaying the input, the clock or other engines. The constructor only sets up state: it runs
+    on whatever thread asked for the engine (an OSC swap) and must neither block nor load.
+
+    ``provides`` names what an engine offers the rest of the bridge beyond its output:
+    ``"affect"`` = it has ``current() -> (valence, arousal)``, the values it plays now, safe to
+    read from another thread (the affect follower drives the bridge's affect from it).
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     params: ClassVar[tuple[Param, ...]] = ()
     latency_beats: ClassVar[float] = 0.0
+    provides: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self) -> None:
         self._values: dict[str, Any] = {p.name: p.default for p in self.params}
@@ -172,10 +202,17 @@ class Engine(ABC):
         return coerced
 
     def on_param_change(self, name: str, value: Any) -> None:
-        """Hook for engines that derive state from a parameter."""
+        """Hook for engines that derive state from a parameter. Before ``prepare`` (the values
+        a config file sets) it runs on the thread that built the engine: resources a parameter
+        names are loaded in ``prepare``, and here only once ``prepared``."""
+
+    @property
+    def prepared(self) -> bool:
+        return self.context is not None
 
     def prepare(self, context: EngineContext) -> None:
-        """Called once before the first ``process`` and again after a tempo or routing change."""
+        """Called once, on the slot's worker, before the first ``process``: load what the
+        engine needs (raise ModelLoadError or any error to refuse the slot)."""
         self.context = context
 
     @abstractmethod
@@ -188,5 +225,10 @@ class Engine(ABC):
         return {}
 
     def reset(self) -> None:
-        """Forget musical state (transport stop, locate, engine swap). The host has already
-        released every note this engine was sounding."""
+        """Forget the musical state of the song position left behind: called on every
+        transport stop and locate, before the engine hears the ``TransportChange``. The host has
+        already released every note of the slot and cancelled its timed output."""
+
+    def release(self) -> None:
+        """Let go of what ``prepare`` took (audio devices, threads, model sessions): called
+        once when the engine leaves its slot (a swap, shutdown); the engine is not used again."""

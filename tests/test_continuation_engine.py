@@ -7,6 +7,7 @@ import pytest
 
 from core.errors import ParameterError
 from core.events import Beat, NoteOff, NoteOn, Send, Silence, TransportChange
+from core.engine import EngineContext
 from engines import engine_class
 from engines.continuation.engine import ContinuationEngine
 from engines.continuation.runtime import DEFAULT_MODEL
@@ -37,9 +38,16 @@ def beats(engine: ContinuationEngine, first: int, last: int) -> dict[int, list]:
     return {b: list(engine.process(Beat(b, b * 0.5, 120.0))) for b in range(first, last + 1)}
 
 
+def prepared() -> ContinuationEngine:
+    """A continuation engine as the host starts it: the model loaded in ``prepare``."""
+    engine = ContinuationEngine()
+    engine.prepare(EngineContext("cont", 0, 120.0))
+    return engine
+
+
 @pytest.fixture
 def engine() -> ContinuationEngine:
-    engine = ContinuationEngine()
+    engine = prepared()
     for name, value in (("bars", 2), ("seed", 7), ("key", "C"), ("silence_beats", 2.0)):
         engine.set_param(name, value)
     return engine
@@ -111,6 +119,7 @@ def test_osc_trigger_and_loop_boundary_start_a_continuation(engine) -> None:
     engine.process(NoteOn(65, 80, 0, 12.5, 25.0))
     engine.process(NoteOff(65, 0, 12.7, 25.5))
     assert not any(beats(engine, 26, 27).values())
+    engine.reset()  # as the host does before a locate
     engine.process(TransportChange(True, 0.0, 14.0, "locate"))
     out = beats(engine, 0, 12)
     assert engine.generations == 2
@@ -155,7 +164,7 @@ def test_valence_from_params_turns_the_continuation_to_the_parallel_mode() -> No
     def degree_counts(valence: float, steer: float) -> tuple[int, int]:
         minor = major = 0
         for seed in range(3):
-            engine = ContinuationEngine()
+            engine = prepared()
             for name, value in (("bars", 4), ("seed", seed), ("silence_beats", 2.0), ("va_source", "params"),
                                 ("valence", valence), ("mode_steer", steer)):
                 engine.set_param(name, value)

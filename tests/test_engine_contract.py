@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
+from bridge.host import cuts_output
+from core.engine import Engine, EngineContext, Param
 from core.errors import EngineError, ParameterError
 from core.events import Beat, ControlChange, Note, NoteOff, NoteOn, Send, Silence, TransportChange
 from engines import available_engines, engine_class
-from core.engine import Engine, Param
+from tests.jackutil import ROOT
 
 ENGINES = sorted(available_engines())
 EVENTS = [
@@ -23,6 +28,21 @@ EVENTS = [
     Beat(3, 1.5, 120.0),
     TransportChange(False, 3.0, 1.6, "stop"),
 ]
+
+
+def prepared(name: str) -> Engine:
+    """An engine as the host starts it: built, then prepared (models loaded)."""
+    engine = engine_class(name)()
+    engine.prepare(EngineContext("slot", 1, 120.0))
+    assert engine.prepared
+    return engine
+
+
+def feed(engine: Engine, event) -> list:
+    """One event as the host's worker gives it: a stop or locate resets the engine first."""
+    if cuts_output(event):
+        engine.reset()
+    return list(engine.process(event))
 
 
 def test_builtins_are_registered():
@@ -47,22 +67,44 @@ def test_declared_parameters_are_valid(name):
 
 
 @pytest.mark.parametrize("name", ENGINES)
-def test_process_returns_valid_outputs_for_every_event_kind(name):
-    engine = engine_class(name)()
-    for event in EVENTS:
-        for output in engine.process(event):
+def test_the_whole_life_prepare_process_reset_release(name):
+    engine = prepared(name)
+    for event in EVENTS + [TransportChange(True, 0.0, 2.0, "start"), TransportChange(True, 8.0, 2.5, "locate")]:
+        for output in feed(engine, event):
             assert isinstance(output, (Note, Send, Silence))
             if isinstance(output, Send):
                 assert output.message.type in ("note_on", "note_off", "control_change", "pitchwheel")
     engine.reset()
+    engine.release()
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_capabilities_are_declared_and_kept(name):
+    cls = engine_class(name)
+    assert isinstance(cls.provides, frozenset) and cls.provides <= {"affect"}
+    if "affect" in cls.provides:  # the affect follower reads it from another thread
+        valence, arousal = prepared(name).current()
+        assert -1.0 <= valence <= 1.0 and -1.0 <= arousal <= 1.0
+
+
+def test_importing_an_engine_reads_no_folder():
+    """Parameter choices from files (model cards, a song folder) are built on first use."""
+    code = ("import pathlib, sys\n"
+            "def refuse(*a, **k): raise AssertionError('a folder was listed at import')\n"
+            "pathlib.Path.glob = pathlib.Path.iterdir = pathlib.Path.rglob = refuse\n"
+            "import importlib; from engines import available_engines\n"
+            "for spec in available_engines().values():\n"
+            "    importlib.import_module(spec.partition(':')[0])\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.mark.parametrize("name", ENGINES)
 def test_every_note_on_is_matched_by_a_note_off_or_reset(name):
-    engine = engine_class(name)()
+    engine = prepared(name)
     sounding: set[int] = set()
     for event in EVENTS[:-1]:
-        for output in engine.process(event):
+        for output in feed(engine, event):
             if isinstance(output, Send) and output.message.type == "note_on" and output.message.velocity:
                 sounding.add(output.message.note)
             elif isinstance(output, Send) and output.message.type in ("note_off", "note_on"):

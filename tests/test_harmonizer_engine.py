@@ -204,21 +204,29 @@ def test_the_engine_never_imports_torch():
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False, timeout=60).returncode == 0
 
 
-def test_a_model_that_cannot_load_fails_in_process_not_in_prepare(tmp_path, monkeypatch, caplog):
+def test_a_model_that_cannot_load_fails_in_prepare_and_construction_loads_nothing(tmp_path, monkeypatch):
     import shutil
 
     import onnx_models
-    from core.errors import ModelLoadError
+    from core.errors import EngineError, ModelLoadError
 
     shipped = onnx_models.models_dir()
     shutil.copy(shipped / "harmonizer.card.json", tmp_path)
     (tmp_path / "harmonizer.onnx").write_bytes((shipped / "harmonizer.onnx").read_bytes() + b"\0")
     monkeypatch.setattr(onnx_models, "models_dir", lambda: tmp_path)  # a tampered copy of the model
-    engine = LearnedHarmonizer()
-    engine.prepare(EngineContext("harm", 1, 120.0))  # the host's boot and swap path: must not raise
-    assert "sha256" in caplog.text
-    with pytest.raises(ModelLoadError, match="sha256"):  # inside the host's isolation boundary
+    engine = LearnedHarmonizer()  # on the thread that asked for it (an OSC swap): loads nothing
+    with pytest.raises(EngineError, match="prepare"):
         engine.process(NoteOn(72, 100, 0, 0.0, 0.0, playing=False))
+    with pytest.raises(ModelLoadError, match="sha256"):  # the host disables the slot (test_host)
+        engine.prepare(EngineContext("harm", 1, 120.0))
+    assert not engine.prepared
+
+
+def test_changing_the_model_loads_it_at_once():
+    engine = make()
+    first = engine.model
+    engine.set_param("model", "harmonizer_midpoint")
+    assert engine.model is not first and engine.model.card is not first.card
 
 
 def test_a_clip_folder_that_cannot_be_written_is_logged_and_the_loop_plays_on(tmp_path, caplog):

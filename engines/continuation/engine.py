@@ -23,8 +23,9 @@ from pathlib import Path
 
 import mido
 
+from core.errors import EngineError
 from core.events import Beat, EngineInput, EngineOutput, NoteOff, NoteOn, Send, Silence, TransportChange
-from core.engine import Engine, Param
+from core.engine import Engine, EngineContext, Param
 
 from .live import NoteStream, PlayerHistory
 from .offline import prompt_tokens
@@ -100,29 +101,43 @@ class ContinuationEngine(Engine):
     def __init__(self, model_path: str | Path | None = None) -> None:
         super().__init__()
         self._model_path = Path(model_path) if model_path else None
-        self.model = ContinuationModel.load(self._model_path or DEFAULT_MODEL)
-        self.history = PlayerHistory()
+        self._model: ContinuationModel | None = None
+        self.history = PlayerHistory()  # in performance time: it outlives stops and locates
         self.generations = 0
         self.interrupted = 0
+        self.position_beats = 0.0
+        self.pending_trigger = False
         self.reset()
 
     # -- lifecycle ------------------------------------------------------------------------
+    def prepare(self, context: EngineContext) -> None:
+        self._load()
+        super().prepare(context)
+
+    def _load(self) -> None:
+        """The model named by ``model_path`` or by the ``embedding`` parameter."""
+        path = self._model_path or (DEFAULT_MODEL if self.param("embedding") == "smart" else PLAIN_MODEL)
+        self._model = ContinuationModel.load(path)
+
+    @property
+    def model(self) -> ContinuationModel:
+        if self._model is None:
+            raise EngineError("the continuation has no model: prepare() loads it")
+        return self._model
+
     def reset(self) -> None:
+        """Transport stop or locate: a continuation playing ends (the host released its notes);
+        the player's phrase is kept."""
         self.stream: NoteStream | None = None
         self.start_beats = 0.0
         self.handed_until = 0.0
         self.handed: list[list] = []  # [on, off or None, pitch, hand] in song beats, notes handed out
-        self.position_beats = 0.0
-        self.pending_trigger = False
-        self.history.clear()
 
     def on_param_change(self, name: str, value: object) -> None:
         if name == "trigger" and value:
             self.pending_trigger = True
-        elif name == "embedding":
-            path = DEFAULT_MODEL if value == "smart" else PLAIN_MODEL
-            if self._model_path is None:
-                self.model = ContinuationModel.load(path)
+        elif name == "embedding" and self.prepared and self._model_path is None:
+            self._load()
 
     @property
     def continuing(self) -> bool:
@@ -144,19 +159,11 @@ class ContinuationEngine(Engine):
 
     def _transport(self, event: TransportChange) -> Sequence[EngineOutput]:
         if not event.playing:
-            self.stream, self.handed = None, []  # the host has released our notes
             return ()
         bar = self.param("beats_per_bar")
         if event.reason == "locate" and event.beats < self.position_beats:
             self.history.jumped(self.position_beats, event.beats, bar * STEPS_PER_QUARTER)
-            if self.continuing or self.handed:  # the continuation goes on through the loop
-                jump = self.position_beats - event.beats
-                self.start_beats -= jump
-                self.handed_until -= jump
-                self.handed = [
-                    [on - jump, None if off is None else off - jump, p, h] for on, off, p, h in self.handed
-                ]
-            elif self.param("on_loop") and self.history.fresh and not self.history.open:
+            if self.param("on_loop") and self.history.fresh and not self.history.open:
                 self.pending_trigger = True
         self.position_beats = event.beats
         return ()

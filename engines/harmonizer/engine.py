@@ -20,9 +20,9 @@ from typing import Any
 import mido
 import numpy as np
 
-from core.errors import ModelLoadError, ParameterError
+from core.errors import EngineError, ParameterError
 from core.events import Beat, EngineInput, EngineOutput, Note, NoteOff, NoteOn, Send, TransportChange
-from core.engine import Engine, EngineContext, Param
+from core.engine import Engine, EngineContext, Param, LazyParams
 
 from .affect import MAJOR_PROFILE, MINOR_PROFILE, detect_key
 from .decode import STRATEGIES
@@ -63,15 +63,16 @@ def _shipped(kind: str) -> tuple[str, ...]:
     return tuple(styles or ("chorale",))
 
 
-class LearnedHarmonizer(Engine):
-    name = "harmonizer"
-    description = "Learned chords under the live melody (ONNX model), live per beat or a harmonized loop."
-    params = (
+def _params() -> tuple[Param, ...]:
+    """The parameters, with the shipped models and styles read from the model cards (on first
+    use, not at import)."""
+    styles = _shipped("styles")
+    return (
         Param("mode", "choice", "live", choices=("live", "clip"), doc="Chord per beat, or capture a loop"),
         Param("decide", "choice", "onset", choices=("onset", "beat"),
               doc="Decide a beat's chord at its first melody onset, or on the transport's beat"),
         Param("model", "choice", "harmonizer", choices=_shipped("models"), doc="Shipped model (card name)"),
-        Param("style", "choice", _shipped("styles")[0], choices=_shipped("styles"), doc="Style anchor"),
+        Param("style", "choice", styles[0], choices=styles, doc="Style anchor"),
         Param("key", "choice", "auto", choices=_KEYS, doc="Key, or auto to detect it from the melody"),
         Param("beats_per_bar", "int", 4, 1, 14, unit="beats", doc="Meter (quarter-note beats per bar)"),
         Param("voicing", "choice", "pad", choices=STYLES, doc="Accompaniment style"),
@@ -92,6 +93,12 @@ class LearnedHarmonizer(Engine):
         Param("clip_bars", "int", 4, 0, 64, unit="bars", doc="Loop length (0: from transport start to stop)"),
         Param("clip_folder", "text", "~/scorebridge-clips", unit="folder", doc="Where captured loops are saved"),
     )
+
+
+class LearnedHarmonizer(Engine):
+    name = "harmonizer"
+    description = "Learned chords under the live melody (ONNX model), live per beat or a harmonized loop."
+    params = LazyParams(_params)
     latency_beats = 0.0
 
     def __init__(self) -> None:
@@ -99,12 +106,13 @@ class LearnedHarmonizer(Engine):
         self._model: HarmonizerModel | None = None
         self.tempo_bpm = 120.0
         self.clip_mode = ClipMode(self)
-        self.reset()
+        self._reset_live()
 
     # -- state ---------------------------------------------------------------------------
     def reset(self) -> None:
+        """Transport stop or locate: the live chords start over. The clip mode keeps its loop
+        (it captures and replays on the transport's events)."""
         self._reset_live()
-        self.clip_mode.reset()
 
     def _reset_live(self) -> None:
         self.playing = False
@@ -127,8 +135,8 @@ class LearnedHarmonizer(Engine):
         self.rng = np.random.default_rng(None if seed < 0 else seed)
 
     def on_param_change(self, name: str, value: Any) -> None:
-        if name == "model":
-            self._model = None
+        if name == "model" and self.prepared:
+            self._load()
         elif name == "seed":
             self._reseed()
         if name in ("mode", "clip_bars", "beats_per_bar"):
@@ -136,21 +144,21 @@ class LearnedHarmonizer(Engine):
             self.latency_beats = float(bars * self.param("beats_per_bar")) if self.param("mode") == "clip" else 0.0
 
     def prepare(self, context: EngineContext) -> None:
-        super().prepare(context)
         self.tempo_bpm = context.tempo_bpm
-        try:
-            _ = self.model  # load now, not on the first beat
-        except (ModelLoadError, ParameterError) as exc:
-            # prepare runs outside the host's isolation boundary (boot, swap): the error surfaces
-            # from the first process call instead, which disables the slot and shows it in status
-            log.error("harmonizer: %s", exc)
+        self._load()
+        super().prepare(context)
+
+    def _load(self) -> None:
+        """Load the `model` parameter's model (ModelLoadError: missing, tampered or broken)."""
+        model = HarmonizerModel.named(self.param("model"))
+        if self.param("style") not in model.styles:
+            raise ParameterError(f"style {self.param('style')!r} is not one of {model.styles}")
+        self._model = model
 
     @property
     def model(self) -> HarmonizerModel:
         if self._model is None:
-            self._model = HarmonizerModel.named(self.param("model"))
-            if self.param("style") not in self._model.styles:
-                raise ParameterError(f"style {self.param('style')!r} is not one of {self._model.styles}")
+            raise EngineError("the harmonizer has no model: prepare() loads it")
         return self._model
 
     def voicing_config(self) -> VoicingConfig:
@@ -177,9 +185,8 @@ class LearnedHarmonizer(Engine):
         if not event.playing:
             if self.param("mode") == "clip":  # (also when the internal clock ran from boot, unannounced)
                 self.clip_mode.stop(event.beats)
-            self._reset_live()  # the host has already released every note of this slot
             return ()
-        released = self._change_to(())  # a locate while playing: the held chord stops here
+        released = self._change_to(())  # a chord played while stopped ends at the start
         self._reset_live()
         self.playing, self.origin = True, math.floor(event.beats + 1e-9)
         if self.param("mode") != "clip":

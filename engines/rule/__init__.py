@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import mido
 
-from core.events import Beat, EngineInput, EngineOutput, NoteOff, NoteOn, Send, TransportChange
+from core.events import Beat, EngineInput, EngineOutput, NoteOff, NoteOn, Send
 from core.engine import Engine, Param
 from engines.rule.theory import NOTE_NAMES, DiatonicChord, Key, KeyFinder, choose_chord, parse_key, voice_chord
 
@@ -45,6 +45,7 @@ class RuleHarmonizer(Engine):
         self.reset()
 
     def reset(self) -> None:
+        """Transport stop or locate (the host released the chord): start over."""
         self.held: dict[int, int] = {}
         self.chord: DiatonicChord | None = None
         self.sounding: tuple[int, ...] = ()
@@ -71,8 +72,6 @@ class RuleHarmonizer(Engine):
             if not self.held and self.sounding and silent_for >= self.param("release_beats"):
                 return self._change_to(())
             return ()
-        if isinstance(event, TransportChange) and not event.playing:
-            self.reset()
         return ()
 
     def _note_on(self, event: NoteOn) -> Sequence[EngineOutput]:

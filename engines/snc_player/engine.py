@@ -2,7 +2,7 @@
 
 It produces audio, not MIDI (``process`` returns nothing): its pyo client plays on JACK (or
 PortAudio) next to the bridge. The song is chosen among the ``.snc`` files of the folder named
-by ``SCOREBRIDGE_SNC_DIR`` (default: the current folder) when the engine module is imported,
+by ``SCOREBRIDGE_SNC_DIR`` (default: the current folder) as listed when the engine is first used,
 named with or without its ``.snc`` extension; ``file = none`` keeps the engine silent. A song
 must be a regular file of at most ``MAX_SNC_BYTES`` that stays inside the folder once symlinks
 are resolved. Song time 0 is DAW beat ``offset_beats``; beats map
@@ -26,7 +26,7 @@ from typing import Any
 
 from core.errors import ParameterError
 from core.events import Beat, EngineInput, EngineOutput, TransportChange
-from core.engine import Engine, EngineContext, Param
+from core.engine import Engine, EngineContext, LazyParams, Param
 from core.files import inside, regular_file
 from engines.snc_player.contexts import BUILTIN
 from engines.snc_player.mixer import SILENCE_DB
@@ -93,7 +93,7 @@ class SncEngine(Engine):
     description = (
         "Plays an SNC song's stems in sync with the transport: contexts, stem gains, valence-arousal."
     )
-    params = _params()
+    params = LazyParams(_params)
     latency_beats = 0.0
 
     def __init__(self) -> None:
@@ -107,7 +107,7 @@ class SncEngine(Engine):
         super().prepare(context)
         if context.tempo_bpm > 0:
             self.tempo_bpm = context.tempo_bpm
-        self._sync_tempo()
+        self._open()  # the song and the audio server, on the slot's worker
 
     def _open(self) -> None:
         from engines.snc_player.player import Player
@@ -143,14 +143,15 @@ class SncEngine(Engine):
             player, self.player = self.player, None
             player.close()
 
-    def reset(self) -> None:
-        """Engine swap: the player stops and lets the audio server go."""
+    def release(self) -> None:
+        """The player stops and lets the audio server go."""
         self._close()
 
     # -- parameters --------------------------------------------------------------------------------
     def on_param_change(self, name: str, value: Any) -> None:
         if name in ("file", "audio"):
-            self._open()
+            if self.prepared:
+                self._open()
             return
         if self.player is None:
             return

@@ -164,12 +164,6 @@ class Mixer:
             self._retarget()
             return {name: new[name] for name in changes}
 
-    def reset_mix(self) -> None:
-        """Back to the default mix (the exact master once the ramp ends)."""
-        with self._lock:
-            self._mix = {name: StemMix() for name in self.stems}
-            self._retarget()
-
     def _retarget(self) -> None:
         soloed = any(m.solo for m in self._mix.values())
         target = np.empty_like(self._target)

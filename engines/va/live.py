@@ -69,6 +69,7 @@ class VAAutomation(Engine):
 
     name = "va"
     description = "Plays a valence-arousal curve in sync with the transport as CC automation."
+    provides = frozenset({"affect"})
     params = (
         Param("curve", "text", "none", unit="file", max_bytes=MAX_CURVE_BYTES,
               doc="VA curve file (CSV/JSON, as va analyze writes it); none = neutral"),
@@ -176,5 +177,5 @@ class VAAutomation(Engine):
                 "error": self.curve_error, "valence": self._current[0], "arousal": self._current[1]}
 
     def reset(self) -> None:
+        """Transport stop or locate: every lane is sent again (the playhead keeps its tempo)."""
         self._sent.clear()
-        self.playhead = Playhead()

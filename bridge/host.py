@@ -121,6 +121,11 @@ class Slot:
         self.error: str | None = None
         self.epoch = 0
         self.cuts = 0
+        # Transport stops and locates published, and how many of them the engine was reset
+        # for: a transport change waiting in the inbox is replaced by a newer one, so the
+        # worker resets before any transport change that follows an unanswered one.
+        self.resets_due = 0
+        self._resets_done = 0
         # The player's notes held on this slot's input: (channel, pitch) -> velocity.
         self.held: dict[tuple[int, int], int] = {}
         self.processed = 0
@@ -190,7 +195,8 @@ class Slot:
             self.held.pop((event.channel, event.pitch), None)
         started = time.perf_counter()
         try:
-            if cuts_output(event):
+            if isinstance(event, TransportChange) and self._resets_done != self.resets_due:
+                self._resets_done = self.resets_due
                 self.engine.reset()
             outputs = self.engine.process(event)
         except Exception as exc:  # noqa: BLE001 - the isolation boundary: any engine bug
@@ -347,6 +353,7 @@ class EngineHost:
         if cuts_output(event):
             # Released here, on the router thread, so a busy engine cannot delay it.
             for slot in self.slots.values():
+                slot.resets_due += 1
                 slot.silence()
         for slot in self.slots.values():
             if channel is None or slot.accepts(channel):

@@ -138,7 +138,7 @@ def test_param_declarations_are_strict():
         toggle.coerce("maybe")
     with pytest.raises(ParameterError, match="not an integer"):
         Param("n", "int", 1, 0, 10).coerce(2.5)
-    # A map or a config file can hold an integer no float can hold (an OverflowError before).
+    # A map or a config file can hold an integer no float can hold (float() raises OverflowError).
     with pytest.raises(ParameterError, match="level: '1000000000000000000000000000000000000000"):
         level.coerce(10 ** 400)
 

@@ -169,6 +169,7 @@ def size_sweep(sizes: str, prompt: list[int], count: int, rounds_: int) -> dict[
 def engine_beats(seeds: int, lookahead: float, tempo_bpm: float = 120.0) -> dict:
     """The live engine driven with transport and note events (a two-bar phrase, then silence):
     worker time per beat that hands out notes, and the slack before the first of them is due."""
+    from core.engine import EngineContext
     from core.events import Beat, NoteOff, NoteOn, TransportChange
     from engines.continuation.engine import ContinuationEngine
 
@@ -176,6 +177,7 @@ def engine_beats(seeds: int, lookahead: float, tempo_bpm: float = 120.0) -> dict
     compute_ms, slack_ms = [], []
     for seed in range(seeds):
         engine = ContinuationEngine()
+        engine.prepare(EngineContext("cont", 0, tempo_bpm))
         for name, value in (
             ("bars", 4),
             ("seed", seed),

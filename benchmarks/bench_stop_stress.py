@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.stop_stress import LIMIT_S, TEMPO_BPM, run  # noqa: E402
+from tests.stop_stress import LIMIT_S, TEMPO_BPM, run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -130,7 +130,9 @@ def main() -> int:
     result = {"machine": platform.node(), "cpus": os.cpu_count(), "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
               "load_before": [round(x, 2) for x in load_before]}
     result["decide"] = decide(400)
-    model = LearnedHarmonizer().model
+    harmonizer = LearnedHarmonizer()
+    harmonizer.prepare(EngineContext("bench", 1, args.tempo))
+    model = harmonizer.model
     result["clip_16_bars"] = clips(model)
     result["live"] = live(args.beats, args.tempo)
     result["load_after"] = [round(x, 2) for x in os.getloadavg()]

@@ -343,7 +343,7 @@ BAD_CONFIGS = ["[clock]\ntempo_bpm = nan\n", "[clock]\ntempo_bpm = -5\n", "[osc]
 
 
 def test_bad_serve_options_are_argparse_errors(capsys):
-    from bridge.cli import main
+    from cli.main import main
 
     for option in BAD_OPTIONS:  # parsed before anything starts: run in this process
         with pytest.raises(SystemExit) as stopped:
@@ -353,7 +353,7 @@ def test_bad_serve_options_are_argparse_errors(capsys):
 
 
 def test_bad_config_values_are_clear_errors(tmp_path, capsys):
-    from bridge.cli import main
+    from cli.main import main
 
     for number, text in enumerate(BAD_CONFIGS):
         config = tmp_path / f"bad{number}.toml"
@@ -373,7 +373,7 @@ def test_sigterm_stops_a_command_through_its_finally_blocks(tmp_path):
     marker = tmp_path / "cleaned"
     script = (
         "import os, signal, sys, time\n"
-        "from bridge import cli\n"
+        "import cli.main as cli\n"
         "def run(args):\n"
         "    try:\n"
         "        os.kill(os.getpid(), signal.SIGTERM)\n"

@@ -37,7 +37,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 def cli(*args: str) -> subprocess.CompletedProcess:
     """``scorebridge ARGS`` in this process (a Python start costs seconds on a loaded CI
     machine); an exception escaping ``main`` fails the test as a traceback would."""
-    from bridge.cli import main
+    from cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

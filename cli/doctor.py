@@ -7,12 +7,19 @@ import json
 import shutil
 import socket
 
-from core.errors import ScoreBridgeError
 from bridge.jack import jack_running
 from bridge.osc import PREFIX
 from bridge.ports import BACKENDS
+from cli.arguments import add_osc_target
+from core.errors import ScoreBridgeError
 
-__all__ = ["doctor"]
+__all__ = ["doctor", "register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    doctor_parser = sub.add_parser("doctor", help="check MIDI backends, JACK, the OSC port and models")
+    add_osc_target(doctor_parser, any_port=True)
+    doctor_parser.set_defaults(run=doctor)
 
 
 def _check(ok: bool, label: str, detail: str, problems: list[str], required: bool = True) -> None:

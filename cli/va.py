@@ -8,23 +8,10 @@ from pathlib import Path
 
 from core.errors import ConfigError
 
-__all__ = ["add_parser", "check_affect_options", "run"]
+__all__ = ["register"]
 
 
-def check_affect_options(args: argparse.Namespace) -> None:
-    """``--valence V --arousal A`` (a constant) or ``--va FILE`` (a curve), as ``harmonize`` and
-    ``continue`` take them: both or neither of the pair, not with a curve, each in [-1, 1]."""
-    if (args.valence is None) != (args.arousal is None):
-        raise ConfigError("--valence and --arousal go together")
-    if args.va is not None and args.valence is not None:
-        raise ConfigError("give either --valence/--arousal or --va, not both")
-    for name in ("valence", "arousal"):
-        value = getattr(args, name)
-        if value is not None and not -1.0 <= value <= 1.0:
-            raise ConfigError(f"--{name} {value}: must be in [-1, 1]")
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     va = sub.add_parser("va", help="valence-arousal curves from video: analyze, import, apply to a score")
     actions = va.add_subparsers(dest="va_action", metavar="ACTION", required=True)
 
@@ -38,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     analyze.add_argument("--sensor", default="builtin",
                          help="'builtin' (picture and sound features) or 'onnx:MODEL.onnx' (docs/va.md)")
     analyze.add_argument("--probe", type=Path, help="linear probe (JSON/NPZ) for an ONNX encoder's embedding")
+    analyze.set_defaults(run=_analyze)
 
     imported = actions.add_parser("import", help="validate a VA curve made elsewhere (CSV/JSON) -> CSV")
     imported.add_argument("source", type=Path)
@@ -48,6 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                           help="the source's value scale, mapped to [-1, 1] (e.g. 1:9 for SAM ratings)")
     imported.add_argument("--rate", type=float, help="resample to this many samples per second")
     imported.add_argument("--plot", type=Path, help="also write a PNG of both curves")
+    imported.set_defaults(run=_import)
 
     apply = actions.add_parser("apply", help="drive a MIDI score's velocities, CC lanes and tempo from a curve")
     apply.add_argument("score", type=Path, help="MIDI file (type 0 or 1)")
@@ -63,7 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     apply.add_argument("--no-lanes", action="store_true", help="write no CC automation")
     apply.add_argument("--lane-step", type=float, default=0.25, metavar="BEATS", help="lane resolution (0.25)")
     apply.add_argument("--cc-floor", type=int, default=32, help="CC value at -1 (default 32; +1 is 127)")
-    va.set_defaults(run=run)
+    apply.set_defaults(run=_apply)
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -96,19 +85,15 @@ def _check_output(path: Path) -> None:
 
 def _write(curve, output: Path, plot: Path | None, cuts: list[float], title: str,
            extra: dict[str, object]) -> None:
-    """Write the plot, then the curve; if the curve fails, remove the plot (no partial output)."""
+    """Write the curve and the plot together: both or neither."""
+    from core.atomic import atomic_outputs
     from engines.va import write_curve
     from engines.va.plot import plot_curve
 
-    if plot is not None:
-        plot_curve(curve, plot, cuts, title)
-    try:
-        write_curve(curve, output, extra)
-    except BaseException:
+    with atomic_outputs([output] if plot is None else [output, plot]) as temporaries:
+        write_curve(curve, temporaries[0], extra, as_json=output.suffix.lower() == ".json")
         if plot is not None:
-            with contextlib.suppress(FileNotFoundError):
-                plot.unlink()
-        raise
+            plot_curve(curve, temporaries[1], cuts, title)
 
 
 def _progress_logger(video: Path):
@@ -199,8 +184,3 @@ def _apply(args: argparse.Namespace) -> int:
     for warning in report.warnings:
         print(f"warning: {warning}")
     return 0
-
-
-def run(args: argparse.Namespace) -> int:
-    """Dispatch ``scorebridge va ACTION``."""
-    return {"analyze": _analyze, "import": _import, "apply": _apply}[args.va_action](args)

@@ -144,7 +144,7 @@ def _add_mix_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mute", action="append", default=[], metavar="STEM", help="mute a stem; repeatable")
     parser.add_argument("--solo", action="append", default=[], metavar="STEM", help="solo a stem; repeatable")
     parser.add_argument(
-        "--va", type=Path, metavar="VA.csv", help="valence-arousal trajectory (time_s,valence,arousal)"
+        "--va", type=Path, metavar="VA.csv", help="valence-arousal curve (CSV/JSON time_s,valence,arousal, as va analyze writes)"
     )
     parser.add_argument(
         "--va-map", type=Path, metavar="MAP.toml", help="valence-arousal -> stem gain mapping"

@@ -65,8 +65,8 @@ def _check_osc(host: str, port: int, problems: list[str]) -> None:
             try:
                 reply = request(host, port, f"{PREFIX}/status", f"{PREFIX}/status", timeout_s=1.0)
                 running = json.loads(reply[0])
-                _check(True, "OSC port", f"{host}:{port} is used by a running bridge ({running.get('state')})",
-                       problems)
+                _check(True, "OSC port",
+                       f"{host}:{port} is used by a running bridge ({running.get('state')})", problems)
                 _report_bridge(running, problems)
             except ScoreBridgeError:
                 _check(False, "OSC port", f"{host}:{port} is taken by another program ({exc.strerror}); "
@@ -83,8 +83,8 @@ def _report_bridge(status: dict, problems: list[str]) -> None:
     print(f"       OSC: {status.get('osc', {})}")
     for slot, info in status.get("engines", {}).items():
         ok = info.get("enabled", False)
-        _check(ok, f"engine slot {slot}", f"{info.get('engine')} " + ("running" if ok else f"disabled: {info.get('error')}"),
-               problems)
+        state = "running" if ok else f"disabled: {info.get('error')}"
+        _check(ok, f"engine slot {slot}", f"{info.get('engine')} {state}", problems)
     errors = status.get("midi_out", {}).get("send_errors", 0)
     _check(errors == 0, "MIDI out", f"{errors} send errors", problems)
 

@@ -178,7 +178,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from rich.progress import Progress
 
-    sources = sorted(p for p in args.input.rglob("*") if p.suffix.lower() in (".mid", ".midi") and p.is_file())
+    sources = sorted(p for p in args.input.rglob("*")
+                     if p.suffix.lower() in (".mid", ".midi") and p.is_file())
     if not sources:
         raise ScoreBridgeError(f"{args.input}: no .mid or .midi file in this folder")
     if args.output.exists() and not args.output.is_dir():

@@ -56,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.add_argument("--osc-allow-remote", action="store_true", help="allow a non-loopback OSC bind")
     serve.add_argument("--osc-allow", default="", help="comma-separated client addresses allowed remotely")
     serve.add_argument("--map", action="append", default=[], metavar="FILE",
-                       help="control map: a path or a shipped map's name (generic_8knob, browser); repeatable")
+                       help="control map: a path or a shipped map's name (generic_8knob, browser); "
+                       "repeatable")
     serve.add_argument("--connect-control", action="append", default=[], metavar="PATTERN",
                        help="controllers: read from and send feedback to ports matching (regex); repeatable")
     serve.add_argument("--learn-map", type=Path, help="where MIDI learn saves bindings "

@@ -73,7 +73,8 @@ def _reader(args: argparse.Namespace):  # -> SncReader (engines.snc is imported 
     reader = SncReader(args.input)
     if reader.manifest.integrity is None and args.snc_action in ("decode", "verify") and not \
             getattr(args, "json", False):
-        print(f"scorebridge snc {args.snc_action}: note: {args.input} is a version {reader.manifest.version} file "
+        print(f"scorebridge snc {args.snc_action}: note: {args.input} is a version "
+              f"{reader.manifest.version} file "
               "without per-block checksums: damage inside a lossy block cannot be detected", file=sys.stderr)
     return reader
 
@@ -115,7 +116,8 @@ def _info(args: argparse.Namespace) -> int:
               f"{stem['loudness_lufs']} LUFS")
     residual = data["residual"]
     rate = f" {residual['bitrate_bps'] // 1000} kb/s" if residual.get("bitrate_bps") else ""
-    model_snr = f", model SNR {residual['model_snr_db']} dB" if residual.get("model_snr_db") is not None else ""
+    snr = residual.get("model_snr_db")
+    model_snr = f", model SNR {snr} dB" if snr is not None else ""
     print(f"  residual: {residual['codec']}{rate}, {residual['rms_dbfs']} dBFS{model_snr}; "
           f"mastering: {data['mastering']['model']}; contexts: {', '.join(data['contexts']) or 'none'}")
     return 0
@@ -144,7 +146,8 @@ def _add_mix_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mute", action="append", default=[], metavar="STEM", help="mute a stem; repeatable")
     parser.add_argument("--solo", action="append", default=[], metavar="STEM", help="solo a stem; repeatable")
     parser.add_argument(
-        "--va", type=Path, metavar="VA.csv", help="valence-arousal curve (CSV/JSON time_s,valence,arousal, as va analyze writes)"
+        "--va", type=Path, metavar="VA.csv",
+        help="valence-arousal curve (CSV/JSON time_s,valence,arousal, as va analyze writes)"
     )
     parser.add_argument(
         "--va-map", type=Path, metavar="MAP.toml", help="valence-arousal -> stem gain mapping"

@@ -17,7 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     analyze = actions.add_parser("analyze", help="video -> time_s,valence,arousal CSV (or JSON)")
     analyze.add_argument("video", type=Path)
-    analyze.add_argument("-o", "--output", type=Path, required=True, help="curve file (.csv, or .json with cuts)")
+    analyze.add_argument("-o", "--output", type=Path, required=True,
+                         help="curve file (.csv, or .json with cuts)")
     analyze.add_argument("--rate", type=float, default=10.0, help="samples per second (default 10)")
     analyze.add_argument("--smooth", type=float, default=3.0, metavar="SECONDS",
                          help="smoothing window (default 3 s; 0 = none)")
@@ -38,19 +39,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     imported.add_argument("--plot", type=Path, help="also write a PNG of both curves")
     imported.set_defaults(run=_import)
 
-    apply = actions.add_parser("apply", help="drive a MIDI score's velocities, CC lanes and tempo from a curve")
+    apply = actions.add_parser("apply",
+                               help="drive a MIDI score's velocities, CC lanes and tempo from a curve")
     apply.add_argument("score", type=Path, help="MIDI file (type 0 or 1)")
     apply.add_argument("curve", type=Path, help="VA curve (CSV/JSON)")
     apply.add_argument("-o", "--output", type=Path, required=True)
     apply.add_argument("--offset-s", type=float, default=0.0, help="video time at which the score starts")
     apply.add_argument("--tempo-map", action="store_true", help="also scale the tempo with arousal")
-    apply.add_argument("--tempo-depth", type=float, default=0.15, help="tempo x 2^(depth*arousal) (default 0.15)")
+    apply.add_argument("--tempo-depth", type=float, default=0.15,
+                       help="tempo x 2^(depth*arousal) (default 0.15)")
     apply.add_argument("--velocity-depth", type=float, default=0.5,
                        help="velocity x 2^(depth*arousal) (default 0.5; 0 = leave velocities)")
     apply.add_argument("--lane", action="append", default=None, metavar="CC=SOURCE",
-                       help="automation lane, SOURCE arousal|valence; repeatable (default 11=arousal, 1=valence)")
+                       help="automation lane, SOURCE arousal|valence; repeatable "
+                       "(default 11=arousal, 1=valence)")
     apply.add_argument("--no-lanes", action="store_true", help="write no CC automation")
-    apply.add_argument("--lane-step", type=float, default=0.25, metavar="BEATS", help="lane resolution (0.25)")
+    apply.add_argument("--lane-step", type=float, default=0.25, metavar="BEATS",
+                       help="lane resolution (0.25)")
     apply.add_argument("--cc-floor", type=int, default=32, help="CC value at -1 (default 32; +1 is 127)")
     apply.set_defaults(run=_apply)
 
@@ -136,7 +141,8 @@ def _analyze(args: argparse.Namespace) -> int:
     _write(curve, args.output, args.plot, result.cuts_s, f"{args.video.name} ({result.sensor})", extra)
     inputs = "picture + sound" if result.used_audio else "picture"
     print(f"wrote {args.output}: {curve.duration_s:.1f} s, {len(curve)} samples at {args.rate:g} Hz, "
-          f"{len(result.cuts_s)} cut{'' if len(result.cuts_s) == 1 else 's'}, {result.sensor} sensor ({inputs}), {result.frames} frames analysed, "
+          f"{len(result.cuts_s)} cut{'' if len(result.cuts_s) == 1 else 's'}, {result.sensor} sensor "
+          f"({inputs}), {result.frames} frames analysed, "
           f"{result.speed:.1f}x real time")
     for note in result.notes:
         print(f"note: {note}")
@@ -180,7 +186,8 @@ def _apply(args: argparse.Namespace) -> int:
     print(f"wrote {args.output}: {report.notes} notes (mean velocity {report.mean_velocity_before:.1f} -> "
           f"{report.mean_velocity_after:.1f}), {report.lane_events} CC events on channels "
           f"{[c + 1 for c in report.channels]} ({report.replaced_events} replaced), "
-          f"{report.tempo_events} tempo events, score {report.score_s:.1f} s from video time {args.offset_s:g} s")
+          f"{report.tempo_events} tempo events, score {report.score_s:.1f} s from video time "
+          f"{args.offset_s:g} s")
     for warning in report.warnings:
         print(f"warning: {warning}")
     return 0

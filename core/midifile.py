@@ -21,10 +21,10 @@ import mido
 from core.errors import ScoreBridgeError
 
 __all__ = [
+    "DRUM_CHANNEL",
     "MAX_LENGTH_BEATS",
     "MAX_MIDI_BYTES",
     "MAX_TRACKS",
-    "DRUM_CHANNEL",
     "FileNote",
     "MidiFileError",
     "NoteFile",
@@ -136,8 +136,8 @@ def check_midi(midi: mido.MidiFile, source: str | os.PathLike[str]) -> None:
             if not message.is_meta:
                 continue
             if message.type == "set_tempo" and message.tempo <= 0:
-                raise MidiFileError(f"{source}: track {index}, tick {now}: tempo {message.tempo} microseconds "
-                                    "per beat (must be positive)")
+                raise MidiFileError(f"{source}: track {index}, tick {now}: tempo {message.tempo} "
+                                    "microseconds per beat (must be positive)")
             if message.type == "time_signature":
                 numerator, denominator = message.numerator, message.denominator
                 if numerator < 1 or not 1 <= denominator <= MAX_DENOMINATOR:

@@ -22,7 +22,7 @@ from pathlib import Path
 from core.errors import ConfigError
 from engines.snc.manifest import StemInfo
 
-__all__ = ["VAMapping", "DEFAULT_MAPPING", "load_mapping"]
+__all__ = ["DEFAULT_MAPPING", "VAMapping", "load_mapping"]
 
 
 @dataclass(frozen=True)

@@ -18,5 +18,5 @@ from .curve import (
 )
 from .errors import CurveError, VideoError
 
-__all__ = ["COLUMNS", "CurveError", "VACurve", "VideoError", "beats_to_seconds", "midi_tempo_map", "read_curve",
-           "read_song_curve", "song_curve_at", "song_curve_per_step", "write_curve"]
+__all__ = ["COLUMNS", "CurveError", "VACurve", "VideoError", "beats_to_seconds", "midi_tempo_map",
+           "read_curve", "read_song_curve", "song_curve_at", "song_curve_per_step", "write_curve"]

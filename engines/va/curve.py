@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from core.atomic import atomic_output
+
 from .errors import CurveError
 
 __all__ = ["COLUMNS", "MAX_CURVE_BYTES", "MAX_CURVE_DURATION_S", "MAX_CURVE_SAMPLES", "Tempo", "VACurve",

@@ -335,7 +335,7 @@ def test_feedback_is_rate_limited_overall(start_bridge):
             listener.close()
 
 
-# -- part of 12: serve's options and config values are checked ------------------------------------------
+# -- serve's options and config values are checked -----------------------------------------------------
 BAD_OPTIONS = [("--osc-port", "70000"), ("--osc-port", "-1"), ("--tempo", "-5"), ("--tempo", "nan"),
                ("--tempo", "inf"), ("--web-port", "-1"), ("--web-port", "70000"), ("--duration", "nan")]
 BAD_CONFIGS = ["[clock]\ntempo_bpm = nan\n", "[clock]\ntempo_bpm = -5\n", "[osc]\nport = 70000\n",
@@ -368,7 +368,7 @@ def test_bad_serve_options_stop_the_command_without_a_traceback():
     assert done.returncode == 2 and "argument --tempo" in done.stderr and "Traceback" not in done.stderr
 
 
-# -- part of 13: a signal stops an offline command through its cleanup -----------------------------------
+# -- a signal stops an offline command through its cleanup ----------------------------------------------
 def test_sigterm_stops_a_command_through_its_finally_blocks(tmp_path):
     marker = tmp_path / "cleaned"
     script = (

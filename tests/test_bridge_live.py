@@ -208,7 +208,7 @@ def test_osc_surface_sets_params_echoes_to_subscribers_and_survives_garbage(star
     finally:
         dump.terminate()
         output = dump.communicate(timeout=5)[0]
-    assert "/scorebridge/rule/sevenths" in output and "True" in output or "1" in output
+    assert "/scorebridge/rule/sevenths i 1" in output  # applied and echoed (bools travel as 0/1)
     assert "/scorebridge/rule/voices i 3" in output  # dump reports the unchanged value
     st = status(bridge)
     assert st["state"] == "online"

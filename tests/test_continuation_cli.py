@@ -9,7 +9,7 @@ import sys
 import mido
 import pytest
 
-from bridge.cli import main
+from cli.main import main
 from engines.continuation.runtime import DEFAULT_MODEL
 from tests.jackutil import ROOT
 
@@ -153,14 +153,13 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys, setup, 
 def test_a_curve_written_by_va_analyze_conditions_the_continuation(tmp_path) -> None:
     import numpy as np
 
-    from bridge.continue_cli import read_va_curve
-    from engines.va import VACurve, write_curve
+    from engines.va import VACurve, song_curve_at, write_curve
 
     curve = tmp_path / "va.csv"
     write_curve(VACurve(np.array([0.0, 6.0]), np.array([-0.5, 0.5]), np.array([0.0, 1.0])), curve)
     assert curve.read_text().splitlines()[0].startswith("time_s,valence,arousal")
-    times, values = read_va_curve(curve, seconds_per_beat=0.6)  # 100 BPM: 6 s = 10 beats
-    assert times.tolist() == [0.0, 10.0] and values.tolist() == [[-0.5, 0.0], [0.5, 1.0]]
+    at = song_curve_at(curve, [(0.0, 600_000)])  # 100 BPM: 6 s = 10 beats
+    assert np.allclose(at(np.array([0.0, 5.0, 10.0, 12.0])), [[-0.5, 0.0], [0.0, 0.5], [0.5, 1.0], [0.5, 1.0]])
     source, out = tmp_path / "in.mid", tmp_path / "out.mid"
     write_phrase(source)
     assert main(["continue", str(source), "-o", str(out), "--bars", "1", "--seed", "2", "--va", str(curve)]) == 0

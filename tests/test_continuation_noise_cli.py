@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 
-from bridge.cli import main
+from cli.main import main
 from tests.test_continuation_cli import write_phrase
 
 

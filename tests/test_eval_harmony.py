@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bridge.cli import main
+from cli.main import main
 from engines.harmonizer import harmony_eval
 from engines.harmonizer.vocab import BAR, MASK, PAD, token_pitch_classes
 

@@ -128,7 +128,7 @@ def _every_reader(source: Path, scratch: Path) -> None:
     """What harmonize, continue and va apply do with a MIDI file before (and instead of) the
     models: read it, put the melody on the grid, make the continuation prompt, automate it, and
     write a lead sheet for a short melody."""
-    from bridge.harmonize_cli import read_melody
+    from cli.harmonize import read_melody
     from engines.continuation.offline import prompt_tokens, read_midi
     from engines.harmonizer.harmonize import melody_grid
     from engines.va import VACurve
@@ -196,7 +196,7 @@ def test_many_tracks_are_read_in_bounded_time(tmp_path):
     """The most tracks the reader takes, each with a note: read within the bounds."""
     from core.midifile import MAX_TRACKS
 
-    from bridge.harmonize_cli import read_melody
+    from cli.harmonize import read_melody
     from engines.continuation.offline import read_midi
     from core.midifile import MidiFileError, read_midi_file
 

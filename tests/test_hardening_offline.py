@@ -17,7 +17,7 @@ import mido
 import numpy as np
 import pytest
 
-from bridge.cli import main
+from cli.main import main
 from tests.jackutil import ROOT
 
 

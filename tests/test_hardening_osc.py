@@ -335,7 +335,7 @@ def test_feedback_is_rate_limited_overall(start_bridge):
             listener.close()
 
 
-# -- part of 12: serve's options and config values are checked ------------------------------------------
+# -- serve's options and config values are checked -----------------------------------------------------
 BAD_OPTIONS = [("--osc-port", "70000"), ("--osc-port", "-1"), ("--tempo", "-5"), ("--tempo", "nan"),
                ("--tempo", "inf"), ("--web-port", "-1"), ("--web-port", "70000"), ("--duration", "nan")]
 BAD_CONFIGS = ["[clock]\ntempo_bpm = nan\n", "[clock]\ntempo_bpm = -5\n", "[osc]\nport = 70000\n",
@@ -343,7 +343,7 @@ BAD_CONFIGS = ["[clock]\ntempo_bpm = nan\n", "[clock]\ntempo_bpm = -5\n", "[osc]
 
 
 def test_bad_serve_options_are_argparse_errors(capsys):
-    from bridge.cli import main
+    from cli.main import main
 
     for option in BAD_OPTIONS:  # parsed before anything starts: run in this process
         with pytest.raises(SystemExit) as stopped:
@@ -353,7 +353,7 @@ def test_bad_serve_options_are_argparse_errors(capsys):
 
 
 def test_bad_config_values_are_clear_errors(tmp_path, capsys):
-    from bridge.cli import main
+    from cli.main import main
 
     for number, text in enumerate(BAD_CONFIGS):
         config = tmp_path / f"bad{number}.toml"
@@ -368,12 +368,12 @@ def test_bad_serve_options_stop_the_command_without_a_traceback():
     assert done.returncode == 2 and "argument --tempo" in done.stderr and "Traceback" not in done.stderr
 
 
-# -- part of 13: a signal stops an offline command through its cleanup -----------------------------------
+# -- a signal stops an offline command through its cleanup ----------------------------------------------
 def test_sigterm_stops_a_command_through_its_finally_blocks(tmp_path):
     marker = tmp_path / "cleaned"
     script = (
         "import os, signal, sys, time\n"
-        "from bridge import cli\n"
+        "import cli.main as cli\n"
         "def run(args):\n"
         "    try:\n"
         "        os.kill(os.getpid(), signal.SIGTERM)\n"

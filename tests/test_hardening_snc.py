@@ -37,7 +37,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 def cli(*args: str) -> subprocess.CompletedProcess:
     """``scorebridge ARGS`` in this process (a Python start costs seconds on a loaded CI
     machine); an exception escaping ``main`` fails the test as a traceback would."""
-    from bridge.cli import main
+    from cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -359,6 +359,25 @@ def test_decode_and_render_refuse_to_overwrite_their_input(lossless, tmp_path):
     assert disguised.read_bytes() == lossless.read_bytes()
     (tmp_path / "folder.wav").mkdir()
     refused(cli("snc", "render", lossless, "-o", tmp_path / "folder.wav"), "is a folder")
+
+
+def test_outputs_follow_the_umask_like_any_other_tool(song, lossless, tmp_path):
+    """One file mode for every output: 0666 minus the umask (not mkstemp's private 0600)."""
+    import stat
+
+    previous = os.umask(0o027)
+    try:
+        stems = [f"--stem={name}={path}" for name, path in song.items() if name != "master"]
+        assert cli("snc", "encode", "--master", song["master"], *stems, "-o", tmp_path / "a.snc",
+                   "--mode", "lossless").returncode == 0
+        assert cli("snc", "decode", lossless, "-o", tmp_path / "decoded").returncode == 0
+        assert cli("snc", "render", lossless, "-o", tmp_path / "mix.wav", "--via", "numpy").returncode == 0
+    finally:
+        os.umask(previous)
+    outputs = [tmp_path / "a.snc", tmp_path / "mix.wav", *(tmp_path / "decoded").iterdir()]
+    assert len(outputs) > 3
+    assert {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in outputs} == \
+        {p.name: oct(0o640) for p in outputs}
 
 
 def test_render_refuses_non_finite_numbers(lossless, tmp_path):

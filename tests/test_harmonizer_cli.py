@@ -11,7 +11,8 @@ import numpy as np
 import pretty_midi
 import pytest
 
-from bridge.harmonize_cli import read_melody, read_va
+from cli.harmonize import read_melody
+from engines.va import song_curve_per_step as read_va
 from tests.jackutil import ROOT
 
 pytestmark = pytest.mark.slow
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 def harmonize(*args: str) -> subprocess.CompletedProcess:
     """The real command; fails the test if torch was imported on the way."""
-    code = ("import sys; from bridge.cli import main; code = main(sys.argv[1:]); "
+    code = ("import sys; from cli.main import main; code = main(sys.argv[1:]); "
             "sys.exit(97 if 'torch' in sys.modules else code)")
     return subprocess.run([sys.executable, "-c", code, "harmonize", *map(str, args)], cwd=ROOT,
                           check=False, capture_output=True, text=True, timeout=120)

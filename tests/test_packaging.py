@@ -10,8 +10,8 @@ from pathlib import Path
 
 from tests.jackutil import ROOT
 
-SERVE_MODULES = ["bridge.cli", "bridge.session", "bridge.doctor", "engines", "engines.rule", "engines.thru",
-                 "onnx_models", "midi_maps"]
+SERVE_MODULES = ["cli.main", "cli.serve", "cli.core_commands", "cli.doctor", "bridge.session", "engines",
+                 "engines.rule", "engines.thru", "onnx_models", "midi_maps"]
 
 
 def test_serving_never_imports_torch():
@@ -35,11 +35,11 @@ def test_wheel_carries_models_maps_and_splits(tmp_path: Path):
     shipped |= {p.relative_to(ROOT).as_posix() for p in (ROOT / "midi_maps").glob("*.toml")}
     shipped |= {p.relative_to(ROOT).as_posix() for p in ROOT.glob("engines/*/splits/*.txt")}
     assert shipped <= names, sorted(shipped - names)
-    assert "bridge/cli.py" in names and "engines/rule/theory.py" in names
+    assert "cli/main.py" in names and "engines/rule/theory.py" in names
     assert not [n for n in names if n.startswith(("training/", "benchmarks/", "tests/"))]
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "scorebridge = bridge.cli:main" in text and "[scorebridge.engines]" in text
+    assert "scorebridge = cli.main:main" in text and "[scorebridge.engines]" in text
 
 
 def test_version_and_engine_listing():

@@ -13,7 +13,7 @@ import pytest
 
 from tests.jackutil import ROOT
 
-RUNTIME = ("bridge", "core", "engines", "onnx_models")
+RUNTIME = ("bridge", "cli", "core", "engines", "onnx_models")
 
 
 def _imports(path: Path) -> set[str]:
@@ -42,7 +42,7 @@ def test_commands_run_without_loading_torch(tmp_path: Path) -> None:
     write_phrase(source, bars=8)
     script = f"""
 import json, sys
-from bridge.cli import main
+from cli.main import main
 runs = {{}}
 for argv in (
     ["serve", "--help"], ["harmonize", "--help"], ["continue", "--help"], ["eval", "harmony", "--help"],

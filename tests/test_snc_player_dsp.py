@@ -7,7 +7,8 @@ import pytest
 
 from core.errors import ConfigError
 from engines.snc.mastering import MasteringModel
-from engines.snc_player.adaptive import DEFAULT_MAPPING, load_mapping, read_trajectory
+from engines.snc_player.adaptive import DEFAULT_MAPPING, load_mapping
+from engines.va import CurveError, read_curve
 from engines.snc_player.contexts import load_contexts
 from engines.snc_player.mixer import Mixer, pan_gains
 
@@ -68,8 +69,8 @@ def test_va_mapping_is_editable_and_checked(tmp_path):
         load_mapping(mapping)
     curve = tmp_path / "va.csv"
     curve.write_text("time_s,valence,arousal\n0,0,0\n0,0,0.5\n")
-    with pytest.raises(ConfigError, match="does not increase"):
-        read_trajectory(curve)
+    with pytest.raises(CurveError, match="does not come after"):
+        read_curve(curve)
     curve.write_text("t,v\n")
-    with pytest.raises(ConfigError, match="must name time_s"):
-        read_trajectory(curve)
+    with pytest.raises(CurveError, match="missing column"):
+        read_curve(curve)

@@ -1,7 +1,5 @@
-"""Offline continuation of a MIDI file (mido + numpy + onnxruntime; never torch).
-
-    python -m engines.continuation.offline IN.mid -o OUT.mid --bars 8 [--temperature 1.0]
-        [--top-p 0.95] [--seed 0] [--style piano] [--va 0.3,0.5] [--context-bars 4]
+"""Offline continuation of a MIDI file (mido + numpy + onnxruntime; never torch); the command
+is ``scorebridge continue`` (cli/continue_.py).
 
 Hands in IN.mid: a track whose name contains "right" or "left" is that hand; notes of other
 tracks are split at middle C (below 60 -> left). The meter is the file's first time signature
@@ -11,8 +9,6 @@ the input followed by the continuation in tracks named ``right`` and ``left``.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -21,11 +17,11 @@ import mido
 import numpy as np
 
 from core.errors import CodecError
-from core.midifile import read_midi_file
+from core.midifile import read_notes
 
 from .affect import token_steps, token_va, valence_arousal
-from .runtime import DEFAULT_MODEL, ContinuationModel
-from .sample import MODE_STEER, SamplingConfig, generate
+from .runtime import ContinuationModel
+from .sample import SamplingConfig, generate
 from .tokens import (
     LEFT,
     RIGHT,
@@ -39,7 +35,7 @@ from .tokens import (
     shift_steps,
 )
 
-__all__ = ["PROMPT_LABELS", "announce_labels", "continue_notes", "main", "prompt_tokens", "read_midi", "write_midi"]
+__all__ = ["PROMPT_LABELS", "announce_labels", "continue_notes", "prompt_tokens", "read_midi", "write_midi"]
 
 OUTPUT_TICKS_PER_BEAT = 480
 
@@ -47,36 +43,23 @@ OUTPUT_TICKS_PER_BEAT = 480
 def read_midi(path: str | Path, split: int = 60) -> tuple[list[NoteEvent], int, int]:
     """(notes on the grid, bar length in steps, tempo in microseconds per quarter).
     Notes of tracks not named right/left are split at ``split`` (below -> left hand)."""
-    midi = read_midi_file(path)
-    if midi.type == 2:
-        raise CodecError(f"{path}: a type-2 MIDI file (independent sequences) cannot be continued")
-    per_beat = midi.ticks_per_beat
-    bar_steps, tempo, notes = 4 * STEPS_PER_QUARTER, 500000, []
-    meter_seen = tempo_seen = False
-    for track in midi.tracks:
-        name = (track.name or "").lower()
-        fixed_hand = RIGHT if "right" in name else (LEFT if "left" in name else None)
-        now, open_notes = 0, {}
-        for message in track:
-            now += message.time
-            if message.type == "time_signature" and not meter_seen:
-                bar_steps, meter_seen = message.numerator * 4 * STEPS_PER_QUARTER // message.denominator, True
-                if bar_steps < 1:
-                    raise CodecError(f"{path}: time signature {message.numerator}/{message.denominator}: a bar "
-                                     f"shorter than the continuation's grid step (1/{STEPS_PER_QUARTER} beat)")
-            elif message.type == "set_tempo" and not tempo_seen:
-                tempo, tempo_seen = message.tempo, True
-            elif message.type == "note_on" and message.velocity > 0:
-                open_notes.setdefault((message.channel, message.note), []).append((now, message.velocity))
-            elif message.type in ("note_on", "note_off") and open_notes.get((message.channel, message.note)):
-                start, velocity = open_notes[(message.channel, message.note)].pop(0)
-                if not 21 <= message.note <= 108:
-                    continue
-                onset = round(start * STEPS_PER_QUARTER / per_beat)
-                duration = max(1, round(now * STEPS_PER_QUARTER / per_beat) - onset)
-                hand = fixed_hand if fixed_hand is not None else (LEFT if message.note < split else RIGHT)
-                notes.append(NoteEvent(onset, hand, message.note, duration, velocity))
-    return canonicalize(notes)[0], bar_steps, tempo
+    source = read_notes(path)
+    numerator, denominator = source.time_signature
+    bar_steps = numerator * 4 * STEPS_PER_QUARTER // denominator
+    if bar_steps < 1:
+        raise CodecError(f"{path}: time signature {numerator}/{denominator}: a bar shorter than the "
+                         f"continuation's grid step (1/{STEPS_PER_QUARTER} beat)")
+    per_beat, notes = source.ticks_per_beat, []
+    for name, track in zip(source.track_names, source.tracks, strict=True):
+        fixed_hand = RIGHT if "right" in name.lower() else (LEFT if "left" in name.lower() else None)
+        for note in track:
+            if not 21 <= note.pitch <= 108:
+                continue
+            onset = round(note.start_ticks * STEPS_PER_QUARTER / per_beat)
+            duration = max(1, round(note.end_ticks * STEPS_PER_QUARTER / per_beat) - onset)
+            hand = fixed_hand if fixed_hand is not None else (LEFT if note.pitch < split else RIGHT)
+            notes.append(NoteEvent(onset, hand, note.pitch, duration, note.velocity))
+    return canonicalize(notes)[0], bar_steps, source.tempo_changes[0][1]
 
 
 def write_midi(notes: Sequence[NoteEvent], path: str | Path, bar_steps: int, tempo: int) -> None:
@@ -206,51 +189,3 @@ def continue_notes(
         NoteEvent(n.onset_steps + prompt_end, n.hand, n.pitch, n.duration_steps, n.velocity)
         for n in generated
     ]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("input", type=Path)
-    parser.add_argument("-o", "--output", type=Path, required=True)
-    parser.add_argument("--bars", type=int, default=4)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=0.95)
-    parser.add_argument("--top-k", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--style", default="piano")
-    parser.add_argument("--va", default="0,0", help="valence,arousal in [-1, 1]")
-    parser.add_argument("--context-bars", type=int, default=4)
-    parser.add_argument("--mode-steer", type=float, default=MODE_STEER, help="mode steering per unit valence")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    args = parser.parse_args(argv)
-    model = ContinuationModel.load(args.model)
-    styles = model.card.get("styles", [])
-    if args.style not in styles:
-        parser.error(f"--style {args.style!r} is not one of {', '.join(styles)}")
-    try:
-        valence, arousal = (float(v) for v in args.va.split(","))
-    except ValueError:
-        parser.error(f"--va {args.va!r} must be two numbers: valence,arousal")
-    notes, bar_steps, tempo = read_midi(args.input)
-    config = SamplingConfig(
-        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed, mode_steer=args.mode_steer
-    )
-    generated = continue_notes(
-        model,
-        notes,
-        bar_steps,
-        args.bars,
-        config,
-        args.context_bars,
-        styles.index(args.style),
-        (valence, arousal),
-    )
-    write_midi(list(notes) + generated, args.output, bar_steps, tempo)
-    print(f"{args.output}: {len(notes)} input notes + {len(generated)} generated over {args.bars} bars")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,7 +15,9 @@ import os
 from collections.abc import Sequence
 from fractions import Fraction
 
-__all__ = ["FIGURES", "lead_sheet", "write_lead_sheet"]
+from core.errors import CodecError
+
+__all__ = ["FIGURES", "chord_symbols", "lead_sheet", "write_lead_sheet"]
 
 UNITS_PER_QUARTER = 48
 NOTE_GRID_UNITS = 4  # notes start and end on the 1/12-quarter grid
@@ -147,6 +149,24 @@ def lead_sheet(notes: Sequence, chords: Sequence[tuple[float, str]], time_signat
     return score
 
 
+def chord_symbols(spans: Sequence) -> list[tuple[float, str]]:
+    """``(start_beats, figure)`` of each decoded chord span (``ChordSpan``), spelled for a lead
+    sheet: the root's name and the quality's suffix in ``FIGURES``."""
+    from engines.harmonizer.vocab import token_name
+
+    symbols = []
+    for span in spans:
+        root_name, _, quality = token_name(span.token).partition(":")
+        symbols.append((span.start_beats, root_name + FIGURES.get(quality, "")))
+    return symbols
+
+
 def write_lead_sheet(score, path: str | os.PathLike[str]) -> None:
-    """Write ``lead_sheet``'s score as MusicXML (already in measures: no makeNotation pass)."""
-    score.write("musicxml", fp=str(path), makeNotation=False)
+    """Write ``lead_sheet``'s score as MusicXML (already in measures: no makeNotation pass);
+    music21's refusal is a ``CodecError``."""
+    from music21.exceptions21 import Music21Exception
+
+    try:
+        score.write("musicxml", fp=str(path), makeNotation=False)
+    except Music21Exception as exc:
+        raise CodecError(f"the lead sheet could not be written ({exc})") from None

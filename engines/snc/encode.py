@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.atomic import atomic_output
 from core.errors import CodecError
 from engines.snc.avio import TrackWriter, decode_blocks, merge_tracks
 from engines.snc.integrity import integrity_table
@@ -148,14 +149,11 @@ def encode(master_path: Path, stem_paths: dict[str, Path], out_path: Path, mode:
         tracks = [coded.residual_path, *coded.stem_files]
         manifest.integrity = integrity_table(tracks, integrity_group_ms(manifest.duration_s, len(tracks)))
         manifest.validate("encoder")
-        partial = Path(tmp) / "out.snc"
         text = manifest.to_json()
-        merge_tracks(list(zip(tracks, manifest.track_names)), partial,
-                     {"SNC_MANIFEST": text, "SNC_MANIFEST_CRC32": manifest_crc32(text),
-                      "SNC_VERSION": str(manifest.version)})
-        with open(partial, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(partial, out_path)
+        with atomic_output(out_path) as partial:
+            merge_tracks(list(zip(tracks, manifest.track_names)), partial,
+                         {"SNC_MANIFEST": text, "SNC_MANIFEST_CRC32": manifest_crc32(text),
+                          "SNC_VERSION": str(manifest.version)})
     return manifest
 
 

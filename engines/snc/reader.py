@@ -15,6 +15,7 @@ import av
 import numpy as np
 from scipy import fft as sfft
 
+from core.atomic import atomic_outputs
 from core.errors import CodecError
 from engines.snc.integrity import Damage, ScanReport, merge_spans, packet_ms, scan
 from engines.snc.manifest import LIMITS, Manifest, manifest_crc32
@@ -364,14 +365,14 @@ class SncReader:
         import soundfile as sf
 
         subtype = {"s16": "PCM_16", "s24": "PCM_24"}.get(self.manifest.sample_format, "FLOAT")
-        temps = {n: out_dir / f".{n}.wav.partial" for n in names}
+        targets = [out_dir / f"{n}.wav" for n in names]
         digests = {n: hashlib.sha256() for n in names}
         rate = self.manifest.sample_rate
         reach = (self.model.lookahead, self.model.history)
-        with contextlib.ExitStack() as stack:
-            stack.callback(_unlink_all, list(temps.values()))  # (after the handles are closed)
+        # the handles close (inner block) before the outputs are synced and renamed together
+        with atomic_outputs(targets) as temporaries, contextlib.ExitStack() as stack:
             handles = {n: stack.enter_context(sf.SoundFile(str(p), "w", rate, self.manifest.channels, subtype,
-                                                           format="WAV")) for n, p in temps.items()}
+                                                           format="WAV")) for n, p in zip(names, temporaries)}
             position = 0
             found = list(damage) if salvage else None
             for block in self.blocks(integer=self.integer, salvage=found):
@@ -401,17 +402,7 @@ class SncReader:
                 for name in bad:
                     damage.append(Damage(names.index(name), name, 0.0, round(self.manifest.duration_s, 3),
                                          "PCM hash mismatch somewhere in the track"))
-            for handle in handles.values():
-                handle.close()
-            for name in names:
-                with open(temps[name], "rb+") as handle:
-                    os.fsync(handle.fileno())
-            final = []
-            for name in names:
-                target = out_dir / f"{name}.wav"
-                os.replace(temps[name], target)
-                final.append(target)
-        return final, damage
+        return targets, damage
 
     def _refuse_self_overwrite(self, outputs: list[Path]) -> None:
         source = self.path.resolve()
@@ -461,11 +452,6 @@ class SncReader:
                 "mastering": {k: v for k, v in m.mastering.items() if k not in ("fir", "envelope")},
                 "loudness_lufs": m.loudness_lufs,
                 "contexts": sorted(m.contexts), "limits": {k: v for k, v in LIMITS.items()}}
-
-
-def _unlink_all(paths: list[Path]) -> None:
-    for path in paths:
-        path.unlink(missing_ok=True)
 
 
 def _silence(data: np.ndarray, position: int, rate: int, damage: list[Damage], name: str, tracks: list[str],

@@ -14,19 +14,15 @@ Edit it with a TOML file (``[arousal_db]``, ``[valence_db]``, ``negative_scale``
 
 from __future__ import annotations
 
-import csv
-import math
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from core.errors import ConfigError
 from engines.snc.manifest import StemInfo
 
-__all__ = ["VAMapping", "VATrajectory", "DEFAULT_MAPPING", "load_mapping", "read_trajectory"]
+__all__ = ["DEFAULT_MAPPING", "VAMapping", "load_mapping"]
 
 
 @dataclass(frozen=True)
@@ -88,54 +84,3 @@ def load_mapping(path: Path) -> VAMapping:
         **values,
     }
     return VAMapping(**merged)
-
-
-@dataclass(frozen=True)
-class VATrajectory:
-    """(valence, arousal) over time, linearly interpolated, held beyond both ends."""
-
-    time_s: np.ndarray
-    valence: np.ndarray
-    arousal: np.ndarray
-
-    def at(self, time_s: float) -> tuple[float, float]:
-        return (
-            float(np.interp(time_s, self.time_s, self.valence)),
-            float(np.interp(time_s, self.time_s, self.arousal)),
-        )
-
-
-def read_trajectory(path: Path) -> VATrajectory:
-    """CSV with a header ``time_s,valence,arousal`` (the VA curve format of ``engines/va``)."""
-    path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.reader(handle))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise ConfigError(f"{path}: not a CSV text file ({exc})") from None
-    if not rows:
-        raise ConfigError(f"{path}: empty; expected a header time_s,valence,arousal")
-    header = [h.strip() for h in rows[0]]
-    try:
-        columns = [header.index(c) for c in ("time_s", "valence", "arousal")]
-    except ValueError:
-        raise ConfigError(f"{path}: header {header} must name time_s, valence and arousal") from None
-    values = []
-    for line, row in enumerate(rows[1:], start=2):
-        if not row or all(not cell.strip() for cell in row):
-            continue
-        try:
-            t, v, a = (float(row[c]) for c in columns)
-        except (ValueError, IndexError):
-            raise ConfigError(f"{path} line {line}: {row} is not three numbers") from None
-        if not all(math.isfinite(x) for x in (t, v, a)) or not (-1 <= v <= 1 and -1 <= a <= 1):
-            raise ConfigError(f"{path} line {line}: valence and arousal must lie in -1..1, time be finite")
-        if values and t <= values[-1][0]:
-            raise ConfigError(f"{path} line {line}: time {t} s does not increase")
-        values.append((t, v, a))
-    if not values:
-        raise ConfigError(f"{path}: no samples")
-    data = np.array(values)
-    return VATrajectory(data[:, 0], data[:, 1], data[:, 2])

@@ -25,10 +25,11 @@ import numpy as np
 from core.errors import ParameterError
 from engines.snc.manifest import Manifest
 from engines.snc.mastering import MasteringModel
-from engines.snc_player.adaptive import DEFAULT_MAPPING, VAMapping, VATrajectory
+from engines.snc_player.adaptive import DEFAULT_MAPPING, VAMapping
 from engines.snc_player.contexts import Context
 from engines.snc_player.effects import Chain
 from engines.snc_player.mixer import SILENCE_DB, Mixer
+from engines.va import VACurve
 
 __all__ = ["Pipeline", "UserStem"]
 
@@ -48,7 +49,7 @@ class Pipeline:
         contexts: Mapping[str, Context],
         context: str = "default",
         mapping: VAMapping = DEFAULT_MAPPING,
-        trajectory: VATrajectory | None = None,
+        trajectory: VACurve | None = None,
         ramp_s: float = 0.02,
         crossfade_s: float = 0.05,
     ) -> None:

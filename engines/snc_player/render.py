@@ -22,13 +22,15 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from core.atomic import atomic_output
 from core.errors import CodecError, ConfigError, ParameterError, ScoreBridgeError
 from engines.snc.reader import SncReader
-from engines.snc_player.adaptive import DEFAULT_MAPPING, load_mapping, read_trajectory
+from engines.snc_player.adaptive import DEFAULT_MAPPING, load_mapping
 from engines.snc_player.contexts import load_contexts
 from engines.snc_player.pipeline import Pipeline
 from engines.snc_player.spatial import PyoFeed, build_graph, import_pyo
 from engines.snc_player.stream import Slicer
+from engines.va import read_curve
 
 __all__ = ["MixRequest", "make_pipeline", "render"]
 
@@ -55,7 +57,7 @@ def make_pipeline(reader: SncReader, request: MixRequest) -> Pipeline:
     """A pipeline for ``reader``'s file set up as ``request`` says; names are checked."""
     contexts = load_contexts(reader.manifest.contexts, request.contexts_file)
     mapping = load_mapping(request.mapping_file) if request.mapping_file else DEFAULT_MAPPING
-    trajectory = read_trajectory(request.va_file) if request.va_file else None
+    trajectory = read_curve(request.va_file) if request.va_file else None
     pipeline = Pipeline(reader.manifest, contexts, request.context, mapping, trajectory)
     names = set(pipeline.names)
     for label, keys in (
@@ -170,19 +172,11 @@ def _output_blocks(reader: SncReader, pipeline: Pipeline, buffer_frames: int) ->
 def _render_numpy(
     reader: SncReader, pipeline: Pipeline, output: Path, buffer_frames: int, channels: int
 ) -> None:
-    final_tmp = output.parent / f".{output.name}.partial"
-    try:
-        with sf.SoundFile(
-            str(final_tmp), "w", reader.manifest.sample_rate, channels, "FLOAT", format="WAV"
-        ) as sink:
-            for out in _output_blocks(reader, pipeline, buffer_frames):
-                sink.write(out)
-        with open(final_tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(final_tmp, output)
-    except BaseException:
-        final_tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(output) as temporary, sf.SoundFile(
+        str(temporary), "w", reader.manifest.sample_rate, channels, "FLOAT", format="WAV"
+    ) as sink:
+        for out in _output_blocks(reader, pipeline, buffer_frames):
+            sink.write(out)
 
 
 def _render_pyo(
@@ -192,7 +186,6 @@ def _render_pyo(
     pyo = import_pyo()
     fd, raw = tempfile.mkstemp(suffix=".wav", prefix=".render-", dir=output.parent)
     os.close(fd)
-    final_tmp = output.parent / f".{output.name}.partial"
     failure: list[BaseException] = []
     try:
         server = pyo.Server(
@@ -230,10 +223,9 @@ def _render_pyo(
             server.shutdown()
         if failure:
             raise failure[0]
-        _trim(Path(raw), final_tmp, buffer_frames, manifest.frames)
-        os.replace(final_tmp, output)
+        with atomic_output(output) as temporary:
+            _trim(Path(raw), temporary, buffer_frames, manifest.frames)
     except (ScoreBridgeError, OSError, RuntimeError) as exc:
-        final_tmp.unlink(missing_ok=True)
         if isinstance(exc, ScoreBridgeError):
             raise
         raise CodecError(f"{output}: rendering failed: {exc}") from None
@@ -275,5 +267,3 @@ def _trim(raw: Path, target: Path, skip: int, frames: int) -> None:
                 data = source.read(min(65536, left), dtype="float32", always_2d=True)
                 sink.write(data)
                 left -= data.shape[0]
-    with open(target, "rb+") as handle:
-        os.fsync(handle.fileno())

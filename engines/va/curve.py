@@ -25,10 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from core.atomic import atomic_output
+
 from .errors import CurveError
 
 __all__ = ["COLUMNS", "MAX_CURVE_BYTES", "MAX_CURVE_DURATION_S", "MAX_CURVE_SAMPLES", "Tempo", "VACurve",
-           "beats_to_seconds", "read_curve", "write_curve"]
+           "beats_to_seconds", "midi_tempo_map", "read_curve", "read_song_curve", "song_curve_at",
+           "song_curve_per_step", "write_curve"]
 
 COLUMNS = ("time_s", "valence", "arousal")
 # A day of video: longer curves are damaged or hostile, and every consumer (resampling, per-beat
@@ -279,6 +281,38 @@ def read_song_curve(path: str | os.PathLike[str]) -> tuple[VACurve, str]:
     return read_curve(source, (unit, "valence", "arousal")), unit
 
 
+def midi_tempo_map(changes: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """``(beats, BPM)`` from a MIDI file's ``(beats, microseconds per beat)`` changes: MIDI's
+    default 120 BPM until the first change; of several changes at one beat the last wins."""
+    tempo_map = [(beats, 60e6 / tempo) for beats, tempo in sorted(changes, key=lambda change: change[0])]
+    if not tempo_map or tempo_map[0][0] > 0:
+        tempo_map.insert(0, (0.0, 120.0))
+    return [change for index, change in enumerate(tempo_map)
+            if index + 1 == len(tempo_map) or tempo_map[index + 1][0] != change[0]]
+
+
+def song_curve_at(path: str | os.PathLike[str], tempo_changes: Sequence[tuple[float, float]]):
+    """A song curve (``read_song_curve``) as a function of song positions in beats -> [..., 2]
+    (valence, arousal); seconds are converted through the MIDI tempo changes."""
+    curve, unit = read_song_curve(path)
+    if unit == "beats":
+        return curve.at
+    tempo = midi_tempo_map(tempo_changes)
+    return lambda beats: curve.at_beats(beats, tempo)
+
+
+def song_curve_per_step(path: str | os.PathLike[str], steps: int, steps_per_quarter: int,
+                        tempo_changes: Sequence[tuple[float, float]]) -> np.ndarray:
+    """[steps, 2] float32: a song curve's mean over each step of a grid of ``steps_per_quarter``
+    steps per beat from beat 0 (the models' labels are per-step means); seconds are converted
+    through the MIDI tempo changes."""
+    curve, unit = read_song_curve(path)
+    if unit == "beats":
+        edges = np.arange(steps + 1, dtype=np.float64) / steps_per_quarter
+        return curve.mean_between(edges[:-1], edges[1:]).astype(np.float32)
+    return curve.per_beat(steps, midi_tempo_map(tempo_changes), subdivisions=steps_per_quarter)
+
+
 def read_curve(path: str | os.PathLike[str], columns: Sequence[str] = COLUMNS,
                value_range: tuple[float, float] = (-1.0, 1.0)) -> VACurve:
     """Read and validate a VA curve from CSV (header row) or JSON (by the file's extension).
@@ -324,13 +358,15 @@ def read_curve(path: str | os.PathLike[str], columns: Sequence[str] = COLUMNS,
     return VACurve(np.array(times), np.array(valence), np.array(arousal))
 
 
-def write_curve(curve: VACurve, path: str | os.PathLike[str], extra: dict[str, object] | None = None) -> None:
-    """Write the curve atomically: JSON lists when ``path`` ends in .json (plus ``extra`` keys,
-    e.g. cuts), otherwise ``time_s,valence,arousal`` CSV; 4 decimals."""
+def write_curve(curve: VACurve, path: str | os.PathLike[str], extra: dict[str, object] | None = None,
+                as_json: bool | None = None) -> None:
+    """Write the curve atomically: JSON lists (plus ``extra`` keys, e.g. cuts) when ``as_json``
+    or, by default, when ``path`` ends in .json; otherwise ``time_s,valence,arousal`` CSV; 4 decimals."""
     target = Path(path)
+    as_json = target.suffix.lower() == ".json" if as_json is None else as_json
     columns = [np.round(values, 4).tolist() for values in (curve.time_s, curve.valence, curve.arousal)]
     with atomic_output(target) as temporary, temporary.open("w", newline="", encoding="utf-8") as handle:
-        if target.suffix.lower() == ".json":
+        if as_json:
             json.dump({**(extra or {}), **dict(zip(COLUMNS, columns, strict=True))}, handle)
             return
         writer = csv.writer(handle, lineterminator="\n")

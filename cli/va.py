@@ -8,29 +8,17 @@ from pathlib import Path
 
 from core.errors import ConfigError
 
-__all__ = ["add_parser", "check_affect_options", "run"]
+__all__ = ["register"]
 
 
-def check_affect_options(args: argparse.Namespace) -> None:
-    """``--valence V --arousal A`` (a constant) or ``--va FILE`` (a curve), as ``harmonize`` and
-    ``continue`` take them: both or neither of the pair, not with a curve, each in [-1, 1]."""
-    if (args.valence is None) != (args.arousal is None):
-        raise ConfigError("--valence and --arousal go together")
-    if args.va is not None and args.valence is not None:
-        raise ConfigError("give either --valence/--arousal or --va, not both")
-    for name in ("valence", "arousal"):
-        value = getattr(args, name)
-        if value is not None and not -1.0 <= value <= 1.0:
-            raise ConfigError(f"--{name} {value}: must be in [-1, 1]")
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:
     va = sub.add_parser("va", help="valence-arousal curves from video: analyze, import, apply to a score")
     actions = va.add_subparsers(dest="va_action", metavar="ACTION", required=True)
 
     analyze = actions.add_parser("analyze", help="video -> time_s,valence,arousal CSV (or JSON)")
     analyze.add_argument("video", type=Path)
-    analyze.add_argument("-o", "--output", type=Path, required=True, help="curve file (.csv, or .json with cuts)")
+    analyze.add_argument("-o", "--output", type=Path, required=True,
+                         help="curve file (.csv, or .json with cuts)")
     analyze.add_argument("--rate", type=float, default=10.0, help="samples per second (default 10)")
     analyze.add_argument("--smooth", type=float, default=3.0, metavar="SECONDS",
                          help="smoothing window (default 3 s; 0 = none)")
@@ -38,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     analyze.add_argument("--sensor", default="builtin",
                          help="'builtin' (picture and sound features) or 'onnx:MODEL.onnx' (docs/va.md)")
     analyze.add_argument("--probe", type=Path, help="linear probe (JSON/NPZ) for an ONNX encoder's embedding")
+    analyze.set_defaults(run=_analyze)
 
     imported = actions.add_parser("import", help="validate a VA curve made elsewhere (CSV/JSON) -> CSV")
     imported.add_argument("source", type=Path)
@@ -48,22 +37,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                           help="the source's value scale, mapped to [-1, 1] (e.g. 1:9 for SAM ratings)")
     imported.add_argument("--rate", type=float, help="resample to this many samples per second")
     imported.add_argument("--plot", type=Path, help="also write a PNG of both curves")
+    imported.set_defaults(run=_import)
 
-    apply = actions.add_parser("apply", help="drive a MIDI score's velocities, CC lanes and tempo from a curve")
+    apply = actions.add_parser("apply",
+                               help="drive a MIDI score's velocities, CC lanes and tempo from a curve")
     apply.add_argument("score", type=Path, help="MIDI file (type 0 or 1)")
     apply.add_argument("curve", type=Path, help="VA curve (CSV/JSON)")
     apply.add_argument("-o", "--output", type=Path, required=True)
     apply.add_argument("--offset-s", type=float, default=0.0, help="video time at which the score starts")
     apply.add_argument("--tempo-map", action="store_true", help="also scale the tempo with arousal")
-    apply.add_argument("--tempo-depth", type=float, default=0.15, help="tempo x 2^(depth*arousal) (default 0.15)")
+    apply.add_argument("--tempo-depth", type=float, default=0.15,
+                       help="tempo x 2^(depth*arousal) (default 0.15)")
     apply.add_argument("--velocity-depth", type=float, default=0.5,
                        help="velocity x 2^(depth*arousal) (default 0.5; 0 = leave velocities)")
     apply.add_argument("--lane", action="append", default=None, metavar="CC=SOURCE",
-                       help="automation lane, SOURCE arousal|valence; repeatable (default 11=arousal, 1=valence)")
+                       help="automation lane, SOURCE arousal|valence; repeatable "
+                       "(default 11=arousal, 1=valence)")
     apply.add_argument("--no-lanes", action="store_true", help="write no CC automation")
-    apply.add_argument("--lane-step", type=float, default=0.25, metavar="BEATS", help="lane resolution (0.25)")
+    apply.add_argument("--lane-step", type=float, default=0.25, metavar="BEATS",
+                       help="lane resolution (0.25)")
     apply.add_argument("--cc-floor", type=int, default=32, help="CC value at -1 (default 32; +1 is 127)")
-    va.set_defaults(run=run)
+    apply.set_defaults(run=_apply)
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -96,19 +90,15 @@ def _check_output(path: Path) -> None:
 
 def _write(curve, output: Path, plot: Path | None, cuts: list[float], title: str,
            extra: dict[str, object]) -> None:
-    """Write the plot, then the curve; if the curve fails, remove the plot (no partial output)."""
+    """Write the curve and the plot together: both or neither."""
+    from core.atomic import atomic_outputs
     from engines.va import write_curve
     from engines.va.plot import plot_curve
 
-    if plot is not None:
-        plot_curve(curve, plot, cuts, title)
-    try:
-        write_curve(curve, output, extra)
-    except BaseException:
+    with atomic_outputs([output] if plot is None else [output, plot]) as temporaries:
+        write_curve(curve, temporaries[0], extra, as_json=output.suffix.lower() == ".json")
         if plot is not None:
-            with contextlib.suppress(FileNotFoundError):
-                plot.unlink()
-        raise
+            plot_curve(curve, temporaries[1], cuts, title)
 
 
 def _progress_logger(video: Path):
@@ -151,7 +141,8 @@ def _analyze(args: argparse.Namespace) -> int:
     _write(curve, args.output, args.plot, result.cuts_s, f"{args.video.name} ({result.sensor})", extra)
     inputs = "picture + sound" if result.used_audio else "picture"
     print(f"wrote {args.output}: {curve.duration_s:.1f} s, {len(curve)} samples at {args.rate:g} Hz, "
-          f"{len(result.cuts_s)} cut{'' if len(result.cuts_s) == 1 else 's'}, {result.sensor} sensor ({inputs}), {result.frames} frames analysed, "
+          f"{len(result.cuts_s)} cut{'' if len(result.cuts_s) == 1 else 's'}, {result.sensor} sensor "
+          f"({inputs}), {result.frames} frames analysed, "
           f"{result.speed:.1f}x real time")
     for note in result.notes:
         print(f"note: {note}")
@@ -195,12 +186,8 @@ def _apply(args: argparse.Namespace) -> int:
     print(f"wrote {args.output}: {report.notes} notes (mean velocity {report.mean_velocity_before:.1f} -> "
           f"{report.mean_velocity_after:.1f}), {report.lane_events} CC events on channels "
           f"{[c + 1 for c in report.channels]} ({report.replaced_events} replaced), "
-          f"{report.tempo_events} tempo events, score {report.score_s:.1f} s from video time {args.offset_s:g} s")
+          f"{report.tempo_events} tempo events, score {report.score_s:.1f} s from video time "
+          f"{args.offset_s:g} s")
     for warning in report.warnings:
         print(f"warning: {warning}")
     return 0
-
-
-def run(args: argparse.Namespace) -> int:
-    """Dispatch ``scorebridge va ACTION``."""
-    return {"analyze": _analyze, "import": _import, "apply": _apply}[args.va_action](args)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 from core.errors import MappingError
 
-__all__ = ["add_parser"]
+__all__ = ["register", "run"]
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     maps = subparsers.add_parser("maps", help="list the shipped control maps, or check a map")
     maps.add_argument("action", choices=("list", "check"))
     maps.add_argument("files", nargs="*", metavar="FILE", help="maps to check (paths or shipped names)")

@@ -7,12 +7,19 @@ import json
 import shutil
 import socket
 
-from core.errors import ScoreBridgeError
 from bridge.jack import jack_running
 from bridge.osc import PREFIX
 from bridge.ports import BACKENDS
+from cli.arguments import add_osc_target
+from core.errors import ScoreBridgeError
 
-__all__ = ["doctor"]
+__all__ = ["doctor", "register"]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    doctor_parser = sub.add_parser("doctor", help="check MIDI backends, JACK, the OSC port and models")
+    add_osc_target(doctor_parser, any_port=True)
+    doctor_parser.set_defaults(run=doctor)
 
 
 def _check(ok: bool, label: str, detail: str, problems: list[str], required: bool = True) -> None:
@@ -58,8 +65,8 @@ def _check_osc(host: str, port: int, problems: list[str]) -> None:
             try:
                 reply = request(host, port, f"{PREFIX}/status", f"{PREFIX}/status", timeout_s=1.0)
                 running = json.loads(reply[0])
-                _check(True, "OSC port", f"{host}:{port} is used by a running bridge ({running.get('state')})",
-                       problems)
+                _check(True, "OSC port",
+                       f"{host}:{port} is used by a running bridge ({running.get('state')})", problems)
                 _report_bridge(running, problems)
             except ScoreBridgeError:
                 _check(False, "OSC port", f"{host}:{port} is taken by another program ({exc.strerror}); "
@@ -76,8 +83,8 @@ def _report_bridge(status: dict, problems: list[str]) -> None:
     print(f"       OSC: {status.get('osc', {})}")
     for slot, info in status.get("engines", {}).items():
         ok = info.get("enabled", False)
-        _check(ok, f"engine slot {slot}", f"{info.get('engine')} " + ("running" if ok else f"disabled: {info.get('error')}"),
-               problems)
+        state = "running" if ok else f"disabled: {info.get('error')}"
+        _check(ok, f"engine slot {slot}", f"{info.get('engine')} {state}", problems)
     errors = status.get("midi_out", {}).get("send_errors", 0)
     _check(errors == 0, "MIDI out", f"{errors} send errors", problems)
 

@@ -19,17 +19,15 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
-
+from cli.arguments import check_affect_options
 from core.errors import CodecError, ConfigError
-from bridge.va_cli import check_affect_options
 
-__all__ = ["add_parser", "read_va_curve", "run"]
+__all__ = ["register", "run"]
 
 _NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "continue",
         help="continue a MIDI file for both hands with the Smart-Embedding model",
@@ -65,17 +63,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", default="smart", help="smart (default), plain, or a path to an exported .onnx")
     p.set_defaults(run=run)
-
-
-def read_va_curve(path: Path, seconds_per_beat: float) -> tuple[np.ndarray, np.ndarray]:
-    """(times in beats, [rows, 2] valence/arousal) of a VA curve, read with the project's curve
-    helper (`engines/va/curve.py`): CSV or JSON with ``time_s`` (what ``scorebridge va analyze``
-    writes) or ``seconds`` (both converted at the file's tempo), or a CSV with ``beats``."""
-    from engines.va import read_song_curve
-
-    curve, unit = read_song_curve(path)
-    times = curve.time_s if unit == "beats" else curve.time_s / seconds_per_beat
-    return np.asarray(times, dtype=np.float64), np.stack([curve.valence, curve.arousal], axis=1)
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -121,11 +108,12 @@ def _model_path(name: str) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """Read, continue, write atomically; every failure is a ScoreBridgeError before any output."""
+    from core.atomic import atomic_output
     from engines.continuation.offline import continue_notes, read_midi, write_midi
     from engines.continuation.runtime import ContinuationModel
     from engines.continuation.sample import SamplingConfig, scale_pitch_classes
     from engines.continuation.tokens import STEPS_PER_QUARTER
-    from core.atomic import atomic_output
+    from engines.va import song_curve_at
 
     _check(args)
     model = ContinuationModel.load(_model_path(args.model))
@@ -139,12 +127,12 @@ def run(args: argparse.Namespace) -> int:
     if args.valence is not None:
         va = (args.valence, args.arousal)
     elif args.va is not None:
-        times, values = read_va_curve(args.va, tempo / 1e6)
+        curve_at = song_curve_at(args.va, [(0.0, tempo)])
         end_beats = -(-max(n.end_steps for n in notes) // bar_steps) * bar_steps / STEPS_PER_QUARTER
 
         def va(after_end: float) -> tuple[float, float]:
-            at = end_beats + after_end
-            return float(np.interp(at, times, values[:, 0])), float(np.interp(at, times, values[:, 1]))
+            valence, arousal = curve_at(end_beats + after_end)
+            return float(valence), float(arousal)
 
     classes = None
     if args.key != "off":

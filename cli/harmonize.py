@@ -17,14 +17,11 @@ from pathlib import Path
 import mido
 import numpy as np
 
-from core.errors import ConfigError, ScoreBridgeError
-from bridge.va_cli import check_affect_options
-from engines.harmonizer.leadsheet import FIGURES
-from core.midifile import read_midi_file
+from cli.arguments import check_affect_options
+from core.errors import CodecError, ConfigError, ScoreBridgeError
 
-__all__ = ["DRUM_CHANNEL", "FIGURES", "MelodyFile", "add_parser", "read_melody", "read_va", "run"]
+__all__ = ["MelodyFile", "read_melody", "register"]
 
-DRUM_CHANNEL = 9  # General MIDI percussion (channel 10): never a melody
 
 @dataclass
 class MelodyFile:
@@ -37,7 +34,7 @@ class MelodyFile:
     track: int
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     from engines.harmonizer.decode import STRATEGIES
     from engines.harmonizer.voicing import STYLES
 
@@ -65,82 +62,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _ticks_to_beats(ticks: int, per_beat: int) -> float:
-    return ticks / per_beat
-
-
 def read_melody(path: Path, track: int | None = None) -> MelodyFile:
-    """The top line (highest sounding note wins) of the first track with notes, or of ``track``;
-    General MIDI percussion (channel 10) is ignored."""
+    """The top line (``core.midifile.top_line``) of the first track with notes, or of ``track``."""
+    from core.midifile import read_notes, top_line
     from engines.harmonizer.voicing import NoteEvent
 
-    midi = read_midi_file(path)
-    if midi.type == 2:
-        raise ScoreBridgeError(f"{path}: MIDI type 2 (independent sequences) is not supported")
-    per_beat = midi.ticks_per_beat
-    meta: list[tuple[float, mido.MetaMessage]] = []
-    tracks_notes: list[list[tuple[int, float, float, int]]] = []
-    for messages in midi.tracks:
-        now, open_notes, notes = 0, {}, []
-        for message in messages:
-            now += message.time
-            beats = _ticks_to_beats(now, per_beat)
-            if message.is_meta and message.type in ("set_tempo", "time_signature", "key_signature"):
-                meta.append((beats, message))
-            elif message.type in ("note_on", "note_off") and message.channel == DRUM_CHANNEL:
-                continue
-            elif message.type == "note_on" and message.velocity > 0:
-                open_notes.setdefault((message.channel, message.note), []).append((beats, message.velocity))
-            elif message.type in ("note_on", "note_off"):
-                started = open_notes.get((message.channel, message.note))
-                if started:
-                    start, velocity = started.pop(0)
-                    if beats > start:
-                        notes.append((message.note, start, beats, velocity))
-        tracks_notes.append(notes)
-    if track is not None:
-        if not 0 <= track < len(tracks_notes):
-            raise ConfigError(f"--track {track}: {path} has tracks 0..{len(tracks_notes) - 1}")
-        index = track
-    else:
-        index = next((i for i, n in enumerate(tracks_notes) if n), -1)
-    if index < 0 or not tracks_notes[index]:
+    source = read_notes(path)
+    lines = [top_line(notes) for notes in source.tracks]
+    if track is not None and not 0 <= track < len(lines):
+        raise ConfigError(f"--track {track}: {path} has tracks 0..{len(lines) - 1}")
+    index = track if track is not None else next((i for i, line in enumerate(lines) if line), -1)
+    if index < 0 or not lines[index]:
         where = f"track {index} has" if track is not None else "no track has"
         raise ScoreBridgeError(f"{path}: no melody: {where} any note")
-    notes = sorted(tracks_notes[index], key=lambda n: (n[1], -n[0]))
-    top: list[list] = []  # skyline: a higher note cuts a lower one; a lower one under a higher is dropped
-    for pitch, start, end, velocity in notes:
-        if top and start < top[-1][2] - 1e-9:
-            if pitch <= top[-1][0]:
-                continue
-            top[-1][2] = start
-            if top[-1][2] - top[-1][1] <= 1e-9:
-                top.pop()
-        top.append([pitch, start, end, velocity])
-    meta.sort(key=lambda item: item[0])
-    signature = next(((m.numerator, m.denominator) for _, m in meta if m.type == "time_signature"), (4, 4))
-    tempos = [(b, m.tempo) for b, m in meta if m.type == "set_tempo"] or [(0.0, 500_000)]
-    events = [NoteEvent(p, s, e - s, max(1, v)) for p, s, e, v in top]
-    return MelodyFile(events, signature, tempos, meta, index)
-
-
-def read_va(path: Path, steps: int, steps_per_quarter: int, tempos: list[tuple[float, float]]) -> np.ndarray:
-    """A VA curve -> [steps, 2], the curve's mean over each grid step (the models' labels are
-    per-step means). Read with the project's curve helper (`engines/va/curve.py`): CSV or JSON
-    with `time_s,valence,arousal` (seconds, converted through the file's tempo map: what
-    `scorebridge va analyze` writes), or a CSV with `beats,valence,arousal` (song positions)."""
-    from engines.va import read_song_curve
-
-    curve, unit = read_song_curve(path)
-    if unit == "beats":
-        edges = np.arange(steps + 1, dtype=np.float64) / steps_per_quarter
-        return curve.mean_between(edges[:-1], edges[1:]).astype(np.float32)
-    tempo_map = [(beats, 60e6 / tempo) for beats, tempo in sorted(tempos)]
-    if tempo_map[0][0] > 0:
-        tempo_map.insert(0, (0.0, 120.0))  # MIDI's default tempo until the first change
-    tempo_map = [change for index, change in enumerate(tempo_map)  # the last change at a beat wins
-                 if index + 1 == len(tempo_map) or tempo_map[index + 1][0] != change[0]]
-    return curve.per_beat(steps, tempo_map, subdivisions=steps_per_quarter)
+    beats = source.beats
+    notes = [NoteEvent(n.pitch, beats(n.start_ticks), beats(n.end_ticks) - beats(n.start_ticks),
+                       max(1, n.velocity)) for n in lines[index]]
+    return MelodyFile(notes, source.time_signature, source.tempo_changes, source.meta, index)
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -153,21 +91,10 @@ def _check(args: argparse.Namespace) -> None:
     check_affect_options(args)
 
 
-def _lead_sheet(melody: MelodyFile, spans: list, title: str):
-    """A music21 score: the melody with a chord symbol at each chord start."""
-    from engines.harmonizer.leadsheet import lead_sheet
-    from engines.harmonizer.vocab import token_name
-
-    chords = []
-    for span in spans:
-        root_name, _, quality = token_name(span.token).partition(":")
-        chords.append((span.start_beats, root_name + FIGURES.get(quality, "")))
-    return lead_sheet(melody.notes, chords, melody.time_signature, 60e6 / melody.tempo_changes[0][1], title)
-
-
 def _harmonize_one(source: Path, target: Path, xml_target: Path | None, args, model) -> str:
     from engines.harmonizer.clip import ClipOptions, build_midi, harmonize_notes
     from engines.harmonizer.harmonize import parse_key
+    from engines.harmonizer.leadsheet import chord_symbols, lead_sheet, write_lead_sheet
     from engines.harmonizer.voicing import VoicingConfig
 
     melody = read_melody(source, args.track)
@@ -179,7 +106,9 @@ def _harmonize_one(source: Path, target: Path, xml_target: Path | None, args, mo
     steps = max(1, int(np.ceil(length * spq - 1e-9)))
     va = None
     if args.va is not None:
-        va = read_va(args.va, steps, spq, melody.tempo_changes)
+        from engines.va import song_curve_per_step
+
+        va = song_curve_per_step(args.va, steps, spq, melody.tempo_changes)
     elif args.valence is not None:
         va = np.tile(np.float32([args.valence, args.arousal]), (steps, 1))
     try:
@@ -202,26 +131,16 @@ def _harmonize_one(source: Path, target: Path, xml_target: Path | None, args, mo
         from music21.exceptions21 import Music21Exception
 
         try:
-            score = _lead_sheet(melody, clip.spans, source.stem)
+            score = lead_sheet(melody.notes, chord_symbols(clip.spans), melody.time_signature,
+                               60e6 / melody.tempo_changes[0][1], source.stem)
         except (Music21Exception, ValueError) as exc:
             raise ScoreBridgeError(f"{source}: no lead sheet for this file ({exc})") from None
-    _write_all(((target, lambda p: midi.save(p)), (xml_target, lambda p: _write_lead_sheet(score, p, xml_target))))
+    _write_all(((target, midi.save), (xml_target, lambda p: write_lead_sheet(score, p))))
     names = " ".join(s.name for s in clip.spans[:8]) + (" ..." if len(clip.spans) > 8 else "")
     from engines.harmonizer.vocab import ROOT_NAMES
 
     return (f"{source.name}: {len(melody.notes)} notes, key {ROOT_NAMES[clip.tonic]} {clip.mode}, "
             f"{len(clip.spans)} chords ({names}), {clip.calls} model calls")
-
-
-def _write_lead_sheet(score, path: Path, final: Path) -> None:
-    from music21.exceptions21 import Music21Exception
-
-    from engines.harmonizer.leadsheet import write_lead_sheet
-
-    try:
-        write_lead_sheet(score, path)
-    except Music21Exception as exc:
-        raise ScoreBridgeError(f"{final}: the lead sheet could not be written ({exc})") from None
 
 
 def _write_all(outputs) -> None:
@@ -239,6 +158,8 @@ def _write_all(outputs) -> None:
                 writer(temporary)
     except OSError as exc:
         raise ScoreBridgeError(f"{final}: cannot write it ({exc.strerror or exc})") from None
+    except CodecError as exc:
+        raise CodecError(f"{final}: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -257,7 +178,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from rich.progress import Progress
 
-    sources = sorted(p for p in args.input.rglob("*") if p.suffix.lower() in (".mid", ".midi") and p.is_file())
+    sources = sorted(p for p in args.input.rglob("*")
+                     if p.suffix.lower() in (".mid", ".midi") and p.is_file())
     if not sources:
         raise ScoreBridgeError(f"{args.input}: no .mid or .midi file in this folder")
     if args.output.exists() and not args.output.is_dir():

@@ -91,6 +91,29 @@ class Peer:
         self.inp.delete()
 
 
+class _Process(subprocess.Popen):
+    """A Popen whose stderr is read as it comes: a child that fills an unread stderr pipe
+    blocks in its next write, and rtmidi writes there from JACK's thread for every message
+    its input queue drops, so an unread pipe stops the bridge's MIDI input under a flood."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._err_stream, self.stderr = self.stderr, None
+        self._err: list[str] = []
+        self._err_reader = threading.Thread(target=self._read_err, daemon=True)
+        self._err_reader.start()
+
+    def _read_err(self) -> None:
+        with self._err_stream:
+            for chunk in iter(lambda: self._err_stream.read(4096), ""):
+                self._err.append(chunk)
+
+    def communicate(self, input=None, timeout=None):
+        out, _ = super().communicate(input, timeout)
+        self._err_reader.join(timeout)
+        return out, "".join(self._err)
+
+
 class Bridge:
     """``python -m bridge serve`` as a subprocess on the test JACK server."""
 
@@ -102,8 +125,8 @@ class Bridge:
         # The user's own learned map (~/.config/scorebridge) never takes part in a test.
         self._config_home = tempfile.mkdtemp(prefix="sb-config-")
         env.setdefault("XDG_CONFIG_HOME", self._config_home)
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True, env=env)
+        self.proc = _Process(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, env=env)
         try:
             self.online_line = self._wait_online()
         except RuntimeError:
@@ -118,7 +141,7 @@ class Bridge:
             if "online" in line:
                 return line
             if self.proc.poll() is not None:
-                raise RuntimeError(f"bridge exited at start: {self.proc.stderr.read()[-2000:]}")
+                raise RuntimeError(f"bridge exited at start: {self.proc.communicate()[1][-2000:]}")
         raise RuntimeError("bridge did not come online")
 
     def stop(self, sig: int = 15) -> tuple[int, str, str]:

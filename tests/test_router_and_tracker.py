@@ -100,6 +100,30 @@ def test_host_releases_notes_on_transport_stop_even_while_an_engine_is_busy():
     assert tracker.sounding() == [] and port.data[-1][:2] == [0x81, 50]
 
 
+def test_notes_played_from_the_inbox_after_a_stop_released_the_slot_are_released_too():
+    transport, tracker, scheduler = Transport(), NoteTracker(), Scheduler()
+    host = EngineHost(transport, tracker, scheduler)
+    port = RecordingPort()
+    slot = host.add_slot(SlotConfig("rule", "rule"), port)
+    from core.events import TransportChange
+
+    now = time.perf_counter()
+    host.dispatch(NoteOn(60, 100, 0, now, 0.0, False), 0)  # still waiting in the inbox...
+    host.dispatch(TransportChange(False, 0.0, now, "stop"))  # ...when the stop releases the slot
+    while slot.inbox.qsize():  # the worker catches up with what was queued before the stop
+        item = slot.inbox.get(0)
+        if isinstance(item, tuple):
+            slot._process(item[1], item[0])
+    assert tracker.sounding() == []
+    sounding: set[tuple[int, int]] = set()  # what a synth on the port would still play
+    for data in port.data:
+        if data[0] & 0xF0 == 0x90 and data[2]:
+            sounding.add((data[0] & 0x0F, data[1]))
+        elif data[0] & 0xF0 in (0x80, 0x90):
+            sounding.discard((data[0] & 0x0F, data[1]))
+    assert not sounding
+
+
 def test_config_file_and_slot_flags(tmp_path):
     path = tmp_path / "bridge.toml"
     path.write_text('[midi]\nbackend = "jack"\n[[slots]]\nengine = "rule"\nin_channels = [1, 2]\n'

@@ -12,9 +12,11 @@ import stat
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from bridge import __version__
+from bridge.ports.native_stderr import NativeStderr
 from cli.arguments import finite, folder, midi_channel, port, seconds, tempo
 from core.errors import ConfigError
 
@@ -133,7 +135,6 @@ def _public_url(url: str) -> str:
 
 def serve_command(args: argparse.Namespace) -> int:
     from bridge.config import load_config, parse_slot_flag
-    from bridge.session import Session
 
     config = load_config(args.config)
     for name in ("backend", "client", "tempo", "osc_host", "osc_port"):
@@ -168,9 +169,23 @@ def serve_command(args: argparse.Namespace) -> int:
     # Short GIL slices so a busy engine thread cannot hold up the router or scheduler for the
     # default 5 ms; this is the serving process's own setting, not a library side effect.
     sys.setswitchinterval(0.0005)
+    # Native libraries write to file descriptor 2 from real-time threads: never let a slow
+    # reader of stderr block them (bridge/ports/native_stderr.py).
+    native_stderr = NativeStderr()
+    native_stderr.start()
     # A crash inside a native library (rtmidi, JACK, ONNX Runtime) prints every thread's stack
     # to stderr, so that a report names the place instead of only "Segmentation fault".
     faulthandler.enable()
+    try:
+        return _serve(config, args, token_file, native_stderr)
+    finally:
+        faulthandler.disable()
+        native_stderr.stop()
+
+
+def _serve(config: Any, args: argparse.Namespace, token_file: Path | None, native_stderr: NativeStderr) -> int:
+    from bridge.session import Session
+
     session = Session(config)
     stop = threading.Event()
 

@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import signal
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["TEMPORARY_SUFFIX", "atomic_output", "atomic_outputs", "new_file_mode"]
+__all__ = ["TEMPORARY_SUFFIX", "atomic_output", "atomic_outputs", "new_file_mode", "signals_deferred",
+           "temporary_folder"]
+
+# The signals the CLI turns into an exception (a stop): held back while a temporary is
+# created and not yet known to the code that removes it.
+_STOP_SIGNALS = tuple(s for s in (getattr(signal, n, None) for n in ("SIGTERM", "SIGINT", "SIGHUP")) if s)
 
 # Temporary files are ``.NAME.XXXXXXXX.part`` beside their target.
 TEMPORARY_SUFFIX = ".part"
@@ -48,6 +56,47 @@ def _sync(path: Path) -> None:
 
 
 @contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold stop signals back for the block, then deliver them to their own handlers.
+
+    A signal handler that raises can strike between creating a temporary (``mkstemp``,
+    ``mkdtemp``) and recording it for cleanup; the temporary would stay behind. Only the main
+    thread can change handlers (Python runs them there); elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {}
+    for signum in _STOP_SIGNALS:
+        handler = signal.getsignal(signum)
+        if handler is None:  # installed outside Python: leave it alone
+            continue
+        previous[signum] = handler
+        signal.signal(signum, lambda number, _frame: caught.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in caught:
+            signal.raise_signal(signum)
+
+
+@contextlib.contextmanager
+def temporary_folder(parent: str | os.PathLike[str], prefix: str) -> Iterator[Path]:
+    """A private folder in ``parent`` for a command's work files, removed when the block ends
+    however it ends (a stop signal included, even one that arrives as it is created)."""
+    folder: Path | None = None
+    try:
+        with signals_deferred():
+            folder = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+        yield folder
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def atomic_outputs(paths: Sequence[str | os.PathLike[str]]) -> Iterator[list[Path]]:
     """Yield a temporary path next to each of ``paths``; rename them all to their targets only
     if the block succeeds (all or none of a command's outputs appear).
@@ -59,9 +108,10 @@ def atomic_outputs(paths: Sequence[str | os.PathLike[str]]) -> Iterator[list[Pat
     temporaries: list[Path] = []
     try:
         for target in targets:
-            handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMPORARY_SUFFIX,
-                                            dir=_folder(target))
-            temporaries.append(Path(name))
+            with signals_deferred():
+                handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=TEMPORARY_SUFFIX,
+                                                dir=_folder(target))
+                temporaries.append(Path(name))
             os.close(handle)
         yield list(temporaries)
         mode = new_file_mode()

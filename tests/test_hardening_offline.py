@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import tempfile
 import stat
 import subprocess
 import sys
@@ -415,3 +416,41 @@ def test_a_format_0_file_with_two_tracks_is_refused(tmp_path, capsys):
     curve.write_text("time_s,valence,arousal\n0,0,0\n10,0.5,0.5\n")
     code, _, err = run_cli(capsys, "va", "apply", source, curve, "-o", tmp_path / "out.mid")
     assert_refused(code, err, "va", source, "format 0 holds exactly one track")
+
+
+def test_a_stop_signal_as_a_temporary_is_created_leaves_nothing_behind(tmp_path):
+    """The handler raises at the first instruction after the folder or file exists: the
+    temporary is still removed (the signal waits until cleanup knows about it)."""
+    from core.atomic import atomic_output, temporary_folder
+
+    class Stopped(BaseException):
+        pass
+
+    def stop(_signum, _frame):
+        raise Stopped
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    real_mkdtemp, real_mkstemp = tempfile.mkdtemp, tempfile.mkstemp
+
+    def mkdtemp_then_signal(*args, **kwargs):
+        made = real_mkdtemp(*args, **kwargs)
+        signal.raise_signal(signal.SIGTERM)  # arrives the moment the folder exists
+        return made
+
+    def mkstemp_then_signal(*args, **kwargs):
+        made = real_mkstemp(*args, **kwargs)
+        signal.raise_signal(signal.SIGTERM)
+        return made
+
+    try:
+        tempfile.mkdtemp = mkdtemp_then_signal
+        with pytest.raises(Stopped), temporary_folder(tmp_path, ".work-"):
+            pass
+        tempfile.mkdtemp = real_mkdtemp
+        tempfile.mkstemp = mkstemp_then_signal
+        with pytest.raises(Stopped), atomic_output(tmp_path / "out.mid") as partial:
+            partial.write_bytes(b"x")
+    finally:
+        tempfile.mkdtemp, tempfile.mkstemp = real_mkdtemp, real_mkstemp
+        signal.signal(signal.SIGTERM, previous)
+    assert list(tmp_path.iterdir()) == []

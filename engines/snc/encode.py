@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from core.atomic import atomic_output
+from core.atomic import atomic_output, temporary_folder
 from core.errors import CodecError
 from engines.snc.avio import TrackWriter, decode_blocks, merge_tracks
 from engines.snc.integrity import integrity_table
@@ -132,7 +131,7 @@ def encode(master_path: Path, stem_paths: dict[str, Path], out_path: Path, mode:
     for index, info in enumerate(infos):
         info.validate(f"stem #{index + 1}")
     _check_inputs(master, stems, mode)
-    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".snc-") as tmp:
+    with temporary_folder(out_path.parent, ".snc-") as tmp:
         if mode == "lossless":
             coded = _encode_lossless(master, stems, infos, Path(tmp))
         else:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from core.atomic import atomic_output
+from core.atomic import atomic_output, signals_deferred
 from core.errors import CodecError, ConfigError, ParameterError, ScoreBridgeError
 from engines.snc.reader import SncReader
 from engines.snc_player.adaptive import DEFAULT_MAPPING, load_mapping
@@ -184,10 +184,12 @@ def _render_pyo(
 ) -> None:
     manifest = reader.manifest
     pyo = import_pyo()
-    fd, raw = tempfile.mkstemp(suffix=".wav", prefix=".render-", dir=output.parent)
-    os.close(fd)
     failure: list[BaseException] = []
+    raw = None
     try:
+        with signals_deferred():
+            fd, raw = tempfile.mkstemp(suffix=".wav", prefix=".render-", dir=output.parent)
+        os.close(fd)
         server = pyo.Server(
             sr=manifest.sample_rate, nchnls=channels, buffersize=buffer_frames, duplex=0, audio="offline"
         )
@@ -230,7 +232,8 @@ def _render_pyo(
             raise
         raise CodecError(f"{output}: rendering failed: {exc}") from None
     finally:
-        Path(raw).unlink(missing_ok=True)
+        if raw is not None:
+            Path(raw).unlink(missing_ok=True)
 
 
 class _Rebuffer:

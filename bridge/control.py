@@ -35,7 +35,8 @@ if TYPE_CHECKING:
     from bridge.host import EngineHost
     from bridge.ports import RtMidiBackend
 
-__all__ = ["MAX_LOCATE_BEATS", "BridgeActions", "Controls", "allowed_folders", "default_learn_map", "find_map"]
+__all__ = ["MAX_LOCATE_BEATS", "BridgeActions", "Controls", "allowed_folders", "default_learn_map",
+           "find_map"]
 
 log = logging.getLogger(__name__)
 _STOP = object()

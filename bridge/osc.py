@@ -29,15 +29,8 @@ from bridge.osc_packet import MalformedPacket, parse_datagram
 from core.errors import ConfigError, ScoreBridgeError
 
 # PREFIX stays importable from here for the commands that build requests.
-__all__ = [
-    "FEEDBACK_BURST",
-    "FEEDBACK_RATE_PER_S",
-    "LOG_INTERVAL_S",
-    "MAX_SUBSCRIBERS",
-    "PREFIX",
-    "OscServer",
-    "build_message",
-]
+__all__ = ["FEEDBACK_BURST", "FEEDBACK_RATE_PER_S", "LOG_INTERVAL_S", "MAX_SUBSCRIBERS", "PREFIX",
+           "OscServer", "build_message"]
 
 log = logging.getLogger(__name__)
 # Feedback targets at once (each gets every change).

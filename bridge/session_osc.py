@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = ["current_values", "describe", "install_osc_routes", "surface_values"]
 
+
 def _target(args: list[Any], sender: tuple[str, int]) -> tuple[Any, Any]:
     """``[host] port`` of a subscribe/status request (host defaults to the sender's)."""
     if len(args) > 2:

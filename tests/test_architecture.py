@@ -35,8 +35,10 @@ EXCEPTIONS = {("bridge.__main__", "cli")}
 # the session. (Modules not listed are free-standing helpers.)
 HOST = {"bridge.host", "bridge.router", "bridge.clock", "bridge.output", "bridge.inbox",
         "bridge.ports", "bridge.jack", "bridge.config"}
+# bridge.addresses is control's: the host knows nothing of OSC.
 CONTROL = {"bridge.osc", "bridge.osc_packet", "bridge.session_osc", "bridge.control", "bridge.maps",
-           "bridge.learn", "bridge.feedback", "bridge.web", "bridge.affect_follow", "bridge.targets"}
+           "bridge.learn", "bridge.feedback", "bridge.web", "bridge.affect_follow", "bridge.targets",
+           "bridge.addresses"}
 SESSION = {"bridge.session"}
 MACHINE_PATH = re.compile(r"(?<![\w.])/(work|home/\w+|root|Users/\w+)/")
 
@@ -110,6 +112,18 @@ def test_inside_the_bridge_the_host_and_control_never_reach_up():
             if _group(imported, above):
                 broken.append(f"{name} imports {imported}")
     assert not broken, "bridge layers broken (docs/architecture.md):\n" + "\n".join(sorted(broken))
+
+
+def test_the_bridge_spells_its_own_addresses_in_one_table():
+    """Code names the bridge's OSC addresses through bridge.addresses, never as a literal."""
+    spelled = []
+    for name, path in MODULES.items():
+        if name == "bridge.addresses" or name.split(".")[0] not in RUNTIME:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("/scorebridge"):
+                spelled.append(f"{name}:{node.lineno}: {node.value[:60]!r}")
+    assert not spelled, "addresses spelled outside bridge/addresses.py:\n" + "\n".join(spelled)
 
 
 def test_no_import_cycles_among_our_modules():

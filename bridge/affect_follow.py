@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+from bridge import addresses as A
 from core.errors import ScoreBridgeError
 
 if TYPE_CHECKING:
-    from bridge.session import Session
+    from bridge.feedback import Origin
+    from bridge.host import EngineHost
 
 __all__ = ["AffectFollower"]
 
@@ -28,8 +31,12 @@ STEP = 0.01  # smaller changes are not worth a message to every engine and surfa
 
 
 class AffectFollower:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    """Reads the slots of ``host``; ``at(due_s, job)`` schedules its polls, ``apply(path, value,
+    origin)`` sets the bridge's affect (``Controls.apply``), and it polls while ``running()``."""
+
+    def __init__(self, host: EngineHost, at: Callable[[float, Callable[[], None]], Any],
+                 apply: Callable[[str, Any, Origin], Any], running: Callable[[], bool]) -> None:
+        self.host, self._at, self._apply, self._running = host, at, apply, running
         self.published: tuple[float, float] | None = None
         self.source: str | None = None
 
@@ -37,11 +44,11 @@ class AffectFollower:
         self._schedule(time.perf_counter() + INTERVAL_S)
 
     def _schedule(self, due_s: float) -> None:
-        self.session.scheduler.at(due_s, lambda: self._tick(due_s))
+        self._at(due_s, lambda: self._tick(due_s))
 
     def _leader(self) -> tuple[str, tuple[float, float]] | None:
         """The first enabled slot whose engine provides affect, and what it plays now."""
-        for name, slot in self.session.host.slots.items():
+        for name, slot in self.host.slots.items():
             engine = slot.engine
             if "affect" in engine.provides and slot.enabled:
                 valence, arousal = engine.current()  # type: ignore[attr-defined]
@@ -49,7 +56,7 @@ class AffectFollower:
         return None
 
     def _tick(self, due_s: float) -> None:
-        if self.session.state.value in ("stopping", "offline"):
+        if not self._running():
             return
         try:
             self.follow()
@@ -64,13 +71,12 @@ class AffectFollower:
             self.source = None
             return
         name, values = leader
-        controls = self.session.controls
         origin = ("engine", name)
         if self.source != name:  # an affect slot takes the lead: its curve overrides the engines
             self.source, self.published = name, None
-            controls.apply("affect/override", 1, origin)
+            self._apply(A.OVERRIDE, 1, origin)
         if self.published is not None and all(abs(a - b) < STEP for a, b in zip(values, self.published)):
             return
         self.published = values
-        controls.apply("affect/valence", round(values[0], 3), origin)
-        controls.apply("affect/arousal", round(values[1], 3), origin)
+        self._apply(A.VALENCE, round(values[0], 3), origin)
+        self._apply(A.AROUSAL, round(values[1], 3), origin)

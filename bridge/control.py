@@ -15,26 +15,28 @@ import os
 import queue
 import re
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from core.errors import MappingError, PortError, ScoreBridgeError
+from bridge import addresses as A
 from bridge.feedback import ControlFeedback, FeedbackBus, Origin
 from bridge.maps import Binding, ControlMap, Target, load_map, resolve_target
-from bridge.osc import PREFIX
 from bridge.ports.base import FanOutPort, InputPort, OutputPort
-from bridge.targets import bridge_targets
-from engines import Engine, Param, engine_class, swappable
+from core.errors import MappingError, PortError, ScoreBridgeError
 from core.files import DEFAULT_MAX_FILE_BYTES, check_file, check_folder
+from engines import Engine, Param, engine_class, swappable
 from midi_maps import maps_dir
 
 if TYPE_CHECKING:
-    from bridge.session import Session
+    from bridge.clock import Transport
+    from bridge.config import BridgeConfig
+    from bridge.host import EngineHost
+    from bridge.ports import RtMidiBackend
 
-__all__ = ["Controls", "default_learn_map", "find_map", "allowed_folders", "MAX_LOCATE_BEATS"]
+__all__ = ["MAX_LOCATE_BEATS", "BridgeActions", "Controls", "allowed_folders", "default_learn_map",
+           "find_map"]
 
 log = logging.getLogger(__name__)
 _STOP = object()
@@ -98,30 +100,47 @@ def default_learn_map() -> Path:
     return Path(base) / "scorebridge" / "learned.toml"
 
 
-class Controls:
-    """Applies control to the session and keeps the map bindings, affect values and control ports."""
+class BridgeActions(Protocol):
+    """What control does to the bridge as a whole, beyond its slots (the session implements it)."""
 
-    def __init__(self, session: Session) -> None:
+    def panic(self) -> int:
+        """Release every sounding note, then All Notes Off everywhere; the notes released."""
+
+    def set_playing(self, playing: bool) -> None:
+        """Start or stop the internal transport (on the router thread, as every transport change)."""
+
+    def locate(self, beats: float) -> None:
+        """Move the song position (on the router thread)."""
+
+    def to_surfaces(self, address: str, args: tuple[Any, ...], origin: Origin) -> None:
+        """A value for the OSC subscribers and browsers, not back to the one in ``origin``."""
+
+
+class Controls:
+    """Applies control to the slots (``host``), the transport and the bridge's actions, and keeps
+    the map bindings, affect values and control ports."""
+
+    def __init__(self, config: BridgeConfig, host: EngineHost, transport: Transport,
+                 bridge: BridgeActions) -> None:
         from bridge.learn import Learner
 
-        self.session = session
+        self.config, self.host, self.transport, self.bridge = config, host, transport, bridge
         self.bus = FeedbackBus()
         self.counters: Counter[str] = Counter()
         self.affect: dict[str, Any] = {"valence": 0.0, "arousal": 0.0, "override": False}
         self._va_source_before: dict[str, Any] = {}  # slot -> its va_source before the override
-        slots = {s.name: engine_class(s.engine) for s in session.config.slots}
+        slots = {s.name: engine_class(s.engine) for s in config.slots}
         # Engines a live swap may load: the registered ones and those the user named at start.
-        self.configured_engines = frozenset(s.engine for s in session.config.slots)
-        self.folders = allowed_folders(list(session.config.allow_dirs),
-                                       session.config.slots, slots)
-        self.maps: list[ControlMap] = [load_map(find_map(str(m)), slots) for m in session.config.control_maps]
-        self.learner = Learner(self, session.config.learn_map or default_learn_map(), slots)
+        self.configured_engines = frozenset(s.engine for s in config.slots)
+        self.folders = allowed_folders(list(config.allow_dirs), config.slots, slots)
+        self.maps: list[ControlMap] = [load_map(find_map(str(m)), slots) for m in config.control_maps]
+        self.learner = Learner(self, config.learn_map or default_learn_map(), slots)
         self._index: dict[tuple[str, int | str], list[Binding]] = {}
         self._targets: dict[str, Target] = {}
         self._lock = threading.Lock()
         self.rebuild()
         self.feedback = ControlFeedback(self.bindings_for, self._feedback_port, self._osc_out,
-                                        session.config.control_feedback_interval_s)
+                                        config.control_feedback_interval_s)
         self.bus.add_sink(self.feedback)
         self.inputs: dict[str, InputPort] = {}
         self.out: FanOutPort | None = None
@@ -146,7 +165,7 @@ class Controls:
             self._targets = {}
 
     def slot_engines(self) -> dict[str, type[Engine]]:
-        return {name: type(slot.engine) for name, slot in self.session.host.slots.items()}
+        return {name: type(slot.engine) for name, slot in self.host.slots.items()}
 
     def target(self, path: str) -> Target:
         """The resolved declaration of a target (cached until an engine swap)."""
@@ -185,55 +204,51 @@ class Controls:
 
     # -- applying control ----------------------------------------------------------------
     def current(self, path: str) -> Any:
-        session = self.session
-        if path == "transport/playing":
-            return session.transport.playing
-        if path == "transport/tempo":
-            return session.transport.internal_tempo_bpm
+        if path == A.PLAYING:
+            return self.transport.playing
+        if path == A.TEMPO:
+            return self.transport.internal_tempo_bpm
         if path.startswith("affect/"):
             return self.affect.get(path.partition("/")[2])
         slot_name, _, name = path.partition("/")
-        slot = session.host.slot(slot_name)
-        if name == "engine":
+        slot = self.host.slot(slot_name)
+        if name == A.ENGINE:
             return slot.engine.name
-        if name == "enabled":
+        if name == A.ENABLED:
             return slot.enabled
         return slot.values.get(name)
 
     def apply(self, path: str, value: Any, origin: Origin = None) -> Any:
         """Apply one change from any source; raises ScoreBridgeError/ValueError when refused."""
-        session = self.session
-        now = time.perf_counter()
-        if path == "panic":
-            released = session.panic()
-            self.bus.publish(f"{PREFIX}/panic/done", (released,), origin)
+        if path == A.PANIC:
+            released = self.bridge.panic()
+            self.bus.publish(A.address(A.PANIC_DONE), (released,), origin)
             return released
-        actions = bridge_targets()
-        if path in ("transport/start", "transport/stop", "transport/playing"):
-            playing = path == "transport/start" or (path == "transport/playing"
-                                                    and actions[path].coerce(value))
-            session.router.transport_change(lambda: session.transport.set_playing(playing, now))
+        actions = A.actions()
+        if path in (A.START, A.STOP, A.PLAYING):
+            playing = path == A.START or (path == A.PLAYING and actions[path].coerce(value))
+            self.bridge.set_playing(playing)
             return playing
-        if path == "transport/tempo":
+        if path == A.TEMPO:
             tempo = float(actions[path].coerce(value))
-            session.transport.set_tempo(tempo)
-            self.bus.publish(f"{PREFIX}/transport/tempo", (tempo,), origin)
+            self.transport.set_tempo(tempo)
+            self.bus.publish(A.address(A.TEMPO), (tempo,), origin)
             return tempo
-        if path == "transport/locate":
+        if path == A.LOCATE:
             beats = float(_LOCATE.coerce(value))
-            session.router.transport_change(lambda: session.transport.locate(beats, now))
+            self.bridge.locate(beats)
             return beats
         if path.startswith("affect/"):
             return self._set_affect(path, value, origin)
         slot_name, sep, name = path.partition("/")
         if not sep or not name or "/" in name:
-            raise ScoreBridgeError(f"{PREFIX}/{path} is not an address of this bridge")
-        host = session.host
-        if name == "engine":
+            raise ScoreBridgeError(f"{A.address(path)} is not an address of this bridge")
+        host = self.host
+        if name == A.ENGINE:
             engine = swappable(value, self.configured_engines)  # before anything is imported
             host.swap(slot_name, engine, origin)
             return engine
-        if name == "enabled":
+        if name == A.ENABLED:
             enabled = _ENABLED.coerce(value)
             host.set_enabled(slot_name, enabled, origin)
             return enabled
@@ -242,7 +257,7 @@ class Controls:
     def _checked_path(self, slot_name: str, name: str, value: Any) -> Any:
         """A file or folder parameter's value, resolved and checked against the allowed
         folders (ParameterError if refused); any other value as it is."""
-        param = type(self.session.host.slot(slot_name).engine).declaration(name)
+        param = type(self.host.slot(slot_name).engine).declaration(name)
         if param.kind != "text" or param.unit not in _PATH_UNITS:
             return value
         text = param.coerce(value)
@@ -258,30 +273,30 @@ class Controls:
         name = path.partition("/")[2]
         param = resolve_target(path, {}).param
         if param is None:
-            raise ScoreBridgeError(f"{PREFIX}/{path}: unknown affect value; valid: valence, arousal, override")
+            raise ScoreBridgeError(f"{A.address(path)}: unknown affect value; valid: valence, arousal, override")
         coerced = param.coerce(value)
         self.affect[name] = coerced
-        self.bus.publish(f"{PREFIX}/{path}", (float(coerced) if name in _AFFECT else int(coerced),), origin)
+        self.bus.publish(A.address(path), (float(coerced) if name in _AFFECT else int(coerced),), origin)
         if self.affect["override"]:
             # An engine that leads the affect (a va slot) is not written back into: its own
             # valence/arousal parameters are its hand override, not a copy of what it plays.
             leader = origin[1] if origin and origin[0] == "engine" else None
-            for slot_name, slot in self.session.host.slots.items():
+            for slot_name, slot in self.host.slots.items():
                 if slot_name == leader:
                     continue
                 declared = {p.name for p in type(slot.engine).params}
                 for key in _AFFECT:
                     if key in declared and (name == "override" or name == key):
-                        self.session.host.set_param(slot_name, key, self.affect[key], origin)
+                        self.host.set_param(slot_name, key, self.affect[key], origin)
                 if name == "override" and "va_source" in declared and slot_name not in self._va_source_before:
                     # an engine that can take its affect from the player's notes (the continuation)
                     # follows the bridge's affect while the override is on
                     self._va_source_before[slot_name] = slot.engine.param("va_source")
-                    self.session.host.set_param(slot_name, "va_source", "params", origin)
+                    self.host.set_param(slot_name, "va_source", "params", origin)
         elif name == "override":  # off: engines switched above go back to where they took it from
             for slot_name, before in self._va_source_before.items():
-                if slot_name in self.session.host.slots:
-                    self.session.host.set_param(slot_name, "va_source", before, origin)
+                if slot_name in self.host.slots:
+                    self.host.set_param(slot_name, "va_source", before, origin)
             self._va_source_before.clear()
         return coerced
 
@@ -366,8 +381,8 @@ class Controls:
         return True
 
     # -- ports ---------------------------------------------------------------------------
-    def open_ports(self) -> None:
-        backend, client = self.session.backend, self.session.config.client
+    def open_ports(self, backend: RtMidiBackend | None) -> None:
+        client = self.config.client
         if backend is None:
             return
         name = f"{client}-ctl"
@@ -382,12 +397,13 @@ class Controls:
             self.out.close()
             self.out = None
 
-    def scan(self, present_inputs: list[str], present_outputs: list[str], own: Callable[[str], bool]) -> None:
+    def scan(self, backend: RtMidiBackend | None, present_inputs: list[str], present_outputs: list[str],
+             own: Callable[[str], bool]) -> None:
         """Connect to controllers matching ``--connect-control`` (both directions)."""
-        backend, patterns = self.session.backend, self.session.config.connect_control
+        patterns = self.config.connect_control
         if backend is None or not patterns:
             return
-        main = f"{self.session.config.client}-ctl:in"
+        main = f"{self.config.client}-ctl:in"
         for name in list(self.inputs):
             if name != main and name not in present_inputs:
                 self.inputs.pop(name).close()
@@ -398,7 +414,7 @@ class Controls:
         for name in present_inputs:
             if name not in self.inputs and not own(name) and _matches(name, patterns):
                 try:
-                    self.inputs[name] = backend.connect_input(f"{self.session.config.client}-ctl-link",
+                    self.inputs[name] = backend.connect_input(f"{self.config.client}-ctl-link",
                                                               name, self.handler_for(name))
                     log.info("control input from %s", name)
                 except (PortError, ScoreBridgeError) as exc:
@@ -406,7 +422,7 @@ class Controls:
         for name in present_outputs:
             if self.out is not None and name not in self.out.extra and not own(name) and _matches(name, patterns):
                 try:
-                    self.out.extra[name] = backend.connect_output(f"{self.session.config.client}-ctl-link", name)
+                    self.out.extra[name] = backend.connect_output(f"{self.config.client}-ctl-link", name)
                     log.info("control feedback to %s", name)
                 except (PortError, ScoreBridgeError) as exc:
                     log.warning("could not connect to controller %s: %s", name, exc)
@@ -415,11 +431,7 @@ class Controls:
         return self.out
 
     def _osc_out(self, address: str, value: float, origin: Origin) -> None:
-        exclude = (origin[1], origin[2]) if origin and origin[0] == "osc" else None
-        self.session.osc.feedback(address, value, exclude=exclude)
-        web = getattr(self.session, "web", None)
-        if web is not None:
-            web.feedback(address, (value,), origin)
+        self.bridge.to_surfaces(address, (value,), origin)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:

@@ -21,9 +21,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from core.errors import PortError
+from bridge.addresses import path_of
 from bridge.maps import Binding, Target
 from bridge.ports.base import OutputPort
+from core.errors import PortError
 
 __all__ = ["ControlFeedback", "FeedbackBus", "Origin", "Sink"]
 
@@ -117,10 +118,11 @@ class ControlFeedback:
                 self._last.pop(key, None)
 
     def __call__(self, address: str, args: tuple[Any, ...], origin: Origin) -> None:
-        if not address.startswith("/scorebridge/") or len(args) != 1:
+        path = path_of(address)
+        if path is None or len(args) != 1:
             return
         queued = False
-        for binding, target in self._lookup(address[len("/scorebridge/"):]):
+        for binding, target in self._lookup(path):
             if not binding.feedback or _same_control(binding, origin):
                 continue
             raw = binding.raw_for(target, args[0])

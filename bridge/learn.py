@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.errors import MappingError
+from bridge.addresses import LEARN, LEARN_DONE, LEARN_ERROR, address
 from bridge.maps import (
     MAX_BINDINGS,
     Binding,
@@ -31,7 +31,7 @@ from bridge.maps import (
     resolve_target,
     save_map,
 )
-from bridge.osc import PREFIX
+from core.errors import MappingError
 from engines import Engine
 
 if TYPE_CHECKING:
@@ -107,13 +107,13 @@ class Learner:
         resolve_target(target, self.controls.slot_engines())
         with self._lock:
             self.armed = target
-        self.controls.bus.publish(f"{PREFIX}/learn", (target,), None)
+        self.controls.bus.publish(address(LEARN), (target,), None)
         log.info("learn: move a control to bind it to %s", target)
 
     def cancel(self) -> None:
         with self._lock:
             self.armed = None
-        self.controls.bus.publish(f"{PREFIX}/learn", ("",), None)
+        self.controls.bus.publish(address(LEARN), ("",), None)
 
     def capture(self, source: str, channel: int | None, number: int | str, raw: int) -> Binding | None:
         """Bind the control that just moved to the armed target and save the learn map."""
@@ -133,14 +133,14 @@ class Learner:
             save_map(updated, self.path, self.unused_tables)
         except (MappingError, OSError) as exc:
             log.error("learn %s -> %s failed: %s", source, target, exc)
-            self.controls.bus.publish(f"{PREFIX}/learn/error", (f"{target}: {exc}",), None)
+            self.controls.bus.publish(address(LEARN_ERROR), (f"{target}: {exc}",), None)
             return None
         self.map = updated
         self.learned += 1
         self.controls.rebuild()
         log.info("learned %s -> %s (saved to %s)", binding.describe_source(), target, self.path)
-        self.controls.bus.publish(f"{PREFIX}/learn/done", (target, binding.describe_source()), None)
-        self.controls.bus.publish(f"{PREFIX}/learn", ("",), None)
+        self.controls.bus.publish(address(LEARN_DONE), (target, binding.describe_source()), None)
+        self.controls.bus.publish(address(LEARN), ("",), None)
         return binding
 
     def _table(self, source: str, channel: int | None, number: int | str, target_path: str) -> dict[str, Any]:

@@ -25,9 +25,10 @@ from typing import Any
 
 import tomli_w
 
-from core.errors import MappingError, ParameterError
-from bridge.targets import Target, bridge_targets, resolve_target
+from bridge.addresses import PREFIX, path_of
+from bridge.targets import Target, resolve_target
 from core.engine import Engine, Param
+from core.errors import MappingError, ParameterError
 
 __all__ = [
     "MAX_BINDINGS",
@@ -38,7 +39,6 @@ __all__ = [
     "Binding",
     "ControlMap",
     "Target",
-    "bridge_targets",
     "dumps_map",
     "load_map",
     "map_to_dict",
@@ -276,9 +276,9 @@ def _parse_binding(table: dict[str, Any], slots: Mapping[str, type[Engine]], lin
     source = sources[0]
     if source == "osc":
         number: int | str = str(table["osc"])
-        if not number.startswith("/") or number.startswith("/scorebridge/"):
+        if not number.startswith("/") or path_of(number) is not None:
             raise _Bad("osc", f"osc = {_shown(number)} must be an address like \"/1/fader1\" "
-                       "(the /scorebridge/ addresses are the bridge's own)")
+                       f"(the {PREFIX}/ addresses are the bridge's own)")
     else:
         number = _number(table[source], source, 0, 127)
     channel = None

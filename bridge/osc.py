@@ -10,7 +10,6 @@ addresses, never to the bridge's own port, and feedback is rate-limited as a who
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import math
 import socket
@@ -24,14 +23,16 @@ from typing import Any
 
 from pythonosc.osc_message_builder import OscMessageBuilder
 
-from core.errors import ConfigError, ScoreBridgeError
+from bridge.addresses import ERROR, PREFIX, path_of
+from bridge.addresses import address as full_address
 from bridge.osc_packet import MalformedPacket, parse_datagram
+from core.errors import ConfigError, ScoreBridgeError
 
-__all__ = ["OscServer", "build_message", "PREFIX", "MAX_SUBSCRIBERS", "FEEDBACK_RATE_PER_S",
-           "FEEDBACK_BURST", "LOG_INTERVAL_S"]
+# PREFIX stays importable from here for the commands that build requests.
+__all__ = ["FEEDBACK_BURST", "FEEDBACK_RATE_PER_S", "LOG_INTERVAL_S", "MAX_SUBSCRIBERS", "PREFIX",
+           "OscServer", "build_message"]
 
 log = logging.getLogger(__name__)
-PREFIX = "/scorebridge"
 # Feedback targets at once (each gets every change).
 MAX_SUBSCRIBERS = 32
 # Feedback messages per second to all subscribers together, with a burst allowance: enough for
@@ -43,7 +44,6 @@ FEEDBACK_BURST = 500
 # interval per kind, with the count of those not logged.
 LOG_INTERVAL_S = 10.0
 _MAX_LOG_KINDS = 64
-# The errors a handler raises for bad input: refused with a /scorebridge/error reply.
 _MAX_FLOAT32 = 3.4028234663852886e38
 # Linux's SO_RXQ_OVFL (Python names it only on some builds): the kernel then tells, with each
 # datagram, how many it dropped because the receive buffer was full.
@@ -62,6 +62,7 @@ def _count_kernel_drops(sock: socket.socket) -> None:
             pass
 
 
+# The errors a handler raises for bad input: refused with an ``error`` reply.
 _REFUSALS = (ScoreBridgeError, ValueError, TypeError, IndexError, ArithmeticError)
 
 
@@ -132,9 +133,9 @@ def _shorten(value: Any, limit: int = 200) -> str:
 
 
 class OscServer:
-    """Receives control and sends feedback. ``routes`` maps an address (after the prefix) to a
-    handler ``(args, sender) -> reply args or None``; ``/<slot>/<param>`` falls back to
-    ``set_param``."""
+    """Receives control and sends feedback. ``routes`` maps a path of the bridge's addresses
+    (``subscribe``, see ``bridge.addresses``) to a handler ``(args, sender) -> reply args or
+    None``; ``<slot>/<param>`` goes to ``param_handler``."""
 
     def __init__(
         self,
@@ -263,21 +264,21 @@ class OscServer:
             self._dispatch(address, args, sender, reply_to)
         except Exception as exc:  # noqa: BLE001 - the isolation boundary of every OSC/browser message
             self._handler_error(address[:100], exc)
-            reply_to(PREFIX + "/error",
+            reply_to(full_address(ERROR),
                      f"{address}: internal error ({type(exc).__name__}); see the bridge's log")
 
     def _dispatch(self, address: str, args: list[Any], sender: tuple[str, int],
                   reply_to: Callable[..., None]) -> None:
-        if not address.startswith(PREFIX + "/"):
+        path = path_of(address)
+        if path is None:
             try:
                 handled = self.external_handler is not None and self.external_handler(address, args, sender)
             except _REFUSALS as exc:
                 handled = True
                 self.counters["rejected"] += 1
-                reply_to(PREFIX + "/error", f"{address}: {exc}")
+                reply_to(full_address(ERROR), f"{address}: {exc}")
             self.counters["handled" if handled else "unknown_address"] += 1
             return
-        path = address[len(PREFIX):]
         try:
             handler = self.routes.get(path)
             if handler is not None:
@@ -297,7 +298,7 @@ class OscServer:
             self.counters["rejected"] += 1
             self._log(logging.WARNING, "rejected", "OSC %s %s rejected: %s", _shorten(address),
                       _shorten(args), exc)
-            reply_to(PREFIX + "/error", f"{address}: {exc}")
+            reply_to(full_address(ERROR), f"{address}: {exc}")
 
     # -- sending ---------------------------------------------------------------------
     def send_to(self, target: tuple[str, int], address: str, *args: Any) -> None:
@@ -313,7 +314,7 @@ class OscServer:
         not this bridge's own OSC port (which would answer itself in a loop)."""
         if not isinstance(host, str) or not host:
             raise ValueError(f"host {_shorten(host)} is not an address")
-        if isinstance(port, bool) or not isinstance(port, (int, float)) or port != port or port != int(port):
+        if isinstance(port, bool) or not isinstance(port, (int, float)) or not math.isfinite(port) or port != int(port):
             raise ValueError(f"port {_shorten(port)} is not a whole number")
         port = int(port)
         if not 0 < port < 65536:
@@ -377,6 +378,3 @@ class OscServer:
                     except Exception as exc:  # noqa: BLE001 - one bad value never stops feedback
                         self._handler_error(f"feedback {address[:100]}", exc)
             time.sleep(self.feedback_interval_s)  # the feedback thread's own rate limit
-
-    def status_json(self, extra: dict[str, Any]) -> str:
-        return json.dumps({"osc": dict(self.counters), **extra}, sort_keys=True)

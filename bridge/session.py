@@ -13,26 +13,30 @@ import re
 import threading
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import mido
 
 from bridge import __version__
+from bridge import addresses as A
 from bridge.affect_follow import AffectFollower
 from bridge.clock import Transport
 from bridge.config import BridgeConfig
 from bridge.control import Controls
-from core.errors import ConfigError, PortError, ScoreBridgeError
-from core.events import TICKS_PER_BEAT, NoteOff
 from bridge.host import EngineHost
 from bridge.jack import JackConnectionWatcher, PrivateJackServer, alsa_connections, jack_connections
-from bridge.osc import PREFIX, OscServer
+from bridge.osc import OscServer
 from bridge.output import NoteTracker, Scheduler, all_notes_off
 from bridge.ports import InputPort, OutputPort, RtMidiBackend, select_backend
 from bridge.ports.base import FanOutPort
 from bridge.router import InputRouter
-from bridge.session_osc import install_osc_routes
+from bridge.session_osc import describe, install_osc_routes, surface_values
+from core.errors import ConfigError, PortError, ScoreBridgeError
+from core.events import TICKS_PER_BEAT, NoteOff
+
+if TYPE_CHECKING:
+    from bridge.web import WebSurface
 
 __all__ = ["Session", "SessionState"]
 
@@ -68,10 +72,11 @@ class Session:
         self.router = InputRouter(self.host, self.transport)
         self.osc = OscServer(config.osc_host, config.osc_port, config.osc_allow_remote,
                              tuple(config.osc_allow))
-        self.controls = Controls(self)  # loads and validates the control maps before anything opens
-        self.affect_follower = AffectFollower(self)
-        self.controls.bus.add_sink(self._osc_sink)
-        self.web: Any = None
+        # Loads and validates the control maps before anything opens.
+        self.controls = Controls(config, self.host, self.transport, self)
+        self.affect_follower = AffectFollower(self.host, self.scheduler.at, self.controls.apply, self.running)
+        self.controls.bus.add_sink(self.to_surfaces)
+        self.web: WebSurface | None = None
         self.main_in: InputPort | None = None
         self.main_out: FanOutPort | None = None
         self.slot_ports: dict[str, OutputPort] = {}
@@ -102,10 +107,14 @@ class Session:
         self.state = SessionState.ONLINE
         self.started_s = time.perf_counter()
 
+    def running(self) -> bool:
+        """Booting or online: timed work of the session goes on."""
+        return self.state in (SessionState.BOOTING, SessionState.ONLINE)
+
     def _boot(self) -> None:
         self.backend, self.private_jack = select_backend(self.config.backend)
         self._open_own_ports()
-        self.controls.open_ports()
+        self.controls.open_ports(self.backend)
         for slot_config in self.config.slots:
             self.host.add_slot(slot_config, self._slot_port(slot_config.out_port))
         self.router.start()
@@ -114,7 +123,7 @@ class Session:
         self.host.add_listener(self._param_feedback)
         self.router.on_transport(self._transport_feedback)
         self._open_input()
-        install_osc_routes(self)
+        install_osc_routes(self.osc, self.controls, self.status)
         self.controls.start()
         self.affect_follower.start()
         self.osc.start()
@@ -223,7 +232,7 @@ class Session:
 
     def _jack_back(self) -> None:
         self._open_own_ports()
-        self.controls.open_ports()
+        self.controls.open_ports(self.backend)
         for slot in self.host.slots.values():
             slot.port = self._slot_port(slot.config.out_port)
         self._open_input()
@@ -331,7 +340,7 @@ class Session:
             inputs, outputs = self.backend.list_inputs(), self.backend.list_outputs()
             self._scan(inputs, config.connect_in, self.connected_in, True)
             self._scan(outputs, config.connect_out, self.connected_out, False)
-            self.controls.scan(inputs, outputs, self._own)
+            self.controls.scan(self.backend, inputs, outputs, self._own)
 
     def _scan(self, present: list[str], patterns: list[str], connected: dict[str, Any], is_input: bool) -> None:
         backend = self.backend
@@ -395,7 +404,22 @@ class Session:
         ports = [self.main_out, *self.slot_ports.values()]
         return [p for p in ports if p is not None and not p.closed]
 
-    # -- control -----------------------------------------------------------------------
+    # -- control (the actions of bridge.control.BridgeActions) ----------------------------
+    def set_playing(self, playing: bool) -> None:
+        now = time.perf_counter()
+        self.router.transport_change(lambda: self.transport.set_playing(playing, now))
+
+    def locate(self, beats: float) -> None:
+        now = time.perf_counter()
+        self.router.transport_change(lambda: self.transport.locate(beats, now))
+
+    def to_surfaces(self, address: str, args: tuple[Any, ...], origin: Any) -> None:
+        """A change for the OSC subscribers and browsers, not back to the one that made it."""
+        exclude = (origin[1], origin[2]) if origin and origin[0] == "osc" else None
+        self.osc.feedback(address, *args, exclude=exclude)
+        if self.web is not None:
+            self.web.feedback(address, args, origin)
+
     def panic(self) -> int:
         """Release tracked notes, then All Notes Off and sustain off on every channel and port."""
         released = self.host.panic()
@@ -405,20 +429,16 @@ class Session:
         return released
 
     def _param_feedback(self, slot: str, name: str, value: Any, origin: Any = None) -> None:
-        if name == "engine":
+        if name == A.ENGINE:
             self.controls.rebuild()  # targets resolve against the new engine's declarations
             if self.web is not None:
                 self.web.describe_changed()
-        self.controls.bus.publish(f"{PREFIX}/{slot}/{name}", (value,), origin)
+        self.controls.bus.publish(A.address(f"{slot}/{name}"), (value,), origin)
 
     def _transport_feedback(self, events: list[Any]) -> None:
         bus = self.controls.bus
-        bus.publish(f"{PREFIX}/transport/playing", (int(self.transport.playing),))
-        bus.publish(f"{PREFIX}/transport/tempo", (float(round(self.transport.tempo_bpm, 2)),))
-
-    def _osc_sink(self, address: str, args: tuple[Any, ...], origin: Any) -> None:
-        exclude = (origin[1], origin[2]) if origin and origin[0] == "osc" else None
-        self.osc.feedback(address, *args, exclude=exclude)
+        bus.publish(A.address(A.PLAYING), (int(self.transport.playing),))
+        bus.publish(A.address(A.TEMPO), (float(round(self.transport.tempo_bpm, 2)),))
 
     def _start_web(self) -> None:
         config = self.config
@@ -428,11 +448,12 @@ class Session:
 
         if not 0 <= config.web_port <= 65535:
             raise ConfigError(f"web port {config.web_port} is outside 0..65535 (0 = any free port)")
-        self.web = WebSurface(self, config.web_host, config.web_port, config.web_allow_remote, config.web_token)
+        controls = self.controls
+        self.web = WebSurface(self.osc.dispatch, lambda: surface_values(controls), lambda: describe(controls),
+                              config.web_host, config.web_port, config.web_allow_remote, config.web_token)
         try:
             self.web.start()
-            thread = getattr(self.web, "_thread", None)
-            if thread is not None and not thread.is_alive():
+            if not self.web.running:
                 raise ScoreBridgeError(f"the browser surface on {config.web_host}:{config.web_port} "
                                        "stopped at start; choose another port with --web-port")
         except ScoreBridgeError as exc:
@@ -440,8 +461,6 @@ class Session:
                 raise
             log.warning("browser surface not started: %s", exc)
             self.web = None
-            return
-        self.controls.bus.add_sink(self.web.feedback)
 
     def status(self) -> dict[str, Any]:
         now = time.perf_counter()

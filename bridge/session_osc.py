@@ -1,38 +1,20 @@
-"""The OSC address table of a running session (documented in README.md)."""
+"""The routes of the bridge's OSC addresses (``bridge.addresses``, documented in README.md), and
+what a surface that connects is sent: the description of the slots and every current value."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from bridge.osc import PREFIX
+from bridge import addresses as A
 
 if TYPE_CHECKING:
-    from bridge.session import Session
+    from bridge.control import Controls
+    from bridge.osc import OscServer
 
-__all__ = ["install_osc_routes", "OSC_ADDRESSES", "describe", "current_values"]
-
-OSC_ADDRESSES = {
-    "/scorebridge/<slot>/<param> value": "set an engine parameter (echoed to subscribers)",
-    "/scorebridge/<slot>/engine name": "swap the slot's engine while running (notes released)",
-    "/scorebridge/<slot>/enabled 0|1": "mute / re-enable a slot (e.g. after its engine failed)",
-    "/scorebridge/subscribe [host] port": "send feedback to host:port (host defaults to the sender)",
-    "/scorebridge/unsubscribe [host] port": "stop feedback",
-    "/scorebridge/dump": "send every current value to the subscribers",
-    "/scorebridge/describe": "reply /scorebridge/describe <json>: slots, engines, parameter declarations",
-    "/scorebridge/panic": "release every note, All Notes Off on all channels; replies /scorebridge/panic/done n",
-    "/scorebridge/status [host port]": "reply /scorebridge/status <json> (to the sender or host:port)",
-    "/scorebridge/transport/start": "start the internal transport",
-    "/scorebridge/transport/stop": "stop the internal transport (notes released)",
-    "/scorebridge/transport/playing 0|1": "start or stop the internal transport",
-    "/scorebridge/transport/tempo bpm": "set the internal tempo",
-    "/scorebridge/transport/locate beats": "move the song position",
-    "/scorebridge/affect/valence v, /arousal v": "valence/arousal (-1..1), shown on every surface",
-    "/scorebridge/affect/override 0|1": "send valence/arousal to every engine that declares them",
-    "/scorebridge/learn slot/param": "MIDI learn: the next control moved is bound to slot/param and saved",
-    "/scorebridge/learn/cancel": "disarm MIDI learn",
-}
+__all__ = ["current_values", "describe", "install_osc_routes", "surface_values"]
 
 
 def _target(args: list[Any], sender: tuple[str, int]) -> tuple[Any, Any]:
@@ -46,12 +28,11 @@ def _target(args: list[Any], sender: tuple[str, int]) -> tuple[Any, Any]:
     return sender
 
 
-def describe(session: Session) -> dict[str, Any]:
+def describe(controls: Controls) -> dict[str, Any]:
     """Slots, their engines' parameter declarations and the engines available: what a surface
     needs to draw its controls."""
     from engines import available_engines
 
-    controls = session.controls
     surface = [
         {"address": str(b.number), "target": b.target, "label": b.label or b.target, "scale": b.scale}
         for m in controls.all_maps() for b in m.bindings
@@ -61,26 +42,32 @@ def describe(session: Session) -> dict[str, Any]:
         "engines": sorted(available_engines()),
         "slots": {
             name: {"engine": slot.engine.name, "params": [p.as_dict() for p in type(slot.engine).params]}
-            for name, slot in session.host.slots.items()
+            for name, slot in controls.host.slots.items()
         },
         "surface": surface,
         "learn_armed": controls.learner.armed or "",
     }
 
 
-def current_values(session: Session) -> list[tuple[str, tuple[Any, ...]]]:
+def current_values(controls: Controls) -> list[tuple[str, tuple[Any, ...]]]:
     """Every value a surface shows, as (address, args)."""
-    values = [(f"{PREFIX}/{slot}/{name}", (value,)) for slot, name, value in session.host.current_values()]
-    transport = session.transport
-    values.append((f"{PREFIX}/transport/playing", (int(transport.playing),)))
-    values.append((f"{PREFIX}/transport/tempo", (float(round(transport.tempo_bpm, 2)),)))
-    for name, value in session.controls.affect.items():
-        values.append((f"{PREFIX}/affect/{name}", (value if name != "override" else int(value),)))
+    values = [(A.address(f"{slot}/{name}"), (value,)) for slot, name, value in controls.host.current_values()]
+    transport = controls.transport
+    values.append((A.address(A.PLAYING), (int(transport.playing),)))
+    values.append((A.address(A.TEMPO), (float(round(transport.tempo_bpm, 2)),)))
+    for name, value in controls.affect.items():
+        values.append((A.address(f"affect/{name}"), (value if name != "override" else int(value),)))
     return values
 
 
-def install_osc_routes(session: Session) -> None:
-    osc, controls = session.osc, session.controls
+def surface_values(controls: Controls) -> list[tuple[str, tuple[Any, ...]]]:
+    """What a browser that just connected is sent: every value, then each map-bound address's."""
+    return [*current_values(controls), *((address, (value,)) for address, value in controls.surface_values())]
+
+
+def install_osc_routes(osc: OscServer, controls: Controls, status: Callable[[], dict[str, Any]]) -> None:
+    """Answer the bridge's addresses on ``osc``: control goes to ``controls``, a status request
+    gets ``status()``."""
 
     def origin(sender: tuple[str, int]) -> tuple[Any, ...]:
         return ("osc", *sender) if sender[0] != "web" else sender
@@ -92,59 +79,58 @@ def install_osc_routes(session: Session) -> None:
         osc.unsubscribe(*_target(args, sender))
 
     def dump(args: list[Any], sender: tuple[str, int]) -> None:
-        for address, values in current_values(session):
+        for address, values in current_values(controls):
             osc.feedback(address, *values)
 
     def panic(args: list[Any], sender: tuple[str, int]) -> tuple[Any, ...]:
-        released = controls.apply("panic", None, origin(sender))  # every other surface hears it too
-        return (f"{PREFIX}/panic/done", released)
+        released = controls.apply(A.PANIC, None, origin(sender))  # every other surface hears it too
+        return (A.address(A.PANIC_DONE), released)
 
     def status_text() -> str:
-        report = session.status()
+        report = status()
         if isinstance(report.get("web"), str):  # the browser's token never leaves in a status
             report["web"] = urlsplit(report["web"])._replace(query="", fragment="").geturl()
         return json.dumps(report, sort_keys=True, default=str)
 
-    def status(args: list[Any], sender: tuple[str, int]) -> tuple[Any, ...] | None:
+    def status_route(args: list[Any], sender: tuple[str, int]) -> tuple[Any, ...] | None:
         if args:  # checked before the status is gathered: only allowed targets get it
             target = osc.check_target(*_target(args, sender))
-            osc.send_to(target, f"{PREFIX}/status", status_text())
+            osc.send_to(target, A.address(A.STATUS), status_text())
             return None
-        return (f"{PREFIX}/status", status_text())
+        return (A.address(A.STATUS), status_text())
 
     def describe_route(args: list[Any], sender: tuple[str, int]) -> tuple[Any, ...]:
-        return (f"{PREFIX}/describe", json.dumps(describe(session), sort_keys=True))
+        return (A.address(A.DESCRIBE), json.dumps(describe(controls), sort_keys=True))
 
     def control_route(path: str, takes_value: bool):
         def handle(args: list[Any], sender: tuple[str, int]) -> None:
             if takes_value and len(args) != 1:
-                raise ValueError(f"{PREFIX}/{path} takes exactly one value, got {len(args)}")
+                raise ValueError(f"{A.address(path)} takes exactly one value, got {len(args)}")
             controls.apply(path, args[0] if takes_value else None, origin(sender))
 
         return handle
 
     def learn(args: list[Any], sender: tuple[str, int]) -> None:
         if len(args) != 1:
-            raise ValueError(f"{PREFIX}/learn takes one target, e.g. rule/velocity")
+            raise ValueError(f"{A.address(A.LEARN)} takes one target, e.g. rule/velocity")
         controls.learner.arm(str(args[0]))
 
     def param(slot: str, name: str, args: list[Any], sender: tuple[str, int]) -> None:
         if len(args) != 1:
-            raise ValueError(f"{PREFIX}/{slot}/{name} takes exactly one value, got {len(args)}")
+            raise ValueError(f"{A.address(f'{slot}/{name}')} takes exactly one value, got {len(args)}")
         controls.apply(f"{slot}/{name}", args[0], origin(sender))
 
     osc.routes.update({
-        "/subscribe": subscribe,
-        "/unsubscribe": unsubscribe,
-        "/dump": dump,
-        "/describe": describe_route,
-        "/panic": panic,
-        "/status": status,
-        "/learn": learn,
-        "/learn/cancel": lambda args, sender: controls.learner.cancel(),
-        **{f"/transport/{a}": control_route(f"transport/{a}", a not in ("start", "stop"))
-           for a in ("start", "stop", "playing", "tempo", "locate")},
-        **{f"/affect/{a}": control_route(f"affect/{a}", True) for a in ("valence", "arousal", "override")},
+        A.SUBSCRIBE: subscribe,
+        A.UNSUBSCRIBE: unsubscribe,
+        A.DUMP: dump,
+        A.DESCRIBE: describe_route,
+        A.PANIC: panic,
+        A.STATUS: status_route,
+        A.LEARN: learn,
+        A.LEARN_CANCEL: lambda args, sender: controls.learner.cancel(),
+        **{path: control_route(path, path not in (A.START, A.STOP))
+           for path in (A.START, A.STOP, A.PLAYING, A.TEMPO, A.LOCATE, A.VALENCE, A.AROUSAL, A.OVERRIDE)},
     })
     osc.param_handler = param
     osc.external_handler = lambda address, args, sender: controls.on_osc(address, args, origin(sender))

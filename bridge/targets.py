@@ -7,10 +7,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from core.errors import MappingError, ParameterError
+from bridge.addresses import ENABLED, ENGINE
+from bridge.addresses import actions as bridge_actions
 from core.engine import Engine, Param
+from core.errors import MappingError, ParameterError
 
-__all__ = ["Target", "bridge_targets", "resolve_target"]
+__all__ = ["Target", "resolve_target"]
 
 
 @dataclass(frozen=True)
@@ -25,24 +27,9 @@ class Target:
         return self.param is None
 
 
-def bridge_targets() -> dict[str, Param | None]:
-    """Bridge actions that are not engine parameters (None = a trigger)."""
-    return {
-        "panic": None,
-        "transport/start": None,
-        "transport/stop": None,
-        "transport/playing": Param("playing", "bool", False, doc="Internal transport running"),
-        "transport/tempo": Param("tempo", "float", 120.0, 20.0, 400.0, unit="BPM"),
-        "affect/valence": Param("valence", "float", 0.0, -1.0, 1.0, doc="Valence override"),
-        "affect/arousal": Param("arousal", "float", 0.0, -1.0, 1.0, doc="Arousal override"),
-        "affect/override": Param("override", "bool", False, doc="Send the valence/arousal override "
-                                 "to every engine that declares valence/arousal parameters"),
-    }
-
-
 def resolve_target(path: str, slots: Mapping[str, type[Engine]]) -> Target:
     """The declaration behind ``path`` (``slot/param`` or a bridge action), or MappingError."""
-    actions = bridge_targets()
+    actions = bridge_actions()
     if path in actions:
         return Target(path, actions[path])
     slot, sep, name = path.partition("/")
@@ -52,18 +39,18 @@ def resolve_target(path: str, slots: Mapping[str, type[Engine]]) -> Target:
     if slot not in slots:
         raise MappingError(f"target {path!r}: no slot {slot!r}; slots: {', '.join(slots) or 'none'}")
     engine = slots[slot]
-    if name == "engine":
+    if name == ENGINE:
         from engines import available_engines
 
         choices = tuple(sorted(available_engines()))
         if engine.name and engine.name not in choices:
             choices += (engine.name,)
-        return Target(path, Param("engine", "choice", engine.name or choices[0], choices=choices))
-    if name == "enabled":
-        return Target(path, Param("enabled", "bool", True))
+        return Target(path, Param(ENGINE, "choice", engine.name or choices[0], choices=choices))
+    if name == ENABLED:
+        return Target(path, Param(ENABLED, "bool", True))
     try:
         return Target(path, engine.declaration(name))
     except ParameterError:
-        valid = ", ".join(["engine", "enabled", *(p.name for p in engine.params)])
+        valid = ", ".join([ENGINE, ENABLED, *(p.name for p in engine.params)])
         raise MappingError(f"target {path!r}: engine {engine.name!r} in slot {slot!r} has no "
                            f"parameter {name!r}; valid: {valid}") from None

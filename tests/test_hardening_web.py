@@ -34,31 +34,22 @@ TOKEN = "s3cretTOKENvalue"
 
 
 # -- an in-process surface ------------------------------------------------------------------
-def _stub_session() -> Any:
-    """What WebSurface reads from a session; dispatch echoes each message back as a reply."""
+def _surface(host: str = "127.0.0.1", port: int = 0, **kwargs: Any) -> Any:
+    """A surface over a stub bridge: dispatch echoes each message back as a reply."""
+    from bridge.web import WebSurface
 
     def dispatch(address: str, args: list[Any], sender: Any, reply: Any) -> None:
         reply("/scorebridge/echo", address, *args)
 
-    return SimpleNamespace(
-        host=SimpleNamespace(current_values=lambda: [("rule", "velocity", 72)]),
-        transport=SimpleNamespace(playing=False, tempo_bpm=120.0),
-        controls=SimpleNamespace(affect={}, surface_values=list),
-        osc=SimpleNamespace(dispatch=dispatch))
+    return WebSurface(dispatch, lambda: [("/scorebridge/rule/velocity", (72,))], dict, host, port, **kwargs)
 
 
 @pytest.fixture
 def surface():
-    from bridge.web import server
-
     started = []
 
-    def start(**kwargs: Any) -> server.WebSurface:
-        class Surface(server.WebSurface):
-            def _describe(self) -> str:
-                return "{}"
-
-        web = Surface(_stub_session(), "127.0.0.1", 0, **kwargs)
+    def start(**kwargs: Any) -> Any:
+        web = _surface(**kwargs)
         web.start()
         started.append(web)
         return web
@@ -321,10 +312,8 @@ def test_foreign_origins_hosts_and_missing_tokens_are_refused(surface):
         assert refused.value.response.status_code == 403 and TOKEN.encode() not in refused.value.response.body
     with connect(ws_url(locked, TOKEN)) as ws:
         assert still_answers(ws)
-    from bridge.web import WebSurface
-
     with pytest.raises(ConfigError, match="not loopback"):
-        WebSurface(_stub_session(), "0.0.0.0", 0)
+        _surface("0.0.0.0", 0)
 
 
 # -- control maps -----------------------------------------------------------------------------
@@ -489,9 +478,8 @@ def test_temporaries_of_an_interrupted_learn_save_are_removed_at_start(tmp_path:
 @pytest.mark.parametrize("port", [-1, 70000])
 def test_a_port_that_cannot_be_bound_fails_start_at_once(port: int):
     from core.errors import ScoreBridgeError
-    from bridge.web import WebSurface
 
-    web = WebSurface(_stub_session(), "127.0.0.1", port)
+    web = _surface("127.0.0.1", port)
     started = time.monotonic()
     with pytest.raises(ScoreBridgeError, match="cannot serve the browser surface"):
         web.start()
@@ -500,12 +488,11 @@ def test_a_port_that_cannot_be_bound_fails_start_at_once(port: int):
 
 def test_a_port_in_use_fails_start_and_running_says_so(surface):
     from core.errors import ScoreBridgeError
-    from bridge.web import WebSurface
 
     first = surface()
     assert first.running
     with pytest.raises(ScoreBridgeError, match="choose another port"):
-        WebSurface(_stub_session(), "127.0.0.1", first.port).start()
+        _surface("127.0.0.1", first.port).start()
     first.stop()
     assert not first.running
 

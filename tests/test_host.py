@@ -203,9 +203,8 @@ def test_transport_changes_from_other_threads_are_published_from_the_router_thre
 def test_the_affect_follower_finds_its_source_by_capability_not_by_name():
     host, _ = make_host(("plain", "Recorder"), ("video", "Affect"))
     applied: list[tuple[str, object]] = []
-    controls = SimpleNamespace(apply=lambda path, value, origin=None: applied.append((path, value)))
-    session = SimpleNamespace(host=host, controls=controls, scheduler=host.scheduler)
-    follower = AffectFollower(session)
+    follower = AffectFollower(host, host.scheduler.at, lambda path, value, origin=None: applied.append((path, value)),
+                              lambda: True)
     follower.follow()
     assert follower.source == "video"
     assert applied == [("affect/override", 1), ("affect/valence", 0.5), ("affect/arousal", -0.25)]

@@ -25,10 +25,11 @@ import secrets
 import sys
 import threading
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from importlib.resources import files
 from itertools import count
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 from websockets.asyncio.server import ServerConnection, serve
@@ -36,12 +37,9 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from core.errors import ConfigError, ScoreBridgeError
+from bridge import addresses as A
 from bridge.feedback import Origin
-from bridge.osc import PREFIX
-
-if TYPE_CHECKING:
-    from bridge.session import Session
+from core.errors import ConfigError, ScoreBridgeError
 
 __all__ = ["MAX_CLIENTS", "MAX_CONNECTIONS", "MAX_MESSAGE_BYTES", "MAX_MESSAGE_DEPTH", "MessageError",
            "WebSurface", "parse_message"]
@@ -51,7 +49,10 @@ _STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
            "/index.html": ("index.html", "text/html; charset=utf-8"),
            "/app.js": ("app.js", "text/javascript; charset=utf-8"),
            "/style.css": ("style.css", "text/css; charset=utf-8")}
-_REFUSED_FROM_WEB = ("/subscribe", "/unsubscribe")
+_REFUSED_FROM_WEB = (A.SUBSCRIBE, A.UNSUBSCRIBE)
+# dispatch(address, args, sender, reply): handles one message as the OSC server does (its
+# replies and errors go to reply(address, *args)).
+Dispatch = Callable[[str, list[Any], tuple[Any, ...], Callable[..., None]], None]
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]", "::1")
 
 # A control message is under 200 bytes (a long text argument, a file name, under 1 KB); larger
@@ -150,7 +151,7 @@ def parse_message(data: str | bytes) -> tuple[str, list[Any]]:
     if _depth(message) > MAX_MESSAGE_DEPTH:
         raise MessageError(f"nesting too deep (at most {MAX_MESSAGE_DEPTH} levels)")
     if not isinstance(message, dict) or not isinstance(message.get("address"), str):
-        raise MessageError('send {"address": "/scorebridge/...", "args": [...]}')
+        raise MessageError(f'send {{"address": "{A.PREFIX}/...", "args": [...]}}')
     args = message.get("args", [])
     if not isinstance(args, list) or len(args) > MAX_ARGS:
         raise MessageError(f"args must be a list of at most {MAX_ARGS} numbers or strings")
@@ -220,14 +221,18 @@ def _counted_connection(surface: WebSurface) -> type[ServerConnection]:
 
 
 class WebSurface:
-    """Serves the page and the WebSocket on its own thread (one asyncio loop)."""
+    """Serves the page and the WebSocket on its own thread (one asyncio loop).
 
-    def __init__(self, session: Session, host: str = "127.0.0.1", port: int = 9080, allow_remote: bool = False,
-                 token: str | None = None, interval_s: float = 0.02) -> None:
+    A client's message goes to ``dispatch`` (as an OSC message would); a client that connects
+    is sent ``describe()`` (as JSON) and every ``values()`` pair (address, args)."""
+
+    def __init__(self, dispatch: Dispatch, values: Callable[[], list[tuple[str, tuple[Any, ...]]]],
+                 describe: Callable[[], dict[str, Any]], host: str = "127.0.0.1", port: int = 9080,
+                 allow_remote: bool = False, token: str | None = None, interval_s: float = 0.02) -> None:
         if not _is_loopback(host) and not allow_remote:
             raise ConfigError(f"browser surface address {host} is not loopback: pass --web-allow-remote "
                               "(a token is then required)")
-        self.session = session
+        self._dispatch, self._values, self._description = dispatch, values, describe
         self.host, self.port = host, port
         self.token = token or (secrets.token_urlsafe(16) if allow_remote else None)
         self.interval_s = interval_s
@@ -357,13 +362,9 @@ class WebSurface:
         self.counters["clients"] += 1
         sender = asyncio.create_task(self._send_loop(client))
         try:
-            self._queue(client, f"{PREFIX}/describe", [self._describe()])
-            from bridge.session_osc import current_values
-
-            for address, args in current_values(self.session):
+            self._queue(client, A.address(A.DESCRIBE), [self._describe()])
+            for address, args in self._values():
                 self._queue(client, address, list(args))
-            for address, value in self.session.controls.surface_values():
-                self._queue(client, address, [value])
             async for text in connection:
                 # Off the loop: a swap may construct an engine (and load its model).
                 await asyncio.to_thread(self._receive, client, text)
@@ -380,21 +381,19 @@ class WebSurface:
             address, args = parse_message(text)
         except MessageError as exc:
             self.counters["malformed"] += 1
-            self._queue(client, f"{PREFIX}/error", [f"malformed message: {exc}"])
+            self._queue(client, A.address(A.ERROR), [f"malformed message: {exc}"])
             return
-        if address[len(PREFIX):] in _REFUSED_FROM_WEB:
-            self._queue(client, f"{PREFIX}/error", [f"{address}: the browser is always subscribed"])
+        if A.path_of(address) in _REFUSED_FROM_WEB:
+            self._queue(client, A.address(A.ERROR), [f"{address}: the browser is always subscribed"])
             return
 
         def reply(reply_address: str, *reply_args: Any) -> None:
             self._queue(client, reply_address, list(reply_args))
 
-        self.session.osc.dispatch(address, args, ("web", client.number), reply)
+        self._dispatch(address, args, ("web", client.number), reply)
 
     def _describe(self) -> str:
-        from bridge.session_osc import describe
-
-        return json.dumps(describe(self.session), sort_keys=True)
+        return json.dumps(self._description(), sort_keys=True)
 
     async def _send_loop(self, client: _Client) -> None:
         while True:
@@ -448,7 +447,7 @@ class WebSurface:
         if clients:
             text = self._describe()
             for client in clients:
-                self._queue(client, f"{PREFIX}/describe", [text])
+                self._queue(client, A.address(A.DESCRIBE), [text])
 
 
 def _netloc(url: str) -> str | None:

@@ -20,9 +20,9 @@ from typing import Any
 import mido
 import numpy as np
 
+from core.engine import Engine, EngineContext, LazyParams, Param
 from core.errors import EngineError, ParameterError
 from core.events import Beat, EngineInput, EngineOutput, Note, NoteOff, NoteOn, Send, TransportChange
-from core.engine import Engine, EngineContext, Param, LazyParams
 
 from .affect import MAJOR_PROFILE, MINOR_PROFILE, detect_key
 from .decode import STRATEGIES
@@ -105,7 +105,9 @@ class LearnedHarmonizer(Engine):
         super().__init__()
         self._model: HarmonizerModel | None = None
         self.tempo_bpm = 120.0
-        self.clip_mode = ClipMode(self)
+        self.clip_mode = ClipMode(
+            param=self.param, model=lambda: self.model, rng=lambda: self.rng, voicing=self.voicing_config,
+            tempo_bpm=lambda: self.tempo_bpm, slot=lambda: self.context.slot if self.context else self.name)
         self._reset_live()
 
     # -- state ---------------------------------------------------------------------------

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
@@ -20,10 +20,8 @@ from core.events import EngineOutput, Note
 
 from .clip import ClipOptions, HarmonizedClip, harmonize_notes, write_midi
 from .harmonize import parse_key
-from .voicing import NoteEvent
-
-if TYPE_CHECKING:
-    from .engine import LearnedHarmonizer
+from .runtime import HarmonizerModel
+from .voicing import NoteEvent, VoicingConfig
 
 __all__ = ["CARRY_MIN_BEATS", "ClipLooper", "ClipMode"]
 
@@ -121,10 +119,15 @@ class ClipLooper:
 
 
 class ClipMode:
-    """Clip mode of a `LearnedHarmonizer`: reads its parameters, model and random generator."""
+    """The harmonizer's clip mode. What it reads of the engine is handed in: ``param(name)`` (the
+    engine's parameters), ``model()``, ``rng()`` (reseeded with the seed), ``voicing()`` (the
+    voicing configuration), ``tempo_bpm()`` and ``slot()`` (the name saved loops carry)."""
 
-    def __init__(self, engine: LearnedHarmonizer) -> None:
-        self.engine = engine
+    def __init__(self, *, param: Callable[[str], Any], model: Callable[[], HarmonizerModel],
+                 rng: Callable[[], np.random.Generator], voicing: Callable[[], VoicingConfig],
+                 tempo_bpm: Callable[[], float], slot: Callable[[], str]) -> None:
+        self.param, self.model, self.rng, self.voicing = param, model, rng, voicing
+        self.tempo_bpm, self.slot = tempo_bpm, slot
         self.looper = ClipLooper()
         self.saved: list[Path] = []
         self.save_errors = 0
@@ -153,13 +156,13 @@ class ClipMode:
 
     def stop(self, position_beats: float) -> None:
         """Transport stop: a Start-to-Stop capture is harmonized and saved; the loop is kept."""
-        if self.engine.param("clip_bars") == 0:
+        if self.param("clip_bars") == 0:
             self._finish_open_capture(position_beats)
         self._keep_loop()
 
     def start_capture(self, position_beats: float) -> None:
         """Capture from the next bar start for `clip_bars` bars (0: from here until Stop)."""
-        bars, per_bar = self.engine.param("clip_bars"), self.engine.param("beats_per_bar")
+        bars, per_bar = self.param("clip_bars"), self.param("beats_per_bar")
         if bars == 0:
             self.looper.start_capture(position_beats, None)
         else:
@@ -195,10 +198,10 @@ class ClipMode:
         return self._scheduled(index + 1)
 
     def _options(self) -> ClipOptions:
-        param = self.engine.param
+        param = self.param
         return ClipOptions(style=param("style"), strategy=param("strategy"), calls=param("steps"),
                            temperature=param("temperature"), key=parse_key(param("key")),
-                           voicing_style=param("voicing"), voicing=self.engine.voicing_config(),
+                           voicing_style=param("voicing"), voicing=self.voicing(),
                            velocity=param("velocity"), arpeggio_rate=param("arpeggio_rate"))
 
     def _harmonize_pass(self, end: float) -> None:
@@ -210,12 +213,11 @@ class ClipMode:
         melody = self.looper.melody_until(end)
         if not melody:
             return  # an empty pass keeps the loop already playing
-        engine = self.engine
+        model = self.model()
         length = end - (self.looper.capture_origin or 0.0)
-        steps = max(1, math.ceil(length * engine.model.grid.steps_per_quarter - 1e-9))
-        va = np.tile(np.float32([engine.param("valence"), engine.param("arousal")]), (steps, 1))
-        clip = harmonize_notes(engine.model, melody, length, engine.param("beats_per_bar"), self._options(),
-                               va, engine.rng)
+        steps = max(1, math.ceil(length * model.grid.steps_per_quarter - 1e-9))
+        va = np.tile(np.float32([self.param("valence"), self.param("arousal")]), (steps, 1))
+        clip = harmonize_notes(model, melody, length, self.param("beats_per_bar"), self._options(), va, self.rng())
         self.pending = clip
         self.looper.play(clip, self.looper.capture_origin if play_from is None else play_from)
 
@@ -223,7 +225,7 @@ class ClipMode:
         origin = self.looper.capture_origin
         if origin is None:
             return
-        per_bar = self.engine.param("beats_per_bar")
+        per_bar = self.param("beats_per_bar")
         end = origin + max(1, math.ceil((stop_beats - origin) / per_bar - 1e-9)) * per_bar
         self.pending = None
         self._harmonize_capture(min(stop_beats, end), play_from=None)
@@ -241,12 +243,10 @@ class ClipMode:
         clip, self.pending = self.pending, None
         if clip is None or not melody:
             return
-        engine = self.engine
-        folder = Path(engine.param("clip_folder")).expanduser()
-        slot = engine.context.slot if engine.context else "harmonizer"
-        path = folder / f"{slot}-{time.strftime('%Y%m%d-%H%M%S')}-{len(self.saved) + 1:03d}.mid"
+        folder = Path(self.param("clip_folder")).expanduser()
+        path = folder / f"{self.slot()}-{time.strftime('%Y%m%d-%H%M%S')}-{len(self.saved) + 1:03d}.mid"
         try:
-            write_midi(path, melody, clip.events, clip.spans, engine.tempo_bpm, (engine.param("beats_per_bar"), 4))
+            write_midi(path, melody, clip.events, clip.spans, self.tempo_bpm(), (self.param("beats_per_bar"), 4))
         except OSError as exc:
             self.save_errors += 1
             log.error("harmonizer: cannot save the loop to %s: %s", path, exc)

@@ -13,6 +13,7 @@ import re
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -63,6 +64,9 @@ class Session:
     def __init__(self, config: BridgeConfig) -> None:
         self.config = config
         self.state = SessionState.OFFLINE
+        # Counters of what native libraries reported on stderr (``serve`` sets them:
+        # bridge/ports/native_stderr.py), e.g. messages rtmidi's full input queue dropped.
+        self.native_counters: Mapping[str, int] = {}
         self.backend: RtMidiBackend | None = None
         self.private_jack: PrivateJackServer | None = None
         self.transport = Transport(config.tempo_bpm, config.clock_mode)
@@ -488,7 +492,8 @@ class Session:
             "web": _without_query(self.web.url) if self.web is not None else None,
             "web_counters": dict(self.web.counters) if self.web is not None else None,
             "osc_subscribers": len(self.osc.subscribers),
-            "midi_in": dict(self.router.counters),
+            "midi_in": {**self.router.counters,
+                        "rtmidi_queue_full": self.native_counters.get("rtmidi_queue_full", 0)},
             "midi_in_queue": self.router.queue.status(),
             "midi_in_per_port": {k: dict(v) for k, v in self.router.per_port.items()},
             "engines": self.host.status(),

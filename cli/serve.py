@@ -187,6 +187,7 @@ def _serve(config: Any, args: argparse.Namespace, token_file: Path | None, nativ
     from bridge.session import Session
 
     session = Session(config)
+    session.native_counters = native_stderr.counters
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

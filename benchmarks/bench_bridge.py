@@ -153,7 +153,8 @@ def phase_isolation(notes: int) -> dict:
 
 
 def machine() -> dict:
-    model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 "?")
     return {"cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
             "kernel": platform.release(), "date": time.strftime("%Y-%m-%d")}
 

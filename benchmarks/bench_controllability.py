@@ -112,9 +112,11 @@ def _major_triad_share(notes: list, beat_steps: int) -> float:
     end = max(n.onset_steps + n.duration_steps for n in notes)
     major = minor = 0
     for start in range(0, end, beat_steps):
-        classes = {n.pitch % 12 for n in notes if n.onset_steps < start + beat_steps and n.onset_steps + n.duration_steps > start}
+        classes = {n.pitch % 12 for n in notes
+                   if n.onset_steps < start + beat_steps and n.onset_steps + n.duration_steps > start}
         kinds = {("major" if (root + 4) % 12 in classes else "minor")
-                 for root in classes if (root + 7) % 12 in classes and ((root + 4) % 12 in classes) != ((root + 3) % 12 in classes)}
+                 for root in classes
+                 if (root + 7) % 12 in classes and ((root + 4) % 12 in classes) != ((root + 3) % 12 in classes)}
         if kinds == {"major"}:
             major += 1
         elif kinds == {"minor"}:
@@ -158,7 +160,8 @@ def continuation_sweep(
     }
     for name, axis in (("arousal", 1), ("valence", 0)):
         targets: list[float] = []
-        measured: dict[str, list[float]] = {"density": [], "velocity": [], "pitch": [], "mode": [], "mode_at_tonic": [], "major_chords": [], "in_key": []}
+        measured: dict[str, list[float]] = {"density": [], "velocity": [], "pitch": [], "mode": [], "mode_at_tonic": [],
+                                            "major_chords": [], "in_key": []}
         for level in LEVELS:
             va = (level, 0.0) if axis == 0 else (0.0, level)
             for index, notes in enumerate(prompts):

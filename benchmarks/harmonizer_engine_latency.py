@@ -29,8 +29,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.events import Beat, NoteOff, NoteOn, TransportChange
 from core.engine import EngineContext
+from core.events import Beat, NoteOff, NoteOn, TransportChange
 from engines.harmonizer.clip import ClipOptions, harmonize_notes
 from engines.harmonizer.engine import LearnedHarmonizer
 from engines.harmonizer.voicing import NoteEvent
@@ -127,7 +127,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "harmonizer_engine.json")
     args = parser.parse_args()
     load_before = os.getloadavg()
-    result = {"machine": platform.node(), "cpus": os.cpu_count(), "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+    result = {"machine": platform.node(), "cpus": os.cpu_count(),
+              "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
               "load_before": [round(x, 2) for x in load_before]}
     result["decide"] = decide(400)
     harmonizer = LearnedHarmonizer()

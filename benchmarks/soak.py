@@ -23,8 +23,8 @@ import os
 import random
 import socket
 import subprocess
-import tempfile
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -36,9 +36,9 @@ sys.path.insert(0, str(ROOT))
 import rtmidi  # noqa: E402
 
 from benchmarks.jack_tools import flood_pattern, midiseq  # noqa: E402
-from core.errors import ScoreBridgeError  # noqa: E402
 from bridge.osc import build_message  # noqa: E402
 from bridge.remote import request  # noqa: E402
+from core.errors import ScoreBridgeError  # noqa: E402
 from tests.jackutil import start_jack  # noqa: E402
 from tests.peer import Bridge  # noqa: E402
 

@@ -1,7 +1,8 @@
 """An engine that provides affect (the ``va`` engine: ``provides = {"affect"}``) drives the
-bridge's affect: the valence and arousal its curve plays (or its hand-set values) become ``/scorebridge/affect/valence`` and ``/arousal``, with the affect
-override on, so every engine that declares ``valence``/``arousal`` parameters (the harmonizer,
-the continuation, the ``snc`` player) follows the video, and every surface shows the curve.
+bridge's affect: the valence and arousal its curve plays (or its hand-set values) become
+``/scorebridge/affect/valence`` and ``/arousal``, with the affect override on, so every engine that
+declares ``valence``/``arousal`` parameters (the harmonizer, the continuation, the ``snc`` player)
+follows the video, and every surface shows the curve.
 
 Polled on the scheduler ten times a second (an engine never calls the host); only changes of at
 least 0.01 are published. Such a slot that is disabled, or swapped for another engine, stops

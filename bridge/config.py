@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from bridge.clock import MAX_TEMPO_BPM, MIN_TEMPO_BPM
-from core.errors import ConfigError
 from bridge.host import SlotConfig
 from bridge.options import check_port
+from core.errors import ConfigError
 
 __all__ = ["BridgeConfig", "load_config", "DEFAULT_SLOTS", "RESERVED_SLOT_NAMES", "DEFAULT_WEB_PORT",
            "check_port", "check_tempo"]

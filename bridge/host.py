@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.clock import Transport
-from core.errors import EngineError, ScoreBridgeError
-from core.events import (Beat, ControlChange, EngineInput, Note, NoteOff, NoteOn, Send, Silence,
-                           TransportChange)
 from bridge.inbox import CLOSED, BoundedInbox, Policy
 from bridge.output import NoteTracker, Scheduler
 from bridge.ports.base import OutputPort
+from core.errors import EngineError, ScoreBridgeError
+from core.events import Beat, ControlChange, EngineInput, Note, NoteOff, NoteOn, Send, Silence, TransportChange
 from engines import Engine, EngineContext, engine_class
 
 __all__ = ["Slot", "EngineHost", "SlotConfig", "SLOT_INBOX_CAPACITY", "STOP_TIMEOUT_S"]

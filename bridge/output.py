@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import mido
 
-from core.errors import PortError
 from bridge.ports.base import OutputPort
+from core.errors import PortError
 
 __all__ = ["NoteTracker", "Scheduler", "all_notes_off"]
 

@@ -21,9 +21,9 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from bridge.clock import CLOCK, CONTINUE, SONG_POSITION, START, STOP, Transport
-from core.events import ControlChange, EngineInput, NoteOff, NoteOn
 from bridge.host import EngineHost
 from bridge.inbox import CLOSED, BoundedInbox, Policy
+from core.events import ControlChange, EngineInput, NoteOff, NoteOn
 
 __all__ = ["InputRouter", "ROUTER_QUEUE_CAPACITY", "classify_raw"]
 

@@ -14,8 +14,8 @@ import logging
 from collections.abc import Iterable
 from importlib.metadata import entry_points
 
-from core.errors import EngineError
 from core.engine import Engine, EngineContext, Param
+from core.errors import EngineError
 
 __all__ = ["Engine", "EngineContext", "Param", "available_engines", "engine_class", "swappable",
            "ENTRY_POINT_GROUP", "MAX_ENGINE_NAME"]

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import mido
 
-from core.events import EngineInput, EngineOutput, NoteOff, NoteOn, Send
 from core.engine import Engine, Param
+from core.events import EngineInput, EngineOutput, NoteOff, NoteOn, Send
 
 
 class SlowThru(Engine):

@@ -18,7 +18,8 @@ def start_jack(name: str, period_frames: int = 64, log_path: str | None = None,
     if shutil.which("jackd") is None:
         raise RuntimeError("jackd is not installed: run the README's test command, which installs jackd2")
     timeout = ["-t", str(client_timeout_ms)] if client_timeout_ms else []
-    proc = subprocess.Popen(["jackd", "-n", name, "-R", *timeout, "-d", "dummy", "-r", "48000", "-p", str(period_frames)],
+    proc = subprocess.Popen(["jackd", "-n", name, "-R", *timeout, "-d", "dummy", "-r", "48000",
+                             "-p", str(period_frames)],
                             stdout=subprocess.DEVNULL,
                             stderr=open(log_path, "w") if log_path else subprocess.DEVNULL)
     env = dict(os.environ, JACK_DEFAULT_SERVER=name)

@@ -1,13 +1,13 @@
 """Transport stops at random points while every core is busy: no note may sound 100 ms after STOP.
 
-The learned harmonizer plays a clip loop (the mode that hands the most timed notes to the
-scheduler ahead of each beat; captured from START to STOP, so that it replays from every START) in the bridge's own threads: the router, the slot's worker, the scheduler and the
-note tracker, fed raw MIDI as the input port feeds them, with a recording output port. A
-"DAW" thread sends MIDI clock without a break and, cycle after cycle, START, a random number
-of clock ticks (half of the time a tick or two after a beat, where the worker is still busy
-with the beat when STOP comes) and STOP. One CPU hog per core runs meanwhile. A stop fails
-when a note still sounds 100 ms after it, or a note-on comes later than that before the next
-START.
+The learned harmonizer plays a clip loop (the mode that hands the most timed notes to the scheduler
+ahead of each beat; captured from START to STOP, so that it replays from every START) in the
+bridge's own threads: the router, the slot's worker, the scheduler and the note tracker, fed raw
+MIDI as the input port feeds them, with a recording output port. A "DAW" thread sends MIDI clock
+without a break and, cycle after cycle, START, a random number of clock ticks (half of the time a
+tick or two after a beat, where the worker is still busy with the beat when STOP comes) and STOP.
+One CPU hog per core runs meanwhile. A stop fails when a note still sounds 100 ms after it, or a
+note-on comes later than that before the next START.
 
 Used by tests/test_stop_stress.py (a short run) and benchmarks/bench_stop_stress.py (500 stops).
 """

@@ -181,8 +181,8 @@ def test_no_tracked_file_names_a_machine_path():
     for rel in files:
         path = ROOT / rel
         # Result files are records of a run: they quote the process lists of the machine that ran it.
-        if rel == "tests/test_architecture.py" or rel.startswith("benchmarks/results/") or path.suffix not in {".py", ".md", ".toml", ".sh", ".txt", ".json",
-                                                                      ".cfg", ".yml", ".yaml", ""}:
+        if (rel == "tests/test_architecture.py" or rel.startswith("benchmarks/results/")
+                or path.suffix not in {".py", ".md", ".toml", ".sh", ".txt", ".json", ".cfg", ".yml", ".yaml", ""}):
             continue
         try:
             text = path.read_text()

@@ -196,7 +196,11 @@ def test_osc_surface_sets_params_echoes_to_subscribers_and_survives_garbage(star
     dump = subprocess.Popen(["oscdump", "-L", str(dump_port)], stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(0.3)
-        send = lambda *a: subprocess.run(["oscsend", "localhost", str(bridge.osc_port), *a], check=True)
+
+        def send(*a: str) -> None:
+            subprocess.run(["oscsend", "localhost", str(bridge.osc_port), *a], check=True)
+
+
         send("/scorebridge/subscribe", "si", "127.0.0.1", str(dump_port))
         send("/scorebridge/rule/sevenths", "i", "1")
         send("/scorebridge/rule/voices", "i", "9")  # out of range: refused, not applied
@@ -335,7 +339,11 @@ def test_osc_transport_stop_releases_and_tempo_changes(start_bridge, peer_for):
     peer = peer_for(bridge)
     peer.send([0x90, 72, 100])
     assert peer.wait_for(lambda: len(peer.sounding()) >= 3, 2.0)
-    send = lambda *a: subprocess.run(["oscsend", "localhost", str(bridge.osc_port), *a], check=True)
+
+    def send(*a: str) -> None:
+        subprocess.run(["oscsend", "localhost", str(bridge.osc_port), *a], check=True)
+
+
     send("/scorebridge/transport/stop")
     assert peer.wait_for(lambda: not peer.sounding(), 2.0)
     send("/scorebridge/transport/tempo", "f", "96.5")

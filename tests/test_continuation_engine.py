@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from core.engine import EngineContext
 from core.errors import ParameterError
 from core.events import Beat, NoteOff, NoteOn, Send, Silence, TransportChange
-from core.engine import EngineContext
 from engines import engine_class
 from engines.continuation.engine import ContinuationEngine
 from engines.continuation.runtime import DEFAULT_MODEL

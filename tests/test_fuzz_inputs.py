@@ -194,11 +194,9 @@ def test_hostile_midi_structures_work_or_fail_cleanly(tmp_path_factory, kind, di
 
 def test_many_tracks_are_read_in_bounded_time(tmp_path):
     """The most tracks the reader takes, each with a note: read within the bounds."""
-    from core.midifile import MAX_TRACKS
-
     from cli.harmonize import read_melody
+    from core.midifile import MAX_TRACKS, MidiFileError, read_midi_file
     from engines.continuation.offline import read_midi
-    from core.midifile import MidiFileError, read_midi_file
 
     track = _track([b"\x00\x90\x3c\x50", b"\x83\x60\x80\x3c\x00", b"\x00\xff\x2f\x00"])
     source = tmp_path / "in.mid"

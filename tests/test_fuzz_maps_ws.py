@@ -25,9 +25,9 @@ import tomli_w
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.errors import MappingError
 from bridge.maps import ControlMap, dumps_map, load_map, parse_map, without_lines
 from bridge.web.server import MAX_MESSAGE_BYTES, MessageError, parse_message
+from core.errors import MappingError
 from engines import engine_class
 from midi_maps import maps_dir
 from tests.test_hardening_web import surface  # noqa: F401 (fixture)
@@ -91,7 +91,8 @@ def mostly(good: st.SearchStrategy[Any], bad: st.SearchStrategy[Any]) -> st.Sear
 
 headers = mostly(st.fixed_dictionaries({"name": st.text(max_size=20)},
                                        optional={"description": st.text(max_size=40), "feedback": st.booleans()}),
-                 st.dictionaries(st.sampled_from(["name", "description", "feedback", "other"]), toml_values, max_size=3))
+                 st.dictionaries(st.sampled_from(["name", "description", "feedback", "other"]), toml_values,
+                                 max_size=3))
 documents = mostly(st.fixed_dictionaries({"map": headers, "bind": st.lists(tables(), min_size=1, max_size=6)}),
                    st.dictionaries(st.sampled_from(["map", "bind", "extra"]), toml_values, max_size=3))
 

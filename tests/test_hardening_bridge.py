@@ -118,9 +118,9 @@ def test_parameter_sets_are_merged_but_never_dropped():
 def test_beats_are_never_evicted_by_a_flood_of_notes():
     """An engine that never hears a beat never forgets its past (the learned harmonizer
     grew by 4 MB a minute in the soak when notes evicted every beat)."""
-    from core.events import Beat
     from bridge.host import classify_event
     from bridge.inbox import BoundedInbox
+    from core.events import Beat
 
     inbox = BoundedInbox(4, classify_event)
     for index in range(10):
@@ -412,7 +412,10 @@ def _mark_as_left_by_a_dead_bridge(proc: subprocess.Popen, server: str) -> Path:
 
     dead = subprocess.Popen(["true"])
     dead.wait()
-    read = lambda pid, what: Path(f"/proc/{pid}/{what}")
+
+    def read(pid: int, what: str) -> Path:
+        return Path(f"/proc/{pid}/{what}")
+
     stat = read(proc.pid, "stat").read_text()
     mark = {"pid": proc.pid, "start_ticks": int(stat[stat.rfind(")") + 2:].split()[19]),
             "cmdline": [p.decode() for p in read(proc.pid, "cmdline").read_bytes().split(b"\0") if p],

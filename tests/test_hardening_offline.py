@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 import re
 import signal
-import tempfile
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -213,7 +213,8 @@ def test_the_lead_sheet_is_valid_musicxml_with_every_note_and_chord(tmp_path, me
     from engines.harmonizer.leadsheet import lead_sheet, write_lead_sheet
 
     notes = _notes(120, seed=sum(meter))
-    chords = [(float(beat), figure) for beat, figure in zip(range(0, 200, 3), ["C", "Am7", "F#dim", "G7", "A#maj7"] * 40)]
+    figures = ["C", "Am7", "F#dim", "G7", "A#maj7"] * 40
+    chords = [(float(beat), figure) for beat, figure in zip(range(0, 200, 3), figures)]
     chords = [c for c in chords if c[0] < notes[-1].start_beats]
     path = tmp_path / "sheet.musicxml"
     write_lead_sheet(lead_sheet(notes, chords, meter, 96.0, "test"), path)

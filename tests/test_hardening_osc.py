@@ -16,9 +16,9 @@ import pytest
 from pythonosc.osc_message_builder import OscMessageBuilder
 from pythonosc.osc_packet import OscPacket
 
-from core.errors import ParameterError
 from bridge.osc import build_message
 from bridge.remote import request
+from core.errors import ParameterError
 from tests.jackutil import ROOT
 
 KILLERS = {

@@ -23,13 +23,13 @@ import soundfile as sf
 from core.errors import CodecError
 from engines.snc import SncReader, encode
 from engines.snc.manifest import LIMITS, Manifest
+from tests.jackutil import ROOT
+from tests.test_snc import write_song
 
 
 def manifest_crc32(text: str) -> str:
     """The manifest checksum tag's value (as engines.snc.manifest writes it)."""
     return f"{zlib.crc32(text.encode('utf-8')):08x}"
-from tests.jackutil import ROOT
-from tests.test_snc import write_song
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 

@@ -411,8 +411,8 @@ def _learner(path: Path) -> Any:
     from bridge.learn import Learner
 
     published: list[tuple[str, tuple[Any, ...]]] = []
-    controls = SimpleNamespace(slot_engines=lambda: SLOTS, current=lambda target: 72, rebuild=lambda: None,
-                               bus=SimpleNamespace(publish=lambda address, args, origin: published.append((address, args))))
+    bus = SimpleNamespace(publish=lambda address, args, origin: published.append((address, args)))
+    controls = SimpleNamespace(slot_engines=lambda: SLOTS, current=lambda target: 72, rebuild=lambda: None, bus=bus)
     learner = Learner(controls, path, SLOTS)  # type: ignore[arg-type]
     learner.published = published
     return learner

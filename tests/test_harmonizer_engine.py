@@ -8,10 +8,10 @@ import sys
 import mido
 import pytest
 
+from core.engine import EngineContext
 from core.errors import ParameterError
 from core.events import Beat, Note, NoteOff, NoteOn, Send, TransportChange
 from engines import engine_class
-from core.engine import EngineContext
 from engines.harmonizer.engine import LearnedHarmonizer
 from engines.harmonizer.vocab import transpose_tokens
 from tests.jackutil import ROOT

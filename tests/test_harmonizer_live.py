@@ -96,7 +96,10 @@ def test_clip_of_one_bar_replays_in_sync_and_is_saved(start_bridge, peer_for, tm
     folder = tmp_path / "clips"
     bridge = start_bridge("--config", config(tmp_path, mode="clip", voicing="block", seed=3))
     peer = peer_for(bridge)
-    osc = lambda *a: subprocess.run(["oscsend", "localhost", str(bridge.osc_port), *a], check=True)
+
+    def osc(*a: str) -> None:
+        subprocess.run(["oscsend", "localhost", str(bridge.osc_port), *a], check=True)
+
     osc("/scorebridge/harm/clip_folder", "s", str(folder))  # parameters travel on OSC, typed
     osc("/scorebridge/harm/clip_bars", "i", "1")
     osc("/scorebridge/harm/temperature", "f", "9")  # out of range: rejected, nothing else changes

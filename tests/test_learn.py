@@ -38,7 +38,8 @@ def test_learn_binds_saves_and_survives_a_restart(start_bridge, surfaces, tmp_pa
     knobs.send(0x90, 50, 100)
     assert wait_until(lambda: "rule/bass" in osc.values("/scorebridge/learn/done"))
     knobs.send(0x90, 50, 100)
-    assert wait_until(lambda: 0 in osc.values("/scorebridge/rule/bass") or False in osc.values("/scorebridge/rule/bass"))
+    assert wait_until(lambda: 0 in osc.values("/scorebridge/rule/bass")
+                      or False in osc.values("/scorebridge/rule/bass"))
 
     osc.send("/scorebridge/learn", "rule/low_note")  # learning the same knob again replaces it
     assert wait_until(lambda: osc.values("/scorebridge/learn")[-1:] == ["rule/low_note"])
@@ -83,8 +84,8 @@ def test_bindings_learned_for_other_slots_are_kept_but_not_used(tmp_path: Path):
 
 
 def test_a_broken_learn_map_is_still_an_error_naming_the_file(tmp_path: Path):
-    from core.errors import MappingError
     from bridge.learn import Learner
+    from core.errors import MappingError
 
     path = tmp_path / "learned.toml"
     path.write_text("[[bind]\ncc = 1\n", encoding="utf-8")

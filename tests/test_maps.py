@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import MappingError
 from bridge.maps import Binding, load_map, parse_map, resolve_target, save_map, without_lines
+from core.errors import MappingError
 from engines import available_engines, engine_class
 from midi_maps import maps_dir
 
@@ -61,7 +61,8 @@ def test_out_of_range_values_name_the_range():
     assert message.startswith("pads.toml:11: ") and "1..127" in message
     message = _error(GOOD + '[[bind]]\nnote = 2\ntarget = "rule/key"\nvalue = "H"\n')
     assert message.startswith("pads.toml:11: ") and "C, C#, D" in message
-    assert "pads.toml:9: cc must be an integer 0..127" in _error(GOOD + '[[bind]]\ncc = 200\ntarget = "rule/velocity"\n')
+    assert "pads.toml:9: cc must be an integer 0..127" in _error(
+        GOOD + '[[bind]]\ncc = 200\ntarget = "rule/velocity"\n')
     assert "channel must be an integer 1..16" in _error(GOOD + '[[bind]]\ncc = 2\nchannel = 17\ntarget = "panic"\n')
 
 

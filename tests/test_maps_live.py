@@ -15,9 +15,9 @@ import pytest
 import rtmidi
 from pythonosc.osc_packet import OscPacket, ParseError
 
-from core.events import EngineInput, EngineOutput
 from bridge.osc import build_message
 from core.engine import Engine, Param
+from core.events import EngineInput, EngineOutput
 
 pytestmark = pytest.mark.jack
 

@@ -5,17 +5,16 @@ from __future__ import annotations
 import time
 
 import mido
+import pytest
 
 from bridge.clock import Transport
 from bridge.config import load_config, parse_slot_flag
-from core.errors import ConfigError
-from core.events import NoteOn
 from bridge.host import EngineHost, SlotConfig
 from bridge.output import NoteTracker, Scheduler, all_notes_off
 from bridge.ports.base import OutputPort
 from bridge.router import InputRouter
-
-import pytest
+from core.errors import ConfigError
+from core.events import NoteOn
 
 
 class RecordingPort(OutputPort):

@@ -8,9 +8,9 @@ import pytest
 from core.errors import ConfigError
 from engines.snc.mastering import MasteringModel
 from engines.snc_player.adaptive import DEFAULT_MAPPING, load_mapping
-from engines.va import CurveError, read_curve
 from engines.snc_player.contexts import load_contexts
 from engines.snc_player.mixer import Mixer, pan_gains
+from engines.va import CurveError, read_curve
 
 RATE = 48000
 

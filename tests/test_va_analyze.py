@@ -192,7 +192,8 @@ def test_api_rejects_a_video_too_short_to_analyse(tmp_path):
 def test_registering_va_keeps_the_cli_light():
     code = ("import sys, cli.main\ncli.main.build_parser()\n"
             "print(sorted(m for m in ('av', 'matplotlib', 'onnxruntime', 'mido', 'torch') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=False, capture_output=True, text=True,
+                         timeout=60)
     assert out.returncode == 0, out.stderr
     loaded = ast.literal_eval(out.stdout.strip())
     assert not {"av", "matplotlib", "torch"} & set(loaded), loaded

@@ -144,12 +144,14 @@ def test_cli_runs_the_sensor_and_fails_cleanly_on_a_bad_one(clips, tmp_path):
     model = _mean_colour_model(tmp_path / "va.onnx")
     out = tmp_path / "va.csv"
     run = subprocess.run([sys.executable, "-m", "bridge", "va", "analyze", str(warm), "-o", str(out),
-                          "--sensor", f"onnx:{model}"], cwd=ROOT, check=False, capture_output=True, text=True, timeout=120)
+                          "--sensor", f"onnx:{model}"],
+                         cwd=ROOT, check=False, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert f"onnx:{model} sensor" in run.stdout
     assert read_curve(out).valence.mean() > 0.5
     embed = _mean_colour_model(tmp_path / "embed.onnx", outputs_va=False)
     bad = tmp_path / "bad.csv"
     run = subprocess.run([sys.executable, "-m", "bridge", "va", "analyze", str(warm), "-o", str(bad),
-                          "--sensor", f"onnx:{embed}"], cwd=ROOT, check=False, capture_output=True, text=True, timeout=120)
+                          "--sensor", f"onnx:{embed}"],
+                         cwd=ROOT, check=False, capture_output=True, text=True, timeout=120)
     assert run.returncode == 1 and "probe" in run.stderr and not bad.exists()

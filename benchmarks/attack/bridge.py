@@ -239,12 +239,12 @@ def _mixed_flood(result: AreaResult, quick: bool, workdir: Path) -> None:
             sounding = _dump_sounding(dump)
         if sounding:
             after = _status(bridge)
+            inboxes = {n: e.get("inbox") for n, e in after.get("engines", {}).items()}
+            reading = "" if drained else "; the bridge was still reading its input at the release"
             result.add("stuck-note", probe, f"{len(sounding)} notes sounding after {sent} messages "
-                                            f"in {elapsed:.1f} s and every note released ({sorted(sounding)[:6]}; bridge: "
-                                            f"{after.get('notes_sounding')} sounding, slots "
-                                            f"{ {n: e.get('inbox') for n, e in after.get('engines', {}).items()} }, input "
-                                            f"{after.get('midi_in')}, queue {after.get('midi_in_queue')}"
-                                            f"{'' if drained else '; the bridge was still reading its input at the release'})")
+                                            f"in {elapsed:.1f} s and every note released ({sorted(sounding)[:6]}; "
+                                            f"bridge: {after.get('notes_sounding')} sounding, slots {inboxes}, input "
+                                            f"{after.get('midi_in')}, queue {after.get('midi_in_queue')}{reading})")
     finally:
         peer.close()
         dump.stop()

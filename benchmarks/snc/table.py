@@ -59,7 +59,8 @@ def summary_table(data: dict) -> str:
 
 def track_table(data: dict, key: str = "snc_transparent") -> str:
     rows = ["| Track | s | stems | FLAC kb/s | SNC kb/s | vs FLAC | ViSQOL | STOI | model SNR dB (gain only) "
-            "| residual kb/s (gain only) | enc x CPU | dec x CPU |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| residual kb/s (gain only) | enc x CPU | dec x CPU |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in data["tracks"]:
         e = t.get(key)
         if not e:

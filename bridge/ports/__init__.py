@@ -6,10 +6,10 @@ import logging
 
 import rtmidi
 
-from core.errors import BackendError
 from bridge.jack import PrivateJackServer, reap_orphaned_private_jack
 from bridge.ports.base import InputHandler, InputPort, OutputPort
 from bridge.ports.rtmidi_backend import JACK_POLL_INTERVAL_S, RtMidiBackend
+from core.errors import BackendError
 
 __all__ = [
     "InputHandler",

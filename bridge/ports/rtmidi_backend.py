@@ -10,9 +10,9 @@ from typing import Any
 
 import rtmidi
 
-from core.errors import BackendError, PortError
 from bridge.jack import jack_running
 from bridge.ports.base import InputHandler, InputPort, OutputPort
+from core.errors import BackendError, PortError
 
 __all__ = ["RtMidiBackend", "RtMidiInput", "RtMidiOutput", "JACK_POLL_INTERVAL_S", "RTMIDI_QUEUE_LIMIT",
            "JACK_OUTPUT_BURST", "JACK_OUTPUT_WINDOW_S"]

@@ -25,7 +25,8 @@ import numpy as np
 
 from .tokens import STEPS_PER_QUARTER, NoteEvent, is_shift, shift_steps
 
-__all__ = ["MAJOR_PROFILE", "MINOR_PROFILE", "key_correlations", "mode_score", "token_steps", "token_va", "valence_arousal"]
+__all__ = ["MAJOR_PROFILE", "MINOR_PROFILE", "key_correlations", "mode_score", "token_steps", "token_va",
+           "valence_arousal"]
 
 # Krumhansl-Kessler key profiles (the same values as engines.harmonizer.affect; kept here so this
 # engine does not import the harmonizer package and its ONNX Runtime session code).

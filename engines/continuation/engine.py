@@ -23,9 +23,9 @@ from pathlib import Path
 
 import mido
 
+from core.engine import Engine, EngineContext, Param
 from core.errors import EngineError
 from core.events import Beat, EngineInput, EngineOutput, NoteOff, NoteOn, Send, Silence, TransportChange
-from core.engine import Engine, EngineContext, Param
 
 from .live import NoteStream, PlayerHistory
 from .offline import prompt_tokens

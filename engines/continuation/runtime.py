@@ -1,8 +1,9 @@
 """Load the exported continuation model with ONNX Runtime (numpy + onnxruntime only).
 
 ``onnx_models.open_model`` checks the card first (the file's sha256, the graph's inputs) and
-opens one intra-op thread so a live host keeps its other cores. Generation goes through a ``Decoder``: a fixed-size key/value
-ring buffer (``slots`` keys per layer, numpy arrays bound once to the session with IO binding),
+opens one intra-op thread so a live host keeps its other cores. Generation goes through a
+``Decoder``: a fixed-size key/value ring buffer (``slots`` keys per layer, numpy arrays bound once
+to the session with IO binding),
 so one step costs one short pass and no copy of the cache. The graph returns only the new
 keys/values; the decoder writes them into the slot of their position (position % slots), so the
 context slides: a token attends to at most ``slots`` earlier tokens plus itself (255 + 1 = the

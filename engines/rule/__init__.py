@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 import mido
 
-from core.events import Beat, EngineInput, EngineOutput, NoteOff, NoteOn, Send
 from core.engine import Engine, Param
+from core.events import Beat, EngineInput, EngineOutput, NoteOff, NoteOn, Send
 from engines.rule.theory import NOTE_NAMES, DiatonicChord, Key, KeyFinder, choose_chord, parse_key, voice_chord
 
 __all__ = ["RuleHarmonizer"]

@@ -173,8 +173,8 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
     fitter = FirFitter(channels)
     cross, power = np.zeros(channels), np.zeros(channels)
     decoded = [decode_blocks(p, 0, BLOCK_FRAMES, frames, False) for p in stem_files]
-    for start, (target, *parts) in zip(range(0, frames, BLOCK_FRAMES),
-                                       zip((pcm[i:i + BLOCK_FRAMES] for i in range(0, frames, BLOCK_FRAMES)), *decoded)):
+    targets = (pcm[i:i + BLOCK_FRAMES] for i in range(0, frames, BLOCK_FRAMES))
+    for start, (target, *parts) in zip(range(0, frames, BLOCK_FRAMES), zip(targets, *decoded)):
         mix[start:start + parts[0].shape[0]] = mix_sum(parts)
         block = mix[start:start + parts[0].shape[0]]  # C order again (decoded blocks are planar)
         if mastering == "gain":

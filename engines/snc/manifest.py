@@ -206,7 +206,8 @@ class Manifest:
         try:
             data = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
         except json.JSONDecodeError as exc:
-            raise CodecError(f"{where}: manifest is not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+            raise CodecError(f"{where}: manifest is not JSON "
+                             f"(line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
         except CodecError as exc:
             raise CodecError(f"{where}: {exc}") from None
         except (ValueError, RecursionError) as exc:  # an integer of thousands of digits; nesting

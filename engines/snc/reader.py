@@ -92,7 +92,8 @@ class SncReader:
         finally:
             container.close()
         self.names = ["residual", *(s.name for s in self.manifest.stems)]
-        self.packet_frames = [self.manifest.residual.get("packet_frames"), *(s.packet_frames for s in self.manifest.stems)]
+        self.packet_frames = [self.manifest.residual.get("packet_frames"),
+                              *(s.packet_frames for s in self.manifest.stems)]
         if self.manifest.version == 1:  # v1 wrote Opus in libopus's default 20 ms packets, without packet sizes
             codecs = [self.manifest.residual.get("codec"), *(s.codec for s in self.manifest.stems)]
             self.packet_frames = [_V1_OPUS_PACKET_FRAMES if c == "opus" and f is None else f
@@ -315,12 +316,14 @@ class SncReader:
             master += residual if gains is None else residual * gains  # (master is this block's own array)
         parts = [stem[:, history:history + n] for stem in stems]
         if not self.integer:
-            out = {"master": master.astype(np.float32, copy=False), **{k: p.copy() for k, p in zip(self.names[1:], parts)}}
+            out = {"master": master.astype(np.float32, copy=False),
+                   **{k: p.copy() for k, p in zip(self.names[1:], parts)}}
         elif integer:
             out = {"master": master, **{k: p.astype(np.int64) for k, p in zip(self.names[1:], parts)}}
         else:  # a lossless file read as float: integers below 2^24 times a power of two, exact in float32
             inverse = np.float32(1.0 / self.scale)
-            out = {"master": master.astype(np.float32), **{k: p.astype(np.float32) for k, p in zip(self.names[1:], parts)}}
+            out = {"master": master.astype(np.float32),
+                   **{k: p.astype(np.float32) for k, p in zip(self.names[1:], parts)}}
             for value in out.values():
                 value *= inverse
         return {k: v.T for k, v in out.items()}
@@ -383,7 +386,8 @@ class SncReader:
                     if self.integer:
                         digests[name].update(np.ascontiguousarray(data, dtype=np.int32).tobytes())
                         shift = 16 if self.manifest.sample_format == "s16" else 8
-                        handles[name].write((np.clip(data, -(2 ** 31 >> shift), (2 ** 31 >> shift) - 1) << shift).astype(np.int32))
+                        clipped = np.clip(data, -(2 ** 31 >> shift), (2 ** 31 >> shift) - 1)
+                        handles[name].write((clipped << shift).astype(np.int32))
                     else:
                         handles[name].write(data)
                 position += count

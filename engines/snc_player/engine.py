@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from core.engine import Engine, EngineContext, LazyParams, Param
 from core.errors import ParameterError
 from core.events import Beat, EngineInput, EngineOutput, TransportChange
-from core.engine import Engine, EngineContext, LazyParams, Param
 from core.files import inside, regular_file
 from engines.snc_player.contexts import BUILTIN
 from engines.snc_player.mixer import SILENCE_DB

@@ -115,8 +115,9 @@ class Pipeline:
             if key in ("mute", "solo"):
                 if not isinstance(value, (bool, int, np.bool_)) or value not in (0, 1):
                     raise ParameterError(f"{name} {key} {value!r}: must be true or false")
-            elif (not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool) or math.isnan(value)
-                  or (key == "pan" and not -1.0 <= value <= 1.0) or (key == "gain_db" and value > 24.0)):
+            elif (not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool)
+                  or math.isnan(value) or (key == "pan" and not -1.0 <= value <= 1.0)
+                  or (key == "gain_db" and value > 24.0)):
                 raise ParameterError(f"{name} {key} {value!r}: must be a number "
                                      f"{'in -1..1' if key == 'pan' else 'up to 24 dB'}")
         for key, value in fields.items():

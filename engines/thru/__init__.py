@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import mido
 
-from core.events import ControlChange, EngineInput, EngineOutput, NoteOff, NoteOn, Send
 from core.engine import Engine, Param
+from core.events import ControlChange, EngineInput, EngineOutput, NoteOff, NoteOn, Send
 
 __all__ = ["Thru"]
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core.atomic import atomic_output
+
 from .curve import VACurve
 from .errors import CurveError
 

@@ -23,9 +23,9 @@ from collections.abc import Sequence
 
 import mido
 
+from core.engine import Engine, Param
 from core.errors import ParameterError
 from core.events import Beat, EngineInput, EngineOutput, Send, TransportChange
-from core.engine import Engine, Param
 from core.files import regular_file
 
 from .curve import MAX_CURVE_BYTES, VACurve, read_curve

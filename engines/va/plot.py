@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 
 from core.atomic import atomic_output
+
 from .curve import VACurve
 
 __all__ = ["plot_curve"]

@@ -237,7 +237,8 @@ class RunLog:
     """OUT/log.jsonl of a fine-tuning run (appended on resume): a start event with the arguments,
     then one JSON line per ``write`` with the seconds since the start, then a done event."""
 
-    def __init__(self, out: Path, args: argparse.Namespace, step: int, model: ContinuationModel, **start: object) -> None:
+    def __init__(self, out: Path, args: argparse.Namespace, step: int, model: ContinuationModel,
+                 **start: object) -> None:
         self.handle = (out / "log.jsonl").open("a")
         self.started = time.monotonic()
         self.write(event="start", step=step, args={k: str(v) for k, v in vars(args).items()},

@@ -10,7 +10,7 @@ Per quarter-note frame, smoothed over a window (8 quarters by default):
   duration-weighted pitch-class histogram (Krumhansl-Kessler profiles): major > 0, minor < 0.
   With ``valence_lead`` L > 0 the valence window is moved L quarters later, so a token's valence
   describes the music that is coming (L = window / 2: the next ``window_quarters`` quarters), not
-  the music the context already shows (issue 7: a label that only repeats the context is a label
+  the music the context already shows (a label that only repeats the context is a label
   the model learns to ignore).
 
 Fixed formulas (no per-piece normalization), so the same labels can be computed live from

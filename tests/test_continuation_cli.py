@@ -10,10 +10,7 @@ import mido
 import pytest
 
 from cli.main import main
-from engines.continuation.runtime import DEFAULT_MODEL
 from tests.jackutil import ROOT
-
-pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="export the model first")
 
 
 def write_phrase(path, bars: int = 2) -> list[tuple[int, int, int]]:

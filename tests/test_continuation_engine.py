@@ -10,9 +10,6 @@ from core.errors import ParameterError
 from core.events import Beat, NoteOff, NoteOn, Send, Silence, TransportChange
 from engines import engine_class
 from engines.continuation.engine import ContinuationEngine
-from engines.continuation.runtime import DEFAULT_MODEL
-
-pytestmark = pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="export the model first")
 
 C_MAJOR = {0, 2, 4, 5, 7, 9, 11}
 

@@ -12,13 +12,11 @@ import time
 import numpy as np
 import pytest
 
-from engines.continuation.runtime import DEFAULT_MODEL
 from tests.test_bridge_live import status
 
 pytestmark = [
     pytest.mark.jack,
     pytest.mark.slow,
-    pytest.mark.skipif(not DEFAULT_MODEL.exists(), reason="export the model first"),
 ]
 
 CLOCK, START, STOP = 0xF8, 0xFA, 0xFC

@@ -10,7 +10,7 @@ Per quarter-note frame, smoothed over a window (8 quarters by default):
   duration-weighted pitch-class histogram (Krumhansl-Kessler profiles): major > 0, minor < 0.
   With ``valence_lead`` L > 0 the valence window is moved L quarters later, so a token's valence
   describes the music that is coming (L = window / 2: the next ``window_quarters`` quarters), not
-  the music the context already shows (issue 7: a label that only repeats the context is a label
+  the music the context already shows (a label that only repeats the context is a label
   the model learns to ignore).
 
 Fixed formulas (no per-piece normalization), so the same labels can be computed live from
@@ -23,36 +23,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from core.keys import MAJOR_PROFILE, MINOR_PROFILE, key_correlations
+
 from .tokens import STEPS_PER_QUARTER, NoteEvent, is_shift, shift_steps
 
 __all__ = ["MAJOR_PROFILE", "MINOR_PROFILE", "key_correlations", "mode_score", "token_steps", "token_va",
            "valence_arousal"]
-
-# Krumhansl-Kessler key profiles (the same values as engines.harmonizer.affect; kept here so this
-# engine does not import the harmonizer package and its ONNX Runtime session code).
-MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
-
-
-def _profiles() -> np.ndarray:
-    stacked = np.array(
-        [np.roll(MAJOR_PROFILE, t) for t in range(12)] + [np.roll(MINOR_PROFILE, t) for t in range(12)]
-    )
-    centered = stacked - stacked.mean(1, keepdims=True)
-    return centered / np.linalg.norm(centered, axis=1, keepdims=True)
-
-
-_PROFILES = _profiles()
-
-
-def key_correlations(histograms: np.ndarray) -> np.ndarray:
-    """Pearson correlations [..., 24] of [..., 12] histograms with the 12 major keys (tonic
-    0..11), then the 12 minor keys; 0 for a flat histogram."""
-    histograms = np.asarray(histograms, dtype=np.float64)
-    centered = histograms - histograms.mean(-1, keepdims=True)
-    norms = np.linalg.norm(centered, axis=-1, keepdims=True)
-    normalized = np.where(norms > 1e-12, centered / np.maximum(norms, 1e-12), 0.0)
-    return normalized @ _PROFILES.T
 
 
 def mode_score(histograms: np.ndarray) -> np.ndarray:

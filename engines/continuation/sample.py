@@ -5,7 +5,7 @@ the logits before sampling: a key/scale (NOTE_ONs outside the scale's pitch clas
 forbidden), a pitch range per hand, a maximum polyphony per hand, a NOTE_OFF only for a note
 held at least one step, no TIME_SHIFT that would hold a note longer than ``max_note_steps``,
 no PAD/SOS/EOS/UNK, and a VELOCITY only when a NOTE_ON may follow (and then only a NOTE_ON).
-Mode steering (``mode_steer`` S > 0, issue 7): for the three degrees that tell major from minor
+Mode steering (``mode_steer`` S > 0): for the three degrees that tell major from minor
 (third, sixth, seventh above the prompt's tonic, ``modal.window_key``), each pair of NOTE_ONs a
 semitone apart (minor, major) keeps the probability the model gives the pair, and only its split
 moves: the log-odds of the major one rise by S x valence. So a negative valence turns the music
@@ -191,11 +191,6 @@ class _Masker:
         room = min(config.max_note_steps - longest, to_bar_line if to_bar_line > 0 else config.bar_steps)
         allowed[SHIFT_BASE : SHIFT_BASE + max(0, min(room, self.shift_limit))] = True
         return allowed
-
-
-def _mask(state: _State, config: SamplingConfig) -> np.ndarray:
-    """True where a token is allowed next (one-off; generation keeps a ``_Masker``)."""
-    return _Masker(config)(state)
 
 
 MODE_STEER = 3.0  # the engine's and `scorebridge continue`'s default (docs/continuation.md)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from core.keys import MAJOR_PROFILE, MINOR_PROFILE, best_key, key_correlations
+
 __all__ = [
     "MAJOR_PROFILE",
     "MINOR_PROFILE",
@@ -19,33 +21,8 @@ __all__ = [
     "valence_arousal",
 ]
 
-MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
-
 # Interval-class consonance (0..6 semitones, folded): unison/octave, m2, M2, m3, M3, P4, tritone.
 _INTERVAL_CONSONANCE = np.array([1.0, -1.0, -0.5, 0.7, 0.7, 0.3, -0.8])
-
-
-def _key_profiles() -> np.ndarray:
-    profiles = [np.roll(MAJOR_PROFILE, t) for t in range(12)] + [np.roll(MINOR_PROFILE, t) for t in range(12)]
-    stacked = np.array(profiles)
-    centered = stacked - stacked.mean(1, keepdims=True)
-    return centered / np.linalg.norm(centered, axis=1, keepdims=True)
-
-
-_KEY_PROFILES = _key_profiles()
-
-
-def _profile_correlations(histograms: np.ndarray) -> np.ndarray:
-    """Pearson correlations [..., 24] with 12 major keys (tonic 0..11) then 12 minor keys.
-
-    Flat (constant) histograms correlate 0 with everything.
-    """
-    histograms = np.asarray(histograms, dtype=np.float64)
-    centered = histograms - histograms.mean(-1, keepdims=True)
-    norms = np.linalg.norm(centered, axis=-1, keepdims=True)
-    normalized = np.where(norms > 1e-12, centered / np.maximum(norms, 1e-12), 0.0)
-    return normalized @ _KEY_PROFILES.T
 
 
 def detect_key(pc_histogram: np.ndarray) -> tuple[int, str, float]:
@@ -53,9 +30,8 @@ def detect_key(pc_histogram: np.ndarray) -> tuple[int, str, float]:
 
     Returns (tonic pitch class, 'major' | 'minor', correlation).
     """
-    correlations = _profile_correlations(pc_histogram)
-    best = int(np.argmax(correlations))
-    return best % 12, ("major" if best < 12 else "minor"), float(correlations[best])
+    tonic, minor, correlation = best_key(pc_histogram)
+    return tonic, ("minor" if minor else "major"), correlation
 
 
 def normalizing_shift(tonic: int, mode: str) -> int:
@@ -114,7 +90,7 @@ def valence_arousal(
 
     bitmaps = (np.asarray(texture_bitmaps) > 0).astype(np.float64)
     local_histogram = np.stack([_smooth(bitmaps[:, pc], width) for pc in range(12)], axis=1)
-    correlations = _profile_correlations(local_histogram)
+    correlations = key_correlations(local_histogram)
     mode_score = correlations[:, :12].max(1) - correlations[:, 12:].max(1)
     consonance = _smooth(texture_consonance(bitmaps), max(1, steps_per_quarter))
     valence = 0.7 * np.tanh(4.0 * mode_score) + 0.3 * consonance

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .vocab import BAR, PAD, is_chord_token, nearest_tokens, token_pitch_classes
+from .vocab import BAR, is_chord_token, nearest_tokens, token_pitch_classes
 
 __all__ = [
     "GridConfig",
@@ -222,7 +222,3 @@ def build_sequence(
     full_va[is_bar] = np.asarray(va, np.float32)[np.minimum(bar_positions, steps - 1)]
     return Sequence(full_roll, melody_top, onset, harmony, full_va, step_of)
 
-
-def pad_harmony(length: int) -> np.ndarray:
-    """A harmony row of `<pad>` tokens."""
-    return np.full(length, PAD, dtype=np.int64)

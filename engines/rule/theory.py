@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.keys import key_correlations
+
 __all__ = [
     "NOTE_NAMES",
     "Key",
@@ -25,8 +27,6 @@ NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 _FLAT_ALIASES = {"Db": 1, "D#": 3, "Gb": 6, "G#": 8, "A#": 10, "Cb": 11, "E#": 5, "Fb": 4, "B#": 0}
 
 # Krumhansl-Kessler key profiles.
-_MAJOR_PROFILE = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
-_MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 
 
 @dataclass(frozen=True)
@@ -89,26 +89,10 @@ class KeyFinder:
 
     def scores(self) -> dict[Key, float]:
         """Pearson correlation of the histogram with each of the 24 rotated key profiles."""
-        centred = self.histogram - self.histogram.mean()
-        norm = float(np.linalg.norm(centred))
-        if norm == 0.0:
-            return dict.fromkeys(_KEYS, 0.0)
-        correlations = _PROFILE_MATRIX @ (centred / norm)
-        return dict(zip(_KEYS, correlations.tolist()))
+        correlations = key_correlations(self.histogram).tolist()
+        return {Key(tonic, minor): correlations[tonic + 12 * minor] for tonic in range(12) for minor in (False, True)}
 
 
-def _profile_matrix() -> tuple[list[Key], np.ndarray]:
-    keys, rows = [], []
-    for tonic in range(12):
-        for minor, profile in ((False, _MAJOR_PROFILE), (True, _MINOR_PROFILE)):
-            rolled = np.roll(profile, tonic)
-            centred = rolled - rolled.mean()
-            keys.append(Key(tonic, minor))
-            rows.append(centred / np.linalg.norm(centred))
-    return keys, np.array(rows)
-
-
-_KEYS, _PROFILE_MATRIX = _profile_matrix()
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ import signal
 import stat
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -207,11 +208,25 @@ def _serve(config: Any, args: argparse.Namespace, token_file: Path | None, nativ
               f"OSC {config.osc_host}:{session.osc.port}; engines: {slots}"
               f"{'; web ' + _public_url(session.web.url) if session.web is not None else ''}"
               f"{f' (token in {token_file})' if token_file and session.web is not None else ''}", flush=True)
-        stop.wait(args.duration)
+        _wait_for_stop(stop, args.duration)
     finally:
         session.stop()
         print("scorebridge stopped: every note released", flush=True)
     return 0
+
+
+# How often the main thread wakes while it waits. Linux may deliver SIGTERM to any of the
+# bridge's threads; Python then runs the handler in the main thread only when that thread next
+# runs Python code, and one blocked in an untimed wait never does (a test's SIGTERM was lost so).
+_SIGNAL_CHECK_S = 0.2
+
+
+def _wait_for_stop(stop: threading.Event, duration_s: float | None) -> None:
+    deadline = None if duration_s is None else time.monotonic() + duration_s
+    while not stop.wait(_SIGNAL_CHECK_S if deadline is None else
+                        max(0.0, min(_SIGNAL_CHECK_S, deadline - time.monotonic()))):
+        if deadline is not None and time.monotonic() >= deadline:
+            return
 
 
 def _va_slot(args: argparse.Namespace):  # -> SlotConfig

@@ -81,6 +81,25 @@ def test_music21_symbols_slash_and_out_of_vocabulary() -> None:
     assert mapper.outcomes["exact+slash(bass kept apart)"] == 1
 
 
+def test_musicxml_degrees_count_from_the_dominant_chord() -> None:
+    """MusicXML's <degree> 7 is the minor seventh (music21 alone would add a major one)."""
+    from music21 import harmony
+
+    from engines.harmonizer.vocab import token_name
+
+    def mapped(kind: str, *degrees: tuple[str, int, int]) -> str:
+        symbol = harmony.ChordSymbol(root="B-", kind=kind)
+        for mod_type, degree, alter in degrees:
+            symbol.addChordStepModification(harmony.ChordStepModification(mod_type, degree, alter))
+        return token_name(leadsheets.music21_chord(symbol, SymbolMapper())[0])
+
+    assert mapped("major", ("add", 7, 0)) == "A#:7"
+    assert mapped("suspended-fourth", ("add", 7, 0), ("add", 9, 0)) == "A#:11"  # Bb9sus4, not maj9
+    assert mapped("minor-seventh", ("alter", 5, -1)) == "A#:hdim7"
+    assert mapped("dominant-seventh", ("add", 9, -1)) == "A#:b9"
+    assert mapped("major", ("subtract", 3, 0)) == "A#:5"
+
+
 def _lead_sheet(path: Path) -> Path:
     """Two bars of 6/8 in F major (one flat), chords F | C7/E ... C/Bb | N.C."""
     from music21 import harmony, key, meter, note, stream

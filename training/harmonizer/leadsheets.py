@@ -142,12 +142,17 @@ def _degree_pc(degree: str) -> int:
 
 
 _CORE = frozenset({3, 4, 6, 8, 10, 11})  # thirds, altered fifths, sevenths: what names the function
+# 9sus4 is as far from min11 as from 11; it is a dominant, written C:11 in Harte annotations
+_TIE_OVERRIDE = {frozenset({0, 2, 5, 7, 10}): "11"}
 
 
 def _nearest_quality(root: int, pcs: frozenset[int]) -> tuple[int, int]:
     """(quality index, Hamming distance) of the root's nearest quality. Ties keep the symbol's
     thirds, altered fifths and sevenths (C7#5 -> C:7(b13), not C:aug), then common qualities."""
     rooted = frozenset((pc - root) % 12 for pc in pcs)
+    if rooted in _TIE_OVERRIDE:
+        index = _QUALITY_NAMES.index(_TIE_OVERRIDE[rooted])
+        return index, len(rooted ^ _QUALITY_SETS[index])
     core = rooted & _CORE
     best = min(range(NUM_QUALITIES),
                key=lambda q: (len(rooted ^ _QUALITY_SETS[q]), len(core - _QUALITY_SETS[q]), _RANK[q]))
@@ -236,12 +241,48 @@ def harte_chord(label: str, mapper: SymbolMapper) -> tuple[int, int]:
     return mapper.map(kind, root, pcs, bass)
 
 
+# MusicXML <degree>: the value's interval in a dominant chord (so 7 is the minor seventh), and
+# the tones an alteration or subtraction of that degree replaces
+_DEGREE_XML = {1: 0, 2: 2, 3: 4, 4: 5, 5: 7, 6: 9, 7: 10, 9: 2, 11: 5, 13: 9}
+_DEGREE_TONES = {1: (0,), 3: (3, 4), 5: (6, 7, 8), 7: (9, 10, 11), 9: (2,), 11: (5,), 13: (9,)}
+
+
+def _kind_intervals(root_name: str, kind: str) -> frozenset[int]:
+    from music21 import harmony
+
+    if kind in KIND_QUALITY:
+        return _QUALITY_SETS[_QUALITY_NAMES.index(KIND_QUALITY[kind])]
+    try:
+        plain = harmony.ChordSymbol(root=root_name, kind=kind or "major")
+        root = plain.root().pitchClass
+        return frozenset((p.pitchClass - root) % 12 for p in plain.pitches)
+    except Exception:  # noqa: BLE001 - music21 raises many types on kinds it lacks
+        return _QUALITY_SETS[0]
+
+
+def _with_degrees(intervals: frozenset[int], modifications: list) -> frozenset[int]:
+    """Apply MusicXML degree changes (music21 reads 'add 7' as a major seventh; MusicXML means
+    the dominant's minor seventh). Adding an altered fifth replaces the fifth (m7 b5 is m7b5)."""
+    tones = set(intervals)
+    for modification in modifications:
+        degree = int(modification.degree)
+        alter = int(modification.interval.semitones) if modification.interval is not None else 0
+        kind = modification.modType
+        if kind == "add" and degree == 5 and alter:
+            kind = "alter"
+        if kind in ("alter", "subtract"):
+            tones -= set(_DEGREE_TONES.get(degree, ()))
+        if kind in ("add", "alter") and degree in _DEGREE_XML:
+            tones.add((_DEGREE_XML[degree] + alter) % 12)
+    return frozenset(tones | {0})
+
+
 def music21_chord(symbol, mapper: SymbolMapper) -> tuple[int, int]:
     """music21 ChordSymbol -> (token, bass pc); NoChord -> (NC, -1).
 
-    A known MusicXML kind without degree changes maps by name (music21 spells a 13th with its
-    11th, which would otherwise look foreign); anything else by the pitch classes of the chord
-    without its slash bass.
+    A known MusicXML kind maps by name (music21 spells a 13th with its 11th, which would
+    otherwise look foreign); degree changes are applied to the kind's intervals and the result
+    maps by pitch classes, without the slash bass.
     """
     from music21 import harmony
 
@@ -251,20 +292,12 @@ def music21_chord(symbol, mapper: SymbolMapper) -> tuple[int, int]:
     bass = symbol.bass().pitchClass if symbol.bass() is not None else root
     kind = symbol.chordKind or ""
     modifications = list(symbol.getChordStepModifications())
-    label = kind + "".join(f" {m.modType} {m.degree}{_alter(m)}" for m in modifications)
+    label = kind + "".join(f" {m.modType} {_alter(m)}{m.degree}" for m in modifications)
     if kind in KIND_QUALITY and not modifications:
         pcs = frozenset((root + i) % 12 for i in _QUALITY_SETS[_QUALITY_NAMES.index(KIND_QUALITY[kind])])
         return mapper.map(label, root, pcs, bass, KIND_QUALITY[kind])
-    try:
-        plain = harmony.ChordSymbol(root=symbol.root().name, kind=kind or "major")
-        for modification in modifications:
-            plain.addChordStepModification(modification, updatePitches=True)
-        pcs = frozenset(p.pitchClass for p in plain.pitches)
-    except Exception:  # noqa: BLE001 - music21 raises many types on odd kinds; fall back to its pitches
-        pcs = frozenset(p.pitchClass for p in symbol.pitches)
-    if root not in pcs:
-        pcs = pcs | {root}
-    return mapper.map(label, root, pcs, bass)
+    intervals = _with_degrees(_kind_intervals(symbol.root().name, kind), modifications)
+    return mapper.map(label, root, frozenset((root + i) % 12 for i in intervals), bass)
 
 
 def _alter(modification) -> str:

@@ -669,14 +669,14 @@ def song_group(piece_id: str) -> str:
 
 
 def assign_splits(piece_ids: list[str], styles: list[int], seed: str = SPLIT_SEED) -> dict[str, str]:
-    """Seeded 80/10/10 split by song, per style: groups sorted by a seeded hash, the first tenth
-    to test and the next to validation (at least one each once a style has three groups)."""
-    group_style: dict[str, int] = {}
+    """Seeded 80/10/10 split by song, per data set and style: songs sorted by a seeded hash, the
+    first tenth to test and the next to validation (at least one each from three songs on)."""
+    group_style: dict[str, tuple[str, int]] = {}
     for piece_id, style in zip(piece_ids, styles):
-        group_style.setdefault(song_group(piece_id), style)
-    by_style: dict[int, list[str]] = {}
-    for group, style in group_style.items():
-        by_style.setdefault(style, []).append(group)
+        group_style.setdefault(song_group(piece_id), (piece_id.split("/", 1)[0], style))
+    by_style: dict[tuple[str, int], list[str]] = {}
+    for group, stratum in group_style.items():
+        by_style.setdefault(stratum, []).append(group)
     split_of_group = {}
     for groups in by_style.values():
         groups.sort(key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())

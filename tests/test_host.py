@@ -191,9 +191,9 @@ def test_transport_changes_from_other_threads_are_published_from_the_router_thre
         done.set()
 
     threading.Thread(target=osc, name="osc-in").start()
-    assert done.wait(2)
+    assert done.wait(10)
     handler([STOP], time.perf_counter())  # already stopped: no event
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 10  # a loaded CI machine can starve the router thread for a while
     while len(threads) < 3 and time.monotonic() < deadline:
         time.sleep(0.005)
     router.stop()

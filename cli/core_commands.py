@@ -99,6 +99,6 @@ def engines_command(_args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from bridge.models_cli import models_command
+    from cli.models import models_command
 
     return models_command(args)

@@ -8,7 +8,7 @@ import importlib
 __all__ = ["register"]
 
 # Each module exposes ``add_parser(subparsers)``, which sets ``run`` like a command's.
-_EVALUATIONS: tuple[str, ...] = ("bridge.eval_harmony_cli", "bridge.eval_noise_cli")
+_EVALUATIONS: tuple[str, ...] = ("cli.eval_harmony", "cli.eval_noise")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -127,7 +127,7 @@ def test_runtime_modules_import_neither_torch_nor_music21() -> None:
     modules = (
         "engines.continuation, engines.continuation.sample, engines.continuation.runtime, "
         "engines.continuation.offline, engines.continuation.live, engines.continuation.engine, "
-        "engines.continuation.noise_probe, cli.continue_, bridge.eval_noise_cli"
+        "engines.continuation.noise_probe, cli.continue_, cli.eval_noise"
     )
     code = f"import sys, {modules}; print(sorted({{m.split('.')[0] for m in sys.modules}} & {{'torch', 'music21'}}))"
     output = subprocess.run(

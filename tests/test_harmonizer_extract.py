@@ -69,7 +69,7 @@ def test_runtime_modules_do_not_import_torch_or_music21() -> None:
     code = (
         "import sys\n"
         "import engines.harmonizer, engines.harmonizer.dataset, engines.harmonizer.metrics\n"
-        "import engines.harmonizer.harmony_eval, engines.harmonizer.folk, bridge.eval_harmony_cli\n"
+        "import engines.harmonizer.harmony_eval, engines.harmonizer.folk, cli.eval_harmony\n"
         "print(sorted(m for m in ('torch', 'music21') if m in sys.modules))\n"
     )
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

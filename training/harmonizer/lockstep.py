@@ -4,7 +4,10 @@ machine's load. A run's folder, checkpoint and log are those of `train.py` (expo
 work the same); `--stop-at HH:MM` (UTC) saves every run and stops, all at the same step.
 
     python -m training.harmonizer.lockstep --curricula ff random10 midpoint --steps 4500 \
-        --root RUNS/harmonizer --stop-at 10:12
+        --data union --root RUNS/harmonizer --stop-at 10:12
+
+``--data`` / ``--weights`` / ``--cache`` as in `train.py`; ``--root`` defaults to
+``runs/DATA-lockstep`` under the user cache folder.
 """
 
 from __future__ import annotations
@@ -22,13 +25,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engines.harmonizer.dataset import DEFAULT_CACHE, Windows, load_raw, make_windows
 from engines.harmonizer.grid import GridConfig
 
 from .curriculum import CURRICULA, apply_to_batch, curriculum_mask
 from .model import Harmonizer, ModelConfig, parameter_count
 from .regularize import consistency_penalty, crop_length, melody_fit_table
-from .train import _batch_tensors, _learning_rate, _save, add_training_options, evaluate
+from .sources import TrainingData, load_training_data
+from .train import (
+    _batch_tensors,
+    _learning_rate,
+    _save,
+    add_data_options,
+    add_training_options,
+    default_out,
+    evaluate_by_source,
+)
 
 __all__ = ["main"]
 
@@ -81,8 +92,11 @@ def _open_run(curriculum: str, args: argparse.Namespace, config: ModelConfig) ->
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     last = out / "last.pt"
     checkpoint = torch.load(last, map_location="cpu", weights_only=False) if last.exists() else None
-    if checkpoint and (checkpoint["curriculum"] != curriculum or checkpoint["total_steps"] != args.steps):
-        raise ValueError(f"{last} was trained with {checkpoint['curriculum']}/{checkpoint['total_steps']} steps")
+    trained_on = checkpoint.get("data", {}).get("data", "classical") if checkpoint else None
+    if checkpoint and (checkpoint["curriculum"], checkpoint["total_steps"], trained_on) != (
+            curriculum, args.steps, args.data):
+        raise ValueError(f"{last} was trained with {checkpoint['curriculum']}/{checkpoint['total_steps']} steps "
+                         f"on {trained_on}")
     if checkpoint is None and args.init is not None:  # warm start: weights only, a new schedule
         model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["model"])
     run = Run(curriculum, out, model, optimizer, np.random.default_rng(args.seed), (out / "log.jsonl").open("a"))
@@ -96,8 +110,9 @@ def _open_run(curriculum: str, args: argparse.Namespace, config: ModelConfig) ->
     return run
 
 
-def _train_step(run: Run, args: argparse.Namespace, windows: Windows, length: int) -> None:
-    index = run.rng.integers(0, len(windows), size=args.batch)
+def _train_step(run: Run, args: argparse.Namespace, data: TrainingData, length: int) -> None:
+    windows = data.train
+    index = data.sample(run.rng, args.batch)
     crop = crop_length(length, run.rng, args.crop_probability, args.min_length)
     visible, target = curriculum_mask(run.curriculum, run.step, args.steps, crop, run.rng)
     harmony = windows.harmony[index, :crop]
@@ -150,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--curricula", nargs="+", choices=CURRICULA, default=list(CURRICULA))
     parser.add_argument("--steps", type=int, required=True, help="total optimizer steps S of every run")
-    parser.add_argument("--root", type=Path, required=True, help="one folder per curriculum under it")
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--root", type=Path, default=None,
+                        help=f"one folder per curriculum under it (default {default_out('DATA', 'lockstep')})")
+    add_data_options(parser)
     add_training_options(parser)
     parser.add_argument("--stop-at", help="HH:MM UTC: save every run and stop (all at the same step)")
     parser.add_argument("--seed", type=int, default=0)
@@ -165,18 +181,24 @@ def main(argv: list[str] | None = None) -> int:
                         help="hinge: a random affect may not fit the melody worse; two-sided: nor better")
     args = parser.parse_args(argv)
     stop_at = _deadline(args.stop_at)
+    if args.root is None:
+        args.root = default_out(args.data, "lockstep")
     torch.set_num_threads(1)
     grid = GridConfig("q4", True, "pc", args.length)
-    raw = load_raw(args.cache)
-    train_windows, val_windows = make_windows(raw, grid, "train"), make_windows(raw, grid, "val")
-    data = {"train_windows": len(train_windows), "val_windows": len(val_windows)}
+    try:
+        training = load_training_data(args.data, grid, args.cache, args.weights)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    data = training.summary()
     config = ModelConfig(roll_dim=grid.roll_dim, length=grid.length, d_model=args.d_model, heads=args.heads,
-                         layers=args.layers, feedforward=args.feedforward, dropout=args.dropout)
+                         layers=args.layers, feedforward=args.feedforward, dropout=args.dropout,
+                         num_styles=len(training.styles))
     runs: list[Run] = []
     try:
         for curriculum in args.curricula:
             runs.append(_open_run(curriculum, args, config))
-        return _loop(runs, args, grid, config, data, train_windows, val_windows, stop_at)
+        return _loop(runs, args, grid, config, data, training, stop_at)
     finally:
         for run in runs:
             run.log.close()
@@ -188,8 +210,7 @@ def _loop(
     grid: GridConfig,
     config: ModelConfig,
     data: dict,
-    train_windows: Windows,
-    val_windows: Windows,
+    training: TrainingData,
     stop_at: float | None,
 ) -> int:
     for run in runs:
@@ -201,14 +222,14 @@ def _loop(
         for run in runs:
             if run.step >= args.steps:
                 continue
-            _train_step(run, args, train_windows, grid.length)
+            _train_step(run, args, training, grid.length)
             if run.step % 100 == 0:
                 run.write({"event": "train", "step": run.step, "loss": run.loss_sum / max(1, run.loss_count),
                            "va_penalty": run.penalty_sum / max(1, run.loss_count),
                            "lr": run.optimizer.param_groups[0]["lr"], "elapsed_s": round(time.time() - started, 1)})
                 run.loss_sum, run.loss_count, run.penalty_sum = 0.0, 0, 0.0
             if run.step % args.eval_every == 0 or run.step == args.steps:
-                metrics = evaluate(run.model, val_windows)
+                metrics = evaluate_by_source(run.model, training)
                 if metrics["val_loss_full"] < run.best:
                     run.best = metrics["val_loss_full"]
                     _save(run.out / "best.pt", _payload(run, args, grid, config, data))

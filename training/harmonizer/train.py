@@ -1,8 +1,13 @@
 """Train the harmonizer with one curriculum (torch, CPU, one thread by default).
 
-    python -m training.harmonizer.train --curriculum ff --steps 12000 --out RUNS/harmonizer/ff
+    python -m training.harmonizer.train --curriculum ff --steps 12000 --data union --out RUNS/harmonizer/ff
 
-Re-running the same command resumes from OUT/last.pt. Logs JSON lines to OUT/log.jsonl.
+``--data`` picks the windows (``sources.py``): classical (the shipped model's data), leadsheets
+(OpenEWLD + POP909, human chords on metric beats) or union (``--weights`` sets each source's
+share of the batches). ``--out`` defaults to ``runs/DATA-CURRICULUM`` under the user cache
+folder. Re-running the same command resumes from OUT/last.pt; ``--stop-after-minutes`` saves and
+stops early so a long run can go in pieces. Logs JSON lines to OUT/log.jsonl (training loss and
+steps/s every 100 steps, validation overall and per source).
 """
 
 from __future__ import annotations
@@ -18,14 +23,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engines.harmonizer.dataset import DEFAULT_CACHE, Windows, load_raw, make_windows
+from core.paths import cache_dir
+from engines.harmonizer.dataset import DEFAULT_CACHE, Windows
 from engines.harmonizer.grid import GridConfig
 from engines.harmonizer.vocab import PAD
 
 from .curriculum import CURRICULA, apply_to_batch, curriculum_mask
 from .model import Harmonizer, ModelConfig, parameter_count
+from .sources import DATA_CHOICES, TrainingData, load_training_data
 
-__all__ = ["evaluate", "load_checkpoint", "main"]
+__all__ = ["evaluate", "evaluate_by_source", "load_checkpoint", "add_data_options", "default_out", "main"]
 
 
 def _batch_tensors(
@@ -79,6 +86,15 @@ def evaluate(model: Harmonizer, windows: Windows, batch_size: int = 64, seed: in
     }
 
 
+def evaluate_by_source(model: Harmonizer, data: TrainingData) -> dict[str, float]:
+    """``evaluate`` on all validation windows, and per source when there are several."""
+    metrics = evaluate(model, data.val)
+    if len(data.sources) > 1:
+        for source, windows in data.val_by_source().items():
+            metrics |= {f"{key}/{source}": value for key, value in evaluate(model, windows).items()}
+    return metrics
+
+
 def _learning_rate(step: int, total_steps: int, peak: float, warmup: int) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -118,6 +134,22 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-minutes", type=float, default=4.0)
 
 
+def add_data_options(parser: argparse.ArgumentParser) -> None:
+    """Which windows to train on, shared with the lockstep trainer."""
+    parser.add_argument("--data", choices=DATA_CHOICES, default="classical",
+                        help="classical: music21 corpus cache; leadsheets: OpenEWLD + POP909; union: all")
+    parser.add_argument("--weights", default=None,
+                        help="share of the batches per source, e.g. classical=1,openewld=1,pop909=2 "
+                             "(default: every window equally likely)")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
+                        help=f"folder of raw_q16.npz / leadsheets_q16_v1.npz (default {DEFAULT_CACHE})")
+
+
+def default_out(data: str, name: str) -> Path:
+    """A run folder under the user cache folder."""
+    return cache_dir("harmonizer", "runs", f"{data}-{name}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -126,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--steps", type=int, required=True, help="total optimizer steps S (curriculum horizon)"
     )
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--out", type=Path, default=None,
+                        help="run folder: checkpoints and log; re-run to resume "
+                             f"(default {default_out('DATA', 'CURRICULUM')})")
+    add_data_options(parser)
     parser.add_argument("--grid", default="q4", choices=["q4", "q16"])
     parser.add_argument(
         "--no-bars", action="store_true", help="time-signature token instead of intertwined bars"
@@ -136,13 +170,24 @@ def main(argv: list[str] | None = None) -> int:
     add_training_options(parser)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stop-after-minutes", type=float, default=None,
+                        help="save last.pt and stop after this long (re-run to go on)")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = default_out(args.data, args.curriculum)
+    try:
+        grid = GridConfig(args.grid, not args.no_bars, args.roll, args.length)
+        data = load_training_data(args.data, grid, args.cache, args.weights)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return _train(args, grid, data)
 
+
+def _train(args: argparse.Namespace, grid: GridConfig, data: TrainingData) -> int:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    grid = GridConfig(args.grid, not args.no_bars, args.roll, args.length)
-    raw = load_raw(args.cache)
-    train_windows, val_windows = make_windows(raw, grid, "train"), make_windows(raw, grid, "val")
+    train_windows = data.train
     model_config = ModelConfig(
         roll_dim=grid.roll_dim,
         length=grid.length,
@@ -151,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         layers=args.layers,
         feedforward=args.feedforward,
         dropout=args.dropout,
+        num_styles=len(data.styles),
     )
     torch.manual_seed(args.seed)
     model = Harmonizer(model_config)
@@ -160,10 +206,13 @@ def main(argv: list[str] | None = None) -> int:
     last_path, log_path = args.out / "last.pt", args.out / "log.jsonl"
     if last_path.exists():
         checkpoint = torch.load(last_path, map_location="cpu", weights_only=False)
-        if checkpoint["curriculum"] != args.curriculum or checkpoint["total_steps"] != args.steps:
+        trained_on = checkpoint.get("data", {}).get("data", "classical")
+        if (checkpoint["curriculum"], checkpoint["total_steps"], trained_on) != (
+            args.curriculum, args.steps, args.data
+        ):
             raise ValueError(
                 f"{last_path} was trained with {checkpoint['curriculum']}/{checkpoint['total_steps']} "
-                f"steps; use another --out or the same --curriculum/--steps"
+                f"steps on {trained_on}; use another --out or the same --curriculum/--steps/--data"
             )
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -185,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             "args": {k: str(v) for k, v in vars(args).items()},
             "rng": rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
-            "data": {"train_windows": len(train_windows), "val_windows": len(val_windows)},
+            "data": data.summary(),
         }
 
     log = log_path.open("a")
@@ -195,8 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                 "event": "start",
                 "step": step,
                 "parameters": parameter_count(model),
-                "train_windows": len(train_windows),
-                "val_windows": len(val_windows),
+                **data.summary(),
                 "config": payload()["args"],
                 "time": time.time(),
             }
@@ -206,8 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     log.flush()
     model.train()
     last_save, window_loss, window_count, started = time.time(), 0.0, 0, time.time()
+    window_started, first_step = time.time(), step
+    stop_at = None if args.stop_after_minutes is None else started + 60 * args.stop_after_minutes
     while step < args.steps:
-        index = rng.integers(0, len(train_windows), size=args.batch)
+        index = data.sample(rng, args.batch)
         visible, target = curriculum_mask(args.curriculum, step, args.steps, grid.length, rng)
         harmony = train_windows.harmony[index]
         inputs, loss_mask = apply_to_batch(harmony, visible, target)
@@ -235,14 +285,15 @@ def main(argv: list[str] | None = None) -> int:
                         "lr": optimizer.param_groups[0]["lr"],
                         "visible": int(visible.sum()),
                         "elapsed_s": round(time.time() - started, 1),
+                        "steps_per_s": round(100 / max(1e-9, time.time() - window_started), 3),
                     }
                 )
                 + "\n"
             )
             log.flush()
-            window_loss, window_count = 0.0, 0
+            window_loss, window_count, window_started = 0.0, 0, time.time()
         if step % args.eval_every == 0 or step == args.steps:
-            metrics = evaluate(model, val_windows)
+            metrics = evaluate_by_source(model, data)
             if metrics["val_loss_full"] < best:
                 best = metrics["val_loss_full"]
                 _save(args.out / "best.pt", payload())
@@ -251,9 +302,17 @@ def main(argv: list[str] | None = None) -> int:
             )
             log.flush()
             print(f"step {step}/{args.steps} {metrics}", flush=True)
-        if time.time() - last_save > 60 * args.checkpoint_minutes or step == args.steps:
+        stopping = stop_at is not None and time.time() >= stop_at and step < args.steps
+        if time.time() - last_save > 60 * args.checkpoint_minutes or step == args.steps or stopping:
             _save(last_path, payload())
             last_save = time.time()
+        if stopping:
+            log.write(json.dumps({"event": "stopped", "step": step, "steps_this_run": step - first_step,
+                                  "elapsed_s": round(time.time() - started, 1), "time": time.time()}) + "\n")
+            log.close()
+            print(f"stopped after {args.stop_after_minutes} min at step {step}/{args.steps}; re-run to resume",
+                  flush=True)
+            return 0
     log.write(
         json.dumps({"event": "done", "step": step, "best_val_loss_full": best, "time": time.time()}) + "\n"
     )

@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     grid = GridConfig("q4", True, "pc", args.length)
     try:
-        training = load_training_data(args.data, grid, args.cache, args.weights)
+        training = load_training_data(args.data, grid, args.cache, args.weights, args.splits)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

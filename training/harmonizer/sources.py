@@ -31,6 +31,7 @@ from .leadsheets import SPLITS_DIR, STYLES, load
 
 __all__ = [
     "SOURCES",
+    "SPLITS_DIR",
     "DATA_CHOICES",
     "STYLES",
     "TrainingData",

@@ -30,7 +30,7 @@ from engines.harmonizer.vocab import PAD
 
 from .curriculum import CURRICULA, apply_to_batch, curriculum_mask
 from .model import Harmonizer, ModelConfig, parameter_count
-from .sources import DATA_CHOICES, TrainingData, load_training_data
+from .sources import DATA_CHOICES, SPLITS_DIR, TrainingData, load_training_data
 
 __all__ = ["evaluate", "evaluate_by_source", "load_checkpoint", "add_data_options", "default_out", "main"]
 
@@ -143,6 +143,8 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
                              "(default: every window equally likely)")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
                         help=f"folder of raw_q16.npz / leadsheets_q16_v1.npz (default {DEFAULT_CACHE})")
+    parser.add_argument("--splits", type=Path, default=SPLITS_DIR,
+                        help="folder of the lead-sheet split lists (default training/harmonizer/splits)")
 
 
 def default_out(data: str, name: str) -> Path:
@@ -175,16 +177,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.out is None:
         args.out = default_out(args.data, args.curriculum)
+    last_path = args.out / "last.pt"
+    checkpoint = torch.load(last_path, map_location="cpu", weights_only=False) if last_path.exists() else None
     try:
+        if checkpoint is not None:
+            trained_on = checkpoint.get("data", {}).get("data", "classical")
+            if (checkpoint["curriculum"], checkpoint["total_steps"], trained_on) != (
+                args.curriculum, args.steps, args.data
+            ):
+                raise ValueError(
+                    f"{last_path} was trained with {checkpoint['curriculum']}/{checkpoint['total_steps']} "
+                    f"steps on {trained_on}; use another --out or the same --curriculum/--steps/--data"
+                )
         grid = GridConfig(args.grid, not args.no_bars, args.roll, args.length)
-        data = load_training_data(args.data, grid, args.cache, args.weights)
+        data = load_training_data(args.data, grid, args.cache, args.weights, args.splits)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return _train(args, grid, data)
+    return _train(args, grid, data, checkpoint)
 
 
-def _train(args: argparse.Namespace, grid: GridConfig, data: TrainingData) -> int:
+def _train(args: argparse.Namespace, grid: GridConfig, data: TrainingData, checkpoint: dict | None) -> int:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     train_windows = data.train
@@ -204,16 +217,7 @@ def _train(args: argparse.Namespace, grid: GridConfig, data: TrainingData) -> in
     rng = np.random.default_rng(args.seed)
     step, best = 0, float("inf")
     last_path, log_path = args.out / "last.pt", args.out / "log.jsonl"
-    if last_path.exists():
-        checkpoint = torch.load(last_path, map_location="cpu", weights_only=False)
-        trained_on = checkpoint.get("data", {}).get("data", "classical")
-        if (checkpoint["curriculum"], checkpoint["total_steps"], trained_on) != (
-            args.curriculum, args.steps, args.data
-        ):
-            raise ValueError(
-                f"{last_path} was trained with {checkpoint['curriculum']}/{checkpoint['total_steps']} "
-                f"steps on {trained_on}; use another --out or the same --curriculum/--steps/--data"
-            )
+    if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         step, best = checkpoint["step"], checkpoint["best_val"]

@@ -128,3 +128,17 @@ def test_three_steps_on_lead_sheets_then_resume_guard(cache, tmp_path: Path, cap
     # a missing cache is a clear error, not a traceback
     assert train.main(command(cache_folder=tmp_path / "none", run=tmp_path / "new")) == 2
     assert "leadsheets build" in capsys.readouterr().err
+
+
+def test_lead_sheet_checkpoint_exports_with_its_styles(cache, tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    from training.harmonizer.export import export_checkpoint
+
+    folder, splits = cache
+    out = tmp_path / "run"
+    assert train.main(["--curriculum", "ff", "--steps", "2", "--data", "leadsheets", "--cache", str(folder),
+                       "--splits", str(splits), "--out", str(out), "--eval-every", "2", *TINY]) == 0
+    card = export_checkpoint(out / "last.pt", "tiny", tmp_path / "models", folder, splits_dir=splits)
+    assert card["styles"] == list(leadsheets.STYLES)
+    assert "human chord symbol" in card["labels"] and card["data"]["data"] == "leadsheets"
+    assert card["parity"]["max_abs_difference_ort_vs_torch"] < 1e-4

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines.harmonizer.dataset import DEFAULT_CACHE, STYLES, load_raw, make_windows
+from engines.harmonizer.dataset import DEFAULT_CACHE, load_raw
 from engines.harmonizer.grid import GridConfig
 from engines.harmonizer.runtime import HarmonizerModel
 from engines.harmonizer.vocab import BAR, MASK, SPECIALS, VOCAB_SIZE, token_name
@@ -23,11 +23,24 @@ from training.export import ExportFiles, publish, trace
 from .curriculum import apply_to_batch
 from .data import summary
 from .model import parameter_count
+from .sources import SPLITS_DIR, load_training_data
 from .train import evaluate, load_checkpoint
 
 __all__ = ["export_checkpoint", "main"]
 
 INPUT_NAMES = ("melody", "harmony", "va", "style", "condition")
+_CLASSICAL_LABELS = (
+    "per-beat chord reading engines.harmonizer.grid.read_beat_chords: pitch classes weighted by duration, "
+    "metric position and doubling; onset bass always a chord tone; a subset of the previous chord "
+    "continues it (docs/harmonizer.md, Data)")
+_LEADSHEET_LABELS = (
+    "the human chord symbol (OpenEWLD, POP909) sounding at each metric beat's first 16th "
+    "(training/harmonizer/sources.py; docs/harmonizer.md, Lead-sheet data)")
+_LABELS = {
+    "classical": _CLASSICAL_LABELS,
+    "leadsheets": _LEADSHEET_LABELS,
+    "union": f"lead sheets: {_LEADSHEET_LABELS}; classical pieces: {_CLASSICAL_LABELS}",
+}
 
 
 def _last_val(log_path: Path, step: int) -> dict:
@@ -51,7 +64,8 @@ def _live_example(feed: dict[str, np.ndarray], live_length: int) -> dict[str, np
 
 
 def export_checkpoint(
-    checkpoint_path: Path, name: str, out_dir: Path, cache: Path = DEFAULT_CACHE, live_length: int | None = None
+    checkpoint_path: Path, name: str, out_dir: Path, cache: Path = DEFAULT_CACHE, live_length: int | None = None,
+    splits_dir: Path = SPLITS_DIR,
 ) -> dict:
     """Export, verify and document one checkpoint; returns the card.
 
@@ -63,8 +77,9 @@ def export_checkpoint(
     live_length = grid.length if live_length is None else live_length
     if not 1 <= live_length <= grid.length:
         raise ValueError(f"--live-length {live_length} must lie in [1, {grid.length}]")
-    raw = load_raw(cache)
-    val = make_windows(raw, grid, "val")
+    data_name = checkpoint.get("data", {}).get("data", "classical")
+    training = load_training_data(data_name, grid, cache, splits_dir=splits_dir)
+    val, styles = training.val, list(training.styles)
     files = ExportFiles.staged(out_dir, name)
 
     # parity example: first validation window with a seeded half of the chords revealed
@@ -101,16 +116,14 @@ def export_checkpoint(
         "grid": grid.to_dict() | {"name": grid.name, "key_normalization": "C major / A minor"},
         "dynamic_length": True,
         "live_length": live_length,
-        "labels": "per-beat chord reading engines.harmonizer.grid.read_beat_chords: pitch classes "
-        "weighted by duration, metric position and doubling; onset bass always a chord tone; a "
-        "subset of the previous chord continues it (docs/harmonizer.md, Data)",
+        "labels": _LABELS[data_name],
         "tokenizer": {
             "vocab_size": VOCAB_SIZE,
             "specials": list(SPECIALS),
             "chord_token_formula": "7 + root * 33 + quality_index",
             "tokens": [token_name(t) for t in range(VOCAB_SIZE)],
         },
-        "styles": list(STYLES),
+        "styles": styles,
         "length_axis": f"every window of 1..{length} positions starting on a bar; the offline window is "
         f"{length}, the live per-beat decision uses the last {live_length} (docs/harmonizer.md)",
         "inputs": [
@@ -134,7 +147,7 @@ def export_checkpoint(
                 "shape": ["batch", "length", 2],
                 "meaning": "valence, arousal per step in [-1, 1]",
             },
-            {"name": "style", "dtype": "int64", "shape": ["batch"], "meaning": f"style id: {list(STYLES)}"},
+            {"name": "style", "dtype": "int64", "shape": ["batch"], "meaning": f"style id: {styles}"},
             {
                 "name": "condition",
                 "dtype": "float32",
@@ -153,7 +166,7 @@ def export_checkpoint(
             "warm_start_from": checkpoint["args"].get("init") if checkpoint["args"].get("init") != "None" else None,
             "args": checkpoint["args"],
         },
-        "data": summary(raw, grid),
+        "data": summary(load_raw(cache), grid) if data_name == "classical" else training.summary(),
         "validation": {"logged": val_record, "at_export": evaluate(model, val)},
     }
     card = publish(files, "melody harmonization (masked chord prediction per grid step)", body,

@@ -115,7 +115,8 @@ def test_three_steps_on_lead_sheets_then_resume_guard(cache, tmp_path: Path, cap
     events = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [e["event"] for e in events] == ["start", "val", "done"]
     assert events[0]["train_windows_by_source"] == {"openewld": 1, "pop909": 1}
-    assert {"val_loss_full/openewld", "val_loss_full/pop909"} <= set(events[1])
+    per_source = [events[1]["val_loss_full/openewld"], events[1]["val_loss_full/pop909"]]
+    assert min(per_source) <= events[1]["val_loss_full"] <= max(per_source)  # pooled over the sources
     import torch
 
     checkpoint = torch.load(out / "last.pt", map_location="cpu", weights_only=False)

@@ -47,13 +47,27 @@ def _batch_tensors(
     )
 
 
-@torch.no_grad()
 def evaluate(model: Harmonizer, windows: Windows, batch_size: int = 64, seed: int = 0) -> dict[str, float]:
     """Validation losses under fixed protocols shared by all curricula.
 
     full: every chord masked (one-shot prediction); half: a seeded random half revealed.
     Accuracy is over non-pad targets of the full protocol.
     """
+    return _metrics(_validation_sums(model, windows, batch_size, seed))
+
+
+def _metrics(sums: np.ndarray) -> dict[str, float]:
+    loss_full, count_full, loss_half, count_half, correct, chord_targets = sums
+    return {
+        "val_loss_full": loss_full / max(1, count_full),
+        "val_loss_half": loss_half / max(1, count_half),
+        "val_acc_full": correct / max(1, chord_targets),
+    }
+
+
+@torch.no_grad()
+def _validation_sums(model: Harmonizer, windows: Windows, batch_size: int, seed: int) -> np.ndarray:
+    """[loss sum, targets] of the full and half protocols, then [correct, chord targets] of full."""
     model.eval()
     rng = np.random.default_rng(seed)
     totals = {"full": 0.0, "half": 0.0}
@@ -79,19 +93,19 @@ def evaluate(model: Harmonizer, windows: Windows, batch_size: int = 64, seed: in
                 correct += int((logits.argmax(-1)[chord_mask] == targets[chord_mask]).sum())
                 chord_targets += int(chord_mask.sum())
     model.train()
-    return {
-        "val_loss_full": totals["full"] / max(1, counts["full"]),
-        "val_loss_half": totals["half"] / max(1, counts["half"]),
-        "val_acc_full": correct / max(1, chord_targets),
-    }
+    return np.array([totals["full"], counts["full"], totals["half"], counts["half"], correct, chord_targets],
+                    dtype=np.float64)
 
 
 def evaluate_by_source(model: Harmonizer, data: TrainingData) -> dict[str, float]:
-    """``evaluate`` on all validation windows, and per source when there are several."""
-    metrics = evaluate(model, data.val)
-    if len(data.sources) > 1:
-        for source, windows in data.val_by_source().items():
-            metrics |= {f"{key}/{source}": value for key, value in evaluate(model, windows).items()}
+    """``evaluate`` on all validation windows, and per source when there are several (one pass:
+    the overall figures are the sums over the sources)."""
+    if len(data.sources) == 1:
+        return evaluate(model, data.val)
+    per_source = {source: _validation_sums(model, windows, 64, 0) for source, windows in data.val_by_source().items()}
+    metrics = _metrics(sum(per_source.values()))
+    for source, sums in per_source.items():
+        metrics |= {f"{key}/{source}": value for key, value in _metrics(sums).items()}
     return metrics
 
 

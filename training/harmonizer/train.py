@@ -57,7 +57,7 @@ def evaluate(model: Harmonizer, windows: Windows, batch_size: int = 64, seed: in
 
 
 def _metrics(sums: np.ndarray) -> dict[str, float]:
-    loss_full, count_full, loss_half, count_half, correct, chord_targets = sums
+    loss_full, count_full, loss_half, count_half, correct, chord_targets = (float(v) for v in sums)
     return {
         "val_loss_full": loss_full / max(1, count_full),
         "val_loss_half": loss_half / max(1, count_half),

@@ -143,3 +143,22 @@ def test_lead_sheet_checkpoint_exports_with_its_styles(cache, tmp_path: Path) ->
     assert card["styles"] == list(leadsheets.STYLES)
     assert "human chord symbol" in card["labels"] and card["data"]["data"] == "leadsheets"
     assert card["parity"]["max_abs_difference_ort_vs_torch"] < 1e-4
+
+
+def test_warm_start_from_a_three_style_checkpoint(cache, tmp_path: Path) -> None:
+    import torch
+
+    from training.harmonizer import lockstep
+    from training.harmonizer.model import Harmonizer, ModelConfig
+
+    folder, splits = cache
+    torch.manual_seed(1)
+    old = Harmonizer(ModelConfig(roll_dim=13, length=32, d_model=16, heads=2, layers=1, feedforward=32))
+    torch.save({"model": old.state_dict()}, tmp_path / "classical.pt")
+    root = tmp_path / "runs"
+    assert lockstep.main(["--curricula", "ff", "--steps", "1", "--data", "leadsheets", "--cache", str(folder),
+                          "--splits", str(splits), "--root", str(root), "--init", str(tmp_path / "classical.pt"),
+                          "--lr", "0", *TINY]) == 0
+    styles = torch.load(root / "ff" / "last.pt", map_location="cpu", weights_only=False)["model"]["style_in.weight"]
+    assert styles.shape[0] == 8
+    assert torch.equal(styles[:3], old.state_dict()["style_in.weight"])

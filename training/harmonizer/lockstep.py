@@ -84,6 +84,17 @@ def _payload(run: Run, args: argparse.Namespace, grid: GridConfig, config: Model
     }
 
 
+def _warm_state(model: Harmonizer, path: Path) -> dict:
+    """A checkpoint's weights for `model`; a checkpoint with fewer styles (the three classical
+    ones) gives their rows, the new styles keep their fresh rows."""
+    state = torch.load(path, map_location="cpu", weights_only=False)["model"]
+    own = model.state_dict()["style_in.weight"]
+    old = state["style_in.weight"]
+    if old.shape[0] < own.shape[0] and old.shape[1:] == own.shape[1:]:
+        state["style_in.weight"] = torch.cat([old, own[old.shape[0]:]])
+    return state
+
+
 def _open_run(curriculum: str, args: argparse.Namespace, config: ModelConfig) -> Run:
     out = args.root / curriculum
     out.mkdir(parents=True, exist_ok=True)
@@ -98,7 +109,7 @@ def _open_run(curriculum: str, args: argparse.Namespace, config: ModelConfig) ->
         raise ValueError(f"{last} was trained with {checkpoint['curriculum']}/{checkpoint['total_steps']} steps "
                          f"on {trained_on}")
     if checkpoint is None and args.init is not None:  # warm start: weights only, a new schedule
-        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["model"])
+        model.load_state_dict(_warm_state(model, args.init))
     run = Run(curriculum, out, model, optimizer, np.random.default_rng(args.seed), (out / "log.jsonl").open("a"))
     if checkpoint:
         model.load_state_dict(checkpoint["model"])

@@ -52,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--va", type=Path, help="VA curve: CSV/JSON time_s,valence,arousal (as `va analyze` "
                    "writes) or CSV beats,valence,arousal (docs/harmonizer_live.md)")
     p.add_argument("--temperature", type=float,
-                   help="sampling temperature (default: the model card's calibrated one, else 0.2)")
+                   help="sampling temperature in 0..2; 0 is greedy (always the most likely chord, the same "
+                   "for every --seed); default: the model card's calibrated one, else 0.2")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--track", type=int, help="melody track index (default: the first with notes)")
     p.add_argument("--voicing", choices=STYLES, default="pad", help="accompaniment style (default pad)")
@@ -86,8 +87,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--steps {args.steps}: must be at least 1")
     if not 1 <= args.voices <= 6:
         raise ConfigError(f"--voices {args.voices}: must be 1..6")
-    if args.temperature is not None and not 0.05 <= args.temperature <= 2.0:
-        raise ConfigError(f"--temperature {args.temperature}: must be in 0.05..2")
+    if args.temperature is not None and not 0.0 <= args.temperature <= 2.0:
+        raise ConfigError(f"--temperature {args.temperature}: must be in 0..2 (0: greedy)")
     check_affect_options(args)
 
 

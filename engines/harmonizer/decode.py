@@ -67,9 +67,12 @@ def nucleus_sample(
     temperature: float = 0.2,
     top_p: float = 0.9,
 ) -> int:
-    """Sample one token from a [V] logit row with temperature and nucleus (top-p) filtering."""
+    """Sample one token from a [V] logit row with temperature and nucleus (top-p) filtering;
+    temperature 0 is greedy: the most likely allowed token, the first on a tie, no draw."""
     if not allowed.any():
         raise ValueError("no allowed token at this position")
+    if temperature <= 0:
+        return int(np.argmax(np.where(allowed, logits, -np.inf)))
     probs = np.exp(_masked_log_softmax(logits, allowed, temperature))
     order = np.argsort(-probs, kind="stable")
     cumulative = np.cumsum(probs[order])

@@ -25,13 +25,15 @@ __all__ = ["MelodyFile", "read_melody", "register"]
 
 @dataclass
 class MelodyFile:
-    """A melody read from a MIDI file: notes in beats, its meter, tempo map and meta events."""
+    """A melody read from a MIDI file: notes in beats, its meter, tempo map, meta events and the
+    name of its track ('' when it has none)."""
 
     notes: list  # NoteEvent
     time_signature: tuple[int, int]
     tempo_changes: list[tuple[float, float]]  # (beats, microseconds per beat)
     meta: list[tuple[float, mido.MetaMessage]]
     track: int
+    name: str = ""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -79,7 +81,8 @@ def read_melody(path: Path, track: int | None = None) -> MelodyFile:
     beats = source.beats
     notes = [NoteEvent(n.pitch, beats(n.start_ticks), beats(n.end_ticks) - beats(n.start_ticks),
                        max(1, n.velocity)) for n in lines[index]]
-    return MelodyFile(notes, source.time_signature, source.tempo_changes, source.meta, index)
+    return MelodyFile(notes, source.time_signature, source.tempo_changes, source.meta, index,
+                      "".join(c for c in source.track_names[index] if c.isprintable()).strip()[:64])
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -132,8 +135,9 @@ def _harmonize_one(source: Path, target: Path, xml_target: Path | None, args, mo
         from music21.exceptions21 import Music21Exception
 
         try:
-            score = lead_sheet(melody.notes, chord_symbols(clip.spans), melody.time_signature,
-                               60e6 / melody.tempo_changes[0][1], source.stem)
+            key = (clip.tonic, clip.mode)
+            score = lead_sheet(melody.notes, chord_symbols(clip.spans, key), melody.time_signature,
+                               60e6 / melody.tempo_changes[0][1], source.stem, key, melody.name or "Melody")
         except (Music21Exception, ValueError) as exc:
             raise ScoreBridgeError(f"{source}: no lead sheet for this file ({exc})") from None
     _write_all(((target, midi.save), (xml_target, lambda p: write_lead_sheet(score, p))))

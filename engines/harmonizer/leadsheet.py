@@ -17,7 +17,8 @@ from fractions import Fraction
 
 from core.errors import CodecError
 
-__all__ = ["FIGURES", "chord_symbols", "lead_sheet", "write_lead_sheet"]
+__all__ = ["NO_CHORD", "SPELLINGS", "chord_figure", "chord_symbol", "chord_symbols", "key_sharps", "lead_sheet",
+           "root_names", "write_lead_sheet"]
 
 UNITS_PER_QUARTER = 48
 NOTE_GRID_UNITS = 4  # notes start and end on the 1/12-quarter grid
@@ -26,12 +27,74 @@ NOTE_GRID_UNITS = 4  # notes start and end on the 1/12-quarter grid
 _BINARY_UNITS = (192, 144, 96, 72, 48, 36, 24, 18, 12, 9, 6, 3)
 _TRIPLET_UNITS = (32, 16, 8, 4, 2, 1)
 
-# chord symbol suffix (music21 / lead-sheet spelling) for each vocabulary quality
-FIGURES = {"maj": "", "min": "m", "aug": "+", "dim": "dim", "sus4": "sus4", "sus2": "sus2", "7": "7",
-           "maj7": "maj7", "min7": "m7", "minmaj7": "mM7", "maj6": "6", "min6": "m6", "dim7": "dim7",
-           "hdim7": "m7b5", "maj9": "M9", "min9": "m9", "9": "9", "b9": "7b9", "#9": "7#9", "min11": "m11",
-           "11": "11", "#11": "7#11", "maj13": "M13", "min13": "m13", "13": "13", "b13": "7b13", "1": "pedal",
-           "5": "power", "": "pedal", "7(b9)": "7b9", "7(#9)": "7#9", "7(#11)": "7#11", "7(b13)": "7b13"}
+# vocabulary quality -> (lead-sheet suffix, MusicXML kind). A symbol is written with its kind and
+# the suffix as the kind's display text, so that a half-diminished chord stays ``half-diminished``
+# ("m7b5") and does not become a minor seventh with an added flat fifth. Kind None: music21 reads
+# the suffix itself (a dominant seventh and an altered added degree, MusicXML's <degree>).
+SPELLINGS = {"maj": ("", "major"), "min": ("m", "minor"), "aug": ("+", "augmented"),
+             "dim": ("dim", "diminished"), "sus4": ("sus4", "suspended-fourth"),
+             "sus2": ("sus2", "suspended-second"), "7": ("7", "dominant"), "maj7": ("maj7", "major-seventh"),
+             "min7": ("m7", "minor-seventh"), "minmaj7": ("m(maj7)", "major-minor"), "maj6": ("6", "major-sixth"),
+             "min6": ("m6", "minor-sixth"), "dim7": ("dim7", "diminished-seventh"),
+             "hdim7": ("m7b5", "half-diminished"), "maj9": ("maj9", "major-ninth"), "min9": ("m9", "minor-ninth"),
+             "9": ("9", "dominant-ninth"), "min11": ("m11", "minor-11th"), "11": ("11", "dominant-11th"),
+             "maj13": ("maj13", "major-13th"), "min13": ("m13", "minor-13th"), "13": ("13", "dominant-13th"),
+             "b9": ("7b9", None), "#9": ("7#9", None), "#11": ("7#11", None), "b13": ("7b13", None),
+             "7(b9)": ("7b9", None), "7(#9)": ("7#9", None), "7(#11)": ("7#11", None), "7(b13)": ("7b13", None),
+             "1": ("pedal", "pedal"), "": ("pedal", "pedal"), "5": ("5", "power")}
+_KINDS = {suffix: kind for suffix, kind in SPELLINGS.values() if kind is not None}
+NO_CHORD = "N.C."
+# roots outside the key's scale: sharps in sharp keys, flats in flat keys, the usual mix in C / Am
+_SHARP_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+_FLAT_NAMES = ("C", "Db", "D", "Eb", "E", "F", "Gb", "G", "Ab", "A", "Bb", "B")
+_PLAIN_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+
+
+def key_sharps(tonic: int, mode: str) -> int:
+    """The key signature of ``tonic`` (pitch class) ``mode`` ('major' | 'minor'): sharps (> 0)
+    or flats (< 0), the spelling with the fewest (six sharps for F# major / D# minor)."""
+    major = (tonic + 3) % 12 if mode == "minor" else tonic
+    sharps = major * 7 % 12
+    return sharps - 12 if sharps > 6 else sharps
+
+
+def root_names(tonic: int, mode: str) -> list[str]:
+    """How a lead sheet in this key spells each pitch class as a chord root or bass: the key's
+    scale (with the raised sixth and seventh in minor), other notes by the signature's side."""
+    from music21 import key
+
+    sharps = key_sharps(tonic, mode)
+    names = list(_SHARP_NAMES if sharps > 0 else _FLAT_NAMES if sharps < 0 else _PLAIN_NAMES)
+    scale = key.KeySignature(sharps).asKey(mode)
+    pitches = list(scale.getPitches()[:7])
+    if mode == "minor":
+        pitches += [scale.pitchFromDegree(6).transpose("A1"), scale.pitchFromDegree(7).transpose("A1")]
+    for pitch in pitches:
+        names[pitch.pitchClass] = pitch.name.replace("-", "b")
+    return names
+
+
+def chord_figure(root: str, quality: str, bass: str | None = None) -> str:
+    """The lead-sheet figure of a vocabulary chord: ``root`` name (such as 'Bb') and quality
+    ('hdim7' -> 'Bbm7b5'), with ``/bass`` when a bass other than the root is given ('C/E')."""
+    suffix = SPELLINGS[quality][0]
+    return root + suffix + (f"/{bass}" if bass is not None and bass != root else "")
+
+
+def chord_symbol(figure: str):
+    """A music21 ``ChordSymbol`` for a figure (``NoChord`` for 'N.C.'): the suffixes of
+    ``SPELLINGS`` with their MusicXML kind and display text, any other figure as music21 reads it."""
+    from music21 import harmony
+
+    if figure == NO_CHORD:
+        return harmony.NoChord()
+    body, _, bass = figure.partition("/")
+    split = 1 + len(body[1:]) - len(body[1:].lstrip("#b-"))
+    root, suffix = body[:split], body[split:]
+    if root[:1] not in "ABCDEFG" or not root or suffix not in _KINDS:
+        return harmony.ChordSymbol(figure)
+    return harmony.ChordSymbol(root=root.replace("b", "-"), bass=bass.replace("b", "-") or None,
+                               kind=_KINDS[suffix], kindStr=suffix)
 
 
 def written_values(units: int) -> list[int]:
@@ -69,11 +132,13 @@ def _notes_in_units(notes: Sequence) -> list[tuple[int, int, int]]:
 
 
 def lead_sheet(notes: Sequence, chords: Sequence[tuple[float, str]], time_signature: tuple[int, int],
-               bpm: float, title: str):
-    """A music21 Score of one part: ``notes`` (``NoteEvent``: pitch, start_beats, duration_beats;
-    beats are quarters) tied across bar lines, rests between them, and a chord symbol (a music21
-    figure such as ``Am7``) at each ``(start_beats, figure)``."""
-    from music21 import clef, harmony, metadata, meter, note, stream, tempo, tie
+               bpm: float, title: str, key: tuple[int, str] | None = None, part_name: str = "Melody"):
+    """A music21 Score of one part named ``part_name``: ``notes`` (``NoteEvent``: pitch,
+    start_beats, duration_beats; beats are quarters) tied across bar lines, rests between them,
+    the key signature of ``key`` (tonic pitch class, mode) and a chord symbol (a figure such as
+    ``Am7``, see ``chord_symbol``) at each ``(start_beats, figure)`` where the figure changes."""
+    from music21 import clef, metadata, meter, note, stream, tempo, tie
+    from music21 import key as m21key
 
     numerator, denominator = time_signature
     bar = numerator * 4 * UNITS_PER_QUARTER // denominator
@@ -81,8 +146,13 @@ def lead_sheet(notes: Sequence, chords: Sequence[tuple[float, str]], time_signat
         raise ValueError(f"time signature {numerator}/{denominator}: bars must be a whole number of "
                          f"1/{UNITS_PER_QUARTER} quarters")
     placed = _notes_in_units(notes)
-    symbols = sorted((max(0, round(beats * UNITS_PER_QUARTER / NOTE_GRID_UNITS) * NOTE_GRID_UNITS), figure)
-                     for beats, figure in chords)
+    symbols: list[tuple[int, str]] = []
+    for beats, figure in sorted(chords, key=lambda chord: chord[0]):
+        position = max(0, round(beats * UNITS_PER_QUARTER / NOTE_GRID_UNITS) * NOTE_GRID_UNITS)
+        if symbols and symbols[-1][0] == position:  # the later of two symbols on one grid point
+            symbols.pop()
+        if not symbols or symbols[-1][1] != figure:  # a repeated chord is not written again
+            symbols.append((position, figure))
     end = max([e for _, e, _ in placed] + [s + 1 for s, _ in symbols] + [1])
     measures = -(-end // bar)
 
@@ -109,13 +179,14 @@ def lead_sheet(notes: Sequence, chords: Sequence[tuple[float, str]], time_signat
     symbols_by_measure: list[list[tuple[int, object]]] = [[] for _ in range(measures)]
     for position, figure in symbols:
         if figure not in cache:
-            cache[figure] = harmony.ChordSymbol(figure)
+            cache[figure] = chord_symbol(figure)
         symbol = copy.deepcopy(cache[figure])
         symbol.quarterLength = 0
         measure, offset = divmod(position, bar)
         symbols_by_measure[measure].append((offset, symbol))
 
     part = stream.Part()
+    part.partName = part_name
     pitches = [p for _, _, p in placed]
     signature = meter.TimeSignature(f"{numerator}/{denominator}")
     for index in range(measures):
@@ -123,6 +194,8 @@ def lead_sheet(notes: Sequence, chords: Sequence[tuple[float, str]], time_signat
         if index == 0:
             low = pitches and sorted(pitches)[len(pitches) // 2] < 55
             measure.coreInsert(0, clef.BassClef() if low else clef.TrebleClef())
+            if key is not None:
+                measure.coreInsert(0, m21key.KeySignature(key_sharps(*key)).asKey(key[1]))
             measure.coreInsert(0, signature)
             measure.coreInsert(0, tempo.MetronomeMark(number=round(bpm, 1)))
         cursor = 0
@@ -149,15 +222,23 @@ def lead_sheet(notes: Sequence, chords: Sequence[tuple[float, str]], time_signat
     return score
 
 
-def chord_symbols(spans: Sequence) -> list[tuple[float, str]]:
-    """``(start_beats, figure)`` of each decoded chord span (``ChordSpan``), spelled for a lead
-    sheet: the root's name and the quality's suffix in ``FIGURES``."""
-    from engines.harmonizer.vocab import token_name
+def chord_symbols(spans: Sequence, key: tuple[int, str] = (0, "major")) -> list[tuple[float, str]]:
+    """``(start_beats, figure)`` of each decoded chord span (``ChordSpan``; a span with a ``bass``
+    pitch class gets a slash bass), roots spelled in ``key`` (tonic pitch class, mode), and 'N.C.'
+    where the chords stop before the next span starts."""
+    from engines.harmonizer.vocab import NUM_QUALITIES, NUM_SPECIALS, QUALITIES
 
-    symbols = []
+    names = root_names(*key)
+    symbols: list[tuple[float, str]] = []
+    end = None
     for span in spans:
-        root_name, _, quality = token_name(span.token).partition(":")
-        symbols.append((span.start_beats, root_name + FIGURES.get(quality, "")))
+        if end is not None and span.start_beats > end + 1e-6:
+            symbols.append((end, NO_CHORD))
+        root, quality = divmod(int(span.token) - NUM_SPECIALS, NUM_QUALITIES)
+        bass = getattr(span, "bass", None)
+        symbols.append((span.start_beats, chord_figure(names[root], QUALITIES[quality][0],
+                                                       None if bass is None or bass < 0 else names[bass % 12])))
+        end = span.start_beats + span.duration_beats
     return symbols
 
 

@@ -39,7 +39,7 @@ SPELLINGS = {"maj": ("", "major"), "min": ("m", "minor"), "aug": ("+", "augmente
              "hdim7": ("m7b5", "half-diminished"), "maj9": ("maj9", "major-ninth"), "min9": ("m9", "minor-ninth"),
              "9": ("9", "dominant-ninth"), "min11": ("m11", "minor-11th"), "11": ("11", "dominant-11th"),
              "maj13": ("maj13", "major-13th"), "min13": ("m13", "minor-13th"), "13": ("13", "dominant-13th"),
-             "b9": ("7b9", None), "#9": ("7#9", None), "#11": ("7#11", None), "b13": ("7b13", None),
+             "b9": ("7b9", None), "#9": ("7#9", None), "#11": ("9#11", None), "b13": ("9b13", None),
              "7(b9)": ("7b9", None), "7(#9)": ("7#9", None), "7(#11)": ("7#11", None), "7(b13)": ("7b13", None),
              "1": ("pedal", "pedal"), "": ("pedal", "pedal"), "5": ("5", "power")}
 _KINDS = {suffix: kind for suffix, kind in SPELLINGS.values() if kind is not None}
@@ -91,10 +91,12 @@ def chord_symbol(figure: str):
     body, _, bass = figure.partition("/")
     split = 1 + len(body[1:]) - len(body[1:].lstrip("#b-"))
     root, suffix = body[:split], body[split:]
-    if root[:1] not in "ABCDEFG" or not root or suffix not in _KINDS:
+    if not root or root[0] not in "ABCDEFG":
         return harmony.ChordSymbol(figure)
-    return harmony.ChordSymbol(root=root.replace("b", "-"), bass=bass.replace("b", "-") or None,
-                               kind=_KINDS[suffix], kindStr=suffix)
+    root, bass = root.replace("b", "-"), bass.replace("b", "-")  # music21 reads 'Bb7b9' as B
+    if suffix not in _KINDS:
+        return harmony.ChordSymbol(root + suffix + (f"/{bass}" if bass else ""))
+    return harmony.ChordSymbol(root=root, bass=bass or None, kind=_KINDS[suffix], kindStr=suffix)
 
 
 def written_values(units: int) -> list[int]:

@@ -99,8 +99,8 @@ def test_folk_song_gets_chords_below_the_melody_and_a_lead_sheet(tmp_path):
     assert len(set(names)) >= 3 and len(names) / bars * 16 >= 3  # no collapse out of domain
     from music21 import converter
 
-    symbols = list(converter.parse(xml).recurse().getElementsByClass("ChordSymbol"))
-    assert len(symbols) == len(names)
+    symbols = [s for s in converter.parse(xml).recurse().getElementsByClass("ChordSymbol") if s.chordKind != "none"]
+    assert len(symbols) == len(names)  # spans are runs of distinct chords: one symbol each
 
 
 def test_top_line_of_the_first_track_with_notes_and_same_seed_same_output(tmp_path):

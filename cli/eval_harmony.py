@@ -84,8 +84,8 @@ def _check(args: argparse.Namespace) -> None:
         value = getattr(args, option)
         if value is not None and value < 1:
             raise ParameterError(f"--{option} must be at least 1, got {value}")
-    if args.temperature is not None and not 0.05 <= args.temperature <= 2.0:
-        raise ParameterError(f"--temperature must be in 0.05..2, got {args.temperature}")
+    if args.temperature is not None and not 0.0 <= args.temperature <= 2.0:
+        raise ParameterError(f"--temperature must be in 0..2 (0: greedy), got {args.temperature}")
     if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
         raise ParameterError(f"--top-p must be in (0, 1], got {args.top_p}")
 

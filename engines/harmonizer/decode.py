@@ -23,6 +23,7 @@ __all__ = [
     "nucleus_sample",
     "entropies",
     "fill_masks",
+    "span_logits",
 ]
 
 LogitsFn = Callable[[np.ndarray], np.ndarray]
@@ -108,6 +109,17 @@ def _entropic_share(masked: np.ndarray, entropy: np.ndarray, calls_left: int) ->
     return [int(p) for p in by_entropy[:count]]
 
 
+def _whole_spans(chosen: list[int], groups: np.ndarray, current: np.ndarray) -> list[int]:
+    """The chosen positions with every still-masked position of their spans."""
+    out: list[int] = []
+    for position in chosen:
+        if groups[position] < 0:
+            out.append(position)
+        else:
+            out.extend(int(p) for p in np.flatnonzero((groups == groups[position]) & (current == MASK)))
+    return list(dict.fromkeys(out))
+
+
 def _midpoint_positions(masked: np.ndarray, length: int, filled_spacing: int) -> tuple[list[int], int]:
     spacing = filled_spacing
     while spacing >= 1:
@@ -116,6 +128,23 @@ def _midpoint_positions(masked: np.ndarray, length: int, filled_spacing: int) ->
             return chosen, spacing // 2
         spacing //= 2
     return [int(p) for p in masked], 0
+
+
+def span_logits(logits: np.ndarray, allowed: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
+    """[L, V] logits -> the same with every position of a span holding the span's joint score:
+    the sum over its positions of the allowed-token log-probabilities, so one chord is chosen for
+    the whole span by how well it fits every beat of it. ``groups`` [L]: span id per position
+    (-1: a position on its own); None leaves the logits as they are."""
+    if groups is None:
+        return logits
+    out = np.array(logits, dtype=np.float64, copy=True)
+    log_probs = np.where(allowed, _masked_log_softmax(logits, allowed), 0.0)
+    for group in np.unique(groups[groups >= 0]):
+        members = np.flatnonzero(groups == group)
+        joint = log_probs[members].sum(0)
+        ok = allowed[members].all(0)
+        out[members] = np.where(ok, joint, -np.inf)
+    return out
 
 
 def fill_masks(
@@ -127,12 +156,17 @@ def fill_masks(
     temperature: float = 0.2,
     top_p: float = 0.9,
     calls: int = 10,
+    groups: np.ndarray | None = None,
+    allowed: np.ndarray | None = None,
 ) -> DecodeResult:
     """Fill the `<mask>` positions of `harmony` [L].
 
     strategy: one token per call in order start | end | certain | uncertain | random;
     'stages10' (confidence unmasking in `calls` stages, default 10); 'midpoint' (doubling);
     'entropic' (equal-entropy shares over `calls` calls, low entropy first).
+    ``groups`` [L] ties positions into spans (harmonic rhythm): a span is filled in one go, with
+    the chord that fits all its positions best (``span_logits``), whenever the strategy picks any
+    of its positions. ``allowed`` [L, V] narrows the tokens further (e.g. a cadence).
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
@@ -141,7 +175,13 @@ def fill_masks(
     rng = rng if rng is not None else np.random.default_rng()
     current = np.array(harmony, dtype=np.int64, copy=True)
     length = len(current)
-    allowed = allowed_tokens(length, last_melody_position)
+    base = allowed_tokens(length, last_melody_position)
+    allowed = base if allowed is None else base & allowed
+    allowed[~allowed.any(1)] = base[~allowed.any(1)]  # a constraint that leaves nothing is dropped
+    if groups is not None:
+        groups = np.asarray(groups, dtype=np.int64)
+        if groups.shape != (length,):
+            raise ValueError(f"groups has shape {groups.shape}, expected ({length},)")
     committed: list[list[int]] = []
     spacing = 1 << int(np.ceil(np.log2(max(2, length))))
     while True:
@@ -151,6 +191,7 @@ def fill_masks(
         logits = np.asarray(logits_fn(current))
         if logits.shape != (length, VOCAB_SIZE):
             raise ValueError(f"logits_fn returned shape {logits.shape}, expected {(length, VOCAB_SIZE)}")
+        logits = span_logits(logits, allowed, groups)
         entropy = entropies(logits, allowed)
         calls_left = max(1, calls - len(committed))
         if strategy in ORDERS:
@@ -163,7 +204,15 @@ def fill_masks(
             chosen, spacing = _midpoint_positions(masked, length, spacing)
         else:
             chosen = _entropic_share(masked, entropy, calls_left)
+        if groups is not None:
+            chosen = _whole_spans(chosen, groups, current)
         for position in chosen:
-            current[position] = nucleus_sample(logits[position], allowed[position], rng, temperature, top_p)
+            if current[position] != MASK:  # filled with its span earlier in this call
+                continue
+            token = nucleus_sample(logits[position], allowed[position], rng, temperature, top_p)
+            if groups is None or groups[position] < 0:
+                current[position] = token
+            else:
+                current[(groups == groups[position]) & (current == MASK)] = token
         committed.append(chosen)
     return DecodeResult(harmony=current, calls=len(committed), committed=committed)

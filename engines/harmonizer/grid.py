@@ -18,6 +18,7 @@ __all__ = [
     "Sequence",
     "TIME_SIGNATURE_DIM",
     "time_signature_vector",
+    "metric_beat",
     "downsample_q16",
     "read_beat_chords",
     "METRIC_WEIGHTS",
@@ -88,6 +89,17 @@ def time_signature_vector(numerator: int, denominator: int) -> np.ndarray:
     elif int(denominator) == 8:
         vector[15] = 1.0
     return vector
+
+
+def metric_beat(numerator: int, denominator: int) -> float:
+    """Length of the metric beat in quarters, as music21 counts beats: compound metres (6/8,
+    9/8, 12/8, 3/8, 6/4) beat in dotted notes, 2/2 in halves, 5/8 and 7/8 in eighths."""
+    numerator, denominator = int(numerator), int(denominator)
+    if numerator < 1 or denominator not in (1, 2, 4, 8, 16, 32):
+        raise ValueError(f"bad time signature {numerator}/{denominator}")
+    note = 4.0 / denominator
+    compound = numerator % 3 == 0 and (numerator > 3 or denominator >= 8)
+    return 3 * note if compound else note
 
 
 def read_beat_chords(voices4: np.ndarray, bass4: np.ndarray) -> np.ndarray:

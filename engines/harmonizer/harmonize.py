@@ -16,10 +16,24 @@ from .affect import detect_key, normalizing_shift
 from .decode import allowed_tokens, fill_masks, nucleus_sample
 from .grid import build_sequence, time_signature_vector
 from .runtime import HarmonizerModel
-from .vocab import MASK, NC, NUM_QUALITIES, NUM_SPECIALS, PAD, ROOT_NAMES, is_chord_token, transpose_tokens
+from .vocab import (
+    MASK,
+    NC,
+    NUM_QUALITIES,
+    NUM_SPECIALS,
+    PAD,
+    ROOT_NAMES,
+    is_chord_token,
+    token_id,
+    transpose_tokens,
+)
 
 __all__ = [
+    "ENDINGS",
+    "RHYTHMS",
     "Harmonization",
+    "rhythm_groups",
+    "beat_grid",
     "bar_starts_for",
     "chord_root",
     "harmonize",
@@ -27,6 +41,56 @@ __all__ = [
     "next_chords",
     "parse_key",
 ]
+
+
+RHYTHMS = ("auto", "bar", "half-bar", "beat")
+ENDINGS = ("tonic", "free")
+# the tonic triad in the model's key-normalized frame (C major / A minor)
+TONIC_TOKENS = {"major": token_id("C:maj"), "minor": token_id("A:min")}
+
+
+def rhythm_groups(bar_start: np.ndarray, rhythm: str) -> np.ndarray | None:
+    """Span id per step for a harmonic rhythm (steps are metric beats): 'bar' one chord per bar,
+    'half-bar' two per bar (the first half the longer one in a bar of odd beats), 'beat' and
+    'auto' None: every beat decided on its own ('auto' holds a chord as long as the model,
+    trained on human lead sheets of the style, holds it)."""
+    if rhythm not in RHYTHMS:
+        raise ValueError(f"unknown rhythm {rhythm!r}; valid: {', '.join(RHYTHMS)}")
+    if rhythm in ("auto", "beat"):
+        return None
+    bar_start = np.asarray(bar_start, dtype=bool).copy()
+    bar_start[0] = True
+    bar_of = np.cumsum(bar_start) - 1
+    if rhythm == "bar":
+        return bar_of.astype(np.int64)
+    starts = np.flatnonzero(bar_start)
+    ends = np.r_[starts[1:], len(bar_start)]
+    beat_in_bar = np.arange(len(bar_start)) - starts[bar_of]
+    half = -(-(ends - starts)[bar_of] // 2)  # ceil: the first half takes the odd beat
+    return (2 * bar_of + (beat_in_bar >= half)).astype(np.int64)
+
+
+def _ending(shifted: np.ndarray, mode: str, groups: np.ndarray | None) -> tuple[np.ndarray, int] | None:
+    """Steps that get the tonic chord when the melody ([steps] or [steps, K], normalized frame)
+    ends on the tonic, and the token; None when it ends elsewhere. The steps are the last note's
+    (from its onset), or its whole span under a bar or half-bar rhythm."""
+    shifted_top = shifted if shifted.ndim == 1 else shifted.max(1)
+    sounding = np.flatnonzero(shifted_top >= 0)
+    if not len(sounding):
+        return None
+    last = int(sounding[-1])
+    row = np.atleast_1d(shifted[last])
+    final_pitch = int(row[row >= 0][-1])  # the last 16th that sounds, not the step's highest
+    tonic = 0 if mode == "major" else 9
+    if final_pitch % 12 != tonic:
+        return None
+    first = last
+    while first > 0 and shifted_top[first - 1] == shifted_top[last]:
+        first -= 1
+    steps = np.arange(first, last + 1)
+    if groups is not None:
+        steps = np.flatnonzero(np.isin(groups, groups[steps]))
+    return steps, TONIC_TOKENS[mode]
 
 
 @dataclass
@@ -92,11 +156,19 @@ def harmonize(
     key: tuple[int, str] | None = None,
     temperature: float = 0.2,
     top_p: float = 0.9,
+    rhythm: str = "auto",
+    ending: str = "tonic",
 ) -> Harmonization:
     """Chords for `melody_pitch` [steps] (or [steps, K]: every pitch in the step, -1 padded) on
-    the model's grid; `va` [steps, 2] defaults to zeros.
+    the model's grid (its beats: metric beats for a lead-sheet model); `va` [steps, 2] defaults
+    to zeros.
 
-    `key` (tonic pitch class, 'major' | 'minor') is detected from the melody when None."""
+    `key` (tonic pitch class, 'major' | 'minor') is detected from the melody when None.
+    `rhythm` (RHYTHMS) sets the harmonic rhythm: one chord per bar, per half bar, or per beat
+    decided by the model. `ending` 'tonic': a melody that ends on the tonic ends on the tonic
+    chord (the model then chooses the approach to it); 'free' leaves the last chord to it."""
+    if ending not in ENDINGS:
+        raise ValueError(f"unknown ending {ending!r}; valid: {', '.join(ENDINGS)}")
     melody_pitch = np.asarray(melody_pitch, dtype=np.int64)
     bar_start = np.asarray(bar_start, dtype=np.uint8)
     steps = len(melody_pitch)
@@ -116,8 +188,15 @@ def harmonize(
     top = shifted if shifted.ndim == 1 else shifted.max(1)
     onset = np.r_[1, (top[1:] != top[:-1]).astype(np.uint8)]
     placeholder = np.full(steps, MASK, dtype=np.int64)
+    step_groups = rhythm_groups(bar_start, rhythm)
+    if ending == "tonic" and (end_chord := _ending(shifted, mode, step_groups)) is not None:
+        placeholder[end_chord[0]] = end_chord[1]
     sequence = build_sequence(model.grid, shifted, onset, placeholder, bar_start, va)
-    harmony = sequence.harmony.copy()  # MASK everywhere but BAR positions
+    harmony = sequence.harmony.copy()  # MASK everywhere but BAR positions (and a given ending)
+    groups = None
+    if step_groups is not None:
+        groups = np.full(len(harmony), -1, dtype=np.int64)
+        groups[sequence.step >= 0] = step_groups
     condition = time_signature_vector(*time_signature)
     style_id = model.styles.index(style)
     length, total_calls = model.length, 0
@@ -145,7 +224,12 @@ def harmonize(
         def logits_fn(tokens: np.ndarray, m=melody, v=window_va) -> np.ndarray:
             return model.logits(m, tokens, v, style_id, condition)
 
-        result = fill_masks(logits_fn, window, last_melody, strategy, rng, temperature, top_p, calls)
+        window_groups = None
+        if groups is not None:
+            window_groups = np.full(length, -1, dtype=np.int64)
+            window_groups[: end - start] = groups[start:end]
+        result = fill_masks(logits_fn, window, last_melody, strategy, rng, temperature, top_p, calls,
+                            groups=window_groups)
         harmony[start:end] = result.harmony[: end - start]
         total_calls += result.calls
         if end == len(harmony):
@@ -169,7 +253,15 @@ def melody_grid(
 ) -> np.ndarray:
     """Notes (pitch, start_beats, end_beats) -> [steps, K] every pitch sounding in each grid
     step (-1 padded, K = the 16ths in a step), as the training data reads a melody."""
-    per_step = 4 // steps_per_quarter
+    return beat_grid(notes, 1.0 / steps_per_quarter, steps)
+
+
+def beat_grid(notes: list[tuple[int, float, float]], step_quarters: float, steps: int) -> np.ndarray:
+    """``melody_grid`` with steps of any whole number of 16ths (a metric beat: 1.5 quarters in
+    6/8, 2 in 2/2); times in quarters."""
+    per_step = round(step_quarters * 4)
+    if per_step < 1 or abs(per_step - step_quarters * 4) > 1e-9:
+        raise ValueError(f"a grid step of {step_quarters} quarters is not a whole number of 16ths")
     sixteenths = np.full((steps * per_step, 1), -1, dtype=np.int64)
     for pitch, start, end in notes:
         first = int(np.floor(start * 4 + 1e-6))

@@ -30,10 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.engine import EngineContext
-from core.events import Beat, NoteOff, NoteOn, TransportChange
+from core.events import Beat, Note, NoteOff, NoteOn, TransportChange
 from engines.harmonizer.clip import ClipOptions, harmonize_notes
 from engines.harmonizer.engine import LearnedHarmonizer
-from engines.harmonizer.voicing import NoteEvent
 from tests.jackutil import start_jack
 from tests.peer import Bridge, Peer
 from tests.test_harmonizer_live import chord_onsets, config, play
@@ -106,7 +105,8 @@ def decide(beats: int) -> dict:
 
 
 def clips(model, repeats: int = 10) -> dict:
-    melody = [NoteEvent(int(p), float(i), 1.0, 90) for i, p in enumerate(np.random.default_rng(2).choice(SCALE, 64))]
+    pitches = np.random.default_rng(2).choice(SCALE, 64)
+    melody = [Note(int(p), 90, 1.0, at_beats=float(i)) for i, p in enumerate(pitches)]
     out = {}
     for strategy in ("entropic", "stages10", "midpoint"):
         times, calls = [], 0

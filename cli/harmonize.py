@@ -28,7 +28,7 @@ class MelodyFile:
     """A melody read from a MIDI file: notes in beats, its meter, tempo map, meta events and the
     name of its track ('' when it has none)."""
 
-    notes: list  # NoteEvent
+    notes: list  # core.events.Note, at_beats set
     time_signature: tuple[int, int]
     tempo_changes: list[tuple[float, float]]  # (beats, microseconds per beat)
     meta: list[tuple[float, mido.MetaMessage]]
@@ -67,8 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def read_melody(path: Path, track: int | None = None) -> MelodyFile:
     """The top line (``core.midifile.top_line``) of the first track with notes, or of ``track``."""
+    from core.events import Note
     from core.midifile import read_notes, top_line
-    from engines.harmonizer.voicing import NoteEvent
 
     source = read_notes(path)
     lines = [top_line(notes) for notes in source.tracks]
@@ -79,8 +79,8 @@ def read_melody(path: Path, track: int | None = None) -> MelodyFile:
         where = f"track {index} has" if track is not None else "no track has"
         raise ScoreBridgeError(f"{path}: no melody: {where} any note")
     beats = source.beats
-    notes = [NoteEvent(n.pitch, beats(n.start_ticks), beats(n.end_ticks) - beats(n.start_ticks),
-                       max(1, n.velocity)) for n in lines[index]]
+    notes = [Note(n.pitch, max(1, n.velocity), beats(n.end_ticks) - beats(n.start_ticks),
+                  at_beats=beats(n.start_ticks)) for n in lines[index]]
     return MelodyFile(notes, source.time_signature, source.tempo_changes, source.meta, index,
                       "".join(c for c in source.track_names[index] if c.isprintable()).strip()[:64])
 
@@ -104,7 +104,7 @@ def _harmonize_one(source: Path, target: Path, xml_target: Path | None, args, mo
     melody = read_melody(source, args.track)
     numerator, denominator = melody.time_signature
     beats_per_bar = max(1, round(numerator * 4 / denominator))
-    length = max(n.start_beats + n.duration_beats for n in melody.notes)
+    length = max(n.at_beats + n.duration_beats for n in melody.notes)
     length = beats_per_bar * int(np.ceil(length / beats_per_bar - 1e-9))
     spq = model.grid.steps_per_quarter
     steps = max(1, int(np.ceil(length * spq - 1e-9)))

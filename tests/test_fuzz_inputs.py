@@ -136,16 +136,16 @@ def _every_reader(source: Path, scratch: Path) -> None:
 
     melody = bounded(source, lambda: read_melody(source))
     if melody is not None:
-        length = max(n.start_beats + n.duration_beats for n in melody.notes)
+        length = max(n.at_beats + n.duration_beats for n in melody.notes)
         steps = max(1, math.ceil(length * 4))
-        grid = melody_grid([(n.pitch, n.start_beats, n.start_beats + n.duration_beats) for n in melody.notes], 4, steps)
+        grid = melody_grid([(n.pitch, n.at_beats, n.at_beats + n.duration_beats) for n in melody.notes], 4, steps)
         assert grid.shape == (steps, 1)
         numerator, denominator = melody.time_signature
         measures = length * denominator / (4 * numerator)
         if len(melody.notes) <= 60 and measures <= 40:  # music21 takes milliseconds per measure
             from engines.harmonizer.leadsheet import lead_sheet, write_lead_sheet
 
-            chords = [(n.start_beats, "C") for n in melody.notes[::3]]
+            chords = [(n.at_beats, "C") for n in melody.notes[::3]]
             score = lead_sheet(melody.notes, chords, melody.time_signature, 60e6 / melody.tempo_changes[0][1], "f")
             write_lead_sheet(score, scratch / "sheet.musicxml")
     read = bounded(source, lambda: read_midi(source))

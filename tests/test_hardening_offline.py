@@ -194,14 +194,14 @@ def test_a_fifo_is_refused_without_blocking(tmp_path, capsys):
 # -- the lead sheet --------------------------------------------------------------------------
 
 def _notes(count: int, seed: int = 0):
-    from engines.harmonizer.voicing import NoteEvent
+    from core.events import Note
 
     rng = np.random.default_rng(seed)
     notes, now = [], 0.0
     for _ in range(count):
         length = float(rng.choice([0.25, 1 / 3, 0.5, 0.75, 1.0, 1.5, 2.0, 5 / 12, 2.5]))
         now += float(rng.choice([0.0, 0.0, 0.5, 1 / 3]))
-        notes.append(NoteEvent(int(rng.integers(55, 80)), now, length, 80))
+        notes.append(Note(int(rng.integers(55, 80)), 80, length, at_beats=now))
         now += length
     return notes
 
@@ -215,7 +215,7 @@ def test_the_lead_sheet_is_valid_musicxml_with_every_note_and_chord(tmp_path, me
     notes = _notes(120, seed=sum(meter))
     figures = ["C", "Am7", "F#dim", "G7", "A#maj7"] * 40
     chords = [(float(beat), figure) for beat, figure in zip(range(0, 200, 3), figures)]
-    chords = [c for c in chords if c[0] < notes[-1].start_beats]
+    chords = [c for c in chords if c[0] < notes[-1].at_beats]
     path = tmp_path / "sheet.musicxml"
     write_lead_sheet(lead_sheet(notes, chords, meter, 96.0, "test"), path)
     part = converter.parse(path).parts[0]
@@ -230,7 +230,7 @@ def test_the_lead_sheet_is_valid_musicxml_with_every_note_and_chord(tmp_path, me
         current[2] += float(item.quarterLength)
     assert [c[0] for c in chains] == [n.pitch for n in notes]
     for chain, note in zip(chains, notes, strict=True):
-        assert chain[1] == pytest.approx(round(note.start_beats * 12) / 12, abs=1e-6)
+        assert chain[1] == pytest.approx(round(note.at_beats * 12) / 12, abs=1e-6)
     bar = meter[0] * 4 / meter[1]
     assert all(float(m.duration.quarterLength) == pytest.approx(bar) for m in part.getElementsByClass("Measure"))
 
@@ -241,7 +241,7 @@ def test_the_lead_sheet_takes_time_in_proportion_to_the_notes():
 
     def seconds(count: int) -> float:
         notes = _notes(count)
-        chords = [(float(beat), "C") for beat in range(0, int(notes[-1].start_beats), 2)]
+        chords = [(float(beat), "C") for beat in range(0, int(notes[-1].at_beats), 2)]
         started = time.perf_counter()
         score = lead_sheet(notes, chords, (4, 4), 120.0, "t")
         from music21.musicxml.m21ToXml import GeneralObjectExporter

@@ -127,7 +127,7 @@ def test_drums_are_not_a_melody(tmp_path):
     midi = mido.MidiFile(type=0)
     midi.tracks.append(track)
     midi.save(tmp_path / "drums.mid")
-    assert [(n.pitch, n.start_beats) for n in read_melody(tmp_path / "drums.mid").notes] == \
+    assert [(n.pitch, n.at_beats) for n in read_melody(tmp_path / "drums.mid").notes] == \
         [(72, 0.0), (74, 1.0), (76, 2.0)]
 
 

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from core.events import Note
 from engines.harmonizer import metrics as m
 from engines.harmonizer.vocab import BAR, PAD, token_id
 
@@ -14,6 +15,10 @@ G_MAJOR = (2, 7, 11)
 
 def chord(onset: float, duration: float, pcs: tuple[int, ...]) -> m.Chord:
     return m.Chord(onset, duration, pcs)
+
+
+def note(onset: float, duration: float, pitch: int) -> Note:
+    return Note(pitch, 64, duration, at_beats=onset)
 
 
 def test_chord_entropy_and_coverage() -> None:
@@ -36,28 +41,28 @@ def test_tonal_centroid_and_ctd() -> None:
 
 def test_ctnctr_counts_chord_tones_and_proper_passing_tones() -> None:
     chords = [chord(0, 8, C_MAJOR)]
-    assert m.ctnctr([m.Note(0, 1, 60), m.Note(1, 1, 64), m.Note(2, 1, 67)], chords) == pytest.approx(1.0)
+    assert m.ctnctr([note(0, 1, 60), note(1, 1, 64), note(2, 1, 67)], chords) == pytest.approx(1.0)
     # D resolving a step up to E (chord tone) counts as proper: (1 + 1) / (1 + 1)
-    assert m.ctnctr([m.Note(0, 1, 62), m.Note(1, 1, 64)], chords) == pytest.approx(1.0)
+    assert m.ctnctr([note(0, 1, 62), note(1, 1, 64)], chords) == pytest.approx(1.0)
     # D leaping to G does not: (1 + 0) / (1 + 1)
-    assert m.ctnctr([m.Note(0, 1, 62), m.Note(1, 1, 67)], chords) == pytest.approx(0.5)
+    assert m.ctnctr([note(0, 1, 62), note(1, 1, 67)], chords) == pytest.approx(0.5)
     assert math.isnan(m.ctnctr([], chords))
 
 
 def test_pitch_consonance_score() -> None:
     chords = [chord(0, 4, C_MAJOR)]
-    assert m.pitch_consonance_score([m.Note(0, 1, 64)], chords) == pytest.approx(1.0)  # E over C E G
+    assert m.pitch_consonance_score([note(0, 1, 64)], chords) == pytest.approx(1.0)  # E over C E G
     # F against C (4th: 0), E (m2: -1), G (m7: -1)
-    assert m.pitch_consonance_score([m.Note(0, 1, 65)], chords) == pytest.approx(-2 / 3)
+    assert m.pitch_consonance_score([note(0, 1, 65)], chords) == pytest.approx(-2 / 3)
     # per-16th windows weight a long note by its duration
-    mixed = m.pitch_consonance_score([m.Note(0, 0.75, 64), m.Note(0.75, 0.25, 65)], chords)
+    mixed = m.pitch_consonance_score([note(0, 0.75, 64), note(0.75, 0.25, 65)], chords)
     assert mixed == pytest.approx((3 * 1.0 + 1 * (-2 / 3)) / 4)
 
 
 def test_melody_chord_tonal_distance_is_duration_weighted() -> None:
-    assert m.melody_chord_tonal_distance([m.Note(0, 2, 60)], [chord(0, 2, (0,))]) == pytest.approx(0.0)
+    assert m.melody_chord_tonal_distance([note(0, 2, 60)], [chord(0, 2, (0,))]) == pytest.approx(0.0)
     d_far = np.linalg.norm(m.tonal_centroid([6]) - m.tonal_centroid([0]))
-    value = m.melody_chord_tonal_distance([m.Note(0, 3, 60), m.Note(3, 1, 66)], [chord(0, 4, (0,))])
+    value = m.melody_chord_tonal_distance([note(0, 3, 60), note(3, 1, 66)], [chord(0, 4, (0,))])
     assert value == pytest.approx(d_far / 4)
 
 
@@ -83,11 +88,11 @@ def test_chords_and_melody_from_grid_skip_bars() -> None:
     notes = m.melody_from_grid(
         [-1, 60, 60, 60, -1, 62], [0, 1, 0, 1, 0, 1], 0.5, is_bar=[True, False, False, False, False, False]
     )
-    assert notes == [m.Note(0.0, 1.0, 60), m.Note(1.0, 0.5, 60), m.Note(2.0, 0.5, 62)]
+    assert [(n.at_beats, n.duration_beats, n.pitch) for n in notes] == [(0.0, 1.0, 60), (1.0, 0.5, 60), (2.0, 0.5, 62)]
 
 
 def test_all_metrics_and_mae() -> None:
-    melody = [m.Note(0, 1, 60), m.Note(1, 1, 62), m.Note(2, 2, 64)]
+    melody = [note(0, 1, 60), note(1, 1, 62), note(2, 2, 64)]
     truth = m.all_metrics(melody, [chord(0, 4, C_MAJOR)], [0])
     other = m.all_metrics(melody, [chord(0, 2, C_MAJOR), chord(2, 2, G_MAJOR)], [0])
     assert set(truth) == {

@@ -6,7 +6,8 @@ import itertools
 
 import pytest
 
-from engines.harmonizer.voicing import NoteEvent, Voicing, VoicingConfig, render, voice_chord
+from core.events import Note
+from engines.harmonizer.voicing import Voicing, VoicingConfig, render, voice_chord
 
 C, F, G = (0, 4, 7), (5, 9, 0), (7, 11, 2)
 THREE = VoicingConfig(voices=3, bass=False)
@@ -80,18 +81,18 @@ def test_bad_config_is_refused():
 def test_render_styles():
     voicing = Voicing((60, 64, 67), 36)
     block = render(voicing, "block", 4.0, 2.0, velocity=80)
-    assert sorted({e.start_beats for e in block}) == [4.0, 5.0]
+    assert sorted({e.at_beats for e in block}) == [4.0, 5.0]
     assert len(block) == 8 and all(e.duration_beats < 1.0 and e.velocity == 80 for e in block)
     pad = render(voicing, "pad", 4.0, 2.0)
-    assert pad == [NoteEvent(p, 4.0, 2.0, 72) for p in (36, 60, 64, 67)]
+    assert pad == [Note(p, 72, 2.0, at_beats=4.0) for p in (36, 60, 64, 67)]
     arp = render(voicing, "arpeggio", 0.0, 2.0, arpeggio_rate=2)
     assert [e.pitch for e in arp if e.pitch != 36] == [60, 64, 67, 64]
-    assert [e.start_beats for e in arp if e.pitch != 36] == [0.0, 0.5, 1.0, 1.5]
+    assert [e.at_beats for e in arp if e.pitch != 36] == [0.0, 0.5, 1.0, 1.5]
     comp = render(voicing, "comping", 0.0, 4.0)
-    upper_starts = sorted({e.start_beats for e in comp if e.pitch != 36})
+    upper_starts = sorted({e.at_beats for e in comp if e.pitch != 36})
     assert upper_starts == [0.0, 1.0, 1.5, 2.0, 3.0, 3.5]
     for events in (block, pad, arp, comp):
-        assert all(e.start_beats + e.duration_beats <= 6.0 + 1e-9 for e in events)
+        assert all(e.at_beats + e.duration_beats <= 6.0 + 1e-9 for e in events)
     assert render(Voicing(()), "pad", 0.0, 1.0) == []
     with pytest.raises(ValueError, match="voicing style"):
         render(voicing, "waltz", 0.0, 1.0)

@@ -7,6 +7,7 @@ import mido
 import numpy as np
 import pytest
 
+from core.events import Note
 from engines.harmonizer.clip import ChordSpan
 from engines.harmonizer.leadsheet import (
     SPELLINGS,
@@ -19,7 +20,6 @@ from engines.harmonizer.leadsheet import (
     write_lead_sheet,
 )
 from engines.harmonizer.vocab import QUALITIES, ROOT_NAMES, token_id, token_name, token_pitch_classes
-from engines.harmonizer.voicing import NoteEvent
 
 
 def reparsed(path):
@@ -64,7 +64,7 @@ def test_keys_and_roots_are_spelled_with_the_fewest_accidentals():
 
 
 def test_every_spelling_reparses_to_the_same_chord(tmp_path):
-    notes = [NoteEvent(72, float(beat), 1.0, 80) for beat in range(4 * len(QUALITIES))]
+    notes = [Note(72, 80, 1.0, at_beats=float(beat)) for beat in range(4 * len(QUALITIES))]
     spans, expected = [], []
     for index, (quality, _) in enumerate(QUALITIES):
         token = token_id(f"A#:{quality}")
@@ -93,7 +93,7 @@ def test_every_spelling_reparses_to_the_same_chord(tmp_path):
 
 
 def test_a_repeated_chord_is_written_once_and_a_gap_says_no_chord(tmp_path):
-    notes = [NoteEvent(67, float(beat), 1.0, 80) for beat in range(16)]
+    notes = [Note(67, 80, 1.0, at_beats=float(beat)) for beat in range(16)]
     chords = [(0.0, "C"), (1.0, "C"), (2.0, "C/E"), (4.0, "F"), (5.0, "F"), (8.0, "N.C."), (10.0, "F"),
               (12.0, "G7"), (12.0, "Dm7b5")]
     path = tmp_path / "sheet.musicxml"

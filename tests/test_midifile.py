@@ -71,6 +71,6 @@ def test_harmonize_and_continue_read_the_same_notes(tmp_path):
     path = _file(tmp_path / "d.mid", [track])
     melody = read_melody(path)
     notes, bar_steps, tempo = read_midi(path)
-    assert [(n.pitch, n.start_beats, n.duration_beats) for n in melody.notes] == \
+    assert [(n.pitch, n.at_beats, n.duration_beats) for n in melody.notes] == \
         [(60, 0.0, 1.0), (62, 1.0, 1.0), (64, 2.0, 1.0), (65, 3.0, 1.0)]
     assert sorted(n.pitch for n in notes) == [60, 62, 64, 65] and tempo == 500_000

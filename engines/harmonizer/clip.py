@@ -14,11 +14,12 @@ import mido
 import numpy as np
 
 from core.atomic import atomic_output
+from core.events import Note
 
 from .harmonize import bar_starts_for, chord_root, harmonize, melody_grid
 from .runtime import HarmonizerModel
 from .vocab import token_name, token_pitch_classes
-from .voicing import NoteEvent, Voicing, VoicingConfig, render, voice_chord
+from .voicing import Voicing, VoicingConfig, render, voice_chord
 
 __all__ = [
     "ChordSpan",
@@ -64,9 +65,9 @@ class ChordSpan:
 class HarmonizedClip:
     """The melody, its chord spans and the voiced accompaniment (song positions in beats)."""
 
-    melody: list[NoteEvent]
+    melody: list[Note]
     spans: list[ChordSpan]
-    events: list[NoteEvent]
+    events: list[Note]
     length_beats: float
     tonic: int
     mode: str
@@ -87,21 +88,21 @@ def chord_spans(tokens: np.ndarray, steps_per_quarter: int) -> list[ChordSpan]:
     return spans
 
 
-def _melody_floors(melody: list[NoteEvent], spans: list[ChordSpan]) -> list[int | None]:
+def _melody_floors(melody: list[Note], spans: list[ChordSpan]) -> list[int | None]:
     """For each span, the lowest melody pitch sounding at any moment of it (None if none
     sounds). One sweep over spans and notes in time order with a heap of the notes begun so far
     (lowest pitch on top; a note that ended before the current span never sounds again, as
     spans are taken in order of their start): linear in notes and spans, up to a log factor."""
-    notes = sorted(melody, key=lambda n: n.start_beats)
+    notes = sorted(melody, key=lambda n: n.at_beats)
     floors: list[int | None] = [None] * len(spans)
     begun: list[tuple[int, float]] = []  # (pitch, end)
     next_note = 0
     for index in sorted(range(len(spans)), key=lambda i: spans[i].start_beats):
         start = spans[index].start_beats
         end = start + spans[index].duration_beats
-        while next_note < len(notes) and notes[next_note].start_beats < end - 1e-9:
+        while next_note < len(notes) and notes[next_note].at_beats < end - 1e-9:
             note = notes[next_note]
-            heapq.heappush(begun, (note.pitch, note.start_beats + note.duration_beats))
+            heapq.heappush(begun, (note.pitch, note.at_beats + note.duration_beats))
             next_note += 1
         while begun and begun[0][1] <= start + 1e-9:
             heapq.heappop(begun)
@@ -110,13 +111,13 @@ def _melody_floors(melody: list[NoteEvent], spans: list[ChordSpan]) -> list[int 
 
 
 def accompaniment(
-    melody: list[NoteEvent],
+    melody: list[Note],
     spans: list[ChordSpan],
     options: ClipOptions,
     beats_per_bar: int = 4,
-) -> list[NoteEvent]:
+) -> list[Note]:
     """Voice every span under the melody (least movement from the previous chord) and render it."""
-    events: list[NoteEvent] = []
+    events: list[Note] = []
     previous: Voicing | None = None
     for span, ceiling in zip(spans, _melody_floors(melody, spans), strict=True):
         root = chord_root(span.token)
@@ -130,7 +131,7 @@ def accompaniment(
 
 def harmonize_notes(
     model: HarmonizerModel,
-    melody: list[NoteEvent],
+    melody: list[Note],
     length_beats: float,
     beats_per_bar: int,
     options: ClipOptions,
@@ -145,7 +146,7 @@ def harmonize_notes(
         raise ValueError("the melody is empty: no note to harmonize")
     spq = model.grid.steps_per_quarter
     steps = max(1, int(np.ceil(length_beats * spq - 1e-9)))
-    grid = melody_grid([(n.pitch, n.start_beats, n.start_beats + n.duration_beats) for n in melody], spq, steps)
+    grid = melody_grid([(n.pitch, n.at_beats, n.at_beats + n.duration_beats) for n in melody], spq, steps)
     bars = bar_starts_for(steps, beats_per_bar * spq)
     result = harmonize(model, grid, bars, (beats_per_bar, 4), va, options.style, options.strategy,
                        options.calls, rng, options.key, options.temperature)
@@ -166,19 +167,19 @@ def _track(name: str, items: list[tuple[float, int, mido.Message | mido.MetaMess
     return track
 
 
-def _note_items(notes: list[NoteEvent], channel: int) -> list[tuple[float, int, mido.Message]]:
+def _note_items(notes: list[Note], channel: int) -> list[tuple[float, int, mido.Message]]:
     items: list[tuple[float, int, mido.Message]] = []
     for note in notes:
-        items.append((note.start_beats, 2, mido.Message("note_on", channel=channel, note=note.pitch,
+        items.append((note.at_beats, 2, mido.Message("note_on", channel=channel, note=note.pitch,
                                                          velocity=note.velocity)))
-        items.append((note.start_beats + note.duration_beats, 1,
+        items.append((note.at_beats + note.duration_beats, 1,
                       mido.Message("note_off", channel=channel, note=note.pitch, velocity=0)))
     return items
 
 
 def build_midi(
-    melody: list[NoteEvent],
-    chords: list[NoteEvent],
+    melody: list[Note],
+    chords: list[Note],
     spans: list[ChordSpan],
     tempo_bpm: float = 120.0,
     time_signature: tuple[int, int] = (4, 4),
@@ -204,8 +205,8 @@ def build_midi(
 
 def write_midi(
     path: Path,
-    melody: list[NoteEvent],
-    chords: list[NoteEvent],
+    melody: list[Note],
+    chords: list[Note],
     spans: list[ChordSpan],
     tempo_bpm: float = 120.0,
     time_signature: tuple[int, int] = (4, 4),

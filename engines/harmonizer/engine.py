@@ -326,12 +326,12 @@ class LearnedHarmonizer(Engine):
         out: list[EngineOutput] = self._change_to(())
         for event in render(self.voicing, self.param("voicing"), float(beat), 1.0, self.param("velocity"),
                             self.param("beats_per_bar"), self.param("arpeggio_rate")):
-            end = event.start_beats + event.duration_beats
-            if event.start_beats > now_beats + 1e-6:
-                out.append(Note(event.pitch, event.velocity, event.duration_beats, at_beats=event.start_beats))
-            elif event.start_beats <= now_beats + 1e-6 < end and event.start_beats >= beat - 1e-6 \
-                    and now_beats - event.start_beats < 0.25:
-                out.append(Note(event.pitch, event.velocity, end - max(now_beats, event.start_beats)))
+            end = event.at_beats + event.duration_beats
+            if event.at_beats > now_beats + 1e-6:
+                out.append(event)
+            elif event.at_beats <= now_beats + 1e-6 < end and event.at_beats >= beat - 1e-6 \
+                    and now_beats - event.at_beats < 0.25:
+                out.append(Note(event.pitch, event.velocity, end - max(now_beats, event.at_beats)))
         return out
 
     def _keep_under_melody(self) -> Sequence[EngineOutput]:

@@ -121,8 +121,8 @@ def _notes_in_units(notes: Sequence) -> list[tuple[int, int, int]]:
     """(start, end, pitch) on the note grid, in order and never overlapping: a note that snaps
     onto the previous one's start replaces it, one that snaps into it cuts it short."""
     placed: list[tuple[int, int, int]] = []
-    for event in sorted(notes, key=lambda n: n.start_beats):
-        start = round(event.start_beats * UNITS_PER_QUARTER / NOTE_GRID_UNITS) * NOTE_GRID_UNITS
+    for event in sorted(notes, key=lambda n: n.at_beats):
+        start = round(event.at_beats * UNITS_PER_QUARTER / NOTE_GRID_UNITS) * NOTE_GRID_UNITS
         length = max(1, round(event.duration_beats * UNITS_PER_QUARTER / NOTE_GRID_UNITS)) * NOTE_GRID_UNITS
         start = max(0, start)
         while placed and placed[-1][0] >= start:
@@ -135,8 +135,8 @@ def _notes_in_units(notes: Sequence) -> list[tuple[int, int, int]]:
 
 def lead_sheet(notes: Sequence, chords: Sequence[tuple[float, str]], time_signature: tuple[int, int],
                bpm: float, title: str, key: tuple[int, str] | None = None, part_name: str = "Melody"):
-    """A music21 Score of one part named ``part_name``: ``notes`` (``NoteEvent``: pitch,
-    start_beats, duration_beats; beats are quarters) tied across bar lines, rests between them,
+    """A music21 Score of one part named ``part_name``: ``notes`` (``core.events.Note``: pitch,
+    at_beats, duration_beats; beats are quarters) tied across bar lines, rests between them,
     the key signature of ``key`` (tonic pitch class, mode) and a chord symbol (a figure such as
     ``Am7``, see ``chord_symbol``) at each ``(start_beats, figure)`` where the figure changes."""
     from music21 import clef, metadata, meter, note, stream, tempo, tie

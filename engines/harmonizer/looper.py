@@ -21,7 +21,7 @@ from core.events import EngineOutput, Note
 from .clip import ClipOptions, HarmonizedClip, harmonize_notes, write_midi
 from .harmonize import parse_key
 from .runtime import HarmonizerModel
-from .voicing import NoteEvent, VoicingConfig
+from .voicing import VoicingConfig
 
 __all__ = ["CARRY_MIN_BEATS", "ClipLooper", "ClipMode"]
 
@@ -40,7 +40,7 @@ class ClipLooper:
     def reset(self) -> None:
         self.capture_origin: float | None = None
         self.capture_length: float | None = None
-        self.notes: list[NoteEvent] = []
+        self.notes: list[Note] = []
         self.held: dict[int, tuple[float, int]] = {}
         self.clip: HarmonizedClip | None = None
         self.play_origin = 0.0
@@ -72,9 +72,9 @@ class ClipLooper:
         # a note held over the loop start and released just after it belongs to the last pass
         if end - clamped > (CARRY_MIN_BEATS if start < self.capture_origin else 1e-6):
             start = clamped
-            self.notes.append(NoteEvent(pitch, start - self.capture_origin, end - start, max(1, velocity)))
+            self.notes.append(Note(pitch, max(1, velocity), end - start, at_beats=start - self.capture_origin))
 
-    def melody_until(self, end_beats: float) -> list[NoteEvent]:
+    def melody_until(self, end_beats: float) -> list[Note]:
         """The captured melody (relative to the origin), held notes cut at ``end_beats``."""
         held = []
         if self.capture_origin is not None:
@@ -82,39 +82,39 @@ class ClipLooper:
                 carried = start < self.capture_origin
                 start = max(start, self.capture_origin)
                 if end_beats - start > (CARRY_MIN_BEATS if carried else 1e-6):
-                    held.append(NoteEvent(pitch, start - self.capture_origin, end_beats - start, max(1, velocity)))
+                    held.append(Note(pitch, max(1, velocity), end_beats - start, at_beats=start - self.capture_origin))
         limit = end_beats - (self.capture_origin or 0.0)
-        kept = [n for n in self.notes if n.start_beats < limit - 1e-6]
-        kept = [NoteEvent(n.pitch, n.start_beats, min(n.duration_beats, limit - n.start_beats), n.velocity)
+        kept = [n for n in self.notes if n.at_beats < limit - 1e-6]
+        kept = [Note(n.pitch, n.velocity, min(n.duration_beats, limit - n.at_beats), at_beats=n.at_beats)
                 for n in kept]
-        return sorted(kept + held, key=lambda n: (n.start_beats, n.pitch))
+        return sorted(kept + held, key=lambda n: (n.at_beats, n.pitch))
 
     def play(self, clip: HarmonizedClip, origin_beats: float) -> None:
         """Play ``clip`` looped from ``origin_beats`` on; what was scheduled stays scheduled."""
         self.clip, self.play_origin = clip, origin_beats
         self.scheduled_until = max(self.scheduled_until, origin_beats)
 
-    def due(self, until_beats: float) -> list[NoteEvent]:
+    def due(self, until_beats: float) -> list[Note]:
         """Accompaniment events (absolute song positions) in [scheduled_until, until_beats)."""
         clip, start = self.clip, self.scheduled_until
         if clip is None or until_beats <= start or clip.length_beats <= 0:
             return []
         length = clip.length_beats
-        out: list[NoteEvent] = []
+        out: list[Note] = []
         first_pass = int(np.floor((start - self.play_origin) / length))
         for index in range(first_pass, int(np.floor((until_beats - self.play_origin) / length)) + 1):
             base = self.play_origin + index * length
             for event in clip.events:
-                at = base + event.start_beats
+                at = base + event.at_beats
                 if start - 1e-9 <= at < until_beats - 1e-9:
-                    out.append(NoteEvent(event.pitch, at, event.duration_beats, event.velocity))
+                    out.append(Note(event.pitch, event.velocity, event.duration_beats, at_beats=at))
         self.scheduled_until = until_beats
         return out
 
     def onsets_since(self, beats: float) -> list[float]:
         """Song positions of the captured onsets at or after ``beats`` (held notes included)."""
         origin = self.capture_origin or 0.0
-        starts = [origin + n.start_beats for n in self.notes] + [start for start, _ in self.held.values()]
+        starts = [origin + n.at_beats for n in self.notes] + [start for start, _ in self.held.values()]
         return [start for start in starts if start >= beats]
 
 
@@ -152,7 +152,7 @@ class ClipMode:
             return []
         self.looper.scheduled_until = position_beats
         self.looper.play(self.looper.clip, self.looper.play_origin)
-        return self._scheduled(math.ceil(position_beats - 1e-9))  # up to the next Beat
+        return self.looper.due(math.ceil(position_beats - 1e-9))  # up to the next Beat
 
     def stop(self, position_beats: float) -> None:
         """Transport stop: a Start-to-Stop capture is harmonized and saved; the loop is kept."""
@@ -195,7 +195,7 @@ class ClipMode:
                 self._harmonize_pass(end)  # no onset in the last beat: its first chord is late by this
             self._save(looper.melody_until(end))
             self.start_capture(end)
-        return self._scheduled(index + 1)
+        return self.looper.due(index + 1)
 
     def _options(self) -> ClipOptions:
         param = self.param
@@ -233,11 +233,7 @@ class ClipMode:
             self.looper.clip.length_beats = end - origin  # the loop is whole bars
             self._save(self.looper.melody_until(stop_beats))
 
-    def _scheduled(self, until_beats: float) -> list[EngineOutput]:
-        return [Note(e.pitch, e.velocity, e.duration_beats, at_beats=e.start_beats)
-                for e in self.looper.due(until_beats)]
-
-    def _save(self, melody: list[NoteEvent]) -> None:
+    def _save(self, melody: list[Note]) -> None:
         """Write the pending harmonized pass; a folder that cannot be written is logged and
         counted (`save_errors`), and the loop keeps playing."""
         clip, self.pending = self.pending, None

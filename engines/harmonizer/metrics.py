@@ -1,9 +1,9 @@
 """Harmonization metrics of paper section 1 (numpy only).
 
-Times are in beats (quarter notes). A melody is a list of `Note(onset_beats, duration_beats,
-pitch)`, a chord track a list of `Chord(onset_beats, duration_beats, pitch_classes)`. On a grid
-the chords come from token runs (`chords_from_tokens`), so the paper's "onsets within 0.05 s are
-one chord" rule is implicit: one chord per run of equal tokens.
+Times are in beats (quarter notes). A melody is a list of `core.events.Note` (onset in
+`at_beats`, velocity unused), a chord track a list of `Chord(onset_beats, duration_beats,
+pitch_classes)`. On a grid the chords come from token runs (`chords_from_tokens`), so the paper's
+"onsets within 0.05 s are one chord" rule is implicit: one chord per run of equal tokens.
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.events import Note
+
 from .vocab import BAR, PAD, is_chord_token, token_pitch_classes
 
 __all__ = [
-    "Note",
     "Chord",
     "tonal_centroid",
     "chords_from_tokens",
@@ -36,13 +37,7 @@ __all__ = [
 ]
 
 CONSONANT_INTERVALS = frozenset({0, 3, 4, 7, 8, 9})
-
-
-@dataclass(frozen=True)
-class Note:
-    onset_beats: float
-    duration_beats: float
-    pitch: int
+_GRID_VELOCITY = 64  # a grid has no velocities; the metrics never read them
 
 
 @dataclass(frozen=True)
@@ -96,11 +91,11 @@ def melody_from_grid(
         p = int(p)
         if p != current or (o and p >= 0):
             if current >= 0:
-                notes.append(Note(start, beat - start, current))
+                notes.append(Note(current, _GRID_VELOCITY, beat - start, at_beats=start))
             current, start = p, beat
         beat += step_beats
     if current >= 0:
-        notes.append(Note(start, beat - start, current))
+        notes.append(Note(current, _GRID_VELOCITY, beat - start, at_beats=start))
     return notes
 
 
@@ -144,7 +139,7 @@ def ctnctr(melody: Sequence[Note], chords: Sequence[Chord]) -> float:
     """
     chord_tones = non_chord = proper = 0
     for index, note in enumerate(melody):
-        chord = _chord_at(chords, note.onset_beats)
+        chord = _chord_at(chords, note.at_beats)
         if chord is None:
             continue
         if note.pitch % 12 in chord.pitch_classes:
@@ -153,7 +148,7 @@ def ctnctr(melody: Sequence[Note], chords: Sequence[Chord]) -> float:
         non_chord += 1
         following = next((n for n in melody[index + 1 :] if n.pitch != note.pitch), None)
         if following is not None and abs(following.pitch - note.pitch) <= 2:
-            next_chord = _chord_at(chords, following.onset_beats)
+            next_chord = _chord_at(chords, following.at_beats)
             if next_chord is not None and following.pitch % 12 in next_chord.pitch_classes:
                 proper += 1
     if chord_tones + non_chord == 0:
@@ -176,7 +171,7 @@ def pitch_consonance_score(
     for note in melody:
         steps = max(1, int(round(note.duration_beats / window_beats)))
         for k in range(steps):
-            chord = _chord_at(chords, note.onset_beats + k * window_beats)
+            chord = _chord_at(chords, note.at_beats + k * window_beats)
             if chord is None or not chord.pitch_classes:
                 continue
             # a chord tone at/below the melody note: the interval is (melody - tone) mod 12
@@ -188,7 +183,7 @@ def melody_chord_tonal_distance(melody: Sequence[Note], chords: Sequence[Chord])
     """MCTD: duration-weighted tonal-centroid distance of each melody note to its chord."""
     total = weight = 0.0
     for note in melody:
-        chord = _chord_at(chords, note.onset_beats)
+        chord = _chord_at(chords, note.at_beats)
         if chord is None:
             continue
         distance = np.linalg.norm(tonal_centroid([note.pitch]) - tonal_centroid(chord.pitch_classes))

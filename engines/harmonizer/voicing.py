@@ -13,7 +13,9 @@ import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["STYLES", "NoteEvent", "Voicing", "VoicingConfig", "render", "tone_weights", "voice_chord"]
+from core.events import Note
+
+__all__ = ["STYLES", "Voicing", "VoicingConfig", "render", "tone_weights", "voice_chord"]
 
 STYLES = ("block", "pad", "arpeggio", "comping")
 
@@ -55,16 +57,6 @@ class Voicing:
     @property
     def pitches(self) -> tuple[int, ...]:
         return ((self.bass,) if self.bass is not None else ()) + self.upper
-
-
-@dataclass(frozen=True)
-class NoteEvent:
-    """One note to play: MIDI pitch, start and length in beats, velocity."""
-
-    pitch: int
-    start_beats: float
-    duration_beats: float
-    velocity: int
 
 
 def tone_weights(root: int, pitch_classes: Iterable[int], bass: bool) -> dict[int, float]:
@@ -160,8 +152,8 @@ def voice_chord(
     return Voicing(tuple(sorted(upper)), bass)
 
 
-def _strike(voicing: Voicing, start: float, length: float, velocity: int) -> list[NoteEvent]:
-    return [NoteEvent(p, start, length, velocity) for p in voicing.pitches]
+def _strike(voicing: Voicing, start: float, length: float, velocity: int) -> list[Note]:
+    return [Note(p, velocity, length, at_beats=start) for p in voicing.pitches]
 
 
 def render(
@@ -172,7 +164,7 @@ def render(
     velocity: int = 72,
     beats_per_bar: int = 4,
     arpeggio_rate: int = 2,
-) -> list[NoteEvent]:
+) -> list[Note]:
     """Note events for ``voicing`` held from ``start_beats`` for ``duration_beats``.
 
     block: the chord on every beat of the span; pad: the chord held through the span;
@@ -185,7 +177,7 @@ def render(
     if duration_beats <= 0 or not voicing.pitches:
         return []
     end = start_beats + duration_beats
-    events: list[NoteEvent] = []
+    events: list[Note] = []
     if style == "pad":
         return _strike(voicing, start_beats, duration_beats, velocity)
     beat = start_beats
@@ -197,14 +189,14 @@ def render(
         return events
     if style == "arpeggio":
         if voicing.bass is not None:
-            events.append(NoteEvent(voicing.bass, start_beats, duration_beats, velocity))
+            events.append(Note(voicing.bass, velocity, duration_beats, at_beats=start_beats))
         upper = voicing.upper or (voicing.bass,)
         order = list(upper) + list(reversed(upper[1:-1]))  # up and back down
         step = 1.0 / arpeggio_rate
         index = 0
         while beat < end - 1e-9:
             length = min(step, end - beat)
-            events.append(NoteEvent(order[index % len(order)], beat, length * 0.95, velocity))
+            events.append(Note(order[index % len(order)], velocity, length * 0.95, at_beats=beat))
             beat += length
             index += 1
         return events
@@ -212,7 +204,7 @@ def render(
     while beat < end - 1e-9:
         length = min(1.0, end - beat)
         if voicing.bass is not None:
-            events.append(NoteEvent(voicing.bass, beat, length * 0.95, velocity))
+            events.append(Note(voicing.bass, velocity, length * 0.95, at_beats=beat))
         upper = Voicing(voicing.upper)
         events += _strike(upper, beat, min(0.4, length) * 0.95, velocity)
         if round(beat) % beats_per_bar % 2 == 1 and length > 0.5:

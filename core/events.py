@@ -86,8 +86,8 @@ EngineInput = NoteOn | NoteOff | ControlChange | Beat | TransportChange
 
 @dataclass(frozen=True, slots=True)
 class Note:
-    """A note an engine wants played: it starts at ``at_beats`` (None = now) and lasts
-    ``duration_beats``. The scheduler sends both the note-on and the note-off."""
+    """A note at a beat: it starts at ``at_beats`` (None = now) and lasts ``duration_beats``.
+    When an engine returns one, the scheduler sends both the note-on and the note-off."""
 
     pitch: int
     velocity: int

@@ -7,7 +7,7 @@ import pytest
 
 from engines.harmonizer import decode as d
 from engines.harmonizer.grid import metric_beat
-from engines.harmonizer.harmonize import beat_grid, bar_starts_for, harmonize, rhythm_groups
+from engines.harmonizer.harmonize import bar_starts_for, beat_grid, harmonize, rhythm_groups
 from engines.harmonizer.runtime import HarmonizerModel
 from engines.harmonizer.vocab import MASK, VOCAB_SIZE, token_id, token_name
 

@@ -112,7 +112,7 @@ def clips(model, repeats: int = 10) -> dict:
         times, calls = [], 0
         for seed in range(repeats):
             started = time.perf_counter()
-            clip = harmonize_notes(model, melody, 64.0, 4, ClipOptions(strategy=strategy), None,
+            clip = harmonize_notes(model, melody, 64.0, (4, 4), ClipOptions(strategy=strategy), None,
                                    np.random.default_rng(seed))
             times.append(time.perf_counter() - started)
             calls = clip.calls

@@ -38,6 +38,7 @@ class MelodyFile:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from engines.harmonizer.decode import STRATEGIES
+    from engines.harmonizer.harmonize import ENDINGS, RHYTHMS
     from engines.harmonizer.voicing import STYLES
 
     p = subparsers.add_parser("harmonize", help="add learned chords to a melody (MIDI file or folder)",
@@ -45,7 +46,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, help="a .mid file or a folder of them")
     p.add_argument("-o", "--output", type=Path, required=True, help="OUT.mid (a folder when IN is one)")
     p.add_argument("--model", default="harmonizer", help="shipped model name (default harmonizer)")
-    p.add_argument("--strategy", choices=STRATEGIES, default="entropic", help="decoding strategy")
+    p.add_argument("--strategy", choices=STRATEGIES,
+                   help="decoding strategy (default: the model card's calibrated one, else entropic)")
+    p.add_argument("--rhythm", choices=RHYTHMS,
+                   help="harmonic rhythm: one chord per bar, per half bar, per beat, or auto (the model "
+                   "holds chords as the lead sheets of its style do; default: the model card's)")
+    p.add_argument("--ending", choices=ENDINGS, default="tonic",
+                   help="tonic: a melody that ends on the tonic ends on the tonic chord (default); "
+                   "free: the model chooses the last chord too")
     p.add_argument("--steps", type=int, default=10, help="model calls for the staged strategies (default 10)")
     p.add_argument("--style", help="style anchor (default: the model's first style)")
     p.add_argument("--key", default="auto", help="key such as C, F#, Bb, Am, or auto (default)")
@@ -96,35 +104,38 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _harmonize_one(source: Path, target: Path, xml_target: Path | None, args, model) -> str:
-    from engines.harmonizer.clip import ClipOptions, build_midi, harmonize_notes
+    from engines.harmonizer.clip import ClipOptions, build_midi, clip_grid, harmonize_notes
     from engines.harmonizer.harmonize import parse_key
     from engines.harmonizer.leadsheet import chord_symbols, lead_sheet, write_lead_sheet
     from engines.harmonizer.voicing import VoicingConfig
 
     melody = read_melody(source, args.track)
-    numerator, denominator = melody.time_signature
-    beats_per_bar = max(1, round(numerator * 4 / denominator))
+    grid = clip_grid(model, melody.time_signature)
+    bar_beats = grid.steps_per_bar * grid.step_beats
     length = max(n.at_beats + n.duration_beats for n in melody.notes)
-    length = beats_per_bar * int(np.ceil(length / beats_per_bar - 1e-9))
-    spq = model.grid.steps_per_quarter
-    steps = max(1, int(np.ceil(length * spq - 1e-9)))
+    length = bar_beats * int(np.ceil(length / bar_beats - 1e-9))
+    steps = grid.steps(length)
     va = None
     if args.va is not None:
         from engines.va import song_curve_per_step
 
-        va = song_curve_per_step(args.va, steps, spq, melody.tempo_changes)
+        per_step = round(grid.step_beats * 4)  # 16ths in a step: the curve's mean over each step
+        va = song_curve_per_step(args.va, steps * per_step, 4, melody.tempo_changes)
+        va = va.reshape(steps, per_step, 2).mean(1).astype(np.float32)
     elif args.valence is not None:
         va = np.tile(np.float32([args.valence, args.arousal]), (steps, 1))
     try:
         key = parse_key(args.key)
     except ValueError as exc:
         raise ConfigError(f"--key: {exc}") from None
-    options = ClipOptions(style=args.style or model.styles[0], strategy=args.strategy, calls=args.steps,
+    options = ClipOptions(style=args.style or model.styles[0], strategy=args.strategy or model.strategy,
+                          calls=args.steps,
                           temperature=model.temperature if args.temperature is None else args.temperature,
-                          key=key, voicing_style=args.voicing,
+                          key=key, rhythm=args.rhythm or model.rhythm, ending=args.ending,
+                          voicing_style=args.voicing,
                           voicing=VoicingConfig(voices=args.voices, bass=not args.no_bass))
     try:
-        clip = harmonize_notes(model, melody.notes, length, beats_per_bar, options, va,
+        clip = harmonize_notes(model, melody.notes, length, melody.time_signature, options, va,
                                np.random.default_rng(args.seed))
     except ValueError as exc:
         raise ScoreBridgeError(f"{source}: {exc}") from None

@@ -16,7 +16,8 @@ import numpy as np
 from core.atomic import atomic_output
 from core.events import Note
 
-from .harmonize import bar_starts_for, chord_root, harmonize, melody_grid
+from .grid import metric_beat
+from .harmonize import beat_grid, chord_root, harmonize
 from .runtime import HarmonizerModel
 from .vocab import token_name, token_pitch_classes
 from .voicing import Voicing, VoicingConfig, render, voice_chord
@@ -28,6 +29,7 @@ __all__ = [
     "accompaniment",
     "build_midi",
     "chord_spans",
+    "clip_grid",
     "harmonize_notes",
     "write_midi",
 ]
@@ -42,6 +44,8 @@ class ClipOptions:
     calls: int = 10
     temperature: float = 0.2
     key: tuple[int, str] | None = None
+    rhythm: str = "auto"
+    ending: str = "tonic"
     voicing_style: str = "pad"
     voicing: VoicingConfig = field(default_factory=VoicingConfig)
     velocity: int = 72
@@ -74,10 +78,40 @@ class HarmonizedClip:
     calls: int
 
 
-def chord_spans(tokens: np.ndarray, steps_per_quarter: int) -> list[ChordSpan]:
-    """Runs of equal chord tokens -> spans in beats (`<nc>` and other specials make gaps)."""
+@dataclass(frozen=True)
+class ClipGrid:
+    """How a clip is cut for a model: steps of ``step_beats`` quarters, ``steps_per_bar`` of
+    them a bar, and the time signature the model is conditioned on."""
+
+    step_beats: float
+    steps_per_bar: int
+    time_signature: tuple[int, int]
+
+    def steps(self, length_beats: float) -> int:
+        return max(1, int(np.ceil(length_beats / self.step_beats - 1e-9)))
+
+
+def clip_grid(model: HarmonizerModel, time_signature: tuple[int, int]) -> ClipGrid:
+    """A lead-sheet model steps on metric beats (dotted quarters in 6/8) and is told the real
+    metre; a quarter-note model steps on its grid, its bar rounded to whole quarters (N/4)."""
+    numerator, denominator = time_signature
+    if model.beats == "metric":
+        try:
+            beat = metric_beat(numerator, denominator)
+        except ValueError:
+            beat = 0.0  # an unusual metre: counted in quarters below
+        per_bar = numerator * 4 / denominator / beat if beat else 0.5
+        if abs(per_bar - round(per_bar)) < 1e-9 and per_bar >= 1:
+            return ClipGrid(beat, int(round(per_bar)), (numerator, denominator))
+    spq = model.grid.steps_per_quarter
+    quarters = max(1, round(numerator * 4 / denominator))
+    return ClipGrid(1.0 / spq, quarters * spq, (quarters, 4))
+
+
+def chord_spans(tokens: np.ndarray, step_beats: float) -> list[ChordSpan]:
+    """Runs of equal chord tokens on a grid of ``step_beats`` quarters -> spans in quarters
+    (`<nc>` and other specials make gaps)."""
     spans: list[ChordSpan] = []
-    step_beats = 1.0 / steps_per_quarter
     run_start = 0
     for index in range(1, len(tokens) + 1):
         if index == len(tokens) or tokens[index] != tokens[run_start]:
@@ -133,26 +167,32 @@ def harmonize_notes(
     model: HarmonizerModel,
     melody: list[Note],
     length_beats: float,
-    beats_per_bar: int,
+    time_signature: tuple[int, int],
     options: ClipOptions,
     va: np.ndarray | None = None,
     rng: np.random.Generator | None = None,
 ) -> HarmonizedClip:
-    """Harmonize a melody (song positions from 0 = a bar start) over ``length_beats``.
+    """Harmonize a melody (song positions in quarters from 0 = a bar start) over
+    ``length_beats`` quarters in ``time_signature``.
 
-    ``va`` is [steps, 2] on the model's grid (None: neutral). Raises ValueError for a melody
-    with no note."""
+    ``va`` is [steps, 2] on ``clip_grid(model, time_signature)`` (None: neutral). Raises
+    ValueError for a melody with no note."""
     if not melody:
         raise ValueError("the melody is empty: no note to harmonize")
-    spq = model.grid.steps_per_quarter
-    steps = max(1, int(np.ceil(length_beats * spq - 1e-9)))
-    grid = melody_grid([(n.pitch, n.at_beats, n.at_beats + n.duration_beats) for n in melody], spq, steps)
-    bars = bar_starts_for(steps, beats_per_bar * spq)
-    result = harmonize(model, grid, bars, (beats_per_bar, 4), va, options.style, options.strategy,
-                       options.calls, rng, options.key, options.temperature)
-    spans = chord_spans(result.chords, spq)
-    events = accompaniment(melody, spans, options, beats_per_bar)
-    return HarmonizedClip(list(melody), spans, events, steps / spq, result.tonic, result.mode, result.calls)
+    grid = clip_grid(model, time_signature)
+    steps = grid.steps(length_beats)
+    pitches = beat_grid([(n.pitch, n.at_beats, n.at_beats + n.duration_beats) for n in melody], grid.step_beats,
+                        steps)
+    bars = np.zeros(steps, dtype=np.uint8)
+    bars[:: grid.steps_per_bar] = 1
+    result = harmonize(model, pitches, bars, grid.time_signature, va, options.style, options.strategy,
+                       options.calls, rng, options.key, options.temperature, rhythm=options.rhythm,
+                       ending=options.ending)
+    spans = chord_spans(result.chords, grid.step_beats)
+    quarters_per_bar = max(1, round(grid.steps_per_bar * grid.step_beats))
+    events = accompaniment(melody, spans, options, quarters_per_bar)
+    return HarmonizedClip(list(melody), spans, events, steps * grid.step_beats, result.tonic, result.mode,
+                          result.calls)
 
 
 def _track(name: str, items: list[tuple[float, int, mido.Message | mido.MetaMessage]], ticks: int) -> mido.MidiTrack:

@@ -18,7 +18,7 @@ import numpy as np
 
 from core.events import EngineOutput, Note
 
-from .clip import ClipOptions, HarmonizedClip, harmonize_notes, write_midi
+from .clip import ClipOptions, HarmonizedClip, clip_grid, harmonize_notes, write_midi
 from .harmonize import parse_key
 from .runtime import HarmonizerModel
 from .voicing import VoicingConfig
@@ -215,9 +215,10 @@ class ClipMode:
             return  # an empty pass keeps the loop already playing
         model = self.model()
         length = end - (self.looper.capture_origin or 0.0)
-        steps = max(1, math.ceil(length * model.grid.steps_per_quarter - 1e-9))
+        metre = (self.param("beats_per_bar"), 4)
+        steps = clip_grid(model, metre).steps(length)
         va = np.tile(np.float32([self.param("valence"), self.param("arousal")]), (steps, 1))
-        clip = harmonize_notes(model, melody, length, self.param("beats_per_bar"), self._options(), va, self.rng())
+        clip = harmonize_notes(model, melody, length, metre, self._options(), va, self.rng())
         self.pending = clip
         self.looper.play(clip, self.looper.capture_origin if play_from is None else play_from)
 

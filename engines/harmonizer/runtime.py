@@ -78,6 +78,22 @@ class HarmonizerModel:
         return int(self.card.get("live_length", self.length)) if self.dynamic_length else self.length
 
     @property
+    def beats(self) -> str:
+        """'metric': one grid step per metric beat (a dotted quarter in 6/8, a half in 2/2), as
+        lead-sheet models are trained; 'quarter': steps on quarter notes (the card's grid)."""
+        return str(self.card["grid"].get("beats", "quarter"))
+
+    @property
+    def strategy(self) -> str:
+        """Default decoding strategy: the card's calibrated `decoding`, else entropic."""
+        return str(self.card.get("decoding", {}).get("strategy", "entropic"))
+
+    @property
+    def rhythm(self) -> str:
+        """Default harmonic rhythm: the card's calibrated `decoding`, else auto."""
+        return str(self.card.get("decoding", {}).get("rhythm", "auto"))
+
+    @property
     def temperature(self) -> float:
         """Default sampling temperature: the card's calibrated `decoding`, else the paper's 0.2."""
         return float(self.card.get("decoding", {}).get("temperature", DEFAULT_TEMPERATURE))

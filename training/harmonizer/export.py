@@ -43,6 +43,44 @@ _LABELS = {
 }
 
 
+# Each lead-sheet set as its card names it (../shared/datasets/README.md and the sets' own READMEs).
+_SOURCES = {
+    "classical": {
+        "data": "music21 corpus: Bach chorales, Haydn/Mozart/Beethoven quartets, renaissance madrigals "
+                "(training/harmonizer/data.py)",
+        "licence": "music21 corpus: public-domain scores (BSD-licensed toolkit)",
+        "split": "engines/harmonizer/splits/{train,val,test}.txt (seeded by piece)",
+    },
+    "openewld": {
+        "data": "OpenEWLD: public-domain lead sheets from the Wikifonia archive, MusicXML melody + chord symbols "
+                "(F. Simonetta, 2018, zenodo 4332855)",
+        "licence": "repository MIT; the songs are public domain",
+        "split": "openewld_{train,val,test}.txt (seeded by song, committed)",
+    },
+    "pop909": {
+        "data": "POP909: 909 pop songs, melody + human chord annotations (Wang et al., ISMIR 2020)",
+        "licence": "MIT",
+        "split": "pop909_{train,val,test}.txt (seeded by song, committed)",
+    },
+}
+
+
+def portable(value: object) -> object:
+    """A run's arguments without machine paths: the user cache folder as $XDG_CACHE_HOME/scorebridge,
+    the clone as '.', any other absolute path as RUNS/<its last two parts>."""
+    from core.paths import cache_dir
+
+    text = str(value)
+    if not text.startswith("/"):
+        return value
+    cache, clone = str(cache_dir()), str(Path(__file__).resolve().parents[2])
+    if text.startswith(cache):
+        return "$XDG_CACHE_HOME/scorebridge" + text[len(cache):]
+    if text.startswith(clone):
+        return "." + text[len(clone):]
+    return "RUNS/" + "/".join(Path(text).parts[-2:])
+
+
 def _last_val(log_path: Path, step: int) -> dict:
     """Latest validation record at or before `step` in a training log."""
     record: dict = {}
@@ -113,7 +151,8 @@ def export_checkpoint(
     val_record = _last_val(Path(checkpoint_path).parent / "log.jsonl", checkpoint["step"])
     length, roll_dim = grid.length, grid.roll_dim
     body = {
-        "grid": grid.to_dict() | {"name": grid.name, "key_normalization": "C major / A minor"},
+        "grid": grid.to_dict() | {"name": grid.name, "key_normalization": "C major / A minor",
+                                  "beats": "quarter" if data_name == "classical" else "metric"},
         "dynamic_length": True,
         "live_length": live_length,
         "labels": _LABELS[data_name],
@@ -162,11 +201,13 @@ def export_checkpoint(
             "step": checkpoint["step"],
             "total_steps": checkpoint["total_steps"],
             "finished": checkpoint["step"] >= checkpoint["total_steps"],
-            "checkpoint": str(checkpoint_path),
-            "warm_start_from": checkpoint["args"].get("init") if checkpoint["args"].get("init") != "None" else None,
-            "args": checkpoint["args"],
+            "checkpoint": portable(Path(checkpoint_path).resolve()),
+            "warm_start_from": (portable(checkpoint["args"].get("init"))
+                                if checkpoint["args"].get("init") not in (None, "None") else None),
+            "args": {key: portable(value) for key, value in checkpoint["args"].items()},
         },
-        "data": summary(load_raw(cache), grid) if data_name == "classical" else training.summary(),
+        "data": (summary(load_raw(cache), grid) if data_name == "classical" else training.summary())
+        | {"sources": {name: _SOURCES[name] for name in training.sources}},
         "validation": {"logged": val_record, "at_export": evaluate(model, val)},
     }
     card = publish(files, "melody harmonization (masked chord prediction per grid step)", body,

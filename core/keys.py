@@ -22,8 +22,10 @@ MINOR_PROFILE = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 
 # each song counting once): the mean over the train split of the OpenEWLD + POP909 lead sheets
 # (training/harmonizer/leadsheets.py). Sharper than the probe-tone ratings: a melody rarely
 # leaves its scale, and natural minor dominates, which is what tells a key from its relative.
-MELODY_MAJOR_PROFILE = np.array([0.2245, 0.0030, 0.1561, 0.0070, 0.1767, 0.0519, 0.0055, 0.1781, 0.0069, 0.1265, 0.0060, 0.0579])
-MELODY_MINOR_PROFILE = np.array([0.2492, 0.0012, 0.0746, 0.1458, 0.0030, 0.1585, 0.0023, 0.2126, 0.0281, 0.0033, 0.1158, 0.0056])
+MELODY_MAJOR_PROFILE = np.array(
+    [0.2245, 0.0030, 0.1561, 0.0070, 0.1767, 0.0519, 0.0055, 0.1781, 0.0069, 0.1265, 0.0060, 0.0579])
+MELODY_MINOR_PROFILE = np.array(
+    [0.2492, 0.0012, 0.0746, 0.1458, 0.0030, 0.1585, 0.0023, 0.2126, 0.0281, 0.0033, 0.1158, 0.0056])
 
 
 def _profiles() -> np.ndarray:

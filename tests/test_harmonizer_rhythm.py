@@ -125,3 +125,19 @@ def test_an_ending_away_from_the_tonic_is_left_to_the_model(model):
     assert ends != {"C:maj"}
     with pytest.raises(ValueError, match="ending"):
         harmonize(model, melody, bars, (4, 4), style=model.styles[0], ending="plagal")
+
+
+def test_a_modulating_melody_is_harmonized_in_its_local_key(model):
+    # eight bars of C major, then eight of G major (F# and C#-free), ending on G
+    from tests.test_keys_sections import C_BARS, G_BARS
+
+    both = np.array([p for bar in C_BARS + G_BARS for p in bar], dtype=np.int64)
+    bars = bar_starts_for(len(both), 4)
+    result = harmonize(model, both, bars, (4, 4), style=model.styles[0], rng=np.random.default_rng(0),
+                       temperature=0)
+    assert (result.tonic, result.mode) == (0, "major")
+    assert set(result.keys[:28].tolist()) == {0} and set(result.keys[36:].tolist()) == {7}
+    assert token_name(result.chords[-1]) == "G:maj"
+    fixed = harmonize(model, both, bars, (4, 4), style=model.styles[0], rng=np.random.default_rng(0),
+                      temperature=0, key=(0, "major"))
+    assert set(fixed.keys.tolist()) == {0}

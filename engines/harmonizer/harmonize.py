@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.keys import section_keys
+
 from .affect import detect_key, normalizing_shift
 from .decode import allowed_tokens, fill_masks, nucleus_sample
 from .grid import build_sequence, time_signature_vector
@@ -98,9 +100,18 @@ class Harmonization:
     """Chord token per melody step (original key), the key found and the model calls used."""
 
     chords: np.ndarray  # int64 [steps]
-    tonic: int
+    tonic: int  # the key of the first section (a lead sheet's key signature)
     mode: str
     calls: int
+    keys: np.ndarray | None = None  # int64 [steps] key per step: tonic pc, +12 for minor
+
+
+def _key_code(tonic: int, mode: str) -> int:
+    return int(tonic) % 12 + (12 if mode == "minor" else 0)
+
+
+def _key_of(code: int) -> tuple[int, str]:
+    return int(code) % 12, "minor" if code >= 12 else "major"
 
 
 def _melody_key(melody_pitch: np.ndarray) -> tuple[int, str]:
@@ -163,7 +174,9 @@ def harmonize(
     the model's grid (its beats: metric beats for a lead-sheet model); `va` [steps, 2] defaults
     to zeros.
 
-    `key` (tonic pitch class, 'major' | 'minor') is detected from the melody when None.
+    `key` (tonic pitch class, 'major' | 'minor') holds for the whole melody; None finds the key
+    per section of whole bars (``core.keys.section_keys``), so a melody that modulates is
+    harmonized in its local key.
     `rhythm` (RHYTHMS) sets the harmonic rhythm: one chord per bar, per half bar, or per beat
     decided by the model. `ending` 'tonic': a melody that ends on the tonic ends on the tonic
     chord (the model then chooses the approach to it); 'free' leaves the last chord to it."""
@@ -182,14 +195,17 @@ def harmonize(
     rng = rng if rng is not None else np.random.default_rng()
     if not (melody_pitch >= 0).any():
         raise ValueError("the melody has no note")
-    tonic, mode = key if key is not None else _melody_key(melody_pitch)
-    shift = normalizing_shift(tonic, mode)
-    shifted = np.where(melody_pitch >= 0, melody_pitch + shift, -1)
+    # each section is harmonized in its own key: moved to C major / A minor like the training data
+    keys = (np.full(steps, _key_code(*key), dtype=np.int64) if key is not None
+            else section_keys(melody_pitch, bar_start).astype(np.int64))
+    shift = np.array([normalizing_shift(*_key_of(code)) for code in range(24)])[keys]
+    shifted = np.where(melody_pitch >= 0, melody_pitch + (shift if melody_pitch.ndim == 1 else shift[:, None]), -1)
     top = shifted if shifted.ndim == 1 else shifted.max(1)
     onset = np.r_[1, (top[1:] != top[:-1]).astype(np.uint8)]
     placeholder = np.full(steps, MASK, dtype=np.int64)
     step_groups = rhythm_groups(bar_start, rhythm)
-    if ending == "tonic" and (end_chord := _ending(shifted, mode, step_groups)) is not None:
+    _, final_mode = _key_of(keys[-1])
+    if ending == "tonic" and (end_chord := _ending(shifted, final_mode, step_groups)) is not None:
         placeholder[end_chord[0]] = end_chord[1]
     sequence = build_sequence(model.grid, shifted, onset, placeholder, bar_start, va)
     harmony = sequence.harmony.copy()  # MASK everywhere but BAR positions (and a given ending)
@@ -237,7 +253,10 @@ def harmonize(
         start += length // 2
     chords = harmony[sequence.step >= 0]
     chords = np.where(chords == PAD, NC, chords)  # inside the melody a window's padding means "no chord"
-    return Harmonization(chords=transpose_tokens(chords, -shift), tonic=tonic, mode=mode, calls=total_calls)
+    for value in np.unique(shift):
+        chords[shift == value] = transpose_tokens(chords[shift == value], -int(value))
+    tonic, mode = _key_of(keys[0])
+    return Harmonization(chords=chords, tonic=tonic, mode=mode, calls=total_calls, keys=keys)
 
 
 def bar_starts_for(steps: int, steps_per_bar: int, pickup_steps: int = 0) -> np.ndarray:

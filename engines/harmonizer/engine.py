@@ -1,12 +1,14 @@
 """The ``harmonizer`` engine: the learned chord model live in the bridge (numpy + onnxruntime).
 
 Live mode: one chord per beat from the melody played so far (nothing after the current beat
-is given to the model). A beat's chord is decided at its first melody onset (``decide =
-onset``, the default: the chord sounds with the note that starts the beat, a model call
-later) or on the transport's beat with the notes sounding then (``decide = beat``). A beat
-without a new onset keeps the chord. Clip mode: a loop is captured (a set number of bars,
-or from transport start to stop), harmonized whole, played back in sync on the following
-passes and saved as a .mid. See docs/harmonizer_live.md.
+is given to the model); a beat is the metre's metric beat for a lead-sheet model (a dotted
+quarter in 6/8), a quarter note for a quarter-note model. A beat's chord is decided at its
+first melody onset (``decide = onset``, the default: the chord sounds with the note that
+starts the beat, a model call later) or on the transport's beat with the notes sounding then
+(``decide = beat``). A beat without a new onset keeps the chord; under a ``bar`` or
+``half-bar`` rhythm the whole span keeps the chord decided at its first onset. Clip mode: a
+loop is captured (a set number of bars, or from transport start to stop), harmonized whole,
+played back in sync on the following passes and saved as a .mid. See docs/harmonizer_live.md.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import mido
@@ -25,9 +28,10 @@ from core.errors import EngineError, ParameterError
 from core.events import Beat, EngineInput, EngineOutput, Note, NoteOff, NoteOn, Send, TransportChange
 
 from .affect import MAJOR_PROFILE, MINOR_PROFILE, detect_key
+from .clip import clip_grid
 from .decode import STRATEGIES
-from .harmonize import chord_root, melody_grid, next_chords, parse_key
-from .looper import ClipMode
+from .harmonize import ENDINGS, RHYTHMS, beat_grid, chord_root, next_chords, parse_key
+from .looper import METRES, ClipMode, parse_metre
 from .runtime import HarmonizerModel
 from .vocab import MASK, NC, ROOT_NAMES, token_pitch_classes
 from .voicing import STYLES, Voicing, VoicingConfig, render, voice_chord
@@ -35,46 +39,41 @@ from .voicing import STYLES, Voicing, VoicingConfig, render, voice_chord
 __all__ = ["LearnedHarmonizer"]
 
 log = logging.getLogger(__name__)
-ANTICIPATION_BEATS = 0.2  # a note this close before a beat belongs to that beat
+ANTICIPATION_BEATS = 0.2  # quarters: a note this close before a beat belongs to that beat
 KEY_SWITCH_MARGIN = 0.15  # correlation a newly detected key must gain over the current one
 _KEYS = ("auto",) + ROOT_NAMES + tuple(f"{n}m" for n in ROOT_NAMES)
 
 
-def _default_temperature() -> float:
-    """The default model card's calibrated sampling temperature (docs/harmonizer.md), else 0.2."""
+def _shipped() -> tuple[tuple[str, ...], dict]:
+    """Shipped harmonizer model names, and the default model's card ({} without one)."""
     from onnx_models import models_dir
 
-    from .runtime import DEFAULT_TEMPERATURE
-
-    card = models_dir() / "harmonizer.card.json"
-    decoding = json.loads(card.read_text()).get("decoding", {}) if card.exists() else {}
-    return float(decoding.get("temperature", DEFAULT_TEMPERATURE))
-
-
-def _shipped(kind: str) -> tuple[str, ...]:
-    """Shipped harmonizer model names, or the default model's styles, read from the cards."""
-    from onnx_models import models_dir
-
-    cards = sorted(models_dir().glob("harmonizer*.card.json"))
-    if kind == "models":
-        return tuple(p.name.removesuffix(".card.json") for p in cards) or ("harmonizer",)
+    names = tuple(p.name.removesuffix(".card.json") for p in sorted(models_dir().glob("harmonizer*.card.json")))
     default = models_dir() / "harmonizer.card.json"
-    styles = json.loads(default.read_text()).get("styles") if default.exists() else None
-    return tuple(styles or ("chorale",))
+    return names or ("harmonizer",), json.loads(default.read_text()) if default.exists() else {}
 
 
 def _params() -> tuple[Param, ...]:
-    """The parameters, with the shipped models and styles read from the model cards (on first
-    use, not at import)."""
-    styles = _shipped("styles")
+    """The parameters, with the shipped models, the default model's styles and its calibrated
+    decoding defaults (docs/harmonizer.md) read from the model cards (on first use, not at
+    import)."""
+    from .runtime import DEFAULT_TEMPERATURE
+
+    models, card = _shipped()
+    styles = tuple(card.get("styles") or ("chorale",))
+    decoding = card.get("decoding", {})
+    strategy = decoding.get("strategy") if decoding.get("strategy") in STRATEGIES else "entropic"
+    rhythm = decoding.get("rhythm") if decoding.get("rhythm") in RHYTHMS else "auto"
     return (
         Param("mode", "choice", "live", choices=("live", "clip"), doc="Chord per beat, or capture a loop"),
         Param("decide", "choice", "onset", choices=("onset", "beat"),
               doc="Decide a beat's chord at its first melody onset, or on the transport's beat"),
-        Param("model", "choice", "harmonizer", choices=_shipped("models"), doc="Shipped model (card name)"),
+        Param("model", "choice", "harmonizer", choices=models, doc="Shipped model (card name)"),
         Param("style", "choice", styles[0], choices=styles, doc="Style anchor"),
         Param("key", "choice", "auto", choices=_KEYS, doc="Key, or auto to detect it from the melody"),
-        Param("beats_per_bar", "int", 4, 1, 14, unit="beats", doc="Meter (quarter-note beats per bar)"),
+        Param("meter", "choice", "4/4", choices=METRES, doc="Time signature (the transport's beats stay quarters)"),
+        Param("rhythm", "choice", rhythm, choices=RHYTHMS,
+              doc="Harmonic rhythm: a chord per bar, per half bar, or per beat (auto: as the model holds them)"),
         Param("voicing", "choice", "pad", choices=STYLES, doc="Accompaniment style"),
         Param("voices", "int", 4, 1, 6, doc="Upper voices"),
         Param("low_note", "int", 48, 24, 96, unit="MIDI note", doc="Lowest upper voice"),
@@ -82,9 +81,12 @@ def _params() -> tuple[Param, ...]:
         Param("bass", "bool", True, doc="Add the chord root in the bass"),
         Param("velocity", "int", 72, 1, 127, doc="Chord velocity"),
         Param("arpeggio_rate", "int", 2, 1, 8, unit="notes/beat", doc="Arpeggio speed"),
-        Param("strategy", "choice", "entropic", choices=STRATEGIES, doc="Decoding strategy (clip mode)"),
+        Param("strategy", "choice", strategy, choices=STRATEGIES,
+              doc="Decoding strategy (clip mode; default: the model card's)"),
+        Param("ending", "choice", "tonic", choices=ENDINGS,
+              doc="Clip mode: a melody ending on the tonic ends on the tonic chord, or free"),
         Param("steps", "int", 10, 1, 128, unit="calls", doc="Model calls for a clip (staged strategies)"),
-        Param("temperature", "float", _default_temperature(), 0.0, 2.0,
+        Param("temperature", "float", float(decoding.get("temperature", DEFAULT_TEMPERATURE)), 0.0, 2.0,
               doc="Sampling temperature, 0 = greedy (default: the model card's calibrated one)"),
         Param("seed", "int", -1, -1, 2**31 - 1, doc="Random seed (-1: a fresh one)"),
         Param("valence", "float", 0.0, -1.0, 1.0, doc="Affect: valence (negative = darker)"),
@@ -93,6 +95,27 @@ def _params() -> tuple[Param, ...]:
         Param("clip_bars", "int", 4, 0, 64, unit="bars", doc="Loop length (0: from transport start to stop)"),
         Param("clip_folder", "text", "~/scorebridge-clips", unit="folder", doc="Where captured loops are saved"),
     )
+
+
+@dataclass(frozen=True)
+class LiveMetre:
+    """How the live engine counts: beats of ``beat`` quarters (the metric beat for a lead-sheet
+    model, a quarter for a quarter-note model), ``per_bar`` of them a bar from song position 0,
+    ``steps`` model grid steps each, and the time signature the model is told."""
+
+    beat: float
+    per_bar: int
+    steps: int
+    time_signature: tuple[int, int]
+
+
+def live_metre(model: HarmonizerModel, time_signature: tuple[int, int]) -> LiveMetre:
+    """The clip grid's metre (``clip.clip_grid``) in live beats."""
+    grid = clip_grid(model, time_signature)
+    if model.beats == "metric" and grid.time_signature == tuple(time_signature):
+        return LiveMetre(grid.step_beats, grid.steps_per_bar, 1, grid.time_signature)
+    spq = model.grid.steps_per_quarter
+    return LiveMetre(1.0, grid.steps_per_bar // spq, spq, grid.time_signature)
 
 
 class LearnedHarmonizer(Engine):
@@ -119,10 +142,11 @@ class LearnedHarmonizer(Engine):
     def _reset_live(self) -> None:
         self.playing = False
         self.held: dict[int, float] = {}
-        self.notes: list[list[Any]] = []  # [pitch, start_beats, end_beats | None]
-        self.chords: dict[int, int] = {}  # beat -> token (melody's key)
-        self.origin = 0
+        self.notes: list[list[Any]] = []  # [pitch, start, end | None], quarters
+        self.chords: dict[int, int] = {}  # live beat -> token (melody's key)
+        self.origin = 0.0  # quarters
         self.decided_beat = -math.inf
+        self.decided_span: int | None = None
         self.token: int | None = None
         self.voicing: Voicing | None = None
         self.sounding: tuple[int, ...] = ()
@@ -141,9 +165,9 @@ class LearnedHarmonizer(Engine):
             self._load()
         elif name == "seed":
             self._reseed()
-        if name in ("mode", "clip_bars", "beats_per_bar"):
+        if name in ("mode", "clip_bars", "meter"):
             bars = self.param("clip_bars")
-            self.latency_beats = float(bars * self.param("beats_per_bar")) if self.param("mode") == "clip" else 0.0
+            self.latency_beats = bars * self.clip_mode.bar_quarters() if self.param("mode") == "clip" else 0.0
 
     def prepare(self, context: EngineContext) -> None:
         self.tempo_bpm = context.tempo_bpm
@@ -162,6 +186,10 @@ class LearnedHarmonizer(Engine):
         if self._model is None:
             raise EngineError("the harmonizer has no model: prepare() loads it")
         return self._model
+
+    @property
+    def metre(self) -> LiveMetre:
+        return live_metre(self.model, parse_metre(self.param("meter")))
 
     def voicing_config(self) -> VoicingConfig:
         return VoicingConfig(voices=self.param("voices"), low=self.param("low_note"),
@@ -190,7 +218,7 @@ class LearnedHarmonizer(Engine):
             return ()
         released = self._change_to(())  # a chord played while stopped ends at the start
         self._reset_live()
-        self.playing, self.origin = True, math.floor(event.beats + 1e-9)
+        self.playing, self.origin = True, float(event.beats)
         if self.param("mode") != "clip":
             return released
         return released + self.clip_mode.start(event.beats)
@@ -203,9 +231,10 @@ class LearnedHarmonizer(Engine):
         self.notes.append([event.pitch, event.beats, None])
         if self.param("mode") == "clip":
             return self.clip_mode.note_on(event.pitch, event.velocity, event.beats)
-        beat = math.floor(event.beats + ANTICIPATION_BEATS)
-        if beat > self.decided_beat and (self.param("decide") == "onset" or self.token is None):
-            return self._decide(beat, event.beats)
+        metre = self.metre
+        beat = math.floor((event.beats + ANTICIPATION_BEATS) / metre.beat + 1e-9)
+        if self._due(beat, metre) and (self.param("decide") == "onset" or self.token is None):
+            return self._decide(beat, event.beats, metre)
         return self._keep_under_melody()
 
     def _note_off(self, event: NoteOff) -> Sequence[EngineOutput]:
@@ -222,15 +251,39 @@ class LearnedHarmonizer(Engine):
         return self._keep_under_melody() if self.param("mode") == "live" else ()
 
     def _live_beat(self, index: int) -> Sequence[EngineOutput]:
-        if index - 1 not in self.chords and self.token is not None:
-            self.chords[index - 1] = self.token  # a beat without onset kept the chord
-        self._forget_before(index - 4 * self.model.length)
-        if not self.held and self.sounding and index - self.last_activity >= self.param("release_beats"):
+        """A transport Beat (a quarter). Decisions with ``decide = beat``, and the patterns of a
+        held bar or half-bar, happen on the first Beat at or after each live beat's start."""
+        metre = self.metre
+        beat = math.floor(index / metre.beat + 1e-9)
+        self._forget_before(beat - 4 * self.model.length, metre)
+        active = bool(self.held) or index - self.last_activity < self.param("release_beats")
+        if not active and self.sounding:
+            self._hold_until(beat)
             self.token = None
             return self._change_to(())
-        if self.param("decide") == "beat" and self.held and index > self.decided_beat:
-            return self._decide(index, float(index))
+        if index - 1 >= beat * metre.beat - 1e-9:
+            return ()  # not the first Beat of this live beat
+        if self.param("decide") == "beat" and self.held and self._due(beat, metre):
+            return self._decide(beat, float(index), metre)
+        if self.token is not None and active and beat > self.decided_beat and self.param("voicing") != "pad" \
+                and self.param("rhythm") in ("bar", "half-bar") and self._span(beat, metre) == self.decided_span:
+            return self._play_pattern(beat, float(index), metre)  # the span's chord goes on
         return ()
+
+    def _span(self, beat: int, metre: LiveMetre) -> int:
+        """The harmonic-rhythm span of a live beat (``harmonize.rhythm_groups`` with bars from
+        song position 0): its bar, its half bar (the first half takes an odd beat), or itself."""
+        rhythm, bar = self.param("rhythm"), beat // metre.per_bar
+        if rhythm == "bar":
+            return bar
+        if rhythm == "half-bar":
+            return 2 * bar + (beat % metre.per_bar >= -(-metre.per_bar // 2))
+        return beat
+
+    def _due(self, beat: int, metre: LiveMetre) -> bool:
+        """Whether ``beat`` gets a decision: a later beat in a span not decided yet, or any later
+        beat when no chord sounds (the span's chord was released by silence)."""
+        return beat > self.decided_beat and (self.token is None or self._span(beat, metre) != self.decided_span)
 
     # -- live decisions ------------------------------------------------------------------
     def _key(self, pitches: list[tuple[int, float]]) -> tuple[int, str]:
@@ -253,57 +306,60 @@ class LearnedHarmonizer(Engine):
                 self.live_key = (tonic, mode)
         return self.live_key
 
-    def _decide(self, beat: int, now_beats: float) -> Sequence[EngineOutput]:
-        """The chord of ``beat`` from the melody up to now (one model call), sounded at once."""
-        model = self.model
-        spq, per_bar = model.grid.steps_per_quarter, self.param("beats_per_bar")
-        history = max(1, model.live_length // spq - 2)
-        first = max(self.origin, per_bar * math.ceil((beat - history) / per_bar))
-        first = min(first, beat)
+    def _decide(self, beat: int, now_beats: float, metre: LiveMetre) -> Sequence[EngineOutput]:
+        """The chord of live beat ``beat`` from the melody up to now (one model call), sounded at
+        once; under a bar or half-bar rhythm it is held for the rest of the span."""
+        model, per_bar, length = self.model, metre.per_bar, metre.beat
+        history = max(1, model.live_length // metre.steps - 2)
+        origin = math.floor(self.origin / length + 1e-9)
+        first = min(beat, max(origin, per_bar * math.ceil((beat - history) / per_bar)))
+        self._hold_until(beat)
         known = [c for c in range(first, beat) if c in self.chords]
-        if known:
-            first = min(known)
-        else:
-            first = beat
-        steps = (beat + 1 - first) * spq
-        notes = [(p, s - first, (beat + 1 if e is None else e) - first) for p, s, e in self.notes
-                 if (e is None or e > first) and s < beat + 1]
-        grid = melody_grid(notes, spq, steps)
-        beat_of = first + np.arange(steps) // spq
-        bars = ((beat_of % per_bar == 0) & (np.arange(steps) % spq == 0)).astype(np.uint8)
+        first = min(known) if known else beat
+        steps = (beat + 1 - first) * metre.steps
+        start, end = first * length, (beat + 1) * length
+        notes = [(p, s - start, (end if e is None else e) - start) for p, s, e in self.notes
+                 if (e is None or e > start) and s < end]
+        grid = beat_grid(notes, length / metre.steps, steps)
+        beat_of = first + np.arange(steps) // metre.steps
+        bars = ((beat_of % per_bar == 0) & (np.arange(steps) % metre.steps == 0)).astype(np.uint8)
         chords = np.array([self.chords.get(int(b), NC) for b in beat_of], dtype=np.int64)
         chords[beat_of == beat] = MASK
         va = np.tile(np.float32([self.param("valence"), self.param("arousal")]), (steps, 1))
         key = self._key([(p, max(0.1, e - s)) for p, s, e in notes])
         tokens = next_chords(model, grid, bars, chords, key, va, self.param("style"),
-                             (per_bar, 4), self.rng, self.param("temperature"))
+                             metre.time_signature, self.rng, self.param("temperature"))
         self.token = int(tokens[0])
         self.chords[beat] = self.token
-        self.decided_beat = beat
-        return self._sound(beat, now_beats)
+        self.decided_beat, self.decided_span = beat, self._span(beat, metre)
+        return self._sound(beat, now_beats, metre)
+
+    def _hold_until(self, beat: int) -> None:
+        """The beats from the last decision up to ``beat`` kept its chord (as far back as
+        decisions look)."""
+        if self.token is not None:
+            for kept in range(max(self.decided_beat + 1, beat - 4 * self.model.length), beat):
+                self.chords[kept] = self.token
 
     def _free_note(self, pitch: int) -> Sequence[EngineOutput]:
         """Transport stopped: every note is a step of its own, its chord sounds at once."""
+        metre = self.metre
         self.free_melody = (self.free_melody + [max(self.held)])[-(self.model.live_length // 2):]
         self.free_chords = (self.free_chords + [MASK])[-len(self.free_melody):]
-        steps, per_bar = len(self.free_melody), self.param("beats_per_bar")
-        bars = (np.arange(steps) % per_bar == 0).astype(np.uint8)
-        va = np.tile(np.float32([self.param("valence"), self.param("arousal")]), (steps, 1))
+        steps = len(self.free_melody)
+        bars = (np.arange(steps) % metre.per_bar == 0).astype(np.uint8)
+        va = np.tile(np.float32([self.param("valence"), self.param("arousal")]), (steps * metre.steps, 1))
         key = self._key([(p, 1.0) for p in self.free_melody])
-        grid = np.asarray(self.free_melody, dtype=np.int64)
-        if self.model.grid.steps_per_quarter > 1:
-            grid = np.repeat(grid, self.model.grid.steps_per_quarter)
-            bars = np.repeat(bars, self.model.grid.steps_per_quarter) * (np.arange(len(grid)) % 4 == 0)
-            chords = np.repeat(self.free_chords, self.model.grid.steps_per_quarter)
-        else:
-            chords = np.asarray(self.free_chords)
+        grid = np.repeat(np.asarray(self.free_melody, dtype=np.int64), metre.steps)
+        bars = np.repeat(bars, metre.steps) * (np.arange(len(grid)) % metre.steps == 0)
+        chords = np.repeat(np.asarray(self.free_chords, dtype=np.int64), metre.steps)
         tokens = next_chords(self.model, grid, bars.astype(np.uint8), chords, key, va, self.param("style"),
-                             (per_bar, 4), self.rng, self.param("temperature"))
+                             metre.time_signature, self.rng, self.param("temperature"))
         self.token = int(tokens[0])
         self.free_chords[-1] = self.token
-        return self._sound(None, None)
+        return self._sound(None, None, metre)
 
-    def _sound(self, beat: int | None, now_beats: float | None) -> Sequence[EngineOutput]:
+    def _sound(self, beat: int | None, now_beats: float | None, metre: LiveMetre) -> Sequence[EngineOutput]:
         melody = max(self.held) if self.held else None
         root = chord_root(self.token) if self.token is not None else None
         if root is None:
@@ -313,23 +369,23 @@ class LearnedHarmonizer(Engine):
         style = self.param("voicing")
         if style == "pad" or beat is None:
             return self._change_to(self.voicing.pitches)
-        if style == "block":
-            return self._change_to(()) + self._change_to(self.voicing.pitches)
-        return self._play_pattern(beat, now_beats)
+        return self._play_pattern(beat, now_beats, metre)
 
-    def _play_pattern(self, beat: int, now_beats: float) -> list[EngineOutput]:
-        """Arpeggio/comping (and block) events of the rest of ``beat``, as timed notes."""
+    def _play_pattern(self, beat: int, now_beats: float, metre: LiveMetre) -> list[EngineOutput]:
+        """Block (struck now) or arpeggio/comping events of the rest of live beat ``beat``, as
+        timed notes."""
         if self.voicing is None or not self.voicing.pitches:
             return []
         if self.param("voicing") == "block":
             return self._change_to(()) + self._change_to(self.voicing.pitches)
         out: list[EngineOutput] = self._change_to(())
-        for event in render(self.voicing, self.param("voicing"), float(beat), 1.0, self.param("velocity"),
-                            self.param("beats_per_bar"), self.param("arpeggio_rate")):
+        start = beat * metre.beat
+        for event in render(self.voicing, self.param("voicing"), start, metre.beat, self.param("velocity"),
+                            metre.per_bar, self.param("arpeggio_rate"), metre.beat):
             end = event.at_beats + event.duration_beats
             if event.at_beats > now_beats + 1e-6:
                 out.append(event)
-            elif event.at_beats <= now_beats + 1e-6 < end and event.at_beats >= beat - 1e-6 \
+            elif event.at_beats <= now_beats + 1e-6 < end and event.at_beats >= start - 1e-6 \
                     and now_beats - event.at_beats < 0.25:
                 out.append(Note(event.pitch, event.velocity, end - max(now_beats, event.at_beats)))
         return out
@@ -338,7 +394,7 @@ class LearnedHarmonizer(Engine):
         """A new melody note at or below the chord's top voice: the same chord, voiced under it."""
         if self.token is None or not self.sounding or not self.held or max(self.sounding) < max(self.held):
             return ()
-        return self._sound(None, None) if self.param("voicing") in ("pad", "block") else ()
+        return self._sound(None, None, self.metre) if self.param("voicing") in ("pad", "block") else ()
 
     def _change_to(self, pitches: tuple[int, ...]) -> list[EngineOutput]:
         """Release what is no longer in the chord, start what is new; common tones are held."""
@@ -352,7 +408,7 @@ class LearnedHarmonizer(Engine):
         self.sounding = tuple(pitches)
         return out
 
-    def _forget_before(self, beat: int) -> None:
-        self.notes = [n for n in self.notes if n[2] is None or n[2] >= beat]
+    def _forget_before(self, beat: int, metre: LiveMetre) -> None:
+        self.notes = [n for n in self.notes if n[2] is None or n[2] >= beat * metre.beat]
         for old in [b for b in self.chords if b < beat]:
             del self.chords[old]

@@ -23,11 +23,24 @@ from .harmonize import parse_key
 from .runtime import HarmonizerModel
 from .voicing import VoicingConfig
 
-__all__ = ["CARRY_MIN_BEATS", "ClipLooper", "ClipMode"]
+__all__ = ["CARRY_MIN_BEATS", "METRES", "ClipLooper", "ClipMode", "parse_metre"]
 
 log = logging.getLogger(__name__)
 CARRY_MIN_BEATS = 0.125  # a note held over the loop start shorter than this belongs to the last pass
 ANTICIPATION_BEATS = 0.2  # as the live mode: a note this close before a beat belongs to it
+METRES = ("2/4", "3/4", "4/4", "5/4", "6/8", "9/8", "12/8", "2/2", "3/2")
+
+
+def parse_metre(text: str) -> tuple[int, int]:
+    """'6/8' -> (6, 8)."""
+    numerator, denominator = text.split("/")
+    return int(numerator), int(denominator)
+
+
+def _last_beat(end: float) -> int:
+    """The transport Beat that starts a loop's last beat: ``end - 1``, or the Beat inside the
+    last quarter of a loop that ends between Beats (odd bars of 9/8)."""
+    return math.ceil(end - 1 - 1e-9)
 
 
 class ClipLooper:
@@ -154,6 +167,14 @@ class ClipMode:
         self.looper.play(self.looper.clip, self.looper.play_origin)
         return self.looper.due(math.ceil(position_beats - 1e-9))  # up to the next Beat
 
+    def _metre(self) -> tuple[int, int]:
+        return parse_metre(self.param("meter"))
+
+    def bar_quarters(self) -> float:
+        """The bar of the `meter` in quarters (the transport's beats): 3 in 6/8, 4.5 in 9/8."""
+        numerator, denominator = self._metre()
+        return numerator * 4 / denominator
+
     def stop(self, position_beats: float) -> None:
         """Transport stop: a Start-to-Stop capture is harmonized and saved; the loop is kept."""
         if self.param("clip_bars") == 0:
@@ -162,7 +183,7 @@ class ClipMode:
 
     def start_capture(self, position_beats: float) -> None:
         """Capture from the next bar start for `clip_bars` bars (0: from here until Stop)."""
-        bars, per_bar = self.param("clip_bars"), self.param("beats_per_bar")
+        bars, per_bar = self.param("clip_bars"), self.bar_quarters()
         if bars == 0:
             self.looper.start_capture(position_beats, None)
         else:
@@ -170,8 +191,9 @@ class ClipMode:
 
     def note_on(self, pitch: int, velocity: int, beats: float) -> Sequence[EngineOutput]:
         self.looper.note_on(pitch, velocity, beats)
-        if self.due is not None and self.due - 1 <= beats < self.due - ANTICIPATION_BEATS:
+        if self.due is not None and _last_beat(self.due) <= beats < self.due - ANTICIPATION_BEATS:
             self._harmonize_pass(self.due)  # the last beat's onset: the loop is complete
+            return self.looper.due(math.ceil(beats))  # (a loop of odd 9/8 bars starts before the next Beat)
         return ()
 
     def note_off(self, pitch: int, beats: float) -> None:
@@ -186,9 +208,9 @@ class ClipMode:
         if looper.capture_origin is None:  # switched to clip mode while playing
             self.start_capture(float(index))
         end = looper.capture_end
-        if end is not None and index == end - 1 and looper.melody_until(end):
+        if end is not None and index == _last_beat(end) and looper.melody_until(end):
             self.due = end  # (an empty pass so far keeps the loop already playing)
-            if any(end - 1 - ANTICIPATION_BEATS <= start for start in looper.onsets_since(end - 2)):
+            if any(index - ANTICIPATION_BEATS <= start for start in looper.onsets_since(end - 2)):
                 self._harmonize_pass(end)
         if end is not None and index >= end:
             if self.due is not None:
@@ -201,6 +223,7 @@ class ClipMode:
         param = self.param
         return ClipOptions(style=param("style"), strategy=param("strategy"), calls=param("steps"),
                            temperature=param("temperature"), key=parse_key(param("key")),
+                           rhythm=param("rhythm"), ending=param("ending"),
                            voicing_style=param("voicing"), voicing=self.voicing(),
                            velocity=param("velocity"), arpeggio_rate=param("arpeggio_rate"))
 
@@ -215,10 +238,14 @@ class ClipMode:
             return  # an empty pass keeps the loop already playing
         model = self.model()
         length = end - (self.looper.capture_origin or 0.0)
-        metre = (self.param("beats_per_bar"), 4)
+        metre = self._metre()
         steps = clip_grid(model, metre).steps(length)
         va = np.tile(np.float32([self.param("valence"), self.param("arousal")]), (steps, 1))
         clip = harmonize_notes(model, melody, length, metre, self._options(), va, self.rng())
+        if clip.length_beats > length + 1e-9:  # a quarter-note grid rounds an odd 9/8 bar up: cut to the loop
+            clip.length_beats = length
+            clip.events = [Note(e.pitch, e.velocity, min(e.duration_beats, length - e.at_beats), at_beats=e.at_beats)
+                           for e in clip.events if e.at_beats < length - 1e-9]
         self.pending = clip
         self.looper.play(clip, self.looper.capture_origin if play_from is None else play_from)
 
@@ -226,7 +253,7 @@ class ClipMode:
         origin = self.looper.capture_origin
         if origin is None:
             return
-        per_bar = self.param("beats_per_bar")
+        per_bar = self.bar_quarters()
         end = origin + max(1, math.ceil((stop_beats - origin) / per_bar - 1e-9)) * per_bar
         self.pending = None
         self._harmonize_capture(min(stop_beats, end), play_from=None)
@@ -243,7 +270,7 @@ class ClipMode:
         folder = Path(self.param("clip_folder")).expanduser()
         path = folder / f"{self.slot()}-{time.strftime('%Y%m%d-%H%M%S')}-{len(self.saved) + 1:03d}.mid"
         try:
-            write_midi(path, melody, clip.events, clip.spans, self.tempo_bpm(), (self.param("beats_per_bar"), 4))
+            write_midi(path, melody, clip.events, clip.spans, self.tempo_bpm(), self._metre())
         except OSError as exc:
             self.save_errors += 1
             log.error("harmonizer: cannot save the loop to %s: %s", path, exc)

@@ -164,6 +164,7 @@ def render(
     velocity: int = 72,
     beats_per_bar: int = 4,
     arpeggio_rate: int = 2,
+    beat_length: float = 1.0,
 ) -> list[Note]:
     """Note events for ``voicing`` held from ``start_beats`` for ``duration_beats``.
 
@@ -171,7 +172,9 @@ def render(
     arpeggio: upper voices one at a time, ``arpeggio_rate`` notes per beat, up and around,
     the bass held; comping: a short chord on the beat and another on its second half in
     every other beat (a Charleston-like figure), the bass on each chord start.
-    Times are song positions in beats; events never pass the span's end."""
+    A beat is ``beat_length`` quarters (the metric beat: 1.5 in 6/8), ``beats_per_bar`` of them
+    a bar from song position 0. Times are song positions in quarters; events never pass the
+    span's end."""
     if style not in STYLES:
         raise ValueError(f"unknown voicing style {style!r}; valid: {', '.join(STYLES)}")
     if duration_beats <= 0 or not voicing.pitches:
@@ -183,7 +186,7 @@ def render(
     beat = start_beats
     if style == "block":
         while beat < end - 1e-9:
-            length = min(1.0, end - beat)
+            length = min(beat_length, end - beat)
             events += _strike(voicing, beat, length * 0.95, velocity)
             beat += length
         return events
@@ -192,7 +195,7 @@ def render(
             events.append(Note(voicing.bass, velocity, duration_beats, at_beats=start_beats))
         upper = voicing.upper or (voicing.bass,)
         order = list(upper) + list(reversed(upper[1:-1]))  # up and back down
-        step = 1.0 / arpeggio_rate
+        step = beat_length / arpeggio_rate
         index = 0
         while beat < end - 1e-9:
             length = min(step, end - beat)
@@ -201,13 +204,14 @@ def render(
             index += 1
         return events
     # comping: hits on the beat (short) and on the "and" of every second beat of the bar
+    half, hit = beat_length / 2, 0.4 * beat_length
     while beat < end - 1e-9:
-        length = min(1.0, end - beat)
+        length = min(beat_length, end - beat)
         if voicing.bass is not None:
             events.append(Note(voicing.bass, velocity, length * 0.95, at_beats=beat))
         upper = Voicing(voicing.upper)
-        events += _strike(upper, beat, min(0.4, length) * 0.95, velocity)
-        if round(beat) % beats_per_bar % 2 == 1 and length > 0.5:
-            events += _strike(upper, beat + 0.5, 0.4, max(1, velocity - 12))
+        events += _strike(upper, beat, min(hit, length) * 0.95, velocity)
+        if round(beat / beat_length) % beats_per_bar % 2 == 1 and length > half:
+            events += _strike(upper, beat + half, hit, max(1, velocity - 12))
         beat += length
     return events

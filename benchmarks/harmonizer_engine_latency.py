@@ -7,7 +7,9 @@
            note on every beat; for each beat, the first chord note-on the client receives after it
            sent the beat's tick and note. Also the slot's own input-to-output latency from
            `scorebridge status`, and whether Stop leaves anything sounding.
-  decide   `LearnedHarmonizer.process(NoteOn)` in process (model call, key, voicing), per beat.
+  decide   `LearnedHarmonizer.process(NoteOn)` in process for a note on every quarter, in 4/4 and
+           6/8, rhythm auto and bar: the NoteOns that decide a chord (model call, key, voicing)
+           and those that keep it (a bar's later beats).
   clip     `clip.harmonize_notes` on a 16-bar melody per decoding strategy (whole decode + voicing).
 Results go to benchmarks/results/harmonizer_engine.json with the load average before and after.
 """
@@ -86,22 +88,28 @@ def live(beats: int, tempo: float) -> dict:
             "jackd_xruns": jack_log.read_text(errors="replace").lower().count("xrun")}
 
 
-def decide(beats: int) -> dict:
+def decide(beats: int, meter: str = "4/4", rhythm: str = "auto") -> dict:
     engine = LearnedHarmonizer()
     engine.prepare(EngineContext("bench", 1, 120.0))
-    engine.set_param("seed", 1)
+    for name, value in (("seed", 1), ("meter", meter), ("rhythm", rhythm)):
+        engine.set_param(name, value)
     melody = [int(p) for p in np.random.default_rng(1).choice(SCALE, beats)]
     engine.process(TransportChange(True, 0.0, 0.0, "start"))
-    times = []
+    decisions, kept = [], []
     for beat, pitch in enumerate(melody):
         engine.process(Beat(beat, beat * 0.5, 120.0))
         if beat:
             engine.process(NoteOff(melody[beat - 1], 0, beat * 0.5, beat + 0.001))
+        before = engine.decided_beat
         started = time.perf_counter()
         engine.process(NoteOn(pitch, 100, 0, beat * 0.5, beat + 0.002))
-        times.append(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        if beat >= 10:  # (warm-up)
+            (decisions if engine.decided_beat != before else kept).append(elapsed)
     return {"model": engine.model.path.name, "parameters": engine.model.card.get("model", {}).get("parameters"),
-            "grid": engine.model.grid.name, "decision_ms": stats_ms(times[10:])}
+            "grid": engine.model.grid.name, "beats": engine.model.beats, "meter": meter, "rhythm": rhythm,
+            "live_beat_quarters": engine.metre.beat, "decision_ms": stats_ms(decisions),
+            "kept_ms": stats_ms(kept) if kept else None}
 
 
 def clips(model, repeats: int = 10) -> dict:
@@ -131,6 +139,7 @@ def main() -> int:
               "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
               "load_before": [round(x, 2) for x in load_before]}
     result["decide"] = decide(400)
+    result["decide_metres"] = [decide(400, meter, rhythm) for meter in ("4/4", "6/8") for rhythm in ("auto", "bar")]
     harmonizer = LearnedHarmonizer()
     harmonizer.prepare(EngineContext("bench", 1, args.tempo))
     model = harmonizer.model

@@ -149,8 +149,10 @@ def accompaniment(
     spans: list[ChordSpan],
     options: ClipOptions,
     beats_per_bar: int = 4,
+    beat_length: float = 1.0,
 ) -> list[Note]:
-    """Voice every span under the melody (least movement from the previous chord) and render it."""
+    """Voice every span under the melody (least movement from the previous chord) and render it
+    on beats of ``beat_length`` quarters, ``beats_per_bar`` of them a bar."""
     events: list[Note] = []
     previous: Voicing | None = None
     for span, ceiling in zip(spans, _melody_floors(melody, spans), strict=True):
@@ -158,7 +160,7 @@ def accompaniment(
         voicing = voice_chord(root, token_pitch_classes(span.token), ceiling, previous, options.voicing)
         if voicing.pitches:
             events += render(voicing, options.voicing_style, span.start_beats, span.duration_beats,
-                             options.velocity, beats_per_bar, options.arpeggio_rate)
+                             options.velocity, beats_per_bar, options.arpeggio_rate, beat_length)
             previous = voicing
     return events
 
@@ -189,8 +191,7 @@ def harmonize_notes(
                        options.calls, rng, options.key, options.temperature, rhythm=options.rhythm,
                        ending=options.ending)
     spans = chord_spans(result.chords, grid.step_beats)
-    quarters_per_bar = max(1, round(grid.steps_per_bar * grid.step_beats))
-    events = accompaniment(melody, spans, options, quarters_per_bar)
+    events = accompaniment(melody, spans, options, grid.steps_per_bar, grid.step_beats)
     return HarmonizedClip(list(melody), spans, events, steps * grid.step_beats, result.tonic, result.mode,
                           result.calls)
 

@@ -9,9 +9,11 @@ import pytest
 
 pytest.importorskip("torch")
 
+from engines.harmonizer import leadsheet_corpus as corpus  # noqa: E402
+from engines.harmonizer.chord_symbols import ChordEvent, SymbolMapper, harte_chord  # noqa: E402
 from engines.harmonizer.grid import GridConfig  # noqa: E402
 from engines.harmonizer.vocab import PAD, token_name  # noqa: E402
-from training.harmonizer import leadsheets, sources, train  # noqa: E402
+from training.harmonizer import sources, train  # noqa: E402
 
 TINY = ["--d-model", "16", "--layers", "1", "--heads", "2", "--feedforward", "32", "--batch", "2",
         "--length", "32", "--warmup", "1"]
@@ -23,9 +25,9 @@ def _sheet(piece_id: str, signature: tuple[int, int], bars: int, beat: int, chor
     (16th, Harte label) painted by the builder."""
     bar = beat * (signature[0] // (3 if signature[1] == 8 else 1))
     steps = bars * bar
-    mapper = leadsheets.SymbolMapper()
-    events = [leadsheets.ChordEvent(step, *leadsheets.harte_chord(label, mapper)) for step, label in chords]
-    chord, bass, onset = leadsheets._paint_chords(events, steps)
+    mapper = SymbolMapper()
+    events = [ChordEvent(step, *harte_chord(label, mapper)) for step, label in chords]
+    chord, bass, onset = corpus.paint_chords(events, steps)
     melody = np.full(steps, -1, dtype=np.int16)
     melody_onset = np.zeros(steps, dtype=np.uint8)
     for start in range(0, steps, beat):
@@ -33,9 +35,9 @@ def _sheet(piece_id: str, signature: tuple[int, int], bars: int, beat: int, chor
         melody_onset[start] = 1
     bar_start, beat_start = np.zeros(steps, np.uint8), np.zeros(steps, np.uint8)
     bar_start[::bar], beat_start[::beat] = 1, 1
-    return leadsheets.LeadSheet(piece_id, piece_id.split("/")[0], leadsheets.STYLES.index("folk"), melody,
-                                melody_onset, chord, bass, onset, bar_start, beat_start,
-                                np.zeros(steps, np.int8), signature, 0, "major", 0)
+    return corpus.LeadSheet(piece_id, piece_id.split("/")[0], corpus.STYLES.index("folk"), melody,
+                            melody_onset, chord, bass, onset, bar_start, beat_start,
+                            np.zeros(steps, np.int8), signature, 0, "major", 0)
 
 
 def _labels(windows, row: int) -> list[str]:
@@ -53,10 +55,10 @@ def cache(tmp_path: Path) -> tuple[Path, Path]:
         _sheet("openewld/b/song.mxl", (6, 8), 3, 6, [(0, "C:maj"), (6, "G:maj"), (12, "A:min")]),
         _sheet("pop909/001", (4, 4), 4, 4, [(0, "A:min"), (32, "D:min")]),
     ]
-    arrays = leadsheets.sheets_to_arrays(sheets)
+    arrays = corpus.sheets_to_arrays(sheets, dict.fromkeys((s.piece_id for s in sheets), "train"))
     folder = tmp_path / "cache"
     folder.mkdir()
-    np.savez_compressed(folder / leadsheets.CACHE_FILE, **arrays)
+    np.savez_compressed(folder / corpus.CACHE_FILE, **arrays)
     splits = tmp_path / "splits"
     splits.mkdir()
     lists = {"openewld_train": ["openewld/a/song.mxl"], "openewld_val": ["openewld/b/song.mxl"],
@@ -68,7 +70,7 @@ def cache(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_beat_labels_come_from_the_human_chord_on_metric_beats(cache) -> None:
     folder, splits = cache
-    arrays = leadsheets.load(folder)
+    arrays = corpus.load(folder)
     windows = sources.leadsheet_windows(arrays, GRID, "train", ("openewld",), splits_dir=splits)
     assert windows.piece_ids == ["openewld/a/song.mxl"]
     bar = "<bar>"
@@ -90,7 +92,7 @@ def test_beat_labels_come_from_the_human_chord_on_metric_beats(cache) -> None:
 def test_test_lists_are_never_read(cache) -> None:
     folder, splits = cache
     with pytest.raises(ValueError, match="not 'test'"):
-        sources.leadsheet_windows(leadsheets.load(folder), GRID, "test", splits_dir=splits)
+        sources.leadsheet_windows(corpus.load(folder), GRID, "test", splits_dir=splits)
 
 
 def test_weights_set_the_share_of_each_source(cache) -> None:
@@ -98,7 +100,7 @@ def test_weights_set_the_share_of_each_source(cache) -> None:
     data = sources.load_training_data("leadsheets", GRID, folder, "openewld=3,pop909=1", splits)
     drawn = data.train_source[data.sample(np.random.default_rng(0), 4000)]
     assert abs((drawn == 0).mean() - 0.75) < 0.03
-    assert data.styles == leadsheets.STYLES and len(data.styles) == 8
+    assert data.styles == corpus.STYLES and len(data.styles) == 8
     with pytest.raises(ValueError, match="classical"):
         sources.parse_weights("classical=1", data.sources)
 
@@ -140,7 +142,7 @@ def test_lead_sheet_checkpoint_exports_with_its_styles(cache, tmp_path: Path) ->
     assert train.main(["--curriculum", "ff", "--steps", "2", "--data", "leadsheets", "--cache", str(folder),
                        "--splits", str(splits), "--out", str(out), "--eval-every", "2", *TINY]) == 0
     card = export_checkpoint(out / "last.pt", "tiny", tmp_path / "models", folder, splits_dir=splits)
-    assert card["styles"] == list(leadsheets.STYLES)
+    assert card["styles"] == list(corpus.STYLES)
     assert "human chord symbol" in card["labels"] and card["data"]["data"] == "leadsheets"
     assert card["parity"]["max_abs_difference_ort_vs_torch"] < 1e-4
 

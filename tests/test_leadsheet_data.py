@@ -1,4 +1,5 @@
-"""Lead-sheet data builders (training/harmonizer/leadsheets.py) on tiny hand-made songs.
+"""Lead-sheet readers (engines/harmonizer/leadsheet_corpus.py, pop909.py, chord_symbols.py) and
+the training build (training/harmonizer/leadsheets.py) on tiny hand-made songs.
 
 No dependency on the real data sets: a MusicXML lead sheet is written with music21 and a
 POP909-like folder (MIDI with a tempo change + chord/beat/key text files) with mido.
@@ -12,18 +13,12 @@ import mido
 import numpy as np
 import pytest
 
+from engines.harmonizer.chord_symbols import SymbolMapper, harte_chord, music21_chord
+from engines.harmonizer.leadsheet_corpus import CACHE_FILE, STYLES, parse_openewld_score, sheets_to_arrays
+from engines.harmonizer.pop909 import read_pop909_song
 from engines.harmonizer.vocab import NC, token_id
 from training.harmonizer import leadsheets
-from training.harmonizer.leadsheets import (
-    STYLES,
-    SymbolMapper,
-    assign_splits,
-    harte_chord,
-    parse_openewld_score,
-    read_pop909_song,
-    sheets_to_arrays,
-    statistics,
-)
+from training.harmonizer.leadsheets import assign_splits, statistics
 
 
 def test_styles_keep_the_shipped_ids() -> None:
@@ -64,7 +59,7 @@ def test_music21_symbols_slash_and_out_of_vocabulary() -> None:
     def mapped(figure: str) -> tuple[str, int]:
         from engines.harmonizer.vocab import token_name
 
-        token, bass = leadsheets.music21_chord(harmony.ChordSymbol(figure), mapper)
+        token, bass = music21_chord(harmony.ChordSymbol(figure), mapper)
         return token_name(token), bass
 
     assert mapped("Em7b5") == ("E:hdim7", 4)
@@ -75,7 +70,7 @@ def test_music21_symbols_slash_and_out_of_vocabulary() -> None:
     assert mapped("C+7") == ("C:7(b13)", 0)  # a tie keeps the seventh and the raised fifth
     assert mapped("C13") == ("C:13", 0)  # by kind, although music21 spells the 11th too
     assert mapped("Cadd9") == ("C:maj", 0)
-    assert leadsheets.music21_chord(harmony.NoChord(), mapper) == (NC, -1)
+    assert music21_chord(harmony.NoChord(), mapper) == (NC, -1)
     assert sum(mapper.out_of_vocabulary.values()) == 3  # C7sus4, C+7, Cadd9
     assert mapper.outcomes["exact+slash(bass as root)"] == 1
     assert mapper.outcomes["exact+slash(bass kept apart)"] == 1
@@ -91,7 +86,7 @@ def test_musicxml_degrees_count_from_the_dominant_chord() -> None:
         symbol = harmony.ChordSymbol(root="B-", kind=kind)
         for mod_type, degree, alter in degrees:
             symbol.addChordStepModification(harmony.ChordStepModification(mod_type, degree, alter))
-        return token_name(leadsheets.music21_chord(symbol, SymbolMapper())[0])
+        return token_name(music21_chord(symbol, SymbolMapper())[0])
 
     assert mapped("major", ("add", 7, 0)) == "A#:7"
     assert mapped("suspended-fourth", ("add", 7, 0), ("add", 9, 0)) == "A#:11"  # Bb9sus4, not maj9
@@ -225,7 +220,7 @@ def test_arrays_statistics_and_command(tmp_path: Path, capsys: pytest.CaptureFix
     root = tmp_path / "datasets" / "pop909" / "POP909"
     sheets = [read_pop909_song(_pop909_song(root, name, key), SymbolMapper())
               for name, key in (("001", "D:maj"), ("002", "E:min"), ("003", "C:maj"))]
-    arrays = sheets_to_arrays(sheets)
+    arrays = sheets_to_arrays(sheets, dict.fromkeys((s.piece_id for s in sheets), "train"))
     assert arrays["offsets"].tolist() == [0, 32, 64, 96]
     assert arrays["texture"].shape == (96, 12) and arrays["va"].shape == (96, 2)
     stats = statistics(arrays)["pop909"]
@@ -236,7 +231,7 @@ def test_arrays_statistics_and_command(tmp_path: Path, capsys: pytest.CaptureFix
     cache = tmp_path / "cache"
     code = leadsheets.main(["build", "--datasets", str(tmp_path / "datasets"), "--sets", "pop909",
                             "--cache", str(cache), "--limit", "3"])
-    assert code == 0 and (cache / leadsheets.CACHE_FILE).is_file()
+    assert code == 0 and (cache / CACHE_FILE).is_file()
     report = (cache / leadsheets.REPORT_FILE).read_text()
     assert '"out_of_vocabulary": 3' in report
     assert "pop909    pop" in capsys.readouterr().out

@@ -24,6 +24,7 @@ __all__ = [
     "METRIC_WEIGHTS",
     "build_sequence",
     "melody_roll",
+    "beat_arrays",
 ]
 
 TIME_SIGNATURE_DIM = 16
@@ -234,3 +235,30 @@ def build_sequence(
     full_va[is_bar] = np.asarray(va, np.float32)[np.minimum(bar_positions, steps - 1)]
     return Sequence(full_roll, melody_top, onset, harmony, full_va, step_of)
 
+
+def beat_arrays(arrays: dict[str, np.ndarray], lo: int, hi: int) -> dict[str, np.ndarray]:
+    """One lead sheet's 16ths ``lo..hi`` of cache arrays -> per metric beat: its first 16th
+    (``start``, from ``lo``), every melody pitch of the beat ([B, K], -1 padded), onset, the
+    chord at the beat's first 16th, bar flag and mean affect.
+
+    Beats start at ``beat_start``, at every bar line and at the first 16th (a pickup's leading
+    rest is a beat of its own), so a bar always begins a beat.
+    """
+    starts_mask = arrays["beat_start"][lo:hi].astype(bool) | arrays["bar_start"][lo:hi].astype(bool)
+    starts_mask[0] = True
+    starts = np.flatnonzero(starts_mask)
+    ends = np.append(starts[1:], hi - lo)
+    width = int((ends - starts).max())
+    pitch = arrays["melody_pitch"][lo:hi]
+    pitches = np.full((len(starts), width), -1, dtype=np.int16)
+    for offset in range(width):
+        inside = starts + offset < ends
+        pitches[inside, offset] = pitch[starts[inside] + offset]
+    return {
+        "start": starts,
+        "melody_pitches": pitches,
+        "melody_onset": np.maximum.reduceat(arrays["melody_onset"][lo:hi], starts).astype(np.uint8),
+        "chord": arrays["chord"][lo:hi][starts].astype(np.int64),
+        "bar_start": arrays["bar_start"][lo:hi][starts].astype(np.uint8),
+        "va": (np.add.reduceat(arrays["va"][lo:hi], starts, axis=0) / (ends - starts)[:, None]).astype(np.float32),
+    }

@@ -4,13 +4,13 @@
 ``engines.harmonizer.dataset.make_windows`` (chords read from the texture, quarter beats, styles
 chorale/classical/renaissance). ``--data leadsheets`` is the cache of
 ``training.harmonizer.leadsheets`` cut by ``leadsheet_windows``: one position per metric beat
-(``beat_start``: dotted quarters in 6/8 and 12/8, halves in 2/2) and the beat's label is the
-human chord sounding at its first 16th, so a held chord keeps its label over every beat it
-covers and a change lands on the beat where it sounds (or the next beat when it falls inside
-one). ``--data union`` is both, each source drawn with its share of the batches
+(``engines.harmonizer.grid.beat_arrays``: dotted quarters in 6/8 and 12/8, halves in 2/2) and
+the beat's label is the human chord sounding at its first 16th, so a held chord keeps its label
+over every beat it covers and a change lands on the beat where it sounds (or the next beat when
+it falls inside one). ``--data union`` is both, each source drawn with its share of the batches
 (``--weights classical=1,openewld=1,pop909=2``; default: every window equally likely).
 
-Lead sheets come from the committed split lists (``training/harmonizer/splits/*_{train,val}.txt``),
+Lead sheets come from the committed split lists (``engines/harmonizer/splits/*_{train,val}.txt``),
 classical pieces from the cache's own split column (the seeded split that wrote
 ``engines/harmonizer/splits/``); nothing from a test split is read here.
 """
@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from engines.harmonizer.dataset import Windows, _window_starts, load_raw, make_windows
-from engines.harmonizer.grid import GridConfig, build_sequence, time_signature_vector
+from engines.harmonizer.grid import GridConfig, beat_arrays, build_sequence, time_signature_vector
+from engines.harmonizer.leadsheet_corpus import SPLITS_DIR, STYLES, load, split_ids
 from engines.harmonizer.vocab import PAD
-
-from .leadsheets import SPLITS_DIR, STYLES, load
 
 __all__ = [
     "SOURCES",
@@ -36,7 +35,6 @@ __all__ = [
     "STYLES",
     "TrainingData",
     "parse_weights",
-    "beat_arrays",
     "leadsheet_windows",
     "concat_windows",
     "subset_windows",
@@ -78,36 +76,7 @@ def parse_weights(text: str | None, sources: Iterable[str]) -> dict[str, float] 
 def _split_ids(dataset: str, split: str, splits_dir: Path) -> set[str]:
     if split not in TRAINING_SPLITS:
         raise ValueError(f"training reads the train and val lists only, not {split!r}")
-    path = Path(splits_dir) / f"{dataset}_{split}.txt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} missing; run `python -m training.harmonizer.leadsheets build`")
-    return {line for line in path.read_text().splitlines() if line}
-
-
-def beat_arrays(arrays: dict[str, np.ndarray], lo: int, hi: int) -> dict[str, np.ndarray]:
-    """One lead sheet's 16ths ``lo..hi`` -> per metric beat: every melody pitch of the beat
-    ([B, K], -1 padded), onset, the chord at the beat's first 16th, bar flag and mean affect.
-
-    Beats start at ``beat_start``, at every bar line and at the first 16th (a pickup's leading
-    rest is a beat of its own), so a bar always begins a beat.
-    """
-    starts_mask = arrays["beat_start"][lo:hi].astype(bool) | arrays["bar_start"][lo:hi].astype(bool)
-    starts_mask[0] = True
-    starts = np.flatnonzero(starts_mask)
-    ends = np.append(starts[1:], hi - lo)
-    width = int((ends - starts).max())
-    pitch = arrays["melody_pitch"][lo:hi]
-    pitches = np.full((len(starts), width), -1, dtype=np.int16)
-    for offset in range(width):
-        inside = starts + offset < ends
-        pitches[inside, offset] = pitch[starts[inside] + offset]
-    return {
-        "melody_pitches": pitches,
-        "melody_onset": np.maximum.reduceat(arrays["melody_onset"][lo:hi], starts).astype(np.uint8),
-        "chord": arrays["chord"][lo:hi][starts].astype(np.int64),
-        "bar_start": arrays["bar_start"][lo:hi][starts].astype(np.uint8),
-        "va": (np.add.reduceat(arrays["va"][lo:hi], starts, axis=0) / (ends - starts)[:, None]).astype(np.float32),
-    }
+    return set(split_ids(dataset, split, splits_dir))
 
 
 def _cut(sequence, config: GridConfig, stride: int) -> list[dict[str, np.ndarray]]:

@@ -1,6 +1,6 @@
 """Chord symbols of lead sheets -> the harmonizer's chord vocabulary: MusicXML symbols read by
 music21 and POP909's Harte-style labels, slash basses kept where the vocabulary can, and a count
-of how each symbol was mapped (``SymbolMapper``). Used by ``training.harmonizer.leadsheets``."""
+of how each symbol was mapped (``SymbolMapper``). Used by ``leadsheet_corpus``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from engines.harmonizer.vocab import NC, NUM_QUALITIES, NUM_SPECIALS, QUALITIES
+from .vocab import NC, NUM_QUALITIES, NUM_SPECIALS, QUALITIES
 
 _QUALITY_NAMES = [name for name, _ in QUALITIES]
 QUALITY_SETS = [frozenset(intervals) for _, intervals in QUALITIES]

@@ -1,15 +1,22 @@
-"""``scorebridge eval harmony``: harmony metrics of the ground truth, the rule engine and every
-harmonizer model x decoding strategy, on held-out chorales and out-of-domain folk melodies.
+"""``scorebridge eval harmony``: how the harmonizer models, the rule engine and two simple
+baselines compare with the human chords of held-out lead sheets (OpenEWLD and POP909 test lists),
+by style: per-beat agreement, chord changes per bar, melody chord tones, tonic endings, key
+detection, PCS/CTnCTR/CHE/CC. ``--set chorales`` gives the earlier tables instead: every model x
+decoding strategy on held-out chorales and out-of-domain folk melodies.
 
-numpy + onnxruntime; never torch. The held-out pieces and folk melodies are parsed with music21 on
-first use (progress on stderr) and kept in the user cache folder (``$XDG_CACHE_HOME/scorebridge``,
-default ``~/.cache/scorebridge``), so later runs read them from there.
+numpy + onnxruntime; never torch. The held-out songs are parsed on first use (music21 and mido,
+progress on stderr) from the data sets (``--datasets``, ``$SCOREBRIDGE_DATASETS`` or
+``../shared/datasets`` beside the clone) unless the training cache ``leadsheets_q16_v1.npz`` is
+there; they are kept in the user cache folder (``$XDG_CACHE_HOME/scorebridge``, default
+``~/.cache/scorebridge``), so later runs read them from there.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -25,26 +32,37 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     parser = sub.add_parser(
         "harmony",
-        help="CHE CC CTD CTnCTR PCS MCTD HRHE/HRC CBS: ground truth, rule engine, models x strategies",
-        description=__doc__,
+        help="harmonizer vs human chords on held-out lead sheets by style (--set chorales: chorale metrics)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--set", default="leadsheets", choices=("leadsheets", "chorales"),
+                        help="held-out lead sheets (default) or the chorale and folk tables")
     parser.add_argument("--models", nargs="+", metavar="MODEL",
                         help="shipped names or .onnx paths (default: every onnx_models/harmonizer*.onnx)")
-    parser.add_argument("--strategies", nargs="+", default=list(DEFAULT_STRATEGIES), choices=STRATEGIES)
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES,
+                        help="decoding strategies (default: entropic, as harmonize decodes, on lead sheets; "
+                             f"{' '.join(DEFAULT_STRATEGIES)} on chorales)")
     parser.add_argument("--calls", type=int, default=10, help="model calls for stages10 / entropic (10)")
-    parser.add_argument("--pieces", type=int, help="only the first N held-out pieces (default all)")
-    parser.add_argument("--windows", type=int, help="only the first N windows of each set")
-    parser.add_argument("--folk", type=int, default=60, help="out-of-domain folk melodies (default 60)")
-    parser.add_argument("--no-folk", action="store_true", help="skip the out-of-domain set")
+    parser.add_argument("--split", default="test", choices=("test", "val"),
+                        help="the held-out lists to read (val: for choosing decoding; test is never tuned on)")
+    parser.add_argument("--songs", type=int, help="lead sheets: the first N songs of each data set and style")
+    parser.add_argument("--styles", nargs="+", metavar="STYLE", help="lead sheets: only these styles")
+    parser.add_argument("--datasets", type=Path,
+                        help="lead sheets: folder holding openewld/ and pop909/ (default $SCOREBRIDGE_DATASETS, "
+                             "else ../shared/datasets beside the clone); read once, when nothing is cached")
+    parser.add_argument("--jobs", type=int, help="lead sheets: processes decoding the models (default: CPU cores)")
+    parser.add_argument("--pieces", type=int, help="chorales: only the first N held-out pieces (default all)")
+    parser.add_argument("--windows", type=int, help="chorales: only the first N windows of each set")
+    parser.add_argument("--folk", type=int, help="chorales: out-of-domain folk melodies (default 60)")
+    parser.add_argument("--no-folk", action="store_true", help="chorales: skip the out-of-domain set")
     parser.add_argument("--no-rule", action="store_true", help="skip the rule engine")
-    parser.add_argument("--split", default="test", choices=("test", "val"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--temperature", type=float,
                         help="sampling temperature (default: each model card's calibrated value, else 0.2)")
     parser.add_argument("--top-p", type=float, help="nucleus mass (default: the card's, else 0.9)")
     parser.add_argument("--cache", type=Path, default=None,
-                        help="cache folder (default: the user cache's harmonizer/; a training raw_q16.npz "
-                             "there is used when present)")
+                        help="cache folder (default: the user cache's harmonizer/; training caches there, "
+                             "leadsheets_q16_v1.npz or raw_q16.npz, are used when present)")
     parser.add_argument("--out", type=Path, help="write every figure as JSON")
     parser.add_argument("--markdown", type=Path, help="write the tables as Markdown")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -79,8 +97,12 @@ def _write_atomic(path: Path, text: str) -> None:
         temporary.write_text(text, encoding="utf-8")
 
 
+_LEADSHEET_ONLY = ("songs", "styles", "datasets", "jobs")
+_CHORALE_ONLY = ("pieces", "windows", "folk")
+
+
 def _check(args: argparse.Namespace) -> None:
-    for option in ("calls", "pieces", "windows", "folk"):
+    for option in ("calls", "pieces", "windows", "folk", "songs", "jobs"):
         value = getattr(args, option)
         if value is not None and value < 1:
             raise ParameterError(f"--{option} must be at least 1, got {value}")
@@ -88,29 +110,94 @@ def _check(args: argparse.Namespace) -> None:
         raise ParameterError(f"--temperature must be in 0..2 (0: greedy), got {args.temperature}")
     if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
         raise ParameterError(f"--top-p must be in (0, 1], got {args.top_p}")
+    other = _CHORALE_ONLY if args.set == "leadsheets" else _LEADSHEET_ONLY
+    given = [f"--{o}" for o in other if getattr(args, o) is not None]
+    given += ["--no-folk"] if args.no_folk and args.set == "leadsheets" else []
+    if given:
+        wanted = "chorales" if args.set == "leadsheets" else "leadsheets"
+        raise ParameterError(f"{', '.join(given)}: only with --set {wanted}")
+    if args.styles:
+        from engines.harmonizer.leadsheet_corpus import STYLES
+
+        unknown = [s for s in args.styles if s not in STYLES]
+        if unknown:
+            raise ParameterError(f"unknown style {', '.join(unknown)}; valid: {', '.join(STYLES)}")
+
+
+def _finite(value):
+    """NaN (a figure with no song to average) as JSON null."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
-    from engines.harmonizer import harmony_eval as he
     from engines.harmonizer.runtime import HarmonizerModel
 
     models = [HarmonizerModel.load(path) for path in _model_paths(args.models)]
-    grids = {model.grid for model in models}
-    if len(grids) > 1:
-        raise ConfigError(f"the models use different grids ({sorted(g.name for g in grids)}); evaluate them apart")
     progress = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
-    try:
-        sets = he.load_sets(models[0].grid, args.split, args.pieces, None if args.no_folk else args.folk,
-                            args.cache, progress)
-    except (FileNotFoundError, ValueError) as error:
-        raise ConfigError(str(error)) from error
-    report = he.evaluate_all(models, sets, args.strategies, args.calls, args.seed, args.windows,
-                             not args.no_rule, progress, args.temperature, args.top_p)
-    markdown = he.report_markdown(report)
+    runner = _run_leadsheets if args.set == "leadsheets" else _run_chorales
+    report, markdown = runner(args, models, progress)
     print(markdown)
     if args.out:
-        _write_atomic(args.out, json.dumps(report, indent=1) + "\n")
+        _write_atomic(args.out, json.dumps(_finite(report), indent=1) + "\n")
     if args.markdown:
         _write_atomic(args.markdown, markdown + "\n")
     return 0
+
+
+def _run_leadsheets(args: argparse.Namespace, models: list, progress) -> tuple[dict, str]:
+    from engines.harmonizer import leadsheet_eval as le
+    from engines.harmonizer.dataset import DEFAULT_CACHE
+    from engines.harmonizer.leadsheet_corpus import load_eval_songs
+
+    try:
+        arrays = load_eval_songs(args.split, args.cache or DEFAULT_CACHE, args.datasets, progress, le.EVAL_FIELDS)
+    except (FileNotFoundError, ValueError) as error:
+        raise ConfigError(str(error)) from error
+    songs = le.select_songs(le.songs_from_arrays(arrays), args.styles, args.songs)
+    if not songs:
+        raise ConfigError(f"no {args.split} song of style {', '.join(args.styles or [])}")
+    strategies = args.strategies or ["entropic"]
+    specs = [le.ModelSpec(model.path.stem if len(strategies) == 1 else f"{model.path.stem}/{strategy}",
+                          str(model.path), strategy, args.calls, args.temperature, args.top_p)
+             for model in models for strategy in strategies]
+    produced = le.baselines(songs, not args.no_rule)
+    produced |= le.decode_models(specs, songs, args.seed, args.jobs or os.cpu_count() or 1, progress)
+    report = le.evaluate_songs(songs, produced)
+    styles = {song.style for song in songs}
+    decoding = "; ".join(
+        f"{model.path.stem}: T {model.temperature if args.temperature is None else args.temperature:g}, "
+        f"p {model.top_p if args.top_p is None else args.top_p:g}, style "
+        + (f"the song's where the model has it, else {model.styles[0]}" if styles & set(model.styles)
+           else model.styles[0])
+        for model in models)
+    report.update({
+        "set": "leadsheets", "split": args.split, "title": f"Held-out lead sheets ({args.split} lists)",
+        "protocol": f"Means over songs, each song weighing the same; one position per metric beat, the human chord "
+                    f"at each beat's first 16th, beats without a human chord left out. Models: harmonize(), "
+                    f"{'/'.join(strategies)} with {args.calls} calls, seed {args.seed} per song ({decoding})",
+        "models": [{"name": m.path.stem, "path": str(m.path), "sha256": m.card.get("sha256"),
+                    "styles": m.styles} for m in models],
+        "skipped": [str(s) for s in arrays.get("skipped", [])],
+    })
+    return report, le.report_markdown(report)
+
+
+def _run_chorales(args: argparse.Namespace, models: list, progress) -> tuple[dict, str]:
+    from engines.harmonizer import harmony_eval as he
+
+    grids = {model.grid for model in models}
+    if len(grids) > 1:
+        raise ConfigError(f"the models use different grids ({sorted(g.name for g in grids)}); evaluate them apart")
+    try:
+        sets = he.load_sets(models[0].grid, args.split, args.pieces, None if args.no_folk else args.folk or 60,
+                            args.cache, progress)
+    except (FileNotFoundError, ValueError) as error:
+        raise ConfigError(str(error)) from error
+    report = he.evaluate_all(models, sets, args.strategies or DEFAULT_STRATEGIES, args.calls, args.seed,
+                             args.windows, not args.no_rule, progress, args.temperature, args.top_p)
+    return report, he.report_markdown(report)

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 def test_eval_harmony_tiny_set(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out, table = tmp_path / "harmony.json", tmp_path / "harmony.md"
     code = main([
-        "eval", "harmony", "--models", "harmonizer", "--strategies", "entropic", "start",
+        "eval", "harmony", "--set", "chorales", "--models", "harmonizer", "--strategies", "entropic", "start",
         "--pieces", "1", "--windows", "1", "--folk", "2", "--cache", str(tmp_path),
         "--out", str(out), "--markdown", str(table), "--quiet",
     ])
@@ -26,7 +26,7 @@ def test_eval_harmony_tiny_set(tmp_path: Path, capsys: pytest.CaptureFixture[str
     report = json.loads(out.read_text())
     chorales, folk = report["sets"]
     names = [r["system"] for r in chorales["results"]]
-    assert names == ["ground truth", "rule", "ff/entropic", "ff/start"]
+    assert names == ["ground truth", "rule", "harmonizer/entropic", "harmonizer/start"]
     assert chorales["windows"] == 1 and chorales["with_truth"] and not folk["with_truth"]
     truth, rule, entropic, start = chorales["results"]
     assert truth["mae"] == {} and set(rule["mae"]) == {"CHE", "CC", "CTD", "CTnCTR", "PCS", "MCTD"}
@@ -35,10 +35,10 @@ def test_eval_harmony_tiny_set(tmp_path: Path, capsys: pytest.CaptureFixture[str
         means = result["means"]
         assert 0.0 <= means["CTnCTR"] <= 1.0 and -1.0 <= means["PCS"] <= 1.0
         assert means["CC"] >= 1 and math.isfinite(means["CHE"])
-    assert [r["system"] for r in folk["results"]] == ["rule", "ff/entropic", "ff/start"]
+    assert [r["system"] for r in folk["results"]] == ["rule", "harmonizer/entropic", "harmonizer/start"]
     assert "MAE" not in folk and all(r["mae"] == {} for r in folk["results"])
     printed = capsys.readouterr().out
-    assert "| ff/entropic |" in printed and table.read_text().strip() == printed.strip()
+    assert "| harmonizer/entropic |" in printed and table.read_text().strip() == printed.strip()
     assert (tmp_path / "folk_q16_2.npz").exists()  # folk melodies cached beside the data
 
 

@@ -246,8 +246,8 @@ def _first_pieces(windows: Windows, pieces: int) -> Windows:
 
 
 def model_label(model: HarmonizerModel) -> str:
-    """The curriculum from the card ('ff', 'random10', 'midpoint'), else the file stem."""
-    return str(model.card.get("training", {}).get("curriculum") or model.path.stem)
+    """The model's name as shipped (its file stem: harmonizer, harmonizer_random10, ...)."""
+    return model.path.stem
 
 
 def evaluate_all(

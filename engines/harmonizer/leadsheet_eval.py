@@ -1,0 +1,410 @@
+"""Harmony evaluation on held-out lead sheets (numpy + onnxruntime; music21 and mido only for
+the first-use parse of the songs).
+
+Songs: the committed test (or val) lists of OpenEWLD and POP909 (``leadsheet_corpus``), back in
+their own keys, one position per metric beat (``grid.beat_arrays``). Systems give a chord per
+beat: ``human`` (the annotated chord at the beat's first 16th), ``rule`` (the rule engine's
+theory), ``tonic`` (the tonic triad of the key found on the melody throughout), ``best-triad``
+(per bar, the diatonic triad covering most of the bar's melody) and every model, decoded by
+``harmonize`` as a user runs it (``harmonize_song``). Figures per song come from
+``leadsheet_metrics``; groups (all, each data set, each style) average them with every song
+weighing the same.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+
+import numpy as np
+
+from .dataset import _window_starts
+from .grid import GridConfig, beat_arrays, build_sequence, melody_roll
+from .harmonize import _melody_key, harmonize
+from .harmony_eval import rule_row
+from .leadsheet_corpus import SETS
+from .leadsheet_metrics import (
+    KEY_RELATIONS,
+    agreement,
+    changes_per_bar,
+    chord_tone_ratio,
+    ends_on_tonic,
+    key_relation,
+    window_melody,
+    window_scores,
+)
+from .runtime import HarmonizerModel
+from .vocab import BAR, MASK, NUM_QUALITIES, NUM_SPECIALS, token_bitmaps, transpose_tokens
+
+__all__ = [
+    "EVAL_FIELDS",
+    "METRICS",
+    "Song",
+    "songs_from_arrays",
+    "select_songs",
+    "harmonize_song",
+    "ModelSpec",
+    "Produced",
+    "baselines",
+    "decode_models",
+    "evaluate_songs",
+    "report_markdown",
+]
+
+EVAL_FIELDS = ("melody_pitch", "melody_onset", "chord", "bar_start", "beat_start", "key", "va")
+METRICS = ("majmin", "sevenths", "changes_per_bar", "chord_tones", "tonic_ending", "PCS", "CTnCTR", "CHE", "CC")
+WINDOW = GridConfig()  # the chorale evaluation's windows: L 80 with bar positions
+System = Callable[["Song", int], tuple[np.ndarray, int]]  # (song, its number) -> (chord per beat, calls)
+
+
+@dataclass
+class Song:
+    """One held-out song in its own key: the 16th grid and its metric beats."""
+
+    piece_id: str
+    dataset: str
+    style: str
+    time_signature: tuple[int, int]
+    tonic: int  # annotated key of the song
+    mode: str
+    melody: np.ndarray  # int64 [N] top melody pitch per 16th, -1 rest
+    bar16: np.ndarray  # uint8 [N]
+    start: np.ndarray  # int64 [B] first 16th of each metric beat
+    pitches: np.ndarray  # int64 [B, K] every melody pitch of the beat, -1 padded
+    onset: np.ndarray  # uint8 [B]
+    bar_start: np.ndarray  # uint8 [B]
+    human: np.ndarray  # int64 [B] annotated chord at the beat's first 16th
+    end_key: tuple[int, str]  # annotated local key where the melody ends
+
+    @property
+    def beats(self) -> int:
+        return len(self.start)
+
+
+def songs_from_arrays(arrays: dict[str, np.ndarray]) -> list[Song]:
+    """Cache arrays (key-normalized, ``shift`` per song) -> songs in their own keys."""
+    styles = [str(s) for s in arrays["styles"]]
+    songs = []
+    for index, piece_id in enumerate(arrays["piece_id"]):
+        lo, hi = int(arrays["offsets"][index]), int(arrays["offsets"][index + 1])
+        shift = int(arrays["shift"][index])
+        beats = beat_arrays(arrays, lo, hi)
+        melody = arrays["melody_pitch"][lo:hi].astype(np.int64)
+        pitches = beats["melody_pitches"].astype(np.int64)
+        sounding = np.flatnonzero(melody >= 0)
+        code = int(arrays["key"][lo + sounding[-1]]) if len(sounding) else -1
+        tonic, mode = int(arrays["tonic"][index]), str(arrays["mode"][index])
+        end_key = ((code % 12 - shift) % 12, "minor" if code >= 12 else "major") if code >= 0 else (tonic, mode)
+        songs.append(Song(
+            str(piece_id), str(arrays["dataset"][index]), styles[int(arrays["style"][index])],
+            (int(arrays["time_signature"][index][0]), int(arrays["time_signature"][index][1])), tonic, mode,
+            np.where(melody >= 0, melody - shift, -1), arrays["bar_start"][lo:hi].astype(np.uint8),
+            beats["start"].astype(np.int64), np.where(pitches >= 0, pitches - shift, -1), beats["melody_onset"],
+            beats["bar_start"], transpose_tokens(beats["chord"], -shift), end_key))
+    return songs
+
+
+def select_songs(songs: Sequence[Song], styles: Sequence[str] | None = None,
+                 per_group: int | None = None) -> list[Song]:
+    """Songs of ``styles`` (all when None), the first ``per_group`` of each data set and style."""
+    kept, seen = [], {}
+    for song in songs:
+        group = (song.dataset, song.style)
+        if styles is not None and song.style not in styles:
+            continue
+        if per_group is not None and seen.get(group, 0) >= per_group:
+            continue
+        seen[group] = seen.get(group, 0) + 1
+        kept.append(song)
+    return kept
+
+
+# ---------------------------------------------------------------- systems
+
+def harmonize_song(model: HarmonizerModel, song: Song, rng: np.random.Generator, strategy: str = "entropic",
+                   calls: int = 10, temperature: float | None = None, top_p: float | None = None,
+                   ) -> tuple[np.ndarray, int]:
+    """The model's chord per metric beat of ``song`` through ``harmonize`` with the card's
+    defaults: the melody on quarter-note steps (every 16th's pitch), bars, time signature and
+    the song's style when the model knows it (else the model's first); a beat's chord is the
+    one at its first 16th. The one place that calls ``harmonize``."""
+    quarters = -(-len(song.melody) // 4)
+    pad = quarters * 4 - len(song.melody)
+    pitches = np.pad(song.melody, (0, pad), constant_values=-1).reshape(quarters, 4)
+    bars = np.pad(song.bar16, (0, pad)).reshape(quarters, 4).max(1)
+    style = song.style if song.style in model.styles else model.styles[0]
+    result = harmonize(model, pitches, bars, song.time_signature, style=style, strategy=strategy, calls=calls,
+                       rng=rng, temperature=model.temperature if temperature is None else temperature,
+                       top_p=model.top_p if top_p is None else top_p)
+    return result.chords[song.start // 4], result.calls
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model row: the shipped name, its file and the decoding (None: the card's value)."""
+
+    name: str
+    path: str
+    strategy: str = "entropic"
+    calls: int = 10
+    temperature: float | None = None
+    top_p: float | None = None
+
+
+_LOADED: dict[str, HarmonizerModel] = {}  # per process: a worker loads each model once
+
+
+def _decode_chunk(spec: ModelSpec, seed: int, numbered: list[tuple[int, Song]]) -> tuple[list, list, float]:
+    """Chords and calls of some songs; each song's draw is seeded by (seed, its number), so the
+    result does not depend on which process decodes it."""
+    model = _LOADED.get(spec.path) or _LOADED.setdefault(spec.path, HarmonizerModel.load(spec.path))
+    started, chords, calls = time.perf_counter(), [], []
+    for number, song in numbered:
+        tokens, used = harmonize_song(model, song, np.random.default_rng([seed, number]), spec.strategy, spec.calls,
+                                      spec.temperature, spec.top_p)
+        chords.append(tokens)
+        calls.append(used)
+    return chords, calls, time.perf_counter() - started
+
+
+@dataclass
+class Produced:
+    """One system's chords per song (per metric beat), model calls per song and seconds spent."""
+
+    chords: list[np.ndarray]
+    calls: list[int]
+    seconds: float
+
+
+def decode_models(specs: Sequence[ModelSpec], songs: Sequence[Song], seed: int = 0, jobs: int = 1,
+                  progress: Callable[[str], None] = lambda text: None, chunk: int = 8) -> dict[str, Produced]:
+    """Every model on every song, in ``jobs`` processes (1: here); seconds are each model's
+    decoding time summed over its chunks."""
+    work = [(spec, list(enumerate(songs))[first: first + chunk]) for spec in specs
+            for first in range(0, len(songs), chunk)]
+    out = {spec.name: Produced([], [], 0.0) for spec in specs}
+    done = dict.fromkeys(out, 0)
+
+    def collect(spec: ModelSpec, result: tuple[list, list, float]) -> None:
+        produced = out[spec.name]
+        produced.chords += result[0]
+        produced.calls += result[1]
+        produced.seconds += result[2]
+        done[spec.name] += len(result[0])
+        progress(f"lead sheets: {spec.name} {done[spec.name]}/{len(songs)} songs")
+
+    if jobs <= 1:
+        for spec, numbered in work:
+            collect(spec, _decode_chunk(spec, seed, numbered))
+        return out
+    # spawned workers: a forked ONNX Runtime session is not safe to use
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_decode_chunk, spec, seed, numbered) for spec, numbered in work]
+        for (spec, _), future in zip(work, futures):  # in order, so the chords stay in song order
+            collect(spec, future.result())
+    return out
+
+
+def _triad(root: int, quality: int) -> int:
+    return NUM_SPECIALS + (root % 12) * NUM_QUALITIES + quality
+
+
+# Diatonic triads in order of preference for ties: (degree, quality index: 0 maj, 1 min, 3 dim);
+# minor keys take the harmonic minor's major V
+_DIATONIC = {
+    "major": ((0, 0), (5, 0), (7, 0), (9, 1), (2, 1), (4, 1), (11, 3)),
+    "minor": ((0, 1), (5, 1), (7, 0), (8, 0), (3, 0), (10, 0), (2, 3)),
+}
+
+
+def best_triad_chords(song: Song) -> np.ndarray:
+    """Per bar, the diatonic triad of the melody's key that holds the most melody 16ths of the
+    bar (ties to I IV V vi ii iii vii); a bar without melody keeps the chord before it."""
+    tonic, mode = _melody_key(song.melody)
+    triads = np.array([_triad(tonic + degree, quality) for degree, quality in _DIATONIC[mode]])
+    tones = token_bitmaps()[triads].astype(np.int64)
+    bar_of_beat = np.maximum(np.cumsum(song.bar_start) - 1, 0)
+    bar16 = np.repeat(bar_of_beat, np.diff(np.append(song.start, len(song.melody))))
+    sounding = song.melody >= 0
+    counts = np.zeros((int(bar_of_beat[-1]) + 1, 12), dtype=np.int64)
+    np.add.at(counts, (bar16[sounding], song.melody[sounding] % 12), 1)
+    cover = counts @ tones.T
+    chosen = triads[np.argmax(cover, axis=1)]
+    for bar in range(len(chosen)):
+        if not counts[bar].any():
+            chosen[bar] = chosen[bar - 1] if bar else triads[0]
+    return chosen[bar_of_beat]
+
+
+def baselines(songs: Sequence[Song], with_rule: bool = True) -> dict[str, Produced]:
+    """The rows without a model: human, rule (optional), tonic and best-triad."""
+    def tonic(song: Song, number: int) -> tuple[np.ndarray, int]:
+        key_tonic, mode = _melody_key(song.melody)
+        return np.full(song.beats, _triad(key_tonic, int(mode == "minor"))), 0
+
+    systems: list[tuple[str, System]] = [("human", lambda song, number: (song.human, 0))]
+    if with_rule:
+        systems.append(("rule", lambda song, number: (rule_row(melody_roll(song.pitches, "pc"),
+                                                                np.full(song.beats, MASK)), 0)))
+    systems += [("tonic", tonic), ("best-triad", lambda song, number: (best_triad_chords(song), 0))]
+    out = {}
+    for name, system in systems:
+        started = time.perf_counter()
+        made = [system(song, number) for number, song in enumerate(songs)]
+        out[name] = Produced([m[0] for m in made], [m[1] for m in made], time.perf_counter() - started)
+    return out
+
+
+# ---------------------------------------------------------------- scoring
+
+@dataclass
+class _Frame:
+    """What every system of one song is scored against."""
+
+    lengths: np.ndarray  # 16ths per beat
+    span: np.ndarray  # bool [B]: beats from the first to the last human chord
+    counted: np.ndarray  # bool [N]: 16ths of beats with a human chord
+    last_beat: int  # the beat of the melody's last sounding 16th
+    last_pitch: int
+    step: np.ndarray  # grid position -> beat, -1 at bar positions
+    windows: list[tuple[int, int, list]]  # (first, end position, melody notes)
+
+
+def _frame(song: Song) -> _Frame:
+    lengths = np.diff(np.append(song.start, len(song.melody)))
+    has_chord = np.flatnonzero(song.human >= NUM_SPECIALS)
+    span = np.zeros(song.beats, dtype=bool)
+    if len(has_chord):
+        span[has_chord[0]: has_chord[-1] + 1] = True
+    counted = np.repeat(song.human >= NUM_SPECIALS, lengths)
+    sounding = np.flatnonzero(song.melody >= 0)
+    last = int(sounding[-1]) if len(sounding) else 0
+    sequence = build_sequence(WINDOW, song.pitches, song.onset, song.human, song.bar_start,
+                              np.zeros((song.beats, 2), np.float32))
+    row = np.where(sequence.step < 0, BAR, 0)
+    windows = []
+    for first in _window_starts(len(row), WINDOW.length, WINDOW.length, np.flatnonzero(sequence.step < 0)):
+        end = min(len(row), first + WINDOW.length)
+        notes = window_melody(sequence.melody_pitch[first:end], sequence.melody_onset[first:end], row[first:end])
+        windows.append((first, end, notes))
+    return _Frame(lengths, span, counted, int(np.searchsorted(song.start, last, side="right") - 1),
+                  int(song.melody[last]) if len(sounding) else -1, sequence.step, windows)
+
+
+def score_song(song: Song, frame: _Frame, chords: np.ndarray) -> dict[str, float]:
+    """Every figure of ``chords`` (one per beat) on one song."""
+    chords = np.asarray(chords, dtype=np.int64)
+    row = np.where(frame.step < 0, BAR, chords[np.maximum(frame.step, 0)])
+    windows = [window_scores(row[first:end], notes) for first, end, notes in frame.windows]
+    scores = {
+        "majmin": agreement(chords, song.human, "majmin"),
+        "sevenths": agreement(chords, song.human, "sevenths"),
+        "changes_per_bar": changes_per_bar(chords, song.bar_start, frame.span),
+        "chord_tones": chord_tone_ratio(np.repeat(chords, frame.lengths), song.melody, frame.counted),
+        "tonic_ending": ends_on_tonic(int(chords[frame.last_beat]), frame.last_pitch, *song.end_key),
+    }
+    for name in ("PCS", "CTnCTR", "CHE", "CC"):
+        values = [w[name] for w in windows if np.isfinite(w[name])]
+        scores[name] = float(np.mean(values)) if values else float("nan")
+    return scores
+
+
+def _groups(songs: Sequence[Song]) -> dict[str, list[int]]:
+    """Song indices of every group: all, each data set, each style (in first-seen order)."""
+    groups: dict[str, list[int]] = {"all": list(range(len(songs)))}
+    for dataset in SETS:
+        members = [i for i, s in enumerate(songs) if s.dataset == dataset]
+        if members:
+            groups[dataset] = members
+    for index, song in enumerate(songs):
+        groups.setdefault(song.style, []).append(index)
+    return groups
+
+
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def evaluate_songs(songs: Sequence[Song], produced: dict[str, Produced]) -> dict:
+    """Every system's figures on every song; JSON-ready means per group (songs weigh the same),
+    the changes per bar as a ratio to the human chords' on the same songs, and key detection."""
+    if not songs:
+        raise ValueError("no song to evaluate")
+    frames = [_frame(song) for song in songs]
+    groups = _groups(songs)
+    results: dict[str, dict] = {}
+    for name, made in produced.items():
+        rows = [score_song(song, frame, chords) for song, frame, chords in zip(songs, frames, made.chords)]
+        by_group = {}
+        for group, members in groups.items():
+            means = {metric: _mean([rows[i][metric] for i in members]) for metric in METRICS}
+            means["tonic_songs"] = int(sum(np.isfinite(rows[i]["tonic_ending"]) for i in members))
+            by_group[group] = means
+        results[name] = {"groups": by_group, "mean_calls": float(np.mean(made.calls)), "seconds": made.seconds,
+                         "songs": {song.piece_id: row for song, row in zip(songs, rows)}}
+    human = results.get("human")
+    for result in results.values():
+        for group, means in result["groups"].items():
+            reference = human["groups"][group]["changes_per_bar"] if human else float("nan")
+            means["changes_ratio"] = means["changes_per_bar"] / reference if reference else float("nan")
+    keys = {}
+    relation = [key_relation(_melody_key(song.melody), (song.tonic, song.mode)) for song in songs]
+    for group, members in groups.items():
+        keys[group] = {name: float(np.mean([relation[i] == name for i in members])) for name in KEY_RELATIONS}
+    return {
+        "groups": {group: {"songs": len(members), "beats": int(sum(songs[i].beats for i in members))}
+                   for group, members in groups.items()},
+        "systems": results,
+        "key_detection": keys,
+    }
+
+
+# ---------------------------------------------------------------- tables
+
+_OVERALL = (("majmin", "root+maj/min", "{:.3f}"), ("sevenths", "sevenths", "{:.3f}"),
+            ("changes_per_bar", "changes/bar", "{:.2f}"), ("changes_ratio", "x human", "{:.2f}"),
+            ("chord_tones", "chord tones", "{:.3f}"), ("tonic_ending", "tonic end", "{:.2f}"),
+            ("PCS", "PCS", "{:.3f}"), ("CTnCTR", "CTnCTR", "{:.3f}"), ("CHE", "CHE", "{:.2f}"), ("CC", "CC", "{:.1f}"))
+_BY_GROUP = (("majmin", "Root + major/minor agreement with the human chords (per beat)", "{:.3f}"),
+             ("sevenths", "Sevenths agreement (per beat)", "{:.3f}"),
+             ("changes_ratio", "Chord changes per bar, as a multiple of the human chords' (1.00 = the same)",
+              "{:.2f}"),
+             ("chord_tones", "Melody on chord tones (share of melody duration)", "{:.3f}"),
+             ("tonic_ending", "Melody ending on the tonic: share ending on the tonic chord", "{:.2f}"))
+
+
+def _cell(value: float, fmt: str) -> str:
+    return fmt.format(value) if np.isfinite(value) else "-"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)])
+
+
+def report_markdown(report: dict) -> str:
+    """The tables of an ``evaluate_songs`` report (with ``title`` and ``protocol`` added)."""
+    systems, groups = report["systems"], report["groups"]
+    overall = [[name, *(_cell(result["groups"]["all"][key], fmt) for key, _, fmt in _OVERALL),
+                f"{result['mean_calls']:.0f}", f"{result['seconds']:.1f}"] for name, result in systems.items()]
+    parts = [f"**{report.get('title', 'Held-out lead sheets')}**: "
+             + ", ".join(f"{group} {info['songs']} songs" for group, info in groups.items() if group in ("all", *SETS))
+             + f". {report.get('protocol', '')}".rstrip(),
+             "", _table(["system", *(label for _, label, _ in _OVERALL), "calls/song", "s"], overall)]
+    header = ["system", *(f"{group} ({info['songs']})" for group, info in groups.items())]
+    for key, title, fmt in _BY_GROUP:
+        rows = [[name, *(_cell(result["groups"][group][key], fmt) for group in groups)]
+                for name, result in systems.items()]
+        if key == "tonic_ending":
+            rows.append(["songs ending on the tonic", *(str(next(iter(systems.values()))["groups"][g]["tonic_songs"])
+                                                          for g in groups)])
+        parts += ["", f"*{title}*", "", _table(header, rows)]
+    keys = [[relation, *(f"{report['key_detection'][group][relation]:.2f}" for group in groups)]
+            for relation in KEY_RELATIONS]
+    parts += ["", "*Key found on the melody (as harmonize finds it) against the annotated key: share of songs*", "",
+              _table(["key found", *header[1:]], keys)]
+    return "\n".join(parts)

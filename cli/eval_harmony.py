@@ -116,6 +116,10 @@ def _check(args: argparse.Namespace) -> None:
     if given:
         wanted = "chorales" if args.set == "leadsheets" else "leadsheets"
         raise ParameterError(f"{', '.join(given)}: only with --set {wanted}")
+    for path in (args.out, args.markdown):
+        folder = path.parent if path is not None and str(path.parent) else Path(".")
+        if path is not None and not folder.is_dir():
+            raise ConfigError(f"{path}: folder {folder} does not exist")
     if args.styles:
         from engines.harmonizer.leadsheet_corpus import STYLES
 

@@ -51,8 +51,8 @@ for argv in (
     ["continue", {str(source)!r}, "-o", {str(tmp_path / "continued.mid")!r}, "--bars", "1", "--seed", "1"],
     ["eval", "noise-injection", "-o", {str(tmp_path / "noise")!r}, "--midi", {str(source)!r},
      "--model", "smart", "--context", "48", "--start", "12", "--lengths", "4", "--contexts", "2"],
-    ["eval", "harmony", "--models", "harmonizer_midpoint", "--strategies", "start", "--pieces", "1",
-     "--windows", "1", "--no-folk", "--no-rule", "--quiet", "--cache", {str(tmp_path / "cache")!r}],
+    ["eval", "harmony", "--set", "chorales", "--models", "harmonizer_midpoint", "--strategies", "start",
+     "--pieces", "1", "--windows", "1", "--no-folk", "--no-rule", "--quiet", "--cache", {str(tmp_path / "cache")!r}],
 ):
     try:
         code = main(argv)

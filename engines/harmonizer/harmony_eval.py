@@ -90,10 +90,13 @@ def rule_row(melody_roll: np.ndarray, row: np.ndarray, sevenths: bool = False) -
     key = finder.key
     out = np.array(row, dtype=np.int64, copy=True)
     previous, previous_token = None, None
+    chosen: dict = {}  # choose_chord is pure: a song repeats few (notes, previous chord) pairs
     for position in np.flatnonzero(out == MASK):
-        notes = {int(pc): 1.0 for pc in np.flatnonzero(melody_roll[position, :12])}
+        notes = tuple(np.flatnonzero(melody_roll[position, :12]).tolist())
         if notes or previous is None:
-            chord = choose_chord(notes, key, previous, sevenths)
+            chord = chosen.get((notes, previous))
+            if chord is None:
+                chord = chosen[notes, previous] = choose_chord(dict.fromkeys(notes, 1.0), key, previous, sevenths)
             if chord != previous:
                 previous, previous_token = chord, nearest_token(chord.pitch_classes, chord.root)
         out[position] = previous_token

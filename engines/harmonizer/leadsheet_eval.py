@@ -25,7 +25,7 @@ from .dataset import _window_starts
 from .grid import GridConfig, beat_arrays, build_sequence, melody_roll
 from .harmonize import _melody_key, harmonize
 from .harmony_eval import rule_row
-from .leadsheet_corpus import SETS
+from .leadsheet_corpus import SETS, STYLES
 from .leadsheet_metrics import (
     KEY_RELATIONS,
     agreement,
@@ -270,7 +270,7 @@ class _Frame:
     last_beat: int  # the beat of the melody's last sounding 16th
     last_pitch: int
     step: np.ndarray  # grid position -> beat, -1 at bar positions
-    windows: list[tuple[int, int, list]]  # (first, end position, melody notes)
+    windows: list[tuple[int, int, np.ndarray, list]]  # (first, end position, top melody pitch, notes)
 
 
 def _frame(song: Song) -> _Frame:
@@ -288,8 +288,8 @@ def _frame(song: Song) -> _Frame:
     windows = []
     for first in _window_starts(len(row), WINDOW.length, WINDOW.length, np.flatnonzero(sequence.step < 0)):
         end = min(len(row), first + WINDOW.length)
-        notes = window_melody(sequence.melody_pitch[first:end], sequence.melody_onset[first:end], row[first:end])
-        windows.append((first, end, notes))
+        pitch = sequence.melody_pitch[first:end]
+        windows.append((first, end, pitch, window_melody(pitch, sequence.melody_onset[first:end], row[first:end])))
     return _Frame(lengths, span, counted, int(np.searchsorted(song.start, last, side="right") - 1),
                   int(song.melody[last]) if len(sounding) else -1, sequence.step, windows)
 
@@ -298,7 +298,7 @@ def score_song(song: Song, frame: _Frame, chords: np.ndarray) -> dict[str, float
     """Every figure of ``chords`` (one per beat) on one song."""
     chords = np.asarray(chords, dtype=np.int64)
     row = np.where(frame.step < 0, BAR, chords[np.maximum(frame.step, 0)])
-    windows = [window_scores(row[first:end], notes) for first, end, notes in frame.windows]
+    windows = [window_scores(row[first:end], pitch, notes) for first, end, pitch, notes in frame.windows]
     scores = {
         "majmin": agreement(chords, song.human, "majmin"),
         "sevenths": agreement(chords, song.human, "sevenths"),
@@ -313,14 +313,12 @@ def score_song(song: Song, frame: _Frame, chords: np.ndarray) -> dict[str, float
 
 
 def _groups(songs: Sequence[Song]) -> dict[str, list[int]]:
-    """Song indices of every group: all, each data set, each style (in first-seen order)."""
+    """Song indices of every group: all, each data set, each style (lead-sheet styles first)."""
     groups: dict[str, list[int]] = {"all": list(range(len(songs)))}
-    for dataset in SETS:
-        members = [i for i, s in enumerate(songs) if s.dataset == dataset]
+    for name in (*SETS, *STYLES[3:], *STYLES[:3]):
+        members = [i for i, s in enumerate(songs) if name in (s.dataset, s.style)]
         if members:
-            groups[dataset] = members
-    for index, song in enumerate(songs):
-        groups.setdefault(song.style, []).append(index)
+            groups[name] = members
     return groups
 
 

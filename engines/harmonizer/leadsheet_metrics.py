@@ -23,12 +23,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from .metrics import (
+    _interval_score,
     chord_coverage,
     chord_histogram_entropy,
     chords_from_tokens,
     ctnctr,
     melody_from_grid,
-    pitch_consonance_score,
 )
 from .vocab import BAR, NUM_QUALITIES, NUM_SPECIALS, QUALITIES, VOCAB_SIZE, token_bitmaps
 
@@ -127,12 +127,29 @@ def key_relation(found: tuple[int, str], annotated: tuple[int, str]) -> str:
     return "relative" if (major - minor) % 12 == 3 else "other"
 
 
-def window_scores(row: np.ndarray, melody: Sequence) -> dict[str, float]:
+def _consonance_table() -> np.ndarray:
+    """[token, melody pitch class] -> PCS of that melody note over that chord (nan: no chord)."""
+    table = np.full((VOCAB_SIZE, 12), np.nan)
+    for token in range(NUM_SPECIALS, VOCAB_SIZE):
+        tones = np.flatnonzero(_BITMAPS[token])
+        table[token] = [np.mean([_interval_score(pc - tone) for tone in tones]) for pc in range(12)]
+    return table
+
+
+_CONSONANCE = _consonance_table()
+
+
+def window_scores(row: np.ndarray, pitch: np.ndarray, melody: Sequence) -> dict[str, float]:
     """PCS, CTnCTR, CHE and CC of one window of grid positions (chord tokens, ``<bar>`` at bar
-    positions) as ``metrics.score_window`` computes them, one beat per position; ``melody`` is
-    ``window_melody`` of the window, shared by every system."""
+    positions; ``pitch`` the top melody pitch per position) as ``metrics.score_window`` computes
+    them, one beat per position; ``melody`` is ``window_melody`` of the window.
+
+    PCS is ``metrics.pitch_consonance_score`` read off a table: on a grid of beats every 16th
+    of a beat meets the beat's chord, so it is the mean over beats with a note and a chord."""
     chords = chords_from_tokens(row, 1.0)
-    return {"PCS": pitch_consonance_score(melody, chords), "CTnCTR": ctnctr(melody, chords),
+    scores = _CONSONANCE[np.asarray(row, dtype=np.int64), np.asarray(pitch) % 12][np.asarray(pitch) >= 0]
+    scores = scores[np.isfinite(scores)]
+    return {"PCS": float(scores.mean()) if len(scores) else float("nan"), "CTnCTR": ctnctr(melody, chords),
             "CHE": chord_histogram_entropy(chords), "CC": float(chord_coverage(chords))}
 
 

@@ -29,6 +29,7 @@ DEFAULT_STRATEGIES = ("start", "certain", "uncertain", "random", "stages10", "mi
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from engines.harmonizer.decode import STRATEGIES
+    from engines.harmonizer.harmonize import ENDINGS, RHYTHMS
 
     parser = sub.add_parser(
         "harmony",
@@ -40,8 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--models", nargs="+", metavar="MODEL",
                         help="shipped names or .onnx paths (default: every onnx_models/harmonizer*.onnx)")
     parser.add_argument("--strategies", nargs="+", choices=STRATEGIES,
-                        help="decoding strategies (default: entropic, as harmonize decodes, on lead sheets; "
-                             f"{' '.join(DEFAULT_STRATEGIES)} on chorales)")
+                        help="decoding strategies (default: each model card's, as harmonize decodes, on lead "
+                             f"sheets; {' '.join(DEFAULT_STRATEGIES)} on chorales)")
     parser.add_argument("--calls", type=int, default=10, help="model calls for stages10 / entropic (10)")
     parser.add_argument("--split", default="test", choices=("test", "val"),
                         help="the held-out lists to read (val: for choosing decoding; test is never tuned on)")
@@ -50,6 +51,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--datasets", type=Path,
                         help="lead sheets: folder holding openewld/ and pop909/ (default $SCOREBRIDGE_DATASETS, "
                              "else ../shared/datasets beside the clone); read once, when nothing is cached")
+    parser.add_argument("--rhythm", choices=RHYTHMS, help="lead sheets: harmonic rhythm (default: the model card's)")
+    parser.add_argument("--ending", choices=ENDINGS, help="lead sheets: the last chord (default tonic, as harmonize)")
     parser.add_argument("--jobs", type=int, help="lead sheets: processes decoding the models (default: CPU cores)")
     parser.add_argument("--pieces", type=int, help="chorales: only the first N held-out pieces (default all)")
     parser.add_argument("--windows", type=int, help="chorales: only the first N windows of each set")
@@ -97,7 +100,7 @@ def _write_atomic(path: Path, text: str) -> None:
         temporary.write_text(text, encoding="utf-8")
 
 
-_LEADSHEET_ONLY = ("songs", "styles", "datasets", "jobs")
+_LEADSHEET_ONLY = ("songs", "styles", "datasets", "jobs", "rhythm", "ending")
 _CHORALE_ONLY = ("pieces", "windows", "folk")
 
 
@@ -165,25 +168,29 @@ def _run_leadsheets(args: argparse.Namespace, models: list, progress) -> tuple[d
     songs = le.select_songs(le.songs_from_arrays(arrays), args.styles, args.songs)
     if not songs:
         raise ConfigError(f"no {args.split} song of style {', '.join(args.styles or [])}")
-    strategies = args.strategies or ["entropic"]
+    strategies = args.strategies or [None]  # None: each card's strategy
     specs = [le.ModelSpec(model.path.stem if len(strategies) == 1 else f"{model.path.stem}/{strategy}",
-                          str(model.path), strategy, args.calls, args.temperature, args.top_p)
+                          str(model.path), strategy, args.calls, args.temperature, args.top_p, args.rhythm,
+                          args.ending or "tonic")
              for model in models for strategy in strategies]
     produced = le.baselines(songs, not args.no_rule)
     produced |= le.decode_models(specs, songs, args.seed, args.jobs or os.cpu_count() or 1, progress)
     report = le.evaluate_songs(songs, produced)
     styles = {song.style for song in songs}
     decoding = "; ".join(
-        f"{model.path.stem}: T {model.temperature if args.temperature is None else args.temperature:g}, "
-        f"p {model.top_p if args.top_p is None else args.top_p:g}, style "
+        f"{model.path.stem}: {'/'.join(s or model.strategy for s in strategies)}, "
+        f"rhythm {args.rhythm or model.rhythm}, "
+        f"T {model.temperature if args.temperature is None else args.temperature:g}, "
+        f"p {model.top_p if args.top_p is None else args.top_p:g}, "
+        f"{'metric beats' if model.beats == 'metric' else 'quarter notes'}, style "
         + (f"the song's where the model has it, else {model.styles[0]}" if styles & set(model.styles)
            else model.styles[0])
         for model in models)
     report.update({
         "set": "leadsheets", "split": args.split, "title": f"Held-out lead sheets ({args.split} lists)",
         "protocol": f"Means over songs, each song weighing the same; one position per metric beat, the human chord "
-                    f"at each beat's first 16th, beats without a human chord left out. Models: harmonize(), "
-                    f"{'/'.join(strategies)} with {args.calls} calls, seed {args.seed} per song ({decoding})",
+                    f"at each beat's first 16th, beats without a human chord left out. Models: harmonize() with "
+                    f"{args.calls} calls, ending {args.ending or 'tonic'}, seed {args.seed} per song ({decoding})",
         "models": [{"name": m.path.stem, "path": str(m.path), "sha256": m.card.get("sha256"),
                     "styles": m.styles} for m in models],
         "skipped": [str(s) for s in arrays.get("skipped", [])],

@@ -4,6 +4,7 @@ command on a tiny cache (real ONNX Runtime sessions of the shipped model; no dat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from engines.harmonizer import leadsheet_corpus as corpus
 from engines.harmonizer import leadsheet_eval as le
 from engines.harmonizer import leadsheet_metrics as lm
 from engines.harmonizer.chord_symbols import ChordEvent, SymbolMapper, harte_chord
-from engines.harmonizer.harmonize import _melody_key, harmonize
+from engines.harmonizer.harmonize import harmonize
 from engines.harmonizer.metrics import score_window
 from engines.harmonizer.runtime import HarmonizerModel
 from engines.harmonizer.vocab import BAR, NC, token_id, token_name
@@ -81,17 +82,23 @@ def test_tonic_ending_only_for_melodies_ending_on_the_tonic() -> None:
 
 
 @pytest.mark.parametrize(("found", "annotated", "relation"), [
-    ((0, "major"), (0, "major"), "exact"),
-    ((7, "major"), (0, "major"), "fifth"),
-    ((5, "minor"), (0, "minor"), "fifth"),
-    ((9, "minor"), (0, "major"), "relative"),
-    ((0, "major"), (9, "minor"), "relative"),
-    ((0, "minor"), (0, "major"), "parallel"),
-    ((2, "major"), (0, "major"), "other"),
-    ((4, "minor"), (0, "major"), "other"),
+    (0, 0, "exact"),  # key codes: tonic pitch class, +12 for minor
+    (7, 0, "fifth"),
+    (12 + 5, 12 + 0, "fifth"),
+    (12 + 9, 0, "relative"),
+    (0, 12 + 9, "relative"),
+    (12 + 0, 0, "parallel"),
+    (2, 0, "other"),
+    (12 + 4, 0, "other"),
 ])
-def test_key_relations(found, annotated, relation) -> None:
+def test_key_relations(found: int, annotated: int, relation: str) -> None:
     assert lm.key_relation(found, annotated) == relation
+
+
+def test_key_shares_count_beats_with_an_annotated_key() -> None:
+    shares = lm.key_shares(np.array([0, 0, 7, 21, 5]), np.array([0, 0, 0, 0, -1]))
+    assert shares == {"exact": 0.5, "fifth": 0.25, "relative": 0.25, "parallel": 0.0, "other": 0.0}
+    assert np.isnan(lm.key_shares(np.array([0]), np.array([-1]))["exact"])
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -145,36 +152,50 @@ def test_songs_come_back_in_their_own_key_on_metric_beats() -> None:
     assert song.bar_start.tolist() == [1, 0, 1, 0]
     assert [token_name(int(t)) for t in song.human] == ["D:maj", "D:maj", "A:7", "A:7"]  # at each beat's 1st 16th
     assert song.pitches[0, 0] == 62 and song.melody[0] == 62
-    assert song.end_key == (2, "major") and song.style == "folk"
+    assert song.keys.tolist() == [2] * 4 and song.style == "folk"
 
 
 def test_baselines_tonic_and_best_triad() -> None:
-    sheet = _sheet("openewld/a/b.mxl", "pop", (4, 4), 4, C_MAJOR[:12] + [-1, -1, -1, -1],
-                   [(0, "C:maj"), (16, "F:maj"), (32, "G:7"), (48, "C:maj")])
+    notes = [60, 64, 67, 72, 65, 69, 72, 77, 67, 71, 74, 77, 72, 72, 72, 72, -1, -1, -1, -1]
+    chords = [(0, "C:maj"), (16, "F:maj"), (32, "G:7"), (48, "C:maj")]
+    sheet = _sheet("openewld/a/b.mxl", "pop", (4, 4), 4, notes, chords)
     (song,) = le.songs_from_arrays(_arrays([sheet]))
-    assert _melody_key(song.melody) == (0, "major")
+    assert set(le.found_keys(song).tolist()) == {0}  # C major throughout
     made = le.baselines([song])
     assert list(made) == ["human", "rule", "tonic", "best-triad"]
     assert set(made["tonic"].chords[0].tolist()) == {T("C:maj")}
     best = [token_name(int(t)) for t in made["best-triad"].chords[0][::4]]
-    assert best == ["C:maj", "F:maj", "G:maj", "G:maj"]  # the silent last bar holds the chord before it
+    # G B D F: V and vii both hold three notes, V first; the silent last bar holds the C before it
+    assert best == ["C:maj", "F:maj", "G:maj", "C:maj", "C:maj"]
     assert np.array_equal(made["human"].chords[0], song.human)
     report = le.evaluate_songs([song], made)
     assert report["systems"]["human"]["groups"]["all"]["majmin"] == 1.0
-    assert report["systems"]["best-triad"]["groups"]["pop"]["majmin"] == pytest.approx(0.75)  # G vs C in bar 4
+    assert report["systems"]["best-triad"]["groups"]["pop"]["majmin"] == 1.0
+    assert report["systems"]["best-triad"]["groups"]["pop"]["sevenths"] == pytest.approx(0.8)  # G under G7
     assert report["systems"]["tonic"]["groups"]["all"]["changes_ratio"] == 0.0
+    assert report["key_detection"]["all"]["exact"] == 1.0
+
+
+def _direct(model: HarmonizerModel, pitches: np.ndarray, bars: np.ndarray, signature: tuple[int, int]):
+    return harmonize(model, pitches, bars, signature, style=model.styles[0], strategy=model.strategy,
+                     rng=np.random.default_rng(5), temperature=model.temperature, top_p=model.top_p,
+                     rhythm=model.rhythm).chords
 
 
 def test_adapter_reads_the_chord_of_each_metric_beat() -> None:
     model = HarmonizerModel.named("harmonizer")
+    assert model.beats == "quarter"
     sheet = _sheet("openewld/a/b.mxl", "folk", (6, 8), 6, C_MAJOR[:8], [(0, "C:maj")])
     (song,) = le.songs_from_arrays(_arrays([sheet]))
     chords, calls = le.harmonize_song(model, song, np.random.default_rng(5))
     assert len(chords) == song.beats == 8 and calls > 0
-    quarters = np.pad(song.melody, (0, 0)).reshape(-1, 4)
-    direct = harmonize(model, quarters, song.bar16.reshape(-1, 4).max(1), (6, 8), style=model.styles[0],
-                       rng=np.random.default_rng(5), temperature=model.temperature, top_p=model.top_p)
-    assert np.array_equal(chords, direct.chords[[0, 1, 3, 4, 6, 7, 9, 10]])  # beats at 16ths 0, 6, 12, ...
+    # a quarter-note model: 12 quarters, the metre as `scorebridge harmonize` gives it (3/4)
+    direct = _direct(model, song.melody.reshape(-1, 4), song.bar16.reshape(-1, 4).max(1), (3, 4))
+    assert np.array_equal(chords, direct[[0, 1, 3, 4, 6, 7, 9, 10]])  # beats at 16ths 0, 6, 12, ...
+    # a lead-sheet model steps on the metric beats themselves, in 6/8
+    metric = dataclasses.replace(model, card={**model.card, "grid": {**model.card["grid"], "beats": "metric"}})
+    chords, _ = le.harmonize_song(metric, song, np.random.default_rng(5))
+    assert np.array_equal(chords, _direct(metric, song.pitches, song.bar_start, (6, 8)))
 
 
 def test_decoding_in_worker_processes_gives_the_same_chords() -> None:

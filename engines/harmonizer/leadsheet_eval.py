@@ -21,9 +21,12 @@ from multiprocessing import get_context
 
 import numpy as np
 
+from core.keys import section_keys
+
+from .clip import clip_grid
 from .dataset import _window_starts
 from .grid import GridConfig, beat_arrays, build_sequence, melody_roll
-from .harmonize import _melody_key, harmonize
+from .harmonize import harmonize
 from .harmony_eval import rule_row
 from .leadsheet_corpus import SETS, STYLES
 from .leadsheet_metrics import (
@@ -32,7 +35,7 @@ from .leadsheet_metrics import (
     changes_per_bar,
     chord_tone_ratio,
     ends_on_tonic,
-    key_relation,
+    key_shares,
     window_melody,
     window_scores,
 )
@@ -77,7 +80,7 @@ class Song:
     onset: np.ndarray  # uint8 [B]
     bar_start: np.ndarray  # uint8 [B]
     human: np.ndarray  # int64 [B] annotated chord at the beat's first 16th
-    end_key: tuple[int, str]  # annotated local key where the melody ends
+    keys: np.ndarray  # int64 [B] annotated local key at the beat's first 16th (tonic pc, +12 minor; -1 none)
 
     @property
     def beats(self) -> int:
@@ -94,16 +97,15 @@ def songs_from_arrays(arrays: dict[str, np.ndarray]) -> list[Song]:
         beats = beat_arrays(arrays, lo, hi)
         melody = arrays["melody_pitch"][lo:hi].astype(np.int64)
         pitches = beats["melody_pitches"].astype(np.int64)
-        sounding = np.flatnonzero(melody >= 0)
-        code = int(arrays["key"][lo + sounding[-1]]) if len(sounding) else -1
-        tonic, mode = int(arrays["tonic"][index]), str(arrays["mode"][index])
-        end_key = ((code % 12 - shift) % 12, "minor" if code >= 12 else "major") if code >= 0 else (tonic, mode)
+        keys = arrays["key"][lo:hi][beats["start"]].astype(np.int64)
         songs.append(Song(
             str(piece_id), str(arrays["dataset"][index]), styles[int(arrays["style"][index])],
-            (int(arrays["time_signature"][index][0]), int(arrays["time_signature"][index][1])), tonic, mode,
+            (int(arrays["time_signature"][index][0]), int(arrays["time_signature"][index][1])),
+            int(arrays["tonic"][index]), str(arrays["mode"][index]),
             np.where(melody >= 0, melody - shift, -1), arrays["bar_start"][lo:hi].astype(np.uint8),
             beats["start"].astype(np.int64), np.where(pitches >= 0, pitches - shift, -1), beats["melody_onset"],
-            beats["bar_start"], transpose_tokens(beats["chord"], -shift), end_key))
+            beats["bar_start"], transpose_tokens(beats["chord"], -shift),
+            np.where(keys >= 0, (keys % 12 - shift) % 12 + 12 * (keys >= 12), -1)))
     return songs
 
 
@@ -124,22 +126,33 @@ def select_songs(songs: Sequence[Song], styles: Sequence[str] | None = None,
 
 # ---------------------------------------------------------------- systems
 
-def harmonize_song(model: HarmonizerModel, song: Song, rng: np.random.Generator, strategy: str = "entropic",
+def found_keys(song: Song) -> np.ndarray:
+    """The key per beat that ``harmonize`` finds on the song's metric beats (``section_keys``)."""
+    return section_keys(song.pitches, song.bar_start).astype(np.int64)
+
+
+def harmonize_song(model: HarmonizerModel, song: Song, rng: np.random.Generator, strategy: str | None = None,
                    calls: int = 10, temperature: float | None = None, top_p: float | None = None,
-                   ) -> tuple[np.ndarray, int]:
-    """The model's chord per metric beat of ``song`` through ``harmonize`` with the card's
-    defaults: the melody on quarter-note steps (every 16th's pitch), bars, time signature and
-    the song's style when the model knows it (else the model's first); a beat's chord is the
-    one at its first 16th. The one place that calls ``harmonize``."""
-    quarters = -(-len(song.melody) // 4)
-    pad = quarters * 4 - len(song.melody)
-    pitches = np.pad(song.melody, (0, pad), constant_values=-1).reshape(quarters, 4)
-    bars = np.pad(song.bar16, (0, pad)).reshape(quarters, 4).max(1)
+                   rhythm: str | None = None, ending: str = "tonic") -> tuple[np.ndarray, int]:
+    """The model's chord per metric beat of ``song``: the one call of ``harmonize``, as
+    ``scorebridge harmonize`` makes it (``clip.clip_grid``: a lead-sheet model steps on the metric
+    beats, a quarter-note model on quarters with every 16th's pitch and the metre in quarters;
+    the card's strategy, rhythm, temperature and top-p unless given, the tonic ending), with the
+    song's bars and its style where the model has it (else the model's first). A beat's chord is
+    the one at its first 16th."""
+    if model.beats == "metric":
+        pitches, bars, pick = song.pitches, song.bar_start, np.arange(song.beats)
+    else:
+        quarters = -(-len(song.melody) // 4)
+        pad = quarters * 4 - len(song.melody)
+        pitches = np.pad(song.melody, (0, pad), constant_values=-1).reshape(quarters, 4)
+        bars, pick = np.pad(song.bar16, (0, pad)).reshape(quarters, 4).max(1), song.start // 4
     style = song.style if song.style in model.styles else model.styles[0]
-    result = harmonize(model, pitches, bars, song.time_signature, style=style, strategy=strategy, calls=calls,
-                       rng=rng, temperature=model.temperature if temperature is None else temperature,
-                       top_p=model.top_p if top_p is None else top_p)
-    return result.chords[song.start // 4], result.calls
+    result = harmonize(model, pitches, bars, clip_grid(model, song.time_signature).time_signature, style=style,
+                       strategy=strategy or model.strategy, calls=calls, rng=rng,
+                       temperature=model.temperature if temperature is None else temperature,
+                       top_p=model.top_p if top_p is None else top_p, rhythm=rhythm or model.rhythm, ending=ending)
+    return result.chords[pick], result.calls
 
 
 @dataclass(frozen=True)
@@ -148,10 +161,12 @@ class ModelSpec:
 
     name: str
     path: str
-    strategy: str = "entropic"
+    strategy: str | None = None
     calls: int = 10
     temperature: float | None = None
     top_p: float | None = None
+    rhythm: str | None = None
+    ending: str = "tonic"
 
 
 _LOADED: dict[str, HarmonizerModel] = {}  # per process: a worker loads each model once
@@ -164,7 +179,7 @@ def _decode_chunk(spec: ModelSpec, seed: int, numbered: list[tuple[int, Song]]) 
     started, chords, calls = time.perf_counter(), [], []
     for number, song in numbered:
         tokens, used = harmonize_song(model, song, np.random.default_rng([seed, number]), spec.strategy, spec.calls,
-                                      spec.temperature, spec.top_p)
+                                      spec.temperature, spec.top_p, spec.rhythm, spec.ending)
         chords.append(tokens)
         calls.append(used)
     return chords, calls, time.perf_counter() - started
@@ -208,48 +223,49 @@ def decode_models(specs: Sequence[ModelSpec], songs: Sequence[Song], seed: int =
     return out
 
 
-def _triad(root: int, quality: int) -> int:
-    return NUM_SPECIALS + (root % 12) * NUM_QUALITIES + quality
+def _triad(root, quality):
+    """Token of a triad (quality index 0 maj, 1 min, 3 dim; numbers or arrays)."""
+    return NUM_SPECIALS + (np.asarray(root) % 12) * NUM_QUALITIES + np.asarray(quality, dtype=np.int64)
 
 
 # Diatonic triads in order of preference for ties: (degree, quality index: 0 maj, 1 min, 3 dim);
 # minor keys take the harmonic minor's major V
-_DIATONIC = {
-    "major": ((0, 0), (5, 0), (7, 0), (9, 1), (2, 1), (4, 1), (11, 3)),
-    "minor": ((0, 1), (5, 1), (7, 0), (8, 0), (3, 0), (10, 0), (2, 3)),
-}
+_DIATONIC = (((0, 0), (5, 0), (7, 0), (9, 1), (2, 1), (4, 1), (11, 3)),
+             ((0, 1), (5, 1), (7, 0), (8, 0), (3, 0), (10, 0), (2, 3)))
 
 
-def best_triad_chords(song: Song) -> np.ndarray:
-    """Per bar, the diatonic triad of the melody's key that holds the most melody 16ths of the
-    bar (ties to I IV V vi ii iii vii); a bar without melody keeps the chord before it."""
-    tonic, mode = _melody_key(song.melody)
-    triads = np.array([_triad(tonic + degree, quality) for degree, quality in _DIATONIC[mode]])
-    tones = token_bitmaps()[triads].astype(np.int64)
+def best_triad_chords(song: Song, keys: np.ndarray) -> np.ndarray:
+    """Per bar, the diatonic triad of the bar's key (``keys`` per beat) that holds the most
+    melody 16ths of the bar (ties to I IV V vi ii iii vii); a bar without melody keeps the chord
+    before it."""
     bar_of_beat = np.maximum(np.cumsum(song.bar_start) - 1, 0)
+    bar_key = keys[np.flatnonzero(np.r_[True, np.diff(bar_of_beat) > 0])]
     bar16 = np.repeat(bar_of_beat, np.diff(np.append(song.start, len(song.melody))))
     sounding = song.melody >= 0
-    counts = np.zeros((int(bar_of_beat[-1]) + 1, 12), dtype=np.int64)
+    counts = np.zeros((len(bar_key), 12), dtype=np.int64)
     np.add.at(counts, (bar16[sounding], song.melody[sounding] % 12), 1)
-    cover = counts @ tones.T
-    chosen = triads[np.argmax(cover, axis=1)]
+    chosen = np.zeros(len(bar_key), dtype=np.int64)
+    for code in np.unique(bar_key):
+        triads = np.array([_triad(code + degree, quality) for degree, quality in _DIATONIC[int(code) // 12]])
+        rows = bar_key == code
+        chosen[rows] = triads[np.argmax(counts[rows] @ token_bitmaps()[triads].T.astype(np.int64), axis=1)]
     for bar in range(len(chosen)):
         if not counts[bar].any():
-            chosen[bar] = chosen[bar - 1] if bar else triads[0]
+            chosen[bar] = chosen[bar - 1] if bar else _triad(bar_key[0], bar_key[0] >= 12)
     return chosen[bar_of_beat]
 
 
 def baselines(songs: Sequence[Song], with_rule: bool = True) -> dict[str, Produced]:
     """The rows without a model: human, rule (optional), tonic and best-triad."""
     def tonic(song: Song, number: int) -> tuple[np.ndarray, int]:
-        key_tonic, mode = _melody_key(song.melody)
-        return np.full(song.beats, _triad(key_tonic, int(mode == "minor"))), 0
+        keys = found_keys(song)
+        return _triad(keys, keys >= 12), 0
 
     systems: list[tuple[str, System]] = [("human", lambda song, number: (song.human, 0))]
     if with_rule:
         systems.append(("rule", lambda song, number: (rule_row(melody_roll(song.pitches, "pc"),
                                                                 np.full(song.beats, MASK)), 0)))
-    systems += [("tonic", tonic), ("best-triad", lambda song, number: (best_triad_chords(song), 0))]
+    systems += [("tonic", tonic), ("best-triad", lambda song, number: (best_triad_chords(song, found_keys(song)), 0))]
     out = {}
     for name, system in systems:
         started = time.perf_counter()
@@ -269,6 +285,7 @@ class _Frame:
     counted: np.ndarray  # bool [N]: 16ths of beats with a human chord
     last_beat: int  # the beat of the melody's last sounding 16th
     last_pitch: int
+    end_key: tuple[int, str]  # the annotated key there
     step: np.ndarray  # grid position -> beat, -1 at bar positions
     windows: list[tuple[int, int, np.ndarray, list]]  # (first, end position, top melody pitch, notes)
 
@@ -290,8 +307,11 @@ def _frame(song: Song) -> _Frame:
         end = min(len(row), first + WINDOW.length)
         pitch = sequence.melody_pitch[first:end]
         windows.append((first, end, pitch, window_melody(pitch, sequence.melody_onset[first:end], row[first:end])))
-    return _Frame(lengths, span, counted, int(np.searchsorted(song.start, last, side="right") - 1),
-                  int(song.melody[last]) if len(sounding) else -1, sequence.step, windows)
+    last_beat = int(np.searchsorted(song.start, last, side="right") - 1)
+    code = int(song.keys[last_beat])
+    end_key = (code % 12, "minor" if code >= 12 else "major") if code >= 0 else (song.tonic, song.mode)
+    return _Frame(lengths, span, counted, last_beat, int(song.melody[last]) if len(sounding) else -1, end_key,
+                  sequence.step, windows)
 
 
 def score_song(song: Song, frame: _Frame, chords: np.ndarray) -> dict[str, float]:
@@ -304,7 +324,7 @@ def score_song(song: Song, frame: _Frame, chords: np.ndarray) -> dict[str, float
         "sevenths": agreement(chords, song.human, "sevenths"),
         "changes_per_bar": changes_per_bar(chords, song.bar_start, frame.span),
         "chord_tones": chord_tone_ratio(np.repeat(chords, frame.lengths), song.melody, frame.counted),
-        "tonic_ending": ends_on_tonic(int(chords[frame.last_beat]), frame.last_pitch, *song.end_key),
+        "tonic_ending": ends_on_tonic(int(chords[frame.last_beat]), frame.last_pitch, *frame.end_key),
     }
     for name in ("PCS", "CTnCTR", "CHE", "CC"):
         values = [w[name] for w in windows if np.isfinite(w[name])]
@@ -350,9 +370,9 @@ def evaluate_songs(songs: Sequence[Song], produced: dict[str, Produced]) -> dict
             reference = human["groups"][group]["changes_per_bar"] if human else float("nan")
             means["changes_ratio"] = means["changes_per_bar"] / reference if reference else float("nan")
     keys = {}
-    relation = [key_relation(_melody_key(song.melody), (song.tonic, song.mode)) for song in songs]
+    shares = [key_shares(found_keys(song), song.keys) for song in songs]
     for group, members in groups.items():
-        keys[group] = {name: float(np.mean([relation[i] == name for i in members])) for name in KEY_RELATIONS}
+        keys[group] = {name: _mean([shares[i][name] for i in members]) for name in KEY_RELATIONS}
     return {
         "groups": {group: {"songs": len(members), "beats": int(sum(songs[i].beats for i in members))}
                    for group, members in groups.items()},
@@ -403,6 +423,7 @@ def report_markdown(report: dict) -> str:
         parts += ["", f"*{title}*", "", _table(header, rows)]
     keys = [[relation, *(f"{report['key_detection'][group][relation]:.2f}" for group in groups)]
             for relation in KEY_RELATIONS]
-    parts += ["", "*Key found on the melody (as harmonize finds it) against the annotated key: share of songs*", "",
+    parts += ["", "*Key found on the melody per section (as harmonize finds it) against the annotated local key: "
+              "share of beats*", "",
               _table(["key found", *header[1:]], keys)]
     return "\n".join(parts)

@@ -42,6 +42,7 @@ __all__ = [
     "chord_tone_ratio",
     "ends_on_tonic",
     "key_relation",
+    "key_shares",
     "window_melody",
     "window_scores",
 ]
@@ -115,16 +116,29 @@ def ends_on_tonic(chord: int, last_pitch: int, tonic: int, mode: str) -> float:
     return float(labels(np.array([chord]), "majmin")[0] == tonic * len(MAJMIN) + (mode == "minor"))
 
 
-def key_relation(found: tuple[int, str], annotated: tuple[int, str]) -> str:
-    """How a detected key relates to the annotated one: exact, fifth (same mode, a fifth up or
-    down), relative (same signature, other mode), parallel (same tonic, other mode) or other."""
-    (tonic, mode), (true_tonic, true_mode) = found, annotated
-    if mode == true_mode:
+def key_relation(found: int, annotated: int) -> str:
+    """How a found key relates to the annotated one (key codes: tonic pitch class, +12 for
+    minor): exact, fifth (same mode, a fifth up or down), relative (same signature, other mode),
+    parallel (same tonic, other mode) or other."""
+    (tonic, minor), (true_tonic, true_minor) = divmod(found, 12)[::-1], divmod(annotated, 12)[::-1]
+    if minor == true_minor:
         return "exact" if tonic == true_tonic else "fifth" if (tonic - true_tonic) % 12 in (5, 7) else "other"
     if tonic == true_tonic:
         return "parallel"
-    major, minor = (tonic, true_tonic) if mode == "major" else (true_tonic, tonic)
-    return "relative" if (major - minor) % 12 == 3 else "other"
+    major, minor_tonic = (true_tonic, tonic) if minor else (tonic, true_tonic)
+    return "relative" if (major - minor_tonic) % 12 == 3 else "other"
+
+
+_RELATION = np.array([[KEY_RELATIONS.index(key_relation(f, a)) for a in range(24)] for f in range(24)])
+
+
+def key_shares(found: np.ndarray, annotated: np.ndarray) -> dict[str, float]:
+    """Share of the positions with an annotated key (code >= 0) in each ``KEY_RELATIONS``."""
+    known = np.asarray(annotated) >= 0
+    if not known.any():
+        return dict.fromkeys(KEY_RELATIONS, float("nan"))
+    counts = np.bincount(_RELATION[np.asarray(found)[known], np.asarray(annotated)[known]], minlength=5)
+    return dict(zip(KEY_RELATIONS, (counts / counts.sum()).tolist()))
 
 
 def _consonance_table() -> np.ndarray:

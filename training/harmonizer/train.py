@@ -158,7 +158,7 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
                         help=f"folder of raw_q16.npz / leadsheets_q16_v1.npz (default {DEFAULT_CACHE})")
     parser.add_argument("--splits", type=Path, default=SPLITS_DIR,
-                        help="folder of the lead-sheet split lists (default training/harmonizer/splits)")
+                        help="folder of the lead-sheet split lists (default engines/harmonizer/splits)")
 
 
 def default_out(data: str, name: str) -> Path:

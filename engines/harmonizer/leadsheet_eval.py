@@ -4,9 +4,9 @@ the first-use parse of the songs).
 Songs: the committed test (or val) lists of OpenEWLD and POP909 (``leadsheet_corpus``), back in
 their own keys, one position per metric beat (``grid.beat_arrays``). Systems give a chord per
 beat: ``human`` (the annotated chord at the beat's first 16th), ``rule`` (the rule engine's
-theory), ``tonic`` (the tonic triad of the key found on the melody throughout), ``best-triad``
-(per bar, the diatonic triad covering most of the bar's melody) and every model, decoded by
-``harmonize`` as a user runs it (``harmonize_song``). Figures per song come from
+theory), ``tonic`` (the tonic triad of the key ``harmonize`` finds, per section), ``best-triad``
+(per bar, the diatonic triad of that key covering most of the bar's melody) and every model,
+decoded by ``harmonize`` as ``scorebridge harmonize`` runs it (``harmonize_song``). Figures per song come from
 ``leadsheet_metrics``; groups (all, each data set, each style) average them with every song
 weighing the same.
 """
@@ -48,6 +48,8 @@ __all__ = [
     "Song",
     "songs_from_arrays",
     "select_songs",
+    "found_keys",
+    "best_triad_chords",
     "harmonize_song",
     "ModelSpec",
     "Produced",
@@ -60,7 +62,6 @@ __all__ = [
 EVAL_FIELDS = ("melody_pitch", "melody_onset", "chord", "bar_start", "beat_start", "key", "va")
 METRICS = ("majmin", "sevenths", "changes_per_bar", "chord_tones", "tonic_ending", "PCS", "CTnCTR", "CHE", "CC")
 WINDOW = GridConfig()  # the chorale evaluation's windows: L 80 with bar positions
-System = Callable[["Song", int], tuple[np.ndarray, int]]  # (song, its number) -> (chord per beat, calls)
 
 
 @dataclass
@@ -223,7 +224,7 @@ def decode_models(specs: Sequence[ModelSpec], songs: Sequence[Song], seed: int =
     return out
 
 
-def _triad(root, quality):
+def _triad(root: int | np.ndarray, quality: int | np.ndarray) -> np.ndarray:
     """Token of a triad (quality index 0 maj, 1 min, 3 dim; numbers or arrays)."""
     return NUM_SPECIALS + (np.asarray(root) % 12) * NUM_QUALITIES + np.asarray(quality, dtype=np.int64)
 
@@ -257,20 +258,19 @@ def best_triad_chords(song: Song, keys: np.ndarray) -> np.ndarray:
 
 def baselines(songs: Sequence[Song], with_rule: bool = True) -> dict[str, Produced]:
     """The rows without a model: human, rule (optional), tonic and best-triad."""
-    def tonic(song: Song, number: int) -> tuple[np.ndarray, int]:
+    def tonic(song: Song) -> np.ndarray:
         keys = found_keys(song)
-        return _triad(keys, keys >= 12), 0
+        return _triad(keys, keys >= 12)
 
-    systems: list[tuple[str, System]] = [("human", lambda song, number: (song.human, 0))]
+    systems: list[tuple[str, Callable[[Song], np.ndarray]]] = [("human", lambda song: song.human)]
     if with_rule:
-        systems.append(("rule", lambda song, number: (rule_row(melody_roll(song.pitches, "pc"),
-                                                                np.full(song.beats, MASK)), 0)))
-    systems += [("tonic", tonic), ("best-triad", lambda song, number: (best_triad_chords(song, found_keys(song)), 0))]
+        systems.append(("rule", lambda song: rule_row(melody_roll(song.pitches, "pc"), np.full(song.beats, MASK))))
+    systems += [("tonic", tonic), ("best-triad", lambda song: best_triad_chords(song, found_keys(song)))]
     out = {}
     for name, system in systems:
         started = time.perf_counter()
-        made = [system(song, number) for number, song in enumerate(songs)]
-        out[name] = Produced([m[0] for m in made], [m[1] for m in made], time.perf_counter() - started)
+        chords = [system(song) for song in songs]
+        out[name] = Produced(chords, [0] * len(songs), time.perf_counter() - started)
     return out
 
 

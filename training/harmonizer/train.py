@@ -36,24 +36,32 @@ __all__ = ["evaluate", "evaluate_by_source", "load_checkpoint", "add_data_option
 
 
 def _batch_tensors(
-    windows: Windows, index: np.ndarray, harmony_inputs: np.ndarray
+    windows: Windows, index: np.ndarray, harmony_inputs: np.ndarray, va_kept: np.ndarray | None = None
 ) -> tuple[torch.Tensor, ...]:
+    """Model inputs of the windows at ``index``; ``va_kept`` [B] bool: False replaces a window's
+    valence/arousal by zeros (no affect given, as a user who sets none runs the model)."""
+    va = windows.va[index]
+    if va_kept is not None:
+        va = np.where(va_kept[:, None, None], va, np.float32(0.0)).astype(np.float32)
     return (
         torch.from_numpy(windows.melody[index].astype(np.float32)),
         torch.from_numpy(harmony_inputs.astype(np.int64)),
-        torch.from_numpy(windows.va[index]),
+        torch.from_numpy(va),
         torch.from_numpy(windows.style[index]),
         torch.from_numpy(windows.condition[index]),
     )
 
 
-def evaluate(model: Harmonizer, windows: Windows, batch_size: int = 64, seed: int = 0) -> dict[str, float]:
+def evaluate(model: Harmonizer, windows: Windows, batch_size: int = 64, seed: int = 0,
+             zero_va: bool = False) -> dict[str, float]:
     """Validation losses under fixed protocols shared by all curricula.
 
     full: every chord masked (one-shot prediction); half: a seeded random half revealed.
-    Accuracy is over non-pad targets of the full protocol.
+    Accuracy is over non-pad targets of the full protocol. ``zero_va``: no affect given (the
+    windows' valence/arousal labels are read from the chords, so with them the model is told
+    part of the answer).
     """
-    return _metrics(_validation_sums(model, windows, batch_size, seed))
+    return _metrics(_validation_sums(model, windows, batch_size, seed, zero_va))
 
 
 def _metrics(sums: np.ndarray) -> dict[str, float]:
@@ -66,7 +74,8 @@ def _metrics(sums: np.ndarray) -> dict[str, float]:
 
 
 @torch.no_grad()
-def _validation_sums(model: Harmonizer, windows: Windows, batch_size: int, seed: int) -> np.ndarray:
+def _validation_sums(model: Harmonizer, windows: Windows, batch_size: int, seed: int,
+                     zero_va: bool = False) -> np.ndarray:
     """[loss sum, targets] of the full and half protocols, then [correct, chord targets] of full."""
     model.eval()
     rng = np.random.default_rng(seed)
@@ -82,7 +91,8 @@ def _validation_sums(model: Harmonizer, windows: Windows, batch_size: int, seed:
             if protocol == "half":
                 visible[rng.permutation(length)[: length // 2]] = True
             inputs, loss_mask = apply_to_batch(harmony, visible, ~visible)
-            logits = model(*_batch_tensors(windows, index, inputs))
+            kept = np.zeros(len(index), dtype=bool) if zero_va else None
+            logits = model(*_batch_tensors(windows, index, inputs, kept))
             targets = torch.from_numpy(harmony)
             mask = torch.from_numpy(loss_mask)
             losses = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
@@ -97,12 +107,13 @@ def _validation_sums(model: Harmonizer, windows: Windows, batch_size: int, seed:
                     dtype=np.float64)
 
 
-def evaluate_by_source(model: Harmonizer, data: TrainingData) -> dict[str, float]:
+def evaluate_by_source(model: Harmonizer, data: TrainingData, zero_va: bool = False) -> dict[str, float]:
     """``evaluate`` on all validation windows, and per source when there are several (one pass:
     the overall figures are the sums over the sources)."""
     if len(data.sources) == 1:
-        return evaluate(model, data.val)
-    per_source = {source: _validation_sums(model, windows, 64, 0) for source, windows in data.val_by_source().items()}
+        return evaluate(model, data.val, zero_va=zero_va)
+    per_source = {source: _validation_sums(model, windows, 64, 0, zero_va)
+                  for source, windows in data.val_by_source().items()}
     metrics = _metrics(sum(per_source.values()))
     for source, sums in per_source.items():
         metrics |= {f"{key}/{source}": value for key, value in _metrics(sums).items()}
@@ -188,7 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stop-after-minutes", type=float, default=None,
                         help="save last.pt and stop after this long (re-run to go on)")
+    parser.add_argument("--va-dropout", type=float, default=0.0,
+                        help="share of training windows whose valence/arousal is replaced by zeros (no affect "
+                             "given); validation then also runs without affect and best.pt is chosen there")
+    parser.add_argument("--init", type=Path, help="start from this checkpoint's weights (a new schedule)")
     args = parser.parse_args(argv)
+    if not 0.0 <= args.va_dropout <= 1.0:
+        parser.error(f"--va-dropout {args.va_dropout}: must be in 0..1")
     if args.out is None:
         args.out = default_out(args.data, args.curriculum)
     last_path = args.out / "last.pt"
@@ -238,6 +255,9 @@ def _train(args: argparse.Namespace, grid: GridConfig, data: TrainingData, check
         rng.bit_generator.state = checkpoint["rng"]
         torch.set_rng_state(checkpoint["torch_rng"])
         print(f"resumed {last_path} at step {step}", flush=True)
+    elif args.init is not None:
+        model.load_state_dict(torch.load(args.init, map_location="cpu", weights_only=False)["model"])
+        print(f"initialized from {args.init}", flush=True)
 
     def payload() -> dict:
         return {
@@ -281,7 +301,8 @@ def _train(args: argparse.Namespace, grid: GridConfig, data: TrainingData, check
         inputs, loss_mask = apply_to_batch(harmony, visible, target)
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, args.steps, args.lr, args.warmup)
-        logits = model(*_batch_tensors(train_windows, index, inputs))
+        kept = rng.random(len(index)) >= args.va_dropout if args.va_dropout > 0 else None
+        logits = model(*_batch_tensors(train_windows, index, inputs, kept))
         mask = torch.from_numpy(loss_mask)
         if mask.any():
             losses = F.cross_entropy(logits.transpose(1, 2), torch.from_numpy(harmony), reduction="none")
@@ -312,8 +333,13 @@ def _train(args: argparse.Namespace, grid: GridConfig, data: TrainingData, check
             window_loss, window_count, window_started = 0.0, 0, time.time()
         if step % args.eval_every == 0 or step == args.steps:
             metrics = evaluate_by_source(model, data)
-            if metrics["val_loss_full"] < best:
-                best = metrics["val_loss_full"]
+            chosen_by = "val_loss_full"
+            if args.va_dropout > 0:
+                metrics |= {f"{key}_no_va": value
+                            for key, value in evaluate_by_source(model, data, zero_va=True).items()}
+                chosen_by = "val_loss_full_no_va"
+            if metrics[chosen_by] < best:
+                best = metrics[chosen_by]
                 _save(args.out / "best.pt", payload())
             log.write(
                 json.dumps({"event": "val", "step": step, **metrics, "best_val_loss_full": best}) + "\n"

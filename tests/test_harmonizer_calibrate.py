@@ -1,35 +1,50 @@
-"""Decoding calibration on the validation split with the shipped model (real ONNX Runtime)."""
+"""Choosing the default decoding on validation lead sheets (real ONNX Runtime, synthetic songs)."""
 
 import json
 import shutil
 from pathlib import Path
 
-import pytest
-
+from engines.harmonizer import leadsheet_eval as le
 from engines.harmonizer.runtime import DEFAULT_TEMPERATURE, HarmonizerModel
-from training.harmonizer.calibrate import calibrate, write_card
+from tests.test_eval_leadsheets import C_MAJOR, _arrays, _sheet
+from training.harmonizer.calibrate import calibrate, choose, write_card
 
 MODEL = Path(__file__).resolve().parent.parent / "onnx_models" / "harmonizer.onnx"
 
 
-def test_calibration_picks_the_lowest_validation_error_and_the_card_carries_it(tmp_path: Path) -> None:
+def _row(majmin: float, ratio: float, tones: float = 0.8) -> dict:
+    return {"majmin": majmin, "changes_ratio": ratio, "chord_tones": tones}
+
+
+def test_the_choice_keeps_the_human_harmonic_rhythm_first() -> None:
+    rows = [_row(0.70, 2.0), _row(0.55, 1.1), _row(0.50, 0.9)]
+    assert choose(rows) is rows[1]  # the best agreement changes chord twice as often: out
+    assert choose([_row(0.4, 3.0), _row(0.3, 0.2)])["majmin"] == 0.4  # none inside: best of all
+    assert choose([_row(0.5001, 1.0, 0.7), _row(0.5, 1.0, 0.9)])["chord_tones"] == 0.9  # tie: chord tones
+
+
+def test_calibration_scores_every_setting_and_the_card_carries_the_choice(tmp_path: Path) -> None:
     for item in MODEL.parent.glob("harmonizer.*"):
         shutil.copy(item, tmp_path / item.name)
     model = HarmonizerModel.load(tmp_path / "harmonizer.onnx")
-    result = calibrate(model, [0.2, 1.0], [0.9], calls=4, cache=tmp_path / "cache", pieces=1)
-    assert result["split"] == "val" and result["windows"] >= 1
-    assert [(row["temperature"], row["top_p"]) for row in result["grid"]] == [(0.2, 0.9), (1.0, 0.9)]
-    truth = result["ground_truth"]
+    songs = le.songs_from_arrays(_arrays([
+        _sheet("openewld/a", "folk", (4, 4), 4, C_MAJOR, [(0, "C:maj"), (16, "F:maj"), (32, "G:maj"), (48, "C:maj")]),
+        _sheet("pop909/b", "pop", (3, 4), 4, C_MAJOR[:12], [(0, "C:maj"), (24, "G:maj"), (36, "C:maj")]),
+    ]))
+    result = calibrate(str(model.path), ["entropic"], [0.0, 1.0], ["auto", "bar"], jobs=1, songs=songs)
+    assert result["split"] == "val" and result["songs"] == 2
+    assert [(r["temperature"], r["rhythm"]) for r in result["grid"]] == [(0.0, "auto"), (0.0, "bar"),
+                                                                        (1.0, "auto"), (1.0, "bar")]
     for row in result["grid"]:
-        deviations = [abs(row["means"][m] - truth[m]) for m in ("PCS", "CTnCTR")]
-        assert row["objective"] == pytest.approx(max(deviations))
-    best = min(result["grid"], key=lambda row: (round(row["objective"], 3), row["mae"]["PCS"]))
-    assert result["chosen"] == {"temperature": best["temperature"], "top_p": 0.9}
+        assert 0.0 <= row["majmin"] <= 1.0 and row["changes_ratio"] >= 0.0
+    best = choose(result["grid"])
+    assert result["chosen"] == {k: best[k] for k in ("strategy", "temperature", "top_p", "rhythm")}
 
     write_card(model, result)
     reloaded = HarmonizerModel.load(tmp_path / "harmonizer.onnx")  # the sha256 still matches
-    assert reloaded.temperature == best["temperature"] and reloaded.top_p == 0.9
-    assert "validation split" in reloaded.card["decoding"]["calibrated_on"]
+    assert (reloaded.temperature, reloaded.rhythm, reloaded.strategy) == (best["temperature"], best["rhythm"],
+                                                                          "entropic")
+    assert "validation lead sheets" in reloaded.card["decoding"]["calibrated_on"]
     card = json.loads((tmp_path / "harmonizer.card.json").read_text())
     del card["decoding"]
     (tmp_path / "harmonizer.card.json").write_text(json.dumps(card))

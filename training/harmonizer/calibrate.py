@@ -1,15 +1,16 @@
-"""Calibrate a model's decoding temperature on the validation split (never on test).
+"""Choose a model's default decoding on the validation lead sheets (never on test).
 
     python -m training.harmonizer.calibrate --model harmonizer --out calibration.json [--write-card]
 
-For each (temperature, top-p) of the grid the model harmonizes every validation window (all
-chords masked, the given strategy, seed 0) and is scored against the ground truth as in
-`scorebridge eval harmony`. The chosen pair brings the mean PCS and CTnCTR closest to the
-ground truth's (the smallest of the larger of the two deviations: issue 3's "within 0.05"
-criterion, measured on validation; ties to 0.001 go to the lower PCS MAE). At the paper's T 0.2
-the model is too consonant and too smooth. `--write-card` stores it as the card's `decoding` section, which the
-runtime, `eval harmony`, `harmonize` and the engine read as their default; the ONNX file and
-its sha256 do not change. numpy + onnxruntime only.
+Every (strategy, temperature, rhythm) of the grid harmonizes the validation songs of the
+committed OpenEWLD and POP909 lists as ``scorebridge harmonize`` does (``leadsheet_eval``: metric
+beats, keys per section, the tonic ending, the song's style), and is scored against the human
+chords. The choice: the highest root + major/minor agreement among the settings whose chord
+changes per bar lie within 0.75-1.33x the human chords' (the issue's harmonic-rhythm target),
+all settings when none does; ties to 0.001 go to the higher chord-tone share. Temperature 0 is
+greedy. ``--write-card`` stores it as the card's ``decoding`` section, which the runtime,
+``eval harmony``, ``harmonize`` and the live engine read as their default; the ONNX file and its
+sha256 do not change. numpy + onnxruntime only.
 """
 
 from __future__ import annotations
@@ -21,39 +22,50 @@ import time
 from pathlib import Path
 
 from core.atomic import atomic_output
-from engines.harmonizer.harmony_eval import load_sets, model_system, score_system, truth_system
+from core.paths import cache_dir
+from engines.harmonizer.leadsheet_corpus import load_eval_songs
+from engines.harmonizer.leadsheet_eval import ModelSpec, baselines, decode_models, evaluate_songs, songs_from_arrays
 from engines.harmonizer.runtime import HarmonizerModel
 
-__all__ = ["calibrate", "main", "write_card"]
+__all__ = ["RATIO_RANGE", "calibrate", "choose", "main", "write_card"]
 
-OBJECTIVE = ("PCS", "CTnCTR")
+RATIO_RANGE = (0.75, 1.33)
 
 
-def calibrate(
-    model: HarmonizerModel, temperatures: list[float], top_ps: list[float], strategy: str = "entropic",
-    calls: int = 10, seed: int = 0, cache: Path | None = None, pieces: int | None = None,
-) -> dict:
-    """Score every grid point on the validation split (its first `pieces`, default all);
-    returns the table and the choice."""
-    windows = load_sets(model.grid, "val", pieces, None, cache, lambda _: None)[0].windows
-    metrics = ("CHE", "CC", "CTD", "CTnCTR", "PCS", "MCTD")
-    truth, truth_rows = score_system("ground truth", windows, truth_system(windows), len(windows), metrics)
+def choose(rows: list[dict]) -> dict:
+    """The best row: highest agreement within the changes-per-bar range (else among all)."""
+    inside = [row for row in rows if RATIO_RANGE[0] <= row["changes_ratio"] <= RATIO_RANGE[1]]
+    return max(inside or rows, key=lambda row: (round(row["majmin"], 3), row["chord_tones"]))
+
+
+def calibrate(model_path: str, strategies: list[str], temperatures: list[float], rhythms: list[str],
+              top_p: float = 0.9, seed: int = 0, jobs: int = 2, cache: Path | None = None,
+              songs: list | None = None) -> dict:
+    """Score every grid point on the validation songs (``songs``: given instead); returns the
+    table and the choice."""
+    if songs is None:
+        songs = songs_from_arrays(load_eval_songs("val", cache or cache_dir("harmonizer")))
+    specs = [ModelSpec(f"{strategy} T{temperature} {rhythm}", model_path, strategy, 10, temperature, top_p, rhythm)
+             for strategy in strategies for temperature in temperatures for rhythm in rhythms]
+    produced = baselines(songs, with_rule=False) | decode_models(specs, songs, seed, jobs)
+    report = evaluate_songs(songs, produced)
     rows = []
-    for temperature in temperatures:
-        for top_p in top_ps:
-            producer = model_system(model, windows, strategy, calls, seed, temperature, top_p)
-            result, _ = score_system(f"T {temperature} p {top_p}", windows, producer, len(windows), metrics,
-                                     truth_rows)
-            deviation = max(abs(result.means[m] - truth.means[m]) for m in OBJECTIVE)
-            rows.append({"temperature": temperature, "top_p": top_p, "means": result.means, "mae": result.mae,
-                         "objective": deviation})
-    best = min(rows, key=lambda row: (round(row["objective"], 3), row["mae"]["PCS"]))
+    for spec in specs:
+        means = report["systems"][spec.name]["groups"]["all"]
+        rows.append({"strategy": spec.strategy, "temperature": spec.temperature, "top_p": top_p,
+                     "rhythm": spec.rhythm} | {key: means[key] for key in
+                                              ("majmin", "sevenths", "changes_per_bar", "changes_ratio",
+                                               "chord_tones", "tonic_ending")})
+    best = choose(rows)
     return {
-        "split": "val", "windows": len(windows), "strategy": strategy, "calls": calls, "seed": seed,
-        "objective": "max(|mean PCS - ground truth|, |mean CTnCTR - ground truth|), lowest wins "
-                     "(ties to 0.001: lower MAE PCS)",
-        "ground_truth": truth.means, "grid": rows,
-        "chosen": {"temperature": best["temperature"], "top_p": best["top_p"]},
+        "split": "val", "songs": len(songs), "seed": seed,
+        "objective": "highest root+maj/min agreement with the human chords among the settings with "
+                     f"changes per bar {RATIO_RANGE[0]}-{RATIO_RANGE[1]}x the human's (else all); "
+                     "ties to 0.001: higher chord-tone share",
+        "baselines": {name: report["systems"][name]["groups"]["all"]["majmin"] for name in ("tonic", "best-triad")},
+        "human_changes_per_bar": report["systems"]["human"]["groups"]["all"]["changes_per_bar"],
+        "grid": rows,
+        "chosen": {key: best[key] for key in ("strategy", "temperature", "top_p", "rhythm")},
     }
 
 
@@ -61,13 +73,11 @@ def write_card(model: HarmonizerModel, result: dict) -> Path:
     """Add the `decoding` section to the model's card (atomic rewrite; the ONNX file is untouched)."""
     card_path = model.path.with_suffix(".card.json")
     card = json.loads(card_path.read_text())
-    chosen = result["chosen"]
-    card["decoding"] = chosen | {
-        "calibrated_on": f"validation split ({result['windows']} windows), {result['strategy']} "
-                         f"{result['calls']} calls, seed {result['seed']}; {result['objective']}",
+    card["decoding"] = result["chosen"] | {
+        "calibrated_on": f"validation lead sheets ({result['songs']} songs), seed {result['seed']}; "
+                         f"{result['objective']}",
         "calibrated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "grid": [{k: row[k] for k in ("temperature", "top_p", "objective")} | {"PCS": row["means"]["PCS"],
-                 "CTnCTR": row["means"]["CTnCTR"]} for row in result["grid"]],
+        "grid": result["grid"],
     }
     with atomic_output(card_path) as temporary:
         temporary.write_text(json.dumps(card, indent=1) + "\n")
@@ -77,27 +87,27 @@ def write_card(model: HarmonizerModel, result: dict) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="harmonizer", help="shipped card name or .onnx path")
-    parser.add_argument("--temperatures", type=float, nargs="+",
-                        default=[0.2, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2])
-    parser.add_argument("--top-p", type=float, nargs="+", default=[0.9])
-    parser.add_argument("--strategy", default="entropic")
-    parser.add_argument("--calls", type=int, default=10)
+    parser.add_argument("--strategies", nargs="+", default=["entropic", "certain", "midpoint"])
+    parser.add_argument("--temperatures", type=float, nargs="+", default=[0.0, 0.3, 0.6])
+    parser.add_argument("--rhythms", nargs="+", default=["auto", "half-bar"])
+    parser.add_argument("--top-p", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--cache", type=Path)
     parser.add_argument("--out", type=Path, help="write the table as JSON")
     parser.add_argument("--write-card", action="store_true", help="store the choice in the model card")
     args = parser.parse_args(argv)
     model = (HarmonizerModel.load(args.model) if args.model.endswith(".onnx")
              else HarmonizerModel.named(args.model))
-    result = calibrate(model, args.temperatures, args.top_p, args.strategy, args.calls, args.seed, args.cache)
-    result |= {"model": str(model.path), "sha256": model.card["sha256"]}
+    result = calibrate(str(model.path), args.strategies, args.temperatures, args.rhythms, args.top_p, args.seed,
+                       args.jobs, args.cache)
+    result |= {"model": model.path.name, "sha256": model.card["sha256"]}
     for row in result["grid"]:
-        print(f"T {row['temperature']:<4} p {row['top_p']:<4} PCS {row['means']['PCS']:.3f} "
-              f"CTnCTR {row['means']['CTnCTR']:.3f} CC {row['means']['CC']:.1f} | MAE PCS {row['mae']['PCS']:.3f} "
-              f"CTnCTR {row['mae']['CTnCTR']:.3f} CHE {row['mae']['CHE']:.3f} -> {row['objective']:.3f}")
-    truth = result["ground_truth"]
-    print(f"ground truth PCS {truth['PCS']:.3f} CTnCTR {truth['CTnCTR']:.3f} CC {truth['CC']:.1f}; "
-          f"chosen {result['chosen']}")
+        print(f"{row['strategy']:<9} T {row['temperature']:<4} {row['rhythm']:<8} agreement {row['majmin']:.3f} "
+              f"sevenths {row['sevenths']:.3f} changes/bar {row['changes_per_bar']:.2f} "
+              f"({row['changes_ratio']:.2f}x human) chord tones {row['chord_tones']:.3f}")
+    print(f"baselines {result['baselines']}; human changes/bar {result['human_changes_per_bar']:.2f}")
+    print(f"chosen {result['chosen']}")
     if args.out:
         args.out.write_text(json.dumps(result, indent=1) + "\n")
     if args.write_card:

@@ -39,7 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", default="leadsheets", choices=("leadsheets", "chorales"),
                         help="held-out lead sheets (default) or the chorale and folk tables")
     parser.add_argument("--models", nargs="+", metavar="MODEL",
-                        help="shipped names or .onnx paths (default: every onnx_models/harmonizer*.onnx)")
+                        help="shipped names or .onnx paths (default: lead sheets harmonizer and harmonizer_chorale, "
+                        "chorales every onnx_models/harmonizer*.onnx)")
     parser.add_argument("--strategies", nargs="+", choices=STRATEGIES,
                         help="decoding strategies (default: each model card's, as harmonize decodes, on lead "
                              f"sheets; {' '.join(DEFAULT_STRATEGIES)} on chorales)")
@@ -72,11 +73,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _model_paths(names: list[str] | None) -> list[Path]:
+# the lead-sheet table's default rows: the default model and the one it replaced (the other
+# chorale curricula stay available through --models)
+LEADSHEET_MODELS = ("harmonizer", "harmonizer_chorale")
+
+
+def _model_paths(names: list[str] | None, chosen: tuple[str, ...] | None = None) -> list[Path]:
     from onnx_models import models_dir
 
     if not names:
         paths = sorted(models_dir().glob("harmonizer*.onnx"))
+        if chosen is not None:
+            paths = [p for p in paths if p.stem in chosen] or paths
         if not paths:
             raise ModelLoadError(f"no harmonizer*.onnx in {models_dir()}")
         return paths
@@ -144,7 +152,8 @@ def run(args: argparse.Namespace) -> int:
     _check(args)
     from engines.harmonizer.runtime import HarmonizerModel
 
-    models = [HarmonizerModel.load(path) for path in _model_paths(args.models)]
+    models = [HarmonizerModel.load(path)
+              for path in _model_paths(args.models, LEADSHEET_MODELS if args.set == "leadsheets" else None)]
     progress = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     runner = _run_leadsheets if args.set == "leadsheets" else _run_chorales
     report, markdown = runner(args, models, progress)

@@ -49,3 +49,27 @@ def test_calibration_scores_every_setting_and_the_card_carries_the_choice(tmp_pa
     del card["decoding"]
     (tmp_path / "harmonizer.card.json").write_text(json.dumps(card))
     assert HarmonizerModel.load(tmp_path / "harmonizer.onnx").temperature == DEFAULT_TEMPERATURE
+
+
+def test_held_out_figures_go_into_the_card(tmp_path: Path) -> None:
+    import pytest
+
+    from training.harmonizer.card import add_evaluation
+
+    for item in MODEL.parent.glob("harmonizer.*"):
+        shutil.copy(item, tmp_path / item.name)
+    model = HarmonizerModel.load(tmp_path / "harmonizer.onnx")
+    songs = le.songs_from_arrays(_arrays([
+        _sheet("openewld/a", "folk", (4, 4), 4, C_MAJOR, [(0, "C:maj"), (16, "F:maj"), (32, "G:maj"), (48, "C:maj")]),
+    ]))
+    produced = le.baselines(songs, with_rule=False)
+    report = {"split": "test"} | le.evaluate_songs(songs, produced)
+    add_evaluation(model, report, "scorebridge eval harmony")
+    card = HarmonizerModel.load(tmp_path / "harmonizer.onnx").card  # the sha256 still matches
+    evaluation = card["evaluation"]
+    assert evaluation["systems"]["human"]["all"]["majmin"] == 1.0
+    assert evaluation["systems"]["best-triad"]["folk"]["majmin"] == report["systems"]["best-triad"]["groups"][
+        "folk"]["majmin"]
+    assert "test lists" in evaluation["set"] and evaluation["command"] == "scorebridge eval harmony"
+    with pytest.raises(ValueError, match="split"):
+        add_evaluation(model, {"systems": {}}, "x")

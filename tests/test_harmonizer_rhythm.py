@@ -141,3 +141,30 @@ def test_a_modulating_melody_is_harmonized_in_its_local_key(model):
     fixed = harmonize(model, both, bars, (4, 4), style=model.styles[0], rng=np.random.default_rng(0),
                       temperature=0, key=(0, "major"))
     assert set(fixed.keys.tolist()) == {0}
+
+
+def test_phrase_ends_are_long_notes_closing_four_bar_groups():
+    from engines.harmonizer.harmonize import phrase_ends
+
+    # four bars of quarters; the fourth bar ends on a half note (steps 14-15), then four more bars
+    # whose last note is the piece's ending (left to the ending rule)
+    top = np.array([64, 62, 60, 62, 64, 64, 64, 65, 62, 62, 62, 64, 64, 62, 67, 67,
+                    64, 62, 60, 62, 64, 64, 64, 64, 62, 62, 64, 62, 60, 60, 60, 60])
+    assert phrase_ends(top, bar_starts_for(32, 4)) == [(14, 15)]
+    # a short note followed by a rest closes a phrase too; a bar without melody does not
+    rest = top.copy()
+    rest[14:16] = [67, -1]
+    assert phrase_ends(rest, bar_starts_for(32, 4)) == [(14, 14)]
+    silent = top.copy()
+    silent[12:16] = -1
+    assert phrase_ends(silent, bar_starts_for(32, 4)) == []
+
+
+def test_phrase_cadences_close_on_the_tonic_or_dominant(model):
+    melody, bars = _tune()
+    melody[14:16] = 67  # the first phrase closes on G: C or G can hold it
+    for seed in range(4):
+        result = harmonize(model, melody, bars, (4, 4), style=model.styles[0], key=(0, "major"),
+                           rng=np.random.default_rng(seed), temperature=1.5, ending="phrases")
+        assert {token_name(t).split(":")[0] for t in result.chords[13:16]} <= {"C", "G"}
+        assert token_name(result.chords[-1]) == "C:maj"

@@ -35,6 +35,7 @@ __all__ = [
     "RHYTHMS",
     "Harmonization",
     "rhythm_groups",
+    "phrase_ends",
     "beat_grid",
     "bar_starts_for",
     "chord_root",
@@ -46,7 +47,7 @@ __all__ = [
 
 
 RHYTHMS = ("auto", "bar", "half-bar", "beat")
-ENDINGS = ("tonic", "free")
+ENDINGS = ("tonic", "phrases", "free")
 # the tonic triad in the model's key-normalized frame (C major / A minor)
 TONIC_TOKENS = {"major": token_id("C:maj"), "minor": token_id("A:min")}
 
@@ -93,6 +94,49 @@ def _ending(shifted: np.ndarray, mode: str, groups: np.ndarray | None) -> tuple[
     if groups is not None:
         steps = np.flatnonzero(np.isin(groups, groups[steps]))
     return steps, TONIC_TOKENS[mode]
+
+
+def _cadence_chords() -> dict[str, np.ndarray]:
+    """[VOCAB_SIZE] bool per mode: the chords a phrase may close on, rooted on the tonic or the
+    dominant of the normalized key (I and V in C major, i and V in A minor), any quality."""
+    from .vocab import VOCAB_SIZE
+
+    out = {}
+    for mode, roots in (("major", (0, 7)), ("minor", (9, 4))):
+        allowed = np.zeros(VOCAB_SIZE, dtype=bool)
+        for root in roots:
+            allowed[NUM_SPECIALS + root * NUM_QUALITIES: NUM_SPECIALS + (root + 1) * NUM_QUALITIES] = True
+        out[mode] = allowed
+    return out
+
+
+def phrase_ends(top: np.ndarray, bar_start: np.ndarray, phrase_bars: int = 4) -> list[tuple[int, int]]:
+    """Notes where a phrase closes, as (first step, last step): in the last bar of each group of
+    ``phrase_bars`` bars (counted from the first whole bar), the last note that lasts two steps
+    or more or is followed by a rest, one per phrase. The piece's last note is left to the
+    ending."""
+    bar_start = np.asarray(bar_start, dtype=bool)
+    starts = np.flatnonzero(bar_start)
+    if len(starts) < phrase_bars:
+        return []
+    sounding = np.flatnonzero(top >= 0)
+    last_note = int(sounding[-1]) if len(sounding) else -1
+    out: list[tuple[int, int]] = []
+    for number in range(phrase_bars - 1, len(starts), phrase_bars):
+        lo = int(starts[number])
+        hi = int(starts[number + 1]) if number + 1 < len(starts) else len(top)
+        chosen = None
+        for step in range(lo, hi):
+            if top[step] < 0 or (step > 0 and top[step - 1] == top[step]):
+                continue  # a rest, or not a note's first step
+            end = step
+            while end + 1 < len(top) and top[end + 1] == top[step]:
+                end += 1
+            if (end - step >= 1 or (end + 1 < len(top) and top[end + 1] < 0)) and end < last_note:
+                chosen = (step, min(end, hi - 1))
+        if chosen is not None:
+            out.append(chosen)
+    return out
 
 
 @dataclass
@@ -179,7 +223,9 @@ def harmonize(
     harmonized in its local key.
     `rhythm` (RHYTHMS) sets the harmonic rhythm: one chord per bar, per half bar, or per beat
     decided by the model. `ending` 'tonic': a melody that ends on the tonic ends on the tonic
-    chord (the model then chooses the approach to it); 'free' leaves the last chord to it."""
+    chord (the model then chooses the approach to it); 'phrases': also every 4-bar phrase closes
+    on a tonic or dominant chord holding its last long note (``phrase_ends``) where one does;
+    'free' leaves the chords to the model."""
     if ending not in ENDINGS:
         raise ValueError(f"unknown ending {ending!r}; valid: {', '.join(ENDINGS)}")
     melody_pitch = np.asarray(melody_pitch, dtype=np.int64)
@@ -205,14 +251,29 @@ def harmonize(
     placeholder = np.full(steps, MASK, dtype=np.int64)
     step_groups = rhythm_groups(bar_start, rhythm)
     _, final_mode = _key_of(keys[-1])
-    if ending == "tonic" and (end_chord := _ending(shifted, final_mode, step_groups)) is not None:
+    if ending != "free" and (end_chord := _ending(shifted, final_mode, step_groups)) is not None:
         placeholder[end_chord[0]] = end_chord[1]
+    step_allowed = None
+    if ending == "phrases":
+        from .vocab import token_bitmaps
+
+        bitmaps, cadence = token_bitmaps().astype(bool), _cadence_chords()
+        for first, last in phrase_ends(top, bar_start):
+            allowed = cadence[_key_of(keys[first])[1]] & bitmaps[:, int(top[first]) % 12]
+            if allowed.any():  # a cadence the melody note allows; else the model is free there
+                if step_allowed is None:
+                    step_allowed = np.ones((steps, len(allowed)), dtype=bool)
+                step_allowed[first: last + 1] = allowed
     sequence = build_sequence(model.grid, shifted, onset, placeholder, bar_start, va)
     harmony = sequence.harmony.copy()  # MASK everywhere but BAR positions (and a given ending)
     groups = None
     if step_groups is not None:
         groups = np.full(len(harmony), -1, dtype=np.int64)
         groups[sequence.step >= 0] = step_groups
+    seq_allowed = None
+    if step_allowed is not None:
+        seq_allowed = np.ones((len(harmony), step_allowed.shape[1]), dtype=bool)
+        seq_allowed[sequence.step >= 0] = step_allowed
     condition = time_signature_vector(*time_signature)
     style_id = model.styles.index(style)
     length, total_calls = model.length, 0
@@ -244,8 +305,12 @@ def harmonize(
         if groups is not None:
             window_groups = np.full(length, -1, dtype=np.int64)
             window_groups[: end - start] = groups[start:end]
+        window_allowed = None
+        if seq_allowed is not None:
+            window_allowed = np.ones((length, seq_allowed.shape[1]), dtype=bool)
+            window_allowed[: end - start] = seq_allowed[start:end]
         result = fill_masks(logits_fn, window, last_melody, strategy, rng, temperature, top_p, calls,
-                            groups=window_groups)
+                            groups=window_groups, allowed=window_allowed)
         harmony[start:end] = result.harmony[: end - start]
         total_calls += result.calls
         if end == len(harmony):

@@ -192,8 +192,8 @@ def _run_leadsheets(args: argparse.Namespace, models: list, progress) -> tuple[d
         f"T {model.temperature if args.temperature is None else args.temperature:g}, "
         f"p {model.top_p if args.top_p is None else args.top_p:g}, "
         f"{'metric beats' if model.beats == 'metric' else 'quarter notes'}, style "
-        + (f"the song's where the model has it, else {model.styles[0]}" if styles & set(model.styles)
-           else model.styles[0])
+        + (f"the song's where the model has it, else {model.default_style}" if styles & set(model.styles)
+           else model.default_style)
         for model in models)
     report.update({
         "set": "leadsheets", "split": args.split, "title": f"Held-out lead sheets ({args.split} lists)",

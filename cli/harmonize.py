@@ -52,10 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="harmonic rhythm: one chord per bar, per half bar, per beat, or auto (the model "
                    "holds chords as the lead sheets of its style do; default: the model card's)")
     p.add_argument("--ending", choices=ENDINGS, default="tonic",
-                   help="tonic: a melody that ends on the tonic ends on the tonic chord (default); "
-                   "free: the model chooses the last chord too")
+                   help="tonic: a melody that ends on the tonic ends on the tonic chord (default); phrases: also "
+                   "each four-bar phrase closes on a tonic or dominant chord its last long note allows; "
+                   "free: the model chooses every chord")
     p.add_argument("--steps", type=int, default=10, help="model calls for the staged strategies (default 10)")
-    p.add_argument("--style", help="style anchor (default: the model's first style)")
+    p.add_argument("--style", help="style anchor: pop, rock, jazz, stage, folk, chorale, classical, renaissance "
+                   "(default: the model card's, pop for the lead-sheet model)")
     p.add_argument("--key", default="auto", help="key such as C, F#, Bb, Am, or auto (default)")
     p.add_argument("--valence", type=float, help="constant valence in [-1, 1] (with --arousal)")
     p.add_argument("--arousal", type=float, help="constant arousal in [-1, 1] (with --valence)")
@@ -128,7 +130,7 @@ def _harmonize_one(source: Path, target: Path, xml_target: Path | None, args, mo
         key = parse_key(args.key)
     except ValueError as exc:
         raise ConfigError(f"--key: {exc}") from None
-    options = ClipOptions(style=args.style or model.styles[0], strategy=args.strategy or model.strategy,
+    options = ClipOptions(style=args.style or model.default_style, strategy=args.strategy or model.strategy,
                           calls=args.steps,
                           temperature=model.temperature if args.temperature is None else args.temperature,
                           key=key, rhythm=args.rhythm or model.rhythm, ending=args.ending,

@@ -148,7 +148,7 @@ def harmonize_song(model: HarmonizerModel, song: Song, rng: np.random.Generator,
         pad = quarters * 4 - len(song.melody)
         pitches = np.pad(song.melody, (0, pad), constant_values=-1).reshape(quarters, 4)
         bars, pick = np.pad(song.bar16, (0, pad)).reshape(quarters, 4).max(1), song.start // 4
-    style = song.style if song.style in model.styles else model.styles[0]
+    style = song.style if song.style in model.styles else model.default_style
     result = harmonize(model, pitches, bars, clip_grid(model, song.time_signature).time_signature, style=style,
                        strategy=strategy or model.strategy, calls=calls, rng=rng,
                        temperature=model.temperature if temperature is None else temperature,

@@ -107,6 +107,12 @@ class HarmonizerModel:
     def styles(self) -> list[str]:
         return list(self.card.get("styles", []))
 
+    @property
+    def default_style(self) -> str:
+        """The style a user gets without asking: the card's `default_style`, else its first."""
+        style = self.card.get("default_style")
+        return style if style in self.styles else (self.styles[0] if self.styles else "chorale")
+
     def logits_batch(
         self,
         melody: np.ndarray,

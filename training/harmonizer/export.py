@@ -163,6 +163,8 @@ def export_checkpoint(
             "tokens": [token_name(t) for t in range(VOCAB_SIZE)],
         },
         "styles": styles,
+        # a user who names no style gets the lead sheets' most common one, not the chorale
+        **({"default_style": "pop"} if "pop" in styles else {}),
         "length_axis": f"every window of 1..{length} positions starting on a bar; the offline window is "
         f"{length}, the live per-beat decision uses the last {live_length} (docs/harmonizer.md)",
         "inputs": [

@@ -210,7 +210,9 @@ def export_checkpoint(
         },
         "data": (summary(load_raw(cache), grid) if data_name == "classical" else training.summary())
         | {"sources": {name: _SOURCES[name] for name in training.sources}},
-        "validation": {"logged": val_record, "at_export": evaluate(model, val)},
+        "validation": {"logged": val_record, "at_export": evaluate(model, val),
+                       # without affect, as a user who sets none runs it (the labels are read from the chords)
+                       "at_export_no_va": evaluate(model, val, zero_va=True)},
     }
     card = publish(files, "melody harmonization (masked chord prediction per grid step)", body,
                    feed | {"expected_logits": expected.astype(np.float32)}, {}, verify)

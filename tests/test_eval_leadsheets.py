@@ -183,7 +183,7 @@ def _direct(model: HarmonizerModel, pitches: np.ndarray, bars: np.ndarray, signa
 
 
 def test_adapter_reads_the_chord_of_each_metric_beat() -> None:
-    model = HarmonizerModel.named("harmonizer")
+    model = HarmonizerModel.named("harmonizer_chorale")
     assert model.beats == "quarter"
     sheet = _sheet("openewld/a/b.mxl", "folk", (6, 8), 6, C_MAJOR[:8], [(0, "C:maj")])
     (song,) = le.songs_from_arrays(_arrays([sheet]))

@@ -227,6 +227,8 @@ def test_changing_the_model_loads_it_at_once():
     first = engine.model
     engine.set_param("model", "harmonizer_midpoint")
     assert engine.model is not first and engine.model.card is not first.card
+    # the chorale model knows no 'pop': the style follows it to its own default
+    assert first.default_style == "pop" and engine.param("style") == "chorale"
 
 
 def test_a_clip_folder_that_cannot_be_written_is_logged_and_the_loop_plays_on(tmp_path, caplog):

@@ -101,7 +101,7 @@ def test_decide_beat_decides_on_the_first_quarter_beat_of_each_metric_beat(metri
 
 
 def test_a_quarter_model_in_six_eight_counts_quarters_and_is_told_three_four(calls):
-    engine = make(meter="6/8")
+    engine = make(model="harmonizer_chorale", meter="6/8")
     assert engine.model.beats == "quarter"
     drive(engine, legato(0.5, 12), 6)
     assert [round(at, 3) for at, *_ in calls] == [0.002, 1.002, 2.002, 3.002, 4.002, 5.002]

@@ -168,3 +168,12 @@ def test_phrase_cadences_close_on_the_tonic_or_dominant(model):
                            rng=np.random.default_rng(seed), temperature=1.5, ending="phrases")
         assert {token_name(t).split(":")[0] for t in result.chords[13:16]} <= {"C", "G"}
         assert token_name(result.chords[-1]) == "C:maj"
+
+
+def test_entropies_stay_finite_when_a_span_rules_tokens_out():
+    logits = np.zeros((2, VOCAB_SIZE))
+    allowed = np.ones((2, VOCAB_SIZE), dtype=bool)
+    allowed[:, d.MASK] = False
+    ruled_out = d.span_logits(logits, allowed, np.array([0, 0]))
+    ruled_out[:, 10:] = -np.inf  # what a span does to chords one of its beats forbids
+    assert np.isfinite(d.entropies(ruled_out, allowed)).all()

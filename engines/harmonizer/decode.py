@@ -58,7 +58,8 @@ def entropies(logits: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     """Predictive entropy (nats) per position of the allowed-token distribution at T = 1."""
     log_probs = _masked_log_softmax(logits, allowed)
     probs = np.exp(log_probs)
-    return -(probs * np.where(allowed, log_probs, 0.0)).sum(-1)
+    # a token a span rules out has probability 0 (log -inf): it adds nothing, not 0 * -inf
+    return -(probs * np.where(allowed & (probs > 0), log_probs, 0.0)).sum(-1)
 
 
 def nucleus_sample(

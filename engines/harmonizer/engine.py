@@ -179,7 +179,12 @@ class LearnedHarmonizer(Engine):
         """Load the `model` parameter's model (ModelLoadError: missing, tampered or broken)."""
         model = HarmonizerModel.named(self.param("model"))
         if self.param("style") not in model.styles:
-            raise ParameterError(f"style {self.param('style')!r} is not one of {model.styles}")
+            if self.param("style") not in self.declaration("style").choices:
+                raise ParameterError(f"style {self.param('style')!r} is not one of {model.styles}")
+            # a model without the current style (the chorale models know no 'pop'): its own default
+            log.info("harmonizer: model %s has no style %r; using %r", model.path.stem, self.param("style"),
+                     model.default_style)
+            self._values["style"] = model.default_style
         self._model = model
 
     @property

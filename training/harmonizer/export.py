@@ -81,6 +81,17 @@ def portable(value: object) -> object:
     return "RUNS/" + "/".join(Path(text).parts[-2:])
 
 
+def _leadsheet_splits(sources: tuple[str, ...], splits_dir: Path) -> dict:
+    """Songs per committed split list of each lead-sheet source (classical pieces: the cache's
+    own seeded split, counted in the windows)."""
+    from engines.harmonizer.leadsheet_corpus import split_ids
+
+    return {split: {name: {"songs": len(split_ids(name, split, splits_dir)),
+                           "list": f"engines/harmonizer/splits/{name}_{split}.txt"}
+                    for name in sources if name != "classical"}
+            for split in ("train", "val", "test")}
+
+
 def _last_val(log_path: Path, step: int) -> dict:
     """Latest validation record at or before `step` in a training log."""
     record: dict = {}
@@ -208,7 +219,8 @@ def export_checkpoint(
                                 if checkpoint["args"].get("init") not in (None, "None") else None),
             "args": {key: portable(value) for key, value in checkpoint["args"].items()},
         },
-        "data": (summary(load_raw(cache), grid) if data_name == "classical" else training.summary())
+        "data": (summary(load_raw(cache), grid) if data_name == "classical" else training.summary()
+                 | {"splits": _leadsheet_splits(training.sources, splits_dir)})
         | {"sources": {name: _SOURCES[name] for name in training.sources}},
         "validation": {"logged": val_record, "at_export": evaluate(model, val),
                        # without affect, as a user who sets none runs it (the labels are read from the chords)

@@ -208,3 +208,47 @@ def test_bad_va_csv_is_refused(tmp_path):
         result = harmonize(source, "-o", tmp_path / "out.mid", "--va", csv)
         assert result.returncode == 1 and message in result.stderr, (text, result.stderr)
         assert not (tmp_path / "out.mid").exists()
+
+
+def chord_markers(path) -> list[tuple[float, str]]:
+    """(beat, chord name) of every marker on the output's chords track."""
+    midi = mido.MidiFile(path)
+    now, out = 0, []
+    for message in midi.tracks[1]:
+        now += message.time
+        if message.type == "marker":
+            out.append((now / midi.ticks_per_beat, message.text))
+    return out
+
+
+def six_eight_tune(path) -> None:
+    """Eight bars of a 6/8 jig in G, one note per eighth, written with mido."""
+    line = [67, 71, 74, 71, 74, 79, 78, 74, 71, 72, 74, 72, 71, 69, 67, 66, 67, 69, 71, 67, 71, 74, 72, 69]
+    pitches = (line * 2)[:47] + [67]
+    track = mido.MidiTrack([mido.MetaMessage("time_signature", numerator=6, denominator=8),
+                            mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(90))])
+    for pitch in pitches:
+        track += [mido.Message("note_on", note=pitch, velocity=80, time=0),
+                  mido.Message("note_off", note=pitch, time=240)]
+    midi = mido.MidiFile(ticks_per_beat=480)
+    midi.tracks.append(track)
+    midi.save(path)
+
+
+def test_six_eight_chords_sit_on_dotted_quarters_and_bar_rhythm_holds_a_bar(tmp_path):
+    source = tmp_path / "jig.mid"
+    six_eight_tune(source)
+    auto = tmp_path / "auto.mid"
+    assert harmonize(source, "-o", auto).returncode == 0
+    starts = [beat for beat, _ in chord_markers(auto)]
+    assert starts and all(abs(b / 1.5 - round(b / 1.5)) < 1e-6 for b in starts), starts  # dotted quarters
+    per_bar = tmp_path / "bar.mid"
+    result = harmonize(source, "-o", per_bar, "--rhythm", "bar")
+    assert result.returncode == 0, result.stderr
+    starts = [beat for beat, _ in chord_markers(per_bar)]
+    assert all(abs(b / 3 - round(b / 3)) < 1e-6 for b in starts), starts  # a 6/8 bar is 3 quarters
+    assert chord_markers(per_bar)[-1][1] == "G:maj"  # the jig ends on G: the tonic chord
+    half = tmp_path / "half.mid"
+    assert harmonize(source, "-o", half, "--rhythm", "half-bar", "--temperature", "0").returncode == 0
+    assert all(abs(b / 1.5 - round(b / 1.5)) < 1e-6 for b, _ in chord_markers(half))
+    assert harmonize(source, "-o", tmp_path / "x.mid", "--rhythm", "sometimes").returncode != 0

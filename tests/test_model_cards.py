@@ -15,7 +15,8 @@ from onnx_models import CARD_KEYS, check_parity, model_cards, models_dir, open_m
 from tests.jackutil import ROOT
 
 CARDS = model_cards()
-SHIPPED = {"harmonizer", "harmonizer_chorale", "harmonizer_midpoint", "harmonizer_random10", "continuation", "continuation_plain"}
+SHIPPED = {"harmonizer", "harmonizer_chorale", "harmonizer_midpoint",
+           "harmonizer_random10", "continuation", "continuation_plain"}
 
 
 def test_every_shipped_model_is_there():

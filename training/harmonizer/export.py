@@ -88,7 +88,8 @@ def _leadsheet_splits(sources: tuple[str, ...], splits_dir: Path) -> dict:
 
     return {split: {name: {"songs": len(split_ids(name, split, splits_dir)),
                            "list": f"engines/harmonizer/splits/{name}_{split}.txt"}
-                    for name in sources if name != "classical"}
+                    for name in sources
+                    if name != "classical" and (Path(splits_dir) / f"{name}_{split}.txt").is_file()}
             for split in ("train", "val", "test")}
 
 

@@ -44,7 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--strategies", nargs="+", choices=STRATEGIES,
                         help="decoding strategies (default: each model card's, as harmonize decodes, on lead "
                              f"sheets; {' '.join(DEFAULT_STRATEGIES)} on chorales)")
-    parser.add_argument("--calls", type=int, default=10, help="model calls for stages10 / entropic (10)")
+    parser.add_argument("--calls", type=int,
+                        help="model calls for stages10 / entropic (default: lead sheets the card's, chorales 10)")
     parser.add_argument("--split", default="test", choices=("test", "val"),
                         help="the held-out lists to read (val: for choosing decoding; test is never tuned on)")
     parser.add_argument("--songs", type=int, help="lead sheets: the first N songs of each data set and style")
@@ -188,7 +189,7 @@ def _run_leadsheets(args: argparse.Namespace, models: list, progress) -> tuple[d
     styles = {song.style for song in songs}
     decoding = "; ".join(
         f"{model.path.stem}: {'/'.join(s or model.strategy for s in strategies)}, "
-        f"rhythm {args.rhythm or model.rhythm}, "
+        f"{args.calls or model.calls} calls, rhythm {args.rhythm or model.rhythm}, "
         f"T {model.temperature if args.temperature is None else args.temperature:g}, "
         f"p {model.top_p if args.top_p is None else args.top_p:g}, "
         f"{'metric beats' if model.beats == 'metric' else 'quarter notes'}, style "
@@ -198,8 +199,8 @@ def _run_leadsheets(args: argparse.Namespace, models: list, progress) -> tuple[d
     report.update({
         "set": "leadsheets", "split": args.split, "title": f"Held-out lead sheets ({args.split} lists)",
         "protocol": f"Means over songs, each song weighing the same; one position per metric beat, the human chord "
-                    f"at each beat's first 16th, beats without a human chord left out. Models: harmonize() with "
-                    f"{args.calls} calls, ending {args.ending or 'tonic'}, seed {args.seed} per song ({decoding})",
+                    f"at each beat's first 16th, beats without a human chord left out. Models: harmonize(), "
+                    f"ending {args.ending or 'tonic'}, seed {args.seed} per song ({decoding})",
         "models": [{"name": m.path.stem, "path": str(m.path), "sha256": m.card.get("sha256"),
                     "styles": m.styles} for m in models],
         "skipped": [str(s) for s in arrays.get("skipped", [])],
@@ -218,6 +219,6 @@ def _run_chorales(args: argparse.Namespace, models: list, progress) -> tuple[dic
                             args.cache, progress)
     except (FileNotFoundError, ValueError) as error:
         raise ConfigError(str(error)) from error
-    report = he.evaluate_all(models, sets, args.strategies or DEFAULT_STRATEGIES, args.calls, args.seed,
+    report = he.evaluate_all(models, sets, args.strategies or DEFAULT_STRATEGIES, args.calls or 10, args.seed,
                              args.windows, not args.no_rule, progress, args.temperature, args.top_p)
     return report, he.report_markdown(report)

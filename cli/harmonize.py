@@ -55,7 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="tonic: a melody that ends on the tonic ends on the tonic chord (default); phrases: also "
                    "each four-bar phrase closes on a tonic or dominant chord its last long note allows; "
                    "free: the model chooses every chord")
-    p.add_argument("--steps", type=int, default=10, help="model calls for the staged strategies (default 10)")
+    p.add_argument("--steps", type=int,
+                   help="model calls per window for the staged strategies (default: the model card's; 1 decides "
+                   "every chord from one call)")
     p.add_argument("--style", help="style anchor: pop, rock, jazz, stage, folk, chorale, classical, renaissance "
                    "(default: the model card's, pop for the lead-sheet model)")
     p.add_argument("--key", default="auto", help="key such as C, F#, Bb, Am, or auto (default)")
@@ -96,7 +98,7 @@ def read_melody(path: Path, track: int | None = None) -> MelodyFile:
 
 
 def _check(args: argparse.Namespace) -> None:
-    if args.steps < 1:
+    if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps {args.steps}: must be at least 1")
     if not 1 <= args.voices <= 6:
         raise ConfigError(f"--voices {args.voices}: must be 1..6")
@@ -131,7 +133,7 @@ def _harmonize_one(source: Path, target: Path, xml_target: Path | None, args, mo
     except ValueError as exc:
         raise ConfigError(f"--key: {exc}") from None
     options = ClipOptions(style=args.style or model.default_style, strategy=args.strategy or model.strategy,
-                          calls=args.steps,
+                          calls=args.steps or model.calls,
                           temperature=model.temperature if args.temperature is None else args.temperature,
                           key=key, rhythm=args.rhythm or model.rhythm, ending=args.ending,
                           voicing_style=args.voicing,

@@ -31,19 +31,21 @@ def test_calibration_scores_every_setting_and_the_card_carries_the_choice(tmp_pa
         _sheet("openewld/a", "folk", (4, 4), 4, C_MAJOR, [(0, "C:maj"), (16, "F:maj"), (32, "G:maj"), (48, "C:maj")]),
         _sheet("pop909/b", "pop", (3, 4), 4, C_MAJOR[:12], [(0, "C:maj"), (24, "G:maj"), (36, "C:maj")]),
     ]))
-    result = calibrate(str(model.path), ["entropic"], [0.0, 1.0], ["auto", "bar"], jobs=1, songs=songs)
+    result = calibrate(str(model.path), ["midpoint"], [0.0, 1.0], ["auto", "bar"], jobs=1, songs=songs,
+                       calls=[1, 10])
     assert result["split"] == "val" and result["songs"] == 2
-    assert [(r["temperature"], r["rhythm"]) for r in result["grid"]] == [(0.0, "auto"), (0.0, "bar"),
-                                                                        (1.0, "auto"), (1.0, "bar")]
+    assert [(r["strategy"], r["calls"], r["temperature"], r["rhythm"]) for r in result["grid"]] == [
+        (strategy, calls, t, rhythm) for strategy, calls in (("entropic", 1), ("midpoint", 10))
+        for t in (0.0, 1.0) for rhythm in ("auto", "bar")]
     for row in result["grid"]:
         assert 0.0 <= row["majmin"] <= 1.0 and row["changes_ratio"] >= 0.0
     best = choose(result["grid"])
-    assert result["chosen"] == {k: best[k] for k in ("strategy", "temperature", "top_p", "rhythm")}
+    assert result["chosen"] == {k: best[k] for k in ("strategy", "calls", "temperature", "top_p", "rhythm")}
 
     write_card(model, result)
     reloaded = HarmonizerModel.load(tmp_path / "harmonizer.onnx")  # the sha256 still matches
-    assert (reloaded.temperature, reloaded.rhythm, reloaded.strategy) == (best["temperature"], best["rhythm"],
-                                                                          "entropic")
+    assert (reloaded.temperature, reloaded.rhythm, reloaded.strategy, reloaded.calls) == (
+        best["temperature"], best["rhythm"], best["strategy"], best["calls"])
     assert "validation lead sheets" in reloaded.card["decoding"]["calibrated_on"]
     card = json.loads((tmp_path / "harmonizer.card.json").read_text())
     del card["decoding"]

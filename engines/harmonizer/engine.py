@@ -64,6 +64,7 @@ def _params() -> tuple[Param, ...]:
     decoding = card.get("decoding", {})
     strategy = decoding.get("strategy") if decoding.get("strategy") in STRATEGIES else "entropic"
     rhythm = decoding.get("rhythm") if decoding.get("rhythm") in RHYTHMS else "auto"
+    calls = decoding.get("calls") if isinstance(decoding.get("calls"), int) and 1 <= decoding["calls"] <= 128 else 10
     return (
         Param("mode", "choice", "live", choices=("live", "clip"), doc="Chord per beat, or capture a loop"),
         Param("decide", "choice", "onset", choices=("onset", "beat"),
@@ -86,7 +87,8 @@ def _params() -> tuple[Param, ...]:
               doc="Decoding strategy (clip mode; default: the model card's)"),
         Param("ending", "choice", "tonic", choices=ENDINGS,
               doc="Clip mode: a melody ending on the tonic ends on the tonic chord, or free"),
-        Param("steps", "int", 10, 1, 128, unit="calls", doc="Model calls for a clip (staged strategies)"),
+        Param("steps", "int", calls, 1, 128, unit="calls",
+              doc="Model calls per window for a clip (staged strategies; default: the model card's)"),
         Param("temperature", "float", float(decoding.get("temperature", DEFAULT_TEMPERATURE)), 0.0, 2.0,
               doc="Sampling temperature, 0 = greedy (default: the model card's calibrated one)"),
         Param("seed", "int", -1, -1, 2**31 - 1, doc="Random seed (-1: a fresh one)"),

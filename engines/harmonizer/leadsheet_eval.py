@@ -133,7 +133,7 @@ def found_keys(song: Song) -> np.ndarray:
 
 
 def harmonize_song(model: HarmonizerModel, song: Song, rng: np.random.Generator, strategy: str | None = None,
-                   calls: int = 10, temperature: float | None = None, top_p: float | None = None,
+                   calls: int | None = None, temperature: float | None = None, top_p: float | None = None,
                    rhythm: str | None = None, ending: str = "tonic") -> tuple[np.ndarray, int]:
     """The model's chord per metric beat of ``song``: the one call of ``harmonize``, as
     ``scorebridge harmonize`` makes it (``clip.clip_grid``: a lead-sheet model steps on the metric
@@ -150,7 +150,7 @@ def harmonize_song(model: HarmonizerModel, song: Song, rng: np.random.Generator,
         bars, pick = np.pad(song.bar16, (0, pad)).reshape(quarters, 4).max(1), song.start // 4
     style = song.style if song.style in model.styles else model.default_style
     result = harmonize(model, pitches, bars, clip_grid(model, song.time_signature).time_signature, style=style,
-                       strategy=strategy or model.strategy, calls=calls, rng=rng,
+                       strategy=strategy or model.strategy, calls=calls or model.calls, rng=rng,
                        temperature=model.temperature if temperature is None else temperature,
                        top_p=model.top_p if top_p is None else top_p, rhythm=rhythm or model.rhythm, ending=ending)
     return result.chords[pick], result.calls
@@ -163,7 +163,7 @@ class ModelSpec:
     name: str
     path: str
     strategy: str | None = None
-    calls: int = 10
+    calls: int | None = None
     temperature: float | None = None
     top_p: float | None = None
     rhythm: str | None = None

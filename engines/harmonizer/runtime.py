@@ -89,6 +89,12 @@ class HarmonizerModel:
         return str(self.card.get("decoding", {}).get("strategy", "entropic"))
 
     @property
+    def calls(self) -> int:
+        """Default model calls a melody's window is decoded in (1: every chord at once, from one
+        call): the card's calibrated `decoding`, else 10."""
+        return int(self.card.get("decoding", {}).get("calls", 10))
+
+    @property
     def rhythm(self) -> str:
         """Default harmonic rhythm: the card's calibrated `decoding`, else auto."""
         return str(self.card.get("decoding", {}).get("rhythm", "auto"))

@@ -2,7 +2,7 @@
 
     python -m training.harmonizer.calibrate --model harmonizer --out calibration.json [--write-card]
 
-Every (strategy, temperature, rhythm) of the grid harmonizes the validation songs of the
+Every (strategy, calls, temperature, rhythm) of the grid harmonizes the validation songs of the
 committed OpenEWLD and POP909 lists as ``scorebridge harmonize`` does (``leadsheet_eval``: metric
 beats, keys per section, the tonic ending, the song's style), and is scored against the human
 chords. The choice: the highest root + major/minor agreement among the settings whose chord
@@ -40,19 +40,25 @@ def choose(rows: list[dict]) -> dict:
 
 def calibrate(model_path: str, strategies: list[str], temperatures: list[float], rhythms: list[str],
               top_p: float = 0.9, seed: int = 0, jobs: int = 2, cache: Path | None = None,
-              songs: list | None = None) -> dict:
+              songs: list | None = None, calls: list[int] | None = None) -> dict:
     """Score every grid point on the validation songs (``songs``: given instead); returns the
     table and the choice."""
     if songs is None:
         songs = songs_from_arrays(load_eval_songs("val", cache or cache_dir("harmonizer")))
-    specs = [ModelSpec(f"{strategy} T{temperature} {rhythm}", model_path, strategy, 10, temperature, top_p, rhythm)
-             for strategy in strategies for temperature in temperatures for rhythm in rhythms]
+    # one call (entropic with one call left takes every position) decides every chord of a
+    # window at once: one plan; the strategies' own orders need more calls
+    counts = calls or [10]
+    plans = ([("entropic", 1)] if 1 in counts else []) + [(strategy, count) for count in counts if count > 1
+                                                         for strategy in strategies]
+    specs = [ModelSpec(f"{strategy} {count} T{temperature} {rhythm}", model_path, strategy, count, temperature, top_p,
+                       rhythm)
+             for strategy, count in plans for temperature in temperatures for rhythm in rhythms]
     produced = baselines(songs, with_rule=False) | decode_models(specs, songs, seed, jobs)
     report = evaluate_songs(songs, produced)
     rows = []
     for spec in specs:
         means = report["systems"][spec.name]["groups"]["all"]
-        rows.append({"strategy": spec.strategy, "temperature": spec.temperature, "top_p": top_p,
+        rows.append({"strategy": spec.strategy, "calls": spec.calls, "temperature": spec.temperature, "top_p": top_p,
                      "rhythm": spec.rhythm} | {key: means[key] for key in
                                               ("majmin", "sevenths", "changes_per_bar", "changes_ratio",
                                                "chord_tones", "tonic_ending")})
@@ -65,7 +71,7 @@ def calibrate(model_path: str, strategies: list[str], temperatures: list[float],
         "baselines": {name: report["systems"][name]["groups"]["all"]["majmin"] for name in ("tonic", "best-triad")},
         "human_changes_per_bar": report["systems"]["human"]["groups"]["all"]["changes_per_bar"],
         "grid": rows,
-        "chosen": {key: best[key] for key in ("strategy", "temperature", "top_p", "rhythm")},
+        "chosen": {key: best[key] for key in ("strategy", "calls", "temperature", "top_p", "rhythm")},
     }
 
 
@@ -90,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strategies", nargs="+", default=["entropic", "certain", "midpoint"])
     parser.add_argument("--temperatures", type=float, nargs="+", default=[0.0, 0.3, 0.6])
     parser.add_argument("--rhythms", nargs="+", default=["auto", "half-bar"])
+    parser.add_argument("--calls", type=int, nargs="+", default=[1, 10],
+                        help="model calls per window (1: every chord from one call)")
     parser.add_argument("--top-p", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=2)
@@ -100,10 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     model = (HarmonizerModel.load(args.model) if args.model.endswith(".onnx")
              else HarmonizerModel.named(args.model))
     result = calibrate(str(model.path), args.strategies, args.temperatures, args.rhythms, args.top_p, args.seed,
-                       args.jobs, args.cache)
+                       args.jobs, args.cache, calls=args.calls)
     result |= {"model": model.path.name, "sha256": model.card["sha256"]}
     for row in result["grid"]:
-        print(f"{row['strategy']:<9} T {row['temperature']:<4} {row['rhythm']:<8} agreement {row['majmin']:.3f} "
+        print(f"{row['strategy']:<9} {row['calls']:>2} calls T {row['temperature']:<4} {row['rhythm']:<8} "
+              f"agreement {row['majmin']:.3f} "
               f"sevenths {row['sevenths']:.3f} changes/bar {row['changes_per_bar']:.2f} "
               f"({row['changes_ratio']:.2f}x human) chord tones {row['chord_tones']:.3f}")
     print(f"baselines {result['baselines']}; human changes/bar {result['human_changes_per_bar']:.2f}")

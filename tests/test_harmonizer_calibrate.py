@@ -20,7 +20,11 @@ def test_the_choice_keeps_the_human_harmonic_rhythm_first() -> None:
     rows = [_row(0.70, 2.0), _row(0.55, 1.1), _row(0.50, 0.9)]
     assert choose(rows) is rows[1]  # the best agreement changes chord twice as often: out
     assert choose([_row(0.4, 3.0), _row(0.3, 0.2)])["majmin"] == 0.4  # none inside: best of all
-    assert choose([_row(0.5001, 1.0, 0.7), _row(0.5, 1.0, 0.9)])["chord_tones"] == 0.9  # tie: chord tones
+    half = _row(0.383, 0.8) | {"rhythm": "half-bar", "temperature": 0.3}
+    auto_warm = _row(0.381, 0.9) | {"rhythm": "auto", "temperature": 0.3}
+    auto_greedy = _row(0.380, 0.9) | {"rhythm": "auto", "temperature": 0.0}
+    assert choose([half, auto_warm, auto_greedy]) is auto_greedy  # within 0.005: auto, then greedy
+    assert choose([half | {"majmin": 0.40}, auto_greedy]) is not auto_greedy  # a real gain wins
 
 
 def test_calibration_scores_every_setting_and_the_card_carries_the_choice(tmp_path: Path) -> None:

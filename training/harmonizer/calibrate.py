@@ -7,7 +7,8 @@ committed OpenEWLD and POP909 lists as ``scorebridge harmonize`` does (``leadshe
 beats, keys per section, the tonic ending, the song's style), and is scored against the human
 chords. The choice: the highest root + major/minor agreement among the settings whose chord
 changes per bar lie within 0.75-1.33x the human chords' (the issue's harmonic-rhythm target),
-all settings when none does; ties to 0.001 go to the higher chord-tone share. Temperature 0 is
+all settings when none does. Settings within 0.005 of the best count as equal; among them the
+model's own harmonic rhythm (auto) and then the lower temperature win. Temperature 0 is
 greedy. ``--write-card`` stores it as the card's ``decoding`` section, which the runtime,
 ``eval harmony``, ``harmonize`` and the live engine read as their default; the ONNX file and its
 sha256 do not change. numpy + onnxruntime only.
@@ -30,12 +31,18 @@ from engines.harmonizer.runtime import HarmonizerModel
 __all__ = ["RATIO_RANGE", "calibrate", "choose", "main", "write_card"]
 
 RATIO_RANGE = (0.75, 1.33)
+NOISE = 0.005  # agreement differences below this, on ~140 songs, are not worth a less usable default
 
 
 def choose(rows: list[dict]) -> dict:
-    """The best row: highest agreement within the changes-per-bar range (else among all)."""
-    inside = [row for row in rows if RATIO_RANGE[0] <= row["changes_ratio"] <= RATIO_RANGE[1]]
-    return max(inside or rows, key=lambda row: (round(row["majmin"], 3), row["chord_tones"]))
+    """The best row: highest agreement within the changes-per-bar range (else among all); rows
+    within ``NOISE`` of it count as equal, and among those the model's own harmonic rhythm
+    (auto), then the lower temperature (greedy: the same chords every time), then agreement."""
+    inside = [row for row in rows if RATIO_RANGE[0] <= row["changes_ratio"] <= RATIO_RANGE[1]] or rows
+    top = max(row["majmin"] for row in inside)
+    close = [row for row in inside if row["majmin"] >= top - NOISE]
+    return max(close, key=lambda row: (row.get("rhythm") == "auto", -row.get("temperature", 0.0),
+                                       round(row["majmin"], 3), row["chord_tones"]))
 
 
 def calibrate(model_path: str, strategies: list[str], temperatures: list[float], rhythms: list[str],
@@ -67,7 +74,7 @@ def calibrate(model_path: str, strategies: list[str], temperatures: list[float],
         "split": "val", "songs": len(songs), "seed": seed,
         "objective": "highest root+maj/min agreement with the human chords among the settings with "
                      f"changes per bar {RATIO_RANGE[0]}-{RATIO_RANGE[1]}x the human's (else all); "
-                     "ties to 0.001: higher chord-tone share",
+                     f"within {NOISE} of the best: rhythm auto, then lower temperature, then agreement",
         "baselines": {name: report["systems"][name]["groups"]["all"]["majmin"] for name in ("tonic", "best-triad")},
         "human_changes_per_bar": report["systems"]["human"]["groups"]["all"]["changes_per_bar"],
         "grid": rows,

@@ -3,8 +3,9 @@
 Hands in IN.mid: a track whose name contains "right" or "left" is that hand; notes of other
 tracks are split at ``--split`` (below -> left hand). The meter is the file's first time
 signature (4/4 if none), the tempo its first tempo. The prompt is the last ``--context-bars``
-bars, padded to the bar line after the last note; OUT.mid holds the input followed by the
-continuation, in tracks named ``right`` and ``left``.
+bars, padded to the bar line after the last note, on the model's 1/12-beat grid; OUT.mid holds
+the input's notes as written (exact times) followed by the continuation, in tracks named
+``right`` and ``left``. ``--register prompt`` (default) keeps each hand near the prompt's register.
 
 Valence/arousal: by default the music's own (computed from the prompt as in training);
 ``--valence V --arousal A`` for a constant, or ``--va VA.csv`` for a curve over the file's
@@ -59,6 +60,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(log-odds per unit valence, 0 = the model's adapter alone; default 3)",
     )
     p.add_argument(
+        "--register", choices=("prompt", "free"), default="prompt",
+        help="prompt (default): each hand stays within 5 semitones of the prompt's lowest and highest "
+        "note of that hand; free: right hand 48..108, left 21..72",
+    )
+    p.add_argument(
         "--split", type=int, default=60, help="untagged notes below this are the left hand (default 60)"
     )
     p.add_argument("--model", default="smart", help="smart (default), plain, or a path to an exported .onnx")
@@ -109,7 +115,7 @@ def _model_path(name: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     """Read, continue, write atomically; every failure is a ScoreBridgeError before any output."""
     from core.atomic import atomic_output
-    from engines.continuation.offline import continue_notes, read_midi, write_midi
+    from engines.continuation.offline import continue_notes, read_source, write_midi
     from engines.continuation.runtime import ContinuationModel
     from engines.continuation.sample import SamplingConfig, scale_pitch_classes
     from engines.continuation.tokens import STEPS_PER_QUARTER
@@ -120,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     styles = model.card.get("styles", [])
     if args.style not in styles:
         raise ConfigError(f"--style {args.style!r}: use one of {', '.join(styles)}")
-    notes, bar_steps, tempo = read_midi(args.input, split=args.split)
+    notes, bar_steps, tempo, source = read_source(args.input, split=args.split)
     if not notes:
         raise CodecError(f"{args.input}: no notes in the piano range 21..108 to continue")
     va = None
@@ -148,14 +154,15 @@ def run(args: argparse.Namespace) -> int:
     )
     started = time.perf_counter()
     generated = continue_notes(
-        model, notes, bar_steps, args.bars, config, args.context_bars, styles.index(args.style), va
+        model, notes, bar_steps, args.bars, config, args.context_bars, styles.index(args.style), va,
+        register=args.register,
     )
     elapsed = time.perf_counter() - started
     with atomic_output(args.output) as temporary:
-        write_midi(list(notes) + generated, temporary, bar_steps, tempo)
+        write_midi(generated, temporary, bar_steps, tempo, source)
     hands = sum(1 for n in generated if n.hand == 0), sum(1 for n in generated if n.hand == 1)
     print(
-        f"wrote {args.output}: {len(notes)} input notes + {len(generated)} generated "
+        f"wrote {args.output}: {len(source.notes)} input notes + {len(generated)} generated "
         f"(right {hands[0]}, left {hands[1]}) over {args.bars} bars in {elapsed:.2f} s"
     )
     return 0

@@ -161,3 +161,58 @@ def test_a_curve_written_by_va_analyze_conditions_the_continuation(tmp_path) -> 
     write_phrase(source)
     assert main(["continue", str(source), "-o", str(out), "--bars", "1", "--seed", "2", "--va", str(curve)]) == 0
     assert [n for notes in read_notes(out).values() for n in notes if n[0] >= 8]
+
+
+def test_the_prompt_comes_back_at_its_exact_ticks(tmp_path) -> None:
+    """A dotted 16th + 32nd (off the model's 1/12-beat grid) keeps its times; the model reads it
+    rounded, OUT.mid copies it as written."""
+    from fractions import Fraction
+
+    source, out = tmp_path / "in.mid", tmp_path / "out.mid"
+    midi = mido.MidiFile(type=1, ticks_per_beat=96)
+    right = mido.MidiTrack([mido.MetaMessage("track_name", name="Right hand")])
+    # (pitch, start, end) in ticks: quarters, then a dotted 16th (36) + 32nd (12) at beat 3
+    written = [(72, 0, 96), (74, 96, 192), (76, 192, 288), (72, 288, 324), (75, 324, 336), (74, 336, 384)]
+    now = 0
+    for pitch, start, end in written:
+        right += [
+            mido.Message("note_on", note=pitch, velocity=70 + pitch - 72, time=start - now),
+            mido.Message("note_off", note=pitch, time=end - start),
+        ]
+        now = end
+    left = mido.MidiTrack([mido.MetaMessage("track_name", name="Left hand")])
+    left += [mido.Message("note_on", note=48, velocity=50, time=0), mido.Message("note_off", note=48, time=384)]
+    midi.tracks += [right, left]
+    midi.save(source)
+    assert main(["continue", str(source), "-o", str(out), "--bars", "1", "--seed", "3"]) == 0
+    result = mido.MidiFile(out)
+    found = {}
+    for track in result.tracks[1:]:
+        now, sounding, notes = 0, {}, []
+        for message in track:
+            now += message.time
+            if message.type == "note_on" and message.velocity > 0:
+                sounding[message.note] = (now, message.velocity)
+            elif message.type in ("note_on", "note_off") and message.note in sounding:
+                start, velocity = sounding.pop(message.note)
+                beats = Fraction(start, result.ticks_per_beat), Fraction(now, result.ticks_per_beat)
+                notes.append((beats[0], beats[1], message.note, velocity))
+        found[track.name] = sorted(notes)
+    prompt = [n for n in found["right"] if n[0] < 4]
+    assert prompt == [(Fraction(s, 96), Fraction(e, 96), p, 70 + p - 72) for p, s, e in written]
+    assert (Fraction(27, 8), Fraction(7, 2), 75, 73) in prompt  # E-flat5 at beat 3.375, not 3.333
+    assert [n for n in found["left"] if n[0] < 4] == [(0, 4, 48, 50)]
+    assert [n for notes in found.values() for n in notes if n[0] >= 4], "nothing was generated"
+
+
+def test_register_prompt_keeps_each_hand_near_the_prompt(tmp_path) -> None:
+    source = tmp_path / "in.mid"
+    write_phrase(source)  # right 72..79, left 43..48
+    for seed in (5, 6):
+        out = tmp_path / f"out{seed}.mid"
+        assert main(["continue", str(source), "-o", str(out), "--bars", "2", "--seed", str(seed)]) == 0
+        tracks = read_notes(out)
+        right = [p for beat, p in tracks["right"] if beat >= 8]
+        left = [p for beat, p in tracks["left"] if beat >= 8]
+        assert right + left, "nothing was generated"
+        assert all(67 <= p <= 84 for p in right) and all(38 <= p <= 53 for p in left), (right, left)

@@ -244,3 +244,20 @@ def test_announce_labels_move_the_prompt_end_toward_the_target() -> None:
     assert centred[-1, 0] < 0.5 and centred[-1, 1] > 0.5  # the last window reaches past the end
     assert np.all(np.diff(ahead[:, 0]) <= 1e-6) and ahead[-1, 0] < centred[-1, 0], "the look-ahead moves sooner"
     assert np.allclose(ahead[:, 1], centred[:, 1]), "arousal has no lead"
+
+
+def test_prompt_register_widens_each_hands_range_by_the_margin() -> None:
+    from engines.continuation.sample import prompt_register
+
+    notes = [tk.NoteEvent(0, tk.RIGHT, 70, 12, 80), tk.NoteEvent(12, tk.RIGHT, 79, 12, 80),
+             tk.NoteEvent(0, tk.LEFT, 24, 24, 80)]
+    prompt = [tk.SOS, *tk.encode(notes, [0])]
+    config = prompt_register(prompt, SamplingConfig(seed=1))
+    assert config.right_range == (65, 84) and config.left_range == (21, 29)  # clamped to the keyboard
+    only_right = prompt_register([tk.SOS, *tk.encode(notes[:2], [0])], SamplingConfig(), margin=2)
+    assert only_right.right_range == (68, 81) and only_right.left_range == SamplingConfig().left_range
+    tokens = generate(RandomLogitsModel(3), prompt, 2, config).tokens
+    played = tk.decode(tokens)[0]
+    assert played and all(
+        (65 <= n.pitch <= 84) if n.hand == tk.RIGHT else (21 <= n.pitch <= 29) for n in played
+    )

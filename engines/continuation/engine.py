@@ -30,7 +30,7 @@ from core.events import Beat, EngineInput, EngineOutput, NoteOff, NoteOn, Send, 
 from .live import NoteStream, PlayerHistory
 from .offline import prompt_tokens
 from .runtime import DEFAULT_MODEL, PLAIN_MODEL, ContinuationModel
-from .sample import MODE_STEER, SamplingConfig, Stream, scale_pitch_classes
+from .sample import MODE_STEER, REGISTERS, SamplingConfig, Stream, prompt_register, scale_pitch_classes
 from .tokens import LEFT, STEPS_PER_QUARTER
 
 __all__ = ["ContinuationEngine"]
@@ -75,6 +75,10 @@ class ContinuationEngine(Engine):
             doc="With va_source params: how hard valence turns the music to the parallel minor/major (0 = off)",
         ),
         Param("key", "choice", "off", choices=_KEYS, doc="Restrict notes to a key's scale (off = any)"),
+        Param(
+            "register", "choice", "prompt", choices=REGISTERS,
+            doc="prompt: each hand within 5 semitones of the player's range in that hand; free: any",
+        ),
         Param("beats_per_bar", "int", 4, 1, 12, unit="beats"),
         Param(
             "split", "int", 60, 21, 108, unit="MIDI note", doc="Player's notes below this are the left hand"
@@ -212,6 +216,8 @@ class ContinuationEngine(Engine):
             return
         prompt, _, labels = prompt_tokens(notes, bar_steps, self.param("context_bars"), self.model.valence_lead)
         config = self._config(bar_steps)
+        if self.param("register") == "prompt":
+            config = prompt_register(prompt, config)
         styles = self.model.card.get("styles", list(_STYLES))
         style = styles.index(self.param("style")) if self.param("style") in styles else 0
         if self.param("va_source") == "music":  # the player's own valence/arousal, as in training

@@ -3,25 +3,27 @@ is ``scorebridge continue`` (cli/continue_.py).
 
 Hands in IN.mid: a track whose name contains "right" or "left" is that hand; notes of other
 tracks are split at middle C (below 60 -> left). The meter is the file's first time signature
-(4/4 if none). The prompt is the last ``context-bars`` bars, padded to a bar line; OUT.mid holds
-the input followed by the continuation in tracks named ``right`` and ``left``.
+(4/4 if none). The prompt is the last ``context-bars`` bars, padded to a bar line, on the model's
+1/12-beat grid; OUT.mid holds the input's notes as written (its ticks, not the grid) followed by
+the continuation, in tracks named ``right`` and ``left``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mido
 import numpy as np
 
 from core.errors import CodecError
-from core.midifile import read_notes
+from core.midifile import FileNote, read_notes
 
 from .affect import token_steps, token_va, valence_arousal
 from .runtime import ContinuationModel
-from .sample import SamplingConfig, generate
+from .sample import REGISTERS, SamplingConfig, generate, prompt_register
 from .tokens import (
     LEFT,
     RIGHT,
@@ -35,36 +37,89 @@ from .tokens import (
     shift_steps,
 )
 
-__all__ = ["PROMPT_LABELS", "announce_labels", "continue_notes", "prompt_tokens", "read_midi", "write_midi"]
+__all__ = [
+    "PROMPT_LABELS",
+    "SourceNotes",
+    "announce_labels",
+    "continue_notes",
+    "prompt_tokens",
+    "read_midi",
+    "read_source",
+    "write_midi",
+]
 
 OUTPUT_TICKS_PER_BEAT = 480
+MAX_TICKS_PER_BEAT = 32767  # a MIDI header's division holds 15 bits
 
 
-def read_midi(path: str | Path, split: int = 60) -> tuple[list[NoteEvent], int, int]:
-    """(notes on the grid, bar length in steps, tempo in microseconds per quarter).
-    Notes of tracks not named right/left are split at ``split`` (below -> left hand)."""
+@dataclass
+class SourceNotes:
+    """The notes of a MIDI file as written, in its ticks, each with its hand (``RIGHT``/``LEFT``):
+    what OUT.mid copies, while the model reads the same notes on its grid."""
+
+    ticks_per_beat: int
+    notes: list[tuple[int, FileNote]]
+
+
+def read_source(path: str | Path, split: int = 60) -> tuple[list[NoteEvent], int, int, SourceNotes]:
+    """(notes on the grid, bar length in steps, tempo in microseconds per quarter, the notes as
+    written). Notes of tracks not named right/left are split at ``split`` (below -> left hand);
+    the grid notes keep the piano's keys 21..108."""
     source = read_notes(path)
     numerator, denominator = source.time_signature
     bar_steps = numerator * 4 * STEPS_PER_QUARTER // denominator
     if bar_steps < 1:
         raise CodecError(f"{path}: time signature {numerator}/{denominator}: a bar shorter than the "
                          f"continuation's grid step (1/{STEPS_PER_QUARTER} beat)")
-    per_beat, notes = source.ticks_per_beat, []
+    per_beat, notes, written = source.ticks_per_beat, [], []
     for name, track in zip(source.track_names, source.tracks, strict=True):
         fixed_hand = RIGHT if "right" in name.lower() else (LEFT if "left" in name.lower() else None)
         for note in track:
+            hand = fixed_hand if fixed_hand is not None else (LEFT if note.pitch < split else RIGHT)
+            written.append((hand, note))
             if not 21 <= note.pitch <= 108:
                 continue
             onset = round(note.start_ticks * STEPS_PER_QUARTER / per_beat)
             duration = max(1, round(note.end_ticks * STEPS_PER_QUARTER / per_beat) - onset)
-            hand = fixed_hand if fixed_hand is not None else (LEFT if note.pitch < split else RIGHT)
             notes.append(NoteEvent(onset, hand, note.pitch, duration, note.velocity))
-    return canonicalize(notes)[0], bar_steps, source.tempo_changes[0][1]
+    tempo = source.tempo_changes[0][1]
+    return canonicalize(notes)[0], bar_steps, tempo, SourceNotes(per_beat, written)
 
 
-def write_midi(notes: Sequence[NoteEvent], path: str | Path, bar_steps: int, tempo: int) -> None:
-    """Type-1 file: a conductor track, then tracks ``right`` and ``left``."""
-    midi = mido.MidiFile(type=1, ticks_per_beat=OUTPUT_TICKS_PER_BEAT)
+def read_midi(path: str | Path, split: int = 60) -> tuple[list[NoteEvent], int, int]:
+    """(notes on the grid, bar length in steps, tempo in microseconds per quarter): ``read_source``
+    without the notes as written."""
+    return read_source(path, split)[:3]
+
+
+def _piano_notes(notes: list[tuple[int, int, int, int]]) -> list[tuple[int, int, int, int]]:
+    """(start, end, pitch, velocity) of one track as a piano plays them: a note struck again ends
+    at the new onset, an exact duplicate and a zero-length note are dropped."""
+    kept: list[tuple[int, int, int, int]] = []
+    for start, end, pitch, velocity in sorted(notes, key=lambda n: (n[2], n[0], -n[1])):
+        if end <= start:
+            continue
+        if kept and kept[-1][2] == pitch:  # sorted by pitch: the last kept note of this key
+            if kept[-1][0] == start:
+                continue
+            if kept[-1][1] > start:
+                kept[-1] = (kept[-1][0], start, pitch, kept[-1][3])
+        kept.append((start, end, pitch, velocity))
+    return kept
+
+
+def write_midi(
+    notes: Sequence[NoteEvent], path: str | Path, bar_steps: int, tempo: int, source: SourceNotes | None = None
+) -> None:
+    """Type-1 file: a conductor track, then tracks ``right`` and ``left``: ``source``'s notes as
+    written, then ``notes`` (grid). With a ``source`` the file's resolution is the source's (times
+    copied exactly), made a multiple of the grid's 12 steps per beat where MIDI allows it."""
+    per_beat = OUTPUT_TICKS_PER_BEAT
+    if source is not None:
+        per_beat = math.lcm(source.ticks_per_beat, STEPS_PER_QUARTER)
+        if per_beat > MAX_TICKS_PER_BEAT:  # only the grid's notes are then rounded to the ticks
+            per_beat = source.ticks_per_beat
+    midi = mido.MidiFile(type=1, ticks_per_beat=per_beat)
     numerator = (
         bar_steps // STEPS_PER_QUARTER
         if bar_steps % STEPS_PER_QUARTER == 0
@@ -79,13 +134,24 @@ def write_midi(notes: Sequence[NoteEvent], path: str | Path, bar_steps: int, tem
             ]
         )
     )
-    ticks_per_step = OUTPUT_TICKS_PER_BEAT // STEPS_PER_QUARTER
+
+    def ticks(steps: int) -> int:
+        return round(steps * per_beat / STEPS_PER_QUARTER)
+
+    scale = per_beat // source.ticks_per_beat if source is not None else 1
     for hand, name in ((RIGHT, "right"), (LEFT, "left")):
+        played = [
+            (n.start_ticks * scale, n.end_ticks * scale, n.pitch, n.velocity)
+            for h, n in (source.notes if source is not None else [])
+            if h == hand
+        ]
+        played += [
+            (ticks(n.onset_steps), ticks(n.end_steps), n.pitch, n.velocity) for n in notes if n.hand == hand
+        ]
         events = []
-        for note in notes:
-            if note.hand == hand:
-                events.append((note.end_steps * ticks_per_step, 0, note.pitch, 0))
-                events.append((note.onset_steps * ticks_per_step, 1, note.pitch, note.velocity))
+        for start, end, pitch, velocity in _piano_notes(played):
+            events.append((end, 0, pitch, 0))
+            events.append((start, 1, pitch, velocity))
         track, now = mido.MidiTrack([mido.MetaMessage("track_name", name=name)]), 0
         for tick, is_on, pitch, velocity in sorted(events):
             kind = "note_on" if is_on else "note_off"
@@ -159,6 +225,7 @@ def continue_notes(
     style: int = 0,
     va: VaSetting = None,
     prompt_labels: str = "target",
+    register: str = "free",
 ) -> list[NoteEvent]:
     """The generated notes, in the input's time, starting at the bar line after its last note.
 
@@ -167,10 +234,15 @@ def continue_notes(
     With a ``va``, the prompt's labels (``prompt_labels``): "target" = ``va`` throughout (what
     the live engine does); "announce" = its own labels moving toward ``va`` over the last
     labelling window, as training labels look at music that turns (``announce_labels``); "own" =
-    the music's own labels up to the end."""
+    the music's own labels up to the end. ``register``: "prompt" = each hand near the prompt's
+    register (``sample.prompt_register``), "free" = ``config``'s ranges."""
     if prompt_labels not in PROMPT_LABELS:
         raise ValueError(f"prompt_labels must be one of {PROMPT_LABELS}, got {prompt_labels!r}")
+    if register not in REGISTERS:
+        raise ValueError(f"register must be one of {REGISTERS}, got {register!r}")
     prompt, prompt_end, labels = prompt_tokens(notes, bar_steps, context_bars, model.valence_lead)
+    if register == "prompt":
+        config = prompt_register(prompt, config)
     if va is None:
         setting, prompt_va = (float(labels[-1, 0]), float(labels[-1, 1])), labels
         config = replace(config, mode_steer=0.0)  # steering follows a valence the user asks for

@@ -23,7 +23,7 @@ output has its NOTE_OFF.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -47,6 +47,8 @@ from .tokens import (
 
 __all__ = [
     "MODE_STEER",
+    "REGISTERS",
+    "REGISTER_MARGIN",
     "SCALES",
     "Generation",
     "SamplingConfig",
@@ -54,6 +56,7 @@ __all__ = [
     "closing_tokens",
     "generate",
     "mode_pairs",
+    "prompt_register",
     "sample_token",
     "scale_pitch_classes",
     "steer_mode",
@@ -220,6 +223,28 @@ def steer_mode(logits: np.ndarray, pairs: tuple[np.ndarray, np.ndarray], shift: 
     out[major] = total - np.logaddexp(0.0, -odds)
     out[minor] = total - np.logaddexp(0.0, odds)
     return out
+
+
+REGISTERS = ("prompt", "free")  # the engine's and `scorebridge continue`'s choice; prompt is the default
+REGISTER_MARGIN = 5  # semitones each hand may go past the prompt's lowest and highest note
+
+
+def prompt_register(
+    prompt: Sequence[int], config: SamplingConfig, margin: int = REGISTER_MARGIN
+) -> SamplingConfig:
+    """``config`` with each hand's range set to the prompt's lowest..highest NOTE_ON of that hand,
+    widened by ``margin`` semitones and kept on the keyboard (21..108); a hand the prompt does not
+    play keeps its range. The continuation then stays where the player's hands are."""
+    tokens = np.asarray(prompt, dtype=np.int64)
+    index = tokens[(tokens >= NOTE_BASE) & (tokens < VELOCITY_BASE)] - NOTE_BASE
+    hands, kinds, pitches = index // (2 * NUM_PITCHES), (index // NUM_PITCHES) % 2, index % NUM_PITCHES + LOW_PITCH
+    ranges = [config.right_range, config.left_range]
+    for hand in (RIGHT, LEFT):
+        played = pitches[(hands == hand) & (kinds == NOTE_ON)]
+        if len(played):
+            ranges[hand] = (max(LOW_PITCH, int(played.min()) - margin),
+                            min(LOW_PITCH + NUM_PITCHES - 1, int(played.max()) + margin))
+    return replace(config, right_range=ranges[RIGHT], left_range=ranges[LEFT])
 
 
 def sample_token(

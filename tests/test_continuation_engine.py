@@ -83,7 +83,7 @@ def test_silence_starts_a_continuation_at_the_next_bar_streamed_beat_by_beat(eng
     assert notes and all(off is not None for _, off, _, _ in notes), "every note-on has its note-off"
     for on, off, pitch, _ in notes:
         assert pitch % 12 in C_MAJOR
-        assert 0 < off - on <= engine.param("max_note_beats")
+        assert 0 < off - on <= engine.param("max_note_beats") + 1e-9  # steps / 12 in floats
     assert not engine.continuing
     assert {round(on) for on, _, _, _ in notes} & {12, 13, 14, 15}, "the first bar is played"
 
@@ -182,3 +182,25 @@ def test_valence_from_params_turns_the_continuation_to_the_parallel_mode() -> No
     assert dark[0] > dark[1], f"minor degrees {dark[0]} vs major {dark[1]} at valence -0.8"
     assert bright[1] > 3 * max(1, bright[0]), f"major degrees {bright[1]} vs minor {bright[0]} at valence 0.8"
     assert dark[0] / max(1, sum(dark)) > bright[0] / max(1, sum(bright)) + 0.4
+
+
+def test_register_follows_the_players_hands_unless_free(engine) -> None:
+    """Phrase: right hand 72..79, left 43..48; default register "prompt" keeps each hand within
+    5 semitones of that range."""
+    assert engine.param("register") == "prompt"
+    engine.set_param("left_channel", 4)
+    phrase(engine)
+    sends = [o for outputs in beats(engine, 8, 14).values() for o in outputs]
+    assert engine.stream is not None, "continuing from bar line 12"
+    config = engine.stream.stream.config
+    assert (config.right_range, config.left_range) == ((67, 84), (38, 53))
+    sends += [o for outputs in beats(engine, 15, 30).values() for o in outputs]
+    ons = [s for s in sends if s.message.type == "note_on" and s.message.velocity > 0]
+    right = [s.message.note for s in ons if s.channel is None]
+    left = [s.message.note for s in ons if s.channel == 3]
+    assert right and left
+    assert all(67 <= p <= 84 for p in right) and all(38 <= p <= 53 for p in left), (right, left)
+    engine.set_param("register", "free")
+    assert engine._config(48).right_range == (48, 108)
+    with pytest.raises(ParameterError):
+        engine.set_param("register", "wide")

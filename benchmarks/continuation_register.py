@@ -2,7 +2,7 @@
 (``--register prompt``, the default of ``scorebridge continue`` and of the engine) or the fixed
 ranges (``free``).
 
-    python -m benchmarks.continuation_register [--prompts 16] [--seeds 3] [--out FILE]
+    python -m benchmarks.continuation_register [--prompts 16] [--seeds 3] [--key-bias B ...] [--out FILE]
 
 Prompts: the first ``--context-bars`` bars of the continuation corpus's validation pieces (never
 the test split) with notes in both hands, taking the styles in turn; the shipped Smart model
@@ -62,15 +62,18 @@ def key_scale(notes: list) -> frozenset[int]:
 def measure(args: argparse.Namespace) -> dict:
     model = ContinuationModel.load()
     prompts = prompts_of(args.prompts, args.context_bars)
+    settings = {register: (register, 0.0) for register in REGISTERS}  # name -> (register, key bias)
+    settings.update({f"prompt, key bias {b:g}": ("prompt", b) for b in args.key_bias})
     rows = []
     started = time.perf_counter()
     for piece, notes in prompts:
         scale = key_scale(notes)
-        for register in REGISTERS:
+        for register in settings:
             for seed in range(args.seeds):
-                config = SamplingConfig(temperature=1.0, top_p=0.95, seed=seed)
+                config = SamplingConfig(temperature=1.0, top_p=0.95, seed=seed, key_bias=settings[register][1])
                 generated = continue_notes(
-                    model, notes, 48, args.bars, config, args.context_bars, style=0, register=register
+                    model, notes, 48, args.bars, config, args.context_bars, style=0,
+                    register=settings[register][0],
                 )
                 row = {"piece": piece, "register": register, "seed": seed,
                        "in_key": float(np.mean([n.pitch % 12 in scale for n in generated])) if generated else None}
@@ -86,7 +89,7 @@ def measure(args: argparse.Namespace) -> dict:
                     }
                 rows.append(row)
     summary = {}
-    for register in REGISTERS:
+    for register in settings:
         mine = [r for r in rows if r["register"] == register]
         figures = {"in_key": float(np.mean([r["in_key"] for r in mine if r["in_key"] is not None]))}
         for name in HANDS:
@@ -116,6 +119,8 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--bars", type=int, default=4, help="bars generated")
     parser.add_argument("--context-bars", type=int, default=4, help="bars of each piece used as the prompt")
+    parser.add_argument("--key-bias", type=float, nargs="*", default=[],
+                        help="also run register prompt with each of these key biases")
     parser.add_argument("--out", type=Path, help="JSON with every run")
     args = parser.parse_args()
     result = measure(args)

@@ -65,6 +65,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "note of that hand; free: right hand 48..108, left 21..72",
     )
     p.add_argument(
+        "--key-bias", type=float, default=0.0,
+        help="soft key: subtract this from the logit of every note outside the prompt's key "
+        "(0 = off, the default; --key sets a hard scale instead)",
+    )
+    p.add_argument(
         "--split", type=int, default=60, help="untagged notes below this are the left hand (default 60)"
     )
     p.add_argument("--model", default="smart", help="smart (default), plain, or a path to an exported .onnx")
@@ -86,6 +91,8 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--split {args.split}: must be a piano key 21..108")
     if not 0 <= args.mode_steer <= 8:
         raise ConfigError(f"--mode-steer {args.mode_steer}: must be in 0..8")
+    if not 0 <= args.key_bias <= 8:
+        raise ConfigError(f"--key-bias {args.key_bias}: must be in 0..8")
     check_affect_options(args)
     if args.key != "off" and args.key.removesuffix("m") not in _NAMES:
         raise ConfigError(f"--key {args.key!r}: use one of {', '.join(_NAMES)} (add m for minor) or off")
@@ -151,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         pitch_classes=classes,
         mode_steer=args.mode_steer,
+        key_bias=args.key_bias,
     )
     started = time.perf_counter()
     generated = continue_notes(

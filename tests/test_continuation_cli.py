@@ -124,6 +124,7 @@ def test_va_curve_and_the_installed_command(tmp_path) -> None:
         ("phrase", ["--va", "BAD"], "line 2"),
         ("phrase", ["--key", "H"], "--key 'H'"),
         ("phrase", ["--bars", "0"], "--bars 0"),
+        ("phrase", ["--key-bias", "9"], "--key-bias 9"),
     ],
 )
 def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path, capsys, setup, arguments, message) -> None:

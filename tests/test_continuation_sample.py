@@ -261,3 +261,25 @@ def test_prompt_register_widens_each_hands_range_by_the_margin() -> None:
     assert played and all(
         (65 <= n.pitch <= 84) if n.hand == tk.RIGHT else (21 <= n.pitch <= 29) for n in played
     )
+
+
+def test_key_penalty_lowers_only_note_ons_outside_the_key() -> None:
+    from engines.continuation.sample import key_penalty
+
+    penalty = key_penalty(0, True, 2.0)  # C major
+    for hand in (tk.RIGHT, tk.LEFT):
+        assert penalty[tk.note_token(hand, tk.NOTE_ON, 61)] == -2.0  # C#
+        assert penalty[tk.note_token(hand, tk.NOTE_ON, 60)] == 0.0
+        assert penalty[tk.note_token(hand, tk.NOTE_OFF, 61)] == 0.0
+    assert np.count_nonzero(penalty) == 2 * sum(p % 12 in (1, 3, 6, 8, 10) for p in range(21, 109))
+    a_minor = key_penalty(9, False, 1.0)  # natural minor + F# and G#
+    assert a_minor[tk.note_token(tk.RIGHT, tk.NOTE_ON, 68)] == 0.0  # G#
+    assert a_minor[tk.note_token(tk.RIGHT, tk.NOTE_ON, 70)] == -1.0  # B-flat
+    notes = [tk.NoteEvent(12 * i, tk.RIGHT, p, 12, 80) for i, p in enumerate((60, 64, 67, 72, 65, 62, 71, 60))]
+    prompt = [tk.SOS, *tk.encode(notes, [0, 48])]
+    played = {True: 0, False: 0}
+    for seed in range(3):
+        for bias in (0.0, 8.0):
+            tokens = generate(RandomLogitsModel(seed), prompt, 2, SamplingConfig(seed=seed, key_bias=bias)).tokens
+            played[bias > 0] += sum(n.pitch % 12 not in {0, 2, 4, 5, 7, 9, 11} for n in tk.decode(tokens)[0])
+    assert played[True] < played[False] / 4, played

@@ -13,7 +13,10 @@ toward the parallel minor and a positive one toward the parallel major, while wh
 goes (which degree, which register, how often) stays the model's. The shift is applied to the
 logits before the temperature, so at temperature T it is S x valence / T; with a scale mask
 (``pitch_classes``) only the pairs the scale allows both notes of are steered. A decoding prior
-on top of the model's learned valence adapter, off by default.
+on top of the model's learned valence adapter, off by default. Key bias (``key_bias`` B > 0): a
+NOTE_ON outside the scale of the prompt's key (``modal.window_key``) loses B from its logit, a
+soft form of the ``pitch_classes`` mask (the pairs mode steering splits are exempt). Register:
+``prompt_register`` sets each hand's range from the prompt's notes.
 Bars follow the meter (``bar_steps``, from the prompt's first BAR): a shift never crosses a bar
 line, BAR is forced at every bar line and allowed nowhere else. Generation stops at the bar line
 after ``bars`` bars (or after ``max_tokens``) and closes every held note, so every NOTE_ON of the
@@ -55,6 +58,7 @@ __all__ = [
     "Stream",
     "closing_tokens",
     "generate",
+    "key_penalty",
     "mode_pairs",
     "prompt_register",
     "sample_token",
@@ -92,6 +96,7 @@ class SamplingConfig:
     max_note_steps: int = 96
     bar_steps: int = 48
     mode_steer: float = 0.0
+    key_bias: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -100,6 +105,8 @@ class SamplingConfig:
             raise ValueError(f"top_k must be >= 0 and top_p in (0, 1], got {self.top_k}, {self.top_p}")
         if not 0.0 <= self.mode_steer <= 8.0:
             raise ValueError(f"mode_steer must be in [0, 8], got {self.mode_steer}")
+        if not 0.0 <= self.key_bias <= 8.0:
+            raise ValueError(f"key_bias must be in [0, 8], got {self.key_bias}")
         if self.max_polyphony < 1 or self.max_note_steps < 1 or self.bar_steps < 1:
             raise ValueError("max_polyphony, max_note_steps and bar_steps must be >= 1")
         for name, (low, high) in (("right_range", self.right_range), ("left_range", self.left_range)):
@@ -229,6 +236,19 @@ REGISTERS = ("prompt", "free")  # the engine's and `scorebridge continue`'s choi
 REGISTER_MARGIN = 5  # semitones each hand may go past the prompt's lowest and highest note
 
 
+def key_penalty(tonic: int, major: bool, strength: float) -> np.ndarray:
+    """[VOCAB_SIZE] logit offsets: -``strength`` for a NOTE_ON (either hand) outside the key's
+    scale (a minor key's holds the natural minor and the raised sixth and seventh), 0 elsewhere."""
+    scale = scale_pitch_classes(tonic, "major") if major else (
+        scale_pitch_classes(tonic, "minor") | {(tonic + 9) % 12, (tonic + 11) % 12})
+    outside = ~np.isin(np.arange(LOW_PITCH, LOW_PITCH + NUM_PITCHES) % 12, list(scale))
+    penalty = np.zeros(VOCAB_SIZE)
+    for hand in (RIGHT, LEFT):
+        start = note_token(hand, NOTE_ON, LOW_PITCH)
+        penalty[start : start + NUM_PITCHES][outside] = -strength
+    return penalty
+
+
 def prompt_register(
     prompt: Sequence[int], config: SamplingConfig, margin: int = REGISTER_MARGIN
 ) -> SamplingConfig:
@@ -340,12 +360,20 @@ class Stream:
             key = window_key(np.asarray(prompt, dtype=np.int64))
             if key is not None:  # no key, no steering
                 self.pairs = mode_pairs(key[0], config.pitch_classes)
+        self.key_penalty: np.ndarray | None = None
+        if config.key_bias > 0:
+            key = window_key(np.asarray(prompt, dtype=np.int64))
+            if key is not None:
+                self.key_penalty = key_penalty(key[0], key[1], config.key_bias)
+                if self.pairs is not None:  # steering picks between the modes' degrees: no penalty there
+                    self.key_penalty[np.concatenate(self.pairs)] = 0.0
 
     def _scores(self) -> np.ndarray:
-        """The model's logits, mode-steered at the current valence."""
+        """The model's logits, less the key penalty, mode-steered at the current valence."""
+        logits = self.logits if self.key_penalty is None else self.logits + self.key_penalty
         if self.pairs is None:
-            return self.logits
-        return steer_mode(self.logits, self.pairs, self.config.mode_steer * float(self.va[0]))
+            return logits
+        return steer_mode(logits, self.pairs, self.config.mode_steer * float(self.va[0]))
 
     def _va_now(self) -> np.ndarray:
         """The VA curve at the current time (beats after the prompt's end)."""

@@ -126,7 +126,7 @@ def main() -> int:
     result = measure(args)
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=1))
     if args.out:
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        args.out.write_text(json.dumps(result) + "\n")
     return 0
 
 

@@ -108,7 +108,8 @@ def measure(args: argparse.Namespace) -> dict:
             }
         summary[register] = figures
     prompt_in_key = float(np.mean([np.mean([n.pitch % 12 in key_scale(notes) for n in notes]) for _, notes in prompts]))
-    return {"command": " ".join(["python -m benchmarks.continuation_register", *sys.argv[1:]]), "prompts": [p for p, _ in prompts], "seeds": args.seeds,
+    command = " ".join(["python -m benchmarks.continuation_register", *sys.argv[1:]])
+    return {"command": command, "prompts": [p for p, _ in prompts], "seeds": args.seeds,
             "bars": args.bars, "context_bars": args.context_bars, "prompt_in_key": prompt_in_key,
             "seconds": round(time.perf_counter() - started, 1), "summary": summary, "runs": rows}
 

@@ -91,9 +91,13 @@ def measure(args: argparse.Namespace) -> dict:
     summary = {}
     for register in settings:
         mine = [r for r in rows if r["register"] == register]
-        figures = {"in_key": float(np.mean([r["in_key"] for r in mine if r["in_key"] is not None]))}
+        in_key = [r["in_key"] for r in mine if r["in_key"] is not None]
+        figures: dict = {"in_key": float(np.mean(in_key)) if in_key else None}
         for name in HANDS:
             played = [r[name] for r in mine if r[name] is not None]
+            if not played:
+                figures[name] = {"runs_playing": f"0/{len(mine)}"}
+                continue
             shifts = np.array([p["median_shift"] for p in played])
             figures[name] = {
                 "runs_playing": f"{len(played)}/{len(mine)}",

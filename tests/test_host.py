@@ -182,7 +182,18 @@ def test_transport_changes_from_other_threads_are_published_from_the_router_thre
     router = InputRouter(host, transport)
     router.start()
     handler = router.handler_for("daw")
+
+    def published(count: int) -> bool:
+        deadline = time.monotonic() + 10  # a loaded CI machine can starve the router thread for a while
+        while len(threads) < count and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return len(threads) >= count
+
+    # the START is published before more transport input is sent: the router's queue keeps only
+    # the latest of a port's queued transport messages, so a STOP queued behind an unprocessed
+    # START would replace it (by design, under a flood)
     handler([START], time.perf_counter())
+    assert published(1)
     done = threading.Event()
 
     def osc() -> None:
@@ -191,11 +202,11 @@ def test_transport_changes_from_other_threads_are_published_from_the_router_thre
         done.set()
 
     threading.Thread(target=osc, name="osc-in").start()
-    assert done.wait(10)
+    assert done.wait(10) and published(3)
     handler([STOP], time.perf_counter())  # already stopped: no event
-    deadline = time.monotonic() + 10  # a loaded CI machine can starve the router thread for a while
-    while len(threads) < 3 and time.monotonic() < deadline:
-        time.sleep(0.005)
+    behind = threading.Event()
+    router.post(behind.set)  # runs after the STOP: the queue is in order
+    assert behind.wait(10)
     router.stop()
     assert threads == ["router"] * 3
 

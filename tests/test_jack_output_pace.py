@@ -40,3 +40,29 @@ def test_an_unpaced_output_never_waits(monkeypatch):
     for i in range(10 * JACK_OUTPUT_BURST):
         port.send_bytes([0x90, i % 128, 100])
     assert len(out.times) == 10 * JACK_OUTPUT_BURST and waits == []
+
+
+class _LateRecorder(_Recorder):
+    """A send that goes out late once (the sending thread preempted inside it)."""
+
+    def __init__(self, late_at: int, delay_s: float) -> None:
+        super().__init__()
+        self.late_at, self.delay_s, self.count = late_at, delay_s, 0
+
+    def send_message(self, data: list[int]) -> None:
+        self.count += 1
+        if self.count == self.late_at:
+            time.sleep(self.delay_s)
+        super().send_message(data)
+
+
+def test_a_send_preempted_late_in_a_window_does_not_let_a_second_burst_through():
+    # the burst's last message goes out late, near the end of its window; a pace that counted
+    # fixed windows would let the next window's whole burst follow it at once
+    out = _LateRecorder(late_at=JACK_OUTPUT_BURST, delay_s=JACK_OUTPUT_WINDOW_S * 0.9)
+    port = RtMidiOutput("test:out", out, paced=True)
+    for i in range(3 * JACK_OUTPUT_BURST):
+        port.send_bytes([0x90, i % 128, 100])
+    times = out.times
+    spans = [times[i + JACK_OUTPUT_BURST] - times[i] for i in range(len(times) - JACK_OUTPUT_BURST)]
+    assert min(spans) >= JACK_OUTPUT_WINDOW_S * 0.99

@@ -6,6 +6,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from typing import Any
 
 import rtmidi
@@ -46,19 +47,20 @@ class RtMidiOutput(OutputPort):
         super().__init__(name)
         self._out = midi_out
         self._paced = paced
-        self._window_start = 0.0
-        self._in_window = 0
+        # when the last JACK_OUTPUT_BURST messages went out (taken after each send): a send waits
+        # until the oldest is a window old, so no JACK_OUTPUT_BURST + 1 consecutive messages fall
+        # inside one window, whenever the sending thread is preempted
+        self._sent: deque[float] = deque(maxlen=JACK_OUTPUT_BURST)
 
     def _send(self, data: list[int]) -> None:
-        if self._paced:
-            now = time.perf_counter()
-            if now - self._window_start >= JACK_OUTPUT_WINDOW_S:
-                self._window_start, self._in_window = now, 0
-            elif self._in_window >= JACK_OUTPUT_BURST:
-                time.sleep(self._window_start + JACK_OUTPUT_WINDOW_S - now)
-                self._window_start, self._in_window = time.perf_counter(), 0
-            self._in_window += 1
+        if not self._paced:
+            self._out.send_message(data)
+            return
+        if len(self._sent) == JACK_OUTPUT_BURST:
+            while (wait := self._sent[0] + JACK_OUTPUT_WINDOW_S - time.perf_counter()) > 0:
+                time.sleep(wait)
         self._out.send_message(data)
+        self._sent.append(time.perf_counter())
 
     def _close(self) -> None:
         self._out.close_port()

@@ -127,7 +127,8 @@ def test_split_is_seeded_deterministic_and_disjoint(tmp_path):
         split_of_song(f"pop909/{n:03d}") for n in range(1, 60)]
 
 
-def test_a_broken_song_is_skipped_and_listed(tmp_path, capsys):
+def test_a_broken_song_is_skipped_and_listed(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(twohands, "SPLITS_DIR", tmp_path / "splits")  # the CLI writes the committed lists
     root = tmp_path / "data" / "pop909" / "POP909"
     _steady(root / "001")
     broken = root / "002"

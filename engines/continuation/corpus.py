@@ -42,6 +42,7 @@ from .tokens import (
 
 __all__ = [
     "CACHE_FILE",
+    "CORPORA",
     "DEFAULT_CACHE",
     "SPLITS_DIR",
     "STYLES",
@@ -51,6 +52,7 @@ __all__ = [
     "load_split_corpus",
     "load_split_ids",
     "split_of",
+    "tokenize_notes",
     "tokenize_piece",
 ]
 
@@ -60,6 +62,11 @@ SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 SPLIT_SEED = "scorebridge-continuation-v1"
 CACHE_FILE = "corpus_v1.npz"
 SPLIT_CACHE_FILE = "corpus_{split}_v1.npz"  # one split, parsed on first use
+# training corpora: name -> (cache file, split-list prefix in SPLITS_DIR, the command that builds it)
+CORPORA: dict[str, tuple[str, str, str]] = {
+    "music21": (CACHE_FILE, "", "python -m training.continuation.data build"),
+    "twohands": ("corpus_twohands_v1.npz", "twohands_", "python -m training.continuation.twohands_tokens"),
+}
 DEFAULT_VELOCITY = 72
 
 
@@ -177,20 +184,22 @@ def _part_notes(
     return events
 
 
-def load_split_ids(split: str) -> list[str]:
-    path = SPLITS_DIR / f"{split}.txt"
+def load_split_ids(split: str, corpus: str = "music21") -> list[str]:
+    _, prefix, command = CORPORA[corpus]
+    path = SPLITS_DIR / f"{prefix}{split}.txt"
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; run `python -m training.continuation.data build`")
+        raise FileNotFoundError(f"{path} is missing; run `{command}`")
     return [line for line in path.read_text().splitlines() if line]
 
 
-def load_corpus(cache_dir: Path = DEFAULT_CACHE) -> Corpus:
-    """The cached corpus with each piece's split from the committed lists."""
-    path = cache_dir / CACHE_FILE
+def load_corpus(cache_dir: Path = DEFAULT_CACHE, corpus: str = "music21") -> Corpus:
+    """The cached corpus (a name in ``CORPORA``) with each piece's split from its committed lists."""
+    name, _, command = CORPORA[corpus]
+    path = cache_dir / name
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing; run `python -m training.continuation.data build`")
+        raise FileNotFoundError(f"{path} is missing; run `{command}`")
     data = np.load(path)
-    membership = {p: s for s in ("train", "val", "test") for p in load_split_ids(s)}
+    membership = {p: s for s in ("train", "val", "test") for p in load_split_ids(s, corpus)}
     ids = [str(p) for p in data["piece_ids"]]
     unknown = [p for p in ids if p not in membership]
     if unknown:
@@ -212,6 +221,14 @@ def tokenize_piece(piece_id: str) -> tuple[np.ndarray, np.ndarray, str, dict[str
     """(tokens int16 with SOS/EOS, per-token valence/arousal float16, style, dropped-note counters)
     of one corpus score; ValueError when nothing in range is left."""
     notes, bars, style, counters = extract(piece_id)
+    tokens, va, stats = tokenize_notes(notes, bars, piece_id)
+    return tokens, va, style, counters | stats
+
+
+def tokenize_notes(notes: list[NoteEvent], bars: list[int], piece_id: str) -> tuple[np.ndarray, np.ndarray,
+                                                                                     dict[str, int]]:
+    """(tokens int16 with SOS/EOS, per-token valence/arousal float16, what canonicalize changed) of
+    one piece's notes and bar starts (steps); bars after the last note are dropped."""
     canonical, stats = canonicalize(notes)
     if not canonical:
         raise ValueError(f"{piece_id}: no notes in range")
@@ -219,7 +236,7 @@ def tokenize_piece(piece_id: str) -> tuple[np.ndarray, np.ndarray, str, dict[str
     bars = [b for b in bars if b <= end]
     tokens = np.array(encode(canonical, bars, add_sos=True, add_eos=True), dtype=np.int16)
     va = token_va(tokens, valence_arousal(canonical, end)).astype(np.float16)
-    return tokens, va, style, counters | {"shortened": stats.shortened, "duplicates": stats.duplicates}
+    return tokens, va, {"shortened": stats.shortened, "duplicates": stats.duplicates}
 
 
 def save_arrays(path: Path, **arrays: np.ndarray) -> None:

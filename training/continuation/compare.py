@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from engines.continuation.corpus import DEFAULT_CACHE, load_corpus
+from engines.continuation.corpus import CORPORA, DEFAULT_CACHE, load_corpus
 
 from .model import parameter_counts
 from .train import evaluate, load_checkpoint, validation_windows
@@ -25,9 +25,10 @@ from .train import evaluate, load_checkpoint, validation_windows
 __all__ = ["compare", "main"]
 
 
-def compare(smart: Path, plain: Path, cache: Path = DEFAULT_CACHE, length: int = 256) -> dict:
-    """Both checkpoints on the same validation and test windows."""
-    data = load_corpus(cache)
+def compare(smart: Path, plain: Path, cache: Path = DEFAULT_CACHE, length: int = 256,
+            corpus: str = "music21") -> dict:
+    """Both checkpoints on the same validation and test windows of ``corpus``."""
+    data = load_corpus(cache, corpus)
     windows = {split: validation_windows(data, split, length) for split in ("val", "test")}
     result: dict = {}
     for name, path in (("smart", smart), ("plain", plain)):
@@ -62,9 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smart", type=Path, required=True)
     parser.add_argument("--plain", type=Path, required=True)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--corpus", choices=tuple(CORPORA), default="music21", help="token cache to evaluate on")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    print(json.dumps(compare(args.smart, args.plain, args.cache), indent=1))
+    print(json.dumps(compare(args.smart, args.plain, args.cache, corpus=args.corpus), indent=1))
     return 0
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engines.continuation.corpus import DEFAULT_CACHE, Corpus, load_corpus
+from engines.continuation.corpus import CORPORA, DEFAULT_CACHE, Corpus, load_corpus
 from engines.continuation.modal import modal_swap
 from engines.continuation.tokens import HIGH_PITCH, LOW_PITCH, NOTE_BASE, NUM_PITCHES, PAD, VELOCITY_BASE
 
@@ -276,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--d-model", type=int, default=192)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--corpus", choices=tuple(CORPORA), default="music21",
+                        help="token cache to train on: music21 (corpus_v1.npz) or twohands (POP909 + piano scores)")
     parser.add_argument("--init", type=Path, help="start from this checkpoint's weights (same config)")
     parser.add_argument(
         "--modal-swap", type=float, default=0.0, metavar="P",
@@ -290,7 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    data = load_corpus(args.cache)
+    try:
+        data = load_corpus(args.cache, args.corpus)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"train: {error}", file=sys.stderr)
+        return 2
     train_pieces = data.piece_indices("train")
     val = validation_windows(data, "val", args.length)
     config = ModelConfig(

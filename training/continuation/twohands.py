@@ -335,8 +335,10 @@ def _progress(text: str) -> None:
 
 
 def build(datasets: Path, cache: Path = DEFAULT_CACHE, limit: int | None = None, music21: bool = True,
-          splits_dir: Path = SPLITS_DIR) -> dict:
-    """Read every song, write the cache, its build record and the split lists; return the record."""
+          splits_dir: Path | None = None) -> dict:
+    """Read every song, write the cache, its build record and the split lists (default: the
+    committed ones, ``SPLITS_DIR``, looked up when called); return the record."""
+    splits_dir = SPLITS_DIR if splits_dir is None else splits_dir
     started = time.monotonic()
     root = datasets / "pop909" / "POP909"
     if not root.is_dir():

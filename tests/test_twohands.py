@@ -178,3 +178,13 @@ def test_stats_reports_per_hand_checks(tmp_path):
     assert report["lower"]["onsets_per_beat"] == pytest.approx(0.5)
     assert report["crossing_notes"] == 0 and report["overlap_notes"] == 0
     assert report["grids"]["4"]["onsets"]["moved"] == 0.0
+
+
+def test_the_committed_split_lists_hold_the_whole_corpus_once():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "engines" / "continuation" / "splits"
+    lists = {split: (folder / f"twohands_{split}.txt").read_text().split() for split in ("train", "val", "test")}
+    ids = [piece for pieces in lists.values() for piece in pieces]
+    assert len(ids) == len(set(ids)) == 928  # 909 POP909 songs + 19 music21 keyboard scores, each once
+    assert sum(piece.startswith("pop909/") for piece in ids) == 909

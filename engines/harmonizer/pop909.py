@@ -14,10 +14,10 @@ from .chord_symbols import ChordEvent, SymbolMapper, harte_chord, root_pc
 from .leadsheet_corpus import MAX_STEPS, STEPS_PER_QUARTER, STYLES, LeadSheet, key_code, paint_chords, transpose_sheet
 from .vocab import NC
 
-__all__ = ["read_pop909_song"]
+__all__ = ["TempoMap", "read_pop909_song"]
 
 
-class _TempoMap:
+class TempoMap:
     """Seconds -> quarter notes through a MIDI file's set_tempo events (all tracks merged)."""
 
     def __init__(self, midi) -> None:
@@ -43,11 +43,14 @@ class _TempoMap:
         self.ticks, self.seconds = np.array(ticks, float), np.array(seconds)
         self.tempos = np.array(tempos, float)
 
-    def quarters(self, seconds) -> np.ndarray:
+    def ticks_at(self, seconds) -> np.ndarray:
+        """MIDI ticks (float) at the given seconds of the file's timeline."""
         seconds = np.asarray(seconds, dtype=np.float64)
         index = np.maximum(np.searchsorted(self.seconds, seconds, side="right") - 1, 0)
-        ticks = self.ticks[index] + (seconds - self.seconds[index]) * 1e6 / self.tempos[index] * self.resolution
-        return ticks / self.resolution
+        return self.ticks[index] + (seconds - self.seconds[index]) * 1e6 / self.tempos[index] * self.resolution
+
+    def quarters(self, seconds) -> np.ndarray:
+        return self.ticks_at(seconds) / self.resolution
 
 
 def _read_rows(path: Path, columns: int) -> list[list[str]]:
@@ -93,7 +96,7 @@ def read_pop909_song(folder: Path, mapper: SymbolMapper, style: int = STYLES.ind
         if not path.is_file():
             raise ValueError(f"{folder}: missing {path.name}")
     midi = mido.MidiFile(midi_path)
-    tempo = _TempoMap(midi)
+    tempo = TempoMap(midi)
     beats = _read_rows(folder / "beat_midi.txt", 3)
     beat_q = tempo.quarters([float(r[0]) for r in beats])
     duple_marks = np.array([float(r[1]) > 0.5 for r in beats])

@@ -47,6 +47,7 @@ import numpy as np
 
 from engines.continuation.corpus import DEFAULT_CACHE, SPLITS_DIR, save_arrays, split_of
 from engines.harmonizer.leadsheet_corpus import default_datasets
+from engines.harmonizer.pop909 import TempoMap
 
 __all__ = [
     "GRIDS",
@@ -88,36 +89,9 @@ class Song:
 # ---------------------------------------------------------------- time
 
 
-def _tempo_seconds(midi) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(change ticks, seconds at each change, tempo in us/quarter) of all tracks' set_tempo events."""
-    changes = sorted((tick, m.tempo) for tick, m in _absolute(midi) if m.type == "set_tempo")
-    if not changes or changes[0][0] > 0:
-        changes.insert(0, (0, 500_000))
-    ticks, seconds, tempos = [], [], []
-    elapsed, last_tick, last_tempo = 0.0, 0, changes[0][1]
-    for tick, tempo in changes:
-        elapsed += (tick - last_tick) * last_tempo / 1e6 / midi.ticks_per_beat
-        ticks.append(tick)
-        seconds.append(elapsed)
-        tempos.append(tempo)
-        last_tick, last_tempo = tick, tempo
-    return np.array(ticks, float), np.array(seconds), np.array(tempos, float)
-
-
-def _absolute(midi):
-    for track in midi.tracks:
-        tick = 0
-        for message in track:
-            tick += message.time
-            yield tick, message
-
-
 def seconds_to_ticks(midi, seconds) -> np.ndarray:
     """MIDI ticks (float) at the given seconds of the file's timeline, through its tempo map."""
-    change_ticks, change_seconds, tempos = _tempo_seconds(midi)
-    seconds = np.asarray(seconds, dtype=np.float64)
-    index = np.maximum(np.searchsorted(change_seconds, seconds, side="right") - 1, 0)
-    return change_ticks[index] + (seconds - change_seconds[index]) * 1e6 / tempos[index] * midi.ticks_per_beat
+    return TempoMap(midi).ticks_at(seconds)
 
 
 # ---------------------------------------------------------------- POP909

@@ -22,11 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-from core.atomic import atomic_output
 from core.paths import cache_dir
 from engines.harmonizer.leadsheet_corpus import load_eval_songs
 from engines.harmonizer.leadsheet_eval import ModelSpec, baselines, decode_models, evaluate_songs, songs_from_arrays
 from engines.harmonizer.runtime import HarmonizerModel
+
+from .card import set_section
 
 __all__ = ["RATIO_RANGE", "calibrate", "choose", "main", "write_card"]
 
@@ -84,17 +85,12 @@ def calibrate(model_path: str, strategies: list[str], temperatures: list[float],
 
 def write_card(model: HarmonizerModel, result: dict) -> Path:
     """Add the `decoding` section to the model's card (atomic rewrite; the ONNX file is untouched)."""
-    card_path = model.path.with_suffix(".card.json")
-    card = json.loads(card_path.read_text())
-    card["decoding"] = result["chosen"] | {
+    return set_section(model, "decoding", result["chosen"] | {
         "calibrated_on": f"validation lead sheets ({result['songs']} songs), seed {result['seed']}; "
                          f"{result['objective']}",
         "calibrated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "grid": result["grid"],
-    }
-    with atomic_output(card_path) as temporary:
-        temporary.write_text(json.dumps(card, indent=1) + "\n")
-    return card_path
+    })
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,26 +20,32 @@ from pathlib import Path
 from core.atomic import atomic_output
 from engines.harmonizer.runtime import HarmonizerModel
 
-__all__ = ["add_evaluation", "main"]
+__all__ = ["add_evaluation", "main", "set_section"]
+
+
+def set_section(model: HarmonizerModel, name: str, value: dict) -> Path:
+    """Set one top-level section of the model's card (atomic rewrite; the ONNX file and its
+    sha256 are untouched)."""
+    card_path = model.path.with_suffix(".card.json")
+    card = json.loads(card_path.read_text())
+    card[name] = value
+    with atomic_output(card_path) as temporary:
+        temporary.write_text(json.dumps(card, indent=1) + "\n")
+    return card_path
 
 
 def add_evaluation(model: HarmonizerModel, report: dict, command: str) -> Path:
     """Write the report's group means into the card's ``evaluation`` (atomic rewrite)."""
     if report.get("split") not in ("test", "val"):
         raise ValueError("not an `eval harmony` lead-sheet report (no split)")
-    card_path = model.path.with_suffix(".card.json")
-    card = json.loads(card_path.read_text())
-    card["evaluation"] = {
+    return set_section(model, "evaluation", {
         "set": f"held-out lead sheets ({report['split']} lists: OpenEWLD + POP909)",
         "command": command,
         "evaluated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "groups": report["groups"],
         "systems": {name: system["groups"] for name, system in report["systems"].items()},
         "key_detection": report["key_detection"],
-    }
-    with atomic_output(card_path) as temporary:
-        temporary.write_text(json.dumps(card, indent=1) + "\n")
-    return card_path
+    })
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ from engines.harmonizer.leadsheet import (
     write_lead_sheet,
 )
 from engines.harmonizer.vocab import QUALITIES, ROOT_NAMES, token_id, token_name, token_pitch_classes
+from tests.test_harmonizer_cli import chord_markers as markers
 
 
 def reparsed(path):
@@ -138,17 +139,6 @@ def waltz(path):
     midi = mido.MidiFile(ticks_per_beat=480)
     midi.tracks.append(track)
     midi.save(path)
-
-
-def markers(path):
-    """(beats, token name) of each chord marker of a harmonized MIDI file."""
-    midi = mido.MidiFile(path)
-    now, out = 0, []
-    for message in midi.tracks[1]:
-        now += message.time
-        if message.type == "marker":
-            out.append((now / midi.ticks_per_beat, message.text))
-    return out
 
 
 @pytest.mark.slow

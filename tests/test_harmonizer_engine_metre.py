@@ -12,12 +12,12 @@ import mido
 import pytest
 
 import onnx_models
-from core.engine import EngineContext
 from core.events import Beat, Note, NoteOff, NoteOn, Send, TransportChange
 from engines.harmonizer import engine as engine_module
 from engines.harmonizer import looper as looper_module
-from engines.harmonizer.engine import LearnedHarmonizer, _params
+from engines.harmonizer.engine import _params
 from engines.harmonizer.vocab import token_pitch_classes
+from tests.test_harmonizer_engine import make
 
 SCALE = [72, 74, 76, 77, 79, 77, 76, 74, 72, 71, 69, 67]
 
@@ -51,14 +51,6 @@ def calls(monkeypatch):
 
 
 NOW = [0.0]
-
-
-def make(**params) -> LearnedHarmonizer:
-    engine = LearnedHarmonizer()
-    engine.prepare(EngineContext("harm", 1, 120.0))
-    for name, value in {"seed": 3, **params}.items():
-        engine.set_param(name, value)
-    return engine
 
 
 def drive(engine, notes, quarters, onset_delay=0.002):

@@ -6,8 +6,8 @@ Reads the lead-sheet cache (``python -m training.harmonizer.leadsheets build``),
 song of the split back to its written key (the cache stores it moved to C major / A minor) and
 compares, on every metric beat with an annotated key:
 
-- ``global``: one key for the whole song, ``core.keys.melody_key`` (what the harmonizer uses
-  when no key is given);
+- ``global``: one key for the whole song, ``core.keys.melody_key`` (what the harmonizer used
+  when no key was given, before keys per section);
 - ``one_key``: ``core.keys.section_keys`` held to one section (its profiles and final-note vote
   without the sections), to tell what the sections add;
 - ``sectional``: ``core.keys.section_keys`` on the 16th grid with the song's bars.

@@ -86,11 +86,12 @@ def test_short_empty_and_rest_only_inputs():
 
 
 def test_melody_key_is_the_harmonizers_global_key():
-    from engines.harmonizer.harmonize import _melody_key
+    from engines.harmonizer.affect import detect_key
 
     for bars in (C_BARS, G_BARS, A_MINOR_BARS, C_BARS + G_BARS):
         pitch, _ = beats(bars)
         steps = np.repeat(pitch, 3)
-        tonic, mode = _melody_key(steps)
+        # the global key the harmonizer used before keys per section: each sounding step once
+        tonic, mode, _ = detect_key(np.bincount(steps[steps >= 0] % 12, minlength=12).astype(np.float64))
         assert melody_key(steps) == tonic + (12 if mode == "minor" else 0)
     assert melody_key(np.full(5, -1)) == C_MAJOR

@@ -14,7 +14,7 @@ import numpy as np
 
 from core.keys import section_keys
 
-from .affect import detect_key, normalizing_shift
+from .affect import normalizing_shift
 from .decode import allowed_tokens, fill_masks, nucleus_sample
 from .grid import build_sequence, time_signature_vector
 from .runtime import HarmonizerModel
@@ -156,14 +156,6 @@ def _key_code(tonic: int, mode: str) -> int:
 
 def _key_of(code: int) -> tuple[int, str]:
     return int(code) % 12, "minor" if code >= 12 else "major"
-
-
-def _melody_key(melody_pitch: np.ndarray) -> tuple[int, str]:
-    """Krumhansl-Schmuckler key of the melody (each grid step of a sounding note counts once)."""
-    sounding = melody_pitch[melody_pitch >= 0]
-    histogram = np.bincount(sounding % 12, minlength=12).astype(np.float64)
-    tonic, mode, _ = detect_key(histogram)
-    return tonic, mode
 
 
 def parse_key(text: str) -> tuple[int, str] | None:

@@ -42,6 +42,7 @@ __all__ = [
 
 SWAP_FOCUS = 48  # targets after a modal turn that carry the swap weight
 SWAP_WEIGHT = 2.0
+VAL_SUBSET_SEED = 20261207  # fixed: the --val-windows subset must not depend on a run's --seed
 
 
 def transpose(tokens: np.ndarray, semitones: int) -> np.ndarray | None:
@@ -102,8 +103,10 @@ def sample_batch(
     return tokens, va, data.styles[chosen].astype(np.int64), weights
 
 
-def validation_windows(data: Corpus, split: str, length: int) -> tuple[np.ndarray, ...]:
-    """Consecutive non-overlapping windows (stride ``length``) over every piece of a split."""
+def validation_windows(data: Corpus, split: str, length: int, limit: int = 0) -> tuple[np.ndarray, ...]:
+    """Consecutive non-overlapping windows (stride ``length``) over every piece of a split; with
+    ``limit`` > 0, a fixed subset of that many (drawn with a constant seed, so every run, whatever
+    its --seed or embedding, is judged on the same windows)."""
     rows, vas, styles = [], [], []
     for piece in data.piece_indices(split):
         start, end = int(data.offsets[piece]), int(data.offsets[piece + 1])
@@ -116,7 +119,10 @@ def validation_windows(data: Corpus, split: str, length: int) -> tuple[np.ndarra
             rows.append(window), vas.append(va), styles.append(int(data.styles[piece]))
     if not rows:
         raise ValueError(f"split {split!r} has no pieces")
-    return np.stack(rows), np.stack(vas), np.array(styles, dtype=np.int64)
+    chosen = np.arange(len(rows))
+    if 0 < limit < len(rows):
+        chosen = np.sort(np.random.default_rng(VAL_SUBSET_SEED).choice(len(rows), size=limit, replace=False))
+    return np.stack(rows)[chosen], np.stack(vas)[chosen], np.array(styles, dtype=np.int64)[chosen]
 
 
 def _loss(
@@ -288,6 +294,10 @@ def main(argv: list[str] | None = None) -> int:
         "--swap-hold", type=float, default=0.5, metavar="Q",
         help="share of the swapped windows whose new valence is held over the whole window",
     )
+    parser.add_argument(
+        "--val-windows", type=int, default=0, metavar="N",
+        help="judge validation on a fixed subset of N windows (0 = all; twohands has about 10,000)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -298,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train: {error}", file=sys.stderr)
         return 2
     train_pieces = data.piece_indices("train")
-    val = validation_windows(data, "val", args.length)
+    val = validation_windows(data, "val", args.length, args.val_windows)
     config = ModelConfig(
         embedding=args.embedding, d_model=args.d_model, layers=args.layers, feedforward=4 * args.d_model
     )

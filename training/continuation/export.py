@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engines.continuation.corpus import DEFAULT_CACHE, STYLES, load_corpus
+from engines.continuation.corpus import CORPORA, DEFAULT_CACHE, STYLES, load_corpus
 from engines.continuation.runtime import DEFAULT_SLOTS, EMPTY_SLOT, input_names
 from engines.continuation.runtime import ContinuationModel as RuntimeModel
 from engines.continuation.tokens import (
@@ -121,10 +121,20 @@ def _training_record(checkpoint_path: Path, step: int) -> dict:
     return record
 
 
-def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Path = DEFAULT_CACHE) -> dict:
+# what the card says each training corpus is (docs/continuation.md has the details)
+SOURCES = {
+    "music21": "music21 bundled corpus (chorales, quartets, madrigals, 19 keyboard scores), see docs/continuation.md",
+    "twohands": "two-hand corpus: POP909 (909 pop songs arranged for piano, MIT licence; melody as the upper "
+                "hand, the accompaniment split by engines.continuation.pieces.assign_hands) and music21's "
+                "keyboard scores (BSD/public domain), split by song; see docs/continuation.md",
+}
+
+
+def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Path = DEFAULT_CACHE,
+                      corpus: str = "music21") -> dict:
     """Export, verify and document one checkpoint; returns the card."""
     model, checkpoint = load_checkpoint(checkpoint_path)
-    data = load_corpus(cache)
+    data = load_corpus(cache, corpus)
     lead = int(checkpoint.get("valence_lead", 0))
     if lead != data.valence_lead:
         raise ValueError(
@@ -231,8 +241,8 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
         },
         "model": config.to_dict() | {"parameters": parameter_counts(model)},
         "training": _training_record(Path(checkpoint_path), checkpoint["step"]),
-        "data": {"source": "music21 bundled corpus, see docs/continuation.md", "splits": summary(data)},
-        "splits": {s: f"engines/continuation/splits/{s}.txt" for s in ("train", "val", "test")},
+        "data": {"corpus": corpus, "source": SOURCES[corpus], "splits": summary(data)},
+        "splits": {s: f"engines/continuation/splits/{CORPORA[corpus][1]}{s}.txt" for s in ("train", "val", "test")},
         "metrics": {"val_loss_logged": checkpoint["val_loss"], "val_loss_at_export": evaluate(model, val)},
     }
     task = f"two-hand piano continuation (next-token prediction, {config.embedding} embedding)"
@@ -255,9 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="continuation", help="file stem under --out-dir")
     parser.add_argument("--out-dir", type=Path, default=Path("onnx_models"))
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    parser.add_argument("--corpus", choices=tuple(CORPORA), default="music21", help="the token cache it was trained on")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    export_checkpoint(args.checkpoint, args.name, args.out_dir, args.cache)
+    export_checkpoint(args.checkpoint, args.name, args.out_dir, args.cache, args.corpus)
     return 0
 
 

@@ -126,7 +126,7 @@ def _major_triad_share(notes: list, beat_steps: int) -> float:
 
 def continuation_sweep(
     prompts_count: int, seed: int, model_path: Path | None = None, prompt_labels: str = "target",
-    mode_steer: float = 0.0,
+    mode_steer: float = 0.0, prompt_set: str = "music21",
 ) -> dict:
     from engines.continuation.affect import key_correlations, mode_score
     from engines.continuation.corpus import load_split_corpus
@@ -137,15 +137,23 @@ def continuation_sweep(
     from engines.continuation.tokens import decode
 
     model = ContinuationModel.load(model_path) if model_path else ContinuationModel.load()
-    data = load_split_corpus("test")
     bar_steps, prompts = 48, []
-    for piece in data.piece_indices("test"):
-        begin, end = int(data.offsets[piece]), int(data.offsets[piece + 1])
-        notes = [n for n in decode(data.tokens[begin:end])[0] if n.onset_steps < 2 * bar_steps]
-        if len(notes) >= 8:
-            prompts.append(notes)
-        if len(prompts) == prompts_count:
-            break
+    if prompt_set == "twohands":  # the held-out two-hand prompts of `eval continuation`, in 4/4
+        from engines.continuation.evaluation import held_out_prompts
+        from engines.harmonizer.leadsheet_corpus import default_datasets
+
+        for prompt in held_out_prompts("test", default_datasets(), context_bars=2):
+            if prompt.bar_steps == bar_steps and len(prompt.notes) >= 8 and len(prompts) < prompts_count:
+                prompts.append(prompt.notes)
+    else:
+        data = load_split_corpus("test")
+        for piece in data.piece_indices("test"):
+            begin, end = int(data.offsets[piece]), int(data.offsets[piece + 1])
+            notes = [n for n in decode(data.tokens[begin:end])[0] if n.onset_steps < 2 * bar_steps]
+            if len(notes) >= 8:
+                prompts.append(notes)
+            if len(prompts) == prompts_count:
+                break
 
     # the tonic of each prompt's key: "major-mode profile" at that tonic is the parallel-mode reading,
     # which a relative key (C major / A minor: one pitch set) cannot confuse
@@ -155,7 +163,7 @@ def continuation_sweep(
         key = window_key(np.array(prompt_tokens(notes, bar_steps, 2, model.valence_lead)[0], dtype=np.int64))
         tonics.append(key[0] if key else None)
     result: dict = {
-        "model": model.path.name, "prompts": len(prompts), "levels": LEVELS,
+        "model": model.path.name, "prompts": len(prompts), "prompt_set": prompt_set, "levels": LEVELS,
         "prompt_va": prompt_labels, "mode_steer": mode_steer,
     }
     for name, axis in (("arousal", 1), ("valence", 0)):
@@ -214,6 +222,9 @@ def main() -> int:
     )
     parser.add_argument("--mode-steer", type=float, default=0.0,
                         help="continuation: decoding-time mode bias per unit valence (sample.SamplingConfig)")
+    parser.add_argument("--prompt-set", choices=("music21", "twohands"), default="music21",
+                        help="continuation prompts: the music21 corpus's test pieces or the held-out two-hand "
+                             "prompts of `eval continuation` (POP909 and keyboard scores)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "controllability.json")
     args = parser.parse_args()
     started = time.time()
@@ -222,7 +233,8 @@ def main() -> int:
                    f"--windows {args.windows} --prompts {args.prompts} --seed {args.seed}"
                    + (f" --only {args.only}" if args.only else "")
                    + (f" --continuation-model {args.continuation_model}" if args.continuation_model else "")
-                   + f" --prompt-labels {args.prompt_labels} --mode-steer {args.mode_steer:g}",
+                   + f" --prompt-labels {args.prompt_labels} --mode-steer {args.mode_steer:g}"
+                   + f" --prompt-set {args.prompt_set}",
         "machine": f"{platform.node()} ({os.cpu_count()} cores, {platform.machine()})",
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "load_before": os.getloadavg(),
@@ -231,7 +243,7 @@ def main() -> int:
         report["harmonizer"] = harmonizer_sweep(args.windows, args.seed)
     if args.only != "harmonizer":
         report["continuation"] = continuation_sweep(
-            args.prompts, args.seed, args.continuation_model, args.prompt_labels, args.mode_steer
+            args.prompts, args.seed, args.continuation_model, args.prompt_labels, args.mode_steer, args.prompt_set
         )
     report["load_after"] = os.getloadavg()
     report["seconds"] = round(time.time() - started, 1)

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +25,18 @@ from bridge.inbox import CLOSED, BoundedInbox, Policy
 from bridge.output import NoteTracker, Scheduler
 from bridge.ports.base import OutputPort
 from core.errors import EngineError, ScoreBridgeError
-from core.events import Beat, ControlChange, EngineInput, Note, NoteOff, NoteOn, Send, Silence, TransportChange
+from core.events import (
+    Beat,
+    ControlChange,
+    EngineInput,
+    EngineOutput,
+    Note,
+    NoteOff,
+    NoteOn,
+    Send,
+    Silence,
+    TransportChange,
+)
 from engines import Engine, EngineContext, engine_class
 
 __all__ = ["Slot", "EngineHost", "SlotConfig", "SLOT_INBOX_CAPACITY", "STOP_TIMEOUT_S"]
@@ -211,6 +222,8 @@ class Slot:
                 self._dispatch(output)  # a Silence releases what sounds: what follows it is sent
         if outputs and isinstance(event, (NoteOn, NoteOff)) and outputs[0].at_beats is None:
             self.latencies_s.append(time.perf_counter() - event.time_s)
+        for listener in self.host.output_listeners if outputs else ():
+            listener(self.name, outputs)
 
     def _dispatch(self, output: Note | Send | Silence) -> None:
         """Send or schedule one output (with the tracker's lock held)."""
@@ -317,6 +330,9 @@ class EngineHost:
         self.slots: dict[str, Slot] = {}
         self.engine_errors = 0
         self._listeners: list[ParamListener] = []
+        # listener(slot, outputs): what a slot's engine handed out, after it was sent or
+        # scheduled (the browser's live view shows the timed notes as the engine's plan)
+        self.output_listeners: list[Callable[[str, Sequence[EngineOutput]], None]] = []
 
     def add_slot(self, config: SlotConfig, port: OutputPort) -> Slot:
         if config.name in self.slots:

@@ -32,12 +32,13 @@ from bridge.output import NoteTracker, Scheduler, all_notes_off
 from bridge.ports import InputPort, OutputPort, RtMidiBackend, select_backend
 from bridge.ports.base import FanOutPort
 from bridge.router import InputRouter
-from bridge.session_osc import describe, install_osc_routes, surface_values
+from bridge.session_osc import install_osc_routes, surface_values
 from core.errors import ConfigError, PortError, ScoreBridgeError
 from core.events import TICKS_PER_BEAT, NoteOff
 
 if TYPE_CHECKING:
     from bridge.web import WebSurface
+    from bridge.web.live import LiveView
 
 __all__ = ["Session", "SessionState"]
 
@@ -81,6 +82,7 @@ class Session:
         self.affect_follower = AffectFollower(self.host, self.scheduler.at, self.controls.apply, self.running)
         self.controls.bus.add_sink(self.to_surfaces)
         self.web: WebSurface | None = None
+        self.live: LiveView | None = None
         self.main_in: InputPort | None = None
         self.main_out: FanOutPort | None = None
         self.slot_ports: dict[str, OutputPort] = {}
@@ -150,6 +152,8 @@ class Session:
         if released:
             log.info("released %d sounding notes", released)
         self.scheduler.stop()
+        if self.live is not None:
+            self.live.stop()
         if self.web is not None:
             self.web.stop()
         self.controls.stop()
@@ -449,11 +453,13 @@ class Session:
         if config.web_port is None:
             return
         from bridge.web import WebSurface
+        from bridge.web.live import LiveView
+        from bridge.web.live import describe as describe_for_web
 
         if not 0 <= config.web_port <= 65535:
             raise ConfigError(f"web port {config.web_port} is outside 0..65535 (0 = any free port)")
         controls = self.controls
-        self.web = WebSurface(self.osc.dispatch, lambda: surface_values(controls), lambda: describe(controls),
+        self.web = WebSurface(self.osc.dispatch, lambda: surface_values(controls), lambda: describe_for_web(controls),
                               config.web_host, config.web_port, config.web_allow_remote, config.web_token)
         try:
             self.web.start()
@@ -465,6 +471,9 @@ class Session:
                 raise
             log.warning("browser surface not started: %s", exc)
             self.web = None
+            return
+        self.live = LiveView(self, self.web)
+        self.live.start()
 
     def status(self) -> dict[str, Any]:
         now = time.perf_counter()

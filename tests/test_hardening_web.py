@@ -537,3 +537,38 @@ def test_odd_paths_and_repeated_headers_are_refused_not_a_server_error(surface, 
         {403: b"Forbidden", 404: b"Not Found"}[status]
     sock.close()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# -- the live view ----------------------------------------------------------------------------
+@pytest.mark.parametrize("args", [[], [2], ["1"], [1, 1], [0.5], [-1]])
+def test_a_bad_live_request_gets_an_error_and_the_connection_stays(surface, args: list[Any]):
+    web = surface()
+    with connect(ws_url(web)) as ws:
+        replies(ws, 0.2)
+        assert "takes 1 (send the live view) or 0" in error_for(ws, json.dumps({"address": "/scorebridge/live",
+                                                                                "args": args}))
+        assert still_answers(ws)
+    assert web.live_clients() == 0
+
+
+def test_only_browsers_that_ask_get_the_live_view(surface):
+    web = surface()
+    with connect(ws_url(web)) as plain, connect(ws_url(web)) as page:
+        replies(plain, 0.2)
+        replies(page, 0.2)
+        page.send(json.dumps({"address": "/scorebridge/live", "args": [1]}))
+        assert wait_for(lambda: web.live_clients() == 1)
+        web.publish_live("/scorebridge/live", ('{"beats": 1}',))
+        assert replies(page, 2.0, until="/scorebridge/live").get("/scorebridge/live") == ['{"beats": 1}']
+        assert "/scorebridge/live" not in replies(plain, 0.3)  # an OSC-style client is not flooded
+        page.send(json.dumps({"address": "/scorebridge/live", "args": [0]}))
+        assert wait_for(lambda: web.live_clients() == 0)
+        web.publish_live("/scorebridge/live", ('{"beats": 2}',))
+        assert "/scorebridge/live" not in replies(page, 0.3)
+
+
+def wait_for(predicate: Any, seconds: float = 2.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not predicate():
+        time.sleep(0.01)
+    return bool(predicate())

@@ -41,7 +41,7 @@ from bridge import addresses as A
 from bridge.feedback import Origin
 from core.errors import ConfigError, ScoreBridgeError
 
-__all__ = ["MAX_CLIENTS", "MAX_CONNECTIONS", "MAX_MESSAGE_BYTES", "MAX_MESSAGE_DEPTH", "MessageError",
+__all__ = ["LIVE", "MAX_CLIENTS", "MAX_CONNECTIONS", "MAX_MESSAGE_BYTES", "MAX_MESSAGE_DEPTH", "MessageError",
            "WebSurface", "parse_message"]
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ _STATIC = {"/": ("index.html", "text/html; charset=utf-8"),
            "/app.js": ("app.js", "text/javascript; charset=utf-8"),
            "/style.css": ("style.css", "text/css; charset=utf-8")}
 _REFUSED_FROM_WEB = (A.SUBSCRIBE, A.UNSUBSCRIBE)
+# ``{"address": "/scorebridge/live", "args": [1]}`` asks for the live view (bridge.web.live)
+LIVE = "live"
 # dispatch(address, args, sender, reply): handles one message as the OSC server does (its
 # replies and errors go to reply(address, *args)).
 Dispatch = Callable[[str, list[Any], tuple[Any, ...], Callable[..., None]], None]
@@ -200,6 +202,7 @@ class _Client:
         self.connection = connection
         self.pending: dict[str, list[Any]] = {}
         self.wake = asyncio.Event()
+        self.live = False  # sent the live view (the page asks for it; a plain client is not)
 
 
 def _counted_connection(surface: WebSurface) -> type[ServerConnection]:
@@ -238,7 +241,7 @@ class WebSurface:
         self.interval_s = interval_s
         self.counters: dict[str, int] = {"clients": 0, "messages_in": 0, "refused": 0, "batches_out": 0,
                                          "malformed": 0, "refused_busy": 0, "dropped_slow": 0,
-                                         "dropped_values": 0}
+                                         "dropped_values": 0, "live_on": 0}
         self._clients: dict[int, _Client] = {}
         self._open_connections: set[int] = set()
         self._last_warning_s = -math.inf
@@ -268,6 +271,18 @@ class WebSurface:
         if self._error is not None:
             raise ScoreBridgeError(f"cannot serve the browser surface on {self.host}:{self.port}: "
                                    f"{self._error}; choose another port with --web-port") from None
+
+    def live_clients(self) -> int:
+        """Browsers that asked for the live view (``/scorebridge/live 1``)."""
+        with self._lock:
+            return sum(c.live for c in self._clients.values())
+
+    def publish_live(self, address: str, args: tuple[Any, ...]) -> None:
+        """A live-view value for every browser that asked for it."""
+        with self._lock:
+            clients = [c for c in self._clients.values() if c.live]
+        for client in clients:
+            self._queue(client, address, list(args))
 
     @property
     def running(self) -> bool:
@@ -385,6 +400,13 @@ class WebSurface:
             return
         if A.path_of(address) in _REFUSED_FROM_WEB:
             self._queue(client, A.address(A.ERROR), [f"{address}: the browser is always subscribed"])
+            return
+        if A.path_of(address) == LIVE:
+            if len(args) != 1 or args[0] not in (0, 1):
+                self._queue(client, A.address(A.ERROR), [f"{address} takes 1 (send the live view) or 0 (stop)"])
+                return
+            client.live = bool(args[0])
+            self.counters["live_on"] += client.live
             return
 
         def reply(reply_address: str, *reply_args: Any) -> None:

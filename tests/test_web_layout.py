@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +33,10 @@ MELODY = [72, 74, 76, 77, 79, 77, 76, 74, 72, 71, 72, 76]
 
 @pytest.fixture(scope="module")
 def song_dir(tmp_path_factory) -> Path:
-    """A folder holding a 3 s SNC song of four named stems (vocals, drums, bass, keys)."""
+    """A folder holding a 6 s SNC song of four named stems (vocals, drums, bass, keys), loud for
+    3 s and quiet for 3 s (meters that move)."""
     folder = tmp_path_factory.mktemp("songs")
-    stems = stems_audio(3.0)
+    stems = stems_audio(6.0, bursts=True)
     encode_song(folder, "four", stems, 0.8 * sum(stems.values()), "compact")
     for leftover in folder.glob("*.wav"):
         leftover.unlink()
@@ -97,6 +99,18 @@ def test_the_page_fits_every_screen_and_its_controls_fit_their_parameters(start_
     assert [s.get_attribute("data-stem") for s in browser.find_elements(By.CSS_SELECTOR, "#slot-song .strip")] == \
         ["vocals", "drums", "bass", "keys"]
     assert not browser.find_elements(By.ID, "song-gain_5")
+    # Played from the start, each stem's meter and the mix's move: loud, then 22 dB quieter.
+    oscsend(bridge, "/scorebridge/transport/stop")
+    oscsend(bridge, "/scorebridge/transport/start")
+    levels: dict[str, set[float]] = {"song/1": set(), "song/mix": set()}
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline and not all(v and max(v) - min(v) > 15 for v in levels.values()):
+        for meter, seen in levels.items():
+            level = browser.find_element(By.CSS_SELECTOR, f'[data-meter="{meter}"]').get_attribute("data-level")
+            if level:
+                seen.add(float(level))
+        time.sleep(0.05)
+    assert all(v and max(v) - min(v) > 15 for v in levels.values()), levels
     # A seed is typed (or drawn anew), never a slider over two billion values.
     seed = browser.find_element(By.ID, "harmony-seed")
     assert seed.get_attribute("type") == "number"
@@ -138,6 +152,7 @@ def test_the_chord_lane_shows_what_the_bridge_sends_and_plans(start_bridge, peer
     browser.get(web_url(bridge))
     wait = WebDriverWait(browser, 15)
     wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-connected") == "1")
+    oscsend(bridge, "/scorebridge/transport/stop")  # the internal clock runs from boot: start at 0
     oscsend(bridge, "/scorebridge/transport/start")
     clock_offset = time.time() - time.perf_counter()  # the page stamps with Date.now()
     for pitch in MELODY:  # one note a beat at 120 BPM
@@ -145,20 +160,28 @@ def test_the_chord_lane_shows_what_the_bridge_sends_and_plans(start_bridge, peer
         time.sleep(0.45)
         peer.send([0x80, pitch, 0])
         time.sleep(0.05)
-    time.sleep(2.0)  # the harmonizer's loop (1 bar) plays from bar 2 on
 
+
+    def harmony_planned_then_sounded() -> bool:
+        shown = browser.execute_script("return window.scorebridgeShown")
+        planned = [p for p in shown["planned"] if p["slot"] == "harmony"]
+        sounded = [c for c in shown["chords"] if c["slot"] == "harmony" and c["chord"]]
+        return any(p["chord"] == c["chord"] and p["at"] < c["at"] for p in planned for c in sounded)
+
+    wait_until(harmony_planned_then_sounded, 6.0)  # the loop of bar 1 plays from bar 2 on
     shown = browser.execute_script("return window.scorebridgeShown")
     # Rule chords (channel 1) as the peer recorded them: each change, its time and its name.
-    sounding: set[int] = set()
+    # (A note struck again while it sounds stacks: it stops at its last note-off, as the bridge counts.)
+    sounding: Counter[int] = Counter()
     sent: list[tuple[float, str]] = []
     for at, message in peer.notes():
         if message[0] & 0x0F != 0:
             continue
         if message[0] & 0xF0 == 0x90 and message[2] > 0:
-            sounding.add(message[1])
-        else:
-            sounding.discard(message[1])
-        sent.append((at + clock_offset, chord_name(sorted(sounding))))
+            sounding[message[1]] += 1
+        elif sounding[message[1]] > 0:
+            sounding[message[1]] -= 1
+        sent.append((at + clock_offset, chord_name(sorted(p for p, n in sounding.items() if n > 0))))
     chords = [(at, chord) for at, chord in sent if chord]
     page = [(c["at"] / 1000, c["chord"]) for c in shown["chords"] if c["slot"] == "rule" and c["chord"]]
     assert len(page) >= 6, page

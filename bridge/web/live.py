@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from bridge import addresses as A
 from bridge.session_osc import describe as bridge_describe
 from bridge.web.server import LIVE
@@ -50,6 +52,9 @@ MAX_NOTES = 256
 AHEAD_BEATS = 16.0
 # Files listed per file parameter (the first ones by name).
 MAX_FILES = 200
+# A meter reads this many frames (43 ms at 48 kHz) and shows nothing below LEVEL_FLOOR_DB.
+METER_FRAMES = 2048
+LEVEL_FLOOR_DB = -90.0
 # Samples of a VA curve sent to the page (it is drawn, not played).
 CURVE_POINTS = 600
 
@@ -247,6 +252,7 @@ class LiveView:
                 "latency_p50_ms": round(sorted(latencies)[len(latencies) // 2] * 1000, 2) if latencies else None,
                 "max_process_ms": round(slot.max_process_s * 1000, 2),
                 "state": _state(slot.engine, beats, self._interrupted(name, slot.engine, beats)),
+                "levels": _stem_levels(slot.engine),
             }
         return {
             "time": round(time.time(), 3),
@@ -338,6 +344,36 @@ def _clip_plan(engine: Any, beats: float) -> list[list[Any]]:
                 pitches = sorted(e.pitch for e in clip.events if span.start_beats - 1e-6 <= e.at_beats < end - 1e-6)
                 plan.append([round(start, 3), round(start + span.duration_beats, 3), chord_name(pitches) or span.name])
     return plan
+
+
+def _level_db(samples: Any) -> float:
+    """RMS level of a stretch of audio in dBFS, at least LEVEL_FLOOR_DB."""
+    rms = math.sqrt(float(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
+    return round(max(LEVEL_FLOOR_DB, 20.0 * math.log10(rms + 1e-12)), 1)
+
+
+def _stem_levels(engine: Any) -> dict[str, Any] | None:
+    """An ``snc`` slot's levels while it plays: each stem after its gain and mute, and the mix,
+    from the decoded audio the player takes next (the head of its stream's queue, about a
+    buffer ahead of what sounds). None while nothing plays."""
+    player = getattr(engine, "player", None)
+    if player is None or not getattr(player, "playing", False):
+        return None
+    pending = list(getattr(player.stream, "_pending", ()))[:1]
+    if not pending:
+        return None
+    block, values = pending[0][1], engine.values()
+    levels: list[float | None] = []
+    for index, stem in enumerate(player.reader.manifest.stems, start=1):
+        audio = block.get(stem.name)
+        if audio is None:
+            levels.append(None)
+        elif values.get(f"mute_{index}"):
+            levels.append(LEVEL_FLOOR_DB)
+        else:
+            level = _level_db(np.asarray(audio[:METER_FRAMES])) + float(values.get(f"gain_{index}", 0.0))
+            levels.append(round(max(LEVEL_FLOOR_DB, level), 1))
+    return {"stems": levels, "mix": _level_db(np.asarray(block["master"][:METER_FRAMES]))}
 
 
 def _bar_after(beats: float, per_bar: int) -> int:

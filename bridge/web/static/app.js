@@ -190,7 +190,10 @@ function render(description) {
       const label = param.name + (param.unit && param.unit !== "file" ? ` (${param.unit})` : "");
       (param.unit === "dB" ? mixer : section).append(row(label, paramControl(slot, param), `${slot}/${param.name}`, param.doc));
     }
-    if (stems.length) section.append(el("h3", {}, "Stems"), stemStrips(slot, info, stems));
+    if (stems.length) {
+      section.append(el("h3", {}, "Stems ", el("span", { class: "meter mix", "data-meter": `${slot}/mix`, title: "mix level" }, el("span"))),
+        stemStrips(slot, info, stems));
+    }
     else if (mixer.children.length) section.append(el("h3", {}, "Mixer"), mixer);
     main.append(section);
   }
@@ -210,6 +213,7 @@ function stemStrips(slot, info, stems) {
     const strip = el("div", { class: "strip", "data-target": `${slot}/gain_${n}`, "data-stem": stem.name, style: `--stem: ${stem.colour}` },
       el("span", { class: "stem-name", title: `${stem.name} (${stem.role})` }, stem.name),
       el("span", { class: "hint" }, stem.role));
+    strip.append(el("div", { class: "meter", "data-meter": `${slot}/${n}`, title: `${stem.name} level` }, el("span")));
     const fader = paramControl(slot, gain);
     fader.classList.add("fader");
     fader.setAttribute("aria-label", `${stem.name} gain (dB)`);
@@ -304,6 +308,7 @@ function showLive(state) {
   document.getElementById("position").textContent = `${bar}.${beat}`;
   showChordLanes(state);
   showLights(state);
+  showMeters(state);
   const affect = state.affect;
   document.getElementById("affect-now").textContent = `v ${affect.valence.toFixed(2)} · a ${affect.arousal.toFixed(2)}`;
   document.getElementById("affect-source").textContent = `source: ${affect.source}${affect.override ? " · override on" : ""}`;
@@ -360,6 +365,19 @@ function showChordLanes(state) {
     }
     boxes.push(el("div", { class: "playhead", style: `left: ${x(state.beats)}` }));
     lane.replaceChildren(...boxes);
+  }
+}
+
+// Stem and mix levels of an snc slot: -60 dBFS (empty) to 0 dBFS (full); empty while it is silent.
+function showMeters(state) {
+  for (const node of document.querySelectorAll("[data-meter]")) {
+    const [slot, which] = node.dataset.meter.split("/");
+    const levels = state.slots[slot] && state.slots[slot].levels;
+    const level = !levels ? null : which === "mix" ? levels.mix : levels.stems[Number(which) - 1];
+    node.dataset.level = level === null || level === undefined ? "" : String(level);
+    const fill = level === null || level === undefined ? 0 : Math.max(0, Math.min(1, (level + 60) / 60));
+    node.firstChild.style.setProperty("--fill", fill.toFixed(3));
+    node.title = `${node.title.split(":")[0]}: ${level === null || level === undefined ? "silent" : level.toFixed(1) + " dBFS"}`;
   }
 }
 

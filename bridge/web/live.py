@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from bridge.control import Controls
     from bridge.web.server import WebSurface
 
-__all__ = ["CURVE", "LIVE", "LiveView", "chord_name", "describe"]
+__all__ = ["CURVE", "LIVE", "LiveView", "chord_name", "describe", "plan_by_beat"]
 
 log = logging.getLogger(__name__)
 
@@ -279,18 +279,14 @@ class LiveView:
         return at
 
     def _plan(self, slot: str, beats: float) -> list[list[Any]]:
-        """The chords a slot has planned: its timed notes not yet started, grouped by start."""
+        """The chords a slot has planned: its timed notes not yet started, a chord per beat (an
+        arpeggio's notes of one beat are one chord)."""
         queue = self._planned.get(slot)
         if not queue:
             return []
         while queue and queue[0][1] < beats:
             queue.popleft()
-        starts: dict[float, list[int]] = {}
-        for start, end, pitch in queue:
-            if beats < start <= beats + AHEAD_BEATS:
-                starts.setdefault(round(start, 3), []).append(pitch)
-        return [[start, round(max(e for s, e, _ in queue if round(s, 3) == start), 3), chord_name(sorted(p))]
-                for start, p in sorted(starts.items())]
+        return plan_by_beat([n for n in list(queue) if beats < n[0] <= beats + AHEAD_BEATS])
 
     def _affect(self, beats: float) -> dict[str, Any]:
         controls, session = self.session.controls, self.session
@@ -344,6 +340,15 @@ def _clip_plan(engine: Any, beats: float) -> list[list[Any]]:
                 pitches = sorted(e.pitch for e in clip.events if span.start_beats - 1e-6 <= e.at_beats < end - 1e-6)
                 plan.append([round(start, 3), round(start + span.duration_beats, 3), chord_name(pitches) or span.name])
     return plan
+
+
+def plan_by_beat(notes: Sequence[tuple[float, float, int]]) -> list[list[Any]]:
+    """Timed notes (start, end, pitch) in beats as [start, end, chord] per beat they start in."""
+    beats: dict[int, list[tuple[float, float, int]]] = {}
+    for note in notes:
+        beats.setdefault(math.floor(note[0] + 1e-6), []).append(note)
+    return [[round(min(n[0] for n in group), 3), round(max(n[1] for n in group), 3),
+             chord_name(sorted(n[2] for n in group))] for _, group in sorted(beats.items())]
 
 
 def _level_db(samples: Any) -> float:

@@ -8,7 +8,7 @@ const token = new URLSearchParams(location.search).get("token");
 const values = new Map();        // address -> last args, re-applied after every redraw
 const dragging = new Set();      // controls under the user's finger: feedback waits
 const affectHistory = [];        // [time_ms, valence, arousal] when no curve plays
-const PAST_BEATS = 4, AHEAD_BEATS = 12;  // the chord lane's window around the playhead
+const PAST_BEATS = 4, AHEAD_BEATS = 12;  // the chord lane's widest window around the playhead
 const ROLL_BEATS = 8;            // the piano roll's window (two bars of 4/4)
 const SLOT_COLOURS = ["#4fb3ff", "#f0a33c", "#63d471", "#d57bff", "#ff6f91", "#e6d45a"];
 let socket = null;
@@ -342,7 +342,9 @@ function showChordLanes(state) {
     }
     document.getElementById(`state:${slot}`).textContent = info.state || "";
     const lane = document.getElementById(`lane:${slot}`);
-    const from = state.beats - PAST_BEATS, span = PAST_BEATS + AHEAD_BEATS;
+    // 16 beats on a wide lane, fewer on a phone (a chord name needs room): a quarter of them past.
+    const span = Math.max(6, Math.min(PAST_BEATS + AHEAD_BEATS, Math.round(lane.clientWidth / 45)));
+    const from = state.beats - span / 4;
     const x = (beats) => `${(100 * (beats - from) / span).toFixed(2)}%`;
     const boxes = [];
     const perBar = state.per_bar || 4;
@@ -361,6 +363,7 @@ function showChordLanes(state) {
         shown.planned.push({ key, slot, chord: symbol, start, at: now, beats: state.beats });
         if (shown.planned.length > 200) shown.planned.shift();
       }
+      if (start >= from + span) continue;  // beyond the lane's window (it is in the log above)
       boxes.push(el("div", { class: "chord planned", "data-start": String(start), style: `left: ${x(start)}; width: calc(${x(Math.min(end, from + span))} - ${x(start)})`, title: `${symbol} at beat ${start}` }, symbol));
     }
     boxes.push(el("div", { class: "playhead", style: `left: ${x(state.beats)}` }));

@@ -237,7 +237,8 @@ class LiveView:
             changes = self._chords.setdefault(name, deque(maxlen=64))
             if not changes or changes[-1][1] != chord:
                 changes.append([round(beats, 3), chord])
-            latencies = list(slot.latencies_s)[-50:]
+            kept = slot.latencies_s  # (only appended to: the newest 50 by index, not a copy of all)
+            latencies = [kept[-i] for i in range(min(50, len(kept)), 0, -1)]
             slots[name] = {
                 "engine": slot.engine.name,
                 "enabled": slot.enabled,

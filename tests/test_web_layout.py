@@ -99,8 +99,8 @@ def check_sizes(driver, folder: Path, name: str, show: str = "") -> None:
 
 def test_the_page_fits_every_screen_and_its_controls_fit_their_parameters(start_bridge, browser, tmp_path,  # noqa: F811
                                                                           song_dir, monkeypatch):
-    from selenium.webdriver.common.by import By
     from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -136,6 +136,12 @@ def test_the_page_fits_every_screen_and_its_controls_fit_their_parameters(start_
     assert seed.get_attribute("type") == "number"
     browser.find_element(By.CSS_SELECTOR, '[data-seed="/scorebridge/harmony/seed"]').click()
     wait.until(lambda d: int(d.find_element(By.ID, "harmony-seed").get_attribute("value")) >= 0)
+    # Huge ranges are typed too; ranges a hand can sweep are sliders with a step of about 1/200 to 1/2000.
+    assert browser.find_element(By.ID, "song-offset_beats").get_attribute("type") == "number"
+    temperature = browser.find_element(By.ID, "harmony-temperature")
+    assert temperature.get_attribute("type") == "range"
+    span = float(temperature.get_attribute("max")) - float(temperature.get_attribute("min"))
+    assert 200 <= span / float(temperature.get_attribute("step")) <= 2000
     # A file is picked among the allowed folder's files.
     choices = browser.find_element(By.ID, "va-curve")
     assert choices.tag_name == "select" and str(curve) in \

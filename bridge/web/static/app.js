@@ -130,9 +130,10 @@ function paramControl(slot, param) {
   if (param.kind !== "int" && param.kind !== "float") return el("input", { ...common, type: "text" });
   const bounded = param.minimum !== null && param.maximum !== null;
   const span = bounded ? param.maximum - param.minimum : Infinity;
-  // A slider only where its travel means something: a seed or a huge range is typed.
-  const slider = bounded && param.name !== "seed" && (param.kind === "float" || span <= 1000);
-  const step = param.kind === "int" ? 1 : bounded ? niceStep(span) : "any";
+  // A slider only where its travel means something: a seed or a huge range (a song position in
+  // beats, an offset in seconds) is typed.
+  const slider = bounded && param.name !== "seed" && span <= 1000;
+  const step = param.kind === "int" ? 1 : slider ? niceStep(span) : "any";
   const attributes = { ...common, type: slider ? "range" : "number", step: String(step) };
   if (param.minimum !== null) attributes.min = String(param.minimum);
   if (param.maximum !== null) attributes.max = String(param.maximum);

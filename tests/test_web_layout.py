@@ -170,7 +170,8 @@ def test_the_chord_lane_shows_what_the_bridge_sends_and_plans(start_bridge, peer
 
     curve = write_curve(tmp_path / "film.csv")
     bridge = start_bridge("--web-port", "0", "--allow-dir", str(tmp_path), "--tempo", "120",
-                          "--slot", "rule=rule@all/1", "--slot", "harmony=harmonizer@all/2", "--slot", "va=va@all/4")
+                          "--slot", "rule=rule@all/1", "--slot", "harmony=harmonizer@all/2", "--slot", "va=va@all/4",
+                          "--slot", "cont=continuation@all/3")
     for args in (("/scorebridge/harmony/mode", "s", "clip"), ("/scorebridge/harmony/clip_bars", "i", "1"),
                  ("/scorebridge/va/curve", "s", str(curve))):
         oscsend(bridge, *args)
@@ -224,6 +225,15 @@ def test_the_chord_lane_shows_what_the_bridge_sends_and_plans(start_bridge, peer
     assert all(p["start"] > p["beats"] for p in planned)
     sounded = [c for c in shown["chords"] if c["slot"] == "harmony" and c["chord"]]
     assert any(p["chord"] == c["chord"] and p["at"] < c["at"] for p in planned for c in sounded), (planned, sounded)
+
+    # The continuation, silent while the melody plays, says when it will start, then plays.
+    def states() -> list[str]:
+        shown = browser.execute_script("return window.scorebridgeShown")
+        return [s["state"] for s in shown["states"] if s["slot"] == "cont"]
+
+    assert wait_until(lambda: "playing" in states(), 8.0), states()
+    seen = states()
+    assert seen[0] == "listening" and any(s.startswith("will start at bar") for s in seen[:seen.index("playing")]), seen
 
     # The VA playhead moves with the transport: about a second of curve time per second.
     canvas = browser.find_element(By.ID, "affect-curve")

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 CURVE = "live/curve"  # the VA curve's points, when it changes
 # Fast enough for lights and a scrolling lane, slow enough to cost nothing next to the engines.
 INTERVAL_S = 0.05
+# Between two values at least this long: a flood of engine output costs 100 readings a second.
+MIN_GAP_S = 0.01
 # How much of the past the piano roll and chord lane keep, in beats (two bars of 4/4).
 HISTORY_BEATS = 8.0
 # Notes remembered per lane: a flood of notes cannot grow the value without end.
@@ -202,7 +204,7 @@ class LiveView:
                 log.debug("live view skipped a tick: %s", exc)
                 continue
             self.web.publish_live(A.address(LIVE), (text,))
-            time.sleep(self.web.interval_s)  # at most one value per send interval
+            self._stop.wait(MIN_GAP_S)
 
     def snapshot(self) -> dict[str, Any]:
         session = self.session
@@ -405,6 +407,9 @@ def _state(engine: Any, beats: float, interrupted_at: float | None) -> str | Non
         if engine.pending_trigger:
             return f"will start at bar {_bar_after(beats, per_bar)}"
         silence = float(values.get("silence_beats", 0.0))
-        if history.fresh and silence > 0:
+        # Said once the player has paused a while (a beat, or half the silence that triggers),
+        # not in every gap between two notes of a phrase.
+        paused = beats - history.last_activity_beats >= min(1.0, silence / 2)
+        if history.fresh and silence > 0 and paused:
             return f"will start at bar {_bar_after(max(beats, history.last_activity_beats + silence), per_bar)}"
     return "listening"

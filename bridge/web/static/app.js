@@ -18,7 +18,7 @@ let curve = [];                  // [time_s, valence, arousal] of the va slot's 
 let described = { slots: {} };
 const portCounts = new Map();    // port -> [count, time it last changed]
 // What the page showed and when (Date.now()): read by the browser tests, kept short.
-const shown = { chords: [], planned: [] };
+const shown = { chords: [], planned: [], states: [] };
 
 function el(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
@@ -338,10 +338,15 @@ function showChordLanes(state) {
     const chord = info.chord || "—";
     if (chordNode.textContent !== chord) {
       chordNode.textContent = chord;
-      shown.chords.push({ slot, chord: info.chord, at: now });
+      shown.chords.push({ slot, chord: info.chord, at: now, read: Math.round(state.time * 1000) });
       if (shown.chords.length > 200) shown.chords.shift();
     }
-    document.getElementById(`state:${slot}`).textContent = info.state || "";
+    const stateNode = document.getElementById(`state:${slot}`);
+    if (stateNode.textContent !== (info.state || "")) {
+      stateNode.textContent = info.state || "";
+      shown.states.push({ slot, state: info.state, at: now, beats: state.beats });
+      if (shown.states.length > 200) shown.states.shift();
+    }
     const lane = document.getElementById(`lane:${slot}`);
     // 16 beats on a wide lane, fewer on a phone (a chord name needs room): a quarter of them past.
     const span = Math.max(6, Math.min(PAST_BEATS + AHEAD_BEATS, Math.round(lane.clientWidth / 45)));

@@ -157,6 +157,7 @@ class LiveView:
         self._chords: dict[str, deque[list[Any]]] = {}  # slot -> [beats, symbol] at each change
         self._affect_origin = "default"
         self._interruptions: dict[str, tuple[int, float | None]] = {}
+        self._failed = False  # a reading failed once (warned once)
         self._curve: Any = None
         self._stems: dict[str, list[dict[str, Any]]] | None = None
         self._curve_clients = -1
@@ -202,6 +203,12 @@ class LiveView:
             except (RuntimeError, ValueError, KeyError, AttributeError) as exc:
                 # A slot swapped or a port closed under the read: the next tick reads again.
                 log.debug("live view skipped a tick: %s", exc)
+                continue
+            except Exception as exc:  # noqa: BLE001 - a display: it must not die with an engine's odd state
+                if not self._failed:
+                    log.warning("live view: a reading failed (%s: %s); it goes on", type(exc).__name__, exc,
+                                exc_info=exc)
+                self._failed = True
                 continue
             self.web.publish_live(A.address(LIVE), (text,))
             self._stop.wait(MIN_GAP_S)

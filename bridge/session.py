@@ -472,7 +472,8 @@ class Session:
             log.warning("browser surface not started: %s", exc)
             self.web = None
             return
-        self.live = LiveView(self, self.web)
+        self.live = LiveView(self.web, host=self.host, router=self.router, transport=self.transport,
+                             tracker=self.tracker, controls=self.controls, affect=self.affect_follower)
         self.live.start()
 
     def status(self) -> dict[str, Any]:

@@ -7,7 +7,7 @@ activity per MIDI port, each slot's latency and state (a continuation listening 
 the affect with where it comes from and, when a ``va`` slot plays a curve, the curve and its
 playhead; an ``snc`` slot's stems as its manifest names them.
 
-Everything is read from the session as it runs (the note tracker, the router's held notes, the
+Everything is read from the bridge as it runs (the note tracker, the router's held notes, the
 slots' counters); the only hook is the host's output listener, which hears the timed notes an
 engine plans before they are due. The description a browser draws its controls from is
 ``describe`` here: the bridge's description plus, per file parameter, the files it may name,
@@ -34,7 +34,12 @@ from bridge.web.server import LIVE
 from core.events import Note
 
 if TYPE_CHECKING:
+    from bridge.affect_follow import AffectFollower
+    from bridge.clock import Transport
     from bridge.control import Controls
+    from bridge.host import EngineHost
+    from bridge.output import NoteTracker
+    from bridge.router import InputRouter
     from bridge.web.server import WebSurface
 
 __all__ = ["CURVE", "LIVE", "LiveView", "chord_name", "describe", "plan_by_beat"]
@@ -145,12 +150,16 @@ class _Lane:
 
 
 class LiveView:
-    """Publishes ``/scorebridge/live`` to the browsers of ``web`` that ask for it, from what
-    ``session`` holds: its host, router, transport, note tracker, controls and affect follower
-    (the session, typed loosely: control never imports the layer above it)."""
+    """Publishes ``/scorebridge/live`` to the browsers of ``web`` that ask for it, read from the
+    engine host, the input router, the transport, the note tracker, the controls and the affect
+    follower (the session hands them in)."""
 
-    def __init__(self, session: Any, web: WebSurface, interval_s: float = INTERVAL_S) -> None:
-        self.session, self.web, self.interval_s = session, web, interval_s
+    def __init__(self, web: WebSurface, *, host: EngineHost, router: InputRouter, transport: Transport,
+                 tracker: NoteTracker, controls: Controls, affect: AffectFollower,
+                 interval_s: float = INTERVAL_S) -> None:
+        self.web, self.interval_s = web, interval_s
+        self.host, self.router, self.transport, self.tracker = host, router, transport, tracker
+        self.controls, self.affect = controls, affect
         self._lanes: dict[str, _Lane] = {}
         # slot -> (start beats, end beats, pitch) of timed notes the engine has handed out
         self._planned: dict[str, deque[tuple[float, float, int]]] = {}
@@ -168,8 +177,8 @@ class LiveView:
 
     # -- hooks ------------------------------------------------------------------------------
     def start(self) -> None:
-        self.session.host.output_listeners.append(self.outputs)
-        self.session.controls.bus.add_sink(self._changed)
+        self.host.output_listeners.append(self.outputs)
+        self.controls.bus.add_sink(self._changed)
         self._thread.start()
 
     def stop(self) -> None:
@@ -214,8 +223,7 @@ class LiveView:
             self._stop.wait(MIN_GAP_S)
 
     def snapshot(self) -> dict[str, Any]:
-        session = self.session
-        transport, host, router = session.transport, session.host, session.router
+        transport, host, router = self.transport, self.host, self.router
         now = time.perf_counter()
         beats = transport.beats_at(now)
         if beats < self._last_beats - 1e-6:  # a locate or restart: the past is another song's
@@ -229,7 +237,7 @@ class LiveView:
         player.update(held, beats)
         sounding: dict[str, set[int]] = {}
         out_ports: dict[str, int] = {}
-        for port, _, pitch in session.tracker.sounding():
+        for port, _, pitch in self.tracker.sounding():
             out_ports[port] = out_ports.get(port, 0) + 1
         slots: dict[str, Any] = {}
         stems = {name: _stems(slot.engine) for name, slot in list(host.slots.items())}
@@ -238,7 +246,7 @@ class LiveView:
                 self.web.describe_changed()
             self._stems = stems
         for name, slot in list(host.slots.items()):
-            pitches = {pitch for _, _, pitch in session.tracker.sounding(name)}
+            pitches = {pitch for _, _, pitch in self.tracker.sounding(name)}
             sounding[name] = pitches
             lane = self._lanes.setdefault(name, _Lane())
             lane.update(pitches, beats)
@@ -299,20 +307,20 @@ class LiveView:
         return plan_by_beat([n for n in list(queue) if beats < n[0] <= beats + AHEAD_BEATS])
 
     def _affect(self, beats: float) -> dict[str, Any]:
-        controls, session = self.session.controls, self.session
-        source = session.affect_follower.source
+        controls = self.controls
+        source = self.affect.source
         info: dict[str, Any] = {"valence": float(controls.affect["valence"]),
                                 "arousal": float(controls.affect["arousal"]),
                                 "override": bool(controls.affect["override"]),
                                 "source": f"curve ({source})" if source else self._affect_origin}
-        slot = session.host.slots.get(source) if source else None
+        slot = self.host.slots.get(source) if source else None
         values = slot.engine.values() if slot is not None else {}
         if values.get("manual"):
             info["source"] = f"manual ({source})"
         curve = getattr(slot.engine, "curve", None) if slot is not None else None
         if curve is not None and "offset_s" in values:
             # The curve's time at the transport's position (a constant-tempo song, as the va engine's).
-            info["song_s"] = round(beats * 60.0 / session.transport.tempo_bpm + float(values["offset_s"]), 3)
+            info["song_s"] = round(beats * 60.0 / self.transport.tempo_bpm + float(values["offset_s"]), 3)
         self._send_curve(curve)
         return info
 

@@ -119,6 +119,9 @@ def test_the_page_fits_every_screen_and_its_controls_fit_their_parameters(start_
     assert [s.get_attribute("data-stem") for s in browser.find_elements(By.CSS_SELECTOR, "#slot-song .strip")] == \
         ["vocals", "drums", "bass", "keys"]
     assert not browser.find_elements(By.ID, "song-gain_5")
+    browser.find_element(By.CSS_SELECTOR, '[data-learn="song/mute_2"]').click()  # stems keep MIDI learn
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '.armed[data-target="song/mute_2"]'))
+    oscsend(bridge, "/scorebridge/learn/cancel")
     # Played from the start, each stem's meter and the mix's move: loud, then 22 dB quieter.
     oscsend(bridge, "/scorebridge/transport/stop")
     oscsend(bridge, "/scorebridge/transport/start")

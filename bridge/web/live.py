@@ -76,8 +76,9 @@ _QUALITIES = (
 
 
 def chord_name(pitches: Sequence[int]) -> str:
-    """A chord symbol for sounding pitches ("Am7", "C/E"); note names joined by spaces when no
-    quality fits; "" for silence."""
+    """A chord symbol for sounding pitches ("Am7", "C/E"); when no quality fits, up to three
+    note names ("C D") or how many notes sound ("5 notes", a line and its accompaniment);
+    "" for silence."""
     if not pitches:
         return ""
     bass = min(pitches) % 12
@@ -88,7 +89,7 @@ def chord_name(pitches: Sequence[int]) -> str:
         for root in sorted(classes, key=lambda pc: pc != bass):  # root position first
             if sorted((pc - root) % 12 for pc in classes) == list(intervals):
                 return _NAMES[root] + quality + ("" if root == bass else "/" + _NAMES[bass])
-    return " ".join(_NAMES[pc] for pc in classes)
+    return " ".join(_NAMES[pc] for pc in classes) if len(classes) <= 3 else f"{len(classes)} notes"
 
 
 def _files(folders: Sequence[Path]) -> list[str]:

@@ -224,9 +224,14 @@ function stemStrips(slot, info, stems) {
       box.setAttribute("aria-label", `mute ${stem.name}`);
       const solo = el("button", { type: "button", class: "small solo", "data-solo": String(n), title: `solo ${stem.name}` }, "S");
       solo.addEventListener("click", () => toggleSolo(slot, n, stems.length));
-      strip.append(el("span", { class: "group" }, el("label", { class: "mute", title: `mute ${stem.name}` }, box, "M"), solo));
+      strip.append(el("span", { class: "group" }, el("label", { class: "mute", "data-target": `${slot}/mute_${n}`, title: `mute ${stem.name}` }, box, "M"), solo));
     }
     strip.append(learnButton(`${slot}/gain_${n}`));
+    if (mute) {
+      const learnMute = learnButton(`${slot}/mute_${n}`);
+      learnMute.textContent = "learn M";
+      strip.append(learnMute);
+    }
     box.append(strip);
   });
   return box;

@@ -230,13 +230,18 @@ def test_the_chord_lane_shows_what_the_bridge_sends_and_plans(start_bridge, peer
     assert any(p["chord"] == c["chord"] and p["at"] < c["at"] for p in planned for c in sounded), (planned, sounded)
 
     # The continuation, silent while the melody plays, says when it will start, then plays.
-    def states() -> list[str]:
+    def states() -> list[tuple[str, float]]:
         shown = browser.execute_script("return window.scorebridgeShown")
-        return [s["state"] for s in shown["states"] if s["slot"] == "cont"]
+        return [(s["state"], s["beats"]) for s in shown["states"] if s["slot"] == "cont"]
 
-    assert wait_until(lambda: "playing" in states(), 8.0), states()
-    seen = states()
-    assert seen[0] == "listening" and any(s.startswith("will start at bar") for s in seen[:seen.index("playing")]), seen
+    assert wait_until(lambda: "playing" in [s for s, _ in states()], 8.0), states()
+    seen = [s for s, _ in states()]
+    playing_at = states()[seen.index("playing")][1]
+    announced = [s for s in seen[:seen.index("playing")] if s.startswith("will start at bar")]
+    assert seen[0] == "listening" and announced, seen
+    assert seen[seen.index(announced[-1]) - 1] == "listening" and set(announced) == {announced[-1]}, seen
+    bar = int(announced[-1].rsplit(" ", 1)[1])  # the bar it announced is the bar it played from
+    assert 0 <= playing_at - 4 * (bar - 1) < 1, (seen, playing_at)
 
     # The VA playhead moves with the transport: about a second of curve time per second.
     canvas = browser.find_element(By.ID, "affect-curve")

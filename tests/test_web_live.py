@@ -55,6 +55,7 @@ def test_a_continuation_says_what_it_will_do():
     # Silent since beat 5, it triggers at beat 7 and starts at the bar line a beat later: bar 3.
     assert _state(continuation(), 6.0, None) == "will start at bar 3"
     assert _state(continuation(), 5.2, None) == "listening"  # a gap between two notes says nothing
+    assert _state(continuation(), 9.5, None) == "will start at bar 3"  # the engine is still starting
     assert _state(continuation(open={60: (0, 90)}), 6.0, None) == "listening"  # a key still held
     assert _state(continuation(fresh=False), 6.0, None) == "listening"  # this phrase was continued
     assert _state(continuation(pending_trigger=True, fresh=False), 6.0, None) == "will start at bar 3"

@@ -168,6 +168,7 @@ class LiveView:
         self._affect_origin = "default"
         self._interruptions: dict[str, tuple[int, float | None]] = {}
         self._failed = False  # a reading failed once (warned once)
+        self._announced: dict[str, tuple[str, float]] = {}  # slot -> (state, player's last note then)
         self._curve: Any = None
         self._stems: dict[str, list[dict[str, Any]]] | None = None
         self._curve_clients = -1
@@ -270,7 +271,7 @@ class LiveView:
                 "latency_ms": round(latencies[-1] * 1000, 2) if latencies else None,
                 "latency_p50_ms": round(sorted(latencies)[len(latencies) // 2] * 1000, 2) if latencies else None,
                 "max_process_ms": round(slot.max_process_s * 1000, 2),
-                "state": _state(slot.engine, beats, self._interrupted(name, slot.engine, beats)),
+                "state": self._state(name, slot.engine, beats),
                 "levels": _stem_levels(slot.engine),
             }
         return {
@@ -285,6 +286,26 @@ class LiveView:
             "slots": slots,
             "affect": self._affect(beats),
         }
+
+    def _state(self, slot: str, engine: Any, beats: float) -> str | None:
+        """A continuation's state (``_state``), holding "will start at bar N" while the engine
+        prepares the continuation it announced (between its trigger and the stream it builds, it
+        reads as listening) until that bar, unless the player plays again."""
+        state = _state(engine, beats, self._interrupted(slot, engine, beats))
+        if state is None:
+            return None
+        last = engine.history.last_activity_beats
+        if state.startswith("will start at bar"):
+            self._announced[slot] = (state, last)
+        elif state == "listening" and slot in self._announced:
+            announced, at = self._announced[slot]
+            bar = int(announced.rsplit(" ", 1)[1])
+            if at == last and beats < (bar - 1) * int(engine.values().get("beats_per_bar", 4)) + 1:
+                return announced
+            del self._announced[slot]
+        else:
+            self._announced.pop(slot, None)
+        return state
 
     def _interrupted(self, slot: str, engine: Any, beats: float) -> float | None:
         """When the player last interrupted a continuation in ``slot`` (its counter grew)."""
@@ -427,5 +448,7 @@ def _state(engine: Any, beats: float, interrupted_at: float | None) -> str | Non
         # not in every gap between two notes of a phrase.
         paused = beats - history.last_activity_beats >= min(1.0, silence / 2)
         if history.fresh and silence > 0 and paused:
-            return f"will start at bar {_bar_after(max(beats, history.last_activity_beats + silence), per_bar)}"
+            # It triggers on the first beat after the silence (however long it then takes to start).
+            trigger = math.ceil(history.last_activity_beats + silence - 1e-9)
+            return f"will start at bar {_bar_after(trigger, per_bar)}"
     return "listening"

@@ -74,3 +74,21 @@ def test_the_piano_roll_keeps_note_spans_of_the_last_bars():
     lane.update({67}, 12.0)
     assert sorted(lane.recent(12.5)) == [[67, 12.0, None]]  # older than two bars: gone
     assert sorted(lane.recent(2.0)) == [[60, 0.0, 2.0], [64, 0.0, 1.0], [67, 12.0, None]]
+
+
+def test_file_choices_are_the_allowed_folders_files_and_bounded(tmp_path, monkeypatch):
+    from bridge.web import live
+
+    for name in ("b.csv", "a.json", ".hidden.csv"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "sub").mkdir()
+    assert live._files([tmp_path, tmp_path / "missing"]) == [str(tmp_path / "a.json"), str(tmp_path / "b.csv")]
+    monkeypatch.setattr(live, "MAX_FILES", 1)
+    assert live._files([tmp_path]) == [str(tmp_path / "a.json")]
+    many = tmp_path / "many"
+    many.mkdir()
+    for number in range(30):
+        (many / f"{number:02}.csv").write_text("x")
+    monkeypatch.setattr(live, "MAX_FILES", 100)
+    monkeypatch.setattr(live, "MAX_SCANNED", 10)
+    assert len(live._files([many])) == 10  # a huge folder is not read whole

@@ -16,6 +16,7 @@ and per ``snc`` slot the stems of its song.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -57,8 +58,9 @@ HISTORY_BEATS = 8.0
 MAX_NOTES = 256
 # How far ahead planned notes are shown, in beats.
 AHEAD_BEATS = 16.0
-# Files listed per file parameter (the first ones by name).
+# Files listed per file parameter (the first ones by name), of at most MAX_SCANNED entries a folder.
 MAX_FILES = 200
+MAX_SCANNED = 2000
 # A meter reads this many frames (43 ms at 48 kHz) and shows nothing below LEVEL_FLOOR_DB.
 METER_FRAMES = 2048
 LEVEL_FLOOR_DB = -90.0
@@ -93,15 +95,17 @@ def chord_name(pitches: Sequence[int]) -> str:
 
 
 def _files(folders: Sequence[Path]) -> list[str]:
-    """Regular files directly in ``folders`` (not hidden), as full paths, first MAX_FILES."""
-    found: list[str] = []
+    """Regular files directly in ``folders`` (not hidden), as full paths, the first MAX_FILES by
+    name among the first MAX_SCANNED entries of each folder (a describe must stay quick: it is
+    built on the surface's loop whenever a browser connects)."""
+    found: set[str] = set()
     for folder in folders:
         try:
-            entries = sorted(folder.iterdir())
+            entries = list(itertools.islice(folder.iterdir(), MAX_SCANNED))
         except OSError:
             continue
-        found += [str(p) for p in entries if not p.name.startswith(".") and p.is_file()]
-    return sorted(set(found))[:MAX_FILES]
+        found.update(str(p) for p in entries if not p.name.startswith(".") and p.is_file())
+    return sorted(found)[:MAX_FILES]
 
 
 def _stems(engine: Any) -> list[dict[str, Any]]:

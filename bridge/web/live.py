@@ -248,7 +248,7 @@ class LiveView:
         slots: dict[str, Any] = {}
         stems = {name: _stems(slot.engine) for name, slot in list(host.slots.items())}
         if stems != self._stems:  # a song opened or closed: its mixer strips are redrawn
-            if self._stems is not None:
+            if self._stems is not None or any(stems.values()):
                 self.web.describe_changed()
             self._stems = stems
         for name, slot in list(host.slots.items()):

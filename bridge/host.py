@@ -25,18 +25,7 @@ from bridge.inbox import CLOSED, BoundedInbox, Policy
 from bridge.output import NoteTracker, Scheduler
 from bridge.ports.base import OutputPort
 from core.errors import EngineError, ScoreBridgeError
-from core.events import (
-    Beat,
-    ControlChange,
-    EngineInput,
-    EngineOutput,
-    Note,
-    NoteOff,
-    NoteOn,
-    Send,
-    Silence,
-    TransportChange,
-)
+from core.events import Beat, ControlChange, EngineInput, Note, NoteOff, NoteOn, Send, Silence, TransportChange
 from engines import Engine, EngineContext, engine_class
 
 __all__ = ["Slot", "EngineHost", "SlotConfig", "SLOT_INBOX_CAPACITY", "STOP_TIMEOUT_S"]
@@ -332,7 +321,7 @@ class EngineHost:
         self._listeners: list[ParamListener] = []
         # listener(slot, outputs): what a slot's engine handed out, after it was sent or
         # scheduled (the browser's live view shows the timed notes as the engine's plan)
-        self.output_listeners: list[Callable[[str, Sequence[EngineOutput]], None]] = []
+        self.output_listeners: list[Callable[[str, Sequence[Note | Send | Silence]], None]] = []
 
     def add_slot(self, config: SlotConfig, port: OutputPort) -> Slot:
         if config.name in self.slots:

@@ -87,8 +87,8 @@ def chord_name(pitches: Sequence[int]) -> str:
     classes = sorted({p % 12 for p in pitches})
     if len(classes) == 1:
         return _NAMES[bass]
-    for quality, intervals in _QUALITIES:
-        for root in sorted(classes, key=lambda pc: pc != bass):  # root position first
+    for root in sorted(classes, key=lambda pc: pc != bass):  # root position first (Esus2, not Bsus4/E)
+        for quality, intervals in _QUALITIES:
             if sorted((pc - root) % 12 for pc in classes) == list(intervals):
                 return _NAMES[root] + quality + ("" if root == bass else "/" + _NAMES[bass])
     return " ".join(_NAMES[pc] for pc in classes) if len(classes) <= 3 else f"{len(classes)} notes"

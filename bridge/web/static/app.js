@@ -8,7 +8,7 @@ const token = new URLSearchParams(location.search).get("token");
 const values = new Map();        // address -> last args, re-applied after every redraw
 const dragging = new Set();      // controls under the user's finger: feedback waits
 const affectHistory = [];        // [time_ms, valence, arousal] when no curve plays
-const PAST_BEATS = 4, AHEAD_BEATS = 12;  // the chord lane's widest window around the playhead
+const LANE_BEATS = 16;           // the chord lane's widest window: 4 beats past, 12 ahead
 const ROLL_BEATS = 8;            // the piano roll's window (two bars of 4/4)
 const SLOT_COLOURS = ["#4fb3ff", "#f0a33c", "#63d471", "#d57bff", "#ff6f91", "#e6d45a"];
 let socket = null;
@@ -95,7 +95,7 @@ function show(address, value) {
     }
     showOutput(node, value);
   }
-  if (address.endsWith("/mute_1") || /\/mute_\d+$/.test(address)) updateSolo();
+  if (/\/mute_\d+$/.test(address)) updateSolo();
 }
 
 // A slider's value beside it (a select, a box or a number field shows its own).
@@ -354,7 +354,7 @@ function showChordLanes(state) {
     }
     const lane = document.getElementById(`lane:${slot}`);
     // 16 beats on a wide lane, fewer on a phone (a chord name needs room): a quarter of them past.
-    const span = Math.max(6, Math.min(PAST_BEATS + AHEAD_BEATS, Math.round(lane.clientWidth / 45)));
+    const span = Math.max(6, Math.min(LANE_BEATS, Math.round(lane.clientWidth / 45)));
     const from = state.beats - span / 4;
     const x = (beats) => `${(100 * (beats - from) / span).toFixed(2)}%`;
     const boxes = [];

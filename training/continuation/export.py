@@ -131,7 +131,7 @@ SOURCES = {
 
 
 def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Path = DEFAULT_CACHE,
-                      corpus: str = "music21") -> dict:
+                      corpus: str = "music21", val_windows: int = 0) -> dict:
     """Export, verify and document one checkpoint; returns the card."""
     model, checkpoint = load_checkpoint(checkpoint_path)
     data = load_corpus(cache, corpus)
@@ -141,7 +141,7 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
             f"{checkpoint_path} was trained on labels with valence_lead {lead}, but {cache} has "
             f"{data.valence_lead}; pass the cache it was trained on (--cache)"
         )
-    val = validation_windows(data, "val", 256)
+    val = validation_windows(data, "val", 256, val_windows)
     files = ExportFiles.staged(out_dir, name)
     config = model.config
     head_dim = config.d_model // config.heads
@@ -243,7 +243,8 @@ def export_checkpoint(checkpoint_path: Path, name: str, out_dir: Path, cache: Pa
         "training": _training_record(Path(checkpoint_path), checkpoint["step"]),
         "data": {"corpus": corpus, "source": SOURCES[corpus], "splits": summary(data)},
         "splits": {s: f"engines/continuation/splits/{CORPORA[corpus][1]}{s}.txt" for s in ("train", "val", "test")},
-        "metrics": {"val_loss_logged": checkpoint["val_loss"], "val_loss_at_export": evaluate(model, val)},
+        "metrics": {"val_loss_logged": checkpoint["val_loss"], "val_loss_at_export": evaluate(model, val),
+                    "val_windows": len(val[0])},
     }
     task = f"two-hand piano continuation (next-token prediction, {config.embedding} embedding)"
     card = publish(files, task, body, parity_feed,
@@ -266,9 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=Path("onnx_models"))
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--corpus", choices=tuple(CORPORA), default="music21", help="the token cache it was trained on")
+    parser.add_argument("--val-windows", type=int, default=0, metavar="N",
+                        help="the validation loss on the card over train's fixed subset of N windows (0 = all)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    export_checkpoint(args.checkpoint, args.name, args.out_dir, args.cache, args.corpus)
+    export_checkpoint(args.checkpoint, args.name, args.out_dir, args.cache, args.corpus, args.val_windows)
     return 0
 
 

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from core.errors import CodecError, ConfigError
+from core.errors import BackendError, CodecError, ConfigError
 
 __all__ = ["register"]
 
@@ -180,6 +180,8 @@ def _add_play_parsers(actions: argparse._SubParsersAction) -> None:
     play.add_argument("--client", default="scorebridge-snc", help="JACK client name")
     play.add_argument("--no-connect", action="store_true", help="do not connect to the system outputs")
     play.add_argument("--duration", type=float, help="stop after this many seconds")
+    play.add_argument("--no-private-jack", action="store_true",
+                      help="fail when no JACK server runs instead of starting a private one (dummy driver)")
     play.set_defaults(run=_play)
 
 
@@ -247,6 +249,26 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _private_jack(sample_rate: int, allowed: bool):  # -> PrivateJackServer | None
+    """Like ``serve``: when no JACK server answers, start a private one (dummy driver) for
+    this command and say so; None when one already runs. Asked first (``jack_lsp``), so no
+    client library prints its connection failures."""
+    from bridge.jack import PrivateJackServer, default_server_name, jack_running, reap_orphaned_private_jack
+
+    reap_orphaned_private_jack()
+    if jack_running(attempts=2):
+        return None
+    if not allowed:
+        raise BackendError(f"no JACK server {default_server_name()!r} is running (start one, or leave out "
+                           "--no-private-jack to let snc play start a private one)")
+    server = PrivateJackServer(sample_rate=sample_rate, period_frames=256)
+    server.start()
+    print(f"scorebridge snc play: no JACK server was running: started a private one "
+          f"({default_server_name()!r}, dummy driver, {sample_rate} Hz, no sound card); "
+          "connect to it with JACK tools, it stops with this command", file=sys.stderr, flush=True)
+    return server
+
+
 def _play(args: argparse.Namespace) -> int:
     from engines.snc_player.player import Player
 
@@ -259,6 +281,7 @@ def _play(args: argparse.Namespace) -> int:
     )
     if args.loop:
         player.set_loop(*args.loop)
+    jack = _private_jack(player.rate, not args.no_private_jack) if args.backend == "jack" else None
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -276,6 +299,8 @@ def _play(args: argparse.Namespace) -> int:
     finally:
         stats = player.stats()
         player.close()
+        if jack is not None:
+            jack.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     print(json.dumps(stats, sort_keys=True))

@@ -8,6 +8,7 @@ one 24-bit step, weighted); mixes with a real residual follow the documented rul
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -394,18 +395,25 @@ def test_binaural_gain_table_matches_pyo():
         assert gain_db == pytest.approx(BINAURAL_GAIN_DB[int(azimuth)], abs=0.3)
 
 
-def test_play_command_without_an_audio_server_exits_1(songs, tmp_path):
-    env = dict(os.environ, JACK_DEFAULT_SERVER=f"nobody{os.getpid()}", JACK_NO_START_SERVER="1")
-    done = subprocess.run(
-        [sys.executable, "-m", "bridge", "snc", "play", str(songs["clean"]), "--duration", "1"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
-    assert done.returncode == 1
-    assert "could not open the jack audio backend" in done.stderr
+def test_play_command_starts_a_private_jack_server_when_none_runs(songs, tmp_path):
+    """Like serve: no JACK server answers, so snc play starts a private one, says so, plays and
+    stops it; no client library's connection failures reach the user. Refused with
+    --no-private-jack, with a one-line error."""
+    server = f"nobody{os.getpid()}"
+    env = dict(os.environ, JACK_DEFAULT_SERVER=server)
+    command = [sys.executable, "-m", "bridge", "snc", "play", str(songs["clean"]), "--duration", "1"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"started a private one ('{server}'" in done.stderr
+    assert "Cannot connect" not in done.stderr and "Traceback" not in done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["position_s"] > 0.5
+    refused = subprocess.run([*command, "--no-private-jack"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=60, env=env)
+    assert refused.returncode == 1
+    assert f"no JACK server '{server}' is running" in refused.stderr
+    assert "Cannot connect" not in refused.stderr
+    # The private server stopped with the command.
+    assert subprocess.run(["jack_lsp"], env=env, capture_output=True).returncode != 0
 
 
 # -- progressive decoding ---------------------------------------------------------------------------

@@ -4,7 +4,9 @@ fixed-size blocks, and merge tracks into one container without re-encoding."""
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
@@ -14,10 +16,54 @@ import numpy as np
 from core.errors import CodecError
 from engines.snc.planar import TrackBuffer
 
-__all__ = ["LAYOUTS", "OPUS_COMPLEXITY", "TrackWriter", "decode_blocks", "merge_tracks"]
+__all__ = ["LAYOUTS", "OPUS_COMPLEXITY", "TrackWriter", "decode_blocks", "decode_in_step", "merge_tracks",
+           "parallel", "workers"]
 
 OPUS_COMPLEXITY = 5
 LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
+
+
+def workers() -> int:
+    """Threads for work on independent tracks: the cores this process may run on
+    (``$SCOREBRIDGE_SNC_THREADS`` caps it; 1 runs everything in the calling thread)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    cap = os.environ.get("SCOREBRIDGE_SNC_THREADS", "")
+    return max(1, min(cores, int(cap))) if cap.isdigit() and int(cap) > 0 else max(1, cores)
+
+
+def parallel(function: Callable, items: Iterable) -> list:
+    """``[function(item) for item in items]`` on ``workers()`` threads (FFmpeg's codecs,
+    libsndfile, hashlib and numpy's large operations release the GIL)."""
+    items = list(items)
+    count = min(workers(), len(items))
+    if count <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(count, thread_name_prefix="snc") as pool:
+        return list(pool.map(function, items))
+
+
+def decode_in_step(paths: list[Path], block_frames: int, total_frames: int, integer: bool) -> Iterator[list]:
+    """``zip(*(decode_blocks(p, 0, ...) for p in paths))``, each track's next block decoded on
+    its own thread."""
+    decoders = [decode_blocks(p, 0, block_frames, total_frames, integer) for p in paths]
+    count = min(workers(), len(decoders))
+    if count <= 1:
+        yield from (list(parts) for parts in zip(*decoders))
+        return
+    pool = ThreadPoolExecutor(count, thread_name_prefix="snc-decode")
+    try:
+        while True:
+            parts = list(pool.map(lambda decoder: next(decoder, None), decoders))
+            if any(part is None for part in parts):
+                return
+            yield parts
+    finally:
+        pool.shutdown(wait=True)  # (no decoder runs when they are closed)
+        for decoder in decoders:
+            decoder.close()
 
 
 class TrackWriter:

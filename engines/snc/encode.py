@@ -20,7 +20,7 @@ import numpy as np
 
 from core.atomic import atomic_output, temporary_folder
 from core.errors import CodecError
-from engines.snc.avio import TrackWriter, decode_blocks, merge_tracks
+from engines.snc.avio import TrackWriter, decode_in_step, merge_tracks, parallel
 from engines.snc.integrity import integrity_table
 from engines.snc.lossy import Coded, encode_lossy
 from engines.snc.loudness import LoudnessMeter
@@ -162,23 +162,26 @@ def _encode_lossless(master: InputTrack, stems: list[InputTrack], infos: list[St
     channels, frames, rate = master.channels, master.frames, master.sample_rate
     measured = _measure(master, stems, True, scale)
     gain = measured["gain"]
-    stem_files = []
-    for index, (track, info) in enumerate(zip(stems, infos)):
+    for index, info in enumerate(infos):
         info.codec = "flac"
         info.bitrate_bps = None
         info.sha256_pcm = measured["digests"][index + 1]
+
+    def code_stem(index: int) -> Path:  # (one thread per stem: FFmpeg's FLAC runs without the GIL)
         path = tmp / f"stem{index}.mka"
         writer = TrackWriter(path, "flac", rate, channels)
-        for block in track.blocks(BLOCK_FRAMES, channels, frames, True):
+        for block in stems[index].blocks(BLOCK_FRAMES, channels, frames, True):
             writer.write(block)
         writer.close()
-        info.packet_frames = writer.packet_frames
-        stem_files.append(path)
+        infos[index].packet_frames = writer.packet_frames
+        return path
+
+    stem_files = parallel(code_stem, range(len(stems)))
     residual_path = tmp / "residual.mka"
     writer = TrackWriter(residual_path, "flac", rate, channels)
-    decoded = [decode_blocks(p, 0, BLOCK_FRAMES, frames, True) for p in stem_files]
+    decoded = decode_in_step(stem_files, BLOCK_FRAMES, frames, True)
     energy = 0.0
-    for master_block, *stem_blocks in zip(master.blocks(BLOCK_FRAMES, channels, frames, True), *decoded):
+    for master_block, stem_blocks in zip(master.blocks(BLOCK_FRAMES, channels, frames, True), decoded):
         residual = master_block.astype(np.int64) - predict(stem_blocks, gain, True)
         if np.abs(residual).max(initial=0) >= 2 ** 23:
             raise CodecError("the residual does not fit 24 bits: the stems do not add up to the master")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.snc.avio import TrackWriter, decode_blocks
+from engines.snc.avio import TrackWriter, decode_in_step, parallel
 from engines.snc.loudness import LoudnessMeter
 from engines.snc.manifest import StemInfo
 from engines.snc.mastering import (
@@ -81,29 +81,35 @@ def stem_bitrate(mode: str, channels: int, activity: float, relative_db: float) 
 
 def _measure(master: InputTrack, stems: list[InputTrack], channels: int, frames: int, copy: np.ndarray) -> dict:
     """Pass 1: per stem the share of active blocks and their mean power; hashes; loudness; the
-    master's float32 PCM into ``copy`` (a scratch file the later passes read back)."""
-    active = np.zeros(len(stems))
-    energy = np.zeros(len(stems))
-    blocks = 0
-    digests = [hashlib.sha256() for _ in range(len(stems) + 1)]
-    meters = [LoudnessMeter(master.sample_rate, channels) for _ in range(len(stems) + 1)]
-    readers = [t.blocks(BLOCK_FRAMES, channels, frames, False, np.float32) for t in [master, *stems]]
-    for start, parts in zip(range(0, frames, BLOCK_FRAMES), zip(*readers)):
-        copy[start:start + parts[0].shape[0]] = parts[0]
-        for digest, meter, part in zip(digests, meters, parts):
+    master's float32 PCM into ``copy`` (a scratch file the later passes read back). Each
+    track on its own thread."""
+
+    def measure(index: int) -> tuple[str, float | None, int, float, int]:
+        track = [master, *stems][index]
+        digest, meter = hashlib.sha256(), LoudnessMeter(master.sample_rate, channels)
+        active, energy, blocks = 0, 0.0, 0
+        for start, part in zip(range(0, frames, BLOCK_FRAMES),
+                               track.blocks(BLOCK_FRAMES, channels, frames, False, np.float32)):
+            if index == 0:
+                copy[start:start + part.shape[0]] = part
             digest.update(part.tobytes())
             meter.push(part)
-        for index, part in enumerate(parts[1:]):
             flat = part.reshape(-1)
             power = float(np.dot(flat, flat)) / max(flat.size, 1)
             if power > 10 ** (ACTIVE_DBFS / 10):
-                active[index] += 1
-                energy[index] += power
-        blocks += 1
+                active += 1
+                energy += power
+            blocks += 1
+        return digest.hexdigest(), meter.integrated(), active, energy, blocks
+
+    results = parallel(measure, range(len(stems) + 1))
+    active = np.array([r[2] for r in results[1:]], dtype=np.float64)
+    energy = np.array([r[3] for r in results[1:]])
+    blocks = results[0][4]
     level = 10 * np.log10(np.maximum(energy / np.maximum(active, 1), 1e-20))
     loudest = float(level[active > 0].max()) if np.any(active > 0) else 0.0
     return {"activity": active / max(blocks, 1), "relative_db": level - loudest,
-            "digests": [d.hexdigest() for d in digests], "loudness": [m.integrated() for m in meters]}
+            "digests": [r[0] for r in results], "loudness": [r[1] for r in results]}
 
 
 def _window(mix: np.ndarray, start: int, stop: int) -> np.ndarray:
@@ -155,26 +161,29 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
     channels, frames, rate = master.channels, master.frames, master.sample_rate
     pcm = np.lib.format.open_memmap(tmp / "master.npy", "w+", np.float32, (frames, channels))
     measured = _measure(master, stems, channels, frames, pcm)
-    stem_files = []
-    for index, (track, info) in enumerate(zip(stems, infos)):
+    for index, info in enumerate(infos):
         info.codec = "opus"
         info.bitrate_bps = stem_bitrate(mode, channels, float(measured["activity"][index]),
                                         float(measured["relative_db"][index]))
         info.sha256_pcm = measured["digests"][index + 1]
+
+    def code_stem(index: int) -> Path:  # (one thread per stem: libopus runs without the GIL)
         path = tmp / f"stem{index}.mka"
-        writer = TrackWriter(path, "opus", rate, channels, info.bitrate_bps)
-        for block in track.blocks(BLOCK_FRAMES, channels, frames, False, np.float32):
+        writer = TrackWriter(path, "opus", rate, channels, infos[index].bitrate_bps)
+        for block in stems[index].blocks(BLOCK_FRAMES, channels, frames, False, np.float32):
             writer.write(block)
         writer.close()
-        info.packet_frames = writer.packet_frames
-        stem_files.append(path)
+        infos[index].packet_frames = writer.packet_frames
+        return path
+
+    stem_files = parallel(code_stem, range(len(stems)))
 
     mix = np.lib.format.open_memmap(tmp / "mix.npy", "w+", np.float32, (frames, channels))
     fitter = FirFitter(channels)
     cross, power = np.zeros(channels), np.zeros(channels)
-    decoded = [decode_blocks(p, 0, BLOCK_FRAMES, frames, False) for p in stem_files]
     targets = (pcm[i:i + BLOCK_FRAMES] for i in range(0, frames, BLOCK_FRAMES))
-    for start, (target, *parts) in zip(range(0, frames, BLOCK_FRAMES), zip(targets, *decoded)):
+    decoded = decode_in_step(stem_files, BLOCK_FRAMES, frames, False)
+    for start, target, parts in zip(range(0, frames, BLOCK_FRAMES), targets, decoded):
         mix[start:start + parts[0].shape[0]] = mix_sum(parts)
         block = mix[start:start + parts[0].shape[0]]  # C order again (decoded blocks are planar)
         if mastering == "gain":

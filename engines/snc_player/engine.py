@@ -1,16 +1,18 @@
 """The ``snc`` engine: an SNC player in a ``scorebridge serve`` slot, following the transport.
 
 It produces audio, not MIDI (``process`` returns nothing): its pyo client plays on JACK (or
-PortAudio) next to the bridge. The song is chosen among the ``.snc`` files of the folder named
-by ``SCOREBRIDGE_SNC_DIR`` (default: the current folder) as listed when the engine is first used,
-named with or without its ``.snc`` extension; ``file = none`` keeps the engine silent. A song
+PortAudio) next to the bridge. The song is a ``.snc`` file of the folder named by
+``SCOREBRIDGE_SNC_DIR`` (default: the current folder, read when a song is chosen and when the
+engine prepares), named with or without its ``.snc`` extension or by a path in that folder;
+``file = none`` keeps the engine silent. A song
 must be a regular file of at most ``MAX_SNC_BYTES`` that stays inside the folder once symlinks
 are resolved. Song time 0 is DAW beat ``offset_beats``; beats map
 to seconds at the transport's tempo (a constant-tempo song).
 
 Transport: Start/Continue -> play from the DAW position, Stop -> pause (faded), locate (Song
 Position Pointer, OSC ``transport/locate``) -> seek, and every beat checks the drift between
-the DAW position and the player's and re-seeks beyond 80 ms. DAW loops arrive as locates.
+the DAW position and the player's and re-seeks beyond 80 ms. DAW loops arrive as locates. A
+song loaded while the transport runs starts at the transport's position at once.
 Stems are addressed by their order in the file: ``gain_1`` .. ``gain_8``, ``mute_1`` ..
 ``mute_8`` (stems past the 8th keep their default). pyo runs one server per process, so a
 bridge holds at most one playing ``snc`` slot.
@@ -45,31 +47,47 @@ def song_folder() -> Path:
     return Path(os.environ.get("SCOREBRIDGE_SNC_DIR") or ".")
 
 
-def _songs() -> tuple[str, ...]:
+def _songs(folder: Path) -> list[str]:
     try:
-        return tuple(sorted(p.stem for p in song_folder().glob("*.snc") if p.is_file()))
+        return sorted(p.stem for p in folder.glob(f"*{_SUFFIX}") if p.is_file())
     except OSError:
-        return ()
+        return []
 
 
 class _SongParam(Param):
-    """The song choice, which also takes the file's name with its ``.snc`` extension."""
+    """The song: ``none``, or a ``.snc`` file of the song folder named by its name, its name
+    with the extension, or a path that lies in the folder. The folder is read when a value
+    is set (not when the engine is imported), so songs added later are found; the value kept
+    is the file's path in the folder without the extension."""
 
     def coerce(self, value: Any) -> Any:
-        if isinstance(value, str) and value.strip().endswith(_SUFFIX):
-            value = value.strip()[: -len(_SUFFIX)]
-        return super().coerce(value)
+        if not isinstance(value, str) or not value.strip() or len(value) > 4096 or \
+                any(ord(c) < 32 for c in value):
+            raise ParameterError(f"{self.name}: {value!r} is not a song name (one line of text)")
+        text = value.strip()
+        if text in ("none", f"none{_SUFFIX}"):
+            return "none"
+        folder = song_folder().resolve()
+        candidate = Path(text).expanduser()
+        if candidate.suffix != _SUFFIX:
+            candidate = candidate.with_name(candidate.name + _SUFFIX)
+        path = (folder / candidate).resolve()  # (an absolute path stays itself)
+        if not inside(path, [folder]) or not path.is_file():
+            songs = _songs(folder)
+            listed = ", ".join(songs[:20]) + (f" and {len(songs) - 20} more" if len(songs) > 20 else "")
+            where = "is outside the song folder" if not inside(path, [folder]) else "is not a song"
+            raise ParameterError(f"{self.name}: {text!r} {where} {folder} ($SCOREBRIDGE_SNC_DIR); "
+                                 f"songs there: {listed or 'none'}")
+        return path.relative_to(folder).with_suffix("").as_posix()
 
 
 def _params() -> tuple[Param, ...]:
-    songs = _songs()
     return (
         _SongParam(
             "file",
-            "choice",
+            "text",
             "none",
-            choices=("none", *songs),
-            doc=f"song: a .snc file of $SCOREBRIDGE_SNC_DIR (now {song_folder()})",
+            doc="song: a .snc file of $SCOREBRIDGE_SNC_DIR, by name (with or without .snc) or path",
         ),
         Param("context", "choice", "default", choices=tuple(BUILTIN), doc="listening context"),
         *(
@@ -101,6 +119,8 @@ class SncEngine(Engine):
         self.player: Any = None
         self.tempo_bpm = 120.0
         self.transport_playing = False
+        # The last known transport position: (beats, time_s when it was there).
+        self._anchor: tuple[float, float] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def prepare(self, context: EngineContext) -> None:
@@ -128,6 +148,12 @@ class SncEngine(Engine):
         self.player = player
         self._sync_tempo()
         self._apply_all()
+        if self._anchor is not None:  # a song loaded mid-song starts where the transport is
+            beats, at_s = self._anchor
+            if self.transport_playing:
+                self._follow(self._song_s(beats) + max(0.0, time.perf_counter() - at_s))
+            else:
+                self._locate(beats)
 
     @staticmethod
     def _song_path(name: str) -> Path:
@@ -206,9 +232,16 @@ class SncEngine(Engine):
             self.player.pause()
 
     def process(self, event: EngineInput) -> Sequence[EngineOutput]:
-        if isinstance(event, Beat) and event.tempo_bpm > 0:
-            self.tempo_bpm = event.tempo_bpm
-            self._sync_tempo()
+        if isinstance(event, Beat):
+            if event.tempo_bpm > 0:
+                self.tempo_bpm = event.tempo_bpm
+                self._sync_tempo()
+            # Beats come only while the transport runs: an engine swapped into a running
+            # transport never saw its start.
+            self.transport_playing = True
+            self._anchor = (float(event.index), event.time_s)
+        elif isinstance(event, TransportChange):
+            self._anchor = (event.beats, event.time_s)
         if self.player is None:
             if isinstance(event, TransportChange):
                 self.transport_playing = event.playing

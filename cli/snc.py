@@ -1,4 +1,4 @@
-"""``scorebridge snc encode|decode|verify|info|render|play``: the Stem-Native Codec's files
+"""``scorebridge snc encode|decode|verify|info|export|import|render|play``: the Stem-Native Codec's files
 (docs/snc.md) and the player's mix, offline or live (docs/snc_player.md)."""
 
 from __future__ import annotations
@@ -42,7 +42,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     info.add_argument("input", type=Path)
     info.add_argument("--json", action="store_true")
     info.set_defaults(run=_info)
+    export = actions.add_parser("export", help="a .snc file as NI Stems (.stem.mp4)")
+    export.add_argument("input", type=Path)
+    export.add_argument("--stems-mp4", type=Path, required=True, metavar="OUT.stem.mp4",
+                        help="NI Stems: master + 4 stem groups (ALAC from a lossless file, else AAC)")
+    export.add_argument("--bitrate", type=int, default=256000, help="AAC bit rate per track (b/s)")
+    export.add_argument("--json", action="store_true")
+    export.set_defaults(run=_export)
+    imp = actions.add_parser("import", help="an NI Stems file (.stem.mp4) -> .snc")
+    imp.add_argument("input", type=Path, metavar="IN.stem.mp4")
+    imp.add_argument("-o", "--output", type=Path, required=True)
+    imp.add_argument("--mode", choices=("lossless", "transparent", "compact"),
+                     help="default: lossless for ALAC tracks, transparent for AAC")
+    imp.set_defaults(run=_import)
     _add_play_parsers(actions)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from engines.snc.stems_mp4 import export_stems_mp4
+
+    if not 32000 <= args.bitrate <= 512000:
+        raise ConfigError(f"--bitrate {args.bitrate}: an AAC track takes 32000..512000 b/s")
+    result = export_stems_mp4(args.input, args.stems_mp4, args.bitrate)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        groups = "; ".join(f"{g['name']} ({', '.join(g['from']) or 'silent'})" for g in result["stems"])
+        print(f"wrote {result['output']}: NI Stems, {result['codec']}, master + {groups}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from engines.snc.stems_mp4 import import_stems_mp4
+
+    manifest = import_stems_mp4(args.input, args.output, args.mode)
+    print(f"wrote {args.output}: {len(manifest.stems)} stems ({', '.join(s.name for s in manifest.stems)}), "
+          f"{manifest.mode}, {manifest.duration_s:.2f} s")
+    return 0
 
 
 def _encode(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -113,10 +114,10 @@ def _measure(master: InputTrack, stems: list[InputTrack], integer: bool, scale: 
 
 
 def encode(master_path: Path, stem_paths: dict[str, Path], out_path: Path, mode: str = "transparent",
-           mastering: str = "fir-envelope") -> Manifest:
+           mastering: str = "fir-envelope", colours: list[str | None] | None = None) -> Manifest:
     """Encode ``master_path`` and its stems into ``out_path``; returns the manifest written.
     ``mastering`` picks the lossy mastering model (``gain`` is the ablation; lossless files
-    always use the integer-exact gain)."""
+    always use the integer-exact gain). ``colours``: a ``#RRGGBB`` per stem (others grey)."""
     if mode not in MODES:
         raise CodecError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     if mastering not in ("gain", "fir-envelope"):
@@ -128,6 +129,9 @@ def encode(master_path: Path, stem_paths: dict[str, Path], out_path: Path, mode:
     master = InputTrack(Path(master_path), "master")
     stems = [InputTrack(Path(p), name) for name, p in stem_paths.items()]
     infos = [StemInfo(name=name, role=_role(name)) for name in stem_paths]
+    for info, colour in zip(infos, colours or []):
+        if isinstance(colour, str) and re.fullmatch(r"#[0-9a-fA-F]{6}", colour):
+            info.colour = colour
     for index, info in enumerate(infos):
         info.validate(f"stem #{index + 1}")
     _check_inputs(master, stems, mode)

@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     enc.add_argument("--mode", choices=("lossless", "transparent", "compact"), default="transparent")
     enc.add_argument("--mastering", choices=("fir-envelope", "gain"), default="fir-envelope",
                      help="lossy modes: the mastering model (gain = per-channel gain only, for comparison)")
+    enc.add_argument("--mix-track", action="store_true",
+                     help="also store the master as an ordinary track, the one ordinary players play "
+                     "(Matroska stems profile; FLAC in lossless files, Opus 128 kb/s otherwise)")
     enc.set_defaults(run=_encode)
     dec = actions.add_parser("decode", help=".snc -> DIR/master.wav and DIR/<stem>.wav")
     dec.add_argument("input", type=Path)
@@ -93,7 +96,7 @@ def _encode(args: argparse.Namespace) -> int:
             raise CodecError(f"--stem {name!r} given twice")
         stems[name] = Path(path)
     started = time.perf_counter()
-    manifest = encode(args.master, stems, args.output, args.mode, args.mastering)
+    manifest = encode(args.master, stems, args.output, args.mode, args.mastering, mix_track=args.mix_track)
     elapsed = time.perf_counter() - started
     print(f"wrote {args.output}: {len(manifest.stems)} stems + residual, {manifest.mode}, "
           f"{manifest.duration_s:.2f} s, {args.output.stat().st_size} bytes, "
@@ -156,6 +159,10 @@ def _info(args: argparse.Namespace) -> int:
     model_snr = f", model SNR {snr} dB" if snr is not None else ""
     print(f"  residual: {residual['codec']}{rate}, {residual['rms_dbfs']} dBFS{model_snr}; "
           f"mastering: {data['mastering']['model']}; contexts: {', '.join(data['contexts']) or 'none'}")
+    mix = data["mix_track"]
+    print(f"  mix track: {mix['codec']}{' ' + str(mix['bitrate_bps'] // 1000) + ' kb/s' if mix['bitrate_bps'] else ''}"
+          " (the default track ordinary players play)" if mix else
+          "  mix track: none (ordinary players play the first track, the residual; see snc encode --mix-track)")
     return 0
 
 

@@ -125,3 +125,50 @@ def test_a_closed_pipe_ends_info_quietly(songs):
     finally:
         os.close(write)
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+# -- the Matroska stems profile: the mix track ----------------------------------------------------
+def with_mix_track(song: Path, mode: str) -> Path:
+    """The same song encoded again with --mix-track (from the WAVs encode_song left beside it)."""
+    stem = song.stem
+    names = [s.name for s in SncReader(song).manifest.stems]
+    out = song.with_name(f"{stem}-mix.snc")
+    args = [arg for name in names for arg in ("--stem", f"{name}={song.parent / f'{stem}-{name}.wav'}")]
+    done = cli("encode", "--master", str(song.parent / f"{stem}-master.wav"), *args, "-o", str(out),
+               "--mode", mode, "--mix-track")
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.mark.parametrize("mode", ["lossless", "transparent"])
+def test_the_mix_track_is_the_default_track_an_ordinary_decoder_plays(songs, mode):
+    song = with_mix_track(songs[mode], mode)
+    reader = SncReader(song)
+    assert reader.manifest.version == 4 and reader.manifest.mix["codec"] == ("flac" if mode == "lossless" else "opus")
+    streams = ffprobe_streams(song)
+    titles = [s["tags"].get("title", s["tags"].get("TITLE")) for s in streams]
+    assert titles == ["residual", *(s.name for s in reader.manifest.stems), "master"]
+    assert [s["disposition"]["default"] for s in streams] == [0] * (len(streams) - 1) + [1]
+    # ffmpeg with no stream chosen picks the default track: the master.
+    done = subprocess.run(["ffmpeg", "-v", "info", "-i", str(song), "-f", "f32le", "-"], capture_output=True,
+                          check=True)
+    assert f"Stream #0:{len(streams) - 1} -> #0:0" in done.stderr.decode()
+    played = np.frombuffer(done.stdout, "<f4").reshape(-1, 2)
+    original = decoded(song)["master"]
+    if mode == "lossless":
+        assert np.array_equal(np.rint(played * 2**23).astype(np.int64), original)
+    else:  # Opus keeps the tones, not the noise stem's waveform: compared with the source, aligned
+        import soundfile as sf
+
+        source, _ = sf.read(songs[mode].with_name(f"{songs[mode].stem}-master.wav"), dtype="float32")
+        assert len(played) == len(source)
+
+        def snr(shift: int) -> float:
+            error = played[4096 + shift:-4096 + shift] - source[4096:-4096]
+            return float(10 * np.log10(np.sum(source[4096:-4096] ** 2) / np.sum(error**2)))
+
+        assert snr(0) > 8.0 and snr(0) > max(snr(-1), snr(1)) + 3.0, (snr(-1), snr(0), snr(1))
+    # The reader checks the mix track with the others; decoding does not need it.
+    assert reader.verify()["intact"]
+    if mode == "lossless":
+        assert np.array_equal(original, decoded(songs[mode])["master"])

@@ -150,9 +150,11 @@ def decode_blocks(path: Path, stream_index: int, block_frames: int, total_frames
             yield block.T
 
 
-def merge_tracks(sources: list[tuple[Path, str]], out_path: Path, tags: dict[str, str]) -> None:
+def merge_tracks(sources: list[tuple[Path, str]], out_path: Path, tags: dict[str, str],
+                 default: int | None = None) -> None:
     """Copy the single audio track of each source file, in time order, into one Matroska file
-    with track titles and container tags. No re-encoding."""
+    with track titles and container tags. No re-encoding. ``default``: the one track flagged
+    default (FlagDefault 1, the others 0), the track an ordinary player picks."""
     inputs = [av.open(str(path)) for path, _ in sources]
     try:
         with av.open(str(out_path), "w", format="matroska") as out:
@@ -162,6 +164,9 @@ def merge_tracks(sources: list[tuple[Path, str]], out_path: Path, tags: dict[str
             for container, (_, title) in zip(inputs, sources):
                 stream = out.add_stream_from_template(container.streams.audio[0])
                 stream.metadata["title"] = title
+                if default is not None:
+                    stream.disposition = av.stream.Disposition.default if len(streams) == default \
+                        else av.stream.Disposition(0)
                 streams.append(stream)
 
             def packets(index: int) -> Iterator[tuple[float, int, av.Packet]]:

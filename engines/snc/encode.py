@@ -25,7 +25,7 @@ from engines.snc.avio import TrackWriter, decode_in_step, merge_tracks, parallel
 from engines.snc.integrity import integrity_table
 from engines.snc.lossy import Coded, encode_lossy
 from engines.snc.loudness import LoudnessMeter
-from engines.snc.manifest import LIMITS, MODES, Manifest, StemInfo, integrity_group_ms, manifest_crc32
+from engines.snc.manifest import FORMAT_VERSION, LIMITS, MODES, Manifest, StemInfo, integrity_group_ms, manifest_crc32
 from engines.snc.mastering import MasteringModel
 from engines.snc.pcm import INT_SCALE, InputTrack
 
@@ -114,10 +114,13 @@ def _measure(master: InputTrack, stems: list[InputTrack], integer: bool, scale: 
 
 
 def encode(master_path: Path, stem_paths: dict[str, Path], out_path: Path, mode: str = "transparent",
-           mastering: str = "fir-envelope", colours: list[str | None] | None = None) -> Manifest:
+           mastering: str = "fir-envelope", colours: list[str | None] | None = None,
+           mix_track: bool = False) -> Manifest:
     """Encode ``master_path`` and its stems into ``out_path``; returns the manifest written.
     ``mastering`` picks the lossy mastering model (``gain`` is the ablation; lossless files
-    always use the integer-exact gain). ``colours``: a ``#RRGGBB`` per stem (others grey)."""
+    always use the integer-exact gain). ``colours``: a ``#RRGGBB`` per stem (others grey).
+    ``mix_track`` adds the master as an ordinary track (format 4), the one track an ordinary
+    player plays: FLAC in lossless files, Opus at ``MIX_BITRATES`` otherwise."""
     if mode not in MODES:
         raise CodecError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     if mastering not in ("gain", "fir-envelope"):
@@ -145,19 +148,40 @@ def encode(master_path: Path, stem_paths: dict[str, Path], out_path: Path, mode:
             sample_format=master.sample_format if mode == "lossless" else "float",
             stems=infos, residual=coded.residual, mastering=coded.mastering,
             contexts=_default_contexts(infos), master_sha256_pcm=coded.master_digest,
+            version=FORMAT_VERSION if mix_track else 3,
         )
         manifest.loudness_lufs = dict(zip(["master", *(t.name for t in stems)], coded.loudness))
         for info in infos:
             info.loudness_lufs = manifest.loudness_lufs.get(info.name)
         tracks = [coded.residual_path, *coded.stem_files]
+        if mix_track:
+            manifest.mix = _code_mix(master, mode, Path(tmp) / "mix.mka")
+            tracks.append(Path(tmp) / "mix.mka")
         manifest.integrity = integrity_table(tracks, integrity_group_ms(manifest.duration_s, len(tracks)))
         manifest.validate("encoder")
         text = manifest.to_json()
         with atomic_output(out_path) as partial:
             merge_tracks(list(zip(tracks, manifest.track_names)), partial,
                          {"SNC_MANIFEST": text, "SNC_MANIFEST_CRC32": manifest_crc32(text),
-                          "SNC_VERSION": str(manifest.version)})
+                          "SNC_VERSION": str(manifest.version)},
+                         default=len(tracks) - 1 if mix_track else None)
     return manifest
+
+
+# Opus bit rate of the mix track (stereo; mono 60 %): what ordinary players play.
+MIX_BITRATES = {"transparent": 128000, "compact": 96000}
+
+
+def _code_mix(master: InputTrack, mode: str, path: Path) -> dict:
+    """The master as one track: FLAC of its PCM (lossless files) or Opus."""
+    integer = mode == "lossless"
+    channels, frames, rate = master.channels, master.frames, master.sample_rate
+    bitrate = None if integer else int(MIX_BITRATES[mode] * (1.0 if channels == 2 else 0.6))
+    writer = TrackWriter(path, "flac" if integer else "opus", rate, channels, bitrate)
+    for block in master.blocks(BLOCK_FRAMES, channels, frames, integer, np.float32):
+        writer.write(block)
+    writer.close()
+    return {"codec": "flac" if integer else "opus", "bitrate_bps": bitrate, "packet_frames": writer.packet_frames}
 
 
 def _encode_lossless(master: InputTrack, stems: list[InputTrack], infos: list[StemInfo], tmp: Path) -> Coded:

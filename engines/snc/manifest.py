@@ -23,9 +23,10 @@ from engines.snc.mastering import MasteringModel
 __all__ = ["FORMAT_VERSION", "INTEGRITY_ALGORITHM", "LIMITS", "MODES", "Manifest", "StemInfo", "integrity_group_ms",
            "manifest_crc32"]
 
-FORMAT_VERSION = 3
-# v1: gain-only mastering model, no FIR/envelope; v2: no per-block integrity table.
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+# v1: gain-only mastering model, no FIR/envelope; v2: no per-block integrity table; v3: no mix
+# track (the encoder writes 3 when it adds none, so v3 readers read those files).
+READABLE_VERSIONS = (1, 2, 3, 4)
 MODES = ("lossless", "transparent", "compact")
 CODECS = ("flac", "opus")
 SAMPLE_FORMATS = ("s16", "s24", "float")
@@ -181,6 +182,9 @@ class Manifest:
     generator: str = "scorebridge"
     # v3: per-track CRC32 of each group of packets (see ``check_integrity``); None in v1/v2.
     integrity: dict[str, Any] | None = None
+    # v4: the mix track (the master as one ordinary track, last in the container, the only
+    # default track): {"codec", "bitrate_bps", "packet_frames"}; None when the file has none.
+    mix: dict[str, Any] | None = None
 
     @property
     def duration_s(self) -> float:
@@ -188,13 +192,19 @@ class Manifest:
 
     @property
     def track_names(self) -> list[str]:
-        """The container's tracks in order: the residual, then the stems."""
-        return ["residual", *(s.name for s in self.stems)]
+        """The container's tracks in order: the residual, the stems, then the mix track if any."""
+        return ["residual", *(s.name for s in self.stems), *(["master"] if self.mix else [])]
+
+    @property
+    def track_codecs(self) -> list[str]:
+        return [self.residual.get("codec"), *(s.codec for s in self.stems), *([self.mix["codec"]] if self.mix else [])]
 
     def to_json(self) -> str:
         data = asdict(self)
         if self.integrity is None:
             del data["integrity"]
+        if self.mix is None:
+            del data["mix"]
         return json.dumps(data, sort_keys=True, separators=(",", ":"), allow_nan=False)
 
     @classmethod
@@ -218,7 +228,8 @@ class Manifest:
         if not _is_int(version) or version not in READABLE_VERSIONS:
             raise CodecError(f"{where}: SNC format version {version!r} is not supported (this reader: "
                              f"{', '.join(map(str, READABLE_VERSIONS))})")
-        allowed = {f for f in cls.__dataclass_fields__} - ({"integrity"} if version < 3 else set())
+        allowed = {f for f in cls.__dataclass_fields__} - ({"integrity"} if version < 3 else set()) \
+            - ({"mix"} if version < 4 else set())
         required = {"mode", "sample_rate", "channels", "frames", "sample_format", "stems", "residual", "mastering"}
         _known_keys(data, allowed, required | ({"integrity"} if version >= 3 else set()), where)
         stems = data.pop("stems")
@@ -267,10 +278,26 @@ class Manifest:
         self._validate_tables(where)
         if not isinstance(self.master_sha256_pcm, str) or not _SHA256.fullmatch(self.master_sha256_pcm):
             raise CodecError(f"{where}: master_sha256_pcm must be 64 lower-case hex digits or empty")
+        self._validate_mix(where, codec)
         if self.version >= 3:
-            check_integrity(self.integrity, len(self.stems) + 1, self.duration_s, f"{where} integrity")
+            check_integrity(self.integrity, len(self.track_names), self.duration_s, f"{where} integrity")
         elif self.integrity is not None:
             raise CodecError(f"{where}: an integrity table in a version {self.version} manifest")
+
+    def _validate_mix(self, where: str, codec: str) -> None:
+        mix, at = self.mix, f"{where} mix track"
+        if mix is None:
+            return
+        if self.version < 4:
+            raise CodecError(f"{where}: a mix track in a version {self.version} manifest")
+        if not isinstance(mix, dict):
+            raise CodecError(f"{at}: must be an object")
+        _known_keys(mix, {"codec", "bitrate_bps", "packet_frames"}, {"codec"}, at)
+        if _choice(mix["codec"], CODECS, f"{at}: codec") != codec:
+            raise CodecError(f"{at}: codec {mix['codec']} in a {self.mode} file (expected {codec})")
+        if mix.get("bitrate_bps") is not None:
+            _int(mix["bitrate_bps"], 1, LIMITS["max_bitrate_bps"], f"{at}: bitrate (b/s)")
+        check_packet_frames(mix.get("packet_frames"), at)
 
     def _validate_residual(self, where: str, codec: str) -> None:
         residual, at = self.residual, f"{where} residual"
@@ -328,7 +355,7 @@ def check_integrity(data: Any, tracks: int, duration_s: float, where: str) -> No
                     f"{where}: group_ms")
     entries = data["tracks"]
     if not isinstance(entries, list) or len(entries) != tracks:
-        raise CodecError(f"{where}: tracks must list {tracks} entries (the residual and every stem)")
+        raise CodecError(f"{where}: tracks must list {tracks} entries (the residual, every stem and the mix track)")
     # Every track ends within a packet of the file's length: its last group is the one holding
     # the end, or (a packet ending just after it) the next one.
     most = int(duration_s * 1000) // group_ms + 2

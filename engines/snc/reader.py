@@ -73,11 +73,12 @@ class SncReader:
                 raise CodecError(f"{self.path}: a version {self.manifest.version} file without its manifest "
                                  "checksum (tag SNC_MANIFEST_CRC32): damaged or not written by SNC")
             streams = container.streams.audio
-            if len(streams) != len(self.manifest.stems) + 1:
+            expected = self.manifest.track_names
+            if len(streams) != len(expected):
                 raise CodecError(f"{self.path}: {len(streams)} audio tracks but the manifest lists "
-                                 f"{len(self.manifest.stems)} stems + residual")
-            expected = ["residual", *(s.name for s in self.manifest.stems)]
-            codecs = [self.manifest.residual.get("codec"), *(s.codec for s in self.manifest.stems)]
+                                 f"{len(self.manifest.stems)} stems + residual"
+                                 f"{' + mix track' if self.manifest.mix else ''}")
+            codecs = self.manifest.track_codecs
             for index, (stream, title, codec) in enumerate(zip(streams, expected, codecs)):
                 if stream.metadata.get("title") != title:
                     raise CodecError(f"{self.path}: track {index} is titled {stream.metadata.get('title')!r}, "
@@ -91,9 +92,11 @@ class SncReader:
                                      f"{self.manifest.sample_rate} Hz")
         finally:
             container.close()
+        # The tracks decoding reads (the mix track, last when present, is only scanned).
         self.names = ["residual", *(s.name for s in self.manifest.stems)]
         self.packet_frames = [self.manifest.residual.get("packet_frames"),
-                              *(s.packet_frames for s in self.manifest.stems)]
+                              *(s.packet_frames for s in self.manifest.stems),
+                              *([self.manifest.mix.get("packet_frames")] if self.manifest.mix else [])]
         if self.manifest.version == 1:  # v1 wrote Opus in libopus's default 20 ms packets, without packet sizes
             codecs = [self.manifest.residual.get("codec"), *(s.codec for s in self.manifest.stems)]
             self.packet_frames = [_V1_OPUS_PACKET_FRAMES if c == "opus" and f is None else f
@@ -157,7 +160,7 @@ class SncReader:
         # Every track's buffer holds `history` frames before `done` (silence before `first`).
         first = max(0, start - history)
         with av.open(str(self.path)) as container:
-            streams = list(container.streams.audio)
+            streams = list(container.streams.audio)[:len(self.names)]
             buffers = [TrackBuffer(channels, dtype, history, 2 * (block_frames + history + ahead) + 16384)
                        for _ in streams]
             positions: list[int | None] = [None] * len(streams)
@@ -455,7 +458,8 @@ class SncReader:
                 "residual": {k: v for k, v in m.residual.items() if k != "gains"},
                 "mastering": {k: v for k, v in m.mastering.items() if k not in ("fir", "envelope")},
                 "loudness_lufs": m.loudness_lufs,
-                "contexts": sorted(m.contexts), "limits": {k: v for k, v in LIMITS.items()}}
+                "contexts": sorted(m.contexts), "mix_track": m.mix,
+                "limits": {k: v for k, v in LIMITS.items()}}
 
 
 def _silence(data: np.ndarray, position: int, rate: int, damage: list[Damage], name: str, tracks: list[str],
@@ -466,6 +470,8 @@ def _silence(data: np.ndarray, position: int, rate: int, damage: list[Damage], n
     end = position + data.shape[0]
     out = data
     for item in damage:
+        if item.track >= len(tracks):
+            continue  # the mix track: not part of decoding
         if name != "master" and (item.track < 0 or tracks[item.track] != name) and item.track != -1:
             continue
         lo, hi = int(item.start_s * rate), int(math.ceil(item.end_s * rate))

@@ -197,6 +197,9 @@ def _add_mix_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--valence", type=float, default=0.0, help="constant valence -1..1 (without --va)")
     parser.add_argument("--arousal", type=float, default=0.0, help="constant arousal -1..1 (without --va)")
+    parser.add_argument("--source", choices=("master", "stems"), default="master",
+                        help="master: the stored master (remixed by the options above); stems: the stem "
+                        "mix alone, without the residual")
 
 
 def _add_play_parsers(actions: argparse._SubParsersAction) -> None:
@@ -276,6 +279,7 @@ def _request(args: argparse.Namespace):  # -> MixRequest (import kept lazy)
         mapping_file=args.va_map,
         valence=args.valence,
         arousal=args.arousal,
+        source=args.source,
     )
 
 

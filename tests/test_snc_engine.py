@@ -56,6 +56,9 @@ class FakePlayer:
     def set_loop(self, *args) -> None:
         pass
 
+    def set_source(self, source: str) -> None:
+        self.source = source
+
     def stats(self) -> dict:
         return {"playing": self.playing, "position_s": self.position_s}
 
@@ -125,3 +128,13 @@ def test_a_song_loaded_while_stopped_waits_at_the_transport_position(songs):
     made.set_param("file", "other")
     player = FakePlayer.made[-1]
     assert not player.playing and player.seeks == [3.0]
+
+
+def test_source_switches_between_the_master_and_the_stem_mix(songs):
+    made = engine("other")
+    player = FakePlayer.made[-1]
+    assert player.source == "master"
+    made.set_param("source", "stems")
+    assert player.source == "stems"
+    with pytest.raises(ParameterError):
+        made.set_param("source", "both")

@@ -172,3 +172,69 @@ def test_the_mix_track_is_the_default_track_an_ordinary_decoder_plays(songs, mod
     assert reader.verify()["intact"]
     if mode == "lossless":
         assert np.array_equal(original, decoded(songs[mode])["master"])
+
+
+# -- master <-> stem mix ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mastered(tmp_path_factory) -> Path:
+    """A lossless song whose master is more than its stems (noise only in the master: the
+    residual), so the stored master and the stem mix differ."""
+    stems = stems_audio(2.0)
+    noise = 0.05 * np.random.default_rng(9).standard_normal((2 * RATE, 2))
+    return encode_song(tmp_path_factory.mktemp("snc_source"), "m", stems, 0.8 * sum(stems.values()) + noise,
+                       "lossless")
+
+
+def test_master_stems_switch_crossfades_without_a_click(mastered):
+    from engines.snc_player.contexts import load_contexts
+    from engines.snc_player.pipeline import Pipeline
+
+    reader = SncReader(mastered)
+    song = decoded(mastered)
+    scale = 2.0**-23
+    master = song["master"] * scale
+    gain = np.asarray(reader.manifest.mastering["gain_per_channel"])
+    stem_mix = gain * sum(song[s.name] for s in reader.manifest.stems) * scale  # M(sum of stems)
+    pipeline = Pipeline(reader.manifest, load_contexts(reader.manifest.contexts))
+    pipeline.mixer.settle()
+    fade = pipeline.mixer.crossfade_frames
+    to_stems, to_master = 94 * 256, 235 * 256  # (buffer boundaries)
+    out = []
+    blocks = {k: v * scale for k, v in song.items()}
+    for first in range(0, master.shape[0], 256):
+        if first == to_stems:
+            pipeline.set_source("stems")
+        if first == to_master:
+            pipeline.set_source("master")
+        out.append(pipeline.process({k: v[first:first + 256].astype(np.float32) for k, v in blocks.items()}, first))
+    out = np.concatenate(out).astype(np.float64)
+    # Master, the stem mix once the fade is over, the master again: sample for sample.
+    assert np.abs(out[:to_stems] - master[:to_stems]).max() < 1e-6
+    assert np.abs(out[to_stems + fade:to_master] - stem_mix[to_stems + fade:to_master]).max() < 1e-5
+    assert np.abs(out[to_master + fade:] - master[to_master + fade:]).max() < 1e-6
+    # During each fade: a linear blend, and no sample-to-sample step above what the two signals
+    # and the fade's own slope make.
+    for start, a, b in ((to_stems, master, stem_mix), (to_master, stem_mix, master)):
+        t = np.arange(1, fade + 1)[:, None] / fade
+        blend = a[start:start + fade] * (1 - t) + b[start:start + fade] * t
+        assert np.abs(out[start:start + fade] - blend).max() < 1e-5
+        window = slice(start - 1, start + fade + 1)
+        step = np.abs(np.diff(out[window], axis=0)).max()
+        allowed = max(np.abs(np.diff(a[window], axis=0)).max(), np.abs(np.diff(b[window], axis=0)).max()) + \
+            np.abs(a[window] - b[window]).max() / fade
+        assert step <= allowed * 1.001, (step, allowed)
+
+
+def test_render_plays_the_stem_mix(mastered, tmp_path):
+    import soundfile as sf
+
+    out = tmp_path / "stems.wav"
+    done = cli("render", str(mastered), "-o", str(out), "--source", "stems")
+    assert done.returncode == 0, done.stderr
+    rendered, _ = sf.read(out, dtype="float64", always_2d=True)
+    reader = SncReader(mastered)
+    song = decoded(mastered)
+    gain = np.asarray(reader.manifest.mastering["gain_per_channel"])
+    stem_mix = gain * sum(song[s.name] for s in reader.manifest.stems) * 2.0**-23
+    assert np.abs(rendered - stem_mix).max() < 1e-5
+    assert np.abs(rendered - song["master"] * 2.0**-23).max() > 0.05  # (the noise of the master is gone)

@@ -32,6 +32,7 @@ from core.events import Beat, EngineInput, EngineOutput, TransportChange
 from core.files import inside, regular_file
 from engines.snc_player.contexts import BUILTIN
 from engines.snc_player.mixer import SILENCE_DB
+from engines.snc_player.pipeline import SOURCES
 
 __all__ = ["SncEngine", "STEM_SLOTS", "song_folder", "MAX_SNC_BYTES"]
 
@@ -90,6 +91,9 @@ def _params() -> tuple[Param, ...]:
             doc="song: a .snc file of $SCOREBRIDGE_SNC_DIR, by name (with or without .snc) or path",
         ),
         Param("context", "choice", "default", choices=tuple(BUILTIN), doc="listening context"),
+        Param("source", "choice", "master", choices=SOURCES,
+              doc="master: the stored master (remixed by the stem controls); stems: the stem mix alone "
+              "(cross-faded over 50 ms)"),
         *(
             Param(f"gain_{i}", "float", 0.0, SILENCE_DB, 12.0, unit="dB", doc=f"gain of stem {i}")
             for i in range(1, STEM_SLOTS + 1)
@@ -190,6 +194,8 @@ class SncEngine(Engine):
             self._apply_stem(int(name.split("_")[1]))
         elif name in ("valence", "arousal"):
             self.player.set_va(self.param("valence"), self.param("arousal"))
+        elif name == "source":
+            self.player.set_source(value)
         elif name.startswith("loop_"):
             self._apply_loop()
 
@@ -213,6 +219,7 @@ class SncEngine(Engine):
         for index in range(1, min(STEM_SLOTS, len(self.player.pipeline.names)) + 1):
             self._apply_stem(index)
         self.player.set_va(self.param("valence"), self.param("arousal"))
+        self.player.set_source(self.param("source"))
         self._apply_loop()
 
     def _sync_tempo(self) -> None:

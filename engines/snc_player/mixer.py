@@ -107,6 +107,7 @@ class Mixer:
         ramp_s: float = 0.02,
         energy_tau_s: float = 1.0,
         per_stem: bool = False,
+        crossfade_s: float = 0.05,
     ) -> None:
         if not stems:
             raise ParameterError("a mixer needs at least one stem")
@@ -139,6 +140,12 @@ class Mixer:
         self._spectrum_size = 0
         self._dirty_until = -(1 << 62)  # input frames before this were mixed with a non-default mix
         self.changes = 0
+        # The source: 0 plays the stored master (and remixes keep the residual), 1 the stem mix
+        # alone (the stems through the mastering model, no residual); moved linearly over
+        # ``crossfade_frames``.
+        self.crossfade_frames = max(1, int(round(crossfade_s * sample_rate)))
+        self._source_target = 0.0
+        self._source = 0.0
 
     # -- control (any thread) ------------------------------------------------------------------
     def mix(self) -> dict[str, StemMix]:
@@ -177,12 +184,24 @@ class Mixer:
         self._ramp_pos = 0
         self.changes += 1
 
+    def set_source(self, stems: bool) -> None:
+        """Cross-fade to the stem mix (True) or back to the stored master (False)."""
+        with self._lock:
+            self._source_target = 1.0 if stems else 0.0
+            self.changes += 1
+
+    @property
+    def source(self) -> str:
+        with self._lock:
+            return "stems" if self._source_target else "master"
+
     def settle(self) -> None:
         """Jump to the targets without a ramp (before the first sample is played)."""
         with self._lock:
             self._current = self._target.copy()
             self._ramp_pos = self.ramp_frames
             self._weight = None
+            self._source = self._source_target
 
     @property
     def is_default(self) -> bool:
@@ -191,7 +210,19 @@ class Mixer:
             return self._settled_default()
 
     def _settled_default(self) -> bool:
-        return self._ramp_pos >= self.ramp_frames and all(m.is_default for m in self._mix.values())
+        return (self._ramp_pos >= self.ramp_frames and self._source == self._source_target == 0.0
+                and all(m.is_default for m in self._mix.values()))
+
+    def _source_ramp(self, frames: int) -> np.ndarray:
+        """The source position per frame (0 master .. 1 stems), moving at most one cross-fade
+        length per unit."""
+        start, target = self._source, self._source_target
+        if start == target:
+            return np.full(frames, start)
+        step = (1.0 if target > start else -1.0) / self.crossfade_frames
+        ramp = np.clip(start + step * np.arange(1, frames + 1), min(start, target), max(start, target))
+        self._source = float(ramp[-1])
+        return ramp
 
     # -- audio (one thread) ---------------------------------------------------------------------
     def _coefficients(self, frames: int) -> np.ndarray:
@@ -245,6 +276,7 @@ class Mixer:
                 weight = np.ones(frames)
                 self._weight = 1.0
             else:
+                weight = weight * (1.0 - self._source_ramp(frames))  # the stem mix has no residual
                 self._dirty_until = first + frames
         scaled = stems * (coef[:, None, :] if coef.ndim == 2 else np.transpose(coef, (1, 0, 2)))
         default_ext = self._default_line.push(np.sum(stems, axis=0, dtype=np.float64))

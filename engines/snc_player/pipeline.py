@@ -31,7 +31,9 @@ from engines.snc_player.effects import Chain
 from engines.snc_player.mixer import SILENCE_DB, Mixer
 from engines.va import VACurve
 
-__all__ = ["Pipeline", "UserStem"]
+__all__ = ["Pipeline", "SOURCES", "UserStem"]
+
+SOURCES = ("master", "stems")
 
 
 @dataclass
@@ -64,7 +66,8 @@ class Pipeline:
             manifest.mastering, manifest.channels, manifest.frames, "mastering"
         )
         self.mixer = Mixer(
-            self.names, manifest.channels, model, self.rate, ramp_s, per_stem=self.layout != "stereo"
+            self.names, manifest.channels, model, self.rate, ramp_s, per_stem=self.layout != "stereo",
+            crossfade_s=crossfade_s,
         )
         # Output frames lag input frames by this much (the mastering filter's look-ahead).
         self.delay_frames = self.mixer.delay_frames
@@ -104,6 +107,14 @@ class Pipeline:
     def _chain(self, context: Context) -> Chain:
         channels = context.outputs if context.layout == "multichannel" else self.manifest.channels
         return Chain(context.level_db, context.eq, context.dynamics, channels, self.rate)
+
+    def set_source(self, source: str) -> None:
+        """``master``: the stored master (and remixes of it); ``stems``: the stem mix alone (the
+        stems through the mastering model, without the residual), as DJ software plays stems.
+        The switch cross-fades over ``crossfade_s``."""
+        if source not in SOURCES:
+            raise ParameterError(f"source {source!r} is not one of {', '.join(SOURCES)}")
+        self.mixer.set_source(source == "stems")
 
     def set_user(self, name: str, **fields: float | bool | None) -> None:
         """The user's offset for one stem: gain_db (added), pan, mute, solo."""

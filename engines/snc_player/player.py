@@ -181,6 +181,11 @@ class Player:
         self._change_asked_s = time.perf_counter()
         self.pipeline.set_user(name, **fields)
 
+    def set_source(self, source: str) -> None:
+        """Cross-fade between the stored master and the stem mix (``master`` / ``stems``)."""
+        self._change_asked_s = time.perf_counter()
+        self.pipeline.set_source(source)
+
     def set_context(self, name: str) -> int:
         return self.pipeline.set_context(name, self.stream.position_frames)
 
@@ -202,6 +207,7 @@ class Player:
             "position_s": round(self.position_s, 3),
             "playing": self.playing,
             "context": self.pipeline.context.name,
+            "source": self.pipeline.mixer.source,
             "callbacks": self.callbacks,
             "underruns": self.stream.underruns,
             "max_callback_ms": round(self.max_callback_s * 1000, 3),

@@ -51,6 +51,7 @@ class MixRequest:
     mapping_file: Path | None = None
     valence: float = 0.0
     arousal: float = 0.0
+    source: str = "master"
 
 
 def make_pipeline(reader: SncReader, request: MixRequest) -> Pipeline:
@@ -83,6 +84,7 @@ def make_pipeline(reader: SncReader, request: MixRequest) -> Pipeline:
             fields["solo"] = True
         if fields:
             pipeline.set_user(name, **fields)
+    pipeline.set_source(request.source)
     if trajectory is not None:
         pipeline.set_va(*trajectory.at(0.0))
     elif request.valence or request.arousal:

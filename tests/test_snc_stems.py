@@ -238,3 +238,23 @@ def test_render_plays_the_stem_mix(mastered, tmp_path):
     stem_mix = gain * sum(song[s.name] for s in reader.manifest.stems) * 2.0**-23
     assert np.abs(rendered - stem_mix).max() < 1e-5
     assert np.abs(rendered - song["master"] * 2.0**-23).max() > 0.05  # (the noise of the master is gone)
+
+
+# -- tracks on parallel threads ---------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["lossless", "transparent"])
+def test_parallel_tracks_code_and_decode_what_one_thread_does(songs, mode, monkeypatch, tmp_path):
+    from engines.snc import encode
+
+    folder, stem = songs[mode].parent, songs[mode].stem
+    names = [s.name for s in SncReader(songs[mode]).manifest.stems]
+    stems = {name: folder / f"{stem}-{name}.wav" for name in names}
+    results = {}
+    for threads in ("1", "4"):
+        monkeypatch.setenv("SCOREBRIDGE_SNC_THREADS", threads)
+        out = tmp_path / f"{threads}.snc"
+        manifest = encode(folder / f"{stem}-master.wav", stems, out, mode)
+        blocks = list(SncReader(out).blocks(block_frames=12000, start_s=0.3))
+        results[threads] = (manifest.to_json(), {k: np.concatenate([b[k] for b in blocks]) for k in blocks[0]})
+    assert results["1"][0] == results["4"][0]  # (the same bitrates, hashes, model and checksums)
+    for name, data in results["1"][1].items():
+        assert np.array_equal(data, results["4"][1][name]), name

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import math
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from scipy import fft as sfft
 
 from core.atomic import atomic_outputs
 from core.errors import CodecError
+from engines.snc.avio import workers
 from engines.snc.integrity import Damage, ScanReport, merge_spans, packet_ms, scan
 from engines.snc.manifest import LIMITS, Manifest, manifest_crc32
 from engines.snc.mastering import MasteringModel
@@ -35,6 +38,8 @@ _V1_OPUS_PACKET_FRAMES = 960
 # A track's decoded data may end this many frames before the claimed length (Opus and FLAC
 # tracks written by SNC cover it; this is slack for other writers' rounding).
 _END_SLACK_FRAMES = 1024
+# Packets read ahead per track when the tracks decode on parallel threads (about 0.5-1 s).
+_BATCH_PACKETS = 8
 
 
 def _damaged_ms(damage: list[Damage], tracks: int) -> list[list[tuple[float, float]]]:
@@ -196,8 +201,12 @@ class SncReader:
                         raise CodecError(f"{self.path}: track {slot} ({self.names[slot]}) runs more than "
                                          f"{_MAX_SKEW_S} s ahead of the others near {done / rate:.3f} s")
 
+            # Salvage decodes packet by packet (a lost packet resets its track's decoder);
+            # otherwise the tracks decode side by side, a batch of packets at a time.
+            pool = ThreadPoolExecutor(min(workers(), len(streams)), thread_name_prefix="snc-read") \
+                if salvage is None and workers() > 1 else None
             try:
-                for packet in container.demux(*streams):
+                for packet, decoded in self._decoded(container, streams, slots, pool):
                     slot = slots[packet.stream.index]
                     if skips[slot] and packet.pts is not None:
                         ms = packet_ms(packet.pts, bases[slot])
@@ -206,7 +215,10 @@ class SncReader:
                             positions[slot] = None  # the next packet is placed again, after a gap
                             continue
                     try:
-                        decoded = streams[slot].decode(packet)
+                        if decoded is None:
+                            decoded = streams[slot].decode(packet)
+                        elif isinstance(decoded, av.error.FFmpegError):
+                            raise decoded
                     except av.error.FFmpegError as exc:
                         where = float(packet.pts or 0) * float(bases[slot])
                         if salvage is None:
@@ -241,6 +253,9 @@ class SncReader:
                 if salvage is None:
                     raise CodecError(f"{self.path}: the container is unreadable near {done / rate:.3f} s: {exc}") \
                         from None
+            finally:
+                if pool is not None:
+                    pool.shutdown(wait=True)
             # The end of the file. A track may stop short of `end` by the rounding of its last
             # packet; more than that is a cut (or a false length): an error, or in salvage the
             # decoding ends where the longest track's data ends.
@@ -259,6 +274,45 @@ class SncReader:
                 for buffer in buffers:
                     buffer.pad(need - buffer.size)
                 yield from ready()
+
+    @staticmethod
+    def _decoded(container: av.container.InputContainer, streams: list, slots: dict[int, int],
+                 pool: ThreadPoolExecutor | None) -> Iterator[tuple[av.Packet, list | av.error.FFmpegError | None]]:
+        """Every packet in file order with its decoded frames (or its decoding error); None
+        (decode it now) without a pool. With one, ``_BATCH_PACKETS`` packets per track are read
+        ahead and each track's decode on its own thread (FFmpeg's decoders run without the GIL;
+        a track's packets stay in order on one thread)."""
+        packets = container.demux(*streams)
+        if pool is None:
+            yield from ((packet, None) for packet in packets)
+            return
+
+        def decode(batch: list[av.Packet]) -> list:
+            stream = streams[slots[batch[0].stream.index]]
+            results: list = []
+            for packet in batch:
+                try:
+                    results.append(stream.decode(packet))
+                except av.error.FFmpegError as exc:
+                    results.append(exc)  # (raised where the packet's turn comes)
+                    results.extend([exc] * (len(batch) - len(results)))
+                    break
+            return results
+
+        size = _BATCH_PACKETS * len(streams)
+        while True:
+            batch = list(itertools.islice(packets, size))
+            if not batch:
+                return
+            tracks: dict[int, list[av.Packet]] = {}
+            for packet in batch:
+                tracks.setdefault(packet.stream.index, []).append(packet)
+            done = dict(zip(tracks, pool.map(decode, tracks.values())))
+            taken = {index: 0 for index in tracks}
+            for packet in batch:
+                index = packet.stream.index
+                yield packet, done[index][taken[index]]
+                taken[index] += 1
 
     def _lose(self, stream: av.audio.stream.AudioStream, slot: int, packet: av.Packet, bases: list[Fraction],
               salvage: list[Damage], problem: str) -> None:

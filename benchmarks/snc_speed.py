@@ -1,0 +1,136 @@
+"""SNC encode and decode speed with one thread and with every core, beside ``flac -8``, in one run.
+
+    .venv/bin/python benchmarks/snc_speed.py [--song FOLDER] [--repeats 3] [--json OUT]
+
+``--song`` is a folder of ``master.wav`` and one WAV per stem (default: the 60 s, 3-stem song
+of ``benchmarks/bench_hardening_cost.py``, rendered into a temporary folder). Each measurement
+is a fresh process (``SCOREBRIDGE_SNC_THREADS`` = 1, then the cores this process may use) that
+first codes a 2 s cut untimed, then times ``encode`` and a full ``SncReader.blocks()`` decode.
+``flac -8`` codes the same master in the same repeat. Speeds are audio seconds per wall-clock
+second (what a user waits), with CPU seconds in the JSON; the load average is recorded at
+every measurement, as the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MODES = ("transparent", "lossless")
+
+
+def child(spec: dict) -> dict:
+    """One measurement, in its own process (the environment sets the threads)."""
+    import soundfile as sf
+
+    from engines.snc import SncReader, encode
+
+    song = Path(spec["song"])
+    stems = {p.stem: p for p in sorted(song.glob("*.wav")) if p.stem != "master"}
+    with tempfile.TemporaryDirectory() as tmp:
+        warm = Path(tmp) / "warm"
+        warm.mkdir()
+        cut = {}
+        for name, path in {"master": song / "master.wav", **stems}.items():
+            data, rate = sf.read(path, dtype="int16", frames=2 * 48000, always_2d=True)
+            cut[name] = warm / f"{name}.wav"
+            sf.write(cut[name], data, rate, subtype="PCM_16")
+        encode(cut["master"], {k: v for k, v in cut.items() if k != "master"}, warm / "w.snc", spec["mode"])
+        list(SncReader(warm / "w.snc").blocks())
+        out = Path(tmp) / "song.snc"
+        result = {}
+        for what, run in (("encode", lambda: encode(song / "master.wav", stems, out, spec["mode"])),
+                          ("decode", lambda: list(SncReader(out).blocks()))):
+            wall, cpu = time.perf_counter(), time.process_time()
+            run()
+            result[f"{what}_wall_s"] = round(time.perf_counter() - wall, 4)
+            result[f"{what}_cpu_s"] = round(time.process_time() - cpu, 4)
+        result["bytes"] = out.stat().st_size
+        result["audio_s"] = sf.info(song / "master.wav").duration
+    return result
+
+
+def measure(song: Path, mode: str, threads: int) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "SCOREBRIDGE_SNC_THREADS": str(threads)}
+    spec = json.dumps({"song": str(song), "mode": mode})
+    load = os.getloadavg()[0]
+    done = subprocess.run([sys.executable, __file__, "--child", spec], env=env, capture_output=True, text=True,
+                          check=True)
+    return {"mode": mode, "threads": threads, "load_1min": round(load, 2),
+            **json.loads(done.stdout.strip().splitlines()[-1])}
+
+
+def flac(song: Path) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        load = os.getloadavg()[0]
+        wall = time.perf_counter()
+        before = os.times()
+        subprocess.run(["flac", "-8", "-f", "-s", "-o", str(Path(tmp) / "m.flac"), str(song / "master.wav")],
+                       check=True)
+        after = os.times()
+        return {"wall_s": round(time.perf_counter() - wall, 4), "load_1min": round(load, 2),
+                "cpu_s": round((after.children_user - before.children_user)
+                               + (after.children_system - before.children_system), 4),
+                "bytes": (Path(tmp) / "m.flac").stat().st_size}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--song", type=Path, help="folder of master.wav and the stem WAVs")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+    if shutil.which("flac") is None:
+        sys.exit("flac is not installed (apt-get install flac)")
+    cores = len(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        song = args.song
+        if song is None:
+            from benchmarks.bench_hardening_cost import make_song
+
+            paths, _ = make_song(Path(tmp))
+            song = paths["master"].parent
+        runs, flacs = [], []
+        for _ in range(args.repeats):
+            flacs.append(flac(song))
+            for mode in MODES:
+                for threads in sorted({1, cores}):
+                    runs.append(measure(song, mode, threads))
+    audio = runs[0]["audio_s"]
+    print(f"{audio:.1f} s song, {cores} cores, {args.repeats} repeats (median; min-max), audio s / wall s")
+    print(f"flac -8 encode: {audio / statistics.median(f['wall_s'] for f in flacs):.1f}x")
+    summary = {}
+    for mode in MODES:
+        for threads in sorted({1, cores}):
+            mine = [r for r in runs if r["mode"] == mode and r["threads"] == threads]
+            for what in ("encode", "decode"):
+                speeds = [audio / r[f"{what}_wall_s"] for r in mine]
+                summary[f"{mode} {what} {threads} thread(s)"] = [round(statistics.median(speeds), 1),
+                                                                  round(min(speeds), 1), round(max(speeds), 1)]
+                print(f"{mode} {what}, {threads} thread(s): {statistics.median(speeds):.1f}x "
+                      f"({min(speeds):.1f}-{max(speeds):.1f}); load {[r['load_1min'] for r in mine]}")
+    out = args.json or ROOT / "benchmarks" / "results" / f"snc-speed-{datetime.date.today()}.json"
+    out.write_text(json.dumps({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                               "cores": cores, "song": str(args.song or "bench_hardening_cost song"),
+                               "summary": summary, "flac": flacs, "runs": runs}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -309,6 +309,10 @@ def test_serve_snc_engine_follows_stop_and_locate(snc_bridge, live_song, tmp_pat
     )
     slot = json.loads(done.stdout)["engines"]["song"]
     assert slot["enabled"] and slot["error"] is None
+    recorder = record(ports, 1, tmp_path / "binaural.wav")
+    finish(recorder)
+    binaural, _ = sf.read(tmp_path / "binaural.wav", dtype="float64", always_2d=True)
+    assert np.sqrt(np.mean(binaural**2)) > 0.01  # playing again, through the HRTF graph
     # The master <-> stem mix switch is an OSC address; a song name with its extension loads.
     osc(snc_bridge, "/scorebridge/song/source", "s", "stems")
     osc(snc_bridge, "/scorebridge/song/file", "s", "live.snc")
@@ -319,7 +323,3 @@ def test_serve_snc_engine_follows_stop_and_locate(snc_bridge, live_song, tmp_pat
     )
     slot = json.loads(done.stdout)["engines"]["song"]
     assert slot["error"] is None and slot["engine_status"]["source"] == "stems", slot
-    recorder = record(ports, 1, tmp_path / "binaural.wav")
-    finish(recorder)
-    binaural, _ = sf.read(tmp_path / "binaural.wav", dtype="float64", always_2d=True)
-    assert np.sqrt(np.mean(binaural**2)) > 0.01  # playing again, through the HRTF graph

@@ -55,10 +55,15 @@ def decode_in_step(paths: list[Path], block_frames: int, total_frames: int, inte
         return
     pool = ThreadPoolExecutor(count, thread_name_prefix="snc-decode")
     try:
+        def submit() -> list:
+            return [pool.submit(next, decoder, None) for decoder in decoders]
+
+        pending = submit()
         while True:
-            parts = list(pool.map(lambda decoder: next(decoder, None), decoders))
+            parts = [future.result() for future in pending]
             if any(part is None for part in parts):
                 return
+            pending = submit()  # the next blocks decode while the caller works on these
             yield parts
     finally:
         pool.shutdown(wait=True)  # (no decoder runs when they are closed)

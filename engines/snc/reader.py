@@ -300,15 +300,24 @@ class SncReader:
             return results
 
         size = _BATCH_PACKETS * len(streams)
-        while True:
+
+        def submit() -> tuple[list[av.Packet], dict] | None:
             batch = list(itertools.islice(packets, size))
             if not batch:
-                return
+                return None
             tracks: dict[int, list[av.Packet]] = {}
             for packet in batch:
                 tracks.setdefault(packet.stream.index, []).append(packet)
-            done = dict(zip(tracks, pool.map(decode, tracks.values())))
-            taken = {index: 0 for index in tracks}
+            return batch, {index: pool.submit(decode, part) for index, part in tracks.items()}
+
+        pending = submit()
+        while pending is not None:
+            batch, futures = pending
+            done = {index: future.result() for index, future in futures.items()}
+            # The next batch decodes while the caller mixes this one (each track's packets are
+            # still decoded in order, one batch after the other).
+            pending = submit()
+            taken = {index: 0 for index in done}
             for packet in batch:
                 index = packet.stream.index
                 yield packet, done[index][taken[index]]

@@ -110,10 +110,17 @@ def test_more_than_four_stems_are_grouped_by_role(tmp_path):
                       "vocals": ["vocals", "lead vocal"]}
 
 
-def test_import_refuses_what_is_not_ni_stems(songs, tmp_path):
+def test_import_refuses_what_is_not_ni_stems_or_is_damaged(songs, tmp_path):
     done = cli("import", str(songs["lossless"]), "-o", str(tmp_path / "x.snc"))
     assert done.returncode == 1 and "not an NI Stems file" in done.stderr and "Traceback" not in done.stderr
-    assert not (tmp_path / "x.snc").exists()
+    ni = tmp_path / "song.stem.mp4"
+    assert cli("export", str(songs["lossless"]), "--stems-mp4", str(ni)).returncode == 0
+    data = bytearray(ni.read_bytes())
+    data[len(data) // 3:len(data) // 3 + 20000] = b"\x00\xff" * 10000  # the media data, not the boxes
+    ni.write_bytes(bytes(data))
+    done = cli("import", str(ni), "-o", str(tmp_path / "x.snc"))
+    assert done.returncode == 1 and "does not decode" in done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["song.stem.mp4"]  # nothing left behind
 
 
 def test_a_closed_pipe_ends_info_quietly(songs):

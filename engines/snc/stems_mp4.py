@@ -272,7 +272,11 @@ def import_stems_mp4(in_path: Path, out_path: Path, mode: str | None = None) -> 
         with temporary_folder(out_path.parent, ".snc-import-") as tmp:
             paths = [Path(tmp) / f"{i}.wav" for i in range(len(streams))]
             for stream, path in zip(streams, paths):
-                _decode_to_wav(in_path, stream.index, path, rate, mode == "lossless", subtype, sf)
+                try:
+                    _decode_to_wav(in_path, stream.index, path, rate, mode == "lossless", subtype, sf)
+                except (av.error.FFmpegError, ValueError) as exc:
+                    raise CodecError(f"{in_path}: track {stream.index} does not decode (damaged file?): "
+                                     f"{exc}") from None
             manifest = encode(paths[0], dict(zip(names, paths[1:])), out_path, mode,
                               colours=[s.get("color") for s in meta["stems"]])
     return manifest

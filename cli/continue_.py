@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from cli.arguments import check_affect_options
+from cli.batch import add_batch_arguments, is_batch_input
 from core.errors import CodecError, ConfigError
 
 __all__ = ["register", "run"]
@@ -35,8 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("input", type=Path, help="a .mid file")
-    p.add_argument("-o", "--output", type=Path, required=True, help="OUT.mid (prompt + continuation)")
+    p.add_argument("input", type=Path, help="a .mid file, or a folder or manifest of them (a batch)")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="OUT.mid (prompt + continuation); a folder for a batch")
     p.add_argument("--bars", type=int, default=4, help="bars to generate (default 4)")
     p.add_argument(
         "--context-bars", type=int, default=4, help="bars of the input used as the prompt (default 4)"
@@ -73,6 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--split", type=int, default=60, help="untagged notes below this are the left hand (default 60)"
     )
     p.add_argument("--model", default="smart", help="smart (default), plain, or a path to an exported .onnx")
+    add_batch_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -96,6 +99,9 @@ def _check(args: argparse.Namespace) -> None:
     check_affect_options(args)
     if args.key != "off" and args.key.removesuffix("m") not in _NAMES:
         raise ConfigError(f"--key {args.key!r}: use one of {', '.join(_NAMES)} (add m for minor) or off")
+
+
+def _check_files(args: argparse.Namespace) -> None:
     if not args.input.exists():
         raise ConfigError(f"{args.input}: no such file")
     if not args.input.is_file():
@@ -119,23 +125,41 @@ def _model_path(name: str) -> Path:
     return path
 
 
+def load_model(args: argparse.Namespace, threads: int = 1):  # -> ContinuationModel
+    from engines.continuation.runtime import ContinuationModel
+
+    model = ContinuationModel.load(_model_path(args.model), threads=threads)
+    styles = model.card.get("styles", [])
+    if args.style not in styles:
+        raise ConfigError(f"--style {args.style!r}: use one of {', '.join(styles)}")
+    return model
+
+
 def run(args: argparse.Namespace) -> int:
     """Read, continue, write atomically; every failure is a ScoreBridgeError before any output."""
+    _check(args)
+    if is_batch_input(args.input):
+        from cli.batch_jobs import run_continue_batch
+
+        load_model(args)  # a bad --model or --style is one error, not one per item
+        return run_continue_batch(args)
+    _check_files(args)
+    print(continue_file(args, load_model(args), args.input, args.output))
+    return 0
+
+
+def continue_file(args: argparse.Namespace, model, source_path: Path, output: Path) -> str:
+    """Continue one file into ``output`` (atomically); returns the line the command prints."""
     from core.atomic import atomic_output
     from engines.continuation.offline import continue_notes, read_source, write_midi
-    from engines.continuation.runtime import ContinuationModel
     from engines.continuation.sample import SamplingConfig, scale_pitch_classes
     from engines.continuation.tokens import STEPS_PER_QUARTER
     from engines.va import song_curve_at
 
-    _check(args)
-    model = ContinuationModel.load(_model_path(args.model))
     styles = model.card.get("styles", [])
-    if args.style not in styles:
-        raise ConfigError(f"--style {args.style!r}: use one of {', '.join(styles)}")
-    notes, bar_steps, tempo, source = read_source(args.input, split=args.split)
+    notes, bar_steps, tempo, source = read_source(source_path, split=args.split)
     if not notes:
-        raise CodecError(f"{args.input}: no notes in the piano range 21..108 to continue")
+        raise CodecError(f"{source_path}: no notes in the piano range 21..108 to continue")
     va = None
     if args.valence is not None:
         va = (args.valence, args.arousal)
@@ -166,11 +190,10 @@ def run(args: argparse.Namespace) -> int:
         register=args.register,
     )
     elapsed = time.perf_counter() - started
-    with atomic_output(args.output) as temporary:
+    with atomic_output(output) as temporary:
         write_midi(generated, temporary, bar_steps, tempo, source)
     hands = sum(1 for n in generated if n.hand == 0), sum(1 for n in generated if n.hand == 1)
-    print(
-        f"wrote {args.output}: {len(source.notes)} input notes + {len(generated)} generated "
+    return (
+        f"wrote {output}: {len(source.notes)} input notes + {len(generated)} generated "
         f"(right {hands[0]}, left {hands[1]}) over {args.bars} bars in {elapsed:.2f} s"
     )
-    return 0

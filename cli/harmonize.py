@@ -18,6 +18,7 @@ import mido
 import numpy as np
 
 from cli.arguments import check_affect_options
+from cli.batch import add_batch_arguments, is_batch_input
 from core.errors import CodecError, ConfigError, ScoreBridgeError
 
 __all__ = ["MelodyFile", "read_melody", "register"]
@@ -74,6 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--voices", type=int, default=4, help="upper voices (default 4)")
     p.add_argument("--no-bass", action="store_true", help="no bass note")
     p.add_argument("--musicxml", type=Path, help="also write a lead sheet (a folder when IN is one)")
+    add_batch_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -191,32 +193,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--style {args.style!r}: this model knows {', '.join(model.styles)}")
     if not args.input.exists():
         raise ScoreBridgeError(f"{args.input}: no such file or folder")
-    if not args.input.is_dir():
-        started = time.perf_counter()
-        print(_harmonize_one(args.input, args.output, args.musicxml, args, model)
-              + f", {time.perf_counter() - started:.2f} s -> {args.output}")
-        return 0
-    from rich.progress import Progress
+    if is_batch_input(args.input):
+        from cli.batch_jobs import run_harmonize_batch
 
-    sources = sorted(p for p in args.input.rglob("*")
-                     if p.suffix.lower() in (".mid", ".midi") and p.is_file())
-    if not sources:
-        raise ScoreBridgeError(f"{args.input}: no .mid or .midi file in this folder")
-    if args.output.exists() and not args.output.is_dir():
-        raise ConfigError(f"-o {args.output}: IN is a folder, so -o must be a folder too")
-    failures = []
-    with Progress() as progress:
-        task = progress.add_task("harmonizing", total=len(sources))
-        for source in sources:
-            relative = source.relative_to(args.input).with_suffix("")
-            xml = None if args.musicxml is None else args.musicxml / relative.with_suffix(".musicxml")
-            try:
-                progress.console.print(_harmonize_one(source, args.output / relative.with_suffix(".mid"), xml,
-                                                      args, model))
-            except (ScoreBridgeError, ValueError) as exc:
-                failures.append(str(exc) if str(exc).startswith(str(source)) else f"{source}: {exc}")
-            progress.advance(task)
-    print(f"harmonized {len(sources) - len(failures)} of {len(sources)} files into {args.output}")
-    if failures:
-        raise ScoreBridgeError(f"{len(failures)} file(s) failed:\n  " + "\n  ".join(failures))
+        return run_harmonize_batch(args)
+    started = time.perf_counter()
+    print(_harmonize_one(args.input, args.output, args.musicxml, args, model)
+          + f", {time.perf_counter() - started:.2f} s -> {args.output}")
     return 0

@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+from cli.batch import add_batch_arguments
 from core.errors import BackendError, CodecError, ConfigError
 
 __all__ = ["register"]
@@ -21,15 +22,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     snc = sub.add_parser("snc", help="Stem-Native Codec: encode, decode, inspect")
     actions = snc.add_subparsers(dest="snc_action", metavar="ACTION", required=True)
     enc = actions.add_parser("encode", help="stems + master -> one .snc file")
-    enc.add_argument("--master", type=Path, required=True, help="the mastered mix (WAV/FLAC/AIFF)")
+    enc.add_argument("--master", type=Path, help="the mastered mix (WAV/FLAC/AIFF); required without --manifest")
     enc.add_argument("--stem", action="append", default=[], metavar="NAME=FILE", help="a stem; repeatable")
-    enc.add_argument("-o", "--output", type=Path, required=True)
+    enc.add_argument("-o", "--output", type=Path, required=True, help="the .snc file; with --manifest, a folder")
+    enc.add_argument("--manifest", type=Path, help="a batch: CSV or JSON lines, one song a row (master, stems, "
+                     "mode, output; docs/batch.md)")
     enc.add_argument("--mode", choices=("lossless", "transparent", "compact"), default="transparent")
     enc.add_argument("--mastering", choices=("fir-envelope", "gain"), default="fir-envelope",
                      help="lossy modes: the mastering model (gain = per-channel gain only, for comparison)")
     enc.add_argument("--mix-track", action="store_true",
                      help="also store the master as an ordinary track, the one ordinary players play "
                      "(Matroska stems profile; FLAC in lossless files, Opus 128 kb/s otherwise)")
+    add_batch_arguments(enc)
     enc.set_defaults(run=_encode)
     dec = actions.add_parser("decode", help=".snc -> DIR/master.wav and DIR/<stem>.wav")
     dec.add_argument("input", type=Path)
@@ -86,6 +90,15 @@ def _import(args: argparse.Namespace) -> int:
 
 def _encode(args: argparse.Namespace) -> int:
     from engines.snc import encode
+
+    if args.manifest is not None:
+        from cli.batch_jobs import run_snc_batch
+
+        if args.master is not None or args.stem:
+            raise ConfigError("--manifest names every song's master and stems: no --master/--stem with it")
+        return run_snc_batch(args)
+    if args.master is None:
+        raise ConfigError("--master FILE is required (or --manifest FILE for a batch)")
 
     stems = {}
     for item in args.stem:

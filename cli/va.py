@@ -6,6 +6,7 @@ import argparse
 import contextlib
 from pathlib import Path
 
+from cli.batch import add_batch_arguments, is_batch_input
 from core.errors import ConfigError
 
 __all__ = ["register"]
@@ -16,9 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     actions = va.add_subparsers(dest="va_action", metavar="ACTION", required=True)
 
     analyze = actions.add_parser("analyze", help="video -> time_s,valence,arousal CSV (or JSON)")
-    analyze.add_argument("video", type=Path)
+    analyze.add_argument("video", type=Path, help="a video, or a folder or manifest of them (a batch)")
     analyze.add_argument("-o", "--output", type=Path, required=True,
-                         help="curve file (.csv, or .json with cuts)")
+                         help="curve file (.csv, or .json with cuts); a folder for a batch (one CSV per video)")
     analyze.add_argument("--rate", type=float, default=10.0, help="samples per second (default 10)")
     analyze.add_argument("--smooth", type=float, default=3.0, metavar="SECONDS",
                          help="smoothing window (default 3 s; 0 = none)")
@@ -26,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     analyze.add_argument("--sensor", default="builtin",
                          help="'builtin' (picture and sound features) or 'onnx:MODEL.onnx' (docs/va.md)")
     analyze.add_argument("--probe", type=Path, help="linear probe (JSON/NPZ) for an ONNX encoder's embedding")
+    add_batch_arguments(analyze)
     analyze.set_defaults(run=_analyze)
 
     imported = actions.add_parser("import", help="validate a VA curve made elsewhere (CSV/JSON) -> CSV")
@@ -119,34 +121,47 @@ def _progress_logger(video: Path):
     return progress
 
 
-def _analyze(args: argparse.Namespace) -> int:
-    from engines.va.analyze import analyze_video
+def analysis_sensor(args: argparse.Namespace, threads: int = 0):  # -> OnnxSensor | None
+    """The sensor ``--sensor``/``--probe`` name (None: the builtin features)."""
     from engines.va.errors import VideoError
     from engines.va.sensor_onnx import OnnxSensor, load_probe
 
+    if args.sensor.startswith("onnx:"):
+        return OnnxSensor(args.sensor[5:], load_probe(args.probe) if args.probe else None, threads)
+    if args.sensor != "builtin":
+        raise VideoError(f"--sensor {args.sensor!r}: use 'builtin' or 'onnx:MODEL.onnx'")
+    if args.probe:
+        raise VideoError("--probe needs --sensor onnx:MODEL.onnx")
+    return None
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    if is_batch_input(args.video):
+        from cli.batch_jobs import run_va_batch
+
+        analysis_sensor(args)  # a bad --sensor or --probe is one error, not one per video
+        return run_va_batch(args)
     for path in (args.output, args.plot):
         if path is not None:
             _check_output(path)
-    sensor = None
-    if args.sensor.startswith("onnx:"):
-        sensor = OnnxSensor(args.sensor[5:], load_probe(args.probe) if args.probe else None)
-    elif args.sensor != "builtin":
-        raise VideoError(f"--sensor {args.sensor!r}: use 'builtin' or 'onnx:MODEL.onnx'")
-    elif args.probe:
-        raise VideoError("--probe needs --sensor onnx:MODEL.onnx")
-    result = analyze_video(args.video, args.rate, args.smooth, sensor, progress=_progress_logger(args.video))
-    curve = result.curve
-    extra = {"source": str(args.video), "sensor": result.sensor, "rate_hz": args.rate,
-             "cuts_s": [round(c, 4) for c in result.cuts_s]}
-    _write(curve, args.output, args.plot, result.cuts_s, f"{args.video.name} ({result.sensor})", extra)
-    inputs = "picture + sound" if result.used_audio else "picture"
-    print(f"wrote {args.output}: {curve.duration_s:.1f} s, {len(curve)} samples at {args.rate:g} Hz, "
-          f"{len(result.cuts_s)} cut{'' if len(result.cuts_s) == 1 else 's'}, {result.sensor} sensor "
-          f"({inputs}), {result.frames} frames analysed, "
-          f"{result.speed:.1f}x real time")
-    for note in result.notes:
-        print(f"note: {note}")
+    print(analyze_one(args, analysis_sensor(args), args.video, args.output, args.plot))
     return 0
+
+
+def analyze_one(args: argparse.Namespace, sensor, video: Path, output: Path, plot: Path | None) -> str:
+    """Analyse one video and write its curve (and plot); returns the lines the command prints."""
+    from engines.va.analyze import analyze_video
+
+    result = analyze_video(video, args.rate, args.smooth, sensor, progress=_progress_logger(video))
+    curve = result.curve
+    extra = {"source": str(video), "sensor": result.sensor, "rate_hz": args.rate,
+             "cuts_s": [round(c, 4) for c in result.cuts_s]}
+    _write(curve, output, plot, result.cuts_s, f"{video.name} ({result.sensor})", extra)
+    inputs = "picture + sound" if result.used_audio else "picture"
+    return "\n".join([f"wrote {output}: {curve.duration_s:.1f} s, {len(curve)} samples at {args.rate:g} Hz, "
+                      f"{len(result.cuts_s)} cut{'' if len(result.cuts_s) == 1 else 's'}, {result.sensor} sensor "
+                      f"({inputs}), {result.frames} frames analysed, "
+                      f"{result.speed:.1f}x real time", *(f"note: {note}" for note in result.notes)])
 
 
 def _import(args: argparse.Namespace) -> int:

@@ -1,0 +1,146 @@
+"""Each batch command's job: the items of its folder or manifest, the model a worker loads once,
+and the work on one item, which is the command's own single-file code. A job holds the parsed
+options only, so it pickles to worker processes and Ray actors in a few hundred bytes."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cli.batch import BATCH_OPTIONS, items_from, run_batch
+from core.batch import Item, manifest_rows
+from core.errors import ConfigError
+
+__all__ = ["ContinueJob", "HarmonizeJob", "SncEncodeJob", "VaAnalyzeJob", "run_continue_batch",
+           "run_harmonize_batch", "run_snc_batch", "run_va_batch"]
+
+
+@dataclass
+class _Job:
+    args: argparse.Namespace
+
+    def settings(self) -> dict[str, Any]:
+        return {key: value for key, value in vars(self.args).items() if key not in BATCH_OPTIONS}
+
+
+class HarmonizeJob(_Job):
+    def setup(self, threads: int) -> Any:
+        from engines.harmonizer.runtime import HarmonizerModel
+
+        return HarmonizerModel.named(self.args.model, threads)
+
+    def process(self, model: Any, item: Item) -> str:
+        from cli.harmonize import _harmonize_one
+
+        xml = Path(item.outputs[1]) if len(item.outputs) > 1 else None
+        return _harmonize_one(Path(item.inputs["input"]), Path(item.outputs[0]), xml, self.args, model)
+
+
+def run_harmonize_batch(args: argparse.Namespace) -> int:
+    def outputs(key: str, _source: Path) -> tuple[Path, ...]:
+        stem = Path(key).with_suffix("")
+        xml = () if args.musicxml is None else (args.musicxml / stem.with_suffix(".musicxml"),)
+        return (args.output / stem.with_suffix(".mid"), *xml)
+
+    items = items_from(args.input, args.output, (".mid", ".midi"), outputs)
+    return run_batch(args, HarmonizeJob(args), items, args.output)
+
+
+class ContinueJob(_Job):
+    def setup(self, threads: int) -> Any:
+        from cli.continue_ import load_model
+
+        return load_model(self.args, threads)
+
+    def process(self, model: Any, item: Item) -> str:
+        from cli.continue_ import continue_file
+
+        return continue_file(self.args, model, Path(item.inputs["input"]), Path(item.outputs[0]))
+
+
+def run_continue_batch(args: argparse.Namespace) -> int:
+    def outputs(key: str, _source: Path) -> tuple[Path, ...]:
+        return (args.output / Path(key).with_suffix(".mid"),)
+
+    items = items_from(args.input, args.output, (".mid", ".midi"), outputs)
+    return run_batch(args, ContinueJob(args), items, args.output)
+
+
+class SncEncodeJob(_Job):
+    def setup(self, threads: int) -> Any:
+        return None  # the codec has no model; PyAV and numpy load on the first item
+
+    def process(self, _state: Any, item: Item) -> str:
+        from engines.snc import encode
+
+        stems = {name: Path(path) for name, path in item.inputs["stems"].items()}
+        output = Path(item.outputs[0])
+        output.parent.mkdir(parents=True, exist_ok=True)
+        manifest = encode(Path(item.inputs["master"]), stems, output, item.inputs["mode"], self.args.mastering)
+        return (f"wrote {output}: {len(manifest.stems)} stems + residual, {manifest.mode}, "
+                f"{manifest.duration_s:.2f} s, {output.stat().st_size} bytes")
+
+
+def _stems(value: Any, where: str) -> dict[str, str]:
+    """A row's stems: a JSON object {name: file}, or in CSV ``name=file;name=file``."""
+    if isinstance(value, dict):
+        pairs = [(str(k), str(v)) for k, v in value.items()]
+    else:
+        pairs = [tuple(part.strip().partition("=")[::2]) for part in str(value or "").split(";") if part.strip()]
+    if not pairs or not all(name and path for name, path in pairs):
+        raise ConfigError(f"{where}: 'stems' must name NAME=FILE pairs (CSV: vocals=v.wav;drums=d.wav, "
+                          "JSON: {\"vocals\": \"v.wav\"})")
+    return dict(pairs)
+
+
+def run_snc_batch(args: argparse.Namespace) -> int:
+    """``snc encode --manifest SONGS.csv -o FOLDER``: one row per song (master, stems, mode,
+    output); paths relative to the manifest's folder, outputs to FOLDER."""
+    from engines.snc import MODES
+
+    manifest: Path = args.manifest
+    items = []
+    for line, row in manifest_rows(manifest):
+        where = f"{manifest}:{line}"
+        if not row.get("master"):
+            raise ConfigError(f"{where}: no 'master' (each row names a song's master file)")
+        mode = str(row.get("mode") or args.mode)
+        if mode not in MODES:
+            raise ConfigError(f"{where}: mode {mode!r} is not one of {', '.join(MODES)}")
+        stems = {name: str(manifest.parent / path) for name, path in _stems(row.get("stems"), where).items()}
+        key = str(row.get("output") or Path(str(row["master"])).with_suffix(".snc"))
+        items.append(Item(key, (str(args.output / key),),
+                          {"master": str(manifest.parent / str(row["master"])), "stems": stems, "mode": mode}))
+    if len({item.key for item in items}) != len(items):
+        raise ConfigError(f"{manifest}: two rows write the same output; give each an 'output'")
+    if args.output.exists() and not args.output.is_dir():
+        raise ConfigError(f"-o {args.output}: with --manifest, -o is the output folder")
+    return run_batch(args, SncEncodeJob(args), items, args.output)
+
+
+class VaAnalyzeJob(_Job):
+    def setup(self, threads: int) -> Any:
+        from cli.va import analysis_sensor
+
+        return analysis_sensor(self.args, threads)
+
+    def process(self, sensor: Any, item: Item) -> str:
+        from cli.va import analyze_one
+
+        plot = Path(item.outputs[1]) if len(item.outputs) > 1 else None
+        return analyze_one(self.args, sensor, Path(item.inputs["input"]), Path(item.outputs[0]), plot)
+
+
+VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+
+
+def run_va_batch(args: argparse.Namespace) -> int:
+    def outputs(key: str, _source: Path) -> tuple[Path, ...]:
+        stem = Path(key).with_suffix("")
+        plot = () if args.plot is None else (args.plot / stem.with_suffix(".png"),)
+        return (args.output / stem.with_suffix(".csv"), *plot)
+
+    items = items_from(args.video, args.output, VIDEO_SUFFIXES, outputs)
+    return run_batch(args, VaAnalyzeJob(args), items, args.output)

@@ -112,17 +112,18 @@ def run_batch(args: argparse.Namespace, job: Job, items: list[Item], output: Pat
     where, workers, threads = _where(args, len(chosen.todo), cpu_count())
     failed: list[str] = []
     started = time.perf_counter()
-    complete = False
     try:
         if chosen.todo:
             _run(args, job, chosen.todo, (workers, threads, where), results, settings, failed)
-        complete = True
+    except Exception:
+        raise
+    except BaseException:  # Ctrl-C, SIGTERM: what finished is recorded, the rest runs next time
+        finished = sum(1 for i in chosen.todo if (r := results.records.get(i.key)) and r.settings == settings)
+        print(f"stopped: {finished} of {len(chosen.todo)} items finished and recorded in {results.path}; "
+              "the same command resumes", file=sys.stderr)
+        raise
     finally:
         results.close([item.key for item in items])
-        if not complete:  # Ctrl-C, SIGTERM: what finished is recorded, the rest runs next time
-            finished = sum(1 for i in chosen.todo if (r := results.records.get(i.key)) and r.settings == settings)
-            print(f"stopped: {finished} of {len(chosen.todo)} items finished and recorded in {results.path}; "
-                  "the same command resumes", file=sys.stderr)
     elapsed = time.perf_counter() - started
     ran = len(chosen.todo)
     rate = f", {ran / elapsed:.2f} items/s" if ran and elapsed > 0 else ""

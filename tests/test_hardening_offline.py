@@ -157,12 +157,12 @@ def test_a_harmonize_folder_goes_on_past_bad_files_and_lists_them(tmp_path, caps
     code, out, err = run_cli(capsys, "harmonize", folder, "-o", tmp_path / "out",
                              "--musicxml", tmp_path / "xml")
     assert code == 1 and "Traceback" not in err
-    assert "harmonized 1 of 5 files" in out
-    assert err.startswith("scorebridge harmonize: error: 4 file(s) failed:"), err
+    assert "1 of 5 items done" in out
+    assert err.startswith("scorebridge harmonize: error: 4 of 5 items failed"), err
     for name, reason in bad.items():
         line = next(line for line in err.splitlines() if name in line)
         assert line.strip().startswith(f"{folder / name}: ") and reason in line, line
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["good.mid"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["batch-results.jsonl", "good.mid"]
     assert [p.name for p in (tmp_path / "xml").iterdir()] == ["good.musicxml"]
 
 

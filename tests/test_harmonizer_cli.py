@@ -157,7 +157,8 @@ def test_folder_harmonizes_every_file_and_reports_the_broken_one(tmp_path):
     result = harmonize(folder, "-o", out, "--musicxml", tmp_path / "xml")
     assert result.returncode == 1
     assert "broken.mid" in result.stderr and "2 of 3" in result.stdout
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["one.mid", "sub", "sub/two.mid"]
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["batch-results.jsonl", "one.mid", "sub",
+                                                                             "sub/two.mid"]
     assert (tmp_path / "xml" / "sub" / "two.musicxml").exists()
     for path in out.rglob("*.mid"):
         assert [t.name for t in mido.MidiFile(path).tracks] == ["melody", "chords"]

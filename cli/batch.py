@@ -186,10 +186,11 @@ def _run(args: argparse.Namespace, job: Job, todo: list[Item], pool: tuple[int |
             result.output = _relative(result.output, results.path.parent)
             results.record(result)
             if result.status == "done":
-                progress.console.print(result.message or f"{result.item}: done", soft_wrap=True, highlight=False, markup=False)
+                line = result.message or f"{result.item}: done"
             else:
                 failed.append(_failure(by_key[result.item], result.error))
-                progress.console.print(f"failed: {failed[-1]}", soft_wrap=True, highlight=False, markup=False)
+                line = f"failed: {failed[-1]}"
+            progress.console.print(line, soft_wrap=True, highlight=False, markup=False)
             progress.advance(task)
 
         if args.ray_address:

@@ -79,7 +79,9 @@ class TrackWriter:
 
     def __init__(self, path: Path, codec: str, sample_rate: int, channels: int, bitrate_bps: int | None = None,
                  complexity: int = OPUS_COMPLEXITY) -> None:
-        self.container = av.open(str(path), "w", format="matroska")
+        # bitexact: no random segment UID and no muxing date, so an input encodes to the same bytes
+        # wherever it runs (a batch on this machine and on a Ray cluster write identical files)
+        self.container = av.open(str(path), "w", format="matroska", options={"fflags": "+bitexact"})
         self.codec = codec
         self.channels = channels
         self.sample_rate = sample_rate
@@ -162,7 +164,7 @@ def merge_tracks(sources: list[tuple[Path, str]], out_path: Path, tags: dict[str
     default (FlagDefault 1, the others 0), the track an ordinary player picks."""
     inputs = [av.open(str(path)) for path, _ in sources]
     try:
-        with av.open(str(out_path), "w", format="matroska") as out:
+        with av.open(str(out_path), "w", format="matroska", options={"fflags": "+bitexact"}) as out:
             for key, value in tags.items():
                 out.metadata[key] = value
             streams = []

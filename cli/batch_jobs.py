@@ -13,8 +13,8 @@ from cli.batch import BATCH_OPTIONS, items_from, run_batch
 from core.batch import Item, manifest_rows
 from core.errors import ConfigError
 
-__all__ = ["ContinueJob", "HarmonizeJob", "SncEncodeJob", "VaAnalyzeJob", "run_continue_batch",
-           "run_harmonize_batch", "run_snc_batch", "run_va_batch"]
+__all__ = ["ContinueJob", "HarmonizeJob", "SncEncodeJob", "SncRenderJob", "VaAnalyzeJob", "run_continue_batch",
+           "run_harmonize_batch", "run_render_batch", "run_snc_batch", "run_va_batch"]
 
 
 @dataclass
@@ -118,6 +118,30 @@ def run_snc_batch(args: argparse.Namespace) -> int:
     if args.output.exists() and not args.output.is_dir():
         raise ConfigError(f"-o {args.output}: with --manifest, -o is the output folder")
     return run_batch(args, SncEncodeJob(args), items, args.output)
+
+
+@dataclass
+class SncRenderJob(_Job):
+    request: Any = None  # the checked MixRequest, the same for every file
+
+    def setup(self, threads: int) -> Any:
+        return None
+
+    def process(self, _state: Any, item: Item) -> str:
+        from engines.snc_player.render import render
+
+        result = render(Path(item.inputs["input"]), Path(item.outputs[0]), self.request, via=self.args.via)
+        return (f"wrote {result['output']}: {result['frames']} frames, {result['channels']} ch, context "
+                f"{result['context']} ({result['layout']}, via {result['via']})")
+
+
+def run_render_batch(args: argparse.Namespace, request: Any) -> int:
+    """``snc render FOLDER|MANIFEST -o FOLDER``: one WAV per .snc file, with the same mix options."""
+    def outputs(key: str, _source: Path) -> tuple[Path, ...]:
+        return (args.output / Path(key).with_suffix(".wav"),)
+
+    items = items_from(args.input, args.output, (".snc",), outputs)
+    return run_batch(args, SncRenderJob(args, request), items, args.output)
 
 
 class VaAnalyzeJob(_Job):

@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from cli.batch import add_batch_arguments
+from cli.batch import add_batch_arguments, is_batch_input
 from core.errors import BackendError, CodecError, ConfigError
 
 __all__ = ["register"]
@@ -228,6 +228,7 @@ def _add_play_parsers(actions: argparse._SubParsersAction) -> None:
         help="auto: pyo's offline server for headphones (HRTF), numpy otherwise",
     )
     render.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_batch_arguments(render)
     render.set_defaults(run=_render)
     play = actions.add_parser(
         "play", help="play a .snc file live (JACK or PortAudio), decoding progressively"
@@ -298,6 +299,11 @@ def _request(args: argparse.Namespace):  # -> MixRequest (import kept lazy)
 
 def _render(args: argparse.Namespace) -> int:
     from engines.snc_player.render import render
+
+    if is_batch_input(args.input):
+        from cli.batch_jobs import run_render_batch
+
+        return run_render_batch(args, _request(args))
 
     result = render(args.input, args.output, _request(args), via=args.via)
     if args.json:

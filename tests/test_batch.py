@@ -14,6 +14,7 @@ from pathlib import Path
 
 import mido
 import pytest
+import soundfile as sf
 
 from cli.batch import RESULTS_NAME
 from core.batch import Item, Results, manifest_rows, sweep_temporaries
@@ -216,6 +217,11 @@ def test_snc_encode_from_a_manifest_fails_only_the_bad_row(tmp_path):
     assert SncReader(out / "two.snc").info()["mode"] == "lossless"
     assert sorted(p.name for p in out.rglob("*.snc")) == ["master.snc", "two.snc"]
     assert leftovers(out) == [] and not list(out.rglob(".snc-*"))
+    renders = tmp_path / "renders"
+    rendered = cli("snc", "render", out, "-o", renders, "--context", "karaoke", "--workers", "2")
+    assert rendered.returncode == 0, rendered.stderr
+    assert sorted(p.relative_to(renders).as_posix() for p in renders.rglob("*.wav")) == ["one/master.wav", "two.wav"]
+    assert sf.info(renders / "two.wav").duration == pytest.approx(1.0, abs=0.01)
 
 
 def test_va_analyze_on_a_folder_writes_one_curve_per_video(tmp_path):

@@ -124,6 +124,7 @@ def run_batch(args: argparse.Namespace, job: Job, items: list[Item], output: Pat
         raise
     finally:
         results.close([item.key for item in items])
+        sweep_temporaries(chosen.todo)  # what a worker killed mid-item left (Ray retries in place)
     elapsed = time.perf_counter() - started
     ran = len(chosen.todo)
     rate = f", {ran / elapsed:.2f} items/s" if ran and elapsed > 0 else ""

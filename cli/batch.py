@@ -19,7 +19,8 @@ from typing import Any
 from core.batch import Item, Job, folder_items, is_manifest, manifest_rows
 from core.errors import ConfigError, ScoreBridgeError
 
-__all__ = ["BATCH_OPTIONS", "RESULTS_NAME", "add_batch_arguments", "items_from", "run_batch"]
+__all__ = ["BATCH_OPTIONS", "RESULTS_NAME", "add_batch_arguments", "is_batch_input", "item_key", "items_from",
+           "run_batch"]
 
 # The results manifest's default name, in the output folder.
 RESULTS_NAME = "batch-results.jsonl"
@@ -70,9 +71,19 @@ def items_from(source: Path, output: Path, suffixes: Iterable[str],
         if not row.get("input"):
             raise ConfigError(f"{source}:{line}: no 'input' (each row names its input file)")
         path = source.parent / str(row["input"])
-        key = str(row.get("output") or row["input"])
+        key = item_key(row.get("output") or row["input"], f"{source}:{line}")
         items.append(Item(key, tuple(str(p) for p in outputs(key, path)), {"input": str(path)}))
     return _unique(items, source)
+
+
+def item_key(value: Any, where: str) -> str:
+    """A manifest row's name, which is also its output's place under -o: a relative path that
+    stays inside the folder."""
+    key = Path(str(value))
+    if key.is_absolute() or ".." in key.parts:
+        raise ConfigError(f"{where}: {str(value)!r} would write outside -o; give the row an 'output' "
+                          "relative to the output folder")
+    return key.as_posix()
 
 
 def _unique(items: list[Item], source: Path) -> list[Item]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cli.batch import BATCH_OPTIONS, items_from, run_batch
+from cli.batch import BATCH_OPTIONS, item_key, items_from, run_batch
 from core.batch import Item, manifest_rows
 from core.errors import ConfigError
 
@@ -110,7 +110,7 @@ def run_snc_batch(args: argparse.Namespace) -> int:
         if mode not in MODES:
             raise ConfigError(f"{where}: mode {mode!r} is not one of {', '.join(MODES)}")
         stems = {name: str(manifest.parent / path) for name, path in _stems(row.get("stems"), where).items()}
-        key = str(row.get("output") or Path(str(row["master"])).with_suffix(".snc"))
+        key = item_key(row.get("output") or Path(str(row["master"])).with_suffix(".snc"), where)
         items.append(Item(key, (str(args.output / key),),
                           {"master": str(manifest.parent / str(row["master"])), "stems": stems, "mode": mode}))
     if len({item.key for item in items}) != len(items):

@@ -269,6 +269,14 @@ def test_bad_csv_manifests_are_named_errors(tmp_path, text, message):
         manifest_rows(path)
 
 
+def test_a_manifest_row_may_not_write_outside_the_output_folder(tmp_path):
+    tune(tmp_path / "a.mid")
+    (tmp_path / "songs.csv").write_text("input,output\na.mid,../../elsewhere.mid\n")
+    result = cli("harmonize", tmp_path / "songs.csv", "-o", tmp_path / "out")
+    assert result.returncode == 1 and "would write outside -o" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_json_lines_manifest_names_its_bad_line(tmp_path):
     path = tmp_path / "m.jsonl"
     path.write_text('{"input": "a.mid"}\n\n[1, 2]\n')

@@ -70,11 +70,11 @@ def run_continue_batch(args: argparse.Namespace) -> int:
 
 class SncEncodeJob(_Job):
     def setup(self, threads: int) -> Any:
-        return None  # the codec has no model; PyAV and numpy load on the first item
+        from engines.snc import encode  # no model: the codec's imports (PyAV, scipy) are the set-up
 
-    def process(self, _state: Any, item: Item) -> str:
-        from engines.snc import encode
+        return encode
 
+    def process(self, encode: Any, item: Item) -> str:
         stems = {name: Path(path) for name, path in item.inputs["stems"].items()}
         output = Path(item.outputs[0])
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -98,17 +98,13 @@ def _stems(value: Any, where: str) -> dict[str, str]:
 def run_snc_batch(args: argparse.Namespace) -> int:
     """``snc encode --manifest SONGS.csv -o FOLDER``: one row per song (master, stems, mode,
     output); paths relative to the manifest's folder, outputs to FOLDER."""
-    from engines.snc import MODES
-
     manifest: Path = args.manifest
     items = []
     for line, row in manifest_rows(manifest):
         where = f"{manifest}:{line}"
         if not row.get("master"):
             raise ConfigError(f"{where}: no 'master' (each row names a song's master file)")
-        mode = str(row.get("mode") or args.mode)
-        if mode not in MODES:
-            raise ConfigError(f"{where}: mode {mode!r} is not one of {', '.join(MODES)}")
+        mode = str(row.get("mode") or args.mode)  # an unknown mode fails its row (engines.snc checks)
         stems = {name: str(manifest.parent / path) for name, path in _stems(row.get("stems"), where).items()}
         key = item_key(row.get("output") or Path(str(row["master"])).with_suffix(".snc"), where)
         items.append(Item(key, (str(args.output / key),),
@@ -120,28 +116,27 @@ def run_snc_batch(args: argparse.Namespace) -> int:
     return run_batch(args, SncEncodeJob(args), items, args.output)
 
 
-@dataclass
 class SncRenderJob(_Job):
-    request: Any = None  # the checked MixRequest, the same for every file
-
     def setup(self, threads: int) -> Any:
-        return None
-
-    def process(self, _state: Any, item: Item) -> str:
+        from cli.snc import _request
         from engines.snc_player.render import render
 
-        result = render(Path(item.inputs["input"]), Path(item.outputs[0]), self.request, via=self.args.via)
+        return render, _request(self.args)
+
+    def process(self, state: Any, item: Item) -> str:
+        render, request = state
+        result = render(Path(item.inputs["input"]), Path(item.outputs[0]), request, via=self.args.via)
         return (f"wrote {result['output']}: {result['frames']} frames, {result['channels']} ch, context "
                 f"{result['context']} ({result['layout']}, via {result['via']})")
 
 
-def run_render_batch(args: argparse.Namespace, request: Any) -> int:
+def run_render_batch(args: argparse.Namespace) -> int:
     """``snc render FOLDER|MANIFEST -o FOLDER``: one WAV per .snc file, with the same mix options."""
     def outputs(key: str, _source: Path) -> tuple[Path, ...]:
         return (args.output / Path(key).with_suffix(".wav"),)
 
     items = items_from(args.input, args.output, (".snc",), outputs)
-    return run_batch(args, SncRenderJob(args, request), items, args.output)
+    return run_batch(args, SncRenderJob(args), items, args.output)
 
 
 class VaAnalyzeJob(_Job):

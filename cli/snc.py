@@ -89,8 +89,6 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _encode(args: argparse.Namespace) -> int:
-    from engines.snc import encode
-
     if args.manifest is not None:
         from cli.batch_jobs import run_snc_batch
 
@@ -99,6 +97,7 @@ def _encode(args: argparse.Namespace) -> int:
         return run_snc_batch(args)
     if args.master is None:
         raise ConfigError("--master FILE is required (or --manifest FILE for a batch)")
+    from engines.snc import encode
 
     stems = {}
     for item in args.stem:
@@ -298,12 +297,11 @@ def _request(args: argparse.Namespace):  # -> MixRequest (import kept lazy)
 
 
 def _render(args: argparse.Namespace) -> int:
-    from engines.snc_player.render import render
-
     if is_batch_input(args.input):
         from cli.batch_jobs import run_render_batch
 
-        return run_render_batch(args, _request(args))
+        return run_render_batch(args)  # the workers check the mix options, once each
+    from engines.snc_player.render import render
 
     result = render(args.input, args.output, _request(args), via=args.via)
     if args.json:

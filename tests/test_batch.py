@@ -210,7 +210,7 @@ def test_snc_encode_from_a_manifest_fails_only_the_bad_row(tmp_path):
     manifest = tmp_path / "songs.jsonl"
     manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
     out = tmp_path / "out"
-    result = cli("snc", "encode", "--manifest", manifest, "-o", out, "--workers", "2")
+    result = cli("snc", "encode", "--manifest", manifest, "-o", out, "--workers", "1")
     assert result.returncode == 1 and "1 of 3 items failed" in result.stderr, result.stderr
     assert "missing.wav" in records(out)["bad.snc"]["error"]
     assert SncReader(out / "one" / "master.snc").info()["mode"] == "transparent"
@@ -218,7 +218,7 @@ def test_snc_encode_from_a_manifest_fails_only_the_bad_row(tmp_path):
     assert sorted(p.name for p in out.rglob("*.snc")) == ["master.snc", "two.snc"]
     assert leftovers(out) == [] and not list(out.rglob(".snc-*"))
     renders = tmp_path / "renders"
-    rendered = cli("snc", "render", out, "-o", renders, "--context", "karaoke", "--workers", "2")
+    rendered = cli("snc", "render", out, "-o", renders, "--context", "karaoke", "--workers", "1")
     assert rendered.returncode == 0, rendered.stderr
     assert sorted(p.relative_to(renders).as_posix() for p in renders.rglob("*.wav")) == ["one/master.wav", "two.wav"]
     assert sf.info(renders / "two.wav").duration == pytest.approx(1.0, abs=0.01)

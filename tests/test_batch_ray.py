@@ -78,7 +78,9 @@ def test_ray_writes_the_files_and_the_manifest_the_local_pool_writes(cluster, tm
                                             "mode": mode, "output": f"{mode}.snc"}) + "\n"
                                 for mode in ("lossless", "compact")))
     for where, extra in (("snc-local", ()), ("snc-ray", ("--ray-address", cluster))):
-        done = cli("snc", "encode", "--manifest", manifest, "-o", tmp_path / where, *extra, timeout=180)
+        # one worker each: the codec's imports (scipy) cost more than two 1 s songs
+        done = cli("snc", "encode", "--manifest", manifest, "-o", tmp_path / where, "--workers", "1", *extra,
+                   timeout=180)
         assert done.returncode == 0, done.stderr
     for name in ("lossless.snc", "compact.snc"):
         assert (tmp_path / "snc-ray" / name).read_bytes() == (tmp_path / "snc-local" / name).read_bytes()

@@ -189,6 +189,10 @@ def _run(args: argparse.Namespace, job: Job, todo: list[Item], pool: tuple[int |
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn())
     workers, threads, where = pool
+    if args.ray_address:
+        from core.batch.ray_pool import connect
+
+        connect(args.ray_address)  # before the progress bar: a bad address is one line, not a stalled bar
     by_key = {item.key: item for item in todo}
     with Progress(*columns, transient=False) as progress:
         task = progress.add_task(f"{args.command} on {where}", total=len(todo))

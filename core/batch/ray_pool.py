@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -23,9 +24,10 @@ from core.batch.local import THREAD_VARIABLES
 from core.batch.results import FAILED, Result, execute
 from core.errors import ConfigError, ScoreBridgeError
 
-__all__ = ["INSTALL_HINT", "import_ray", "run_ray"]
+__all__ = ["INSTALL_HINT", "connect", "import_ray", "run_ray"]
 
 INSTALL_HINT = "--ray-address needs Ray, an optional extra: pip install 'scorebridge[ray]'"
+_PROBE_TIMEOUT_S = 5.0
 
 
 def import_ray() -> Any:
@@ -56,7 +58,38 @@ class _Worker:
         return "result", execute(self.job, self.state, item)
 
 
-def _connect(ray: Any, address: str) -> None:
+def _probe(address: str) -> None:
+    """A HOST:PORT where nothing listens fails now, not after Ray's minutes of retries. ``auto``
+    is resolved as Ray resolves it (the last cluster ``ray start`` recorded on this machine,
+    which may be long gone)."""
+    shown = address
+    if address == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+        except ImportError:  # a Ray that moved its private helper: let ray.init resolve it
+            return
+        try:
+            address = canonicalize_bootstrap_address(address) or ""
+        except ConnectionError:
+            raise ConfigError("--ray-address auto: no Ray cluster runs on this machine; start one with "
+                              "`ray start --head` or give its address") from None
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=_PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        where = shown if shown == address else f"{shown} ({address})"
+        raise ConfigError(f"--ray-address {where}: no Ray cluster answers there ({exc.strerror or exc}); "
+                          "start one with `ray start --head` or give its address") from None
+
+
+def connect(address: str) -> Any:
+    """Connect this process to the cluster at ``address``; returns the ray module."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray
+    _probe(address)
     # ray.init installs its own SIGTERM handler; the CLI's (stop through cleanup) stays in force.
     handler = signal.getsignal(signal.SIGTERM)
     try:
@@ -67,16 +100,16 @@ def _connect(ray: Any, address: str) -> None:
     finally:
         if handler is not None:
             signal.signal(signal.SIGTERM, handler)
+    return ray
 
 
 def run_ray(job: Job, items: Sequence[Item], address: str, workers: int | None, threads: int,
             on_result: Callable[[Result], None], attempts: int = 3) -> int:
     """Run ``items`` on Ray actors at ``address``; ``on_result`` gets every finished item in the
     driver. Returns the number of actors used (``workers``, default the cluster's CPUs / threads)."""
-    ray = import_ray()
+    ray = connect(address)
     from ray.exceptions import RayError
 
-    _connect(ray, address)
     actors: list[Any] = []
     try:
         cpus = int(ray.cluster_resources().get("CPU", 1))

@@ -129,6 +129,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path,
                         default=ROOT / "benchmarks" / "results" / f"batch-{datetime.date.today()}.json")
     args = parser.parse_args()
+    os.environ["RAY_AUTH_MODE"] = "disabled"  # the script's own cluster and drivers (see tests/test_batch_ray.py)
     work = Path(tempfile.mkdtemp(prefix="scorebridge-batch-bench-"))
     report: dict = {"date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                     "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",

@@ -31,9 +31,14 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A one-node Ray cluster of 2 CPUs; its workers import this checkout (PYTHONPATH)."""
+    """A one-node Ray cluster of 2 CPUs; its workers import this checkout (PYTHONPATH). Token
+    authentication is off for it and its drivers (the commands the tests run): Ray turns it on
+    for a new cluster when this user has a token (~/.ray/auth_token) but not for a driver given
+    an address, so the outcome would hang on what earlier Ray use left in the home folder."""
     port = _free_port()
     log = tmp_path_factory.mktemp("ray") / "start.log"
+    saved_mode = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     env.pop("RAY_ADDRESS", None)
     ray = Path(sys.executable).with_name("ray")
@@ -55,6 +60,10 @@ def cluster(tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait()
+        if saved_mode is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved_mode
 
 
 def test_ray_writes_the_files_and_the_manifest_the_local_pool_writes(cluster, tmp_path):

@@ -96,7 +96,8 @@ def connect(address: str) -> Any:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
         raise ConfigError(f"--ray-address {address}: cannot connect to a Ray cluster ({exc}); start one "
-                          "with `ray start --head` or give its address (HOST:PORT, ray://HOST:10001, auto)") from None
+                          "with `ray start --head` or give its address (HOST:PORT, ray://HOST:10001, auto); a "
+                          "cluster with token authentication needs RAY_AUTH_MODE=token here too") from None
     finally:
         if handler is not None:
             signal.signal(signal.SIGTERM, handler)

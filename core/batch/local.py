@@ -15,7 +15,7 @@ import os
 import signal
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -137,9 +137,9 @@ def run_local(job: Job, items: Sequence[Item], workers: int, threads: int, on_re
                 if tries[lost.key] >= attempts:
                     code = slot.process.exitcode
                     how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit status {code}"
-                    on_result(replace(Result(lost.key, FAILED, lost.outputs[0] if lost.outputs else "", 0.0),
-                                      attempts=tries[lost.key],
-                                      error=f"the worker died on this item {tries[lost.key]} times (last: {how})"))
+                    on_result(Result(lost.key, FAILED, lost.outputs[0] if lost.outputs else "", 0.0,
+                                     error=f"the worker died on this item {tries[lost.key]} times (last: {how})",
+                                     attempts=tries[lost.key]))
                 else:
                     queue.appendleft(lost)
     finally:

@@ -78,7 +78,8 @@ class SncEncodeJob(_Job):
         stems = {name: Path(path) for name, path in item.inputs["stems"].items()}
         output = Path(item.outputs[0])
         output.parent.mkdir(parents=True, exist_ok=True)
-        manifest = encode(Path(item.inputs["master"]), stems, output, item.inputs["mode"], self.args.mastering)
+        manifest = encode(Path(item.inputs["master"]), stems, output, item.inputs["mode"], self.args.mastering,
+                          mix_track=self.args.mix_track)
         return (f"wrote {output}: {len(manifest.stems)} stems + residual, {manifest.mode}, "
                 f"{manifest.duration_s:.2f} s, {output.stat().st_size} bytes")
 

@@ -143,12 +143,19 @@ def run_local(job: Job, items: Sequence[Item], workers: int, threads: int, on_re
                 else:
                     queue.appendleft(lost)
     finally:
-        _shut_down(slots)
+        _shut_down(slots, on_result)
 
 
-def _shut_down(slots: list[_Slot]) -> None:
+def _shut_down(slots: list[_Slot], on_result: Callable[[Result], None]) -> None:
     """Idle workers are told to end; busy ones (a stop) get SIGTERM, which unwinds their item's
-    temporary files, then SIGKILL after a grace period."""
+    temporary files, then SIGKILL after a grace period. A result already sent is still recorded."""
+    for slot in slots:
+        with contextlib.suppress(EOFError, OSError):
+            if slot.item is not None and slot.connection.poll():
+                kind, result = slot.connection.recv()
+                if kind == "result":
+                    slot.item = None
+                    on_result(result)
     for slot in slots:
         with contextlib.suppress(OSError, ValueError):
             if slot.item is None:

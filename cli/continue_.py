@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from cli.arguments import check_affect_options
+from cli.tuning_options import add_tuning_options, retune_written, tuning_from_args
 from core.errors import CodecError, ConfigError
 
 __all__ = ["register", "run"]
@@ -73,6 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--split", type=int, default=60, help="untagged notes below this are the left hand (default 60)"
     )
     p.add_argument("--model", default="smart", help="smart (default), plain, or a path to an exported .onnx")
+    add_tuning_options(p)
     p.set_defaults(run=run)
 
 
@@ -129,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     from engines.va import song_curve_at
 
     _check(args)
+    tuning, tuning_output = tuning_from_args(args)
     model = ContinuationModel.load(_model_path(args.model))
     styles = model.card.get("styles", [])
     if args.style not in styles:
@@ -151,6 +154,10 @@ def run(args: argparse.Namespace) -> int:
     if args.key != "off":
         minor = args.key.endswith("m")
         classes = scale_pitch_classes(_NAMES.index(args.key.removesuffix("m")), "minor" if minor else "major")
+    if tuning is not None and tuning.pitch_classes() is not None:
+        classes = tuning.pitch_classes() if classes is None else classes & tuning.pitch_classes()
+        if not classes:
+            raise ConfigError(f"--key {args.key} and --tuning {args.tuning} share no pitch class")
     config = SamplingConfig(
         temperature=args.temperature,
         top_k=args.top_k,
@@ -168,6 +175,8 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     with atomic_output(args.output) as temporary:
         write_midi(generated, temporary, bar_steps, tempo, source)
+        if tuning is not None:
+            retune_written(temporary, tuning, tuning_output)
     hands = sum(1 for n in generated if n.hand == 0), sum(1 for n in generated if n.hand == 1)
     print(
         f"wrote {args.output}: {len(source.notes)} input notes + {len(generated)} generated "

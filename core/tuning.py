@@ -12,6 +12,7 @@ this is a small parser of our own and not a library.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -286,7 +287,9 @@ def _read(path: Path, what: str) -> str:
     return data.decode("latin-1")  # the format's character set (ISO 8859-1 or its ASCII subset)
 
 
+@functools.cache
 def preset_names() -> tuple[str, ...]:
+    """The shipped presets (read once: the folder ships with the code)."""
     return tuple(sorted(p.stem for p in PRESET_DIR.glob("*.scl")))
 
 

@@ -175,7 +175,7 @@ def test_preset_values_match_their_definitions():
     assert [balafon.scale.degree_cents(d) for d in range(8)] == pytest.approx([1200 * d / 7 for d in range(8)])
     werckmeister = load_tuning("werckmeister_iii").scale.cents
     assert werckmeister[:4] == pytest.approx([90.225, 192.180, 294.135, 390.225], abs=1e-3)
-    assert load_tuning("kora_tomora_mesengo").scale.cents[1] == pytest.approx(1200 * math.log2(6 / 5))
+    assert load_tuning("kora_tomora_mesengo").scale.cents[:2] == pytest.approx([230.0, 325.0])  # kora2.scl
     assert load_tuning("kamale_ngoni").pitch_classes() == frozenset({0, 2, 5, 7, 10})
 
 
@@ -206,7 +206,7 @@ def test_mts_table_encodes_each_key_to_a_hundredth_of_a_cent():
 
 
 def test_mpe_gives_each_note_a_channel_and_bend_and_ends_it_there():
-    tuning = load_tuning("kora_tomora_ba")  # VII at 1050 cents: a quarter tone off every key
+    tuning = load_tuning("mande_balafon")  # key 70 plays degree 6, 1028.6 cents: off every key
     retuner = Retuner(tuning, "mpe")
     setup = retuner.start()
     assert setup[:3] == [mido.Message("control_change", channel=0, control=101, value=0),

@@ -62,17 +62,17 @@ def test_mts_table_on_tuning_change_and_notes_on_mapped_keys(start_bridge, peer_
 def test_mpe_notes_rebend_on_a_tuning_change_and_end_where_they_started(start_bridge, peer_for):
     bridge = start_bridge("--tuning", "kora_tomora_ba", "--tuning-output", "mpe")
     peer = peer_for(bridge)
-    peer.send([0x90, 70, 100])  # Bb: Tomora Ba's neutral seventh, 1050 cents
+    peer.send([0x90, 71, 100])  # B: Tomora Ba's seventh, 1085 cents (kora1.scl)
     assert peer.wait_for(lambda: len(peer.sounding()) >= 3, 2.0)
     sounding = peer.sounding()
     channels = [channel for channel, _ in sounding]
     assert len(set(channels)) == len(channels) and 0 not in channels  # one member channel per note
     bends = [m for m in peer.messages() if m[0] & 0xF0 == 0xE0]
-    assert any(abs(((m[2] << 7) | m[1]) - 8192) == 85 for m in bends)  # a quarter tone at +-48
+    assert any(((m[2] << 7) | m[1]) - 8192 == -26 for m in bends)  # 15 cents down at +-48 semitones
     before = len(bends)
     _osc(bridge, "/scorebridge/tuning", "s", "kora_hardino")
     assert peer.wait_for(lambda: len([m for m in peer.messages() if m[0] & 0xF0 == 0xE0]) > before, 2.0)
-    peer.send([0x80, 70, 0])
+    peer.send([0x80, 71, 0])
     peer.send([0xFC])
     assert peer.wait_for(lambda: not peer.sounding(), 3.0), peer.sounding()
     assert _pairs_match(peer.messages())

@@ -137,8 +137,8 @@ def test_harmonize_in_the_balafon_tuning_sounds_within_3_cents(tmp_path):
 
 
 def test_continue_in_a_kora_tuning_sounds_within_3_cents(tmp_path):
-    _melody(tmp_path / "in.mid", [65, 67, 69, 70, 72, 74, 76, 77, 76, 74, 72, 70, 69, 67, 65, 65])
+    _melody(tmp_path / "in.mid", [60, 62, 64, 65, 67, 69, 71, 72, 71, 69, 67, 65, 64, 62, 60, 60])
     results = _measure(tmp_path, ["continue", str(tmp_path / "in.mid"), "--bars", "1", "--seed", "3"],
                        "kora_tomora_ba")
     _check(results)
-    assert any(abs(want % 100 - 50) < 1 for want, _ in results["mts"])  # a neutral third or seventh sounds
+    assert any(abs(want - 100 * round(want / 100)) >= 15 for want, _ in results["mts"])  # its III or VII sounds

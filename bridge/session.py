@@ -36,7 +36,7 @@ from bridge.router import InputRouter
 from bridge.session_osc import install_osc_routes, surface_values
 from core.errors import ConfigError, PortError, ScoreBridgeError
 from core.events import TICKS_PER_BEAT, NoteOff
-from core.tuning import Tuning, load_tuning
+from core.tuning import Tuning, load_tuning, preset_names
 
 if TYPE_CHECKING:
     from bridge.web import WebSurface
@@ -128,6 +128,8 @@ class Session:
         self.controls.open_ports(self.backend)
         for slot_config in self.config.slots:
             self.host.add_slot(slot_config, self._slot_port(slot_config.out_port))
+        if self.config.tuning in preset_names() and self.config.kbm is None:
+            self._tune_engines(self.config.tuning)  # a .scl file or a .kbm reaches the output only
         self.router.start()
         self.scheduler.start()
         self.host.start()
@@ -437,6 +439,9 @@ class Session:
         tuning = Tuning.equal() if name == "off" else load_tuning(name)
         if self.tuned_out is not None:
             self.tuned_out.set_tuning(tuning)
+        self._tune_engines(name)
+
+    def _tune_engines(self, name: str) -> None:
         for slot_name, slot in self.host.slots.items():
             if any(p.name == "tuning" and name in p.choices for p in slot.engine.params):
                 self.controls.apply(f"{slot_name}/tuning", name)

@@ -31,6 +31,7 @@ __all__ = [
     "parse_kbm",
     "parse_scl",
     "preset_names",
+    "preset_pitch_classes",
 ]
 
 PRESET_DIR = Path(__file__).with_name("tunings")
@@ -291,6 +292,16 @@ def _read(path: Path, what: str) -> str:
 def preset_names() -> tuple[str, ...]:
     """The shipped presets (read once: the folder ships with the code)."""
     return tuple(sorted(p.stem for p in PRESET_DIR.glob("*.scl")))
+
+
+@functools.cache
+def preset_pitch_classes(name: str) -> frozenset[int] | None:
+    """The pitch classes of preset ``name`` (an engine's ``tuning`` parameter); None for "off" or a
+    scale that covers all twelve, which restricts nothing."""
+    if name == "off":
+        return None
+    classes = load_tuning(name).pitch_classes()
+    return None if classes is None or len(classes) == 12 else classes
 
 
 def load_tuning(spec: str | os.PathLike[str], kbm: str | os.PathLike[str] | None = None) -> Tuning:

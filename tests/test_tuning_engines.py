@@ -114,3 +114,28 @@ def test_tuning_options_are_checked(tmp_path, capsys):
     assert main(["harmonize", str(tmp_path / "in.mid"), "-o", str(tmp_path / "o.mid"), "--tuning", str(bad)]) != 0
     assert "bad.scl:2: says 2 notes but 1" in capsys.readouterr().err
     assert not (tmp_path / "o.mid").exists()
+
+
+@pytest.mark.parametrize("name", ["kamale_ngoni", "mande_balafon"])
+def test_live_learned_harmonizer_plays_only_scale_degrees(name):
+    from core.engine import EngineContext
+    from core.events import Send, TransportChange
+    from engines.harmonizer.engine import LearnedHarmonizer
+
+    engine = LearnedHarmonizer()
+    engine.prepare(EngineContext("harm", 1, 120.0))
+    engine.set_param("seed", 4)
+    engine.set_param("temperature", 1.0)
+    engine.set_param("tuning", name)
+    scale = load_tuning(name).pitch_classes()
+    melody = [60 + pc for pc in sorted(scale)] * 3
+    played = set()
+    engine.process(TransportChange(True, 0.0, 0.0, "start"))
+    for beat, pitch in enumerate(melody):
+        outputs = [*engine.process(Beat(beat, beat * 0.5, 120.0)),
+                   *engine.process(NoteOn(pitch, 100, 0, beat * 0.5, beat + 0.002)),
+                   *engine.process(NoteOff(pitch, 0, beat * 0.5 + 0.4, beat + 0.8))]
+        played |= {o.message.note % 12 for o in outputs
+                   if isinstance(o, Send) and o.message.type == "note_on" and o.message.velocity}
+    engine.release()
+    assert played and played <= scale

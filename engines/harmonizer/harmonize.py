@@ -386,6 +386,7 @@ def next_chords(
     temperature: float = 0.2,
     top_p: float = 0.9,
     future: int = MASK,
+    pitch_classes: frozenset[int] | None = None,
 ) -> np.ndarray:
     """Live decision, one model call: fill the `<mask>` steps of `chords` [steps] (the last
     ones; earlier steps hold the chords already played, in the melody's key) from the melody
@@ -420,6 +421,8 @@ def next_chords(
                           time_signature_vector(*time_signature))
     masked = np.flatnonzero(sequence.harmony[start:] == MASK)
     allowed = allowed_tokens(length, int(masked.max()) if len(masked) else -1)
+    if pitch_classes is not None:
+        allowed &= _scale_tokens(pitch_classes, np.full(length, shift))
     tokens = np.array([nucleus_sample(logits[p], allowed[p], rng, temperature, top_p) for p in masked],
                       dtype=np.int64)
     return transpose_tokens(tokens, -shift)

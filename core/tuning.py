@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -169,9 +170,15 @@ class Tuning:
         return frozenset((self.mapping.middle_key + i) % 12 for i, degree in enumerate(pattern)
                          if degree is not None)
 
-    def key_period(self) -> int:
-        """Keys in one repetition of the mapping (the scale size for a linear mapping)."""
-        return len(self.mapping.mapping) or max(1, self.scale.size)
+
+_DIGITS = re.compile(r"[0-9]{1,12}")
+_CENTS = re.compile(r"-?(?=[0-9]*\.?[0-9])[0-9]*\.[0-9]*")
+
+
+def _natural(token: str) -> int | None:
+    """An unsigned ASCII decimal of at most 12 digits, or None (``str.isdigit`` also accepts
+    other scripts' digits, which ``int`` may refuse)."""
+    return int(token) if _DIGITS.fullmatch(token) else None
 
 
 def _clean(line: str) -> str:
@@ -189,17 +196,14 @@ def _pitch_cents(text: str, where: str) -> float:
     if not token:
         raise TuningError(f"{where}: empty pitch line; write cents (with a period, e.g. 701.955) or a ratio (3/2)")
     if "." in token:
-        try:
-            value = float(token)
-        except ValueError:
-            raise TuningError(f"{where}: {token!r} is not a cents value") from None
-        if not math.isfinite(value):
-            raise TuningError(f"{where}: {token!r} is not a finite cents value")
-        return value
+        if not _CENTS.fullmatch(token):
+            raise TuningError(f"{where}: {token!r} is not a cents value")
+        return float(token)
     numerator, _, denominator = token.partition("/")
-    if not numerator.isdigit() or (denominator and not denominator.isdigit()) or token.count("/") > 1:
+    terms = (_natural(numerator), _natural(denominator or "1"))
+    if terms[0] is None or terms[1] is None or token.count("/") > 1:
         raise TuningError(f"{where}: {token!r} is neither cents (with a period) nor a ratio such as 5/4")
-    ratio_terms = (int(numerator), int(denominator or 1))
+    ratio_terms = (terms[0], terms[1])
     if max(ratio_terms) > _MAX_TERM:
         raise TuningError(f"{where}: {token!r} has a term above 2147483647")
     if 0 in ratio_terms:
@@ -215,9 +219,9 @@ def parse_scl(text: str, source: str = "<scale>") -> Scale:
     description = lines[0][1].strip()
     number, count_text = lines[1]
     token = _clean(count_text).split(" ", 1)[0] if _clean(count_text) else ""
-    if not token.isdigit():
-        raise TuningError(f"{source}:{number}: expected the number of notes, got {count_text.strip()!r}")
-    count = int(token)
+    count = _natural(token)
+    if count is None:
+        raise TuningError(f"{source}:{number}: expected the number of notes, got {count_text.strip()[:40]!r}")
     if count > MAX_NOTES:
         raise TuningError(f"{source}:{number}: {count} notes; at most {MAX_NOTES} are read")
     pitch_lines = [(n, line) for n, line in lines[2:] if line.strip()]
@@ -245,10 +249,13 @@ def parse_kbm(text: str, source: str = "<mapping>") -> KeyboardMapping:
     values: list[float] = []
     for (n, line), name in zip(lines, _KBM_FIELDS):
         token = line.split(" ", 1)[0]
-        try:
-            value = float(token) if name == "reference frequency" else int(token)
-        except ValueError:
-            raise TuningError(f"{source}:{n}: expected the {name}, got {line!r}") from None
+        sign, digits = ("-", token[1:]) if token.startswith("-") else ("", token)
+        if name == "reference frequency":
+            value = float(token) if _CENTS.fullmatch(token) or _natural(token) is not None else None
+        else:
+            value = None if _natural(digits) is None else int(sign + digits)
+        if value is None:
+            raise TuningError(f"{source}:{n}: expected the {name}, got {line[:40]!r}")
         values.append(value)
     size, first, last, middle, reference, hz, octave = values
     for name, value, index in (("first MIDI key", first, 1), ("last MIDI key", last, 2),
@@ -270,7 +277,7 @@ def parse_kbm(text: str, source: str = "<mapping>") -> KeyboardMapping:
         token = line.split(" ", 1)[0]
         if token.lower() == "x":
             mapping.append(None)
-        elif token.isdigit():
+        elif _natural(token) is not None:
             mapping.append(int(token))
         else:
             raise TuningError(f"{source}:{n}: a map entry is a scale degree or x, not {token!r}")

@@ -102,6 +102,9 @@ def test_pitch_lines_the_format_allows():
     ("desc\n 1\n4294967296/1\n", 3, "above 2147483647"),
     ("desc\n 1\nnan.\n", 3, "not a cents value"),
     ("desc\n 1\n0.0\n", 3, "period"),
+    ("desc\n 1\n\u00b2\n", 3, "neither cents"),  # a digit to str.isdigit, not to int
+    ("desc\n " + "9" * 5000 + "\n", 2, "number of notes"),
+    ("desc\n 1\n1_200.0\n", 3, "not a cents value"),
 ])
 def test_bad_scales_name_the_line(text, line, words):
     with pytest.raises(TuningError, match=rf"^bad\.scl:{line}: .*{re.escape(words)}"):
@@ -150,6 +153,18 @@ def test_fuzzed_scales_and_mappings_parse_or_fail_cleanly(text):
             assert all(math.isfinite(c) for c in result.cents)
         else:
             assert isinstance(result, KeyboardMapping)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=12), st.sampled_from(["12", "0", "127", "60", "440.0", "x", "!"])),
+                max_size=30))
+def test_fuzzed_lines_of_any_characters_parse_or_fail_cleanly(lines):
+    text = "\n".join(lines)
+    for parse in (parse_scl, parse_kbm):
+        try:
+            parse(text, "fuzz")
+        except TuningError as exc:
+            assert str(exc).startswith("fuzz")
 
 
 @settings(max_examples=100, deadline=None)

@@ -27,6 +27,7 @@ __all__ = [
     "Scale",
     "Tuning",
     "TuningError",
+    "PRESETS",
     "PRESET_DIR",
     "load_tuning",
     "parse_kbm",
@@ -295,10 +296,17 @@ def _read(path: Path, what: str) -> str:
     return data.decode("latin-1")  # the format's character set (ISO 8859-1 or its ASCII subset)
 
 
-@functools.cache
+# The files in core/tunings (tests/test_tuning.py checks the two agree): a constant, so that
+# engines can offer them as parameter choices without reading a folder when imported.
+PRESETS = ("12tet", "dorian", "just_major", "kamale_ngoni", "kora_hardino", "kora_sauta", "kora_silaba",
+           "kora_tomora_ba", "kora_tomora_mesengo", "locrian", "lydian", "major", "mande_balafon",
+           "meantone_quarter_comma", "minor", "mixolydian", "pentatonic_major", "pentatonic_minor",
+           "phrygian", "pythagorean", "werckmeister_iii")
+
+
 def preset_names() -> tuple[str, ...]:
-    """The shipped presets (read once: the folder ships with the code)."""
-    return tuple(sorted(p.stem for p in PRESET_DIR.glob("*.scl")))
+    """The shipped presets."""
+    return PRESETS
 
 
 @functools.cache

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from core.retune import Retuner, mts_table, retune_file
 from core.tuning import (
     PRESET_DIR,
+    PRESETS,
     KeyboardMapping,
     Scale,
     Tuning,
@@ -183,6 +184,10 @@ def test_every_preset_loads_cites_a_source_and_keeps_middle_c(name):
     assert len(comments) >= 2  # a comment block that says where the numbers come from
     classes = tuning.pitch_classes()
     assert classes is not None and 0 in classes and len(classes) == tuning.scale.size
+
+
+def test_the_preset_list_is_the_preset_folder():
+    assert set(PRESETS) == {p.stem for p in PRESET_DIR.glob("*.scl")}
 
 
 def test_preset_values_match_their_definitions():

@@ -139,3 +139,25 @@ def test_live_learned_harmonizer_plays_only_scale_degrees(name):
                    if isinstance(o, Send) and o.message.type == "note_on" and o.message.velocity}
     engine.release()
     assert played and played <= scale
+
+
+def test_live_continuation_plays_only_scale_degrees():
+    from core.engine import EngineContext
+    from core.events import Send, TransportChange
+    from engines.continuation.engine import ContinuationEngine
+
+    engine = ContinuationEngine()
+    engine.prepare(EngineContext("cont", 0, 120.0))
+    for name, value in (("bars", 2), ("seed", 7), ("tuning", "kamale_ngoni"), ("silence_beats", 2.0)):
+        engine.set_param(name, value)
+    scale = load_tuning("kamale_ngoni").pitch_classes()
+    engine.process(TransportChange(True, 0.0, 0.0, "start"))
+    melody = [72, 74, 77, 79, 82, 79, 77, 74]
+    for beat, pitch in enumerate(melody):
+        engine.process(Beat(beat, beat * 0.5, 120.0))
+        engine.process(NoteOn(pitch, 90, 0, beat * 0.5, float(beat)))
+        engine.process(NoteOff(pitch, 0, beat * 0.5 + 0.4, beat + 0.8))
+    played = {o.message.note % 12 for b in range(8, 30) for o in engine.process(Beat(b, b * 0.5, 120.0))
+              if isinstance(o, Send) and o.message.type == "note_on" and o.message.velocity}
+    engine.release()
+    assert played and played <= scale

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import mido
 
-from core.engine import Engine, LazyParams, Param
+from core.engine import Engine, Param
 from core.events import Beat, EngineInput, EngineOutput, NoteOff, NoteOn, Send
 from core.tuning import load_tuning, preset_names
 from engines.rule.theory import NOTE_NAMES, DiatonicChord, Key, KeyFinder, choose_chord, parse_key, voice_chord
@@ -30,9 +30,10 @@ _KEY_CHOICES = ("auto",) + NOTE_NAMES + tuple(f"{n}m" for n in NOTE_NAMES)
 _ANTICIPATION_BEATS = 0.2
 
 
-def _params() -> tuple[Param, ...]:
-    """Built on first use: the tuning choices are the preset files."""
-    return (
+class RuleHarmonizer(Engine):
+    name = "rule"
+    description = "Diatonic chords under the live melody (key set or detected), voice-led."
+    params = (
         Param("key", "choice", "auto", choices=_KEY_CHOICES, doc="Key, or auto to detect it"),
         Param("sevenths", "bool", False, doc="Seventh chords instead of triads"),
         Param("voices", "int", 3, 3, 4, doc="Upper voices"),
@@ -44,12 +45,6 @@ def _params() -> tuple[Param, ...]:
         Param("tuning", "choice", "off", choices=("off", *preset_names()),
               doc="Scale whose own chords to play (a preset of docs/tunings.md), or off for the key's"),
     )
-
-
-class RuleHarmonizer(Engine):
-    name = "rule"
-    description = "Diatonic chords under the live melody (key set or detected), voice-led."
-    params = LazyParams(_params)
     latency_beats = 0.0
 
     def __init__(self) -> None:

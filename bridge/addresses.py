@@ -9,6 +9,7 @@ belong to the user's own surfaces (bound through a control map).
 from __future__ import annotations
 
 from core.engine import Param
+from core.tuning import preset_names
 
 __all__ = ["PREFIX", "actions", "address", "path_of"]
 
@@ -37,6 +38,7 @@ LOCATE = "transport/locate"  # OSC and the browser only: a map has no song posit
 VALENCE = "affect/valence"
 AROUSAL = "affect/arousal"
 OVERRIDE = "affect/override"  # 1: valence and arousal go to every engine that declares them
+TUNING = "tuning"  # a preset of core/tunings, or off: the main output and every engine with a tuning
 # A slot's own values beside its engine's parameters.
 ENGINE = "engine"
 ENABLED = "enabled"
@@ -65,4 +67,6 @@ def actions() -> dict[str, Param | None]:
         AROUSAL: Param("arousal", "float", 0.0, -1.0, 1.0, doc="Arousal override"),
         OVERRIDE: Param("override", "bool", False, doc="Send the valence/arousal override "
                                  "to every engine that declares valence/arousal parameters"),
+        TUNING: Param("tuning", "choice", "off", choices=("off", *preset_names()),
+                      doc="Scale and tuning of the output and of every engine that declares one"),
     }

@@ -52,6 +52,11 @@ class BridgeConfig:
     # Folders that file and folder parameters set from outside may point into (besides the
     # folders of the paths the slots start with): the config file's folder and --allow-dir.
     allow_dirs: list[Path] = field(default_factory=list)
+    # The main output's tuning: a preset or .scl path (None: 12-TET), its .kbm, and how it is
+    # carried (core.retune: mts, mpe or none).
+    tuning: str | None = None
+    kbm: Path | None = None
+    tuning_output: str = "mts"
 
 
 def check_tempo(value: Any, what: str) -> float:

@@ -115,6 +115,9 @@ class BridgeActions(Protocol):
     def to_surfaces(self, address: str, args: tuple[Any, ...], origin: Origin) -> None:
         """A value for the OSC subscribers and browsers, not back to the one in ``origin``."""
 
+    def set_tuning(self, name: str) -> None:
+        """Retune the output and every engine that declares ``tuning`` (a preset, or off)."""
+
 
 class Controls:
     """Applies control to the slots (``host``), the transport and the bridge's actions, and keeps
@@ -128,6 +131,7 @@ class Controls:
         self.bus = FeedbackBus()
         self.counters: Counter[str] = Counter()
         self.affect: dict[str, Any] = {"valence": 0.0, "arousal": 0.0, "override": False}
+        self.tuning = "off" if config.tuning is None else Path(config.tuning).stem
         self._va_source_before: dict[str, Any] = {}  # slot -> its va_source before the override
         slots = {s.name: engine_class(s.engine) for s in config.slots}
         # Engines a live swap may load: the registered ones and those the user named at start.
@@ -208,6 +212,8 @@ class Controls:
             return self.transport.playing
         if path == A.TEMPO:
             return self.transport.internal_tempo_bpm
+        if path == A.TUNING:
+            return self.tuning
         if path.startswith("affect/"):
             return self.affect.get(path.partition("/")[2])
         slot_name, _, name = path.partition("/")
@@ -234,6 +240,12 @@ class Controls:
             self.transport.set_tempo(tempo)
             self.bus.publish(A.address(A.TEMPO), (tempo,), origin)
             return tempo
+        if path == A.TUNING:
+            name = actions[path].coerce(value)
+            self.bridge.set_tuning(name)
+            self.tuning = name
+            self.bus.publish(A.address(A.TUNING), (name,), origin)
+            return name
         if path == A.LOCATE:
             beats = float(_LOCATE.coerce(value))
             self.bridge.locate(beats)

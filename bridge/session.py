@@ -31,10 +31,12 @@ from bridge.osc import OscServer
 from bridge.output import NoteTracker, Scheduler, all_notes_off
 from bridge.ports import InputPort, OutputPort, RtMidiBackend, select_backend
 from bridge.ports.base import FanOutPort
+from bridge.ports.retuned import RetunedPort
 from bridge.router import InputRouter
 from bridge.session_osc import install_osc_routes, surface_values
 from core.errors import ConfigError, PortError, ScoreBridgeError
 from core.events import TICKS_PER_BEAT, NoteOff
+from core.tuning import Tuning, load_tuning, preset_names
 
 if TYPE_CHECKING:
     from bridge.web import WebSurface
@@ -85,6 +87,9 @@ class Session:
         self.live: LiveView | None = None
         self.main_in: InputPort | None = None
         self.main_out: FanOutPort | None = None
+        # The main output in the tuning (--tuning-output mts|mpe|none); None in plain 12-TET.
+        self.tuned_out: RetunedPort | None = None
+        self.tuning = load_tuning(config.tuning, config.kbm) if config.tuning else None
         self.slot_ports: dict[str, OutputPort] = {}
         self.connected_in: dict[str, InputPort] = {}
         self.connected_out: dict[str, OutputPort] = {}
@@ -123,6 +128,8 @@ class Session:
         self.controls.open_ports(self.backend)
         for slot_config in self.config.slots:
             self.host.add_slot(slot_config, self._slot_port(slot_config.out_port))
+        if self.config.tuning in preset_names() and self.config.kbm is None:
+            self._tune_engines(self.config.tuning)  # a .scl file or a .kbm reaches the output only
         self.router.start()
         self.scheduler.start()
         self.host.start()
@@ -174,13 +181,15 @@ class Session:
         if backend is None:
             return
         self.main_out = FanOutPort(backend.open_virtual_output(f"{client}-out", "out"))
+        if self.tuning is not None:
+            self.tuned_out = RetunedPort(self.main_out, self.tuning, self.config.tuning_output)
         for slot_config in self.config.slots:
             if slot_config.out_port and slot_config.out_port not in self.slot_ports:
                 port = backend.open_virtual_output(f"{client}-{slot_config.out_port}", "out")
                 self.slot_ports[slot_config.out_port] = port
 
     def _slot_port(self, out_port: str | None) -> OutputPort:
-        port = self.slot_ports.get(out_port) if out_port else self.main_out
+        port = self.slot_ports.get(out_port) if out_port else (self.tuned_out or self.main_out)
         if port is None:
             raise PortError(f"output port {out_port or 'main'} is not open")
         return port
@@ -235,7 +244,7 @@ class Session:
         self.connected_in.clear()
         self.connected_out.clear()
         self.slot_ports.clear()
-        self.main_in = self.main_out = None
+        self.main_in = self.main_out = self.tuned_out = None
         self.controls.close_ports()
 
     def _jack_back(self) -> None:
@@ -387,6 +396,9 @@ class Session:
                     connected[name].send_bytes([0x80 | channel, note, 0])
                 if self.main_out is not None:
                     self.main_out.extra[name] = connected[name]
+                if self.tuned_out is not None:  # a synth that comes later hears the tuning too
+                    for message in self.tuned_out.retuner.start():
+                        connected[name].send_bytes(message.bytes())
             log.info("connected %s %s", "from" if is_input else "to", name)
 
     def _watch(self) -> None:
@@ -409,7 +421,7 @@ class Session:
 
     def outputs(self) -> list[OutputPort]:
         """The logical outputs (the main one carries the connected ports with it)."""
-        ports = [self.main_out, *self.slot_ports.values()]
+        ports = [self.tuned_out or self.main_out, *self.slot_ports.values()]
         return [p for p in ports if p is not None and not p.closed]
 
     # -- control (the actions of bridge.control.BridgeActions) ----------------------------
@@ -420,6 +432,19 @@ class Session:
     def locate(self, beats: float) -> None:
         now = time.perf_counter()
         self.router.transport_change(lambda: self.transport.locate(beats, now))
+
+    def set_tuning(self, name: str) -> None:
+        """Play in the preset ``name`` (off: 12-TET) from now on: the main output retunes
+        (``RetunedPort.set_tuning``) and every slot whose engine declares ``tuning`` follows."""
+        tuning = Tuning.equal() if name == "off" else load_tuning(name)
+        if self.tuned_out is not None:
+            self.tuned_out.set_tuning(tuning)
+        self._tune_engines(name)
+
+    def _tune_engines(self, name: str) -> None:
+        for slot_name, slot in self.host.slots.items():
+            if any(p.name == "tuning" and name in p.choices for p in slot.engine.params):
+                self.controls.apply(f"{slot_name}/tuning", name)
 
     def to_surfaces(self, address: str, args: tuple[Any, ...], origin: Any) -> None:
         """A change for the OSC subscribers and browsers, not back to the one that made it."""
@@ -434,6 +459,8 @@ class Session:
         for port in self.outputs():
             for message in all_notes_off():
                 self.tracker.emit(port, message, "panic")
+        if self.tuned_out is not None:
+            self.tuned_out.announce()  # a synth connected since the start hears the tuning
         return released
 
     def _param_feedback(self, slot: str, name: str, value: Any, origin: Any = None) -> None:

@@ -55,6 +55,7 @@ def current_values(controls: Controls) -> list[tuple[str, tuple[Any, ...]]]:
     transport = controls.transport
     values.append((A.address(A.PLAYING), (int(transport.playing),)))
     values.append((A.address(A.TEMPO), (float(round(transport.tempo_bpm, 2)),)))
+    values.append((A.address(A.TUNING), (controls.tuning,)))
     for name, value in controls.affect.items():
         values.append((A.address(f"affect/{name}"), (value if name != "override" else int(value),)))
     return values
@@ -130,7 +131,8 @@ def install_osc_routes(osc: OscServer, controls: Controls, status: Callable[[], 
         A.LEARN: learn,
         A.LEARN_CANCEL: lambda args, sender: controls.learner.cancel(),
         **{path: control_route(path, path not in (A.START, A.STOP))
-           for path in (A.START, A.STOP, A.PLAYING, A.TEMPO, A.LOCATE, A.VALENCE, A.AROUSAL, A.OVERRIDE)},
+           for path in (A.START, A.STOP, A.PLAYING, A.TEMPO, A.LOCATE, A.VALENCE, A.AROUSAL, A.OVERRIDE,
+                        A.TUNING)},
     })
     osc.param_handler = param
     osc.external_handler = lambda address, args, sender: controls.on_osc(address, args, origin(sender))

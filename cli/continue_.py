@@ -22,6 +22,7 @@ from pathlib import Path
 
 from cli.arguments import check_affect_options
 from cli.batch import add_batch_arguments, is_batch_input
+from cli.tuning_options import add_tuning_options, retune_written, tuning_from_args
 from core.errors import CodecError, ConfigError
 
 __all__ = ["register", "run"]
@@ -75,6 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--split", type=int, default=60, help="untagged notes below this are the left hand (default 60)"
     )
     p.add_argument("--model", default="smart", help="smart (default), plain, or a path to an exported .onnx")
+    add_tuning_options(p)
     add_batch_arguments(p)
     p.set_defaults(run=run)
 
@@ -138,6 +140,7 @@ def load_model(args: argparse.Namespace, threads: int = 1):  # -> ContinuationMo
 def run(args: argparse.Namespace) -> int:
     """Read, continue, write atomically; every failure is a ScoreBridgeError before any output."""
     _check(args)
+    tuning_from_args(args)  # a bad --tuning or --kbm is one error, before any item
     if is_batch_input(args.input):
         from cli.batch_jobs import run_continue_batch
 
@@ -156,6 +159,7 @@ def continue_file(args: argparse.Namespace, model, source_path: Path, output: Pa
     from engines.continuation.tokens import STEPS_PER_QUARTER
     from engines.va import song_curve_at
 
+    tuning, tuning_output = tuning_from_args(args)
     styles = model.card.get("styles", [])
     notes, bar_steps, tempo, source = read_source(source_path, split=args.split)
     if not notes:
@@ -175,6 +179,10 @@ def continue_file(args: argparse.Namespace, model, source_path: Path, output: Pa
     if args.key != "off":
         minor = args.key.endswith("m")
         classes = scale_pitch_classes(_NAMES.index(args.key.removesuffix("m")), "minor" if minor else "major")
+    if tuning is not None and tuning.pitch_classes() is not None:
+        classes = tuning.pitch_classes() if classes is None else classes & tuning.pitch_classes()
+        if not classes:
+            raise ConfigError(f"--key {args.key} and --tuning {args.tuning} share no pitch class")
     config = SamplingConfig(
         temperature=args.temperature,
         top_k=args.top_k,
@@ -192,6 +200,8 @@ def continue_file(args: argparse.Namespace, model, source_path: Path, output: Pa
     elapsed = time.perf_counter() - started
     with atomic_output(output) as temporary:
         write_midi(generated, temporary, bar_steps, tempo, source)
+        if tuning is not None:
+            retune_written(temporary, tuning, tuning_output)
     hands = sum(1 for n in generated if n.hand == 0), sum(1 for n in generated if n.hand == 1)
     return (
         f"wrote {output}: {len(source.notes)} input notes + {len(generated)} generated "

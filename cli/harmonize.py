@@ -19,6 +19,7 @@ import numpy as np
 
 from cli.arguments import check_affect_options
 from cli.batch import add_batch_arguments, is_batch_input
+from cli.tuning_options import add_tuning_options, tuning_from_args
 from core.errors import CodecError, ConfigError, ScoreBridgeError
 
 __all__ = ["MelodyFile", "read_melody", "register"]
@@ -76,6 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-bass", action="store_true", help="no bass note")
     p.add_argument("--musicxml", type=Path, help="also write a lead sheet (a folder when IN is one)")
     add_batch_arguments(p)
+    add_tuning_options(p)
     p.set_defaults(run=run)
 
 
@@ -139,7 +141,8 @@ def _harmonize_one(source: Path, target: Path, xml_target: Path | None, args, mo
                           temperature=model.temperature if args.temperature is None else args.temperature,
                           key=key, rhythm=args.rhythm or model.rhythm, ending=args.ending,
                           voicing_style=args.voicing,
-                          voicing=VoicingConfig(voices=args.voices, bass=not args.no_bass))
+                          voicing=VoicingConfig(voices=args.voices, bass=not args.no_bass),
+                          pitch_classes=None if args.tuning_model is None else args.tuning_model.pitch_classes())
     try:
         clip = harmonize_notes(model, melody.notes, length, melody.time_signature, options, va,
                                np.random.default_rng(args.seed))
@@ -157,6 +160,10 @@ def _harmonize_one(source: Path, target: Path, xml_target: Path | None, args, mo
                                60e6 / melody.tempo_changes[0][1], source.stem, key, melody.name or "Melody")
         except (Music21Exception, ValueError) as exc:
             raise ScoreBridgeError(f"{source}: no lead sheet for this file ({exc})") from None
+    if args.tuning_model is not None:
+        from core.retune import retune_file
+
+        midi = retune_file(midi, args.tuning_model, args.tuning_mode)
     _write_all(((target, midi.save), (xml_target, lambda p: write_lead_sheet(score, p))))
     names = " ".join(s.name for s in clip.spans[:8]) + (" ..." if len(clip.spans) > 8 else "")
     from engines.harmonizer.vocab import ROOT_NAMES
@@ -188,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
     from engines.harmonizer.runtime import HarmonizerModel
 
     _check(args)
+    args.tuning_model, args.tuning_mode = tuning_from_args(args)
     model = HarmonizerModel.named(args.model)
     if args.style is not None and args.style not in model.styles:
         raise ConfigError(f"--style {args.style!r}: this model knows {', '.join(model.styles)}")

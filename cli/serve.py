@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from bridge import __version__
 from bridge.ports.native_stderr import NativeStderr
 from cli.arguments import finite, folder, midi_channel, port, seconds, tempo
+from cli.tuning_options import add_tuning_options, tuning_from_args
 from core.errors import ConfigError
 
 __all__ = ["MAX_TOKEN_FILE_BYTES", "WEB_TOKEN_ENV", "register", "serve_command"]
@@ -80,6 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="a folder whose files OSC, maps and the browser may name in file parameters "
                        "(besides the config file's folder); repeatable")
     serve.add_argument("--duration", type=seconds, help="stop after this many seconds (tests, demos)")
+    add_tuning_options(serve)
     serve.set_defaults(run=serve_command, own_signals=True)
 
 
@@ -167,6 +169,10 @@ def serve_command(args: argparse.Namespace) -> int:
     if config.web_allow_remote and config.web_port is not None and not config.web_token:
         config.web_token, token_file = _generated_token()
     config.allow_dirs += args.allow_dir
+    if args.tuning is not None or args.kbm is not None or args.tuning_output is not None:
+        tuning_from_args(args)  # checks the options and the files before anything opens
+        config.tuning, config.kbm = args.tuning, args.kbm
+        config.tuning_output = args.tuning_output or "mts"
     # Short GIL slices so a busy engine thread cannot hold up the router or scheduler for the
     # default 5 ms; this is the serving process's own setting, not a library side effect.
     sys.setswitchinterval(0.0005)

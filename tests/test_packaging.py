@@ -34,6 +34,7 @@ def test_wheel_carries_models_maps_and_splits(tmp_path: Path):
                if p.suffix in (".onnx", ".json", ".npz")}
     shipped |= {p.relative_to(ROOT).as_posix() for p in (ROOT / "midi_maps").glob("*.toml")}
     shipped |= {p.relative_to(ROOT).as_posix() for p in ROOT.glob("engines/*/splits/*.txt")}
+    shipped |= {p.relative_to(ROOT).as_posix() for p in ROOT.glob("core/tunings/*.scl")}
     assert shipped <= names, sorted(shipped - names)
     assert "cli/main.py" in names and "engines/rule/theory.py" in names
     assert not [n for n in names if n.startswith(("training/", "benchmarks/", "tests/"))]

@@ -26,6 +26,7 @@ import mido
 from core.engine import Engine, EngineContext, Param
 from core.errors import EngineError
 from core.events import Beat, EngineInput, EngineOutput, NoteOff, NoteOn, Send, Silence, TransportChange
+from core.tuning import preset_names, preset_pitch_classes
 
 from .live import NoteStream, PlayerHistory
 from .offline import prompt_tokens
@@ -75,6 +76,8 @@ class ContinuationEngine(Engine):
             doc="With va_source params: how hard valence turns the music to the parallel minor/major (0 = off)",
         ),
         Param("key", "choice", "off", choices=_KEYS, doc="Restrict notes to a key's scale (off = any)"),
+        Param("tuning", "choice", "off", choices=("off", *preset_names()),
+              doc="Restrict notes to this scale's degrees (a preset of docs/tunings.md; off = any)"),
         Param(
             "register", "choice", "prompt", choices=REGISTERS,
             doc="prompt: each hand within 5 semitones of the player's range in that hand; free: any",
@@ -191,6 +194,9 @@ class ContinuationEngine(Engine):
         if key != "off":
             minor = key.endswith("m")
             classes = scale_pitch_classes(_NAMES.index(key.removesuffix("m")), "minor" if minor else "major")
+        scale = preset_pitch_classes(self.param("tuning"))
+        if scale is not None:  # with a key too, the notes both allow (the scale alone if none)
+            classes = scale if classes is None or not classes & scale else classes & scale
         seed = self.param("seed")
         if seed < 0:
             seed = None

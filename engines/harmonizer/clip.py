@@ -50,6 +50,7 @@ class ClipOptions:
     voicing: VoicingConfig = field(default_factory=VoicingConfig)
     velocity: int = 72
     arpeggio_rate: int = 2
+    pitch_classes: frozenset[int] | None = None  # chords only of these (a tuning's scale); None: any
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ def harmonize_notes(
     bars[:: grid.steps_per_bar] = 1
     result = harmonize(model, pitches, bars, grid.time_signature, va, options.style, options.strategy,
                        options.calls, rng, options.key, options.temperature, rhythm=options.rhythm,
-                       ending=options.ending)
+                       ending=options.ending, pitch_classes=options.pitch_classes)
     spans = chord_spans(result.chords, grid.step_beats)
     events = accompaniment(melody, spans, options, grid.steps_per_bar, grid.step_beats)
     return HarmonizedClip(list(melody), spans, events, steps * grid.step_beats, result.tonic, result.mode,

@@ -26,6 +26,7 @@ import numpy as np
 from core.engine import Engine, EngineContext, LazyParams, Param
 from core.errors import EngineError, ParameterError
 from core.events import Beat, EngineInput, EngineOutput, Note, NoteOff, NoteOn, Send, TransportChange
+from core.tuning import preset_names, preset_pitch_classes
 
 from .affect import MAJOR_PROFILE, MINOR_PROFILE, detect_key
 from .clip import clip_grid
@@ -97,6 +98,8 @@ def _params() -> tuple[Param, ...]:
         Param("release_beats", "float", 1.0, 0.25, 8.0, unit="beats", doc="Silence after which chords stop"),
         Param("clip_bars", "int", 4, 0, 64, unit="bars", doc="Loop length (0: from transport start to stop)"),
         Param("clip_folder", "text", "~/scorebridge-clips", unit="folder", doc="Where captured loops are saved"),
+        Param("tuning", "choice", "off", choices=("off", *preset_names()),
+              doc="Only chords made of this scale's degrees (a preset of docs/tunings.md), or off"),
     )
 
 
@@ -336,7 +339,8 @@ class LearnedHarmonizer(Engine):
         va = np.tile(np.float32([self.param("valence"), self.param("arousal")]), (steps, 1))
         key = self._key([(p, max(0.1, e - s)) for p, s, e in notes])
         tokens = next_chords(model, grid, bars, chords, key, va, self.param("style"),
-                             metre.time_signature, self.rng, self.param("temperature"))
+                             metre.time_signature, self.rng, self.param("temperature"),
+                             pitch_classes=preset_pitch_classes(self.param("tuning")))
         self.token = int(tokens[0])
         self.chords[beat] = self.token
         self.decided_beat, self.decided_span = beat, self._span(beat, metre)
@@ -362,7 +366,8 @@ class LearnedHarmonizer(Engine):
         bars = np.repeat(bars, metre.steps) * (np.arange(len(grid)) % metre.steps == 0)
         chords = np.repeat(np.asarray(self.free_chords, dtype=np.int64), metre.steps)
         tokens = next_chords(self.model, grid, bars.astype(np.uint8), chords, key, va, self.param("style"),
-                             metre.time_signature, self.rng, self.param("temperature"))
+                             metre.time_signature, self.rng, self.param("temperature"),
+                             pitch_classes=preset_pitch_classes(self.param("tuning")))
         self.token = int(tokens[0])
         self.free_chords[-1] = self.token
         return self._sound(None, None, metre)

@@ -205,6 +205,7 @@ def harmonize(
     top_p: float = 0.9,
     rhythm: str = "auto",
     ending: str = "tonic",
+    pitch_classes: frozenset[int] | None = None,
 ) -> Harmonization:
     """Chords for `melody_pitch` [steps] (or [steps, K]: every pitch in the step, -1 padded) on
     the model's grid (its beats: metric beats for a lead-sheet model); `va` [steps, 2] defaults
@@ -243,8 +244,10 @@ def harmonize(
     placeholder = np.full(steps, MASK, dtype=np.int64)
     step_groups = rhythm_groups(bar_start, rhythm)
     _, final_mode = _key_of(keys[-1])
+    in_scale = None if pitch_classes is None else _scale_tokens(pitch_classes, shift)
     if ending != "free" and (end_chord := _ending(shifted, final_mode, step_groups)) is not None:
-        placeholder[end_chord[0]] = end_chord[1]
+        if in_scale is None or in_scale[end_chord[0], end_chord[1]].all():
+            placeholder[end_chord[0]] = end_chord[1]
     step_allowed = None
     if ending == "phrases":
         from .vocab import token_bitmaps
@@ -256,6 +259,10 @@ def harmonize(
                 if step_allowed is None:
                     step_allowed = np.ones((steps, len(allowed)), dtype=bool)
                 step_allowed[first: last + 1] = allowed
+    if in_scale is not None:
+        combined = in_scale if step_allowed is None else in_scale & step_allowed
+        # where a cadence has no chord inside the scale, the scale wins
+        step_allowed = np.where(combined[:, NUM_SPECIALS:].any(1, keepdims=True), combined, in_scale)
     sequence = build_sequence(model.grid, shifted, onset, placeholder, bar_start, va)
     harmony = sequence.harmony.copy()  # MASK everywhere but BAR positions (and a given ending)
     groups = None
@@ -316,6 +323,24 @@ def harmonize(
     return Harmonization(chords=chords, tonic=tonic, mode=mode, calls=total_calls, keys=keys)
 
 
+def _scale_tokens(pitch_classes: frozenset[int], shift: np.ndarray) -> np.ndarray:
+    """[steps, V] bool: the chord tokens (in each step's key-normalized frame) made only of
+    ``pitch_classes``, and the special tokens. Raises ValueError when no chord fits the scale."""
+    from .vocab import token_bitmaps
+
+    bitmaps = token_bitmaps().astype(bool)
+    scale = np.zeros(12, dtype=bool)
+    scale[list(pitch_classes)] = True
+    allowed = np.empty((len(shift), len(bitmaps)), dtype=bool)
+    for value in np.unique(shift):
+        inside = ~(bitmaps & ~np.roll(scale, int(value))[None]).any(1)
+        allowed[shift == value] = inside
+    allowed[:, :NUM_SPECIALS] = True
+    if not allowed[:, NUM_SPECIALS:].any():
+        raise ValueError("no chord of the vocabulary is made only of the scale's pitch classes")
+    return allowed
+
+
 def bar_starts_for(steps: int, steps_per_bar: int, pickup_steps: int = 0) -> np.ndarray:
     """Bar-start flags for a regular meter (with an optional pickup)."""
     flags = np.zeros(steps, dtype=np.uint8)
@@ -361,6 +386,7 @@ def next_chords(
     temperature: float = 0.2,
     top_p: float = 0.9,
     future: int = MASK,
+    pitch_classes: frozenset[int] | None = None,
 ) -> np.ndarray:
     """Live decision, one model call: fill the `<mask>` steps of `chords` [steps] (the last
     ones; earlier steps hold the chords already played, in the melody's key) from the melody
@@ -395,6 +421,8 @@ def next_chords(
                           time_signature_vector(*time_signature))
     masked = np.flatnonzero(sequence.harmony[start:] == MASK)
     allowed = allowed_tokens(length, int(masked.max()) if len(masked) else -1)
+    if pitch_classes is not None:
+        allowed &= _scale_tokens(pitch_classes, np.full(length, shift))
     tokens = np.array([nucleus_sample(logits[p], allowed[p], rng, temperature, top_p) for p in masked],
                       dtype=np.int64)
     return transpose_tokens(tokens, -shift)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from core.events import EngineOutput, Note
+from core.tuning import preset_pitch_classes
 
 from .clip import ClipOptions, HarmonizedClip, clip_grid, harmonize_notes, write_midi
 from .harmonize import parse_key
@@ -225,7 +226,8 @@ class ClipMode:
                            temperature=param("temperature"), key=parse_key(param("key")),
                            rhythm=param("rhythm"), ending=param("ending"),
                            voicing_style=param("voicing"), voicing=self.voicing(),
-                           velocity=param("velocity"), arpeggio_rate=param("arpeggio_rate"))
+                           velocity=param("velocity"), arpeggio_rate=param("arpeggio_rate"),
+                           pitch_classes=preset_pitch_classes(param("tuning")))
 
     def _harmonize_pass(self, end: float) -> None:
         """Harmonize the pass ending at ``end``; its chords go out from the Beat at ``end`` on."""

@@ -4,6 +4,11 @@ For each beat it picks the diatonic triad (or seventh) that best covers the melo
 that beat, in a key that is set or detected from what was played, voices it below the melody
 with the least movement, and holds it until the next chord or a silence. It is the live
 fallback and the baseline the learned harmonizer is measured against.
+
+With a ``tuning`` whose scale has fewer than 12 degrees (a pentatonic, a kora or balafon
+scale) the chords are that scale's own: every other scale step stacked on each degree, on the
+keys the tuning maps its degrees to, with its first degree as the tonic. A 12-note temperament
+only changes how the notes sound (at the output), so the key's diatonic chords stay.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import mido
 
 from core.engine import Engine, Param
 from core.events import Beat, EngineInput, EngineOutput, NoteOff, NoteOn, Send
+from core.tuning import load_tuning, preset_names
 from engines.rule.theory import NOTE_NAMES, DiatonicChord, Key, KeyFinder, choose_chord, parse_key, voice_chord
 
 __all__ = ["RuleHarmonizer"]
@@ -36,12 +42,15 @@ class RuleHarmonizer(Engine):
         Param("velocity", "int", 72, 1, 127, doc="Chord velocity"),
         Param("release_beats", "float", 1.0, 0.25, 8.0, unit="beats",
               doc="Silence after which the chord is released"),
+        Param("tuning", "choice", "off", choices=("off", *preset_names()),
+              doc="Scale whose own chords to play (a preset of docs/tunings.md), or off for the key's"),
     )
     latency_beats = 0.0
 
     def __init__(self) -> None:
         super().__init__()
         self.key_finder = KeyFinder()
+        self._scales: dict[str, tuple[int, ...] | None] = {}
         self.reset()
 
     def reset(self) -> None:
@@ -52,6 +61,22 @@ class RuleHarmonizer(Engine):
         self.decided_beat = -math.inf
         self.last_activity_beats = -math.inf
         self.key_finder.reset()
+
+    @property
+    def scale(self) -> tuple[int, ...] | None:
+        """The tuning's scale as pitch classes from its first degree, or None (the key decides)."""
+        name = self.param("tuning")
+        if name == "off":
+            return None
+        if name not in self._scales:
+            tuning = load_tuning(name)
+            classes = tuning.pitch_classes()
+            if classes is None or len(classes) >= 12:
+                self._scales[name] = None
+            else:
+                tonic = tuning.mapping.middle_key % 12
+                self._scales[name] = tuple(sorted(classes, key=lambda pc: (pc - tonic) % 12))
+        return self._scales[name]
 
     @property
     def key(self) -> Key:
@@ -83,7 +108,12 @@ class RuleHarmonizer(Engine):
         if beat_index > self.decided_beat or not self.sounding or not event.playing:
             weights = {p % 12: 1.0 for p in self.held}
             weights[event.pitch % 12] = 2.0
-            self.chord = choose_chord(weights, self.key, self.chord, self.param("sevenths"))
+            scale = self.scale
+            if scale is not None:
+                weights = {pc: w for pc, w in weights.items() if pc in scale}
+                if self.chord is not None and not set(self.chord.pitch_classes) <= set(scale):
+                    self.chord = None  # the tuning changed: no progression from the old scale
+            self.chord = choose_chord(weights, self.key, self.chord, self.param("sevenths"), scale)
             self.decided_beat = beat_index
         elif self.sounding and max(self.sounding) < top:
             return ()  # same beat, the chord already sits below the melody

@@ -19,6 +19,7 @@ __all__ = [
     "KeyFinder",
     "DiatonicChord",
     "diatonic_chords",
+    "scale_chords",
     "choose_chord",
     "voice_chord",
 ]
@@ -102,6 +103,8 @@ class DiatonicChord:
     pitch_classes: tuple[int, ...]  # root first
 
     def label(self) -> str:
+        if len(self.pitch_classes) < 3:
+            return "-".join(NOTE_NAMES[pc] for pc in self.pitch_classes)
         third = (self.pitch_classes[1] - self.root) % 12
         fifth = (self.pitch_classes[2] - self.root) % 12
         quality = {(4, 7): "", (3, 7): "m", (3, 6): "dim", (4, 8): "aug"}.get((third, fifth), "?")
@@ -122,6 +125,21 @@ def diatonic_chords(key: Key, sevenths: bool = False) -> list[DiatonicChord]:
     return chords
 
 
+def scale_chords(scale: tuple[int, ...], sevenths: bool = False) -> list[DiatonicChord]:
+    """Chords of any scale given as pitch classes from its first degree up: on each degree, every
+    other step of the scale stacked (three, or four with ``sevenths``; fewer if the scale has
+    fewer notes), so a pentatonic or an equiheptatonic scale gets chords of its own degrees."""
+    size, count = min(4 if sevenths else 3, len(scale)), len(scale)
+    chords = []
+    for degree in range(count):
+        # a scale of an even number of notes below 2 * size wraps onto itself: then the
+        # remaining steps fill the chord in scale order
+        stacked = [scale[(degree + 2 * i) % count] for i in range(count)]
+        stacked += [scale[(degree + i) % count] for i in range(count)]
+        chords.append(DiatonicChord(degree, scale[degree], tuple(dict.fromkeys(stacked))[:size]))
+    return chords
+
+
 # How likely each degree is a priori (tonic, subdominant and dominant functions first).
 _DEGREE_PRIOR = (0.6, 0.15, 0.2, 0.4, 0.5, 0.3, 0.05)
 # Preferred root motions: (from_degree, to_degree) -> bonus.
@@ -134,13 +152,17 @@ def choose_chord(
     key: Key,
     previous: DiatonicChord | None,
     sevenths: bool = False,
+    scale: tuple[int, ...] | None = None,
 ) -> DiatonicChord:
-    """Pick the diatonic chord that best covers the weighted melody pitch classes
-    (``{pitch_class: weight}``), preferring strong functions and smooth progressions."""
+    """Pick the chord that best covers the weighted melody pitch classes (``{pitch_class:
+    weight}``), preferring strong functions and smooth progressions: a diatonic chord of ``key``,
+    or with ``scale`` (pitch classes from its first degree) one of ``scale_chords``, where only
+    the first degree is preferred, since functional harmony is not that scale's own theory."""
     best: DiatonicChord | None = None
     best_score = -np.inf
-    for chord in diatonic_chords(key, sevenths):
-        score = _DEGREE_PRIOR[chord.degree]
+    diatonic = scale is None
+    for chord in diatonic_chords(key, sevenths) if diatonic else scale_chords(scale, sevenths):
+        score = _DEGREE_PRIOR[chord.degree] if diatonic else (0.6 if chord.degree == 0 else 0.3)
         for pc, weight in melody.items():
             if pc in chord.pitch_classes:
                 # Root and third of the chord under the melody sound most stable.
@@ -150,7 +172,7 @@ def choose_chord(
         if previous is not None:
             if previous.degree == chord.degree:
                 score += 0.1
-            score += _MOTION_BONUS.get((previous.degree, chord.degree), 0.0)
+            score += _MOTION_BONUS.get((previous.degree, chord.degree), 0.0) if diatonic else 0.0
         if score > best_score:
             best, best_score = chord, score
     if best is None:

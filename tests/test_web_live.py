@@ -14,7 +14,8 @@ from bridge.web.live import _clip_plan, _Lane, _state, chord_name, plan_by_beat
 @pytest.mark.parametrize("pitches, name", [
     ([], ""), ([60], "C"), ([60, 64, 67], "C"), ([57, 60, 64, 67], "Am7"), ([64, 67, 72], "C/E"),
     ([62, 65, 69, 72], "Dm7"), ([55, 59, 62, 65], "G7"), ([59, 62, 65], "Bdim"), ([60, 65, 67], "Csus4"),
-    ([40, 47, 52], "E5"), ([40, 59, 64, 66, 71], "Esus2"), ([59, 67, 62, 65], "G7/B"), ([60, 61, 62], "C C# D"), ([60, 63, 65, 66, 68, 69], "6 notes"),
+    ([40, 47, 52], "E5"), ([40, 59, 64, 66, 71], "Esus2"), ([59, 67, 62, 65], "G7/B"),
+    ([60, 61, 62], "C C# D"), ([60, 63, 65, 66, 68, 69], "6 notes"),
 ])
 def test_chords_are_named_from_their_notes(pitches: list[int], name: str):
     assert chord_name(pitches) == name

@@ -68,6 +68,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "note of that hand; free: right hand 48..108, left 21..72",
     )
     p.add_argument(
+        "--grid", choices=("prompt", "free"), default="prompt",
+        help="prompt (default): new notes start and end on the prompt's rhythmic grid (16ths, eighth "
+        "triplets or both) when 95%% of its note times keep one; free: any 1/12-beat step",
+    )
+    p.add_argument(
         "--key-bias", type=float, default=0.0,
         help="soft key: subtract this from the logit of every note outside the prompt's key "
         "(0 = off, the default; --key sets a hard scale instead)",
@@ -195,7 +200,7 @@ def continue_file(args: argparse.Namespace, model, source_path: Path, output: Pa
     started = time.perf_counter()
     generated = continue_notes(
         model, notes, bar_steps, args.bars, config, args.context_bars, styles.index(args.style), va,
-        register=args.register,
+        register=args.register, grid=args.grid,
     )
     elapsed = time.perf_counter() - started
     with atomic_output(output) as temporary:

@@ -59,6 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--top-p", type=float, help="nucleus mass (default: as `continue`)")
     parser.add_argument("--key-bias", type=float, help="soft key penalty (default: as `continue`)")
     parser.add_argument("--register", choices=("prompt", "free"), help="hand ranges (default: as `continue`)")
+    parser.add_argument("--grid", choices=("prompt", "free"), help="rhythmic grid (default: as `continue`)")
     parser.add_argument("--datasets", type=Path, help="folder holding pop909/ (default $SCOREBRIDGE_DATASETS, "
                         "else ../shared/datasets beside the clone); read once, when nothing is cached")
     parser.add_argument("--cache", type=Path, help="cache folder (default: the user cache's continuation/)")
@@ -130,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     progress = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     paths = {name: _model_path(name) for name in (args.models or DEFAULT_MODELS)}
     decoding = ev.Decoding()
-    for option in ("temperature", "top_p", "key_bias", "register"):
+    for option in ("temperature", "top_p", "key_bias", "register", "grid"):
         if getattr(args, option) is not None:
             decoding = replace(decoding, **{option: getattr(args, option)})
     started = time.perf_counter()

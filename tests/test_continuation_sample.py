@@ -283,3 +283,39 @@ def test_key_penalty_lowers_only_note_ons_outside_the_key() -> None:
             tokens = generate(RandomLogitsModel(seed), prompt, 2, SamplingConfig(seed=seed, key_bias=bias)).tokens
             played[bias > 0] += sum(n.pitch % 12 not in {0, 2, 4, 5, 7, 9, 11} for n in tk.decode(tokens)[0])
     assert played[True] < played[False] / 4, played
+
+
+def _times_in_bar(tokens: list[int], bar_steps: int) -> set[int]:
+    """Steps into the bar of every NOTE_ON and NOTE_OFF of generated tokens (bar lines at 0)."""
+    now, times = 0, set()
+    for token in tokens:
+        if tk.is_shift(token):
+            now += tk.shift_steps(token)
+        elif tk.is_note(token):
+            times.add(now % bar_steps)
+    return times
+
+
+def test_prompt_grid_keeps_a_straight_or_triplet_prompt_on_its_grid() -> None:
+    from engines.continuation.sample import prompt_grid
+
+    straight = [tk.NoteEvent(3 * i, tk.RIGHT, 60 + i % 5, 3, 80) for i in range(32)]  # 16ths, 2 bars
+    triplets = [tk.NoteEvent(4 * i, tk.LEFT, 48 + i % 3, 4, 80) for i in range(24)]  # eighth triplets
+    swung = straight[::2] + triplets[1::3]  # eighths and triplet upbeats: only the union holds them
+    played = [tk.NoteEvent(i * 5 + i % 2, tk.RIGHT, 60, 2, 80) for i in range(16)]  # played timing
+    grids = {}
+    for name, notes in (("straight", straight), ("triplets", triplets), ("swung", swung), ("played", played)):
+        grids[name] = prompt_grid([tk.SOS, *tk.encode(notes, [0, 48])], SamplingConfig(seed=1)).time_grid
+    assert grids["straight"] == frozenset(range(0, 48, 3)) and grids["triplets"] == frozenset(range(0, 48, 4))
+    assert grids["swung"] == frozenset(range(0, 48, 3)) | frozenset(range(0, 48, 4))
+    assert grids["played"] is None  # no grid holds 95 % of its onsets: any step
+    for seed in range(3):
+        for name in ("straight", "triplets"):
+            config = SamplingConfig(seed=seed, time_grid=grids[name])
+            prompt = [tk.SOS, *tk.encode(straight if name == "straight" else triplets, [0, 48])]
+            tokens = generate(RandomLogitsModel(seed), prompt, 2, config).tokens
+            _check(tokens, config)
+            assert _times_in_bar(tokens, 48) <= grids[name], (name, seed)
+        free = generate(RandomLogitsModel(seed), [tk.SOS, *tk.encode(straight, [0, 48])], 2,
+                        SamplingConfig(seed=seed)).tokens
+        assert not _times_in_bar(free, 48) <= grids["straight"]  # without the grid the fake model strays

@@ -31,7 +31,16 @@ from core.tuning import preset_names, preset_pitch_classes
 from .live import NoteStream, PlayerHistory
 from .offline import prompt_tokens
 from .runtime import DEFAULT_MODEL, PLAIN_MODEL, ContinuationModel
-from .sample import MODE_STEER, REGISTERS, SamplingConfig, Stream, prompt_register, scale_pitch_classes
+from .sample import (
+    GRIDS,
+    MODE_STEER,
+    REGISTERS,
+    SamplingConfig,
+    Stream,
+    prompt_grid,
+    prompt_register,
+    scale_pitch_classes,
+)
 from .tokens import LEFT, STEPS_PER_QUARTER
 
 __all__ = ["ContinuationEngine"]
@@ -81,6 +90,10 @@ class ContinuationEngine(Engine):
         Param(
             "register", "choice", "prompt", choices=REGISTERS,
             doc="prompt: each hand within 5 semitones of the player's range in that hand; free: any",
+        ),
+        Param(
+            "grid", "choice", "prompt", choices=GRIDS,
+            doc="prompt: notes on the player's rhythmic grid (16ths, triplets) if the prompt keeps one; free: any",
         ),
         Param("beats_per_bar", "int", 4, 1, 12, unit="beats"),
         Param(
@@ -224,6 +237,8 @@ class ContinuationEngine(Engine):
         config = self._config(bar_steps)
         if self.param("register") == "prompt":
             config = prompt_register(prompt, config)
+        if self.param("grid") == "prompt":
+            config = prompt_grid(prompt, config)
         styles = self.model.card.get("styles", list(_STYLES))
         style = styles.index(self.param("style")) if self.param("style") in styles else 0
         if self.param("va_source") == "music":  # the player's own valence/arousal, as in training

@@ -345,6 +345,7 @@ class Decoding:
     top_p: float = 0.95
     key_bias: float = 0.0
     register: str = "prompt"
+    grid: str = "prompt"
 
 
 def _continue_chunk(model_path: str, decoding: Decoding, bars: int, work: list[tuple[int, Prompt, int]]
@@ -363,7 +364,7 @@ def _continue_chunk(model_path: str, decoding: Decoding, bars: int, work: list[t
                                 key_bias=decoding.key_bias)
         started = time.perf_counter()
         notes = continue_notes(model, prompt.notes, prompt.bar_steps, bars, config, prompt.bars, style,
-                               register=decoding.register)
+                               register=decoding.register, grid=decoding.grid)
         elapsed = time.perf_counter() - started
         done.append((index, [NoteEvent(n.onset_steps - prompt.end_steps, n.hand, n.pitch, n.duration_steps, n.velocity)
                              for n in notes], elapsed))

@@ -23,7 +23,7 @@ from core.midifile import FileNote, read_notes
 
 from .affect import token_steps, token_va, valence_arousal
 from .runtime import ContinuationModel
-from .sample import REGISTERS, SamplingConfig, generate, prompt_register
+from .sample import GRIDS, REGISTERS, SamplingConfig, generate, prompt_grid, prompt_register
 from .tokens import (
     LEFT,
     RIGHT,
@@ -226,6 +226,7 @@ def continue_notes(
     va: VaSetting = None,
     prompt_labels: str = "target",
     register: str = "free",
+    grid: str = "free",
 ) -> list[NoteEvent]:
     """The generated notes, in the input's time, starting at the bar line after its last note.
 
@@ -235,14 +236,19 @@ def continue_notes(
     the live engine does); "announce" = its own labels moving toward ``va`` over the last
     labelling window, as training labels look at music that turns (``announce_labels``); "own" =
     the music's own labels up to the end. ``register``: "prompt" = each hand near the prompt's
-    register (``sample.prompt_register``), "free" = ``config``'s ranges."""
+    register (``sample.prompt_register``), "free" = ``config``'s ranges. ``grid``: "prompt" = new
+    notes start and end on the prompt's rhythmic grid (``sample.prompt_grid``), "free" = any step."""
     if prompt_labels not in PROMPT_LABELS:
         raise ValueError(f"prompt_labels must be one of {PROMPT_LABELS}, got {prompt_labels!r}")
     if register not in REGISTERS:
         raise ValueError(f"register must be one of {REGISTERS}, got {register!r}")
     prompt, prompt_end, labels = prompt_tokens(notes, bar_steps, context_bars, model.valence_lead)
+    if grid not in GRIDS:
+        raise ValueError(f"grid must be one of {GRIDS}, got {grid!r}")
     if register == "prompt":
         config = prompt_register(prompt, config)
+    if grid == "prompt":
+        config = prompt_grid(prompt, replace(config, bar_steps=bar_steps))
     if va is None:
         setting, prompt_va = (float(labels[-1, 0]), float(labels[-1, 1])), labels
         config = replace(config, mode_steer=0.0)  # steering follows a valence the user asks for

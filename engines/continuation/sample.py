@@ -51,6 +51,7 @@ from .tokens import (
 __all__ = [
     "MODE_STEER",
     "REGISTERS",
+    "GRIDS",
     "REGISTER_MARGIN",
     "SCALES",
     "Generation",
@@ -60,6 +61,7 @@ __all__ = [
     "generate",
     "key_penalty",
     "mode_pairs",
+    "prompt_grid",
     "prompt_register",
     "sample_token",
     "scale_pitch_classes",
@@ -97,6 +99,7 @@ class SamplingConfig:
     bar_steps: int = 48
     mode_steer: float = 0.0
     key_bias: float = 0.0
+    time_grid: frozenset[int] | None = None  # steps into the bar where time may stop; None = any
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -173,6 +176,7 @@ class _Masker:
             slice(b + NUM_PITCHES, b + 2 * NUM_PITCHES) for b in (NOTE_BASE, NOTE_BASE + 2 * NUM_PITCHES)
         ]
         self.shift_limit = VOCAB_SIZE - SHIFT_BASE
+        self.grid = np.array(sorted(config.time_grid or ()), dtype=np.int64)
 
     def __call__(self, state: _State) -> np.ndarray:
         """True where a token is allowed next."""
@@ -199,7 +203,15 @@ class _Masker:
             allowed[VELOCITY_BASE:SHIFT_BASE] = True  # a velocity must lead to a NOTE_ON
         longest = state.now_steps - int(state.onsets[held].min()) if held.any() else 0
         room = min(config.max_note_steps - longest, to_bar_line if to_bar_line > 0 else config.bar_steps)
-        allowed[SHIFT_BASE : SHIFT_BASE + max(0, min(room, self.shift_limit))] = True
+        room = max(0, min(room, self.shift_limit))
+        shifts = allowed[SHIFT_BASE : SHIFT_BASE + room]
+        shifts[:] = True
+        if config.time_grid is not None and room:
+            position = (config.bar_steps - to_bar_line) % config.bar_steps
+            landing = (position + np.arange(1, room + 1)) % config.bar_steps
+            on_grid = np.isin(landing, self.grid)
+            if on_grid.any():  # else (a note must end off the grid) any shift within the room
+                shifts[:] = on_grid
         return allowed
 
 
@@ -234,6 +246,10 @@ def steer_mode(logits: np.ndarray, pairs: tuple[np.ndarray, np.ndarray], shift: 
 
 REGISTERS = ("prompt", "free")  # the engine's and `scorebridge continue`'s choice; prompt is the default
 REGISTER_MARGIN = 5  # semitones each hand may go past the prompt's lowest and highest note
+GRIDS = ("prompt", "free")  # the engine's and `scorebridge continue`'s choice; prompt is the default
+# Candidate onset grids in grid steps (1/12 beat): 16ths, then eighth triplets, then both.
+GRID_CANDIDATES: tuple[tuple[int, ...], ...] = ((3,), (4,), (3, 4))
+GRID_COVER = 0.95  # share of the prompt's note times a grid must hold to be the prompt's
 
 
 def key_penalty(tonic: int, major: bool, strength: float) -> np.ndarray:
@@ -265,6 +281,30 @@ def prompt_register(
             ranges[hand] = (max(LOW_PITCH, int(played.min()) - margin),
                             min(LOW_PITCH + NUM_PITCHES - 1, int(played.max()) + margin))
     return replace(config, right_range=ranges[RIGHT], left_range=ranges[LEFT])
+
+
+def prompt_grid(prompt: Sequence[int], config: SamplingConfig, cover: float = GRID_COVER) -> SamplingConfig:
+    """``config`` with ``time_grid`` set to the prompt's rhythmic grid: the first of 16ths, eighth
+    triplets or their union (``GRID_CANDIDATES``) that holds ``cover`` of the prompt's onsets,
+    measured from its bar lines; unchanged (any step) when none does, as in played timing, or
+    with fewer than 8 onsets. New notes then start and end on the grid (note ends are not
+    measured: sources often leave them unquantized): straight stays straight, a shuffle stays a
+    shuffle."""
+    state, times = _State(), []
+    for token in prompt:
+        token = int(token)
+        if NOTE_BASE <= token < VELOCITY_BASE and state.first_bar_steps is not None:
+            if (token - NOTE_BASE) // NUM_PITCHES % 2 == NOTE_ON:
+                times.append((state.now_steps - state.first_bar_steps) % config.bar_steps)
+        state.advance(token)
+    if len(times) < 8:
+        return config
+    times_array = np.array(times)
+    for divisors in GRID_CANDIDATES:
+        if np.mean(np.any([times_array % d == 0 for d in divisors], axis=0)) >= cover:
+            grid = frozenset(p for p in range(config.bar_steps) if any(p % d == 0 for d in divisors))
+            return replace(config, time_grid=grid)
+    return config
 
 
 def sample_token(

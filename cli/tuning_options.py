@@ -15,7 +15,7 @@ def add_tuning_options(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--tuning", metavar="FILE.scl|PRESET",
                         help="play in this scale and tuning: a Scala .scl file or a preset ("
-                        + ", ".join(preset_names()) + "); the notes are kept to its degrees (docs/tunings.md)")
+                        + ", ".join(preset_names()) + "); the notes are kept to its degrees (docs/tuning.md)")
     parser.add_argument("--kbm", type=Path, metavar="FILE.kbm",
                         help="Scala keyboard mapping for --tuning (default: each degree on its nearest 12-TET key)")
     parser.add_argument("--tuning-output", choices=("mts", "mpe", "none"),

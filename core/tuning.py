@@ -6,7 +6,7 @@ It answers the frequency of every MIDI key (None for a key the mapping leaves ou
 keys, as pitch classes, belong to the scale, which is what the engines restrict themselves to.
 
 The parser follows the Scala file format pages (huygens-fokker.org/scala/scl_format.html and
-help.htm#mappings) strictly: every error names the file and the line. docs/tunings.md says why
+help.htm#mappings) strictly: every error names the file and the line. docs/tuning.md says why
 this is a small parser of our own and not a library.
 """
 

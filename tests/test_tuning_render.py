@@ -1,6 +1,6 @@
 """Retuned output measured: ``harmonize`` and ``continue`` write files in a non-12-TET tuning,
 FluidSynth renders each of their notes in isolation with the file's own tuning messages, and the
-FFT peak of every note is compared with the Scala file's value (docs/tunings.md).
+FFT peak of every note is compared with the Scala file's value (docs/tuning.md).
 
 The font's own samples are off 12-TET by up to about 7 cents on some keys (a property of the
 synth, not of the MIDI), so each key is also rendered untuned in the same way and its error is

@@ -86,7 +86,7 @@ class ContinuationEngine(Engine):
         ),
         Param("key", "choice", "off", choices=_KEYS, doc="Restrict notes to a key's scale (off = any)"),
         Param("tuning", "choice", "off", choices=("off", *preset_names()),
-              doc="Restrict notes to this scale's degrees (a preset of docs/tunings.md; off = any)"),
+              doc="Restrict notes to this scale's degrees (a preset of docs/tuning.md; off = any)"),
         Param(
             "register", "choice", "prompt", choices=REGISTERS,
             doc="prompt: each hand within 5 semitones of the player's range in that hand; free: any",

@@ -99,7 +99,7 @@ def _params() -> tuple[Param, ...]:
         Param("clip_bars", "int", 4, 0, 64, unit="bars", doc="Loop length (0: from transport start to stop)"),
         Param("clip_folder", "text", "~/scorebridge-clips", unit="folder", doc="Where captured loops are saved"),
         Param("tuning", "choice", "off", choices=("off", *preset_names()),
-              doc="Only chords made of this scale's degrees (a preset of docs/tunings.md), or off"),
+              doc="Only chords made of this scale's degrees (a preset of docs/tuning.md), or off"),
     )
 
 

@@ -43,7 +43,7 @@ class RuleHarmonizer(Engine):
         Param("release_beats", "float", 1.0, 0.25, 8.0, unit="beats",
               doc="Silence after which the chord is released"),
         Param("tuning", "choice", "off", choices=("off", *preset_names()),
-              doc="Scale whose own chords to play (a preset of docs/tunings.md), or off for the key's"),
+              doc="Scale whose own chords to play (a preset of docs/tuning.md), or off for the key's"),
     )
     latency_beats = 0.0
 

@@ -7,6 +7,7 @@ import contextlib
 from pathlib import Path
 
 from cli.batch import add_batch_arguments, is_batch_input
+from cli.tuning_options import add_tuning_options, retune_written, tuning_from_args
 from core.errors import ConfigError
 
 __all__ = ["register"]
@@ -59,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     apply.add_argument("--lane-step", type=float, default=0.25, metavar="BEATS",
                        help="lane resolution (0.25)")
     apply.add_argument("--cc-floor", type=int, default=32, help="CC value at -1 (default 32; +1 is 127)")
+    add_tuning_options(apply)
     apply.set_defaults(run=_apply)
 
 
@@ -193,11 +195,20 @@ def _apply(args: argparse.Namespace) -> int:
     from engines.va.apply import ApplySettings, apply_file
 
     _check_output(args.output)
+    tuning, tuning_output = tuning_from_args(args)
     settings = ApplySettings(offset_s=args.offset_s, velocity_depth=args.velocity_depth,
                              lanes=_lanes(args.lane, args.no_lanes), lane_step_beats=args.lane_step,
                              cc_floor=args.cc_floor, tempo_map=args.tempo_map, tempo_depth=args.tempo_depth)
     settings.check()
-    report = apply_file(args.score, read_curve(args.curve), args.output, settings)
+    curve = read_curve(args.curve)
+    if tuning is None:
+        report = apply_file(args.score, curve, args.output, settings)
+    else:
+        from core.atomic import atomic_output
+
+        with atomic_output(args.output) as temporary:
+            report = apply_file(args.score, curve, temporary, settings)
+            retune_written(temporary, tuning, tuning_output)
     print(f"wrote {args.output}: {report.notes} notes (mean velocity {report.mean_velocity_before:.1f} -> "
           f"{report.mean_velocity_after:.1f}), {report.lane_events} CC events on channels "
           f"{[c + 1 for c in report.channels]} ({report.replaced_events} replaced), "

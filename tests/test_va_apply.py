@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import mido
@@ -197,3 +198,26 @@ def test_rendered_audio_gets_louder_where_the_video_excites(files):
     first, second = halves(out)
     assert abs(20 * np.log10(plain_second / plain_first)) < 1.0  # the source is even
     assert 20 * np.log10(second / first) > 10.0  # velocity x2 and CC11 32 -> 127
+
+
+def test_cli_retunes_the_automated_score(files):
+    folder, score, curve = files
+    plain, tuned = folder / "plain.mid", folder / "tuned.mid"
+    assert _cli(score, curve, "-o", plain).returncode == 0
+    run = _cli(score, curve, "-o", tuned, "--tuning", "mande_balafon", "--tuning-output", "mts")
+    assert run.returncode == 0, run.stderr
+
+    def notes_and_controls(path):
+        messages = list(mido.merge_tracks(mido.MidiFile(path).tracks))
+        return ([(m.type, m.note, m.velocity) for m in messages if m.type in ("note_on", "note_off")],
+                [m for m in messages if m.type == "sysex"],
+                sorted((m.channel, m.control, m.value) for m in messages if m.type == "control_change"))
+
+    plain_notes, plain_sysex, plain_cc = notes_and_controls(plain)
+    tuned_notes, tuned_sysex, tuned_cc = notes_and_controls(tuned)
+    assert not plain_sysex and tuned_sysex  # MIDI Tuning Standard single-note tuning changes
+    assert all(m.data[:1] == (0x7F,) and m.data[2:4] == (0x08, 0x02) for m in tuned_sysex)
+    assert len(tuned_notes) == len(plain_notes)
+    assert not Counter(plain_cc) - Counter(tuned_cc)  # every automation event is kept (tuning adds RPNs)
+    bad = _cli(score, curve, "-o", folder / "bad.mid", "--tuning", "no-such-tuning")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and not (folder / "bad.mid").exists()

@@ -73,6 +73,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "triplets or both) when 95%% of its note times keep one; free: any 1/12-beat step",
     )
     p.add_argument(
+        "--pattern-bias", type=float, default=0.0,
+        help="soft rhythm: subtract this from the logit of a hand's note at a step of the bar where that "
+        "hand struck nothing in the prompt (0 = off)",
+    )
+    p.add_argument(
+        "--motif-bias", type=float, default=0.0,
+        help="soft motif echo: add this to the logit of a right-hand note that continues one of the "
+        "prompt's melodic interval patterns at a new onset (0 = off)",
+    )
+    p.add_argument(
         "--key-bias", type=float, default=0.0,
         help="soft key: subtract this from the logit of every note outside the prompt's key "
         "(0 = off, the default; --key sets a hard scale instead)",
@@ -103,6 +113,9 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--mode-steer {args.mode_steer}: must be in 0..8")
     if not 0 <= args.key_bias <= 8:
         raise ConfigError(f"--key-bias {args.key_bias}: must be in 0..8")
+    for option in ("pattern_bias", "motif_bias"):
+        if not 0 <= getattr(args, option) <= 8:
+            raise ConfigError(f"--{option.replace('_', '-')} {getattr(args, option)}: must be in 0..8")
     check_affect_options(args)
     if args.key != "off" and args.key.removesuffix("m") not in _NAMES:
         raise ConfigError(f"--key {args.key!r}: use one of {', '.join(_NAMES)} (add m for minor) or off")
@@ -196,6 +209,8 @@ def continue_file(args: argparse.Namespace, model, source_path: Path, output: Pa
         pitch_classes=classes,
         mode_steer=args.mode_steer,
         key_bias=args.key_bias,
+        pattern_bias=args.pattern_bias,
+        motif_bias=args.motif_bias,
     )
     started = time.perf_counter()
     generated = continue_notes(

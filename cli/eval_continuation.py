@@ -58,6 +58,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--temperature", type=float, help="sampling temperature (default: as `continue`)")
     parser.add_argument("--top-p", type=float, help="nucleus mass (default: as `continue`)")
     parser.add_argument("--key-bias", type=float, help="soft key penalty (default: as `continue`)")
+    parser.add_argument("--pattern-bias", type=float, help="soft rhythm penalty (default: as `continue`)")
+    parser.add_argument("--motif-bias", type=float, help="soft motif echo (default: as `continue`)")
     parser.add_argument("--register", choices=("prompt", "free"), help="hand ranges (default: as `continue`)")
     parser.add_argument("--grid", choices=("prompt", "free"), help="rhythmic grid (default: as `continue`)")
     parser.add_argument("--datasets", type=Path, help="folder holding pop909/ (default $SCOREBRIDGE_DATASETS, "
@@ -94,8 +96,10 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--temperature {args.temperature}: must be in 0.05..3")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise ConfigError(f"--top-p {args.top_p}: must be in (0, 1]")
-    if args.key_bias is not None and not 0 <= args.key_bias <= 8:
-        raise ConfigError(f"--key-bias {args.key_bias}: must be in 0..8")
+    for option in ("key_bias", "pattern_bias", "motif_bias"):
+        value = getattr(args, option)
+        if value is not None and not 0 <= value <= 8:
+            raise ConfigError(f"--{option.replace('_', '-')} {value}: must be in 0..8")
 
 
 def _table(report: dict, groups: tuple[str, ...] = ("all", "pop", "classical")) -> str:
@@ -131,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     progress = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     paths = {name: _model_path(name) for name in (args.models or DEFAULT_MODELS)}
     decoding = ev.Decoding()
-    for option in ("temperature", "top_p", "key_bias", "register", "grid"):
+    for option in ("temperature", "top_p", "key_bias", "pattern_bias", "motif_bias", "register", "grid"):
         if getattr(args, option) is not None:
             decoding = replace(decoding, **{option: getattr(args, option)})
     started = time.perf_counter()

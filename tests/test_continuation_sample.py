@@ -319,3 +319,35 @@ def test_prompt_grid_keeps_a_straight_or_triplet_prompt_on_its_grid() -> None:
         free = generate(RandomLogitsModel(seed), [tk.SOS, *tk.encode(straight, [0, 48])], 2,
                         SamplingConfig(seed=seed)).tokens
         assert not _times_in_bar(free, 48) <= grids["straight"]  # without the grid the fake model strays
+
+
+def test_pattern_bias_keeps_each_hands_rhythm() -> None:
+    from engines.continuation.sample import Stream, pattern_penalties, prompt_onsets
+
+    bass = [tk.NoteEvent(24 * i, tk.LEFT, 40, 12, 80) for i in range(4)]  # beats 1 and 3
+    tune = [tk.NoteEvent(6 * i, tk.RIGHT, 72, 6, 80) for i in range(16)]  # eighths
+    prompt = [tk.SOS, *tk.encode(sorted(bass + tune), [0, 48])]
+    assert prompt_onsets(prompt, 48) == (frozenset(range(0, 48, 6)), frozenset({0, 24}))
+    penalties = pattern_penalties(prompt, SamplingConfig(pattern_bias=2.0))
+    left_on, right_on = tk.note_token(tk.LEFT, tk.NOTE_ON, 40), tk.note_token(tk.RIGHT, tk.NOTE_ON, 72)
+    assert 0 not in penalties and penalties[6][left_on] == -2.0 and penalties[6][right_on] == 0.0
+    assert penalties[3][right_on] == penalties[3][left_on] == -2.0
+    stream = Stream(RandomLogitsModel(0), prompt, 2, SamplingConfig(seed=0, pattern_bias=2.0))
+    assert stream.state.now_steps % 48 == 0  # on the bar line: both hands struck here in the prompt
+    assert np.array_equal(stream._scores(), stream.logits)
+    stream.state.advance(tk.SHIFT_BASE + 2)  # three steps in: neither hand struck there
+    moved = stream._scores() - stream.logits
+    assert moved[left_on] == moved[right_on] == pytest.approx(-2.0) and np.count_nonzero(moved) == 2 * 88
+
+
+def test_motif_bias_echoes_the_prompts_melodic_steps() -> None:
+    tune = [tk.NoteEvent(12 * i, tk.RIGHT, p, 12, 80) for i, p in enumerate([60, 62, 64, 60] * 2)]
+    prompt = [tk.SOS, *tk.encode(tune, [0, 48])]
+    echoes = {0.0: 0, 8.0: 0}
+    for seed in range(12):
+        for bias in echoes:
+            tokens = generate(RandomLogitsModel(seed), prompt, 2, SamplingConfig(seed=seed, motif_bias=bias,
+                                                                                  max_polyphony=1)).tokens
+            line = [n.pitch for n in sorted(tk.decode(tokens)[0]) if n.hand == tk.RIGHT]
+            echoes[bias] += sum(b - a in (2, -4) for a, b in itertools.pairwise(line))  # the prompt's steps
+    assert echoes[8.0] >= 3 * max(1, echoes[0.0]) + 3, echoes

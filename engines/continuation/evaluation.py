@@ -344,6 +344,8 @@ class Decoding:
     temperature: float = 1.0
     top_p: float = 0.95
     key_bias: float = 0.0
+    pattern_bias: float = 0.0
+    motif_bias: float = 0.0
     register: str = "prompt"
     grid: str = "prompt"
 
@@ -361,7 +363,8 @@ def _continue_chunk(model_path: str, decoding: Decoding, bars: int, work: list[t
     done = []
     for index, prompt, seed in work:
         config = SamplingConfig(temperature=decoding.temperature, top_p=decoding.top_p, seed=seed,
-                                key_bias=decoding.key_bias)
+                                key_bias=decoding.key_bias, pattern_bias=decoding.pattern_bias,
+                                motif_bias=decoding.motif_bias)
         started = time.perf_counter()
         notes = continue_notes(model, prompt.notes, prompt.bar_steps, bars, config, prompt.bars, style,
                                register=decoding.register, grid=decoding.grid)

@@ -34,6 +34,7 @@ from .modal import MAJOR_TO_MINOR, window_key
 from .runtime import ContinuationModel
 from .tokens import (
     BAR,
+    HIGH_PITCH,
     LEFT,
     LOW_PITCH,
     NOTE_BASE,
@@ -61,7 +62,9 @@ __all__ = [
     "generate",
     "key_penalty",
     "mode_pairs",
+    "pattern_penalties",
     "prompt_grid",
+    "prompt_onsets",
     "prompt_register",
     "sample_token",
     "scale_pitch_classes",
@@ -100,6 +103,8 @@ class SamplingConfig:
     mode_steer: float = 0.0
     key_bias: float = 0.0
     time_grid: frozenset[int] | None = None  # steps into the bar where time may stop; None = any
+    pattern_bias: float = 0.0
+    motif_bias: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -110,6 +115,9 @@ class SamplingConfig:
             raise ValueError(f"mode_steer must be in [0, 8], got {self.mode_steer}")
         if not 0.0 <= self.key_bias <= 8.0:
             raise ValueError(f"key_bias must be in [0, 8], got {self.key_bias}")
+        for name in ("pattern_bias", "motif_bias"):
+            if not 0.0 <= getattr(self, name) <= 8.0:
+                raise ValueError(f"{name} must be in [0, 8], got {getattr(self, name)}")
         if self.max_polyphony < 1 or self.max_note_steps < 1 or self.bar_steps < 1:
             raise ValueError("max_polyphony, max_note_steps and bar_steps must be >= 1")
         for name, (low, high) in (("right_range", self.right_range), ("left_range", self.left_range)):
@@ -307,6 +315,88 @@ def prompt_grid(prompt: Sequence[int], config: SamplingConfig, cover: float = GR
     return config
 
 
+def prompt_onsets(prompt: Sequence[int], bar_steps: int) -> tuple[frozenset[int], frozenset[int]]:
+    """Steps into the bar (from the prompt's first bar line) where each hand strikes a note."""
+    state, found = _State(), (set(), set())
+    for token in prompt:
+        token = int(token)
+        if NOTE_BASE <= token < VELOCITY_BASE and state.first_bar_steps is not None:
+            index = token - NOTE_BASE
+            if index // NUM_PITCHES % 2 == NOTE_ON:
+                found[index // (2 * NUM_PITCHES)].add((state.now_steps - state.first_bar_steps) % bar_steps)
+        state.advance(token)
+    return frozenset(found[RIGHT]), frozenset(found[LEFT])
+
+
+class _MotifEcho:
+    """The right hand's melodic line (the highest note of each onset) and what the prompt's line
+    does next after each pair and each single interval: the pitches that would echo the prompt's
+    motifs at the next onset."""
+
+    def __init__(self, prompt: Sequence[int]) -> None:
+        self.line: list[int] = []
+        self.top_time, self.top_pitch = -1, -1
+        self.keep = 0  # the whole prompt's line; then only the last onsets
+        state = _State()
+        for token in prompt:
+            state.advance(int(token))
+            self.advance(int(token), state.now_steps)
+        line = self.line + ([self.top_pitch] if self.top_pitch >= 0 else [])
+        steps = np.diff(line).astype(int).tolist()
+        self.after_pair: dict[tuple[int, int], set[int]] = {}
+        self.after_one: dict[int, set[int]] = {}
+        for i in range(len(steps) - 1):
+            self.after_one.setdefault(steps[i], set()).add(steps[i + 1])
+            if i >= 1:
+                self.after_pair.setdefault((steps[i - 1], steps[i]), set()).add(steps[i + 1])
+        self.keep = 4
+
+    def advance(self, token: int, now: int) -> None:
+        if not NOTE_BASE <= token < VELOCITY_BASE:
+            return
+        index = token - NOTE_BASE
+        if index // (2 * NUM_PITCHES) != RIGHT or index // NUM_PITCHES % 2 != NOTE_ON:
+            return
+        pitch = index % NUM_PITCHES + LOW_PITCH
+        if now != self.top_time:
+            if self.top_pitch >= 0:
+                self.line.append(self.top_pitch)
+                if self.keep:
+                    del self.line[:-self.keep]
+            self.top_time, self.top_pitch = now, pitch
+        else:
+            self.top_pitch = max(self.top_pitch, pitch)
+
+    def next_pitches(self, now: int) -> list[int]:
+        """Pitches of a new onset at ``now`` that continue a prompt motif ([] mid-onset or unknown)."""
+        if now == self.top_time or self.top_pitch < 0:
+            return []
+        line = self.line[-2:] + [self.top_pitch]
+        steps = np.diff(line).astype(int).tolist()
+        nexts = self.after_pair.get(tuple(steps[-2:])) if len(steps) >= 2 else None
+        if not nexts and steps:
+            nexts = self.after_one.get(steps[-1])
+        return [self.top_pitch + x for x in sorted(nexts or ()) if LOW_PITCH <= self.top_pitch + x <= HIGH_PITCH]
+
+
+def pattern_penalties(prompt: Sequence[int], config: SamplingConfig) -> dict[int, np.ndarray]:
+    """Step into the bar -> [VOCAB_SIZE] logit offsets: -``pattern_bias`` for a hand's NOTE_ONs at
+    a step where that hand struck nothing in any bar of the prompt (a hand the prompt does not
+    play is free). The continuation then keeps each hand's rhythm (an oom-pah-pah stays one)
+    unless the model is sure, as ``key_bias`` keeps its key; steps needing no penalty are absent."""
+    onsets = prompt_onsets(prompt, config.bar_steps)
+    penalties = {}
+    for step in range(config.bar_steps):
+        penalty = np.zeros(VOCAB_SIZE)
+        for hand in (RIGHT, LEFT):
+            if onsets[hand] and step not in onsets[hand]:
+                start = note_token(hand, NOTE_ON, LOW_PITCH)
+                penalty[start : start + NUM_PITCHES] = -config.pattern_bias
+        if penalty.any():
+            penalties[step] = penalty
+    return penalties
+
+
 def sample_token(
     logits: np.ndarray, allowed: np.ndarray, config: SamplingConfig, rng: np.random.Generator
 ) -> int:
@@ -408,9 +498,24 @@ class Stream:
                 if self.pairs is not None:  # steering picks between the modes' degrees: no penalty there
                     self.key_penalty[np.concatenate(self.pairs)] = 0.0
 
+        self.pattern_penalties: dict[int, np.ndarray] = {}
+        if config.pattern_bias > 0:
+            self.pattern_penalties = pattern_penalties(prompt, config)
+        self.motif = _MotifEcho(prompt) if config.motif_bias > 0 else None
+
     def _scores(self) -> np.ndarray:
-        """The model's logits, less the key penalty, mode-steered at the current valence."""
+        """The model's logits, less the key and pattern penalties, mode-steered at the current valence."""
         logits = self.logits if self.key_penalty is None else self.logits + self.key_penalty
+        if self.pattern_penalties:
+            origin = self.state.first_bar_steps or 0
+            penalty = self.pattern_penalties.get((self.state.now_steps - origin) % self.config.bar_steps)
+            if penalty is not None:
+                logits = logits + penalty
+        if self.motif is not None:
+            pitches = self.motif.next_pitches(self.state.now_steps)
+            if pitches:
+                logits = np.array(logits, dtype=np.float64)
+                logits[[note_token(RIGHT, NOTE_ON, p) for p in pitches]] += self.config.motif_bias
         if self.pairs is None:
             return logits
         return steer_mode(logits, self.pairs, self.config.mode_steer * float(self.va[0]))
@@ -427,6 +532,8 @@ class Stream:
             if token == BAR and state.bars + 1 > self.bars:
                 break
             state.advance(token)
+            if self.motif is not None:
+                self.motif.advance(token, state.now_steps)
             yield token
             if self.va_curve is not None:
                 self.va = self._va_now()

@@ -334,7 +334,8 @@ def test_pattern_bias_keeps_each_hands_rhythm() -> None:
     assert penalties[3][right_on] == penalties[3][left_on] == -2.0
     stream = Stream(RandomLogitsModel(0), prompt, 2, SamplingConfig(seed=0, pattern_bias=2.0))
     assert stream.state.now_steps % 48 == 0  # on the bar line: both hands struck here in the prompt
-    assert np.array_equal(stream._scores(), stream.logits)
+    pulled = stream._scores() - stream.logits  # until each hand strikes, its notes are pulled here
+    assert pulled[left_on] == pulled[right_on] == pytest.approx(1.0) and np.count_nonzero(pulled) == 2 * 88
     stream.state.advance(tk.SHIFT_BASE + 2)  # three steps in: neither hand struck there
     moved = stream._scores() - stream.logits
     assert moved[left_on] == moved[right_on] == pytest.approx(-2.0) and np.count_nonzero(moved) == 2 * 88

@@ -257,6 +257,7 @@ REGISTER_MARGIN = 5  # semitones each hand may go past the prompt's lowest and h
 GRIDS = ("prompt", "free")  # the engine's and `scorebridge continue`'s choice; prompt is the default
 # Candidate onset grids in grid steps (1/12 beat): 16ths, then eighth triplets, then both.
 GRID_CANDIDATES: tuple[tuple[int, ...], ...] = ((3,), (4,), (3, 4))
+PATTERN_PULL = 0.5  # share of pattern_bias a hand's notes gain at a step where it struck in the prompt
 GRID_COVER = 0.95  # share of the prompt's note times a grid must hold to be the prompt's
 
 
@@ -294,19 +295,27 @@ def prompt_register(
 def prompt_grid(prompt: Sequence[int], config: SamplingConfig, cover: float = GRID_COVER) -> SamplingConfig:
     """``config`` with ``time_grid`` set to the prompt's rhythmic grid: the first of 16ths, eighth
     triplets or their union (``GRID_CANDIDATES``) that holds ``cover`` of the prompt's onsets,
-    measured from its bar lines; unchanged (any step) when none does, as in played timing, or
-    with fewer than 8 onsets. New notes then start and end on the grid (note ends are not
-    measured: sources often leave them unquantized): straight stays straight, a shuffle stays a
-    shuffle."""
-    state, times = _State(), []
+    measured from its bar lines; any step when none does, as in played timing (unchanged with
+    fewer than 8 onsets). New notes then start and end on the grid (note ends are not measured:
+    sources often leave them unquantized): straight stays straight, a shuffle stays a shuffle.
+    ``max_note_steps`` becomes the prompt's longest note (at least a beat)."""
+    state, times, longest = _State(), [], 0
     for token in prompt:
         token = int(token)
         if NOTE_BASE <= token < VELOCITY_BASE and state.first_bar_steps is not None:
-            if (token - NOTE_BASE) // NUM_PITCHES % 2 == NOTE_ON:
+            index = token - NOTE_BASE
+            if index // NUM_PITCHES % 2 == NOTE_ON:
                 times.append((state.now_steps - state.first_bar_steps) % config.bar_steps)
+            else:
+                onset = state.onsets[index // (2 * NUM_PITCHES), index % NUM_PITCHES]
+                if onset >= 0:
+                    longest = max(longest, state.now_steps - int(onset))
         state.advance(token)
     if len(times) < 8:
         return config
+    # no note longer than the prompt's longest (at least a beat): a held note must not outlast
+    # the player's own, or the hand fills up and stops striking
+    config = replace(config, max_note_steps=min(config.max_note_steps, max(STEPS_PER_QUARTER, longest)))
     times_array = np.array(times)
     for divisors in GRID_CANDIDATES:
         if np.mean(np.any([times_array % d == 0 for d in divisors], axis=0)) >= cover:
@@ -383,7 +392,9 @@ def pattern_penalties(prompt: Sequence[int], config: SamplingConfig) -> dict[int
     """Step into the bar -> [VOCAB_SIZE] logit offsets: -``pattern_bias`` for a hand's NOTE_ONs at
     a step where that hand struck nothing in any bar of the prompt (a hand the prompt does not
     play is free). The continuation then keeps each hand's rhythm (an oom-pah-pah stays one)
-    unless the model is sure, as ``key_bias`` keeps its key; steps needing no penalty are absent."""
+    unless the model is sure, as ``key_bias`` keeps its key; steps needing no penalty are absent.
+    ``Stream`` also pulls a hand toward the steps it struck in the prompt: there, until it strikes,
+    its NOTE_ONs gain ``PATTERN_PULL`` x ``pattern_bias``."""
     onsets = prompt_onsets(prompt, config.bar_steps)
     penalties = {}
     for step in range(config.bar_steps):
@@ -499,8 +510,10 @@ class Stream:
                     self.key_penalty[np.concatenate(self.pairs)] = 0.0
 
         self.pattern_penalties: dict[int, np.ndarray] = {}
+        self.pattern_steps = (frozenset(), frozenset())
         if config.pattern_bias > 0:
             self.pattern_penalties = pattern_penalties(prompt, config)
+            self.pattern_steps = prompt_onsets(prompt, config.bar_steps)
         self.motif = _MotifEcho(prompt) if config.motif_bias > 0 else None
 
     def _scores(self) -> np.ndarray:
@@ -508,9 +521,15 @@ class Stream:
         logits = self.logits if self.key_penalty is None else self.logits + self.key_penalty
         if self.pattern_penalties:
             origin = self.state.first_bar_steps or 0
-            penalty = self.pattern_penalties.get((self.state.now_steps - origin) % self.config.bar_steps)
+            step = (self.state.now_steps - origin) % self.config.bar_steps
+            penalty = self.pattern_penalties.get(step)
             if penalty is not None:
                 logits = logits + penalty
+            for hand in (RIGHT, LEFT):  # a step where the hand struck in the prompt, not struck yet now
+                if step in self.pattern_steps[hand] and not (self.state.onsets[hand] == self.state.now_steps).any():
+                    logits = np.array(logits, dtype=np.float64)
+                    start = note_token(hand, NOTE_ON, LOW_PITCH)
+                    logits[start : start + NUM_PITCHES] += PATTERN_PULL * self.config.pattern_bias
         if self.motif is not None:
             pitches = self.motif.next_pitches(self.state.now_steps)
             if pitches:

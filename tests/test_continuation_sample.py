@@ -309,6 +309,9 @@ def test_prompt_grid_keeps_a_straight_or_triplet_prompt_on_its_grid() -> None:
     assert grids["straight"] == frozenset(range(0, 48, 3)) and grids["triplets"] == frozenset(range(0, 48, 4))
     assert grids["swung"] == frozenset(range(0, 48, 3)) | frozenset(range(0, 48, 4))
     assert grids["played"] is None  # no grid holds 95 % of its onsets: any step
+    held = [tk.NoteEvent(0, tk.LEFT, 40, 30, 80)] + straight  # the longest prompt note: 30 steps
+    assert prompt_grid([tk.SOS, *tk.encode(sorted(held), [0, 48])], SamplingConfig()).max_note_steps == 30
+    assert prompt_grid([tk.SOS, *tk.encode(straight, [0, 48])], SamplingConfig()).max_note_steps == 12  # a beat
     for seed in range(3):
         for name in ("straight", "triplets"):
             config = SamplingConfig(seed=seed, time_grid=grids[name])

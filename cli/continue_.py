@@ -83,6 +83,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "prompt's melodic interval patterns at a new onset (0 = off)",
     )
     p.add_argument(
+        "--density-bias", type=float, default=0.0,
+        help="soft density: a hand ahead of the prompt's onsets per bar by half a bar's worth loses this "
+        "from its notes' logits, one behind gains it (0 = off)",
+    )
+    p.add_argument(
         "--key-bias", type=float, default=0.0,
         help="soft key: subtract this from the logit of every note outside the prompt's key "
         "(0 = off, the default; --key sets a hard scale instead)",
@@ -113,7 +118,7 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--mode-steer {args.mode_steer}: must be in 0..8")
     if not 0 <= args.key_bias <= 8:
         raise ConfigError(f"--key-bias {args.key_bias}: must be in 0..8")
-    for option in ("pattern_bias", "motif_bias"):
+    for option in ("pattern_bias", "motif_bias", "density_bias"):
         if not 0 <= getattr(args, option) <= 8:
             raise ConfigError(f"--{option.replace('_', '-')} {getattr(args, option)}: must be in 0..8")
     check_affect_options(args)
@@ -211,6 +216,7 @@ def continue_file(args: argparse.Namespace, model, source_path: Path, output: Pa
         key_bias=args.key_bias,
         pattern_bias=args.pattern_bias,
         motif_bias=args.motif_bias,
+        density_bias=args.density_bias,
     )
     started = time.perf_counter()
     generated = continue_notes(

@@ -28,6 +28,7 @@ from core.errors import ConfigError, ModelLoadError
 __all__ = ["add_parser", "run"]
 
 DEFAULT_MODELS = ("continuation", "continuation_plain")
+_DECODING = ("temperature", "top_p", "key_bias", "pattern_bias", "motif_bias", "density_bias", "register", "grid")
 _COLUMNS = (
     ("in-key", "in_key", "{:.3f}"), ("in-key min", "in_key_min", "{:.2f}"), ("met", "in_key_met", "{:.0%}"),
     ("RH dens", "right_density", "{:.2f}"), ("LH dens", "left_density", "{:.2f}"),
@@ -60,6 +61,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--key-bias", type=float, help="soft key penalty (default: as `continue`)")
     parser.add_argument("--pattern-bias", type=float, help="soft rhythm penalty (default: as `continue`)")
     parser.add_argument("--motif-bias", type=float, help="soft motif echo (default: as `continue`)")
+    parser.add_argument("--density-bias", type=float, help="soft density keeping (default: as `continue`)")
     parser.add_argument("--register", choices=("prompt", "free"), help="hand ranges (default: as `continue`)")
     parser.add_argument("--grid", choices=("prompt", "free"), help="rhythmic grid (default: as `continue`)")
     parser.add_argument("--datasets", type=Path, help="folder holding pop909/ (default $SCOREBRIDGE_DATASETS, "
@@ -96,7 +98,7 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--temperature {args.temperature}: must be in 0.05..3")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise ConfigError(f"--top-p {args.top_p}: must be in (0, 1]")
-    for option in ("key_bias", "pattern_bias", "motif_bias"):
+    for option in ("key_bias", "pattern_bias", "motif_bias", "density_bias"):
         value = getattr(args, option)
         if value is not None and not 0 <= value <= 8:
             raise ConfigError(f"--{option.replace('_', '-')} {value}: must be in 0..8")
@@ -135,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     progress = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     paths = {name: _model_path(name) for name in (args.models or DEFAULT_MODELS)}
     decoding = ev.Decoding()
-    for option in ("temperature", "top_p", "key_bias", "pattern_bias", "motif_bias", "register", "grid"):
+    for option in _DECODING:
         if getattr(args, option) is not None:
             decoding = replace(decoding, **{option: getattr(args, option)})
     started = time.perf_counter()

@@ -355,3 +355,22 @@ def test_motif_bias_echoes_the_prompts_melodic_steps() -> None:
             line = [n.pitch for n in sorted(tk.decode(tokens)[0]) if n.hand == tk.RIGHT]
             echoes[bias] += sum(b - a in (2, -4) for a, b in itertools.pairwise(line))  # the prompt's steps
     assert echoes[8.0] >= 3 * max(1, echoes[0.0]) + 3, echoes
+
+
+def test_density_bias_keeps_each_hand_near_the_prompts_onsets_per_bar() -> None:
+    from engines.continuation.sample import Stream
+
+    quarters = [tk.NoteEvent(12 * i, tk.RIGHT, 72, 12, 80) for i in range(8)]  # 4 onsets a bar
+    bass = [tk.NoteEvent(48 * i, tk.LEFT, 40, 48, 80) for i in range(2)]  # 1 onset a bar
+    prompt = [tk.SOS, *tk.encode(sorted(quarters + bass), [0, 48])]
+    stream = Stream(RandomLogitsModel(0), prompt, 2, SamplingConfig(seed=0, density_bias=4.0))
+    left_on, right_on = tk.note_token(tk.LEFT, tk.NOTE_ON, 40), tk.note_token(tk.RIGHT, tk.NOTE_ON, 72)
+    keeper = stream.density
+    assert keeper.rate == [pytest.approx(4 / 48), pytest.approx(1 / 48)]
+    start = stream.state.now_steps
+    assert np.allclose(keeper.steer(stream.logits, start, 4.0, 48), stream.logits)  # on schedule: no change
+    for step in range(4):  # the left hand strikes four times in its first beat: two bars' worth
+        keeper.advance(left_on, start + step)
+    moved = keeper.steer(stream.logits, start + 12, 4.0, 48) - stream.logits
+    assert moved[left_on] == pytest.approx(-4.0)  # far ahead: the whole bias off its notes
+    assert moved[right_on] == pytest.approx(4.0 * (4 / 48 * 12) / (4 / 48 * 24))  # a beat behind of half a bar

@@ -346,6 +346,7 @@ class Decoding:
     key_bias: float = 0.0
     pattern_bias: float = 0.0
     motif_bias: float = 0.0
+    density_bias: float = 0.0
     register: str = "prompt"
     grid: str = "prompt"
 
@@ -364,7 +365,7 @@ def _continue_chunk(model_path: str, decoding: Decoding, bars: int, work: list[t
     for index, prompt, seed in work:
         config = SamplingConfig(temperature=decoding.temperature, top_p=decoding.top_p, seed=seed,
                                 key_bias=decoding.key_bias, pattern_bias=decoding.pattern_bias,
-                                motif_bias=decoding.motif_bias)
+                                motif_bias=decoding.motif_bias, density_bias=decoding.density_bias)
         started = time.perf_counter()
         notes = continue_notes(model, prompt.notes, prompt.bar_steps, bars, config, prompt.bars, style,
                                register=decoding.register, grid=decoding.grid)

@@ -105,6 +105,7 @@ class SamplingConfig:
     time_grid: frozenset[int] | None = None  # steps into the bar where time may stop; None = any
     pattern_bias: float = 0.0
     motif_bias: float = 0.0
+    density_bias: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -115,7 +116,7 @@ class SamplingConfig:
             raise ValueError(f"mode_steer must be in [0, 8], got {self.mode_steer}")
         if not 0.0 <= self.key_bias <= 8.0:
             raise ValueError(f"key_bias must be in [0, 8], got {self.key_bias}")
-        for name in ("pattern_bias", "motif_bias"):
+        for name in ("pattern_bias", "motif_bias", "density_bias"):
             if not 0.0 <= getattr(self, name) <= 8.0:
                 raise ValueError(f"{name} must be in [0, 8], got {getattr(self, name)}")
         if self.max_polyphony < 1 or self.max_note_steps < 1 or self.bar_steps < 1:
@@ -337,6 +338,44 @@ def prompt_onsets(prompt: Sequence[int], bar_steps: int) -> tuple[frozenset[int]
     return frozenset(found[RIGHT]), frozenset(found[LEFT])
 
 
+class _DensityKeeper:
+    """Each hand's onsets (distinct onset times) against the prompt's rate: a hand ahead of it by
+    half a bar's worth loses ``density_bias`` on its NOTE_ONs, one behind by as much gains it
+    (linear in between), so each hand keeps about the prompt's density."""
+
+    def __init__(self, prompt: Sequence[int], origin: int) -> None:
+        state, times = _State(), (set(), set())
+        for token in prompt:
+            token = int(token)
+            if NOTE_BASE <= token < VELOCITY_BASE and state.first_bar_steps is not None:
+                index = token - NOTE_BASE
+                if index // NUM_PITCHES % 2 == NOTE_ON:
+                    times[index // (2 * NUM_PITCHES)].add(state.now_steps)
+            state.advance(token)
+        span = max(1, origin - (state.first_bar_steps or 0))
+        self.rate = [len(times[hand]) / span for hand in (RIGHT, LEFT)]  # onsets per step
+        self.origin, self.count, self.last = origin, [0, 0], [-1, -1]
+
+    def advance(self, token: int, now: int) -> None:
+        if NOTE_BASE <= token < VELOCITY_BASE:
+            index = token - NOTE_BASE
+            hand = index // (2 * NUM_PITCHES)
+            if index // NUM_PITCHES % 2 == NOTE_ON and self.last[hand] != now:
+                self.count[hand] += 1
+                self.last[hand] = now
+
+    def steer(self, logits: np.ndarray, now: int, bias: float, bar_steps: int) -> np.ndarray:
+        out = np.array(logits, dtype=np.float64)
+        for hand in (RIGHT, LEFT):
+            if self.rate[hand] <= 0 or self.last[hand] == now:
+                continue
+            half_bar = self.rate[hand] * bar_steps / 2
+            excess = (self.count[hand] - self.rate[hand] * (now - self.origin)) / max(half_bar, 1.0)
+            start = note_token(hand, NOTE_ON, LOW_PITCH)
+            out[start : start + NUM_PITCHES] -= bias * float(np.clip(excess, -1.0, 1.0))
+        return out
+
+
 class _MotifEcho:
     """The right hand's melodic line (the highest note of each onset) and what the prompt's line
     does next after each pair and each single interval: the pitches that would echo the prompt's
@@ -515,6 +554,7 @@ class Stream:
             self.pattern_penalties = pattern_penalties(prompt, config)
             self.pattern_steps = prompt_onsets(prompt, config.bar_steps)
         self.motif = _MotifEcho(prompt) if config.motif_bias > 0 else None
+        self.density = _DensityKeeper(prompt, self.origin_steps) if config.density_bias > 0 else None
 
     def _scores(self) -> np.ndarray:
         """The model's logits, less the key and pattern penalties, mode-steered at the current valence."""
@@ -530,6 +570,8 @@ class Stream:
                     logits = np.array(logits, dtype=np.float64)
                     start = note_token(hand, NOTE_ON, LOW_PITCH)
                     logits[start : start + NUM_PITCHES] += PATTERN_PULL * self.config.pattern_bias
+        if self.density is not None:
+            logits = self.density.steer(logits, self.state.now_steps, self.config.density_bias, self.config.bar_steps)
         if self.motif is not None:
             pitches = self.motif.next_pitches(self.state.now_steps)
             if pitches:
@@ -553,6 +595,8 @@ class Stream:
             state.advance(token)
             if self.motif is not None:
                 self.motif.advance(token, state.now_steps)
+            if self.density is not None:
+                self.density.advance(token, state.now_steps)
             yield token
             if self.va_curve is not None:
                 self.va = self._va_now()

@@ -325,23 +325,26 @@ def test_prompt_grid_keeps_a_straight_or_triplet_prompt_on_its_grid() -> None:
 
 
 def test_pattern_bias_keeps_each_hands_rhythm() -> None:
-    from engines.continuation.sample import Stream, pattern_penalties, prompt_onsets
+    from engines.continuation.sample import Stream, prompt_onsets
 
     bass = [tk.NoteEvent(24 * i, tk.LEFT, 40, 12, 80) for i in range(4)]  # beats 1 and 3
     tune = [tk.NoteEvent(6 * i, tk.RIGHT, 72, 6, 80) for i in range(16)]  # eighths
     prompt = [tk.SOS, *tk.encode(sorted(bass + tune), [0, 48])]
     assert prompt_onsets(prompt, 48) == (frozenset(range(0, 48, 6)), frozenset({0, 24}))
-    penalties = pattern_penalties(prompt, SamplingConfig(pattern_bias=2.0))
     left_on, right_on = tk.note_token(tk.LEFT, tk.NOTE_ON, 40), tk.note_token(tk.RIGHT, tk.NOTE_ON, 72)
-    assert 0 not in penalties and penalties[6][left_on] == -2.0 and penalties[6][right_on] == 0.0
-    assert penalties[3][right_on] == penalties[3][left_on] == -2.0
     stream = Stream(RandomLogitsModel(0), prompt, 2, SamplingConfig(seed=0, pattern_bias=2.0))
     assert stream.state.now_steps % 48 == 0  # on the bar line: both hands struck here in the prompt
     pulled = stream._scores() - stream.logits  # until each hand strikes, its notes are pulled here
-    assert pulled[left_on] == pulled[right_on] == pytest.approx(1.0) and np.count_nonzero(pulled) == 2 * 88
+    assert pulled[left_on] == pulled[right_on] == pytest.approx(1.0)
     stream.state.advance(tk.SHIFT_BASE + 2)  # three steps in: neither hand struck there
     moved = stream._scores() - stream.logits
-    assert moved[left_on] == moved[right_on] == pytest.approx(-2.0) and np.count_nonzero(moved) == 2 * 88
+    assert moved[left_on] == moved[right_on] == pytest.approx(-2.0)
+    assert moved[tk.VELOCITY_BASE] == pytest.approx(-2.0)  # a velocity commits to a note: it moves too
+    assert np.count_nonzero(moved) == 2 * 88 + tk.SHIFT_BASE - tk.VELOCITY_BASE
+    stream.state.advance(tk.SHIFT_BASE + 2)  # step 6: the right hand struck there, the left did not
+    moved = stream._scores() - stream.logits
+    assert moved[right_on] == pytest.approx(1.0) and moved[left_on] == pytest.approx(-2.0)
+    assert moved[tk.VELOCITY_BASE] == pytest.approx(1.0)
 
 
 def test_motif_bias_echoes_the_prompts_melodic_steps() -> None:
@@ -368,9 +371,11 @@ def test_density_bias_keeps_each_hand_near_the_prompts_onsets_per_bar() -> None:
     keeper = stream.density
     assert keeper.rate == [pytest.approx(4 / 48), pytest.approx(1 / 48)]
     start = stream.state.now_steps
-    assert np.allclose(keeper.steer(stream.logits, start, 4.0, 48), stream.logits)  # on schedule: no change
+    assert keeper.shift(tk.RIGHT, start, 4.0, 48) == keeper.shift(tk.LEFT, start, 4.0, 48) == 0.0  # on schedule
     for step in range(4):  # the left hand strikes four times in its first beat: two bars' worth
         keeper.advance(left_on, start + step)
-    moved = keeper.steer(stream.logits, start + 12, 4.0, 48) - stream.logits
-    assert moved[left_on] == pytest.approx(-4.0)  # far ahead: the whole bias off its notes
-    assert moved[right_on] == pytest.approx(4.0 * (4 / 48 * 12) / (4 / 48 * 24))  # a beat behind of half a bar
+    assert keeper.shift(tk.LEFT, start + 12, 4.0, 48) == pytest.approx(-4.0)  # far ahead: the whole bias off
+    assert keeper.shift(tk.RIGHT, start + 12, 4.0, 48) == pytest.approx(2.0)  # a beat behind, of half a bar
+    assert keeper.shift(tk.LEFT, start + 3, 4.0, 48) == 0.0  # it struck at this step: chords are not cut
+    stream.state.advance(tk.SHIFT_BASE + 11)
+    assert (stream._scores() - stream.logits)[right_on] == pytest.approx(2.0)

@@ -62,7 +62,6 @@ __all__ = [
     "generate",
     "key_penalty",
     "mode_pairs",
-    "pattern_penalties",
     "prompt_grid",
     "prompt_onsets",
     "prompt_register",
@@ -364,16 +363,13 @@ class _DensityKeeper:
                 self.count[hand] += 1
                 self.last[hand] = now
 
-    def steer(self, logits: np.ndarray, now: int, bias: float, bar_steps: int) -> np.ndarray:
-        out = np.array(logits, dtype=np.float64)
-        for hand in (RIGHT, LEFT):
-            if self.rate[hand] <= 0 or self.last[hand] == now:
-                continue
-            half_bar = self.rate[hand] * bar_steps / 2
-            excess = (self.count[hand] - self.rate[hand] * (now - self.origin)) / max(half_bar, 1.0)
-            start = note_token(hand, NOTE_ON, LOW_PITCH)
-            out[start : start + NUM_PITCHES] -= bias * float(np.clip(excess, -1.0, 1.0))
-        return out
+    def shift(self, hand: int, now: int, bias: float, bar_steps: int) -> float:
+        """The logit shift of ``hand``'s NOTE_ONs at step ``now`` (0 once it struck at ``now``)."""
+        if self.rate[hand] <= 0 or self.last[hand] == now:
+            return 0.0
+        half_bar = max(self.rate[hand] * bar_steps / 2, 1.0)
+        excess = (self.count[hand] - self.rate[hand] * (now - self.origin)) / half_bar
+        return -bias * float(np.clip(excess, -1.0, 1.0))
 
 
 class _MotifEcho:
@@ -425,26 +421,6 @@ class _MotifEcho:
         if not nexts and steps:
             nexts = self.after_one.get(steps[-1])
         return [self.top_pitch + x for x in sorted(nexts or ()) if LOW_PITCH <= self.top_pitch + x <= HIGH_PITCH]
-
-
-def pattern_penalties(prompt: Sequence[int], config: SamplingConfig) -> dict[int, np.ndarray]:
-    """Step into the bar -> [VOCAB_SIZE] logit offsets: -``pattern_bias`` for a hand's NOTE_ONs at
-    a step where that hand struck nothing in any bar of the prompt (a hand the prompt does not
-    play is free). The continuation then keeps each hand's rhythm (an oom-pah-pah stays one)
-    unless the model is sure, as ``key_bias`` keeps its key; steps needing no penalty are absent.
-    ``Stream`` also pulls a hand toward the steps it struck in the prompt: there, until it strikes,
-    its NOTE_ONs gain ``PATTERN_PULL`` x ``pattern_bias``."""
-    onsets = prompt_onsets(prompt, config.bar_steps)
-    penalties = {}
-    for step in range(config.bar_steps):
-        penalty = np.zeros(VOCAB_SIZE)
-        for hand in (RIGHT, LEFT):
-            if onsets[hand] and step not in onsets[hand]:
-                start = note_token(hand, NOTE_ON, LOW_PITCH)
-                penalty[start : start + NUM_PITCHES] = -config.pattern_bias
-        if penalty.any():
-            penalties[step] = penalty
-    return penalties
 
 
 def sample_token(
@@ -548,30 +524,24 @@ class Stream:
                 if self.pairs is not None:  # steering picks between the modes' degrees: no penalty there
                     self.key_penalty[np.concatenate(self.pairs)] = 0.0
 
-        self.pattern_penalties: dict[int, np.ndarray] = {}
         self.pattern_steps = (frozenset(), frozenset())
         if config.pattern_bias > 0:
-            self.pattern_penalties = pattern_penalties(prompt, config)
             self.pattern_steps = prompt_onsets(prompt, config.bar_steps)
         self.motif = _MotifEcho(prompt) if config.motif_bias > 0 else None
         self.density = _DensityKeeper(prompt, self.origin_steps) if config.density_bias > 0 else None
 
     def _scores(self) -> np.ndarray:
-        """The model's logits, less the key and pattern penalties, mode-steered at the current valence."""
+        """The model's logits with the key penalty, the hands' rhythm and density shifts and the
+        motif echo, mode-steered at the current valence."""
         logits = self.logits if self.key_penalty is None else self.logits + self.key_penalty
-        if self.pattern_penalties:
-            origin = self.state.first_bar_steps or 0
-            step = (self.state.now_steps - origin) % self.config.bar_steps
-            penalty = self.pattern_penalties.get(step)
-            if penalty is not None:
-                logits = logits + penalty
-            for hand in (RIGHT, LEFT):  # a step where the hand struck in the prompt, not struck yet now
-                if step in self.pattern_steps[hand] and not (self.state.onsets[hand] == self.state.now_steps).any():
-                    logits = np.array(logits, dtype=np.float64)
-                    start = note_token(hand, NOTE_ON, LOW_PITCH)
-                    logits[start : start + NUM_PITCHES] += PATTERN_PULL * self.config.pattern_bias
-        if self.density is not None:
-            logits = self.density.steer(logits, self.state.now_steps, self.config.density_bias, self.config.bar_steps)
+        shifts = self._hand_shifts()
+        if any(shifts):
+            logits = np.array(logits, dtype=np.float64)
+            for hand in (RIGHT, LEFT):
+                start = note_token(hand, NOTE_ON, LOW_PITCH)
+                logits[start : start + NUM_PITCHES] += shifts[hand]
+            # a VELOCITY commits to a NOTE_ON of either hand: it moves as the likelier hand's notes do
+            logits[VELOCITY_BASE:SHIFT_BASE] += max(shifts)
         if self.motif is not None:
             pitches = self.motif.next_pitches(self.state.now_steps)
             if pitches:
@@ -580,6 +550,26 @@ class Stream:
         if self.pairs is None:
             return logits
         return steer_mode(logits, self.pairs, self.config.mode_steer * float(self.va[0]))
+
+    def _hand_shifts(self) -> list[float]:
+        """Logit shifts of each hand's NOTE_ONs now: the rhythm pattern (off the prompt's onset
+        steps -pattern_bias; on one, until the hand strikes, +PATTERN_PULL x pattern_bias) and the
+        density keeper's."""
+        shifts = [0.0, 0.0]
+        now = self.state.now_steps
+        if self.config.pattern_bias > 0:
+            step = (now - (self.state.first_bar_steps or 0)) % self.config.bar_steps
+            for hand in (RIGHT, LEFT):
+                if not self.pattern_steps[hand]:
+                    continue  # a hand the prompt does not play is free
+                if step not in self.pattern_steps[hand]:
+                    shifts[hand] -= self.config.pattern_bias
+                elif not (self.state.onsets[hand] == now).any():
+                    shifts[hand] += PATTERN_PULL * self.config.pattern_bias
+        if self.density is not None:
+            for hand in (RIGHT, LEFT):
+                shifts[hand] += self.density.shift(hand, now, self.config.density_bias, self.config.bar_steps)
+        return shifts
 
     def _va_now(self) -> np.ndarray:
         """The VA curve at the current time (beats after the prompt's end)."""

@@ -331,6 +331,9 @@ def test_pattern_bias_keeps_each_hands_rhythm() -> None:
     tune = [tk.NoteEvent(6 * i, tk.RIGHT, 72, 6, 80) for i in range(16)]  # eighths
     prompt = [tk.SOS, *tk.encode(sorted(bass + tune), [0, 48])]
     assert prompt_onsets(prompt, 48) == (frozenset(range(0, 48, 6)), frozenset({0, 24}))
+    late = [tk.NoteEvent(48 + 12, tk.LEFT, 43, 36, 80)]  # on beat 2 of the second bar, to its end
+    both = [tk.SOS, *tk.encode(sorted(bass[:2] + tune[:8] + late), [0, 48])]
+    assert prompt_onsets(both, 48, last_bars=1)[1] == frozenset({12})  # only the last bar's
     left_on, right_on = tk.note_token(tk.LEFT, tk.NOTE_ON, 40), tk.note_token(tk.RIGHT, tk.NOTE_ON, 72)
     stream = Stream(RandomLogitsModel(0), prompt, 2, SamplingConfig(seed=0, pattern_bias=2.0))
     assert stream.state.now_steps % 48 == 0  # on the bar line: both hands struck here in the prompt

@@ -16,7 +16,7 @@ from tests.jackutil import ROOT
 
 CARDS = model_cards()
 SHIPPED = {"harmonizer", "harmonizer_chorale", "harmonizer_midpoint",
-           "harmonizer_random10", "continuation", "continuation_plain"}
+           "harmonizer_random10", "continuation", "continuation_plain", "continuation_music21"}
 
 
 def test_every_shipped_model_is_there():

@@ -257,6 +257,7 @@ REGISTER_MARGIN = 5  # semitones each hand may go past the prompt's lowest and h
 GRIDS = ("prompt", "free")  # the engine's and `scorebridge continue`'s choice; prompt is the default
 # Candidate onset grids in grid steps (1/12 beat): 16ths, then eighth triplets, then both.
 GRID_CANDIDATES: tuple[tuple[int, ...], ...] = ((3,), (4,), (3, 4))
+PATTERN_BARS = 2  # the rhythm pattern is that of the prompt's last bars: what a player goes on with
 PATTERN_PULL = 0.5  # share of pattern_bias a hand's notes gain at a step where it struck in the prompt
 GRID_COVER = 0.95  # share of the prompt's note times a grid must hold to be the prompt's
 
@@ -324,17 +325,19 @@ def prompt_grid(prompt: Sequence[int], config: SamplingConfig, cover: float = GR
     return config
 
 
-def prompt_onsets(prompt: Sequence[int], bar_steps: int) -> tuple[frozenset[int], frozenset[int]]:
-    """Steps into the bar (from the prompt's first bar line) where each hand strikes a note."""
-    state, found = _State(), (set(), set())
+def prompt_onsets(prompt: Sequence[int], bar_steps: int, last_bars: int = 0) -> tuple[frozenset[int], frozenset[int]]:
+    """Steps into the bar (from the prompt's first bar line) where each hand strikes a note, in
+    the prompt's last ``last_bars`` bars (0: all of it)."""
+    state, found = _State(), ([], [])
     for token in prompt:
         token = int(token)
         if NOTE_BASE <= token < VELOCITY_BASE and state.first_bar_steps is not None:
             index = token - NOTE_BASE
             if index // NUM_PITCHES % 2 == NOTE_ON:
-                found[index // (2 * NUM_PITCHES)].add((state.now_steps - state.first_bar_steps) % bar_steps)
+                found[index // (2 * NUM_PITCHES)].append(state.now_steps)
         state.advance(token)
-    return frozenset(found[RIGHT]), frozenset(found[LEFT])
+    origin, since = state.first_bar_steps or 0, state.now_steps - last_bars * bar_steps if last_bars else -1
+    return tuple(frozenset((t - origin) % bar_steps for t in times if t >= since) for times in found)
 
 
 class _DensityKeeper:
@@ -526,7 +529,7 @@ class Stream:
 
         self.pattern_steps = (frozenset(), frozenset())
         if config.pattern_bias > 0:
-            self.pattern_steps = prompt_onsets(prompt, config.bar_steps)
+            self.pattern_steps = prompt_onsets(prompt, config.bar_steps, PATTERN_BARS)
         self.motif = _MotifEcho(prompt) if config.motif_bias > 0 else None
         self.density = _DensityKeeper(prompt, self.origin_steps) if config.density_bias > 0 else None
 

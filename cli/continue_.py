@@ -24,6 +24,7 @@ from cli.arguments import check_affect_options
 from cli.batch import add_batch_arguments, is_batch_input
 from cli.tuning_options import add_tuning_options, retune_written, tuning_from_args
 from core.errors import CodecError, ConfigError
+from engines.continuation.defaults import USER_BIASES
 
 __all__ = ["register", "run"]
 
@@ -73,24 +74,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "triplets or both) when 95%% of its note times keep one; free: any 1/12-beat step",
     )
     p.add_argument(
-        "--pattern-bias", type=float, default=0.0,
+        "--pattern-bias", type=float, default=USER_BIASES["pattern_bias"],
         help="soft rhythm: subtract this from the logit of a hand's note at a step of the bar where that "
-        "hand struck nothing in the prompt (0 = off)",
+        "hand struck nothing in the prompt, and pull it toward the steps it struck (0 = off; default %(default)s)",
     )
     p.add_argument(
-        "--motif-bias", type=float, default=0.0,
+        "--motif-bias", type=float, default=USER_BIASES["motif_bias"],
         help="soft motif echo: add this to the logit of a right-hand note that continues one of the "
-        "prompt's melodic interval patterns at a new onset (0 = off)",
+        "prompt's melodic interval patterns at a new onset (0 = off; default %(default)s)",
     )
     p.add_argument(
-        "--density-bias", type=float, default=0.0,
+        "--density-bias", type=float, default=USER_BIASES["density_bias"],
         help="soft density: a hand ahead of the prompt's onsets per bar by half a bar's worth loses this "
-        "from its notes' logits, one behind gains it (0 = off)",
+        "from its notes' logits, one behind gains it (0 = off; default %(default)s)",
     )
     p.add_argument(
-        "--key-bias", type=float, default=0.0,
+        "--key-bias", type=float, default=USER_BIASES["key_bias"],
         help="soft key: subtract this from the logit of every note outside the prompt's key "
-        "(0 = off, the default; --key sets a hard scale instead)",
+        "(0 = off; default %(default)s; --key sets a hard scale instead)",
     )
     p.add_argument(
         "--split", type=int, default=60, help="untagged notes below this are the left hand (default 60)"

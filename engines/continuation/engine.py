@@ -28,6 +28,7 @@ from core.errors import EngineError
 from core.events import Beat, EngineInput, EngineOutput, NoteOff, NoteOn, Send, Silence, TransportChange
 from core.tuning import preset_names, preset_pitch_classes
 
+from .defaults import USER_BIASES
 from .live import NoteStream, PlayerHistory
 from .offline import prompt_tokens
 from .runtime import DEFAULT_MODEL, PLAIN_MODEL, ContinuationModel
@@ -90,6 +91,17 @@ class ContinuationEngine(Engine):
         Param(
             "register", "choice", "prompt", choices=REGISTERS,
             doc="prompt: each hand within 5 semitones of the player's range in that hand; free: any",
+        ),
+        *(
+            Param(name, "float", value, 0.0, 8.0, doc=doc)
+            for name, value, doc in (
+                ("key_bias", USER_BIASES["key_bias"], "Soft key: logit penalty of notes outside the player's key"),
+                ("pattern_bias", USER_BIASES["pattern_bias"],
+                 "Soft rhythm: each hand kept to the steps it struck in the player's last two bars"),
+                ("motif_bias", USER_BIASES["motif_bias"],
+                 "Motif echo: right-hand notes continuing the player's melodic patterns gain this"),
+                ("density_bias", USER_BIASES["density_bias"], "Keeps each hand near the player's onsets per bar"),
+            )
         ),
         Param(
             "grid", "choice", "prompt", choices=GRIDS,
@@ -223,6 +235,7 @@ class ContinuationEngine(Engine):
             max_note_steps=round(self.param("max_note_beats") * STEPS_PER_QUARTER),
             bar_steps=bar_steps,
             mode_steer=self.param("mode_steer") if self.param("va_source") == "params" else 0.0,
+            **{name: self.param(name) for name in USER_BIASES},
         )
 
     def _start(self, beats: float) -> None:

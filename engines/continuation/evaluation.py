@@ -35,6 +35,7 @@ import numpy as np
 from core.keys import key_correlations
 
 from .corpus import DEFAULT_CACHE, SPLITS_DIR
+from .defaults import USER_BIASES
 from .pieces import LOWER, UPPER, read_music21, read_pop909
 from .tokens import HIGH_PITCH, LEFT, LOW_PITCH, RIGHT, STEPS_PER_QUARTER, NoteEvent
 
@@ -343,10 +344,10 @@ class Decoding:
 
     temperature: float = 1.0
     top_p: float = 0.95
-    key_bias: float = 0.0
-    pattern_bias: float = 0.0
-    motif_bias: float = 0.0
-    density_bias: float = 0.0
+    key_bias: float = USER_BIASES["key_bias"]
+    pattern_bias: float = USER_BIASES["pattern_bias"]
+    motif_bias: float = USER_BIASES["motif_bias"]
+    density_bias: float = USER_BIASES["density_bias"]
     register: str = "prompt"
     grid: str = "prompt"
 

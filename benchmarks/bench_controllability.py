@@ -126,10 +126,11 @@ def _major_triad_share(notes: list, beat_steps: int) -> float:
 
 def continuation_sweep(
     prompts_count: int, seed: int, model_path: Path | None = None, prompt_labels: str = "target",
-    mode_steer: float = 0.0, prompt_set: str = "music21",
+    mode_steer: float = 0.0, prompt_set: str = "music21", decoding: str = "model",
 ) -> dict:
     from engines.continuation.affect import key_correlations, mode_score
     from engines.continuation.corpus import load_split_corpus
+    from engines.continuation.defaults import USER_BIASES
     from engines.continuation.modal import window_key
     from engines.continuation.offline import continue_notes, prompt_tokens
     from engines.continuation.runtime import ContinuationModel
@@ -163,7 +164,8 @@ def continuation_sweep(
         key = window_key(np.array(prompt_tokens(notes, bar_steps, 2, model.valence_lead)[0], dtype=np.int64))
         tonics.append(key[0] if key else None)
     result: dict = {
-        "model": model.path.name, "prompts": len(prompts), "prompt_set": prompt_set, "levels": LEVELS,
+        "model": model.path.name, "prompts": len(prompts), "prompt_set": prompt_set, "decoding": decoding,
+        "levels": LEVELS,
         "prompt_va": prompt_labels, "mode_steer": mode_steer,
     }
     for name, axis in (("arousal", 1), ("valence", 0)):
@@ -174,10 +176,13 @@ def continuation_sweep(
             va = (level, 0.0) if axis == 0 else (0.0, level)
             for index, notes in enumerate(prompts):
                 config = SamplingConfig(
-                    temperature=1.0, top_p=0.95, seed=seed + index, bar_steps=bar_steps, mode_steer=mode_steer
+                    temperature=1.0, top_p=0.95, seed=seed + index, bar_steps=bar_steps, mode_steer=mode_steer,
+                    **(USER_BIASES if decoding == "user" else {}),
                 )
+                around = "prompt" if decoding == "user" else "free"
                 generated = continue_notes(
-                    model, notes, bar_steps, 4, config, context_bars=2, va=va, prompt_labels=prompt_labels
+                    model, notes, bar_steps, 4, config, context_bars=2, va=va, prompt_labels=prompt_labels,
+                    register=around, grid=around,
                 )
                 if not generated:
                     continue
@@ -225,6 +230,9 @@ def main() -> int:
     parser.add_argument("--prompt-set", choices=("music21", "twohands"), default="music21",
                         help="continuation prompts: the music21 corpus's test pieces or the held-out two-hand "
                              "prompts of `eval continuation` (POP909 and keyboard scores)")
+    parser.add_argument("--decoding", choices=("model", "user"), default="model",
+                        help="continuation: the model alone, or `scorebridge continue`'s defaults (key, rhythm, "
+                             "motif and density biases, prompt register and grid)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "controllability.json")
     args = parser.parse_args()
     started = time.time()
@@ -234,7 +242,7 @@ def main() -> int:
                    + (f" --only {args.only}" if args.only else "")
                    + (f" --continuation-model {args.continuation_model}" if args.continuation_model else "")
                    + f" --prompt-labels {args.prompt_labels} --mode-steer {args.mode_steer:g}"
-                   + f" --prompt-set {args.prompt_set}",
+                   + f" --prompt-set {args.prompt_set} --decoding {args.decoding}",
         "machine": f"{platform.node()} ({os.cpu_count()} cores, {platform.machine()})",
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "load_before": os.getloadavg(),
@@ -243,7 +251,8 @@ def main() -> int:
         report["harmonizer"] = harmonizer_sweep(args.windows, args.seed)
     if args.only != "harmonizer":
         report["continuation"] = continuation_sweep(
-            args.prompts, args.seed, args.continuation_model, args.prompt_labels, args.mode_steer, args.prompt_set
+            args.prompts, args.seed, args.continuation_model, args.prompt_labels, args.mode_steer, args.prompt_set,
+            args.decoding,
         )
     report["load_after"] = os.getloadavg()
     report["seconds"] = round(time.time() - started, 1)

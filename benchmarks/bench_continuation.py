@@ -27,14 +27,24 @@ import platform
 import subprocess
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from engines.continuation import tokens as tk
+from engines.continuation.defaults import USER_BIASES
 from engines.continuation.offline import prompt_tokens
 from engines.continuation.runtime import ContinuationModel
-from engines.continuation.sample import SamplingConfig, _Masker, _State, generate, sample_token
+from engines.continuation.sample import (
+    SamplingConfig,
+    _Masker,
+    _State,
+    generate,
+    prompt_grid,
+    prompt_register,
+    sample_token,
+)
 
 
 def bench_prompt() -> list[int]:
@@ -111,13 +121,16 @@ def sampling_step_us(prompt: list[int], repeats: int = 2000) -> dict[str, float]
     return {"mask_us": mask * 1e6, "sample_us": (time.perf_counter() - started) / repeats * 1e6}
 
 
-def eight_bars(model: ContinuationModel, prompt: list[int], runs: int) -> dict[str, float]:
+def eight_bars(model: ContinuationModel, prompt: list[int], runs: int, user: bool = False) -> dict[str, float]:
+    """8-bar generations; ``user``: with `scorebridge continue`'s defaults (the key, rhythm, motif
+    and density biases, the prompt's register and grid), whose per-token work is timed too."""
     seconds, lengths = [], []
     for seed in range(runs):
         started = time.perf_counter()
-        generation = generate(
-            model, prompt, bars=8, config=SamplingConfig(seed=seed, top_p=0.95), max_tokens=1500
-        )
+        config = SamplingConfig(seed=seed, top_p=0.95)
+        if user:
+            config = prompt_grid(prompt, prompt_register(prompt, replace(config, **USER_BIASES)))
+        generation = generate(model, prompt, bars=8, config=config, max_tokens=1500)
         seconds.append(time.perf_counter() - started)
         lengths.append(len(generation.tokens))
     return {
@@ -265,6 +278,7 @@ def main() -> None:
         result["ratio_ort_vs_torch"] = rates["ort_kv_cache"]["median"] / rates["torch_kv_cache"]["median"]
     result["sampling_step"] = sampling_step_us(prompt)
     result["eight_bars"] = eight_bars(model, prompt, args.generations)
+    result["eight_bars_user_defaults"] = eight_bars(model, prompt, args.generations, user=True)
     if args.engine_seeds:
         result["engine_per_beat"] = [engine_beats(args.engine_seeds, la) for la in (0.25, 0.5)]
     if args.sizes:

@@ -382,22 +382,3 @@ def test_density_bias_keeps_each_hand_near_the_prompts_onsets_per_bar() -> None:
     assert keeper.shift(tk.LEFT, start + 3, 4.0, 48) == 0.0  # it struck at this step: chords are not cut
     stream.state.advance(tk.SHIFT_BASE + 11)
     assert (stream._scores() - stream.logits)[right_on] == pytest.approx(2.0)
-
-
-def test_an_asked_arousal_moves_the_density_keepers_target() -> None:
-    from engines.continuation.sample import DENSITY_PER_AROUSAL, Stream
-
-    bass = [tk.NoteEvent(48 * i, tk.LEFT, 40, 48, 80) for i in range(2)]  # 1 onset a bar
-    prompt = [tk.SOS, *tk.encode(bass, [0, 48])]
-    left_on = tk.note_token(tk.LEFT, tk.NOTE_ON, 40)
-    shifts = {}
-    for asked in (0.0, 0.5):
-        stream = Stream(RandomLogitsModel(0), prompt, 2, SamplingConfig(seed=0, density_bias=4.0), va=(0.0, asked),
-                        prompt_arousal=0.0)
-        start = stream.state.now_steps
-        stream.density.advance(left_on, start)  # the left hand struck once, on the bar line
-        stream.state.advance(tk.SHIFT_BASE + 11)  # a beat later
-        shifts[asked] = stream._hand_shifts()[tk.LEFT]
-    assert DENSITY_PER_AROUSAL**0.5 == 2.0
-    assert shifts[0.0] == pytest.approx(-4.0 * (1 - 12 / 48) / 1.0)  # rate 1/48: 0.75 of a strike ahead
-    assert shifts[0.5] == pytest.approx(-4.0 * (1 - 24 / 48) / 1.0)  # twice the rate: only 0.5 ahead

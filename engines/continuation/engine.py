@@ -258,8 +258,7 @@ class ContinuationEngine(Engine):
             va, prompt_va = (float(labels[-1, 0]), float(labels[-1, 1])), labels
         else:
             va, prompt_va = (self.param("valence"), self.param("arousal")), None
-        stream = Stream(self.model, prompt, self.param("bars"), config, style, va, prompt_va=prompt_va,
-                        prompt_arousal=float(labels[-1, 1]))
+        stream = Stream(self.model, prompt, self.param("bars"), config, style, va, prompt_va=prompt_va)
         self.stream = NoteStream(stream)
         self.start_beats = math.ceil((beats + _MIN_LEAD_BEATS) / bar) * bar
         self.handed_until = self.start_beats

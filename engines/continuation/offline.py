@@ -260,8 +260,7 @@ def continue_notes(
         first = np.clip(np.asarray(va(0.0) if callable(va) else va, dtype=np.float64).reshape(2), -1.0, 1.0)
         setting, prompt_va = va, announce_labels(labels, prompt, first, model.valence_lead)
     generation = generate(
-        model, prompt, bars, replace(config, bar_steps=bar_steps), style, setting, prompt_va=prompt_va,
-        prompt_arousal=float(labels[-1, 1]),
+        model, prompt, bars, replace(config, bar_steps=bar_steps), style, setting, prompt_va=prompt_va
     )
     generated = decode(generation.tokens)[0]
     return [

@@ -257,7 +257,6 @@ REGISTER_MARGIN = 5  # semitones each hand may go past the prompt's lowest and h
 GRIDS = ("prompt", "free")  # the engine's and `scorebridge continue`'s choice; prompt is the default
 # Candidate onset grids in grid steps (1/12 beat): 16ths, then eighth triplets, then both.
 GRID_CANDIDATES: tuple[tuple[int, ...], ...] = ((3,), (4,), (3, 4))
-DENSITY_PER_AROUSAL = 4.0  # the density keeper's target: the prompt's onsets x 4 ** (arousal asked - its own)
 PATTERN_BARS = 2  # the rhythm pattern is that of the prompt's last bars: what a player goes on with
 PATTERN_PULL = 0.5  # share of pattern_bias a hand's notes gain at a step where it struck in the prompt
 GRID_COVER = 0.95  # share of the prompt's note times a grid must hold to be the prompt's
@@ -367,14 +366,12 @@ class _DensityKeeper:
                 self.count[hand] += 1
                 self.last[hand] = now
 
-    def shift(self, hand: int, now: int, bias: float, bar_steps: int, scale: float = 1.0) -> float:
-        """The logit shift of ``hand``'s NOTE_ONs at step ``now`` (0 once it struck at ``now``),
-        the prompt's rate times ``scale``."""
-        rate = self.rate[hand] * scale
-        if rate <= 0 or self.last[hand] == now:
+    def shift(self, hand: int, now: int, bias: float, bar_steps: int) -> float:
+        """The logit shift of ``hand``'s NOTE_ONs at step ``now`` (0 once it struck at ``now``)."""
+        if self.rate[hand] <= 0 or self.last[hand] == now:
             return 0.0
-        half_bar = max(rate * bar_steps / 2, 1.0)
-        excess = (self.count[hand] - rate * (now - self.origin)) / half_bar
+        half_bar = max(self.rate[hand] * bar_steps / 2, 1.0)
+        excess = (self.count[hand] - self.rate[hand] * (now - self.origin)) / half_bar
         return -bias * float(np.clip(excess, -1.0, 1.0))
 
 
@@ -490,7 +487,6 @@ class Stream:
         va: tuple[float, float] | Callable[[float], Sequence[float]] = (0.0, 0.0),
         max_tokens: int = 2048,
         prompt_va: np.ndarray | None = None,
-        prompt_arousal: float | None = None,
     ) -> None:
         if not len(prompt):
             raise ValueError("the prompt needs at least one token (e.g. SOS)")
@@ -536,7 +532,6 @@ class Stream:
             self.pattern_steps = prompt_onsets(prompt, config.bar_steps, PATTERN_BARS)
         self.motif = _MotifEcho(prompt) if config.motif_bias > 0 else None
         self.density = _DensityKeeper(prompt, self.origin_steps) if config.density_bias > 0 else None
-        self.prompt_arousal = prompt_arousal
 
     def _scores(self) -> np.ndarray:
         """The model's logits with the key penalty, the hands' rhythm and density shifts and the
@@ -575,11 +570,8 @@ class Stream:
                 elif not (self.state.onsets[hand] == now).any():
                     shifts[hand] += PATTERN_PULL * self.config.pattern_bias
         if self.density is not None:
-            # the prompt's density, moved by as much arousal as is asked beyond the prompt's own
-            asked = 0.0 if self.prompt_arousal is None else float(self.va[1]) - self.prompt_arousal
-            scale = DENSITY_PER_AROUSAL**asked
             for hand in (RIGHT, LEFT):
-                shifts[hand] += self.density.shift(hand, now, self.config.density_bias, self.config.bar_steps, scale)
+                shifts[hand] += self.density.shift(hand, now, self.config.density_bias, self.config.bar_steps)
         return shifts
 
     def _va_now(self) -> np.ndarray:
@@ -618,12 +610,10 @@ def generate(
     va: tuple[float, float] | Callable[[float], Sequence[float]] = (0.0, 0.0),
     max_tokens: int = 2048,
     prompt_va: np.ndarray | None = None,
-    prompt_arousal: float | None = None,
 ) -> Generation:
     """Continue ``prompt`` for ``bars`` bars of ``config.bar_steps`` (the prompt's bar grid).
     ``va``: a constant (valence, arousal) or a function of the beats after the prompt's end;
-    ``prompt_va``: per-token labels of the prompt (default: ``va`` throughout); ``prompt_arousal``:
-    the prompt's own arousal, from which an asked arousal moves the density keeper's target."""
-    stream = Stream(model, prompt, bars, config, style, va, max_tokens, prompt_va, prompt_arousal)
+    ``prompt_va``: per-token labels of the prompt (default: ``va`` throughout)."""
+    stream = Stream(model, prompt, bars, config, style, va, max_tokens, prompt_va)
     tokens = list(stream)
     return Generation(tokens, stream.forced_offs, stream.state.bars)

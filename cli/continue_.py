@@ -59,9 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--arousal", type=float, help="constant arousal in [-1, 1] (with --valence)")
     p.add_argument("--va", type=Path, help="VA curve (CSV/JSON): time_s|beats,valence,arousal")
     p.add_argument(
-        "--mode-steer", type=float, default=3.0,
+        "--mode-steer", type=float, default=5.0,
         help="with --valence/--va: how hard valence turns the music to the parallel minor or major "
-        "(log-odds per unit valence, 0 = the model's adapter alone; default 3)",
+        "(log-odds per unit valence, 0 = the model's adapter alone; default 5)",
     )
     p.add_argument(
         "--register", choices=("prompt", "free"), default="prompt",

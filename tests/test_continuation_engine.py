@@ -176,8 +176,10 @@ def test_valence_from_params_turns_the_continuation_to_the_parallel_mode() -> No
     engine = ContinuationEngine()
     engine.set_param("valence", -0.8)
     assert engine._config(48).mode_steer == 0.0, "va_source music: the player's own mode, no steering"
+    assert engine._config(48).density_bias == engine.param("density_bias") > 0  # the player's own density
     engine.set_param("va_source", "params")
-    assert engine._config(48).mode_steer == engine.param("mode_steer") == 3.0
+    assert engine._config(48).mode_steer == engine.param("mode_steer") == 5.0
+    assert engine._config(48).density_bias == engine._config(48).pattern_bias == 0.0  # arousal sets them
     dark, bright = degree_counts(-0.8, 3.0), degree_counts(0.8, 3.0)
     assert dark[0] > dark[1], f"minor degrees {dark[0]} vs major {dark[1]} at valence -0.8"
     assert bright[1] > 3 * max(1, bright[0]), f"major degrees {bright[1]} vs minor {bright[0]} at valence 0.8"

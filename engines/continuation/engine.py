@@ -225,6 +225,10 @@ class ContinuationEngine(Engine):
         seed = self.param("seed")
         if seed < 0:
             seed = None
+        asked = self.param("va_source") == "params"
+        biases = {name: self.param(name) for name in USER_BIASES}
+        if asked:  # valence/arousal from the parameters: the asked arousal sets density and rhythm
+            biases["density_bias"] = biases["pattern_bias"] = 0.0
         return SamplingConfig(
             temperature=self.param("temperature"),
             top_k=self.param("top_k"),
@@ -234,8 +238,8 @@ class ContinuationEngine(Engine):
             max_polyphony=self.param("max_polyphony"),
             max_note_steps=round(self.param("max_note_beats") * STEPS_PER_QUARTER),
             bar_steps=bar_steps,
-            mode_steer=self.param("mode_steer") if self.param("va_source") == "params" else 0.0,
-            **{name: self.param(name) for name in USER_BIASES},
+            mode_steer=self.param("mode_steer") if asked else 0.0,
+            **biases,
         )
 
     def _start(self, beats: float) -> None:
@@ -250,8 +254,8 @@ class ContinuationEngine(Engine):
         config = self._config(bar_steps)
         if self.param("register") == "prompt":
             config = prompt_register(prompt, config)
-        if self.param("grid") == "prompt":
-            config = prompt_grid(prompt, config)
+        if self.param("grid") == "prompt":  # with an asked arousal, the note lengths are the model's
+            config = prompt_grid(prompt, config, cap_notes=self.param("va_source") != "params")
         styles = self.model.card.get("styles", list(_STYLES))
         style = styles.index(self.param("style")) if self.param("style") in styles else 0
         if self.param("va_source") == "music":  # the player's own valence/arousal, as in training

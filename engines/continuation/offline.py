@@ -247,8 +247,10 @@ def continue_notes(
         raise ValueError(f"grid must be one of {GRIDS}, got {grid!r}")
     if register == "prompt":
         config = prompt_register(prompt, config)
-    if grid == "prompt":
-        config = prompt_grid(prompt, replace(config, bar_steps=bar_steps))
+    if grid == "prompt":  # an asked arousal sets the note lengths, not the prompt's
+        config = prompt_grid(prompt, replace(config, bar_steps=bar_steps), cap_notes=va is None)
+    if va is not None:  # an asked arousal sets the density and rhythm, not the prompt's
+        config = replace(config, density_bias=0.0, pattern_bias=0.0)
     if va is None:
         setting, prompt_va = (float(labels[-1, 0]), float(labels[-1, 1])), labels
         config = replace(config, mode_steer=0.0)  # steering follows a valence the user asks for

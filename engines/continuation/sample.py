@@ -223,7 +223,7 @@ class _Masker:
         return allowed
 
 
-MODE_STEER = 3.0  # the engine's and `scorebridge continue`'s default (docs/continuation.md)
+MODE_STEER = 5.0  # the engine's and `scorebridge continue`'s default (docs/continuation.md)
 _MAJOR_DEGREES = tuple(sorted(MAJOR_TO_MINOR))  # each a semitone above its minor counterpart
 
 
@@ -293,13 +293,14 @@ def prompt_register(
     return replace(config, right_range=ranges[RIGHT], left_range=ranges[LEFT])
 
 
-def prompt_grid(prompt: Sequence[int], config: SamplingConfig, cover: float = GRID_COVER) -> SamplingConfig:
+def prompt_grid(prompt: Sequence[int], config: SamplingConfig, cover: float = GRID_COVER,
+                cap_notes: bool = True) -> SamplingConfig:
     """``config`` with ``time_grid`` set to the prompt's rhythmic grid: the first of 16ths, eighth
     triplets or their union (``GRID_CANDIDATES``) that holds ``cover`` of the prompt's onsets,
     measured from its bar lines; any step when none does, as in played timing (unchanged with
     fewer than 8 onsets). New notes then start and end on the grid (note ends are not measured:
     sources often leave them unquantized): straight stays straight, a shuffle stays a shuffle.
-    ``max_note_steps`` becomes the prompt's longest note (at least a beat)."""
+    With ``cap_notes``, ``max_note_steps`` becomes the prompt's longest note (at least a beat)."""
     state, times, longest = _State(), [], 0
     for token in prompt:
         token = int(token)
@@ -316,7 +317,8 @@ def prompt_grid(prompt: Sequence[int], config: SamplingConfig, cover: float = GR
         return config
     # no note longer than the prompt's longest (at least a beat): a held note must not outlast
     # the player's own, or the hand fills up and stops striking
-    config = replace(config, max_note_steps=min(config.max_note_steps, max(STEPS_PER_QUARTER, longest)))
+    if cap_notes:
+        config = replace(config, max_note_steps=min(config.max_note_steps, max(STEPS_PER_QUARTER, longest)))
     times_array = np.array(times)
     for divisors in GRID_CANDIDATES:
         if np.mean(np.any([times_array % d == 0 for d in divisors], axis=0)) >= cover:

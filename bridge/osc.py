@@ -279,6 +279,7 @@ class OscServer:
                 reply_to(full_address(ERROR), f"{address}: {exc}")
             self.counters["handled" if handled else "unknown_address"] += 1
             return
+        handler = None
         try:
             handler = self.routes.get(path)
             if handler is not None:
@@ -299,6 +300,8 @@ class OscServer:
             self._log(logging.WARNING, "rejected", "OSC %s %s rejected: %s", _shorten(address),
                       _shorten(args), exc)
             reply_to(full_address(ERROR), f"{address}: {exc}")
+            if handler is None:  # a refused engine parameter: every surface shows it, rate-limited
+                self.feedback(full_address(ERROR), f"{address}: {exc}", exclude=sender)
 
     # -- sending ---------------------------------------------------------------------
     def send_to(self, target: tuple[str, int], address: str, *args: Any) -> None:

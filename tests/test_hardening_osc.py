@@ -452,3 +452,22 @@ def test_datagrams_the_kernel_drops_in_a_flood_are_counted():
     finally:
         sender.close()
         server.stop()
+
+
+def test_a_refused_parameter_reaches_the_subscribers_too(start_bridge):
+    bridge = start_bridge("--no-web", "--slot", "rule=rule@all/2")
+    watcher, surface = Surface(bridge.osc_port), Surface(bridge.osc_port)
+    try:
+        watcher.send("/scorebridge/subscribe", watcher.sock.getsockname()[1])
+        time.sleep(0.2)
+        kind, reply = surface.reply("/scorebridge/rule/voices", 9)  # out of 3..4
+        assert kind == "/scorebridge/error" and "/scorebridge/rule/voices" in reply[0]
+        deadline, seen = time.monotonic() + 3.0, []
+        while time.monotonic() < deadline and not seen:
+            data, _ = watcher.sock.recvfrom(65536)
+            seen = [list(t.message.params) for t in OscPacket(data).messages
+                    if t.message.address == "/scorebridge/error"]
+        assert seen and "/scorebridge/rule/voices" in seen[0][0], seen
+    finally:
+        watcher.close()
+        surface.close()

@@ -301,18 +301,8 @@ def prompt_grid(prompt: Sequence[int], config: SamplingConfig, cover: float = GR
     fewer than 8 onsets). New notes then start and end on the grid (note ends are not measured:
     sources often leave them unquantized): straight stays straight, a shuffle stays a shuffle.
     With ``cap_notes``, ``max_note_steps`` becomes the prompt's longest note (at least a beat)."""
-    state, times, longest = _State(), [], 0
-    for token in prompt:
-        token = int(token)
-        if NOTE_BASE <= token < VELOCITY_BASE and state.first_bar_steps is not None:
-            index = token - NOTE_BASE
-            if index // NUM_PITCHES % 2 == NOTE_ON:
-                times.append((state.now_steps - state.first_bar_steps) % config.bar_steps)
-            else:
-                onset = state.onsets[index // (2 * NUM_PITCHES), index % NUM_PITCHES]
-                if onset >= 0:
-                    longest = max(longest, state.now_steps - int(onset))
-        state.advance(token)
+    note_ons, longest, origin, _ = _prompt_note_ons(prompt)
+    times = [(time - origin) % config.bar_steps for time, _, _ in note_ons]
     if len(times) < 8:
         return config
     # no note longer than the prompt's longest (at least a beat): a held note must not outlast
@@ -330,16 +320,27 @@ def prompt_grid(prompt: Sequence[int], config: SamplingConfig, cover: float = GR
 def prompt_onsets(prompt: Sequence[int], bar_steps: int, last_bars: int = 0) -> tuple[frozenset[int], frozenset[int]]:
     """Steps into the bar (from the prompt's first bar line) where each hand strikes a note, in
     the prompt's last ``last_bars`` bars (0: all of it)."""
-    state, found = _State(), ([], [])
+    note_ons, _, origin, end = _prompt_note_ons(prompt)
+    since = end - last_bars * bar_steps if last_bars else -1
+    return tuple(frozenset((time - origin) % bar_steps for time, h, _ in note_ons if h == hand and time >= since)
+                 for hand in (RIGHT, LEFT))
+
+
+def _prompt_note_ons(prompt: Sequence[int]) -> tuple[list[tuple[int, int, int]], int, int, int]:
+    """(step, hand, pitch) of every NOTE_ON from the prompt's first bar line on, the longest of
+    those notes in steps, the first bar line's step (0 without one) and the prompt's last step."""
+    state, note_ons, longest = _State(), [], 0
     for token in prompt:
         token = int(token)
         if NOTE_BASE <= token < VELOCITY_BASE and state.first_bar_steps is not None:
             index = token - NOTE_BASE
+            hand, pitch = index // (2 * NUM_PITCHES), index % NUM_PITCHES
             if index // NUM_PITCHES % 2 == NOTE_ON:
-                found[index // (2 * NUM_PITCHES)].append(state.now_steps)
+                note_ons.append((state.now_steps, hand, pitch + LOW_PITCH))
+            elif state.onsets[hand, pitch] >= 0:
+                longest = max(longest, state.now_steps - int(state.onsets[hand, pitch]))
         state.advance(token)
-    origin, since = state.first_bar_steps or 0, state.now_steps - last_bars * bar_steps if last_bars else -1
-    return tuple(frozenset((t - origin) % bar_steps for t in times if t >= since) for times in found)
+    return note_ons, longest, state.first_bar_steps or 0, state.now_steps
 
 
 class _DensityKeeper:
@@ -348,16 +349,9 @@ class _DensityKeeper:
     (linear in between), so each hand keeps about the prompt's density."""
 
     def __init__(self, prompt: Sequence[int], origin: int) -> None:
-        state, times = _State(), (set(), set())
-        for token in prompt:
-            token = int(token)
-            if NOTE_BASE <= token < VELOCITY_BASE and state.first_bar_steps is not None:
-                index = token - NOTE_BASE
-                if index // NUM_PITCHES % 2 == NOTE_ON:
-                    times[index // (2 * NUM_PITCHES)].add(state.now_steps)
-            state.advance(token)
-        span = max(1, origin - (state.first_bar_steps or 0))
-        self.rate = [len(times[hand]) / span for hand in (RIGHT, LEFT)]  # onsets per step
+        note_ons, _, first_bar, _ = _prompt_note_ons(prompt)
+        span = max(1, origin - first_bar)
+        self.rate = [len({t for t, h, _ in note_ons if h == hand}) / span for hand in (RIGHT, LEFT)]  # per step
         self.origin, self.count, self.last = origin, [0, 0], [-1, -1]
 
     def advance(self, token: int, now: int) -> None:

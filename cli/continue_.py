@@ -117,9 +117,7 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--split {args.split}: must be a piano key 21..108")
     if not 0 <= args.mode_steer <= 8:
         raise ConfigError(f"--mode-steer {args.mode_steer}: must be in 0..8")
-    if not 0 <= args.key_bias <= 8:
-        raise ConfigError(f"--key-bias {args.key_bias}: must be in 0..8")
-    for option in ("pattern_bias", "motif_bias", "density_bias"):
+    for option in USER_BIASES:
         if not 0 <= getattr(args, option) <= 8:
             raise ConfigError(f"--{option.replace('_', '-')} {getattr(args, option)}: must be in 0..8")
     check_affect_options(args)
@@ -214,10 +212,7 @@ def continue_file(args: argparse.Namespace, model, source_path: Path, output: Pa
         seed=args.seed,
         pitch_classes=classes,
         mode_steer=args.mode_steer,
-        key_bias=args.key_bias,
-        pattern_bias=args.pattern_bias,
-        motif_bias=args.motif_bias,
-        density_bias=args.density_bias,
+        **{option: getattr(args, option) for option in USER_BIASES},
     )
     started = time.perf_counter()
     generated = continue_notes(

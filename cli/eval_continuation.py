@@ -24,11 +24,12 @@ import time
 from pathlib import Path
 
 from core.errors import ConfigError, ModelLoadError
+from engines.continuation.defaults import USER_BIASES
 
 __all__ = ["add_parser", "run"]
 
 DEFAULT_MODELS = ("continuation", "continuation_music21")
-_DECODING = ("temperature", "top_p", "key_bias", "pattern_bias", "motif_bias", "density_bias", "register", "grid")
+_DECODING = ("temperature", "top_p", *USER_BIASES, "register", "grid")
 _COLUMNS = (
     ("in-key", "in_key", "{:.3f}"), ("in-key min", "in_key_min", "{:.2f}"), ("met", "in_key_met", "{:.0%}"),
     ("RH dens", "right_density", "{:.2f}"), ("LH dens", "left_density", "{:.2f}"),
@@ -101,7 +102,7 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError(f"--temperature {args.temperature}: must be in 0.05..3")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise ConfigError(f"--top-p {args.top_p}: must be in (0, 1]")
-    for option in ("key_bias", "pattern_bias", "motif_bias", "density_bias"):
+    for option in USER_BIASES:
         value = getattr(args, option)
         if value is not None and not 0 <= value <= 8:
             raise ConfigError(f"--{option.replace('_', '-')} {value}: must be in 0..8")

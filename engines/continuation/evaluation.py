@@ -361,12 +361,12 @@ def _continue_chunk(model_path: str, decoding: Decoding, bars: int, work: list[t
     from .sample import SamplingConfig
 
     model = ContinuationModel.load(model_path)
-    style = model.card.get("styles", ["piano"]).index("piano") if "piano" in model.card.get("styles", []) else 0
+    styles = model.card.get("styles", [])
+    style = styles.index("piano") if "piano" in styles else 0
     done = []
     for index, prompt, seed in work:
         config = SamplingConfig(temperature=decoding.temperature, top_p=decoding.top_p, seed=seed,
-                                key_bias=decoding.key_bias, pattern_bias=decoding.pattern_bias,
-                                motif_bias=decoding.motif_bias, density_bias=decoding.density_bias)
+                                **{name: getattr(decoding, name) for name in USER_BIASES})
         started = time.perf_counter()
         notes = continue_notes(model, prompt.notes, prompt.bar_steps, bars, config, prompt.bars, style,
                                register=decoding.register, grid=decoding.grid)

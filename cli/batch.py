@@ -126,9 +126,7 @@ def run_batch(args: argparse.Namespace, job: Job, items: list[Item], output: Pat
     try:
         if chosen.todo:
             _run(args, job, chosen.todo, (workers, threads, where), results, settings, failed)
-    except Exception:
-        raise
-    except BaseException:  # Ctrl-C, SIGTERM: what finished is recorded, the rest runs next time
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: what finished is recorded, the rest runs next time
         finished = sum(1 for i in chosen.todo if (r := results.records.get(i.key)) and r.settings == settings)
         print(f"stopped: {finished} of {len(chosen.todo)} items finished and recorded in {results.path}; "
               "the same command resumes", file=sys.stderr)

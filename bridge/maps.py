@@ -15,9 +15,7 @@ from __future__ import annotations
 import math
 import os
 import re
-import stat
 import tempfile
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 import tomli_w
 
 from bridge.addresses import PREFIX, path_of
+from bridge.map_files import MAX_MAP_BYTES, MAX_MAP_NESTING, parse_toml, read_map_text
 from bridge.targets import Target, resolve_target
 from core.engine import Engine, Param
 from core.errors import MappingError, ParameterError
@@ -58,13 +57,6 @@ _BIND_KEYS = ("cc", "note", "program", "osc", "channel", "target", "scale", "min
               "values", "step", "in_min", "in_max", "feedback", "label")
 _TOP_KEYS = ("map", "bind")
 
-# The shipped maps are under 4 KB and a map at MAX_BINDINGS about 400 KB: anything larger is
-# not a control map, and reading it whole would only cost memory.
-MAX_MAP_BYTES = 1024 * 1024
-# Levels of arrays and tables a map may nest (the document is level 1, a [[bind]] table's
-# ``values`` list level 4);
-# tomllib parses nesting by recursion, so a deeper file is refused instead of parsed.
-MAX_MAP_NESTING = 8
 # Bindings in one map: every CC, note and program change of 16 channels is 6,144 controls, but
 # no controller has them all; MIDI learn stops adding bindings at this count.
 MAX_BINDINGS = 4096
@@ -376,56 +368,6 @@ def _check_scale(scale: str, source: str, target: Target, table: dict[str, Any],
         raise _Bad("in_max", "in_min and in_max must differ")
 
 
-def _depth(data: Any) -> int:
-    """Levels of lists and tables in parsed TOML (the document itself is level 1), iteratively."""
-    deepest, stack = 0, [(data, 1)]
-    while stack:
-        value, level = stack.pop()
-        if isinstance(value, dict):
-            children = value.values()
-        elif isinstance(value, list):
-            children = value
-        else:
-            continue
-        deepest = max(deepest, level)
-        if level <= MAX_MAP_NESTING:
-            stack.extend((child, level + 1) for child in children)
-    return deepest
-
-
-def _deep_line(text: str) -> int:
-    """The line where brackets first nest deeper than MAX_MAP_NESTING (comments skipped; a
-    guess, since brackets inside strings count too), else 1."""
-    level = 0
-    for number, line in enumerate(text.splitlines(), start=1):
-        code = line.split("#", 1)[0]
-        if level == 0 and code.lstrip().startswith("["):
-            continue  # a [table] or [[array]] header
-        for char in code:
-            level += char in "[{"
-            level -= char in "]}"
-            if level > MAX_MAP_NESTING - 3:  # the document, [[bind]] and its table are three levels
-                return number
-    return 1
-
-
-def parse_toml(text: str, path: Path | str) -> dict[str, Any]:
-    """A map file's TOML as data, bounded in size and nesting; MappingError names the problem."""
-    if len(text) > MAX_MAP_BYTES:
-        raise MappingError(f"{path}: {len(text)} characters is more than a control map holds "
-                           f"(at most {MAX_MAP_BYTES} bytes)")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise MappingError(f"{path}: invalid TOML: {exc}") from None
-    except RecursionError:
-        data = None
-    if data is None or _depth(data) > MAX_MAP_NESTING:
-        raise MappingError(f"{path}:{_deep_line(text)}: nesting too deep: a control map nests arrays and "
-                           f"tables at most {MAX_MAP_NESTING} levels")
-    return data
-
-
 def parse_map(text: str, path: Path | str, slots: Mapping[str, type[Engine]]) -> ControlMap:
     """Parse and validate a map's text; ``slots`` maps slot names to their engine classes."""
     data = parse_toml(text, path)
@@ -456,33 +398,6 @@ def parse_map(text: str, path: Path | str, slots: Mapping[str, type[Engine]]) ->
                                       lambda key, start=line: _key_line(text, start, key)))
     return ControlMap(Path(path), str(header.get("name", Path(path).stem)), str(header.get("description", "")),
                       bool(header.get("feedback", True)), bindings)
-
-
-def read_map_text(path: Path | str) -> str:
-    """A map file's text: a regular file of at most MAX_MAP_BYTES, in UTF-8. MappingError says
-    why not (a FIFO or a device is refused without reading from it)."""
-    try:
-        # Non-blocking, so opening a FIFO returns at once and is refused below.
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise MappingError(f"map file {path} does not exist") from None
-    except OSError as exc:
-        raise MappingError(f"map file {path} cannot be read: {exc.strerror or exc}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise MappingError(f"map file {path} is not a regular file")
-    with os.fdopen(fd, "rb") as handle:
-        try:
-            data = handle.read(MAX_MAP_BYTES + 1)
-        except OSError as exc:
-            raise MappingError(f"map file {path} cannot be read: {exc.strerror or exc}") from None
-    if len(data) > MAX_MAP_BYTES:
-        raise MappingError(f"map file {path} is larger than {MAX_MAP_BYTES} bytes: not a control map")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise MappingError(f"{path}:{line}: not UTF-8 text (byte {exc.start}): save the map as UTF-8") from None
 
 
 def load_map(path: Path | str, slots: Mapping[str, type[Engine]]) -> ControlMap:

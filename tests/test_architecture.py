@@ -37,6 +37,7 @@ HOST = {"bridge.host", "bridge.router", "bridge.clock", "bridge.output", "bridge
         "bridge.ports", "bridge.jack", "bridge.config"}
 # bridge.addresses is control's: the host knows nothing of OSC.
 CONTROL = {"bridge.osc", "bridge.osc_packet", "bridge.session_osc", "bridge.control", "bridge.maps",
+           "bridge.map_files",
            "bridge.learn", "bridge.feedback", "bridge.web", "bridge.affect_follow", "bridge.targets",
            "bridge.addresses"}
 SESSION = {"bridge.session"}

@@ -152,10 +152,11 @@ class _Run:
         base = self.done
         found = None if self.args.no_cache else self.cache.find(name, key)
         if found is None:
+            started = time.perf_counter()
             with self.cache.fill(name, key) as work:
                 produce(work, lambda fraction: self.advance(name, fraction, base))
             found = self.cache.find(name, key)
-            self.progress.console.print(f"{name}: done", highlight=False)
+            self.progress.console.print(f"{name}: done in {time.perf_counter() - started:.2f} s", highlight=False)
         else:
             self.reused.append(name)
             self.progress.console.print(f"{name}: reused {found}", highlight=False, markup=False)

@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 
 from cli.tuning_options import add_tuning_options, tuning_from_args
-from core.errors import ConfigError, ScoreBridgeError
+from core.errors import ConfigError
 
 __all__ = ["register"]
 
 ANALYSIS_RATE_HZ, ANALYSIS_SMOOTH_S = 10.0, 3.0
+MIN_DURATION_S = 3.0
 CONTAINERS = {".mkv": "matroska", ".mp4": "mp4"}
 # share of the progress bar per stage
 WEIGHTS = {"analysis": 40, "compose": 20, "render": 25, "snc": 10, "deliver": 5}
@@ -85,7 +86,7 @@ class _Inputs:
     """Everything checked before the first stage."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from engines.score.compose import load_theme, motif_theme, theme_fits
+        from engines.score.compose import load_theme, theme_fits
         from engines.score.deliver import check_video
         from engines.score.form import TEMPO_LIMITS
         from engines.score.render import DEFAULT_SOUNDFONT, check_soundfont
@@ -106,6 +107,8 @@ class _Inputs:
         self.soundfont = check_soundfont(args.soundfont or DEFAULT_SOUNDFONT)
         self.info, self.stream_index = check_video(args.video)
         self.duration_s = float(self.info.duration_s)
+        if self.duration_s < MIN_DURATION_S:
+            raise ConfigError(f"{args.video}: {self.duration_s:.2f} s; a score needs at least {MIN_DURATION_S:g} s")
         self.theme = load_theme(args.theme) if args.theme is not None else None
         if self.theme is not None:
             theme_fits(self.theme, self.duration_s, self.tempo or TEMPO_LIMITS[1])
@@ -116,7 +119,6 @@ class _Inputs:
             self.curve, unit = read_song_curve(args.va)
             if unit == "beats":
                 raise ConfigError(f"--va {args.va}: a score needs a curve over video time (time_s), not beats")
-        self.motif = motif_theme  # chosen once the curve is known (major or minor)
 
 
 def _load_models(style: str):
@@ -150,7 +152,9 @@ class _Run:
     def stage(self, name: str, key: str, produce) -> Path:
         """The stage's cached folder, produced first when missing (or with --no-cache)."""
         base = self.done
-        found = None if self.args.no_cache else self.cache.find(name, key)
+        if self.args.no_cache:
+            self.cache.clear(name, key)
+        found = self.cache.find(name, key)
         if found is None:
             started = time.perf_counter()
             with self.cache.fill(name, key) as work:
@@ -197,9 +201,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace, inputs: _Inputs, models, run: _Run) -> str:
+    import numpy as np
+
     from core.atomic import atomic_outputs
     from engines.score.cache import file_digest
-    from engines.score.compose import compose
+    from engines.score.compose import compose, motif_theme
     from engines.score.form import plan_form
     from engines.score.presets import INSTRUMENTS, PARTS
     from engines.va import read_curve, write_curve
@@ -221,8 +227,9 @@ def _score(args: argparse.Namespace, inputs: _Inputs, models, run: _Run) -> str:
     curve_digest = file_digest(args.va) if args.va is not None else analysis_key
 
     theme = inputs.theme
-    if theme is None:
-        theme = inputs.motif(args.style, minor=float(curve.mean_between([0.0], [min(8.0, inputs.duration_s)])[0, 0]) < 0)
+    if theme is None:  # the motif in minor when the opening's valence is negative
+        opening = curve.mean_between(np.array([0.0]), np.array([min(8.0, inputs.duration_s)]))[0, 0]
+        theme = motif_theme(args.style, minor=bool(opening < 0))
     plan = plan_form(curve, cuts, inputs.duration_s, inputs.tempo, theme.bar_steps / 12, theme.beats)
     pitch_classes = inputs.tuning.pitch_classes() if inputs.tuning is not None else None
     theme_digest = file_digest(args.theme) if args.theme is not None else f"motif:{args.style}"
@@ -251,7 +258,7 @@ def _score(args: argparse.Namespace, inputs: _Inputs, models, run: _Run) -> str:
             stem_midi(score_midi, part.name).save(str(midi_paths[part.name]))
         stems = render_stems(midi_paths, inputs.soundfont, work, inputs.duration_s)
         progress(0.8)
-        report = master(stems, work / "master.wav")
+        report = master(stems, work / "master.flac")
         (work / "master.json").write_text(json.dumps(report))
 
     rendered = run.stage("render", render_key, render)
@@ -261,8 +268,8 @@ def _score(args: argparse.Namespace, inputs: _Inputs, models, run: _Run) -> str:
         from engines.score.deliver import section_contexts
         from engines.snc.encode import encode as snc_encode
 
-        stems = {part.name: rendered / f"{part.name}.wav" for part in PARTS}
-        snc_encode(rendered / "master.wav", stems, work / "score.snc", args.snc_mode,
+        stems = {part.name: rendered / f"{part.name}.flac" for part in PARTS}
+        snc_encode(rendered / "master.flac", stems, work / "score.snc", args.snc_mode,
                    contexts=section_contexts(plan))
 
     coded = run.stage("snc", snc_key, encode)
@@ -271,7 +278,7 @@ def _score(args: argparse.Namespace, inputs: _Inputs, models, run: _Run) -> str:
     with atomic_outputs(list(outputs.values())) as (video, snc, midi, curve_file):
         from engines.score.deliver import mux
 
-        mux(args.video, inputs.stream_index, rendered / "master.wav", video, CONTAINERS[args.output.suffix.lower()])
+        mux(args.video, inputs.stream_index, rendered / "master.flac", video, CONTAINERS[args.output.suffix.lower()])
         run.advance("deliver", 0.8, base)
         shutil.copyfile(coded / "score.snc", snc)
         score_midi.save(str(midi))
@@ -282,7 +289,7 @@ def _score(args: argparse.Namespace, inputs: _Inputs, models, run: _Run) -> str:
     tempi = sorted({round(s.bpm, 1) for s in plan.sections})
     return (f"wrote {outputs['video']}, {outputs['snc'].name}, {outputs['midi'].name}, {outputs['curve'].name}: "
             f"{inputs.duration_s:.2f} s, {len(plan.sections)} sections at large cuts {cut_text} s, "
-            f"{plan.total_beats / plan.beats_per_bar:g} bars at {'-'.join(f'{t:g}' for t in tempi)} BPM, key "
+            f"{plan.total_beats:g} beats at {'-'.join(f'{t:g}' for t in tempi)} BPM, keys "
             f"{facts['key']}, {facts['theme_notes']} theme + {facts['generated_notes']} generated piano notes, "
             f"{len(PARTS)} stems, master {mastering['master_lufs']:.1f} LUFS"
             + (f"; reused {', '.join(run.reused)}" if run.reused else ""))

@@ -217,15 +217,18 @@ def test_a_second_run_reuses_every_stage(scored, capsys):
                              "--seed", "3"], capsys)
     second_s = time.perf_counter() - started
     assert code == 0
-    assert "reused analysis, compose, render, snc" in out
+    assert "; reused analysis, compose, render, snc in " in out
     assert output.with_suffix(".mid").read_bytes() == scored["first"][".mid"]
     assert output.with_suffix(".snc").read_bytes() == scored["first"][".snc"]
     assert second_s < scored["first_s"] / 2
-    # another seed composes again but reuses the analysis
+    # other instruments render again from the same composition; an MP4 holds the same packets
     code, out, _ = _score([str(scored["video"]), "-o", str(scored["folder"] / "other.mp4"), "--theme",
-                           str(scored["theme"]), "--seed", "4", "--instruments", "pop"], capsys)
-    assert code == 0 and "reused analysis" in out and "compose" not in out.split("reused")[-1]
+                           str(scored["theme"]), "--seed", "3", "--instruments", "pop"], capsys)
+    assert code == 0 and "; reused analysis, compose in " in out
     assert _packets(scored["folder"] / "other.mp4") == _packets(scored["video"])
+    other = mido.MidiFile(str(scored["folder"] / "other.mid"))
+    programs = {m.channel: m.program for track in other.tracks for m in track if m.type == "program_change"}
+    assert programs[2] == 81 and programs[0] == 4
 
 
 def _bad_inputs(folder: Path, video: Path) -> dict[str, tuple[list[str], str]]:
@@ -268,3 +271,37 @@ def test_bad_inputs_are_refused_before_any_work(scored, tmp_path, capsys):
         assert not any(out_folder.iterdir()), name  # nothing written, not even a part
         assert not (tmp_path / "cache").exists(), name  # refused before the first stage
     scored["patch"].setenv("SCOREBRIDGE_CACHE", str(scored["folder"] / "cache"))
+
+
+def _step_curve(levels: list[tuple[float, float, float]], duration_s: float):
+    """A curve that holds (valence, arousal) from each start time on, sampled at 10 Hz."""
+    from engines.va import VACurve
+
+    times = np.arange(0.0, duration_s + 1e-9, 0.1)
+    values = np.array([[v, a] for t in times for start, v, a in [max((s for s in levels if s[0] <= t + 1e-9),
+                                                                      key=lambda s: s[0])]])
+    return VACurve(times, values[:, 0], values[:, 1])
+
+
+def test_the_form_puts_large_cuts_on_bar_lines_and_skips_small_or_close_ones():
+    from engines.score.form import TEMPO_LIMITS, plan_form
+
+    curve = _step_curve([(0, -0.5, -0.6), (7.3, 0.6, 0.7), (11.0, 0.6, 0.7), (19.1, -0.4, -0.2), (21.0, 0.5, 0.6)],
+                        30.0)
+    # 11.0: a cut inside one mood (no contrast); 21.0: a contrast under 4 s after 19.1, the smaller one
+    plan = plan_form(curve, [7.3, 11.0, 19.1, 21.0], 30.0)
+    assert plan.cuts_s == (7.3, 19.1)
+    assert [round(s.start_s, 6) for s in plan.sections] == [0.0, 7.3, 19.1]
+    for section in plan.sections:
+        assert abs(float(plan.seconds(section.start_beats)) - section.start_s) < 1e-4  # on its first beat
+        assert TEMPO_LIMITS[0] <= section.bpm <= TEMPO_LIMITS[1]
+    assert abs(float(plan.seconds(plan.total_beats)) - 30.0) < 1e-4  # (MIDI tempi are whole microseconds)
+    tempi = [section.bpm for section in plan.sections]
+    assert tempi[1] > tempi[0] and tempi[1] > tempi[2]  # faster where the picture is intense
+    assert max(tempi) / min(tempi) < 1.3  # and no lurch: about the +-11 % the arousal asks for
+    # a short bar (metre change) closes a section whose beats are not whole bars
+    assert plan.short_bars() == [(s.start_beats + s.beats - s.beats % 4, s.beats % 4) for s in plan.sections
+                                 if s.beats % 4]
+    fixed = plan_form(curve, [7.3, 19.1], 30.0, tempo=100.0)
+    assert {s.bpm for s in fixed.sections} == {100.0}
+    assert [s.start_beats for s in fixed.sections] == [0.0, 12.0, 32.0]  # nearest bar lines: 7.2 s, 19.2 s

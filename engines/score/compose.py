@@ -11,7 +11,6 @@ patterns; valence reaches the models (mode steering, chord colour) and the motif
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,13 +26,14 @@ from engines.continuation.sample import SamplingConfig
 from engines.continuation.tokens import LEFT, RIGHT, STEPS_PER_QUARTER, NoteEvent
 from engines.harmonizer.clip import ChordSpan, ClipOptions, accompaniment, clip_grid, harmonize_notes
 from engines.harmonizer.harmonize import chord_root
+from engines.harmonizer.vocab import ROOT_NAMES
 from engines.harmonizer.voicing import VoicingConfig
 from engines.va import VACurve
 
 from .form import Plan, Section
 from .presets import STYLES, motif
 
-__all__ = ["Music", "Theme", "compose", "load_theme", "motif_theme"]
+__all__ = ["Music", "Theme", "compose", "load_theme", "motif_theme", "registers", "theme_fits"]
 
 MELODY_FROM, BASS_FROM, DRUMS_FROM = 0.0, -0.5, -0.25
 MAX_THEME_BARS = 32
@@ -124,10 +124,9 @@ def _develop(theme: Theme, plan: Plan, curve: VACurve, model, style: int, seed: 
     generated: list[NoteEvent] = []
     for section in plan.sections:
         start = max(round(section.start_beats * STEPS_PER_QUARTER), theme_end)
-        end = round((section.start_beats + section.bars * plan.beats_per_bar) * STEPS_PER_QUARTER)
-        bars = (end - start) // bar_steps
+        end = round(plan.end_beats(section) * STEPS_PER_QUARTER)
         progress(section.index / len(plan.sections))
-        if bars < 1:
+        if end - start < STEPS_PER_QUARTER:
             continue
         right, left = registers(section.arousal)
         config = SamplingConfig(temperature=1.0, top_p=0.95, seed=seed * 1009 + section.index,
@@ -139,11 +138,15 @@ def _develop(theme: Theme, plan: Plan, curve: VACurve, model, style: int, seed: 
             valence, arousal = curve.at_beats(start_beats + after_beats, tempo)
             return float(valence), float(arousal)
 
-        new = continue_notes(model, notes, bar_steps, bars, config, 4, style, va, register="free", grid="prompt")
-        prompt_end = -(-max(n.end_steps for n in notes) // bar_steps) * bar_steps
-        shift = start - prompt_end
+        # The model counts bars from its prompt's start: move the music so that the section
+        # starts on one of its bar lines (after a short bar the score's bar lines moved too).
+        offset = -start % bar_steps
+        moved = [replace(n, onset_steps=n.onset_steps + offset) for n in notes]
+        bars = -(-(end - start) // bar_steps)
+        new = continue_notes(model, moved, bar_steps, bars, config, 4, style, va, register="free", grid="prompt")
+        prompt_end = -(-max(n.end_steps for n in moved) // bar_steps) * bar_steps
         for note in new:
-            onset = note.onset_steps + shift
+            onset = note.onset_steps - prompt_end + start
             if onset >= end:
                 continue
             kept = replace(note, onset_steps=onset, duration_steps=min(note.duration_steps, end - onset))
@@ -167,15 +170,35 @@ def _skyline(notes: list[Note]) -> list[Note]:
     return line
 
 
-def _split_spans(spans: list[ChordSpan], section: Section, bar_beats: float) -> list[ChordSpan]:
-    """The chord spans inside a section, cut at its edges."""
-    start, end = section.start_beats, section.start_beats + section.bars * bar_beats
-    inside = []
-    for span in spans:
-        low, high = max(span.start_beats, start), min(span.start_beats + span.duration_beats, end)
-        if high - low > 1e-9:
-            inside.append(ChordSpan(span.token, low, high - low))
-    return inside
+def _harmonize(model, line: list[Note], section: Section, plan: Plan, curve: VACurve, options: ClipOptions,
+               time_signature: tuple[int, int], seed: int):  # -> HarmonizedClip | None
+    """The section's chords from its own first bar (the harmonizer counts bars from 0), the curve
+    per step; None when no melody note sounds in it."""
+    start, end = section.start_beats, plan.end_beats(section)
+    melody = [replace(n, at_beats=n.at_beats - start, duration_beats=min(n.duration_beats, end - n.at_beats))
+              for n in line if start - 1e-9 <= n.at_beats < end - 1e-9]
+    if not melody:
+        return None
+    grid = clip_grid(model, time_signature)
+    steps = grid.steps(section.beats)
+    per_step = max(1, round(grid.step_beats * 4))
+    va = curve.per_beat(steps * per_step, list(plan.tempo_map), start_beat=start, subdivisions=4)
+    va = va.reshape(steps, per_step, 2).mean(1).astype(np.float32)
+    try:
+        return harmonize_notes(model, melody, section.beats, time_signature, options, va,
+                               np.random.default_rng(seed * 1009 + section.index))
+    except ValueError as exc:
+        raise ScoreBridgeError(f"no harmony for section {section.index + 1}: {exc}") from None
+
+
+def _shifted(notes: list[Note], by_beats: float, end_beats: float) -> list[Note]:
+    """Notes moved by ``by_beats``, those at or after ``end_beats`` dropped, the rest cut there."""
+    moved = []
+    for note in notes:
+        start = note.at_beats + by_beats
+        if start < end_beats - 1e-9:
+            moved.append(replace(note, at_beats=start, duration_beats=min(note.duration_beats, end_beats - start)))
+    return moved
 
 
 def _harmony_figure(arousal: float) -> str:
@@ -207,11 +230,12 @@ def _bass(spans: list[ChordSpan], section: Section, previous: int | None) -> tup
 
 
 def _drums(section: Section, bar_beats: float) -> list[Note]:
-    """A General MIDI kit pattern per bar by arousal, and a cymbal on the section's first beat."""
+    """A General MIDI kit pattern per bar by arousal (a short last bar takes its first beats), and
+    a cymbal on the section's first beat."""
     a = section.arousal
     loud = _velocity(80, a)
     notes = [Note(49 if a >= 0.3 else 51, _velocity(90, a), 1.0, at_beats=section.start_beats)]
-    for bar in range(section.bars):
+    for bar in range(-(-section.beats // int(bar_beats))):
         start = section.start_beats + bar * bar_beats
         beats = [start + b for b in range(int(bar_beats))]
         notes += [Note(36, loud, 0.25, at_beats=b) for b in (beats[::2] if a >= 0.2 else beats[:1])]
@@ -221,7 +245,7 @@ def _drums(section: Section, bar_beats: float) -> list[Note]:
         hats = np.arange(start, start + bar_beats - 1e-9, hat_step)
         notes += [Note(42, max(1, loud - 20 + (8 if (h - start) % 1 == 0 else 0)), 0.2, at_beats=float(h))
                   for h in hats]
-    return notes
+    return _shifted(notes, 0.0, section.start_beats + section.beats)
 
 
 def compose(theme: Theme, plan: Plan, curve: VACurve, style: str, seed: int, continuation_model,
@@ -250,28 +274,33 @@ def compose(theme: Theme, plan: Plan, curve: VACurve, style: str, seed: int, con
     melody = [replace(n, velocity=_velocity(84, arousal_at(n.at_beats))) for n in line
               if arousal_at(n.at_beats) >= MELODY_FROM]
 
-    grid = clip_grid(harmonizer_model, theme.time_signature)
-    steps = grid.steps(end_beats)
-    per_step = max(1, round(grid.step_beats * 4))
-    va = curve.per_beat(steps * per_step, list(plan.tempo_map), subdivisions=4)
-    va = va.reshape(steps, per_step, 2).mean(1).astype(np.float32)
     options = ClipOptions(style=chosen.harmonizer, strategy=harmonizer_model.strategy, calls=harmonizer_model.calls,
                           temperature=harmonizer_model.temperature, rhythm=harmonizer_model.rhythm,
                           pitch_classes=pitch_classes)
-    clip = harmonize_notes(harmonizer_model, line, end_beats, theme.time_signature, options, va,
-                           np.random.default_rng(seed))
-    progress(0.9)
+    grid = clip_grid(harmonizer_model, theme.time_signature)
     harmony: list[Note] = []
     bass: list[Note] = []
     drums: list[Note] = []
+    chords: list[ChordSpan] = []
+    keys: list[str] = []
     low_bass: int | None = None
     for section in plan.sections:
-        spans = _split_spans(clip.spans, section, plan.beats_per_bar)
+        progress(0.8 + 0.2 * section.index / len(plan.sections))
+        start, end = section.start_beats, plan.end_beats(section)
+        clip = _harmonize(harmonizer_model, line, section, plan, curve, options, theme.time_signature, seed)
+        if clip is None:
+            continue
+        keys.append(f"{ROOT_NAMES[clip.tonic]} {clip.mode}")
+        length = end - start
+        spans = [ChordSpan(span.token, span.start_beats + start, min(span.duration_beats, length - span.start_beats))
+                 for span in clip.spans if span.start_beats < length - 1e-9]
+        chords += spans
         lift = round(6 * section.arousal)
         voicing = VoicingConfig(voices=4, low=48 + lift, high=79 + lift, bass=False)
         figure = replace(options, voicing_style=_harmony_figure(section.arousal), voicing=voicing,
                          velocity=_velocity(64, section.arousal))
-        harmony += accompaniment(line, spans, figure, grid.steps_per_bar, grid.step_beats)
+        harmony += _shifted(accompaniment(clip.melody, clip.spans, figure, grid.steps_per_bar, grid.step_beats),
+                            start, end)
         if section.arousal >= BASS_FROM:
             notes, low_bass = _bass(spans, section, low_bass)
             bass += notes
@@ -279,17 +308,13 @@ def compose(theme: Theme, plan: Plan, curve: VACurve, style: str, seed: int, con
             drums += _drums(section, plan.beats_per_bar)
     parts = {"piano-right": piano[RIGHT], "piano-left": piano[LEFT], "melody": melody, "harmony": harmony,
              "bass": bass, "percussion": drums}
-    from engines.harmonizer.vocab import ROOT_NAMES
-
     progress(1.0)
-    return Music(parts, clip.spans, f"{ROOT_NAMES[clip.tonic]} {clip.mode}", len(theme.written), len(generated),
+    return Music(parts, chords, ", ".join(dict.fromkeys(keys)) or "none", len(theme.written), len(generated),
                  {name: len(notes) for name, notes in parts.items()})
 
 
 def theme_fits(theme: Theme, duration_s: float, fastest_bpm: float) -> None:
     """Refuse a theme that cannot fit the video even at the fastest tempo."""
-    if theme.beats * 60 / fastest_bpm > duration_s + 1e-9:
+    if not theme.beats * 60 / fastest_bpm <= duration_s + 1e-9:
         raise ScoreBridgeError(f"the theme lasts {theme.beats:g} quarters ({theme.bars} bars): longer than the "
                                f"video ({duration_s:.1f} s) even at {fastest_bpm:g} BPM")
-    if not math.isfinite(duration_s):
-        raise ScoreBridgeError("the video's duration is unknown")

@@ -5,11 +5,14 @@ over the ``CONTRAST_WINDOW_S`` before and after is at least ``MIN_CONTRAST``), a
 least ``MIN_SECTION_S`` from the start, the end and every larger cut kept before it.
 
 Tempo ``auto`` is a tempo map, as a composer builds a click track to hit the cut: each section
-(large cut to large cut) gets a whole number of bars and its own tempo, so every large cut falls
-exactly on a bar line. The tempo of section ``i`` aims at ``base * 2 ** (TEMPO_DEPTH * a_i)``
-(``a_i`` its mean arousal); the base is searched over ``BASE_RANGE`` for the map that strays
-least from those aims, from a prior tempo set by the mean arousal, and from one section to the
-next. A given tempo stays constant: sections then start on the bar line nearest each cut.
+(large cut to large cut) gets a whole number of beats and its own tempo, so every large cut falls
+exactly on a beat, and a section starts on a bar line: when its beats are not whole bars, its last
+bar is a short one (a 2/4 or 3/4 bar in 4/4, written as a metre change), as film cues do. The
+tempo of section ``i`` aims at ``base * 2 ** (TEMPO_DEPTH * a_i)`` (``a_i`` its mean arousal);
+the base is searched over ``BASE_RANGE`` for the map that strays least from those aims, from a
+prior tempo set by the mean arousal and from one section to the next, a short bar costing as
+much as ``SHORT_BAR_COST`` (about 2 %) of tempo. A given tempo stays constant: sections then
+start on the beat nearest each cut, after a short bar when needed.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ MIN_CONTRAST = 0.12
 TEMPO_DEPTH = 0.15  # as ``va apply --tempo-depth``: +-11 % at arousal +-1
 BASE_RANGE = (60.0, 150.0)
 TEMPO_LIMITS = (40.0, 200.0)
+SHORT_BAR_COST = 0.03  # in octaves of tempo (log2), like the other costs
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,7 @@ class Section:
     start_s: float
     end_s: float
     start_beats: float
-    bars: int
+    beats: int  # quarters; the last bar is short when they are not whole bars
     bpm: float
     valence: float
     arousal: float
@@ -59,7 +63,19 @@ class Plan:
     @property
     def total_beats(self) -> float:
         last = self.sections[-1]
-        return last.start_beats + last.bars * self.beats_per_bar
+        return last.start_beats + last.beats
+
+    def end_beats(self, section: Section) -> float:
+        return section.start_beats + section.beats
+
+    def short_bars(self) -> list[tuple[float, float]]:
+        """(start, length) in quarters of each section's short last bar."""
+        found = []
+        for section in self.sections:
+            rest = section.beats % self.beats_per_bar
+            if rest > 1e-9:
+                found.append((section.start_beats + section.beats - rest, rest))
+        return found
 
     def seconds(self, beats: float | np.ndarray) -> np.ndarray:
         """Video time of song positions in quarters."""
@@ -90,20 +106,26 @@ def large_cuts(curve: VACurve, cuts_s: list[float], duration_s: float) -> list[f
 
 def _auto_tempi(lengths_s: np.ndarray, arousal: np.ndarray, beats_per_bar: float,
                 min_beats: float) -> tuple[np.ndarray, np.ndarray]:
-    """(bars, BPM) per section for the best base tempo (module docstring)."""
+    """(beats, BPM) per section for the best base tempo (module docstring)."""
     prior = 96.0 * 2 ** (0.3 * float(np.average(arousal, weights=lengths_s)))
     best: tuple[float, np.ndarray, np.ndarray] | None = None
     for base in np.arange(BASE_RANGE[0], BASE_RANGE[1] + 0.25, 0.5):
         aims = base * 2 ** (TEMPO_DEPTH * arousal)
-        bars = np.maximum(1, np.rint(lengths_s * aims / 60 / beats_per_bar))
-        tempi = bars * beats_per_bar * 60 / lengths_s
-        if tempi.min() < TEMPO_LIMITS[0] or tempi.max() > TEMPO_LIMITS[1] or bars.sum() * beats_per_bar < min_beats:
+        beats = np.maximum(1, np.rint(lengths_s * aims / 60))
+        whole = np.maximum(1, np.rint(beats / beats_per_bar)) * beats_per_bar
+        # a whole number of bars when it strays less than a short bar costs
+        keep_whole = np.abs(np.log2(whole / (lengths_s * aims / 60))) <= \
+            np.abs(np.log2(beats / (lengths_s * aims / 60))) + SHORT_BAR_COST
+        beats = np.where(keep_whole, whole, beats)
+        tempi = beats * 60 / lengths_s
+        if tempi.min() < TEMPO_LIMITS[0] or tempi.max() > TEMPO_LIMITS[1] or beats.sum() < min_beats:
             continue
         stray = float(np.sum(lengths_s * np.abs(np.log2(tempi / aims))) / lengths_s.sum())
         jumps = float(np.mean(np.abs(np.diff(np.log2(tempi))))) if len(tempi) > 1 else 0.0
-        cost = stray + 0.25 * abs(math.log2(base / prior)) + 0.5 * jumps
+        short = SHORT_BAR_COST * float(np.mean(~keep_whole))
+        cost = stray + 0.25 * abs(math.log2(base / prior)) + 0.5 * jumps + short
         if best is None or cost < best[0]:
-            best = (cost, bars, tempi)
+            best = (cost, beats, tempi)
     if best is None:
         raise ConfigError(f"no tempo between {TEMPO_LIMITS[0]:g} and {TEMPO_LIMITS[1]:g} BPM fits the theme "
                           f"({min_beats:g} quarters) and the sections; give --tempo BPM or a shorter theme")
@@ -127,25 +149,23 @@ def plan_form(curve: VACurve, cuts_s: list[float], duration_s: float, tempo: flo
     means = curve.mean_between(edges[:-1], edges[1:])
     lengths = np.diff(edges)
     if tempo is None:
-        bars, tempi = _auto_tempi(lengths, means[:, 1], beats_per_bar, min_beats)
-        starts = np.concatenate([[0], np.cumsum(bars)[:-1]]) * beats_per_bar
+        beats, tempi = _auto_tempi(lengths, means[:, 1], beats_per_bar, min_beats)
     else:
         if min_beats > duration_s * tempo / 60 + 1e-9:
             raise ConfigError(f"the theme lasts {min_beats:g} quarters, {min_beats * 60 / tempo:.1f} s at "
                               f"{tempo:g} BPM: longer than the video ({duration_s:.1f} s)")
-        bar_s = beats_per_bar * 60 / tempo
-        total_bars = max(1, math.ceil(duration_s / bar_s - 1e-6))
-        bar_starts = [0] + [min(total_bars - 1, max(1, round(cut / bar_s))) for cut in chosen]
-        bar_starts = sorted(set(bar_starts))
-        bars = np.diff([*bar_starts, total_bars]).astype(int)
-        starts = np.array(bar_starts, dtype=float) * beats_per_bar
-        edges = np.array([*(np.array(bar_starts) * bar_s), duration_s])
+        beat_s = 60 / tempo
+        total = max(1, math.ceil(duration_s / beat_s - 1e-6))
+        starts = sorted({0, *(min(total - 1, max(1, round(cut / beat_s))) for cut in chosen)})
+        beats = np.diff([*starts, total]).astype(int)
+        edges = np.array([*(np.array(starts) * beat_s), duration_s])
         means = curve.mean_between(edges[:-1], np.maximum(edges[1:], edges[:-1]))
-        tempi = np.full(len(bars), float(tempo))
+        tempi = np.full(len(beats), float(tempo))
         chosen = [float(s) for s in edges[1:-1]]
-    sections = tuple(Section(i, float(edges[i]), float(edges[i + 1]), float(starts[i]), int(bars[i]),
+    starts = np.concatenate([[0], np.cumsum(beats)[:-1]])
+    sections = tuple(Section(i, float(edges[i]), float(edges[i + 1]), float(starts[i]), int(beats[i]),
                              _midi_exact(float(tempi[i])), float(means[i, 0]), float(means[i, 1]))
-                     for i in range(len(bars)))
+                     for i in range(len(beats)))
     tempo_map = tuple((s.start_beats, s.bpm) for s in sections
                       if s.index == 0 or s.bpm != sections[s.index - 1].bpm)
     return Plan(sections, tempo_map, beats_per_bar, duration_s, tuple(chosen))

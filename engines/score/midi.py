@@ -53,6 +53,13 @@ def build_midi(plan: Plan, parts: dict[str, list[Note]], instrument: Instrument,
         (0, 0, mido.MetaMessage("time_signature", numerator=time_signature[0], denominator=time_signature[1]))]
     conductor += [(round(beats * per_beat), 1, mido.MetaMessage("set_tempo", tempo=round(60e6 / bpm)))
                   for beats, bpm in plan.tempo_map]
+    for start, length in plan.short_bars():  # e.g. a 2/4 bar that brings the next section onto a cut
+        units = length * time_signature[1] / 4
+        if abs(units - round(units)) < 1e-9:
+            conductor.append((round(start * per_beat), 0, mido.MetaMessage(
+                "time_signature", numerator=round(units), denominator=time_signature[1])))
+            conductor.append((round((start + length) * per_beat), 0, mido.MetaMessage(
+                "time_signature", numerator=time_signature[0], denominator=time_signature[1])))
     for section in plan.sections:
         text = (f"section {section.index + 1}: {section.start_s:.2f} s, valence {section.valence:+.2f}, "
                 f"arousal {section.arousal:+.2f}")

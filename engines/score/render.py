@@ -2,7 +2,7 @@
 
 Each stem is its part's MIDI (``midi.stem_midi``) rendered by the ``fluidsynth`` program at
 48 kHz stereo with the SoundFont (Debian's FluidR3 GM by default), cut or padded to the video's
-length with a short fade at the end, and stored as 24-bit WAV. The mix is the plain sum of the
+length with a short fade at the end, and stored as 24-bit FLAC. The mix is the plain sum of the
 stems (the balance is in the MIDI: CC7 per part); the master brings the mix to ``TARGET_LUFS``
 integrated (one gain for the whole piece, so quiet scenes stay quiet) and a peak limiter holds
 it under ``CEILING_DBFS``. The limiter is the only non-linear step: what it takes off is what the
@@ -49,8 +49,8 @@ def check_soundfont(path: Path) -> Path:
     return path
 
 
-def _render_one(midi_path: Path, soundfont: Path, wav_path: Path, frames: int) -> None:
-    raw = wav_path.with_suffix(".raw.wav")
+def _render_one(midi_path: Path, soundfont: Path, stem_path: Path, frames: int) -> None:
+    raw = stem_path.with_suffix(".fluidsynth.wav")
     command = ["fluidsynth", "-ni", "-q", "-g", str(SYNTH_GAIN), "-r", str(RATE), "-o", "audio.file.format=float",
                "-o", "synth.cpu-cores=1", "-F", str(raw), str(soundfont), str(midi_path)]
     try:
@@ -71,16 +71,16 @@ def _render_one(midi_path: Path, soundfont: Path, wav_path: Path, frames: int) -
         audio = np.concatenate([audio, np.zeros((frames - audio.shape[0], audio.shape[1]))])
     fade = min(frames, int(FADE_S * RATE))
     audio[frames - fade:] *= np.linspace(1.0, 0.0, fade)[:, None]
-    sf.write(str(wav_path), np.clip(audio, -1.0, 1.0 - 2 ** -23), RATE, subtype="PCM_24")
+    sf.write(str(stem_path), np.clip(audio, -1.0, 1.0 - 2 ** -23), RATE, subtype="PCM_24")
 
 
 def render_stems(midi_paths: dict[str, Path], soundfont: Path, folder: Path, duration_s: float,
                  workers: int = 2) -> dict[str, Path]:
-    """Render every stem (``workers`` FluidSynth processes at a time) to ``folder/NAME.wav``."""
+    """Render every stem (``workers`` FluidSynth processes at a time) to ``folder/NAME.flac``."""
     if shutil.which("fluidsynth") is None:
         raise BackendError("fluidsynth is not installed (Debian: apt install fluidsynth)")
     frames = round(duration_s * RATE)
-    outputs = {name: folder / f"{name}.wav" for name in midi_paths}
+    outputs = {name: folder / f"{name}.flac" for name in midi_paths}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         jobs = [pool.submit(_render_one, midi_paths[name], soundfont, outputs[name], frames) for name in midi_paths]
         for job in jobs:
@@ -108,7 +108,8 @@ def _limit(audio: np.ndarray, ceiling: float) -> np.ndarray:
 
 
 def master(stems: dict[str, Path], output: Path) -> dict[str, float]:
-    """Sum the stems, bring the sum to the target loudness, limit it; write ``output`` (24-bit).
+    """Sum the stems, bring the sum to the target loudness, limit it; write ``output`` (24-bit,
+    WAV or FLAC by its suffix).
     Returns the loudness before and after and the gain."""
     mix = None
     for path in stems.values():

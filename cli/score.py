@@ -41,8 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--style", choices=sorted(STYLES), default="cinematic",
                    help="models' style and built-in motif (default cinematic)")
     p.add_argument("--tempo", default="auto",
-                   help="BPM (constant; sections start on the bar line nearest each large cut) or auto "
-                   "(default: a tempo map that puts every large cut on a bar line)")
+                   help="BPM (constant; sections start on the beat nearest each large cut) or auto "
+                   "(default: a tempo map that puts every large cut on a bar's first beat)")
     p.add_argument("--instruments", choices=sorted(INSTRUMENTS), default="orchestral",
                    help="General MIDI preset: " + "; ".join(f"{k}: {v.description}" for k, v in INSTRUMENTS.items()))
     p.add_argument("--soundfont", type=Path, help="a .sf2 to render with (default: FluidR3 GM)")

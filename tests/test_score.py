@@ -25,9 +25,6 @@ from engines.va import read_curve
 from engines.va.synthetic import Shot, shot_times, write_video
 
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
-pytestmark = pytest.mark.skipif(
-    any(shutil.which(tool) is None for tool in ("fluidsynth", "ffmpeg", "ffprobe")) or not SOUNDFONT.exists(),
-    reason="needs FluidSynth, the FluidR3 GM font and ffmpeg")
 
 FPS = 25
 SHOTS = [Shot(5.0, (0.2, 0.25, 0.5), 0.15, 0.0, texture=0.1, seed=1),
@@ -63,6 +60,10 @@ def _score(args: list[str], capsys) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
+    missing = [tool for tool in ("fluidsynth", "ffmpeg", "ffprobe") if shutil.which(tool) is None]
+    if missing or not SOUNDFONT.exists():
+        pytest.fail(f"missing {', '.join(missing) or SOUNDFONT}: the README's test command installs fluidsynth, "
+                    "fluid-soundfont-gm and ffmpeg")
     folder = tmp_path_factory.mktemp("score")
     video, theme = folder / "arc.mp4", folder / "theme.mid"
     write_video(video, SHOTS, width=160, height=90, fps=FPS)

@@ -123,7 +123,7 @@ def _auto_tempi(lengths_s: np.ndarray, arousal: np.ndarray, beats_per_bar: float
         stray = float(np.sum(lengths_s * np.abs(np.log2(tempi / aims))) / lengths_s.sum())
         jumps = float(np.mean(np.abs(np.diff(np.log2(tempi))))) if len(tempi) > 1 else 0.0
         short = SHORT_BAR_COST * float(np.mean(~keep_whole))
-        cost = stray + 0.25 * abs(math.log2(base / prior)) + 0.5 * jumps + short
+        cost = stray + 0.25 * abs(math.log2(base / prior)) + 0.25 * jumps + short
         if best is None or cost < best[0]:
             best = (cost, beats, tempi)
     if best is None:

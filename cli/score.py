@@ -13,12 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
 
 from cli.tuning_options import add_tuning_options, tuning_from_args
-from core.errors import ConfigError
+from core.errors import ConfigError, ScoreBridgeError
 
 __all__ = ["register"]
 
@@ -78,6 +79,8 @@ def _outputs(output: Path) -> dict[str, Path]:
         raise ConfigError(f"-o {output}: folder {output.parent} does not exist")
     if output.is_dir():
         raise ConfigError(f"-o {output}: is a folder")
+    if not os.access(output.parent.resolve(), os.W_OK):
+        raise ConfigError(f"-o {output}: the folder {output.parent} is not writable")
     return {"video": output, "snc": output.with_suffix(".snc"), "midi": output.with_suffix(".mid"),
             "curve": output.with_suffix(".va.csv")}
 
@@ -157,8 +160,12 @@ class _Run:
         found = self.cache.find(name, key)
         if found is None:
             started = time.perf_counter()
-            with self.cache.fill(name, key) as work:
-                produce(work, lambda fraction: self.advance(name, fraction, base))
+            try:
+                with self.cache.fill(name, key) as work:
+                    produce(work, lambda fraction: self.advance(name, fraction, base))
+            except OSError as exc:  # the cache folder: unwritable, or the disk full
+                raise ScoreBridgeError(f"{name}: cannot write {exc.filename or self.cache.root} "
+                                       f"({exc.strerror or exc})") from None
             found = self.cache.find(name, key)
             self.progress.console.print(f"{name}: done in {time.perf_counter() - started:.2f} s", highlight=False)
         else:
@@ -275,14 +282,18 @@ def _score(args: argparse.Namespace, inputs: _Inputs, models, run: _Run) -> str:
     coded = run.stage("snc", snc_key, encode)
     base = run.done
     outputs = inputs.outputs
-    with atomic_outputs(list(outputs.values())) as (video, snc, midi, curve_file):
-        from engines.score.deliver import mux
+    from engines.score.deliver import mux
 
-        mux(args.video, inputs.stream_index, rendered / "master.flac", video, CONTAINERS[args.output.suffix.lower()])
-        run.advance("deliver", 0.8, base)
-        shutil.copyfile(coded / "score.snc", snc)
-        score_midi.save(str(midi))
-        write_curve(curve, curve_file)
+    try:
+        with atomic_outputs(list(outputs.values())) as (video, snc, midi, curve_file):
+            mux(args.video, inputs.stream_index, rendered / "master.flac", video,
+                CONTAINERS[args.output.suffix.lower()])
+            run.advance("deliver", 0.8, base)
+            shutil.copyfile(coded / "score.snc", snc)
+            score_midi.save(str(midi))
+            write_curve(curve, curve_file)
+    except OSError as exc:
+        raise ScoreBridgeError(f"-o {args.output}: cannot write ({exc.strerror or exc})") from None
     run.advance("deliver", 1.0, base)
     mastering = json.loads((rendered / "master.json").read_text())
     cut_text = ", ".join(f"{c:.2f}" for c in plan.cuts_s) or "none"

@@ -306,3 +306,19 @@ def test_the_form_puts_large_cuts_on_bar_lines_and_skips_small_or_close_ones():
     fixed = plan_form(curve, [7.3, 19.1], 30.0, tempo=100.0)
     assert {s.bpm for s in fixed.sections} == {100.0}
     assert [s.start_beats for s in fixed.sections] == [0.0, 12.0, 32.0]  # nearest bar lines: 7.2 s, 19.2 s
+
+
+def test_a_given_curve_decides_the_form_while_the_cuts_come_from_the_picture(scored, tmp_path, capsys):
+    curve = tmp_path / "mine.csv"
+    rows = ["time_s,valence,arousal"] + [f"{t / 10:.1f},{-0.5 if 5 <= t / 10 < 15 else 0.5},"
+                                         f"{0.6 if 5 <= t / 10 < 15 else -0.6}" for t in range(0, 201)]
+    curve.write_text("\n".join(rows) + "\n")
+    output = tmp_path / "mine.mkv"
+    code, out, _ = _score([str(scored["video"]), "-o", str(output), "--va", str(curve), "--tempo", "120"], capsys)
+    assert code == 0 and "; reused analysis in " in out
+    assert output.with_suffix(".va.csv").read_text().splitlines()[1:3] == ["0.0000,0.5000,-0.6000",
+                                                                            "0.1000,0.5000,-0.6000"]
+    midi = mido.MidiFile(str(output.with_suffix(".mid")))
+    markers = [seconds for seconds, _ in _marker_seconds(midi)]
+    assert markers == pytest.approx([0.0, 5.0, 15.0], abs=0.25)  # the cut at 10 s changes no mood: no section
+    assert {m.tempo for m in midi.tracks[0] if m.type == "set_tempo"} == {500000}

@@ -12,14 +12,14 @@ patterns; valence reaches the models (mode steering, chord colour) and the motif
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from core.errors import CodecError, ScoreBridgeError
 from core.events import Note
-from core.midifile import MidiFileError
+from core.midifile import FileNote, MidiFileError, top_line
 from engines.continuation.defaults import USER_BIASES
 from engines.continuation.offline import continue_notes, read_source
 from engines.continuation.sample import SamplingConfig
@@ -70,7 +70,6 @@ class Music:
     key: str
     theme_notes: int
     generated_notes: int
-    notes: dict[str, int] = field(default_factory=dict)
 
 
 def load_theme(path: Path) -> Theme:
@@ -156,18 +155,15 @@ def _develop(theme: Theme, plan: Plan, curve: VACurve, model, style: int, seed: 
     return generated
 
 
+_LINE_TICKS = 5760  # per quarter, for core.midifile.top_line: every grid and common file position
+
+
 def _skyline(notes: list[Note]) -> list[Note]:
-    """The highest sounding note at each moment (``core.midifile.top_line`` on beats)."""
-    line: list[Note] = []
-    for note in sorted(notes, key=lambda n: (n.at_beats, -n.pitch)):
-        if line and note.at_beats < line[-1].at_beats + line[-1].duration_beats - 1e-9:
-            if note.pitch <= line[-1].pitch:
-                continue
-            cut = line.pop()
-            if note.at_beats > cut.at_beats + 1e-9:
-                line.append(replace(cut, duration_beats=note.at_beats - cut.at_beats))
-        line.append(note)
-    return line
+    """The highest sounding note at each moment (``core.midifile.top_line``)."""
+    ticked = [FileNote(n.pitch, round(n.at_beats * _LINE_TICKS), round((n.at_beats + n.duration_beats) * _LINE_TICKS),
+                       n.velocity, 0) for n in notes]
+    return [Note(n.pitch, n.velocity, (n.end_ticks - n.start_ticks) / _LINE_TICKS, at_beats=n.start_ticks / _LINE_TICKS)
+            for n in top_line(ticked)]
 
 
 def _harmonize(model, line: list[Note], section: Section, plan: Plan, curve: VACurve, options: ClipOptions,
@@ -309,8 +305,7 @@ def compose(theme: Theme, plan: Plan, curve: VACurve, style: str, seed: int, con
     parts = {"piano-right": piano[RIGHT], "piano-left": piano[LEFT], "melody": melody, "harmony": harmony,
              "bass": bass, "percussion": drums}
     progress(1.0)
-    return Music(parts, chords, ", ".join(dict.fromkeys(keys)) or "none", len(theme.written), len(generated),
-                 {name: len(notes) for name, notes in parts.items()})
+    return Music(parts, chords, ", ".join(dict.fromkeys(keys)) or "none", len(theme.written), len(generated))
 
 
 def theme_fits(theme: Theme, duration_s: float, fastest_bpm: float) -> None:

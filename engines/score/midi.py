@@ -42,6 +42,22 @@ def _track(name: str, items: list[tuple[int, int, mido.Message | mido.MetaMessag
     return track
 
 
+def _one_key_one_note(notes: list[Note], per_beat: int, end: int) -> list[tuple[int, int, int, int]]:
+    """(start, stop, pitch, velocity) in ticks as one channel can play them: a key struck again
+    ends the note it was sounding, an exact duplicate is dropped, nothing sounds past ``end``."""
+    ticked = [(round(n.at_beats * per_beat), round((n.at_beats + n.duration_beats) * per_beat), n.pitch, n.velocity)
+              for n in notes if round(n.at_beats * per_beat) < end]
+    ticked.sort(key=lambda n: (n[2], n[0], -n[1]))
+    kept: list[tuple[int, int, int, int]] = []
+    for start, stop, pitch, velocity in ticked:
+        if kept and kept[-1][2] == pitch and kept[-1][1] > start:
+            if kept[-1][0] == start:
+                continue
+            kept[-1] = (kept[-1][0], start, pitch, kept[-1][3])
+        kept.append((start, max(start + 1, min(end, stop)), pitch, velocity))
+    return kept
+
+
 def build_midi(plan: Plan, parts: dict[str, list[Note]], instrument: Instrument, curve: VACurve,
                theme_ticks: int | None = None, time_signature: tuple[int, int] = (4, 4)) -> mido.MidiFile:
     """Type 1: a conductor track (tempo map, metre, a marker per section), a track per part
@@ -73,13 +89,9 @@ def build_midi(plan: Plan, parts: dict[str, list[Note]], instrument: Instrument,
         items += [(0, 0, mido.Message("program_change", channel=channel, program=program)),
                   (0, 0, mido.Message("control_change", channel=channel, control=7, value=part.volume)),
                   (0, 0, mido.Message("control_change", channel=channel, control=10, value=part.pan))]
-        for note in parts.get(part.name, []):
-            start = round(note.at_beats * per_beat)
-            stop = max(start + 1, min(end, round((note.at_beats + note.duration_beats) * per_beat)))
-            if start >= end:
-                continue
-            items.append((start, 2, mido.Message("note_on", channel=channel, note=note.pitch, velocity=note.velocity)))
-            items.append((stop, 1, mido.Message("note_off", channel=channel, note=note.pitch, velocity=0)))
+        for start, stop, pitch, velocity in _one_key_one_note(parts.get(part.name, []), per_beat, end):
+            items.append((start, 2, mido.Message("note_on", channel=channel, note=pitch, velocity=velocity)))
+            items.append((stop, 1, mido.Message("note_off", channel=channel, note=pitch, velocity=0)))
         midi.tracks.append(_track(part.name, items))
     apply_curve(midi, curve, ApplySettings(velocity_depth=0.0, lanes=dict(LANES), cc_floor=CC_FLOOR))
     return midi

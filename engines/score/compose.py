@@ -19,6 +19,7 @@ import numpy as np
 
 from core.errors import CodecError, ScoreBridgeError
 from core.events import Note
+from core.keys import best_key
 from core.midifile import FileNote, MidiFileError, top_line
 from engines.continuation.defaults import USER_BIASES
 from engines.continuation.offline import continue_notes, read_source
@@ -166,10 +167,24 @@ def _skyline(notes: list[Note]) -> list[Note]:
             for n in top_line(ticked)]
 
 
+def _section_key(piano: list[Note], start: float, end: float) -> tuple[int, str] | None:
+    """The key of everything the piano plays in [start, end) (Krumhansl-Schmuckler on the
+    duration-weighted pitch classes of both hands: the texture, not only the top line)."""
+    histogram = np.zeros(12)
+    for note in piano:
+        overlap = min(end, note.at_beats + note.duration_beats) - max(start, note.at_beats)
+        if overlap > 0:
+            histogram[note.pitch % 12] += overlap
+    if not histogram.any():
+        return None
+    tonic, minor, _ = best_key(histogram)
+    return tonic, "minor" if minor else "major"
+
+
 def _harmonize(model, line: list[Note], section: Section, plan: Plan, curve: VACurve, options: ClipOptions,
                time_signature: tuple[int, int], seed: int):  # -> HarmonizedClip | None
     """The section's chords from its own first bar (the harmonizer counts bars from 0), the curve
-    per step; None when no melody note sounds in it."""
+    per step, in ``options.key``; None when no melody note sounds in it."""
     start, end = section.start_beats, plan.end_beats(section)
     melody = [replace(n, at_beats=n.at_beats - start, duration_beats=min(n.duration_beats, end - n.at_beats))
               for n in line if start - 1e-9 <= n.at_beats < end - 1e-9]
@@ -283,7 +298,9 @@ def compose(theme: Theme, plan: Plan, curve: VACurve, style: str, seed: int, con
     for section in plan.sections:
         progress(0.8 + 0.2 * section.index / len(plan.sections))
         start, end = section.start_beats, plan.end_beats(section)
-        clip = _harmonize(harmonizer_model, line, section, plan, curve, options, theme.time_signature, seed)
+        key = _section_key(piano[RIGHT] + piano[LEFT], start, end)
+        clip = _harmonize(harmonizer_model, line, section, plan, curve, replace(options, key=key),
+                          theme.time_signature, seed)
         if clip is None:
             continue
         keys.append(f"{ROOT_NAMES[clip.tonic]} {clip.mode}")

@@ -21,6 +21,8 @@ import soundfile as sf
 from scipy.stats import spearmanr
 
 from cli.main import main
+from engines.score.render import CEILING_DBFS, TARGET_LUFS
+from engines.snc.loudness import LoudnessMeter
 from engines.va import read_curve
 from engines.va.synthetic import Shot, shot_times, write_video
 
@@ -185,6 +187,10 @@ def test_the_snc_decodes_and_its_stems_sum_to_the_master(scored, tmp_path):
     # lossless: the stems and the master are exact; what the model leaves (the limiter) is small
     assert 10 * np.log10(np.sum(master**2) / max(np.sum(error**2), 1e-20)) > 30
     assert abs(len(master) / manifest["sample_rate"] - 20.0) < 1e-3
+    meter = LoudnessMeter(manifest["sample_rate"], master.shape[1])
+    meter.push(master)
+    assert abs(meter.integrated() - TARGET_LUFS) < 0.5  # mastered to the target, peaks held under the ceiling
+    assert np.abs(master).max() <= 10 ** (CEILING_DBFS / 20) + 1e-6
     contexts = manifest["contexts"]
     assert sorted(contexts) == ["section-1", "section-2", "section-3", "section-4"]
     drums = [contexts[f"section-{i}"]["gains_db"]["percussion"] for i in range(1, 5)]

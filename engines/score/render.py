@@ -52,7 +52,8 @@ def check_soundfont(path: Path) -> Path:
 def _render_one(midi_path: Path, soundfont: Path, stem_path: Path, frames: int) -> None:
     raw = stem_path.with_suffix(".fluidsynth.wav")
     command = ["fluidsynth", "-ni", "-q", "-g", str(SYNTH_GAIN), "-r", str(RATE), "-o", "audio.file.format=float",
-               "-o", "synth.cpu-cores=1", "-F", str(raw), str(soundfont), str(midi_path)]
+               "-o", "synth.cpu-cores=1", "-o", "synth.dynamic-sample-loading=1",  # loads only the samples played
+               "-F", str(raw), str(soundfont), str(midi_path)]
     try:
         done = subprocess.run(command, capture_output=True, timeout=RENDER_TIMEOUT_S, stdin=subprocess.DEVNULL)
     except FileNotFoundError:

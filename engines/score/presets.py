@@ -20,11 +20,11 @@ class Part:
 
 
 PARTS = (
-    Part("piano-right", 0, "keys", 100, 56),
-    Part("piano-left", 1, "keys", 100, 56),
-    Part("melody", 2, "lead", 92, 72),
-    Part("harmony", 3, "strings", 84, 64),
-    Part("bass", 4, "bass", 100, 64),
+    Part("piano-right", 0, "keys", 110, 56),
+    Part("piano-left", 1, "keys", 110, 56),
+    Part("melody", 2, "lead", 80, 72),
+    Part("harmony", 3, "strings", 100, 64),
+    Part("bass", 4, "bass", 115, 64),
     Part("percussion", 9, "drums", 96, 64),
 )
 

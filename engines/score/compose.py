@@ -301,19 +301,19 @@ def compose(theme: Theme, plan: Plan, curve: VACurve, style: str, seed: int, con
         key = _section_key(piano[RIGHT] + piano[LEFT], start, end)
         clip = _harmonize(harmonizer_model, line, section, plan, curve, replace(options, key=key),
                           theme.time_signature, seed)
-        if clip is None:
-            continue
-        keys.append(f"{ROOT_NAMES[clip.tonic]} {clip.mode}")
-        length = end - start
-        spans = [ChordSpan(span.token, span.start_beats + start, min(span.duration_beats, length - span.start_beats))
-                 for span in clip.spans if span.start_beats < length - 1e-9]
+        spans: list[ChordSpan] = []
+        if clip is not None:  # (a section where the piano's right hand rests has no chords)
+            keys.append(f"{ROOT_NAMES[clip.tonic]} {clip.mode}")
+            length = end - start
+            spans = [ChordSpan(s.token, s.start_beats + start, min(s.duration_beats, length - s.start_beats))
+                     for s in clip.spans if s.start_beats < length - 1e-9]
+            lift = round(6 * section.arousal)
+            voicing = VoicingConfig(voices=4, low=48 + lift, high=79 + lift, bass=False)
+            figure = replace(options, voicing_style=_harmony_figure(section.arousal), voicing=voicing,
+                             velocity=_velocity(64, section.arousal))
+            harmony += _shifted(accompaniment(clip.melody, clip.spans, figure, grid.steps_per_bar, grid.step_beats),
+                                start, end)
         chords += spans
-        lift = round(6 * section.arousal)
-        voicing = VoicingConfig(voices=4, low=48 + lift, high=79 + lift, bass=False)
-        figure = replace(options, voicing_style=_harmony_figure(section.arousal), voicing=voicing,
-                         velocity=_velocity(64, section.arousal))
-        harmony += _shifted(accompaniment(clip.melody, clip.spans, figure, grid.steps_per_bar, grid.step_beats),
-                            start, end)
         if section.arousal >= BASS_FROM:
             notes, low_bass = _bass(spans, section, low_bass)
             bass += notes

@@ -246,6 +246,11 @@ def _bad_inputs(folder: Path, video: Path) -> dict[str, tuple[list[str], str]]:
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=d=1", str(folder / "sound.wav")],
                    check=True)
     (folder / "theme.txt.mid").write_text("not a MIDI file\n")
+    long_theme = mido.MidiFile(ticks_per_beat=96)  # 20 bars: 24 s even at 200 BPM, the video is 20 s
+    long_theme.tracks.append(mido.MidiTrack([message for bar in range(20) for message in (
+        mido.Message("note_on", note=60 + bar % 12, velocity=80), mido.Message("note_off", note=60 + bar % 12,
+                                                                               time=4 * 96))]))
+    long_theme.save(str(folder / "long.mid"))
     (folder / "nan.csv").write_text("time_s,valence,arousal\n0,0,0\n1,nan,0\n")
     (folder / "fake.sf2").write_bytes(b"RIFF\0\0\0\0WAVE")
     base = [str(video), "-o"]
@@ -256,6 +261,7 @@ def _bad_inputs(folder: Path, video: Path) -> dict[str, tuple[list[str], str]]:
         "no video": ([str(folder / "sound.wav"), "-o"], "no video stream"),
         "missing": ([str(folder / "nothing.mp4"), "-o"], "no such file"),
         "theme": (base + ["{out}", "--theme", str(folder / "theme.txt.mid")], "--theme"),
+        "long theme": (base + ["{out}", "--theme", str(folder / "long.mid")], "longer than the video"),
         "curve": (base + ["{out}", "--va", str(folder / "nan.csv")], "NaN"),
         "soundfont": (base + ["{out}", "--soundfont", str(folder / "fake.sf2")], "not a SoundFont"),
         "tempo": (base + ["{out}", "--tempo", "fast"], "--tempo"),

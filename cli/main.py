@@ -32,6 +32,7 @@ COMMANDS: dict[str, str] = {
     "va": "cli.va",
     "harmonize": "cli.harmonize",
     "continue": "cli.continue_",
+    "score": "cli.score",
     "maps": "cli.maps",
     "eval": "cli.evaluate",
 }

@@ -115,12 +115,13 @@ def _measure(master: InputTrack, stems: list[InputTrack], integer: bool, scale: 
 
 def encode(master_path: Path, stem_paths: dict[str, Path], out_path: Path, mode: str = "transparent",
            mastering: str = "fir-envelope", colours: list[str | None] | None = None,
-           mix_track: bool = False) -> Manifest:
+           mix_track: bool = False, contexts: dict[str, dict] | None = None) -> Manifest:
     """Encode ``master_path`` and its stems into ``out_path``; returns the manifest written.
     ``mastering`` picks the lossy mastering model (``gain`` is the ablation; lossless files
     always use the integer-exact gain). ``colours``: a ``#RRGGBB`` per stem (others grey).
     ``mix_track`` adds the master as an ordinary track (format 4), the one track an ordinary
-    player plays: FLAC in lossless files, Opus at ``MIX_BITRATES`` otherwise."""
+    player plays: FLAC in lossless files, Opus at ``MIX_BITRATES`` otherwise. ``contexts``: more
+    listening contexts for the manifest (docs/snc_player.md), beside the default ones."""
     if mode not in MODES:
         raise CodecError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     if mastering not in ("gain", "fir-envelope"):
@@ -147,7 +148,7 @@ def encode(master_path: Path, stem_paths: dict[str, Path], out_path: Path, mode:
             mode=mode, sample_rate=master.sample_rate, channels=master.channels, frames=master.frames,
             sample_format=master.sample_format if mode == "lossless" else "float",
             stems=infos, residual=coded.residual, mastering=coded.mastering,
-            contexts=_default_contexts(infos), master_sha256_pcm=coded.master_digest,
+            contexts={**_default_contexts(infos), **(contexts or {})}, master_sha256_pcm=coded.master_digest,
             version=FORMAT_VERSION if mix_track else 3,
         )
         manifest.loudness_lufs = dict(zip(["master", *(t.name for t in stems)], coded.loudness))

@@ -10,10 +10,17 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
-from tests.test_eval_continuation import tiny_split  # noqa: F401 - a fixture
+from tests.test_eval_continuation import song_rows, write_split
 from tests.test_eval_leadsheets import tiny_cache  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def pop_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Two synthetic pop songs, a prompt each (the classical ones would add six)."""
+    return write_split(tmp_path, monkeypatch, [("pop909/001", "4/4", song_rows(12)),
+                                               ("pop909/002", "4/4", song_rows(12, shift=-3))])
 
 
 def harmony_words(cache: Path) -> list[str]:
@@ -21,7 +28,7 @@ def harmony_words(cache: Path) -> list[str]:
 
 
 def continuation_words(cache: Path) -> list[str]:
-    return ["eval", "continuation", "--cache", str(cache), "--models", "continuation", "--seeds", "2", "--bars", "2"]
+    return ["eval", "continuation", "--cache", str(cache), "--models", "continuation", "--seeds", "2", "--bars", "1"]
 
 
 def without_timing(report: dict) -> dict:
@@ -60,13 +67,13 @@ def test_eval_harmony_tables_are_the_same_on_one_and_two_workers(tiny_cache: Pat
     assert "| harmonizer |" in here_table and harmony_table(pool_table) == harmony_table(here_table)
 
 
-def test_eval_continuation_tables_are_the_same_on_one_and_two_workers(tiny_split: Path, tmp_path: Path,  # noqa: F811
+def test_eval_continuation_tables_are_the_same_on_one_and_two_workers(pop_split: Path, tmp_path: Path,
                                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    here, here_table = run_eval([*continuation_words(tiny_split), "--workers", "1"], tmp_path / "1.json", capsys,
+    here, here_table = run_eval([*continuation_words(pop_split), "--workers", "1"], tmp_path / "1.json", capsys,
                                 "this process")
-    pool, pool_table = run_eval([*continuation_words(tiny_split), "--workers", "2"], tmp_path / "2.json", capsys,
+    pool, pool_table = run_eval([*continuation_words(pop_split), "--workers", "2"], tmp_path / "2.json", capsys,
                                 "2 local workers")
-    assert here["rows"]["continuation"]["all"]["continuations"] == 2 * (2 + 6)
+    assert here["rows"]["continuation"]["all"]["continuations"] == 2 * 2
     assert without_timing(pool) == without_timing(here)
     table = here_table.splitlines()[:-1]  # the last line names the run's seconds
     assert "| continuation | pop |" in "\n".join(table) and pool_table.splitlines()[:-1] == table

@@ -119,6 +119,18 @@ def _ours(pid: int) -> bool:
     return False
 
 
+def side_by_side(*runs: tuple) -> list[subprocess.CompletedProcess]:
+    """The commands ``runs`` at once (a Ray driver spends most of its time waiting for its actors),
+    each as ``cli`` runs it."""
+    started = [subprocess.Popen(command(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for args in runs]
+    finished = []
+    for process in started:
+        stdout, stderr = process.communicate(timeout=180)
+        finished.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
+    return finished
+
+
 def test_ray_writes_the_files_and_the_manifest_the_local_pool_writes(cluster, tmp_path):
     from tests.test_snc import write_song
 
@@ -127,8 +139,8 @@ def test_ray_writes_the_files_and_the_manifest_the_local_pool_writes(cluster, tm
         tune(folder / f"t{index}.mid", shift=index)
     (folder / "broken.mid").write_bytes(b"MThd\x00\x00\x00\x06")
     # one local worker (tests/test_batch.py has two give what one gives) against two actors on two nodes
-    local = cli("harmonize", folder, "-o", tmp_path / "local", "--seed", "2", "--workers", "1")
-    on_ray = cli("harmonize", folder, "-o", tmp_path / "ray", "--seed", "2", "--ray-address", cluster, timeout=180)
+    local, on_ray = side_by_side(("harmonize", folder, "-o", tmp_path / "local", "--seed", "2", "--workers", "1"),
+                                 ("harmonize", folder, "-o", tmp_path / "ray", "--seed", "2", "--ray-address", cluster))
     assert local.returncode == on_ray.returncode == 1, on_ray.stderr
     assert "1 of 4 items failed" in on_ray.stderr and f"Ray at {cluster}" in on_ray.stdout
     assert outputs(tmp_path / "ray") == outputs(tmp_path / "local") and len(outputs(tmp_path / "local")) == 3
@@ -143,10 +155,10 @@ def test_ray_writes_the_files_and_the_manifest_the_local_pool_writes(cluster, tm
                                                                              "bass": "bass.wav"},
                                             "mode": mode, "output": f"{mode}.snc"}) + "\n"
                                 for mode in ("lossless", "compact")))
-    for where, extra in (("snc-local", ()), ("snc-ray", ("--ray-address", cluster))):
-        # one worker each: the codec's imports (scipy) cost more than two 1 s songs
-        done = cli("snc", "encode", "--manifest", manifest, "-o", tmp_path / where, "--workers", "1", *extra,
-                   timeout=180)
+    # one worker each: the codec's imports (scipy) cost more than two 1 s songs
+    encode = ("snc", "encode", "--manifest", manifest, "--workers", "1", "-o")
+    for done in side_by_side((*encode, tmp_path / "snc-local"),
+                             (*encode, tmp_path / "snc-ray", "--ray-address", cluster)):
         assert done.returncode == 0, done.stderr
     for name in ("lossless.snc", "compact.snc"):
         assert (tmp_path / "snc-ray" / name).read_bytes() == (tmp_path / "snc-local" / name).read_bytes()

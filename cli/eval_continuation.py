@@ -142,6 +142,10 @@ def run(args: argparse.Namespace) -> int:
     from engines.harmonizer.leadsheet_corpus import default_datasets
 
     _check(args)
+    if args.ray_address:
+        from core.batch.ray_pool import connect
+
+        connect(args.ray_address)  # a bad address is one line now, not after the prompts
     progress = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     paths = {name: _model_path(name) for name in (args.models or DEFAULT_MODELS)}
     decoding = ev.Decoding()

@@ -156,6 +156,10 @@ def _finite(value):
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
+    if args.ray_address and args.set == "leadsheets":
+        from core.batch.ray_pool import connect
+
+        connect(args.ray_address)  # a bad address is one line now, not after the songs and baselines
     from engines.harmonizer.runtime import HarmonizerModel
 
     models = [HarmonizerModel.load(path)

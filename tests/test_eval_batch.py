@@ -5,6 +5,7 @@ song and prompt). tests/test_batch_ray.py runs the same commands on a Ray cluste
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -86,3 +87,15 @@ def test_eval_workers_and_ray_address_are_checked(tiny_cache: Path, capsys: pyte
     assert "not a number of workers" in capsys.readouterr().err
     assert main(["eval", "harmony", "--set", "chorales", "--workers", "2", "--quiet"]) == 1
     assert "--workers: only with --set leadsheets" in capsys.readouterr().err
+
+
+def test_eval_on_a_ray_address_where_no_cluster_answers_is_one_clear_line(tiny_cache: Path, pop_split: Path,  # noqa: F811
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("ray", reason="the ray extra: pip install -e '.[ray]' (CI installs it)")
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for words in (harmony_words(tiny_cache), continuation_words(pop_split)):
+        assert main([*words, "--ray-address", f"127.0.0.1:{port}"]) == 1
+        error = capsys.readouterr().err
+        assert "no Ray cluster answers there" in error and "Traceback" not in error

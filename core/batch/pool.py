@@ -41,7 +41,7 @@ def run_items(job: Job, items: Sequence[Item], on_result: Callable[[Result], Non
         from core.batch.local import run_here
 
         run_here(job, items, threads, on_result)
-        where = f"this process x {threads} thread{'s' if threads > 1 else ''}"
+        where = "this process"
     else:
         from core.batch.local import run_local
 

@@ -362,11 +362,13 @@ class ContinueJob:
         return {"models": list(self.models), "decoding": self.decoding.__dict__, "bars": self.bars}
 
     def setup(self, threads: int) -> dict[str, tuple]:
+        """Every model with one intra-op thread whatever the worker's share: a decoder step is too
+        small to split (two threads took twice as long on a loaded 2-core machine)."""
         from .runtime import ContinuationModel
 
         loaded = {}
         for path in self.models:
-            model = ContinuationModel.load(path, threads=threads)
+            model = ContinuationModel.load(path, threads=1)
             styles = model.card.get("styles", [])
             loaded[path] = (model, styles.index("piano") if "piano" in styles else 0)
         return loaded

@@ -183,7 +183,9 @@ class DecodeJob:
         return {"specs": [spec.__dict__ for spec in self.specs], "seed": self.seed}
 
     def setup(self, threads: int) -> dict[str, HarmonizerModel]:
-        return {path: HarmonizerModel.load(path, threads=threads) for path in {spec.path for spec in self.specs}}
+        """Every model with one intra-op thread whatever the worker's share, as the continuation
+        eval: one song's calls are too small to split."""
+        return {path: HarmonizerModel.load(path) for path in {spec.path for spec in self.specs}}
 
     def process(self, models: dict[str, HarmonizerModel], item: Item) -> tuple[np.ndarray, int]:
         spec, number = self.specs[item.inputs["spec"]], item.inputs["number"]

@@ -1,13 +1,18 @@
 """Throughput of the batch layer: 1 and 2 local workers and Ray with 2 actors, side by side.
 
     python benchmarks/batch_throughput.py [--melodies 40] [--bars 64] [--songs 8] [--song-seconds 10]
-        [--repeats 3] [--out benchmarks/results/batch-DATE.json]
+        [--eval-songs 3] [--repeats 3] [--out benchmarks/results/batch-DATE.json]
 
-Two workloads, each run by the real command in a fresh process (so every figure includes process
+Three workloads, each run by the real command in a fresh process (so every figure includes process
 start, model load and, for Ray, connecting and starting the actors: what a user waits for):
 - ``harmonize`` on a folder of generated melodies (``--melodies`` files of ``--bars`` 4/4 bars);
 - ``snc encode --manifest`` on generated songs (``--songs`` of ``--song-seconds``, three stems,
-  transparent mode): real-time factor = seconds of audio encoded per wall second.
+  transparent mode): real-time factor = seconds of audio encoded per wall second;
+- ``eval harmony --songs N`` (the first N held-out lead sheets of each data set and style, both
+  default models; an item is a song under a model; its one worker runs in the command's own
+  process). It reads the held-out songs from the user cache, or parses them from the data sets
+  on its first run (``--eval-songs 0`` leaves it out). Its wall time also holds the baselines and
+  the scoring, which the driver does alike in every set-up.
 Ray runs on a one-node cluster of 2 CPUs this script starts (``ray start --head --block``).
 For each run: wall seconds, items/min, the mean per-item work the workers measured, and the
 overhead per item = (wall x workers - work) / items, which holds start-up, scheduling and idle
@@ -88,7 +93,8 @@ def start_ray(log: Path) -> tuple[subprocess.Popen, str]:
     with open(log, "w") as output:
         head = subprocess.Popen([str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
                                  "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
-                                 "--include-dashboard=false", "--disable-usage-stats",
+                                 "--include-dashboard=false", "--no-monitor", "--include-log-monitor=false",
+                                 "--disable-usage-stats",
                                  "--object-store-memory", str(80 * 2**20)],
                                 env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     started = time.monotonic()
@@ -102,15 +108,25 @@ def start_ray(log: Path) -> tuple[subprocess.Popen, str]:
 def run(argv: list[str], out: Path, workers: int, audio_s: float | None) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    evaluation = argv[0] == "eval"
+    if evaluation:
+        out.mkdir(parents=True)
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "cli.main", *argv, "-o", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run([sys.executable, "-m", "cli.main", *argv, *(("--out", str(out / "report.json"))
+                                                                     if evaluation else ("-o", str(out)))],
+                          cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{argv} failed:\n{done.stderr[-2000:]}")
-    records = [json.loads(line) for line in (out / "batch-results.jsonl").read_text().splitlines()]
-    work = sum(record["seconds"] for record in records)
-    items = len(records)
+    if evaluation:  # items: songs x models; work: the models' decoding seconds, summed over the songs
+        report = json.loads((out / "report.json").read_text())
+        models = [model["name"] for model in report["models"]]
+        items = report["groups"]["all"]["songs"] * len(models)
+        work = sum(report["systems"][name]["seconds"] for name in models)
+    else:
+        records = [json.loads(line) for line in (out / "batch-results.jsonl").read_text().splitlines()]
+        work = sum(record["seconds"] for record in records)
+        items = len(records)
     result = {"wall_s": round(wall, 2), "items": items, "items_per_min": round(60 * items / wall, 1),
               "work_per_item_s": round(work / items, 3),
               "overhead_per_item_s": round((wall * workers - work) / items, 3)}
@@ -125,6 +141,7 @@ def main() -> None:
     parser.add_argument("--bars", type=int, default=64)
     parser.add_argument("--songs", type=int, default=8)
     parser.add_argument("--song-seconds", type=float, default=10.0)
+    parser.add_argument("--eval-songs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path,
                         default=ROOT / "benchmarks" / "results" / f"batch-{datetime.date.today()}.json")
@@ -142,6 +159,8 @@ def main() -> None:
         audio_s = args.songs * args.song_seconds
         workloads = {"harmonize": (["harmonize", str(work / "melodies"), "--seed", "1"], None),
                      "snc encode": (["snc", "encode", "--manifest", str(manifest)], audio_s)}
+        if args.eval_songs:
+            workloads["eval harmony"] = (["eval", "harmony", "--songs", str(args.eval_songs), "--quiet"], None)
         setups = (("local, 1 worker", ["--workers", "1"], 1), ("local, 2 workers", ["--workers", "2"], 2),
                   ("Ray, 2 actors", ["--ray-address", address], 2))
         for name, (argv, audio) in workloads.items():

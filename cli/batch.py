@@ -19,8 +19,8 @@ from typing import Any
 from core.batch import Item, Job, folder_items, is_manifest, manifest_rows
 from core.errors import ConfigError, ScoreBridgeError
 
-__all__ = ["BATCH_OPTIONS", "RESULTS_NAME", "add_batch_arguments", "is_batch_input", "item_key", "items_from",
-           "run_batch"]
+__all__ = ["BATCH_OPTIONS", "RESULTS_NAME", "add_batch_arguments", "add_pool_arguments", "is_batch_input", "item_key",
+           "items_from", "run_batch"]
 
 # The results manifest's default name, in the output folder.
 RESULTS_NAME = "batch-results.jsonl"
@@ -39,13 +39,19 @@ def _workers(text: str) -> int:
     return value
 
 
-def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("batch (a folder or a manifest as input; docs/batch.md)")
+def add_pool_arguments(group: argparse._ActionsContainer, one: str = "") -> None:
+    """``--workers`` and ``--ray-address``: where the items run. ``one``: what ``--workers 1`` does
+    when it is not the one-process pool."""
     group.add_argument("--workers", type=_workers,
-                       help="worker processes (default: one per core; with --ray-address: the cluster's CPUs)")
+                       help="worker processes (default: one per core; with --ray-address: the cluster's CPUs)" + one)
     group.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS") or None, metavar="ADDRESS",
                        help="run on a Ray cluster: auto, HOST:PORT, ray://HOST:10001 or local (default: "
                        "$RAY_ADDRESS if set, else this machine's process pool); needs scorebridge[ray]")
+
+
+def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("batch (a folder or a manifest as input; docs/batch.md)")
+    add_pool_arguments(group)
     group.add_argument("--results", type=Path, metavar="FILE",
                        help=f"results manifest, read to resume and rewritten (default OUT/{RESULTS_NAME})")
     group.add_argument("--retry-failed", action="store_true",
@@ -104,6 +110,7 @@ def run_batch(args: argparse.Namespace, job: Job, items: list[Item], output: Pat
     """Resume, run, report. Raises ScoreBridgeError (exit 1) when any item failed."""
     from core.batch import Results, plan, sweep_temporaries
     from core.batch.local import cpu_count
+    from core.batch.pool import placement
     from core.batch.results import fingerprint
 
     output.mkdir(parents=True, exist_ok=True)
@@ -120,12 +127,12 @@ def run_batch(args: argparse.Namespace, job: Job, items: list[Item], output: Pat
         skipped.append(f"{chosen.changed} made with other options, done again")
     if skipped:
         print(f"{results.path}: {', '.join(skipped)}")
-    where, workers, threads = _where(args, len(chosen.todo), cpu_count())
+    where, _, _ = placement(args.workers, args.ray_address, len(chosen.todo), cpu_count())
     failed: list[str] = []
     started = time.perf_counter()
     try:
         if chosen.todo:
-            _run(args, job, chosen.todo, (workers, threads, where), results, settings, failed)
+            _run(args, job, chosen.todo, where, results, settings, failed)
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C, SIGTERM: what finished is recorded, the rest runs next time
         finished = sum(1 for i in chosen.todo if (r := results.records.get(i.key)) and r.settings == settings)
         print(f"stopped: {finished} of {len(chosen.todo)} items finished and recorded in {results.path}; "
@@ -149,15 +156,6 @@ def run_batch(args: argparse.Namespace, job: Job, items: list[Item], output: Pat
     return 0
 
 
-def _where(args: argparse.Namespace, count: int, cores: int) -> tuple[str, int | None, int]:
-    if args.ray_address:
-        return f"Ray at {args.ray_address}", args.workers, 1
-    workers = max(1, min(args.workers or cores, count or 1))
-    threads = max(1, cores // workers)
-    return f"{workers} local worker{'s' if workers > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}", \
-        workers, threads
-
-
 def _relative(path: str, folder: Path) -> str:
     """``path`` relative to the results manifest's folder when inside it, so that two runs into
     two folders (local and Ray) write the same manifest."""
@@ -173,8 +171,8 @@ def _failure(item: Item, error: str) -> str:
     return error if source in error else f"{source}: {error}"
 
 
-def _run(args: argparse.Namespace, job: Job, todo: list[Item], pool: tuple[int | None, int, str],
-         results: Any, settings: str, failed: list[str]) -> None:
+def _run(args: argparse.Namespace, job: Job, todo: list[Item], where: str, results: Any, settings: str,
+         failed: list[str]) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -184,9 +182,10 @@ def _run(args: argparse.Namespace, job: Job, todo: list[Item], pool: tuple[int |
         TimeRemainingColumn,
     )
 
+    from core.batch.pool import run_items
+
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("ETA"), TimeRemainingColumn())
-    workers, threads, where = pool
     if args.ray_address:
         from core.batch.ray_pool import connect
 
@@ -207,11 +206,4 @@ def _run(args: argparse.Namespace, job: Job, todo: list[Item], pool: tuple[int |
             progress.console.print(line, soft_wrap=True, highlight=False, markup=False)
             progress.advance(task)
 
-        if args.ray_address:
-            from core.batch.ray_pool import run_ray
-
-            run_ray(job, todo, args.ray_address, workers, threads, finished)
-        else:
-            from core.batch.local import run_local
-
-            run_local(job, todo, workers, threads, finished)
+        run_items(job, todo, finished, args.workers, args.ray_address)

@@ -44,6 +44,8 @@ _COLUMNS = (
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from cli.batch import add_pool_arguments
+
     parser = sub.add_parser(
         "continuation",
         help="continuations of held-out two-hand prompts: key, texture, motifs (vs human and repeat baselines)",
@@ -71,7 +73,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--datasets", type=Path, help="folder holding pop909/ (default $SCOREBRIDGE_DATASETS, "
                         "else ../shared/datasets beside the clone); read once, when nothing is cached")
     parser.add_argument("--cache", type=Path, help="cache folder (default: the user cache's continuation/)")
-    parser.add_argument("--jobs", type=int, help="processes generating (default: CPU cores, at most 4)")
+    pool = parser.add_argument_group("where the prompts are continued (the batch layer, docs/batch.md)")
+    add_pool_arguments(pool, "; 1: in this process")
+    pool.add_argument("--jobs", type=int, dest="workers", help=argparse.SUPPRESS)  # the earlier name of --workers
     parser.add_argument("--out", type=Path, help="write every figure as JSON")
     parser.add_argument("--markdown", type=Path, help="write the table as Markdown")
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
@@ -94,7 +98,7 @@ def _model_path(name: str) -> Path:
 
 def _check(args: argparse.Namespace) -> None:
     for option, low, high in (("seeds", 1, 20), ("bars", 1, 16), ("context_bars", 1, 8), ("songs", 1, 10_000),
-                              ("jobs", 1, 64)):
+                              ("workers", 1, 1024)):
         value = getattr(args, option)
         if value is not None and not low <= value <= high:
             raise ConfigError(f"--{option.replace('_', '-')} {value}: must be {low}..{high}")
@@ -138,6 +142,10 @@ def run(args: argparse.Namespace) -> int:
     from engines.harmonizer.leadsheet_corpus import default_datasets
 
     _check(args)
+    if args.ray_address:
+        from core.batch.ray_pool import connect
+
+        connect(args.ray_address)  # a bad address is one line now, not after the prompts
     progress = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
     paths = {name: _model_path(name) for name in (args.models or DEFAULT_MODELS)}
     decoding = ev.Decoding()
@@ -158,16 +166,18 @@ def run(args: argparse.Namespace) -> int:
     seeds = list(range(args.seeds))
     rows = {"human": [p.human for p in prompts], "repeat": [ev.repeat_last_bars(p, args.bars) for p in prompts]}
     speed = {}
-    for name, path in paths.items():
-        began = time.perf_counter()
-        try:
-            rows[name], seconds = ev.continue_prompts(path, prompts, seeds, args.bars, decoding,
-                                                      args.jobs or ev.default_jobs())
-        except (OSError, ValueError, RuntimeError) as error:
-            raise ModelLoadError(f"{path}: {error}") from None
+    began = time.perf_counter()
+    try:
+        made = ev.continue_prompts(list(paths.values()), prompts, seeds, args.bars, decoding, args.workers,
+                                   args.ray_address, progress)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ModelLoadError(f"{', '.join(map(str, paths.values()))}: {error}") from None
+    for name, (continuations, seconds) in zip(paths, made):
+        rows[name] = continuations
         speed[name] = {"median_ms": round(1000 * sorted(seconds)[len(seconds) // 2], 1),
-                       "wall_s": round(time.perf_counter() - began, 1)}
-        progress(f"{name}: {len(rows[name])} continuations in {speed[name]['wall_s']} s")
+                       "busy_s": round(sum(seconds), 1)}
+        progress(f"{name}: {len(continuations)} continuations, {speed[name]['busy_s']} s of work")
+    progress(f"all models: {time.perf_counter() - began:.1f} s")
     report = {
         "split": args.split, "prompts": len(prompts), "seeds": args.seeds, "bars": args.bars,
         "context_bars": args.context_bars, "decoding": decoding.__dict__, "speed": speed,

@@ -28,6 +28,7 @@ DEFAULT_STRATEGIES = ("start", "certain", "uncertain", "random", "stages10", "mi
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from cli.batch import add_pool_arguments
     from engines.harmonizer.decode import STRATEGIES
     from engines.harmonizer.harmonize import ENDINGS, RHYTHMS
 
@@ -55,7 +56,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                              "else ../shared/datasets beside the clone); read once, when nothing is cached")
     parser.add_argument("--rhythm", choices=RHYTHMS, help="lead sheets: harmonic rhythm (default: the model card's)")
     parser.add_argument("--ending", choices=ENDINGS, help="lead sheets: the last chord (default tonic, as harmonize)")
-    parser.add_argument("--jobs", type=int, help="lead sheets: processes decoding the models (default: CPU cores)")
+    pool = parser.add_argument_group("where the songs are decoded (lead sheets; the batch layer, docs/batch.md)")
+    add_pool_arguments(pool, "; 1: in this process")
+    pool.add_argument("--jobs", type=int, dest="workers", help=argparse.SUPPRESS)  # the earlier name of --workers
     parser.add_argument("--pieces", type=int, help="chorales: only the first N held-out pieces (default all)")
     parser.add_argument("--windows", type=int, help="chorales: only the first N windows of each set")
     parser.add_argument("--folk", type=int, help="chorales: out-of-domain folk melodies (default 60)")
@@ -109,12 +112,12 @@ def _write_atomic(path: Path, text: str) -> None:
         temporary.write_text(text, encoding="utf-8")
 
 
-_LEADSHEET_ONLY = ("songs", "styles", "datasets", "jobs", "rhythm", "ending")
+_LEADSHEET_ONLY = ("songs", "styles", "datasets", "workers", "ray_address", "rhythm", "ending")
 _CHORALE_ONLY = ("pieces", "windows", "folk")
 
 
 def _check(args: argparse.Namespace) -> None:
-    for option in ("calls", "pieces", "windows", "folk", "songs", "jobs"):
+    for option in ("calls", "pieces", "windows", "folk", "songs", "workers"):
         value = getattr(args, option)
         if value is not None and value < 1:
             raise ParameterError(f"--{option} must be at least 1, got {value}")
@@ -123,11 +126,13 @@ def _check(args: argparse.Namespace) -> None:
     if args.top_p is not None and not 0.0 < args.top_p <= 1.0:
         raise ParameterError(f"--top-p must be in (0, 1], got {args.top_p}")
     other = _CHORALE_ONLY if args.set == "leadsheets" else _LEADSHEET_ONLY
-    given = [f"--{o}" for o in other if getattr(args, o) is not None]
+    # $RAY_ADDRESS is the cluster for what can run there, not a request to refuse the rest
+    given = [f"--{o}" for o in other if getattr(args, o) is not None
+             and not (o == "ray_address" and args.ray_address == os.environ.get("RAY_ADDRESS"))]
     given += ["--no-folk"] if args.no_folk and args.set == "leadsheets" else []
     if given:
         wanted = "chorales" if args.set == "leadsheets" else "leadsheets"
-        raise ParameterError(f"{', '.join(given)}: only with --set {wanted}")
+        raise ParameterError(f"{', '.join(given).replace('_', '-')}: only with --set {wanted}")
     for path in (args.out, args.markdown):
         folder = path.parent if path is not None and str(path.parent) else Path(".")
         if path is not None and not folder.is_dir():
@@ -151,6 +156,10 @@ def _finite(value):
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
+    if args.ray_address and args.set == "leadsheets":
+        from core.batch.ray_pool import connect
+
+        connect(args.ray_address)  # a bad address is one line now, not after the songs and baselines
     from engines.harmonizer.runtime import HarmonizerModel
 
     models = [HarmonizerModel.load(path)
@@ -184,7 +193,7 @@ def _run_leadsheets(args: argparse.Namespace, models: list, progress) -> tuple[d
                           args.ending or "tonic")
              for model in models for strategy in strategies]
     produced = le.baselines(songs, not args.no_rule)
-    produced |= le.decode_models(specs, songs, args.seed, args.jobs or os.cpu_count() or 1, progress)
+    produced |= le.decode_models(specs, songs, args.seed, args.workers, progress, args.ray_address)
     report = le.evaluate_songs(songs, produced)
     styles = {song.style for song in songs}
     decoding = "; ".join(

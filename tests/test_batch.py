@@ -70,7 +70,7 @@ def leftovers(folder: Path) -> list[str]:
 
 
 def without_seconds(found: dict[str, dict]) -> dict[str, dict]:
-    return {key: {k: v for k, v in record.items() if k not in ("seconds", "message")}
+    return {key: {k: v for k, v in record.items() if k not in ("seconds", "message", "node")}
             for key, record in found.items()}
 
 

@@ -76,18 +76,22 @@ def test_out_of_key_notes_silent_hands_and_register_are_measured() -> None:
     assert ev.in_key_share([NoteEvent(0, RIGHT, 68, 1, 80)], (9, False)) == 1.0  # G# is A minor's raised 7th
 
 
+def write_split(folder: Path, monkeypatch: pytest.MonkeyPatch, songs: list[tuple[str, str, np.ndarray]]) -> Path:
+    """A test list of ``songs`` (id, time signature, rows) and their eval cache; returns the cache."""
+    splits, cache = folder / "splits", folder / "cache"
+    splits.mkdir()
+    (splits / "twohands_test.txt").write_text("\n".join(song[0] for song in songs) + "\n")
+    monkeypatch.setattr(ev, "SPLITS_DIR", splits)
+    save_arrays(cache / ev.EVAL_CACHE.format(split="test"), **ev._cache_rows(songs))
+    return cache
+
+
 @pytest.fixture
 def tiny_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A test list of three synthetic songs (two pop, one classical) and their eval cache."""
-    splits, cache = tmp_path / "splits", tmp_path / "cache"
-    splits.mkdir()
-    ids = ["pop909/001", "pop909/002", "bach/x.mxl"]
-    (splits / "twohands_test.txt").write_text("\n".join(ids) + "\n")
-    monkeypatch.setattr(ev, "SPLITS_DIR", splits)
-    songs = [(ids[0], "4/4", song_rows(12)), (ids[1], "4/4", song_rows(12, shift=-3)),
-             (ids[2], "4/4", song_rows(40, shift=2))]
-    save_arrays(cache / ev.EVAL_CACHE.format(split="test"), **ev._cache_rows(songs))
-    return cache
+    return write_split(tmp_path, monkeypatch, [("pop909/001", "4/4", song_rows(12)),
+                                               ("pop909/002", "4/4", song_rows(12, shift=-3)),
+                                               ("bach/x.mxl", "4/4", song_rows(40, shift=2))])
 
 
 def test_held_out_songs_come_from_the_cache_or_an_error_names_the_data(tiny_split: Path, tmp_path: Path) -> None:

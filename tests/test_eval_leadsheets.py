@@ -202,8 +202,8 @@ def test_decoding_in_worker_processes_gives_the_same_chords() -> None:
     sheets = [_sheet(f"pop909/00{n}", "pop", (4, 4), 4, C_MAJOR[n:] + C_MAJOR[:n], [(0, "C:maj")]) for n in range(3)]
     songs = le.songs_from_arrays(_arrays(sheets))
     spec = le.ModelSpec("harmonizer", str(HarmonizerModel.named("harmonizer").path))
-    here = le.decode_models([spec], songs, seed=1, jobs=1, chunk=2)["harmonizer"]
-    apart = le.decode_models([spec], songs, seed=1, jobs=2, chunk=2)["harmonizer"]
+    here = le.decode_models([spec], songs, seed=1, workers=1)["harmonizer"]  # in this process
+    apart = le.decode_models([spec], songs, seed=1, workers=2)["harmonizer"]  # the batch layer's process pool
     assert len(here.chords) == 3 and here.calls == apart.calls
     assert all(np.array_equal(a, b) for a, b in zip(here.chords, apart.chords))
 

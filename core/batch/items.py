@@ -39,9 +39,11 @@ class Job(Protocol):
     def setup(self, threads: int) -> Any:
         """Load the model(s) with ``threads`` intra-op threads; the result is passed to ``process``."""
 
-    def process(self, state: Any, item: Item) -> str:
-        """Write the item's outputs (atomically) and return a one-line summary; raise a
-        ScoreBridgeError (or ValueError/OSError) naming the problem for a bad input."""
+    def process(self, state: Any, item: Item) -> Any:
+        """Write the item's outputs (atomically) and return a one-line summary, or, for a job
+        whose items go back to the driver (``core.batch.pool.gather``: the eval harnesses),
+        return the item's value; raise a ScoreBridgeError (or ValueError/OSError) naming the
+        problem for a bad input."""
 
 
 def is_manifest(path: Path) -> bool:

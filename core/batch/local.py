@@ -23,7 +23,7 @@ from core.batch.items import Item, Job
 from core.batch.results import FAILED, Result, execute, sweep_temporaries
 from core.errors import ScoreBridgeError
 
-__all__ = ["THREAD_VARIABLES", "cpu_count", "pinned_environment", "run_local"]
+__all__ = ["THREAD_VARIABLES", "cpu_count", "pinned_environment", "run_here", "run_local", "setup_failure"]
 
 # The thread pools of numpy's BLAS (OpenBLAS, MKL, Accelerate), OpenMP and numexpr.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
@@ -55,6 +55,11 @@ def pinned_environment(threads: int) -> Iterator[None]:
                 os.environ[name] = value
 
 
+def setup_failure(exc: BaseException) -> str:
+    """A worker's failed set-up (a model that does not load) in one line, for the driver."""
+    return f"{exc}" if isinstance(exc, ScoreBridgeError) else f"{type(exc).__name__}: {exc}"
+
+
 def _stop(_signum: int, _frame: object) -> None:
     raise SystemExit(1)  # unwinds through core.atomic's cleanup, so no temporary stays behind
 
@@ -67,13 +72,24 @@ def _worker(connection: Connection, job: Job, threads: int) -> None:
     try:
         state = job.setup(threads)
     except Exception as exc:  # noqa: BLE001 - any setup failure ends the batch with its message
-        connection.send(("setup", f"{exc}" if isinstance(exc, ScoreBridgeError) else f"{type(exc).__name__}: {exc}"))
+        connection.send(("setup", setup_failure(exc)))
         return
     while True:
         item = connection.recv()
         if item is None:
             return
         connection.send(("result", execute(job, state, item)))
+
+
+def run_here(job: Job, items: Sequence[Item], threads: int, on_result: Callable[[Result], None]) -> None:
+    """Run ``items`` in this process, one after the other: one worker without a process to
+    start (the eval harnesses' ``--workers 1``), so nothing guards against a crash in native code."""
+    try:
+        state = job.setup(threads)
+    except Exception as exc:  # noqa: BLE001 - as a worker process's failed set-up ends the batch
+        raise ScoreBridgeError(setup_failure(exc)) from None
+    for item in items:
+        on_result(execute(job, state, item))
 
 
 @dataclass

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from core.batch.items import Item, Job
-from core.batch.local import THREAD_VARIABLES
+from core.batch.local import THREAD_VARIABLES, setup_failure
 from core.batch.results import FAILED, Result, execute
 from core.errors import ConfigError, ScoreBridgeError
 
@@ -44,18 +44,23 @@ class _Worker:
     def __init__(self, job: Job, threads: int) -> None:
         # Ray sets OMP_NUM_THREADS from num_cpus; the BLAS pools and ORT get the same share.
         os.environ.update({name: str(threads) for name in THREAD_VARIABLES})
+        import ray
+
+        self.node = ray.get_runtime_context().get_node_id()
         self.job = job
         self.state = None
         self.error = ""
         try:
             self.state = job.setup(threads)
         except Exception as exc:  # noqa: BLE001 - reported to the driver, which ends the batch
-            self.error = f"{exc}" if isinstance(exc, ScoreBridgeError) else f"{type(exc).__name__}: {exc}"
+            self.error = setup_failure(exc)
 
     def run(self, item: Item) -> tuple[str, Any]:
         if self.error:
             return "setup", self.error
-        return "result", execute(self.job, self.state, item)
+        result = execute(self.job, self.state, item)
+        result.node = self.node
+        return "result", result
 
 
 def _probe(address: str) -> None:

@@ -13,7 +13,7 @@ import os
 import time
 import traceback
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,12 @@ class Result:
     message: str = ""
     attempts: int = 1
     settings: str = ""
+    node: str = ""  # the Ray node that ran the item ("" on the local pool)
+    value: Any = None  # what a gathering job (the eval harnesses) hands back; never written to the manifest
+
+    def row(self) -> str:
+        """The item's line in the results manifest (JSON, sorted keys, no ``value``)."""
+        return json.dumps({f.name: getattr(self, f.name) for f in fields(self) if f.name != "value"}, sort_keys=True)
 
 
 def fingerprint(settings: dict[str, Any]) -> str:
@@ -54,14 +60,17 @@ def execute(job: Job, state: Any, item: Item) -> Result:
     try:
         for path in item.outputs:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        message = job.process(state, item)
+        returned = job.process(state, item)
     except (ScoreBridgeError, ValueError, OSError) as exc:
         return Result(item.key, FAILED, output, round(time.perf_counter() - started, 3), error=str(exc))
     except Exception as exc:  # noqa: BLE001 - a bug on one input must not end the other items
         where = traceback.extract_tb(exc.__traceback__)[-1]
         error = f"internal error {type(exc).__name__}: {exc} ({Path(where.filename).name}:{where.lineno})"
         return Result(item.key, FAILED, output, round(time.perf_counter() - started, 3), error=error)
-    return Result(item.key, DONE, output, round(time.perf_counter() - started, 3), message=message)
+    seconds = round(time.perf_counter() - started, 3)
+    if isinstance(returned, str):
+        return Result(item.key, DONE, output, seconds, message=returned)
+    return Result(item.key, DONE, output, seconds, value=returned)
 
 
 class Results:
@@ -96,7 +105,7 @@ class Results:
         if self._journal is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._journal = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        self._journal.write(json.dumps(asdict(result), sort_keys=True) + "\n")
+        self._journal.write(result.row() + "\n")
         self._journal.flush()
         self.records[result.item] = result
 
@@ -111,8 +120,8 @@ class Results:
         known = [key for key in order if key in self.records]
         rest = sorted(set(self.records) - set(known))
         with atomic_output(self.path) as temporary:
-            temporary.write_text("".join(json.dumps(asdict(self.records[key]), sort_keys=True) + "\n"
-                                         for key in (*known, *rest)), encoding="utf-8")
+            temporary.write_text("".join(self.records[key].row() + "\n" for key in (*known, *rest)),
+                                 encoding="utf-8")
 
 
 @dataclass

@@ -25,13 +25,13 @@ numpy, mido, music21 and onnxruntime only.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from core.batch import Item, gather
 from core.keys import key_correlations
 
 from .corpus import DEFAULT_CACHE, SPLITS_DIR
@@ -331,10 +331,6 @@ def summarize(rows: Sequence[dict[str, float]], diatonic: Sequence[bool]) -> dic
     return summary
 
 
-def default_jobs() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
-
-
 # ---------------------------------------------------------------- running the rows
 
 
@@ -352,51 +348,60 @@ class Decoding:
     grid: str = "prompt"
 
 
-def _continue_chunk(model_path: str, decoding: Decoding, bars: int, work: list[tuple[int, Prompt, int]]
-                    ) -> list[tuple[int, list[NoteEvent], float]]:
-    import time
+@dataclass(frozen=True)
+class ContinueJob:
+    """The batch layer's job (``core.batch``): a worker loads every model once; an item is one
+    (model, prompt, seed), sampled with that seed, so the notes do not depend on which worker,
+    process or Ray node continues it."""
 
-    from .offline import continue_notes
-    from .runtime import ContinuationModel
-    from .sample import SamplingConfig
+    models: tuple[str, ...]  # .onnx paths
+    decoding: Decoding
+    bars: int
 
-    model = ContinuationModel.load(model_path)
-    styles = model.card.get("styles", [])
-    style = styles.index("piano") if "piano" in styles else 0
-    done = []
-    for index, prompt, seed in work:
-        config = SamplingConfig(temperature=decoding.temperature, top_p=decoding.top_p, seed=seed,
+    def settings(self) -> dict:
+        return {"models": list(self.models), "decoding": self.decoding.__dict__, "bars": self.bars}
+
+    def setup(self, threads: int) -> dict[str, tuple]:
+        """Every model with one intra-op thread whatever the worker's share: a decoder step is too
+        small to split (two threads took twice as long on a loaded 2-core machine)."""
+        from .runtime import ContinuationModel
+
+        loaded = {}
+        for path in self.models:
+            model = ContinuationModel.load(path, threads=1)
+            styles = model.card.get("styles", [])
+            loaded[path] = (model, styles.index("piano") if "piano" in styles else 0)
+        return loaded
+
+    def process(self, loaded: dict[str, tuple], item: Item) -> list[NoteEvent]:
+        from .offline import continue_notes
+        from .sample import SamplingConfig
+
+        model, style = loaded[self.models[item.inputs["model"]]]
+        prompt, decoding = item.inputs["prompt"], self.decoding
+        config = SamplingConfig(temperature=decoding.temperature, top_p=decoding.top_p, seed=item.inputs["seed"],
                                 **{name: getattr(decoding, name) for name in USER_BIASES})
-        started = time.perf_counter()
-        notes = continue_notes(model, prompt.notes, prompt.bar_steps, bars, config, prompt.bars, style,
+        notes = continue_notes(model, prompt.notes, prompt.bar_steps, self.bars, config, prompt.bars, style,
                                register=decoding.register, grid=decoding.grid)
-        elapsed = time.perf_counter() - started
-        done.append((index, [NoteEvent(n.onset_steps - prompt.end_steps, n.hand, n.pitch, n.duration_steps, n.velocity)
-                             for n in notes], elapsed))
-    return done
+        return [NoteEvent(n.onset_steps - prompt.end_steps, n.hand, n.pitch, n.duration_steps, n.velocity)
+                for n in notes]
 
 
-def continue_prompts(model_path: Path, prompts: Sequence[Prompt], seeds: Sequence[int], bars: int,
-                     decoding: Decoding, jobs: int = 1) -> tuple[list[list[NoteEvent]], list[float]]:
-    """Continuations of every (prompt, seed), prompt-major, and each one's seconds; ``jobs``
-    processes (each loads the model once)."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    work = [(i * len(seeds) + k, p, s) for i, p in enumerate(prompts) for k, s in enumerate(seeds)]
-    chunks = [work[j::jobs] for j in range(jobs)] if jobs > 1 else [work]
-    out: list[list[NoteEvent]] = [[] for _ in work]
-    seconds = [0.0] * len(work)
-    if jobs <= 1:
-        results = [_continue_chunk(str(model_path), decoding, bars, work)]
-    else:
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-            results = list(pool.map(_continue_chunk, [str(model_path)] * len(chunks), [decoding] * len(chunks),
-                                    [bars] * len(chunks), chunks))
-    for result in results:
-        for index, notes, elapsed in result:
-            out[index], seconds[index] = notes, elapsed
-    return out, seconds
+def continue_prompts(model_paths: Sequence[Path], prompts: Sequence[Prompt], seeds: Sequence[int], bars: int,
+                     decoding: Decoding, workers: int | None = 1, ray_address: str | None = None,
+                     progress: Callable[[str], None] = lambda text: None
+                     ) -> list[tuple[list[list[NoteEvent]], list[float]]]:
+    """Per model: the continuations of every (prompt, seed), prompt-major, and each one's
+    seconds, through the batch layer: ``workers`` processes (1: this process; None: one per
+    core) or a Ray cluster at ``ray_address``."""
+    items = [Item(f"{m}/{i}/{k}", (), {"model": m, "prompt": prompt, "seed": seed})
+             for m in range(len(model_paths)) for i, prompt in enumerate(prompts) for k, seed in enumerate(seeds)]
+    job = ContinueJob(tuple(str(path) for path in model_paths), decoding, bars)
+    results, where = gather(job, items, workers, ray_address)
+    progress(f"{len(items)} continuations on {where}")
+    per_model = len(prompts) * len(seeds)
+    return [([r.value for r in results[m * per_model: (m + 1) * per_model]],
+             [r.seconds for r in results[m * per_model: (m + 1) * per_model]]) for m in range(len(model_paths))]
 
 
 def evaluate_rows(prompts: Sequence[Prompt], rows: dict[str, Sequence[Sequence[NoteEvent]]], seeds: int,

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from multiprocessing import get_context
 
 import numpy as np
 
+from core.batch import Item, gather
 from core.keys import section_keys
 
 from .clip import clip_grid
@@ -51,6 +50,7 @@ __all__ = [
     "found_keys",
     "best_triad_chords",
     "harmonize_song",
+    "DecodeJob",
     "ModelSpec",
     "Produced",
     "baselines",
@@ -170,20 +170,27 @@ class ModelSpec:
     ending: str = "tonic"
 
 
-_LOADED: dict[str, HarmonizerModel] = {}  # per process: a worker loads each model once
+@dataclass(frozen=True)
+class DecodeJob:
+    """The batch layer's job (``core.batch``): a worker loads every model once; an item is one
+    song under one model, its draw seeded by (seed, the song's number), so the chords do not
+    depend on which worker, process or Ray node decodes it."""
 
+    specs: tuple[ModelSpec, ...]
+    seed: int
 
-def _decode_chunk(spec: ModelSpec, seed: int, numbered: list[tuple[int, Song]]) -> tuple[list, list, float]:
-    """Chords and calls of some songs; each song's draw is seeded by (seed, its number), so the
-    result does not depend on which process decodes it."""
-    model = _LOADED.get(spec.path) or _LOADED.setdefault(spec.path, HarmonizerModel.load(spec.path))
-    started, chords, calls = time.perf_counter(), [], []
-    for number, song in numbered:
-        tokens, used = harmonize_song(model, song, np.random.default_rng([seed, number]), spec.strategy, spec.calls,
-                                      spec.temperature, spec.top_p, spec.rhythm, spec.ending)
-        chords.append(tokens)
-        calls.append(used)
-    return chords, calls, time.perf_counter() - started
+    def settings(self) -> dict:
+        return {"specs": [spec.__dict__ for spec in self.specs], "seed": self.seed}
+
+    def setup(self, threads: int) -> dict[str, HarmonizerModel]:
+        """Every model with one intra-op thread whatever the worker's share, as the continuation
+        eval: one song's calls are too small to split."""
+        return {path: HarmonizerModel.load(path) for path in {spec.path for spec in self.specs}}
+
+    def process(self, models: dict[str, HarmonizerModel], item: Item) -> tuple[np.ndarray, int]:
+        spec, number = self.specs[item.inputs["spec"]], item.inputs["number"]
+        return harmonize_song(models[spec.path], item.inputs["song"], np.random.default_rng([self.seed, number]),
+                              spec.strategy, spec.calls, spec.temperature, spec.top_p, spec.rhythm, spec.ending)
 
 
 @dataclass
@@ -195,32 +202,29 @@ class Produced:
     seconds: float
 
 
-def decode_models(specs: Sequence[ModelSpec], songs: Sequence[Song], seed: int = 0, jobs: int = 1,
-                  progress: Callable[[str], None] = lambda text: None, chunk: int = 8) -> dict[str, Produced]:
-    """Every model on every song, in ``jobs`` processes (1: here); seconds are each model's
-    decoding time summed over its chunks."""
-    work = [(spec, list(enumerate(songs))[first: first + chunk]) for spec in specs
-            for first in range(0, len(songs), chunk)]
-    out = {spec.name: Produced([], [], 0.0) for spec in specs}
-    done = dict.fromkeys(out, 0)
+def decode_models(specs: Sequence[ModelSpec], songs: Sequence[Song], seed: int = 0, workers: int | None = 1,
+                  progress: Callable[[str], None] = lambda text: None, ray_address: str | None = None
+                  ) -> dict[str, Produced]:
+    """Every model on every song through the batch layer: ``workers`` processes (1: this
+    process; None: one per core) or a Ray cluster at ``ray_address``; seconds are each model's
+    decoding time summed over its songs."""
+    items = [Item(f"{spec.name}/{number}", (), {"spec": index, "number": number, "song": song})
+             for index, spec in enumerate(specs) for number, song in enumerate(songs)]
+    done = dict.fromkeys((spec.name for spec in specs), 0)
 
-    def collect(spec: ModelSpec, result: tuple[list, list, float]) -> None:
-        produced = out[spec.name]
-        produced.chords += result[0]
-        produced.calls += result[1]
-        produced.seconds += result[2]
-        done[spec.name] += len(result[0])
-        progress(f"lead sheets: {spec.name} {done[spec.name]}/{len(songs)} songs")
+    def finished(result) -> None:
+        name = result.item.rpartition("/")[0]
+        done[name] += 1
+        if done[name] % 20 == 0 or done[name] == len(songs):
+            progress(f"lead sheets: {name} {done[name]}/{len(songs)} songs")
 
-    if jobs <= 1:
-        for spec, numbered in work:
-            collect(spec, _decode_chunk(spec, seed, numbered))
-        return out
-    # spawned workers: a forked ONNX Runtime session is not safe to use
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(_decode_chunk, spec, seed, numbered) for spec, numbered in work]
-        for (spec, _), future in zip(work, futures):  # in order, so the chords stay in song order
-            collect(spec, future.result())
+    results, where = gather(DecodeJob(tuple(specs), seed), items, workers, ray_address, finished)
+    progress(f"lead sheets: {len(items)} model x song items on {where}")
+    out = {}
+    for index, spec in enumerate(specs):
+        mine = results[index * len(songs): (index + 1) * len(songs)]
+        out[spec.name] = Produced([r.value[0] for r in mine], [r.value[1] for r in mine],
+                                  sum(r.seconds for r in mine))
     return out
 
 

@@ -371,7 +371,7 @@ def test_density_bias_keeps_each_hand_near_the_prompts_onsets_per_bar() -> None:
     prompt = [tk.SOS, *tk.encode(sorted(quarters + bass), [0, 48])]
     stream = Stream(RandomLogitsModel(0), prompt, 2, SamplingConfig(seed=0, density_bias=4.0))
     left_on, right_on = tk.note_token(tk.LEFT, tk.NOTE_ON, 40), tk.note_token(tk.RIGHT, tk.NOTE_ON, 72)
-    keeper = stream.density
+    keeper = stream.scorer.density
     assert keeper.rate == [pytest.approx(4 / 48), pytest.approx(1 / 48)]
     start = stream.state.now_steps
     assert keeper.shift(tk.RIGHT, start, 4.0, 48) == keeper.shift(tk.LEFT, start, 4.0, 48) == 0.0  # on schedule

@@ -3,11 +3,15 @@ from the prompt and applied by ``Scorer`` to the model's logits before sampling:
 
 - key bias (``key_bias`` B): a NOTE_ON outside the scale of the prompt's key
   (``modal.window_key``) loses B, a soft form of the ``pitch_classes`` mask;
-- rhythm pattern (``pattern_bias``): each hand's onset steps in the bar of the prompt's last
-  ``PATTERN_BARS`` bars; a NOTE_ON elsewhere loses the bias, and at a pattern step the hand's
-  notes gain ``PATTERN_PULL`` of it until the hand strikes there;
+- rhythm pattern (``pattern_bias``): the prompt's last ``PATTERN_BARS`` bars, repeated: in each
+  new bar, each hand's onset steps in the prompt bar it repeats (the union of those bars where
+  the hand rests in it); a NOTE_ON elsewhere loses the bias, and at a pattern step the hand's
+  notes gain ``PATTERN_PULL`` of it until the hand strikes there. In the first
+  ``PATTERN_HOLD_BARS`` new bars a hand may start an onset only on its pattern (the density
+  keeper's bounds aside): the accompaniment goes on as the player left it;
 - density keeper (``density_bias``): a hand ahead of the prompt's onset rate by half a bar's worth
-  loses the bias, one behind gains it (linear in between);
+  loses the bias, one behind gains it (linear in between); and hard bounds (``DensityKeeper``)
+  hold each hand's onsets per bar within ``DENSITY_BOUNDS`` x the prompt's;
 - motif echo (``motif_bias``): at a new right-hand onset, the pitches that continue one of the
   prompt's melodic interval patterns gain the bias;
 - mode steering (``mode_steer`` S): for the degrees that tell major from minor (third, sixth,
@@ -21,29 +25,34 @@ A VELOCITY commits to a NOTE_ON, so it moves with the likelier hand's notes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from itertools import pairwise
 
 import numpy as np
 
 from .modal import MAJOR_TO_MINOR, window_key
-from .prompt_style import PATTERN_BARS, prompt_note_ons, prompt_onsets
+from .prompt_style import PATTERN_BARS, prompt_bar_onsets, prompt_note_ons, prompt_onsets
 from .state import SamplingConfig, State, scale_pitch_classes
 from .tokens import (
+    BAR,
     HIGH_PITCH,
     LEFT,
     LOW_PITCH,
+    MAX_SHIFT_STEPS,
     NOTE_BASE,
     NOTE_ON,
     NUM_PITCHES,
     RIGHT,
     SHIFT_BASE,
+    STEPS_PER_QUARTER,
     VELOCITY_BASE,
     VOCAB_SIZE,
     note_token,
 )
 
 __all__ = [
+    "DENSITY_BOUNDS",
     "MODE_STEER",
     "PATTERN_PULL",
     "DensityKeeper",
@@ -56,6 +65,8 @@ __all__ = [
 
 MODE_STEER = 5.0  # the engine's and `scorebridge continue`'s default (docs/continuation.md)
 PATTERN_PULL = 0.5  # share of pattern_bias a hand's notes gain at a step where it struck in the prompt
+PATTERN_HOLD_BARS = 2  # new bars in which a hand may start an onset only on its pattern (unless the keeper forces)
+DENSITY_BOUNDS = (0.5, 2.0)  # each hand's onsets per bar, x the prompt's, that the density keeper holds
 _MAJOR_DEGREES = tuple(sorted(MAJOR_TO_MINOR))  # each a semitone above its minor counterpart
 _ON_STARTS = (note_token(RIGHT, NOTE_ON, LOW_PITCH), note_token(LEFT, NOTE_ON, LOW_PITCH))
 
@@ -98,21 +109,45 @@ def key_penalty(tonic: int, major: bool, strength: float) -> np.ndarray:
 
 
 class DensityKeeper:
-    """Each hand's onsets (distinct onset times) against the prompt's rate: a hand ahead of it by
-    half a bar's worth loses ``density_bias`` on its NOTE_ONs, one behind by as much gains it
-    (linear in between), so each hand keeps about the prompt's density."""
+    """Each hand's onsets (distinct onset times) against the prompt's rate.
 
-    def __init__(self, prompt: Sequence[int], origin: int) -> None:
+    Soft: a hand ahead of the rate by half a bar's worth loses ``density_bias`` on its NOTE_ONs,
+    one behind by as much gains it (linear in between), so each hand keeps about the prompt's
+    density. Hard (``bound``), over the ``horizon`` steps to be generated: a hand never starts
+    more than ``DENSITY_BOUNDS[1]`` x the prompt's onsets for the time so far (plus half a bar)
+    nor for the whole horizon; one that falls a whole onset behind ``DENSITY_BOUNDS[0]`` x the
+    rate, or could reach that by the end only at the prompt's full pace, must strike before time
+    moves on; and time never jumps past the grid steps (``time_grid``) it still needs to reach
+    it. So every continuation's per-hand density ends within the bounds of the prompt's."""
+
+    def __init__(self, prompt: Sequence[int], origin: int, horizon: int = 0, bar_steps: int = 48,
+                 time_grid: frozenset[int] | None = None) -> None:
         note_ons, _, first_bar, _ = prompt_note_ons(prompt)
         span = max(1, origin - first_bar)
         self.rate = [len({t for t, h, _ in note_ons if h == hand}) / span for hand in (RIGHT, LEFT)]  # per step
         self.origin, self.count, self.last = origin, [0, 0], [-1, -1]
+        self.horizon, self.bar_steps = horizon, bar_steps
+        low, high = DENSITY_BOUNDS
+        self.ceiling = [math.floor(high * rate * horizon + 1e-9) for rate in self.rate]
+        self.floor = [math.ceil(low * rate * horizon - 1e-9) for rate in self.rate]
+        prompt_bars = set(range(span // bar_steps))
+        # a hand that struck in every bar of the prompt must sound in every new bar
+        self.every_bar = [bool(prompt_bars) and prompt_bars <= {(t - first_bar) // bar_steps for t, h, _ in note_ons
+                                                                if h == hand} for hand in (RIGHT, LEFT)]
+        self.released = [-1, -1]  # the step of each hand's latest NOTE_OFF
+        self.forced = [0, 0]  # times a hand was made to strike (``bound``)
+        # chances[x]: steps at or after origin + x, before the end, where a note may start
+        starts = np.ones(horizon, dtype=np.int64) if time_grid is None else np.isin(
+            (np.arange(origin, origin + horizon) - first_bar) % bar_steps, sorted(time_grid)).astype(np.int64)
+        self.chances = np.append(np.cumsum(starts[::-1])[::-1], 0)
 
     def advance(self, token: int, now: int) -> None:
         if NOTE_BASE <= token < VELOCITY_BASE:
             index = token - NOTE_BASE
             hand = index // (2 * NUM_PITCHES)
-            if index // NUM_PITCHES % 2 == NOTE_ON and self.last[hand] != now:
+            if index // NUM_PITCHES % 2 != NOTE_ON:
+                self.released[hand] = now
+            elif self.last[hand] != now:
                 self.count[hand] += 1
                 self.last[hand] = now
 
@@ -123,6 +158,68 @@ class DensityKeeper:
         half_bar = max(self.rate[hand] * bar_steps / 2, 1.0)
         excess = (self.count[hand] - self.rate[hand] * (now - self.origin)) / half_bar
         return -bias * min(1.0, max(-1.0, excess))
+
+    def bound(self, allowed: np.ndarray, state: State, hold: Sequence[bool] = (False, False)) -> np.ndarray:
+        """``allowed`` (the grammar's mask) with the density bounds applied: a hand over its
+        ceiling cannot start a new onset; while a hand is under its floor, or would leave a bar
+        silent that it played in every prompt bar, time cannot pass (the hand strikes first).
+        ``hold``: hands that may not start an onset now unless the bounds make them (the rhythm
+        pattern's first bars). Returns ``allowed`` itself when nothing changes."""
+        if allowed[BAR]:
+            return allowed  # a bar line is due: nothing else may come
+        now = state.now_steps
+        elapsed, low, high = now - self.origin, DENSITY_BOUNDS[0], DENSITY_BOUNDS[1]
+        bar_start = now - elapsed % self.bar_steps
+        silenced, force, longest_jump = [], False, MAX_SHIFT_STEPS
+        for hand in (RIGHT, LEFT):
+            rate, count = self.rate[hand], self.count[hand]
+            if not self.horizon or rate <= 0:
+                if hold[hand]:
+                    silenced.append(hand)
+                continue
+            struck = self.last[hand] == now  # one that struck now may add to its chord
+            if not struck and count + 1 > min(self.ceiling[hand], high * rate * (elapsed + self.bar_steps / 2)):
+                silenced.append(hand)
+                continue
+            deficit, jump = self.floor[hand] - count, MAX_SHIFT_STEPS
+            if deficit > 0:  # the longest jump that leaves as many steps to strike on as it still needs
+                reach = self.chances[elapsed + 1 : elapsed + 1 + MAX_SHIFT_STEPS]
+                jump = int(np.count_nonzero(reach >= deficit))
+            if struck:
+                longest_jump = min(longest_jump, jump or MAX_SHIFT_STEPS)  # 0: out of reach whatever comes
+                continue
+            behind = count + 1 <= low * rate * elapsed or deficit >= rate * (self.horizon - elapsed)
+            silent = (self.every_bar[hand] and self.last[hand] < bar_start and self.released[hand] <= bar_start
+                      and not (state.onsets[hand] >= 0).any()
+                      and bar_start + self.bar_steps - now <= STEPS_PER_QUARTER)  # the bar's last beat
+            # its NOTE_ONs and NOTE_OFFs (a hand at its polyphony frees a key first)
+            if (behind or silent or not jump) and allowed[_ON_STARTS[hand] : _ON_STARTS[hand] + 2 * NUM_PITCHES].any():
+                force = True
+                self.forced[hand] += 1
+                continue
+            longest_jump = min(longest_jump, jump or MAX_SHIFT_STEPS)
+            if hold[hand]:
+                silenced.append(hand)
+        if not force and longest_jump == MAX_SHIFT_STEPS:
+            return without_onsets(allowed, silenced)
+        out = without_onsets(allowed, silenced, copy=True)
+        # the hand strikes (or first frees a key) before time moves on, or moves on by at most longest_jump
+        out[SHIFT_BASE + (0 if force else longest_jump) :] = False
+        return out
+
+
+def without_onsets(allowed: np.ndarray, hands: Sequence[int], copy: bool = False) -> np.ndarray:
+    """``allowed`` (a copy when anything changes, or with ``copy``) without the NOTE_ONs of
+    ``hands``, and without VELOCITY when no NOTE_ON is left to follow one."""
+    if not hands and not copy:
+        return allowed
+    out = allowed.copy()
+    for hand in hands:
+        out[_ON_STARTS[hand] : _ON_STARTS[hand] + NUM_PITCHES] = False
+    if hands and not (out[_ON_STARTS[RIGHT] : _ON_STARTS[RIGHT] + NUM_PITCHES].any()
+                      or out[_ON_STARTS[LEFT] : _ON_STARTS[LEFT] + NUM_PITCHES].any()):
+        out[VELOCITY_BASE:SHIFT_BASE] = False  # a velocity must lead to a NOTE_ON
+    return out
 
 
 class MotifEcho:
@@ -180,8 +277,8 @@ class Scorer:
     """Every bias of one config, measured from one prompt; ``scores`` shifts the model's logits
     for the state the sequence is in (``advance`` it with each new token)."""
 
-    def __init__(self, prompt: Sequence[int], config: SamplingConfig, origin_steps: int) -> None:
-        self.config = config
+    def __init__(self, prompt: Sequence[int], config: SamplingConfig, origin_steps: int, horizon: int = 0) -> None:
+        self.config, self.origin = config, origin_steps
         tokens = np.asarray(prompt, dtype=np.int64)
         key = window_key(tokens) if config.mode_steer > 0 or config.key_bias > 0 else None
         self.pairs: tuple[np.ndarray, np.ndarray] | None = None
@@ -193,16 +290,44 @@ class Scorer:
             if self.pairs is not None:  # steering picks between the modes' degrees: no penalty there
                 self.key_penalty[np.concatenate(self.pairs)] = 0.0
         self.pattern_steps: tuple[frozenset[int], ...] = (frozenset(), frozenset())
+        self.pattern_bars: dict[int, tuple[frozenset[int], ...]] = {}
         if config.pattern_bias > 0:
             self.pattern_steps = prompt_onsets(prompt, config.bar_steps, PATTERN_BARS)
+            self.pattern_bars = prompt_bar_onsets(prompt, config.bar_steps, PATTERN_BARS)
         self.motif = MotifEcho(prompt) if config.motif_bias > 0 else None
-        self.density = DensityKeeper(prompt, origin_steps) if config.density_bias > 0 else None
+        self.density = (DensityKeeper(prompt, origin_steps, horizon, config.bar_steps, config.time_grid)
+                        if config.density_bias > 0 else None)
 
     def advance(self, token: int, now: int) -> None:
         if self.motif is not None:
             self.motif.advance(token, now)
         if self.density is not None:
             self.density.advance(token, now)
+
+    def allowed(self, allowed: np.ndarray, state: State) -> np.ndarray:
+        """The grammar's mask with the density keeper's bounds (``DensityKeeper.bound``) and, in
+        the first ``PATTERN_HOLD_BARS`` new bars, no new onset of a hand off its rhythm pattern."""
+        hold = self.off_pattern(state) if self.config.pattern_bias > 0 else (False, False)
+        if self.density is not None:
+            return self.density.bound(allowed, state, hold)
+        return allowed if allowed[BAR] else without_onsets(allowed, [h for h in (RIGHT, LEFT) if hold[h]])
+
+    def off_pattern(self, state: State) -> tuple[bool, bool]:
+        """Hands held back now: off their pattern step in the first ``PATTERN_HOLD_BARS`` new bars,
+        not in the middle of a chord."""
+        now = state.now_steps
+        if now - self.origin >= PATTERN_HOLD_BARS * self.config.bar_steps:
+            return (False, False)
+        steps = self.pattern_now(state)
+        return tuple(bool(steps[hand]) and state.last_on[hand] != now
+                     and (now - (state.first_bar_steps or 0)) % self.config.bar_steps not in steps[hand]
+                     for hand in (RIGHT, LEFT))
+
+    def pattern_now(self, state: State) -> tuple[frozenset[int], ...]:
+        """Each hand's pattern steps for the bar the state is in (empty: the hand is free)."""
+        bar = (state.now_steps - (state.first_bar_steps or 0)) // self.config.bar_steps
+        template = self.pattern_bars.get(bar % PATTERN_BARS, self.pattern_steps)
+        return tuple(template[hand] or self.pattern_steps[hand] for hand in (RIGHT, LEFT))
 
     def scores(self, logits: np.ndarray, state: State, valence: float) -> np.ndarray:
         """The model's logits with the key penalty, the hands' rhythm and density shifts and the
@@ -237,10 +362,12 @@ class Scorer:
         now = state.now_steps
         if config.pattern_bias > 0:
             step = (now - (state.first_bar_steps or 0)) % config.bar_steps
+            pattern = self.pattern_now(state)
             for hand in (RIGHT, LEFT):
-                if not self.pattern_steps[hand]:
+                steps = pattern[hand]
+                if not steps:
                     continue  # a hand the prompt does not play is free
-                if step not in self.pattern_steps[hand]:
+                if step not in steps:
                     shifts[hand] -= config.pattern_bias
                 elif state.last_on[hand] != now:  # a NOTE_ON struck now is held at least until the next step
                     shifts[hand] += PATTERN_PULL * config.pattern_bias

@@ -21,6 +21,7 @@ __all__ = [
     "PATTERN_BARS",
     "REGISTERS",
     "REGISTER_MARGIN",
+    "prompt_bar_onsets",
     "prompt_grid",
     "prompt_note_ons",
     "prompt_onsets",
@@ -85,6 +86,21 @@ def prompt_onsets(prompt: Sequence[int], bar_steps: int, last_bars: int = 0) -> 
     since = end - last_bars * bar_steps if last_bars else -1
     return tuple(frozenset((time - origin) % bar_steps for time, h, _ in note_ons if h == hand and time >= since)
                  for hand in (RIGHT, LEFT))
+
+
+def prompt_bar_onsets(prompt: Sequence[int], bar_steps: int, last_bars: int) -> dict[int, tuple[frozenset[int], ...]]:
+    """Each hand's onset steps in the bar for each of the prompt's last ``last_bars`` bars, keyed
+    by the bar's index modulo ``last_bars`` (bars counted from the prompt's first bar line): what
+    repeating those bars would play in a later bar of the same index modulo ``last_bars``."""
+    note_ons, _, origin, end = prompt_note_ons(prompt)
+    bars = max(1, -(-(end - origin) // bar_steps))
+    out = {}
+    for bar in range(max(0, bars - last_bars), bars):
+        start = origin + bar * bar_steps
+        out[bar % last_bars] = tuple(frozenset(t - start for t, h, _ in note_ons
+                                               if h == hand and start <= t < start + bar_steps)
+                                     for hand in (RIGHT, LEFT))
+    return out
 
 
 def prompt_note_ons(prompt: Sequence[int]) -> tuple[list[tuple[int, int, int]], int, int, int]:

@@ -65,25 +65,24 @@ def sample_token(
     logits: np.ndarray, allowed: np.ndarray, config: SamplingConfig, rng: np.random.Generator
 ) -> int:
     """One token from masked logits with temperature, top-k and top-p."""
-    candidates = np.flatnonzero(allowed)
+    candidates = allowed.nonzero()[0]
     if not len(candidates):
         raise ValueError("no token is allowed by the constraints")
-    scores = logits[candidates].astype(np.float64) / config.temperature
+    scores = np.asarray(logits[candidates], dtype=np.float64)  # a new array: free to change in place
+    if config.temperature != 1.0:
+        scores /= config.temperature
     if config.top_k and config.top_k < len(candidates):
         keep = np.argpartition(-scores, config.top_k - 1)[: config.top_k]
         candidates, scores = candidates[keep], scores[keep]
     order = np.argsort(-scores, kind="stable")
     candidates, scores = candidates[order], scores[order]
-    cumulative = np.cumsum(np.exp(scores - scores[0]))
+    scores -= scores[0]
+    cumulative = np.exp(scores, out=scores).cumsum()
     total = cumulative[-1]
     if config.top_p < 1.0:
-        keep = min(len(cumulative), int(np.searchsorted(cumulative, config.top_p * total)) + 1)
+        keep = min(len(cumulative), int(cumulative.searchsorted(config.top_p * total)) + 1)
         total = cumulative[keep - 1]
-    return int(
-        candidates[
-            min(int(np.searchsorted(cumulative, rng.random() * total, side="right")), len(candidates) - 1)
-        ]
-    )
+    return int(candidates[min(int(cumulative.searchsorted(rng.random() * total, side="right")), len(candidates) - 1)])
 
 
 @dataclass
@@ -149,7 +148,7 @@ class Stream:
                 raise ValueError(f"prompt_va has {len(rows)} rows for {len(prompt)} tokens")
             rows = rows[-keep:]
         self.logits = self.decoder.prefill(context, rows)
-        self.scorer = Scorer(prompt, config, self.origin_steps)
+        self.scorer = Scorer(prompt, config, self.origin_steps, bars * config.bar_steps)
 
     def _scores(self) -> np.ndarray:
         """The model's current logits with every bias of the config (``biases.Scorer``)."""
@@ -163,7 +162,8 @@ class Stream:
     def __iter__(self) -> Iterator[int]:
         state = self.state
         for _ in range(self.max_tokens):
-            token = sample_token(self._scores(), self.masker(state), self.config, self.rng)
+            allowed = self.scorer.allowed(self.masker(state), state)
+            token = sample_token(self._scores(), allowed, self.config, self.rng)
             if token == BAR and state.bars + 1 > self.bars:
                 break
             state.advance(token)

@@ -2,7 +2,8 @@
 it (numpy only). The mask: NOTE_ONs only within each hand's range and scale, at most
 ``max_polyphony`` held per hand, a NOTE_OFF only for a note held at least one step, no
 TIME_SHIFT that would hold a note longer than ``max_note_steps`` or cross a bar line (BAR is
-forced there and allowed nowhere else), shifts landing on ``time_grid`` when one is set, no
+forced there and allowed nowhere else), shifts landing on ``time_grid`` when one is set (where
+none lands within a held note's room, the note is released first, not moved off the grid), no
 PAD/SOS/EOS/UNK, and a VELOCITY only when a NOTE_ON may follow (and then only a NOTE_ON).
 
 Bars follow the meter (``bar_steps``) from the sequence's first BAR.
@@ -14,7 +15,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .tokens import BAR, LEFT, LOW_PITCH, NOTE_BASE, NOTE_ON, NUM_PITCHES, RIGHT, SHIFT_BASE, VELOCITY_BASE, VOCAB_SIZE
+from .tokens import (
+    BAR,
+    LEFT,
+    LOW_PITCH,
+    NOTE_BASE,
+    NOTE_OFF,
+    NOTE_ON,
+    NUM_PITCHES,
+    RIGHT,
+    SHIFT_BASE,
+    VELOCITY_BASE,
+    VOCAB_SIZE,
+)
 
 __all__ = ["SCALES", "Masker", "SamplingConfig", "State", "scale_pitch_classes", "steps_to_bar_line"]
 
@@ -131,10 +144,6 @@ class Masker:
                 for low, high in (config.right_range, config.left_range)
             ]
         )
-        self.on_slices = [slice(b, b + NUM_PITCHES) for b in (NOTE_BASE, NOTE_BASE + 2 * NUM_PITCHES)]
-        self.off_slices = [
-            slice(b + NUM_PITCHES, b + 2 * NUM_PITCHES) for b in (NOTE_BASE, NOTE_BASE + 2 * NUM_PITCHES)
-        ]
         self.shift_limit = VOCAB_SIZE - SHIFT_BASE
         self.only_bar = np.zeros(VOCAB_SIZE, dtype=bool)
         self.only_bar[BAR] = True
@@ -153,32 +162,29 @@ class Masker:
         if to_bar_line == 0 and state.last_bar_steps != now:
             return self.only_bar  # forced: a bar line is reached
         allowed = np.zeros(VOCAB_SIZE, dtype=bool)
+        notes = allowed[NOTE_BASE:VELOCITY_BASE].reshape(2, 2, NUM_PITCHES)  # [hand, kind, pitch], a view
         onsets = state.onsets
         held = onsets >= 0
-        counts = held.sum(axis=1)
-        any_on = False
+        counts = held.sum(axis=1).tolist()
+        np.logical_and(self.playable, ~held, out=notes[:, NOTE_ON])
         for hand in (RIGHT, LEFT):
-            if counts[hand] < config.max_polyphony:
-                on = self.playable[hand] & ~held[hand]
-                allowed[self.on_slices[hand]] = on
-                any_on = any_on or bool(on.any())
-            if counts[hand]:
-                allowed[self.off_slices[hand]] = held[hand] & (onsets[hand] < now)
+            if counts[hand] >= config.max_polyphony:
+                notes[hand, NOTE_ON] = False
         if VELOCITY_BASE <= state.last_token < SHIFT_BASE:
-            allowed[: self.on_slices[RIGHT].start] = False  # grammar: VELOCITY -> NOTE_ON
-            allowed[self.off_slices[RIGHT]] = False
-            allowed[self.off_slices[LEFT]] = False
-            return allowed
-        if any_on:
+            return allowed  # grammar: VELOCITY -> NOTE_ON
+        if counts[RIGHT] or counts[LEFT]:
+            np.logical_and(held, onsets < now, out=notes[:, NOTE_OFF])
+            longest = now - int(onsets[held].min())
+        else:
+            longest = 0
+        if notes[:, NOTE_ON].any():
             allowed[VELOCITY_BASE:SHIFT_BASE] = True  # a velocity must lead to a NOTE_ON
-        longest = now - int(onsets[held].min()) if counts[RIGHT] or counts[LEFT] else 0
         room = min(config.max_note_steps - longest, to_bar_line if to_bar_line > 0 else config.bar_steps)
         room = max(0, min(room, self.shift_limit))
         if room:
             shifts = allowed[SHIFT_BASE : SHIFT_BASE + room]
             shifts[:] = True
             if self.on_grid is not None:
-                on_grid = self.on_grid[(config.bar_steps - to_bar_line) % config.bar_steps, :room]
-                if on_grid.any():  # else (a note must end off the grid) any shift within the room
-                    shifts[:] = on_grid
+                # none on the grid within the room: a held note must end first (its NOTE_OFF is allowed)
+                shifts[:] = self.on_grid[(config.bar_steps - to_bar_line) % config.bar_steps, :room]
         return allowed

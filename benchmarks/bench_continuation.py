@@ -14,10 +14,11 @@ One run measures, after the same 4-bar prompt:
   (120 BPM, look-ahead 0.25 and 0.5 beats);
 - with --sizes (needs torch): the cached step time of untrained graphs of other sizes, exported
   the same way, to choose a size for the target (>= 1,000 tokens/s, 8 bars <= 200 ms);
-- with --baseline DIR (another checkout, e.g. `git archive 15c9322 | tar -x -C DIR`): 8-bar
-  generations of the same seeds by that code and this one, in alternating subprocesses (each
-  round runs both, so they share the load), for the model alone, the biases that commit used by
-  default and each tree's own defaults, with a digest of the tokens (equal digests: the same music).
+- with --baseline DIR [DIR ...] (other checkouts, e.g. `git archive 15c9322 | tar -x -C DIR`):
+  8-bar generations of the same seeds by that code and this one, in alternating subprocesses
+  (each round runs every tree, so they share the load), for the model alone, the biases that
+  commit used by default and each tree's own defaults, with a digest of the tokens (equal
+  digests: the same music).
 Prints JSON and writes it to --out.
 """
 
@@ -215,9 +216,10 @@ _TREE_RUN = textwrap.dedent(
 )
 
 
-def side_by_side(baseline: Path, rounds: int, generations: int) -> dict:
-    """8-bar generations by ``baseline``'s code and this checkout's, alternating round by round."""
-    trees = {"baseline": baseline.resolve(), "this": Path(__file__).resolve().parents[1]}
+def side_by_side(baselines: list[Path], rounds: int, generations: int) -> dict:
+    """8-bar generations by each baseline's code and this checkout's, alternating round by round."""
+    trees = {f"baseline {path.name}": path.resolve() for path in baselines}
+    trees["this"] = Path(__file__).resolve().parents[1]
     runs: dict[str, list[dict]] = {name: [] for name in trees}
     for _ in range(rounds):
         for name, tree in trees.items():
@@ -234,8 +236,10 @@ def side_by_side(baseline: Path, rounds: int, generations: int) -> dict:
             row[name] = {"median_ms": 1000 * float(np.median(seconds)), "max_ms": 1000 * max(seconds),
                          "tokens_per_generation": runs[name][0][config]["tokens"] / generations,
                          "digest": runs[name][0][config]["digest"]}
-        row["speedup"] = row["baseline"]["median_ms"] / row["this"]["median_ms"]
-        row["same_tokens"] = row["baseline"]["digest"] == row["this"]["digest"]
+        for name in trees:
+            row[name]["ms_per_token"] = row[name]["median_ms"] / row[name]["tokens_per_generation"]
+            row[name]["speedup_of_this"] = row[name]["median_ms"] / row["this"]["median_ms"]
+            row[name]["same_tokens_as_this"] = row[name]["digest"] == row["this"]["digest"]
         result[config] = row
     return result
 
@@ -313,8 +317,8 @@ def main() -> None:
     parser.add_argument(
         "--engine-seeds", type=int, default=8, help="live-engine runs per look-ahead (0 = skip)"
     )
-    parser.add_argument("--baseline", type=Path, default=None,
-                        help="a checkout of older code to time side by side with this one")
+    parser.add_argument("--baseline", type=Path, nargs="+", default=None, metavar="DIR",
+                        help="checkouts of older code to time side by side with this one")
     parser.add_argument("--only-side-by-side", action="store_true", help="with --baseline: nothing else")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()

@@ -182,7 +182,8 @@ class DensityKeeper:
                 silenced.append(hand)
                 continue
             deficit, jump = self.floor[hand] - count, MAX_SHIFT_STEPS
-            if deficit > 0:  # the longest jump that leaves as many steps to strike on as it still needs
+            if deficit > 0 and self.chances[min(elapsed + MAX_SHIFT_STEPS, self.horizon)] < deficit:
+                # the longest jump that leaves as many steps to strike on as the hand still needs
                 reach = self.chances[elapsed + 1 : elapsed + 1 + MAX_SHIFT_STEPS]
                 jump = int(np.count_nonzero(reach >= deficit))
             if struck:
@@ -190,7 +191,7 @@ class DensityKeeper:
                 continue
             behind = count + 1 <= low * rate * elapsed or deficit >= rate * (self.horizon - elapsed)
             silent = (self.every_bar[hand] and self.last[hand] < bar_start and self.released[hand] <= bar_start
-                      and not (state.onsets[hand] >= 0).any()
+                      and not state.held_count[hand]
                       and bar_start + self.bar_steps - now <= STEPS_PER_QUARTER)  # the bar's last beat
             # its NOTE_ONs and NOTE_OFFs (a hand at its polyphony frees a key first)
             if (behind or silent or not jump) and allowed[_ON_STARTS[hand] : _ON_STARTS[hand] + 2 * NUM_PITCHES].any():
@@ -290,10 +291,11 @@ class Scorer:
             if self.pairs is not None:  # steering picks between the modes' degrees: no penalty there
                 self.key_penalty[np.concatenate(self.pairs)] = 0.0
         self.pattern_steps: tuple[frozenset[int], ...] = (frozenset(), frozenset())
-        self.pattern_bars: dict[int, tuple[frozenset[int], ...]] = {}
+        self.pattern_bars: dict[int, tuple[frozenset[int], ...]] = {}  # bar index % PATTERN_BARS -> steps
         if config.pattern_bias > 0:
             self.pattern_steps = prompt_onsets(prompt, config.bar_steps, PATTERN_BARS)
-            self.pattern_bars = prompt_bar_onsets(prompt, config.bar_steps, PATTERN_BARS)
+            self.pattern_bars = {phase: tuple(bar[hand] or self.pattern_steps[hand] for hand in (RIGHT, LEFT))
+                                 for phase, bar in prompt_bar_onsets(prompt, config.bar_steps, PATTERN_BARS).items()}
         self.motif = MotifEcho(prompt) if config.motif_bias > 0 else None
         self.density = (DensityKeeper(prompt, origin_steps, horizon, config.bar_steps, config.time_grid)
                         if config.density_bias > 0 else None)
@@ -326,8 +328,7 @@ class Scorer:
     def pattern_now(self, state: State) -> tuple[frozenset[int], ...]:
         """Each hand's pattern steps for the bar the state is in (empty: the hand is free)."""
         bar = (state.now_steps - (state.first_bar_steps or 0)) // self.config.bar_steps
-        template = self.pattern_bars.get(bar % PATTERN_BARS, self.pattern_steps)
-        return tuple(template[hand] or self.pattern_steps[hand] for hand in (RIGHT, LEFT))
+        return self.pattern_bars.get(bar % PATTERN_BARS, self.pattern_steps)
 
     def scores(self, logits: np.ndarray, state: State, valence: float) -> np.ndarray:
         """The model's logits with the key penalty, the hands' rhythm and density shifts and the

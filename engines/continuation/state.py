@@ -84,7 +84,8 @@ class SamplingConfig:
 
 class State:
     """Time and held notes while scanning or generating tokens (onsets[hand, pitch - 21], -1 = not
-    held); ``last_on[hand]``: the step of the hand's latest NOTE_ON (-1 before any)."""
+    held); ``last_on[hand]``: the step of the hand's latest NOTE_ON (-1 before any);
+    ``held_count[hand]``: the notes the hand holds."""
 
     def __init__(self) -> None:
         self.now_steps = 0
@@ -94,6 +95,7 @@ class State:
         self.first_bar_steps: int | None = None
         self.last_bar_steps = -1
         self.last_on = [-1, -1]
+        self.held_count = [0, 0]
 
     @property
     def held(self) -> dict[tuple[int, int], int]:
@@ -113,10 +115,13 @@ class State:
         elif NOTE_BASE <= token < VELOCITY_BASE:
             index = token - NOTE_BASE
             hand, kind, pitch = index // (2 * NUM_PITCHES), (index // NUM_PITCHES) % 2, index % NUM_PITCHES
+            held = bool(self.onsets[hand, pitch] >= 0)
             if kind == NOTE_ON:
+                self.held_count[hand] += not held
                 self.onsets[hand, pitch] = self.now_steps
                 self.last_on[hand] = self.now_steps
             else:
+                self.held_count[hand] -= held
                 self.onsets[hand, pitch] = -1
 
 
@@ -165,7 +170,7 @@ class Masker:
         notes = allowed[NOTE_BASE:VELOCITY_BASE].reshape(2, 2, NUM_PITCHES)  # [hand, kind, pitch], a view
         onsets = state.onsets
         held = onsets >= 0
-        counts = held.sum(axis=1).tolist()
+        counts = state.held_count
         np.logical_and(self.playable, ~held, out=notes[:, NOTE_ON])
         for hand in (RIGHT, LEFT):
             if counts[hand] >= config.max_polyphony:

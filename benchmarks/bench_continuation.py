@@ -18,7 +18,8 @@ One run measures, after the same 4-bar prompt:
   8-bar generations of the same seeds by that code and this one, in alternating subprocesses
   (each round runs every tree, so they share the load), for the model alone, the biases that
   commit used by default and each tree's own defaults, with a digest of the tokens (equal
-  digests: the same music).
+  digests: the same music); wall and CPU time of each generation (the CPU time is less moved by
+  other jobs on a shared machine).
 Prints JSON and writes it to --out.
 """
 
@@ -200,17 +201,18 @@ _TREE_RUN = textwrap.dedent(
     generate(model, prompt, 2, SamplingConfig(seed=99))  # warm-up
     out = {}
     for name, extra in (("alone", {}), ("biases_15c9322", json.loads(sys.argv[2])), ("defaults", USER_BIASES)):
-        seconds, digest, tokens = [], hashlib.sha256(), 0
+        seconds, cpu, digest, tokens = [], [], hashlib.sha256(), 0
         for seed in range(int(sys.argv[1])):
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             config = SamplingConfig(seed=seed, top_p=0.95)
             if extra:
                 config = prompt_grid(prompt, prompt_register(prompt, replace(config, **extra)))
             tokens_now = generate(model, prompt, 8, config, max_tokens=1500).tokens
             seconds.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - started_cpu)
             digest.update(str(tokens_now).encode())
             tokens += len(tokens_now)
-        out[name] = {"seconds": seconds, "tokens": tokens, "digest": digest.hexdigest()[:16]}
+        out[name] = {"seconds": seconds, "cpu_seconds": cpu, "tokens": tokens, "digest": digest.hexdigest()[:16]}
     print(json.dumps(out))
     """
 )
@@ -233,12 +235,15 @@ def side_by_side(baselines: list[Path], rounds: int, generations: int) -> dict:
         row = {}
         for name in trees:
             seconds = [s for run in runs[name] for s in run[config]["seconds"]]
+            cpu = [s for run in runs[name] for s in run[config]["cpu_seconds"]]
             row[name] = {"median_ms": 1000 * float(np.median(seconds)), "max_ms": 1000 * max(seconds),
+                         "cpu_median_ms": 1000 * float(np.median(cpu)),
                          "tokens_per_generation": runs[name][0][config]["tokens"] / generations,
                          "digest": runs[name][0][config]["digest"]}
         for name in trees:
             row[name]["ms_per_token"] = row[name]["median_ms"] / row[name]["tokens_per_generation"]
             row[name]["speedup_of_this"] = row[name]["median_ms"] / row["this"]["median_ms"]
+            row[name]["cpu_speedup_of_this"] = row[name]["cpu_median_ms"] / row["this"]["cpu_median_ms"]
             row[name]["same_tokens_as_this"] = row[name]["digest"] == row["this"]["digest"]
         result[config] = row
     return result

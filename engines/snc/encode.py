@@ -100,7 +100,7 @@ def _measure(master: InputTrack, stems: list[InputTrack], integer: bool, scale: 
     readers = [t.blocks(BLOCK_FRAMES, channels, frames, integer) for t in [master, *stems]]
     for parts in zip(*readers):
         for digest, meter, part in zip(digests, meters, parts):
-            digest.update(np.ascontiguousarray(part, dtype=np.int32 if integer else np.float32).tobytes())
+            digest.update(np.ascontiguousarray(part, dtype=np.int32 if integer else np.float32).data)
             meter.push(part / scale)
         mix = np.sum([p.astype(np.float64) for p in parts[1:]], axis=0)
         cross += np.sum(parts[0].astype(np.float64) * mix, axis=0)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.snc.avio import TrackWriter, decode_in_step, parallel
+from engines.snc.avio import TrackWriter, decode_in_step, parallel, workers
 from engines.snc.loudness import LoudnessMeter
 from engines.snc.manifest import StemInfo
 from engines.snc.mastering import (
@@ -92,7 +92,7 @@ def _measure(master: InputTrack, stems: list[InputTrack], channels: int, frames:
                                track.blocks(BLOCK_FRAMES, channels, frames, False, np.float32)):
             if index == 0:
                 copy[start:start + part.shape[0]] = part
-            digest.update(part.tobytes())
+            digest.update(np.ascontiguousarray(part).data)  # (the same bytes as tobytes(), no copy)
             meter.push(part)
             flat = part.reshape(-1)
             power = float(np.dot(flat, flat)) / max(flat.size, 1)
@@ -128,12 +128,13 @@ def _envelope(model: MasteringModel, mix: np.ndarray, master: np.ndarray, frames
     packed size fits the manifest budget."""
     channels = mix.shape[1]
     hop = next((h for h in ENVELOPE_HOPS if -(-frames // h) <= MAX_ENVELOPE_POINTS), ENVELOPE_HOPS[-1])
+    threads = workers()  # (the FFTs of the two channels side by side)
     rows = []
     previous = np.ones(channels)
     for start in range(0, frames, BLOCK_FRAMES):
         target = master[start:start + BLOCK_FRAMES]
         n = target.shape[0]
-        filtered = model._filter(_window(mix, start - model.history, start + n + model.lookahead), n)
+        filtered = model._filter(_window(mix, start - model.history, start + n + model.lookahead), n, threads)
         store[start:start + n] = filtered
         padded = -(-n // hop) * hop
         if padded > n:
@@ -179,7 +180,7 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
     stem_files = parallel(code_stem, range(len(stems)))
 
     mix = np.lib.format.open_memmap(tmp / "mix.npy", "w+", np.float32, (frames, channels))
-    fitter = FirFitter(channels)
+    fitter, threads = FirFitter(channels), workers()
     cross, power = np.zeros(channels), np.zeros(channels)
     targets = (pcm[i:i + BLOCK_FRAMES] for i in range(0, frames, BLOCK_FRAMES))
     decoded = decode_in_step(stem_files, BLOCK_FRAMES, frames, False)
@@ -190,7 +191,7 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
             cross += np.einsum("ij,ij->j", block, target, dtype=np.float64)
             power += np.einsum("ij,ij->j", block, block, dtype=np.float64)
         else:
-            fitter.add(block, target)
+            fitter.add(block, target, threads)
     gain = np.where(power > 0, cross / np.maximum(power, 1e-30), 0.0)
     target_file = np.lib.format.open_memmap(tmp / "residual.npy", "w+", np.float32, (frames, channels))
     if mastering == "gain":

@@ -1,10 +1,11 @@
 """The lossy SNC encoder (transparent and compact modes): Opus stems at bitrates chosen from
 their content, the fitted mastering model, and an Opus residual coded in closed loop.
 
-Passes, block by block (RAM does not grow with the length; two float32 scratch files in the
-encoder's temporary folder hold the decoded stem mix and the residual target):
-  1  measure the stems (activity, loudness against the loudest stem, stereo width) and hash them;
-  2  code each stem with Opus at its bitrate;
+Passes, block by block (RAM does not grow with the length; float32 scratch files in the
+encoder's scratch folder hold the master, the decoded stem mix and the residual target):
+  1  measure the stems (activity, loudness against the loudest stem) and hash them;
+  2  code each stem with Opus at its bitrate; the master's measure (hash, loudness) and its
+     scratch copy run beside them, as one more job after the stems;
   3  decode the stems, sum them (scratch file) and accumulate the cross spectra for the FIR;
   4  filter the mix, fit the gain envelope against the master;
   5  residual = master - model(mix of DECODED stems) (scratch file); its bitrate is measured
@@ -79,37 +80,34 @@ def stem_bitrate(mode: str, channels: int, activity: float, relative_db: float) 
     return int(round(STEM_BITRATES[mode] * scale * level / 1000) * 1000)
 
 
-def _measure(master: InputTrack, stems: list[InputTrack], channels: int, frames: int, copy: np.ndarray) -> dict:
-    """Pass 1: per stem the share of active blocks and their mean power; hashes; loudness; the
-    master's float32 PCM into ``copy`` (a scratch file the later passes read back). Each
-    track on its own thread."""
+def _measure(track: InputTrack, channels: int, frames: int, copy: np.ndarray | None = None) -> dict:
+    """One track's share of active blocks and their mean power, its hash and loudness; with
+    ``copy``, its float32 PCM into that scratch file (the master's, which later passes read)."""
+    digest, meter = hashlib.sha256(), LoudnessMeter(track.sample_rate, channels)
+    active, energy, blocks = 0, 0.0, 0
+    for start, part in zip(range(0, frames, BLOCK_FRAMES),
+                           track.blocks(BLOCK_FRAMES, channels, frames, False, np.float32)):
+        if copy is not None:
+            copy[start:start + part.shape[0]] = part
+        digest.update(np.ascontiguousarray(part).data)  # (the same bytes as tobytes(), no copy)
+        meter.push(part)
+        flat = part.reshape(-1)
+        power = float(np.dot(flat, flat)) / max(flat.size, 1)
+        if power > 10 ** (ACTIVE_DBFS / 10):
+            active += 1
+            energy += power
+        blocks += 1
+    return {"digest": digest.hexdigest(), "loudness": meter.integrated(), "active": active, "energy": energy,
+            "blocks": blocks}
 
-    def measure(index: int) -> tuple[str, float | None, int, float, int]:
-        track = [master, *stems][index]
-        digest, meter = hashlib.sha256(), LoudnessMeter(master.sample_rate, channels)
-        active, energy, blocks = 0, 0.0, 0
-        for start, part in zip(range(0, frames, BLOCK_FRAMES),
-                               track.blocks(BLOCK_FRAMES, channels, frames, False, np.float32)):
-            if index == 0:
-                copy[start:start + part.shape[0]] = part
-            digest.update(np.ascontiguousarray(part).data)  # (the same bytes as tobytes(), no copy)
-            meter.push(part)
-            flat = part.reshape(-1)
-            power = float(np.dot(flat, flat)) / max(flat.size, 1)
-            if power > 10 ** (ACTIVE_DBFS / 10):
-                active += 1
-                energy += power
-            blocks += 1
-        return digest.hexdigest(), meter.integrated(), active, energy, blocks
 
-    results = parallel(measure, range(len(stems) + 1))
-    active = np.array([r[2] for r in results[1:]], dtype=np.float64)
-    energy = np.array([r[3] for r in results[1:]])
-    blocks = results[0][4]
+def _stem_levels(measured: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Per stem: the share of active blocks, and their mean power relative to the loudest stem's (dB)."""
+    active = np.array([m["active"] for m in measured], dtype=np.float64)
+    energy = np.array([m["energy"] for m in measured])
     level = 10 * np.log10(np.maximum(energy / np.maximum(active, 1), 1e-20))
     loudest = float(level[active > 0].max()) if np.any(active > 0) else 0.0
-    return {"activity": active / max(blocks, 1), "relative_db": level - loudest,
-            "digests": [r[0] for r in results], "loudness": [r[1] for r in results]}
+    return active / max(measured[0]["blocks"], 1), level - loudest
 
 
 def _window(mix: np.ndarray, start: int, stop: int) -> np.ndarray:
@@ -161,14 +159,17 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
     (the ablation the benchmark uses to show what the model saves)."""
     channels, frames, rate = master.channels, master.frames, master.sample_rate
     pcm = np.lib.format.open_memmap(tmp / "master.npy", "w+", np.float32, (frames, channels))
-    measured = _measure(master, stems, channels, frames, pcm)
+    # Pass 1 measures the stems, one per thread; the stems' bitrates need nothing else.
+    measured = parallel(lambda track: _measure(track, channels, frames), stems)
+    activity, relative_db = _stem_levels(measured)
     for index, info in enumerate(infos):
         info.codec = "opus"
-        info.bitrate_bps = stem_bitrate(mode, channels, float(measured["activity"][index]),
-                                        float(measured["relative_db"][index]))
-        info.sha256_pcm = measured["digests"][index + 1]
+        info.bitrate_bps = stem_bitrate(mode, channels, float(activity[index]), float(relative_db[index]))
+        info.sha256_pcm = measured[index]["digest"]
 
-    def code_stem(index: int) -> Path:  # (one thread per stem: libopus runs without the GIL)
+    def code_stem(index: int, copy: np.ndarray = pcm) -> Path | dict:  # (libopus runs without the GIL)
+        if index == len(stems):  # the master's measure and copy fill the last round of coding
+            return _measure(master, channels, frames, copy)
         path = tmp / f"stem{index}.mka"
         writer = TrackWriter(path, "opus", rate, channels, infos[index].bitrate_bps)
         for block in stems[index].blocks(BLOCK_FRAMES, channels, frames, False, np.float32):
@@ -177,7 +178,7 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
         infos[index].packet_frames = writer.packet_frames
         return path
 
-    stem_files = parallel(code_stem, range(len(stems)))
+    *stem_files, master_measured = parallel(code_stem, range(len(stems) + 1))
 
     mix = np.lib.format.open_memmap(tmp / "mix.npy", "w+", np.float32, (frames, channels))
     fitter, threads = FirFitter(channels), workers()
@@ -235,5 +236,5 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
                 "probe_snr_db": None if probed is None else round(probed, 2),
                 "gain_block_frames": BLOCK_FRAMES, "gains": gains,
                 "packet_frames": packet_frames}
-    return Coded(stem_files, residual_path, residual, model.to_manifest(), measured["digests"][0],
-                 measured["loudness"])
+    return Coded(stem_files, residual_path, residual, model.to_manifest(), master_measured["digest"],
+                 [master_measured["loudness"], *(m["loudness"] for m in measured)])

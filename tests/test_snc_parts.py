@@ -273,3 +273,23 @@ def test_an_encoder_failure_on_the_coding_thread_reaches_the_caller(tmp_path, mo
 
     with pytest.raises(CodecError, match="input went away"):
         list(encode_decoded(writer, blocks(), 48000, 2 * 48000))
+
+
+def test_passes_split_across_threads_give_the_one_pass_result_across_a_silence(tmp_path, monkeypatch):
+    """The envelope and residual passes run one stretch of blocks per thread; a silence over
+    the stretches' border (hops that keep the last gain measured before them) must come out as
+    one sequential pass gives it: the same file, byte for byte."""
+    tracks = _music(8.0)
+    quiet = slice(int(3.0 * RATE), int(5.5 * RATE))  # (2 threads: the border is at block 4, 4.0 s)
+    for data in tracks.values():
+        data[quiet] = 0.0
+    paths = _write(tmp_path, tracks)
+    files = {}
+    for threads in ("1", "2"):
+        monkeypatch.setenv("SCOREBRIDGE_SNC_THREADS", threads)
+        files[threads] = tmp_path / f"t{threads}.snc"
+        encode(paths["master"], {"keys": paths["keys"], "perc": paths["perc"]}, files[threads], "transparent")
+    model = MasteringModel.from_manifest(SncReader(files["1"]).manifest.mastering, 2, int(8.0 * RATE), "test")
+    hops = model.envelope[int(4.0 * RATE) // model.hop:int(5.5 * RATE) // model.hop]
+    assert len(hops) > 10 and np.all(hops == hops[0])  # (the silent hops kept the gain before them)
+    assert files["1"].read_bytes() == files["2"].read_bytes()

@@ -8,7 +8,8 @@ encoder's scratch folder hold the master, the decoded stem mix and the residual 
      scratch copy run beside them, as one more job after the stems;
   3  decode the stems, sum them (scratch file) and accumulate the cross spectra for the FIR;
   4  filter the mix, fit the gain envelope against the master;
-  5  residual = master - model(mix of DECODED stems) (scratch file); its bitrate is measured
+  5  residual = master - model(mix of DECODED stems) (scratch file); 4 and 5 run on one
+     contiguous stretch of blocks per thread (the same values as one pass); its bitrate is measured
      by a probe that codes a tenth of it (engines/snc/residual.py);  6  code the residual;
   7  decode it and store, per block and channel, the gain in 0..1 that removes the most
      error; only when the master's SNR then falls more than 0.5 dB short of the mode's target
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -120,27 +122,45 @@ def _window(mix: np.ndarray, start: int, stop: int) -> np.ndarray:
     return out
 
 
+def _runs(frames: int) -> list[range]:
+    """The block starts of the file cut into one contiguous run per worker thread."""
+    starts = range(0, frames, BLOCK_FRAMES)
+    size = -(-len(starts) // max(1, min(workers(), len(starts))))
+    return [starts[i:i + size] for i in range(0, len(starts), size)]
+
+
 def _envelope(model: MasteringModel, mix: np.ndarray, master: np.ndarray, frames: int,
               store: np.ndarray) -> tuple[int, np.ndarray]:
     """Pass 4: the filtered mix (kept in ``store``) and the envelope at the finest hop whose
     packed size fits the manifest budget."""
     channels = mix.shape[1]
     hop = next((h for h in ENVELOPE_HOPS if -(-frames // h) <= MAX_ENVELOPE_POINTS), ENVELOPE_HOPS[-1])
-    threads = workers()  # (the FFTs of the two channels side by side)
-    rows = []
-    previous = np.ones(channels)
-    for start in range(0, frames, BLOCK_FRAMES):
-        target = master[start:start + BLOCK_FRAMES]
-        n = target.shape[0]
-        filtered = model._filter(_window(mix, start - model.history, start + n + model.lookahead), n, threads)
-        store[start:start + n] = filtered
-        padded = -(-n // hop) * hop
-        if padded > n:
-            filtered = np.concatenate([filtered, np.zeros((padded - n, channels))])
-            target = np.concatenate([target, np.zeros((padded - n, channels))])
-        gains = envelope_gains(filtered, target, hop, previous)
-        previous = gains[-1]
-        rows.append(gains)
+    runs = _runs(frames)
+    threads = 1 if len(runs) > 1 else workers()  # (else the FFTs of the two channels side by side)
+
+    def envelope_run(starts: range) -> np.ndarray:
+        # A run after the first starts from NaN gains: its silent hops before its first sound
+        # take the previous run's last gain below, as one sequential pass would give them.
+        previous = np.ones(channels) if starts.start == 0 else np.full(channels, np.nan)
+        rows = []
+        for start in starts:
+            target = master[start:start + BLOCK_FRAMES]
+            n = target.shape[0]
+            filtered = model._filter(_window(mix, start - model.history, start + n + model.lookahead), n, threads)
+            store[start:start + n] = filtered
+            padded = -(-n // hop) * hop
+            if padded > n:
+                filtered = np.concatenate([filtered, np.zeros((padded - n, channels))])
+                target = np.concatenate([target, np.zeros((padded - n, channels))])
+            gains = envelope_gains(filtered, target, hop, previous)
+            previous = gains[-1]
+            rows.append(gains)
+        return np.concatenate(rows)
+
+    rows = parallel(envelope_run, runs)
+    for before, run in zip(rows, rows[1:]):
+        unset = np.isnan(run)  # (a leading stretch per channel: measured gains are finite)
+        run[unset] = np.broadcast_to(before[-1], run.shape)[unset]
     envelope = np.concatenate(rows)[: -(-frames // hop)]
     while True:
         model.hop, model.envelope = hop, envelope
@@ -151,6 +171,25 @@ def _envelope(model: MasteringModel, mix: np.ndarray, master: np.ndarray, frames
         count = -(-frames // hop)
         padded = np.concatenate([envelope, np.repeat(envelope[-1:], count * factor - len(envelope), axis=0)])
         envelope = padded.reshape(count, factor, channels).mean(axis=1)
+
+
+def _residual_run(model: MasteringModel, pcm: np.ndarray, mix: np.ndarray, target_file: np.ndarray,
+                  starts: range) -> list[tuple[float, float]]:
+    """Pass 5 on a run of blocks: the residual target into ``target_file`` (which holds the
+    filtered mix there until then); per block the residual's and the master's energy."""
+    energies = []
+    for start in starts:
+        target = np.asarray(pcm[start:start + BLOCK_FRAMES])
+        n = target.shape[0]
+        if model.kind == "gain":
+            prediction = model.predict(_window(mix, start, start + n), start, n)
+        else:  # the reader computes exactly this: model.predict = filter * envelope
+            prediction = target_file[start:start + n] * model.gains_at(start, n)
+        residual = target - prediction
+        target_file[start:start + n] = residual
+        energies.append((float(np.dot(residual.reshape(-1), residual.reshape(-1))),
+                         float(np.dot(target.reshape(-1), target.reshape(-1)))))
+    return energies
 
 
 def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemInfo], mode: str, tmp: Path,
@@ -205,17 +244,10 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
         model = model.stored(frames)
 
     energy = signal = 0.0
-    for start in range(0, frames, BLOCK_FRAMES):
-        target = np.asarray(pcm[start:start + BLOCK_FRAMES])
-        n = target.shape[0]
-        if model.kind == "gain":
-            prediction = model.predict(_window(mix, start, start + n), start, n)
-        else:  # the reader computes exactly this: model.predict = filter * envelope
-            prediction = target_file[start:start + n] * model.gains_at(start, n)
-        residual = target - prediction
-        target_file[start:start + n] = residual
-        energy += float(np.dot(residual.reshape(-1), residual.reshape(-1)))
-        signal += float(np.dot(target.reshape(-1), target.reshape(-1)))
+    for runs in parallel(partial(_residual_run, model, pcm, mix, target_file), _runs(frames)):
+        for block_energy, block_signal in runs:  # (summed in block order, as one pass sums them)
+            energy += block_energy
+            signal += block_signal
     model_snr = 10 * np.log10(max(signal, 1e-30) / max(energy, 1e-30))
     bitrate, probed = probe_bitrate(target_file, frames, mode, channels, rate, signal, energy, model_snr,
                                     tmp / "probe.mka")

@@ -1,9 +1,13 @@
 """SNC encode and decode speed with one thread and with every core, beside ``flac -8``, in one run.
 
-    .venv/bin/python benchmarks/snc_speed.py [--song FOLDER] [--repeats 3] [--json OUT]
+    .venv/bin/python benchmarks/snc_speed.py [--song FOLDER | --corpus FOLDER] [--modes transparent]
+        [--threads 1,2] [--baseline CHECKOUT] [--repeats 3] [--json OUT]
 
 ``--song`` is a folder of ``master.wav`` and one WAV per stem (default: the 60 s, 3-stem song
-of ``benchmarks/bench_hardening_cost.py``, rendered into a temporary folder). Each measurement
+of ``benchmarks/bench_hardening_cost.py``, rendered into a temporary folder); ``--corpus`` a
+folder of such folders (the 12 tracks of ``benchmarks/snc/corpus.py``), each measured with
+``flac -8`` right before it, so the ratio to ``flac -8`` compares runs under the same load;
+``--baseline CHECKOUT`` measures that checkout's SNC (its own copy of this script) beside this one. Each measurement
 is a fresh process (``SCOREBRIDGE_SNC_THREADS`` = 1, then the cores this process may use) that
 first codes a 2 s cut untimed, then times ``encode`` and a full ``SncReader.blocks()`` decode.
 ``flac -8`` codes the same master in the same repeat. Speeds are audio seconds per wall-clock
@@ -62,12 +66,13 @@ def child(spec: dict) -> dict:
     return result
 
 
-def measure(song: Path, mode: str, threads: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "SCOREBRIDGE_SNC_THREADS": str(threads)}
+def measure(song: Path, mode: str, threads: int, tree: Path = ROOT) -> dict:
+    """One child measurement of the SNC code in ``tree`` (a checkout with this script)."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "SCOREBRIDGE_SNC_THREADS": str(threads)}
     spec = json.dumps({"song": str(song), "mode": mode})
     load = os.getloadavg()[0]
-    done = subprocess.run([sys.executable, __file__, "--child", spec], env=env, capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run([sys.executable, str(tree / "benchmarks" / "snc_speed.py"), "--child", spec], env=env,
+                          cwd=tree, capture_output=True, text=True, check=True)
     return {"mode": mode, "threads": threads, "load_1min": round(load, 2),
             **json.loads(done.stdout.strip().splitlines()[-1])}
 
@@ -86,9 +91,27 @@ def flac(song: Path) -> dict:
                 "bytes": (Path(tmp) / "m.flac").stat().st_size}
 
 
+def _songs(args: argparse.Namespace, tmp: str) -> list[Path]:
+    if args.corpus is not None:
+        songs = sorted(p for p in args.corpus.iterdir() if (p / "master.wav").is_file())
+        if not songs:
+            sys.exit(f"{args.corpus}: no track folders with a master.wav (build them with benchmarks/snc/corpus.py)")
+        return songs
+    if args.song is not None:
+        return [args.song]
+    from benchmarks.bench_hardening_cost import make_song
+
+    paths, _ = make_song(Path(tmp))
+    return [paths["master"].parent]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--song", type=Path, help="folder of master.wav and the stem WAVs")
+    parser.add_argument("--corpus", type=Path, help="folder of such folders (benchmarks/snc/corpus.py): every track")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma-separated: transparent,lossless")
+    parser.add_argument("--threads", help="comma-separated thread counts (default: 1 and every core)")
+    parser.add_argument("--baseline", type=Path, help="another checkout (e.g. of main) measured beside this one")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", type=Path)
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -99,36 +122,47 @@ def main() -> None:
     if shutil.which("flac") is None:
         sys.exit("flac is not installed (apt-get install flac)")
     cores = len(os.sched_getaffinity(0))
+    modes = [m for m in args.modes.split(",") if m]
+    threads = sorted({int(t) for t in args.threads.split(",")}) if args.threads else sorted({1, cores})
+    runs, flacs = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        song = args.song
-        if song is None:
-            from benchmarks.bench_hardening_cost import make_song
-
-            paths, _ = make_song(Path(tmp))
-            song = paths["master"].parent
-        runs, flacs = [], []
+        songs = _songs(args, tmp)
         for _ in range(args.repeats):
-            flacs.append(flac(song))
-            for mode in MODES:
-                for threads in sorted({1, cores}):
-                    runs.append(measure(song, mode, threads))
-    audio = runs[0]["audio_s"]
-    print(f"{audio:.1f} s song, {cores} cores, {args.repeats} repeats (median; min-max), audio s / wall s")
-    print(f"flac -8 encode: {audio / statistics.median(f['wall_s'] for f in flacs):.1f}x")
+            for song in songs:  # flac -8 and SNC on the same track back to back: the same load
+                flacs.append({"song": song.name, **flac(song)})
+                for mode in modes:
+                    for count in threads:
+                        if args.baseline:
+                            runs.append({"song": song.name, "tree": "baseline",
+                                         **measure(song, mode, count, args.baseline.resolve())})
+                        runs.append({"song": song.name, "tree": "this", **measure(song, mode, count)})
+    print(f"{len(songs)} track(s), {cores} cores, {args.repeats} repeat(s) (median; min-max), audio s / wall s; "
+          f"load {min(r['load_1min'] for r in runs)}-{max(r['load_1min'] for r in runs)}")
     summary = {}
-    for mode in MODES:
-        for threads in sorted({1, cores}):
-            mine = [r for r in runs if r["mode"] == mode and r["threads"] == threads]
-            for what in ("encode", "decode"):
-                speeds = [audio / r[f"{what}_wall_s"] for r in mine]
-                summary[f"{mode} {what} {threads} thread(s)"] = [round(statistics.median(speeds), 1),
-                                                                  round(min(speeds), 1), round(max(speeds), 1)]
-                print(f"{mode} {what}, {threads} thread(s): {statistics.median(speeds):.1f}x "
-                      f"({min(speeds):.1f}-{max(speeds):.1f}); load {[r['load_1min'] for r in mine]}")
+    trees = ["this", "baseline"] if args.baseline else ["this"]
+    for song, tree in ((song, tree) for song in songs for tree in trees):
+        mine = [r for r in runs if r["song"] == song.name and r["tree"] == tree]
+        audio = mine[0]["audio_s"]
+        flac_speed = statistics.median(audio / f["wall_s"] for f in flacs if f["song"] == song.name)
+        row = {"audio_s": round(audio, 2), "flac -8 encode": round(flac_speed, 1)}
+        for mode in modes:
+            for count in threads:
+                chosen = [r for r in mine if r["mode"] == mode and r["threads"] == count]
+                for what in ("encode", "decode"):
+                    speeds = [audio / r[f"{what}_wall_s"] for r in chosen]
+                    median = statistics.median(speeds)
+                    row[f"{mode} {what} {count}t"] = [round(median, 1), round(min(speeds), 1), round(max(speeds), 1),
+                                                      round(median / flac_speed, 3)]
+        row["bytes"] = sorted({r["bytes"] for r in mine})
+        summary[song.name if tree == "this" else f"{song.name} (baseline)"] = row
+        print(f"{song.name} ({audio:.0f} s, {tree}): flac -8 {flac_speed:.1f}x; " + "; ".join(
+            f"{key} {value[0]}x ({value[3]} of flac)" for key, value in row.items() if key.endswith("t")))
     out = args.json or ROOT / "benchmarks" / "results" / f"snc-speed-{datetime.date.today()}.json"
     out.write_text(json.dumps({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                               "cores": cores, "song": str(args.song or "bench_hardening_cost song"),
-                               "summary": summary, "flac": flacs, "runs": runs}, indent=1))
+                               "cores": cores, "baseline": str(args.baseline) if args.baseline else None,
+                               "songs": [str(s) for s in songs] if args.corpus or args.song
+                               else "bench_hardening_cost song", "summary": summary, "flac": flacs, "runs": runs},
+                              indent=1))
     print(f"wrote {out}")
 
 

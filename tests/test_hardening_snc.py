@@ -514,6 +514,75 @@ def test_sigterm_leaves_no_partial_files_or_folders(long_file, tmp_path, action)
     assert not list(out.iterdir())
 
 
+def _scratch(folder: Path) -> list[Path]:
+    return sorted(folder.glob(".snc-*"))
+
+
+def test_a_sigkilled_encode_leaves_nothing_once_the_next_encode_ran(tmp_path):
+    """SIGKILL runs no cleanup: the killed encoder's scratch folder stays until the next SNC
+    command writing there sweeps it (its owner is dead and its lock free); no partial .snc
+    ever appears under the output's name."""
+    song = write_song(tmp_path, seconds=12.0)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [sys.executable, "-m", "bridge", "snc", "encode", "--master", str(song["master"]),
+            "--stem", f"vocals={song['vocals']}", "--stem", f"drums={song['drums']}", "-o", str(out / "x.snc")]
+    for _ in range(3):  # (the encoder may finish before the poll sees a coded stem)
+        process = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            if any(folder.glob("stem*.mka") for folder in _scratch(out)):  # mid-encode: a stem is being coded
+                process.kill()
+                break
+            time.sleep(0.005)
+        process.wait(timeout=30)
+        if process.returncode == -signal.SIGKILL:
+            break
+        for path in out.iterdir():
+            path.unlink()
+    else:
+        pytest.skip("snc encode finished three times before a coded stem was seen")
+    left = _scratch(out)
+    assert left and not (out / "x.snc").exists(), sorted(out.iterdir())  # what the kill left
+    done = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["x.snc"], sorted(out.iterdir())
+    SncReader(out / "x.snc").check_intact()
+
+
+def test_the_sweep_removes_only_scratch_folders_whose_owner_is_gone(tmp_path):
+    from engines.snc.scratch import scratch_folder, sweep_scratch
+
+    dead = subprocess.Popen(["true"])  # a PID that just ended
+    dead.wait()
+    alive = subprocess.Popen(["sleep", "60"])
+    try:
+        gone = tmp_path / f".snc-{dead.pid}-abcd1234"
+        living = tmp_path / f".snc-import-{alive.pid}-abcd1234"
+        legacy = tmp_path / ".snc-k2j3h4g5"  # an older encoder's folder: no PID, never guessed at
+        for folder in (gone, living, legacy):
+            folder.mkdir()
+            (folder / "stem0.mka").write_bytes(b"x")
+        with scratch_folder(tmp_path) as mine:
+            assert mine.name.startswith(f".snc-{os.getpid()}-")
+            # a dead PID whose lock is held (another PID namespace sharing the folder) is kept
+            locked = tmp_path / f".snc-{dead.pid}-held0000"
+            locked.mkdir()
+            import fcntl
+
+            with open(locked / ".owner.lock", "w") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                assert sweep_scratch(tmp_path) == []
+            assert sweep_scratch(tmp_path) == [locked]
+            assert mine.is_dir()
+        assert not gone.exists()  # (swept when scratch_folder started)
+        assert living.is_dir() and legacy.is_dir()
+        assert not mine.exists()
+    finally:
+        alive.kill()
+        alive.wait()
+
+
 def test_info_json_into_a_closed_pipe_ends_quietly(lossless):
     command = f"{sys.executable} -m bridge snc info {lossless} --json | head -c 10"
     done = subprocess.run(["bash", "-c", command], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=60)

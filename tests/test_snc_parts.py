@@ -240,3 +240,56 @@ def test_a_file_whose_tracks_are_not_interleaved_is_refused_not_buffered(lossy_f
     with pytest.raises(CodecError, match="not interleaved"):
         for _ in SncReader(skewed).blocks():
             pass
+
+
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_a_track_decoded_while_it_is_coded_is_the_finished_file_decoded(tmp_path, monkeypatch, threads):
+    """The residual's closed loop decodes its Opus packets in memory as a second thread codes
+    them: it must see exactly what the reader will decode from the file, or the loop is open."""
+    from engines.snc.avio import TrackWriter, decode_blocks, encode_decoded
+
+    monkeypatch.setenv("SCOREBRIDGE_SNC_THREADS", threads)
+    frames = 3 * 48000 + 777  # (a last block that is not whole)
+    audio = (0.1 * np.random.default_rng(11).standard_normal((frames, 2))).astype(np.float32)
+    writer = TrackWriter(tmp_path / "r.mka", "opus", 48000, 2, 64000)
+    blocks = (audio[start:start + 48000] for start in range(0, frames, 48000))
+    live = list(encode_decoded(writer, blocks, 48000, frames))
+    finished = list(decode_blocks(tmp_path / "r.mka", 0, 48000, frames, False))
+    assert [b.shape for b in live] == [b.shape for b in finished] == [(48000, 2)] * 3 + [(777, 2)]
+    assert all(np.array_equal(a, b) for a, b in zip(live, finished))
+    decoded = np.concatenate(live)[:, 0]  # coded audio, aligned (white noise at 64 kb/s: r about 0.5)
+    assert np.corrcoef(decoded, audio[:, 0])[0, 1] > 0.4 > np.corrcoef(decoded[1:], audio[:-1, 0])[0, 1] + 0.1
+
+
+def test_an_encoder_failure_on_the_coding_thread_reaches_the_caller(tmp_path, monkeypatch):
+    from engines.snc.avio import TrackWriter, encode_decoded
+
+    monkeypatch.setenv("SCOREBRIDGE_SNC_THREADS", "2")
+    writer = TrackWriter(tmp_path / "r.mka", "opus", 48000, 2, 64000)
+
+    def blocks():
+        yield np.zeros((48000, 2), np.float32)
+        raise CodecError("input went away")
+
+    with pytest.raises(CodecError, match="input went away"):
+        list(encode_decoded(writer, blocks(), 48000, 2 * 48000))
+
+
+def test_passes_split_across_threads_give_the_one_pass_result_across_a_silence(tmp_path, monkeypatch):
+    """The envelope and residual passes run one stretch of blocks per thread; a silence over
+    the stretches' border (hops that keep the last gain measured before them) must come out as
+    one sequential pass gives it: the same file, byte for byte."""
+    tracks = _music(8.0)
+    quiet = slice(int(3.0 * RATE), int(5.5 * RATE))  # (2 threads: the border is at block 4, 4.0 s)
+    for data in tracks.values():
+        data[quiet] = 0.0
+    paths = _write(tmp_path, tracks)
+    files = {}
+    for threads in ("1", "2"):
+        monkeypatch.setenv("SCOREBRIDGE_SNC_THREADS", threads)
+        files[threads] = tmp_path / f"t{threads}.snc"
+        encode(paths["master"], {"keys": paths["keys"], "perc": paths["perc"]}, files[threads], "transparent")
+    model = MasteringModel.from_manifest(SncReader(files["1"]).manifest.mastering, 2, int(8.0 * RATE), "test")
+    hops = model.envelope[int(4.0 * RATE) // model.hop:int(5.5 * RATE) // model.hop]
+    assert len(hops) > 10 and np.all(hops == hops[0])  # (the silent hops kept the gain before them)
+    assert files["1"].read_bytes() == files["2"].read_bytes()

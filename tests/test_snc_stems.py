@@ -181,6 +181,25 @@ def test_the_mix_track_is_the_default_track_an_ordinary_decoder_plays(songs, mod
         assert np.array_equal(original, decoded(songs[mode])["master"])
 
 
+def test_the_default_track_that_ffprobe_names_is_the_master_when_mapped_explicitly(songs):
+    """What a player or script that picks "the default audio track" gets. (FFmpeg 5.1 has no
+    stream specifier for the default flag, `-map 0:a:default` is refused as invalid, so the
+    track is chosen by the index ffprobe reports.) Every track is audio with a title, at the
+    master's rate and channel count, and the file-level tags carry the SNC manifest."""
+    song = with_mix_track(songs["lossless"], "lossless")
+    streams = ffprobe_streams(song)
+    assert all(s["codec_type"] == "audio" and s["tags"].get("title", s["tags"].get("TITLE")) for s in streams)
+    assert {(int(s["sample_rate"]), s["channels"]) for s in streams} == {(RATE, 2)}
+    default = [s["index"] for s in streams if s["disposition"]["default"]]
+    assert default == [len(streams) - 1]
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(song), "-map", f"0:{default[0]}", "-f", "s32le", "-"],
+                         capture_output=True, check=True).stdout
+    assert np.array_equal(np.frombuffer(raw, "<i4").reshape(-1, 2) >> 8, decoded(song)["master"])
+    tags = json.loads(subprocess.run(["ffprobe", "-v", "error", "-show_format", "-of", "json", str(song)],
+                                     capture_output=True, text=True, check=True).stdout)["format"]["tags"]
+    assert json.loads(tags.get("SNC_MANIFEST", tags.get("snc_manifest", "{}")))["version"] == 4
+
+
 # -- master <-> stem mix ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mastered(tmp_path_factory) -> Path:

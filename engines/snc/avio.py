@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import heapq
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
@@ -16,8 +18,8 @@ import numpy as np
 from core.errors import CodecError
 from engines.snc.planar import TrackBuffer
 
-__all__ = ["LAYOUTS", "OPUS_COMPLEXITY", "TrackWriter", "decode_blocks", "decode_in_step", "merge_tracks",
-           "parallel", "workers"]
+__all__ = ["LAYOUTS", "OPUS_COMPLEXITY", "TrackWriter", "decode_blocks", "decode_in_step", "encode_decoded",
+           "merge_tracks", "parallel", "workers"]
 
 OPUS_COMPLEXITY = 5
 LAYOUTS = {1: "mono", 2: "stereo", 3: "2.1", 4: "quad", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
@@ -82,6 +84,7 @@ class TrackWriter:
         # bitexact: no random segment UID and no muxing date, so an input encodes to the same bytes
         # wherever it runs (a batch on this machine and on a Ray cluster write identical files)
         self.container = av.open(str(path), "w", format="matroska", options={"fflags": "+bitexact"})
+        self.path = Path(path)
         self.codec = codec
         self.channels = channels
         self.sample_rate = sample_rate
@@ -102,6 +105,7 @@ class TrackWriter:
         else:
             raise CodecError(f"unknown track codec {codec!r}")
         self.pts = 0
+        self.tap: Callable[[bytes], None] | None = None  # sees a copy of every packet before it is muxed
 
     @property
     def packet_frames(self) -> int:
@@ -121,13 +125,40 @@ class TrackWriter:
         frame.pts = self.pts
         frame.time_base = Fraction(1, self.sample_rate)
         self.pts += block.shape[0]
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
+        self._mux(self.stream.encode(frame))
 
     def close(self) -> None:
-        for packet in self.stream.encode(None):
-            self.container.mux(packet)
+        self._mux(self.stream.encode(None))
         self.container.close()
+
+    def _mux(self, packets: list) -> None:
+        for packet in packets:
+            if self.tap is not None:
+                self.tap(bytes(packet))
+            self.container.mux(packet)
+
+
+def _blocks(frames: Iterable[av.AudioFrame], channels: int, block_frames: int, total_frames: int,
+            integer: bool) -> Iterator[np.ndarray]:
+    """Decoded ``frames`` cut into (block_frames, channels) blocks, ``total_frames`` in all (the
+    last block padded); each block a fresh array, the transpose of a planar one."""
+    buffer = TrackBuffer(channels, np.int64 if integer else np.float32, 0, 2 * block_frames + 16384)
+    done = 0
+    for frame in frames:
+        buffer.push_frame(frame, 0, integer)
+        while done < total_frames and buffer.size >= min(block_frames, total_frames - done):
+            n = min(block_frames, total_frames - done)
+            block = buffer.view(n).copy()
+            buffer.advance(n)
+            done += n
+            yield block.T
+    while done < total_frames:
+        n = min(block_frames, total_frames - done)
+        buffer.pad(n - buffer.size)
+        block = buffer.view(n).copy()
+        buffer.advance(n)
+        done += n
+        yield block.T
 
 
 def decode_blocks(path: Path, stream_index: int, block_frames: int, total_frames: int,
@@ -137,24 +168,61 @@ def decode_blocks(path: Path, stream_index: int, block_frames: int, total_frames
     tracks as float32. Each block is a fresh array, the transpose of a planar one."""
     with av.open(str(path)) as container:
         stream = container.streams.audio[stream_index]
-        channels = stream.codec_context.channels
-        buffer = TrackBuffer(channels, np.int64 if integer else np.float32, 0, 2 * block_frames + 16384)
-        done = 0
-        for frame in container.decode(stream):
-            buffer.push_frame(frame, 0, integer)
-            while done < total_frames and buffer.size >= min(block_frames, total_frames - done):
-                n = min(block_frames, total_frames - done)
-                block = buffer.view(n).copy()
-                buffer.advance(n)
-                done += n
-                yield block.T
-        while done < total_frames:
-            n = min(block_frames, total_frames - done)
-            buffer.pad(n - buffer.size)
-            block = buffer.view(n).copy()
-            buffer.advance(n)
-            done += n
-            yield block.T
+        yield from _blocks(container.decode(stream), stream.codec_context.channels, block_frames, total_frames,
+                           integer)
+
+
+def encode_decoded(writer: TrackWriter, blocks: Iterable[np.ndarray], block_frames: int,
+                   total_frames: int) -> Iterator[np.ndarray]:
+    """Encode ``blocks`` into the Opus ``writer`` (and close it) and yield its track decoded, as
+    ``decode_blocks`` of the finished file would (the same samples: the same decoder on the
+    same packets). With two or more workers the encoder runs on a second thread and its
+    packets are decoded in memory as they come, so coding and decoding overlap."""
+    if writer.codec != "opus":
+        raise ValueError(f"encode_decoded codes Opus tracks, not {writer.codec}")
+    if workers() <= 1:
+        for block in blocks:
+            writer.write(block)
+        writer.close()
+        yield from decode_blocks(writer.path, 0, block_frames, total_frames, False)
+        return
+    packets: queue.SimpleQueue = queue.SimpleQueue()
+    stop = threading.Event()
+    writer.tap = packets.put
+
+    def run() -> None:
+        try:
+            for block in blocks:
+                if stop.is_set():
+                    break
+                writer.write(block)
+            writer.close()
+        except BaseException as exc:  # handed to the decoding side, which raises it
+            packets.put(exc)
+        packets.put(None)
+
+    thread = threading.Thread(target=run, name="snc-encode", daemon=True)
+    thread.start()
+
+    def frames() -> Iterator[av.AudioFrame]:
+        decoder = None
+        while (item := packets.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            if decoder is None:  # the encoder is open now: its header (pre-skip, channels) is known
+                decoder = av.CodecContext.create("opus", "r")  # (the decoder FFmpeg picks for the file)
+                decoder.extradata = writer.stream.codec_context.extradata
+                decoder.sample_rate = writer.sample_rate
+                decoder.layout = LAYOUTS[writer.channels]
+            yield from decoder.decode(av.Packet(item))
+        if decoder is not None:
+            yield from decoder.decode(None)
+
+    try:
+        yield from _blocks(frames(), writer.channels, block_frames, total_frames, False)
+    finally:
+        stop.set()
+        thread.join()
 
 
 def merge_tracks(sources: list[tuple[Path, str]], out_path: Path, tags: dict[str, str],

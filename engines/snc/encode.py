@@ -6,8 +6,9 @@ Passes, each block by block so memory stays bounded:
   B  encode each stem to its own temporary track (FLAC 24-bit or Opus at a chosen bitrate);
   C  decode those tracks again and code the residual = master - model(sum of DECODED stems)
      (closed loop, so the reader reconstructs the master from exactly what it decodes);
-  D  merge the tracks without re-encoding into one file written to a temporary name and
-     renamed into place (atomic: no half-written .snc ever exists).
+  D  merge the tracks without re-encoding into one file in the scratch folder, renamed into
+     place (atomic: no half-written .snc ever exists; engines/snc/scratch.py sweeps what a
+     killed encoder leaves).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from core.atomic import atomic_output, temporary_folder
 from core.errors import CodecError
 from engines.snc.avio import TrackWriter, decode_in_step, merge_tracks, parallel
 from engines.snc.integrity import integrity_table
@@ -28,6 +28,7 @@ from engines.snc.loudness import LoudnessMeter
 from engines.snc.manifest import FORMAT_VERSION, LIMITS, MODES, Manifest, StemInfo, integrity_group_ms, manifest_crc32
 from engines.snc.mastering import MasteringModel
 from engines.snc.pcm import INT_SCALE, InputTrack
+from engines.snc.scratch import publish, scratch_folder
 
 __all__ = ["check_output", "encode", "predict"]
 
@@ -99,7 +100,7 @@ def _measure(master: InputTrack, stems: list[InputTrack], integer: bool, scale: 
     readers = [t.blocks(BLOCK_FRAMES, channels, frames, integer) for t in [master, *stems]]
     for parts in zip(*readers):
         for digest, meter, part in zip(digests, meters, parts):
-            digest.update(np.ascontiguousarray(part, dtype=np.int32 if integer else np.float32).tobytes())
+            digest.update(np.ascontiguousarray(part, dtype=np.int32 if integer else np.float32).data)
             meter.push(part / scale)
         mix = np.sum([p.astype(np.float64) for p in parts[1:]], axis=0)
         cross += np.sum(parts[0].astype(np.float64) * mix, axis=0)
@@ -139,7 +140,7 @@ def encode(master_path: Path, stem_paths: dict[str, Path], out_path: Path, mode:
     for index, info in enumerate(infos):
         info.validate(f"stem #{index + 1}")
     _check_inputs(master, stems, mode)
-    with temporary_folder(out_path.parent, ".snc-") as tmp:
+    with scratch_folder(out_path.parent) as tmp:
         if mode == "lossless":
             coded = _encode_lossless(master, stems, infos, Path(tmp))
         else:
@@ -161,7 +162,7 @@ def encode(master_path: Path, stem_paths: dict[str, Path], out_path: Path, mode:
         manifest.integrity = integrity_table(tracks, integrity_group_ms(manifest.duration_s, len(tracks)))
         manifest.validate("encoder")
         text = manifest.to_json()
-        with atomic_output(out_path) as partial:
+        with publish(tmp, out_path) as partial:
             merge_tracks(list(zip(tracks, manifest.track_names)), partial,
                          {"SNC_MANIFEST": text, "SNC_MANIFEST_CRC32": manifest_crc32(text),
                           "SNC_VERSION": str(manifest.version)},

@@ -1,13 +1,15 @@
 """The lossy SNC encoder (transparent and compact modes): Opus stems at bitrates chosen from
 their content, the fitted mastering model, and an Opus residual coded in closed loop.
 
-Passes, block by block (RAM does not grow with the length; two float32 scratch files in the
-encoder's temporary folder hold the decoded stem mix and the residual target):
-  1  measure the stems (activity, loudness against the loudest stem, stereo width) and hash them;
-  2  code each stem with Opus at its bitrate;
+Passes, block by block (RAM does not grow with the length; float32 scratch files in the
+encoder's scratch folder hold the master, the decoded stem mix and the residual target):
+  1  measure the stems (activity, loudness against the loudest stem) and hash them;
+  2  code each stem with Opus at its bitrate; the master's measure (hash, loudness) and its
+     scratch copy run beside them, as one more job after the stems;
   3  decode the stems, sum them (scratch file) and accumulate the cross spectra for the FIR;
   4  filter the mix, fit the gain envelope against the master;
-  5  residual = master - model(mix of DECODED stems) (scratch file); its bitrate is measured
+  5  residual = master - model(mix of DECODED stems) (scratch file); 4 and 5 run on one
+     contiguous stretch of blocks per thread (the same values as one pass); its bitrate is measured
      by a probe that codes a tenth of it (engines/snc/residual.py);  6  code the residual;
   7  decode it and store, per block and channel, the gain in 0..1 that removes the most
      error; only when the master's SNR then falls more than 0.5 dB short of the mode's target
@@ -18,11 +20,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from engines.snc.avio import TrackWriter, decode_in_step, parallel
+from engines.snc.avio import TrackWriter, decode_in_step, parallel, workers
 from engines.snc.loudness import LoudnessMeter
 from engines.snc.manifest import StemInfo
 from engines.snc.mastering import (
@@ -79,37 +82,34 @@ def stem_bitrate(mode: str, channels: int, activity: float, relative_db: float) 
     return int(round(STEM_BITRATES[mode] * scale * level / 1000) * 1000)
 
 
-def _measure(master: InputTrack, stems: list[InputTrack], channels: int, frames: int, copy: np.ndarray) -> dict:
-    """Pass 1: per stem the share of active blocks and their mean power; hashes; loudness; the
-    master's float32 PCM into ``copy`` (a scratch file the later passes read back). Each
-    track on its own thread."""
+def _measure(track: InputTrack, channels: int, frames: int, copy: np.ndarray | None = None) -> dict:
+    """One track's share of active blocks and their mean power, its hash and loudness; with
+    ``copy``, its float32 PCM into that scratch file (the master's, which later passes read)."""
+    digest, meter = hashlib.sha256(), LoudnessMeter(track.sample_rate, channels)
+    active, energy, blocks = 0, 0.0, 0
+    for start, part in zip(range(0, frames, BLOCK_FRAMES),
+                           track.blocks(BLOCK_FRAMES, channels, frames, False, np.float32)):
+        if copy is not None:
+            copy[start:start + part.shape[0]] = part
+        digest.update(np.ascontiguousarray(part).data)  # (the same bytes as tobytes(), no copy)
+        meter.push(part)
+        flat = part.reshape(-1)
+        power = float(np.dot(flat, flat)) / max(flat.size, 1)
+        if power > 10 ** (ACTIVE_DBFS / 10):
+            active += 1
+            energy += power
+        blocks += 1
+    return {"digest": digest.hexdigest(), "loudness": meter.integrated(), "active": active, "energy": energy,
+            "blocks": blocks}
 
-    def measure(index: int) -> tuple[str, float | None, int, float, int]:
-        track = [master, *stems][index]
-        digest, meter = hashlib.sha256(), LoudnessMeter(master.sample_rate, channels)
-        active, energy, blocks = 0, 0.0, 0
-        for start, part in zip(range(0, frames, BLOCK_FRAMES),
-                               track.blocks(BLOCK_FRAMES, channels, frames, False, np.float32)):
-            if index == 0:
-                copy[start:start + part.shape[0]] = part
-            digest.update(part.tobytes())
-            meter.push(part)
-            flat = part.reshape(-1)
-            power = float(np.dot(flat, flat)) / max(flat.size, 1)
-            if power > 10 ** (ACTIVE_DBFS / 10):
-                active += 1
-                energy += power
-            blocks += 1
-        return digest.hexdigest(), meter.integrated(), active, energy, blocks
 
-    results = parallel(measure, range(len(stems) + 1))
-    active = np.array([r[2] for r in results[1:]], dtype=np.float64)
-    energy = np.array([r[3] for r in results[1:]])
-    blocks = results[0][4]
+def _stem_levels(measured: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Per stem: the share of active blocks, and their mean power relative to the loudest stem's (dB)."""
+    active = np.array([m["active"] for m in measured], dtype=np.float64)
+    energy = np.array([m["energy"] for m in measured])
     level = 10 * np.log10(np.maximum(energy / np.maximum(active, 1), 1e-20))
     loudest = float(level[active > 0].max()) if np.any(active > 0) else 0.0
-    return {"activity": active / max(blocks, 1), "relative_db": level - loudest,
-            "digests": [r[0] for r in results], "loudness": [r[1] for r in results]}
+    return active / max(measured[0]["blocks"], 1), level - loudest
 
 
 def _window(mix: np.ndarray, start: int, stop: int) -> np.ndarray:
@@ -122,26 +122,45 @@ def _window(mix: np.ndarray, start: int, stop: int) -> np.ndarray:
     return out
 
 
+def _runs(frames: int) -> list[range]:
+    """The block starts of the file cut into one contiguous run per worker thread."""
+    starts = range(0, frames, BLOCK_FRAMES)
+    size = -(-len(starts) // max(1, min(workers(), len(starts))))
+    return [starts[i:i + size] for i in range(0, len(starts), size)]
+
+
 def _envelope(model: MasteringModel, mix: np.ndarray, master: np.ndarray, frames: int,
               store: np.ndarray) -> tuple[int, np.ndarray]:
     """Pass 4: the filtered mix (kept in ``store``) and the envelope at the finest hop whose
     packed size fits the manifest budget."""
     channels = mix.shape[1]
     hop = next((h for h in ENVELOPE_HOPS if -(-frames // h) <= MAX_ENVELOPE_POINTS), ENVELOPE_HOPS[-1])
-    rows = []
-    previous = np.ones(channels)
-    for start in range(0, frames, BLOCK_FRAMES):
-        target = master[start:start + BLOCK_FRAMES]
-        n = target.shape[0]
-        filtered = model._filter(_window(mix, start - model.history, start + n + model.lookahead), n)
-        store[start:start + n] = filtered
-        padded = -(-n // hop) * hop
-        if padded > n:
-            filtered = np.concatenate([filtered, np.zeros((padded - n, channels))])
-            target = np.concatenate([target, np.zeros((padded - n, channels))])
-        gains = envelope_gains(filtered, target, hop, previous)
-        previous = gains[-1]
-        rows.append(gains)
+    runs = _runs(frames)
+    threads = 1 if len(runs) > 1 else workers()  # (else the FFTs of the two channels side by side)
+
+    def envelope_run(starts: range) -> np.ndarray:
+        # A run after the first starts from NaN gains: its silent hops before its first sound
+        # take the previous run's last gain below, as one sequential pass would give them.
+        previous = np.ones(channels) if starts.start == 0 else np.full(channels, np.nan)
+        rows = []
+        for start in starts:
+            target = master[start:start + BLOCK_FRAMES]
+            n = target.shape[0]
+            filtered = model._filter(_window(mix, start - model.history, start + n + model.lookahead), n, threads)
+            store[start:start + n] = filtered
+            padded = -(-n // hop) * hop
+            if padded > n:
+                filtered = np.concatenate([filtered, np.zeros((padded - n, channels))])
+                target = np.concatenate([target, np.zeros((padded - n, channels))])
+            gains = envelope_gains(filtered, target, hop, previous)
+            previous = gains[-1]
+            rows.append(gains)
+        return np.concatenate(rows)
+
+    rows = parallel(envelope_run, runs)
+    for before, run in zip(rows, rows[1:]):
+        unset = np.isnan(run)  # (a leading stretch per channel: measured gains are finite)
+        run[unset] = np.broadcast_to(before[-1], run.shape)[unset]
     envelope = np.concatenate(rows)[: -(-frames // hop)]
     while True:
         model.hop, model.envelope = hop, envelope
@@ -154,20 +173,42 @@ def _envelope(model: MasteringModel, mix: np.ndarray, master: np.ndarray, frames
         envelope = padded.reshape(count, factor, channels).mean(axis=1)
 
 
+def _residual_run(model: MasteringModel, pcm: np.ndarray, mix: np.ndarray, target_file: np.ndarray,
+                  starts: range) -> list[tuple[float, float]]:
+    """Pass 5 on a run of blocks: the residual target into ``target_file`` (which holds the
+    filtered mix there until then); per block the residual's and the master's energy."""
+    energies = []
+    for start in starts:
+        target = np.asarray(pcm[start:start + BLOCK_FRAMES])
+        n = target.shape[0]
+        if model.kind == "gain":
+            prediction = model.predict(_window(mix, start, start + n), start, n)
+        else:  # the reader computes exactly this: model.predict = filter * envelope
+            prediction = target_file[start:start + n] * model.gains_at(start, n)
+        residual = target - prediction
+        target_file[start:start + n] = residual
+        energies.append((float(np.dot(residual.reshape(-1), residual.reshape(-1))),
+                         float(np.dot(target.reshape(-1), target.reshape(-1)))))
+    return energies
+
+
 def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemInfo], mode: str, tmp: Path,
                  mastering: str = "fir-envelope") -> Coded:
     """Run passes 1-7 into ``tmp``; ``mastering="gain"`` keeps the per-channel gain only
     (the ablation the benchmark uses to show what the model saves)."""
     channels, frames, rate = master.channels, master.frames, master.sample_rate
     pcm = np.lib.format.open_memmap(tmp / "master.npy", "w+", np.float32, (frames, channels))
-    measured = _measure(master, stems, channels, frames, pcm)
+    # Pass 1 measures the stems, one per thread; the stems' bitrates need nothing else.
+    measured = parallel(lambda track: _measure(track, channels, frames), stems)
+    activity, relative_db = _stem_levels(measured)
     for index, info in enumerate(infos):
         info.codec = "opus"
-        info.bitrate_bps = stem_bitrate(mode, channels, float(measured["activity"][index]),
-                                        float(measured["relative_db"][index]))
-        info.sha256_pcm = measured["digests"][index + 1]
+        info.bitrate_bps = stem_bitrate(mode, channels, float(activity[index]), float(relative_db[index]))
+        info.sha256_pcm = measured[index]["digest"]
 
-    def code_stem(index: int) -> Path:  # (one thread per stem: libopus runs without the GIL)
+    def code_stem(index: int, copy: np.ndarray = pcm) -> Path | dict:  # (libopus runs without the GIL)
+        if index == len(stems):  # the master's measure and copy fill the last round of coding
+            return _measure(master, channels, frames, copy)
         path = tmp / f"stem{index}.mka"
         writer = TrackWriter(path, "opus", rate, channels, infos[index].bitrate_bps)
         for block in stems[index].blocks(BLOCK_FRAMES, channels, frames, False, np.float32):
@@ -176,10 +217,10 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
         infos[index].packet_frames = writer.packet_frames
         return path
 
-    stem_files = parallel(code_stem, range(len(stems)))
+    *stem_files, master_measured = parallel(code_stem, range(len(stems) + 1))
 
     mix = np.lib.format.open_memmap(tmp / "mix.npy", "w+", np.float32, (frames, channels))
-    fitter = FirFitter(channels)
+    fitter, threads = FirFitter(channels), workers()
     cross, power = np.zeros(channels), np.zeros(channels)
     targets = (pcm[i:i + BLOCK_FRAMES] for i in range(0, frames, BLOCK_FRAMES))
     decoded = decode_in_step(stem_files, BLOCK_FRAMES, frames, False)
@@ -190,7 +231,7 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
             cross += np.einsum("ij,ij->j", block, target, dtype=np.float64)
             power += np.einsum("ij,ij->j", block, block, dtype=np.float64)
         else:
-            fitter.add(block, target)
+            fitter.add(block, target, threads)
     gain = np.where(power > 0, cross / np.maximum(power, 1e-30), 0.0)
     target_file = np.lib.format.open_memmap(tmp / "residual.npy", "w+", np.float32, (frames, channels))
     if mastering == "gain":
@@ -203,17 +244,10 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
         model = model.stored(frames)
 
     energy = signal = 0.0
-    for start in range(0, frames, BLOCK_FRAMES):
-        target = np.asarray(pcm[start:start + BLOCK_FRAMES])
-        n = target.shape[0]
-        if model.kind == "gain":
-            prediction = model.predict(_window(mix, start, start + n), start, n)
-        else:  # the reader computes exactly this: model.predict = filter * envelope
-            prediction = target_file[start:start + n] * model.gains_at(start, n)
-        residual = target - prediction
-        target_file[start:start + n] = residual
-        energy += float(np.dot(residual.reshape(-1), residual.reshape(-1)))
-        signal += float(np.dot(target.reshape(-1), target.reshape(-1)))
+    for runs in parallel(partial(_residual_run, model, pcm, mix, target_file), _runs(frames)):
+        for block_energy, block_signal in runs:  # (summed in block order, as one pass sums them)
+            energy += block_energy
+            signal += block_signal
     model_snr = 10 * np.log10(max(signal, 1e-30) / max(energy, 1e-30))
     bitrate, probed = probe_bitrate(target_file, frames, mode, channels, rate, signal, energy, model_snr,
                                     tmp / "probe.mka")
@@ -234,5 +268,5 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
                 "probe_snr_db": None if probed is None else round(probed, 2),
                 "gain_block_frames": BLOCK_FRAMES, "gains": gains,
                 "packet_frames": packet_frames}
-    return Coded(stem_files, residual_path, residual, model.to_manifest(), measured["digests"][0],
-                 measured["loudness"])
+    return Coded(stem_files, residual_path, residual, model.to_manifest(), master_measured["digest"],
+                 [master_measured["loudness"], *(m["loudness"] for m in measured)])

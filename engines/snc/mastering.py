@@ -170,16 +170,18 @@ class MasteringModel:
         return cls("fir-envelope", channels, fir=fir.astype(np.float64), lookahead=lookahead, hop=hop,
                    envelope=envelope)
 
-    def _filter(self, ext: np.ndarray, n: int) -> np.ndarray:
+    def _filter(self, ext: np.ndarray, n: int, threads: int = 1) -> np.ndarray:
         """Valid FIR convolution: ``ext`` covers [first - history, first + n + lookahead).
-        float32 (lossy files only): the encoder and the reader run exactly this code."""
+        float32 (lossy files only): the encoder and the reader run exactly this code.
+        ``threads``: the FFTs' (one channel per thread, the same values)."""
         taps = self.fir.shape[0]
         size = sfft.next_fast_len(ext.shape[0], real=True)
         spectrum = self._spectra.get(size)
         if spectrum is None:
             spectrum = sfft.rfft(self.fir.astype(np.float32), size, axis=0)
             self._spectra = {size: spectrum}
-        out = sfft.irfft(sfft.rfft(ext.astype(np.float32, copy=False), size, axis=0) * spectrum, size, axis=0)
+        spectra = sfft.rfft(ext.astype(np.float32, copy=False), size, axis=0, workers=threads)
+        out = sfft.irfft(spectra * spectrum, size, axis=0, workers=threads)
         return out[taps - 1:taps - 1 + n]
 
     def gains_at(self, first: int, n: int) -> np.ndarray:
@@ -269,12 +271,12 @@ class FirFitter:
         self.power = np.zeros((_WELCH // 2 + 1, channels))
         self.window = np.hanning(_WELCH)[:, None].astype(np.float32)
 
-    def add(self, mix: np.ndarray, master: np.ndarray) -> None:
+    def add(self, mix: np.ndarray, master: np.ndarray, threads: int = 1) -> None:
         count = mix.shape[0] // _WELCH  # Hann segments without overlap: half the FFTs, same fit
         if count <= 0:
             return
-        x = sfft.rfft(mix[:count * _WELCH].reshape(count, _WELCH, -1) * self.window, axis=1)
-        y = sfft.rfft(master[:count * _WELCH].reshape(count, _WELCH, -1) * self.window, axis=1)
+        x = sfft.rfft(mix[:count * _WELCH].reshape(count, _WELCH, -1) * self.window, axis=1, workers=threads)
+        y = sfft.rfft(master[:count * _WELCH].reshape(count, _WELCH, -1) * self.window, axis=1, workers=threads)
         self.cross += np.sum(np.conj(x) * y, axis=0)
         self.power += np.sum(np.abs(x) ** 2, axis=0)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.snc.avio import TrackWriter, decode_blocks
+from engines.snc.avio import TrackWriter, encode_decoded
 
 __all__ = ["MASTER_SNR_TARGET_DB", "RESIDUAL_RANGE_BPS", "code_residual", "probe_bitrate", "residual_bitrate"]
 
@@ -49,14 +49,13 @@ def residual_bitrate(mode: str, channels: int, model_snr_db: float) -> int:
 
 def code_residual(target: np.ndarray, path: Path, rate: int, channels: int, frames: int,
                   bitrate: int) -> tuple[int, list[list[float]], float]:
-    """Code ``target`` with Opus, decode it, and per block and channel keep the gain in 0..1
-    that removes the most error. Returns packet size, gains and the error energy left."""
+    """Code ``target`` with Opus, decode it (as the coding goes, on a second thread when there
+    is one), and per block and channel keep the gain in 0..1 that removes the most error.
+    Returns packet size, gains and the error energy left."""
     writer = TrackWriter(path, "opus", rate, channels, bitrate)
-    for start in range(0, frames, BLOCK_FRAMES):
-        writer.write(target[start:start + BLOCK_FRAMES])
-    writer.close()
+    blocks = (target[start:start + BLOCK_FRAMES] for start in range(0, frames, BLOCK_FRAMES))
     gains, error = [], 0.0
-    for start, coded in zip(range(0, frames, BLOCK_FRAMES), decode_blocks(path, 0, BLOCK_FRAMES, frames, False)):
+    for start, coded in zip(range(0, frames, BLOCK_FRAMES), encode_decoded(writer, blocks, BLOCK_FRAMES, frames)):
         want = target[start:start + coded.shape[0]]
         power = np.einsum("ij,ij->j", coded, coded, dtype=np.float64)
         cross = np.einsum("ij,ij->j", want, coded, dtype=np.float64)

@@ -24,10 +24,10 @@ from pathlib import Path
 import av
 import numpy as np
 
-from core.atomic import atomic_output, temporary_folder
 from core.errors import CodecError
 from engines.snc.manifest import LIMITS, Manifest, check_stem_name
 from engines.snc.reader import SncReader
+from engines.snc.scratch import publish, scratch_folder
 
 __all__ = ["NI_SLOTS", "export_stems_mp4", "import_stems_mp4", "read_stem_box", "stem_groups"]
 
@@ -81,7 +81,7 @@ def export_stems_mp4(snc_path: Path, out_path: Path, bitrate: int = AAC_BITRATE)
     groups = stem_groups(manifest)
     lossless = manifest.mode == "lossless"
     shift = 16 if manifest.sample_format == "s16" else 8  # 24-bit ALAC is carried left-aligned in s32
-    with atomic_output(out_path) as partial:
+    with scratch_folder(out_path.parent) as tmp, publish(tmp, out_path) as partial:
         with av.open(str(partial), "w", format="mp4") as out:
             streams = []
             for index in range(5):
@@ -269,7 +269,7 @@ def import_stems_mp4(in_path: Path, out_path: Path, mode: str | None = None) -> 
         taken: set[str] = set()
         names = [_snc_name(s["name"], i, taken) for i, s in enumerate(meta["stems"])]
         subtype = ("PCM_16" if bits <= 16 else "PCM_24") if mode == "lossless" else "FLOAT"
-        with temporary_folder(out_path.parent, ".snc-import-") as tmp:
+        with scratch_folder(out_path.parent, "import") as tmp:
             paths = [Path(tmp) / f"{i}.wav" for i in range(len(streams))]
             for stream, path in zip(streams, paths):
                 try:

@@ -122,17 +122,22 @@ def test_the_page_fits_every_screen_and_its_controls_fit_their_parameters(start_
     browser.find_element(By.CSS_SELECTOR, '[data-learn="song/mute_2"]').click()  # stems keep MIDI learn
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '.armed[data-target="song/mute_2"]'))
     oscsend(bridge, "/scorebridge/learn/cancel")
-    # Played from the start, each stem's meter and the mix's move: loud, then 22 dB quieter.
-    oscsend(bridge, "/scorebridge/transport/stop")
-    oscsend(bridge, "/scorebridge/transport/start")
+    # Played from the start, each stem's meter and the mix's move: loud, then 22 dB quieter. On a
+    # loaded machine the player may still be decoding when the transport starts and then joins
+    # the transport past the loud first 3 s (as it should), so the song is played up to 3 times.
     levels: dict[str, set[float]] = {"song/1": set(), "song/mix": set()}
-    deadline = time.monotonic() + 8
-    while time.monotonic() < deadline and not all(v and max(v) - min(v) > 15 for v in levels.values()):
-        for meter, seen in levels.items():
-            level = browser.find_element(By.CSS_SELECTOR, f'[data-meter="{meter}"]').get_attribute("data-level")
-            if level:
-                seen.add(float(level))
-        time.sleep(0.05)
+    for _ in range(3):
+        oscsend(bridge, "/scorebridge/transport/stop")
+        oscsend(bridge, "/scorebridge/transport/start")
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline and not all(v and max(v) - min(v) > 15 for v in levels.values()):
+            for meter, seen in levels.items():
+                level = browser.find_element(By.CSS_SELECTOR, f'[data-meter="{meter}"]').get_attribute("data-level")
+                if level:
+                    seen.add(float(level))
+            time.sleep(0.05)
+        if all(v and max(v) - min(v) > 15 for v in levels.values()):
+            break
     assert all(v and max(v) - min(v) > 15 for v in levels.values()), levels
     # A seed is typed (or drawn anew), never a slider over two billion values.
     seed = browser.find_element(By.ID, "harmony-seed")

@@ -124,10 +124,12 @@ def test_the_page_fits_every_screen_and_its_controls_fit_their_parameters(start_
     oscsend(bridge, "/scorebridge/learn/cancel")
     # Played from the start, each stem's meter and the mix's move: loud, then 22 dB quieter. On a
     # loaded machine the player may still be decoding when the transport starts and then joins
-    # the transport past the loud first 3 s (as it should), so the song is played up to 3 times.
+    # the transport past the loud first 3 s (as it should), so the song is played from its start
+    # up to 3 times (a start continues where the transport stopped: locate to beat 0 first).
     levels: dict[str, set[float]] = {"song/1": set(), "song/mix": set()}
     for _ in range(3):
         oscsend(bridge, "/scorebridge/transport/stop")
+        oscsend(bridge, "/scorebridge/transport/locate", "f", "0")
         oscsend(bridge, "/scorebridge/transport/start")
         deadline = time.monotonic() + 8
         while time.monotonic() < deadline and not all(v and max(v) - min(v) > 15 for v in levels.values()):

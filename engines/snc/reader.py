@@ -394,21 +394,40 @@ class SncReader:
         with atomic_outputs(targets) as temporaries, contextlib.ExitStack() as stack:
             handles = {n: stack.enter_context(sf.SoundFile(str(p), "w", rate, self.manifest.channels, subtype,
                                                            format="WAV")) for n, p in zip(names, temporaries)}
+            shift = 16 if self.manifest.sample_format == "s16" else 8
+
+            def write(name: str, data: np.ndarray) -> None:
+                if self.integer:
+                    digests[name].update(np.ascontiguousarray(data, dtype=np.int32))
+                    clipped = np.clip(data, -(2 ** 31 >> shift), (2 ** 31 >> shift) - 1)
+                    handles[name].write((clipped << shift).astype(np.int32))
+                else:
+                    handles[name].write(data)
+
+            # Each file is written on a thread of its own while the next block decodes (libsndfile,
+            # hashlib and numpy release the GIL); a file's blocks are written one after the other.
+            # (The pool is entered last: it finishes every write before the handles close.)
+            threads = min(self.threads, len(names))
+            pool = stack.enter_context(ThreadPoolExecutor(threads, thread_name_prefix="snc-write")) \
+                if threads > 1 else None
+            pending: list = []
             position = 0
             found = list(damage) if salvage else None
             for block in self.blocks(integer=self.integer, salvage=found):
                 count = next(iter(block.values())).shape[0]
-                for name, data in block.items():
-                    if found:
-                        data = _silence(data, position, rate, found, name, self.names, reach)
-                    if self.integer:
-                        digests[name].update(np.ascontiguousarray(data, dtype=np.int32).tobytes())
-                        shift = 16 if self.manifest.sample_format == "s16" else 8
-                        clipped = np.clip(data, -(2 ** 31 >> shift), (2 ** 31 >> shift) - 1)
-                        handles[name].write((clipped << shift).astype(np.int32))
-                    else:
-                        handles[name].write(data)
+                if found:
+                    block = {name: _silence(data, position, rate, found, name, self.names, reach)
+                             for name, data in block.items()}
+                for future in pending:
+                    future.result()
+                if pool is None:
+                    for name, data in block.items():
+                        write(name, data)
+                else:
+                    pending = [pool.submit(write, name, data) for name, data in block.items()]
                 position += count
+            for future in pending:
+                future.result()
             if found is not None:
                 damage = merge_spans(found)
             if position < self.manifest.frames and salvage:

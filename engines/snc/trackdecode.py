@@ -19,8 +19,8 @@ __all__ = ["Chunk", "decode_chunk", "decode_side_by_side"]
 
 # Packets read ahead per track and batch (120 ms Opus packets: about 2 s), and batches in
 # flight per track while the caller mixes (each track's batches still decode one after the other).
-BATCH_PACKETS = 16
-DEPTH = 2
+BATCH_PACKETS = int(__import__("os").environ.get("XB", 16))
+DEPTH = int(__import__("os").environ.get("XD", 2))
 
 
 @dataclass
@@ -54,26 +54,28 @@ def decode_chunk(stream: av.audio.stream.AudioStream, packets: list[av.Packet], 
         if decoded and chunk.packet is None:
             chunk.packet, chunk.first_samples = packet, decoded[0].samples
         frames.extend(decoded)
-    total = sum(frame.samples for frame in frames)
+    sizes = [frame.samples for frame in frames]
+    total = sum(sizes)
     if not total:
         return chunk
     data = np.empty((channels, total), dtype)
+    rows = list(data)
     at = 0
-    for frame in frames:
-        samples = frame.samples
+    for frame, samples in zip(frames, sizes):
         end = at + samples
         name = frame.format.name
         if name == "fltp" and not integer:
-            for channel, plane in enumerate(frame.planes[:channels]):
-                data[channel, at:end] = np.frombuffer(plane, np.float32, samples)
+            for row, plane in zip(rows, frame.planes):
+                row[at:end] = np.frombuffer(plane, np.float32, samples)
         elif name == "s32" and integer:
-            data[:, at:end] = np.frombuffer(frame.planes[0], np.int32, samples * channels).reshape(samples, channels).T
-            data[:, at:end] >>= 8
+            part = data[:, at:end]
+            part[...] = np.frombuffer(frame.planes[0], np.int32, samples * channels).reshape(samples, channels).T
+            part >>= 8
         else:
             planes = frame_planes(frame, channels, integer)
             if isinstance(planes, list):
-                for channel, plane in enumerate(planes):
-                    data[channel, at:end] = plane
+                for row, plane in zip(rows, planes):
+                    row[at:end] = plane
             else:
                 data[:, at:end] = planes
         at = end

@@ -16,7 +16,6 @@ import av
 import numpy as np
 from scipy import fft as sfft
 
-from core.atomic import atomic_outputs
 from core.errors import CodecError
 from engines.snc.avio import workers
 from engines.snc.integrity import Damage, ScanReport, merge_spans, packet_ms, scan
@@ -24,6 +23,7 @@ from engines.snc.manifest import LIMITS, Manifest, manifest_crc32
 from engines.snc.mastering import MasteringModel
 from engines.snc.pcm import INT_SCALE
 from engines.snc.planar import TrackBuffer
+from engines.snc.scratch import publish_all, scratch_folder
 from engines.snc.trackdecode import decode_chunk, decode_side_by_side
 
 __all__ = ["SncReader"]
@@ -390,8 +390,10 @@ class SncReader:
         digests = {n: hashlib.sha256() for n in names}
         rate = self.manifest.sample_rate
         reach = (self.model.lookahead, self.model.history)
-        # the handles close (inner block) before the outputs are synced and renamed together
-        with atomic_outputs(targets) as temporaries, contextlib.ExitStack() as stack:
+        # written in a scratch folder a SIGKILLed decode cannot leave for good (scratch.py); the
+        # handles close (inner block) before the outputs are synced and renamed together
+        with scratch_folder(out_dir, "decode") as scratch, publish_all(scratch, targets) as temporaries, \
+                contextlib.ExitStack() as stack:
             handles = {n: stack.enter_context(sf.SoundFile(str(p), "w", rate, self.manifest.channels, subtype,
                                                            format="WAV")) for n, p in zip(names, temporaries)}
             shift = 16 if self.manifest.sample_format == "s16" else 8

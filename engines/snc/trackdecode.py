@@ -17,10 +17,10 @@ from engines.snc.planar import frame_planes
 
 __all__ = ["Chunk", "decode_chunk", "decode_side_by_side"]
 
-# Packets read ahead per track and batch (120 ms Opus packets: about 2 s), and batches in
+# Packets read ahead per track and batch (120 ms Opus packets: about 1 s), and batches in
 # flight per track while the caller mixes (each track's batches still decode one after the other).
-BATCH_PACKETS = int(__import__("os").environ.get("XB", 16))
-DEPTH = int(__import__("os").environ.get("XD", 2))
+BATCH_PACKETS = 8
+DEPTH = 2
 
 
 @dataclass

@@ -54,6 +54,8 @@ SETTLE_S = 30.0
 DEFAULT_WARMUP_S = 180.0
 # A status request waits this long for its reply (the OSC load shares the bridge's socket).
 STATUS_TIMEOUT_S = 3.0
+# Tries of the status request after the load (STATUS_TIMEOUT_S each).
+FINAL_STATUS_TRIES = 5
 # jackd drops a client whose cycle is this late (its default is 500 ms): a machine shared
 # with other work can starve the bridge's JACK threads for longer than that.
 JACK_CLIENT_TIMEOUT_MS = 5000
@@ -251,7 +253,12 @@ def soak(seconds: float, warmup_s: float, midi_rate: int, osc_rate: int, sample_
         while time.monotonic() < settle_deadline and listener.held():
             time.sleep(0.25)
         stuck = listener.held()
-        final = status(bridge.osc_port)
+        # The bridge may still be reading the load's backlog from its socket: a live bridge
+        # answers within a few tries, a dead OSC thread never does.
+        final = None
+        for _ in range(FINAL_STATUS_TRIES):
+            if (final := status(bridge.osc_port)) is not None:
+                break
     finally:
         osc.stop()
         if seq.poll() is None:

@@ -211,11 +211,11 @@ def _score(args: argparse.Namespace, inputs: _Inputs, models, run: _Run) -> str:
     import numpy as np
 
     from core.atomic import atomic_outputs
-    from engines.score.cache import file_digest
     from engines.score.compose import compose, motif_theme
     from engines.score.form import plan_form
     from engines.score.presets import INSTRUMENTS, PARTS
     from engines.va import read_curve, write_curve
+    from onnx_models import sha256_of as file_digest
 
     continuation, harmonizer = models
     video_digest = file_digest(args.video)

@@ -19,16 +19,9 @@ from pathlib import Path
 from core.atomic import temporary_folder
 from core.paths import cache_dir
 
-__all__ = ["StageCache", "file_digest"]
+__all__ = ["StageCache"]
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's contents."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class StageCache:

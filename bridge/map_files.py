@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import MappingError
+from core.nesting import nesting_depth
 
 __all__ = ["MAX_MAP_BYTES", "MAX_MAP_NESTING", "parse_toml", "read_map_text"]
 
@@ -23,23 +24,6 @@ MAX_MAP_BYTES = 1024 * 1024
 # ``values`` list level 4);
 # tomllib parses nesting by recursion, so a deeper file is refused instead of parsed.
 MAX_MAP_NESTING = 8
-
-def _depth(data: Any) -> int:
-    """Levels of lists and tables in parsed TOML (the document itself is level 1), iteratively."""
-    deepest, stack = 0, [(data, 1)]
-    while stack:
-        value, level = stack.pop()
-        if isinstance(value, dict):
-            children = value.values()
-        elif isinstance(value, list):
-            children = value
-        else:
-            continue
-        deepest = max(deepest, level)
-        if level <= MAX_MAP_NESTING:
-            stack.extend((child, level + 1) for child in children)
-    return deepest
-
 
 def _deep_line(text: str) -> int:
     """The line where brackets first nest deeper than MAX_MAP_NESTING (comments skipped; a
@@ -68,7 +52,7 @@ def parse_toml(text: str, path: Path | str) -> dict[str, Any]:
         raise MappingError(f"{path}: invalid TOML: {exc}") from None
     except RecursionError:
         data = None
-    if data is None or _depth(data) > MAX_MAP_NESTING:
+    if data is None or nesting_depth(data, MAX_MAP_NESTING) > MAX_MAP_NESTING:
         raise MappingError(f"{path}:{_deep_line(text)}: nesting too deep: a control map nests arrays and "
                            f"tables at most {MAX_MAP_NESTING} levels")
     return data

@@ -40,6 +40,7 @@ from websockets.http11 import Request, Response
 from bridge import addresses as A
 from bridge.feedback import Origin
 from core.errors import ConfigError, ScoreBridgeError
+from core.nesting import nesting_depth
 
 __all__ = ["LIVE", "MAX_CLIENTS", "MAX_CONNECTIONS", "MAX_MESSAGE_BYTES", "MAX_MESSAGE_DEPTH", "MessageError",
            "WebSurface", "parse_message"]
@@ -115,23 +116,6 @@ def _bounded_int(text: str) -> int:
     return number
 
 
-def _depth(value: Any) -> int:
-    """Levels of lists and objects in parsed JSON, iteratively (stops past the limit)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, level)
-        if level <= MAX_MESSAGE_DEPTH:
-            stack.extend((child, level + 1) for child in children)
-    return deepest
-
-
 def parse_message(data: str | bytes) -> tuple[str, list[Any]]:
     """One client message -> (address, args), or MessageError saying what is wrong with it."""
     if len(data) > MAX_MESSAGE_BYTES:
@@ -150,7 +134,7 @@ def parse_message(data: str | bytes) -> tuple[str, list[Any]]:
         raise MessageError(f"nesting too deep (at most {MAX_MESSAGE_DEPTH} levels)") from None
     except ValueError as exc:
         raise MessageError(f"not JSON ({str(exc)[:80]})") from None
-    if _depth(message) > MAX_MESSAGE_DEPTH:
+    if nesting_depth(message, MAX_MESSAGE_DEPTH) > MAX_MESSAGE_DEPTH:
         raise MessageError(f"nesting too deep (at most {MAX_MESSAGE_DEPTH} levels)")
     if not isinstance(message, dict) or not isinstance(message.get("address"), str):
         raise MessageError(f'send {{"address": "{A.PREFIX}/...", "args": [...]}}')

@@ -76,6 +76,11 @@ class OscListener:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         self.send("/scorebridge/subscribe", self.port)
+        # The bridge handles OSC in arrival order: once the status reply is back, the
+        # subscription is in place (a knob moved right after would otherwise race it).
+        self.send("/scorebridge/status")
+        if not wait_until(lambda: self.values("/scorebridge/status"), timeout_s=10.0):
+            raise TimeoutError("the bridge did not answer /scorebridge/status after subscribe")
 
     def _run(self) -> None:
         while not self._stop.is_set():

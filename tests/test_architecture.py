@@ -40,7 +40,7 @@ CONTROL = {"bridge.osc", "bridge.osc_packet", "bridge.session_osc", "bridge.cont
            "bridge.map_files",
            "bridge.learn", "bridge.feedback", "bridge.web", "bridge.affect_follow", "bridge.targets",
            "bridge.addresses"}
-SESSION = {"bridge.session"}
+SESSION = {"bridge.session", "bridge.session_ports"}
 MACHINE_PATH = re.compile(r"(?<![\w.])/(work|home/\w+|root|Users/\w+)/")
 
 

@@ -82,3 +82,23 @@ def leftovers(folder: Path, before: set[Path] | None = None) -> list[Path]:
         if partial or (before is not None and path not in before and path.is_file()):
             found.append(path)
     return found
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user and system) process ``pid`` has used; 0.0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` in MB; 0.0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0

@@ -19,30 +19,25 @@ import os
 import random
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchmarks.attack.common import ROOT, AreaResult, check_refused, scorebridge
+from benchmarks.attack.common import ROOT, AreaResult, check_refused, cpu_s, rss_mb, scorebridge
+from benchmarks.attack.osc_client import ANSWER_LIMIT_S, Surface, message, nested
 
 sys.path.insert(0, str(ROOT))
-
-from pythonosc.osc_message_builder import OscMessageBuilder  # noqa: E402
-from pythonosc.osc_packet import OscPacket  # noqa: E402
 
 from tests.jackutil import start_jack  # noqa: E402
 from tests.peer import Bridge  # noqa: E402
 
 # Fuzz datagrams sent in one burst (full run; --quick sends a tenth).
 FUZZ_DATAGRAMS = 20_000
-# The bridge must answer status within this long after any probe (after the fuzz flood, which
-# it handles first, FLOOD_ANSWER_LIMIT_S).
-ANSWER_LIMIT_S = 3.0
+# The bridge must answer status within ANSWER_LIMIT_S after any probe (after the fuzz flood,
+# which it handles first, FLOOD_ANSWER_LIMIT_S).
 FLOOD_ANSWER_LIMIT_S = 15.0
 # CPU seconds the bridge may burn in one wall second while idle after a probe (a spinning
 # parser burns a whole core).
@@ -73,87 +68,6 @@ VALUES = [
     ("/scorebridge/rule/velocity", float("inf")), ("/scorebridge/affect/valence", float("nan")),
     ("/scorebridge/subscribe", float("inf")), ("/scorebridge/subscribe", "x", "y"),
 ]
-
-
-def _nested(depth: int) -> bytes:
-    datagram = OscMessageBuilder(address="/scorebridge/dump").build().dgram
-    for _ in range(depth):
-        datagram = b"#bundle\x00" + bytes(8) + struct.pack(">i", len(datagram)) + datagram
-    return datagram
-
-
-def _message(address: str, *args: object) -> bytes:
-    builder = OscMessageBuilder(address=address)
-    for arg in args:
-        builder.add_arg(arg, "d" if isinstance(arg, float) else None)
-    return builder.build().dgram
-
-
-class _Surface:
-    """A raw UDP OSC client that reads replies."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.skipped: Counter[str] = Counter()  # replies read while waiting for another
-
-    def send(self, datagram: bytes) -> None:
-        self.sock.sendto(datagram, ("127.0.0.1", self.port))
-
-    def ask(self, address: str, *args: object, timeout_s: float = ANSWER_LIMIT_S) -> tuple[str, list] | None:
-        """The /scorebridge/error or ``address`` reply to a message (None: no reply in time)."""
-        self.sock.setblocking(False)
-        try:
-            while True:  # replies to earlier probes are not this one's
-                self.sock.recv(65536)
-        except (BlockingIOError, OSError):
-            pass
-        self.send(_message(address, *args))
-        deadline = time.monotonic() + timeout_s
-        while (left := deadline - time.monotonic()) > 0:
-            self.sock.settimeout(left)
-            try:
-                data, _ = self.sock.recvfrom(65536)
-                messages = OscPacket(data).messages
-            except (TimeoutError, OSError):
-                return None
-            except Exception:  # noqa: BLE001 - a reply this client cannot parse is no answer
-                continue
-            for timed in messages:
-                reply, params = timed.message.address, list(timed.message.params)
-                if reply == address or (reply == "/scorebridge/error" and params
-                                        and str(params[0]).startswith(f"{address}:")):
-                    return reply, params
-                self.skipped[reply] += 1
-        return None
-
-    def status(self, timeout_s: float = ANSWER_LIMIT_S) -> dict | None:
-        reply = self.ask("/scorebridge/status", timeout_s=timeout_s)
-        if reply is None or reply[0] != "/scorebridge/status":
-            return None
-        return json.loads(reply[1][0])
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def _cpu_s(pid: int) -> float:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def _stop(result: AreaResult, probe: str, bridge: Bridge) -> tuple[str, str]:
@@ -189,7 +103,7 @@ def _server(workdir: Path, phase: str) -> Iterator[None]:
             os.environ["JACK_DEFAULT_SERVER"] = old
 
 
-def _answers(result: AreaResult, probe: str, surface: _Surface, bridge: Bridge,
+def _answers(result: AreaResult, probe: str, surface: Surface, bridge: Bridge,
              limit_s: float = ANSWER_LIMIT_S) -> dict | None:
     """Status after a probe: no answer is a crash (OSC disabled), a busy idle process a hang."""
     surface.skipped.clear()
@@ -206,9 +120,9 @@ def _answers(result: AreaResult, probe: str, surface: _Surface, bridge: Bridge,
         result.add("crash", probe, f"OSC status unanswered within {limit_s} s: the receive loop is dead or "
                    f"stuck (other replies meanwhile: {dict(surface.skipped.most_common(3))})")
         return None
-    before = _cpu_s(bridge.proc.pid)
+    before = cpu_s(bridge.proc.pid)
     time.sleep(1.0)
-    if _cpu_s(bridge.proc.pid) - before > IDLE_CPU_SHARE:
+    if cpu_s(bridge.proc.pid) - before > IDLE_CPU_SHARE:
         result.add("hang", probe, "serve burns a core while idle after the probe")
     handler_errors = report.get("osc", {}).get("handler_errors", 0)
     if handler_errors:
@@ -217,15 +131,15 @@ def _answers(result: AreaResult, probe: str, surface: _Surface, bridge: Bridge,
 
 
 # -- live probes ---------------------------------------------------------------------------------
-def _datagrams(result: AreaResult, bridge: Bridge, surface: _Surface, quick: bool) -> None:
-    for name, datagram in [*KILLERS.items(), ("bundles 400 deep", _nested(400)),
-                           ("bundles 3000 deep", _nested(3000))]:
+def _datagrams(result: AreaResult, bridge: Bridge, surface: Surface, quick: bool) -> None:
+    for name, datagram in [*KILLERS.items(), ("bundles 400 deep", nested(400)),
+                           ("bundles 3000 deep", nested(3000))]:
         result.probes += 1
         surface.send(datagram)
         if _answers(result, f"datagram: {name}", surface, bridge) is None:
             return
     rng = random.Random(14)
-    templates = [_message(address, *args) for address, *args in VALUES] + [_message("/scorebridge/dump")]
+    templates = [message(address, *args) for address, *args in VALUES] + [message("/scorebridge/dump")]
     count = FUZZ_DATAGRAMS // 10 if quick else FUZZ_DATAGRAMS
     for _ in range(count):
         choice = rng.random()
@@ -243,7 +157,7 @@ def _datagrams(result: AreaResult, bridge: Bridge, surface: _Surface, quick: boo
     _answers(result, f"fuzz flood of {count} datagrams", surface, bridge, FLOOD_ANSWER_LIMIT_S)
 
 
-def _values(result: AreaResult, bridge: Bridge, surface: _Surface) -> None:
+def _values(result: AreaResult, bridge: Bridge, surface: Surface) -> None:
     # The fuzz flood before may have sent valid values (a mutated NaN is often a finite number):
     # a known state first, so that a change below is the probe's doing.
     surface.ask("/scorebridge/transport/playing", 0)
@@ -262,7 +176,7 @@ def _values(result: AreaResult, bridge: Bridge, surface: _Surface) -> None:
             result.add("crash", "/scorebridge/rule/enabled x", "disabled the slot")
 
 
-def _engine_import(result: AreaResult, bridge: Bridge, surface: _Surface, marker: Path) -> None:
+def _engine_import(result: AreaResult, bridge: Bridge, surface: Surface, marker: Path) -> None:
     for name in ("sb_attack_side_effect:X", "sb_attack_side_effect", "this:X"):
         result.probes += 1
         reply = surface.ask("/scorebridge/rule/engine", name)
@@ -275,13 +189,13 @@ def _engine_import(result: AreaResult, bridge: Bridge, surface: _Surface, marker
     _answers(result, "engine swaps", surface, bridge)
 
 
-def _files(result: AreaResult, bridge: Bridge, surface: _Surface, allowed: Path, outside: Path) -> None:
+def _files(result: AreaResult, bridge: Bridge, surface: Surface, allowed: Path, outside: Path) -> None:
     os.mkfifo(allowed / "fifo.csv")
     (allowed / "passwd.csv").symlink_to("/etc/passwd")
     (allowed / "environ.csv").symlink_to("/proc/self/environ")
     with open(allowed / "huge.csv", "wb") as handle:
         handle.truncate(200 * 1024 * 1024)
-    rss = _rss_mb(bridge.proc.pid)
+    rss = rss_mb(bridge.proc.pid)
     for path in ("/proc/self/environ", "/proc/self/cmdline", "/etc/passwd", "/dev/zero",
                  str(allowed / "fifo.csv"), str(allowed / "passwd.csv"), str(allowed / "environ.csv"),
                  str(allowed / "huge.csv"), str(outside)):
@@ -302,15 +216,15 @@ def _files(result: AreaResult, bridge: Bridge, surface: _Surface, allowed: Path,
         if va.get("queued", 0) > 0 and va["engine_status"].get("samples", 0) == 0:
             result.add("hang", probe, f"the va slot holds {va['queued']} unprocessed events "
                        "(blocked reading)")
-        if _rss_mb(bridge.proc.pid) - rss > FILE_RSS_GROWTH_MB:
-            result.add("leak", probe, f"serve grew from {rss:.0f} to {_rss_mb(bridge.proc.pid):.0f} MB")
+        if rss_mb(bridge.proc.pid) - rss > FILE_RSS_GROWTH_MB:
+            result.add("leak", probe, f"serve grew from {rss:.0f} to {rss_mb(bridge.proc.pid):.0f} MB")
             return
         if va["values"].get("curve") != "none":  # accepted: put it back for the next probe
-            surface.send(_message("/scorebridge/va/curve", "none"))
+            surface.send(message("/scorebridge/va/curve", "none"))
     _answers(result, "file parameters", surface, bridge)
 
 
-def _loops(result: AreaResult, bridge: Bridge, surface: _Surface) -> None:
+def _loops(result: AreaResult, bridge: Bridge, surface: Surface) -> None:
     for args in ((bridge.osc_port,), ("127.0.0.1", bridge.osc_port), ("localhost", bridge.osc_port)):
         result.probes += 1
         reply = surface.ask("/scorebridge/subscribe", *args)
@@ -318,7 +232,7 @@ def _loops(result: AreaResult, bridge: Bridge, surface: _Surface) -> None:
             result.add("security", f"/scorebridge/subscribe {' '.join(map(str, args))}",
                        "the bridge subscribed to itself")
     before = (surface.status() or {}).get("osc", {}).get("handled", 0)
-    surface.send(_message("/scorebridge/dump"))
+    surface.send(message("/scorebridge/dump"))
     time.sleep(1.0)
     report = surface.status() or {}
     handled = report.get("osc", {}).get("handled", 0) - before
@@ -333,11 +247,11 @@ def _loops(result: AreaResult, bridge: Bridge, surface: _Surface) -> None:
             result.add("security", f"/scorebridge/status {args[0]} {args[1]}", "status sent to a target "
                        "outside the allow-list or to the bridge itself")
     for args in ((bridge.osc_port,), ("127.0.0.1", bridge.osc_port), ("localhost", bridge.osc_port)):
-        surface.send(_message("/scorebridge/unsubscribe", *args))
+        surface.send(message("/scorebridge/unsubscribe", *args))
     _answers(result, "feedback loops", surface, bridge)
 
 
-def _feedback_rate(result: AreaResult, bridge: Bridge, surface: _Surface) -> None:
+def _feedback_rate(result: AreaResult, bridge: Bridge, surface: Surface) -> None:
     listeners = []
     try:
         for _ in range(32):
@@ -346,11 +260,11 @@ def _feedback_rate(result: AreaResult, bridge: Bridge, surface: _Surface) -> Non
             listener.bind(("127.0.0.1", 0))
             listener.setblocking(False)
             listeners.append(listener)
-            surface.send(_message("/scorebridge/subscribe", listener.getsockname()[1]))
+            surface.send(message("/scorebridge/subscribe", listener.getsockname()[1]))
         time.sleep(0.2)
         received, started = 0, time.monotonic()
         while time.monotonic() - started < 1.0:
-            surface.send(_message("/scorebridge/dump"))
+            surface.send(message("/scorebridge/dump"))
             time.sleep(0.01)
             for listener in listeners:
                 while True:
@@ -365,7 +279,7 @@ def _feedback_rate(result: AreaResult, bridge: Bridge, surface: _Surface) -> Non
                        f"{received} feedback messages in one second (no overall rate limit)")
     finally:
         for listener in listeners:
-            surface.send(_message("/scorebridge/unsubscribe", listener.getsockname()[1]))
+            surface.send(message("/scorebridge/unsubscribe", listener.getsockname()[1]))
             listener.close()
 
 
@@ -381,7 +295,7 @@ def _token(result: AreaResult, workdir: Path) -> None:
         bridge = Bridge(f"sbattackosc{os.getpid()}u", *common, "--web-token", TOKEN)
         probe = "--web-token"
     result.probes += 1
-    surface = _Surface(bridge.osc_port)
+    surface = Surface(bridge.osc_port)
     try:
         report = surface.status()
         if report is not None and TOKEN in json.dumps(report):
@@ -411,7 +325,7 @@ def _live(result: AreaResult, workdir: Path, quick: bool) -> None:
         bridge = Bridge(f"sbattackosc{os.getpid()}", *slots, "--allow-dir", str(allowed), env=env)
     except RuntimeError:  # a bridge without --allow-dir
         bridge = Bridge(f"sbattackosc{os.getpid()}o", *slots, env=env)
-    surface = _Surface(bridge.osc_port)
+    surface = Surface(bridge.osc_port)
     attacks: list[tuple[str, Callable[[], None]]] = [
         ("datagrams", lambda: _datagrams(result, bridge, surface, quick)),
         ("values", lambda: _values(result, bridge, surface)),

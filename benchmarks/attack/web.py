@@ -9,21 +9,21 @@ file descriptors and memory, and never writes its web token to the log.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
-import shutil
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
-from benchmarks.attack.common import ROOT, AreaResult, check_refused, scorebridge
+from benchmarks.attack.common import ROOT, AreaResult, check_refused, rss_mb, scorebridge
+from benchmarks.attack.ws_client import RawClient, connect, frame, read_until_closed, request, upgrade
+
+sys.path.insert(0, str(ROOT))
+
+from tests.jackutil import start_jack  # noqa: E402
 
 TOKEN = "attackTokenQ9x7"
 _STATIC_BODIES: set[bytes] = {(ROOT / "bridge" / "web" / "static" / name).read_bytes()
@@ -77,22 +77,6 @@ def _attack_maps(result: AreaResult, workdir: Path, quick: bool) -> dict[str, Pa
     return maps
 
 
-# -- a private JACK server and a serve on it --------------------------------------------------
-def _start_jack(name: str) -> subprocess.Popen[bytes] | None:
-    if shutil.which("jackd") is None:
-        return None
-    proc = subprocess.Popen(["jackd", "-n", name, "-R", "-d", "dummy", "-r", "48000", "-p", "256"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {**os.environ, "JACK_DEFAULT_SERVER": name}
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if subprocess.run(["jack_lsp"], env=env, capture_output=True, check=False).returncode == 0:
-            return proc
-        time.sleep(0.1)
-    proc.kill()
-    proc.wait()
-    return None
-
 
 class _Serve:
     """``python -m bridge serve`` with its output in files (never a full pipe)."""
@@ -126,12 +110,7 @@ class _Serve:
             return 0
 
     def rss_mb(self) -> float:
-        try:
-            status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        except OSError:
-            return 0.0
-        found = re.search(r"VmRSS:\s+(\d+) kB", status)
-        return int(found.group(1)) / 1024 if found else 0.0
+        return rss_mb(self.proc.pid)
 
     def stop(self) -> int | None:
         if self.proc.poll() is None:
@@ -145,151 +124,6 @@ class _Serve:
 
     def log(self) -> str:
         return self.err_path.read_text(errors="replace")
-
-
-# -- raw HTTP and WebSocket -------------------------------------------------------------------
-def _socket(port: int, receive_buffer: int | None = None) -> socket.socket:
-    sock = socket.socket()
-    if receive_buffer is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
-    sock.settimeout(5)
-    sock.connect(("127.0.0.1", port))
-    return sock
-
-
-def _read_until_closed(sock: socket.socket, seconds: float) -> tuple[bytes, bool]:
-    """What the server sends within ``seconds``, and whether it closed the connection."""
-    data, deadline = b"", time.monotonic() + seconds
-    sock.settimeout(0.2)
-    while time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            continue
-        except OSError:
-            return data, True
-        if not chunk:
-            return data, True
-        data += chunk
-    return data, False
-
-
-def _request(port: int, raw: bytes, seconds: float = 12.0) -> tuple[int | None, bytes, bool]:
-    """Send raw HTTP; (status or None, body, closed within ``seconds``)."""
-    sock = _socket(port)
-    try:
-        sock.sendall(raw)
-    except OSError:
-        return None, b"", True
-    data, closed = _read_until_closed(sock, seconds)
-    sock.close()
-    head, _, body = data.partition(b"\r\n\r\n")
-    found = re.match(rb"HTTP/1\.[01] (\d{3})", head)
-    return (int(found.group(1)) if found else None), body, closed
-
-
-def _upgrade(path: str = "/ws", host: str = "127.0.0.1", origin: str | None = None) -> bytes:
-    key = base64.b64encode(os.urandom(16)).decode()
-    return (f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            + (f"Origin: {origin}\r\n" if origin is not None else "") + "\r\n").encode()
-
-
-def _frame(payload: bytes, opcode: int = 1, fin: bool = True, claimed: int | None = None) -> bytes:
-    """A masked client frame; ``claimed`` overrides the length field (a lie about the size)."""
-    length = len(payload) if claimed is None else claimed
-    head = bytes([(0x80 if fin else 0) | opcode])
-    if length < 126:
-        head += bytes([0x80 | length])
-    elif length < 65536:
-        head += bytes([0x80 | 126]) + struct.pack("!H", length)
-    else:
-        head += bytes([0x80 | 127]) + struct.pack("!Q", length)
-    mask = os.urandom(4)
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
-class _RawClient:
-    """A WebSocket client on a plain socket, so frames can be anything."""
-
-    def __init__(self, port: int, path: str = "/ws", receive_buffer: int | None = None) -> None:
-        self.sock = _socket(port, receive_buffer)
-        self.buffer = b""
-        try:
-            self.sock.sendall(_upgrade(path))
-            while b"\r\n\r\n" not in self.buffer:
-                chunk = self.sock.recv(4096)
-                if not chunk:
-                    break
-                self.buffer += chunk
-        except OSError:  # reset or timed out: refused (status 0)
-            self.buffer = b""
-        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
-        self.status = int(head.split()[1]) if head.startswith(b"HTTP/") else 0
-        self.values: dict[str, Any] = {}
-        self.close_code: int | None = None
-
-    def send(self, payload: bytes | str, opcode: int = 1, **kwargs: Any) -> bool:
-        data = payload.encode() if isinstance(payload, str) else payload
-        try:
-            self.sock.sendall(_frame(data, opcode, **kwargs))
-            return True
-        except OSError:
-            return False
-
-    def pump(self, seconds: float, until: str | None = None) -> bool:
-        """Read frames for ``seconds``; False once the server has closed the connection."""
-        deadline = time.monotonic() + seconds
-        self.sock.settimeout(0.1)
-        while time.monotonic() < deadline:
-            if until is not None and until in self.values:
-                return True
-            try:
-                chunk = self.sock.recv(65536)
-            except TimeoutError:
-                continue
-            except OSError:
-                return False
-            if not chunk:
-                return False
-            self.buffer += chunk
-            while self._one_frame():
-                pass
-            if self.close_code is not None:
-                return False
-        return True
-
-    def _one_frame(self) -> bool:
-        if len(self.buffer) < 2:
-            return False
-        opcode, length, at = self.buffer[0] & 0x0F, self.buffer[1] & 0x7F, 2
-        if length == 126:
-            length, at = struct.unpack("!H", self.buffer[2:4])[0], 4
-        elif length == 127:
-            length, at = struct.unpack("!Q", self.buffer[2:10])[0], 10
-        if len(self.buffer) < at + length:
-            return False
-        payload, self.buffer = self.buffer[at:at + length], self.buffer[at + length:]
-        if opcode == 1:
-            for address, args in json.loads(payload):
-                self.values[address] = args
-        elif opcode == 8:
-            self.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-        elif opcode == 9:
-            self.send(payload, opcode=10)  # answer pings like a browser
-        return True
-
-    def answers(self) -> bool:
-        """A valid message still gets its reply (voices 9 is out of range: an error comes back)."""
-        self.values.pop("/scorebridge/error", None)
-        self.send(json.dumps({"address": "/scorebridge/rule/voices", "args": [9]}))
-        return self.pump(5.0, until="/scorebridge/error") and "outside" in str(self.values.get("/scorebridge/error"))
-
-    def close(self) -> None:
-        try:
-            self.sock.close()
-        except OSError:
-            pass
 
 
 # -- the live attacks -------------------------------------------------------------------------
@@ -310,8 +144,8 @@ _BAD_REQUESTS = {
                    b"Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 99\r\n\r\n",
     "invalid utf-8 path": b"GET /\xff\xfe HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
     "host-like path": b"GET //[ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
-    "two hosts": _upgrade().replace(b"Host: 127.0.0.1\r\n", b"Host: 127.0.0.1\r\nHost: evil.example\r\n"),
-    "two origins": _upgrade(origin="http://127.0.0.1").replace(b"Origin:", b"Origin: http://evil.example\r\nOrigin:"),
+    "two hosts": upgrade().replace(b"Host: 127.0.0.1\r\n", b"Host: 127.0.0.1\r\nHost: evil.example\r\n"),
+    "two origins": upgrade(origin="http://127.0.0.1").replace(b"Origin:", b"Origin: http://evil.example\r\nOrigin:"),
 }
 
 # Messages the surface must answer with an error while the connection stays open.
@@ -335,21 +169,21 @@ _ANSWERED = {
 def _attack_http(result: AreaResult, serve: _Serve) -> None:
     for path in _TRAVERSALS:
         result.probes += 1
-        status, body, _ = _request(serve.port, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode(), 5)
+        status, body, _ = request(serve.port, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode(), 5)
         if status == 200 and body not in _STATIC_BODIES or b"root:" in body:
             result.add("security", f"GET {path}", f"served {len(body)} bytes that are not the page")
     for name, raw in _BAD_REQUESTS.items():
         result.probes += 1
-        status, _, closed = _request(serve.port, raw, 12.0)
+        status, _, closed = request(serve.port, raw, 12.0)
         if not closed:
             result.add("hang", f"http {name}", "connection still open after 12 s")
         if status == 500:
             result.add("crash", f"http {name}", "500 Internal Server Error")
-    for name, upgrade in (("foreign origin", _upgrade(origin="http://evil.example")),
-                          ("broken origin", _upgrade(origin="http://[")),
-                          ("rebinding host", _upgrade(host="attacker.example:80"))):
+    for name, handshake in (("foreign origin", upgrade(origin="http://evil.example")),
+                            ("broken origin", upgrade(origin="http://[")),
+                            ("rebinding host", upgrade(host="attacker.example:80"))):
         result.probes += 1
-        status, _, _ = _request(serve.port, upgrade, 5)
+        status, _, _ = request(serve.port, handshake, 5)
         if status == 101:
             result.add("security", f"websocket {name}", "the socket opened")
         elif status != 403:
@@ -357,7 +191,7 @@ def _attack_http(result: AreaResult, serve: _Serve) -> None:
 
 
 def _attack_messages(result: AreaResult, serve: _Serve) -> None:
-    client = _RawClient(serve.port)
+    client = RawClient(serve.port)
     client.pump(0.5)
     for name, text in _ANSWERED.items():
         result.probes += 1
@@ -366,12 +200,12 @@ def _attack_messages(result: AreaResult, serve: _Serve) -> None:
         if not client.pump(5.0, until="/scorebridge/error") or "/scorebridge/error" not in client.values:
             result.add("crash", f"message {name}", f"no error reply (close code {client.close_code})")
             client.close()
-            client = _RawClient(serve.port)
+            client = RawClient(serve.port)
             client.pump(0.3)
         elif not client.answers():
             result.add("crash", f"message {name}", "the connection stopped answering")
             client.close()
-            client = _RawClient(serve.port)
+            client = RawClient(serve.port)
             client.pump(0.3)
     for name, payload, opcode in (("binary garbage", bytes(range(256)), 2),
                                   ("binary json", b'{"address": "/scorebridge/rule/voices", "args": [9]}', 2)):
@@ -381,20 +215,20 @@ def _attack_messages(result: AreaResult, serve: _Serve) -> None:
         if not client.pump(5.0, until="/scorebridge/error") or not client.answers():
             result.add("crash", f"message {name}", "no error reply, or the connection stopped answering")
             client.close()
-            client = _RawClient(serve.port)
+            client = RawClient(serve.port)
             client.pump(0.3)
     client.close()
     # Protocol violations: the server may close that connection, never die or hang.
-    for name, frames in (("invalid utf-8 text", [_frame(b'{"address": "/\xff\xfe"}')]),
-                         ("unknown opcode", [_frame(b"x", opcode=3)]),
-                         ("claimed 2^62 bytes", [_frame(b"", claimed=2**62)]),
-                         ("unfinished fragments", [_frame(b"[" * 1000, fin=False)] * 100),
-                         ("10 MB message", [_frame(b'"' + b"a" * 10_000_000 + b'"')])):
+    for name, frames in (("invalid utf-8 text", [frame(b'{"address": "/\xff\xfe"}')]),
+                         ("unknown opcode", [frame(b"x", opcode=3)]),
+                         ("claimed 2^62 bytes", [frame(b"", claimed=2**62)]),
+                         ("unfinished fragments", [frame(b"[" * 1000, fin=False)] * 100),
+                         ("10 MB message", [frame(b'"' + b"a" * 10_000_000 + b'"')])):
         result.probes += 1
-        victim = _RawClient(serve.port)
+        victim = RawClient(serve.port)
         try:
-            for frame in frames:
-                victim.sock.sendall(frame)
+            for raw in frames:
+                victim.sock.sendall(raw)
         except OSError:
             pass  # closed while we were still sending: the right answer to a huge message
         if victim.pump(6.0):
@@ -404,12 +238,12 @@ def _attack_messages(result: AreaResult, serve: _Serve) -> None:
 
 def _attack_load(result: AreaResult, serve: _Serve, quick: bool) -> None:
     fds, rss = serve.fds(), serve.rss_mb()
-    probe = _RawClient(serve.port)
+    probe = RawClient(serve.port)
     probe.pump(0.3)
     # A flood of messages from one client: another client must still get its replies.
     result.probes += 1
-    flooder = _RawClient(serve.port)
-    message = _frame(json.dumps({"address": "/scorebridge/rule/velocity", "args": [64]}).encode())
+    flooder = RawClient(serve.port)
+    message = frame(json.dumps({"address": "/scorebridge/rule/velocity", "args": [64]}).encode())
     started = time.monotonic()
     try:
         flooder.sock.settimeout(10)
@@ -425,7 +259,7 @@ def _attack_load(result: AreaResult, serve: _Serve, quick: bool) -> None:
         result.add("hang", "flood of messages", f"took {time.monotonic() - started:.0f} s")
     # A client that never reads while values change.
     result.probes += 1
-    stuck = _RawClient(serve.port, receive_buffer=4096)
+    stuck = RawClient(serve.port, receive_buffer=4096)
     for value in range(200):
         probe.send(json.dumps({"address": "/scorebridge/rule/velocity", "args": [1 + value % 120]}))
     if not probe.answers():
@@ -436,7 +270,7 @@ def _attack_load(result: AreaResult, serve: _Serve, quick: bool) -> None:
     idle = []
     for _ in range(100 if quick else 300):
         try:
-            idle.append(_socket(serve.port))
+            idle.append(connect(serve.port))
         except OSError:
             break
     time.sleep(0.5)
@@ -448,7 +282,7 @@ def _attack_load(result: AreaResult, serve: _Serve, quick: bool) -> None:
     result.probes += 1
     sockets, statuses = [], []
     for _ in range(60 if quick else 100):
-        client = _RawClient(serve.port)
+        client = RawClient(serve.port)
         statuses.append(client.status)
         sockets.append(client)
     if statuses.count(101) > 50:
@@ -457,7 +291,7 @@ def _attack_load(result: AreaResult, serve: _Serve, quick: bool) -> None:
         client.close()
     # Slowloris: requests that never end must be closed by the server.
     result.probes += 1
-    slow = [_socket(serve.port) for _ in range(5 if quick else 20)]
+    slow = [connect(serve.port) for _ in range(5 if quick else 20)]
     for sock in slow:
         sock.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n")
     deadline, still_open = time.monotonic() + 8, list(slow)
@@ -468,7 +302,7 @@ def _attack_load(result: AreaResult, serve: _Serve, quick: bool) -> None:
             except OSError:
                 still_open.remove(sock)
                 continue
-            if _read_until_closed(sock, 0.05)[1]:
+            if read_until_closed(sock, 0.05)[1]:
                 still_open.remove(sock)
         time.sleep(0.5)
     if still_open:
@@ -479,7 +313,7 @@ def _attack_load(result: AreaResult, serve: _Serve, quick: bool) -> None:
     result.probes += 1
     if not probe.answers():
         probe.close()
-        probe = _RawClient(serve.port)
+        probe = RawClient(serve.port)
         probe.pump(0.3)
         if not probe.answers():
             result.add("crash", "after the load", "a new browser gets no answer")
@@ -502,13 +336,13 @@ def _attack_token(result: AreaResult, workdir: Path, jack: str) -> None:
     for name, path in (("no token", "/ws"), ("wrong token", "/ws?token=guess"),
                        ("token prefix", f"/ws?token={TOKEN[:-1]}"), ("token in another key", f"/ws?x={TOKEN}")):
         result.probes += 1
-        status, body, _ = _request(serve.port, _upgrade(path), 5)
+        status, body, _ = request(serve.port, upgrade(path), 5)
         if status == 101:
             result.add("security", f"token: {name}", "the socket opened")
         if TOKEN.encode() in body:
             result.add("security", f"token: {name}", "the refusal shows the token")
     result.probes += 1
-    good = _RawClient(serve.port, f"/ws?token={TOKEN}")
+    good = RawClient(serve.port, f"/ws?token={TOKEN}")
     if good.status != 101 or not good.answers():
         result.add("crash", "token: right token", f"refused ({good.status})")
     good.close()
@@ -548,9 +382,11 @@ def run(workdir: Path, quick: bool) -> AreaResult:
     result = AreaResult("web")
     maps = _attack_maps(result, workdir, quick)
     jack = f"sbweb{os.getpid()}"
-    jackd = _start_jack(jack)
-    if jackd is None:
-        result.add("crash", "jackd -d dummy", "could not start a private JACK server: the live attacks did not run")
+    try:
+        jackd = start_jack(jack, period_frames=256)
+    except RuntimeError as exc:
+        result.add("crash", "jackd -d dummy", f"could not start a private JACK server ({exc}): the live attacks "
+                   "did not run")
         return result
     try:
         _attack_serve_maps(result, workdir, jack, maps)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from benchmarks.attack.common import ROOT, AreaResult
+from benchmarks.attack.common import ROOT, AreaResult, rss_mb
 
 sys.path.insert(0, str(ROOT))
 
@@ -48,16 +48,6 @@ def _status(bridge: Bridge) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"status failed: {done.stderr.strip()[-300:]}")
     return json.loads(done.stdout)
-
-
-def _rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def _wait_port(name: str, timeout_s: float = 5.0) -> bool:
@@ -143,14 +133,14 @@ def _flood(result: AreaResult, quick: bool, workdir: Path) -> None:
             result.add("crash", probe, "jack_midiseq did not start")
             return
         time.sleep(0.5)
-        rss_before = _rss_mb(bridge.proc.pid)
+        rss_before = rss_mb(bridge.proc.pid)
         _jack("connect", f"{seq_name}:out", f"{bridge.client}:in")
         started = time.monotonic()
         seconds = total / FLOOD_RATE_PER_S
         peak = rss_before
         while time.monotonic() - started < seconds:
             time.sleep(0.25)
-            peak = max(peak, _rss_mb(bridge.proc.pid))
+            peak = max(peak, rss_mb(bridge.proc.pid))
         status = _status(bridge)
         _check_bounded(result, probe, status)
         if peak - rss_before > FLOOD_RSS_GROWTH_MB:

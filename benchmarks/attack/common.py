@@ -99,6 +99,6 @@ def rss_mb(pid: int) -> float:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
-    except OSError:
+    except (OSError, ValueError):
         pass
     return 0.0

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.attack.common import ROOT, AreaResult, CommandOutcome, check_refused, leftovers
+from benchmarks.attack.common import ROOT, AreaResult, CommandOutcome, check_refused, leftovers, rss_mb
 
 # A command that grows past this is killed: the issue's va import reached 15 GB.
 MEMORY_LIMIT_BYTES = 2 * 1024 ** 3
@@ -33,16 +33,6 @@ LINEAR_RATIO = 8.0
 
 
 # -- running a command under a memory watch ------------------------------------------------
-def _rss_bytes(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        return 0
-    return 0
-
-
 def run_watched(args: list[str], timeout_s: float, cwd: Path | None = None) -> tuple[CommandOutcome, int, float]:
     """``python -m bridge ARGS``: (outcome, peak RSS in bytes, seconds). Killed past the timeout
     (returncode None) or past MEMORY_LIMIT_BYTES (returncode None, peak above the limit)."""
@@ -54,7 +44,7 @@ def run_watched(args: list[str], timeout_s: float, cwd: Path | None = None) -> t
     killed = False
     try:
         while process.poll() is None:
-            peak = max(peak, _rss_bytes(process.pid))
+            peak = max(peak, int(rss_mb(process.pid) * 2**20))
             if peak > MEMORY_LIMIT_BYTES or time.monotonic() - started > timeout_s:
                 process.kill()
                 killed = True

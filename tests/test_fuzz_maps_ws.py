@@ -213,9 +213,11 @@ def test_any_message_parses_or_fails_with_a_message_error(message: Any, style: i
 @given(st.binary(max_size=200), st.sampled_from([b"", b'{"address": "/x", "args": [', b"[" * 2000]))
 def test_any_bytes_parse_or_fail_with_a_message_error(data: bytes, prefix: bytes):
     try:
-        parse_message(prefix + data)
-    except MessageError:
-        pass  # the property: no other exception
+        address, args = parse_message(prefix + data)
+    except MessageError as exc:
+        assert str(exc)  # the property: a message error that says what is wrong, no other exception
+        return
+    assert isinstance(address, str) and all(valid_arg(a) for a in args)
 
 
 def test_messages_at_the_size_limit_are_still_parsed():

@@ -90,7 +90,8 @@ def test_learned_harmonizer_chords_stay_in_the_scale(tmp_path, name):
         assert main(["harmonize", str(tmp_path / "in.mid"), "-o", str(out), "--tuning", name,
                      "--tuning-output", "none", "--temperature", "1.0", "--seed", str(seed)]) == 0
         chords = [t for t in mido.MidiFile(out).tracks if t.name == "chords"][0]
-        assert {m.note % 12 for m in chords if m.type == "note_on" and m.velocity} <= scale
+        played = {m.note % 12 for m in chords if m.type == "note_on" and m.velocity}
+        assert played and played <= scale, played  # an empty chords track proves nothing
 
 
 def test_continuation_notes_stay_in_the_scale(tmp_path):

@@ -24,6 +24,9 @@ __all__ = ["BATCH_OPTIONS", "RESULTS_NAME", "add_batch_arguments", "add_pool_arg
 
 # The results manifest's default name, in the output folder.
 RESULTS_NAME = "batch-results.jsonl"
+# Failures named in the closing error; the rest are counted there and each has its error in the
+# results manifest (a catalogue run can fail thousands of items).
+FAILURES_SHOWN = 20
 # Options that say how a batch runs, not what it writes: left out of the resume fingerprint.
 BATCH_OPTIONS = ("workers", "ray_address", "results", "retry_failed", "input", "output", "run", "command",
                  "verbose", "manifest")
@@ -150,7 +153,9 @@ def run_batch(args: argparse.Namespace, job: Job, items: list[Item], output: Pat
         print(f"nothing left to do; results in {results.path}")
     failed_total = len(failed) + chosen.failed_before
     if failed_total:
-        shown = "\n  ".join(failed[:10]) + ("\n  ..." if len(failed) > 10 else "")
+        shown = "\n  ".join(failed[:FAILURES_SHOWN])
+        if len(failed) > FAILURES_SHOWN:
+            shown += f"\n  ... and {len(failed) - FAILURES_SHOWN} more, each with its error in {results.path.name}"
         raise ScoreBridgeError(f"{failed_total} of {len(items)} items failed (see {results.path})"
                                + (f":\n  {shown}" if failed else ""))
     return 0

@@ -309,3 +309,22 @@ def test_stale_temporaries_of_the_batch_outputs_are_swept_and_no_other_file(tmp_
     (tmp_path / "a.mid").write_text("done before")
     assert sweep_temporaries([Item("a", (str(tmp_path / "a.mid"),))]) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.mid.k3j9x0aa.part", "a.mid"]
+
+
+def test_a_run_with_many_bad_files_names_the_first_and_counts_the_rest(tmp_path):
+    from cli.batch import FAILURES_SHOWN
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    bad = [folder / f"bad{index:02d}.mid" for index in range(FAILURES_SHOWN + 3)]
+    for path in bad:
+        path.write_bytes(b"not MIDI at all")
+    tune(folder / "zz-good.mid")
+    result = cli("harmonize", folder, "-o", tmp_path / "out", "--workers", "1")
+    assert result.returncode == 1, result.stderr
+    assert f"{len(bad)} of {len(bad) + 1} items failed" in result.stderr
+    named = [path for path in bad if f"{path}: not a readable MIDI file" in result.stderr]
+    assert len(named) == FAILURES_SHOWN
+    assert f"... and 3 more, each with its error in {RESULTS_NAME}" in result.stderr
+    assert all(records(tmp_path / "out")[path.name]["status"] == "failed" for path in bad)
+    assert (tmp_path / "out" / "zz-good.mid").is_file()

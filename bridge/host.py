@@ -28,7 +28,7 @@ from core.errors import EngineError, ScoreBridgeError
 from core.events import Beat, ControlChange, EngineInput, Note, NoteOff, NoteOn, Send, Silence, TransportChange
 from engines import Engine, EngineContext, engine_class
 
-__all__ = ["Slot", "EngineHost", "SlotConfig", "SLOT_INBOX_CAPACITY", "STOP_TIMEOUT_S"]
+__all__ = ["Slot", "EngineHost", "SlotConfig", "SLOT_INBOX_CAPACITY", "STOP_GRACE_S", "STOP_TIMEOUT_S"]
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 SLOT_INBOX_CAPACITY = 256
 # How long stopping waits for all engine workers together (one may be inside a slow call).
 STOP_TIMEOUT_S = 1.0
+# How much longer it waits, with a warning, for a worker still inside a native call (an ONNX
+# Runtime generation on a loaded machine): a process that exits while a thread is inside ONNX
+# Runtime can die in the runtime's teardown (SIGSEGV/SIGABRT) instead of exiting cleanly.
+STOP_GRACE_S = 15.0
 # How long starting waits for the engines to prepare (load their models) before going online.
 PREPARE_TIMEOUT_S = 30.0
 # Input-to-output latencies kept per slot for the percentiles in ``status`` (sorted on every
@@ -146,6 +150,10 @@ class Slot:
 
     def start(self) -> None:
         self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Stop the worker now: input still waiting is discarded (its notes are released)."""
@@ -351,6 +359,17 @@ class EngineHost:
         deadline = time.monotonic() + STOP_TIMEOUT_S
         for slot in self.slots.values():
             slot.stop(max(0.0, deadline - time.monotonic()))
+        busy = self.busy_slots()
+        if busy:
+            log.warning("waiting up to %.0f s for slot(s) %s to finish the engine call in progress",
+                        STOP_GRACE_S, ", ".join(busy))
+            deadline = time.monotonic() + STOP_GRACE_S
+            for name in busy:
+                self.slots[name].stop(max(0.0, deadline - time.monotonic()))
+
+    def busy_slots(self) -> list[str]:
+        """Slots whose worker is still running (inside an engine call) after ``stop``."""
+        return [name for name, slot in self.slots.items() if slot.running]
 
     def dispatch(self, event: EngineInput, channel: int | None = None) -> None:
         """Fan one event out to the slots that listen on ``channel`` (None = all slots)."""

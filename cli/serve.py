@@ -218,6 +218,12 @@ def _serve(config: Any, args: argparse.Namespace, token_file: Path | None, nativ
     finally:
         session.stop()
         print("scorebridge stopped: every note released", flush=True)
+    busy = session.host.busy_slots()
+    if busy:  # a worker still inside a native call: skip the interpreter's teardown under it
+        print(f"scorebridge: slot(s) {', '.join(busy)} still inside an engine call; exiting without waiting",
+              file=sys.stderr, flush=True)
+        logging.shutdown()
+        os._exit(0)
     return 0
 
 

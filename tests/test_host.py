@@ -161,6 +161,28 @@ def test_no_note_on_follows_a_stop_that_came_while_the_engine_was_computing():
     shut(host)
 
 
+def test_stop_waits_past_its_timeout_for_a_worker_inside_a_slow_call(caplog):
+    """A worker still computing after STOP_TIMEOUT_S is waited for (a process must not exit
+    under a native call), with a warning, and its late output is dropped."""
+    from bridge.host import STOP_TIMEOUT_S
+
+    CALLS.clear()
+    Gate.entered.clear()
+    Gate.gate.clear()
+    host, port = make_host(("g", "Gate"))
+    host.dispatch(NoteOn(60, 90, 0, time.perf_counter(), 0.0))
+    assert Gate.entered.wait(2)
+    threading.Timer(STOP_TIMEOUT_S + 0.5, Gate.gate.set).start()  # the call ends after the timeout
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="bridge.host"):
+        shut(host)
+    assert time.monotonic() - started >= STOP_TIMEOUT_S + 0.4
+    assert host.busy_slots() == []
+    assert "slot(s) g to finish" in caplog.text
+    assert [call for _, call, _ in CALLS][-1] == "release"
+    assert port.data == []
+
+
 def test_the_scheduler_survives_any_exception_in_a_job(caplog):
     scheduler = Scheduler()
     scheduler.start()

@@ -14,11 +14,23 @@ dimensions are fixed (batch 1, one token, ``DEFAULT_SLOTS``): ONNX Runtime then 
 arithmetic out of the graph (204 -> 148 nodes). The two fusions that would change the arithmetic
 (MatMul + Add -> Gemm, SkipLayerNormalization) stay off, so its logits are bit for bit the
 dynamic session's (``tests/test_continuation_onnx.py``).
+
+Threads and lifetimes (the reverted first landing of this session was suspected of a SIGSEGV in
+``serve``; see docs/continuation.md, "Threads"): a ``Decoder`` belongs to the one thread that
+generates with it. Its arrays (the cache block, the one-token inputs, the outputs) are its own,
+allocated once, bound once and never rebound or reallocated, and it keeps every ``OrtValue`` it
+binds and the session it binds them to, so nothing ORT reads or writes can be freed while it
+lives. A ``ContinuationModel`` may be shared by decoders on several threads: every run of its
+sessions and every new binding takes the model's ``run_lock``, so the shared fixed-shape step
+session never runs beside another run or a binding of itself. Swapping the model (the engine's
+``embedding`` parameter) builds a new ``ContinuationModel``; a continuation in flight keeps the one
+it started with.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +83,8 @@ class ContinuationModel:
     heads: int
     head_dim: int
     step_session: ort.InferenceSession | None = None  # one-token steps over DEFAULT_SLOTS; None: ``session``
+    # held by every run of either session and every new binding (see the module docstring)
+    run_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
     def load(
@@ -130,12 +144,20 @@ class Decoder:
         self._new_rows = self._new.reshape(2 * model.layers, model.heads, model.head_dim)
         fixed = model.step_session is not None and slots == DEFAULT_SLOTS
         self._session = model.step_session if fixed else model.session
-        self._binding = self._session.io_binding()
-        arrays = [self._token, self._va, self._style, self._position, self.bias, *self.cache]
-        for name, array in zip(input_names(model.layers), arrays):
-            self._binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(array))
-        self._binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self._logits))
-        self._binding.bind_ortvalue_output("new_kv", ort.OrtValue.ortvalue_from_numpy(self._new))
+        # Bound once, never rebound: each OrtValue wraps (does not copy) one of this decoder's
+        # arrays, and ``_bound`` keeps them (and through them the arrays) for the decoder's life.
+        inputs = [self._token, self._va, self._style, self._position, self.bias, *self.cache]
+        self._bound = {name: ort.OrtValue.ortvalue_from_numpy(array)
+                       for name, array in zip(input_names(model.layers), inputs)}
+        outputs = {"logits": ort.OrtValue.ortvalue_from_numpy(self._logits),
+                   "new_kv": ort.OrtValue.ortvalue_from_numpy(self._new)}
+        with model.run_lock:
+            self._binding = self._session.io_binding()
+            for name, value in self._bound.items():
+                self._binding.bind_ortvalue_input(name, value)
+            for name, value in outputs.items():
+                self._binding.bind_ortvalue_output(name, value)
+        self._bound.update(outputs)
 
     def _store(self, new_kv: np.ndarray, positions: np.ndarray) -> None:
         """Write new keys/values [1, layers * 2 * heads, T, head_dim] into their slots (the last
@@ -158,7 +180,8 @@ class Decoder:
         feed = dict(
             zip(input_names(self.model.layers), [tokens, va, self._style, positions, self.bias, *self.cache])
         )
-        logits, new_kv = self.model.session.run(["logits", "new_kv"], feed)
+        with self.model.run_lock:
+            logits, new_kv = self.model.session.run(["logits", "new_kv"], feed)
         self._store(new_kv, positions)
         self.position += tokens.shape[1]
         return logits[0] if keep_all else logits[0, -1]
@@ -168,7 +191,8 @@ class Decoder:
         self._token[0, 0] = token
         self._va[0, 0] = va
         self._position[0] = self.position
-        self._session.run_with_iobinding(self._binding)
+        with self.model.run_lock:
+            self._session.run_with_iobinding(self._binding)
         slot = self.position % self.slots
         self._cache[:, :, slot] = self._new_rows
         self.bias[slot] = 0.0

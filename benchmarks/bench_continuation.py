@@ -13,7 +13,13 @@ One run measures, after the same 4-bar prompt:
 - the live engine's worker time per beat and its slack before the notes it hands out are due
   (120 BPM, look-ahead 0.25 and 0.5 beats);
 - with --sizes (needs torch): the cached step time of untrained graphs of other sizes, exported
-  the same way, to choose a size for the target (>= 1,000 tokens/s, 8 bars <= 200 ms).
+  the same way, to choose a size for the target (>= 1,000 tokens/s, 8 bars <= 200 ms);
+- with --baseline DIR [DIR ...] (other checkouts, e.g. `git archive 15c9322 | tar -x -C DIR`):
+  8-bar generations of the same seeds by that code and this one, in alternating subprocesses
+  (each round runs every tree, so they share the load), for the model alone, the biases that
+  commit used by default and each tree's own defaults, with a digest of the tokens (equal
+  digests: the same music); wall and CPU time of each generation (the CPU time is less moved by
+  other jobs on a shared machine).
 Prints JSON and writes it to --out.
 """
 
@@ -25,7 +31,9 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
+import textwrap
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -37,9 +45,9 @@ from engines.continuation.defaults import USER_BIASES
 from engines.continuation.offline import prompt_tokens
 from engines.continuation.runtime import ContinuationModel
 from engines.continuation.sample import (
+    Masker,
     SamplingConfig,
-    _Masker,
-    _State,
+    State,
     generate,
     prompt_grid,
     prompt_register,
@@ -102,7 +110,7 @@ def torch_cached(checkpoint: Path, prompt: list[int], count: int) -> float:
 
 def sampling_step_us(prompt: list[int], repeats: int = 2000) -> dict[str, float]:
     config = SamplingConfig(top_p=0.95, seed=0)
-    masker, state, rng = _Masker(config), _State(), np.random.default_rng(0)
+    masker, state, rng = Masker(config), State(), np.random.default_rng(0)
     for token in prompt + [
         tk.BAR,
         tk.VELOCITY_BASE + 17,
@@ -179,6 +187,68 @@ def size_sweep(sizes: str, prompt: list[int], count: int, rounds_: int) -> dict[
     return results
 
 
+# The biases `scorebridge continue` used by default at commit 15c9322 (before issue 17's density bounds).
+BIASES_15C9322 = {"key_bias": 4.0, "pattern_bias": 4.0, "motif_bias": 3.0, "density_bias": 4.0}
+_TREE_RUN = textwrap.dedent(
+    """
+    import hashlib, json, sys, time
+    from dataclasses import replace
+    from benchmarks.bench_continuation import bench_prompt
+    from engines.continuation.defaults import USER_BIASES
+    from engines.continuation.runtime import ContinuationModel
+    from engines.continuation.sample import SamplingConfig, generate, prompt_grid, prompt_register
+    model, prompt = ContinuationModel.load("onnx_models/continuation.onnx"), bench_prompt()
+    generate(model, prompt, 2, SamplingConfig(seed=99))  # warm-up
+    out = {}
+    for name, extra in (("alone", {}), ("biases_15c9322", json.loads(sys.argv[2])), ("defaults", USER_BIASES)):
+        seconds, cpu, digest, tokens = [], [], hashlib.sha256(), 0
+        for seed in range(int(sys.argv[1])):
+            started, started_cpu = time.perf_counter(), time.process_time()
+            config = SamplingConfig(seed=seed, top_p=0.95)
+            if extra:
+                config = prompt_grid(prompt, prompt_register(prompt, replace(config, **extra)))
+            tokens_now = generate(model, prompt, 8, config, max_tokens=1500).tokens
+            seconds.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - started_cpu)
+            digest.update(str(tokens_now).encode())
+            tokens += len(tokens_now)
+        out[name] = {"seconds": seconds, "cpu_seconds": cpu, "tokens": tokens, "digest": digest.hexdigest()[:16]}
+    print(json.dumps(out))
+    """
+)
+
+
+def side_by_side(baselines: list[Path], rounds: int, generations: int) -> dict:
+    """8-bar generations by each baseline's code and this checkout's, alternating round by round."""
+    trees = {f"baseline {path.name}": path.resolve() for path in baselines}
+    trees["this"] = Path(__file__).resolve().parents[1]
+    runs: dict[str, list[dict]] = {name: [] for name in trees}
+    for _ in range(rounds):
+        for name, tree in trees.items():
+            output = subprocess.run(
+                [sys.executable, "-c", _TREE_RUN, str(generations), json.dumps(BIASES_15C9322)], cwd=tree,
+                env=os.environ | {"PYTHONPATH": str(tree)}, capture_output=True, text=True, check=True,
+            ).stdout
+            runs[name].append(json.loads(output))
+    result: dict = {"trees": {k: str(v) for k, v in trees.items()}, "rounds": rounds, "generations": generations}
+    for config in runs["this"][0]:
+        row = {}
+        for name in trees:
+            seconds = [s for run in runs[name] for s in run[config]["seconds"]]
+            cpu = [s for run in runs[name] for s in run[config]["cpu_seconds"]]
+            row[name] = {"median_ms": 1000 * float(np.median(seconds)), "max_ms": 1000 * max(seconds),
+                         "cpu_median_ms": 1000 * float(np.median(cpu)),
+                         "tokens_per_generation": runs[name][0][config]["tokens"] / generations,
+                         "digest": runs[name][0][config]["digest"]}
+        for name in trees:
+            row[name]["ms_per_token"] = row[name]["median_ms"] / row[name]["tokens_per_generation"]
+            row[name]["speedup_of_this"] = row[name]["median_ms"] / row["this"]["median_ms"]
+            row[name]["cpu_speedup_of_this"] = row[name]["cpu_median_ms"] / row["this"]["cpu_median_ms"]
+            row[name]["same_tokens_as_this"] = row[name]["digest"] == row["this"]["digest"]
+        result[config] = row
+    return result
+
+
 def engine_beats(seeds: int, lookahead: float, tempo_bpm: float = 120.0) -> dict:
     """The live engine driven with transport and note events (a two-bar phrase, then silence):
     worker time per beat that hands out notes, and the slack before the first of them is due."""
@@ -252,6 +322,9 @@ def main() -> None:
     parser.add_argument(
         "--engine-seeds", type=int, default=8, help="live-engine runs per look-ahead (0 = skip)"
     )
+    parser.add_argument("--baseline", type=Path, nargs="+", default=None, metavar="DIR",
+                        help="checkouts of older code to time side by side with this one")
+    parser.add_argument("--only-side-by-side", action="store_true", help="with --baseline: nothing else")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     model = ContinuationModel.load(args.model)
@@ -264,6 +337,12 @@ def main() -> None:
         "prompt_tokens": len(prompt),
         "load_before": machine_load(),
     }
+    if args.baseline:
+        result["side_by_side"] = side_by_side(args.baseline, args.rounds, args.generations)
+    if args.baseline and args.only_side_by_side:
+        result["load_after"] = machine_load()
+        write_result(result, args.out)
+        return
     ort_cached(model, prompt, 64)  # warm-up
     measured = {"ort_kv_cache": [], "ort_no_cache": [], "torch_kv_cache": []}
     for _ in range(args.rounds):  # interleaved rounds: the three paths see the same load
@@ -284,13 +363,17 @@ def main() -> None:
     if args.sizes:
         result["sizes"] = size_sweep(args.sizes, prompt, args.tokens, args.rounds)
     result["load_after"] = machine_load()
+    write_result(result, args.out)
+
+
+def write_result(result: dict, out: Path | None) -> None:
     text = json.dumps(result, indent=1)
     print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        temporary = args.out.with_suffix(".tmp")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        temporary = out.with_suffix(".tmp")
         temporary.write_text(text + "\n")
-        temporary.replace(args.out)
+        temporary.replace(out)
 
 
 if __name__ == "__main__":

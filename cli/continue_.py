@@ -75,8 +75,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--pattern-bias", type=float, default=USER_BIASES["pattern_bias"],
-        help="soft rhythm: subtract this from the logit of a hand's note at a step of the bar where that "
-        "hand struck nothing in the prompt, and pull it toward the steps it struck (0 = off; default %(default)s)",
+        help="rhythm: the prompt's last two bars repeated bar by bar; subtract this from the logit of a hand's "
+        "note at a step where that hand struck nothing in the bar it repeats, pull it toward the steps it struck, "
+        "and in the first two new bars start notes only there (0 = off; default %(default)s)",
     )
     p.add_argument(
         "--motif-bias", type=float, default=USER_BIASES["motif_bias"],
@@ -85,8 +86,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--density-bias", type=float, default=USER_BIASES["density_bias"],
-        help="soft density: a hand ahead of the prompt's onsets per bar by half a bar's worth loses this "
-        "from its notes' logits, one behind gains it (0 = off; default %(default)s)",
+        help="density: a hand ahead of the prompt's onsets per bar by half a bar's worth loses this "
+        "from its notes' logits, one behind gains it, and each hand's onsets stay within 0.5-2x the prompt's "
+        "(0 = off; default %(default)s)",
     )
     p.add_argument(
         "--key-bias", type=float, default=USER_BIASES["key_bias"],

@@ -140,6 +140,17 @@ def test_stop_playing_hear_a_two_hand_continuation_in_time_play_again_and_it_is_
             break
         held[key] = held.get(key, 0) + 1 if is_on else 0
     sounding_then = {k for k, count in held.items() if count > 0}
+    # "At once" is judged where it is decided: the bridge times the player's note from its arrival
+    # to the release sent (the slot's input-to-output latency; the player's return is the only note
+    # of this run that makes output at once), 30 ms at most. Seen from here, where this process's
+    # poll thread and JACK's cycles add their own delays under load (a CI run measured one note
+    # past 30 ms), every sounding note ends in the release's one burst of note-offs, within two
+    # steps of the 1/12-beat grid of the player's note.
+    latency = status(bridge)["engines"]["cont"]["latency_ms"]
+    assert latency.get("count", 0) >= 1 and latency["max"] < 30, latency
+    ends = {}
     for key in sounding_then:
-        assert any(back <= t < back + 0.03 and k == key for t, k in offs), f"{key} not released at once"
+        ends[key] = min((t for t, k in offs if k == key and t >= back), default=float("inf"))
+        assert ends[key] < back + 2 * step_s, f"{key} not released at once: {ends[key] - back:.3f} s"
+    assert not ends or max(ends.values()) - min(ends.values()) < 0.02, {k: t - back for k, t in ends.items()}
     assert not {n for ch, n in peer.sounding() if ch in (1, 2)}, peer.sounding()

@@ -105,3 +105,58 @@ def test_a_changed_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "continuation.card.json").unlink()
     with pytest.raises(ModelLoadError, match="card"):
         ContinuationModel.load(copy)
+
+
+def test_fixed_shape_steps_give_the_dynamic_sessions_logits_bit_for_bit(model: ContinuationModel) -> None:
+    """The step session (free dimensions fixed, shape arithmetic folded) must not change a single
+    logit, or a fixed seed would no longer give the same continuation."""
+    from dataclasses import replace
+
+    assert model.step_session is not None
+    rng = np.random.default_rng(3)
+    prompt = rng.integers(tk.NOTE_BASE, tk.VOCAB_SIZE, 300)  # longer than the cache: the ring wraps
+    fast, dynamic = model.decoder(0), replace(model, step_session=None).decoder(0)
+    va = np.zeros((len(prompt), 2), np.float32)
+    assert np.array_equal(fast.prefill(prompt, va), dynamic.prefill(prompt, va))
+    for index, token in enumerate(rng.integers(tk.NOTE_BASE, tk.VOCAB_SIZE, 300)):
+        wanted = (np.sin(index / 7), 0.3)
+        assert np.array_equal(fast.step(int(token), wanted), dynamic.step(int(token), wanted)), index
+    assert np.array_equal(fast.cache[5], dynamic.cache[5]) and fast.position == dynamic.position == 600
+
+
+def test_fixed_seed_generation_is_the_same_on_both_sessions(model: ContinuationModel) -> None:
+    from dataclasses import replace
+
+    prompt = [tk.SOS, *tk.encode([tk.NoteEvent(6 * i, i % 2, 60 + i % 7, 6, 80) for i in range(32)], [0, 48, 96, 144])]
+    config = SamplingConfig(seed=11, top_p=0.95, key_bias=4.0, pattern_bias=4.0, motif_bias=3.0, density_bias=4.0)
+    fast = generate(model, prompt, 4, config).tokens
+    assert fast == generate(replace(model, step_session=None), prompt, 4, config).tokens
+
+
+def test_decoders_on_several_threads_share_one_model_and_give_one_threads_tokens(model: ContinuationModel) -> None:
+    """One model, four threads, each generating with its own decoder on the shared step session
+    (each run under the model's lock) while the main thread keeps building and dropping decoders
+    (new bindings of the same session): every thread gets the tokens a lone thread gets."""
+    import threading
+
+    prompt = [tk.SOS, *tk.encode([tk.NoteEvent(6 * i, i % 2, 60 + i % 7, 6, 80) for i in range(24)], [0, 48, 96])]
+    configs = [SamplingConfig(seed=seed, density_bias=4.0, pattern_bias=4.0) for seed in range(4)]
+    expected = [generate(model, prompt, 2, config).tokens for config in configs]
+    got: dict[int, list[int]] = {}
+    errors: list[BaseException] = []
+
+    def run(index: int) -> None:
+        try:
+            got[index] = generate(model, prompt, 2, configs[index]).tokens
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(configs))]
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        model.decoder(0).step(tk.BAR)  # a binding made, run and freed beside the generations
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert [got[index] for index in range(len(configs))] == expected

@@ -322,6 +322,12 @@ def test_prompt_grid_keeps_a_straight_or_triplet_prompt_on_its_grid() -> None:
         free = generate(RandomLogitsModel(seed), [tk.SOS, *tk.encode(straight, [0, 48])], 2,
                         SamplingConfig(seed=seed)).tokens
         assert not _times_in_bar(free, 48) <= grids["straight"]  # without the grid the fake model strays
+        # a note cap off the grid's spacing (the prompt's longest note 17 steps, unquantized as in
+        # POP909): a note reaching it is released on the grid, time does not leave the grid
+        capped = SamplingConfig(seed=seed, time_grid=grids["straight"], max_note_steps=17)
+        tokens = generate(RandomLogitsModel(seed), [tk.SOS, *tk.encode(straight, [0, 48])], 4, capped).tokens
+        _check(tokens, capped)
+        assert _times_in_bar(tokens, 48) <= grids["straight"], seed
 
 
 def test_pattern_bias_keeps_each_hands_rhythm() -> None:
@@ -371,7 +377,7 @@ def test_density_bias_keeps_each_hand_near_the_prompts_onsets_per_bar() -> None:
     prompt = [tk.SOS, *tk.encode(sorted(quarters + bass), [0, 48])]
     stream = Stream(RandomLogitsModel(0), prompt, 2, SamplingConfig(seed=0, density_bias=4.0))
     left_on, right_on = tk.note_token(tk.LEFT, tk.NOTE_ON, 40), tk.note_token(tk.RIGHT, tk.NOTE_ON, 72)
-    keeper = stream.density
+    keeper = stream.scorer.density
     assert keeper.rate == [pytest.approx(4 / 48), pytest.approx(1 / 48)]
     start = stream.state.now_steps
     assert keeper.shift(tk.RIGHT, start, 4.0, 48) == keeper.shift(tk.LEFT, start, 4.0, 48) == 0.0  # on schedule
@@ -382,3 +388,65 @@ def test_density_bias_keeps_each_hand_near_the_prompts_onsets_per_bar() -> None:
     assert keeper.shift(tk.LEFT, start + 3, 4.0, 48) == 0.0  # it struck at this step: chords are not cut
     stream.state.advance(tk.SHIFT_BASE + 11)
     assert (stream._scores() - stream.logits)[right_on] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(("note_bias", "bar_steps"), [(-6.0, 48), (2.0, 48), (6.0, 48), (-6.0, 36), (6.0, 36)])
+def test_density_keeper_holds_every_hand_within_half_to_twice_the_prompts_onsets(note_bias: float,
+                                                                                   bar_steps: int) -> None:
+    """Whatever the model prefers (a fake one that shuns notes, or that wants them everywhere), each
+    hand's onsets per bar end within 0.5-2x the prompt's, and a hand that played every prompt bar
+    sounds in every new bar: in 4/4 and 3/4, with the rhythm pattern and the prompt's 16th grid."""
+    from engines.continuation.biases import DENSITY_BOUNDS
+
+    beats = bar_steps // 12
+    tune = [tk.NoteEvent(12 * i, tk.RIGHT, 72 + (i % 3) * 2, 12, 80) for i in range(4 * beats)]  # a beat each
+    bass = [tk.NoteEvent(bar_steps * i, tk.LEFT, 40, 24, 80) for i in range(4)]  # 1 onset a bar
+    prompt = [tk.SOS, *tk.encode(sorted(tune + bass), [bar_steps * i for i in range(5)])]
+    grid = frozenset(range(0, bar_steps, 3))
+    for seed in range(6):
+        model = RandomLogitsModel(seed)
+        model.bias[tk.NOTE_BASE : tk.VELOCITY_BASE] = note_bias
+        config = SamplingConfig(seed=seed, density_bias=4.0, pattern_bias=4.0, max_note_steps=17, time_grid=grid,
+                                bar_steps=bar_steps)
+        result = generate(model, prompt, 4, config)
+        notes, bars = _check(result.tokens, config)
+        assert bars == 4 and _times_in_bar(result.tokens, bar_steps) <= grid
+        for hand, prompt_per_bar in ((tk.RIGHT, beats), (tk.LEFT, 1)):
+            onsets = {n.onset_steps for n in notes if n.hand == hand}
+            ratio = len(onsets) / 4 / prompt_per_bar
+            assert DENSITY_BOUNDS[0] <= ratio <= DENSITY_BOUNDS[1], (note_bias, seed, hand, ratio)
+            sounding = {bar for n in notes if n.hand == hand
+                        for bar in range(n.onset_steps // bar_steps, (n.end_steps - 1) // bar_steps + 1)}
+            assert sounding >= set(range(4)), (note_bias, seed, hand, sorted(sounding))
+    free = generate(RandomLogitsModel(0), prompt, 4,
+                    SamplingConfig(seed=0, max_note_steps=17, bar_steps=bar_steps)).tokens
+    left = {n.onset_steps for n in tk.decode(free)[0] if n.hand == tk.LEFT}
+    assert len(left) / 4 > DENSITY_BOUNDS[1], "without the keeper the fake model overplays the left hand"
+
+
+def test_first_new_bars_repeat_each_hands_rhythm_bar_by_bar() -> None:
+    """The prompt's last two bars, repeated: in the first PATTERN_HOLD_BARS new bars a hand starts
+    notes only where it did in the prompt bar the new bar repeats; later the pattern is soft."""
+    from engines.continuation.biases import PATTERN_HOLD_BARS
+    from engines.continuation.prompt_style import prompt_bar_onsets
+
+    tune = [tk.NoteEvent(6 * i, tk.RIGHT, 72 + i % 4, 6, 80) for i in range(32)]  # eighths
+    bass = []
+    for bar in range(4):  # bars 0, 2: beats 1 and 3; bars 1, 3: beats 1, 2 and the last eighth
+        steps = (0, 24) if bar % 2 == 0 else (0, 12, 42)
+        bass += [tk.NoteEvent(48 * bar + s, tk.LEFT, 40 + s % 5, 6, 80) for s in steps]
+    prompt = [tk.SOS, *tk.encode(sorted(tune + bass), [0, 48, 96, 144, 192])]
+    templates = prompt_bar_onsets(prompt, 48, 2)
+    assert templates[0][tk.LEFT] == frozenset({0, 24}) and templates[1][tk.LEFT] == frozenset({0, 12, 42})
+    later_off = 0
+    for seed in range(5):
+        model = RandomLogitsModel(seed)
+        model.bias[tk.NOTE_BASE : tk.VELOCITY_BASE] = 4.0  # a fake model that wants notes everywhere
+        tokens = generate(model, prompt, 4, SamplingConfig(seed=seed, pattern_bias=4.0)).tokens
+        for note in tk.decode(tokens)[0]:
+            bar, step = divmod(note.onset_steps, 48)
+            if bar < PATTERN_HOLD_BARS:
+                assert step in templates[bar % 2][note.hand], (seed, note)
+            else:
+                later_off += step not in templates[bar % 2][note.hand]
+    assert later_off > 0, "after the first bars the pattern is a bias, not a rule"

@@ -97,10 +97,11 @@ class ContinuationEngine(Engine):
             for name, value, doc in (
                 ("key_bias", USER_BIASES["key_bias"], "Soft key: logit penalty of notes outside the player's key"),
                 ("pattern_bias", USER_BIASES["pattern_bias"],
-                 "Soft rhythm: each hand kept to the steps it struck in the player's last two bars"),
+                 "Rhythm: each hand kept to the steps it struck in the player's last two bars, bar by bar"),
                 ("motif_bias", USER_BIASES["motif_bias"],
                  "Motif echo: right-hand notes continuing the player's melodic patterns gain this"),
-                ("density_bias", USER_BIASES["density_bias"], "Keeps each hand near the player's onsets per bar"),
+                ("density_bias", USER_BIASES["density_bias"],
+                 "Keeps each hand near the player's onsets per bar (within 0.5-2x)"),
             )
         ),
         Param(

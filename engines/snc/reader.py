@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import math
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
@@ -137,20 +138,24 @@ class SncReader:
 
     def blocks(self, block_frames: int = 48000, start_s: float = 0.0, duration_s: float | None = None,
                integer: bool = False, with_residual: bool = True,
-               salvage: list[Damage] | None = None) -> Iterator[dict[str, np.ndarray]]:
+               salvage: list[Damage] | None = None, cancel: threading.Event | None = None
+               ) -> Iterator[dict[str, np.ndarray]]:
         """Decode from ``start_s`` for ``duration_s`` (None = to the end), in step.
         ``with_residual=False`` gives the mastering model of the stems alone as "master".
         A file whose tracks end before the claimed length raises CodecError when the end is
         reached. ``salvage`` (a list of damaged spans from ``scan``, possibly empty) instead
         leaves out the packets of those spans (silence), skips packets that fail to decode
-        (appending their spans to the list) and ends where the tracks' data ends."""
+        (appending their spans to the list) and ends where the tracks' data ends. Once ``cancel``
+        is set the decoding ends within a batch, the batches in flight left undecoded (a
+        player's seek: the old position's decoder stops taking the cores from the new one)."""
         try:
-            yield from self._blocks(block_frames, start_s, duration_s, integer, with_residual, salvage)
+            yield from self._blocks(block_frames, start_s, duration_s, integer, with_residual, salvage, cancel)
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             raise CodecError(f"{self.path}: cannot decode: {exc}") from None
 
     def _blocks(self, block_frames: int, start_s: float, duration_s: float | None, integer: bool,
-                with_residual: bool, salvage: list[Damage] | None) -> Iterator[dict[str, np.ndarray]]:
+                with_residual: bool, salvage: list[Damage] | None,
+                cancel: threading.Event | None) -> Iterator[dict[str, np.ndarray]]:
         if not isinstance(block_frames, int) or block_frames <= 0 or block_frames > 10 * self.manifest.sample_rate:
             raise CodecError(f"block of {block_frames} frames is outside 1..{10 * self.manifest.sample_rate}")
         if not math.isfinite(start_s) or (duration_s is not None and not math.isfinite(duration_s)):
@@ -180,7 +185,7 @@ class SncReader:
 
             def ready() -> Iterator[dict[str, np.ndarray]]:
                 nonlocal done
-                while done < end:
+                while done < end and not (cancel is not None and cancel.is_set()):
                     n = min(block_frames, end - done, start - done if done < start else block_frames)
                     if not all(b.size >= history + n + ahead for b in buffers):
                         return
@@ -208,7 +213,7 @@ class SncReader:
             pool = ThreadPoolExecutor(threads, thread_name_prefix="snc-read") \
                 if salvage is None and threads > 1 else None
             batches = decode_side_by_side(container, streams, channels, dtype, self.integer, pool,
-                                          one_by_one=salvage is not None)
+                                          one_by_one=salvage is not None, cancel=cancel)
             try:
                 for slot, packets, chunk in batches:
                     if chunk is None:  # one packet, decoded here
@@ -256,6 +261,8 @@ class SncReader:
                 batches.close()
                 if pool is not None:
                     pool.shutdown(wait=True, cancel_futures=True)
+            if cancel is not None and cancel.is_set():
+                return
             # The end of the file. A track may stop short of `end` by the rounding of its last
             # packet; more than that is a cut (or a false length): an error, or in salvage the
             # decoding ends where the longest track's data ends.

@@ -6,6 +6,7 @@ GIL, so the tracks decode on every core while the caller mixes what came before.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -84,21 +85,30 @@ def decode_chunk(stream: av.audio.stream.AudioStream, packets: list[av.Packet], 
 
 
 def decode_side_by_side(container: av.container.InputContainer, streams: list, channels: int, dtype: type,
-                        integer: bool, pool: ThreadPoolExecutor | None, one_by_one: bool = False
+                        integer: bool, pool: ThreadPoolExecutor | None, one_by_one: bool = False,
+                        cancel: threading.Event | None = None
                         ) -> Iterator[tuple[int, list[av.Packet], Chunk | None]]:
     """Every track's packets in batches, in file order per track: ``(slot, packets, chunk)``,
     ``slot`` the track's place in ``streams``. ``one_by_one``: a packet at a time and chunk
     None (the caller decodes it, as salvage must). Else each batch comes decoded: without a
     pool here, with one ``DEPTH`` batches of every track decoding ahead on the pool's threads
-    (a track's batches one after the other, each waiting for the one before)."""
+    (a track's batches one after the other, each waiting for the one before). Once ``cancel``
+    is set nothing more comes, and the batches in flight that have not begun are not decoded."""
     slots = {s.index: i for i, s in enumerate(streams)}
     packets = container.demux(*streams)
+
+    def cancelled() -> bool:
+        return cancel is not None and cancel.is_set()
+
     if one_by_one:
-        yield from ((slots[packet.stream.index], [packet], None) for packet in packets)
+        yield from itertools.takewhile(lambda _: not cancelled(),
+                                       ((slots[packet.stream.index], [packet], None) for packet in packets))
         return
     if pool is None:
-        while read := list(itertools.islice(packets, BATCH_PACKETS * len(streams))):
+        while not cancelled() and (read := list(itertools.islice(packets, BATCH_PACKETS * len(streams)))):
             for slot, batch in sorted(_by_track(read, slots).items()):
+                if cancelled():
+                    return
                 yield slot, batch, decode_chunk(streams[slot], batch, channels, dtype, integer)
         return
     last: dict[int, Future] = {}
@@ -106,10 +116,12 @@ def decode_side_by_side(container: av.container.InputContainer, streams: list, c
     def decode(slot: int, batch: list[av.Packet], before: Future | None) -> Chunk:
         if before is not None:
             before.result()  # (this track's previous batch: its decoder state comes first)
+        if cancelled():
+            return Chunk()  # (never yielded)
         return decode_chunk(streams[slot], batch, channels, dtype, integer)
 
     def submit() -> list[tuple[int, list[av.Packet], Future]] | None:
-        read = list(itertools.islice(packets, BATCH_PACKETS * len(streams)))
+        read = [] if cancelled() else list(itertools.islice(packets, BATCH_PACKETS * len(streams)))
         if not read:
             return None
         jobs = []
@@ -127,7 +139,10 @@ def decode_side_by_side(container: av.container.InputContainer, streams: list, c
             more = submit()  # the next batches decode while the caller mixes these
             if more is not None:
                 pending.append(more)
-            yield from results
+            for result in results:
+                if cancelled():
+                    return
+                yield result
     finally:
         for jobs in pending:
             for _, _, future in jobs:

@@ -7,9 +7,10 @@
 of ``benchmarks/bench_hardening_cost.py``, rendered into a temporary folder); ``--corpus`` a
 folder of such folders (the 12 tracks of ``benchmarks/snc/corpus.py``), each measured with
 ``flac -8`` right before it, so the ratio to ``flac -8`` compares runs under the same load;
-``--baseline CHECKOUT`` measures that checkout's SNC (its own copy of this script) beside this one. Each measurement
-is a fresh process (``SCOREBRIDGE_SNC_THREADS`` = 1, then the cores this process may use) that
-first codes a 2 s cut untimed, then times ``encode`` and a full ``SncReader.blocks()`` decode.
+``--baseline CHECKOUT`` measures that checkout's SNC code (run by this script) beside this one. Each
+measurement is a fresh process (``SCOREBRIDGE_SNC_THREADS`` = 1, then the cores this process may use)
+that first codes a 2 s cut untimed, then times ``encode``, a full ``SncReader.blocks()`` decode
+("decode") and ``decode_to_dir`` ("wav": what ``snc decode`` does, WAV files written).
 ``flac -8`` codes the same master in the same repeat. Speeds are audio seconds per wall-clock
 second (what a user waits), with CPU seconds in the JSON; the load average is recorded at
 every measurement, as the machine is shared.
@@ -36,7 +37,9 @@ MODES = ("transparent", "lossless")
 
 
 def child(spec: dict) -> dict:
-    """One measurement, in its own process (the environment sets the threads)."""
+    """One measurement, in its own process (the environment sets the threads), of the SNC code
+    in the checkout ``spec["tree"]``."""
+    sys.path.insert(0, spec["tree"])
     import soundfile as sf
 
     from engines.snc import SncReader, encode
@@ -56,7 +59,8 @@ def child(spec: dict) -> dict:
         out = Path(tmp) / "song.snc"
         result = {}
         for what, run in (("encode", lambda: encode(song / "master.wav", stems, out, spec["mode"])),
-                          ("decode", lambda: list(SncReader(out).blocks()))):
+                          ("decode", lambda: list(SncReader(out).blocks())),
+                          ("wav", lambda: SncReader(out).decode_to_dir(Path(tmp) / "decoded"))):
             wall, cpu = time.perf_counter(), time.process_time()
             run()
             result[f"{what}_wall_s"] = round(time.perf_counter() - wall, 4)
@@ -67,11 +71,11 @@ def child(spec: dict) -> dict:
 
 
 def measure(song: Path, mode: str, threads: int, tree: Path = ROOT) -> dict:
-    """One child measurement of the SNC code in ``tree`` (a checkout with this script)."""
+    """One child measurement (this script) of the SNC code in ``tree`` (this or another checkout)."""
     env = {**os.environ, "PYTHONPATH": str(tree), "SCOREBRIDGE_SNC_THREADS": str(threads)}
-    spec = json.dumps({"song": str(song), "mode": mode})
+    spec = json.dumps({"song": str(song), "mode": mode, "tree": str(tree)})
     load = os.getloadavg()[0]
-    done = subprocess.run([sys.executable, str(tree / "benchmarks" / "snc_speed.py"), "--child", spec], env=env,
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", spec], env=env,
                           cwd=tree, capture_output=True, text=True, check=True)
     return {"mode": mode, "threads": threads, "load_1min": round(load, 2),
             **json.loads(done.stdout.strip().splitlines()[-1])}
@@ -148,7 +152,7 @@ def main() -> None:
         for mode in modes:
             for count in threads:
                 chosen = [r for r in mine if r["mode"] == mode and r["threads"] == count]
-                for what in ("encode", "decode"):
+                for what in ("encode", "decode", "wav"):
                     speeds = [audio / r[f"{what}_wall_s"] for r in chosen]
                     median = statistics.median(speeds)
                     row[f"{mode} {what} {count}t"] = [round(median, 1), round(min(speeds), 1), round(max(speeds), 1),

@@ -40,10 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     dec.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     dec.add_argument("--salvage", action="store_true",
                      help="decode a damaged file anyway: damaged spans come out silent and are listed")
+    _add_threads(dec)
     dec.set_defaults(run=_decode)
     ver = actions.add_parser("verify", help="check a .snc file's integrity (exit 0 intact, 1 damaged)")
     ver.add_argument("input", type=Path)
     ver.add_argument("--json", action="store_true")
+    _add_threads(ver)
     ver.set_defaults(run=_verify)
     info = actions.add_parser("info", help="what a .snc file holds")
     info.add_argument("input", type=Path)
@@ -63,6 +65,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="default: lossless for ALAC tracks, transparent for AAC")
     imp.set_defaults(run=_import)
     _add_play_parsers(actions)
+
+
+def _threads(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of threads, 1 or more")
+    return int(text)
+
+
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=_threads, metavar="N",
+                        help="tracks decoded at once (default: the cores this process may use, at most "
+                        "$SCOREBRIDGE_SNC_THREADS); 1 decodes on the calling thread. The output is the same")
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -121,7 +135,7 @@ def _reader(args: argparse.Namespace):  # -> SncReader (engines.snc is imported 
     damage inside a lossy block."""
     from engines.snc import SncReader
 
-    reader = SncReader(args.input)
+    reader = SncReader(args.input, threads=getattr(args, "threads", None))
     if reader.manifest.integrity is None and args.snc_action in ("decode", "verify") and not \
             getattr(args, "json", False):
         print(f"scorebridge snc {args.snc_action}: note: {args.input} is a version "

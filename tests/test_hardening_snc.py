@@ -550,6 +550,36 @@ def test_a_sigkilled_encode_leaves_nothing_once_the_next_encode_ran(tmp_path):
     SncReader(out / "x.snc").check_intact()
 
 
+def test_a_sigkilled_decode_leaves_no_partial_wav_and_the_next_decode_sweeps_its_folder(long_file, tmp_path):
+    """A decode writes its WAVs inside a scratch folder: SIGKILLed mid-write it leaves that
+    folder (nothing under an output's name, no .partial file beside them), which the next
+    decode into the same place removes."""
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [sys.executable, "-m", "bridge", "snc", "decode", str(long_file), "-o", str(out)]
+    for _ in range(3):  # (the decode may finish before the poll sees a WAV being written)
+        process = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            if any(p.is_file() and p.stat().st_size > 100_000 for p in out.rglob("*")):  # a WAV being written
+                process.kill()
+                break
+            time.sleep(0.002)
+        process.wait(timeout=30)
+        if process.returncode == -signal.SIGKILL:
+            break
+        for path in out.iterdir():
+            path.unlink()
+    else:
+        pytest.skip("snc decode finished three times before a WAV was seen being written")
+    left = _scratch(out)
+    assert [p.name for p in out.iterdir()] == [p.name for p in left] and left[0].name.startswith(".snc-decode-")
+    done = subprocess.run(args, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["bass.wav", "drums.wav", "master.wav", "vocals.wav"]
+    assert sf.info(out / "master.wav").frames == SncReader(long_file).manifest.frames
+
+
 def test_the_sweep_removes_only_scratch_folders_whose_owner_is_gone(tmp_path):
     from engines.snc.scratch import scratch_folder, sweep_scratch
 

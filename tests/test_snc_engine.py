@@ -41,6 +41,10 @@ class FakePlayer:
         self.seeks.append(seconds)
         self.position_s = seconds
 
+    @property
+    def located_s(self) -> float:
+        return self.position_s
+
     def play(self) -> None:
         self.playing = True
 
@@ -138,3 +142,18 @@ def test_source_switches_between_the_master_and_the_stem_mix(songs):
     assert player.source == "stems"
     with pytest.raises(ParameterError):
         made.set_param("source", "both")
+
+
+def test_a_start_where_the_stopped_player_was_located_plays_without_another_seek(songs):
+    """The player decoded ahead at the located place; a new seek there would only make its
+    first buffer late (the song behind the transport from the start)."""
+    made = engine("other")
+    player = FakePlayer.made[-1]
+    made.process(TransportChange(False, 2.0, time.perf_counter(), "locate"))
+    assert player.seeks == [1.0] and not player.playing
+    # The OSC start reports the tick before the located beat (1 - 1/24 beat: 21 ms at 120 BPM).
+    made.process(TransportChange(True, 2.0 - 1 / 24, time.perf_counter(), "play"))
+    assert player.seeks == [1.0] and player.playing
+    made.process(TransportChange(False, 3.0, time.perf_counter(), "stop"))
+    made.process(TransportChange(True, 6.0, time.perf_counter(), "locate"))  # elsewhere: a seek
+    assert player.seeks[1:] and 3.0 <= player.seeks[-1] < 3.1 and player.playing

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import itertools
 import math
 import os
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
@@ -17,7 +17,6 @@ import av
 import numpy as np
 from scipy import fft as sfft
 
-from core.atomic import atomic_outputs
 from core.errors import CodecError
 from engines.snc.avio import workers
 from engines.snc.integrity import Damage, ScanReport, merge_spans, packet_ms, scan
@@ -25,6 +24,8 @@ from engines.snc.manifest import LIMITS, Manifest, manifest_crc32
 from engines.snc.mastering import MasteringModel
 from engines.snc.pcm import INT_SCALE
 from engines.snc.planar import TrackBuffer
+from engines.snc.scratch import publish_all, scratch_folder
+from engines.snc.trackdecode import decode_chunk, decode_side_by_side
 
 __all__ = ["SncReader"]
 
@@ -38,8 +39,6 @@ _V1_OPUS_PACKET_FRAMES = 960
 # A track's decoded data may end this many frames before the claimed length (Opus and FLAC
 # tracks written by SNC cover it; this is slack for other writers' rounding).
 _END_SLACK_FRAMES = 1024
-# Packets read ahead per track when the tracks decode on parallel threads (about 0.5-1 s).
-_BATCH_PACKETS = 8
 
 
 def _damaged_ms(damage: list[Damage], tracks: int) -> list[list[tuple[float, float]]]:
@@ -54,10 +53,14 @@ def _damaged_ms(damage: list[Damage], tracks: int) -> list[list[tuple[float, flo
 class SncReader:
     """Open with ``SncReader(path)``; ``manifest`` describes it; ``blocks()`` yields
     ``{"master": ..., "<stem>": ...}`` arrays of shape (frames, channels), float in -1..1
-    (``integer=True`` in lossless mode gives the exact integer PCM)."""
+    (``integer=True`` in lossless mode gives the exact integer PCM). ``threads``: how many
+    tracks decode at once (default: the cores this process may use, ``avio.workers``)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, threads: int | None = None) -> None:
         self.path = Path(path)
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise CodecError(f"threads {threads!r}: a whole number, 1 or more")
+        self.threads = workers() if threads is None else threads
         if not self.path.is_file():
             raise CodecError(f"{self.path}: no such file")
         if self.path.stat().st_size < 64:
@@ -135,20 +138,24 @@ class SncReader:
 
     def blocks(self, block_frames: int = 48000, start_s: float = 0.0, duration_s: float | None = None,
                integer: bool = False, with_residual: bool = True,
-               salvage: list[Damage] | None = None) -> Iterator[dict[str, np.ndarray]]:
+               salvage: list[Damage] | None = None, cancel: threading.Event | None = None
+               ) -> Iterator[dict[str, np.ndarray]]:
         """Decode from ``start_s`` for ``duration_s`` (None = to the end), in step.
         ``with_residual=False`` gives the mastering model of the stems alone as "master".
         A file whose tracks end before the claimed length raises CodecError when the end is
         reached. ``salvage`` (a list of damaged spans from ``scan``, possibly empty) instead
         leaves out the packets of those spans (silence), skips packets that fail to decode
-        (appending their spans to the list) and ends where the tracks' data ends."""
+        (appending their spans to the list) and ends where the tracks' data ends. Once ``cancel``
+        is set the decoding ends within a batch, the batches in flight left undecoded (a
+        player's seek: the old position's decoder stops taking the cores from the new one)."""
         try:
-            yield from self._blocks(block_frames, start_s, duration_s, integer, with_residual, salvage)
+            yield from self._blocks(block_frames, start_s, duration_s, integer, with_residual, salvage, cancel)
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             raise CodecError(f"{self.path}: cannot decode: {exc}") from None
 
     def _blocks(self, block_frames: int, start_s: float, duration_s: float | None, integer: bool,
-                with_residual: bool, salvage: list[Damage] | None) -> Iterator[dict[str, np.ndarray]]:
+                with_residual: bool, salvage: list[Damage] | None,
+                cancel: threading.Event | None) -> Iterator[dict[str, np.ndarray]]:
         if not isinstance(block_frames, int) or block_frames <= 0 or block_frames > 10 * self.manifest.sample_rate:
             raise CodecError(f"block of {block_frames} frames is outside 1..{10 * self.manifest.sample_rate}")
         if not math.isfinite(start_s) or (duration_s is not None and not math.isfinite(duration_s)):
@@ -172,14 +179,13 @@ class SncReader:
             if first > 0:
                 container.seek(int(max(0.0, first / rate - _PREROLL_S) * av.time_base), any_frame=False)
             done = first
-            slots = {s.index: i for i, s in enumerate(streams)}
             bases = [Fraction(s.time_base) for s in streams]
             delays = [int(getattr(s.codec_context, "delay", 0) or 0) for s in streams]
             skew = history + block_frames + ahead + _MAX_SKEW_S * rate
 
             def ready() -> Iterator[dict[str, np.ndarray]]:
                 nonlocal done
-                while done < end:
+                while done < end and not (cancel is not None and cancel.is_set()):
                     n = min(block_frames, end - done, start - done if done < start else block_frames)
                     if not all(b.size >= history + n + ahead for b in buffers):
                         return
@@ -203,44 +209,42 @@ class SncReader:
 
             # Salvage decodes packet by packet (a lost packet resets its track's decoder);
             # otherwise the tracks decode side by side, a batch of packets at a time.
-            pool = ThreadPoolExecutor(min(workers(), len(streams)), thread_name_prefix="snc-read") \
-                if salvage is None and workers() > 1 else None
+            threads = min(self.threads, len(streams))
+            pool = ThreadPoolExecutor(threads, thread_name_prefix="snc-read") \
+                if salvage is None and threads > 1 else None
+            batches = decode_side_by_side(container, streams, channels, dtype, self.integer, pool,
+                                          one_by_one=salvage is not None, cancel=cancel)
             try:
-                for packet, decoded in self._decoded(container, streams, slots, pool):
-                    slot = slots[packet.stream.index]
-                    if skips[slot] and packet.pts is not None:
-                        ms = packet_ms(packet.pts, bases[slot])
-                        if any(lo <= ms < hi for lo, hi in skips[slot]):
-                            self._lose(streams[slot], slot, packet, bases, salvage, "checksum mismatch (damaged data)")
-                            positions[slot] = None  # the next packet is placed again, after a gap
-                            continue
-                    try:
-                        if decoded is None:
-                            decoded = streams[slot].decode(packet)
-                        elif isinstance(decoded, av.error.FFmpegError):
-                            raise decoded
-                    except av.error.FFmpegError as exc:
-                        where = float(packet.pts or 0) * float(bases[slot])
-                        if salvage is None:
-                            raise CodecError(f"{self.path}: track {slot} ({self.names[slot]}) is corrupt near "
-                                             f"{where:.3f} s: {exc}") from None
-                        self._lose(streams[slot], slot, packet, bases, salvage, f"a packet does not decode ({exc})")
-                        positions[slot] = None
-                        continue
+                for slot, packets, chunk in batches:
+                    if chunk is None:  # one packet, decoded here
+                        packet = packets[0]
+                        if skips[slot] and packet.pts is not None:
+                            ms = packet_ms(packet.pts, bases[slot])
+                            if any(lo <= ms < hi for lo, hi in skips[slot]):
+                                self._lose(streams[slot], slot, packet, bases, salvage,
+                                           "checksum mismatch (damaged data)")
+                                positions[slot] = None  # the next packet is placed again, after a gap
+                                continue
+                        chunk = decode_chunk(streams[slot], packets, channels, dtype, self.integer)
                     buffer = buffers[slot]
-                    for frame in decoded:
+                    if chunk.data is not None:
                         at = positions[slot]  # frames follow each other: only the first needs its time
+                        have = done - history + buffer.size  # where this track's data ends
                         if at is None:
-                            at = self._place(packet, frame.samples, slot, delays[slot], rate)
-                            have = done - history + buffer.size  # where this track's data ends
+                            at = self._place(chunk.packet, chunk.first_samples, slot, delays[slot], rate)
                             if at > have:
                                 yield from gap(slot, at - have)
                                 have = done - history + buffer.size
-                            skip = have - at
-                        else:
-                            skip = done - at if at < done else 0  # pre-roll after a seek: left out
-                        positions[slot] = at + frame.samples
-                        buffer.push_frame(frame, skip, self.integer)
+                        positions[slot] = at + chunk.data.shape[1]
+                        buffer.push(chunk.data, have - at if at < have else 0)  # (pre-roll after a seek: left out)
+                    if chunk.error is not None:
+                        if salvage is None:
+                            where = float(chunk.failed.pts or 0) * float(bases[slot])
+                            raise CodecError(f"{self.path}: track {slot} ({self.names[slot]}) is corrupt near "
+                                             f"{where:.3f} s: {chunk.error}")
+                        self._lose(streams[slot], slot, chunk.failed, bases, salvage,
+                                   f"a packet does not decode ({chunk.error})")
+                        positions[slot] = None
                     if buffer.size >= history + block_frames + ahead or done >= end:
                         yield from ready()  # (a block needs every track; checked only when this one has one)
                     if done >= end:
@@ -254,8 +258,11 @@ class SncReader:
                     raise CodecError(f"{self.path}: the container is unreadable near {done / rate:.3f} s: {exc}") \
                         from None
             finally:
+                batches.close()
                 if pool is not None:
-                    pool.shutdown(wait=True)
+                    pool.shutdown(wait=True, cancel_futures=True)
+            if cancel is not None and cancel.is_set():
+                return
             # The end of the file. A track may stop short of `end` by the rounding of its last
             # packet; more than that is a cut (or a false length): an error, or in salvage the
             # decoding ends where the longest track's data ends.
@@ -274,54 +281,6 @@ class SncReader:
                 for buffer in buffers:
                     buffer.pad(need - buffer.size)
                 yield from ready()
-
-    @staticmethod
-    def _decoded(container: av.container.InputContainer, streams: list, slots: dict[int, int],
-                 pool: ThreadPoolExecutor | None) -> Iterator[tuple[av.Packet, list | av.error.FFmpegError | None]]:
-        """Every packet in file order with its decoded frames (or its decoding error); None
-        (decode it now) without a pool. With one, ``_BATCH_PACKETS`` packets per track are read
-        ahead and each track's decode on its own thread (FFmpeg's decoders run without the GIL;
-        a track's packets stay in order on one thread)."""
-        packets = container.demux(*streams)
-        if pool is None:
-            yield from ((packet, None) for packet in packets)
-            return
-
-        def decode(batch: list[av.Packet]) -> list:
-            stream = streams[slots[batch[0].stream.index]]
-            results: list = []
-            for packet in batch:
-                try:
-                    results.append(stream.decode(packet))
-                except av.error.FFmpegError as exc:
-                    results.append(exc)  # (raised where the packet's turn comes)
-                    results.extend([exc] * (len(batch) - len(results)))
-                    break
-            return results
-
-        size = _BATCH_PACKETS * len(streams)
-
-        def submit() -> tuple[list[av.Packet], dict] | None:
-            batch = list(itertools.islice(packets, size))
-            if not batch:
-                return None
-            tracks: dict[int, list[av.Packet]] = {}
-            for packet in batch:
-                tracks.setdefault(packet.stream.index, []).append(packet)
-            return batch, {index: pool.submit(decode, part) for index, part in tracks.items()}
-
-        pending = submit()
-        while pending is not None:
-            batch, futures = pending
-            done = {index: future.result() for index, future in futures.items()}
-            # The next batch decodes while the caller mixes this one (each track's packets are
-            # still decoded in order, one batch after the other).
-            pending = submit()
-            taken = {index: 0 for index in done}
-            for packet in batch:
-                index = packet.stream.index
-                yield packet, done[index][taken[index]]
-                taken[index] += 1
 
     def _lose(self, stream: av.audio.stream.AudioStream, slot: int, packet: av.Packet, bases: list[Fraction],
               salvage: list[Damage], problem: str) -> None:
@@ -438,25 +397,46 @@ class SncReader:
         digests = {n: hashlib.sha256() for n in names}
         rate = self.manifest.sample_rate
         reach = (self.model.lookahead, self.model.history)
-        # the handles close (inner block) before the outputs are synced and renamed together
-        with atomic_outputs(targets) as temporaries, contextlib.ExitStack() as stack:
+        # written in a scratch folder a SIGKILLed decode cannot leave for good (scratch.py); the
+        # handles close (inner block) before the outputs are synced and renamed together
+        with scratch_folder(out_dir, "decode") as scratch, publish_all(scratch, targets) as temporaries, \
+                contextlib.ExitStack() as stack:
             handles = {n: stack.enter_context(sf.SoundFile(str(p), "w", rate, self.manifest.channels, subtype,
                                                            format="WAV")) for n, p in zip(names, temporaries)}
+            shift = 16 if self.manifest.sample_format == "s16" else 8
+
+            def write(name: str, data: np.ndarray) -> None:
+                if self.integer:
+                    digests[name].update(np.ascontiguousarray(data, dtype=np.int32))
+                    clipped = np.clip(data, -(2 ** 31 >> shift), (2 ** 31 >> shift) - 1)
+                    handles[name].write((clipped << shift).astype(np.int32))
+                else:
+                    handles[name].write(data)
+
+            # Each file is written on a thread of its own while the next block decodes (libsndfile,
+            # hashlib and numpy release the GIL); a file's blocks are written one after the other.
+            # (The pool is entered last: it finishes every write before the handles close.)
+            threads = min(self.threads, len(names))
+            pool = stack.enter_context(ThreadPoolExecutor(threads, thread_name_prefix="snc-write")) \
+                if threads > 1 else None
+            pending: list = []
             position = 0
             found = list(damage) if salvage else None
             for block in self.blocks(integer=self.integer, salvage=found):
                 count = next(iter(block.values())).shape[0]
-                for name, data in block.items():
-                    if found:
-                        data = _silence(data, position, rate, found, name, self.names, reach)
-                    if self.integer:
-                        digests[name].update(np.ascontiguousarray(data, dtype=np.int32).tobytes())
-                        shift = 16 if self.manifest.sample_format == "s16" else 8
-                        clipped = np.clip(data, -(2 ** 31 >> shift), (2 ** 31 >> shift) - 1)
-                        handles[name].write((clipped << shift).astype(np.int32))
-                    else:
-                        handles[name].write(data)
+                if found:
+                    block = {name: _silence(data, position, rate, found, name, self.names, reach)
+                             for name, data in block.items()}
+                for future in pending:
+                    future.result()
+                if pool is None:
+                    for name, data in block.items():
+                        write(name, data)
+                else:
+                    pending = [pool.submit(write, name, data) for name, data in block.items()]
                 position += count
+            for future in pending:
+                future.result()
             if found is not None:
                 damage = merge_spans(found)
             if position < self.manifest.frames and salvage:

@@ -9,8 +9,8 @@ kernel releases when the owner dies however it dies; the next command that makes
 folder in the same place first removes every sibling whose owner PID is gone and whose lock it
 can take. Both conditions are checked: a PID alone may be reused, or belong to another PID
 namespace sharing the folder, and a lock alone is not yet taken in the instant after the
-folder is created. The final file is written inside the scratch folder too, so a killed
-command leaves no partial output either.
+folder is created. The final files are written inside the scratch folder too (the encoder's
+.snc, the decoder's WAVs), so a killed command leaves no partial output either.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ try:
 except ImportError:  # (not POSIX: only the owner's PID is checked)
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["SCRATCH_PREFIX", "publish", "scratch_folder", "sweep_scratch"]
+__all__ = ["SCRATCH_PREFIX", "publish", "publish_all", "scratch_folder", "sweep_scratch"]
 
 SCRATCH_PREFIX = ".snc-"
 _LOCK_NAME = ".owner.lock"
@@ -116,19 +116,31 @@ def publish(folder: Path, target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a path inside the scratch ``folder`` (beside ``target``); when the block succeeds,
     sync it and rename it onto ``target`` in one step (a reader sees the old file or the whole
     new one, never a part). On failure the file goes with the folder."""
-    target = Path(target)
-    partial = folder / f"output{''.join(target.suffixes[-1:])}"
-    yield partial
-    os.chmod(partial, new_file_mode())
-    descriptor = os.open(partial, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-    os.replace(partial, target)
-    with contextlib.suppress(OSError):  # (some file systems cannot sync a folder)
-        descriptor = os.open(target.parent, os.O_RDONLY)
+    with publish_all(folder, [target]) as (partial,):
+        yield partial
+
+
+@contextlib.contextmanager
+def publish_all(folder: Path, targets: list[str | os.PathLike[str]]) -> Iterator[list[Path]]:
+    """``publish`` for several files: a path inside ``folder`` for each target; when the block
+    succeeds, every file is synced, then each renamed onto its target (all or none appear)."""
+    targets = [Path(target) for target in targets]
+    partials = [folder / f"output{index}{''.join(target.suffixes[-1:])}" for index, target in enumerate(targets)]
+    yield list(partials)
+    mode = new_file_mode()
+    for partial in partials:
+        os.chmod(partial, mode)
+        descriptor = os.open(partial, os.O_RDONLY)
         try:
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
+    for partial, target in zip(partials, targets, strict=True):
+        os.replace(partial, target)
+    for parent in {target.parent for target in targets}:
+        with contextlib.suppress(OSError):  # (some file systems cannot sync a folder)
+            descriptor = os.open(parent, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)

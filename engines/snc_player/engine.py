@@ -11,7 +11,9 @@ to seconds at the transport's tempo (a constant-tempo song).
 
 Transport: Start/Continue -> play from the DAW position, Stop -> pause (faded), locate (Song
 Position Pointer, OSC ``transport/locate``) -> seek, and every beat checks the drift between
-the DAW position and the player's and re-seeks beyond 80 ms. DAW loops arrive as locates. A
+the DAW position and the player's and re-seeks beyond 80 ms. A start at the place a stopped
+player was located to (within those 80 ms) plays what it decoded there at once, without a
+new seek (whose decoding would put the song behind the transport from its first buffer). DAW loops arrive as locates. A
 song loaded while the transport runs starts at the transport's position at once.
 Stems are addressed by their order in the file: ``gain_1`` .. ``gain_8``, ``mute_1`` ..
 ``mute_8`` (stems past the 8th keep their default). pyo runs one server per process, so a
@@ -234,9 +236,15 @@ class SncEngine(Engine):
         seconds = self._song_s(beats) + late_s
         duration = self.player.reader.manifest.duration_s
         if 0.0 <= seconds < duration:
+            if not self.player.playing and abs(self.player.located_s - seconds) <= self._tolerance_s():
+                return  # located there while stopped (decoded ahead): a seek would only start later
             self.player.seek(seconds)
         elif seconds >= duration:
             self.player.pause()
+
+    def _tolerance_s(self) -> float:
+        """The distance between the player and the transport that is not corrected."""
+        return _DRIFT_S + self.player.buffer_frames / self.player.rate
 
     def process(self, event: EngineInput) -> Sequence[EngineOutput]:
         if isinstance(event, Beat):
@@ -273,11 +281,10 @@ class SncEngine(Engine):
         """On a beat: join a running transport, or re-seek when the player drifted."""
         if self.player.seeking or not 0.0 <= expected_s < self.player.reader.manifest.duration_s:
             return
-        tolerance = _DRIFT_S + self.player.buffer_frames / self.player.rate
         if not self.player.playing:
             self.player.seek(expected_s)
             self.player.play()
-        elif abs(self.player.position_s - expected_s) > tolerance:
+        elif abs(self.player.position_s - expected_s) > self._tolerance_s():
             self.player.seek(expected_s)
 
     def status(self) -> dict[str, Any]:

@@ -63,7 +63,11 @@ class Player:
         self.last_seek_latency_s: float | None = None
         self.last_change_latency_s: float | None = None
         self._gain = 0.0  # transport fade: 0 silent .. 1 playing
-        self._seek_to: float | None = None
+        # A seek is asked by replacing ``_seek_asked`` (a new tuple, from any thread) and taken
+        # by the audio thread, which only marks it ``_seek_taken``: no write of one side can undo
+        # the other's, so a seek asked while the audio thread takes the one before is never lost.
+        self._seek_asked: tuple[float] | None = None
+        self._seek_taken: tuple[float] | None = None
         self._seek_asked_s = 0.0
         self._change_asked_s: float | None = None
         self._seen_changes = self.pipeline.mixer.changes
@@ -164,7 +168,7 @@ class Player:
         if not 0.0 <= seconds < self.reader.manifest.duration_s:
             raise ParameterError(f"seek to {seconds} s is outside 0..{self.reader.manifest.duration_s:.3f} s")
         self._seek_asked_s = time.perf_counter()
-        self._seek_to = seconds
+        self._seek_asked = (seconds,)
 
     def set_loop(self, start_s: float | None, end_s: float | None) -> None:
         """Loop [start_s, end_s) gaplessly (None: no loop); takes effect at the next seek."""
@@ -196,11 +200,18 @@ class Player:
     @property
     def seeking(self) -> bool:
         """A seek was asked for and the new position is not playing yet."""
-        return self._seek_to is not None or self._awaiting_seek_frame is not None
+        return self._seek_asked is not self._seek_taken or self._awaiting_seek_frame is not None
 
     @property
     def position_s(self) -> float:
+        """The song time of the audio played last (after a seek: its target until it plays)."""
         return self.stream.position_frames / self.rate
+
+    @property
+    def located_s(self) -> float:
+        """Where the player goes on from: the target of a seek not taken yet, else ``position_s``."""
+        asked = self._seek_asked
+        return asked[0] if asked is not self._seek_taken and asked is not None else self.position_s
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -237,13 +248,13 @@ class Player:
             if self._change_asked_s is not None:
                 self.last_change_latency_s = now - self._change_asked_s
                 self._change_asked_s = None
-        seek_to = self._seek_to
-        target = 1.0 if self.playing and seek_to is None else 0.0
+        asked = self._seek_asked
+        target = 1.0 if self.playing and asked is self._seek_taken else 0.0
         if self._gain == 0.0 and target == 0.0:
-            if seek_to is not None:
-                self._seek_to = None
-                self.stream.start(seek_to)
+            if asked is not self._seek_taken:
+                self.stream.start(asked[0])
                 self._awaiting_seek_frame = self.stream.position_frames
+                self._seek_taken = asked  # (after the line above: ``seeking`` stays true throughout)
             self._feed.write(None)
             return
         item = self.stream.read(n)
@@ -251,6 +262,9 @@ class Player:
             if self.stream.ended and not self.finished.is_set():
                 self.finished.set()
                 self.playing = False
+            # Silence went out: what plays next fades in, and a seek waits for no more audio
+            # of the old position (after the song's end none would ever come).
+            self._gain = 0.0
             self._feed.write(None)
             return
         first, block = item

@@ -109,7 +109,7 @@ class StemStream:
         try:
             for seg_start, duration in self._segments(start_s):
                 frame = int(round(seg_start * self.rate))
-                for block in self.reader.blocks(self.block_frames, seg_start, duration):
+                for block in self.reader.blocks(self.block_frames, seg_start, duration, cancel=stop):
                     while not stop.is_set():
                         try:
                             out.put((frame, block), timeout=0.05)
@@ -119,6 +119,8 @@ class StemStream:
                     if stop.is_set():
                         return
                     frame += block["master"].shape[0]
+                if stop.is_set():  # (the reader saw it first and ended early)
+                    return
         except CodecError as exc:
             self.error = str(exc)
         except Exception as exc:  # noqa: BLE001 - the decoder thread's boundary: report, end the stream

@@ -4,6 +4,8 @@ Sequence = [condition] + L melody positions + L harmony positions. Melody i and 
 share sinusoidal position i; a segment embedding tells the halves apart. The per-step
 valence/arousal (affective adapter) is projected and added to the harmony embeddings; the
 style embedding (global anchor) is added to every position. Logits come from the harmony half.
+``ModelConfig.encoder = "melody"`` drops the harmony half (an experiment: a tagger for the
+one-call task, ``experiments/allmasked.py``); the graph keeps the same inputs and output.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ class ModelConfig:
     vocab_size: int = VOCAB_SIZE
     num_styles: int = 3
     condition_dim: int = TIME_SIGNATURE_DIM
+    # "joint": condition + melody + harmony positions (the masked model); "melody": condition +
+    # melody positions only, the chord of each position read off its melody position (a tagger
+    # trained on the one-call task: chord and affect inputs are accepted and not read)
+    encoder: str = "joint"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +84,8 @@ class Harmonizer(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
+        if config.encoder not in ("joint", "melody"):
+            raise ValueError(f"encoder must be 'joint' or 'melody', got {config.encoder!r}")
         if config.d_model % config.heads:
             raise ValueError(f"d_model {config.d_model} not divisible by heads {config.heads}")
         self.config = config
@@ -105,6 +113,8 @@ class Harmonizer(nn.Module):
         length = harmony.shape[1]
         positions = self.positions[:length][None]
         melody_h = self.melody_in(melody) + positions + self.segment.weight[1]
+        if self.config.encoder == "melody":
+            return self._tag(melody_h, va, style, condition)
         harmony_h = self.harmony_in(harmony) + self.affect_in(va) + positions + self.segment.weight[2]
         condition_h = (self.condition_in(condition) + self.segment.weight[0])[:, None, :]
         hidden = torch.cat([condition_h, melody_h, harmony_h], dim=1) + self.style_in(style)[:, None, :]
@@ -113,6 +123,17 @@ class Harmonizer(nn.Module):
             hidden = block(hidden)
         # the head reads the harmony half only, so the last block computes only that half
         return self.head(self.norm(self.blocks[-1](hidden, queries_from=1 + length)))
+
+    def _tag(self, melody_h: torch.Tensor, va: torch.Tensor, style: torch.Tensor,
+             condition: torch.Tensor) -> torch.Tensor:
+        """Melody-only encoder: logits at every melody position. ``va`` enters multiplied by zero,
+        so the graph keeps the shared inputs without reading them."""
+        condition_h = (self.condition_in(condition) + self.segment.weight[0])[:, None, :]
+        hidden = torch.cat([condition_h, melody_h + 0.0 * self.affect_in(va)], dim=1) + self.style_in(style)[:, None, :]
+        hidden = self.dropout(hidden)
+        for block in self.blocks[:-1]:
+            hidden = block(hidden)
+        return self.head(self.norm(self.blocks[-1](hidden, queries_from=1)))
 
 
 def parameter_count(model: nn.Module) -> int:

@@ -3,7 +3,6 @@ block by block (bounded memory whatever the length), from the start or from any 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import os
@@ -19,12 +18,11 @@ from scipy import fft as sfft
 
 from core.errors import CodecError
 from engines.snc.avio import workers
-from engines.snc.integrity import Damage, ScanReport, merge_spans, packet_ms, scan
+from engines.snc.integrity import Damage, ScanReport, packet_ms, scan
 from engines.snc.manifest import LIMITS, Manifest, manifest_crc32
 from engines.snc.mastering import MasteringModel
 from engines.snc.pcm import INT_SCALE
 from engines.snc.planar import TrackBuffer
-from engines.snc.scratch import publish_all, scratch_folder
 from engines.snc.trackdecode import decode_chunk, decode_side_by_side
 
 __all__ = ["SncReader"]
@@ -366,95 +364,18 @@ class SncReader:
         return table[index].T.astype(np.float32)
 
     def decode_to_dir(self, out_dir: Path, salvage: bool = False) -> tuple[list[Path], list[Damage]]:
-        """DIR/master.wav and DIR/<stem>.wav, each written to a temporary name and renamed;
-        returns them and the damage found. The file is scanned first: a damaged file raises
-        CodecError before anything is written, unless ``salvage``: then the damaged spans are
-        silent (in their track and in the master, widened by the mastering filter's reach),
-        the output ends where the data ends, and the returned list says what is missing."""
-        out_dir = Path(out_dir)
-        if out_dir.exists() and not out_dir.is_dir():
-            raise CodecError(f"output {out_dir} is a file; name a folder")
-        names = ["master", *self.names[1:]]
-        self._refuse_self_overwrite([out_dir / f"{n}.wav" for n in names])
-        damage = list(self.scan().damage)
-        if damage and not salvage:
-            self.check_intact()
-        created = not out_dir.exists()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            return self._decode_into(out_dir, names, damage, salvage)
-        except BaseException:
-            if created and not any(out_dir.iterdir()):
-                out_dir.rmdir()  # (a folder this call made, left empty by the failure)
-            raise
+        """DIR/master.wav and DIR/<stem>.wav (``engines.snc.decode_dir``); returns them and the
+        damage found. A damaged file raises CodecError before anything is written, unless
+        ``salvage``: then the damaged spans are silent and the returned list says what is missing."""
+        from engines.snc.decode_dir import decode_to_dir
 
-    def _decode_into(self, out_dir: Path, names: list[str], damage: list[Damage],
-                     salvage: bool) -> tuple[list[Path], list[Damage]]:
-        import soundfile as sf
+        return decode_to_dir(self, Path(out_dir), salvage)
 
-        subtype = {"s16": "PCM_16", "s24": "PCM_24"}.get(self.manifest.sample_format, "FLOAT")
-        targets = [out_dir / f"{n}.wav" for n in names]
-        digests = {n: hashlib.sha256() for n in names}
-        rate = self.manifest.sample_rate
-        reach = (self.model.lookahead, self.model.history)
-        # written in a scratch folder a SIGKILLed decode cannot leave for good (scratch.py); the
-        # handles close (inner block) before the outputs are synced and renamed together
-        with scratch_folder(out_dir, "decode") as scratch, publish_all(scratch, targets) as temporaries, \
-                contextlib.ExitStack() as stack:
-            handles = {n: stack.enter_context(sf.SoundFile(str(p), "w", rate, self.manifest.channels, subtype,
-                                                           format="WAV")) for n, p in zip(names, temporaries)}
-            shift = 16 if self.manifest.sample_format == "s16" else 8
+    def expected_hashes(self) -> dict[str, str]:
+        """Track name -> SHA-256 of its PCM stored at encoding (lossless files; empty strings otherwise)."""
+        return {"master": self.manifest.master_sha256_pcm, **{s.name: s.sha256_pcm for s in self.manifest.stems}}
 
-            def write(name: str, data: np.ndarray) -> None:
-                if self.integer:
-                    digests[name].update(np.ascontiguousarray(data, dtype=np.int32))
-                    clipped = np.clip(data, -(2 ** 31 >> shift), (2 ** 31 >> shift) - 1)
-                    handles[name].write((clipped << shift).astype(np.int32))
-                else:
-                    handles[name].write(data)
-
-            # Each file is written on a thread of its own while the next block decodes (libsndfile,
-            # hashlib and numpy release the GIL); a file's blocks are written one after the other.
-            # (The pool is entered last: it finishes every write before the handles close.)
-            threads = min(self.threads, len(names))
-            pool = stack.enter_context(ThreadPoolExecutor(threads, thread_name_prefix="snc-write")) \
-                if threads > 1 else None
-            pending: list = []
-            position = 0
-            found = list(damage) if salvage else None
-            for block in self.blocks(integer=self.integer, salvage=found):
-                count = next(iter(block.values())).shape[0]
-                if found:
-                    block = {name: _silence(data, position, rate, found, name, self.names, reach)
-                             for name, data in block.items()}
-                for future in pending:
-                    future.result()
-                if pool is None:
-                    for name, data in block.items():
-                        write(name, data)
-                else:
-                    pending = [pool.submit(write, name, data) for name, data in block.items()]
-                position += count
-            for future in pending:
-                future.result()
-            if found is not None:
-                damage = merge_spans(found)
-            if position < self.manifest.frames and salvage:
-                damage.append(Damage(-1, "all", round(position / rate, 3), round(self.manifest.duration_s, 3),
-                                     "no data: the outputs end here"))
-            if self.integer and not damage:
-                expected = {"master": self.manifest.master_sha256_pcm,
-                            **{s.name: s.sha256_pcm for s in self.manifest.stems}}
-                bad = [n for n in names if expected.get(n) and digests[n].hexdigest() != expected[n]]
-                if bad and not salvage:
-                    raise CodecError(f"{self.path}: lossless tracks {bad} decode to PCM that does not match the "
-                                     "hashes stored at encoding: the file is corrupt")
-                for name in bad:
-                    damage.append(Damage(names.index(name), name, 0.0, round(self.manifest.duration_s, 3),
-                                         "PCM hash mismatch somewhere in the track"))
-        return targets, damage
-
-    def _refuse_self_overwrite(self, outputs: list[Path]) -> None:
+    def refuse_self_overwrite(self, outputs: list[Path]) -> None:
         source = self.path.resolve()
         for output in outputs:
             if output.resolve() == source or (output.exists() and os.path.samefile(output, self.path)):
@@ -478,8 +399,7 @@ class SncReader:
             except CodecError as exc:
                 damage.append(Damage(-1, "all", 0.0, round(self.manifest.duration_s, 3), str(exc)))
             if decoded and self.integer:
-                expected = {"master": self.manifest.master_sha256_pcm,
-                            **{s.name: s.sha256_pcm for s in self.manifest.stems}}
+                expected = self.expected_hashes()
                 for index, name in enumerate(names):
                     if expected.get(name) and digests[name].hexdigest() != expected[name]:
                         damage.append(Damage(index if index else -1, name, 0.0, round(self.manifest.duration_s, 3),
@@ -503,26 +423,3 @@ class SncReader:
                 "loudness_lufs": m.loudness_lufs,
                 "contexts": sorted(m.contexts), "mix_track": m.mix,
                 "limits": {k: v for k, v in LIMITS.items()}}
-
-
-def _silence(data: np.ndarray, position: int, rate: int, damage: list[Damage], name: str, tracks: list[str],
-             reach: tuple[int, int]) -> np.ndarray:
-    """``data`` (frames from ``position``) with the damaged spans zeroed: a track's own spans;
-    in the master every track's spans, widened by the mastering filter's look-ahead before and
-    history after (the frames the damaged data reaches through the filter)."""
-    end = position + data.shape[0]
-    out = data
-    for item in damage:
-        if item.track >= len(tracks):
-            continue  # the mix track: not part of decoding
-        if name != "master" and (item.track < 0 or tracks[item.track] != name) and item.track != -1:
-            continue
-        lo, hi = int(item.start_s * rate), int(math.ceil(item.end_s * rate))
-        if name == "master":
-            lo, hi = lo - reach[0], hi + reach[1]
-        if hi <= position or lo >= end or hi <= lo:
-            continue
-        if out is data:
-            out = data.copy()
-        out[max(lo, position) - position:min(hi, end) - position] = 0
-    return out

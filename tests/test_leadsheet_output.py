@@ -128,8 +128,9 @@ def test_temperature_zero_takes_the_most_likely_allowed_token():
 
 
 def waltz(path):
-    """A 3/4 tune in F major on a track named 'Flute', written with mido."""
-    tune = [65, 69, 72, 70, 69, 67, 65, 67, 69, 70, 72, 74, 72, 70, 69, 67, 64, 65, 67, 69, 70, 69, 67, 65]
+    """A 3/4 tune in F major on a track named 'Flute', written with mido: eight bars of
+    F, Bb and C7 arpeggios (I, IV, V7), so a harmonizer has several chords to write."""
+    tune = [65, 69, 72, 70, 74, 77, 69, 72, 74, 72, 70, 67, 64, 67, 70, 69, 67, 64, 65, 67, 69, 67, 64, 65]
     track = mido.MidiTrack([mido.MetaMessage("track_name", name="Flute"),
                             mido.MetaMessage("time_signature", numerator=3, denominator=4),
                             mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(120))])

@@ -104,6 +104,20 @@ def _last_val(log_path: Path, step: int) -> dict:
     return record
 
 
+def _warm_start(args: dict) -> str | None:
+    """The weights a run started from: a checkpoint (``--init``) or an exported model (``--init-onnx``)."""
+    for key in ("init", "init_onnx"):
+        if args.get(key) not in (None, "None"):
+            return portable(args[key])
+    return None
+
+
+def _trainer_shares(checkpoint: dict) -> dict:
+    """The batch shares the trainer logged (a trainer that samples its own batches, e.g. allmasked)."""
+    shares = checkpoint.get("data", {}).get("batch_share_by_source")
+    return {"batch_share_by_source": shares} if shares else {}
+
+
 def _live_example(feed: dict[str, np.ndarray], live_length: int) -> dict[str, np.ndarray]:
     """The parity window cut to its first `live_length` positions, the last one masked (a live call)."""
     short = {key: (value[:, :live_length] if value.ndim > 1 and key != "condition" else value)
@@ -216,12 +230,11 @@ def export_checkpoint(
             "total_steps": checkpoint["total_steps"],
             "finished": checkpoint["step"] >= checkpoint["total_steps"],
             "checkpoint": portable(Path(checkpoint_path).resolve()),
-            "warm_start_from": (portable(checkpoint["args"].get("init"))
-                                if checkpoint["args"].get("init") not in (None, "None") else None),
+            "warm_start_from": _warm_start(checkpoint["args"]),
             "args": {key: portable(value) for key, value in checkpoint["args"].items()},
         },
         "data": (summary(load_raw(cache), grid) if data_name == "classical" else training.summary()
-                 | {"splits": _leadsheet_splits(training.sources, splits_dir)})
+                 | _trainer_shares(checkpoint) | {"splits": _leadsheet_splits(training.sources, splits_dir)})
         | {"sources": {name: _SOURCES[name] for name in training.sources}},
         "validation": {"logged": val_record, "at_export": evaluate(model, val),
                        # without affect, as a user who sets none runs it (the labels are read from the chords)

@@ -155,7 +155,10 @@ def test_a_knob_sets_a_parameter_and_controller_notes_never_reach_the_engines(st
     peer.send([0x80, 76, 0])
     knobs.send(0xB0, 70, 0)  # -> velocity 1 (the declared minimum)
     assert wait_until(lambda: 1 in osc.values("/scorebridge/rule/velocity"))
-    assert peer.wait_for(lambda: not peer.sounding(), 3.0)  # released after a beat of silence
+    # released after a beat of silence (the message says what the bridge was doing if not)
+    assert peer.wait_for(lambda: not peer.sounding(), 3.0), (peer.sounding(), peer.notes()[-8:],
+                                                             status(bridge)["transport"],
+                                                             status(bridge)["engines"]["rule"])
     before = len(peer.notes())
     peer.send([0x90, 76, 100])  # the same melody note again: the chord now has the new velocity
     assert peer.wait_for(lambda: len(peer.notes()) - before >= 3, 2.0), peer.notes()

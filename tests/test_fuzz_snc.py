@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.errors import CodecError
-from engines.snc import SncReader, encode
+from engines.snc import SncReader
 from engines.snc.manifest import Manifest
 from tests.test_hardening_snc import remux
-from tests.test_snc import write_song
+from tests.test_snc import encode_both_modes
 
 EXAMPLES = int(os.environ.get("SCOREBRIDGE_FUZZ_EXAMPLES", "0")) or None
 
@@ -38,14 +38,7 @@ def fuzz(ci_examples: int):
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("fuzz")
-    song = write_song(folder, seconds=1.5)
-    stems = {k: v for k, v in song.items() if k != "master"}
-    out = {}
-    for mode in ("lossless", "transparent"):
-        out[mode] = folder / f"{mode}.snc"
-        encode(song["master"], stems, out[mode], mode)
-    return out
+    return encode_both_modes(tmp_path_factory.mktemp("fuzz"), 1.5)
 
 
 @pytest.fixture(scope="module")

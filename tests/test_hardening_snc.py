@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import av
@@ -518,6 +519,26 @@ def _scratch(folder: Path) -> list[Path]:
     return sorted(folder.glob(".snc-*"))
 
 
+def _sigkill_when(args: list[str], out: Path, seen: Callable[[], bool], poll_s: float) -> bool:
+    """Run the command and SIGKILL it as soon as ``seen()``; up to three tries, since the command
+    may finish before the poll sees it mid-work (what a finished try wrote in OUT is removed).
+    Whether a try was killed."""
+    for _ in range(3):
+        process = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            if seen():
+                process.kill()
+                break
+            time.sleep(poll_s)
+        process.wait(timeout=30)
+        if process.returncode == -signal.SIGKILL:
+            return True
+        for path in out.iterdir():
+            path.unlink()
+    return False
+
+
 def test_a_sigkilled_encode_leaves_nothing_once_the_next_encode_ran(tmp_path):
     """SIGKILL runs no cleanup: the killed encoder's scratch folder stays until the next SNC
     command writing there sweeps it (its owner is dead and its lock free); no partial .snc
@@ -527,20 +548,8 @@ def test_a_sigkilled_encode_leaves_nothing_once_the_next_encode_ran(tmp_path):
     out.mkdir()
     args = [sys.executable, "-m", "bridge", "snc", "encode", "--master", str(song["master"]),
             "--stem", f"vocals={song['vocals']}", "--stem", f"drums={song['drums']}", "-o", str(out / "x.snc")]
-    for _ in range(3):  # (the encoder may finish before the poll sees a coded stem)
-        process = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
-        while process.poll() is None and time.monotonic() < deadline:
-            if any(folder.glob("stem*.mka") for folder in _scratch(out)):  # mid-encode: a stem is being coded
-                process.kill()
-                break
-            time.sleep(0.005)
-        process.wait(timeout=30)
-        if process.returncode == -signal.SIGKILL:
-            break
-        for path in out.iterdir():
-            path.unlink()
-    else:
+    # mid-encode: a stem is being coded
+    if not _sigkill_when(args, out, lambda: any(folder.glob("stem*.mka") for folder in _scratch(out)), 0.005):
         pytest.skip("snc encode finished three times before a coded stem was seen")
     left = _scratch(out)
     assert left and not (out / "x.snc").exists(), sorted(out.iterdir())  # what the kill left
@@ -557,20 +566,9 @@ def test_a_sigkilled_decode_leaves_no_partial_wav_and_the_next_decode_sweeps_its
     out = tmp_path / "out"
     out.mkdir()
     args = [sys.executable, "-m", "bridge", "snc", "decode", str(long_file), "-o", str(out)]
-    for _ in range(3):  # (the decode may finish before the poll sees a WAV being written)
-        process = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 120
-        while process.poll() is None and time.monotonic() < deadline:
-            if any(p.is_file() and p.stat().st_size > 100_000 for p in out.rglob("*")):  # a WAV being written
-                process.kill()
-                break
-            time.sleep(0.002)
-        process.wait(timeout=30)
-        if process.returncode == -signal.SIGKILL:
-            break
-        for path in out.iterdir():
-            path.unlink()
-    else:
+    # a WAV being written
+    if not _sigkill_when(args, out, lambda: any(p.is_file() and p.stat().st_size > 100_000 for p in out.rglob("*")),
+                         0.002):
         pytest.skip("snc decode finished three times before a WAV was seen being written")
     left = _scratch(out)
     assert [p.name for p in out.iterdir()] == [p.name for p in left] and left[0].name.startswith(".snc-decode-")

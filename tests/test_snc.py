@@ -43,6 +43,17 @@ def write_song(folder: Path, seconds: float = 3.0, subtype: str = "PCM_16") -> d
     return paths
 
 
+def encode_both_modes(folder: Path, seconds: float) -> dict[str, Path]:
+    """``write_song`` in ``folder``, encoded once per mode: mode -> FOLDER/<mode>.snc."""
+    song = write_song(folder, seconds=seconds)
+    stems = {k: v for k, v in song.items() if k != "master"}
+    out = {}
+    for mode in ("lossless", "transparent"):
+        out[mode] = folder / f"{mode}.snc"
+        encode(song["master"], stems, out[mode], mode)
+    return out
+
+
 @pytest.fixture(scope="module")
 def song(tmp_path_factory) -> dict[str, Path]:
     return write_song(tmp_path_factory.mktemp("song"))

@@ -13,23 +13,16 @@ import pytest
 import soundfile as sf
 
 from core.errors import CodecError
-from engines.snc import SncReader, encode, trackdecode
+from engines.snc import SncReader, trackdecode
 from tests.test_hardening_snc import cli, remux
-from tests.test_snc import write_song
+from tests.test_snc import encode_both_modes
 
 SECONDS = 9.0  # several batches of every track in flight (trackdecode.BATCH_PACKETS, DEPTH)
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, object]:
-    folder = tmp_path_factory.mktemp("threads")
-    song = write_song(folder, seconds=SECONDS)
-    stems = {k: v for k, v in song.items() if k != "master"}
-    out = {}
-    for mode in ("lossless", "transparent"):
-        out[mode] = folder / f"{mode}.snc"
-        encode(song["master"], stems, out[mode], mode)
-    return out
+    return encode_both_modes(tmp_path_factory.mktemp("threads"), SECONDS)
 
 
 def _decoded(path, threads: int, **options) -> dict[str, np.ndarray]:

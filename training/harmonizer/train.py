@@ -32,7 +32,8 @@ from .curriculum import CURRICULA, apply_to_batch, curriculum_mask
 from .model import Harmonizer, ModelConfig, parameter_count
 from .sources import DATA_CHOICES, SPLITS_DIR, TrainingData, load_training_data
 
-__all__ = ["evaluate", "evaluate_by_source", "load_checkpoint", "add_data_options", "default_out", "main"]
+__all__ = ["evaluate", "evaluate_by_source", "load_checkpoint", "add_data_options", "add_model_options",
+           "default_out", "main"]
 
 
 def _batch_tensors(
@@ -143,18 +144,23 @@ def _save(path: Path, payload: dict) -> None:
     temporary.replace(path)
 
 
-def add_training_options(parser: argparse.ArgumentParser) -> None:
-    """Model size and optimiser options, shared with the lockstep trainer."""
-    parser.add_argument("--length", type=int, default=80)
+def add_model_options(parser: argparse.ArgumentParser, lr: float = 5e-4) -> None:
+    """Model size and optimiser options, shared with the lockstep trainer and the experiments."""
     parser.add_argument("--d-model", type=int, default=96)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--feedforward", type=int, default=384)
     parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr", type=float, default=lr)
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--weight-decay", type=float, default=0.01)
+
+
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """``add_model_options`` plus the window length, evaluation and checkpoint intervals."""
+    parser.add_argument("--length", type=int, default=80)
+    add_model_options(parser)
     parser.add_argument("--eval-every", type=int, default=500)
     parser.add_argument("--checkpoint-minutes", type=float, default=4.0)
 

@@ -35,7 +35,7 @@ from engines.harmonizer.vocab import PAD, VOCAB_SIZE
 from ..curriculum import apply_to_batch
 from ..model import Harmonizer, ModelConfig, parameter_count
 from ..sources import load_training_data
-from ..train import _batch_tensors, _learning_rate, _save, evaluate
+from ..train import _batch_tensors, _learning_rate, _save, add_model_options, evaluate
 
 CURRICULUM = "allmasked"
 _CLASS_OF = labels(np.arange(VOCAB_SIZE), "majmin")
@@ -141,15 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--score-onnx", help="only print the validation accuracies of this exported model")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--weights", default="openewld=1,pop909=2", help="share of the batches per source")
-    parser.add_argument("--d-model", type=int, default=96)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--feedforward", type=int, default=384)
-    parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--warmup", type=int, default=300)
-    parser.add_argument("--weight-decay", type=float, default=0.01)
+    add_model_options(parser, lr=1e-3)
     parser.add_argument("--encoder", choices=("joint", "melody"), default="joint",
                         help="joint: the shipped masked model; melody: condition + melody positions only")
     parser.add_argument("--class-weight", type=float, default=0.0)

@@ -60,6 +60,13 @@ def status(bridge) -> dict:
     return json.loads(out.stdout)
 
 
+def output_state(bridge) -> dict:
+    """What the bridge itself holds on its output (for a failure message: a note the peer still
+    hears while the bridge tracks none was lost on the way, not left sounding by the bridge)."""
+    full = status(bridge)
+    return {key: full[key] for key in ("notes_sounding", "midi_out", "scheduler", "transport")}
+
+
 def test_melody_with_clock_gets_diatonic_harmony_below_it_on_the_beat(start_bridge, peer_for):
     bridge = start_bridge()
     peer = peer_for(bridge)

@@ -25,6 +25,7 @@ from benchmarks.jack_tools import connect, flood_pattern, midiseq
 from core.events import ControlChange, NoteOff, NoteOn
 from tests.jackutil import ROOT
 from tests.peer import Bridge
+from tests.test_bridge_live import output_state
 
 # The bounded queues are imported inside the tests, so that the live tests also run (and
 # fail) on a bridge that has none.
@@ -296,7 +297,7 @@ def test_after_a_flood_no_note_hangs(start_bridge, peer_for):
         seq.terminate()
         seq.wait(timeout=5)
     # The slow engine works off what it queued (a second or two at most), then nothing sounds.
-    assert peer.wait_for(lambda: not peer.sounding(), 6.0), sorted(peer.sounding())[:10]
+    assert peer.wait_for(lambda: not peer.sounding(), 6.0), (sorted(peer.sounding())[:10], output_state(bridge))
 
 
 @pytest.mark.jack

@@ -145,7 +145,7 @@ def test_a_knob_sets_a_parameter_and_controller_notes_never_reach_the_engines(st
     knobs.send(0xF8)
     knobs.send(0xB0, 70, 127)  # knob 1 -> rule/velocity 127
     assert wait_until(lambda: 127 in osc.values("/scorebridge/rule/velocity"))
-    from tests.test_bridge_live import status
+    from tests.test_bridge_live import output_state, status
 
     counters = status(bridge)["control"]["counters"]
     assert counters["ignored"] == 2 and counters["applied"] == 1 and counters["unmapped"] == 1
@@ -156,8 +156,7 @@ def test_a_knob_sets_a_parameter_and_controller_notes_never_reach_the_engines(st
     knobs.send(0xB0, 70, 0)  # -> velocity 1 (the declared minimum)
     assert wait_until(lambda: 1 in osc.values("/scorebridge/rule/velocity"))
     # released after a beat of silence (the message says what the bridge was doing if not)
-    assert peer.wait_for(lambda: not peer.sounding(), 3.0), (peer.sounding(), peer.notes()[-8:],
-                                                             status(bridge)["transport"],
+    assert peer.wait_for(lambda: not peer.sounding(), 3.0), (peer.sounding(), peer.notes()[-8:], output_state(bridge),
                                                              status(bridge)["engines"]["rule"])
     before = len(peer.notes())
     peer.send([0x90, 76, 100])  # the same melody note again: the chord now has the new velocity

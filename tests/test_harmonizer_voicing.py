@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 
 from core.events import Note
-from engines.harmonizer.voicing import Voicing, VoicingConfig, render, voice_chord
+from engines.harmonizer.voicing import Voicing, VoicingConfig, _within_span, render, voice_chord
 
 C, F, G = (0, 4, 7), (5, 9, 0), (7, 11, 2)
 THREE = VoicingConfig(voices=3, bass=False)
@@ -96,3 +97,12 @@ def test_render_styles():
     assert render(Voicing(()), "pad", 0.0, 1.0) == []
     with pytest.raises(ValueError, match="voicing style"):
         render(voicing, "waltz", 0.0, 1.0)
+
+
+def test_within_span_is_the_span_filtered_combinations_in_their_order():
+    rng = random.Random(5)
+    for _ in range(300):
+        candidates = sorted(rng.sample(range(30, 90), rng.randint(1, 14)))
+        voices, span = rng.randint(1, 6), rng.randint(0, 24)
+        expected = [c for c in itertools.combinations(candidates, voices) if voices == 1 or c[-1] - c[0] <= span]
+        assert list(_within_span(candidates, voices, span)) == expected

@@ -26,9 +26,9 @@ import numpy as np
 from core.engine import Engine, EngineContext, LazyParams, Param
 from core.errors import EngineError, ParameterError
 from core.events import Beat, EngineInput, EngineOutput, Note, NoteOff, NoteOn, Send, TransportChange
+from core.keys import key_correlations
 from core.tuning import preset_names, preset_pitch_classes
 
-from .affect import MAJOR_PROFILE, MINOR_PROFILE, detect_key
 from .clip import clip_grid
 from .decode import STRATEGIES
 from .harmonize import ENDINGS, RHYTHMS, beat_grid, chord_root, next_chords, parse_key
@@ -303,18 +303,18 @@ class LearnedHarmonizer(Engine):
         fixed = parse_key(self.param("key"))
         if fixed is not None:
             return fixed
-        histogram = np.zeros(12)
+        histogram = [0.0] * 12
         for pitch, weight in pitches:
             histogram[pitch % 12] += weight
-        tonic, mode, best = detect_key(histogram)
+        correlations = key_correlations(histogram)  # 12 major keys, then 12 minor
+        code = int(np.argmax(correlations))
+        found = (code % 12, "minor" if code >= 12 else "major")
         if self.live_key is None or len(pitches) < 4:
-            self.live_key = (tonic, mode)
-        elif (tonic, mode) != self.live_key:
-            profile = MAJOR_PROFILE if self.live_key[1] == "major" else MINOR_PROFILE
-            current = float(np.corrcoef(histogram, np.roll(profile, self.live_key[0]))[0, 1]) \
-                if histogram.std() > 0 else 0.0
-            if best > current + KEY_SWITCH_MARGIN:
-                self.live_key = (tonic, mode)
+            self.live_key = found
+        elif found != self.live_key:
+            current = correlations[self.live_key[0] + (12 if self.live_key[1] == "minor" else 0)]
+            if correlations[code] > current + KEY_SWITCH_MARGIN:
+                self.live_key = found
         return self.live_key
 
     def _decide(self, beat: int, now_beats: float, metre: LiveMetre) -> Sequence[EngineOutput]:
@@ -334,8 +334,8 @@ class LearnedHarmonizer(Engine):
         grid = beat_grid(notes, length / metre.steps, steps)
         beat_of = first + np.arange(steps) // metre.steps
         bars = ((beat_of % per_bar == 0) & (np.arange(steps) % metre.steps == 0)).astype(np.uint8)
-        chords = np.array([self.chords.get(int(b), NC) for b in beat_of], dtype=np.int64)
-        chords[beat_of == beat] = MASK
+        chords = np.repeat(np.array([self.chords.get(b, NC) for b in range(first, beat)] + [MASK], dtype=np.int64),
+                           metre.steps)
         va = np.tile(np.float32([self.param("valence"), self.param("arousal")]), (steps, 1))
         key = self._key([(p, max(0.1, e - s)) for p, s, e in notes])
         tokens = next_chords(model, grid, bars, chords, key, va, self.param("style"),

@@ -8,6 +8,7 @@ chords are transposed back to the melody's key.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -363,14 +364,15 @@ def beat_grid(notes: list[tuple[int, float, float]], step_quarters: float, steps
     per_step = round(step_quarters * 4)
     if per_step < 1 or abs(per_step - step_quarters * 4) > 1e-9:
         raise ValueError(f"a grid step of {step_quarters} quarters is not a whole number of 16ths")
-    sixteenths = np.full((steps * per_step, 1), -1, dtype=np.int64)
+    size = steps * per_step
+    sixteenths = [-1] * size  # (a list: a live decision fills a few dozen 16ths from a few notes)
     for pitch, start, end in notes:
-        first = int(np.floor(start * 4 + 1e-6))
-        last = max(first + 1, int(np.ceil(end * 4 - 1e-6)))
-        first, last = max(0, first), min(len(sixteenths), last)
-        if first < last:
-            sixteenths[first:last, 0] = np.maximum(sixteenths[first:last, 0], pitch)
-    return sixteenths.reshape(steps, per_step)
+        first = math.floor(start * 4 + 1e-6)
+        last = max(first + 1, math.ceil(end * 4 - 1e-6))
+        for index in range(max(0, first), min(size, last)):
+            if sixteenths[index] < pitch:
+                sixteenths[index] = pitch
+    return np.array(sixteenths, dtype=np.int64).reshape(steps, per_step)
 
 
 def next_chords(

@@ -191,10 +191,23 @@ def nearest_token(pitch_classes: Iterable[int], bass: int | None = None) -> int:
     return int(nearest_tokens(bitmap, bass_pc)[0])
 
 
-def transpose_tokens(tokens: np.ndarray, semitones: int) -> np.ndarray:
-    """Move every chord token's root by `semitones`; specials are unchanged."""
-    tokens = np.asarray(tokens, dtype=np.int64)
-    chord = (tokens >= NUM_SPECIALS) & (tokens < VOCAB_SIZE)
+def _transpositions() -> np.ndarray:
+    """[12, VOCAB_SIZE]: row s maps every token to the token moved up s semitones."""
+    tokens = np.arange(VOCAB_SIZE, dtype=np.int64)
     root, quality = np.divmod(tokens - NUM_SPECIALS, NUM_QUALITIES)
-    moved = NUM_SPECIALS + ((root + semitones) % 12) * NUM_QUALITIES + quality
-    return np.where(chord, moved, tokens)
+    table = np.array([NUM_SPECIALS + ((root + s) % 12) * NUM_QUALITIES + quality for s in range(12)])
+    table[:, :NUM_SPECIALS] = tokens[:NUM_SPECIALS]
+    return table
+
+
+_TRANSPOSITIONS = _transpositions()
+
+
+def transpose_tokens(tokens: np.ndarray, semitones: int) -> np.ndarray:
+    """Move every chord token's root by `semitones`; specials (and values outside the
+    vocabulary) are unchanged. One table lookup: the live harmonizer does this twice a decision."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    inside = (tokens >= 0) & (tokens < VOCAB_SIZE)
+    if inside.all():
+        return _TRANSPOSITIONS[int(semitones) % 12][tokens]
+    return np.where(inside, _TRANSPOSITIONS[int(semitones) % 12][np.where(inside, tokens, 0)], tokens)

@@ -9,8 +9,9 @@ styles: block (struck on every beat), pad (held for the whole span), arpeggio, c
 
 from __future__ import annotations
 
+import bisect
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from core.events import Note
@@ -78,6 +79,19 @@ def _movement(combo: tuple[int, ...], previous: tuple[int, ...]) -> float:
     return float(sum(min(abs(a - b) for b in previous) for a in combo))
 
 
+def _within_span(candidates: list[int], voices: int, max_span: int) -> Iterator[tuple[int, ...]]:
+    """``itertools.combinations(candidates, voices)`` (ascending candidates), in the same order,
+    without the combinations wider than ``max_span`` (any width for one voice): each lowest note
+    is combined only with the notes within the span above it."""
+    if voices == 1:
+        yield from itertools.combinations(candidates, 1)
+        return
+    for index, lowest in enumerate(candidates):
+        end = bisect.bisect_right(candidates, lowest + max_span, index + 1)
+        for rest in itertools.combinations(candidates[index + 1:end], voices - 1):
+            yield (lowest, *rest)
+
+
 def _upper_voices(
     root: int,
     pitch_classes: tuple[int, ...],
@@ -95,10 +109,8 @@ def _upper_voices(
     weights = tone_weights(root, pitch_classes, config.bass)
     best: tuple[int, ...] = ()
     best_cost = float("inf")
-    for combo in itertools.combinations(candidates, voices):
+    for combo in _within_span(candidates, voices, config.max_span):
         span = combo[-1] - combo[0]
-        if span > config.max_span and voices > 1:
-            continue
         present = {p % 12 for p in combo}
         missing = sum(w for pc, w in weights.items() if pc not in present)
         doubled = voices - len(present)

@@ -66,7 +66,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--register", choices=("prompt", "free"), default="prompt",
         help="prompt (default): each hand stays within 5 semitones of the prompt's lowest and highest "
-        "note of that hand; free: right hand 48..108, left 21..72",
+        "note of that hand, and the median of its new notes within an octave of the prompt's; "
+        "free: right hand 48..108, left 21..72",
     )
     p.add_argument(
         "--grid", choices=("prompt", "free"), default="prompt",

@@ -450,3 +450,40 @@ def test_first_new_bars_repeat_each_hands_rhythm_bar_by_bar() -> None:
             else:
                 later_off += step not in templates[bar % 2][note.hand]
     assert later_off > 0, "after the first bars the pattern is a bias, not a rule"
+
+
+@pytest.mark.parametrize("side", [1, -1])
+def test_median_keeper_holds_each_hands_median_within_an_octave_of_the_prompts(side: int) -> None:
+    """A fake model that wants every note at the far end of a wide prompt range: with the prompt
+    register (``median_octave``) each hand's new notes keep their median within 12 semitones of
+    the prompt's, yet still reach past the octave; without the keeper they leave it."""
+    from engines.continuation.sample import prompt_register
+
+    tune = [tk.NoteEvent(12 * i, tk.RIGHT, pitch, 12, 80)  # a wide tune around 72: 60..84
+            for i, pitch in enumerate([72, 71, 72, 74, 72, 60, 84, 72])]
+    bass = [tk.NoteEvent(24 * i, tk.LEFT, pitch, 24, 80) for i, pitch in enumerate([48, 47, 48, 33])]
+    prompt = [tk.SOS, *tk.encode(sorted(tune + bass), [0, 48])]
+    medians = {tk.RIGHT: 72.0, tk.LEFT: 47.5}
+    for seed in range(4):
+        model = RandomLogitsModel(seed)
+        far = np.zeros(tk.VOCAB_SIZE)
+        for hand in (tk.RIGHT, tk.LEFT):
+            for pitch in range(tk.LOW_PITCH, tk.HIGH_PITCH + 1):  # the further from the middle C, the likelier
+                far[tk.note_token(hand, tk.NOTE_ON, pitch)] = 0.6 * side * (pitch - 60)
+        model.bias = model.bias + far
+        kept = prompt_register(prompt, SamplingConfig(seed=seed, max_note_steps=17))
+        assert kept.median_octave
+        runs = {"kept": kept, "free": SamplingConfig(seed=seed, max_note_steps=17, right_range=kept.right_range,
+                                                      left_range=kept.left_range)}
+        for name, config in runs.items():
+            notes, _ = _check(generate(model, prompt, 4, config).tokens, config)
+            for hand, median in medians.items():
+                pitches = [n.pitch for n in notes if n.hand == hand]
+                assert pitches, (name, seed, hand)
+                shift = float(np.median(pitches)) - median
+                if name == "kept":
+                    assert abs(shift) <= 12, (seed, hand, shift)
+                    if hand == tk.RIGHT:  # the keeper bounds the median, not each note
+                        assert any(abs(p - median) > 12 for p in pitches), (seed, sorted(pitches))
+                elif hand == tk.RIGHT:
+                    assert abs(shift) > 12, ("without the keeper the fake model leaves the octave", seed, shift)

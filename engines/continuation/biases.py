@@ -21,6 +21,9 @@ from the prompt and applied by ``Scorer`` to the model's logits before sampling:
   bias leaves the steered pairs alone.
 
 A VELOCITY commits to a NOTE_ON, so it moves with the likelier hand's notes.
+
+With ``median_octave`` (the prompt register), ``MedianKeeper`` bounds each hand's notes so that
+their median pitch ends within an octave of the prompt's.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ __all__ = [
     "MODE_STEER",
     "PATTERN_PULL",
     "DensityKeeper",
+    "MedianKeeper",
     "MotifEcho",
     "Scorer",
     "key_penalty",
@@ -223,6 +227,75 @@ def without_onsets(allowed: np.ndarray, hands: Sequence[int], copy: bool = False
     return out
 
 
+class MedianKeeper:
+    """Each hand's new notes keep their median pitch within ``OCTAVE`` semitones of the median of
+    the hand's notes in the prompt: a NOTE_ON further than that above (below) the prompt's median
+    is allowed only while, with it, fewer than half of the hand's new notes lie that far above
+    (below). The median of the new notes is then never further than the octave, whatever comes
+    after; a hand that keeps near the prompt's register is never held back (its first note must be
+    within the octave, the second may already leave it)."""
+
+    OCTAVE = 12
+
+    def __init__(self, prompt: Sequence[int]) -> None:
+        tokens = np.asarray(prompt, dtype=np.int64)
+        index = tokens[(tokens >= NOTE_BASE) & (tokens < VELOCITY_BASE)] - NOTE_BASE
+        ons = index[(index // NUM_PITCHES) % 2 == NOTE_ON]
+        hands, pitches = ons // (2 * NUM_PITCHES), ons % NUM_PITCHES + LOW_PITCH
+        # (prompt median, steps into the hand's NOTE_ON tokens above and below the octave) per hand
+        self.median: list[float | None] = []
+        self.far: list[tuple[slice, slice]] = []
+        for hand in (RIGHT, LEFT):
+            played = pitches[hands == hand]
+            median = float(np.median(played)) if len(played) else None
+            self.median.append(median)
+            if median is None:
+                self.far.append((slice(0, 0), slice(0, 0)))
+                continue
+            above = max(0, min(NUM_PITCHES, math.floor(median + self.OCTAVE) + 1 - LOW_PITCH))
+            below = max(0, min(NUM_PITCHES, math.ceil(median - self.OCTAVE) - LOW_PITCH))
+            start = _ON_STARTS[hand]
+            self.far.append((slice(start + above, start + NUM_PITCHES), slice(start, start + below)))
+        self.count, self.above, self.below = [0, 0], [0, 0], [0, 0]
+
+    def advance(self, token: int) -> None:
+        if not NOTE_BASE <= token < VELOCITY_BASE:
+            return
+        index = token - NOTE_BASE
+        hand = index // (2 * NUM_PITCHES)
+        median = self.median[hand]
+        if index // NUM_PITCHES % 2 != NOTE_ON or median is None:
+            return
+        pitch = index % NUM_PITCHES + LOW_PITCH
+        self.count[hand] += 1
+        if pitch > median + self.OCTAVE:
+            self.above[hand] += 1
+        elif pitch < median - self.OCTAVE:
+            self.below[hand] += 1
+
+    def bound(self, allowed: np.ndarray) -> np.ndarray:
+        """``allowed`` without the far NOTE_ONs that would make half of a hand's new notes far on
+        one side (a copy when anything changes). A hand left with no NOTE_ON at all keeps its own:
+        the other constraints decide then (never seen: the octave around the median holds notes
+        of every scale)."""
+        out = allowed
+        for hand in (RIGHT, LEFT):
+            if self.median[hand] is None:
+                continue
+            # a far note must leave fewer than half of the hand's new notes far on its side
+            cut = [side for side, far in zip(self.far[hand], (self.above[hand], self.below[hand]), strict=True)
+                   if not 2 * (far + 1) < self.count[hand] + 1 and out[side].any()]
+            if not cut:
+                continue
+            start = _ON_STARTS[hand]
+            trial = out.copy()
+            for side in cut:
+                trial[side] = False
+            if trial[start : start + NUM_PITCHES].any():
+                out = trial
+        return out
+
+
 class MotifEcho:
     """The right hand's melodic line (the highest note of each onset) and what the prompt's line
     does next after each pair and each single interval: the pitches that would echo the prompt's
@@ -299,20 +372,26 @@ class Scorer:
         self.motif = MotifEcho(prompt) if config.motif_bias > 0 else None
         self.density = (DensityKeeper(prompt, origin_steps, horizon, config.bar_steps, config.time_grid)
                         if config.density_bias > 0 else None)
+        self.median = MedianKeeper(prompt) if config.median_octave else None
 
     def advance(self, token: int, now: int) -> None:
         if self.motif is not None:
             self.motif.advance(token, now)
         if self.density is not None:
             self.density.advance(token, now)
+        if self.median is not None:
+            self.median.advance(token)
 
     def allowed(self, allowed: np.ndarray, state: State) -> np.ndarray:
         """The grammar's mask with the density keeper's bounds (``DensityKeeper.bound``) and, in
-        the first ``PATTERN_HOLD_BARS`` new bars, no new onset of a hand off its rhythm pattern."""
+        the first ``PATTERN_HOLD_BARS`` new bars, no new onset of a hand off its rhythm pattern, and
+        the median keeper's bound (``MedianKeeper.bound``)."""
         hold = self.off_pattern(state) if self.config.pattern_bias > 0 else (False, False)
         if self.density is not None:
-            return self.density.bound(allowed, state, hold)
-        return allowed if allowed[BAR] else without_onsets(allowed, [h for h in (RIGHT, LEFT) if hold[h]])
+            allowed = self.density.bound(allowed, state, hold)
+        elif not allowed[BAR]:
+            allowed = without_onsets(allowed, [h for h in (RIGHT, LEFT) if hold[h]])
+        return allowed if self.median is None or allowed[BAR] else self.median.bound(allowed)
 
     def off_pattern(self, state: State) -> tuple[bool, bool]:
         """Hands held back now: off their pattern step in the first ``PATTERN_HOLD_BARS`` new bars,

@@ -90,7 +90,8 @@ class ContinuationEngine(Engine):
               doc="Restrict notes to this scale's degrees (a preset of docs/tuning.md; off = any)"),
         Param(
             "register", "choice", "prompt", choices=REGISTERS,
-            doc="prompt: each hand within 5 semitones of the player's range in that hand; free: any",
+            doc="prompt: each hand within 5 semitones of the player's range in that hand, its median within "
+                "an octave of the player's; free: any",
         ),
         *(
             Param(name, "float", value, 0.0, 8.0, doc=doc)

@@ -42,7 +42,9 @@ def prompt_register(
 ) -> SamplingConfig:
     """``config`` with each hand's range set to the prompt's lowest..highest NOTE_ON of that hand,
     widened by ``margin`` semitones and kept on the keyboard (21..108); a hand the prompt does not
-    play keeps its range. The continuation then stays where the player's hands are."""
+    play keeps its range; and ``median_octave`` on: each hand's new notes keep their median pitch
+    within an octave of the prompt's (``biases.MedianKeeper``). The continuation then stays where
+    the player's hands are."""
     tokens = np.asarray(prompt, dtype=np.int64)
     index = tokens[(tokens >= NOTE_BASE) & (tokens < VELOCITY_BASE)] - NOTE_BASE
     hands, kinds, pitches = index // (2 * NUM_PITCHES), (index // NUM_PITCHES) % 2, index % NUM_PITCHES + LOW_PITCH
@@ -52,7 +54,7 @@ def prompt_register(
         if len(played):
             ranges[hand] = (max(LOW_PITCH, int(played.min()) - margin),
                             min(LOW_PITCH + NUM_PITCHES - 1, int(played.max()) + margin))
-    return replace(config, right_range=ranges[RIGHT], left_range=ranges[LEFT])
+    return replace(config, right_range=ranges[RIGHT], left_range=ranges[LEFT], median_octave=True)
 
 
 def prompt_grid(prompt: Sequence[int], config: SamplingConfig, cover: float = GRID_COVER,

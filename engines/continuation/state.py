@@ -66,6 +66,8 @@ class SamplingConfig:
     pattern_bias: float = 0.0
     motif_bias: float = 0.0
     density_bias: float = 0.0
+    # each hand's new notes keep their median within an octave of the prompt's (``biases.MedianKeeper``)
+    median_octave: bool = False
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:

@@ -256,6 +256,10 @@ def test_prompt_register_widens_each_hands_range_by_the_margin() -> None:
     assert config.right_range == (65, 84) and config.left_range == (21, 29)  # clamped to the keyboard
     only_right = prompt_register([tk.SOS, *tk.encode(notes[:2], [0])], SamplingConfig(), margin=2)
     assert only_right.right_range == (68, 81) and only_right.left_range == SamplingConfig().left_range
+    assert config.register_medians == (74.5, 24.0) and only_right.register_medians == (74.5, None)
+    # the medians of the notes as played: a doubled note (merged in the tokens) counts twice
+    doubled = prompt_register(prompt, SamplingConfig(), played=notes + [notes[0], notes[0]])
+    assert doubled.register_medians == (70.0, 24.0) and doubled.right_range == config.right_range
     tokens = generate(RandomLogitsModel(3), prompt, 2, config).tokens
     played = tk.decode(tokens)[0]
     assert played and all(
@@ -455,7 +459,7 @@ def test_first_new_bars_repeat_each_hands_rhythm_bar_by_bar() -> None:
 @pytest.mark.parametrize("side", [1, -1])
 def test_median_keeper_holds_each_hands_median_within_an_octave_of_the_prompts(side: int) -> None:
     """A fake model that wants every note at the far end of a wide prompt range: with the prompt
-    register (``median_octave``) each hand's new notes keep their median within 12 semitones of
+    register (``register_medians``) each hand's new notes keep their median within 12 semitones of
     the prompt's, yet still reach past the octave; without the keeper they leave it."""
     from engines.continuation.sample import prompt_register
 
@@ -472,7 +476,7 @@ def test_median_keeper_holds_each_hands_median_within_an_octave_of_the_prompts(s
                 far[tk.note_token(hand, tk.NOTE_ON, pitch)] = 0.6 * side * (pitch - 60)
         model.bias = model.bias + far
         kept = prompt_register(prompt, SamplingConfig(seed=seed, max_note_steps=17))
-        assert kept.median_octave
+        assert kept.register_medians == (72.0, 47.5)
         runs = {"kept": kept, "free": SamplingConfig(seed=seed, max_note_steps=17, right_range=kept.right_range,
                                                       left_range=kept.left_range)}
         for name, config in runs.items():

@@ -22,7 +22,7 @@ from the prompt and applied by ``Scorer`` to the model's logits before sampling:
 
 A VELOCITY commits to a NOTE_ON, so it moves with the likelier hand's notes.
 
-With ``median_octave`` (the prompt register), ``MedianKeeper`` bounds each hand's notes so that
+With ``register_medians`` (the prompt register), ``MedianKeeper`` bounds each hand's notes so that
 their median pitch ends within an octave of the prompt's.
 """
 
@@ -237,18 +237,12 @@ class MedianKeeper:
 
     OCTAVE = 12
 
-    def __init__(self, prompt: Sequence[int]) -> None:
-        tokens = np.asarray(prompt, dtype=np.int64)
-        index = tokens[(tokens >= NOTE_BASE) & (tokens < VELOCITY_BASE)] - NOTE_BASE
-        ons = index[(index // NUM_PITCHES) % 2 == NOTE_ON]
-        hands, pitches = ons // (2 * NUM_PITCHES), ons % NUM_PITCHES + LOW_PITCH
-        # (prompt median, steps into the hand's NOTE_ON tokens above and below the octave) per hand
-        self.median: list[float | None] = []
-        self.far: list[tuple[slice, slice]] = []
+    def __init__(self, medians: Sequence[float | None]) -> None:
+        """``medians``: the prompt's median pitch of the right and the left hand (None: free)."""
+        self.median: list[float | None] = list(medians)
+        self.far: list[tuple[slice, slice]] = []  # each hand's NOTE_ON tokens above and below the octave
         for hand in (RIGHT, LEFT):
-            played = pitches[hands == hand]
-            median = float(np.median(played)) if len(played) else None
-            self.median.append(median)
+            median = self.median[hand]
             if median is None:
                 self.far.append((slice(0, 0), slice(0, 0)))
                 continue
@@ -372,7 +366,7 @@ class Scorer:
         self.motif = MotifEcho(prompt) if config.motif_bias > 0 else None
         self.density = (DensityKeeper(prompt, origin_steps, horizon, config.bar_steps, config.time_grid)
                         if config.density_bias > 0 else None)
-        self.median = MedianKeeper(prompt) if config.median_octave else None
+        self.median = MedianKeeper(config.register_medians) if config.register_medians is not None else None
 
     def advance(self, token: int, now: int) -> None:
         if self.motif is not None:

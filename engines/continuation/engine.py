@@ -30,7 +30,7 @@ from core.tuning import preset_names, preset_pitch_classes
 
 from .defaults import USER_BIASES
 from .live import NoteStream, PlayerHistory
-from .offline import prompt_tokens
+from .offline import prompt_tokens, prompt_window
 from .runtime import DEFAULT_MODEL, PLAIN_MODEL, ContinuationModel
 from .sample import (
     GRIDS,
@@ -255,7 +255,8 @@ class ContinuationEngine(Engine):
         prompt, _, labels = prompt_tokens(notes, bar_steps, self.param("context_bars"), self.model.valence_lead)
         config = self._config(bar_steps)
         if self.param("register") == "prompt":
-            config = prompt_register(prompt, config)
+            config = prompt_register(prompt, config,
+                                     played=prompt_window(notes, bar_steps, self.param("context_bars"))[2])
         if self.param("grid") == "prompt":  # with an asked arousal, the note lengths are the model's
             config = prompt_grid(prompt, config, cap_notes=self.param("va_source") != "params")
         styles = self.model.card.get("styles", list(_STYLES))

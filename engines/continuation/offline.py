@@ -161,6 +161,16 @@ def write_midi(
     midi.save(str(path))
 
 
+def prompt_window(notes: Sequence[NoteEvent], bar_steps: int, context_bars: int = 4
+                  ) -> tuple[int, int, list[NoteEvent]]:
+    """The prompt's first step, the bar line after the notes' end (both in the notes' time) and
+    the notes as played that start in between: the last ``context_bars`` bars."""
+    end = max((n.end_steps for n in notes), default=0)
+    prompt_end = -(-end // bar_steps) * bar_steps if end else bar_steps
+    prompt_start = max(0, prompt_end - context_bars * bar_steps)
+    return prompt_start, prompt_end, [n for n in notes if prompt_start <= n.onset_steps < prompt_end]
+
+
 def prompt_tokens(
     notes: Sequence[NoteEvent], bar_steps: int, context_bars: int = 4, valence_lead: int = 0
 ) -> tuple[list[int], int, np.ndarray]:
@@ -168,20 +178,12 @@ def prompt_tokens(
     bar line in the notes' time; and each token's (valence, arousal) computed from the notes
     as in training (``valence_lead``: the model's ``valence_lead``). Notes still sounding at the
     bar line are cut there."""
-    end = max((n.end_steps for n in notes), default=0)
-    prompt_end = -(-end // bar_steps) * bar_steps if end else bar_steps
-    prompt_start = max(0, prompt_end - context_bars * bar_steps)
+    prompt_start, prompt_end, played = prompt_window(notes, bar_steps, context_bars)
     context = canonicalize(
         [
-            NoteEvent(
-                n.onset_steps - prompt_start,
-                n.hand,
-                n.pitch,
-                min(n.end_steps, prompt_end) - n.onset_steps,
-                n.velocity,
-            )
-            for n in notes
-            if prompt_start <= n.onset_steps < prompt_end
+            NoteEvent(n.onset_steps - prompt_start, n.hand, n.pitch, min(n.end_steps, prompt_end) - n.onset_steps,
+                      n.velocity)
+            for n in played
         ]
     )[0]
     bar_lines = list(range(0, prompt_end - prompt_start, bar_steps))
@@ -246,7 +248,7 @@ def continue_notes(
     if grid not in GRIDS:
         raise ValueError(f"grid must be one of {GRIDS}, got {grid!r}")
     if register == "prompt":
-        config = prompt_register(prompt, config)
+        config = prompt_register(prompt, config, played=prompt_window(notes, bar_steps, context_bars)[2])
     if grid == "prompt":  # an asked arousal sets the note lengths, not the prompt's
         config = prompt_grid(prompt, replace(config, bar_steps=bar_steps), cap_notes=va is None)
     if va is not None:  # an asked arousal sets the density and rhythm, not the prompt's

@@ -12,7 +12,17 @@ from dataclasses import replace
 import numpy as np
 
 from .state import SamplingConfig, State
-from .tokens import LEFT, LOW_PITCH, NOTE_BASE, NOTE_ON, NUM_PITCHES, RIGHT, STEPS_PER_QUARTER, VELOCITY_BASE
+from .tokens import (
+    LEFT,
+    LOW_PITCH,
+    NOTE_BASE,
+    NOTE_ON,
+    NUM_PITCHES,
+    RIGHT,
+    STEPS_PER_QUARTER,
+    VELOCITY_BASE,
+    NoteEvent,
+)
 
 __all__ = [
     "GRIDS",
@@ -38,23 +48,30 @@ GRID_COVER = 0.95  # share of the prompt's note times a grid must hold to be the
 
 
 def prompt_register(
-    prompt: Sequence[int], config: SamplingConfig, margin: int = REGISTER_MARGIN
+    prompt: Sequence[int], config: SamplingConfig, margin: int = REGISTER_MARGIN,
+    played: Sequence[NoteEvent] | None = None,
 ) -> SamplingConfig:
     """``config`` with each hand's range set to the prompt's lowest..highest NOTE_ON of that hand,
     widened by ``margin`` semitones and kept on the keyboard (21..108); a hand the prompt does not
-    play keeps its range; and ``median_octave`` on: each hand's new notes keep their median pitch
-    within an octave of the prompt's (``biases.MedianKeeper``). The continuation then stays where
-    the player's hands are."""
+    play keeps its range; and ``register_medians`` set to each hand's median pitch, so that its new
+    notes keep their median within an octave of it (``biases.MedianKeeper``): the median of
+    ``played`` (the prompt's notes as the player played them, before tokenizing merges doubled
+    notes) when given, else of the prompt's NOTE_ONs. The continuation then stays where the
+    player's hands are."""
     tokens = np.asarray(prompt, dtype=np.int64)
     index = tokens[(tokens >= NOTE_BASE) & (tokens < VELOCITY_BASE)] - NOTE_BASE
     hands, kinds, pitches = index // (2 * NUM_PITCHES), (index // NUM_PITCHES) % 2, index % NUM_PITCHES + LOW_PITCH
     ranges = [config.right_range, config.left_range]
+    medians: list[float | None] = [None, None]
     for hand in (RIGHT, LEFT):
-        played = pitches[(hands == hand) & (kinds == NOTE_ON)]
-        if len(played):
-            ranges[hand] = (max(LOW_PITCH, int(played.min()) - margin),
-                            min(LOW_PITCH + NUM_PITCHES - 1, int(played.max()) + margin))
-    return replace(config, right_range=ranges[RIGHT], left_range=ranges[LEFT], median_octave=True)
+        ons = pitches[(hands == hand) & (kinds == NOTE_ON)]
+        if len(ons):
+            ranges[hand] = (max(LOW_PITCH, int(ons.min()) - margin),
+                            min(LOW_PITCH + NUM_PITCHES - 1, int(ons.max()) + margin))
+        heard = ons if played is None else [n.pitch for n in played if n.hand == hand]
+        medians[hand] = float(np.median(heard)) if len(heard) else None
+    return replace(config, right_range=ranges[RIGHT], left_range=ranges[LEFT],
+                   register_medians=(medians[RIGHT], medians[LEFT]))
 
 
 def prompt_grid(prompt: Sequence[int], config: SamplingConfig, cover: float = GRID_COVER,

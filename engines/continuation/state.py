@@ -66,8 +66,9 @@ class SamplingConfig:
     pattern_bias: float = 0.0
     motif_bias: float = 0.0
     density_bias: float = 0.0
-    # each hand's new notes keep their median within an octave of the prompt's (``biases.MedianKeeper``)
-    median_octave: bool = False
+    # each hand's prompt median (right, left; None: the hand did not play): its new notes keep their
+    # median within an octave of it (``biases.MedianKeeper``); None = no keeper
+    register_medians: tuple[float | None, float | None] | None = None
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:

@@ -168,10 +168,10 @@ class _Run:
 
     def __init__(self, args: argparse.Namespace, progress, task) -> None:
         from bridge import __version__
-        from engines.score.cache import StageCache
+        from engines.score.cache import StageCache, code_digest
 
         self.args, self.progress, self.task = args, progress, task
-        self.cache = StageCache(salt=f"scorebridge {__version__}")
+        self.cache = StageCache(salt=f"scorebridge {__version__} {code_digest()}")
         self.done = 0.0
         self.reused: list[str] = []
 
@@ -270,7 +270,8 @@ def _score(args: argparse.Namespace, inputs: _Inputs, models, run: _Run) -> str:
     music_key = run.cache.key("compose", curve_digest, cuts, inputs.duration_s, args.tempo, theme_digest,
                               args.style, args.seed, sorted(pitch_classes) if pitch_classes else None,
                               continuation.card.get("sha256", str(continuation.path)),
-                              harmonizer.card.get("sha256", ""))
+                              harmonizer.card.get("sha256", ""), harmonizer.strategy, harmonizer.calls,
+                              harmonizer.temperature, harmonizer.rhythm)
 
     def write_music(work: Path, progress) -> None:
         music = compose(theme, plan, curve, args.style, args.seed, continuation, harmonizer, pitch_classes, progress)

@@ -192,6 +192,18 @@ def test_loudness_and_note_density_follow_the_arousal_curve(scored, tmp_path):
         density = [np.sum((onsets >= s) & (onsets < s + 1)) for s in starts]
         assert spearmanr(density, arousal).statistic >= 0.6, channels
     assert np.ptp(arousal) > 0.5  # the analysis saw the arc
+    # register: the piano spreads wider in the bright, fast shots (10th to 90th percentile of its keys)
+    spread = [float(np.ptp(np.percentile(keys, [10, 90]))) for keys in _piano_keys_per_shot(midi)]
+    assert np.mean(spread[1::2]) > np.mean(spread[0::2]) + 3, spread
+
+
+def _piano_keys_per_shot(midi: mido.MidiFile) -> list[list[int]]:
+    now, keys = 0.0, [[] for _ in SHOTS]
+    for message in midi:
+        now += message.time
+        if message.type == "note_on" and message.velocity > 0 and message.channel in (0, 1):
+            keys[min(len(SHOTS) - 1, int(now // 5))].append(message.note)
+    return keys
 
 
 def test_every_part_carries_the_va_automation_lanes(scored):
@@ -344,6 +356,24 @@ def test_bad_inputs_are_refused_before_any_work(scored, tmp_path, capsys):
         assert not any(out_folder.iterdir()), name  # nothing written, not even a part
         assert not (tmp_path / "cache").exists(), name  # refused before the first stage
     scored["patch"].setenv("SCOREBRIDGE_CACHE", str(scored["folder"] / "cache"))
+
+
+def test_every_style_has_its_models_and_a_motif_in_major_and_minor():
+    from engines.continuation.runtime import ContinuationModel
+    from engines.harmonizer.runtime import HarmonizerModel
+    from engines.score.compose import motif_theme
+    from engines.score.presets import INSTRUMENTS, PARTS, STYLES
+
+    continuation, harmonizer = ContinuationModel.load(), HarmonizerModel.named("harmonizer")
+    for name, style in STYLES.items():
+        assert style.continuation in continuation.card["styles"], name
+        assert style.harmonizer in harmonizer.styles, name
+        major, minor = motif_theme(name, minor=False), motif_theme(name, minor=True)
+        assert major.bars == minor.bars == 2 and major.grid and minor.grid, name
+        assert {p for *_, p, _ in major.written} != {p for *_, p, _ in minor.written}, name
+    for name, instrument in INSTRUMENTS.items():
+        assert set(instrument.programs) == {p.name for p in PARTS if p.channel != 9}, name
+        assert all(0 <= program <= 127 for program in instrument.programs.values()), name
 
 
 def _step_curve(levels: list[tuple[float, float, float]], duration_s: float):

@@ -108,7 +108,7 @@ class _Inputs:
 
     def __init__(self, args: argparse.Namespace) -> None:
         from engines.score.compose import load_theme, theme_fits
-        from engines.score.deliver import check_video
+        from engines.score.deliver import check_container, check_video
         from engines.score.form import TEMPO_LIMITS
         from engines.score.render import DEFAULT_SOUNDFONT, check_soundfont
 
@@ -133,6 +133,7 @@ class _Inputs:
                 raise ConfigError(f"{tool} is not installed (Debian: apt install {tool})")
         self.soundfont = check_soundfont(font or DEFAULT_SOUNDFONT)
         self.info, self.stream_index = check_video(args.video)
+        check_container(args.video, self.stream_index, CONTAINERS[args.output.suffix.lower()], args.output)
         self.duration_s = float(self.info.duration_s)
         if self.duration_s < MIN_DURATION_S:
             raise ConfigError(f"{args.video}: {self.duration_s:.2f} s; a score needs at least {MIN_DURATION_S:g} s")

@@ -312,6 +312,8 @@ def _bad_inputs(folder: Path, video: Path) -> dict[str, tuple[list[str], str]]:
                     "-c:v", "libx264", str(folder / "noframes.mkv")], check=True)
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "sine=d=1", str(folder / "sound.wav")],
                    check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=s=64x36:r=25:d=4", "-c:v", "ffv1",
+                    str(folder / "ffv1.mkv")], check=True)
     (folder / "theme.txt.mid").write_text("not a MIDI file\n")
     long_theme = mido.MidiFile(ticks_per_beat=96)  # 20 bars: 24 s even at 200 BPM, the video is 20 s
     long_theme.tracks.append(mido.MidiTrack([message for bar in range(20) for message in (
@@ -338,6 +340,7 @@ def _bad_inputs(folder: Path, video: Path) -> dict[str, tuple[list[str], str]]:
         "unwritable": ([str(video), "-o", "/proc/score-test.mkv"], "not writable"),  # (root may write anywhere else)
         "tempo": (base + ["{out}", "--tempo", "fast"], "--tempo"),
         "container": ([str(video), "-o", str(folder / "out" / "x.avi")], ".mkv or .mp4"),
+        "codec": ([str(folder / "ffv1.mkv"), "-o", str(folder / "out" / "x.mp4")], "name a .mkv output"),
     }
 
 

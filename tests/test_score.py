@@ -405,6 +405,11 @@ def test_the_form_puts_large_cuts_on_bar_lines_and_skips_small_or_close_ones():
     # a short bar (metre change) closes a section whose beats are not whole bars
     assert plan.short_bars() == [(s.start_beats + s.beats - s.beats % 4, s.beats % 4) for s in plan.sections
                                  if s.beats % 4]
+    # a theme the usual tempi cannot fit (16 bars in 20 calm seconds) is played faster, up to the limit:
+    # whatever passes the check before any work (the theme fits at 200 BPM) gets a form
+    calm = _step_curve([(0, -0.5, -0.9)], 20.0)
+    long = plan_form(calm, [7.3], 20.0, None, 4.0, 64.0)
+    assert long.total_beats >= 64 and max(s.bpm for s in long.sections) <= TEMPO_LIMITS[1]
     fixed = plan_form(curve, [7.3, 19.1], 30.0, tempo=100.0)
     assert {s.bpm for s in fixed.sections} == {100.0}
     assert [s.start_beats for s in fixed.sections] == [0.0, 12.0, 32.0]  # nearest bar lines: 7.2 s, 19.2 s

@@ -416,12 +416,14 @@ def test_the_form_puts_large_cuts_on_bar_lines_and_skips_small_or_close_ones():
 
 
 def test_a_given_curve_decides_the_form_while_the_cuts_come_from_the_picture(scored, tmp_path, capsys):
+    """``--va``, ``--tempo BPM`` and, without a theme, another style's motif."""
     curve = tmp_path / "mine.csv"
     rows = ["time_s,valence,arousal"] + [f"{t / 10:.1f},{-0.5 if 5 <= t / 10 < 15 else 0.5},"
                                          f"{0.6 if 5 <= t / 10 < 15 else -0.6}" for t in range(0, 201)]
     curve.write_text("\n".join(rows) + "\n")
     output = tmp_path / "mine.mkv"
-    code, out, _ = _score([str(scored["video"]), "-o", str(output), "--va", str(curve), "--tempo", "120"], capsys)
+    code, out, _ = _score([str(scored["video"]), "-o", str(output), "--va", str(curve), "--tempo", "120",
+                           "--style", "chorale"], capsys)
     assert code == 0 and "; reused analysis in " in out
     assert output.with_suffix(".va.csv").read_text().splitlines()[1:3] == ["0.0000,0.5000,-0.6000",
                                                                             "0.1000,0.5000,-0.6000"]
@@ -429,6 +431,18 @@ def test_a_given_curve_decides_the_form_while_the_cuts_come_from_the_picture(sco
     markers = [seconds for seconds, _ in _marker_seconds(midi)]
     assert markers == pytest.approx([0.0, 5.0, 15.0], abs=0.25)  # the cut at 10 s changes no mood: no section
     assert {m.tempo for m in midi.tracks[0] if m.type == "set_tempo"} == {500000}
+    # no theme: the style's built-in motif opens the score, in major (the curve's opening valence is +0.5)
+    from engines.score.presets import motif
+
+    opening = {(round(start * midi.ticks_per_beat), pitch) for hand, start, _, pitch in motif("chorale", minor=False)}
+    played = set()
+    for track in midi.tracks[1:3]:
+        now = 0
+        for message in track:
+            now += message.time
+            if message.type == "note_on" and message.velocity > 0 and now < 8 * midi.ticks_per_beat:
+                played.add((now, message.note))
+    assert opening <= played, opening - played
 
 
 def _scale(path: Path, third_cents: float) -> None:

@@ -195,10 +195,11 @@ class _Run:
                 raise ScoreBridgeError(f"{name}: cannot write {exc.filename or self.cache.root} "
                                        f"({exc.strerror or exc})") from None
             found = self.cache.find(name, key)
-            self.progress.console.print(f"{name}: done in {time.perf_counter() - started:.2f} s", highlight=False)
+            self.progress.console.print(f"{name}: done in {time.perf_counter() - started:.2f} s", highlight=False,
+                                        soft_wrap=True)
         else:
             self.reused.append(name)
-            self.progress.console.print(f"{name}: reused {found}", highlight=False, markup=False)
+            self.progress.console.print(f"{name}: reused {found}", highlight=False, markup=False, soft_wrap=True)
         self.done = base + WEIGHTS[name]
         self.progress.update(self.task, completed=self.done)
         return found

@@ -8,8 +8,10 @@ grain so it does not compress to nothing), AAC track, shots of 4-9 s alternating
 still, quiet) and intense (bright, fast, loud). Each repeat runs the command as a user does, in a
 fresh process (`python -m cli.main score VIDEO -o OUT.mkv`): once with an empty stage cache
 (cold: every stage computed) and once more with the same options (warm: every stage reused).
-Reports wall seconds per run, each stage's seconds (from the command's own lines), the load
-average and the busiest processes; prints JSON and writes it to --out.
+Reports wall seconds per run, the CPU seconds it used (user + system, the command and the
+FluidSynth and ffmpeg processes it ran: on a loaded machine, what an idle one needs at most, as
+each second of wall time then gets at least one core), each stage's seconds (from the command's
+own lines), the load average and the busiest processes; prints JSON and writes it to --out.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import os
 import platform
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -61,14 +64,17 @@ def _load() -> dict[str, object]:
 
 def _run(video: Path, output: Path, cache: Path) -> dict[str, object]:
     environment = {**os.environ, "SCOREBRIDGE_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "cli.main", "score", str(video), "-o", str(output)], cwd=ROOT,
                           env=environment, capture_output=True, text=True, timeout=1800)
     wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the command and every process it waited for
+    cpu = (after.ru_utime - used.ru_utime) + (after.ru_stime - used.ru_stime)
     if done.returncode != 0:
         raise SystemExit(f"score failed: {done.stderr[-2000:]}")
     stages = {m.group(1): float(m.group(2)) for m in re.finditer(r"^(\w+): done in ([\d.]+) s", done.stderr, re.M)}
-    return {"wall_s": round(wall, 2), "stages_s": stages, "summary": done.stdout.strip()}
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "stages_s": stages, "summary": done.stdout.strip()}
 
 
 def main() -> None:
@@ -93,6 +99,7 @@ def main() -> None:
               f"Python {platform.python_version()}", "video": video.name, "bytes": video.stat().st_size,
               "runs": runs, "median_cold_s": statistics.median(r["cold"]["wall_s"] for r in runs),
               "median_warm_s": statistics.median(r["warm"]["wall_s"] for r in runs),
+              "median_cold_cpu_s": statistics.median(r["cold"]["cpu_s"] for r in runs),
               "load_before": load_before, "load_after": _load()}
     text = json.dumps(result, indent=2)
     print(text)

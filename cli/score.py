@@ -11,14 +11,16 @@ reused by a run with the same inputs and options; the four outputs appear togeth
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
 
 from cli.tuning_options import add_tuning_options, tuning_from_args
+from core.atomic import temporary_folder
 from core.errors import ConfigError, ScoreBridgeError
 
 __all__ = ["register"]
@@ -44,9 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tempo", default="auto",
                    help="BPM (constant; sections start on the beat nearest each large cut) or auto "
                    "(default: a tempo map that puts every large cut on a bar's first beat)")
-    p.add_argument("--instruments", choices=sorted(INSTRUMENTS), default="orchestral",
-                   help="General MIDI preset: " + "; ".join(f"{k}: {v.description}" for k, v in INSTRUMENTS.items()))
-    p.add_argument("--soundfont", type=Path, help="a .sf2 to render with (default: FluidR3 GM)")
+    p.add_argument("--instruments", type=_instruments, default="orchestral", metavar="PRESET|FONT.sf2",
+                   help="General MIDI preset: " + "; ".join(f"{k}: {v.description}" for k, v in INSTRUMENTS.items())
+                   + "; or your own FONT.sf2 (the orchestral programmes, played by your font)")
+    p.add_argument("--soundfont", type=Path, help="a .sf2 to render the preset with (default: FluidR3 GM)")
     p.add_argument("--seed", type=int, default=0, help="random seed of both models (default 0)")
     p.add_argument("--va", type=Path, help="use this VA curve (CSV/JSON time_s,valence,arousal) instead of the "
                    "picture's; the cuts still come from the video")
@@ -55,6 +58,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cache", action="store_true", help="recompute every stage (and refresh the cache)")
     add_tuning_options(p)
     p.set_defaults(run=run)
+
+
+def _instruments(text: str) -> str | Path:
+    from engines.score.presets import INSTRUMENTS
+
+    if text in INSTRUMENTS:
+        return text
+    if text.lower().endswith(".sf2"):
+        return Path(text)
+    raise argparse.ArgumentTypeError(f"{text!r}: a preset ({', '.join(sorted(INSTRUMENTS))}) or a .sf2 file")
 
 
 def _tempo(text: str) -> float | None:
@@ -77,12 +90,17 @@ def _outputs(output: Path) -> dict[str, Path]:
         raise ConfigError(f"-o {output}: name a .mkv or .mp4 file")
     if not output.parent.resolve().is_dir():
         raise ConfigError(f"-o {output}: folder {output.parent} does not exist")
-    if output.is_dir():
-        raise ConfigError(f"-o {output}: is a folder")
-    if not os.access(output.parent.resolve(), os.W_OK):
-        raise ConfigError(f"-o {output}: the folder {output.parent} is not writable")
-    return {"video": output, "snc": output.with_suffix(".snc"), "midi": output.with_suffix(".mid"),
-            "curve": output.with_suffix(".va.csv")}
+    outputs = {"video": output, "snc": output.with_suffix(".snc"), "midi": output.with_suffix(".mid"),
+               "curve": output.with_suffix(".va.csv")}
+    for path in outputs.values():
+        if path.is_dir():
+            raise ConfigError(f"-o {output}: {path} is a folder")
+    try:  # by trying: permissions, a read-only disk or a pseudo file system (root passes os.access)
+        with temporary_folder(output.parent, ".score-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"-o {output}: the folder {output.parent} is not writable ({exc.strerror or exc})") from None
+    return outputs
 
 
 class _Inputs:
@@ -90,13 +108,19 @@ class _Inputs:
 
     def __init__(self, args: argparse.Namespace) -> None:
         from engines.score.compose import load_theme, theme_fits
-        from engines.score.deliver import check_video
+        from engines.score.deliver import check_container, check_video
         from engines.score.form import TEMPO_LIMITS
         from engines.score.render import DEFAULT_SOUNDFONT, check_soundfont
 
         self.tempo = _tempo(args.tempo)
         self.outputs = _outputs(args.output)
-        sources = [args.video, args.theme, args.va, args.soundfont]
+        font = args.soundfont
+        self.preset = args.instruments
+        if isinstance(args.instruments, Path):
+            if args.soundfont is not None:
+                raise ConfigError(f"--instruments {args.instruments} and --soundfont {args.soundfont}: give one font")
+            font, self.preset = args.instruments, "orchestral"
+        sources = [args.video, args.theme, args.va, font]
         for path in self.outputs.values():
             if any(s is not None and s.exists() and path.exists() and s.resolve() == path.resolve() for s in sources):
                 raise ConfigError(f"-o {args.output}: would overwrite the input {path}")
@@ -107,8 +131,9 @@ class _Inputs:
         for tool in ("ffmpeg", "fluidsynth"):
             if shutil.which(tool) is None:
                 raise ConfigError(f"{tool} is not installed (Debian: apt install {tool})")
-        self.soundfont = check_soundfont(args.soundfont or DEFAULT_SOUNDFONT)
+        self.soundfont = check_soundfont(font or DEFAULT_SOUNDFONT)
         self.info, self.stream_index = check_video(args.video)
+        check_container(args.video, self.stream_index, CONTAINERS[args.output.suffix.lower()], args.output)
         self.duration_s = float(self.info.duration_s)
         if self.duration_s < MIN_DURATION_S:
             raise ConfigError(f"{args.video}: {self.duration_s:.2f} s; a score needs at least {MIN_DURATION_S:g} s")
@@ -117,9 +142,12 @@ class _Inputs:
             theme_fits(self.theme, self.duration_s, self.tempo or TEMPO_LIMITS[1])
         self.curve = None
         if args.va is not None:
-            from engines.va import read_song_curve
+            from engines.va import CurveError, read_song_curve
 
-            self.curve, unit = read_song_curve(args.va)
+            try:
+                self.curve, unit = read_song_curve(args.va)
+            except CurveError as exc:
+                raise ConfigError(f"--va {exc}") from None
             if unit == "beats":
                 raise ConfigError(f"--va {args.va}: a score needs a curve over video time (time_s), not beats")
 
@@ -141,10 +169,10 @@ class _Run:
 
     def __init__(self, args: argparse.Namespace, progress, task) -> None:
         from bridge import __version__
-        from engines.score.cache import StageCache
+        from engines.score.cache import StageCache, code_digest
 
         self.args, self.progress, self.task = args, progress, task
-        self.cache = StageCache(salt=f"scorebridge {__version__}")
+        self.cache = StageCache(salt=f"scorebridge {__version__} {code_digest()}")
         self.done = 0.0
         self.reused: list[str] = []
 
@@ -167,10 +195,11 @@ class _Run:
                 raise ScoreBridgeError(f"{name}: cannot write {exc.filename or self.cache.root} "
                                        f"({exc.strerror or exc})") from None
             found = self.cache.find(name, key)
-            self.progress.console.print(f"{name}: done in {time.perf_counter() - started:.2f} s", highlight=False)
+            self.progress.console.print(f"{name}: done in {time.perf_counter() - started:.2f} s", highlight=False,
+                                        soft_wrap=True)
         else:
             self.reused.append(name)
-            self.progress.console.print(f"{name}: reused {found}", highlight=False, markup=False)
+            self.progress.console.print(f"{name}: reused {found}", highlight=False, markup=False, soft_wrap=True)
         self.done = base + WEIGHTS[name]
         self.progress.update(self.task, completed=self.done)
         return found
@@ -243,16 +272,20 @@ def _score(args: argparse.Namespace, inputs: _Inputs, models, run: _Run) -> str:
     music_key = run.cache.key("compose", curve_digest, cuts, inputs.duration_s, args.tempo, theme_digest,
                               args.style, args.seed, sorted(pitch_classes) if pitch_classes else None,
                               continuation.card.get("sha256", str(continuation.path)),
-                              harmonizer.card.get("sha256", ""))
+                              harmonizer.card.get("sha256", ""), harmonizer.strategy, harmonizer.calls,
+                              harmonizer.temperature, harmonizer.rhythm)
 
     def write_music(work: Path, progress) -> None:
         music = compose(theme, plan, curve, args.style, args.seed, continuation, harmonizer, pitch_classes, progress)
         (work / "music.json").write_text(_music_to_json(music))
 
     parts, facts = _music_from_json((run.stage("compose", music_key, write_music) / "music.json").read_text())
-    score_midi = _build_midi(plan, parts, INSTRUMENTS[args.instruments], curve, theme, args, inputs)
+    score_midi = _build_midi(plan, parts, INSTRUMENTS[inputs.preset], curve, theme, args, inputs)
+    # keyed by what the synthesizer plays (the MIDI with its tuning and lanes) and the font it plays with
     soundfont_id = [str(inputs.soundfont.resolve()), inputs.soundfont.stat().st_size, inputs.soundfont.stat().st_mtime]
-    render_key = run.cache.key("render", music_key, args.instruments, soundfont_id, args.tuning, inputs.tuning_mode,
+    midi_bytes = io.BytesIO()
+    score_midi.save(file=midi_bytes)
+    render_key = run.cache.key("render", hashlib.sha256(midi_bytes.getvalue()).hexdigest(), soundfont_id,
                                inputs.duration_s)
 
     def render(work: Path, progress) -> None:

@@ -1,7 +1,7 @@
 """Stage outputs of ``scorebridge score`` kept in the user cache folder (``core.paths``) and reused.
 
 A stage's folder is named by the SHA-256 of everything that decides its output (the inputs'
-contents, the options, the program's version, the previous stage's key). It is filled under a
+contents, the options, the program's version and code, the previous stage's key). It is filled under a
 temporary name and renamed into place when complete, so an interrupted run leaves no stage that
 a later run would take for finished.
 """
@@ -19,9 +19,22 @@ from pathlib import Path
 from core.atomic import temporary_folder
 from core.paths import cache_dir
 
-__all__ = ["StageCache"]
+__all__ = ["StageCache", "code_digest"]
+
+# The packages whose code decides a stage's output (the program's version alone does not
+# change while it is developed or patched in place).
+_CODE = ("core", "engines/score", "engines/va", "engines/continuation", "engines/harmonizer", "engines/snc",
+         "engines/snc_player")
 
 
+def code_digest() -> str:
+    """SHA-256 of the Python sources of the packages in ``_CODE`` (under a megabyte)."""
+    root = Path(__file__).resolve().parent.parent.parent
+    digest = hashlib.sha256()
+    for package in _CODE:
+        for path in sorted((root / package).glob("*.py")):
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 class StageCache:

@@ -78,7 +78,8 @@ def load_theme(path: Path) -> Theme:
     try:
         grid, bar_steps, _tempo, source = read_source(path)
     except (MidiFileError, CodecError) as exc:
-        raise ScoreBridgeError(f"--theme {path}: {exc}") from None
+        text = str(exc)  # (the reader's messages mostly name the file already)
+        raise ScoreBridgeError(f"--theme {text if text.startswith(str(path)) else f'{path}: {text}'}") from None
     if not grid:
         raise ScoreBridgeError(f"--theme {path}: no notes in the piano range 21..108")
     per_beat = source.ticks_per_beat

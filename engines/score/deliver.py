@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from core.errors import BackendError, ScoreBridgeError
+from core.errors import BackendError, ConfigError, ScoreBridgeError
 from engines.snc.manifest import StemInfo
 from engines.snc_player.adaptive import DEFAULT_MAPPING
 from engines.va import VideoError
@@ -16,7 +16,7 @@ from engines.va.decode import VideoInfo, probe
 from .form import Plan
 from .presets import PARTS
 
-__all__ = ["AUDIO_BITRATE", "check_video", "mux", "section_contexts"]
+__all__ = ["AUDIO_BITRATE", "check_container", "check_video", "mux", "section_contexts"]
 
 AUDIO_BITRATE = "256k"
 MUX_TIMEOUT_S = 600
@@ -44,6 +44,22 @@ def check_video(path: Path) -> tuple[VideoInfo, int]:
     if not info.duration_s or info.duration_s <= 0:
         raise VideoError(f"{path}: the container does not say how long the video lasts")
     return info, index
+
+
+def check_container(video: Path, stream_index: int, container: str, output: Path) -> None:
+    """Refuse, before any work, a container that cannot hold the video's codec (an MP4 takes
+    fewer than Matroska): ffmpeg copies one frame into it, written to a pipe."""
+    command = ["ffmpeg", "-nostdin", "-v", "error", "-i", str(video), "-map", f"0:{stream_index}", "-c", "copy",
+               "-frames:v", "1", "-f", container, "-movflags", "frag_keyframe+empty_moov", "pipe:"]
+    try:
+        done = subprocess.run(command, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise BackendError(f"ffmpeg did not copy a frame of {video.name} in 60 s") from None
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.decode(errors="replace").splitlines() if "codec" in line.lower()]
+        reason = lines[0].split("] ", 1)[-1].strip() if lines else "ffmpeg cannot copy the video stream into it"
+        hint = "; name a .mkv output: Matroska takes any video codec" if container == "mp4" else ""
+        raise ConfigError(f"-o {output}: {reason}{hint}")
 
 
 def section_contexts(plan: Plan) -> dict[str, dict]:

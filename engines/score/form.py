@@ -9,7 +9,8 @@ Tempo ``auto`` is a tempo map, as a composer builds a click track to hit the cut
 exactly on a beat, and a section starts on a bar line: when its beats are not whole bars, its last
 bar is a short one (a 2/4 or 3/4 bar in 4/4, written as a metre change), as film cues do. The
 tempo of section ``i`` aims at ``base * 2 ** (TEMPO_DEPTH * a_i)`` (``a_i`` its mean arousal);
-the base is searched over ``BASE_RANGE`` for the map that strays least from those aims, from a
+the base is searched over ``BASE_RANGE`` (above it, up to the tempo limit, only when the theme
+does not fit otherwise) for the map that strays least from those aims, from a
 prior tempo set by the mean arousal and from one section to the next, a short bar costing as
 much as ``SHORT_BAR_COST`` (about 2 %) of tempo. A given tempo stays constant: sections then
 start on the beat nearest each cut, after a short bar when needed.
@@ -109,7 +110,12 @@ def _auto_tempi(lengths_s: np.ndarray, arousal: np.ndarray, beats_per_bar: float
     """(beats, BPM) per section for the best base tempo (module docstring)."""
     prior = 96.0 * 2 ** (0.3 * float(np.average(arousal, weights=lengths_s)))
     best: tuple[float, np.ndarray, np.ndarray] | None = None
-    for base in np.arange(BASE_RANGE[0], BASE_RANGE[1] + 0.25, 0.5):
+    bases = np.arange(BASE_RANGE[0], BASE_RANGE[1] + 0.25, 0.5)
+    # a theme too long for the usual bases is played faster, up to the tempo limit (as ``--tempo`` may)
+    faster = np.arange(BASE_RANGE[1] + 0.5, TEMPO_LIMITS[1] * 2 ** TEMPO_DEPTH + 0.25, 0.5)
+    for base in (*bases, *(faster if min_beats > 0 else ())):
+        if best is not None and base > BASE_RANGE[1]:
+            break
         aims = base * 2 ** (TEMPO_DEPTH * arousal)
         beats = np.maximum(1, np.rint(lengths_s * aims / 60))
         whole = np.maximum(1, np.rint(beats / beats_per_bar)) * beats_per_bar

@@ -294,6 +294,42 @@ def test_va_analyze_on_a_folder_writes_one_curve_per_video(tmp_path):
     assert len(read_curve(out / "calm.csv")) > 20 and len(read_curve(out / "scene" / "lively.csv")) > 20
 
 
+class _ThreadsJob:
+    """What a pool worker was given: its thread share, the thread-pool variables it started with
+    (set before it imports numpy) and its process."""
+
+    def settings(self) -> dict:
+        return {}
+
+    def setup(self, threads: int) -> tuple:
+        from core.batch.local import THREAD_VARIABLES
+
+        return threads, {name: os.environ.get(name) for name in THREAD_VARIABLES}, os.getpid()
+
+    def process(self, state: tuple, item: Item) -> tuple:
+        return state
+
+
+def test_each_pool_worker_gets_its_share_of_the_cores_for_onnx_runtime_and_numpy():
+    from core.batch import gather, placement
+    from core.batch.local import THREAD_VARIABLES, cpu_count
+
+    items = [Item(f"i{index}", ()) for index in range(4)]
+    before = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    for workers in (2, 3):
+        _, count, threads = placement(workers, None, len(items), cpu_count())
+        assert count == workers and threads == max(1, cpu_count() // workers)
+        results, where = gather(_ThreadsJob(), items, workers)
+        assert where.startswith(f"{workers} local workers x {threads} thread")
+        seen = {result.value[2] for result in results}
+        assert len(seen) == workers and os.getpid() not in seen  # each worker took an item first
+        for given, environment, _ in (result.value for result in results):
+            assert given == threads and environment == dict.fromkeys(THREAD_VARIABLES, str(threads))
+    assert {name: os.environ.get(name) for name in THREAD_VARIABLES} == before  # the driver's own are kept
+    assert placement(None, None, 1, 8)[1:] == (1, 8) and placement(None, None, 0, 8)[1:] == (1, 8)
+    assert placement(None, "auto", 5, 8) == ("Ray at auto", None, 1)
+
+
 def test_without_ray_the_address_says_how_to_install_it(tmp_path):
     blocker = tmp_path / "blocked" / "ray"
     blocker.mkdir(parents=True)

@@ -198,8 +198,11 @@ def test_a_stopped_then_killed_ray_encode_resumes_to_the_files_the_local_pool_wr
     # the reference, beside the Ray runs: one local worker (tests/test_batch.py has two give what one gives)
     local = subprocess.Popen(command(*encode, tmp_path / "local", "--workers", "1"), cwd=ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
-    stopped = subprocess.Popen(command(*encode, out, "--ray-address", cluster), cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # one actor for each run (the module's other tests run two on two nodes): it is mid-song when
+    # the first song is recorded; in the resumed run, the song killed on it is done again on the
+    # actor Ray restarts in its place
+    stopped = subprocess.Popen(command(*encode, out, "--ray-address", cluster, "--workers", "1"), cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     wait_for_results(out, stopped)
     os.killpg(stopped.pid, signal.SIGINT)  # what a terminal sends the whole foreground group
     first = finish(stopped)
@@ -210,7 +213,6 @@ def test_a_stopped_then_killed_ray_encode_resumes_to_the_files_the_local_pool_wr
     recorded, written = records(out), _snc_files(out)  # a song that ended as the stop came: a file, no record
     assert 1 <= len(recorded) < len(modes) and set(recorded) <= set(written)
 
-    # one actor: the song killed on it is done again on the actor Ray restarts in its place
     resumed = subprocess.Popen(command(*encode, out, "--ray-address", cluster, "--workers", "1"), cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 90

@@ -35,7 +35,7 @@ INSTALL_HINT = "--ray-address needs Ray, an optional extra: pip install 'scorebr
 _PROBE_TIMEOUT_S = 5.0
 # At the end of a run: how long the actors get to say which process they are, and how long the
 # driver waits for those on this machine to end once killed.
-_WHEREABOUTS_TIMEOUT_S = 5.0
+_WHEREABOUTS_TIMEOUT_S = 10.0
 _EXIT_TIMEOUT_S = 10.0
 
 

@@ -120,7 +120,14 @@ def run_batch(args: argparse.Namespace, job: Job, items: list[Item], output: Pat
     results = Results(args.results or output / RESULTS_NAME).load()
     settings = fingerprint(job.settings())
     chosen = plan(items, results, settings, args.retry_failed)
-    sweep_temporaries(chosen.todo)
+    sweep = getattr(job, "sweep", None)  # a job's own leftovers (core.batch.items.Job)
+
+    def sweep_leftovers() -> None:
+        sweep_temporaries(chosen.todo)
+        if sweep is not None:
+            sweep(chosen.todo)
+
+    sweep_leftovers()
     skipped = []
     if chosen.done:
         skipped.append(f"{chosen.done} done earlier")
@@ -143,7 +150,7 @@ def run_batch(args: argparse.Namespace, job: Job, items: list[Item], output: Pat
         raise
     finally:
         results.close([item.key for item in items])
-        sweep_temporaries(chosen.todo)  # what a worker killed mid-item left (Ray retries in place)
+        sweep_leftovers()  # what a worker killed mid-item left (Ray retries in place; a stop kills actors)
     elapsed = time.perf_counter() - started
     ran = len(chosen.todo)
     rate = f", {ran / elapsed:.2f} items/s" if ran and elapsed > 0 else ""

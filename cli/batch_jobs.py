@@ -83,6 +83,14 @@ class SncEncodeJob(_Job):
         return (f"wrote {output}: {len(manifest.stems)} stems + residual, {manifest.mode}, "
                 f"{manifest.duration_s:.2f} s, {output.stat().st_size} bytes")
 
+    def sweep(self, items: list[Item]) -> None:
+        """The scratch folders (``.snc-PID-*``, where the .snc is written before its rename) that
+        killed workers left beside the outputs of ``items``; a live encoder's folder is locked."""
+        from engines.snc.scratch import sweep_scratch
+
+        for folder in sorted({str(Path(path).parent) for item in items for path in item.outputs}):
+            sweep_scratch(folder)
+
 
 def _stems(value: Any, where: str) -> dict[str, str]:
     """A row's stems: a JSON object {name: file}, or in CSV ``name=file;name=file``."""

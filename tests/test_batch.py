@@ -127,7 +127,7 @@ def _workers_of(driver: int) -> list[int]:
     return found
 
 
-def _wait_for_results(folder: Path, process: subprocess.Popen, count: int = 1) -> None:
+def wait_for_results(folder: Path, process: subprocess.Popen, count: int = 1) -> None:
     deadline = time.monotonic() + 60
     path = folder / RESULTS_NAME
     while not (path.exists() and len(path.read_text().splitlines()) >= count):
@@ -141,7 +141,7 @@ def test_a_worker_killed_mid_item_leaves_no_partial_output_and_the_item_is_done_
         tune(folder / f"long{index}.mid", bars=400, shift=index)  # about a second an item
     process = subprocess.Popen(command("harmonize", folder, "-o", out, "--workers", "2", "--seed", "1"), cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for_results(out, process)
+    wait_for_results(out, process)
     time.sleep(0.2)  # the worker that finished first has taken its next item; the other is mid-item
     victims = _workers_of(process.pid)
     assert len(victims) == 2
@@ -164,7 +164,7 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(tmp_path):
         tune(folder / f"long{index}.mid", bars=400, shift=index)
     process = subprocess.Popen(command("harmonize", folder, "-o", out, "--workers", "2", "--seed", "1"), cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    _wait_for_results(out, process)
+    wait_for_results(out, process)
     time.sleep(0.2)
     os.killpg(process.pid, signal.SIGINT)  # what a terminal sends the whole foreground group
     _, stderr = process.communicate(timeout=60)
@@ -229,6 +229,55 @@ def test_snc_encode_from_a_manifest_fails_only_the_bad_row(tmp_path):
     assert sf.info(renders / "two.wav").duration == pytest.approx(1.0, abs=0.01)
 
 
+def scratch_owner(folder: Path) -> tuple[int, Path] | None:
+    """An SNC encoder at work in ``folder``: its process and its scratch folder (``.snc-PID-XXXXXXXX``)."""
+    for path in folder.glob(".snc-*"):
+        pid = path.name.split("-")[1]
+        if pid.isdigit() and Path(f"/proc/{pid}").exists():
+            return int(pid), path
+    return None
+
+
+def song_manifest(folder: Path, modes: list[str], seconds: float) -> Path:
+    """One song (tests/test_snc.py's) encoded once per row, in ``modes``, to ``<row>-<mode>.snc``."""
+    from tests.test_snc import write_song
+
+    write_song(folder, seconds=seconds)
+    manifest = folder / "songs.jsonl"
+    manifest.write_text("".join(json.dumps({"master": "master.wav", "stems": {"vocals": "vocals.wav",
+                                                                             "bass": "bass.wav"},
+                                            "mode": mode, "output": f"{row}-{mode}.snc"}) + "\n"
+                                for row, mode in enumerate(modes)))
+    return manifest
+
+
+def test_an_encoder_killed_mid_song_leaves_no_scratch_folder_nor_partial_snc(tmp_path):
+    from engines.snc import SncReader
+
+    manifest, out = song_manifest(tmp_path, ["lossless"], seconds=3.0), tmp_path / "out"
+    process = subprocess.Popen(command("snc", "encode", "--manifest", manifest, "-o", out, "--workers", "1"),
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = set()
+    deadline = time.monotonic() + 90
+    # every worker that takes the song is killed inside its scratch folder: after the third the
+    # item fails, and no later encode in that folder is left to sweep what the last one left
+    while process.poll() is None:
+        assert time.monotonic() < deadline, "the encode did not end"
+        pid, _ = scratch_owner(out) or (None, None)
+        if pid is not None and pid not in killed:
+            os.kill(pid, signal.SIGKILL)
+            killed.add(pid)
+        time.sleep(0.01)
+    _, stderr = process.communicate()
+    assert len(killed) == 3 and process.returncode == 1, stderr
+    assert "1 of 1 items failed" in stderr and "the worker died on this item 3 times (last: signal SIGKILL)" in stderr
+    assert sorted(p.name for p in out.iterdir()) == [RESULTS_NAME]  # no .snc-PID-* folder, no .part, no .snc
+    again = cli("snc", "encode", "--manifest", manifest, "-o", out, "--workers", "1", "--retry-failed")
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["0-lossless.snc", RESULTS_NAME]
+    assert SncReader(out / "0-lossless.snc").info()["mode"] == "lossless"
+
+
 def test_va_analyze_on_a_folder_writes_one_curve_per_video(tmp_path):
     from engines.va import read_curve
     from engines.va.synthetic import Shot, write_video
@@ -243,6 +292,42 @@ def test_va_analyze_on_a_folder_writes_one_curve_per_video(tmp_path):
     assert result.returncode == 1 and "1 of 3 items failed" in result.stderr, result.stderr
     assert str(tmp_path / "in" / "broken.mp4") in result.stderr
     assert len(read_curve(out / "calm.csv")) > 20 and len(read_curve(out / "scene" / "lively.csv")) > 20
+
+
+class _ThreadsJob:
+    """What a pool worker was given: its thread share, the thread-pool variables it started with
+    (set before it imports numpy) and its process."""
+
+    def settings(self) -> dict:
+        return {}
+
+    def setup(self, threads: int) -> tuple:
+        from core.batch.local import THREAD_VARIABLES
+
+        return threads, {name: os.environ.get(name) for name in THREAD_VARIABLES}, os.getpid()
+
+    def process(self, state: tuple, item: Item) -> tuple:
+        return state
+
+
+def test_each_pool_worker_gets_its_share_of_the_cores_for_onnx_runtime_and_numpy():
+    from core.batch import gather, placement
+    from core.batch.local import THREAD_VARIABLES, cpu_count
+
+    items = [Item(f"i{index}", ()) for index in range(4)]
+    before = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    for workers in (2, 3):
+        _, count, threads = placement(workers, None, len(items), cpu_count())
+        assert count == workers and threads == max(1, cpu_count() // workers)
+        results, where = gather(_ThreadsJob(), items, workers)
+        assert where.startswith(f"{workers} local workers x {threads} thread")
+        seen = {result.value[2] for result in results}
+        assert len(seen) == workers and os.getpid() not in seen  # each worker took an item first
+        for given, environment, _ in (result.value for result in results):
+            assert given == threads and environment == dict.fromkeys(THREAD_VARIABLES, str(threads))
+    assert {name: os.environ.get(name) for name in THREAD_VARIABLES} == before  # the driver's own are kept
+    assert placement(None, None, 1, 8)[1:] == (1, 8) and placement(None, None, 0, 8)[1:] == (1, 8)
+    assert placement(None, "auto", 5, 8) == ("Ray at auto", None, 1)
 
 
 def test_without_ray_the_address_says_how_to_install_it(tmp_path):

@@ -1,29 +1,39 @@
 """The batch layer on a real two-node Ray cluster started here (`ray start --head` and a second
-node by `ray start --address`, one CPU each, so two actors on two nodes): it writes the files and
-the results manifest the local pool writes, with items run on both nodes; the eval harnesses
-give the tables they give in one process; an actor killed with SIGKILL mid-item is restarted
-with its item done once."""
+node by `ray start --address`, one CPU each, so two actors on two nodes), one cluster for the
+module: `harmonize` writes the files and the results manifest the local pool writes, with items
+run on both nodes; an `snc encode` run stopped by Ctrl-C and resumed with an actor killed
+(SIGKILL) mid-song leaves no partial file, no scratch folder and no actor, does every song once
+and ends with the local pool's files; `eval harmony` gives the tables it gives in one process.
+Kept to a few small items: the cluster's start and each run's actors are most of the time."""
 
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.jackutil import ROOT
-from tests.test_batch import cli, command, leftovers, outputs, records, tune, without_seconds
-from tests.test_eval_batch import (  # noqa: F401 - pop_split and tiny_cache: fixtures
-    continuation_words,
+from tests.test_batch import (
+    command,
+    outputs,
+    records,
+    scratch_owner,
+    song_manifest,
+    tune,
+    wait_for_results,
+    without_seconds,
+)
+from tests.test_eval_batch import (  # noqa: F401 - tiny_cache: a fixture
     harmony_table,
     harmony_words,
-    pop_split,
     run_eval,
     tiny_cache,
     without_timing,
@@ -40,32 +50,41 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _start_node(arguments: list[str], log: Path, env: dict[str, str], deadline: float) -> subprocess.Popen:
-    """``ray start ARGUMENTS --block``, waited for: ending that command (SIGTERM) stops the node it
-    started and nothing else, where ``ray stop`` would stop every Ray node of this user."""
+def _start_node(arguments: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+    """``ray start ARGUMENTS --block``: ending that command (SIGTERM) stops the node it started
+    and nothing else, where ``ray stop`` would stop every Ray node of this user."""
     ray = Path(sys.executable).with_name("ray")
     with open(log, "w") as output:
         # no log monitor (the drivers do not print the workers' logs) and 80 MiB of object store
         # (items are paths): each node starts fewer processes and sooner
-        node = subprocess.Popen([str(ray), "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+        return subprocess.Popen([str(ray), "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
                                  "--include-log-monitor=false", "--disable-usage-stats",
                                  "--object-store-memory", str(80 * 2**20), *arguments],
                                 env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    while "Ray runtime started" not in log.read_text():
-        if node.poll() is not None or time.monotonic() > deadline:
-            _stop_node(node)
-            pytest.fail(f"ray start {' '.join(arguments)} did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.1)
-    return node
 
 
-def _stop_node(node: subprocess.Popen) -> None:
-    node.send_signal(signal.SIGTERM)
-    try:
-        node.wait(60)
-    except subprocess.TimeoutExpired:
-        os.killpg(node.pid, signal.SIGKILL)  # its own session: the node's processes, none of anyone else's
-        node.wait()
+def _wait_for(ready: Callable[[], bool], nodes: list[subprocess.Popen], logs: list[Path], deadline: float) -> None:
+    while not ready():
+        if any(node.poll() is not None for node in nodes) or time.monotonic() > deadline:
+            pytest.fail("the test cluster did not start:\n" + "\n".join(log.read_text()[-3000:] for log in logs))
+        time.sleep(0.05)
+
+
+def _listening(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
+
+
+def _stop_nodes(nodes: list[subprocess.Popen]) -> None:
+    for node in nodes:
+        node.send_signal(signal.SIGTERM)
+    for node in nodes:
+        try:
+            node.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(node.pid, signal.SIGKILL)  # its own session: the node's processes, none of anyone else's
+            node.wait()
 
 
 @pytest.fixture(scope="module")
@@ -86,16 +105,18 @@ def cluster(tmp_path_factory):
     env.pop("RAY_ADDRESS", None)
     address, nodes = f"127.0.0.1:{port}", []
     deadline = time.monotonic() + 90
+    logs = [folder / "head.log", folder / "second.log"]
     try:
         nodes.append(_start_node(["--head", "--port", str(port), "--include-dashboard=false", "--no-monitor",
-                                  "--temp-dir", str(folder / "head")], folder / "head.log", env, deadline))
-        nodes.append(_start_node(["--address", address, "--temp-dir", str(folder / "second")],
-                                 folder / "second.log", env, deadline))
+                                  "--temp-dir", str(folder / "head")], logs[0], env))
+        # the second node needs the head's GCS only, not the rest of the head: both start together
+        _wait_for(lambda: _listening(port), nodes, logs[:1], deadline)
+        nodes.append(_start_node(["--address", address, "--temp-dir", str(folder / "second")], logs[1], env))
+        _wait_for(lambda: all("Ray runtime started" in log.read_text() for log in logs), nodes, logs, deadline)
         _CLUSTER[:] = nodes
         yield address
     finally:
-        for node in reversed(nodes):
-            _stop_node(node)
+        _stop_nodes(nodes)
         _CLUSTER.clear()
         if saved_mode is None:
             os.environ.pop("RAY_AUTH_MODE", None)
@@ -124,16 +145,15 @@ def side_by_side(*runs: tuple) -> list[subprocess.CompletedProcess]:
     each as ``cli`` runs it."""
     started = [subprocess.Popen(command(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for args in runs]
-    finished = []
-    for process in started:
-        stdout, stderr = process.communicate(timeout=180)
-        finished.append(subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr))
-    return finished
+    return [finish(process) for process in started]
+
+
+def finish(process: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = process.communicate(timeout=180)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def test_ray_writes_the_files_and_the_manifest_the_local_pool_writes(cluster, tmp_path):
-    from tests.test_snc import write_song
-
     folder = tmp_path / "in"
     for index in range(3):
         tune(folder / f"t{index}.mid", shift=index)
@@ -149,64 +169,81 @@ def test_ray_writes_the_files_and_the_manifest_the_local_pool_writes(cluster, tm
     assert len(nodes) == 2 and all(len(node) == 56 for node in nodes), nodes  # both nodes' ids (hex)
     assert {record["node"] for record in records(tmp_path / "local").values()} == {""}
 
-    write_song(tmp_path, seconds=1.0)
-    manifest = tmp_path / "songs.jsonl"
-    manifest.write_text("".join(json.dumps({"master": "master.wav", "stems": {"vocals": "vocals.wav",
-                                                                             "bass": "bass.wav"},
-                                            "mode": mode, "output": f"{mode}.snc"}) + "\n"
-                                for mode in ("lossless", "compact")))
-    # one worker each: the codec's imports (scipy) cost more than two 1 s songs
-    encode = ("snc", "encode", "--manifest", manifest, "--workers", "1", "-o")
-    for done in side_by_side((*encode, tmp_path / "snc-local"),
-                             (*encode, tmp_path / "snc-ray", "--ray-address", cluster)):
-        assert done.returncode == 0, done.stderr
-    for name in ("lossless.snc", "compact.snc"):
-        assert (tmp_path / "snc-ray" / name).read_bytes() == (tmp_path / "snc-local" / name).read_bytes()
-    assert without_seconds(records(tmp_path / "snc-ray")) == without_seconds(records(tmp_path / "snc-local"))
 
-
-def _running_actor_item() -> int | None:
-    """An actor process of this module's cluster inside ``run`` (Ray titles it
-    ``ray::_Worker.run`` while it works)."""
+def _actors() -> list[int]:
+    """The actor processes of this module's cluster (Ray titles them ``ray::_Worker``, and
+    ``ray::_Worker.run`` while they work)."""
+    found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "cmdline").read_bytes().startswith(b"ray::_Worker.run") and _ours(int(entry.name)):
-                    return int(entry.name)
+                if (entry / "cmdline").read_bytes().startswith(b"ray::_Worker") and _ours(int(entry.name)):
+                    found.append(int(entry.name))
             except OSError:
                 continue
-    return None
+    return found
 
 
-def test_an_actor_killed_mid_item_is_restarted_and_every_item_is_done_once(cluster, tmp_path):
-    folder, out = tmp_path / "in", tmp_path / "out"
-    for index in range(4):
-        tune(folder / f"long{index}.mid", bars=400, shift=index)  # about a second an item
-    process = subprocess.Popen(command("harmonize", folder, "-o", out, "--seed", "1", "--ray-address", cluster),
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _snc_files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.snc"))}
+
+
+def test_a_stopped_then_killed_ray_encode_resumes_to_the_files_the_local_pool_writes(cluster, tmp_path):
+    """One `snc encode` batch on Ray, stopped with Ctrl-C mid-run, then resumed with an actor
+    killed (SIGKILL) mid-song: no partial file and no scratch folder at any point, the stop
+    leaves no actor behind, every song is encoded once and the files are those of the local pool."""
+    modes = ["lossless", "compact", "lossless", "lossless"]
+    manifest, out = song_manifest(tmp_path, modes, seconds=4.0), tmp_path / "ray"
+    encode = ("snc", "encode", "--manifest", manifest, "-o")
+    # the reference, beside the Ray runs: one local worker (tests/test_batch.py has two give what one gives)
+    local = subprocess.Popen(command(*encode, tmp_path / "local", "--workers", "1"), cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    # one actor for each run (the module's other tests run two on two nodes): it is mid-song when
+    # the first song is recorded; in the resumed run, the song killed on it is done again on the
+    # actor Ray restarts in its place
+    stopped = subprocess.Popen(command(*encode, out, "--ray-address", cluster, "--workers", "1"), cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    wait_for_results(out, stopped)
+    os.killpg(stopped.pid, signal.SIGINT)  # what a terminal sends the whole foreground group
+    first = finish(stopped)
+    assert first.returncode == 130, first.stderr
+    assert "stopped:" in first.stderr and "the same command resumes" in first.stderr
+    assert "Traceback" not in first.stderr and _actors() == []
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no .part, no .snc-PID-* folder
+    recorded, written = records(out), _snc_files(out)  # a song that ended as the stop came: a file, no record
+    assert 1 <= len(recorded) < len(modes) and set(recorded) <= set(written)
+
+    resumed = subprocess.Popen(command(*encode, out, "--ray-address", cluster, "--workers", "1"), cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 90
-    while (victim := _running_actor_item()) is None:
-        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
-        time.sleep(0.02)
+    while (working := scratch_owner(out)) is None:
+        assert resumed.poll() is None and time.monotonic() < deadline, resumed.communicate()
+        time.sleep(0.01)
+    victim, scratch = working
     os.kill(victim, signal.SIGKILL)
-    _, stderr = process.communicate(timeout=180)
-    assert process.returncode == 0, stderr
-    found = records(out)
-    assert sorted(found) == [f"long{i}.mid" for i in range(4)]
-    assert {r["status"] for r in found.values()} == {"done"}
-    assert leftovers(out) == [] and sorted(outputs(out)) == sorted(found)
-    again = cli("harmonize", folder, "-o", out, "--seed", "1", "--ray-address", cluster, timeout=180)
-    assert again.returncode == 0 and "4 done earlier" in again.stdout and "nothing left to do" in again.stdout
+    second = finish(resumed)
+    assert second.returncode == 0, second.stderr
+    assert f"{len(recorded)} done earlier" in second.stdout
+    left = len(modes) - len(recorded)
+    assert second.stdout.count("wrote ") == left and f"{left} of {left} items done" in second.stdout
+    assert not scratch.exists() and not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert {r["status"] for r in records(out).values()} == {"done"} and len(records(out)) == len(modes)
+    assert (done := finish(local)).returncode == 0, done.stderr
+    reference = _snc_files(tmp_path / "local")
+    assert _snc_files(out) == reference and len(reference) == len(modes)
+    assert all(reference[name] == data for name, data in written.items())  # what the stop left was whole
+    assert without_seconds(records(out)) == without_seconds(records(tmp_path / "local"))
 
 
-def test_the_eval_harnesses_give_on_ray_the_tables_they_give_in_one_process(cluster, tiny_cache, pop_split,  # noqa: F811
-                                                                            tmp_path, capsys):
-    for words in (harmony_words(tiny_cache), continuation_words(pop_split)):
-        here, here_table = run_eval([*words, "--workers", "1"], tmp_path / "here.json", capsys, "this process")
-        on_ray, ray_table = run_eval([*words, "--ray-address", cluster], tmp_path / "ray.json", capsys,
-                                     f"Ray at {cluster}")
-        assert without_timing(on_ray) == without_timing(here) and len(here_table.splitlines()) > 5
-        if words[1] == "harmony":
-            assert harmony_table(ray_table) == harmony_table(here_table)
-        else:  # the last line names the run's seconds
-            assert ray_table.splitlines()[:-1] == here_table.splitlines()[:-1]
+def test_the_eval_harness_gives_on_two_ray_nodes_the_tables_it_gives_in_one_process(cluster, tiny_cache,  # noqa: F811
+                                                                                     tmp_path, capsys):
+    """`eval harmony`, three songs on two actors on two nodes. `eval continuation` gathers its
+    items through the same call (core.batch.pool.gather): tests/test_eval_batch.py has its
+    tables the same on one and two workers."""
+    here, here_table = run_eval([*harmony_words(tiny_cache), "--workers", "1"], tmp_path / "here.json", capsys,
+                                "this process")
+    # two actors of one CPU each (one per cluster CPU): one on each node
+    on_ray, ray_table = run_eval([*harmony_words(tiny_cache), "--ray-address", cluster], tmp_path / "ray.json", capsys,
+                                 f"Ray at {cluster}")
+    assert without_timing(on_ray) == without_timing(here) and len(here_table.splitlines()) > 5
+    assert harmony_table(ray_table) == harmony_table(here_table)

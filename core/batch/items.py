@@ -45,6 +45,10 @@ class Job(Protocol):
         return the item's value; raise a ScoreBridgeError (or ValueError/OSError) naming the
         problem for a bad input."""
 
+    # A job whose work leaves more than core.atomic's temporaries when its worker is killed (a
+    # scratch folder) also has ``sweep(items)``: remove what dead workers left for ``items``,
+    # never what a live one uses. The batch command calls it before and after every run.
+
 
 def is_manifest(path: Path) -> bool:
     """A CSV or JSON-lines file given where a folder or one input could be."""

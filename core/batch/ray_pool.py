@@ -5,7 +5,11 @@ travel as paths (a few hundred bytes), never as audio, so the driver holds no ca
 every node reads its inputs and writes its outputs itself: input and output folders must be on
 storage every node sees under the same path. Actors are restarted when their process dies and
 the item they held is retried on the restarted actor (``max_restarts``/``max_task_retries``).
-Ray is imported only here, and this module only when ``--ray-address`` is given.
+At the end of a run, a stop included, the actors are killed (a running item cannot be
+interrupted otherwise) and the driver waits until those on this machine are gone, so that the
+caller's sweep of what a killed item left behind runs after the last write; what an actor on
+another machine leaves is swept at the start of the next run. Ray is imported only here, and
+this module only when ``--ray-address`` is given.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 import os
 import signal
 import socket
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -28,6 +33,10 @@ __all__ = ["INSTALL_HINT", "connect", "import_ray", "run_ray"]
 
 INSTALL_HINT = "--ray-address needs Ray, an optional extra: pip install 'scorebridge[ray]'"
 _PROBE_TIMEOUT_S = 5.0
+# At the end of a run: how long the actors get to say which process they are, and how long the
+# driver waits for those on this machine to end once killed.
+_WHEREABOUTS_TIMEOUT_S = 10.0
+_EXIT_TIMEOUT_S = 10.0
 
 
 def import_ray() -> Any:
@@ -54,6 +63,11 @@ class _Worker:
             self.state = job.setup(threads)
         except Exception as exc:  # noqa: BLE001 - reported to the driver, which ends the batch
             self.error = setup_failure(exc)
+
+    def whereabouts(self) -> tuple[str, int]:
+        """(host name, process id): answered while ``run`` works (a second thread), so that the
+        driver can wait for this very process to end after killing it."""
+        return socket.gethostname(), os.getpid()
 
     def run(self, item: Item) -> tuple[str, Any]:
         if self.error:
@@ -120,8 +134,9 @@ def run_ray(job: Job, items: Sequence[Item], address: str, workers: int | None, 
     try:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         count = min(workers or max(1, cpus // threads), len(items))
+        # two threads: ``run`` (one item at a time, the driver sends no more) and ``whereabouts``
         actor_class = ray.remote(_Worker).options(num_cpus=threads, max_restarts=attempts,
-                                                  max_task_retries=attempts)
+                                                  max_task_retries=attempts, max_concurrency=2)
         actors = [actor_class.remote(job, threads) for _ in range(count)]
         queue = deque(items)
         running: dict[Any, tuple[Any, Item]] = {}
@@ -147,7 +162,43 @@ def run_ray(job: Job, items: Sequence[Item], address: str, workers: int | None, 
                 on_result(payload)
         return count
     finally:
-        for actor in actors:
-            with contextlib.suppress(RayError):
-                ray.kill(actor)
+        _stop(ray, actors)
         ray.shutdown()
+
+
+def _stop(ray: Any, actors: list[Any]) -> None:
+    """Kill ``actors`` (their running items too) and wait until those on this machine have ended."""
+    from ray.exceptions import RayError
+
+    asked = [actor.whereabouts.remote() for actor in actors]
+    answered, _ = ray.wait(asked, num_returns=len(asked), timeout=_WHEREABOUTS_TIMEOUT_S) if asked else ([], [])
+    processes = []
+    for reference in answered:
+        with contextlib.suppress(RayError):
+            host, pid = ray.get(reference)
+            if host == socket.gethostname():
+                processes.append(pid)
+    for actor in actors:
+        with contextlib.suppress(RayError):
+            ray.kill(actor)
+    deadline = time.monotonic() + _EXIT_TIMEOUT_S
+    while (alive := [pid for pid in processes if _running(pid)]) and time.monotonic() < deadline:
+        processes = alive
+        time.sleep(0.02)
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, ended but not yet reaped by its raylet, does not)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc (macOS): ask the kernel
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True

@@ -32,8 +32,8 @@ __all__ = ["SessionPorts"]
 
 log = logging.getLogger(__name__)
 
-# After a sender disconnects, its last messages may still be on their way through the input
-# thread: the release waits this long and covers what arrived until then.
+# After a sender disconnects, its last messages may still be on their way into the input's
+# queue: the release covers what reached the port until this long after.
 SENDER_GONE_GRACE_S = 0.05
 # The JACK server is taken for gone after this many failed listings in a row (one every
 # half second): a loaded server sometimes refuses a single listing client.
@@ -152,7 +152,18 @@ class SessionPorts:
         """A connection to the main input ended (libjack's notification thread)."""
         self.port_events.append(f"sender left {port_name}")
         until_s = when_s + SENDER_GONE_GRACE_S
-        self.scheduler.at(until_s, lambda: self.router.release_port(port_name, before_s=until_s))
+        self.scheduler.at(until_s, lambda: self._release_input(port_name, until_s))
+
+    def _release_input(self, port_name: str, cutoff_s: float) -> None:
+        """Release the notes held on an input whose sender left (at ``cutoff_s`` or before),
+        once all it sent until then is routed: under a flood the input's queue holds seconds
+        of it, and a note-on read after the release would sound for ever."""
+        port = self.main_in if self.main_in is not None and self.main_in.name == port_name \
+            else self.connected_in.get(port_name)
+        if port is None or port.closed:
+            self.router.release_port(port_name)
+        else:
+            port.after_input_before(cutoff_s, lambda: self.router.release_port(port_name))
 
     def _jack_lost(self) -> None:
         """The JACK server went away: forget what sounded there, close our ports."""
@@ -241,7 +252,7 @@ class SessionPorts:
             self.port_events.append(f"sender left {port.name}: {', '.join(gone)}")
             log.info("%s stopped sending to %s: releasing the notes held there", ", ".join(gone), port.name)
         if gone or (release_when_none and not sources):
-            self.router.release_port(port.name, before_s=listed_s)
+            self._release_input(port.name, listed_s)
 
     def _check_alsa(self) -> None:
         if self.backend is None or self.backend.name != "alsa":

@@ -187,6 +187,12 @@ class SessionPorts:
         self.main_in = self.main_out = self.tuned_out = None
         self.controls.close_ports()
 
+    def _jack_serves_us(self) -> bool:
+        """Whether the JACK server still serves the bridge's own watching client: libjack tells
+        that client when the server goes away."""
+        watcher = self._connection_watcher
+        return watcher is not None and not watcher.server_gone.is_set()
+
     def _jack_back(self) -> None:
         self._open_outputs()
         for slot in self.host.slots.values():
@@ -216,8 +222,11 @@ class SessionPorts:
         else:
             self._jack_misses += 1
             private_died = self.private_jack is not None and not self.private_jack.running()
-            if self._jack_misses < JACK_LOST_AFTER_MISSES and not private_died:
-                return  # a busy server can refuse one listing client: not yet a lost one
+            if not private_died and (self._jack_misses < JACK_LOST_AFTER_MISSES or self._jack_serves_us()):
+                # A busy server can refuse listing clients, several in a row on a loaded
+                # machine: taking it for lost would close every port and cut the connections
+                # the user made, with the notes sounding there.
+                return
         if not up and self.main_out is not None:
             self._jack_lost()
         if not up and self.private_jack is not None:

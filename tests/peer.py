@@ -14,7 +14,20 @@ from collections.abc import Callable
 
 import rtmidi
 
+from bridge.ports.native_stderr import QUEUE_FULL_MARK
 from tests.jackutil import ROOT
+
+# Messages the peer's rtmidi input holds until its reading thread gets to them. rtmidi drops
+# what does not fit (a note-off as well) and says so only on stderr: a full queue would make
+# the peer hear a note the bridge did stop. The largest burst a test makes the bridge send (a
+# two-slot echo of a 2 s flood) is under half of this, however late the reader runs.
+PEER_QUEUE_LIMIT = 65536
+
+
+def lost_by_peers(captured_err: str) -> int:
+    """Messages the test process's rtmidi inputs dropped, counted from captured stderr
+    (``capfd.readouterr().err``): rtmidi writes one line for each."""
+    return captured_err.count(QUEUE_FULL_MARK.decode())
 
 
 class Peer:
@@ -23,7 +36,7 @@ class Peer:
     def __init__(self, name: str, bridge_client: str, out_port: str | None = None) -> None:
         self.out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, f"{name}-send")
         self.out.open_port(self.out.get_ports().index(f"{bridge_client}:in"), "out")
-        self.inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, f"{name}-recv", queue_size_limit=8192)
+        self.inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, f"{name}-recv", queue_size_limit=PEER_QUEUE_LIMIT)
         self.inp.ignore_types(sysex=False, timing=False, active_sense=True)
         target = out_port or f"{bridge_client}-out:out"
         self.inp.open_port(self.inp.get_ports().index(target), "in")

@@ -66,6 +66,7 @@ def output_state(bridge, peer=None) -> dict:
     and with ``peer`` how many messages it heard of those the bridge sent."""
     full = status(bridge)
     state = {key: full[key] for key in ("notes_sounding", "midi_out", "scheduler", "transport")}
+    state["port_events"] = full["ports"]["events"]  # a server taken for lost closes every port
     if peer is not None:
         state["peer_heard"] = len(peer.messages())
     return state

@@ -301,9 +301,6 @@ def test_after_a_flood_no_note_hangs(start_bridge, peer_for, capfd):
     lost = lost_by_peers(capfd.readouterr().err)
     assert lost == 0, f"the test's peer dropped {lost} messages (its queue was full): it cannot tell a hung note"
     assert quiet, (sorted(peer.sounding())[:10], output_state(bridge, peer))
-    st = status(bridge)
-    # the sequencer was cut off mid-note about one time in three: held notes were released
-    assert st["notes_sounding"] == 0, output_state(bridge, peer)
 
 
 @pytest.mark.jack

@@ -156,7 +156,8 @@ def test_a_knob_sets_a_parameter_and_controller_notes_never_reach_the_engines(st
     knobs.send(0xB0, 70, 0)  # -> velocity 1 (the declared minimum)
     assert wait_until(lambda: 1 in osc.values("/scorebridge/rule/velocity"))
     # released after a beat of silence (the message says what the bridge was doing if not)
-    assert peer.wait_for(lambda: not peer.sounding(), 3.0), (peer.sounding(), peer.notes()[-8:], output_state(bridge),
+    assert peer.wait_for(lambda: not peer.sounding(), 3.0), (peer.sounding(), peer.notes()[-8:],
+                                                             output_state(bridge, peer),
                                                              status(bridge)["engines"]["rule"])
     before = len(peer.notes())
     peer.send([0x90, 76, 100])  # the same melody note again: the chord now has the new velocity

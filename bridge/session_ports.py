@@ -245,8 +245,9 @@ class SessionPorts:
     def _check_input_sources(self, connections: dict[str, set[str]], listed_s: float,
                              release_when_none: bool) -> None:
         """A sender that disconnects from the main input can never send its note-offs: when
-        the set of senders shrinks, every note started on the main input before the listing
-        and still held is released (rtmidi does not say which sender an event came from).
+        the set of senders shrinks, every note held on the main input once what reached it
+        before the listing is routed is released (rtmidi does not say which sender an event
+        came from).
         With ``release_when_none``, no sender at all also releases them: one that connected
         and left between two listings is never seen."""
         port = self.main_in

@@ -30,12 +30,15 @@ def lost_by_peers(captured_err: str) -> int:
     return captured_err.count(QUEUE_FULL_MARK.decode())
 
 
-class Peer:
-    """Sends to the bridge's input and records everything from the bridge's main output."""
+class Listener:
+    """Records everything from one of the bridge's outputs (its main one by default).
+
+    A JACK client whose cycle runs late under load can miss what was sent in that cycle (two
+    listeners on one output, in one process, heard 19,652 and 19,658 of 19,658 messages in a
+    flood): a test that must tell a note the bridge left sounding from one a listener missed
+    the note-off of listens twice (``sounding_for_all``)."""
 
     def __init__(self, name: str, bridge_client: str, out_port: str | None = None) -> None:
-        self.out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, f"{name}-send")
-        self.out.open_port(self.out.get_ports().index(f"{bridge_client}:in"), "out")
         self.inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, f"{name}-recv", queue_size_limit=PEER_QUEUE_LIMIT)
         self.inp.ignore_types(sysex=False, timing=False, active_sense=True)
         target = out_port or f"{bridge_client}-out:out"
@@ -56,11 +59,6 @@ class Peer:
                 continue
             with self._lock:
                 self.received.append((time.perf_counter(), event[0]))
-
-    def send(self, data: list[int]) -> float:
-        sent = time.perf_counter()
-        self.out.send_message(data)
-        return sent
 
     def messages(self) -> list[list[int]]:
         with self._lock:
@@ -89,6 +87,32 @@ class Peer:
                 on.pop(key, None)
         return set(on)
 
+    def close(self) -> None:
+        self._stop.set()
+        self._poller.join(timeout=1)
+        self.inp.close_port()
+        self.inp.delete()
+
+
+def sounding_for_all(*listeners: Listener) -> set[tuple[int, int]]:
+    """Notes every listener hears sounding: a note-off the bridge sent reaches at least one of
+    them (each misses a late cycle of its own), one it never sent reaches none."""
+    return set.intersection(*(listener.sounding() for listener in listeners))
+
+
+class Peer(Listener):
+    """Sends to the bridge's input and records everything from the bridge's main output."""
+
+    def __init__(self, name: str, bridge_client: str, out_port: str | None = None) -> None:
+        self.out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, f"{name}-send")
+        self.out.open_port(self.out.get_ports().index(f"{bridge_client}:in"), "out")
+        super().__init__(name, bridge_client, out_port)
+
+    def send(self, data: list[int]) -> float:
+        sent = time.perf_counter()
+        self.out.send_message(data)
+        return sent
+
     def close_sender(self) -> None:
         """Close the sending client only, as a DAW or controller that quits or is unplugged."""
         if self.out is not None:
@@ -97,11 +121,8 @@ class Peer:
             self.out = None
 
     def close(self) -> None:
-        self._stop.set()
-        self._poller.join(timeout=1)
         self.close_sender()
-        self.inp.close_port()
-        self.inp.delete()
+        super().close()
 
 
 class _Process(subprocess.Popen):

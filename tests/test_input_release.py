@@ -32,11 +32,14 @@ class _Queue:
         self.then = then
         self.reader_held = threading.Event()
         self.read = 0
+        self.first_read_s: float | None = None  # when the reader first asked (then held)
 
     def ignore_types(self, **_: bool) -> None:
         pass
 
     def get_message(self) -> tuple[list[int], float] | None:
+        if self.first_read_s is None:
+            self.first_read_s = time.perf_counter()
         self.reader_held.wait()
         event = self.backlog.popleft() if self.backlog else self.then
         self.read += event is not None
@@ -56,18 +59,23 @@ def test_a_waiter_runs_once_the_queue_is_read_past_its_cutoff_from_the_time_delt
     delivered: list[int] = []
     before_s = time.perf_counter()
     port = RtMidiInput(PORT, queue, lambda data, _t: delivered.append(data[2]), poll_interval_s=0.0002)
-    after_s = time.perf_counter()  # the reader started in between, with the queue empty then
     seen_at_run: list[int] = []
-    port.after_input_before(after_s + 0.3, lambda: seen_at_run.append(len(delivered)))
-    queue.reader_held.set()
+    cutoff_s = before_s + 0.3
+    port.after_input_before(cutoff_s, lambda: seen_at_run.append(len(delivered)))
     deadline = time.monotonic() + 5
-    while not seen_at_run and time.monotonic() < deadline:
+    while queue.first_read_s is None and time.monotonic() < deadline:
+        time.sleep(0.001)
+    queue.reader_held.set()
+    while len(delivered) < 1000 and time.monotonic() < deadline:
         time.sleep(0.01)
     port.close()
     assert len(delivered) == 1000
-    # message k reached the port at least k ms after the reader started: the waiter ran after
-    # 300 of them (plus the ms the reader started before ``after_s``), not after all 1,000
-    assert seen_at_run and 300 <= seen_at_run[0] <= 301 + (after_s - before_s) * 1000, seen_at_run
+    # The reader took the queue for empty when it started (between ``before_s`` and its first
+    # read), so message k reached the port at least k ms after that: the waiter ran after the
+    # messages before the cutoff by that reckoning, not after all 1,000.
+    earliest = (cutoff_s - queue.first_read_s) * 1000 - 1
+    latest = (cutoff_s - before_s) * 1000 + 1
+    assert seen_at_run and earliest <= seen_at_run[0] <= latest, (seen_at_run, earliest, latest)
 
 
 def test_a_waiter_never_runs_before_a_message_that_reached_the_port_before_its_cutoff():

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -137,13 +138,15 @@ def alsa_connections(path: str = "/proc/asound/seq/clients") -> dict[str, set[st
 
 _JACK_NO_START_SERVER = 0x01
 _CONNECT_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_uint32, ctypes.c_uint32, ctypes.c_int, ctypes.c_void_p)
+_SHUTDOWN_CALLBACK = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 
 
 class JackConnectionWatcher:
     """A small JACK client that hears every connection ending (libjack's port-connect
     callback) and calls ``on_disconnect(port_name, time_s)`` for the watched ports. Listings
     every half second miss a sender that connects and leaves between two of them; this does
-    not."""
+    not. ``server_gone`` is set when libjack says the server left this client (a listing
+    that fails may only mean a busy server)."""
 
     def __init__(self, client_name: str, watched: Callable[[], set[str]],
                  on_disconnect: Callable[[str, float], None]) -> None:
@@ -154,6 +157,7 @@ class JackConnectionWatcher:
         lib.jack_client_open.restype = ctypes.c_void_p
         lib.jack_client_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.POINTER(ctypes.c_int)]
         lib.jack_set_port_connect_callback.argtypes = [ctypes.c_void_p, _CONNECT_CALLBACK, ctypes.c_void_p]
+        lib.jack_on_shutdown.argtypes = [ctypes.c_void_p, _SHUTDOWN_CALLBACK, ctypes.c_void_p]
         lib.jack_activate.argtypes = [ctypes.c_void_p]
         lib.jack_client_close.argtypes = [ctypes.c_void_p]
         lib.jack_port_by_id.restype = ctypes.c_void_p
@@ -164,10 +168,13 @@ class JackConnectionWatcher:
         self._watched = watched
         self._on_disconnect = on_disconnect
         self._callback = _CONNECT_CALLBACK(self._connect_changed)  # kept alive: libjack holds it
+        self.server_gone = threading.Event()
+        self._shutdown_callback = _SHUTDOWN_CALLBACK(lambda _arg: self.server_gone.set())
         status = ctypes.c_int(0)
         self._client = lib.jack_client_open(client_name.encode(), _JACK_NO_START_SERVER, ctypes.byref(status))
         if not self._client:
             raise BackendError(f"could not open the JACK client {client_name!r} (status {status.value:#x})")
+        lib.jack_on_shutdown(self._client, self._shutdown_callback, None)
         if lib.jack_set_port_connect_callback(self._client, self._callback, None) != 0 \
                 or lib.jack_activate(self._client) != 0:
             self.close()

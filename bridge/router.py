@@ -81,24 +81,21 @@ class InputRouter:
         """Run ``work`` on the router thread, after the input already queued."""
         self.queue.put(work)
 
-    def release_port(self, port_name: str, before_s: float | None = None) -> None:
+    def release_port(self, port_name: str) -> None:
         """The source(s) behind ``port_name`` went away: the engines hear a note-off for every
-        note started there (before ``before_s``, when the sources were listed) and not
-        stopped. Runs after the input already queued, so it follows what the source sent."""
-        self.post(lambda: self._release(port_name, before_s))
+        note started there and not stopped. Runs after the input already queued, so it follows
+        what the source sent (``InputPort.after_input_before`` says when all of it is queued)."""
+        self.post(lambda: self._release(port_name))
 
-    def _release(self, port_name: str, before_s: float | None = None) -> None:
+    def _release(self, port_name: str) -> None:
         held = self.held.get(port_name)
         if not held:
             return
-        keys = [k for k, arrival_s in held.items() if before_s is None or arrival_s < before_s]
-        if not keys:
-            return
+        keys = list(held)
         now = time.perf_counter()
         beats, playing = self.transport.beats_at(now), self.transport.playing
-        for key in keys:
-            del held[key]
-            channel, pitch = key
+        held.clear()
+        for channel, pitch in keys:
             self.host.dispatch(NoteOff(pitch, channel, now, beats, playing), channel)
         self.counters["released_on_disconnect"] += len(keys)
         log.info("input %s lost its sender holding %d notes: released", port_name, len(keys))

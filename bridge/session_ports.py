@@ -32,8 +32,8 @@ __all__ = ["SessionPorts"]
 
 log = logging.getLogger(__name__)
 
-# After a sender disconnects, its last messages may still be on their way through the input
-# thread: the release waits this long and covers what arrived until then.
+# After a sender disconnects, its last messages may still be on their way into the input's
+# queue: the release covers what reached the port until this long after.
 SENDER_GONE_GRACE_S = 0.05
 # The JACK server is taken for gone after this many failed listings in a row (one every
 # half second): a loaded server sometimes refuses a single listing client.
@@ -152,7 +152,18 @@ class SessionPorts:
         """A connection to the main input ended (libjack's notification thread)."""
         self.port_events.append(f"sender left {port_name}")
         until_s = when_s + SENDER_GONE_GRACE_S
-        self.scheduler.at(until_s, lambda: self.router.release_port(port_name, before_s=until_s))
+        self.scheduler.at(until_s, lambda: self._release_input(port_name, until_s))
+
+    def _release_input(self, port_name: str, cutoff_s: float) -> None:
+        """Release the notes held on an input whose sender left (at ``cutoff_s`` or before),
+        once all it sent until then is routed: under a flood the input's queue holds seconds
+        of it, and a note-on read after the release would sound for ever."""
+        port = self.main_in if self.main_in is not None and self.main_in.name == port_name \
+            else self.connected_in.get(port_name)
+        if port is None or port.closed:
+            self.router.release_port(port_name)
+        else:
+            port.after_input_before(cutoff_s, lambda: self.router.release_port(port_name))
 
     def _jack_lost(self) -> None:
         """The JACK server went away: forget what sounded there, close our ports."""
@@ -175,6 +186,12 @@ class SessionPorts:
         self.slot_ports.clear()
         self.main_in = self.main_out = self.tuned_out = None
         self.controls.close_ports()
+
+    def _jack_serves_us(self) -> bool:
+        """Whether the JACK server still serves the bridge's own watching client: libjack tells
+        that client when the server goes away."""
+        watcher = self._connection_watcher
+        return watcher is not None and not watcher.server_gone.is_set()
 
     def _jack_back(self) -> None:
         self._open_outputs()
@@ -205,8 +222,11 @@ class SessionPorts:
         else:
             self._jack_misses += 1
             private_died = self.private_jack is not None and not self.private_jack.running()
-            if self._jack_misses < JACK_LOST_AFTER_MISSES and not private_died:
-                return  # a busy server can refuse one listing client: not yet a lost one
+            if not private_died and (self._jack_misses < JACK_LOST_AFTER_MISSES or self._jack_serves_us()):
+                # A busy server can refuse listing clients, several in a row on a loaded
+                # machine: taking it for lost would close every port and cut the connections
+                # the user made, with the notes sounding there.
+                return
         if not up and self.main_out is not None:
             self._jack_lost()
         if not up and self.private_jack is not None:
@@ -225,8 +245,9 @@ class SessionPorts:
     def _check_input_sources(self, connections: dict[str, set[str]], listed_s: float,
                              release_when_none: bool) -> None:
         """A sender that disconnects from the main input can never send its note-offs: when
-        the set of senders shrinks, every note started on the main input before the listing
-        and still held is released (rtmidi does not say which sender an event came from).
+        the set of senders shrinks, every note held on the main input once what reached it
+        before the listing is routed is released (rtmidi does not say which sender an event
+        came from).
         With ``release_when_none``, no sender at all also releases them: one that connected
         and left between two listings is never seen."""
         port = self.main_in
@@ -241,7 +262,7 @@ class SessionPorts:
             self.port_events.append(f"sender left {port.name}: {', '.join(gone)}")
             log.info("%s stopped sending to %s: releasing the notes held there", ", ".join(gone), port.name)
         if gone or (release_when_none and not sources):
-            self.router.release_port(port.name, before_s=listed_s)
+            self._release_input(port.name, listed_s)
 
     def _check_alsa(self) -> None:
         if self.backend is None or self.backend.name != "alsa":

@@ -14,16 +14,32 @@ from collections.abc import Callable
 
 import rtmidi
 
+from bridge.ports.native_stderr import QUEUE_FULL_MARK
 from tests.jackutil import ROOT
 
+# Messages the peer's rtmidi input holds until its reading thread gets to them. rtmidi drops
+# what does not fit (a note-off as well) and says so only on stderr: a full queue would make
+# the peer hear a note the bridge did stop. The largest burst a test makes the bridge send (a
+# two-slot echo of a 2 s flood) is under half of this, however late the reader runs.
+PEER_QUEUE_LIMIT = 65536
 
-class Peer:
-    """Sends to the bridge's input and records everything from the bridge's main output."""
+
+def lost_by_peers(captured_err: str) -> int:
+    """Messages the test process's rtmidi inputs dropped, counted from captured stderr
+    (``capfd.readouterr().err``): rtmidi writes one line for each."""
+    return captured_err.count(QUEUE_FULL_MARK.decode())
+
+
+class Listener:
+    """Records everything from one of the bridge's outputs (its main one by default).
+
+    A JACK client whose cycle runs late under load can miss what was sent in that cycle (two
+    listeners on one output, in one process, heard 19,652 and 19,658 of 19,658 messages in a
+    flood): a test that must tell a note the bridge left sounding from one a listener missed
+    the note-off of listens twice (``sounding_for_all``)."""
 
     def __init__(self, name: str, bridge_client: str, out_port: str | None = None) -> None:
-        self.out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, f"{name}-send")
-        self.out.open_port(self.out.get_ports().index(f"{bridge_client}:in"), "out")
-        self.inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, f"{name}-recv", queue_size_limit=8192)
+        self.inp = rtmidi.MidiIn(rtmidi.API_UNIX_JACK, f"{name}-recv", queue_size_limit=PEER_QUEUE_LIMIT)
         self.inp.ignore_types(sysex=False, timing=False, active_sense=True)
         target = out_port or f"{bridge_client}-out:out"
         self.inp.open_port(self.inp.get_ports().index(target), "in")
@@ -43,11 +59,6 @@ class Peer:
                 continue
             with self._lock:
                 self.received.append((time.perf_counter(), event[0]))
-
-    def send(self, data: list[int]) -> float:
-        sent = time.perf_counter()
-        self.out.send_message(data)
-        return sent
 
     def messages(self) -> list[list[int]]:
         with self._lock:
@@ -76,6 +87,32 @@ class Peer:
                 on.pop(key, None)
         return set(on)
 
+    def close(self) -> None:
+        self._stop.set()
+        self._poller.join(timeout=1)
+        self.inp.close_port()
+        self.inp.delete()
+
+
+def sounding_for_all(*listeners: Listener) -> set[tuple[int, int]]:
+    """Notes every listener hears sounding: a note-off the bridge sent reaches at least one of
+    them (each misses a late cycle of its own), one it never sent reaches none."""
+    return set.intersection(*(listener.sounding() for listener in listeners))
+
+
+class Peer(Listener):
+    """Sends to the bridge's input and records everything from the bridge's main output."""
+
+    def __init__(self, name: str, bridge_client: str, out_port: str | None = None) -> None:
+        self.out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, f"{name}-send")
+        self.out.open_port(self.out.get_ports().index(f"{bridge_client}:in"), "out")
+        super().__init__(name, bridge_client, out_port)
+
+    def send(self, data: list[int]) -> float:
+        sent = time.perf_counter()
+        self.out.send_message(data)
+        return sent
+
     def close_sender(self) -> None:
         """Close the sending client only, as a DAW or controller that quits or is unplugged."""
         if self.out is not None:
@@ -84,11 +121,8 @@ class Peer:
             self.out = None
 
     def close(self) -> None:
-        self._stop.set()
-        self._poller.join(timeout=1)
         self.close_sender()
-        self.inp.close_port()
-        self.inp.delete()
+        super().close()
 
 
 class _Process(subprocess.Popen):

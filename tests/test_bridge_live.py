@@ -60,11 +60,16 @@ def status(bridge) -> dict:
     return json.loads(out.stdout)
 
 
-def output_state(bridge) -> dict:
+def output_state(bridge, peer=None) -> dict:
     """What the bridge itself holds on its output (for a failure message: a note the peer still
-    hears while the bridge tracks none was lost on the way, not left sounding by the bridge)."""
+    hears while the bridge tracks none was lost on the way, not left sounding by the bridge),
+    and with ``peer`` how many messages it heard of those the bridge sent."""
     full = status(bridge)
-    return {key: full[key] for key in ("notes_sounding", "midi_out", "scheduler", "transport")}
+    state = {key: full[key] for key in ("notes_sounding", "midi_out", "scheduler", "transport")}
+    state["port_events"] = full["ports"]["events"]  # a server taken for lost closes every port
+    if peer is not None:
+        state["peer_heard"] = len(peer.messages())
+    return state
 
 
 def test_melody_with_clock_gets_diatonic_harmony_below_it_on_the_beat(start_bridge, peer_for):

@@ -70,6 +70,14 @@ class InputPort(ABC):
         self._handler = handler
         self._lock = threading.Lock()
 
+    def after_input_before(self, cutoff_s: float, action: Callable[[], None]) -> None:
+        """Call ``action`` once every message that reached the port before ``cutoff_s`` (the
+        bridge clock, now or past) has been handed to the handler, before anything later is. A
+        backend that delivers as messages come (a callback) has handed them all over: ``action``
+        runs now. One that queues them (``RtMidiInput`` on JACK) runs it from its reading
+        thread once that queue is read past ``cutoff_s``, which under a flood is long after."""
+        action()
+
     def _deliver(self, data: list[int]) -> None:
         # Timestamp first, then hand over: this runs on the backend's (possibly real-time) thread.
         arrival_s = time.perf_counter()

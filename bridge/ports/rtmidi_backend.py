@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import rtmidi
@@ -81,6 +82,9 @@ class RtMidiInput(InputPort):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.poll_interval_s = poll_interval_s
+        # (cutoff_s, action) of ``after_input_before``, run by the reading thread
+        self._waiters: list[tuple[float, Callable[[], None]]] = []
+        self._waiters_lock = threading.Lock()
         # SysEx and clock are needed (clock) or must be counted (SysEx floods); active sensing
         # carries nothing the bridge uses.
         midi_in.ignore_types(sysex=False, timing=False, active_sense=True)
@@ -93,27 +97,67 @@ class RtMidiInput(InputPort):
     def _callback(self, event: tuple[list[int], float], _data: object = None) -> None:
         self._deliver(event[0])
 
+    def after_input_before(self, cutoff_s: float, action: Callable[[], None]) -> None:
+        if self._thread is None:
+            action()
+            return
+        with self._waiters_lock:
+            if not self._stop.is_set():
+                self._waiters.append((cutoff_s, action))
+                return
+        action()  # closed: nothing more will be read
+
     def _poll(self) -> None:
+        """Read rtmidi's queue. Under a flood it holds seconds of input, so a message is read
+        long after it reached the port: the waiters of ``after_input_before`` run once the
+        queue is found empty, or once a message read is known (from rtmidi's JACK time deltas)
+        to have reached the port after their cutoff."""
         get, interval, stop = self._in.get_message, self.poll_interval_s, self._stop
+        # A lower bound of when the message last read reached the port: the time the queue was
+        # last found empty (what is read next came later), plus the time deltas rtmidi stamps
+        # on each message in JACK's cycle (a message it ignores takes its delta with it, which
+        # keeps the bound a lower one).
+        reached_s = time.perf_counter()
+        fresh = True  # nothing read since the queue was found empty
         while not stop.is_set():
-            event = get()
-            if event is None:
-                time.sleep(interval)
-                continue
             # A flood never leaves the queue empty: the stop flag is checked between batches
             # so closing the port (and stopping the bridge) never waits for the sender.
             for _ in range(_POLL_BATCH):
-                self._deliver(event[0])
                 event = get()
                 if event is None:
                     break
-            else:
+                if fresh:  # its delta runs from a message read before the queue was empty
+                    fresh = False
+                else:
+                    reached_s += event[1]
+                if self._waiters:
+                    self._run_waiters(reached_s)
                 self._deliver(event[0])
+            else:
+                continue
+            # Found empty: everything that reached the port until now has been delivered.
+            reached_s = time.perf_counter()
+            fresh = True
+            if self._waiters:
+                self._run_waiters(reached_s)
+            time.sleep(interval)
+
+    def _run_waiters(self, read_past_s: float) -> None:
+        """Run the waiters whose cutoff the input has been read past (on the reading thread)."""
+        with self._waiters_lock:
+            due = [w for w in self._waiters if w[0] <= read_past_s]
+            if not due:
+                return
+            self._waiters = [w for w in self._waiters if w[0] > read_past_s]
+        for _, action in due:
+            action()
 
     def _close(self) -> None:
         if self._thread is not None:
-            self._stop.set()
+            with self._waiters_lock:
+                self._stop.set()
             self._thread.join(timeout=1)
+            self._run_waiters(float("inf"))  # nothing more will be read
         else:
             self._in.cancel_callback()
         self._in.close_port()

@@ -140,6 +140,8 @@ def main() -> None:
                             runs.append({"song": song.name, "tree": "baseline",
                                          **measure(song, mode, count, args.baseline.resolve())})
                         runs.append({"song": song.name, "tree": "this", **measure(song, mode, count)})
+                if args.json:  # the raw measurements so far, in case a long run is cut short
+                    args.json.write_text(json.dumps({"partial": True, "flac": flacs, "runs": runs}, indent=1))
     print(f"{len(songs)} track(s), {cores} cores, {args.repeats} repeat(s) (median; min-max), audio s / wall s; "
           f"load {min(r['load_1min'] for r in runs)}-{max(r['load_1min'] for r in runs)}")
     summary = {}

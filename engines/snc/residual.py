@@ -29,7 +29,7 @@ EXCERPT_SHARE = 0.1
 # libopus complexity of the residual. Above 4 CELT adds its pitch pre-filter (and its decoder
 # the matching post-filter), which helps tonal stems but not a noise-like residual: at 0 the
 # residual costs about half the encoding time and a fifth less decoding time for the same SNR
-# (within 0.1 dB on the corpus, BENCHMARKS.md "SNC speed: less work"). The stems keep
+# (within 0.1 dB on two corpus residuals, BENCHMARKS.md "SNC speed: less work per track"). The stems keep
 # OPUS_COMPLEXITY. Any complexity gives a standard Opus stream: old files decode as before.
 RESIDUAL_COMPLEXITY = 0
 

@@ -12,8 +12,8 @@ measurement is a fresh process (``SCOREBRIDGE_SNC_THREADS`` = 1, then the cores 
 that first codes a 2 s cut untimed, then times ``encode``, a full ``SncReader.blocks()`` decode
 ("decode") and ``decode_to_dir`` ("wav": what ``snc decode`` does, WAV files written).
 ``flac -8`` codes the same master in the same repeat. Speeds are audio seconds per wall-clock
-second (what a user waits), with CPU seconds in the JSON; the load average is recorded at
-every measurement, as the machine is shared.
+second (what a user waits) and per CPU second of every thread (the work, less moved by the
+load); the load average is recorded at every measurement, as the machine is shared.
 """
 
 from __future__ import annotations
@@ -140,6 +140,8 @@ def main() -> None:
                             runs.append({"song": song.name, "tree": "baseline",
                                          **measure(song, mode, count, args.baseline.resolve())})
                         runs.append({"song": song.name, "tree": "this", **measure(song, mode, count)})
+                if args.json:  # the raw measurements so far, in case a long run is cut short
+                    args.json.write_text(json.dumps({"partial": True, "flac": flacs, "runs": runs}, indent=1))
     print(f"{len(songs)} track(s), {cores} cores, {args.repeats} repeat(s) (median; min-max), audio s / wall s; "
           f"load {min(r['load_1min'] for r in runs)}-{max(r['load_1min'] for r in runs)}")
     summary = {}
@@ -157,10 +159,14 @@ def main() -> None:
                     median = statistics.median(speeds)
                     row[f"{mode} {what} {count}t"] = [round(median, 1), round(min(speeds), 1), round(max(speeds), 1),
                                                       round(median / flac_speed, 3)]
+                    # The work: audio seconds per CPU second (every thread's), less moved by the load.
+                    row[f"{mode} {what} {count}t per cpu s"] = round(
+                        statistics.median(audio / r[f"{what}_cpu_s"] for r in chosen), 1)
         row["bytes"] = sorted({r["bytes"] for r in mine})
         summary[song.name if tree == "this" else f"{song.name} (baseline)"] = row
         print(f"{song.name} ({audio:.0f} s, {tree}): flac -8 {flac_speed:.1f}x; " + "; ".join(
-            f"{key} {value[0]}x ({value[3]} of flac)" for key, value in row.items() if key.endswith("t")))
+            f"{key} {value[0]}x ({value[3]} of flac, {row[key + ' per cpu s']}x per CPU s)"
+            for key, value in row.items() if key.endswith("t")))
     out = args.json or ROOT / "benchmarks" / "results" / f"snc-speed-{datetime.date.today()}.json"
     out.write_text(json.dumps({"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                                "cores": cores, "baseline": str(args.baseline) if args.baseline else None,

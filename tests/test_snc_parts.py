@@ -293,3 +293,60 @@ def test_passes_split_across_threads_give_the_one_pass_result_across_a_silence(t
     hops = model.envelope[int(4.0 * RATE) // model.hop:int(5.5 * RATE) // model.hop]
     assert len(hops) > 10 and np.all(hops == hops[0])  # (the silent hops kept the gain before them)
     assert files["1"].read_bytes() == files["2"].read_bytes()
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+def test_packed_float_input_gives_the_packets_of_planar_input(tmp_path, channels):
+    """TrackWriter hands libopus its own packed float layout (a C-order block reshaped, no
+    transposed copy): the encoder must receive the same samples, in the same channel order,
+    as from planar frames converted by FFmpeg, i.e. write the same packets."""
+    from fractions import Fraction
+
+    import av
+
+    from engines.snc.avio import LAYOUTS, TrackWriter
+
+    frames = 2 * 48000 + 321
+    rng = np.random.default_rng(5)
+    audio = (0.1 * rng.standard_normal((frames, channels)) * np.linspace(0.2, 1.0, channels)).astype(np.float32)
+    packets = {}
+    for layout in ("packed", "planar"):
+        writer = TrackWriter(tmp_path / f"{layout}.mka", "opus", 48000, channels, 64000)
+        seen: list[bytes] = []
+        writer.tap = seen.append
+        for start in range(0, frames, 48000):
+            block = audio[start:start + 48000]
+            if layout == "packed":
+                writer.write(block)
+                continue
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block.T), format="fltp", layout=LAYOUTS[channels])
+            frame.sample_rate, frame.pts, frame.time_base = 48000, writer.pts, Fraction(1, 48000)
+            writer.pts += block.shape[0]
+            writer._mux(writer.stream.encode(frame))
+        writer.close()
+        packets[layout] = seen
+    assert len(packets["packed"]) > 10 and packets["packed"] == packets["planar"]
+
+
+def test_the_residual_loses_no_snr_at_its_lower_complexity(tmp_path):
+    """The residual is coded at RESIDUAL_COMPLEXITY (no CELT pitch pre-filter: about half the
+    encoding time) because on noise-like signals that costs no SNR against the stems' complexity."""
+    from engines.snc.avio import OPUS_COMPLEXITY, TrackWriter, decode_blocks
+    from engines.snc.residual import RESIDUAL_COMPLEXITY
+
+    frames = 4 * 48000
+    rng = np.random.default_rng(9)
+    noise = signal.lfilter([1.0], [1.0, -0.7], rng.standard_normal((frames, 2)), axis=0)
+    residual = (0.01 * noise * (1.0 + 0.5 * np.sin(np.arange(frames) / 9000.0))[:, None]).astype(np.float32)
+    snr = {}
+    for complexity in (RESIDUAL_COMPLEXITY, OPUS_COMPLEXITY):
+        path = tmp_path / f"c{complexity}.mka"
+        writer = TrackWriter(path, "opus", 48000, 2, 128000, complexity=complexity)
+        for start in range(0, frames, 48000):
+            writer.write(residual[start:start + 48000])
+        writer.close()
+        decoded = np.concatenate(list(decode_blocks(path, 0, 48000, frames, False))).astype(np.float64)
+        error = decoded - residual
+        snr[complexity] = 10 * np.log10(np.sum(residual.astype(np.float64) ** 2) / np.sum(error ** 2))
+    assert RESIDUAL_COMPLEXITY < OPUS_COMPLEXITY
+    assert snr[RESIDUAL_COMPLEXITY] > snr[OPUS_COMPLEXITY] - 0.2, snr

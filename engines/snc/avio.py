@@ -119,8 +119,11 @@ class TrackWriter:
             data = (np.asarray(block, dtype=np.int64) << 8).astype(np.int32).reshape(1, -1)
             frame = av.AudioFrame.from_ndarray(data, format="s32", layout=LAYOUTS[self.channels])
         else:
-            data = np.ascontiguousarray(np.asarray(block, dtype=np.float32).T)
-            frame = av.AudioFrame.from_ndarray(data, format="fltp", layout=LAYOUTS[self.channels])
+            # Packed float, libopus's own input format: a C-order block is already interleaved, so
+            # neither a transposed copy nor FFmpeg's planar-to-packed conversion is needed (the
+            # same samples reach the encoder: the same packets).
+            data = np.ascontiguousarray(block, dtype=np.float32).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(data, format="flt", layout=LAYOUTS[self.channels])
         frame.sample_rate = self.sample_rate
         frame.pts = self.pts
         frame.time_base = Fraction(1, self.sample_rate)

@@ -17,7 +17,8 @@ import numpy as np
 
 from engines.snc.avio import TrackWriter, encode_decoded
 
-__all__ = ["MASTER_SNR_TARGET_DB", "RESIDUAL_RANGE_BPS", "code_residual", "probe_bitrate", "residual_bitrate"]
+__all__ = ["MASTER_SNR_TARGET_DB", "RESIDUAL_COMPLEXITY", "RESIDUAL_RANGE_BPS", "code_residual", "probe_bitrate",
+           "residual_bitrate"]
 
 BLOCK_FRAMES = 48000
 MASTER_SNR_TARGET_DB = {"transparent": 36.0, "compact": 27.0}
@@ -25,6 +26,12 @@ RESIDUAL_RANGE_BPS = {"transparent": (16000, 192000), "compact": (12000, 96000)}
 BPS_PER_DB = 16000.0  # master SNR gained per kb/s of Opus residual, measured on the corpus
 EXCERPT_BLOCKS = 2  # each excerpt: two gain blocks (2 s at 48 kHz)
 EXCERPT_SHARE = 0.1
+# libopus complexity of the residual. Above 4 CELT adds its pitch pre-filter (and its decoder
+# the matching post-filter), which helps tonal stems but not a noise-like residual: at 0 the
+# residual costs about half the encoding time and a fifth less decoding time for the same SNR
+# (within 0.1 dB on two corpus residuals, BENCHMARKS.md "SNC speed: less work per track"). The stems keep
+# OPUS_COMPLEXITY. Any complexity gives a standard Opus stream: old files decode as before.
+RESIDUAL_COMPLEXITY = 0
 
 
 def _round_rate(rate: float, lo: int, hi: int) -> int:
@@ -52,7 +59,7 @@ def code_residual(target: np.ndarray, path: Path, rate: int, channels: int, fram
     """Code ``target`` with Opus, decode it (as the coding goes, on a second thread when there
     is one), and per block and channel keep the gain in 0..1 that removes the most error.
     Returns packet size, gains and the error energy left."""
-    writer = TrackWriter(path, "opus", rate, channels, bitrate)
+    writer = TrackWriter(path, "opus", rate, channels, bitrate, complexity=RESIDUAL_COMPLEXITY)
     blocks = (target[start:start + BLOCK_FRAMES] for start in range(0, frames, BLOCK_FRAMES))
     gains, error = [], 0.0
     for start, coded in zip(range(0, frames, BLOCK_FRAMES), encode_decoded(writer, blocks, BLOCK_FRAMES, frames)):

@@ -252,14 +252,14 @@ def encode_lossy(master: InputTrack, stems: list[InputTrack], infos: list[StemIn
     bitrate, probed = probe_bitrate(target_file, frames, mode, channels, rate, signal, energy, model_snr,
                                     tmp / "probe.mka")
     residual_path = tmp / "residual.mka"
-    packet_frames, gains, error = code_residual(target_file, residual_path, rate, channels, frames, bitrate)
+    packet_frames, gains, error = code_residual(target_file, residual_path, rate, channels, frames, bitrate, mode)
     master_snr = 10 * np.log10(max(signal, 1e-30) / max(error, 1e-30))
     # Closed loop on the rate: one retry when the coded residual fell short of the target.
     want = MASTER_SNR_TARGET_DB[mode]
     retry = min(int(round((bitrate + (want - master_snr) * BPS_PER_DB) / 4000)) * 4000, RESIDUAL_RANGE_BPS[mode][1])
     if master_snr < want - 0.5 and retry > bitrate:
         bitrate = retry
-        packet_frames, gains, error = code_residual(target_file, residual_path, rate, channels, frames, bitrate)
+        packet_frames, gains, error = code_residual(target_file, residual_path, rate, channels, frames, bitrate, mode)
         master_snr = 10 * np.log10(max(signal, 1e-30) / max(error, 1e-30))
     del mix, target_file, pcm
     rms_db = 10 * np.log10(max(energy / max(frames * channels, 1), 1e-20))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.snc.avio import TrackWriter, encode_decoded
+from engines.snc.avio import OPUS_COMPLEXITY, TrackWriter, encode_decoded
 
 __all__ = ["MASTER_SNR_TARGET_DB", "RESIDUAL_COMPLEXITY", "RESIDUAL_RANGE_BPS", "code_residual", "probe_bitrate",
            "residual_bitrate"]
@@ -31,7 +31,8 @@ EXCERPT_SHARE = 0.1
 # residual costs about half the encoding time and a fifth less decoding time for the same SNR
 # (within 0.1 dB on two corpus residuals, BENCHMARKS.md "SNC speed: less work per track"). The stems keep
 # OPUS_COMPLEXITY. Any complexity gives a standard Opus stream: old files decode as before.
-RESIDUAL_COMPLEXITY = 0
+# Transparent only: compact's quality was measured at OPUS_COMPLEXITY and not since.
+RESIDUAL_COMPLEXITY = {"transparent": 0, "compact": OPUS_COMPLEXITY}
 
 
 def _round_rate(rate: float, lo: int, hi: int) -> int:
@@ -55,11 +56,11 @@ def residual_bitrate(mode: str, channels: int, model_snr_db: float) -> int:
 
 
 def code_residual(target: np.ndarray, path: Path, rate: int, channels: int, frames: int,
-                  bitrate: int) -> tuple[int, list[list[float]], float]:
+                  bitrate: int, mode: str = "transparent") -> tuple[int, list[list[float]], float]:
     """Code ``target`` with Opus, decode it (as the coding goes, on a second thread when there
     is one), and per block and channel keep the gain in 0..1 that removes the most error.
     Returns packet size, gains and the error energy left."""
-    writer = TrackWriter(path, "opus", rate, channels, bitrate, complexity=RESIDUAL_COMPLEXITY)
+    writer = TrackWriter(path, "opus", rate, channels, bitrate, complexity=RESIDUAL_COMPLEXITY[mode])
     blocks = (target[start:start + BLOCK_FRAMES] for start in range(0, frames, BLOCK_FRAMES))
     gains, error = [], 0.0
     for start, coded in zip(range(0, frames, BLOCK_FRAMES), encode_decoded(writer, blocks, BLOCK_FRAMES, frames)):
@@ -100,7 +101,7 @@ def probe_bitrate(target: np.ndarray, frames: int, mode: str, channels: int, rat
     share = energy / max(float(np.dot(sample.reshape(-1).astype(np.float64), sample.reshape(-1))), 1e-30)
 
     def predicted(bitrate: int) -> float:
-        _, _, error = code_residual(sample, scratch, rate, channels, sample.shape[0], bitrate)
+        _, _, error = code_residual(sample, scratch, rate, channels, sample.shape[0], bitrate, mode)
         return float(10 * np.log10(max(signal, 1e-30) / max(error * share, 1e-30)))
 
     # First guess: the median corpus track gains 6.5 dB + 1 dB per 16 kb/s.

@@ -5,6 +5,7 @@ by sample (tolerance 2e-6: pyo's output scaling of 0.99999923 and 32-bit PCM).""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ import soundfile as sf
 from numpy.lib.stride_tricks import sliding_window_view
 
 from engines.snc.reader import SncReader
-from tests.jackutil import ROOT
+from tests.jackutil import ROOT, start_jack
 from tests.peer import Bridge
 from tests.test_snc_player import RATE, encode_song, stems_audio
 
@@ -278,6 +279,7 @@ def plays_mix(recorded: np.ndarray, mix: np.ndarray, before: np.ndarray, what: s
     )
 
 
+PERIOD_FRAMES = inspect.signature(start_jack).parameters["period_frames"].default
 # One MIDI clock tick at the test's 120 BPM: the transport's resolution.
 TICK_S = 0.5 / 24
 # A start must be heard within a beat (0.5 s at 120 BPM) of the bridge taking it: later, the
@@ -329,9 +331,10 @@ def test_serve_snc_engine_follows_stop_and_locate(snc_bridge, live_song, tmp_pat
     playing, _ = sf.read(tmp_path / "playing.wav", dtype="float64", always_2d=True)
     first = int(np.argmax(np.abs(playing[:, 0]) > 1e-4))
     assert first > 0
-    # The player's buffers are JACK's cycles, and jack_rec records whole cycles: the faded-in
-    # buffer starts on the recording's 256-frame grid, at or just before the first sound.
-    buffer_start = first // 256 * 256
+    # The player's buffers are JACK's cycles (the test server's period: 64 frames), and jack_rec
+    # records whole cycles: the faded-in buffer starts on that grid, at or just before the first
+    # sound.
+    buffer_start = first // PERIOD_FRAMES * PERIOD_FRAMES
     played = int(round(joined["song_s"] * RATE))
     walk = follow(playing[: buffer_start + 512 + RATE // 2], lambda frame: song["master"], buffer_start + 512,
                   played + 512)

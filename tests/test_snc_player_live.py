@@ -157,9 +157,11 @@ def test_player_ports_play_the_mix_and_a_mute_lands_without_a_step(jack_server, 
         mute_frame = player.stream.position_frames  # the change starts within a buffer of this
         finish(recorder)
         stats = player.stats()
-        change_latency_s = player.last_change_latency_s
+        change_latency_s, change_buffers = player.last_change_latency_s, player.last_change_buffers
     assert stats["error"] is None
-    assert change_latency_s is not None and change_latency_s < 2 * 256 / RATE
+    # The mute is in the first buffer computed after it was asked. (In time that is one buffer
+    # plus however late the loaded machine runs the audio thread: not a bound a test can hold.)
+    assert change_buffers == 0, (change_buffers, change_latency_s)
     recorded, rate = sf.read(tmp_path / "rec.wav", dtype="float64", always_2d=True)
     assert rate == RATE and recorded.shape[1] == 2
     first = int(np.argmax(np.abs(recorded[:, 0]) > 1e-4))

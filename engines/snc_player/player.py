@@ -71,6 +71,9 @@ class Player:
         self.error: str | None = None
         self.last_seek_latency_s: float | None = None
         self.last_change_latency_s: float | None = None
+        # Buffers that began after the last change was asked and before the one that carries it
+        # (0: the next buffer did; the bound whatever the load, where the time is not).
+        self.last_change_buffers: int | None = None
         self._gain = 0.0  # transport fade: 0 silent .. 1 playing
         # A seek is asked by replacing ``_seek_asked`` (a new tuple, from any thread) and taken
         # by the audio thread, which only marks it ``_seek_taken``: no write of one side can undo
@@ -79,6 +82,7 @@ class Player:
         self._seek_taken: tuple[float] | None = None
         self._seek_asked_s = 0.0
         self._change_asked_s: float | None = None
+        self._change_asked_at = 0  # ``callbacks`` when it was asked
         self._seen_changes = self.pipeline.mixer.changes
         self._awaiting_seek_frame: int | None = None
         # (song_s, perf_counter_s): where the transport was when; the next fade-in joins it.
@@ -203,20 +207,24 @@ class Player:
             )
         self.stream.loop = (start_s, end_s)
 
-    def set_stem(self, name: str, **fields: float | bool | None) -> None:
+    def _ask_change(self) -> None:
+        self._change_asked_at = self.callbacks
         self._change_asked_s = time.perf_counter()
+
+    def set_stem(self, name: str, **fields: float | bool | None) -> None:
+        self._ask_change()
         self.pipeline.set_user(name, **fields)
 
     def set_source(self, source: str) -> None:
         """Cross-fade between the stored master and the stem mix (``master`` / ``stems``)."""
-        self._change_asked_s = time.perf_counter()
+        self._ask_change()
         self.pipeline.set_source(source)
 
     def set_context(self, name: str) -> int:
         return self.pipeline.set_context(name, self.stream.position_frames)
 
     def set_va(self, valence: float, arousal: float) -> None:
-        self._change_asked_s = time.perf_counter()
+        self._ask_change()
         self.pipeline.set_va(valence, arousal)
 
     @property
@@ -274,6 +282,8 @@ class Player:
             self._seen_changes = changes
             if self._change_asked_s is not None:
                 self.last_change_latency_s = now - self._change_asked_s
+                # (a callback running while it was asked counts: it may have read before it)
+                self.last_change_buffers = max(0, self.callbacks - self._change_asked_at - 1)
                 self._change_asked_s = None
         asked = self._seek_asked
         target = 1.0 if self.playing and asked is self._seek_taken else 0.0

@@ -29,6 +29,7 @@ class FakePlayer:
         self.position_s = 0.0
         self.buffer_frames, self.rate = 256, 48000
         self.seeks: list[float] = []
+        self.syncs: list[tuple[float, float]] = []  # (song_s, at_s): where the transport was when
         FakePlayer.made.append(self)
 
     def open(self) -> None:
@@ -36,6 +37,9 @@ class FakePlayer:
 
     def close(self) -> None:
         pass
+
+    def sync(self, song_s: float, at_s: float) -> None:
+        self.syncs.append((song_s, at_s))
 
     def seek(self, seconds: float) -> None:
         self.seeks.append(seconds)
@@ -152,8 +156,11 @@ def test_a_start_where_the_stopped_player_was_located_plays_without_another_seek
     made.process(TransportChange(False, 2.0, time.perf_counter(), "locate"))
     assert player.seeks == [1.0] and not player.playing
     # The OSC start reports the tick before the located beat (1 - 1/24 beat: 21 ms at 120 BPM).
-    made.process(TransportChange(True, 2.0 - 1 / 24, time.perf_counter(), "play"))
+    started_s = time.perf_counter()
+    made.process(TransportChange(True, 2.0 - 1 / 24, started_s, "play"))
     assert player.seeks == [1.0] and player.playing
+    # ... and the player is told where the transport started, to join it at its first buffer.
+    assert player.syncs == [(pytest.approx(1.0 - 0.5 / 24), started_s)]
     made.process(TransportChange(False, 3.0, time.perf_counter(), "stop"))
     made.process(TransportChange(True, 6.0, time.perf_counter(), "locate"))  # elsewhere: a seek
     assert player.seeks[1:] and 3.0 <= player.seeks[-1] < 3.1 and player.playing

@@ -5,6 +5,7 @@ by sample (tolerance 2e-6: pyo's output scaling of 0.99999923 and 32-bit PCM).""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ import soundfile as sf
 from numpy.lib.stride_tricks import sliding_window_view
 
 from engines.snc.reader import SncReader
-from tests.jackutil import ROOT
+from tests.jackutil import ROOT, start_jack
 from tests.peer import Bridge
 from tests.test_snc_player import RATE, encode_song, stems_audio
 
@@ -51,8 +52,9 @@ def decoded(path: Path) -> dict[str, np.ndarray]:
 
 
 def record(ports: list[str], seconds: int, path: Path) -> subprocess.Popen:
-    """Start jack_rec on ``ports`` and return once it is connected to them (jack_rec takes
-    whole seconds)."""
+    """Start jack_rec on ``ports`` and return once it records them: connected, and its file
+    growing (on a loaded machine jack_rec may start capturing a good while after it connected).
+    jack_rec takes whole seconds."""
     if shutil.which("jack_rec") is None:
         pytest.fail("jack_rec is missing: install jackd2's example clients (jackd2 ships jack_rec)")
     proc = subprocess.Popen(
@@ -63,12 +65,13 @@ def record(ports: list[str], seconds: int, path: Path) -> subprocess.Popen:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         listed = subprocess.run(["jack_lsp", "-c", ports[-1]], capture_output=True, text=True).stdout
-        if len(listed.strip().splitlines()) > 1:
+        # (past the header and a few 256-frame buffers of 2 x 32-bit samples)
+        if len(listed.strip().splitlines()) > 1 and path.exists() and path.stat().st_size > 8192:
             return proc
         time.sleep(0.02)
     proc.kill()
     proc.communicate()
-    pytest.fail(f"jack_rec did not connect to {ports}")
+    pytest.fail(f"jack_rec did not record {ports}")
 
 
 def finish(recorder: subprocess.Popen) -> None:
@@ -106,13 +109,15 @@ def follow(
     sample (``reference_at(frame)``; None: not judged). A JACK cycle dropped on the loaded dummy
     server, or the engine re-seeking after such a stall, shifts what follows, so a chunk that
     does not match where expected is looked for within ``SEARCH`` frames and the walk goes on
-    from there: every chunk is still compared exactly."""
+    from there: every chunk is still compared exactly. A chunk of digital silence is a cycle
+    whose buffer the pyo client did not deliver in time (the player's own underruns are in its
+    stats): it is not judged, and not counted."""
     found = []
     for index in range(start, len(recorded) - 255, 256):
         chunk_index = index
         chunk = recorded[index : index + 256]
         reference = reference_at(song_frame)
-        if reference is None or song_frame + 256 > len(reference):
+        if reference is None or song_frame + 256 > len(reference) or not np.abs(chunk).max() > 0.0:
             song_frame += 256
             continue
         ok = np.abs(chunk - reference[song_frame : song_frame + 256]).max() < tolerance
@@ -152,9 +157,11 @@ def test_player_ports_play_the_mix_and_a_mute_lands_without_a_step(jack_server, 
         mute_frame = player.stream.position_frames  # the change starts within a buffer of this
         finish(recorder)
         stats = player.stats()
-        change_latency_s = player.last_change_latency_s
+        change_latency_s, change_buffers = player.last_change_latency_s, player.last_change_buffers
     assert stats["error"] is None
-    assert change_latency_s is not None and change_latency_s < 2 * 256 / RATE
+    # The mute is in the first buffer computed after it was asked. (In time that is one buffer
+    # plus however late the loaded machine runs the audio thread: not a bound a test can hold.)
+    assert change_buffers == 0, (change_buffers, change_latency_s)
     recorded, rate = sf.read(tmp_path / "rec.wav", dtype="float64", always_2d=True)
     assert rate == RATE and recorded.shape[1] == 2
     first = int(np.argmax(np.abs(recorded[:, 0]) > 1e-4))
@@ -238,6 +245,51 @@ def osc(bridge: Bridge, *args: str) -> None:
     subprocess.run(["oscsend", "localhost", str(bridge.osc_port), *args], check=True, timeout=10)
 
 
+def slot_status(bridge: Bridge) -> dict:
+    """The song slot in ``scorebridge status``: the bridge's own report."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge", "status", "--osc-port", str(bridge.osc_port)],
+        cwd=ROOT, capture_output=True, text=True, timeout=20, check=True,
+    )
+    return json.loads(done.stdout)["engines"]["song"]
+
+
+def wait_status(bridge: Bridge, ready: Callable[[dict], bool], what: str, seconds: float = 20.0) -> dict:
+    """The slot's status once ``ready(status)`` holds. Opening a player (pyo boots on JACK, the
+    song is checked) takes a while on a loaded machine: polled, not slept for."""
+    deadline = time.monotonic() + seconds
+    while True:
+        slot = slot_status(bridge)
+        if ready(slot):
+            return slot
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} within {seconds} s: {slot}")
+        time.sleep(0.2)
+
+
+def plays_mix(recorded: np.ndarray, mix: np.ndarray, before: np.ndarray, what: str, stats: dict) -> None:
+    """The recording (the player located at the song's start) plays ``mix`` and never the mix
+    ``before`` the change: its chunks match ``mix`` sample for sample (but for the fades of a
+    drift re-seek on a loaded machine), none matches ``before``."""
+    length = 1024 + RATE // 4
+    where = song_offset(recorded, mix, 1024, guess=RATE, search=RATE - 1)  # (connected late: later)
+    walk = follow(recorded[:length], lambda frame: mix, 1024, where)
+    walk_before = follow(recorded[:length], lambda frame: before, 1024, where)
+    assert share(walk) > 0.9 and share(walk_before) == 0.0, (
+        f"{what}: from song frame {where}, {share(walk):.0%} of the chunks are the mix {what}, "
+        f"{share(walk_before):.0%} the mix before it; player {stats}"
+    )
+
+
+PERIOD_FRAMES = inspect.signature(start_jack).parameters["period_frames"].default
+# One MIDI clock tick at the test's 120 BPM: the transport's resolution.
+TICK_S = 0.5 / 24
+# A start must be heard within a beat (0.5 s at 120 BPM) of the bridge taking it: later, the
+# song's first downbeat is lost. Unloaded it takes a few ms (OSC thread -> router -> slot
+# worker -> audio thread); the most measured beside CPU hogs at load 12-18 is in BENCHMARKS.md.
+START_LATENCY_S = 0.5
+
+
 def test_serve_snc_engine_follows_stop_and_locate(snc_bridge, live_song, tmp_path):
     song = decoded(live_song)
     ports = ["scorebridge-song:output_1", "scorebridge-song:output_2"]
@@ -256,34 +308,51 @@ def test_serve_snc_engine_follows_stop_and_locate(snc_bridge, live_song, tmp_pat
     finish(recorder)
     stopped, _ = sf.read(tmp_path / "stopped.wav", always_2d=True)
     assert stopped.shape[0] == RATE and np.abs(stopped).max() < 1e-6
-    # Locate to beat 2 (1.0 s at 120 BPM) and start: the song plays from there.
+    # Locate to beat 2 (1.0 s at 120 BPM) and start.
     osc(snc_bridge, "/scorebridge/transport/locate", "f", "2.0")
     # (2 s: on a loaded machine the start may reach the engine a second after the recorder)
     recorder = record(ports, 2, tmp_path / "playing.wav")
     time.sleep(0.2)
+    sent_s = time.perf_counter()  # (CLOCK_MONOTONIC, the clock the bridge stamps events with)
     osc(snc_bridge, "/scorebridge/transport/start")
     finish(recorder)
+    stats = slot_status(snc_bridge)["engine_status"]
+    joined = next((s for s in stats["starts"] if s["at_s"] > sent_s), None)
+    assert joined is not None and joined["told_at_s"] is not None, stats
+    # The player's first buffer after the start, as it reports it: the song time it played,
+    # when, and the transport's report it joined (the bridge's start, taken after it was sent).
+    told_s, at_s, transport_s = joined["told_at_s"], joined["at_s"], joined["transport_s"]
+    assert sent_s <= told_s <= at_s
+    assert abs(transport_s - (at_s - told_s) - 1.0) <= TICK_S + 1e-6  # it started at beat 2
+    # Sync: that buffer played where the transport was (a start heard within the tick the
+    # transport reports early plays the located point, 1.0 s, not what lies before it).
+    assert abs(joined["song_s"] - max(transport_s, 1.0)) < 1e-3, joined
+    # Start latency, from the bridge taking the start to the first buffer out.
+    assert at_s - told_s < START_LATENCY_S, joined
+    # The recording bears the report out: its first sound is the song from that song time on.
     playing, _ = sf.read(tmp_path / "playing.wav", dtype="float64", always_2d=True)
     first = int(np.argmax(np.abs(playing[:, 0]) > 1e-4))
     assert first > 0
-    start = first + 1024
-    offset = song_offset(playing, song["master"], start, guess=RATE + start - first, search=RATE // 5)
-    # recorded[start] plays song time offset; the song started near 1.0 s.
-    assert abs((offset - (start - first)) / RATE - 1.0) < 0.1
-    walk = follow(playing[: start + RATE // 2], lambda frame: song["master"], start, offset)
-    assert share(walk) > 0.9
+    # The player's buffers are JACK's cycles (the test server's period: 64 frames), and jack_rec
+    # records whole cycles: the faded-in buffer starts on that grid, at or just before the first
+    # sound.
+    buffer_start = first // PERIOD_FRAMES * PERIOD_FRAMES
+    played = int(round(joined["song_s"] * RATE))
+    walk = follow(playing[: buffer_start + 512 + RATE // 2], lambda frame: song["master"], buffer_start + 512,
+                  played + 512)
+    assert walk and walk[0][1] and walk[0][0] - walk[0][2] == played - buffer_start, (walk[:3], played, buffer_start)
+    assert share(walk) > 0.9, (share(walk), stats)
     # An OSC stem control: mute stem 1 (vocals), locate to the start: the mix without it plays.
+    gain = np.asarray(SncReader(live_song).manifest.mastering["gain_per_channel"])
+    full = gain * (song["vocals"] + song["drums"] + song["bass"] + song["keys"])
     osc(snc_bridge, "/scorebridge/song/mute_1", "i", "1")
     osc(snc_bridge, "/scorebridge/transport/locate", "f", "0.0")
     time.sleep(0.2)
     recorder = record(ports, 1, tmp_path / "muted.wav")
     finish(recorder)
     muted_rec, _ = sf.read(tmp_path / "muted.wav", dtype="float64", always_2d=True)
-    gain = np.asarray(SncReader(live_song).manifest.mastering["gain_per_channel"])
     without = gain * (song["drums"] + song["bass"] + song["keys"])
-    where = song_offset(muted_rec, without, 1024, guess=RATE, search=RATE - 1)  # (connected late: later)
-    walk = follow(muted_rec[: 1024 + RATE // 4], lambda frame: without, 1024, where)
-    assert share(walk) > 0.9, f"from song frame {where}: {share(walk):.0%} is the mix without stem 1"
+    plays_mix(muted_rec, without, full, "without stem 1", slot_status(snc_bridge)["engine_status"])
     # A MIDI fader through the control map: CC 7 = 0 on channel 2 takes stem 2 (drums) to -96 dB.
     osc(snc_bridge, "/scorebridge/song/mute_1", "i", "0")
     send_cc(snc_bridge, 2, 7, 0)
@@ -293,23 +362,16 @@ def test_serve_snc_engine_follows_stop_and_locate(snc_bridge, live_song, tmp_pat
     finish(recorder)
     fader_rec, _ = sf.read(tmp_path / "fader.wav", dtype="float64", always_2d=True)
     no_drums = gain * (song["vocals"] + song["bass"] + song["keys"])
-    where = song_offset(fader_rec, no_drums, 1024, guess=RATE, search=RATE - 1)
-    walk = follow(fader_rec[: 1024 + RATE // 4], lambda frame: no_drums, 1024, where)
-    assert share(walk) > 0.9, f"from song frame {where}: {share(walk):.0%} is the mix without stem 2"
+    plays_mix(fader_rec, no_drums, full, "without stem 2", slot_status(snc_bridge)["engine_status"])
     # A context with another layout (binaural) opens a new player; the slot keeps running.
-    osc(snc_bridge, "/scorebridge/transport/locate", "f", "0.0")
     osc(snc_bridge, "/scorebridge/song/context", "s", "headphones")
-    time.sleep(1.0)
-    done = subprocess.run(
-        [sys.executable, "-m", "bridge", "status", "--osc-port", str(snc_bridge.osc_port)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=True,
+    slot = wait_status(
+        snc_bridge, lambda s: s["engine_status"].get("context") == "headphones" or s["error"] is not None,
+        "the headphones player never opened",
     )
-    slot = json.loads(done.stdout)["engines"]["song"]
     assert slot["enabled"] and slot["error"] is None
+    osc(snc_bridge, "/scorebridge/transport/locate", "f", "0.0")  # (the 3 s song may have ended meanwhile)
+    time.sleep(0.2)
     recorder = record(ports, 1, tmp_path / "binaural.wav")
     finish(recorder)
     binaural, _ = sf.read(tmp_path / "binaural.wav", dtype="float64", always_2d=True)
@@ -317,10 +379,8 @@ def test_serve_snc_engine_follows_stop_and_locate(snc_bridge, live_song, tmp_pat
     # The master <-> stem mix switch is an OSC address; a song name with its extension loads.
     osc(snc_bridge, "/scorebridge/song/source", "s", "stems")
     osc(snc_bridge, "/scorebridge/song/file", "s", "live.snc")
-    time.sleep(1.0)
-    done = subprocess.run(
-        [sys.executable, "-m", "bridge", "status", "--osc-port", str(snc_bridge.osc_port)],
-        cwd=ROOT, capture_output=True, text=True, timeout=10, check=True,
+    slot = wait_status(  # (the inbox empty: the file change is taken, and the player opened)
+        snc_bridge, lambda s: (s["queued"] == 0 and s["engine_status"].get("open") is True) or s["error"] is not None,
+        "the song never opened again",
     )
-    slot = json.loads(done.stdout)["engines"]["song"]
     assert slot["error"] is None and slot["engine_status"]["source"] == "stems", slot

@@ -11,10 +11,12 @@ to seconds at the transport's tempo (a constant-tempo song).
 
 Transport: Start/Continue -> play from the DAW position, Stop -> pause (faded), locate (Song
 Position Pointer, OSC ``transport/locate``) -> seek, and every beat checks the drift between
-the DAW position and the player's and re-seeks beyond 80 ms. A start at the place a stopped
-player was located to (within those 80 ms) plays what it decoded there at once, without a
-new seek (whose decoding would put the song behind the transport from its first buffer). DAW loops arrive as locates. A
-song loaded while the transport runs starts at the transport's position at once.
+the DAW position and the player's and re-seeks beyond 80 ms. The player chases the transport:
+whenever it starts or lands after a seek, its first buffer plays where the transport is at
+that moment (``Player.sync``), so a start that reached the engine late, or a seek's decoding,
+costs the song's first moments but never puts it behind. A start at the place a stopped
+player was located to skips into what it decoded there, without a new seek. DAW loops arrive
+as locates. A song loaded while the transport runs starts at the transport's position at once.
 Stems are addressed by their order in the file: ``gain_1`` .. ``gain_8``, ``mute_1`` ..
 ``mute_8`` (stems past the 8th keep their default). pyo runs one server per process, so a
 bridge holds at most one playing ``snc`` slot.
@@ -157,7 +159,7 @@ class SncEngine(Engine):
         if self._anchor is not None:  # a song loaded mid-song starts where the transport is
             beats, at_s = self._anchor
             if self.transport_playing:
-                self._follow(self._song_s(beats) + max(0.0, time.perf_counter() - at_s))
+                self._follow(beats, at_s)
             else:
                 self._locate(beats)
 
@@ -232,15 +234,38 @@ class SncEngine(Engine):
     def _song_s(self, beats: float) -> float:
         return (beats - self.param("offset_beats")) * 60.0 / self.tempo_bpm
 
-    def _locate(self, beats: float, late_s: float = 0.0) -> None:
-        seconds = self._song_s(beats) + late_s
-        duration = self.player.reader.manifest.duration_s
-        if 0.0 <= seconds < duration:
-            if not self.player.playing and abs(self.player.located_s - seconds) <= self._tolerance_s():
-                return  # located there while stopped (decoded ahead): a seek would only start later
+    def _locate(self, beats: float) -> None:
+        """A stopped transport moved to ``beats``: decode from there, ready to start."""
+        seconds = self._song_s(beats)
+        if 0.0 <= seconds < self.player.reader.manifest.duration_s and \
+                abs(self.player.located_s - seconds) > self._tolerance_s():
             self.player.seek(seconds)
-        elif seconds >= duration:
+
+    def _start(self, beats: float, at_s: float) -> None:
+        """The transport plays from ``beats`` since ``at_s`` (a start, or a locate while it
+        runs). The player joins it where it is when its first buffer plays (``Player.sync``):
+        a start that reached the engine late plays in time, without its first moments. A
+        player located near there (a stopped locate: decoded ahead) skips into what it
+        decoded; elsewhere it seeks."""
+        seconds = self._song_s(beats)
+        expected_s = seconds + max(0.0, time.perf_counter() - at_s)
+        if expected_s >= self.player.reader.manifest.duration_s:
             self.player.pause()
+            return
+        if seconds < 0.0:  # before song time 0: as before, the song plays from where it is
+            self.player.play()
+            return
+        located_s, tolerance_s = self.player.located_s, self._tolerance_s()
+        ready = seconds - tolerance_s <= located_s <= expected_s + tolerance_s
+        if self.player.playing:
+            if not ready:
+                self.player.sync(seconds, at_s)
+                self.player.seek(expected_s)
+            return
+        self.player.sync(seconds, at_s)
+        if not ready:
+            self.player.seek(expected_s)
+        self.player.play()
 
     def _tolerance_s(self) -> float:
         """The distance between the player and the transport that is not corrected."""
@@ -264,27 +289,28 @@ class SncEngine(Engine):
         if isinstance(event, TransportChange):
             self.transport_playing = event.playing
             if event.playing:
-                self._locate(event.beats, max(0.0, time.perf_counter() - event.time_s))
-                if self._song_s(event.beats) < self.player.reader.manifest.duration_s:
-                    self.player.play()
+                self._start(event.beats, event.time_s)
             else:
                 self.player.pause()
                 if event.reason == "locate":
                     self._locate(event.beats)
         elif isinstance(event, Beat) and self.transport_playing and self.player.stream.loop is None:
-            # The beat was at event.time_s; the player has moved on since (a busy slot is late).
-            late_s = max(0.0, time.perf_counter() - event.time_s)
-            self._follow(self._song_s(float(event.index)) + late_s)
+            self._follow(float(event.index), event.time_s)
         return []
 
-    def _follow(self, expected_s: float) -> None:
-        """On a beat: join a running transport, or re-seek when the player drifted."""
+    def _follow(self, beats: float, at_s: float) -> None:
+        """The running transport was at ``beats`` at ``at_s`` (a beat; the player has moved on
+        since, and a busy slot hears it late): join it, or re-seek when the player drifted."""
+        seconds = self._song_s(beats)
+        expected_s = seconds + max(0.0, time.perf_counter() - at_s)
         if self.player.seeking or not 0.0 <= expected_s < self.player.reader.manifest.duration_s:
             return
         if not self.player.playing:
+            self.player.sync(seconds, at_s)
             self.player.seek(expected_s)
             self.player.play()
         elif abs(self.player.position_s - expected_s) > self._tolerance_s():
+            self.player.sync(seconds, at_s)
             self.player.seek(expected_s)
 
     def status(self) -> dict[str, Any]:

@@ -5,12 +5,18 @@ the shared ``Pipeline`` and writes the feeds; it never waits: an empty queue pla
 is counted as an underrun. Controls (stem gains, context, valence-arousal, seek, loop,
 play/pause) may come from any thread and take effect at the next buffer. Pause, resume and
 seek fade over one buffer, so none of them clicks.
+
+A player that follows a transport is told where the transport is (``sync``: song time at a
+``perf_counter`` time); its next fade-in then starts where the transport is at that buffer,
+skipping what was decoded before it, so a start or seek that reached it late, or decoding
+that took a while, leaves it in time instead of behind.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +34,9 @@ __all__ = ["Player", "BACKENDS"]
 BACKENDS = ("jack", "portaudio")
 _ACTIVE: list[Player] = []  # pyo runs one server per process
 _ACTIVE_LOCK = threading.Lock()
+# A transport this far ahead of what is decoded is joined by decoding from there, not by
+# reading through what lies between.
+_RESTART_AHEAD_S = 1.0
 
 
 class Player:
@@ -62,6 +71,9 @@ class Player:
         self.error: str | None = None
         self.last_seek_latency_s: float | None = None
         self.last_change_latency_s: float | None = None
+        # Buffers that began after the last change was asked and before the one that carries it
+        # (0: the next buffer did; the bound whatever the load, where the time is not).
+        self.last_change_buffers: int | None = None
         self._gain = 0.0  # transport fade: 0 silent .. 1 playing
         # A seek is asked by replacing ``_seek_asked`` (a new tuple, from any thread) and taken
         # by the audio thread, which only marks it ``_seek_taken``: no write of one side can undo
@@ -70,8 +82,15 @@ class Player:
         self._seek_taken: tuple[float] | None = None
         self._seek_asked_s = 0.0
         self._change_asked_s: float | None = None
+        self._change_asked_at = 0  # ``callbacks`` when it was asked
         self._seen_changes = self.pipeline.mixer.changes
         self._awaiting_seek_frame: int | None = None
+        # (song_s, perf_counter_s): where the transport was when; the next fade-in joins it.
+        self._sync: tuple[float, float] | None = None
+        # The last fade-ins from silence (starts, seeks, after underruns): the song time each
+        # played, when (perf_counter), where the transport was then and the time of the
+        # transport report that said so (None: not told).
+        self.starts: deque[dict[str, float | None]] = deque(maxlen=8)
         self._server: Any = None
         self._graph: list[Any] = []
         self.finished = threading.Event()
@@ -162,6 +181,13 @@ class Player:
 
     def pause(self) -> None:
         self.playing = False
+        self._sync = None  # (the transport it described has stopped)
+
+    def sync(self, song_s: float, at_s: float) -> None:
+        """The transport plays song time ``song_s`` at ``perf_counter()`` time ``at_s`` (and
+        runs at the song's speed): the next fade-in (a start, or a seek's) plays from where it
+        is then. Not for a looping stream."""
+        self._sync = (song_s, at_s)
 
     def seek(self, seconds: float) -> None:
         """Jump to ``seconds``; the old audio fades out over one buffer, the new fades in."""
@@ -181,20 +207,24 @@ class Player:
             )
         self.stream.loop = (start_s, end_s)
 
-    def set_stem(self, name: str, **fields: float | bool | None) -> None:
+    def _ask_change(self) -> None:
+        self._change_asked_at = self.callbacks
         self._change_asked_s = time.perf_counter()
+
+    def set_stem(self, name: str, **fields: float | bool | None) -> None:
+        self._ask_change()
         self.pipeline.set_user(name, **fields)
 
     def set_source(self, source: str) -> None:
         """Cross-fade between the stored master and the stem mix (``master`` / ``stems``)."""
-        self._change_asked_s = time.perf_counter()
+        self._ask_change()
         self.pipeline.set_source(source)
 
     def set_context(self, name: str) -> int:
         return self.pipeline.set_context(name, self.stream.position_frames)
 
     def set_va(self, valence: float, arousal: float) -> None:
-        self._change_asked_s = time.perf_counter()
+        self._ask_change()
         self.pipeline.set_va(valence, arousal)
 
     @property
@@ -224,7 +254,12 @@ class Player:
             "max_callback_ms": round(self.max_callback_s * 1000, 3),
             "mean_callback_ms": round(self.callback_s_total / max(self.callbacks, 1) * 1000, 4),
             "error": self.error or self.stream.error,
+            "starts": list(self.starts),
         }
+
+    @property
+    def last_start(self) -> dict[str, float | None] | None:
+        return self.starts[-1] if self.starts else None
 
     # -- audio thread ----------------------------------------------------------------------------
     def _callback(self) -> None:
@@ -247,6 +282,8 @@ class Player:
             self._seen_changes = changes
             if self._change_asked_s is not None:
                 self.last_change_latency_s = now - self._change_asked_s
+                # (a callback running while it was asked counts: it may have read before it)
+                self.last_change_buffers = max(0, self.callbacks - self._change_asked_at - 1)
                 self._change_asked_s = None
         asked = self._seek_asked
         target = 1.0 if self.playing and asked is self._seek_taken else 0.0
@@ -255,6 +292,11 @@ class Player:
                 self.stream.start(asked[0])
                 self._awaiting_seek_frame = self.stream.position_frames
                 self._seek_taken = asked  # (after the line above: ``seeking`` stays true throughout)
+            self._feed.write(None)
+            return
+        joining = self._gain == 0.0 and target == 1.0
+        synced = self._sync
+        if joining and not self._join(synced, now):
             self._feed.write(None)
             return
         item = self.stream.read(n)
@@ -272,8 +314,34 @@ class Player:
             self.last_seek_latency_s = now - self._seek_asked_s
             self._awaiting_seek_frame = None
         out = self.pipeline.process(block, first)
+        if joining:
+            if self._sync is synced:  # (a newer one, asked meanwhile, is for the next fade-in)
+                self._sync = None
+            self.starts.append({
+                "song_s": first / self.rate,
+                "at_s": now,
+                "transport_s": None if synced is None else synced[0] + now - synced[1],
+                "told_at_s": None if synced is None else synced[1],
+            })
         if target != self._gain:
             ramp = self._gain + (target - self._gain) * np.arange(1, n + 1) / n
             out = out * ramp[:, None].astype(np.float32)
             self._gain = target
         self._feed.write(out)
+
+    def _join(self, synced: tuple[float, float] | None, now: float) -> bool:
+        """Before a fade-in: skip to where the transport is now (``sync``). False while the
+        decoder has not got there yet (this buffer stays silent)."""
+        if synced is None or self.stream.loop is not None:
+            return True
+        frame = int(round((synced[0] + now - synced[1]) * self.rate))
+        if frame - self.stream.position_frames > _RESTART_AHEAD_S * self.rate:
+            self.stream.start(frame / self.rate)
+            if self._awaiting_seek_frame is not None:
+                self._awaiting_seek_frame = self.stream.position_frames
+            return False
+        if not self.stream.skip_to(frame):
+            return False
+        if self._awaiting_seek_frame is not None:
+            self._awaiting_seek_frame = self.stream.position_frames
+        return True

@@ -132,6 +132,38 @@ class StemStream:
             except queue.Full:
                 continue
 
+    def skip_to(self, frame: int) -> bool:
+        """Drop the decoded audio before ``frame`` without waiting, so the next ``read`` starts
+        there; False while the decoder has not reached it yet (what was dropped stays dropped:
+        ask again). A frame at or before the next one changes nothing. Not for a looping stream,
+        whose frames wrap around."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            while True:
+                if self._pending:
+                    start, block = self._pending[0]
+                    n = block["master"].shape[0]
+                    if start + n <= frame:
+                        self._pending.pop(0)
+                        self.position_frames = start + n
+                        continue
+                    if start < frame:
+                        cut = frame - start
+                        self._pending[0] = (frame, {k: v[cut:] for k, v in block.items()})
+                        self.position_frames = frame
+                    return True
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    return self.ended
+                if item[1] is _END:
+                    self.ended = True
+                    return True
+                self._pending.append(item)
+        finally:
+            self._lock.release()
+
     def read(self, frames: int) -> tuple[int, dict[str, np.ndarray]] | None:
         """(first_frame, block) of exactly ``frames`` frames (zero-padded at the end), or None
         when the decoder is behind (underrun) or the stream has ended."""

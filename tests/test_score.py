@@ -475,3 +475,30 @@ def test_an_edited_tuning_file_renders_again_with_your_own_font(scored, tmp_path
     assert output.with_suffix(".snc").read_bytes() != first_snc
     tuning = [m for m in mido.MidiFile(str(output.with_suffix(".mid"))).tracks[0] if m.type == "sysex"]
     assert tuning, "no MIDI Tuning Standard message in OUT.mid"
+
+
+def test_the_seed_chooses_the_music_and_the_same_seed_gives_it_again():
+    """``--seed``: the same seed composes the same parts, another one other generated notes; the
+    theme (here the built-in motif) is played the same under every seed."""
+    from engines.continuation.runtime import ContinuationModel
+    from engines.harmonizer.runtime import HarmonizerModel
+    from engines.score.compose import compose, motif_theme
+    from engines.score.form import plan_form
+
+    curve = _step_curve([(0, -0.3, -0.2), (8.0, 0.6, 0.7)], 16.0)
+    plan = plan_form(curve, [8.0], 16.0)
+    theme = motif_theme("cinematic", minor=False)
+    continuation, harmonizer = ContinuationModel.load(), HarmonizerModel.named("harmonizer")
+    first, again, other = (compose(theme, plan, curve, "cinematic", seed, continuation, harmonizer)
+                           for seed in (1, 1, 2))
+    assert first.generated_notes > 0
+    assert first.parts == again.parts and first.chords == again.chords
+    def piano(music):
+        return music.parts["piano-right"] + music.parts["piano-left"]
+
+    assert piano(first) != piano(other)
+
+    def written(music):
+        return sorted((n.at_beats, n.pitch) for n in piano(music) if n.at_beats < theme.bars * theme.bar_steps / 12)
+
+    assert written(first) == written(other)  # the theme's bars

@@ -111,20 +111,3 @@ def test_invalid_mode_and_tempo_are_refused():
         Transport(mode="sometimes")
     with pytest.raises(ValueError, match="outside 20..400"):
         Transport(tempo_bpm=0)
-
-
-def test_a_started_internal_transport_reports_where_it_starts_and_never_runs_backwards():
-    transport = Transport(tempo_bpm=120.0, mode="internal")
-    interval = 60.0 / 120 / 24
-    for k in range(3):
-        transport.internal_tick(k * interval)
-    transport.set_playing(False, 0.1)
-    transport.locate(2.0, 0.2)
-    started = transport.set_playing(True, 0.3)
-    # the position it starts from (beat 2), not one tick before it
-    assert [(e.playing, e.beats) for e in started] == [(True, pytest.approx(2.0))]
-    # a tick due before the start, run late: it counts from the start and beat 2 sounds there
-    beats = [e for e in transport.internal_tick(0.29) if isinstance(e, Beat)]
-    assert [(b.index, b.time_s) for b in beats] == [(2, pytest.approx(0.3))]
-    assert transport.beats_at(0.3) == pytest.approx(2.0)
-    assert transport.beats_at(0.31) > 2.0

@@ -89,7 +89,9 @@ class Listener:
 
     def close(self) -> None:
         self._stop.set()
-        self._poller.join(timeout=1)
+        self._poller.join(timeout=10)
+        if self._poller.is_alive():  # (a starved thread still inside rtmidi: freeing the port would crash it)
+            return
         self.inp.close_port()
         self.inp.delete()
 

@@ -39,16 +39,27 @@ class LoudnessMeter:
         self.gains = np.array([_CHANNEL_GAINS[c] if c < len(_CHANNEL_GAINS) else 1.0 for c in range(channels)])
         self.pending = np.zeros((0, channels))
         self.energies: list[np.ndarray] = []  # per 100 ms: weighted mean square per channel
+        # Scratch arrays kept from block to block: a fresh set per block would cost a page fault
+        # per 4 KiB every block (the allocator hands freed blocks of this size back to the system).
+        self._scratch: dict[tuple, np.ndarray] = {}
+
+    def _buffer(self, role: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+        key = (role, shape, dtype)
+        buffer = self._scratch.get(key)
+        if buffer is None:
+            buffer = self._scratch[key] = np.empty(shape, dtype)
+        return buffer
 
     def push(self, block: np.ndarray) -> None:
         data = np.concatenate([self.pending, block]) if self.pending.size else block
         count = data.shape[0] // self.sub
         if count:
             # Planar sub-blocks (channels, count, sub): contiguous FFTs, one matrix product.
-            planar = np.ascontiguousarray(data[:count * self.sub].T).reshape(self.channels, count, self.sub)
+            planar = self._buffer("planar", (self.channels, count, self.sub), data.dtype)
+            np.copyto(planar.reshape(self.channels, count * self.sub), data[:count * self.sub].T)
             spectra = sfft.rfft(planar, axis=2)
-            power = spectra.real ** 2
-            power += spectra.imag ** 2
+            power = np.square(spectra.real, out=self._buffer("power", spectra.shape, spectra.real.dtype))
+            power += np.square(spectra.imag, out=self._buffer("imag", spectra.shape, spectra.real.dtype))
             self.energies.append((power @ self.weight).T)
         self.pending = data[count * self.sub:].copy()
 

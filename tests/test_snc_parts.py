@@ -110,6 +110,22 @@ def test_streamed_loudness_matches_pyloudnorm():
     assert silent.integrated() is None
 
 
+def test_loudness_meter_scratch_keeps_nothing_from_the_block_before():
+    """The meter reuses its FFT scratch arrays: a block measured after a louder one of another
+    size gives exactly what a fresh meter gives for it."""
+    tracks = _music(3.0)
+    loud, quiet = tracks["master"][:RATE].astype(np.float32), (tracks["perc"][:RATE // 2] * 0.01).astype(np.float32)
+    used = LoudnessMeter(RATE, 2)
+    used.push(loud)
+    used.push(quiet)
+    used.push(loud[:RATE // 2])
+    fresh = LoudnessMeter(RATE, 2)
+    fresh.push(quiet)
+    assert len(used.energies) == 3
+    np.testing.assert_array_equal(used.energies[1], fresh.energies[0])
+    assert not np.array_equal(used.energies[1], used.energies[2])
+
+
 def test_stem_bitrates_follow_activity_and_level():
     full = stem_bitrate("transparent", 2, 1.0, 0.0)
     assert stem_bitrate("transparent", 2, 0.0, 0.0) == STEM_FLOOR_BPS

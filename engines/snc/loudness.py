@@ -41,13 +41,13 @@ class LoudnessMeter:
         self.energies: list[np.ndarray] = []  # per 100 ms: weighted mean square per channel
         # Scratch arrays kept from block to block: a fresh set per block would cost a page fault
         # per 4 KiB every block (the allocator hands freed blocks of this size back to the system).
-        self._scratch: dict[tuple, np.ndarray] = {}
+        self._scratch: dict[str, np.ndarray] = {}
 
     def _buffer(self, role: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-        key = (role, shape, dtype)
-        buffer = self._scratch.get(key)
-        if buffer is None:
-            buffer = self._scratch[key] = np.empty(shape, dtype)
+        """The scratch array for ``role``, made anew only when the block's shape or type changes."""
+        buffer = self._scratch.get(role)
+        if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
+            buffer = self._scratch[role] = np.empty(shape, dtype)
         return buffer
 
     def push(self, block: np.ndarray) -> None:

@@ -83,10 +83,11 @@ LEADSHEET_MODELS = ("harmonizer", "harmonizer_chorale")
 
 
 def _model_paths(names: list[str] | None, chosen: tuple[str, ...] | None = None) -> list[Path]:
+    from engines.harmonizer.runtime import shipped_names
     from onnx_models import models_dir
 
     if not names:
-        paths = sorted(models_dir().glob("harmonizer*.onnx"))
+        paths = [models_dir() / f"{name}.onnx" for name in shipped_names(models_dir())]
         if chosen is not None:
             paths = [p for p in paths if p.stem in chosen] or paths
         if not paths:
@@ -96,7 +97,7 @@ def _model_paths(names: list[str] | None, chosen: tuple[str, ...] | None = None)
     for name in names:
         path = Path(name) if name.endswith(".onnx") else models_dir() / f"{name}.onnx"
         if not path.exists():
-            shipped = ", ".join(p.stem for p in sorted(models_dir().glob("harmonizer*.onnx"))) or "none"
+            shipped = ", ".join(shipped_names(models_dir())) or "none"
             raise ModelLoadError(f"model {name!r} not found ({path}); shipped: {shipped}")
         paths.append(path)
     return paths

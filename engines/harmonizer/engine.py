@@ -33,7 +33,7 @@ from .clip import clip_grid
 from .decode import STRATEGIES
 from .harmonize import ENDINGS, RHYTHMS, beat_grid, chord_root, next_chords, parse_key
 from .looper import METRES, ClipMode, parse_metre
-from .runtime import HarmonizerModel
+from .runtime import HarmonizerModel, shipped_names
 from .vocab import MASK, NC, ROOT_NAMES, token_pitch_classes
 from .voicing import STYLES, Voicing, VoicingConfig, render, voice_chord
 
@@ -49,7 +49,7 @@ def _shipped() -> tuple[tuple[str, ...], dict]:
     """Shipped harmonizer model names, and the default model's card ({} without one)."""
     from onnx_models import models_dir
 
-    names = tuple(p.name.removesuffix(".card.json") for p in sorted(models_dir().glob("harmonizer*.card.json")))
+    names = tuple(shipped_names(models_dir()))
     default = models_dir() / "harmonizer.card.json"
     return names or ("harmonizer",), json.loads(default.read_text()) if default.exists() else {}
 

@@ -32,6 +32,7 @@ from .card import set_section
 __all__ = ["RATIO_RANGE", "calibrate", "choose", "main", "write_card"]
 
 RATIO_RANGE = (0.75, 1.33)
+TAGGER_KEYS = ("tagger", "tagger_weight", "window_stride")  # set by experiments/tagged_sweep.py --write-card
 NOISE = 0.005  # agreement differences below this, on ~140 songs, are not worth a less usable default
 
 
@@ -84,8 +85,10 @@ def calibrate(model_path: str, strategies: list[str], temperatures: list[float],
 
 
 def write_card(model: HarmonizerModel, result: dict) -> Path:
-    """Add the `decoding` section to the model's card (atomic rewrite; the ONNX file is untouched)."""
-    return set_section(model, "decoding", result["chosen"] | {
+    """Add the `decoding` section to the model's card (atomic rewrite; the ONNX file is untouched);
+    the tagger settings already there (strategy 'tagged') are kept."""
+    kept = {key: value for key, value in model.card.get("decoding", {}).items() if key in TAGGER_KEYS}
+    return set_section(model, "decoding", result["chosen"] | kept | {
         "calibrated_on": f"validation lead sheets ({result['songs']} songs), seed {result['seed']}; "
                          f"{result['objective']}",
         "calibrated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

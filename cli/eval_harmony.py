@@ -29,8 +29,7 @@ DEFAULT_STRATEGIES = ("start", "certain", "uncertain", "random", "stages10", "mi
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from cli.batch import add_pool_arguments
-    from engines.harmonizer.decode import STRATEGIES
-    from engines.harmonizer.harmonize import ENDINGS, RHYTHMS
+    from engines.harmonizer.harmonize import ENDINGS, HARMONIZE_STRATEGIES, RHYTHMS
 
     parser = sub.add_parser(
         "harmony",
@@ -42,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--models", nargs="+", metavar="MODEL",
                         help="shipped names or .onnx paths (default: lead sheets harmonizer and harmonizer_chorale, "
                         "chorales every onnx_models/harmonizer*.onnx)")
-    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES,
+    parser.add_argument("--strategies", nargs="+", choices=HARMONIZE_STRATEGIES,
                         help="decoding strategies (default: each model card's, as harmonize decodes, on lead "
                              f"sheets; {' '.join(DEFAULT_STRATEGIES)} on chorales)")
     parser.add_argument("--calls", type=int,

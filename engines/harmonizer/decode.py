@@ -28,7 +28,7 @@ __all__ = [
 
 LogitsFn = Callable[[np.ndarray], np.ndarray]
 ORDERS = ("start", "end", "certain", "uncertain", "random")
-STRATEGIES = (*ORDERS, "stages10", "midpoint", "entropic", "tagged")  # 'tagged': harmonize() only
+STRATEGIES = (*ORDERS, "stages10", "midpoint", "entropic")
 
 
 @dataclass
@@ -171,8 +171,6 @@ def fill_masks(
     """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown strategy {strategy!r}; valid: {', '.join(STRATEGIES)}")
-    if strategy == "tagged":
-        raise ValueError("strategy 'tagged' decodes a whole melody at once: use harmonize()")
     if calls < 1:
         raise ValueError(f"calls must be >= 1, got {calls}")
     rng = rng if rng is not None else np.random.default_rng()

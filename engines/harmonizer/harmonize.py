@@ -16,7 +16,7 @@ import numpy as np
 from core.keys import section_keys
 
 from .affect import normalizing_shift
-from .decode import allowed_tokens, fill_masks, nucleus_sample
+from .decode import STRATEGIES, allowed_tokens, fill_masks, nucleus_sample
 from .grid import build_sequence, time_signature_vector
 from .runtime import HarmonizerModel
 from .vocab import (
@@ -33,6 +33,7 @@ from .vocab import (
 
 __all__ = [
     "ENDINGS",
+    "HARMONIZE_STRATEGIES",
     "RHYTHMS",
     "Harmonization",
     "rhythm_groups",
@@ -48,6 +49,8 @@ __all__ = [
 
 
 RHYTHMS = ("auto", "bar", "half-bar", "beat")
+# the window strategies of ``fill_masks``, and 'tagged' (a whole melody at once, offline: ``_tagged``)
+HARMONIZE_STRATEGIES = (*STRATEGIES, "tagged")
 ENDINGS = ("tonic", "phrases", "free")
 # the tonic triad in the model's key-normalized frame (C major / A minor)
 TONIC_TOKENS = {"major": token_id("C:maj"), "minor": token_id("A:min")}

@@ -109,3 +109,18 @@ def test_the_tagger_is_not_offered_as_a_harmonizer():
     names = shipped_names(models_dir())
     assert "harmonizer" in names and "harmonizer_tagger" not in names
     assert (models_dir() / "harmonizer_tagger.onnx").is_file()
+
+
+def test_clip_mode_falls_back_to_a_models_own_strategy_when_it_has_no_tagger(model):
+    from engines.harmonizer.engine import _params
+    from engines.harmonizer.looper import ClipMode
+    from engines.harmonizer.voicing import VoicingConfig
+
+    defaults = {param.name: param.default for param in _params()}
+    assert defaults["strategy"] == "tagged"  # the shipped harmonizer's calibrated default
+    chorale = HarmonizerModel.named("harmonizer_chorale")
+    assert model.has_tagger and not chorale.has_tagger
+    mode = ClipMode(param=defaults.__getitem__, model=lambda: chorale, rng=lambda: np.random.default_rng(0),
+                    voicing=VoicingConfig, tempo_bpm=lambda: 120.0, slot=lambda: "a")
+    assert mode._options(chorale).strategy == chorale.strategy
+    assert mode._options(model).strategy == "tagged"

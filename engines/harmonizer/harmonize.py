@@ -19,6 +19,7 @@ from .affect import normalizing_shift
 from .decode import STRATEGIES, allowed_tokens, fill_masks, nucleus_sample
 from .grid import build_sequence, time_signature_vector
 from .runtime import HarmonizerModel
+from .tagger import decode_tagged
 from .vocab import (
     MASK,
     NC,
@@ -280,8 +281,8 @@ def harmonize(
     condition = time_signature_vector(*time_signature)
     style_id = model.styles.index(style)
     if strategy == "tagged":
-        harmony, total_calls = _tagged(model, sequence, harmony, style_id, condition, melody_pitch, bar_start, keys,
-                                       shift, rng, temperature, top_p, groups, seq_allowed)
+        harmony, total_calls = decode_tagged(model, sequence, harmony, style_id, condition, melody_pitch, bar_start,
+                                             keys, shift, rng, temperature, top_p, groups, seq_allowed)
         return _finish(harmony, sequence, shift, keys, total_calls)
     length, total_calls = model.length, 0
     start = 0
@@ -334,40 +335,6 @@ def _finish(harmony: np.ndarray, sequence, shift: np.ndarray, keys: np.ndarray, 
         chords[shift == value] = transpose_tokens(chords[shift == value], -int(value))
     tonic, mode = _key_of(keys[0])
     return Harmonization(chords=chords, tonic=tonic, mode=mode, calls=calls, keys=keys)
-
-
-def _tagged(model: HarmonizerModel, sequence, harmony: np.ndarray, style_id: int, condition: np.ndarray,
-            melody_pitch: np.ndarray, bar_start: np.ndarray, keys: np.ndarray, shift: np.ndarray,
-            rng: np.random.Generator, temperature: float, top_p: float, groups: np.ndarray | None,
-            allowed: np.ndarray | None) -> tuple[np.ndarray, int]:
-    """Strategy 'tagged' (offline only): every chord from the model's all-masked windows, averaged
-    where they overlap, plus the card's tagger weight x the per-beat tagger's root + third
-    log-probabilities (``tagger.py``); then one pass of ``fill_masks`` over the whole melody (spans,
-    cadences, scale and temperature as for any strategy). Returns (filled sequence, model calls:
-    one batched call of every window, counted per window)."""
-    from .tagger import CLASSES, beat_features, combined_scores, window_log_probs
-
-    tagger, settings = model.tagger()
-
-    def logits_of(melody: np.ndarray, tokens: np.ndarray, affect: np.ndarray) -> np.ndarray:
-        count = len(tokens)
-        return model.logits_batch(melody, tokens, affect, np.full(count, style_id, dtype=np.int64),
-                                  np.repeat(condition[None], count, 0))
-
-    log_probs, covered, windows = window_log_probs(logits_of, sequence.melody_roll, harmony, sequence.va,
-                                          sequence.melody_pitch, model.length, settings["stride"])
-    harmony = harmony.copy()
-    harmony[(covered == 0) & (harmony == MASK)] = NC  # no window with melody covers it: a long rest
-    pitches = melody_pitch if melody_pitch.ndim == 2 else melody_pitch[:, None]
-    steps = sequence.step >= 0
-    tagged = np.zeros((len(harmony), CLASSES), dtype=np.float64)
-    tagged[steps] = tagger.log_probs(beat_features(pitches, bar_start, shift, keys >= 12))
-    scores = combined_scores(log_probs, tagged, settings["weight"])
-    scores[covered == 0] = 0.0  # filled with <nc> above: any finite row
-    sounding = np.flatnonzero(sequence.melody_pitch >= 0)
-    result = fill_masks(lambda tokens: scores, harmony, int(sounding[-1]), "entropic", rng, temperature, top_p, 1,
-                        groups=groups, allowed=allowed)
-    return result.harmony, windows
 
 
 def _scale_tokens(pitch_classes: frozenset[int], shift: np.ndarray) -> np.ndarray:

@@ -118,12 +118,17 @@ class HarmonizerModel:
         """Default nucleus mass: the card's `decoding`, else the paper's 0.9."""
         return float(self.card.get("decoding", {}).get("top_p", DEFAULT_TOP_P))
 
+    @property
+    def has_tagger(self) -> bool:
+        """True when the card's `decoding` names a tagger (strategy 'tagged' is possible)."""
+        return bool(self.card.get("decoding", {}).get("tagger"))
+
     def tagger(self) -> tuple[object, dict]:
         """The per-beat tagger the card's `decoding` names for strategy 'tagged' (``tagger.py``,
         beside this model's file, loaded once) and its settings: weight and window stride."""
         decoding = self.card.get("decoding", {})
         name = decoding.get("tagger")
-        if not name:
+        if not self.has_tagger:
             raise ValueError(f"{self.path.name}: its card names no tagger; strategy 'tagged' needs one "
                              f"(use another strategy, or the shipped harmonizer)")
         if self._tagger is None:

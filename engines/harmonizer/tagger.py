@@ -19,11 +19,12 @@ import numpy as np
 
 from onnx_models import open_model
 
-from .decode import _masked_log_softmax, allowed_tokens
+from .decode import _masked_log_softmax, allowed_tokens, fill_masks
 from .leadsheet_metrics import MAJMIN, labels
-from .vocab import PAD, VOCAB_SIZE
+from .vocab import MASK, NC, PAD, VOCAB_SIZE
 
-__all__ = ["CLASSES", "CONTEXT_BEATS", "ChordTagger", "beat_features", "combined_scores", "window_log_probs"]
+__all__ = ["CLASSES", "CONTEXT_BEATS", "ChordTagger", "beat_features", "combined_scores", "decode_tagged",
+           "window_log_probs"]
 
 CLASSES = 12 * len(MAJMIN)
 CONTEXT_BEATS = (-4, -3, -2, -1, 1, 2, 3, 4)  # neighbouring beats whose melody the tagger sees
@@ -132,3 +133,35 @@ def combined_scores(model_log_probs: np.ndarray, tagger_log_probs: np.ndarray, w
     classes = np.where(_CLASS_OF >= 0, _CLASS_OF, 0)
     bonus = np.where(_CLASS_OF[None, :] >= 0, tagger_log_probs[:, classes], 0.0)
     return model_log_probs + weight * bonus
+
+
+def decode_tagged(model, sequence, harmony: np.ndarray, style_id: int, condition: np.ndarray,
+                  melody_pitch: np.ndarray, bar_start: np.ndarray, keys: np.ndarray, shift: np.ndarray,
+                  rng: np.random.Generator, temperature: float, top_p: float, groups: np.ndarray | None,
+                  allowed: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """Strategy 'tagged' (offline only): every chord from the model's all-masked windows, averaged
+    where they overlap, plus the card's tagger weight x the per-beat tagger's root + third
+    log-probabilities (``tagger.py``); then one pass of ``fill_masks`` over the whole melody (spans,
+    cadences, scale and temperature as for any strategy). Returns (filled sequence, model calls:
+    one batched call of every window, counted per window)."""
+    tagger, settings = model.tagger()
+
+    def logits_of(melody: np.ndarray, tokens: np.ndarray, affect: np.ndarray) -> np.ndarray:
+        count = len(tokens)
+        return model.logits_batch(melody, tokens, affect, np.full(count, style_id, dtype=np.int64),
+                                  np.repeat(condition[None], count, 0))
+
+    log_probs, covered, windows = window_log_probs(logits_of, sequence.melody_roll, harmony, sequence.va,
+                                                   sequence.melody_pitch, model.length, settings["stride"])
+    harmony = harmony.copy()
+    harmony[(covered == 0) & (harmony == MASK)] = NC  # no window with melody covers it: a long rest
+    pitches = melody_pitch if melody_pitch.ndim == 2 else melody_pitch[:, None]
+    steps = sequence.step >= 0
+    tagged = np.zeros((len(harmony), CLASSES), dtype=np.float64)
+    tagged[steps] = tagger.log_probs(beat_features(pitches, bar_start, shift, keys >= 12))
+    scores = combined_scores(log_probs, tagged, settings["weight"])
+    scores[covered == 0] = 0.0  # filled with <nc> above: any finite row
+    sounding = np.flatnonzero(sequence.melody_pitch >= 0)
+    result = fill_masks(lambda tokens: scores, harmony, int(sounding[-1]), "entropic", rng, temperature, top_p, 1,
+                        groups=groups, allowed=allowed)
+    return result.harmony, windows

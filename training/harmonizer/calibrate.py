@@ -57,8 +57,9 @@ def calibrate(model_path: str, strategies: list[str], temperatures: list[float],
     # one call (entropic with one call left takes every position) decides every chord of a
     # window at once: one plan; the strategies' own orders need more calls
     counts = calls or [10]
-    plans = ([("entropic", 1)] if 1 in counts else []) + [(strategy, count) for count in counts if count > 1
-                                                         for strategy in strategies]
+    # 'tagged' decodes the whole melody at once whatever the count: one plan, one call counted
+    plans = ([("entropic", 1)] if 1 in counts else []) + [("tagged", 1)] * ("tagged" in strategies) + [
+        (strategy, count) for count in counts if count > 1 for strategy in strategies if strategy != "tagged"]
     specs = [ModelSpec(f"{strategy} {count} T{temperature} {rhythm}", model_path, strategy, count, temperature, top_p,
                        rhythm)
              for strategy, count in plans for temperature in temperatures for rhythm in rhythms]

@@ -1,8 +1,10 @@
 """The offline harmonizer's second opinion: a small per-beat chord tagger (numpy + onnxruntime).
 
-The lead-sheet model sees each beat's melody as a set of pitch classes. The tagger sees what
-that set leaves out: how long each pitch class sounds in the beat, the pitch on the beat, the
-neighbouring beats and the bars around it (``beat_features``), and gives log-probabilities of
+The lead-sheet model sees each beat's melody as a set of pitch classes, in windows of 80
+positions. The tagger reads it differently: how long each pitch class sounds in the beat, the
+pitch on the beat, the neighbouring beats and the bars around it (``beat_features``). On its own
+it agrees with human chords about as often as the model; its mistakes differ, so the two
+together agree more often than either (docs/harmonizer.md). It gives log-probabilities of
 the 36 root + third classes (12 roots x major third, minor third, no third) in the key-normalized
 frame. ``combined_scores`` adds them, weighted, to the lead-sheet model's token log-probabilities
 averaged over overlapping all-masked windows (``window_log_probs``); ``harmonize`` then picks

@@ -29,8 +29,7 @@ DEFAULT_STRATEGIES = ("start", "certain", "uncertain", "random", "stages10", "mi
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from cli.batch import add_pool_arguments
-    from engines.harmonizer.decode import STRATEGIES
-    from engines.harmonizer.harmonize import ENDINGS, RHYTHMS
+    from engines.harmonizer.harmonize import ENDINGS, HARMONIZE_STRATEGIES, RHYTHMS
 
     parser = sub.add_parser(
         "harmony",
@@ -42,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--models", nargs="+", metavar="MODEL",
                         help="shipped names or .onnx paths (default: lead sheets harmonizer and harmonizer_chorale, "
                         "chorales every onnx_models/harmonizer*.onnx)")
-    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES,
+    parser.add_argument("--strategies", nargs="+", choices=HARMONIZE_STRATEGIES,
                         help="decoding strategies (default: each model card's, as harmonize decodes, on lead "
                              f"sheets; {' '.join(DEFAULT_STRATEGIES)} on chorales)")
     parser.add_argument("--calls", type=int,
@@ -83,10 +82,11 @@ LEADSHEET_MODELS = ("harmonizer", "harmonizer_chorale")
 
 
 def _model_paths(names: list[str] | None, chosen: tuple[str, ...] | None = None) -> list[Path]:
+    from engines.harmonizer.runtime import shipped_names
     from onnx_models import models_dir
 
     if not names:
-        paths = sorted(models_dir().glob("harmonizer*.onnx"))
+        paths = [models_dir() / f"{name}.onnx" for name in shipped_names(models_dir())]
         if chosen is not None:
             paths = [p for p in paths if p.stem in chosen] or paths
         if not paths:
@@ -96,7 +96,7 @@ def _model_paths(names: list[str] | None, chosen: tuple[str, ...] | None = None)
     for name in names:
         path = Path(name) if name.endswith(".onnx") else models_dir() / f"{name}.onnx"
         if not path.exists():
-            shipped = ", ".join(p.stem for p in sorted(models_dir().glob("harmonizer*.onnx"))) or "none"
+            shipped = ", ".join(shipped_names(models_dir())) or "none"
             raise ModelLoadError(f"model {name!r} not found ({path}); shipped: {shipped}")
         paths.append(path)
     return paths

@@ -39,8 +39,7 @@ class MelodyFile:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from engines.harmonizer.decode import STRATEGIES
-    from engines.harmonizer.harmonize import ENDINGS, RHYTHMS
+    from engines.harmonizer.harmonize import ENDINGS, HARMONIZE_STRATEGIES, RHYTHMS
     from engines.harmonizer.voicing import STYLES
 
     p = subparsers.add_parser("harmonize", help="add learned chords to a melody (MIDI file or folder)",
@@ -48,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, help="a .mid file or a folder of them")
     p.add_argument("-o", "--output", type=Path, required=True, help="OUT.mid (a folder when IN is one)")
     p.add_argument("--model", default="harmonizer", help="shipped model name (default harmonizer)")
-    p.add_argument("--strategy", choices=STRATEGIES,
+    p.add_argument("--strategy", choices=HARMONIZE_STRATEGIES,
                    help="decoding strategy (default: the model card's calibrated one, else entropic)")
     p.add_argument("--rhythm", choices=RHYTHMS,
                    help="harmonic rhythm: one chord per bar, per half bar, per beat, or auto (the model "

@@ -1,7 +1,9 @@
 """Exported harmonizer models: card conformance, ORT parity with the stored torch output, decoding.
 
-Every `onnx_models/harmonizer*.onnx` is checked with a real ONNX Runtime session
-(`test_model_cards.py` fails when a shipped model is missing).
+Every harmonizer model in `onnx_models/` (`runtime.shipped_names`: `harmonizer*` with a
+tokenizer; the per-beat tagger beside them has its own tests in `test_harmonizer_tagger.py`)
+is checked with a real ONNX Runtime session (`test_model_cards.py` fails when a shipped model
+is missing).
 """
 
 import json
@@ -13,11 +15,11 @@ import pytest
 
 from engines.harmonizer.decode import fill_masks
 from engines.harmonizer.harmonize import bar_starts_for, harmonize, next_chords
-from engines.harmonizer.runtime import HarmonizerModel, ModelLoadError
+from engines.harmonizer.runtime import HarmonizerModel, ModelLoadError, shipped_names
 from engines.harmonizer.vocab import BAR, MASK, NC, NUM_SPECIALS, PAD, VOCAB_SIZE, transpose_tokens
 
 MODEL_DIR = Path(__file__).resolve().parent.parent / "onnx_models"
-MODELS = sorted(MODEL_DIR.glob("harmonizer*.onnx"))
+MODELS = [MODEL_DIR / f"{name}.onnx" for name in shipped_names(MODEL_DIR)]
 REQUIRED_CARD_KEYS = {
     "sha256",
     "grid",

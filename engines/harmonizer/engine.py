@@ -30,10 +30,9 @@ from core.keys import key_correlations
 from core.tuning import preset_names, preset_pitch_classes
 
 from .clip import clip_grid
-from .decode import STRATEGIES
-from .harmonize import ENDINGS, RHYTHMS, beat_grid, chord_root, next_chords, parse_key
+from .harmonize import ENDINGS, HARMONIZE_STRATEGIES, RHYTHMS, beat_grid, chord_root, next_chords, parse_key
 from .looper import METRES, ClipMode, parse_metre
-from .runtime import HarmonizerModel
+from .runtime import HarmonizerModel, shipped_names
 from .vocab import MASK, NC, ROOT_NAMES, token_pitch_classes
 from .voicing import STYLES, Voicing, VoicingConfig, render, voice_chord
 
@@ -49,7 +48,7 @@ def _shipped() -> tuple[tuple[str, ...], dict]:
     """Shipped harmonizer model names, and the default model's card ({} without one)."""
     from onnx_models import models_dir
 
-    names = tuple(p.name.removesuffix(".card.json") for p in sorted(models_dir().glob("harmonizer*.card.json")))
+    names = tuple(shipped_names(models_dir()))
     default = models_dir() / "harmonizer.card.json"
     return names or ("harmonizer",), json.loads(default.read_text()) if default.exists() else {}
 
@@ -63,7 +62,7 @@ def _params() -> tuple[Param, ...]:
     models, card = _shipped()
     styles = tuple(card.get("styles") or ("chorale",))
     decoding = card.get("decoding", {})
-    strategy = decoding.get("strategy") if decoding.get("strategy") in STRATEGIES else "entropic"
+    strategy = decoding.get("strategy") if decoding.get("strategy") in HARMONIZE_STRATEGIES else "entropic"
     rhythm = decoding.get("rhythm") if decoding.get("rhythm") in RHYTHMS else "auto"
     calls = decoding.get("calls") if isinstance(decoding.get("calls"), int) and 1 <= decoding["calls"] <= 128 else 10
     return (
@@ -84,7 +83,7 @@ def _params() -> tuple[Param, ...]:
         Param("bass", "bool", True, doc="Add the chord root in the bass"),
         Param("velocity", "int", 72, 1, 127, doc="Chord velocity"),
         Param("arpeggio_rate", "int", 2, 1, 8, unit="notes/beat", doc="Arpeggio speed"),
-        Param("strategy", "choice", strategy, choices=STRATEGIES,
+        Param("strategy", "choice", strategy, choices=HARMONIZE_STRATEGIES,
               doc="Decoding strategy (clip mode; default: the model card's)"),
         Param("ending", "choice", "tonic", choices=ENDINGS,
               doc="Clip mode: a melody ending on the tonic ends on the tonic chord, or free"),

@@ -16,9 +16,10 @@ import numpy as np
 from core.keys import section_keys
 
 from .affect import normalizing_shift
-from .decode import allowed_tokens, fill_masks, nucleus_sample
+from .decode import STRATEGIES, allowed_tokens, fill_masks, nucleus_sample
 from .grid import build_sequence, time_signature_vector
 from .runtime import HarmonizerModel
+from .tagger import decode_tagged
 from .vocab import (
     MASK,
     NC,
@@ -33,6 +34,7 @@ from .vocab import (
 
 __all__ = [
     "ENDINGS",
+    "HARMONIZE_STRATEGIES",
     "RHYTHMS",
     "Harmonization",
     "rhythm_groups",
@@ -48,6 +50,8 @@ __all__ = [
 
 
 RHYTHMS = ("auto", "bar", "half-bar", "beat")
+# the window strategies of ``fill_masks``, and 'tagged' (a whole melody at once, offline: ``_tagged``)
+HARMONIZE_STRATEGIES = (*STRATEGIES, "tagged")
 ENDINGS = ("tonic", "phrases", "free")
 # the tonic triad in the model's key-normalized frame (C major / A minor)
 TONIC_TOKENS = {"major": token_id("C:maj"), "minor": token_id("A:min")}
@@ -276,6 +280,10 @@ def harmonize(
         seq_allowed[sequence.step >= 0] = step_allowed
     condition = time_signature_vector(*time_signature)
     style_id = model.styles.index(style)
+    if strategy == "tagged":
+        harmony, total_calls = decode_tagged(model, sequence, harmony, style_id, condition, melody_pitch, bar_start,
+                                             keys, shift, rng, temperature, top_p, groups, seq_allowed)
+        return _finish(harmony, sequence, shift, keys, total_calls)
     length, total_calls = model.length, 0
     start = 0
     while True:
@@ -316,12 +324,17 @@ def harmonize(
         if end == len(harmony):
             break
         start += length // 2
+    return _finish(harmony, sequence, shift, keys, total_calls)
+
+
+def _finish(harmony: np.ndarray, sequence, shift: np.ndarray, keys: np.ndarray, calls: int) -> Harmonization:
+    """The filled sequence's chords per step, back in each step's own key."""
     chords = harmony[sequence.step >= 0]
     chords = np.where(chords == PAD, NC, chords)  # inside the melody a window's padding means "no chord"
     for value in np.unique(shift):
         chords[shift == value] = transpose_tokens(chords[shift == value], -int(value))
     tonic, mode = _key_of(keys[0])
-    return Harmonization(chords=chords, tonic=tonic, mode=mode, calls=total_calls, keys=keys)
+    return Harmonization(chords=chords, tonic=tonic, mode=mode, calls=calls, keys=keys)
 
 
 def _scale_tokens(pitch_classes: frozenset[int], shift: np.ndarray) -> np.ndarray:

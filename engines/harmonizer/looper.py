@@ -220,9 +220,12 @@ class ClipMode:
             self.start_capture(end)
         return self.looper.due(index + 1)
 
-    def _options(self) -> ClipOptions:
+    def _options(self, model: HarmonizerModel) -> ClipOptions:
         param = self.param
-        return ClipOptions(style=param("style"), strategy=param("strategy"), calls=param("steps"),
+        strategy = param("strategy")
+        if strategy == "tagged" and not model.has_tagger:  # the default model's default, another model chosen
+            strategy = model.strategy
+        return ClipOptions(style=param("style"), strategy=strategy, calls=param("steps"),
                            temperature=param("temperature"), key=parse_key(param("key")),
                            rhythm=param("rhythm"), ending=param("ending"),
                            voicing_style=param("voicing"), voicing=self.voicing(),
@@ -243,7 +246,7 @@ class ClipMode:
         metre = self._metre()
         steps = clip_grid(model, metre).steps(length)
         va = np.tile(np.float32([self.param("valence"), self.param("arousal")]), (steps, 1))
-        clip = harmonize_notes(model, melody, length, metre, self._options(), va, self.rng())
+        clip = harmonize_notes(model, melody, length, metre, self._options(model), va, self.rng())
         if clip.length_beats > length + 1e-9:  # a quarter-note grid rounds an odd 9/8 bar up: cut to the loop
             clip.length_beats = length
             clip.events = [Note(e.pitch, e.velocity, min(e.duration_beats, length - e.at_beats), at_beats=e.at_beats)

@@ -6,7 +6,7 @@ opens one intra-op thread so a live host keeps its other cores.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +18,19 @@ from onnx_models import open_model
 from .grid import TIME_SIGNATURE_DIM, GridConfig
 from .vocab import VOCAB_SIZE
 
-__all__ = ["DEFAULT_TEMPERATURE", "DEFAULT_TOP_P", "HarmonizerModel", "ModelLoadError"]
+__all__ = ["DEFAULT_TEMPERATURE", "DEFAULT_TOP_P", "HarmonizerModel", "ModelLoadError", "shipped_names"]
 
 DEFAULT_TEMPERATURE = 0.2  # the paper's nucleus sampling, used when a card names no calibration
 DEFAULT_TOP_P = 0.9
+
+
+def shipped_names(folder: Path) -> list[str]:
+    """The harmonizer models in ``folder`` (``harmonizer*.card.json`` with a tokenizer: not the
+    tagger that the offline decoding reads beside them)."""
+    from onnx_models import read_card
+
+    return [path.name.removesuffix(".card.json") for path in sorted(Path(folder).glob("harmonizer*.card.json"))
+            if "tokenizer" in read_card(path)]
 
 
 @dataclass
@@ -32,6 +41,7 @@ class HarmonizerModel:
     card: dict
     grid: GridConfig
     path: Path
+    _tagger: object | None = field(default=None, repr=False)
 
     @classmethod
     def load(
@@ -55,8 +65,7 @@ class HarmonizerModel:
 
         card_path = models_dir() / f"{name}.card.json"
         if not card_path.exists():
-            cards = models_dir().glob("harmonizer*.card.json")
-            known = sorted(p.name.removesuffix(".card.json") for p in cards)
+            known = shipped_names(models_dir())
             raise ModelLoadError(
                 f"no model card {card_path.name} in {models_dir()}; shipped: {', '.join(known)}"
             )
@@ -108,6 +117,26 @@ class HarmonizerModel:
     def top_p(self) -> float:
         """Default nucleus mass: the card's `decoding`, else the paper's 0.9."""
         return float(self.card.get("decoding", {}).get("top_p", DEFAULT_TOP_P))
+
+    @property
+    def has_tagger(self) -> bool:
+        """True when the card's `decoding` names a tagger (strategy 'tagged' is possible)."""
+        return bool(self.card.get("decoding", {}).get("tagger"))
+
+    def tagger(self) -> tuple[object, dict]:
+        """The per-beat tagger the card's `decoding` names for strategy 'tagged' (``tagger.py``,
+        beside this model's file, loaded once) and its settings: weight and window stride."""
+        decoding = self.card.get("decoding", {})
+        name = decoding.get("tagger")
+        if not self.has_tagger:
+            raise ValueError(f"{self.path.name}: its card names no tagger; strategy 'tagged' needs one "
+                             f"(use another strategy, or the shipped harmonizer)")
+        if self._tagger is None:
+            from .tagger import ChordTagger
+
+            self._tagger = ChordTagger.load(self.path.with_name(f"{name}.onnx"))
+        return self._tagger, {"weight": float(decoding.get("tagger_weight", 1.0)),
+                              "stride": int(decoding.get("window_stride", max(1, self.length // 8)))}
 
     @property
     def styles(self) -> list[str]:

@@ -32,6 +32,7 @@ from .card import set_section
 __all__ = ["RATIO_RANGE", "calibrate", "choose", "main", "write_card"]
 
 RATIO_RANGE = (0.75, 1.33)
+TAGGER_KEYS = ("tagger", "tagger_weight", "window_stride")  # set by experiments/tagged_sweep.py --write-card
 NOISE = 0.005  # agreement differences below this, on ~140 songs, are not worth a less usable default
 
 
@@ -56,8 +57,9 @@ def calibrate(model_path: str, strategies: list[str], temperatures: list[float],
     # one call (entropic with one call left takes every position) decides every chord of a
     # window at once: one plan; the strategies' own orders need more calls
     counts = calls or [10]
-    plans = ([("entropic", 1)] if 1 in counts else []) + [(strategy, count) for count in counts if count > 1
-                                                         for strategy in strategies]
+    # 'tagged' decodes the whole melody at once whatever the count: one plan, one call counted
+    plans = ([("entropic", 1)] if 1 in counts else []) + [("tagged", 1)] * ("tagged" in strategies) + [
+        (strategy, count) for count in counts if count > 1 for strategy in strategies if strategy != "tagged"]
     specs = [ModelSpec(f"{strategy} {count} T{temperature} {rhythm}", model_path, strategy, count, temperature, top_p,
                        rhythm)
              for strategy, count in plans for temperature in temperatures for rhythm in rhythms]
@@ -84,8 +86,10 @@ def calibrate(model_path: str, strategies: list[str], temperatures: list[float],
 
 
 def write_card(model: HarmonizerModel, result: dict) -> Path:
-    """Add the `decoding` section to the model's card (atomic rewrite; the ONNX file is untouched)."""
-    return set_section(model, "decoding", result["chosen"] | {
+    """Add the `decoding` section to the model's card (atomic rewrite; the ONNX file is untouched);
+    the tagger settings already there (strategy 'tagged') are kept."""
+    kept = {key: value for key, value in model.card.get("decoding", {}).items() if key in TAGGER_KEYS}
+    return set_section(model, "decoding", result["chosen"] | kept | {
         "calibrated_on": f"validation lead sheets ({result['songs']} songs), seed {result['seed']}; "
                          f"{result['objective']}",
         "calibrated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -3,8 +3,9 @@ the JACK (and ALSA sequencer) connection listings the session watches.
 
 A private server is marked as ours: a pid file in the user's runtime folder names its pid,
 its start time, its command line and the bridge that owns it. On Linux the server is also
-told to stop when the bridge dies (``PR_SET_PDEATHSIG``). A later bridge stops an orphaned
-server only when the pid file proves it was a bridge's own and its owner is dead; a server
+told to stop (SIGTERM, so that it leaves JACK's server registry) when the bridge dies, however
+it dies, and so are the ``jack_lsp`` listings it runs (``core.children``). A later bridge stops
+an orphaned server only when the pid file proves it was a bridge's own and its owner is dead; a server
 started by anyone else is never touched.
 """
 
@@ -19,7 +20,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from core.children import TiedPopen, die_with_parent
 from core.errors import BackendError
 
 __all__ = ["PrivateJackServer", "JackConnectionWatcher", "jack_running", "jack_connections", "alsa_connections",
@@ -35,7 +36,6 @@ __all__ = ["PrivateJackServer", "JackConnectionWatcher", "jack_running", "jack_c
 
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
 # How long a stopping private server may take before it is killed.
 _STOP_TIMEOUT_S = 5.0
 
@@ -62,8 +62,9 @@ def jack_running(server_name: str | None = None, timeout_s: float = 2.0, attempt
         if attempt:
             time.sleep(0.2)
         try:
+            # (this thread waits for the listing: it outlives it, as the tie needs)
             done = subprocess.run([tool], env=_jack_env(server_name), capture_output=True,
-                                  timeout=timeout_s, check=False)
+                                  timeout=timeout_s, check=False, preexec_fn=die_with_parent())
         except subprocess.TimeoutExpired:
             continue
         if done.returncode == 0:
@@ -95,7 +96,7 @@ def jack_connections(server_name: str | None = None, timeout_s: float = 3.0) -> 
         return None
     try:
         done = subprocess.run([tool, "-c"], env=_jack_env(server_name), capture_output=True,
-                              timeout=timeout_s, check=False)
+                              timeout=timeout_s, check=False, preexec_fn=die_with_parent())
     except subprocess.TimeoutExpired:
         raise TimeoutError(f"jack_lsp did not answer within {timeout_s} s") from None
     if done.returncode != 0:
@@ -290,22 +291,6 @@ def reap_orphaned_private_jack(server_name: str | None = None) -> bool:
     return True
 
 
-def _die_with_parent() -> Any:
-    """A preexec function that makes the child get SIGTERM when the bridge dies (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-    return preexec
-
-
 class PrivateJackServer:
     """``jackd -R -d dummy`` owned by this process, stopped when the bridge stops."""
 
@@ -352,8 +337,9 @@ class PrivateJackServer:
         # A file, not a pipe: nobody reads jackd's messages while it runs, and a full pipe
         # would stop the server.
         self._log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._log,
-                                        preexec_fn=_die_with_parent())
+        # Started again from the port watcher when it died: ``TiedPopen`` forks from a thread
+        # that lasts, so the server is not stopped when the thread that asked for it ends.
+        self.process = TiedPopen(cmd, stdout=subprocess.DEVNULL, stderr=self._log, death_signal=signal.SIGTERM)
         self._write_mark(name)
 
     def _read_log(self) -> str:

@@ -20,6 +20,7 @@ import pytest
 import soundfile as sf
 from numpy.lib.stride_tricks import sliding_window_view
 
+from core.children import TiedPopen
 from engines.snc.reader import SncReader
 from tests.jackutil import ROOT, start_jack
 from tests.peer import Bridge
@@ -57,7 +58,7 @@ def record(ports: list[str], seconds: int, path: Path) -> subprocess.Popen:
     jack_rec takes whole seconds."""
     if shutil.which("jack_rec") is None:
         pytest.fail("jack_rec is missing: install jackd2's example clients (jackd2 ships jack_rec)")
-    proc = subprocess.Popen(
+    proc = TiedPopen(
         ["jack_rec", "-f", str(path), "-d", str(seconds), "-b", "32", *ports],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -45,7 +45,7 @@ def die_with_parent(death_signal: int = signal.SIGKILL) -> Callable[[], None] | 
     parent_pid = os.getpid()
 
     def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(death_signal))
+        prctl(_PR_SET_PDEATHSIG, ctypes.c_ulong(int(death_signal)))
         if os.getppid() != parent_pid:  # the parent died before the request took hold
             os.kill(os.getpid(), death_signal)
 

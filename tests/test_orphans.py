@@ -53,20 +53,22 @@ def _end(pids: list[int]) -> None:
             return
 
 
-def test_the_children_of_a_killed_test_process_die_with_it():
+def test_the_children_of_a_killed_test_process_die_with_it(tmp_path):
     # A fixed name: jackd's registry holds eight servers, and a failed run must not use one up.
-    helper = TiedPopen([sys.executable, "-m", "tests.orphan_parent", "sborphans"], cwd=ROOT,
-                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    errors = tmp_path / "helper.err"
+    with open(errors, "w") as err:
+        helper = TiedPopen([sys.executable, "-m", "tests.orphan_parent", "sborphans"], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=err, text=True)
     children: dict[str, int] = {}
     try:
         ready, _, _ = select.select([helper.stdout], [], [], 60)
-        assert ready, "the helper never reported its children"
+        assert ready and helper.poll() is None, f"the helper never reported its children: {errors.read_text()[-2000:]}"
         children = json.loads(helper.stdout.readline())
         # Alive before the kill, the one forked from a thread that has ended too.
         assert [name for name, pid in children.items() if not _running(pid)] == []
         helper.kill()
         helper.wait(timeout=10)
-        left = _wait_gone(list(children.values()), 5.0)
+        left = _wait_gone(list(children.values()), 10.0)
         assert left == [], {name: pid for name, pid in children.items() if pid in left}
     finally:
         helper.kill()
@@ -86,7 +88,7 @@ def test_a_killed_serve_takes_its_private_jack_server_with_it(tmp_path, monkeypa
         assert "private JACK server" in bridge.online_line and _running(jackd)
         bridge.proc.kill()
         bridge.proc.communicate(timeout=10)
-        assert _wait_gone([jackd], 5.0) == []
+        assert _wait_gone([jackd], 10.0) == []
         assert not jack_running(server)
         assert not reap_orphaned_private_jack(server)  # nothing left to stop: the mark was stale
         assert not pid_file_for(server).exists()

@@ -7,13 +7,15 @@ import os
 import subprocess
 import time
 
+from core.children import TiedPopen
+
 
 def midiseq(name: str, loop_samples: int, notes: list[tuple[int, int, int]]) -> subprocess.Popen:
     """Loop ``notes`` = [(start_sample, pitch, length_samples)] every ``loop_samples``."""
     args = ["jack_midiseq", name, str(loop_samples)]
     for start, pitch, length in notes:
         args += [str(start), str(pitch), str(length)]
-    return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return TiedPopen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def flood_pattern(events_per_s: int, rate: int = 48000, loop_s: float = 0.1) -> tuple[int, list]:
@@ -32,7 +34,7 @@ class MidiDump:
         self.client = client
         self.path = path
         self._file = open(path, "w")
-        self.proc = subprocess.Popen(["jack_midi_dump", client], stdout=self._file, stderr=subprocess.DEVNULL)
+        self.proc = TiedPopen(["jack_midi_dump", client], stdout=self._file, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             ports = subprocess.run(["jack_lsp"], capture_output=True, text=True).stdout

@@ -211,7 +211,9 @@ class Transport:
                 events.append(TransportChange(True, 0.0, time_s, "internal clock"))
             if not self.playing:
                 return events
-            return events + self._advance(time_s)
+            # A tick due before the last start or locate but run after it (the scheduler was
+            # late) counts from that moment: song time never runs backwards across it.
+            return events + self._advance(max(time_s, self.anchor_time_s))
 
     def set_playing(self, playing: bool, time_s: float) -> list[EngineInput]:
         """Start/stop the internal transport (OSC transport control)."""
@@ -221,9 +223,12 @@ class Transport:
             self.playing = playing
             self.anchor_time_s = time_s
             if playing:
-                self.ticks -= 1
-            return [TransportChange(playing, max(self.ticks, 0) / TICKS_PER_BEAT, time_s,
-                                    "play" if playing else "stop")]
+                self.ticks -= 1  # the next tick marks the position it starts from (as after a MIDI Start)
+                return [TransportChange(True, (self.ticks + 1) / TICKS_PER_BEAT, time_s, "play")]
+            # Stopped before its first tick, it stands at 0 (as after a MIDI Stop): a start
+            # from there reports 0, never a tick before the song.
+            self.ticks = max(self.ticks, 0)
+            return [TransportChange(False, self.ticks / TICKS_PER_BEAT, time_s, "stop")]
 
     def locate(self, beats: float, time_s: float) -> list[EngineInput]:
         with self._lock:

@@ -3,9 +3,13 @@ the JACK (and ALSA sequencer) connection listings the session watches.
 
 A private server is marked as ours: a pid file in the user's runtime folder names its pid,
 its start time, its command line and the bridge that owns it. On Linux the server is also
-told to stop when the bridge dies (``PR_SET_PDEATHSIG``). A later bridge stops an orphaned
-server only when the pid file proves it was a bridge's own and its owner is dead; a server
-started by anyone else is never touched.
+told to stop (SIGTERM, so that it leaves JACK's server registry) when the bridge dies, however
+it dies (``core.children``). The ``jack_lsp`` listings are not tied: one ends within
+milliseconds, or when its server (a private one, stopped with the bridge) goes, and a tie
+costs a full fork (the page tables copied, other threads' memory mappings held up: 4 ms more
+per listing from a process with 400 MB resident), every half second in a real-time process.
+A later bridge stops an orphaned server only when the pid file proves it was a bridge's own
+and its owner is dead; a server started by anyone else is never touched.
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -27,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from core.children import TiedPopen
 from core.errors import BackendError
 
 __all__ = ["PrivateJackServer", "JackConnectionWatcher", "jack_running", "jack_connections", "alsa_connections",
@@ -35,7 +39,6 @@ __all__ = ["PrivateJackServer", "JackConnectionWatcher", "jack_running", "jack_c
 
 log = logging.getLogger(__name__)
 
-_PR_SET_PDEATHSIG = 1
 # How long a stopping private server may take before it is killed.
 _STOP_TIMEOUT_S = 5.0
 
@@ -290,22 +293,6 @@ def reap_orphaned_private_jack(server_name: str | None = None) -> bool:
     return True
 
 
-def _die_with_parent() -> Any:
-    """A preexec function that makes the child get SIGTERM when the bridge dies (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-    return preexec
-
-
 class PrivateJackServer:
     """``jackd -R -d dummy`` owned by this process, stopped when the bridge stops."""
 
@@ -352,8 +339,9 @@ class PrivateJackServer:
         # A file, not a pipe: nobody reads jackd's messages while it runs, and a full pipe
         # would stop the server.
         self._log = tempfile.TemporaryFile()
-        self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._log,
-                                        preexec_fn=_die_with_parent())
+        # Started again from the port watcher when it died: ``TiedPopen`` forks from a thread
+        # that lasts, so the server is not stopped when the thread that asked for it ends.
+        self.process = TiedPopen(cmd, stdout=subprocess.DEVNULL, stderr=self._log, death_signal=signal.SIGTERM)
         self._write_mark(name)
 
     def _read_log(self) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import rtmidi
 
 from bridge.ports.native_stderr import QUEUE_FULL_MARK
+from core.children import TiedPopen
 from tests.jackutil import ROOT
 
 # Messages the peer's rtmidi input holds until its reading thread gets to them. rtmidi drops
@@ -127,7 +128,7 @@ class Peer(Listener):
         super().close()
 
 
-class _Process(subprocess.Popen):
+class _Process(TiedPopen):
     """A Popen whose stderr is read as it comes: a child that fills an unread stderr pipe
     blocks in its next write, and rtmidi writes there from JACK's thread for every message
     its input queue drops, so an unread pipe stops the bridge's MIDI input under a flood."""

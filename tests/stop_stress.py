@@ -28,6 +28,7 @@ from bridge.host import EngineHost, SlotConfig
 from bridge.output import NoteTracker, Scheduler
 from bridge.ports.base import OutputPort
 from bridge.router import InputRouter
+from core.children import TiedPopen
 
 __all__ = ["StressResult", "run"]
 
@@ -84,7 +85,7 @@ class StressResult:
 
 
 def _hogs(count: int) -> list[subprocess.Popen]:
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    return [TiedPopen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
 
 
 def run(stops: int, seed: int = 0, hogs: int | None = None,

@@ -19,6 +19,7 @@ import soundfile as sf
 from cli.batch import RESULTS_NAME
 from core.batch import Item, Results, manifest_rows, sweep_temporaries
 from core.batch.results import DONE, Result
+from core.children import TiedPopen
 from core.errors import ConfigError
 from tests.jackutil import ROOT
 
@@ -139,8 +140,8 @@ def test_a_worker_killed_mid_item_leaves_no_partial_output_and_the_item_is_done_
     folder, out = tmp_path / "in", tmp_path / "out"
     for index in range(6):
         tune(folder / f"long{index}.mid", bars=400, shift=index)  # about a second an item
-    process = subprocess.Popen(command("harmonize", folder, "-o", out, "--workers", "2", "--seed", "1"), cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = TiedPopen(command("harmonize", folder, "-o", out, "--workers", "2", "--seed", "1"), cwd=ROOT,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_results(out, process)
     time.sleep(0.2)  # the worker that finished first has taken its next item; the other is mid-item
     victims = _workers_of(process.pid)
@@ -162,8 +163,8 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(tmp_path):
     folder, out = tmp_path / "in", tmp_path / "out"
     for index in range(6):
         tune(folder / f"long{index}.mid", bars=400, shift=index)
-    process = subprocess.Popen(command("harmonize", folder, "-o", out, "--workers", "2", "--seed", "1"), cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    process = TiedPopen(command("harmonize", folder, "-o", out, "--workers", "2", "--seed", "1"), cwd=ROOT,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     wait_for_results(out, process)
     time.sleep(0.2)
     os.killpg(process.pid, signal.SIGINT)  # what a terminal sends the whole foreground group
@@ -255,8 +256,8 @@ def test_an_encoder_killed_mid_song_leaves_no_scratch_folder_nor_partial_snc(tmp
     from engines.snc import SncReader
 
     manifest, out = song_manifest(tmp_path, ["lossless"], seconds=3.0), tmp_path / "out"
-    process = subprocess.Popen(command("snc", "encode", "--manifest", manifest, "-o", out, "--workers", "1"),
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = TiedPopen(command("snc", "encode", "--manifest", manifest, "-o", out, "--workers", "1"),
+                        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = set()
     deadline = time.monotonic() + 90
     # every worker that takes the song is killed inside its scratch folder: after the third the

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from core.children import TiedPopen
 from tests.jackutil import ROOT
 from tests.test_batch import (
     command,
@@ -57,10 +58,11 @@ def _start_node(arguments: list[str], log: Path, env: dict[str, str]) -> subproc
     with open(log, "w") as output:
         # no log monitor (the drivers do not print the workers' logs) and 80 MiB of object store
         # (items are paths): each node starts fewer processes and sooner
-        return subprocess.Popen([str(ray), "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-                                 "--include-log-monitor=false", "--disable-usage-stats",
-                                 "--object-store-memory", str(80 * 2**20), *arguments],
-                                env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        return TiedPopen([str(ray), "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+                          "--include-log-monitor=false", "--disable-usage-stats",
+                          "--object-store-memory", str(80 * 2**20), *arguments],
+                         env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                         death_signal=signal.SIGTERM)  # (SIGTERM: the node stops its Ray processes)
 
 
 def _wait_for(ready: Callable[[], bool], nodes: list[subprocess.Popen], logs: list[Path], deadline: float) -> None:
@@ -143,7 +145,7 @@ def _ours(pid: int) -> bool:
 def side_by_side(*runs: tuple) -> list[subprocess.CompletedProcess]:
     """The commands ``runs`` at once (a Ray driver spends most of its time waiting for its actors),
     each as ``cli`` runs it."""
-    started = [subprocess.Popen(command(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started = [TiedPopen(command(*args), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for args in runs]
     return [finish(process) for process in started]
 
@@ -196,13 +198,13 @@ def test_a_stopped_then_killed_ray_encode_resumes_to_the_files_the_local_pool_wr
     manifest, out = song_manifest(tmp_path, modes, seconds=4.0), tmp_path / "ray"
     encode = ("snc", "encode", "--manifest", manifest, "-o")
     # the reference, beside the Ray runs: one local worker (tests/test_batch.py has two give what one gives)
-    local = subprocess.Popen(command(*encode, tmp_path / "local", "--workers", "1"), cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)
+    local = TiedPopen(command(*encode, tmp_path / "local", "--workers", "1"), cwd=ROOT, stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE, text=True)
     # one actor for each run (the module's other tests run two on two nodes): it is mid-song when
     # the first song is recorded; in the resumed run, the song killed on it is done again on the
     # actor Ray restarts in its place
-    stopped = subprocess.Popen(command(*encode, out, "--ray-address", cluster, "--workers", "1"), cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    stopped = TiedPopen(command(*encode, out, "--ray-address", cluster, "--workers", "1"), cwd=ROOT,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     wait_for_results(out, stopped)
     os.killpg(stopped.pid, signal.SIGINT)  # what a terminal sends the whole foreground group
     first = finish(stopped)
@@ -213,8 +215,8 @@ def test_a_stopped_then_killed_ray_encode_resumes_to_the_files_the_local_pool_wr
     recorded, written = records(out), _snc_files(out)  # a song that ended as the stop came: a file, no record
     assert 1 <= len(recorded) < len(modes) and set(recorded) <= set(written)
 
-    resumed = subprocess.Popen(command(*encode, out, "--ray-address", cluster, "--workers", "1"), cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    resumed = TiedPopen(command(*encode, out, "--ray-address", cluster, "--workers", "1"), cwd=ROOT,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 90
     while (working := scratch_owner(out)) is None:
         assert resumed.poll() is None and time.monotonic() < deadline, resumed.communicate()

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from bridge.osc import build_message
+from core.children import TiedPopen
 from tests.jackutil import ROOT
 
 pytestmark = pytest.mark.jack
@@ -205,7 +206,7 @@ def test_osc_surface_sets_params_echoes_to_subscribers_and_survives_garbage(star
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         dump_port = probe.getsockname()[1]
-    dump = subprocess.Popen(["oscdump", "-L", str(dump_port)], stdout=subprocess.PIPE, text=True)
+    dump = TiedPopen(["oscdump", "-L", str(dump_port)], stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(0.3)
 
@@ -270,7 +271,7 @@ def test_panic_without_a_bridge_fails_clearly(jack_server):
 
 def test_jack_midi_dump_sees_the_harmony(start_bridge, peer_for, jack_server):
     bridge = start_bridge()
-    dump = subprocess.Popen(["jack_midi_dump", "sbdump"], stdout=subprocess.PIPE, text=True)
+    dump = TiedPopen(["jack_midi_dump", "sbdump"], stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(0.5)
         subprocess.run(["jack_connect", f"{bridge.client}-out:out", "sbdump:input"], check=True)

@@ -111,3 +111,60 @@ def test_invalid_mode_and_tempo_are_refused():
         Transport(mode="sometimes")
     with pytest.raises(ValueError, match="outside 20..400"):
         Transport(tempo_bpm=0)
+
+
+def test_a_started_internal_transport_reports_where_it_starts_and_never_runs_backwards():
+    transport = Transport(tempo_bpm=120.0, mode="internal")
+    interval = 60.0 / 120 / 24
+    for k in range(3):
+        transport.internal_tick(k * interval)
+    transport.set_playing(False, 0.1)
+    transport.locate(2.0, 0.2)
+    started = transport.set_playing(True, 0.3)
+    # the position it starts from (beat 2), not one tick before it
+    assert [(e.playing, e.beats) for e in started] == [(True, pytest.approx(2.0))]
+    # a tick due before the start, run late: it counts from the start and beat 2 sounds there
+    beats = [e for e in transport.internal_tick(0.29) if isinstance(e, Beat)]
+    assert [(b.index, b.time_s) for b in beats] == [(2, pytest.approx(0.3))]
+    assert transport.beats_at(0.3) == pytest.approx(2.0)
+    assert transport.beats_at(0.31) > 2.0
+
+
+def test_a_transport_stopped_before_its_first_tick_starts_from_0():
+    transport = Transport(tempo_bpm=120.0, mode="internal")
+    assert [(e.playing, e.beats) for e in transport.set_playing(False, 0.001)] == [(False, 0.0)]
+    assert [(e.playing, e.beats) for e in transport.set_playing(True, 0.002)] == [(True, 0.0)]
+    beats = [e for e in transport.internal_tick(0.01) if isinstance(e, Beat)]
+    assert [(b.index, b.time_s) for b in beats] == [(0, 0.01)]  # the first tick plays beat 0
+
+
+def test_starts_report_where_the_transport_stood_and_no_beat_comes_before_them():
+    """Starts, stops and locates at random moments, the ticks run on time or late: each start
+    reports where the transport stood (its stop or its locate), and no Beat comes before the
+    last start or running locate, in time or in position."""
+    rng = random.Random(7)
+    transport = Transport(tempo_bpm=120.0, mode="internal")
+    interval = 60.0 / 120 / 24
+    due = 0.0
+    stood = 0.0  # where the stopped transport stands
+    since = (0.0, 0.0)  # (time, beats) of the last start or running locate
+    for _ in range(2000):
+        due += interval
+        now = due + rng.uniform(-interval, interval)  # (before ``due``: that tick runs late)
+        action = rng.random()
+        if action < 0.05:
+            beats = rng.randrange(0, 16) / 2
+            transport.locate(beats, now)
+            stood = beats
+            if transport.playing:
+                since = (now, beats)
+        elif action < 0.15:
+            [event] = transport.set_playing(not transport.playing, now)
+            if event.playing:
+                assert event.beats == pytest.approx(stood)
+                since = (now, event.beats)
+            else:
+                stood = event.beats
+        for event in transport.internal_tick(due):
+            if isinstance(event, Beat):
+                assert event.time_s >= since[0] and event.index >= since[1], (event, since)

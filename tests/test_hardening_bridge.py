@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchmarks.jack_tools import connect, flood_pattern, midiseq
+from core.children import TiedPopen
 from core.events import ControlChange, NoteOff, NoteOn
 from tests.jackutil import ROOT
 from tests.peer import Bridge, Listener, lost_by_peers, sounding_for_all
@@ -422,7 +423,7 @@ def test_a_killed_bridges_private_jack_server_is_not_left_running(tmp_path):
 def _mark_as_left_by_a_dead_bridge(proc: subprocess.Popen, server: str) -> Path:
     from bridge.jack import pid_file_for
 
-    dead = subprocess.Popen(["true"])
+    dead = TiedPopen(["true"])
     dead.wait()
 
     def read(pid: int, what: str) -> Path:
@@ -445,8 +446,8 @@ def test_an_orphan_proven_ours_is_stopped_and_a_users_server_never(tmp_path, mon
 
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     server = f"sbreap{os.getpid()}"
-    users = subprocess.Popen(["sleep", "60"])
-    orphan = subprocess.Popen(["sleep", "61"])
+    users = TiedPopen(["sleep", "60"])
+    orphan = TiedPopen(["sleep", "61"])
     try:
         assert not reap_orphaned_private_jack(server)  # no mark: nothing is ours
         path = _mark_as_left_by_a_dead_bridge(orphan, server)

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from cli.main import main
+from core.children import TiedPopen
 from tests.jackutil import ROOT
 
 
@@ -376,9 +377,9 @@ def test_sigterm_during_a_harmonize_folder_leaves_no_temporary_file(tmp_path):
         melody_file(folder / f"g{index:03d}.mid", notes=600)
     out, xml = tmp_path / "out", tmp_path / "xml"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([sys.executable, "-m", "bridge", "harmonize", str(folder), "-o", str(out),
-                                "--musicxml", str(xml)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = TiedPopen([sys.executable, "-m", "bridge", "harmonize", str(folder), "-o", str(out),
+                         "--musicxml", str(xml)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and process.poll() is None:

@@ -18,6 +18,7 @@ from pythonosc.osc_packet import OscPacket
 
 from bridge.osc import build_message
 from bridge.remote import request
+from core.children import TiedPopen
 from core.errors import ParameterError
 from tests.jackutil import ROOT
 
@@ -393,9 +394,9 @@ def test_sigterm_stops_a_command_through_its_finally_blocks(tmp_path):
 def test_sigterm_while_waiting_for_a_bridge_exits_143_without_a_traceback():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))
-        proc = subprocess.Popen([sys.executable, "-m", "bridge", "status", "--osc-port",
-                                 str(silent.getsockname()[1])], cwd=ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=ENV)
+        proc = TiedPopen([sys.executable, "-m", "bridge", "status", "--osc-port",
+                          str(silent.getsockname()[1])], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=ENV)
         silent.settimeout(10)
         silent.recvfrom(65536)  # the request arrived: the command is waiting for the reply
         proc.send_signal(signal.SIGTERM)
@@ -407,8 +408,8 @@ def test_sigterm_while_waiting_for_a_bridge_exits_143_without_a_traceback():
 def test_a_closed_stdout_ends_engines_and_status_quietly(start_bridge):
     bridge = start_bridge("--no-web")
     for args in (["engines"], ["status", "--osc-port", str(bridge.osc_port)]):
-        proc = subprocess.Popen([sys.executable, "-m", "bridge", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=ENV)
+        proc = TiedPopen([sys.executable, "-m", "bridge", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, env=ENV)
         proc.stdout.close()  # the reader is gone before the command writes (`| head -c 0`)
         with proc.stderr:
             err = proc.stderr.read().decode()

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from core.children import TiedPopen
 from core.errors import CodecError
 from engines.snc import SncReader, encode
 from engines.snc.manifest import LIMITS, Manifest
@@ -476,8 +477,8 @@ def long_file(tmp_path_factory) -> Path:
 def _terminate_when(args: list, folder: Path, ready) -> subprocess.CompletedProcess | None:
     """Start ``scorebridge ARGS``, wait until ``ready(folder)`` (its temporary files exist),
     SIGTERM it; returns what it did (None: it ended before getting there)."""
-    process = subprocess.Popen([sys.executable, "-m", "bridge", *map(str, args)], cwd=ROOT, env=ENV,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = TiedPopen([sys.executable, "-m", "bridge", *map(str, args)], cwd=ROOT, env=ENV,
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while process.poll() is None and time.monotonic() < deadline:
         if ready(folder):
@@ -524,7 +525,7 @@ def _sigkill_when(args: list[str], out: Path, seen: Callable[[], bool], poll_s: 
     may finish before the poll sees it mid-work (what a finished try wrote in OUT is removed).
     Whether a try was killed."""
     for _ in range(3):
-        process = subprocess.Popen(args, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = TiedPopen(args, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 120
         while process.poll() is None and time.monotonic() < deadline:
             if seen():
@@ -581,9 +582,9 @@ def test_a_sigkilled_decode_leaves_no_partial_wav_and_the_next_decode_sweeps_its
 def test_the_sweep_removes_only_scratch_folders_whose_owner_is_gone(tmp_path):
     from engines.snc.scratch import scratch_folder, sweep_scratch
 
-    dead = subprocess.Popen(["true"])  # a PID that just ended
+    dead = TiedPopen(["true"])  # a PID that just ended
     dead.wait()
-    alive = subprocess.Popen(["sleep", "60"])
+    alive = TiedPopen(["sleep", "60"])
     try:
         gone = tmp_path / f".snc-{dead.pid}-abcd1234"
         living = tmp_path / f".snc-import-{alive.pid}-abcd1234"

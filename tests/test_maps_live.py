@@ -16,6 +16,7 @@ import rtmidi
 from pythonosc.osc_packet import OscPacket, ParseError
 
 from bridge.osc import build_message
+from core.children import TiedPopen
 from core.engine import Engine, Param
 from core.events import EngineInput, EngineOutput
 from tests.peer import Listener, sounding_for_all
@@ -174,7 +175,7 @@ def test_feedback_reaches_controllers_and_surfaces_but_not_the_control_that_move
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         dump_port = probe.getsockname()[1]  # a free port for oscdump
-    dump = subprocess.Popen(["oscdump", "-L", str(dump_port)], stdout=subprocess.PIPE, text=True)
+    dump = TiedPopen(["oscdump", "-L", str(dump_port)], stdout=subprocess.PIPE, text=True)
     try:
         time.sleep(0.3)
         oscsend(bridge, "/scorebridge/subscribe", "i", str(dump_port))

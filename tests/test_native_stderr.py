@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 
+from core.children import TiedPopen
 from tests.jackutil import ROOT
 
 _CHILD = textwrap.dedent("""
@@ -35,7 +36,7 @@ _CHILD = textwrap.dedent("""
 
 def _child(guarded: bool, lines: int) -> subprocess.Popen[str]:
     code = _CHILD.format(root=str(ROOT), guarded=guarded, lines=lines)
-    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return TiedPopen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_native_lines_are_counted_and_the_rest_passed_on():

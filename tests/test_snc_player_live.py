@@ -20,6 +20,7 @@ import pytest
 import soundfile as sf
 from numpy.lib.stride_tricks import sliding_window_view
 
+from core.children import TiedPopen
 from engines.snc.reader import SncReader
 from tests.jackutil import ROOT, start_jack
 from tests.peer import Bridge
@@ -57,7 +58,7 @@ def record(ports: list[str], seconds: int, path: Path) -> subprocess.Popen:
     jack_rec takes whole seconds."""
     if shutil.which("jack_rec") is None:
         pytest.fail("jack_rec is missing: install jackd2's example clients (jackd2 ships jack_rec)")
-    proc = subprocess.Popen(
+    proc = TiedPopen(
         ["jack_rec", "-f", str(path), "-d", str(seconds), "-b", "32", *ports],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -227,15 +228,24 @@ target = "song/gain_2"
 """
 
 
-def send_cc(bridge: Bridge, channel: int, control: int, value: int) -> None:
-    """A MIDI controller on the bridge's control input (a real rtmidi JACK client)."""
+def send_cc(bridge: Bridge, channel: int, control: int, value: int, taken: Callable[[dict], bool]) -> None:
+    """A MIDI controller on the bridge's control input (a real rtmidi JACK client) sends the
+    value until the song slot has taken it (``taken(slot status)``), as a moving fader sends
+    more than one. Sent once, it was sometimes not in effect when the mix was judged (the
+    recording matched neither mix; at load 9 one CC in 12 was not taken within 3 s)."""
     import rtmidi
 
     out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, f"fader{os.getpid()}")
     try:
         out.open_port(out.get_ports().index(f"{bridge.client}-ctl:in"), "out")
-        out.send_message([0xB0 | (channel - 1), control, value])
-        time.sleep(0.2)
+        deadline = time.monotonic() + 20
+        while True:
+            out.send_message([0xB0 | (channel - 1), control, value])
+            slot = slot_status(bridge)
+            if taken(slot) and slot["queued"] == 0:
+                return
+            if time.monotonic() > deadline:
+                pytest.fail(f"CC {control} = {value} never reached the slot: {slot}")
     finally:
         out.close_port()
         out.delete()
@@ -267,7 +277,7 @@ def wait_status(bridge: Bridge, ready: Callable[[dict], bool], what: str, second
         time.sleep(0.2)
 
 
-def plays_mix(recorded: np.ndarray, mix: np.ndarray, before: np.ndarray, what: str, stats: dict) -> None:
+def plays_mix(recorded: np.ndarray, mix: np.ndarray, before: np.ndarray, what: str, slot: dict) -> None:
     """The recording (the player located at the song's start) plays ``mix`` and never the mix
     ``before`` the change: its chunks match ``mix`` sample for sample (but for the fades of a
     drift re-seek on a loaded machine), none matches ``before``."""
@@ -277,13 +287,11 @@ def plays_mix(recorded: np.ndarray, mix: np.ndarray, before: np.ndarray, what: s
     walk_before = follow(recorded[:length], lambda frame: before, 1024, where)
     assert share(walk) > 0.9 and share(walk_before) == 0.0, (
         f"{what}: from song frame {where}, {share(walk):.0%} of the chunks are the mix {what}, "
-        f"{share(walk_before):.0%} the mix before it; player {stats}"
+        f"{share(walk_before):.0%} the mix before it; slot {slot}"
     )
 
 
 PERIOD_FRAMES = inspect.signature(start_jack).parameters["period_frames"].default
-# One MIDI clock tick at the test's 120 BPM: the transport's resolution.
-TICK_S = 0.5 / 24
 # A start must be heard within a beat (0.5 s at 120 BPM) of the bridge taking it: later, the
 # song's first downbeat is lost. Unloaded it takes a few ms (OSC thread -> router -> slot
 # worker -> audio thread); the most measured beside CPU hogs at load 12-18 is in BENCHMARKS.md.
@@ -323,10 +331,9 @@ def test_serve_snc_engine_follows_stop_and_locate(snc_bridge, live_song, tmp_pat
     # when, and the transport's report it joined (the bridge's start, taken after it was sent).
     told_s, at_s, transport_s = joined["told_at_s"], joined["at_s"], joined["transport_s"]
     assert sent_s <= told_s <= at_s
-    assert abs(transport_s - (at_s - told_s) - 1.0) <= TICK_S + 1e-6  # it started at beat 2
-    # Sync: that buffer played where the transport was (a start heard within the tick the
-    # transport reports early plays the located point, 1.0 s, not what lies before it).
-    assert abs(joined["song_s"] - max(transport_s, 1.0)) < 1e-3, joined
+    assert abs(transport_s - (at_s - told_s) - 1.0) < 1e-6, joined  # it started at beat 2
+    # Sync: that buffer played where the transport was.
+    assert abs(joined["song_s"] - transport_s) < 1e-3, joined
     # Start latency, from the bridge taking the start to the first buffer out.
     assert at_s - told_s < START_LATENCY_S, joined
     # The recording bears the report out: its first sound is the song from that song time on.
@@ -352,17 +359,17 @@ def test_serve_snc_engine_follows_stop_and_locate(snc_bridge, live_song, tmp_pat
     finish(recorder)
     muted_rec, _ = sf.read(tmp_path / "muted.wav", dtype="float64", always_2d=True)
     without = gain * (song["drums"] + song["bass"] + song["keys"])
-    plays_mix(muted_rec, without, full, "without stem 1", slot_status(snc_bridge)["engine_status"])
+    plays_mix(muted_rec, without, full, "without stem 1", slot_status(snc_bridge))
     # A MIDI fader through the control map: CC 7 = 0 on channel 2 takes stem 2 (drums) to -96 dB.
     osc(snc_bridge, "/scorebridge/song/mute_1", "i", "0")
-    send_cc(snc_bridge, 2, 7, 0)
+    send_cc(snc_bridge, 2, 7, 0, lambda s: s["values"]["gain_2"] == -96.0)
     osc(snc_bridge, "/scorebridge/transport/locate", "f", "0.0")
     time.sleep(0.2)
     recorder = record(ports, 1, tmp_path / "fader.wav")
     finish(recorder)
     fader_rec, _ = sf.read(tmp_path / "fader.wav", dtype="float64", always_2d=True)
     no_drums = gain * (song["vocals"] + song["bass"] + song["keys"])
-    plays_mix(fader_rec, no_drums, full, "without stem 2", slot_status(snc_bridge)["engine_status"])
+    plays_mix(fader_rec, no_drums, full, "without stem 2", slot_status(snc_bridge))
     # A context with another layout (binaural) opens a new player; the slot keeps running.
     osc(snc_bridge, "/scorebridge/song/context", "s", "headphones")
     slot = wait_status(

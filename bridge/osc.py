@@ -196,15 +196,14 @@ class OscServer:
             self._threads.append(thread)
 
     def stop(self) -> None:
-        if not self._running:
-            return
-        self._running = False
-        self._wake.set()
-        for thread in self._threads:
-            thread.join(timeout=2)
+        if self._running:
+            self._running = False
+            self._wake.set()
+            for thread in self._threads:
+                thread.join(timeout=2)
         if self._sock is not None:
             self._sock.close()
-        self._send_sock.close()
+        self._send_sock.close()  # made with the server: closed even if it never started
 
     # -- receiving -------------------------------------------------------------------
     def _receive_loop(self) -> None:

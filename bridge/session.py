@@ -57,6 +57,7 @@ class Session:
         self.transport = Transport(config.tempo_bpm, config.clock_mode)
         self.tracker = NoteTracker()
         self.scheduler = Scheduler()
+        self._tick_chain = 0  # the internal clock's current chain of ticks (_realign_internal_ticks)
         self.host = EngineHost(self.transport, self.tracker, self.scheduler)
         self.router = InputRouter(self.host, self.transport)
         self.osc = OscServer(config.osc_host, config.osc_port, config.osc_allow_remote,
@@ -131,15 +132,22 @@ class Session:
         self.state = SessionState.OFFLINE
 
     # -- internal clock --------------------------------------------------------------
-    def _schedule_internal_tick(self, due_s: float) -> None:
-        self.scheduler.at(due_s, lambda: self._internal_tick(due_s))
+    def _schedule_internal_tick(self, due_s: float, chain: int = 0) -> None:
+        self.scheduler.at(due_s, lambda: self._internal_tick(due_s, chain))
 
-    def _internal_tick(self, due_s: float) -> None:
-        if self.state is SessionState.STOPPING:
-            return
+    def _internal_tick(self, due_s: float, chain: int) -> None:
+        if self.state is SessionState.STOPPING or chain != self._tick_chain:
+            return  # a start or locate began a new chain of ticks: this one ends here
         self.router.transport_change(lambda: self._clock_tick(due_s))
         interval_s = 60.0 / (self.transport.internal_tempo_bpm * TICKS_PER_BEAT)
-        self._schedule_internal_tick(due_s + interval_s)
+        self._schedule_internal_tick(due_s + interval_s, chain)
+
+    def _realign_internal_ticks(self, now_s: float) -> None:
+        """After a start or locate, the internal clock ticks from that moment: its first tick
+        marks the position it starts from at the time the change reported, and its beats fall
+        whole beats after it (on the old grid they came up to a tick late)."""
+        self._tick_chain += 1
+        self._schedule_internal_tick(now_s, self._tick_chain)
 
     def _clock_tick(self, due_s: float) -> list[Any]:
         """One tick of the internal clock (on the router thread), sent as MIDI clock if asked."""
@@ -153,10 +161,13 @@ class Session:
     def set_playing(self, playing: bool) -> None:
         now = time.perf_counter()
         self.router.transport_change(lambda: self.transport.set_playing(playing, now))
+        if playing and not self.transport.playing:
+            self._realign_internal_ticks(now)
 
     def locate(self, beats: float) -> None:
         now = time.perf_counter()
         self.router.transport_change(lambda: self.transport.locate(beats, now))
+        self._realign_internal_ticks(now)
 
     def set_tuning(self, name: str) -> None:
         """Play in the preset ``name`` (off: 12-TET) from now on: the main output retunes

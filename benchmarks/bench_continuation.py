@@ -12,6 +12,8 @@ One run measures, after the same 4-bar prompt:
   prompt pass included, over several seeds;
 - the live engine's worker time per beat and its slack before the notes it hands out are due
   (120 BPM, look-ahead 0.25 and 0.5 beats);
+- with --node-floor (needs onnx): a chain of as many trivial nodes as one cached step runs,
+  timed against the step: ORT's fixed cost per node, the floor of a step of that graph;
 - with --sizes (needs torch): the cached step time of untrained graphs of other sizes, exported
   the same way, to choose a size for the target (>= 1,000 tokens/s, 8 bars <= 200 ms);
 - with --baseline DIR [DIR ...] (other checkouts, e.g. `git archive 15c9322 | tar -x -C DIR`):
@@ -39,11 +41,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 from engines.continuation import tokens as tk
-from engines.continuation.defaults import USER_BIASES
+from engines.continuation.defaults import USER_BIASES, USER_CHORD_VELOCITY
 from engines.continuation.offline import prompt_tokens
-from engines.continuation.runtime import ContinuationModel
+from engines.continuation.runtime import DEFAULT_SLOTS, ContinuationModel, _step_session
 from engines.continuation.sample import (
     Masker,
     SamplingConfig,
@@ -137,7 +140,8 @@ def eight_bars(model: ContinuationModel, prompt: list[int], runs: int, user: boo
         started = time.perf_counter()
         config = SamplingConfig(seed=seed, top_p=0.95)
         if user:
-            config = prompt_grid(prompt, prompt_register(prompt, replace(config, **USER_BIASES)))
+            config = replace(config, chord_velocity=USER_CHORD_VELOCITY, **USER_BIASES)
+            config = prompt_grid(prompt, prompt_register(prompt, config))
         generation = generate(model, prompt, bars=8, config=config, max_tokens=1500)
         seconds.append(time.perf_counter() - started)
         lengths.append(len(generation.tokens))
@@ -171,9 +175,10 @@ def size_sweep(sizes: str, prompt: list[int], count: int, rounds_: int) -> dict[
                 {"config": config.to_dict(), "model": net.state_dict(), "step": 0, "val_loss": 0.0},
                 checkpoint,
             )
-            export_checkpoint(checkpoint, f"size{size}", Path(folder))
+            export_checkpoint(checkpoint, f"size{size}", Path(folder), corpus="twohands")
             models[size] = ContinuationModel.load(Path(folder) / f"size{size}.onnx")
-            results[size] = {"parameters": sum(p.numel() for p in net.parameters())}
+            results[size] = {"parameters": sum(p.numel() for p in net.parameters()),
+                             "step_nodes": step_nodes(Path(folder) / f"size{size}.onnx")}
         per_round = {size: [] for size in models}
         for _ in range(rounds_):  # interleaved, so a burst of load hits every size alike
             for size, model in models.items():
@@ -187,6 +192,47 @@ def size_sweep(sizes: str, prompt: list[int], count: int, rounds_: int) -> dict[
     return results
 
 
+def step_nodes(path: Path) -> int:
+    """Nodes of the graph one cached step runs (the runtime's fixed-shape step session, optimized)."""
+    import onnx
+
+    with tempfile.TemporaryDirectory() as folder:
+        optimized = Path(folder) / "step.onnx"
+        _step_session(path, 1, DEFAULT_SLOTS, optimized)
+        return len(onnx.load(optimized).graph.node)
+
+
+def node_floor(model: ContinuationModel, prompt: list[int], count: int, rounds_: int) -> dict:
+    """What ORT charges per node, whatever the node computes: a chain of as many trivial nodes
+    (Add of a [1, d_model] constant) as one cached step runs, timed against the step itself,
+    interleaved (one thread, IO binding, fixed shapes for both)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes, width = step_nodes(model.path), model.card["model"]["d_model"]
+    chain = [helper.make_node("Add", ["x" if i == 0 else f"y{i - 1}", "c"], [f"y{i}"]) for i in range(nodes)]
+    graph = helper.make_graph(chain, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+                              [helper.make_tensor_value_info(f"y{nodes - 1}", TensorProto.FLOAT, [1, width])],
+                              [helper.make_tensor("c", TensorProto.FLOAT, [width], np.ones(width, np.float32))])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(proto)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    binding = session.io_binding()
+    binding.bind_cpu_input("x", np.zeros((1, width), np.float32))
+    binding.bind_output(f"y{nodes - 1}")
+    chain_us, step_us = [], []
+    for _ in range(rounds_):
+        started = time.perf_counter()
+        for _ in range(count):
+            session.run_with_iobinding(binding)
+        chain_us.append((time.perf_counter() - started) / count * 1e6)
+        step_us.append(1e6 / ort_cached(model, prompt, count))
+    return {"step_nodes": nodes, "chain_of_trivial_nodes_us": float(np.median(chain_us)),
+            "cached_step_us": float(np.median(step_us)), "rounds": rounds_, "runs_per_round": count}
+
+
 # The biases `scorebridge continue` used by default at commit 15c9322 (before issue 17's density bounds).
 BIASES_15C9322 = {"key_bias": 4.0, "pattern_bias": 4.0, "motif_bias": 3.0, "density_bias": 4.0}
 _TREE_RUN = textwrap.dedent(
@@ -194,6 +240,7 @@ _TREE_RUN = textwrap.dedent(
     import hashlib, json, sys, time
     from dataclasses import replace
     from benchmarks.bench_continuation import bench_prompt
+    from engines.continuation import defaults
     from engines.continuation.defaults import USER_BIASES
     from engines.continuation.runtime import ContinuationModel
     from engines.continuation.sample import SamplingConfig, generate, prompt_grid, prompt_register
@@ -206,7 +253,10 @@ _TREE_RUN = textwrap.dedent(
             started, started_cpu = time.perf_counter(), time.process_time()
             config = SamplingConfig(seed=seed, top_p=0.95)
             if extra:
-                config = prompt_grid(prompt, prompt_register(prompt, replace(config, **extra)))
+                config = replace(config, **extra)
+                if name == "defaults" and getattr(defaults, "USER_CHORD_VELOCITY", False):  # since issue 17c
+                    config = replace(config, chord_velocity=True)
+                config = prompt_grid(prompt, prompt_register(prompt, config))
             tokens_now = generate(model, prompt, 8, config, max_tokens=1500).tokens
             seconds.append(time.perf_counter() - started)
             cpu.append(time.process_time() - started_cpu)
@@ -319,6 +369,8 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per path (median, best)")
     parser.add_argument("--sizes", default="", help="e.g. 192x4,160x4,128x4 (needs torch)")
+    parser.add_argument("--node-floor", action="store_true",
+                        help="time a chain of as many trivial ORT nodes as one step runs (needs onnx)")
     parser.add_argument(
         "--engine-seeds", type=int, default=8, help="live-engine runs per look-ahead (0 = skip)"
     )
@@ -360,6 +412,8 @@ def main() -> None:
     result["eight_bars_user_defaults"] = eight_bars(model, prompt, args.generations, user=True)
     if args.engine_seeds:
         result["engine_per_beat"] = [engine_beats(args.engine_seeds, la) for la in (0.25, 0.5)]
+    if args.node_floor:
+        result["node_floor"] = node_floor(model, prompt, args.tokens, args.rounds)
     if args.sizes:
         result["sizes"] = size_sweep(args.sizes, prompt, args.tokens, args.rounds)
     result["load_after"] = machine_load()

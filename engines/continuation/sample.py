@@ -30,7 +30,7 @@ from .prompt_style import (
     prompt_register,
 )
 from .runtime import ContinuationModel
-from .state import SCALES, Masker, SamplingConfig, State, scale_pitch_classes
+from .state import SCALES, Masker, SamplingConfig, State, scale_pitch_classes, shared_chord_velocity
 from .tokens import BAR, NOTE_OFF, SHIFT_BASE, STEPS_PER_QUARTER, note_token
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "prompt_register",
     "sample_token",
     "scale_pitch_classes",
+    "shared_chord_velocity",
     "steer_mode",
 ]
 
@@ -163,6 +164,8 @@ class Stream:
         state = self.state
         for _ in range(self.max_tokens):
             allowed = self.scorer.allowed(self.masker(state), state)
+            if self.config.chord_velocity:
+                allowed = shared_chord_velocity(allowed, state)
             token = sample_token(self._scores(), allowed, self.config, self.rng)
             if token == BAR and state.bars + 1 > self.bars:
                 break

@@ -3,7 +3,8 @@
 Sampling: temperature, top-k, top-p (nucleus) and a seed, over the tokens the grammar mask allows
 (``state.Masker``: key/scale, hand ranges, polyphony, note lengths, bar lines, the time grid) and
 the logits shifted by the biases measured from the prompt (``biases.Scorer``: key, rhythm
-pattern, density, motif, mode steering). Generation stops at the bar line after ``bars`` bars
+pattern, density, motif, mode steering) and, with ``chord_velocity``, one velocity per hand's
+chord (``state.shared_chord_velocity``). Generation stops at the bar line after ``bars`` bars
 (or after ``max_tokens``) and closes every held note, so every NOTE_ON of the output has its
 NOTE_OFF. What the prompt sets (register, grid) is read by ``prompt_style``.
 

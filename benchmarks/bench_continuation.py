@@ -16,6 +16,7 @@ One run measures, after the same 4-bar prompt:
   timed against the step: ORT's fixed cost per node, the floor of a step of that graph;
 - with --sizes (needs torch): the cached step time of untrained graphs of other sizes, exported
   the same way, to choose a size for the target (>= 1,000 tokens/s, 8 bars <= 200 ms);
+- with --versus ONNX: 8 bars with the defaults by --model and that model, alternating (only that);
 - with --baseline DIR [DIR ...] (other checkouts, e.g. `git archive 15c9322 | tar -x -C DIR`):
   8-bar generations of the same seeds by that code and this one, in alternating subprocesses
   (each round runs every tree, so they share the load), for the model alone, the biases that
@@ -152,6 +153,30 @@ def eight_bars(model: ContinuationModel, prompt: list[int], runs: int, user: boo
         "tokens_per_s_all_in": float(sum(lengths) / sum(seconds)),
         "runs": runs,
     }
+
+
+def models_side_by_side(models: dict[str, ContinuationModel], prompt: list[int], rounds_: int,
+                        generations: int) -> dict[str, dict]:
+    """8-bar generations with `continue`'s defaults by each model, alternating round by round in
+    this process: wall and CPU time per generation, tokens."""
+    seconds: dict[str, list[float]] = {name: [] for name in models}
+    cpu: dict[str, list[float]] = {name: [] for name in models}
+    tokens: dict[str, list[int]] = {name: [] for name in models}
+    for _ in range(rounds_):
+        for name, model in models.items():
+            for seed in range(generations):
+                config = replace(SamplingConfig(seed=seed, top_p=0.95), chord_velocity=USER_CHORD_VELOCITY,
+                                 **USER_BIASES)
+                config = prompt_grid(prompt, prompt_register(prompt, config))
+                started, started_cpu = time.perf_counter(), time.process_time()
+                generated = generate(model, prompt, bars=8, config=config, max_tokens=1500)
+                seconds[name].append(time.perf_counter() - started)
+                cpu[name].append(time.process_time() - started_cpu)
+                tokens[name].append(len(generated.tokens))
+    return {name: {"path": str(models[name].path), "median_ms": 1000 * float(np.median(seconds[name])),
+                   "cpu_median_ms": 1000 * float(np.median(cpu[name])), "max_ms": 1000 * max(seconds[name]),
+                   "median_tokens": float(np.median(tokens[name])), "generations": len(seconds[name])}
+            for name in models}
 
 
 def size_sweep(sizes: str, prompt: list[int], count: int, rounds_: int) -> dict[str, dict]:
@@ -377,6 +402,8 @@ def main() -> None:
     parser.add_argument("--baseline", type=Path, nargs="+", default=None, metavar="DIR",
                         help="checkouts of older code to time side by side with this one")
     parser.add_argument("--only-side-by-side", action="store_true", help="with --baseline: nothing else")
+    parser.add_argument("--versus", type=Path, default=None, metavar="ONNX",
+                        help="another model: 8 bars with the defaults by both, alternating (nothing else)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     model = ContinuationModel.load(args.model)
@@ -391,6 +418,15 @@ def main() -> None:
     }
     if args.baseline:
         result["side_by_side"] = side_by_side(args.baseline, args.rounds, args.generations)
+    if args.versus:
+        other = ContinuationModel.load(args.versus)
+        generate(other, prompt, 2, SamplingConfig(seed=99))  # warm-up, as the model below
+        generate(model, prompt, 2, SamplingConfig(seed=99))
+        result["versus"] = models_side_by_side({"model": model, "versus": other}, prompt, args.rounds,
+                                               args.generations)
+        result["load_after"] = machine_load()
+        write_result(result, args.out)
+        return
     if args.baseline and args.only_side_by_side:
         result["load_after"] = machine_load()
         write_result(result, args.out)

@@ -12,8 +12,11 @@ One run measures, after the same 4-bar prompt:
   prompt pass included, over several seeds;
 - the live engine's worker time per beat and its slack before the notes it hands out are due
   (120 BPM, look-ahead 0.25 and 0.5 beats);
+- with --node-floor (needs onnx): a chain of as many trivial nodes as one cached step runs,
+  timed against the step: ORT's fixed cost per node, the floor of a step of that graph;
 - with --sizes (needs torch): the cached step time of untrained graphs of other sizes, exported
   the same way, to choose a size for the target (>= 1,000 tokens/s, 8 bars <= 200 ms);
+- with --versus ONNX: 8 bars with the defaults by --model and that model, alternating (only that);
 - with --baseline DIR [DIR ...] (other checkouts, e.g. `git archive 15c9322 | tar -x -C DIR`):
   8-bar generations of the same seeds by that code and this one, in alternating subprocesses
   (each round runs every tree, so they share the load), for the model alone, the biases that
@@ -39,11 +42,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 
 from engines.continuation import tokens as tk
-from engines.continuation.defaults import USER_BIASES
+from engines.continuation.defaults import USER_BIASES, USER_CHORD_VELOCITY
 from engines.continuation.offline import prompt_tokens
-from engines.continuation.runtime import ContinuationModel
+from engines.continuation.runtime import DEFAULT_SLOTS, ContinuationModel, _step_session
 from engines.continuation.sample import (
     Masker,
     SamplingConfig,
@@ -137,7 +141,8 @@ def eight_bars(model: ContinuationModel, prompt: list[int], runs: int, user: boo
         started = time.perf_counter()
         config = SamplingConfig(seed=seed, top_p=0.95)
         if user:
-            config = prompt_grid(prompt, prompt_register(prompt, replace(config, **USER_BIASES)))
+            config = replace(config, chord_velocity=USER_CHORD_VELOCITY, **USER_BIASES)
+            config = prompt_grid(prompt, prompt_register(prompt, config))
         generation = generate(model, prompt, bars=8, config=config, max_tokens=1500)
         seconds.append(time.perf_counter() - started)
         lengths.append(len(generation.tokens))
@@ -148,6 +153,30 @@ def eight_bars(model: ContinuationModel, prompt: list[int], runs: int, user: boo
         "tokens_per_s_all_in": float(sum(lengths) / sum(seconds)),
         "runs": runs,
     }
+
+
+def models_side_by_side(models: dict[str, ContinuationModel], prompt: list[int], rounds_: int,
+                        generations: int) -> dict[str, dict]:
+    """8-bar generations with `continue`'s defaults by each model, alternating round by round in
+    this process: wall and CPU time per generation, tokens."""
+    seconds: dict[str, list[float]] = {name: [] for name in models}
+    cpu: dict[str, list[float]] = {name: [] for name in models}
+    tokens: dict[str, list[int]] = {name: [] for name in models}
+    for _ in range(rounds_):
+        for name, model in models.items():
+            for seed in range(generations):
+                config = replace(SamplingConfig(seed=seed, top_p=0.95), chord_velocity=USER_CHORD_VELOCITY,
+                                 **USER_BIASES)
+                config = prompt_grid(prompt, prompt_register(prompt, config))
+                started, started_cpu = time.perf_counter(), time.process_time()
+                generated = generate(model, prompt, bars=8, config=config, max_tokens=1500)
+                seconds[name].append(time.perf_counter() - started)
+                cpu[name].append(time.process_time() - started_cpu)
+                tokens[name].append(len(generated.tokens))
+    return {name: {"path": str(models[name].path), "median_ms": 1000 * float(np.median(seconds[name])),
+                   "cpu_median_ms": 1000 * float(np.median(cpu[name])), "max_ms": 1000 * max(seconds[name]),
+                   "median_tokens": float(np.median(tokens[name])), "generations": len(seconds[name])}
+            for name in models}
 
 
 def size_sweep(sizes: str, prompt: list[int], count: int, rounds_: int) -> dict[str, dict]:
@@ -171,9 +200,10 @@ def size_sweep(sizes: str, prompt: list[int], count: int, rounds_: int) -> dict[
                 {"config": config.to_dict(), "model": net.state_dict(), "step": 0, "val_loss": 0.0},
                 checkpoint,
             )
-            export_checkpoint(checkpoint, f"size{size}", Path(folder))
+            export_checkpoint(checkpoint, f"size{size}", Path(folder), corpus="twohands")
             models[size] = ContinuationModel.load(Path(folder) / f"size{size}.onnx")
-            results[size] = {"parameters": sum(p.numel() for p in net.parameters())}
+            results[size] = {"parameters": sum(p.numel() for p in net.parameters()),
+                             "step_nodes": step_nodes(Path(folder) / f"size{size}.onnx")}
         per_round = {size: [] for size in models}
         for _ in range(rounds_):  # interleaved, so a burst of load hits every size alike
             for size, model in models.items():
@@ -187,6 +217,47 @@ def size_sweep(sizes: str, prompt: list[int], count: int, rounds_: int) -> dict[
     return results
 
 
+def step_nodes(path: Path) -> int:
+    """Nodes of the graph one cached step runs (the runtime's fixed-shape step session, optimized)."""
+    import onnx
+
+    with tempfile.TemporaryDirectory() as folder:
+        optimized = Path(folder) / "step.onnx"
+        _step_session(path, 1, DEFAULT_SLOTS, optimized)
+        return len(onnx.load(optimized).graph.node)
+
+
+def node_floor(model: ContinuationModel, prompt: list[int], count: int, rounds_: int) -> dict:
+    """What ORT charges per node, whatever the node computes: a chain of as many trivial nodes
+    (Add of a [1, d_model] constant) as one cached step runs, timed against the step itself,
+    interleaved (one thread, IO binding, fixed shapes for both)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes, width = step_nodes(model.path), model.card["model"]["d_model"]
+    chain = [helper.make_node("Add", ["x" if i == 0 else f"y{i - 1}", "c"], [f"y{i}"]) for i in range(nodes)]
+    graph = helper.make_graph(chain, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+                              [helper.make_tensor_value_info(f"y{nodes - 1}", TensorProto.FLOAT, [1, width])],
+                              [helper.make_tensor("c", TensorProto.FLOAT, [width], np.ones(width, np.float32))])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(proto)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    binding = session.io_binding()
+    binding.bind_cpu_input("x", np.zeros((1, width), np.float32))
+    binding.bind_output(f"y{nodes - 1}")
+    chain_us, step_us = [], []
+    for _ in range(rounds_):
+        started = time.perf_counter()
+        for _ in range(count):
+            session.run_with_iobinding(binding)
+        chain_us.append((time.perf_counter() - started) / count * 1e6)
+        step_us.append(1e6 / ort_cached(model, prompt, count))
+    return {"step_nodes": nodes, "chain_of_trivial_nodes_us": float(np.median(chain_us)),
+            "cached_step_us": float(np.median(step_us)), "rounds": rounds_, "runs_per_round": count}
+
+
 # The biases `scorebridge continue` used by default at commit 15c9322 (before issue 17's density bounds).
 BIASES_15C9322 = {"key_bias": 4.0, "pattern_bias": 4.0, "motif_bias": 3.0, "density_bias": 4.0}
 _TREE_RUN = textwrap.dedent(
@@ -194,6 +265,7 @@ _TREE_RUN = textwrap.dedent(
     import hashlib, json, sys, time
     from dataclasses import replace
     from benchmarks.bench_continuation import bench_prompt
+    from engines.continuation import defaults
     from engines.continuation.defaults import USER_BIASES
     from engines.continuation.runtime import ContinuationModel
     from engines.continuation.sample import SamplingConfig, generate, prompt_grid, prompt_register
@@ -206,7 +278,10 @@ _TREE_RUN = textwrap.dedent(
             started, started_cpu = time.perf_counter(), time.process_time()
             config = SamplingConfig(seed=seed, top_p=0.95)
             if extra:
-                config = prompt_grid(prompt, prompt_register(prompt, replace(config, **extra)))
+                config = replace(config, **extra)
+                if name == "defaults" and getattr(defaults, "USER_CHORD_VELOCITY", False):  # since issue 17c
+                    config = replace(config, chord_velocity=True)
+                config = prompt_grid(prompt, prompt_register(prompt, config))
             tokens_now = generate(model, prompt, 8, config, max_tokens=1500).tokens
             seconds.append(time.perf_counter() - started)
             cpu.append(time.process_time() - started_cpu)
@@ -319,12 +394,16 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per path (median, best)")
     parser.add_argument("--sizes", default="", help="e.g. 192x4,160x4,128x4 (needs torch)")
+    parser.add_argument("--node-floor", action="store_true",
+                        help="time a chain of as many trivial ORT nodes as one step runs (needs onnx)")
     parser.add_argument(
         "--engine-seeds", type=int, default=8, help="live-engine runs per look-ahead (0 = skip)"
     )
     parser.add_argument("--baseline", type=Path, nargs="+", default=None, metavar="DIR",
                         help="checkouts of older code to time side by side with this one")
     parser.add_argument("--only-side-by-side", action="store_true", help="with --baseline: nothing else")
+    parser.add_argument("--versus", type=Path, default=None, metavar="ONNX",
+                        help="another model: 8 bars with the defaults by both, alternating (nothing else)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     model = ContinuationModel.load(args.model)
@@ -339,6 +418,15 @@ def main() -> None:
     }
     if args.baseline:
         result["side_by_side"] = side_by_side(args.baseline, args.rounds, args.generations)
+    if args.versus:
+        other = ContinuationModel.load(args.versus)
+        generate(other, prompt, 2, SamplingConfig(seed=99))  # warm-up, as the model below
+        generate(model, prompt, 2, SamplingConfig(seed=99))
+        result["versus"] = models_side_by_side({"model": model, "versus": other}, prompt, args.rounds,
+                                               args.generations)
+        result["load_after"] = machine_load()
+        write_result(result, args.out)
+        return
     if args.baseline and args.only_side_by_side:
         result["load_after"] = machine_load()
         write_result(result, args.out)
@@ -360,6 +448,8 @@ def main() -> None:
     result["eight_bars_user_defaults"] = eight_bars(model, prompt, args.generations, user=True)
     if args.engine_seeds:
         result["engine_per_beat"] = [engine_beats(args.engine_seeds, la) for la in (0.25, 0.5)]
+    if args.node_floor:
+        result["node_floor"] = node_floor(model, prompt, args.tokens, args.rounds)
     if args.sizes:
         result["sizes"] = size_sweep(args.sizes, prompt, args.tokens, args.rounds)
     result["load_after"] = machine_load()

@@ -130,7 +130,7 @@ def continuation_sweep(
 ) -> dict:
     from engines.continuation.affect import key_correlations, mode_score
     from engines.continuation.corpus import load_split_corpus
-    from engines.continuation.defaults import USER_BIASES
+    from engines.continuation.defaults import USER_BIASES, USER_CHORD_VELOCITY
     from engines.continuation.modal import window_key
     from engines.continuation.offline import continue_notes, prompt_tokens
     from engines.continuation.runtime import ContinuationModel
@@ -177,6 +177,7 @@ def continuation_sweep(
             for index, notes in enumerate(prompts):
                 config = SamplingConfig(
                     temperature=1.0, top_p=0.95, seed=seed + index, bar_steps=bar_steps, mode_steer=mode_steer,
+                    chord_velocity=decoding == "user" and USER_CHORD_VELOCITY,
                     **(USER_BIASES if decoding == "user" else {}),
                 )
                 around = "prompt" if decoding == "user" else "free"

@@ -24,7 +24,7 @@ from cli.arguments import check_affect_options
 from cli.batch import add_batch_arguments, is_batch_input
 from cli.tuning_options import add_tuning_options, retune_written, tuning_from_args
 from core.errors import CodecError, ConfigError
-from engines.continuation.defaults import USER_BIASES
+from engines.continuation.defaults import USER_BIASES, USER_CHORD_VELOCITY
 
 __all__ = ["register", "run"]
 
@@ -215,6 +215,7 @@ def continue_file(args: argparse.Namespace, model, source_path: Path, output: Pa
         seed=args.seed,
         pitch_classes=classes,
         mode_steer=args.mode_steer,
+        chord_velocity=USER_CHORD_VELOCITY,
         **{option: getattr(args, option) for option in USER_BIASES},
     )
     started = time.perf_counter()

@@ -6,3 +6,6 @@ defaults"); ``sample.SamplingConfig``'s own defaults stay 0, the model alone.
 """
 
 USER_BIASES: dict[str, float] = {"key_bias": 4.0, "pattern_bias": 4.0, "motif_bias": 3.0, "density_bias": 4.0}
+# A hand's notes struck at one step share one velocity (``state.shared_chord_velocity``): about a
+# quarter fewer tokens, so model steps, for 8 bars (issue 17, speed; docs/continuation.md, "Speed work").
+USER_CHORD_VELOCITY = True

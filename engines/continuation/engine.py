@@ -28,7 +28,7 @@ from core.errors import EngineError
 from core.events import Beat, EngineInput, EngineOutput, NoteOff, NoteOn, Send, Silence, TransportChange
 from core.tuning import preset_names, preset_pitch_classes
 
-from .defaults import USER_BIASES
+from .defaults import USER_BIASES, USER_CHORD_VELOCITY
 from .live import NoteStream, PlayerHistory
 from .offline import prompt_tokens, prompt_window
 from .runtime import DEFAULT_MODEL, PLAIN_MODEL, ContinuationModel
@@ -241,6 +241,7 @@ class ContinuationEngine(Engine):
             max_note_steps=round(self.param("max_note_beats") * STEPS_PER_QUARTER),
             bar_steps=bar_steps,
             mode_steer=self.param("mode_steer") if asked else 0.0,
+            chord_velocity=USER_CHORD_VELOCITY,
             **biases,
         )
 

@@ -35,7 +35,7 @@ from core.batch import Item, gather
 from core.keys import key_correlations
 
 from .corpus import DEFAULT_CACHE, SPLITS_DIR
-from .defaults import USER_BIASES
+from .defaults import USER_BIASES, USER_CHORD_VELOCITY
 from .pieces import LOWER, UPPER, read_music21, read_pop909
 from .tokens import HIGH_PITCH, LEFT, LOW_PITCH, RIGHT, STEPS_PER_QUARTER, NoteEvent
 
@@ -346,6 +346,7 @@ class Decoding:
     density_bias: float = USER_BIASES["density_bias"]
     register: str = "prompt"
     grid: str = "prompt"
+    chord_velocity: bool = USER_CHORD_VELOCITY
 
 
 @dataclass(frozen=True)
@@ -380,6 +381,7 @@ class ContinueJob:
         model, style = loaded[self.models[item.inputs["model"]]]
         prompt, decoding = item.inputs["prompt"], self.decoding
         config = SamplingConfig(temperature=decoding.temperature, top_p=decoding.top_p, seed=item.inputs["seed"],
+                                chord_velocity=decoding.chord_velocity,
                                 **{name: getattr(decoding, name) for name in USER_BIASES})
         notes = continue_notes(model, prompt.notes, prompt.bar_steps, self.bars, config, prompt.bars, style,
                                register=decoding.register, grid=decoding.grid)

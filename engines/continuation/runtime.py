@@ -51,14 +51,18 @@ EMPTY_SLOT = -1e9  # additive attention bias of an empty slot
 EXACT_STEP_DISABLED = ("MatMulAddFusion", "SkipLayerNormFusion")
 
 
-def _step_session(onnx_path: Path, threads: int, slots: int) -> ort.InferenceSession:
-    """A session of the (already verified) file for one-token steps over ``slots`` cache slots."""
+def _step_session(onnx_path: Path, threads: int, slots: int, optimized_path: Path | None = None
+                  ) -> ort.InferenceSession:
+    """A session of the (already verified) file for one-token steps over ``slots`` cache slots;
+    ``optimized_path``: where ORT writes the graph it runs (benchmarks count its nodes)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     for name, size in (("batch", 1), ("length", 1), ("slots", slots)):
         options.add_free_dimension_override_by_name(name, size)
+    if optimized_path is not None:
+        options.optimized_model_filepath = str(optimized_path)
     try:
         return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"],
                                     disabled_optimizers=list(EXACT_STEP_DISABLED))

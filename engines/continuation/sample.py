@@ -3,7 +3,8 @@
 Sampling: temperature, top-k, top-p (nucleus) and a seed, over the tokens the grammar mask allows
 (``state.Masker``: key/scale, hand ranges, polyphony, note lengths, bar lines, the time grid) and
 the logits shifted by the biases measured from the prompt (``biases.Scorer``: key, rhythm
-pattern, density, motif, mode steering). Generation stops at the bar line after ``bars`` bars
+pattern, density, motif, mode steering) and, with ``chord_velocity``, one velocity per hand's
+chord (``state.shared_chord_velocity``). Generation stops at the bar line after ``bars`` bars
 (or after ``max_tokens``) and closes every held note, so every NOTE_ON of the output has its
 NOTE_OFF. What the prompt sets (register, grid) is read by ``prompt_style``.
 
@@ -30,7 +31,7 @@ from .prompt_style import (
     prompt_register,
 )
 from .runtime import ContinuationModel
-from .state import SCALES, Masker, SamplingConfig, State, scale_pitch_classes
+from .state import SCALES, Masker, SamplingConfig, State, scale_pitch_classes, shared_chord_velocity
 from .tokens import BAR, NOTE_OFF, SHIFT_BASE, STEPS_PER_QUARTER, note_token
 
 __all__ = [
@@ -57,6 +58,7 @@ __all__ = [
     "prompt_register",
     "sample_token",
     "scale_pitch_classes",
+    "shared_chord_velocity",
     "steer_mode",
 ]
 
@@ -163,6 +165,8 @@ class Stream:
         state = self.state
         for _ in range(self.max_tokens):
             allowed = self.scorer.allowed(self.masker(state), state)
+            if self.config.chord_velocity:
+                allowed = shared_chord_velocity(allowed, state)
             token = sample_token(self._scores(), allowed, self.config, self.rng)
             if token == BAR and state.bars + 1 > self.bars:
                 break

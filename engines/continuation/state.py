@@ -5,6 +5,8 @@ TIME_SHIFT that would hold a note longer than ``max_note_steps`` or cross a bar 
 forced there and allowed nowhere else), shifts landing on ``time_grid`` when one is set (where
 none lands within a held note's room, the note is released first, not moved off the grid), no
 PAD/SOS/EOS/UNK, and a VELOCITY only when a NOTE_ON may follow (and then only a NOTE_ON).
+With ``chord_velocity`` (``shared_chord_velocity``), a hand's notes struck at one step share one
+velocity: fewer tokens, so fewer model steps, for the same notes and timing.
 
 Bars follow the meter (``bar_steps``) from the sequence's first BAR.
 """
@@ -29,7 +31,8 @@ from .tokens import (
     VOCAB_SIZE,
 )
 
-__all__ = ["SCALES", "Masker", "SamplingConfig", "State", "scale_pitch_classes", "steps_to_bar_line"]
+__all__ = ["SCALES", "Masker", "SamplingConfig", "State", "scale_pitch_classes", "shared_chord_velocity",
+           "steps_to_bar_line"]
 
 SCALES: dict[str, tuple[int, ...]] = {
     "major": (0, 2, 4, 5, 7, 9, 11),
@@ -69,6 +72,8 @@ class SamplingConfig:
     # each hand's prompt median (right, left; None: the hand did not play): its new notes keep their
     # median within an octave of it (``biases.MedianKeeper``); None = no keeper
     register_medians: tuple[float | None, float | None] | None = None
+    # a hand's notes struck at one step share one velocity (``shared_chord_velocity``)
+    chord_velocity: bool = False
 
     def __post_init__(self) -> None:
         if not self.temperature > 0:
@@ -88,7 +93,8 @@ class SamplingConfig:
 class State:
     """Time and held notes while scanning or generating tokens (onsets[hand, pitch - 21], -1 = not
     held); ``last_on[hand]``: the step of the hand's latest NOTE_ON (-1 before any);
-    ``held_count[hand]``: the notes the hand holds."""
+    ``held_count[hand]``: the notes the hand holds; ``velocity_mark``: (step, right struck, left
+    struck) at the latest VELOCITY."""
 
     def __init__(self) -> None:
         self.now_steps = 0
@@ -99,6 +105,8 @@ class State:
         self.last_bar_steps = -1
         self.last_on = [-1, -1]
         self.held_count = [0, 0]
+        # the step of the latest VELOCITY and which hands had struck at that step before it
+        self.velocity_mark: tuple[int, bool, bool] = (-1, False, False)
 
     @property
     def held(self) -> dict[tuple[int, int], int]:
@@ -115,6 +123,9 @@ class State:
                 self.first_bar_steps = self.now_steps
         elif SHIFT_BASE <= token:
             self.now_steps += token - SHIFT_BASE + 1
+        elif VELOCITY_BASE <= token:
+            now = self.now_steps
+            self.velocity_mark = (now, self.last_on[RIGHT] == now, self.last_on[LEFT] == now)
         elif NOTE_BASE <= token < VELOCITY_BASE:
             index = token - NOTE_BASE
             hand, kind, pitch = index // (2 * NUM_PITCHES), (index // NUM_PITCHES) % 2, index % NUM_PITCHES
@@ -196,3 +207,37 @@ class Masker:
                 # none on the grid within the room: a held note must end first (its NOTE_OFF is allowed)
                 shifts[:] = self.on_grid[(config.bar_steps - to_bar_line) % config.bar_steps, :room]
         return allowed
+
+
+_ON_RANGES = tuple(slice(NOTE_BASE + hand * 2 * NUM_PITCHES, NOTE_BASE + hand * 2 * NUM_PITCHES + NUM_PITCHES)
+                   for hand in (RIGHT, LEFT))
+
+
+def shared_chord_velocity(allowed: np.ndarray, state: State) -> np.ndarray:
+    """``allowed`` (the final mask; a copy when anything changes) such that a hand's notes struck at
+    one step share one velocity. A VELOCITY token sets the one current velocity for both hands, so
+    at a step where a hand has struck: a VELOCITY is allowed only when a hand that has not struck
+    yet may strike, it is followed by such a hand's NOTE_ON, and a hand that struck before it
+    strikes no more at this step (its next note would carry the other hand's velocity). A mask
+    that this would leave empty is returned unchanged."""
+    if allowed[BAR]:
+        return allowed
+    now = state.now_steps
+    struck = (state.last_on[RIGHT] == now, state.last_on[LEFT] == now)
+    if not (struck[RIGHT] or struck[LEFT]):
+        return allowed  # no note at this step yet: the first one may set its velocity
+    mark_now = state.velocity_mark[0] == now
+    if VELOCITY_BASE <= state.last_token < SHIFT_BASE:
+        closed = struck  # a velocity written mid-chord: for a hand that has not struck yet
+    else:
+        closed = (mark_now and state.velocity_mark[1 + RIGHT], mark_now and state.velocity_mark[1 + LEFT])
+    out = allowed
+    for hand in (RIGHT, LEFT):
+        if closed[hand] and out[_ON_RANGES[hand]].any():
+            out = out.copy() if out is allowed else out
+            out[_ON_RANGES[hand]] = False
+    if not (VELOCITY_BASE <= state.last_token < SHIFT_BASE) and out[VELOCITY_BASE:SHIFT_BASE].any() and not any(
+            not struck[hand] and out[_ON_RANGES[hand]].any() for hand in (RIGHT, LEFT)):
+        out = out.copy() if out is allowed else out
+        out[VELOCITY_BASE:SHIFT_BASE] = False  # no hand left to set a velocity for
+    return out if out.any() else allowed

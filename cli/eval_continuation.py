@@ -5,7 +5,7 @@ Prompts: the held-out lists of the two-hand corpus (POP909 songs and music21 key
 ``engines/continuation/splits/twohands_{test,val}.txt``), ``--context-bars`` bars where both
 hands play, continued for ``--bars`` bars with each of ``--seeds`` seeds and ``scorebridge
 continue``'s default decoding. Rows: the human's real next bars, the prompt's last two bars
-repeated, and each model (default: the shipped ``continuation`` and the one it replaced, ``continuation_music21``).
+repeated, and each model (default: the shipped ``continuation`` and the one it replaced, ``continuation_d4``).
 Figures per row and group (all, pop, classical); see ``engines.continuation.evaluation``.
 
 The held-out songs are read on first use from the data sets (``--datasets``,
@@ -28,7 +28,7 @@ from engines.continuation.defaults import USER_BIASES
 
 __all__ = ["add_parser", "run"]
 
-DEFAULT_MODELS = ("continuation", "continuation_music21")
+DEFAULT_MODELS = ("continuation", "continuation_d4")
 _DECODING = ("temperature", "top_p", *USER_BIASES, "register", "grid")
 _COLUMNS = (
     ("in-key", "in_key", "{:.3f}"), ("in-key min", "in_key_min", "{:.2f}"), ("met", "in_key_met", "{:.0%}"),

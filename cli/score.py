@@ -153,11 +153,11 @@ class _Inputs:
 
 
 def _load_models(style: str):
-    from engines.continuation.runtime import ContinuationModel
+    from engines.continuation.runtime import SCORE_MODEL, ContinuationModel
     from engines.harmonizer.runtime import HarmonizerModel
     from engines.score.presets import STYLES
 
-    continuation = ContinuationModel.load()
+    continuation = ContinuationModel.load(SCORE_MODEL)
     harmonizer = HarmonizerModel.named("harmonizer")
     if STYLES[style].harmonizer not in harmonizer.styles:
         raise ConfigError(f"--style {style}: the harmonizer has no {STYLES[style].harmonizer!r} style")

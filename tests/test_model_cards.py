@@ -16,7 +16,8 @@ from tests.jackutil import ROOT
 
 CARDS = model_cards()
 SHIPPED = {"harmonizer", "harmonizer_chorale", "harmonizer_midpoint", "harmonizer_tagger",
-           "harmonizer_random10", "continuation", "continuation_plain", "continuation_music21"}
+           "harmonizer_random10", "continuation", "continuation_d4", "continuation_plain",
+           "continuation_music21"}
 
 
 def test_every_shipped_model_is_there():

@@ -359,12 +359,12 @@ def test_bad_inputs_are_refused_before_any_work(scored, tmp_path, capsys):
 
 
 def test_every_style_has_its_models_and_a_motif_in_major_and_minor():
-    from engines.continuation.runtime import ContinuationModel
+    from engines.continuation.runtime import SCORE_MODEL, ContinuationModel
     from engines.harmonizer.runtime import HarmonizerModel
     from engines.score.compose import motif_theme
     from engines.score.presets import INSTRUMENTS, PARTS, STYLES
 
-    continuation, harmonizer = ContinuationModel.load(), HarmonizerModel.named("harmonizer")
+    continuation, harmonizer = ContinuationModel.load(SCORE_MODEL), HarmonizerModel.named("harmonizer")
     for name, style in STYLES.items():
         assert style.continuation in continuation.card["styles"], name
         assert style.harmonizer in harmonizer.styles, name
@@ -480,7 +480,7 @@ def test_an_edited_tuning_file_renders_again_with_your_own_font(scored, tmp_path
 def test_the_seed_chooses_the_music_and_the_same_seed_gives_it_again():
     """``--seed``: the same seed composes the same parts, another one other generated notes; the
     theme (here the built-in motif) is played the same under every seed."""
-    from engines.continuation.runtime import ContinuationModel
+    from engines.continuation.runtime import SCORE_MODEL, ContinuationModel
     from engines.harmonizer.runtime import HarmonizerModel
     from engines.score.compose import compose, motif_theme
     from engines.score.form import plan_form
@@ -488,7 +488,7 @@ def test_the_seed_chooses_the_music_and_the_same_seed_gives_it_again():
     curve = _step_curve([(0, -0.3, -0.2), (8.0, 0.6, 0.7)], 16.0)
     plan = plan_form(curve, [8.0], 16.0)
     theme = motif_theme("cinematic", minor=False)
-    continuation, harmonizer = ContinuationModel.load(), HarmonizerModel.named("harmonizer")
+    continuation, harmonizer = ContinuationModel.load(SCORE_MODEL), HarmonizerModel.named("harmonizer")
     first, again, other = (compose(theme, plan, curve, "cinematic", seed, continuation, harmonizer)
                            for seed in (1, 1, 2))
     assert first.generated_notes > 0

@@ -41,10 +41,13 @@ from onnx_models import models_dir, open_model
 
 from .tokens import VOCAB_SIZE
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_SLOTS", "EMPTY_SLOT", "ContinuationModel", "Decoder", "input_names"]
+__all__ = ["DEFAULT_MODEL", "DEFAULT_SLOTS", "SCORE_MODEL", "EMPTY_SLOT", "ContinuationModel", "Decoder", "input_names"]
 
 DEFAULT_MODEL = models_dir() / "continuation.onnx"
 PLAIN_MODEL = DEFAULT_MODEL.with_name("continuation_plain.onnx")
+# The 4-layer Smart model that was `continuation` until 2026-12-08: the score engine composes its
+# piano with it (its register follows arousal more widely; docs/continuation.md).
+SCORE_MODEL = DEFAULT_MODEL.with_name("continuation_d4.onnx")
 DEFAULT_SLOTS = 255
 EMPTY_SLOT = -1e9  # additive attention bias of an empty slot
 # Fusions the fixed-shape step session leaves out: each changes the logits in the last bits.

@@ -88,7 +88,21 @@ class Listener:
                 on.pop(key, None)
         return set(on)
 
+    def _quiet(self, quiet_s: float = 0.1, limit_s: float = 2.0) -> None:
+        """Wait until nothing has arrived for ``quiet_s`` (at most ``limit_s``). rtmidi's JACK
+        input unregisters its port without waiting for JACK's process cycle, which may be
+        inside the port at that moment; a port still receiving (a bridge draining a flood)
+        makes that far likelier, and it took the test process down (twice in CI)."""
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            with self._lock:
+                last = self.received[-1][0] if self.received else 0.0
+            if time.perf_counter() - last >= quiet_s:
+                return
+            time.sleep(quiet_s / 2)
+
     def close(self) -> None:
+        self._quiet()
         self._stop.set()
         self._poller.join(timeout=10)
         if self._poller.is_alive():  # (a starved thread still inside rtmidi: freeing the port would crash it)
@@ -114,11 +128,15 @@ class Peer(Listener):
     def send(self, data: list[int]) -> float:
         sent = time.perf_counter()
         self.out.send_message(data)
+        self._last_sent = time.perf_counter()
         return sent
 
     def close_sender(self) -> None:
         """Close the sending client only, as a DAW or controller that quits or is unplugged."""
         if self.out is not None:
+            # JACK's cycle takes what was sent from rtmidi's ring buffer: let it (a few cycles)
+            # before the port goes, so no cycle is still writing it when it is unregistered.
+            time.sleep(max(0.0, getattr(self, "_last_sent", 0.0) + 0.05 - time.perf_counter()))
             self.out.close_port()
             self.out.delete()
             self.out = None

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import faulthandler
 import itertools
 import os
-from pathlib import Path
 
 import pytest
 
@@ -13,14 +11,6 @@ from tests.jackutil import start_jack
 from tests.peer import Bridge, Peer
 
 _counter = itertools.count()
-
-# A crash of the test process itself (a native library) must leave its Python stacks somewhere:
-# pytest's own faulthandler writes to a stderr that its capture has replaced inside a test, so a
-# crash there printed nothing (pyproject's addopts turn that plugin off). .ci/run prints this file
-# when the suite fails.
-FAULT_LOG = Path(__file__).resolve().parent.parent / ".pytest-faults.log"
-_fault_file = FAULT_LOG.open("w")
-faulthandler.enable(file=_fault_file, all_threads=True)
 
 
 @pytest.fixture(scope="session")

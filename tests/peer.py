@@ -122,6 +122,7 @@ class Peer(Listener):
 
     def __init__(self, name: str, bridge_client: str, out_port: str | None = None) -> None:
         self.out = rtmidi.MidiOut(rtmidi.API_UNIX_JACK, f"{name}-send")
+        self._last_sent = 0.0
         self.out.open_port(self.out.get_ports().index(f"{bridge_client}:in"), "out")
         super().__init__(name, bridge_client, out_port)
 
@@ -136,7 +137,7 @@ class Peer(Listener):
         if self.out is not None:
             # JACK's cycle takes what was sent from rtmidi's ring buffer: let it (a few cycles)
             # before the port goes, so no cycle is still writing it when it is unregistered.
-            time.sleep(max(0.0, getattr(self, "_last_sent", 0.0) + 0.05 - time.perf_counter()))
+            time.sleep(max(0.0, self._last_sent + 0.05 - time.perf_counter()))
             self.out.close_port()
             self.out.delete()
             self.out = None
